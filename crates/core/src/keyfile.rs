@@ -1,0 +1,393 @@
+//! The key file (`docs/formats/key-file.md`): the one record that holds a vault's keystore
+//! parameters, its wrapped master key and every account's wrapped data keys.
+//!
+//! ```text
+//! file    = "FVKF" | version 0x01 | reserved 0x00 | count u16 | section{count}
+//! section = type u8 | len u16 | body[len] | check[8]
+//! check   = SHA-256("fieldvault/v1/check" 0x00 "keyfile-section" 0x00 type len body)[0..8]
+//! type 1  vault     vault id (16) | generation u64
+//! type 2  keystore  kind u8 | params        (os: none; passphrase: m u32 t u32 p u32 salt 16)
+//! type 3  master    wrapped key (104)
+//! type 4  data      state u8 | len8(account) | account | wrapped key (104)
+//! ```
+//!
+//! Sections 1, 2 and 3 appear once each, in that order, then any number of data slots. All
+//! integers are big-endian. The whole record is replaced atomically on every change, so the
+//! Argon2id parameters, the salt and the wrapped master key always change together; the
+//! keystore section is the master key's bound associated data.
+
+use std::collections::BTreeSet;
+
+use crate::section::{CHECK_LEN, Reader, checksum};
+use crate::{AccountName, Error, KdfParams, Purpose, VaultId, WrappedKey};
+
+const MAGIC: &[u8; 4] = b"FVKF";
+const VERSION: u8 = 1;
+const CHECK_LABEL: &[u8] = b"keyfile-section";
+const WHAT: &str = "key file";
+
+/// Which keystore holds (or derives) the key that wraps the master key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeystoreKind {
+    /// The OS keystore (Keychain, Keystore, Secret Service) holds a random KEK.
+    Os = 1,
+    /// KEK = Argon2id(passphrase, salt).
+    Passphrase = 2,
+    /// A process-local store, for tests.
+    Memory = 3,
+}
+
+impl KeystoreKind {
+    /// Lower-case name as shown to users and accepted by `--keystore`.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeystoreKind::Os => "os",
+            KeystoreKind::Passphrase => "passphrase",
+            KeystoreKind::Memory => "memory",
+        }
+    }
+}
+
+/// The keystore section: which store, and what it needs to find or derive the KEK.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeystoreParams {
+    /// The KEK is the OS keystore entry named after the vault id.
+    Os,
+    /// The KEK is derived from the passphrase with these parameters and salt.
+    Passphrase {
+        /// Argon2id cost.
+        kdf: KdfParams,
+        /// Random salt, fresh for every new passphrase.
+        salt: [u8; KdfParams::SALT_LEN],
+    },
+    /// The KEK lives in a process-local test store.
+    Memory,
+}
+
+impl KeystoreParams {
+    /// Which store.
+    pub fn kind(&self) -> KeystoreKind {
+        match self {
+            KeystoreParams::Os => KeystoreKind::Os,
+            KeystoreParams::Passphrase { .. } => KeystoreKind::Passphrase,
+            KeystoreParams::Memory => KeystoreKind::Memory,
+        }
+    }
+
+    /// The section body; also the master key's bound associated data.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = vec![self.kind() as u8];
+        if let KeystoreParams::Passphrase { kdf, salt } = self {
+            out.extend_from_slice(&kdf.m_cost_kib.to_be_bytes());
+            out.extend_from_slice(&kdf.t_cost.to_be_bytes());
+            out.extend_from_slice(&kdf.p_cost.to_be_bytes());
+            out.extend_from_slice(salt);
+        }
+        out
+    }
+
+    fn from_bytes(body: &[u8]) -> Result<Self, Error> {
+        let mut r = Reader::new(body, "keystore section");
+        let params = match r.u8()? {
+            1 => KeystoreParams::Os,
+            2 => {
+                let kdf = KdfParams { m_cost_kib: r.u32()?, t_cost: r.u32()?, p_cost: r.u32()? };
+                kdf.check()?;
+                KeystoreParams::Passphrase { kdf, salt: r.array()? }
+            }
+            3 => KeystoreParams::Memory,
+            code => return Err(Error::UnknownCode { what: "keystore kind", code }),
+        };
+        r.finish()?;
+        Ok(params)
+    }
+}
+
+/// Whether a data key is the one in use or a rotation's new key not yet in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotState {
+    /// The key in use for its (account, purpose).
+    Live = 1,
+    /// A rotation's next key: written before the data is re-keyed, promoted after.
+    Pending = 2,
+}
+
+/// One account's wrapped data key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataSlot {
+    /// The account it belongs to.
+    pub account: AccountName,
+    /// Live or pending.
+    pub state: SlotState,
+    /// The sealed key.
+    pub key: WrappedKey,
+}
+
+impl DataSlot {
+    /// `account 'alice' database key v2`.
+    pub fn describe(&self) -> String {
+        self.key.describe(self.account.as_str())
+    }
+}
+
+/// A parsed key file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyFile {
+    /// The vault this file belongs to.
+    pub vault: VaultId,
+    /// Raised by one on every write: tells which of two copies is newer.
+    pub generation: u64,
+    /// The keystore section.
+    pub keystore: KeystoreParams,
+    /// The master key, wrapped by the KEK.
+    pub master: WrappedKey,
+    /// Every account's data keys, wrapped by the master key.
+    pub slots: Vec<DataSlot>,
+}
+
+fn push_section(out: &mut Vec<u8>, kind: u8, body: &[u8]) {
+    let len = u16::try_from(body.len()).expect("sections are at most a few hundred bytes");
+    let start = out.len();
+    out.push(kind);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(body);
+    let check = checksum(CHECK_LABEL, &out[start..]);
+    out.extend_from_slice(&check);
+}
+
+impl KeyFile {
+    /// The live slot of one (account, purpose), if any.
+    pub fn live(&self, account: &AccountName, purpose: Purpose) -> Option<&DataSlot> {
+        self.slots
+            .iter()
+            .find(|s| &s.account == account && s.state == SlotState::Live && s.key.meta().purpose == purpose)
+    }
+
+    /// The accounts that have at least one slot, sorted.
+    pub fn accounts(&self) -> BTreeSet<AccountName> {
+        self.slots.iter().map(|s| s.account.clone()).collect()
+    }
+
+    /// Encodes the file.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + self.slots.len() * 180);
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        out.push(0);
+        let count = u16::try_from(3 + self.slots.len()).expect("fewer than 65k slots");
+        out.extend_from_slice(&count.to_be_bytes());
+        let mut vault = self.vault.as_bytes().to_vec();
+        vault.extend_from_slice(&self.generation.to_be_bytes());
+        push_section(&mut out, 1, &vault);
+        push_section(&mut out, 2, &self.keystore.to_bytes());
+        push_section(&mut out, 3, &self.master.to_bytes());
+        for slot in &self.slots {
+            let mut body = vec![slot.state as u8];
+            body.push(u8::try_from(slot.account.as_str().len()).expect("account names are at most 64 bytes"));
+            body.extend_from_slice(slot.account.as_str().as_bytes());
+            body.extend_from_slice(&slot.key.to_bytes());
+            push_section(&mut out, 4, &body);
+        }
+        out
+    }
+
+    /// Parses and checks a key file: structure, checksums, and that slots are consistent
+    /// (one live key per account and purpose, no duplicate versions). Nothing is decrypted.
+    ///
+    /// # Errors
+    /// [`Error::ChecksumMismatch`] names the damaged section; other variants name the rule.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        let mut r = Reader::new(bytes, WHAT);
+        r.header(MAGIC, VERSION)?;
+        if r.u8()? != 0 {
+            return Err(Error::Malformed { what: WHAT, reason: "reserved byte is not zero" });
+        }
+        let count = r.u16()?;
+        if count < 3 {
+            return Err(Error::Malformed { what: WHAT, reason: "fewer than the three required sections" });
+        }
+        let mut vault = None;
+        let mut keystore = None;
+        let mut master = None;
+        let mut slots = Vec::new();
+        for index in 1..=count {
+            let start_kind = r.u8()?;
+            let len = r.u16()?;
+            let body = r.take(usize::from(len))?;
+            let check: [u8; CHECK_LEN] = r.array()?;
+            let mut framed = vec![start_kind];
+            framed.extend_from_slice(&len.to_be_bytes());
+            framed.extend_from_slice(body);
+            if checksum(CHECK_LABEL, &framed) != check {
+                return Err(Error::ChecksumMismatch { what: section_name(index, start_kind, body) });
+            }
+            let expected = match index {
+                1..=3 => index as u8,
+                _ => 4,
+            };
+            if start_kind != expected {
+                return Err(Error::Malformed { what: WHAT, reason: "sections are missing or out of order" });
+            }
+            match start_kind {
+                1 => {
+                    let mut b = Reader::new(body, "vault section");
+                    vault = Some((VaultId::from_bytes(b.array()?), b.u64()?));
+                    b.finish()?;
+                }
+                2 => keystore = Some(KeystoreParams::from_bytes(body)?),
+                3 => {
+                    let key = WrappedKey::from_bytes(body)?;
+                    if key.meta().purpose != Purpose::Master {
+                        return Err(Error::Malformed { what: WHAT, reason: "the master section holds a data key" });
+                    }
+                    master = Some(key);
+                }
+                _ => slots.push(parse_slot(body)?),
+            }
+        }
+        r.finish()?;
+        let (vault, generation) = vault.expect("section 1 was read");
+        let file = KeyFile {
+            vault,
+            generation,
+            keystore: keystore.expect("section 2 was read"),
+            master: master.expect("section 3 was read"),
+            slots,
+        };
+        file.check_consistency()?;
+        Ok(file)
+    }
+
+    fn check_consistency(&self) -> Result<(), Error> {
+        let mut seen = BTreeSet::new();
+        let mut live = BTreeSet::new();
+        for s in &self.slots {
+            let m = s.key.meta();
+            if !seen.insert((s.account.clone(), m.purpose, m.version)) {
+                return Err(Error::Malformed { what: WHAT, reason: "two slots hold the same account, purpose and version" });
+            }
+            if s.state == SlotState::Live && !live.insert((s.account.clone(), m.purpose)) {
+                return Err(Error::Malformed { what: WHAT, reason: "two live keys for one account and purpose" });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_slot(body: &[u8]) -> Result<DataSlot, Error> {
+    let mut r = Reader::new(body, "data key slot");
+    let state = match r.u8()? {
+        1 => SlotState::Live,
+        2 => SlotState::Pending,
+        code => return Err(Error::UnknownCode { what: "slot state", code }),
+    };
+    let len = r.u8()?;
+    let name = std::str::from_utf8(r.take(usize::from(len))?)
+        .map_err(|_| Error::Malformed { what: "data key slot", reason: "account name is not UTF-8" })?;
+    let account = AccountName::new(name)?;
+    let key = WrappedKey::from_bytes(r.take(WrappedKey::LEN)?)?;
+    r.finish()?;
+    if key.meta().purpose == Purpose::Master {
+        return Err(Error::Malformed { what: "data key slot", reason: "it holds a master key" });
+    }
+    Ok(DataSlot { account, state, key })
+}
+
+/// Names a section for an error, reading what it can from bytes that failed their check.
+fn section_name(index: u16, kind: u8, body: &[u8]) -> String {
+    let what = match kind {
+        1 => "vault id".to_owned(),
+        2 => "keystore parameters".to_owned(),
+        3 => "master key".to_owned(),
+        4 => match parse_slot(body) {
+            Ok(slot) => slot.describe(),
+            Err(_) => "a data key".to_owned(),
+        },
+        _ => "an unknown section".to_owned(),
+    };
+    format!("key file section {index} ({what})")
+}
+
+#[cfg(test)]
+mod tests {
+    use zeroize::Zeroizing;
+
+    use super::*;
+    use crate::{DataKey, Kek, KeyId, KeyMeta, MasterKey, SlotContext};
+
+    fn sample() -> KeyFile {
+        let vault = VaultId::from_bytes([7; 16]);
+        let keystore = KeystoreParams::Passphrase { kdf: KdfParams::DEFAULT, salt: [5; 16] };
+        let kek = Kek::from_bytes(Zeroizing::new([1; 32]));
+        let master = MasterKey::from_bytes(Zeroizing::new([2; 32]));
+        let bound = keystore.to_bytes();
+        let mctx = SlotContext { vault: &vault, account: "", bound: &bound };
+        let mmeta = KeyMeta { purpose: Purpose::Master, version: 1, key_id: KeyId::from_bytes([3; 16]) };
+        let wrapped_master = kek.seal_master(&master, mmeta, &mctx, [4; 12]);
+        let account = AccountName::new("alice").expect("valid");
+        let slots = Purpose::DATA
+            .iter()
+            .enumerate()
+            .map(|(i, &purpose)| {
+                let ctx = SlotContext { vault: &vault, account: "alice", bound: b"" };
+                let meta = KeyMeta { purpose, version: 1, key_id: KeyId::from_bytes([10 + i as u8; 16]) };
+                let dk = DataKey::from_bytes(Zeroizing::new([20 + i as u8; 32]));
+                DataSlot { account: account.clone(), state: SlotState::Live, key: master.seal_data_key(&dk, meta, &ctx, [i as u8; 12]) }
+            })
+            .collect();
+        KeyFile { vault, generation: 9, keystore, master: wrapped_master, slots }
+    }
+
+    #[test]
+    fn key_file_round_trips_exactly_to_the_byte() {
+        let f = sample();
+        let bytes = f.to_bytes();
+        let back = KeyFile::from_bytes(&bytes).expect("parses");
+        assert_eq!(back, f);
+        assert_eq!(back.to_bytes(), bytes);
+    }
+
+    #[test]
+    fn a_flipped_bit_anywhere_is_reported_and_names_its_section() {
+        let bytes = sample().to_bytes();
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            let err = KeyFile::from_bytes(&b).expect_err("any flip is caught");
+            if i >= 8 {
+                let msg = err.to_string();
+                assert!(msg.contains("section") || msg.contains("key file"), "byte {i}: {msg}");
+            }
+        }
+        // A flip inside the second data slot's sealed bytes names that slot.
+        let slot_start = bytes.len() - 2 * (3 + 1 + 1 + 5 + WrappedKey::LEN + 8);
+        let mut b = bytes.clone();
+        b[slot_start + 60] ^= 1;
+        let msg = KeyFile::from_bytes(&b).expect_err("caught").to_string();
+        assert_eq!(msg, "key file section 5 (account 'alice' files key v1) is corrupt: its checksum does not match");
+    }
+
+    #[test]
+    fn truncation_at_every_length_is_an_error_never_a_panic() {
+        let bytes = sample().to_bytes();
+        for len in 0..bytes.len() {
+            assert!(KeyFile::from_bytes(&bytes[..len]).is_err(), "length {len}");
+        }
+        let mut long = bytes.clone();
+        long.extend_from_slice(&[0; 3]);
+        assert!(matches!(KeyFile::from_bytes(&long), Err(Error::TrailingBytes { .. })));
+    }
+
+    #[test]
+    fn two_live_keys_for_one_purpose_are_refused() {
+        let mut f = sample();
+        let mut dup = f.slots[0].clone();
+        dup.key = {
+            let mut b = dup.key.to_bytes();
+            b[11] = 2; // version 2, still live
+            WrappedKey::from_bytes(&b).expect("well-formed")
+        };
+        f.slots.push(dup);
+        assert!(matches!(KeyFile::from_bytes(&f.to_bytes()), Err(Error::Malformed { .. })));
+    }
+}

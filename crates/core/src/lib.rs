@@ -1,0 +1,54 @@
+//! Fieldvault's pure core: the types and byte formats every other crate builds on.
+//!
+//! Nothing here touches the file system, the network, the clock or a global random number
+//! generator: nonces, salts, fresh keys and "now" are arguments. That keeps every format
+//! testable byte for byte and fuzzable on its own.
+//!
+//! Map of the main types:
+//! - [`Kek`], [`MasterKey`], [`DataKey`], [`Passphrase`]: secrets. Zeroized on drop, `Debug`
+//!   prints `[redacted]`, no `Serialize`, no `PartialEq`.
+//! - [`WrappedKey`]: one key sealed (AES-256-GCM) under the key above it, bound to its slot
+//!   (vault, account, purpose, version, key id). Format: `docs/formats/wrapped-key.md`.
+//! - [`KeyFile`]: the vault's key file, a container of wrapped-key slots plus the keystore
+//!   parameters. Format: `docs/formats/key-file.md`.
+//! - [`KdfParams`]: Argon2id parameters for the passphrase keystore, range-checked on read.
+//! - [`UnlockCounter`]: durable count of failed passphrase unlocks and the growing wait.
+//!
+//! ```
+//! use fieldvault_core::{DataKey, KeyId, KeyMeta, MasterKey, Purpose, SlotContext, VaultId};
+//! use zeroize::Zeroizing;
+//!
+//! let master = MasterKey::from_bytes(Zeroizing::new([7u8; 32]));
+//! let db_key = DataKey::from_bytes(Zeroizing::new([9u8; 32]));
+//! let vault = VaultId::from_bytes([1; 16]);
+//! let ctx = SlotContext { vault: &vault, account: "alice", bound: b"" };
+//! let meta = KeyMeta { purpose: Purpose::Database, version: 1, key_id: KeyId::from_bytes([2; 16]) };
+//! let wrapped = master.seal_data_key(&db_key, meta, &ctx, [0u8; 12]);
+//! let back = wrapped.open_data_key(&master, &ctx).expect("same slot, same master");
+//! assert_eq!(back.expose_secret(), db_key.expose_secret());
+//!
+//! // The same bytes presented as another account's key fail to open.
+//! let other = SlotContext { vault: &vault, account: "bob", bound: b"" };
+//! assert!(wrapped.open_data_key(&master, &other).is_err());
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod error;
+mod ids;
+mod kdf;
+mod keyfile;
+mod marker;
+mod secret;
+mod section;
+mod throttle;
+mod wrap;
+
+pub use error::Error;
+pub use ids::{AccountName, KeyId, Purpose, VaultId};
+pub use kdf::KdfParams;
+pub use keyfile::{DataSlot, KeyFile, KeystoreKind, KeystoreParams, SlotState};
+pub use marker::VaultMarker;
+pub use secret::{DataKey, KEY_LEN, Kek, MasterKey, Passphrase, canary};
+pub use throttle::{FREE_FAILURES, UnlockCounter, unlock_delay};
+pub use wrap::{KeyMeta, NONCE_LEN, SlotContext, WrapAlgorithm, WrappedKey};
