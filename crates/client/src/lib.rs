@@ -1,1 +1,53 @@
-//! wip
+//! The Fieldvault SDK: the encrypted vault on the device.
+//!
+//! Map of the main types:
+//! - [`Vault`]: a vault directory, opened and checked but locked (no key in memory).
+//! - [`Unlocked`]: the key hierarchy in memory: the master key and every account's data
+//!   keys, zeroized on drop. Rotation, account management and (later) the document store
+//!   hang off it.
+//! - [`Error`]: what can go wrong, one fact per variant.
+//!
+//! ```
+//! use fieldvault_client::Vault;
+//! use fieldvault_core::{AccountName, Purpose};
+//! use fieldvault_keystore::MemoryStore;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = MemoryStore::default();
+//! let account = AccountName::new("alice")?;
+//! let vault = Vault::init(&dir.path().join("v"), &store, &account)?;
+//! let db_key_canary = vault.data_key(&account, Purpose::Database)?.canary();
+//! let locked = vault.lock(); // every key zeroized
+//! drop(locked);
+//! let again = Vault::open(&dir.path().join("v"))?.unlock(&store)?;
+//! assert_eq!(again.data_key(&account, Purpose::Database)?.canary(), db_key_canary);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod disk;
+mod error;
+mod keys;
+mod vault;
+
+#[cfg(test)]
+mod crash_tests;
+
+pub use error::Error;
+pub use keys::Unlocked;
+pub use vault::{KeyStatus, Status, Vault, WipeReport};
+
+/// `N` bytes from the OS CSPRNG (nonces, ids).
+pub(crate) fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    aws_lc_rs::rand::fill(&mut b).expect("the OS random number generator does not fail");
+    b
+}
+
+/// A fresh 256-bit key from the OS CSPRNG.
+pub(crate) fn random_key() -> zeroize::Zeroizing<[u8; fieldvault_core::KEY_LEN]> {
+    let mut k = zeroize::Zeroizing::new([0u8; fieldvault_core::KEY_LEN]);
+    aws_lc_rs::rand::fill(k.as_mut()).expect("the OS random number generator does not fail");
+    k
+}

@@ -1,0 +1,128 @@
+use std::io;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Everything the vault can refuse. Variants state a fact; none carries key material.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The directory holds no vault.
+    #[error("{} is not a Fieldvault vault (no vault.fv or keys.fvk in it)", dir.display())]
+    NotAVault {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// `init` on a directory that already holds a vault.
+    #[error("{} already holds a vault; nothing was changed", dir.display())]
+    AlreadyAVault {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// `init` on a directory that holds other files.
+    #[error("{} is not empty; a new vault needs an empty or missing directory", dir.display())]
+    NotEmpty {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The key file is gone but the marker is there: the vault was wiped (keys first) or
+    /// its key file deleted. What is left cannot be decrypted.
+    #[error("{} has no key file: the vault was wiped or its keys deleted, and its data cannot be decrypted; `fieldvault wipe` removes what is left", dir.display())]
+    KeysGone {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// A file or directory of the vault is readable or writable by others.
+    #[error("{} has mode {mode:04o}; Fieldvault requires {expected:04o} (run: chmod {expected:o} {})", path.display(), path.display())]
+    LoosePermissions {
+        /// The path.
+        path: PathBuf,
+        /// Its mode bits.
+        mode: u32,
+        /// What is required.
+        expected: u32,
+    },
+    /// A file of the vault belongs to another user.
+    #[error("{} belongs to user {owner}, not to the user running Fieldvault ({me})", path.display())]
+    NotOwned {
+        /// The path.
+        path: PathBuf,
+        /// Its owner's uid.
+        owner: u32,
+        /// Our uid.
+        me: u32,
+    },
+    /// A path inside the vault is a symbolic link or another unexpected kind of file.
+    #[error("{} is not a plain {expected}; refusing to follow it", path.display())]
+    UnexpectedFileType {
+        /// The path.
+        path: PathBuf,
+        /// "file" or "directory".
+        expected: &'static str,
+    },
+    /// Another process has the vault open.
+    #[error("the vault at {} is in use by another process", dir.display())]
+    InUse {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The passphrase does not open the vault. Counted; see `retry_after_secs`.
+    #[error("wrong passphrase ({failures} failed attempt(s){})", wait_note(*retry_after_secs))]
+    WrongPassphrase {
+        /// Consecutive failures so far.
+        failures: u32,
+        /// Seconds before the next attempt is allowed.
+        retry_after_secs: u64,
+    },
+    /// Too many recent failures: wait before trying again.
+    #[error("too many failed unlocks; try again in {retry_after_secs} s")]
+    UnlockThrottled {
+        /// Seconds left.
+        retry_after_secs: u64,
+    },
+    /// The OS keystore gave a key that does not open this vault.
+    #[error("the OS keystore's key does not open this vault (its entry was replaced, or the vault comes from another machine)")]
+    KeystoreMismatch,
+    /// A file of the vault is damaged or was edited. Never counted as a failed unlock.
+    #[error("{} is corrupt: {source}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the slot where there is one.
+        source: fieldvault_core::Error,
+    },
+    /// The key file belongs to another vault than the marker says.
+    #[error("keys.fvk belongs to vault {keyfile}, but this directory is vault {marker}: a key file was copied in from another vault")]
+    VaultMismatch {
+        /// Id in the marker.
+        marker: String,
+        /// Id in the key file.
+        keyfile: String,
+    },
+    /// No such account in this vault.
+    #[error("no account named '{0}' in this vault")]
+    NoSuchAccount(String),
+    /// The account already exists.
+    #[error("account '{0}' already exists")]
+    AccountExists(String),
+    /// The keystore refused.
+    #[error(transparent)]
+    Keystore(#[from] fieldvault_keystore::Error),
+    /// A core rule was broken (an invalid account name, ...).
+    #[error(transparent)]
+    Core(#[from] fieldvault_core::Error),
+    /// The file system failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("write", "rename", ...).
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+fn wait_note(secs: u64) -> String {
+    if secs == 0 { String::new() } else { format!("; next attempt allowed in {secs} s") }
+}

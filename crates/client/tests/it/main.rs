@@ -1,0 +1,3 @@
+//! The vault's key hierarchy through the public API, on real files.
+
+mod keys;
