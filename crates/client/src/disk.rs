@@ -120,7 +120,7 @@ impl Disk {
     }
 
     fn sync_parent(&self, path: &Path) -> Result<(), Error> {
-        let parent = path.parent().unwrap_or(Path::new("."));
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         self.step("fsync directory", parent)?;
         File::open(parent).and_then(|d| d.sync_all()).map_err(io_err("fsync directory", parent))
     }

@@ -147,7 +147,9 @@ impl Vault {
         store: &dyn KeyStore,
         account: &AccountName,
     ) -> Result<crate::Unlocked, Error> {
-        match fs::symlink_metadata(dir) {
+        // Read-only checks first, then the keystore (a weak passphrase is refused here),
+        // and only then the first write: a refused init leaves no trace.
+        let exists = match fs::symlink_metadata(dir) {
             Ok(meta) if !meta.is_dir() => {
                 return Err(Error::UnexpectedFileType { path: dir.to_path_buf(), expected: "directory" });
             }
@@ -163,23 +165,26 @@ impl Vault {
                 if !names.iter().all(|n| is_leftover(n)) {
                     return Err(Error::NotEmpty { dir: dir.to_path_buf() });
                 }
-                // An empty directory we own becomes private; one owned by someone else is refused.
-                fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))
-                    .map_err(|source| Error::Io { op: "chmod", path: dir.to_path_buf(), source })?;
-                check_private_dir(dir)?;
+                true
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    fs::create_dir_all(parent)
-                        .map_err(|source| Error::Io { op: "create directory", path: parent.to_path_buf(), source })?;
-                }
-                disk.create_dir(dir)?;
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
             Err(source) => return Err(Error::Io { op: "stat", path: dir.to_path_buf(), source }),
-        }
-        let lock = take_lock(dir)?;
+        };
         let vault_id = VaultId::from_bytes(crate::random());
         let (kek, params) = store.create(&vault_id)?;
+        if exists {
+            // An empty directory we own becomes private; one owned by someone else is refused.
+            fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))
+                .map_err(|source| Error::Io { op: "chmod", path: dir.to_path_buf(), source })?;
+            check_private_dir(dir)?;
+        } else {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::create_dir_all(parent)
+                    .map_err(|source| Error::Io { op: "create directory", path: parent.to_path_buf(), source })?;
+            }
+            disk.create_dir(dir)?;
+        }
+        let lock = take_lock(dir)?;
         let (keyfile, keys) = crate::keys::KeySet::create(vault_id, kek, params, account);
         disk.write_atomic(&dir.join(KEYS), &keyfile.to_bytes())?;
         disk.create_dir(&dir.join(ACCOUNTS))?;

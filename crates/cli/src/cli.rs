@@ -1,0 +1,78 @@
+//! The command line, as SPEC section 6 names it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Fieldvault: an encrypted, offline-first data vault.
+///
+/// Secrets never come from arguments (they are visible in /proc): the passphrase comes from
+/// a terminal prompt, `--passphrase-fd N`, or FIELDVAULT_PASSPHRASE (weaker: other
+/// processes of the same user can read a process's environment).
+#[derive(Debug, Parser)]
+#[command(name = "fieldvault", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Vault directory [default: $XDG_DATA_HOME/fieldvault or ~/.local/share/fieldvault]
+    #[arg(long, global = true, env = "FIELDVAULT_VAULT", value_name = "DIR")]
+    pub vault: Option<PathBuf>,
+    /// Account (namespace) inside the vault [default: default]. With `wipe`, wipes only it
+    #[arg(long, global = true, env = "FIELDVAULT_ACCOUNT", value_name = "NAME")]
+    pub account: Option<String>,
+    /// Print machine-readable JSON on stdout (errors stay one line on stderr)
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Read the passphrase from this open file descriptor (first line)
+    #[arg(long, global = true, value_name = "N")]
+    pub passphrase_fd: Option<u32>,
+}
+
+/// Where the keystore key comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KeystoreChoice {
+    /// The OS keystore (Secret Service on a Linux desktop)
+    Os,
+    /// Argon2id over a passphrase
+    Passphrase,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a vault with a fresh key hierarchy
+    ///
+    /// Without --keystore the OS keystore is used where one answers; otherwise init says so
+    /// and falls back to the passphrase keystore.
+    Init {
+        /// Keystore for the key that wraps the master key
+        #[arg(long, value_enum)]
+        keystore: Option<KeystoreChoice>,
+    },
+    /// Show the key hierarchy: key ids, versions, keystore (no passphrase needed)
+    Status,
+    /// Rotate the account's data keys, or with --master the master key
+    Rotate {
+        /// Rotate the master key (re-wraps every data key; data is untouched)
+        #[arg(long)]
+        master: bool,
+    },
+    /// Change the passphrase (new one from a prompt or FIELDVAULT_NEW_PASSPHRASE)
+    Passwd,
+    /// Crypto-shred and delete the whole vault, or with --account NAME one account
+    ///
+    /// Keys go first (crypto-shredding), then files. Asks for confirmation on a terminal.
+    Wipe {
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Check that every key unwraps and every file at rest is what it should be
+    Verify,
+}
