@@ -31,8 +31,10 @@ fn vault_dir(g: &Global) -> Result<PathBuf> {
     }
     let base = match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         Some(x) => PathBuf::from(x),
-        None => PathBuf::from(std::env::var_os("HOME").ok_or_else(|| anyhow!("set --vault DIR (HOME is not set)"))?)
-            .join(".local/share"),
+        None => PathBuf::from(
+            std::env::var_os("HOME").ok_or_else(|| anyhow!("set --vault DIR (HOME is not set)"))?,
+        )
+        .join(".local/share"),
     };
     Ok(base.join("fieldvault"))
 }
@@ -44,22 +46,34 @@ fn account(g: &Global) -> Result<AccountName> {
 /// Prints `value` as JSON with `--json`, else `text`.
 fn emit(g: &Global, value: Value, text: impl FnOnce() -> String) {
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&value).expect("JSON values always serialize"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).expect("JSON values always serialize")
+        );
     } else {
         println!("{}", text());
     }
 }
 
 fn passphrase_store(g: &Global, prompt: Prompt) -> Result<PassphraseStore> {
-    Ok(PassphraseStore::new(passphrase(g.passphrase_fd, "FIELDVAULT_PASSPHRASE", "Passphrase", prompt)?))
+    Ok(PassphraseStore::new(passphrase(
+        g.passphrase_fd,
+        "FIELDVAULT_PASSPHRASE",
+        "Passphrase",
+        prompt,
+    )?))
 }
 
 /// The store that holds this vault's keystore key.
 fn store_for(g: &Global, vault: &Vault) -> Result<Box<dyn KeyStore>> {
     Ok(match vault.keystore_kind() {
-        KeystoreKind::Os => Box::new(OsStore::platform().context("this vault's key is in the OS keystore")?),
+        KeystoreKind::Os => {
+            Box::new(OsStore::platform().context("this vault's key is in the OS keystore")?)
+        }
         KeystoreKind::Passphrase => Box::new(passphrase_store(g, Prompt::Once)?),
-        KeystoreKind::Memory => bail!("this vault uses the in-memory test keystore and cannot be opened from the command line"),
+        KeystoreKind::Memory => bail!(
+            "this vault uses the in-memory test keystore and cannot be opened from the command line"
+        ),
     })
 }
 
@@ -90,9 +104,18 @@ fn init(g: &Global, dir: &Path, choice: Option<KeystoreChoice>) -> Result<()> {
     };
     let vault = Vault::init(dir, store.as_ref(), &account)?;
     let st = vault.vault().status()?;
-    emit(g, json!({ "created": true, "keystore_fallback": fallback, "status": status_json(dir, &st) }), || {
-        format!("created vault {} at {}\n{}", st.vault, dir.display(), status_text(dir, &st))
-    });
+    emit(
+        g,
+        json!({ "created": true, "keystore_fallback": fallback, "status": status_json(dir, &st) }),
+        || {
+            format!(
+                "created vault {} at {}\n{}",
+                st.vault,
+                dir.display(),
+                status_text(dir, &st)
+            )
+        },
+    );
     Ok(())
 }
 
@@ -106,9 +129,17 @@ fn keystore_desc(k: &KeystoreParams) -> (Value, String) {
     match k {
         KeystoreParams::Passphrase { kdf, .. } => (
             json!({ "kind": "passphrase", "kdf": { "algorithm": "argon2id", "m_cost_kib": kdf.m_cost_kib, "t_cost": kdf.t_cost, "p_cost": kdf.p_cost } }),
-            format!("passphrase (Argon2id, {} MiB, {} passes, {} lane(s))", kdf.m_cost_kib / 1024, kdf.t_cost, kdf.p_cost),
+            format!(
+                "passphrase (Argon2id, {} MiB, {} passes, {} lane(s))",
+                kdf.m_cost_kib / 1024,
+                kdf.t_cost,
+                kdf.p_cost
+            ),
         ),
-        other => (json!({ "kind": other.kind().name() }), other.kind().name().to_owned()),
+        other => (
+            json!({ "kind": other.kind().name() }),
+            other.kind().name().to_owned(),
+        ),
     }
 }
 
@@ -160,9 +191,19 @@ fn status_text(dir: &Path, st: &Status) -> String {
             out.push_str(&format!("account   {}\n", k.account));
             last = Some(&k.account);
         }
-        out.push_str(&format!("  {:<9} v{}  {}  {}\n", k.meta.purpose.name(), k.meta.version, k.meta.key_id, state_name(k.state)));
+        out.push_str(&format!(
+            "  {:<9} v{}  {}  {}\n",
+            k.meta.purpose.name(),
+            k.meta.version,
+            k.meta.key_id,
+            state_name(k.state)
+        ));
     }
-    out.push_str(if core_dumps_disabled() { "process   core dumps disabled" } else { "process   WARNING: core dumps are possible" });
+    out.push_str(if core_dumps_disabled() {
+        "process   core dumps disabled"
+    } else {
+        "process   WARNING: core dumps are possible"
+    });
     out
 }
 
@@ -182,9 +223,16 @@ fn rotate(g: &Global, dir: &Path, master: bool) -> Result<()> {
         }
         out
     };
-    let list: Vec<Value> = rotated.iter().map(|(k, ver)| json!({ "key": k, "version": ver })).collect();
+    let list: Vec<Value> = rotated
+        .iter()
+        .map(|(k, ver)| json!({ "key": k, "version": ver }))
+        .collect();
     emit(g, json!({ "rotated": list }), || {
-        rotated.iter().map(|(k, ver)| format!("rotated {k} key: now v{ver}")).collect::<Vec<_>>().join("\n")
+        rotated
+            .iter()
+            .map(|(k, ver)| format!("rotated {k} key: now v{ver}"))
+            .collect::<Vec<_>>()
+            .join("\n")
     });
     Ok(())
 }
@@ -192,12 +240,22 @@ fn rotate(g: &Global, dir: &Path, master: bool) -> Result<()> {
 fn passwd(g: &Global, dir: &Path) -> Result<()> {
     let vault = open(dir)?;
     if vault.keystore_kind() != KeystoreKind::Passphrase {
-        bail!("this vault's key is in the {} keystore, not behind a passphrase", vault.keystore_kind().name());
+        bail!(
+            "this vault's key is in the {} keystore, not behind a passphrase",
+            vault.keystore_kind().name()
+        );
     }
     let mut v = vault.unlock(&passphrase_store(g, Prompt::Once)?)?;
-    let new = passphrase(None, "FIELDVAULT_NEW_PASSPHRASE", "New passphrase", Prompt::Confirm)?;
+    let new = passphrase(
+        None,
+        "FIELDVAULT_NEW_PASSPHRASE",
+        "New passphrase",
+        Prompt::Confirm,
+    )?;
     v.change_keystore(&PassphraseStore::new(new))?;
-    emit(g, json!({ "passphrase_changed": true }), || "passphrase changed".into());
+    emit(g, json!({ "passphrase_changed": true }), || {
+        "passphrase changed".into()
+    });
     Ok(())
 }
 
@@ -209,10 +267,19 @@ fn wipe(g: &Global, dir: &Path, account: Option<&str>, yes: bool) -> Result<()> 
             bail!("not confirmed; nothing was changed");
         }
         vault.wipe_account(&account)?;
-        emit(g, json!({ "wiped": { "account": account.as_str() } }), || format!("wiped account '{account}'"));
+        emit(
+            g,
+            json!({ "wiped": { "account": account.as_str() } }),
+            || format!("wiped account '{account}'"),
+        );
         return Ok(());
     }
-    if !yes && !confirm(&format!("wipe the vault at {} and everything in it", dir.display()))? {
+    if !yes
+        && !confirm(&format!(
+            "wipe the vault at {} and everything in it",
+            dir.display()
+        ))?
+    {
         bail!("not confirmed; nothing was changed");
     }
     let kind = Vault::open(dir).map(|v| v.keystore_kind()).ok();
@@ -222,12 +289,21 @@ fn wipe(g: &Global, dir: &Path, account: Option<&str>, yes: bool) -> Result<()> 
     };
     let report = Vault::wipe(dir, os.as_ref().map(|s| s as &dyn KeyStore))?;
     if !report.keystore_entry_removed {
-        eprintln!("fieldvault: note: the OS keystore entry could not be removed; it holds a key that opens nothing now");
+        eprintln!(
+            "fieldvault: note: the OS keystore entry could not be removed; it holds a key that opens nothing now"
+        );
     }
     let id = report.vault.map(|v| v.to_hex());
-    emit(g, json!({ "wiped": { "vault": id, "keystore_entry_removed": report.keystore_entry_removed } }), || {
-        format!("wiped vault {}", id.unwrap_or_else(|| dir.display().to_string()))
-    });
+    emit(
+        g,
+        json!({ "wiped": { "vault": id, "keystore_entry_removed": report.keystore_entry_removed } }),
+        || {
+            format!(
+                "wiped vault {}",
+                id.unwrap_or_else(|| dir.display().to_string())
+            )
+        },
+    );
     Ok(())
 }
 
@@ -235,11 +311,20 @@ fn verify(g: &Global, dir: &Path) -> Result<()> {
     let v = unlock(g, dir)?;
     let st = v.vault().status()?;
     let mut checks = vec![format!("master key v{} unwraps", st.master.version)];
-    checks.extend(st.keys.iter().map(|k| format!("account '{}' {} key v{} unwraps", k.account, k.meta.purpose, k.meta.version)));
-    emit(g, json!({ "ok": true, "findings": [], "checked": checks }), || {
-        let mut s: String = checks.iter().map(|c| format!("ok  {c}\n")).collect();
-        s.push_str("verify: no findings");
-        s
-    });
+    checks.extend(st.keys.iter().map(|k| {
+        format!(
+            "account '{}' {} key v{} unwraps",
+            k.account, k.meta.purpose, k.meta.version
+        )
+    }));
+    emit(
+        g,
+        json!({ "ok": true, "findings": [], "checked": checks }),
+        || {
+            let mut s: String = checks.iter().map(|c| format!("ok  {c}\n")).collect();
+            s.push_str("verify: no findings");
+            s
+        },
+    );
     Ok(())
 }

@@ -19,9 +19,12 @@ pub enum Prompt {
 
 fn read_fd(fd: u32) -> Result<Zeroizing<String>> {
     // /proc/self/fd/N reopens an inherited descriptor without unsafe code.
-    let file = File::open(format!("/proc/self/fd/{fd}")).with_context(|| format!("cannot read --passphrase-fd {fd}"))?;
+    let file = File::open(format!("/proc/self/fd/{fd}"))
+        .with_context(|| format!("cannot read --passphrase-fd {fd}"))?;
     let mut line = Zeroizing::new(String::new());
-    BufReader::new(file).read_line(&mut line).with_context(|| format!("cannot read --passphrase-fd {fd}"))?;
+    BufReader::new(file)
+        .read_line(&mut line)
+        .with_context(|| format!("cannot read --passphrase-fd {fd}"))?;
     while line.ends_with('\n') || line.ends_with('\r') {
         line.pop();
     }
@@ -29,15 +32,26 @@ fn read_fd(fd: u32) -> Result<Zeroizing<String>> {
 }
 
 /// Reads a passphrase: `--passphrase-fd`, then `env_var`, then a prompt on the terminal.
-pub fn passphrase(fd: Option<u32>, env_var: &str, label: &str, prompt: Prompt) -> Result<Passphrase> {
+pub fn passphrase(
+    fd: Option<u32>,
+    env_var: &str,
+    label: &str,
+    prompt: Prompt,
+) -> Result<Passphrase> {
     let text = if let Some(fd) = fd {
         read_fd(fd)?
     } else if let Ok(v) = std::env::var(env_var) {
         Zeroizing::new(v)
     } else if std::io::stdin().is_terminal() {
-        let first = Zeroizing::new(rpassword::prompt_password(format!("{label}: ")).context("cannot read the passphrase")?);
+        let first = Zeroizing::new(
+            rpassword::prompt_password(format!("{label}: "))
+                .context("cannot read the passphrase")?,
+        );
         if let Prompt::Confirm = prompt {
-            let again = Zeroizing::new(rpassword::prompt_password(format!("{label} again: ")).context("cannot read the passphrase")?);
+            let again = Zeroizing::new(
+                rpassword::prompt_password(format!("{label} again: "))
+                    .context("cannot read the passphrase")?,
+            );
             if *first != *again {
                 bail!("the two passphrases differ; nothing was changed");
             }
@@ -59,6 +73,8 @@ pub fn confirm(question: &str) -> Result<bool> {
     }
     eprint!("{question}? Type 'yes' to confirm: ");
     let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer).context("cannot read the answer")?;
+    std::io::stdin()
+        .read_line(&mut answer)
+        .context("cannot read the answer")?;
     Ok(answer.trim() == "yes")
 }

@@ -19,7 +19,10 @@ fn canaries(v: &Unlocked) -> Vec<(String, [u8; 16])> {
     let mut out = Vec::new();
     for a in v.vault().accounts() {
         for p in Purpose::DATA {
-            out.push((format!("{a}/{p}"), v.data_key(&a, p).expect("live key").canary()));
+            out.push((
+                format!("{a}/{p}"),
+                v.data_key(&a, p).expect("live key").canary(),
+            ));
         }
     }
     out
@@ -65,13 +68,27 @@ fn master_rotation_survives_a_crash_at_every_step() {
             v.rotate_master().map(|_| ())
         },
         |dir, crashed| {
-            let v = Vault::open(dir).expect("opens").unlock(&store).expect("unlocks with every key");
-            assert_eq!(canaries(&v), *before.borrow(), "data keys never change in a master rotation");
+            let v = Vault::open(dir)
+                .expect("opens")
+                .unlock(&store)
+                .expect("unlocks with every key");
+            assert_eq!(
+                canaries(&v),
+                *before.borrow(),
+                "data keys never change in a master rotation"
+            );
             let version = v.vault().status().expect("status").master.version;
-            assert!(if crashed { version == 1 || version == 2 } else { version == 2 });
+            assert!(if crashed {
+                version == 1 || version == 2
+            } else {
+                version == 2
+            });
         },
     );
-    assert!(steps >= 5, "the rotation writes the key file atomically ({steps} steps)");
+    assert!(
+        steps >= 5,
+        "the rotation writes the key file atomically ({steps} steps)"
+    );
 }
 
 #[test]
@@ -87,22 +104,36 @@ fn data_key_rotation_survives_a_crash_at_every_step_and_resumes_with_the_same_ke
         |dir, disk| {
             let mut v = Vault::open(dir)?.unlock(&store)?;
             v.set_disk(disk);
-            v.rotate_data_key(&alice, Purpose::Database, |_, _| Ok(())).map(|_| ())
+            v.rotate_data_key(&alice, Purpose::Database, |_, _| Ok(()))
+                .map(|_| ())
         },
         |dir, crashed| {
-            let mut v = Vault::open(dir).expect("opens").unlock(&store).expect("unlocks");
-            let live = v.data_key(&alice, Purpose::Database).expect("live").canary();
+            let mut v = Vault::open(dir)
+                .expect("opens")
+                .unlock(&store)
+                .expect("unlocks");
+            let live = v
+                .data_key(&alice, Purpose::Database)
+                .expect("live")
+                .canary();
             let old = *before.borrow();
             if !crashed {
                 assert_ne!(live, old);
                 assert!(v.pending_data_key(&alice, Purpose::Database).is_none());
                 return;
             }
-            let pending = v.pending_data_key(&alice, Purpose::Database).map(|k| k.canary());
+            let pending = v
+                .pending_data_key(&alice, Purpose::Database)
+                .map(|k| k.canary());
             if live == old {
                 // Finish the interrupted rotation: it must use the recorded pending key.
-                let meta = v.rotate_data_key(&alice, Purpose::Database, |_, _| Ok(())).expect("resume");
-                let now = v.data_key(&alice, Purpose::Database).expect("live").canary();
+                let meta = v
+                    .rotate_data_key(&alice, Purpose::Database, |_, _| Ok(()))
+                    .expect("resume");
+                let now = v
+                    .data_key(&alice, Purpose::Database)
+                    .expect("live")
+                    .canary();
                 if let Some(p) = pending {
                     assert_eq!(now, p, "resumed with the pending key");
                 }
@@ -122,10 +153,15 @@ fn a_failing_rekey_keeps_the_old_key_live_and_the_new_one_pending() {
     let mut v = Vault::init(&tmp.path().join("v"), &store, &alice).expect("init");
     let old = v.data_key(&alice, Purpose::Files).expect("key").canary();
     let err = v
-        .rotate_data_key(&alice, Purpose::Files, |_, _| Err(Error::NoSuchAccount("rekey failed".into())))
+        .rotate_data_key(&alice, Purpose::Files, |_, _| {
+            Err(Error::NoSuchAccount("rekey failed".into()))
+        })
         .expect_err("rekey error is returned");
     assert!(err.to_string().contains("rekey failed"));
-    assert_eq!(v.data_key(&alice, Purpose::Files).expect("key").canary(), old);
+    assert_eq!(
+        v.data_key(&alice, Purpose::Files).expect("key").canary(),
+        old
+    );
     assert!(v.pending_data_key(&alice, Purpose::Files).is_some());
 }
 
@@ -138,8 +174,14 @@ fn account_wipe_survives_a_crash_at_every_step_and_never_touches_the_other_accou
         |dir| {
             let mut v = Vault::init(dir, &store, &alice).expect("init");
             v.add_account(&bob).expect("add bob");
-            std::fs::write(v.vault().account_dir(&bob).join("data"), b"bob's ciphertext").expect("write");
-            *alice_keys.borrow_mut() = Purpose::DATA.map(|p| v.data_key(&alice, p).expect("key").canary()).to_vec();
+            std::fs::write(
+                v.vault().account_dir(&bob).join("data"),
+                b"bob's ciphertext",
+            )
+            .expect("write");
+            *alice_keys.borrow_mut() = Purpose::DATA
+                .map(|p| v.data_key(&alice, p).expect("key").canary())
+                .to_vec();
         },
         |dir, disk| {
             let mut v = Vault::open(dir)?.unlock(&store)?;
@@ -147,12 +189,20 @@ fn account_wipe_survives_a_crash_at_every_step_and_never_touches_the_other_accou
             v.wipe_account(&bob)
         },
         |dir, crashed| {
-            let v = Vault::open(dir).expect("opens").unlock(&store).expect("unlocks");
-            let alice_now: Vec<_> = Purpose::DATA.map(|p| v.data_key(&alice, p).expect("key").canary()).to_vec();
+            let v = Vault::open(dir)
+                .expect("opens")
+                .unlock(&store)
+                .expect("unlocks");
+            let alice_now: Vec<_> = Purpose::DATA
+                .map(|p| v.data_key(&alice, p).expect("key").canary())
+                .to_vec();
             assert_eq!(alice_now, *alice_keys.borrow());
             let bob_has_keys = v.data_key(&bob, Purpose::Database).is_ok();
             let bob_dir = v.vault().account_dir(&bob).exists();
-            assert!(!bob_dir || bob_has_keys, "no account directory outlives its keys after open");
+            assert!(
+                !bob_dir || bob_has_keys,
+                "no account directory outlives its keys after open"
+            );
             if !crashed {
                 assert!(!bob_has_keys);
             }
@@ -204,9 +254,13 @@ fn init_survives_a_crash_at_every_step_and_can_be_redone() {
                 if Vault::wipe(dir, Some(&store)).is_err() {
                     // Nothing vault-like was written; init must accept the directory as is.
                 }
-                Vault::init(dir, &store, &account("alice")).expect("init again after a crashed init");
+                Vault::init(dir, &store, &account("alice"))
+                    .expect("init again after a crashed init");
             }
-            Vault::open(dir).expect("opens").unlock(&store).expect("unlocks");
+            Vault::open(dir)
+                .expect("opens")
+                .unlock(&store)
+                .expect("unlocks");
         },
     );
 }
@@ -214,7 +268,10 @@ fn init_survives_a_crash_at_every_step_and_can_be_redone() {
 #[test]
 fn passphrase_change_survives_a_crash_at_every_step() {
     let pass = |p: &str| PassphraseStore::new(Passphrase::new(Zeroizing::new(p.into())));
-    let (old, new) = ("copper lantern ninety quietly", "violet harbour seventeen kites");
+    let (old, new) = (
+        "copper lantern ninety quietly",
+        "violet harbour seventeen kites",
+    );
     crash_everywhere(
         |dir| {
             Vault::init(dir, &pass(old), &account("alice")).expect("init");
@@ -228,7 +285,10 @@ fn passphrase_change_survives_a_crash_at_every_step() {
             let opened_new = Vault::open(dir).expect("opens").unlock(&pass(new)).is_ok();
             if !opened_new {
                 assert!(crashed);
-                Vault::open(dir).expect("opens").unlock(&pass(old)).expect("old passphrase still works");
+                Vault::open(dir)
+                    .expect("opens")
+                    .unlock(&pass(old))
+                    .expect("old passphrase still works");
             }
         },
     );
@@ -242,5 +302,8 @@ fn changing_to_another_entry_in_the_same_entry_store_is_refused() {
     assert!(v.change_keystore(&store).is_err());
     assert_eq!(store.kind().name(), "memory");
     drop(v);
-    Vault::open(&tmp.path().join("v")).expect("opens").unlock(&store).expect("unchanged");
+    Vault::open(&tmp.path().join("v"))
+        .expect("opens")
+        .unlock(&store)
+        .expect("unchanged");
 }

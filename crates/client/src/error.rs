@@ -81,7 +81,9 @@ pub enum Error {
         retry_after_secs: u64,
     },
     /// The OS keystore gave a key that does not open this vault.
-    #[error("the OS keystore's key does not open this vault (its entry was replaced, or the vault comes from another machine)")]
+    #[error(
+        "the OS keystore's key does not open this vault (its entry was replaced, or the vault comes from another machine)"
+    )]
     KeystoreMismatch,
     /// A file of the vault is damaged or was edited. Never counted as a failed unlock.
     #[error("{} is corrupt: {source}", path.display())]
@@ -92,7 +94,9 @@ pub enum Error {
         source: fieldvault_core::Error,
     },
     /// The key file belongs to another vault than the marker says.
-    #[error("keys.fvk belongs to vault {keyfile}, but this directory is vault {marker}: a key file was copied in from another vault")]
+    #[error(
+        "keys.fvk belongs to vault {keyfile}, but this directory is vault {marker}: a key file was copied in from another vault"
+    )]
     VaultMismatch {
         /// Id in the marker.
         marker: String,
@@ -124,5 +128,9 @@ pub enum Error {
 }
 
 fn wait_note(secs: u64) -> String {
-    if secs == 0 { String::new() } else { format!("; next attempt allowed in {secs} s") }
+    if secs == 0 {
+        String::new()
+    } else {
+        format!("; next attempt allowed in {secs} s")
+    }
 }

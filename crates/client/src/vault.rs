@@ -16,7 +16,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use fieldvault_core::{
-    AccountName, KeyFile, KeyMeta, KeystoreKind, KeystoreParams, SlotState, UnlockCounter, VaultId, VaultMarker,
+    AccountName, KeyFile, KeyMeta, KeystoreKind, KeystoreParams, SlotState, UnlockCounter, VaultId,
+    VaultMarker,
 };
 use fieldvault_keystore::KeyStore;
 
@@ -86,13 +87,27 @@ fn take_lock(dir: &Path) -> Result<File, Error> {
         .truncate(false)
         .mode(FILE_MODE)
         .open(&path)
-        .map_err(|source| Error::Io { op: "open", path: path.clone(), source })?;
+        .map_err(|source| Error::Io {
+            op: "open",
+            path: path.clone(),
+            source,
+        })?;
     f.set_permissions(fs::Permissions::from_mode(FILE_MODE))
-        .map_err(|source| Error::Io { op: "chmod", path: path.clone(), source })?;
+        .map_err(|source| Error::Io {
+            op: "chmod",
+            path: path.clone(),
+            source,
+        })?;
     match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(f),
-        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(Error::InUse { dir: dir.to_path_buf() }),
-        Err(e) => Err(Error::Io { op: "lock", path, source: e.into() }),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(Error::InUse {
+            dir: dir.to_path_buf(),
+        }),
+        Err(e) => Err(Error::Io {
+            op: "lock",
+            path,
+            source: e.into(),
+        }),
     }
 }
 
@@ -105,7 +120,9 @@ fn read_keyfile(dir: &Path) -> Result<Option<KeyFile>, Error> {
     let path = dir.join(KEYS);
     match read_private(&path)? {
         None => Ok(None),
-        Some(bytes) => KeyFile::from_bytes(&bytes).map(Some).map_err(|source| Error::Corrupt { path, source }),
+        Some(bytes) => KeyFile::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|source| Error::Corrupt { path, source }),
     }
 }
 
@@ -113,7 +130,9 @@ fn read_marker(dir: &Path) -> Result<Option<VaultMarker>, Error> {
     let path = dir.join(MARKER);
     match read_private(&path)? {
         None => Ok(None),
-        Some(bytes) => VaultMarker::from_bytes(&bytes).map(Some).map_err(|source| Error::Corrupt { path, source }),
+        Some(bytes) => VaultMarker::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|source| Error::Corrupt { path, source }),
     }
 }
 
@@ -137,7 +156,11 @@ impl Vault {
     /// # Errors
     /// [`Error::AlreadyAVault`] or [`Error::NotEmpty`] without changing anything;
     /// [`Error::Keystore`] when the store refuses (a weak passphrase, no OS keystore).
-    pub fn init(dir: &Path, store: &dyn KeyStore, account: &AccountName) -> Result<crate::Unlocked, Error> {
+    pub fn init(
+        dir: &Path,
+        store: &dyn KeyStore,
+        account: &AccountName,
+    ) -> Result<crate::Unlocked, Error> {
         Self::init_on(Disk::default(), dir, store, account)
     }
 
@@ -151,36 +174,65 @@ impl Vault {
         // and only then the first write: a refused init leaves no trace.
         let exists = match fs::symlink_metadata(dir) {
             Ok(meta) if !meta.is_dir() => {
-                return Err(Error::UnexpectedFileType { path: dir.to_path_buf(), expected: "directory" });
+                return Err(Error::UnexpectedFileType {
+                    path: dir.to_path_buf(),
+                    expected: "directory",
+                });
             }
             Ok(_) => {
                 let names = fs::read_dir(dir)
-                    .map_err(|source| Error::Io { op: "list", path: dir.to_path_buf(), source })?
+                    .map_err(|source| Error::Io {
+                        op: "list",
+                        path: dir.to_path_buf(),
+                        source,
+                    })?
                     .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|source| Error::Io { op: "list", path: dir.to_path_buf(), source })?;
+                    .map_err(|source| Error::Io {
+                        op: "list",
+                        path: dir.to_path_buf(),
+                        source,
+                    })?;
                 if names.iter().any(|n| n == MARKER || n == KEYS) {
-                    return Err(Error::AlreadyAVault { dir: dir.to_path_buf() });
+                    return Err(Error::AlreadyAVault {
+                        dir: dir.to_path_buf(),
+                    });
                 }
                 if !names.iter().all(|n| is_leftover(n)) {
-                    return Err(Error::NotEmpty { dir: dir.to_path_buf() });
+                    return Err(Error::NotEmpty {
+                        dir: dir.to_path_buf(),
+                    });
                 }
                 true
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(source) => return Err(Error::Io { op: "stat", path: dir.to_path_buf(), source }),
+            Err(source) => {
+                return Err(Error::Io {
+                    op: "stat",
+                    path: dir.to_path_buf(),
+                    source,
+                });
+            }
         };
         let vault_id = VaultId::from_bytes(crate::random());
         let (kek, params) = store.create(&vault_id)?;
         if exists {
             // An empty directory we own becomes private; one owned by someone else is refused.
-            fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))
-                .map_err(|source| Error::Io { op: "chmod", path: dir.to_path_buf(), source })?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE)).map_err(|source| {
+                Error::Io {
+                    op: "chmod",
+                    path: dir.to_path_buf(),
+                    source,
+                }
+            })?;
             check_private_dir(dir)?;
         } else {
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                fs::create_dir_all(parent)
-                    .map_err(|source| Error::Io { op: "create directory", path: parent.to_path_buf(), source })?;
+                fs::create_dir_all(parent).map_err(|source| Error::Io {
+                    op: "create directory",
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
             }
             disk.create_dir(dir)?;
         }
@@ -189,8 +241,16 @@ impl Vault {
         disk.write_atomic(&dir.join(KEYS), &keyfile.to_bytes())?;
         disk.create_dir(&dir.join(ACCOUNTS))?;
         disk.create_dir(&dir.join(ACCOUNTS).join(account.as_str()))?;
-        disk.write_atomic(&dir.join(MARKER), &VaultMarker { vault: vault_id }.to_bytes())?;
-        let vault = Vault { dir: dir.to_path_buf(), disk, keyfile, _lock: lock };
+        disk.write_atomic(
+            &dir.join(MARKER),
+            &VaultMarker { vault: vault_id }.to_bytes(),
+        )?;
+        let vault = Vault {
+            dir: dir.to_path_buf(),
+            disk,
+            keyfile,
+            _lock: lock,
+        };
         Ok(crate::Unlocked::from_parts(vault, keys))
     }
 
@@ -208,30 +268,58 @@ impl Vault {
 
     pub(crate) fn open_on(disk: Disk, dir: &Path) -> Result<Vault, Error> {
         match fs::symlink_metadata(dir) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::NotAVault { dir: dir.to_path_buf() }),
-            Err(source) => return Err(Error::Io { op: "stat", path: dir.to_path_buf(), source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::NotAVault {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Err(source) => {
+                return Err(Error::Io {
+                    op: "stat",
+                    path: dir.to_path_buf(),
+                    source,
+                });
+            }
             Ok(_) => check_private_dir(dir)?,
         }
         let marker = read_marker(dir)?;
         let keyfile = read_keyfile(dir)?;
         let (marker, keyfile) = match (marker, keyfile) {
-            (None, None) => return Err(Error::NotAVault { dir: dir.to_path_buf() }),
-            (Some(_), None) => return Err(Error::KeysGone { dir: dir.to_path_buf() }),
+            (None, None) => {
+                return Err(Error::NotAVault {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            (Some(_), None) => {
+                return Err(Error::KeysGone {
+                    dir: dir.to_path_buf(),
+                });
+            }
             // init writes the marker last: keys without a marker is an init that did not finish.
-            (None, Some(_)) => return Err(Error::Corrupt {
-                path: dir.join(MARKER),
-                source: fieldvault_core::Error::Malformed {
-                    what: "vault",
-                    reason: "vault.fv is missing: `init` did not finish; run `fieldvault wipe` and init again",
-                },
-            }),
+            (None, Some(_)) => {
+                return Err(Error::Corrupt {
+                    path: dir.join(MARKER),
+                    source: fieldvault_core::Error::Malformed {
+                        what: "vault",
+                        reason: "vault.fv is missing: `init` did not finish; run `fieldvault wipe` and init again",
+                    },
+                });
+            }
             (Some(m), Some(k)) => (m, k),
         };
         if marker.vault != keyfile.vault {
-            return Err(Error::VaultMismatch { marker: marker.vault.to_hex(), keyfile: keyfile.vault.to_hex() });
+            return Err(Error::VaultMismatch {
+                marker: marker.vault.to_hex(),
+                keyfile: keyfile.vault.to_hex(),
+            });
         }
         let lock = take_lock(dir)?;
-        let vault = Vault { dir: dir.to_path_buf(), disk, keyfile, _lock: lock };
+        let vault = Vault {
+            dir: dir.to_path_buf(),
+            disk,
+            keyfile,
+            _lock: lock,
+        };
         vault.tidy()?;
         Ok(vault)
     }
@@ -243,7 +331,11 @@ impl Vault {
         let list = |p: &Path| -> Result<Vec<fs::DirEntry>, Error> {
             fs::read_dir(p)
                 .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|source| Error::Io { op: "list", path: p.to_path_buf(), source })
+                .map_err(|source| Error::Io {
+                    op: "list",
+                    path: p.to_path_buf(),
+                    source,
+                })
         };
         for e in list(&self.dir)? {
             if e.file_name().to_string_lossy().ends_with(TMP_SUFFIX) {
@@ -258,7 +350,9 @@ impl Vault {
         let live = self.keyfile.accounts();
         for e in list(&accounts)? {
             let name = e.file_name().to_string_lossy().into_owned();
-            let known = AccountName::new(&name).map(|a| live.contains(&a)).unwrap_or(false);
+            let known = AccountName::new(&name)
+                .map(|a| live.contains(&a))
+                .unwrap_or(false);
             if known {
                 check_private_dir(&e.path())?;
             } else {
@@ -301,7 +395,15 @@ impl Vault {
             keystore: k.keystore.clone(),
             generation: k.generation,
             master: k.master.meta(),
-            keys: k.slots.iter().map(|s| KeyStatus { account: s.account.clone(), meta: s.key.meta(), state: s.state }).collect(),
+            keys: k
+                .slots
+                .iter()
+                .map(|s| KeyStatus {
+                    account: s.account.clone(),
+                    meta: s.key.meta(),
+                    state: s.state,
+                })
+                .collect(),
             failed_unlocks: read_counter(&self.dir)?.failures,
         })
     }
@@ -309,7 +411,8 @@ impl Vault {
     /// Replaces the key file with `next` (generation raised) atomically.
     pub(crate) fn commit(&mut self, mut next: KeyFile) -> Result<(), Error> {
         next.generation = self.keyfile.generation + 1;
-        self.disk.write_atomic(&self.dir.join(KEYS), &next.to_bytes())?;
+        self.disk
+            .write_atomic(&self.dir.join(KEYS), &next.to_bytes())?;
         self.keyfile = next;
         Ok(())
     }
@@ -340,13 +443,22 @@ impl Vault {
         Self::wipe_on(&Disk::default(), dir, store)
     }
 
-    pub(crate) fn wipe_on(disk: &Disk, dir: &Path, store: Option<&dyn KeyStore>) -> Result<WipeReport, Error> {
+    pub(crate) fn wipe_on(
+        disk: &Disk,
+        dir: &Path,
+        store: Option<&dyn KeyStore>,
+    ) -> Result<WipeReport, Error> {
         if !dir.join(MARKER).exists() && !dir.join(KEYS).exists() {
-            return Err(Error::NotAVault { dir: dir.to_path_buf() });
+            return Err(Error::NotAVault {
+                dir: dir.to_path_buf(),
+            });
         }
         let _lock = take_lock(dir)?;
         let keyfile = read_keyfile(dir).ok().flatten();
-        let vault = keyfile.as_ref().map(|k| k.vault).or_else(|| read_marker(dir).ok().flatten().map(|m| m.vault));
+        let vault = keyfile
+            .as_ref()
+            .map(|k| k.vault)
+            .or_else(|| read_marker(dir).ok().flatten().map(|m| m.vault));
         let os_kind = keyfile.as_ref().map(|k| k.keystore.kind());
         disk.remove_file(&dir.join(KEYS))?;
         let keystore_entry_removed = match (store, vault) {
@@ -354,12 +466,18 @@ impl Vault {
             _ => !matches!(os_kind, Some(KeystoreKind::Os) | None),
         };
         disk.remove_tree(dir)?;
-        Ok(WipeReport { vault, keystore_entry_removed })
+        Ok(WipeReport {
+            vault,
+            keystore_entry_removed,
+        })
     }
 }
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vault").field("dir", &self.dir).field("id", &self.keyfile.vault).finish_non_exhaustive()
+        f.debug_struct("Vault")
+            .field("dir", &self.dir)
+            .field("id", &self.keyfile.vault)
+            .finish_non_exhaustive()
     }
 }

@@ -10,14 +10,25 @@ fn init_then_status_shows_the_key_hierarchy() {
     let st = env.json(&["status"], &[]);
     assert_eq!(st["keystore"]["kind"], "passphrase");
     assert_eq!(st["keystore"]["kdf"]["algorithm"], "argon2id");
-    assert!(st["keystore"]["kdf"]["m_cost_kib"].as_u64().expect("number") >= 65536);
+    assert!(
+        st["keystore"]["kdf"]["m_cost_kib"]
+            .as_u64()
+            .expect("number")
+            >= 65536
+    );
     assert_eq!(st["master"]["version"], 1);
     assert_eq!(st["master"]["key_id"].as_str().expect("hex").len(), 32);
     let keys = st["accounts"][0]["keys"].as_array().expect("keys");
     assert_eq!(st["accounts"][0]["name"], "default");
-    let purposes: Vec<&str> = keys.iter().map(|k| k["purpose"].as_str().expect("str")).collect();
+    let purposes: Vec<&str> = keys
+        .iter()
+        .map(|k| k["purpose"].as_str().expect("str"))
+        .collect();
     assert_eq!(purposes, ["database", "files", "sync"]);
-    assert!(keys.iter().all(|k| k["version"] == 1 && k["state"] == "live"));
+    assert!(
+        keys.iter()
+            .all(|k| k["version"] == 1 && k["state"] == "live")
+    );
     assert_eq!(st["process"]["core_dumps_disabled"], true);
     let human = env.run(&["status"], &[]);
     assert_ok(&human);
@@ -30,14 +41,21 @@ fn init_without_a_keystore_choice_says_it_falls_back_to_the_passphrase() {
     let out = env.run(&["init"], &[PASS]);
     assert_ok(&out);
     let err = text(&out.stderr);
-    assert!(err.contains("OS keystore is not available") && err.contains("using the passphrase keystore instead"), "{err}");
+    assert!(
+        err.contains("OS keystore is not available")
+            && err.contains("using the passphrase keystore instead"),
+        "{err}"
+    );
     assert_eq!(env.json(&["status"], &[])["keystore"]["kind"], "passphrase");
 }
 
 #[test]
 fn a_weak_passphrase_is_refused_and_nothing_is_created() {
     let env = Env::new();
-    let out = env.run(&["init", "--keystore", "passphrase"], &[("FIELDVAULT_PASSPHRASE", "password1")]);
+    let out = env.run(
+        &["init", "--keystore", "passphrase"],
+        &[("FIELDVAULT_PASSPHRASE", "password1")],
+    );
     assert_fails_with(&out, "passphrase too weak");
     assert!(!exists(&env.vault));
 }
@@ -46,13 +64,20 @@ fn a_weak_passphrase_is_refused_and_nothing_is_created() {
 fn no_passphrase_source_is_a_clear_error() {
     let env = Env::new();
     let out = env.run(&["init", "--keystore", "passphrase"], &[]);
-    assert_fails_with(&out, "no passphrase: run on a terminal, pass --passphrase-fd N, or set FIELDVAULT_PASSPHRASE");
+    assert_fails_with(
+        &out,
+        "no passphrase: run on a terminal, pass --passphrase-fd N, or set FIELDVAULT_PASSPHRASE",
+    );
 }
 
 #[test]
 fn the_passphrase_can_come_from_a_file_descriptor() {
     let env = Env::new();
-    let out = env.run_with_stdin(&["init", "--keystore", "passphrase", "--passphrase-fd", "0"], &[], Some(&format!("{GOOD}\n")));
+    let out = env.run_with_stdin(
+        &["init", "--keystore", "passphrase", "--passphrase-fd", "0"],
+        &[],
+        Some(&format!("{GOOD}\n")),
+    );
     assert_ok(&out);
     let out = env.run_with_stdin(&["verify", "--passphrase-fd", "0"], &[], Some(GOOD));
     assert_ok(&out);
@@ -63,9 +88,15 @@ fn a_wrong_passphrase_fails_in_one_line_and_is_counted() {
     let env = Env::new();
     env.init();
     let keys = std::fs::read(env.path("keys.fvk")).expect("read");
-    let out = env.run(&["verify"], &[("FIELDVAULT_PASSPHRASE", "marble quokka seventy umbrellb")]);
+    let out = env.run(
+        &["verify"],
+        &[("FIELDVAULT_PASSPHRASE", "marble quokka seventy umbrellb")],
+    );
     let line = assert_fails_with(&out, "wrong passphrase (1 failed attempt(s))");
-    assert!(!line.contains("umbrell"), "the passphrase never appears in output");
+    assert!(
+        !line.contains("umbrell"),
+        "the passphrase never appears in output"
+    );
     assert_eq!(std::fs::read(env.path("keys.fvk")).expect("read"), keys);
     assert_eq!(env.json(&["status"], &[])["failed_unlocks"], 1);
     assert_ok(&env.run(&["verify"], &[PASS]));
@@ -84,7 +115,12 @@ fn rotate_raises_versions_and_changes_ids() {
     let after = env.json(&["status"], &[]);
     assert_eq!(after["master"]["version"], 2);
     assert_ne!(after["master"]["key_id"], before["master"]["key_id"]);
-    for (a, b) in after["accounts"][0]["keys"].as_array().expect("keys").iter().zip(before["accounts"][0]["keys"].as_array().expect("keys")) {
+    for (a, b) in after["accounts"][0]["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .zip(before["accounts"][0]["keys"].as_array().expect("keys"))
+    {
         assert_eq!(a["version"], 2);
         assert_ne!(a["key_id"], b["key_id"]);
     }
@@ -100,7 +136,13 @@ fn passwd_changes_the_passphrase() {
     assert_ok(&env.run(&["passwd"], &[PASS, ("FIELDVAULT_NEW_PASSPHRASE", new)]));
     assert_fails_with(&env.run(&["verify"], &[PASS]), "wrong passphrase");
     assert_ok(&env.run(&["verify"], &[("FIELDVAULT_PASSPHRASE", new)]));
-    let weak = env.run(&["passwd"], &[("FIELDVAULT_PASSPHRASE", new), ("FIELDVAULT_NEW_PASSPHRASE", "abc123")]);
+    let weak = env.run(
+        &["passwd"],
+        &[
+            ("FIELDVAULT_PASSPHRASE", new),
+            ("FIELDVAULT_NEW_PASSPHRASE", "abc123"),
+        ],
+    );
     assert_fails_with(&weak, "passphrase too weak");
 }
 
@@ -123,7 +165,13 @@ fn wipe_needs_confirmation_then_removes_the_account_or_the_vault() {
     let acct = env.json(&["wipe", "--account", "default", "--yes"], &[]);
     assert_eq!(acct["wiped"]["account"], "default");
     assert!(!exists(&env.path("accounts/default")));
-    assert_eq!(env.json(&["status"], &[])["accounts"].as_array().expect("list").len(), 0);
+    assert_eq!(
+        env.json(&["status"], &[])["accounts"]
+            .as_array()
+            .expect("list")
+            .len(),
+        0
+    );
     let all = env.json(&["wipe", "--yes"], &[]);
     assert_eq!(all["wiped"]["keystore_entry_removed"], true);
     assert!(!exists(&env.vault));
@@ -141,7 +189,10 @@ fn a_vault_with_loose_permissions_is_refused() {
 #[test]
 fn bad_account_names_are_refused_before_anything_happens() {
     let env = Env::new();
-    let out = env.run(&["init", "--keystore", "passphrase", "--account", "../escape"], &[PASS]);
+    let out = env.run(
+        &["init", "--keystore", "passphrase", "--account", "../escape"],
+        &[PASS],
+    );
     assert_fails_with(&out, "invalid account name");
     assert!(!exists(&env.vault));
 }

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what building and testing Fieldvault needs on Debian or Ubuntu, beyond the Rust
+# toolchain itself. Idempotent: installs only what is missing. Called by the README's quick
+# start and by .ci/run.
+#   gcc, libc6-dev, make   C code in aws-lc-sys (crypto) and libdbus-sys
+#   pkg-config, libdbus-1-dev  the Linux OS keystore (Secret Service over D-Bus)
+set -euo pipefail
+
+packages=(gcc libc6-dev make pkg-config libdbus-1-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo not found; install the Rust toolchain (https://rustup.rs) first" >&2
+  exit 1
+fi
+for component in rustfmt clippy; do
+  rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
+done
+echo "setup: ok"
