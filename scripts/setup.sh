@@ -4,9 +4,10 @@
 # start and by .ci/run.
 #   gcc, libc6-dev, make   C code in aws-lc-sys (crypto) and libdbus-sys
 #   pkg-config, libdbus-1-dev  the Linux OS keystore (Secret Service over D-Bus)
+#   python3 + pip          an independent check of the format test vectors
 set -euo pipefail
 
-packages=(gcc libc6-dev make pkg-config libdbus-1-dev)
+packages=(gcc libc6-dev make pkg-config libdbus-1-dev python3 python3-pip)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,6 +18,12 @@ if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# pyca/cryptography checks the format test vectors independently of the Rust code.
+if ! python3 -c "import cryptography" 2>/dev/null; then
+  echo "setup: installing python cryptography"
+  python3 -m pip install --quiet --disable-pip-version-check cryptography
 fi
 
 if ! command -v cargo >/dev/null; then
