@@ -9,12 +9,12 @@ set -euo pipefail
 
 packages=(gcc libc6-dev make pkg-config libdbus-1-dev python3 python3-pip)
 missing=()
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "setup: installing ${missing[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
@@ -23,7 +23,10 @@ fi
 # pyca/cryptography checks the format test vectors independently of the Rust code.
 if ! python3 -c "import cryptography" 2>/dev/null; then
   echo "setup: installing python cryptography"
-  python3 -m pip install --quiet --disable-pip-version-check cryptography
+  # Debian's own python3 refuses pip installs (PEP 668); its packaged module is the same library.
+  python3 -m pip install --quiet --disable-pip-version-check cryptography 2>/dev/null \
+    || { $sudo apt-get install -y -qq --no-install-recommends python3-cryptography >/dev/null; }
+  python3 -c "import cryptography" || { echo "setup: could not install python cryptography" >&2; exit 1; }
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -66,7 +66,11 @@ impl Disk {
         if let Some(c) = &self.crash
             && c.steps.fetch_add(1, Ordering::SeqCst) >= c.at
         {
-            return Err(Error::Io { op, path: path.to_path_buf(), source: io::Error::other("injected crash") });
+            return Err(Error::Io {
+                op,
+                path: path.to_path_buf(),
+                source: io::Error::other("injected crash"),
+            });
         }
         Ok(())
     }
