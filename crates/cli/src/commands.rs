@@ -252,7 +252,7 @@ fn passwd(g: &Global, dir: &Path) -> Result<()> {
         "New passphrase",
         Prompt::Confirm,
     )?;
-    v.change_keystore(&PassphraseStore::new(new))?;
+    v.change_passphrase(&PassphraseStore::new(new))?;
     emit(g, json!({ "passphrase_changed": true }), || {
         "passphrase changed".into()
     });

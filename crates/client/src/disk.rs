@@ -7,7 +7,7 @@
 //! a dead process, so no cleanup runs either.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -159,13 +159,57 @@ pub(crate) fn tmp_path(path: &Path) -> PathBuf {
 /// Reads a whole vault file after checking that it is a plain file, ours and private.
 /// `Ok(None)` when it does not exist.
 pub(crate) fn read_private(path: &Path) -> Result<Option<Vec<u8>>, Error> {
-    match fs::symlink_metadata(path) {
+    // O_NOFOLLOW, then check the file we actually opened: no window between check and use.
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(NOFOLLOW)
+        .open(path)
+    {
+        Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err("stat", path)(e)),
-        Ok(meta) => check_private(path, &meta, false)?,
-    }
-    fs::read(path).map(Some).map_err(io_err("read", path))
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(Error::UnexpectedFileType {
+                path: path.to_path_buf(),
+                expected: "file",
+            });
+        }
+        Err(e) => return Err(io_err("open", path)(e)),
+    };
+    let meta = file.metadata().map_err(io_err("stat", path))?;
+    check_private(path, &meta, false)?;
+    let mut bytes = Vec::new();
+    (&file)
+        .read_to_end(&mut bytes)
+        .map_err(io_err("read", path))?;
+    Ok(Some(bytes))
 }
+
+/// Opens (creating if needed) a private file without following a symbolic link, and
+/// checks the file it opened.
+pub(crate) fn open_private(path: &Path) -> Result<File, Error> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .custom_flags(NOFOLLOW)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(code) if code == rustix::io::Errno::LOOP.raw_os_error() => {
+                Error::UnexpectedFileType {
+                    path: path.to_path_buf(),
+                    expected: "file",
+                }
+            }
+            _ => io_err("open", path)(e),
+        })?;
+    let meta = f.metadata().map_err(io_err("stat", path))?;
+    check_private(path, &meta, false)?;
+    Ok(f)
+}
+
+const NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
 
 /// Checks a directory: a real directory, ours, mode 0700 (no group or other bits).
 pub(crate) fn check_private_dir(path: &Path) -> Result<(), Error> {

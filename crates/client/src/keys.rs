@@ -294,22 +294,23 @@ impl Unlocked {
         Ok(meta)
     }
 
-    /// Re-wraps the master key under a new keystore key: a new passphrase (new salt), or a
-    /// move between the passphrase store and the OS keystore.
+    /// Re-wraps the master key under a new passphrase (a new salt, the same master key).
+    ///
+    /// Moving a vault between the OS keystore and a passphrase is not offered yet: it must
+    /// also delete the old keystore entry, crash-safely.
     ///
     /// # Errors
-    /// [`Error::Keystore`] when the new store refuses (a weak passphrase). Moving from the
-    /// OS keystore to the OS keystore is refused: the new entry would replace the old one
-    /// before the key file names it.
-    pub fn change_keystore(&mut self, store: &dyn KeyStore) -> Result<(), Error> {
-        // A store that keeps one entry per vault (OS, memory) would overwrite the entry
-        // before the key file names the new wrap: a crash in between would lose the vault.
-        let old_kind = self.vault.keystore_kind();
-        if old_kind == store.kind() && old_kind != KeystoreKind::Passphrase {
-            return Err(Error::Keystore(fieldvault_keystore::Error::Os(format!(
-                "the vault already uses the {} keystore; rotate the master key instead",
-                old_kind.name()
-            ))));
+    /// [`Error::Keystore`] when the vault does not use a passphrase, or the new one is weak.
+    pub fn change_passphrase(
+        &mut self,
+        store: &fieldvault_keystore::PassphraseStore,
+    ) -> Result<(), Error> {
+        let kind = self.vault.keystore_kind();
+        if kind != KeystoreKind::Passphrase {
+            return Err(Error::Keystore(fieldvault_keystore::Error::WrongKind {
+                vault_uses: kind.name(),
+                offered: KeystoreKind::Passphrase.name(),
+            }));
         }
         let file = &self.vault.keyfile;
         let (kek, params) = store.create(&file.vault)?;

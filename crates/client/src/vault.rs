@@ -10,9 +10,9 @@
 //!   accounts/<name>/     0700, one per account (databases and attachments live here)
 //! ```
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use fieldvault_core::{
@@ -22,7 +22,7 @@ use fieldvault_core::{
 use fieldvault_keystore::KeyStore;
 
 use crate::Error;
-use crate::disk::{DIR_MODE, Disk, FILE_MODE, TMP_SUFFIX, check_private_dir, read_private};
+use crate::disk::{DIR_MODE, Disk, TMP_SUFFIX, check_private_dir, open_private, read_private};
 
 pub(crate) const MARKER: &str = "vault.fv";
 pub(crate) const KEYS: &str = "keys.fvk";
@@ -80,24 +80,7 @@ pub struct WipeReport {
 
 fn take_lock(dir: &Path) -> Result<File, Error> {
     let path = dir.join(LOCK);
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(FILE_MODE)
-        .open(&path)
-        .map_err(|source| Error::Io {
-            op: "open",
-            path: path.clone(),
-            source,
-        })?;
-    f.set_permissions(fs::Permissions::from_mode(FILE_MODE))
-        .map_err(|source| Error::Io {
-            op: "chmod",
-            path: path.clone(),
-            source,
-        })?;
+    let f = open_private(&path)?;
     match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(f),
         Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(Error::InUse {
@@ -282,6 +265,13 @@ impl Vault {
             }
             Ok(_) => check_private_dir(dir)?,
         }
+        if !dir.join(MARKER).exists() && !dir.join(KEYS).exists() {
+            return Err(Error::NotAVault {
+                dir: dir.to_path_buf(),
+            });
+        }
+        // Lock first, then read: another process may be committing a change right now.
+        let lock = take_lock(dir)?;
         let marker = read_marker(dir)?;
         let keyfile = read_keyfile(dir)?;
         let (marker, keyfile) = match (marker, keyfile) {
@@ -313,7 +303,6 @@ impl Vault {
                 keyfile: keyfile.vault.to_hex(),
             });
         }
-        let lock = take_lock(dir)?;
         let vault = Vault {
             dir: dir.to_path_buf(),
             disk,
@@ -350,13 +339,20 @@ impl Vault {
         let live = self.keyfile.accounts();
         for e in list(&accounts)? {
             let name = e.file_name().to_string_lossy().into_owned();
-            let known = AccountName::new(&name)
-                .map(|a| live.contains(&a))
-                .unwrap_or(false);
-            if known {
-                check_private_dir(&e.path())?;
-            } else {
-                self.disk.remove_tree(&e.path())?;
+            match AccountName::new(&name) {
+                Ok(a) if live.contains(&a) => check_private_dir(&e.path())?,
+                // The files of an account whose keys are gone: an interrupted account wipe.
+                Ok(_) if e.file_type().is_ok_and(|t| t.is_dir()) => {
+                    self.disk.remove_tree(&e.path())?
+                }
+                // Anything else was not put there by Fieldvault: leave it alone.
+                _ => {}
+            }
+        }
+        // An account whose keys were written but whose directory was not (a crash in add_account).
+        for a in &live {
+            if !self.account_dir(a).exists() {
+                self.disk.create_dir(&self.account_dir(a))?;
             }
         }
         Ok(())
@@ -453,6 +449,7 @@ impl Vault {
                 dir: dir.to_path_buf(),
             });
         }
+        check_private_dir(dir)?;
         let _lock = take_lock(dir)?;
         let keyfile = read_keyfile(dir).ok().flatten();
         let vault = keyfile
@@ -465,6 +462,28 @@ impl Vault {
             (Some(s), Some(v)) if os_kind.is_none_or(|k| k == s.kind()) => s.destroy(&v).is_ok(),
             _ => !matches!(os_kind, Some(KeystoreKind::Os) | None),
         };
+        // Everything but the marker (the lock file too: our descriptor keeps the lock), then
+        // the marker, then the directory. Until the marker goes, a crashed wipe can be
+        // finished by wiping again; after it, at most an empty directory is left.
+        let entries = fs::read_dir(dir)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|source| Error::Io {
+                op: "list",
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        for e in entries {
+            let name = e.file_name();
+            if name == MARKER {
+                continue;
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                disk.remove_tree(&e.path())?;
+            } else {
+                disk.remove_file(&e.path())?;
+            }
+        }
+        disk.remove_file(&dir.join(MARKER))?;
         disk.remove_tree(dir)?;
         Ok(WipeReport {
             vault,

@@ -288,21 +288,33 @@ impl KeyFile {
     }
 
     fn check_consistency(&self) -> Result<(), Error> {
+        let malformed = |reason| Err(Error::Malformed { what: WHAT, reason });
         let mut seen = BTreeSet::new();
         let mut live = BTreeSet::new();
+        let mut pending = BTreeSet::new();
         for s in &self.slots {
             let m = s.key.meta();
             if !seen.insert((s.account.clone(), m.purpose, m.version)) {
-                return Err(Error::Malformed {
-                    what: WHAT,
-                    reason: "two slots hold the same account, purpose and version",
-                });
+                return malformed("two slots hold the same account, purpose and version");
             }
-            if s.state == SlotState::Live && !live.insert((s.account.clone(), m.purpose)) {
-                return Err(Error::Malformed {
-                    what: WHAT,
-                    reason: "two live keys for one account and purpose",
-                });
+            let set = if s.state == SlotState::Live {
+                &mut live
+            } else {
+                &mut pending
+            };
+            if !set.insert((s.account.clone(), m.purpose)) {
+                return malformed("two live or two pending keys for one account and purpose");
+            }
+        }
+        if !pending.is_subset(&live) {
+            return malformed("a pending key has no live key beside it");
+        }
+        for account in self.accounts() {
+            if Purpose::DATA
+                .iter()
+                .any(|&p| !live.contains(&(account.clone(), p)))
+            {
+                return malformed("an account lacks a live database, files or sync key");
             }
         }
         Ok(())
@@ -463,6 +475,18 @@ mod tests {
             KeyFile::from_bytes(&long),
             Err(Error::TrailingBytes { .. })
         ));
+    }
+
+    #[test]
+    fn a_pending_key_without_a_live_one_or_an_account_missing_a_purpose_is_refused() {
+        let mut f = sample();
+        f.slots[0].state = SlotState::Pending;
+        let err = KeyFile::from_bytes(&f.to_bytes()).expect_err("pending alone");
+        assert!(err.to_string().contains("no live key beside it"), "{err}");
+        let mut f = sample();
+        f.slots.remove(2);
+        let err = KeyFile::from_bytes(&f.to_bytes()).expect_err("sync key missing");
+        assert!(err.to_string().contains("lacks a live"), "{err}");
     }
 
     #[test]

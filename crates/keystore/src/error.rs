@@ -23,9 +23,9 @@ pub enum Error {
     /// The OS keystore is not available on this machine.
     #[error("the OS keystore is not available: {0}")]
     Unavailable(String),
-    /// The OS keystore answered but holds no key for this vault.
+    /// The keystore answered but holds no key for this vault.
     #[error(
-        "the OS keystore holds no key for vault {vault}: it was deleted, or this vault was copied from another machine"
+        "the keystore holds no key for vault {vault}: it was deleted, or this vault was copied from another machine"
     )]
     NoEntry {
         /// The vault id, hex.
