@@ -2,7 +2,7 @@
 //! Never from arguments.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, IsTerminal};
+use std::io::{IsTerminal, Read};
 
 use anyhow::{Context, Result, bail};
 use fieldvault_core::Passphrase;
@@ -18,18 +18,32 @@ pub enum Prompt {
 }
 
 fn read_fd(fd: u32) -> Result<Zeroizing<String>> {
-    // /proc/self/fd/N reopens an inherited descriptor without unsafe code.
-    let file = File::open(format!("/proc/self/fd/{fd}"))
+    // /proc/self/fd/N reopens an inherited descriptor without unsafe code. Read one byte at
+    // a time up to the first newline: no buffer we cannot zeroize, and no wait for EOF on a
+    // pipe that stays open.
+    let mut file = File::open(format!("/proc/self/fd/{fd}"))
         .with_context(|| format!("cannot read --passphrase-fd {fd}"))?;
-    let mut line = Zeroizing::new(String::new());
-    BufReader::new(file)
-        .read_line(&mut line)
-        .with_context(|| format!("cannot read --passphrase-fd {fd}"))?;
-    while line.ends_with('\n') || line.ends_with('\r') {
-        line.pop();
+    let mut bytes = Zeroizing::new(Vec::with_capacity(256));
+    let mut byte = [0u8; 1];
+    while bytes.len() < MAX_PASSPHRASE_BYTES {
+        match file
+            .read(&mut byte)
+            .with_context(|| format!("cannot read --passphrase-fd {fd}"))?
+        {
+            0 => break,
+            _ if byte[0] == b'\n' => break,
+            _ => bytes.push(byte[0]),
+        }
     }
-    Ok(line)
+    if bytes.last() == Some(&b'\r') {
+        bytes.pop();
+    }
+    let text = std::str::from_utf8(&bytes).context("the passphrase is not UTF-8")?;
+    Ok(Zeroizing::new(text.to_owned()))
 }
+
+/// Longest passphrase read from a descriptor.
+const MAX_PASSPHRASE_BYTES: usize = 4096;
 
 /// Reads a passphrase: `--passphrase-fd`, then `env_var`, then a prompt on the terminal.
 pub fn passphrase(
