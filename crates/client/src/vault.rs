@@ -332,10 +332,11 @@ impl Vault {
             }
         }
         let accounts = self.dir.join(ACCOUNTS);
-        if !accounts.exists() {
-            return self.disk.create_dir(&accounts);
+        if accounts.exists() {
+            check_private_dir(&accounts)?;
+        } else {
+            self.disk.create_dir(&accounts)?;
         }
-        check_private_dir(&accounts)?;
         let live = self.keyfile.accounts();
         for e in list(&accounts)? {
             let name = e.file_name().to_string_lossy().into_owned();
