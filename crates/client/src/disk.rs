@@ -159,24 +159,12 @@ pub(crate) fn tmp_path(path: &Path) -> PathBuf {
 /// Reads a whole vault file after checking that it is a plain file, ours and private.
 /// `Ok(None)` when it does not exist.
 pub(crate) fn read_private(path: &Path) -> Result<Option<Vec<u8>>, Error> {
-    // O_NOFOLLOW, then check the file we actually opened: no window between check and use.
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(NOFOLLOW)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
-            return Err(Error::UnexpectedFileType {
-                path: path.to_path_buf(),
-                expected: "file",
-            });
+    let file = match open_checked(OpenOptions::new().read(true), path) {
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            return Ok(None);
         }
-        Err(e) => return Err(io_err("open", path)(e)),
+        other => other?,
     };
-    let meta = file.metadata().map_err(io_err("stat", path))?;
-    check_private(path, &meta, false)?;
     let mut bytes = Vec::new();
     (&file)
         .read_to_end(&mut bytes)
@@ -187,26 +175,33 @@ pub(crate) fn read_private(path: &Path) -> Result<Option<Vec<u8>>, Error> {
 /// Opens (creating if needed) a private file without following a symbolic link, and
 /// checks the file it opened.
 pub(crate) fn open_private(path: &Path) -> Result<File, Error> {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(FILE_MODE)
-        .custom_flags(NOFOLLOW)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(code) if code == rustix::io::Errno::LOOP.raw_os_error() => {
-                Error::UnexpectedFileType {
-                    path: path.to_path_buf(),
-                    expected: "file",
-                }
+    open_checked(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(FILE_MODE),
+        path,
+    )
+}
+
+/// Opens with O_NOFOLLOW, then checks the file actually opened (fstat): no window between
+/// the check and the use.
+fn open_checked(options: &mut OpenOptions, path: &Path) -> Result<File, Error> {
+    let file = options.custom_flags(NOFOLLOW).open(path).map_err(|e| {
+        if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+            Error::UnexpectedFileType {
+                path: path.to_path_buf(),
+                expected: "file",
             }
-            _ => io_err("open", path)(e),
-        })?;
-    let meta = f.metadata().map_err(io_err("stat", path))?;
+        } else {
+            io_err("open", path)(e)
+        }
+    })?;
+    let meta = file.metadata().map_err(io_err("stat", path))?;
     check_private(path, &meta, false)?;
-    Ok(f)
+    Ok(file)
 }
 
 const NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;

@@ -99,24 +99,27 @@ fn is_leftover(name: &str) -> bool {
     name == LOCK || name.ends_with(TMP_SUFFIX)
 }
 
-fn read_keyfile(dir: &Path) -> Result<Option<KeyFile>, Error> {
-    let path = dir.join(KEYS);
+/// Reads and parses one vault record; damage is [`Error::Corrupt`] naming the file.
+fn read_record<T>(
+    dir: &Path,
+    name: &str,
+    parse: fn(&[u8]) -> Result<T, fieldvault_core::Error>,
+) -> Result<Option<T>, Error> {
+    let path = dir.join(name);
     match read_private(&path)? {
         None => Ok(None),
-        Some(bytes) => KeyFile::from_bytes(&bytes)
+        Some(bytes) => parse(&bytes)
             .map(Some)
             .map_err(|source| Error::Corrupt { path, source }),
     }
 }
 
+fn read_keyfile(dir: &Path) -> Result<Option<KeyFile>, Error> {
+    read_record(dir, KEYS, KeyFile::from_bytes)
+}
+
 fn read_marker(dir: &Path) -> Result<Option<VaultMarker>, Error> {
-    let path = dir.join(MARKER);
-    match read_private(&path)? {
-        None => Ok(None),
-        Some(bytes) => VaultMarker::from_bytes(&bytes)
-            .map(Some)
-            .map_err(|source| Error::Corrupt { path, source }),
-    }
+    read_record(dir, MARKER, VaultMarker::from_bytes)
 }
 
 pub(crate) fn read_counter(dir: &Path) -> Result<UnlockCounter, Error> {
