@@ -4,10 +4,12 @@
 # start and by .ci/run.
 #   gcc, libc6-dev, make   C code in aws-lc-sys (crypto) and libdbus-sys
 #   pkg-config, libdbus-1-dev  the Linux OS keystore (Secret Service over D-Bus)
+#   libssl-dev             SQLCipher's crypto (libsqlite3-sys bundled-sqlcipher)
+#   sqlite3                the test that plain SQLite cannot open a vault database
 #   python3 + pip          an independent check of the format test vectors
 set -euo pipefail
 
-packages=(gcc libc6-dev make pkg-config libdbus-1-dev python3 python3-pip)
+packages=(gcc libc6-dev make pkg-config libdbus-1-dev libssl-dev sqlite3 python3 python3-pip)
 missing=()
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -57,7 +57,44 @@ pub enum Command {
     },
     /// Show the key hierarchy: key ids, versions, keystore (no passphrase needed)
     Status,
-    /// Rotate the account's data keys, or with --master the master key
+    /// Write a document: a JSON object from the argument, or from stdin with `-` or no argument
+    ///
+    /// Arguments are visible to other processes in /proc: pass sensitive documents on stdin.
+    Put {
+        /// Collection name (A-Z a-z 0-9 _ . -, up to 64 characters)
+        collection: String,
+        /// Document id (up to 256 bytes)
+        id: String,
+        /// The JSON object, or `-` for stdin (the default)
+        #[arg(value_name = "JSON")]
+        document: Option<String>,
+    },
+    /// Print a document
+    Get {
+        /// Collection name
+        collection: String,
+        /// Document id
+        id: String,
+    },
+    /// List the documents of a collection in id order (all of them unless --limit)
+    List {
+        /// Collection name
+        collection: String,
+        /// At most this many documents
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Start after this id (the `next` of a previous page)
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Delete a document
+    Delete {
+        /// Collection name
+        collection: String,
+        /// Document id
+        id: String,
+    },
+    /// Rotate the account's data keys (re-keying its database), or with --master the master key
     Rotate {
         /// Rotate the master key (re-wraps every data key; data is untouched)
         #[arg(long)]
@@ -73,6 +110,6 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
-    /// Check that every key unwraps and every file at rest is what it should be
+    /// Check that every key unwraps and every database is encrypted and authenticates on every page
     Verify,
 }

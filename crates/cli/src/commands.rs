@@ -3,10 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
-use fieldvault_client::{Status, Unlocked, Vault};
+use std::io::Read;
+
+use fieldvault_client::{Document, MAX_DOCUMENT_BYTES, Status, Unlocked, Vault, parse_body};
 use fieldvault_core::{AccountName, KeystoreKind, KeystoreParams, Purpose, SlotState};
 use fieldvault_keystore::{KeyStore, OsStore, PassphraseStore};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::cli::{Cli, Command, Global, KeystoreChoice};
 use crate::hygiene::core_dumps_disabled;
@@ -18,6 +20,10 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init { keystore } => init(g, &dir, keystore),
         Command::Status => status(g, &dir),
+        Command::Put { collection, id, document } => put(g, &dir, &collection, &id, document.as_deref()),
+        Command::Get { collection, id } => get(g, &dir, &collection, &id),
+        Command::List { collection, limit, after } => list(g, &dir, &collection, limit, after.as_deref()),
+        Command::Delete { collection, id } => delete(g, &dir, &collection, &id),
         Command::Rotate { master } => rotate(g, &dir, master),
         Command::Passwd => passwd(g, &dir),
         Command::Wipe { yes } => wipe(g, &dir, g.account.as_deref(), yes),
@@ -31,10 +37,8 @@ fn vault_dir(g: &Global) -> Result<PathBuf> {
     }
     let base = match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         Some(x) => PathBuf::from(x),
-        None => PathBuf::from(
-            std::env::var_os("HOME").ok_or_else(|| anyhow!("set --vault DIR (HOME is not set)"))?,
-        )
-        .join(".local/share"),
+        None => PathBuf::from(std::env::var_os("HOME").ok_or_else(|| anyhow!("set --vault DIR (HOME is not set)"))?)
+            .join(".local/share"),
     };
     Ok(base.join("fieldvault"))
 }
@@ -46,34 +50,24 @@ fn account(g: &Global) -> Result<AccountName> {
 /// Prints `value` as JSON with `--json`, else `text`.
 fn emit(g: &Global, value: Value, text: impl FnOnce() -> String) {
     if g.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).expect("JSON values always serialize")
-        );
+        println!("{}", serde_json::to_string_pretty(&value).expect("JSON values always serialize"));
     } else {
         println!("{}", text());
     }
 }
 
 fn passphrase_store(g: &Global, prompt: Prompt) -> Result<PassphraseStore> {
-    Ok(PassphraseStore::new(passphrase(
-        g.passphrase_fd,
-        "FIELDVAULT_PASSPHRASE",
-        "Passphrase",
-        prompt,
-    )?))
+    Ok(PassphraseStore::new(passphrase(g.passphrase_fd, "FIELDVAULT_PASSPHRASE", "Passphrase", prompt)?))
 }
 
 /// The store that holds this vault's keystore key.
 fn store_for(g: &Global, vault: &Vault) -> Result<Box<dyn KeyStore>> {
     Ok(match vault.keystore_kind() {
-        KeystoreKind::Os => {
-            Box::new(OsStore::platform().context("this vault's key is in the OS keystore")?)
-        }
+        KeystoreKind::Os => Box::new(OsStore::platform().context("this vault's key is in the OS keystore")?),
         KeystoreKind::Passphrase => Box::new(passphrase_store(g, Prompt::Once)?),
-        KeystoreKind::Memory => bail!(
-            "this vault uses the in-memory test keystore and cannot be opened from the command line"
-        ),
+        KeystoreKind::Memory => {
+            bail!("this vault uses the in-memory test keystore and cannot be opened from the command line")
+        }
     })
 }
 
@@ -104,18 +98,9 @@ fn init(g: &Global, dir: &Path, choice: Option<KeystoreChoice>) -> Result<()> {
     };
     let vault = Vault::init(dir, store.as_ref(), &account)?;
     let st = vault.vault().status()?;
-    emit(
-        g,
-        json!({ "created": true, "keystore_fallback": fallback, "status": status_json(dir, &st) }),
-        || {
-            format!(
-                "created vault {} at {}\n{}",
-                st.vault,
-                dir.display(),
-                status_text(dir, &st)
-            )
-        },
-    );
+    emit(g, json!({ "created": true, "keystore_fallback": fallback, "status": status_json(dir, &st) }), || {
+        format!("created vault {} at {}\n{}", st.vault, dir.display(), status_text(dir, &st))
+    });
     Ok(())
 }
 
@@ -136,10 +121,7 @@ fn keystore_desc(k: &KeystoreParams) -> (Value, String) {
                 kdf.p_cost
             ),
         ),
-        other => (
-            json!({ "kind": other.kind().name() }),
-            other.kind().name().to_owned(),
-        ),
+        other => (json!({ "kind": other.kind().name() }), other.kind().name().to_owned()),
     }
 }
 
@@ -216,23 +198,19 @@ fn rotate(g: &Global, dir: &Path, master: bool) -> Result<()> {
         let account = account(g)?;
         let mut out = Vec::new();
         for p in Purpose::DATA {
-            // Nothing is encrypted under data keys yet beyond the key file itself, so the
-            // re-encryption step has no work; the database and attachments hook in here.
-            let m = v.rotate_data_key(&account, p, |_, _| Ok(()))?;
+            // The database is re-keyed; nothing is encrypted under the files and sync keys
+            // yet (attachments and sync hook in here).
+            let m = match p {
+                Purpose::Database => v.rotate_database_key(&account)?,
+                _ => v.rotate_data_key(&account, p, |_, _| Ok(()))?,
+            };
             out.push((format!("{account}/{p}"), m.version));
         }
         out
     };
-    let list: Vec<Value> = rotated
-        .iter()
-        .map(|(k, ver)| json!({ "key": k, "version": ver }))
-        .collect();
+    let list: Vec<Value> = rotated.iter().map(|(k, ver)| json!({ "key": k, "version": ver })).collect();
     emit(g, json!({ "rotated": list }), || {
-        rotated
-            .iter()
-            .map(|(k, ver)| format!("rotated {k} key: now v{ver}"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        rotated.iter().map(|(k, ver)| format!("rotated {k} key: now v{ver}")).collect::<Vec<_>>().join("\n")
     });
     Ok(())
 }
@@ -240,22 +218,12 @@ fn rotate(g: &Global, dir: &Path, master: bool) -> Result<()> {
 fn passwd(g: &Global, dir: &Path) -> Result<()> {
     let vault = open(dir)?;
     if vault.keystore_kind() != KeystoreKind::Passphrase {
-        bail!(
-            "this vault's key is in the {} keystore, not behind a passphrase",
-            vault.keystore_kind().name()
-        );
+        bail!("this vault's key is in the {} keystore, not behind a passphrase", vault.keystore_kind().name());
     }
     let mut v = vault.unlock(&passphrase_store(g, Prompt::Once)?)?;
-    let new = passphrase(
-        None,
-        "FIELDVAULT_NEW_PASSPHRASE",
-        "New passphrase",
-        Prompt::Confirm,
-    )?;
+    let new = passphrase(None, "FIELDVAULT_NEW_PASSPHRASE", "New passphrase", Prompt::Confirm)?;
     v.change_passphrase(&PassphraseStore::new(new))?;
-    emit(g, json!({ "passphrase_changed": true }), || {
-        "passphrase changed".into()
-    });
+    emit(g, json!({ "passphrase_changed": true }), || "passphrase changed".into());
     Ok(())
 }
 
@@ -267,19 +235,10 @@ fn wipe(g: &Global, dir: &Path, account: Option<&str>, yes: bool) -> Result<()> 
             bail!("not confirmed; nothing was changed");
         }
         vault.wipe_account(&account)?;
-        emit(
-            g,
-            json!({ "wiped": { "account": account.as_str() } }),
-            || format!("wiped account '{account}'"),
-        );
+        emit(g, json!({ "wiped": { "account": account.as_str() } }), || format!("wiped account '{account}'"));
         return Ok(());
     }
-    if !yes
-        && !confirm(&format!(
-            "wipe the vault at {} and everything in it",
-            dir.display()
-        ))?
-    {
+    if !yes && !confirm(&format!("wipe the vault at {} and everything in it", dir.display()))? {
         bail!("not confirmed; nothing was changed");
     }
     let kind = Vault::open(dir).map(|v| v.keystore_kind()).ok();
@@ -294,37 +253,93 @@ fn wipe(g: &Global, dir: &Path, account: Option<&str>, yes: bool) -> Result<()> 
         );
     }
     let id = report.vault.map(|v| v.to_hex());
-    emit(
-        g,
-        json!({ "wiped": { "vault": id, "keystore_entry_removed": report.keystore_entry_removed } }),
-        || {
-            format!(
-                "wiped vault {}",
-                id.unwrap_or_else(|| dir.display().to_string())
-            )
-        },
-    );
+    emit(g, json!({ "wiped": { "vault": id, "keystore_entry_removed": report.keystore_entry_removed } }), || {
+        format!("wiped vault {}", id.unwrap_or_else(|| dir.display().to_string()))
+    });
     Ok(())
 }
 
 fn verify(g: &Global, dir: &Path) -> Result<()> {
-    let v = unlock(g, dir)?;
-    let st = v.vault().status()?;
-    let mut checks = vec![format!("master key v{} unwraps", st.master.version)];
-    checks.extend(st.keys.iter().map(|k| {
-        format!(
-            "account '{}' {} key v{} unwraps",
-            k.account, k.meta.purpose, k.meta.version
-        )
-    }));
-    emit(
-        g,
-        json!({ "ok": true, "findings": [], "checked": checks }),
-        || {
-            let mut s: String = checks.iter().map(|c| format!("ok  {c}\n")).collect();
-            s.push_str("verify: no findings");
-            s
-        },
-    );
+    let mut v = unlock(g, dir)?;
+    let report = v.verify()?;
+    let findings: Vec<Value> =
+        report.findings.iter().map(|f| json!({ "path": f.path.display().to_string(), "problem": f.problem })).collect();
+    emit(g, json!({ "ok": report.findings.is_empty(), "findings": findings, "checked": report.checked }), || {
+        let mut s: String = report.checked.iter().map(|c| format!("ok    {c}\n")).collect();
+        for f in &report.findings {
+            s.push_str(&format!("FAIL  {}: {}\n", f.path.display(), f.problem));
+        }
+        s.push_str(&format!("verify: {} finding(s)", report.findings.len()));
+        s
+    });
+    if !report.findings.is_empty() {
+        bail!("verify found {} problem(s)", report.findings.len());
+    }
+    Ok(())
+}
+
+fn doc_json(d: &Document) -> Value {
+    json!({ "collection": d.collection, "id": d.id, "version": d.version, "updated_at_ms": d.updated_at_ms, "body": d.body })
+}
+
+fn read_body(arg: Option<&str>) -> Result<Map<String, Value>> {
+    let text = match arg {
+        Some(t) if t != "-" => t.to_owned(),
+        _ => {
+            let mut buf = String::new();
+            // One byte past the limit is enough to say "too large" without reading 100 MB.
+            std::io::stdin()
+                .take(MAX_DOCUMENT_BYTES as u64 + 1)
+                .read_to_string(&mut buf)
+                .context("cannot read the document from stdin")?;
+            buf
+        }
+    };
+    Ok(parse_body(&text)?)
+}
+
+fn put(g: &Global, dir: &Path, collection: &str, id: &str, json_arg: Option<&str>) -> Result<()> {
+    let body = read_body(json_arg)?;
+    let account = account(g)?;
+    let mut v = unlock(g, dir)?;
+    let d = v.documents(&account)?.put(collection, id, body)?;
+    emit(g, doc_json(&d), || format!("{}/{} v{}", d.collection, d.id, d.version));
+    Ok(())
+}
+
+fn get(g: &Global, dir: &Path, collection: &str, id: &str) -> Result<()> {
+    let account = account(g)?;
+    let mut v = unlock(g, dir)?;
+    let d = v.documents(&account)?.get(collection, id)?.ok_or_else(|| anyhow!("no document {id:?} in {collection}"))?;
+    emit(g, doc_json(&d), || serde_json::to_string_pretty(&d.body).expect("JSON values always serialize"));
+    Ok(())
+}
+
+fn list(g: &Global, dir: &Path, collection: &str, limit: Option<usize>, after: Option<&str>) -> Result<()> {
+    let account = account(g)?;
+    let mut v = unlock(g, dir)?;
+    let page = v.documents(&account)?.list(collection, limit, after)?;
+    let docs: Vec<Value> = page.documents.iter().map(doc_json).collect();
+    emit(g, json!({ "documents": docs, "next": page.next }), || {
+        let mut s: Vec<String> = page
+            .documents
+            .iter()
+            .map(|d| format!("{}\tv{}\t{}", d.id, d.version, Value::Object(d.body.clone())))
+            .collect();
+        if let Some(n) = &page.next {
+            s.push(format!("(more: --after {n})"));
+        }
+        s.join("\n")
+    });
+    Ok(())
+}
+
+fn delete(g: &Global, dir: &Path, collection: &str, id: &str) -> Result<()> {
+    let account = account(g)?;
+    let mut v = unlock(g, dir)?;
+    if !v.documents(&account)?.delete(collection, id)? {
+        bail!("no document {id:?} in {collection}");
+    }
+    emit(g, json!({ "deleted": { "collection": collection, "id": id } }), || format!("deleted {collection}/{id}"));
     Ok(())
 }

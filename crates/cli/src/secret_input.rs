@@ -21,15 +21,12 @@ fn read_fd(fd: u32) -> Result<Zeroizing<String>> {
     // /proc/self/fd/N reopens an inherited descriptor without unsafe code. Read one byte at
     // a time up to the first newline: no buffer we cannot zeroize, and no wait for EOF on a
     // pipe that stays open.
-    let mut file = File::open(format!("/proc/self/fd/{fd}"))
-        .with_context(|| format!("cannot read --passphrase-fd {fd}"))?;
+    let mut file =
+        File::open(format!("/proc/self/fd/{fd}")).with_context(|| format!("cannot read --passphrase-fd {fd}"))?;
     let mut bytes = Zeroizing::new(Vec::with_capacity(256));
     let mut byte = [0u8; 1];
     while bytes.len() < MAX_PASSPHRASE_BYTES {
-        match file
-            .read(&mut byte)
-            .with_context(|| format!("cannot read --passphrase-fd {fd}"))?
-        {
+        match file.read(&mut byte).with_context(|| format!("cannot read --passphrase-fd {fd}"))? {
             0 => break,
             _ if byte[0] == b'\n' => break,
             _ => bytes.push(byte[0]),
@@ -46,25 +43,17 @@ fn read_fd(fd: u32) -> Result<Zeroizing<String>> {
 const MAX_PASSPHRASE_BYTES: usize = 4096;
 
 /// Reads a passphrase: `--passphrase-fd`, then `env_var`, then a prompt on the terminal.
-pub fn passphrase(
-    fd: Option<u32>,
-    env_var: &str,
-    label: &str,
-    prompt: Prompt,
-) -> Result<Passphrase> {
+pub fn passphrase(fd: Option<u32>, env_var: &str, label: &str, prompt: Prompt) -> Result<Passphrase> {
     let text = if let Some(fd) = fd {
         read_fd(fd)?
     } else if let Ok(v) = std::env::var(env_var) {
         Zeroizing::new(v)
     } else if std::io::stdin().is_terminal() {
-        let first = Zeroizing::new(
-            rpassword::prompt_password(format!("{label}: "))
-                .context("cannot read the passphrase")?,
-        );
+        let first =
+            Zeroizing::new(rpassword::prompt_password(format!("{label}: ")).context("cannot read the passphrase")?);
         if let Prompt::Confirm = prompt {
             let again = Zeroizing::new(
-                rpassword::prompt_password(format!("{label} again: "))
-                    .context("cannot read the passphrase")?,
+                rpassword::prompt_password(format!("{label} again: ")).context("cannot read the passphrase")?,
             );
             if *first != *again {
                 bail!("the two passphrases differ; nothing was changed");
@@ -87,8 +76,6 @@ pub fn confirm(question: &str) -> Result<bool> {
     }
     eprint!("{question}? Type 'yes' to confirm: ");
     let mut answer = String::new();
-    std::io::stdin()
-        .read_line(&mut answer)
-        .context("cannot read the answer")?;
+    std::io::stdin().read_line(&mut answer).context("cannot read the answer")?;
     Ok(answer.trim() == "yes")
 }

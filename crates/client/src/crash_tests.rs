@@ -19,10 +19,7 @@ fn canaries(v: &Unlocked) -> Vec<(String, [u8; 16])> {
     let mut out = Vec::new();
     for a in v.vault().accounts() {
         for p in Purpose::DATA {
-            out.push((
-                format!("{a}/{p}"),
-                v.data_key(&a, p).expect("live key").canary(),
-            ));
+            out.push((format!("{a}/{p}"), v.data_key(&a, p).expect("live key").canary()));
         }
     }
     out
@@ -68,27 +65,13 @@ fn master_rotation_survives_a_crash_at_every_step() {
             v.rotate_master().map(|_| ())
         },
         |dir, crashed| {
-            let v = Vault::open(dir)
-                .expect("opens")
-                .unlock(&store)
-                .expect("unlocks with every key");
-            assert_eq!(
-                canaries(&v),
-                *before.borrow(),
-                "data keys never change in a master rotation"
-            );
+            let v = Vault::open(dir).expect("opens").unlock(&store).expect("unlocks with every key");
+            assert_eq!(canaries(&v), *before.borrow(), "data keys never change in a master rotation");
             let version = v.vault().status().expect("status").master.version;
-            assert!(if crashed {
-                version == 1 || version == 2
-            } else {
-                version == 2
-            });
+            assert!(if crashed { version == 1 || version == 2 } else { version == 2 });
         },
     );
-    assert!(
-        steps >= 5,
-        "the rotation writes the key file atomically ({steps} steps)"
-    );
+    assert!(steps >= 5, "the rotation writes the key file atomically ({steps} steps)");
 }
 
 #[test]
@@ -104,36 +87,22 @@ fn data_key_rotation_survives_a_crash_at_every_step_and_resumes_with_the_same_ke
         |dir, disk| {
             let mut v = Vault::open(dir)?.unlock(&store)?;
             v.set_disk(disk);
-            v.rotate_data_key(&alice, Purpose::Database, |_, _| Ok(()))
-                .map(|_| ())
+            v.rotate_data_key(&alice, Purpose::Database, |_, _| Ok(())).map(|_| ())
         },
         |dir, crashed| {
-            let mut v = Vault::open(dir)
-                .expect("opens")
-                .unlock(&store)
-                .expect("unlocks");
-            let live = v
-                .data_key(&alice, Purpose::Database)
-                .expect("live")
-                .canary();
+            let mut v = Vault::open(dir).expect("opens").unlock(&store).expect("unlocks");
+            let live = v.data_key(&alice, Purpose::Database).expect("live").canary();
             let old = *before.borrow();
             if !crashed {
                 assert_ne!(live, old);
                 assert!(v.pending_data_key(&alice, Purpose::Database).is_none());
                 return;
             }
-            let pending = v
-                .pending_data_key(&alice, Purpose::Database)
-                .map(|k| k.canary());
+            let pending = v.pending_data_key(&alice, Purpose::Database).map(|k| k.canary());
             if live == old {
                 // Finish the interrupted rotation: it must use the recorded pending key.
-                let meta = v
-                    .rotate_data_key(&alice, Purpose::Database, |_, _| Ok(()))
-                    .expect("resume");
-                let now = v
-                    .data_key(&alice, Purpose::Database)
-                    .expect("live")
-                    .canary();
+                let meta = v.rotate_data_key(&alice, Purpose::Database, |_, _| Ok(())).expect("resume");
+                let now = v.data_key(&alice, Purpose::Database).expect("live").canary();
                 if let Some(p) = pending {
                     assert_eq!(now, p, "resumed with the pending key");
                 }
@@ -153,15 +122,10 @@ fn a_failing_rekey_keeps_the_old_key_live_and_the_new_one_pending() {
     let mut v = Vault::init(&tmp.path().join("v"), &store, &alice).expect("init");
     let old = v.data_key(&alice, Purpose::Files).expect("key").canary();
     let err = v
-        .rotate_data_key(&alice, Purpose::Files, |_, _| {
-            Err(Error::NoSuchAccount("rekey failed".into()))
-        })
+        .rotate_data_key(&alice, Purpose::Files, |_, _| Err(Error::NoSuchAccount("rekey failed".into())))
         .expect_err("rekey error is returned");
     assert!(err.to_string().contains("rekey failed"));
-    assert_eq!(
-        v.data_key(&alice, Purpose::Files).expect("key").canary(),
-        old
-    );
+    assert_eq!(v.data_key(&alice, Purpose::Files).expect("key").canary(), old);
     assert!(v.pending_data_key(&alice, Purpose::Files).is_some());
 }
 
@@ -174,14 +138,8 @@ fn account_wipe_survives_a_crash_at_every_step_and_never_touches_the_other_accou
         |dir| {
             let mut v = Vault::init(dir, &store, &alice).expect("init");
             v.add_account(&bob).expect("add bob");
-            std::fs::write(
-                v.vault().account_dir(&bob).join("data"),
-                b"bob's ciphertext",
-            )
-            .expect("write");
-            *alice_keys.borrow_mut() = Purpose::DATA
-                .map(|p| v.data_key(&alice, p).expect("key").canary())
-                .to_vec();
+            std::fs::write(v.vault().account_dir(&bob).join("data"), b"bob's ciphertext").expect("write");
+            *alice_keys.borrow_mut() = Purpose::DATA.map(|p| v.data_key(&alice, p).expect("key").canary()).to_vec();
         },
         |dir, disk| {
             let mut v = Vault::open(dir)?.unlock(&store)?;
@@ -189,20 +147,12 @@ fn account_wipe_survives_a_crash_at_every_step_and_never_touches_the_other_accou
             v.wipe_account(&bob)
         },
         |dir, crashed| {
-            let v = Vault::open(dir)
-                .expect("opens")
-                .unlock(&store)
-                .expect("unlocks");
-            let alice_now: Vec<_> = Purpose::DATA
-                .map(|p| v.data_key(&alice, p).expect("key").canary())
-                .to_vec();
+            let v = Vault::open(dir).expect("opens").unlock(&store).expect("unlocks");
+            let alice_now: Vec<_> = Purpose::DATA.map(|p| v.data_key(&alice, p).expect("key").canary()).to_vec();
             assert_eq!(alice_now, *alice_keys.borrow());
             let bob_has_keys = v.data_key(&bob, Purpose::Database).is_ok();
             let bob_dir = v.vault().account_dir(&bob).exists();
-            assert!(
-                !bob_dir || bob_has_keys,
-                "no account directory outlives its keys after open"
-            );
+            assert!(!bob_dir || bob_has_keys, "no account directory outlives its keys after open");
             if !crashed {
                 assert!(!bob_has_keys);
             }
@@ -231,11 +181,7 @@ fn vault_wipe_survives_a_crash_at_every_step_and_can_be_finished() {
                 Err(Error::KeysGone { .. }) | Err(Error::NotAVault { .. }) => {}
                 Err(e) => panic!("unexpected state after a crashed wipe: {e}"),
             }
-            let empty = || {
-                std::fs::read_dir(dir)
-                    .map(|mut d| d.next().is_none())
-                    .unwrap_or(true)
-            };
+            let empty = || std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(true);
             if dir.exists() && !empty() {
                 Vault::wipe(dir, Some(&store)).expect("a second wipe finishes the job");
             }
@@ -259,13 +205,9 @@ fn init_survives_a_crash_at_every_step_and_can_be_redone() {
                 if Vault::wipe(dir, Some(&store)).is_err() {
                     // Nothing vault-like was written; init must accept the directory as is.
                 }
-                Vault::init(dir, &store, &account("alice"))
-                    .expect("init again after a crashed init");
+                Vault::init(dir, &store, &account("alice")).expect("init again after a crashed init");
             }
-            Vault::open(dir)
-                .expect("opens")
-                .unlock(&store)
-                .expect("unlocks");
+            Vault::open(dir).expect("opens").unlock(&store).expect("unlocks");
         },
     );
 }
@@ -273,10 +215,7 @@ fn init_survives_a_crash_at_every_step_and_can_be_redone() {
 #[test]
 fn passphrase_change_survives_a_crash_at_every_step() {
     let pass = |p: &str| PassphraseStore::new(Passphrase::new(Zeroizing::new(p.into())));
-    let (old, new) = (
-        "copper lantern ninety quietly",
-        "violet harbour seventeen kites",
-    );
+    let (old, new) = ("copper lantern ninety quietly", "violet harbour seventeen kites");
     crash_everywhere(
         |dir| {
             Vault::init(dir, &pass(old), &account("alice")).expect("init");
@@ -290,10 +229,7 @@ fn passphrase_change_survives_a_crash_at_every_step() {
             let opened_new = Vault::open(dir).expect("opens").unlock(&pass(new)).is_ok();
             if !opened_new {
                 assert!(crashed);
-                Vault::open(dir)
-                    .expect("opens")
-                    .unlock(&pass(old))
-                    .expect("old passphrase still works");
+                Vault::open(dir).expect("opens").unlock(&pass(old)).expect("old passphrase still works");
             }
         },
     );
@@ -304,20 +240,12 @@ fn a_passphrase_change_on_a_vault_without_a_passphrase_is_refused() {
     let store = MemoryStore::default();
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut v = Vault::init(&tmp.path().join("v"), &store, &account("alice")).expect("init");
-    let p = PassphraseStore::new(Passphrase::new(Zeroizing::new(
-        "violet harbour seventeen kites".into(),
-    )));
+    let p = PassphraseStore::new(Passphrase::new(Zeroizing::new("violet harbour seventeen kites".into())));
     let err = v.change_passphrase(&p).expect_err("refused");
-    assert!(
-        err.to_string().contains("uses the memory keystore"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("uses the memory keystore"), "{err}");
     assert_eq!(store.kind().name(), "memory");
     drop(v);
-    Vault::open(&tmp.path().join("v"))
-        .expect("opens")
-        .unlock(&store)
-        .expect("unchanged");
+    Vault::open(&tmp.path().join("v")).expect("opens").unlock(&store).expect("unchanged");
 }
 
 #[test]
@@ -334,17 +262,43 @@ fn account_creation_survives_a_crash_at_every_step() {
             v.add_account(&bob)
         },
         |dir, crashed| {
-            let v = Vault::open(dir)
-                .expect("opens")
-                .unlock(&store)
-                .expect("unlocks");
+            let v = Vault::open(dir).expect("opens").unlock(&store).expect("unlocks");
             let has_keys = v.data_key(&bob, Purpose::Database).is_ok();
-            assert_eq!(
-                v.vault().account_dir(&bob).exists(),
-                has_keys,
-                "keys and directory go together after open"
-            );
+            assert_eq!(v.vault().account_dir(&bob).exists(), has_keys, "keys and directory go together after open");
             assert!(crashed || has_keys);
         },
     );
+}
+
+#[test]
+fn database_re_key_survives_a_crash_at_every_step_with_every_document() {
+    use serde_json::json;
+    let store = MemoryStore::default();
+    let alice = account("alice");
+    let put = |v: &mut Unlocked| {
+        let rows = (0..50).map(|i| (format!("d{i:02}"), json!({"i": i}).as_object().expect("object").clone()));
+        v.documents(&alice).expect("documents").put_many("c", rows).expect("put");
+    };
+    let steps = crash_everywhere(
+        |dir| put(&mut Vault::init(dir, &store, &alice).expect("init")),
+        |dir, disk| {
+            let mut v = Vault::open(dir)?.unlock(&store)?;
+            v.documents(&alice)?;
+            v.set_disk(disk);
+            v.rotate_database_key(&alice).map(|_| ())
+        },
+        |dir, crashed| {
+            let mut v = Vault::open(dir).expect("opens").unlock(&store).expect("unlocks");
+            let n = v.documents(&alice).expect("database opens").list("c", None, None).expect("list").documents.len();
+            assert_eq!(n, 50, "every document survives (crashed: {crashed})");
+            assert!(v.pending_data_key(&alice, Purpose::Database).is_none() || crashed);
+            // Whatever state the crash left, another rotation completes and keeps everything.
+            v.rotate_database_key(&alice).expect("rotate again");
+            assert_eq!(
+                v.documents(&alice).expect("documents").list("c", None, None).expect("list").documents.len(),
+                50
+            );
+        },
+    );
+    assert!(steps >= 10, "re-key has its own steps ({steps})");
 }

@@ -35,42 +35,27 @@ pub(crate) struct Disk {
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
-    move |source| Error::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| Error::Io { op, path: path.to_path_buf(), source }
 }
 
 impl Disk {
     /// A disk on which step number `at` (0-based) and every later step fail.
     #[cfg(test)]
     pub(crate) fn crashing_at(at: usize) -> Self {
-        Disk {
-            crash: Some(Arc::new(Crash {
-                at,
-                steps: AtomicUsize::new(0),
-            })),
-        }
+        Disk { crash: Some(Arc::new(Crash { at, steps: AtomicUsize::new(0) })) }
     }
 
     /// Whether the injected crash has happened.
     #[cfg(test)]
     pub(crate) fn crashed(&self) -> bool {
-        self.crash
-            .as_ref()
-            .is_some_and(|c| c.steps.load(Ordering::SeqCst) > c.at)
+        self.crash.as_ref().is_some_and(|c| c.steps.load(Ordering::SeqCst) > c.at)
     }
 
-    fn step(&self, op: &'static str, path: &Path) -> Result<(), Error> {
+    pub(crate) fn step(&self, op: &'static str, path: &Path) -> Result<(), Error> {
         if let Some(c) = &self.crash
             && c.steps.fetch_add(1, Ordering::SeqCst) >= c.at
         {
-            return Err(Error::Io {
-                op,
-                path: path.to_path_buf(),
-                source: io::Error::other("injected crash"),
-            });
+            return Err(Error::Io { op, path: path.to_path_buf(), source: io::Error::other("injected crash") });
         }
         Ok(())
     }
@@ -78,12 +63,8 @@ impl Disk {
     /// Creates a directory with mode 0700 whatever the umask, and syncs its parent.
     pub(crate) fn create_dir(&self, path: &Path) -> Result<(), Error> {
         self.step("create directory", path)?;
-        DirBuilder::new()
-            .mode(DIR_MODE)
-            .create(path)
-            .map_err(io_err("create directory", path))?;
-        fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE))
-            .map_err(io_err("chmod", path))?;
+        DirBuilder::new().mode(DIR_MODE).create(path).map_err(io_err("create directory", path))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE)).map_err(io_err("chmod", path))?;
         self.sync_parent(path)
     }
 
@@ -102,8 +83,7 @@ impl Disk {
             .mode(FILE_MODE)
             .open(&tmp)
             .map_err(io_err("create", &tmp))?;
-        f.set_permissions(fs::Permissions::from_mode(FILE_MODE))
-            .map_err(io_err("chmod", &tmp))?;
+        f.set_permissions(fs::Permissions::from_mode(FILE_MODE)).map_err(io_err("chmod", &tmp))?;
         self.step("write", &tmp)?;
         f.write_all(bytes).map_err(io_err("write", &tmp))?;
         self.step("fsync", &tmp)?;
@@ -135,24 +115,41 @@ impl Disk {
         }
     }
 
+    /// Syncs a file's contents to disk.
+    pub(crate) fn sync_file(&self, path: &Path) -> Result<(), Error> {
+        self.step("fsync", path)?;
+        File::open(path).and_then(|f| f.sync_all()).map_err(io_err("fsync", path))
+    }
+
+    /// Renames `from` over `to` (same directory) and syncs the directory.
+    pub(crate) fn rename(&self, from: &Path, to: &Path) -> Result<(), Error> {
+        self.step("rename", to)?;
+        fs::rename(from, to).map_err(io_err("rename", to))?;
+        self.sync_parent(to)
+    }
+
+    /// Fails with [`Error::NoSpace`] unless the file system holding `path` has `needed`
+    /// bytes free for this user.
+    pub(crate) fn ensure_free_space(&self, path: &Path, needed: u64) -> Result<(), Error> {
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let st = rustix::fs::statvfs(dir).map_err(|e| io_err("statvfs", dir)(e.into()))?;
+        let available = st.f_bavail.saturating_mul(st.f_frsize);
+        if available < needed {
+            return Err(Error::NoSpace { path: dir.to_path_buf(), needed, available });
+        }
+        Ok(())
+    }
+
     fn sync_parent(&self, path: &Path) -> Result<(), Error> {
-        let parent = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         self.step("fsync directory", parent)?;
-        File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("fsync directory", parent))
+        File::open(parent).and_then(|d| d.sync_all()).map_err(io_err("fsync directory", parent))
     }
 }
 
 /// `dir/.name.fvtmp`: hidden, in the same directory (so the rename is atomic).
 pub(crate) fn tmp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!(".{name}{TMP_SUFFIX}"))
 }
 
@@ -166,24 +163,14 @@ pub(crate) fn read_private(path: &Path) -> Result<Option<Vec<u8>>, Error> {
         other => other?,
     };
     let mut bytes = Vec::new();
-    (&file)
-        .read_to_end(&mut bytes)
-        .map_err(io_err("read", path))?;
+    (&file).read_to_end(&mut bytes).map_err(io_err("read", path))?;
     Ok(Some(bytes))
 }
 
 /// Opens (creating if needed) a private file without following a symbolic link, and
 /// checks the file it opened.
 pub(crate) fn open_private(path: &Path) -> Result<File, Error> {
-    open_checked(
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(FILE_MODE),
-        path,
-    )
+    open_checked(OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(FILE_MODE), path)
 }
 
 /// Opens with O_NOFOLLOW, then checks the file actually opened (fstat): no window between
@@ -191,10 +178,7 @@ pub(crate) fn open_private(path: &Path) -> Result<File, Error> {
 fn open_checked(options: &mut OpenOptions, path: &Path) -> Result<File, Error> {
     let file = options.custom_flags(NOFOLLOW).open(path).map_err(|e| {
         if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
-            Error::UnexpectedFileType {
-                path: path.to_path_buf(),
-                expected: "file",
-            }
+            Error::UnexpectedFileType { path: path.to_path_buf(), expected: "file" }
         } else {
             io_err("open", path)(e)
         }
@@ -213,11 +197,7 @@ pub(crate) fn check_private_dir(path: &Path) -> Result<(), Error> {
 }
 
 fn check_private(path: &Path, meta: &fs::Metadata, dir: bool) -> Result<(), Error> {
-    let right_type = if dir {
-        meta.file_type().is_dir()
-    } else {
-        meta.file_type().is_file()
-    };
+    let right_type = if dir { meta.file_type().is_dir() } else { meta.file_type().is_file() };
     if !right_type {
         return Err(Error::UnexpectedFileType {
             path: path.to_path_buf(),
@@ -226,20 +206,12 @@ fn check_private(path: &Path, meta: &fs::Metadata, dir: bool) -> Result<(), Erro
     }
     let me = rustix::process::geteuid().as_raw();
     if meta.uid() != me {
-        return Err(Error::NotOwned {
-            path: path.to_path_buf(),
-            owner: meta.uid(),
-            me,
-        });
+        return Err(Error::NotOwned { path: path.to_path_buf(), owner: meta.uid(), me });
     }
     let mode = meta.mode() & 0o7777;
     if mode & 0o077 != 0 {
         let expected = if dir { DIR_MODE } else { FILE_MODE };
-        return Err(Error::LoosePermissions {
-            path: path.to_path_buf(),
-            mode,
-            expected,
-        });
+        return Err(Error::LoosePermissions { path: path.to_path_buf(), mode, expected });
     }
     Ok(())
 }
@@ -261,9 +233,7 @@ mod tests {
             assert_eq!(fs::read(&p).expect("read"), b"old", "crash at step {at}");
         }
         // The temporary file a crash left behind does not block the next write.
-        Disk::default()
-            .write_atomic(&p, b"old2")
-            .expect("write over a stale temporary file");
+        Disk::default().write_atomic(&p, b"old2").expect("write over a stale temporary file");
         assert!(!tmp_path(&p).exists());
         // Crashing at the final fsync leaves the new file in place: the rename happened.
         let d = Disk::crashing_at(4);
@@ -277,15 +247,9 @@ mod tests {
         let p = dir.path().join("f");
         Disk::default().write_atomic(&p, b"x").expect("write");
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).expect("chmod");
-        assert!(matches!(
-            read_private(&p),
-            Err(Error::LoosePermissions { mode: 0o644, .. })
-        ));
+        assert!(matches!(read_private(&p), Err(Error::LoosePermissions { mode: 0o644, .. })));
         let link = dir.path().join("l");
         std::os::unix::fs::symlink(&p, &link).expect("symlink");
-        assert!(matches!(
-            read_private(&link),
-            Err(Error::UnexpectedFileType { .. })
-        ));
+        assert!(matches!(read_private(&link), Err(Error::UnexpectedFileType { .. })));
     }
 }

@@ -109,6 +109,43 @@ pub enum Error {
     /// The account already exists.
     #[error("account '{0}' already exists")]
     AccountExists(String),
+    /// A database file is plain SQLite: encryption is off. Refused, never opened.
+    #[error("{} is an unencrypted SQLite database; Fieldvault refuses to open it (use `fieldvault migrate --from` to import one)", path.display())]
+    PlaintextDatabase {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The database does not open with its key: the key is not the one it was made with,
+    /// or its first page is damaged (SQLCipher cannot tell these apart).
+    #[error("{} does not open with its key: it is damaged, or was encrypted under another key", path.display())]
+    DatabaseKey {
+        /// The file.
+        path: PathBuf,
+    },
+    /// SQLite or SQLCipher failed (an integrity failure on a damaged page, a full disk, ...).
+    #[error("database {}: {source}", path.display())]
+    Database {
+        /// The file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// Not enough free disk space for the operation: nothing was changed.
+    #[error("not enough free space in {}: {needed} bytes needed, {available} available; nothing was changed", path.display())]
+    NoSpace {
+        /// The directory.
+        path: PathBuf,
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes free.
+        available: u64,
+    },
+    /// A document, collection name or id was refused; nothing was written.
+    #[error("{0}; nothing was written")]
+    InvalidDocument(String),
+    /// The session locked itself after its inactivity timeout (or was locked): unlock again.
+    #[error("the vault is locked; unlock it again")]
+    Locked,
     /// The keystore refused.
     #[error(transparent)]
     Keystore(#[from] fieldvault_keystore::Error),
@@ -128,9 +165,5 @@ pub enum Error {
 }
 
 fn wait_note(secs: u64) -> String {
-    if secs == 0 {
-        String::new()
-    } else {
-        format!("; next attempt allowed in {secs} s")
-    }
+    if secs == 0 { String::new() } else { format!("; next attempt allowed in {secs} s") }
 }

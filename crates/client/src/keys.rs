@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fieldvault_core::{
-    AccountName, DataKey, DataSlot, Kek, KeyFile, KeyId, KeyMeta, KeystoreKind, KeystoreParams,
-    MasterKey, Purpose, SlotContext, SlotState, VaultId, WrappedKey, unlock_delay,
+    AccountName, DataKey, DataSlot, Kek, KeyFile, KeyId, KeyMeta, KeystoreKind, KeystoreParams, MasterKey, Purpose,
+    SlotContext, SlotState, VaultId, WrappedKey, unlock_delay,
 };
 use fieldvault_keystore::KeyStore;
 
@@ -26,51 +26,17 @@ pub(crate) struct KeySet {
     data: BTreeMap<(AccountName, Purpose, u32), DataKey>,
 }
 
-fn seal_master(
-    kek: &Kek,
-    master: &MasterKey,
-    vault: &VaultId,
-    params: &KeystoreParams,
-    meta: KeyMeta,
-) -> WrappedKey {
+fn seal_master(kek: &Kek, master: &MasterKey, vault: &VaultId, params: &KeystoreParams, meta: KeyMeta) -> WrappedKey {
     let bound = params.to_bytes();
-    kek.seal_master(
-        master,
-        meta,
-        &SlotContext {
-            vault,
-            account: "",
-            bound: &bound,
-        },
-        random(),
-    )
+    kek.seal_master(master, meta, &SlotContext { vault, account: "", bound: &bound }, random())
 }
 
-fn seal_data(
-    master: &MasterKey,
-    key: &DataKey,
-    vault: &VaultId,
-    account: &AccountName,
-    meta: KeyMeta,
-) -> WrappedKey {
-    master.seal_data_key(
-        key,
-        meta,
-        &SlotContext {
-            vault,
-            account: account.as_str(),
-            bound: b"",
-        },
-        random(),
-    )
+fn seal_data(master: &MasterKey, key: &DataKey, vault: &VaultId, account: &AccountName, meta: KeyMeta) -> WrappedKey {
+    master.seal_data_key(key, meta, &SlotContext { vault, account: account.as_str(), bound: b"" }, random())
 }
 
 fn fresh_meta(purpose: Purpose, version: u32) -> KeyMeta {
-    KeyMeta {
-        purpose,
-        version,
-        key_id: KeyId::from_bytes(random()),
-    }
+    KeyMeta { purpose, version, key_id: KeyId::from_bytes(random()) }
 }
 
 impl KeySet {
@@ -82,25 +48,9 @@ impl KeySet {
         account: &AccountName,
     ) -> (KeyFile, KeySet) {
         let master = MasterKey::from_bytes(random_key());
-        let wrapped = seal_master(
-            &kek,
-            &master,
-            &vault,
-            &keystore,
-            fresh_meta(Purpose::Master, 1),
-        );
-        let mut keys = KeySet {
-            kek,
-            master,
-            data: BTreeMap::new(),
-        };
-        let mut file = KeyFile {
-            vault,
-            generation: 0,
-            keystore,
-            master: wrapped,
-            slots: Vec::new(),
-        };
+        let wrapped = seal_master(&kek, &master, &vault, &keystore, fresh_meta(Purpose::Master, 1));
+        let mut keys = KeySet { kek, master, data: BTreeMap::new() };
+        let mut file = KeyFile { vault, generation: 0, keystore, master: wrapped, slots: Vec::new() };
         keys.add_account(&mut file, account);
         (file, keys)
     }
@@ -110,32 +60,17 @@ impl KeySet {
             let key = DataKey::from_bytes(random_key());
             let meta = fresh_meta(purpose, 1);
             let sealed = seal_data(&self.master, &key, &file.vault, account, meta);
-            file.slots.push(DataSlot {
-                account: account.clone(),
-                state: SlotState::Live,
-                key: sealed,
-            });
+            file.slots.push(DataSlot { account: account.clone(), state: SlotState::Live, key: sealed });
             self.data.insert((account.clone(), purpose, 1), key);
         }
     }
 
     fn open(file: &KeyFile, kek: Kek) -> Result<Self, fieldvault_core::Error> {
         let bound = file.keystore.to_bytes();
-        let master = file.master.open_master(
-            &kek,
-            &SlotContext {
-                vault: &file.vault,
-                account: "",
-                bound: &bound,
-            },
-        )?;
+        let master = file.master.open_master(&kek, &SlotContext { vault: &file.vault, account: "", bound: &bound })?;
         let mut data = BTreeMap::new();
         for slot in &file.slots {
-            let ctx = SlotContext {
-                vault: &file.vault,
-                account: slot.account.as_str(),
-                bound: b"",
-            };
+            let ctx = SlotContext { vault: &file.vault, account: slot.account.as_str(), bound: b"" };
             let key = slot.key.open_data_key(&master, &ctx)?;
             let m = slot.key.meta();
             data.insert((slot.account.clone(), m.purpose, m.version), key);
@@ -145,10 +80,7 @@ impl KeySet {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl Vault {
@@ -165,16 +97,10 @@ impl Vault {
     pub fn unlock(self, store: &dyn KeyStore) -> Result<Unlocked, Error> {
         let counted = self.keystore_kind() == KeystoreKind::Passphrase;
         let now = unix_now();
-        let counter = if counted {
-            read_counter(&self.dir)?
-        } else {
-            Default::default()
-        };
+        let counter = if counted { read_counter(&self.dir)? } else { Default::default() };
         let wait = counter.wait_remaining(now);
         if wait > 0 {
-            return Err(Error::UnlockThrottled {
-                retry_after_secs: wait,
-            });
+            return Err(Error::UnlockThrottled { retry_after_secs: wait });
         }
         let kek = store.kek(&self.id(), &self.keyfile.keystore)?;
         let keys = match KeySet::open(&self.keyfile, kek) {
@@ -186,37 +112,35 @@ impl Vault {
                     return Err(Error::KeystoreMismatch);
                 }
                 let next = counter.after_failure(now);
-                self.disk
-                    .write_atomic(&self.dir.join(COUNTER), &next.to_bytes())?;
+                self.disk.write_atomic(&self.dir.join(COUNTER), &next.to_bytes())?;
                 return Err(Error::WrongPassphrase {
                     failures: next.failures,
                     retry_after_secs: unlock_delay(next.failures),
                 });
             }
             Err(source) => {
-                return Err(Error::Corrupt {
-                    path: self.dir.join(KEYS),
-                    source,
-                });
+                return Err(Error::Corrupt { path: self.dir.join(KEYS), source });
             }
         };
         if counter.failures > 0 {
             self.disk.remove_file(&self.dir.join(COUNTER))?;
         }
-        Ok(Unlocked { vault: self, keys })
+        Ok(Unlocked::from_parts(self, keys))
     }
 }
 
 /// An unlocked vault: the key hierarchy in memory. Dropping it (or [`Unlocked::lock`])
 /// zeroizes every key.
 pub struct Unlocked {
-    vault: Vault,
+    pub(crate) vault: Vault,
     keys: KeySet,
+    /// Open account databases (closed before the keys are dropped).
+    pub(crate) dbs: BTreeMap<AccountName, crate::documents::AccountDb>,
 }
 
 impl Unlocked {
     pub(crate) fn from_parts(vault: Vault, keys: KeySet) -> Self {
-        Unlocked { vault, keys }
+        Unlocked { vault, keys, dbs: BTreeMap::new() }
     }
 
     #[cfg(test)]
@@ -230,22 +154,20 @@ impl Unlocked {
     }
 
     /// Locks: zeroizes every key and gives back the locked vault.
-    pub fn lock(self) -> Vault {
+    pub fn lock(mut self) -> Vault {
+        // Close databases first: SQLCipher wipes its own copy of the key on close.
+        self.dbs.clear();
         self.vault
     }
 
-    fn slot_key(
-        &self,
-        account: &AccountName,
-        purpose: Purpose,
-        state: SlotState,
-    ) -> Option<&DataKey> {
-        let slot = self.vault.keyfile.slots.iter().find(|s| {
-            &s.account == account && s.key.meta().purpose == purpose && s.state == state
-        })?;
-        self.keys
-            .data
-            .get(&(account.clone(), purpose, slot.key.meta().version))
+    fn slot_key(&self, account: &AccountName, purpose: Purpose, state: SlotState) -> Option<&DataKey> {
+        let slot = self
+            .vault
+            .keyfile
+            .slots
+            .iter()
+            .find(|s| &s.account == account && s.key.meta().purpose == purpose && s.state == state)?;
+        self.keys.data.get(&(account.clone(), purpose, slot.key.meta().version))
     }
 
     /// The live data key of one account and purpose.
@@ -253,8 +175,7 @@ impl Unlocked {
     /// # Errors
     /// [`Error::NoSuchAccount`].
     pub fn data_key(&self, account: &AccountName, purpose: Purpose) -> Result<&DataKey, Error> {
-        self.slot_key(account, purpose, SlotState::Live)
-            .ok_or_else(|| Error::NoSuchAccount(account.to_string()))
+        self.slot_key(account, purpose, SlotState::Live).ok_or_else(|| Error::NoSuchAccount(account.to_string()))
     }
 
     /// The pending key of an interrupted rotation, if there is one.
@@ -301,10 +222,7 @@ impl Unlocked {
     ///
     /// # Errors
     /// [`Error::Keystore`] when the vault does not use a passphrase, or the new one is weak.
-    pub fn change_passphrase(
-        &mut self,
-        store: &fieldvault_keystore::PassphraseStore,
-    ) -> Result<(), Error> {
+    pub fn change_passphrase(&mut self, store: &fieldvault_keystore::PassphraseStore) -> Result<(), Error> {
         let kind = self.vault.keystore_kind();
         if kind != KeystoreKind::Passphrase {
             return Err(Error::Keystore(fieldvault_keystore::Error::WrongKind {
@@ -315,13 +233,7 @@ impl Unlocked {
         let file = &self.vault.keyfile;
         let (kek, params) = store.create(&file.vault)?;
         let mut next = file.clone();
-        next.master = seal_master(
-            &kek,
-            &self.keys.master,
-            &file.vault,
-            &params,
-            file.master.meta(),
-        );
+        next.master = seal_master(&kek, &self.keys.master, &file.vault, &params, file.master.meta());
         next.keystore = params;
         self.vault.commit(next)?;
         self.keys.kek = kek;
@@ -345,18 +257,12 @@ impl Unlocked {
         rekey: impl FnOnce(&DataKey, &DataKey) -> Result<(), Error>,
     ) -> Result<KeyMeta, Error> {
         let file = &self.vault.keyfile;
-        let live = file
-            .live(account, purpose)
-            .ok_or_else(|| Error::NoSuchAccount(account.to_string()))?;
+        let live = file.live(account, purpose).ok_or_else(|| Error::NoSuchAccount(account.to_string()))?;
         let old_version = live.key.meta().version;
         let pending = file
             .slots
             .iter()
-            .find(|s| {
-                &s.account == account
-                    && s.key.meta().purpose == purpose
-                    && s.state == SlotState::Pending
-            })
+            .find(|s| &s.account == account && s.key.meta().purpose == purpose && s.state == SlotState::Pending)
             .map(|s| s.key.meta());
         let new_meta = match pending {
             Some(meta) => meta,
@@ -372,15 +278,9 @@ impl Unlocked {
                 let key = DataKey::from_bytes(random_key());
                 let mut next = file.clone();
                 let sealed = seal_data(&self.keys.master, &key, &file.vault, account, meta);
-                next.slots.push(DataSlot {
-                    account: account.clone(),
-                    state: SlotState::Pending,
-                    key: sealed,
-                });
+                next.slots.push(DataSlot { account: account.clone(), state: SlotState::Pending, key: sealed });
                 self.vault.commit(next)?;
-                self.keys
-                    .data
-                    .insert((account.clone(), purpose, meta.version), key);
+                self.keys.data.insert((account.clone(), purpose, meta.version), key);
                 meta
             }
         };
@@ -389,9 +289,7 @@ impl Unlocked {
         rekey(old, new)?;
         let mut next = self.vault.keyfile.clone();
         next.slots.retain(|s| {
-            !(&s.account == account
-                && s.key.meta().purpose == purpose
-                && s.key.meta().version == old_version)
+            !(&s.account == account && s.key.meta().purpose == purpose && s.key.meta().version == old_version)
         });
         for s in &mut next.slots {
             if &s.account == account && s.key.meta() == new_meta {
@@ -399,14 +297,13 @@ impl Unlocked {
             }
         }
         self.vault.commit(next)?;
-        self.keys
-            .data
-            .remove(&(account.clone(), purpose, old_version));
+        self.keys.data.remove(&(account.clone(), purpose, old_version));
         Ok(new_meta)
     }
 
     /// Wipes one account (see [`Vault::wipe_account`]) and forgets its keys.
     pub fn wipe_account(&mut self, account: &AccountName) -> Result<(), Error> {
+        self.dbs.remove(account);
         self.vault.wipe_account(account)?;
         self.keys.data.retain(|(a, _, _), _| a != account);
         Ok(())
@@ -415,9 +312,6 @@ impl Unlocked {
 
 impl std::fmt::Debug for Unlocked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Unlocked")
-            .field("vault", &self.vault)
-            .field("keys", &"[redacted]")
-            .finish()
+        f.debug_struct("Unlocked").field("vault", &self.vault).field("keys", &"[redacted]").finish()
     }
 }

@@ -26,16 +26,23 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod database;
 mod disk;
+mod documents;
 mod error;
 mod keys;
+mod store;
 mod vault;
 
 #[cfg(test)]
 mod crash_tests;
 
+pub use documents::{
+    Document, Documents, MAX_DOCUMENT_BYTES, MAX_ID_BYTES, Page, check_collection, check_id, parse_body,
+};
 pub use error::Error;
 pub use keys::Unlocked;
+pub use store::{Finding, Report};
 pub use vault::{KeyStatus, Status, Vault, WipeReport};
 
 /// `N` bytes from the OS CSPRNG (nonces, ids).

@@ -16,8 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use fieldvault_core::{
-    AccountName, KeyFile, KeyMeta, KeystoreKind, KeystoreParams, SlotState, UnlockCounter, VaultId,
-    VaultMarker,
+    AccountName, KeyFile, KeyMeta, KeystoreKind, KeystoreParams, SlotState, UnlockCounter, VaultId, VaultMarker,
 };
 use fieldvault_keystore::KeyStore;
 
@@ -83,14 +82,8 @@ fn take_lock(dir: &Path) -> Result<File, Error> {
     let f = open_private(&path)?;
     match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(f),
-        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(Error::InUse {
-            dir: dir.to_path_buf(),
-        }),
-        Err(e) => Err(Error::Io {
-            op: "lock",
-            path,
-            source: e.into(),
-        }),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(Error::InUse { dir: dir.to_path_buf() }),
+        Err(e) => Err(Error::Io { op: "lock", path, source: e.into() }),
     }
 }
 
@@ -108,9 +101,7 @@ fn read_record<T>(
     let path = dir.join(name);
     match read_private(&path)? {
         None => Ok(None),
-        Some(bytes) => parse(&bytes)
-            .map(Some)
-            .map_err(|source| Error::Corrupt { path, source }),
+        Some(bytes) => parse(&bytes).map(Some).map_err(|source| Error::Corrupt { path, source }),
     }
 }
 
@@ -128,10 +119,8 @@ pub(crate) fn read_counter(dir: &Path) -> Result<UnlockCounter, Error> {
         None => Ok(UnlockCounter::default()),
         // A damaged counter must neither lock the owner out for ever nor reset to zero:
         // count it as the last free failure, so the next wrong passphrase waits.
-        Some(bytes) => Ok(UnlockCounter::from_bytes(&bytes).unwrap_or(UnlockCounter {
-            failures: fieldvault_core::FREE_FAILURES,
-            last_failure_unix: 0,
-        })),
+        Some(bytes) => Ok(UnlockCounter::from_bytes(&bytes)
+            .unwrap_or(UnlockCounter { failures: fieldvault_core::FREE_FAILURES, last_failure_unix: 0 })),
     }
 }
 
@@ -142,11 +131,7 @@ impl Vault {
     /// # Errors
     /// [`Error::AlreadyAVault`] or [`Error::NotEmpty`] without changing anything;
     /// [`Error::Keystore`] when the store refuses (a weak passphrase, no OS keystore).
-    pub fn init(
-        dir: &Path,
-        store: &dyn KeyStore,
-        account: &AccountName,
-    ) -> Result<crate::Unlocked, Error> {
+    pub fn init(dir: &Path, store: &dyn KeyStore, account: &AccountName) -> Result<crate::Unlocked, Error> {
         Self::init_on(Disk::default(), dir, store, account)
     }
 
@@ -160,56 +145,35 @@ impl Vault {
         // and only then the first write: a refused init leaves no trace.
         let exists = match fs::symlink_metadata(dir) {
             Ok(meta) if !meta.is_dir() => {
-                return Err(Error::UnexpectedFileType {
-                    path: dir.to_path_buf(),
-                    expected: "directory",
-                });
+                return Err(Error::UnexpectedFileType { path: dir.to_path_buf(), expected: "directory" });
             }
             Ok(_) => {
                 let names = fs::read_dir(dir)
-                    .map_err(|source| Error::Io {
-                        op: "list",
-                        path: dir.to_path_buf(),
-                        source,
-                    })?
+                    .map_err(|source| Error::Io { op: "list", path: dir.to_path_buf(), source })?
                     .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|source| Error::Io {
-                        op: "list",
-                        path: dir.to_path_buf(),
-                        source,
-                    })?;
+                    .map_err(|source| Error::Io { op: "list", path: dir.to_path_buf(), source })?;
                 if names.iter().any(|n| n == MARKER || n == KEYS) {
-                    return Err(Error::AlreadyAVault {
-                        dir: dir.to_path_buf(),
-                    });
+                    return Err(Error::AlreadyAVault { dir: dir.to_path_buf() });
                 }
                 if !names.iter().all(|n| is_leftover(n)) {
-                    return Err(Error::NotEmpty {
-                        dir: dir.to_path_buf(),
-                    });
+                    return Err(Error::NotEmpty { dir: dir.to_path_buf() });
                 }
                 true
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => false,
             Err(source) => {
-                return Err(Error::Io {
-                    op: "stat",
-                    path: dir.to_path_buf(),
-                    source,
-                });
+                return Err(Error::Io { op: "stat", path: dir.to_path_buf(), source });
             }
         };
         let vault_id = VaultId::from_bytes(crate::random());
         let (kek, params) = store.create(&vault_id)?;
         if exists {
             // An empty directory we own becomes private; one owned by someone else is refused.
-            fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE)).map_err(|source| {
-                Error::Io {
-                    op: "chmod",
-                    path: dir.to_path_buf(),
-                    source,
-                }
+            fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE)).map_err(|source| Error::Io {
+                op: "chmod",
+                path: dir.to_path_buf(),
+                source,
             })?;
             check_private_dir(dir)?;
         } else {
@@ -227,16 +191,8 @@ impl Vault {
         disk.write_atomic(&dir.join(KEYS), &keyfile.to_bytes())?;
         disk.create_dir(&dir.join(ACCOUNTS))?;
         disk.create_dir(&dir.join(ACCOUNTS).join(account.as_str()))?;
-        disk.write_atomic(
-            &dir.join(MARKER),
-            &VaultMarker { vault: vault_id }.to_bytes(),
-        )?;
-        let vault = Vault {
-            dir: dir.to_path_buf(),
-            disk,
-            keyfile,
-            _lock: lock,
-        };
+        disk.write_atomic(&dir.join(MARKER), &VaultMarker { vault: vault_id }.to_bytes())?;
+        let vault = Vault { dir: dir.to_path_buf(), disk, keyfile, _lock: lock };
         Ok(crate::Unlocked::from_parts(vault, keys))
     }
 
@@ -255,23 +211,15 @@ impl Vault {
     pub(crate) fn open_on(disk: Disk, dir: &Path) -> Result<Vault, Error> {
         match fs::symlink_metadata(dir) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::NotAVault {
-                    dir: dir.to_path_buf(),
-                });
+                return Err(Error::NotAVault { dir: dir.to_path_buf() });
             }
             Err(source) => {
-                return Err(Error::Io {
-                    op: "stat",
-                    path: dir.to_path_buf(),
-                    source,
-                });
+                return Err(Error::Io { op: "stat", path: dir.to_path_buf(), source });
             }
             Ok(_) => check_private_dir(dir)?,
         }
         if !dir.join(MARKER).exists() && !dir.join(KEYS).exists() {
-            return Err(Error::NotAVault {
-                dir: dir.to_path_buf(),
-            });
+            return Err(Error::NotAVault { dir: dir.to_path_buf() });
         }
         // Lock first, then read: another process may be committing a change right now.
         let lock = take_lock(dir)?;
@@ -279,14 +227,10 @@ impl Vault {
         let keyfile = read_keyfile(dir)?;
         let (marker, keyfile) = match (marker, keyfile) {
             (None, None) => {
-                return Err(Error::NotAVault {
-                    dir: dir.to_path_buf(),
-                });
+                return Err(Error::NotAVault { dir: dir.to_path_buf() });
             }
             (Some(_), None) => {
-                return Err(Error::KeysGone {
-                    dir: dir.to_path_buf(),
-                });
+                return Err(Error::KeysGone { dir: dir.to_path_buf() });
             }
             // init writes the marker last: keys without a marker is an init that did not finish.
             (None, Some(_)) => {
@@ -301,17 +245,9 @@ impl Vault {
             (Some(m), Some(k)) => (m, k),
         };
         if marker.vault != keyfile.vault {
-            return Err(Error::VaultMismatch {
-                marker: marker.vault.to_hex(),
-                keyfile: keyfile.vault.to_hex(),
-            });
+            return Err(Error::VaultMismatch { marker: marker.vault.to_hex(), keyfile: keyfile.vault.to_hex() });
         }
-        let vault = Vault {
-            dir: dir.to_path_buf(),
-            disk,
-            keyfile,
-            _lock: lock,
-        };
+        let vault = Vault { dir: dir.to_path_buf(), disk, keyfile, _lock: lock };
         vault.tidy()?;
         Ok(vault)
     }
@@ -321,13 +257,11 @@ impl Vault {
     /// what remains.
     fn tidy(&self) -> Result<(), Error> {
         let list = |p: &Path| -> Result<Vec<fs::DirEntry>, Error> {
-            fs::read_dir(p)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|source| Error::Io {
-                    op: "list",
-                    path: p.to_path_buf(),
-                    source,
-                })
+            fs::read_dir(p).and_then(|it| it.collect::<Result<Vec<_>, _>>()).map_err(|source| Error::Io {
+                op: "list",
+                path: p.to_path_buf(),
+                source,
+            })
         };
         for e in list(&self.dir)? {
             if e.file_name().to_string_lossy().ends_with(TMP_SUFFIX) {
@@ -346,9 +280,7 @@ impl Vault {
             match AccountName::new(&name) {
                 Ok(a) if live.contains(&a) => check_private_dir(&e.path())?,
                 // The files of an account whose keys are gone: an interrupted account wipe.
-                Ok(_) if e.file_type().is_ok_and(|t| t.is_dir()) => {
-                    self.disk.remove_tree(&e.path())?
-                }
+                Ok(_) if e.file_type().is_ok_and(|t| t.is_dir()) => self.disk.remove_tree(&e.path())?,
                 // Anything else was not put there by Fieldvault: leave it alone.
                 _ => {}
             }
@@ -398,11 +330,7 @@ impl Vault {
             keys: k
                 .slots
                 .iter()
-                .map(|s| KeyStatus {
-                    account: s.account.clone(),
-                    meta: s.key.meta(),
-                    state: s.state,
-                })
+                .map(|s| KeyStatus { account: s.account.clone(), meta: s.key.meta(), state: s.state })
                 .collect(),
             failed_unlocks: read_counter(&self.dir)?.failures,
         })
@@ -411,8 +339,7 @@ impl Vault {
     /// Replaces the key file with `next` (generation raised) atomically.
     pub(crate) fn commit(&mut self, mut next: KeyFile) -> Result<(), Error> {
         next.generation = self.keyfile.generation + 1;
-        self.disk
-            .write_atomic(&self.dir.join(KEYS), &next.to_bytes())?;
+        self.disk.write_atomic(&self.dir.join(KEYS), &next.to_bytes())?;
         self.keyfile = next;
         Ok(())
     }
@@ -443,23 +370,14 @@ impl Vault {
         Self::wipe_on(&Disk::default(), dir, store)
     }
 
-    pub(crate) fn wipe_on(
-        disk: &Disk,
-        dir: &Path,
-        store: Option<&dyn KeyStore>,
-    ) -> Result<WipeReport, Error> {
+    pub(crate) fn wipe_on(disk: &Disk, dir: &Path, store: Option<&dyn KeyStore>) -> Result<WipeReport, Error> {
         if !dir.join(MARKER).exists() && !dir.join(KEYS).exists() {
-            return Err(Error::NotAVault {
-                dir: dir.to_path_buf(),
-            });
+            return Err(Error::NotAVault { dir: dir.to_path_buf() });
         }
         check_private_dir(dir)?;
         let _lock = take_lock(dir)?;
         let keyfile = read_keyfile(dir).ok().flatten();
-        let vault = keyfile
-            .as_ref()
-            .map(|k| k.vault)
-            .or_else(|| read_marker(dir).ok().flatten().map(|m| m.vault));
+        let vault = keyfile.as_ref().map(|k| k.vault).or_else(|| read_marker(dir).ok().flatten().map(|m| m.vault));
         let os_kind = keyfile.as_ref().map(|k| k.keystore.kind());
         disk.remove_file(&dir.join(KEYS))?;
         let keystore_entry_removed = match (store, vault) {
@@ -471,11 +389,7 @@ impl Vault {
         // finished by wiping again; after it, at most an empty directory is left.
         let entries = fs::read_dir(dir)
             .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .map_err(|source| Error::Io {
-                op: "list",
-                path: dir.to_path_buf(),
-                source,
-            })?;
+            .map_err(|source| Error::Io { op: "list", path: dir.to_path_buf(), source })?;
         for e in entries {
             let name = e.file_name();
             if name == MARKER {
@@ -489,18 +403,12 @@ impl Vault {
         }
         disk.remove_file(&dir.join(MARKER))?;
         disk.remove_tree(dir)?;
-        Ok(WipeReport {
-            vault,
-            keystore_entry_removed,
-        })
+        Ok(WipeReport { vault, keystore_entry_removed })
     }
 }
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vault")
-            .field("dir", &self.dir)
-            .field("id", &self.keyfile.vault)
-            .finish_non_exhaustive()
+        f.debug_struct("Vault").field("dir", &self.dir).field("id", &self.keyfile.vault).finish_non_exhaustive()
     }
 }

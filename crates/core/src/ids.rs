@@ -73,10 +73,7 @@ impl Purpose {
             3 => Purpose::Files,
             4 => Purpose::Sync,
             _ => {
-                return Err(Error::UnknownCode {
-                    what: "key purpose",
-                    code,
-                });
+                return Err(Error::UnknownCode { what: "key purpose", code });
             }
         })
     }
@@ -93,14 +90,7 @@ impl Purpose {
 
     /// Parses a user-facing name (`database`, `files`, `sync`, `master`).
     pub fn from_name(name: &str) -> Option<Self> {
-        [
-            Purpose::Master,
-            Purpose::Database,
-            Purpose::Files,
-            Purpose::Sync,
-        ]
-        .into_iter()
-        .find(|p| p.name() == name)
+        [Purpose::Master, Purpose::Database, Purpose::Files, Purpose::Sync].into_iter().find(|p| p.name() == name)
     }
 }
 
@@ -124,22 +114,14 @@ impl AccountName {
 
     /// Validates a name.
     pub fn new(name: &str) -> Result<Self, Error> {
-        let refuse = |reason| {
-            Err(Error::AccountName {
-                name: name.chars().take(80).collect(),
-                reason,
-            })
-        };
+        let refuse = |reason| Err(Error::AccountName { name: name.chars().take(80).collect(), reason });
         if name.is_empty() {
             return refuse("it is empty");
         }
         if name.len() > Self::MAX_LEN {
             return refuse("it is longer than 64 characters");
         }
-        if !name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-        {
+        if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)) {
             return refuse("only a-z, 0-9, '.', '_' and '-' are allowed");
         }
         if !name.as_bytes()[0].is_ascii_alphanumeric() {
@@ -172,18 +154,7 @@ mod tests {
 
     #[test]
     fn account_names_that_could_escape_the_vault_are_refused() {
-        for bad in [
-            "",
-            ".",
-            "..",
-            "../x",
-            "a/b",
-            ".hidden",
-            "-x",
-            "Alice",
-            "a b",
-            &"a".repeat(65),
-        ] {
+        for bad in ["", ".", "..", "../x", "a/b", ".hidden", "-x", "Alice", "a b", &"a".repeat(65)] {
             assert!(AccountName::new(bad).is_err(), "{bad:?} accepted");
         }
         for good in ["default", "alice", "a", "user.42_x-y", &"a".repeat(64)] {
@@ -193,12 +164,7 @@ mod tests {
 
     #[test]
     fn purpose_codes_round_trip_and_unknown_codes_are_errors() {
-        for p in [
-            Purpose::Master,
-            Purpose::Database,
-            Purpose::Files,
-            Purpose::Sync,
-        ] {
+        for p in [Purpose::Master, Purpose::Database, Purpose::Files, Purpose::Sync] {
             assert_eq!(Purpose::from_code(p.code()).expect("known"), p);
             assert_eq!(Purpose::from_name(p.name()), Some(p));
         }

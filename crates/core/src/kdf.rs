@@ -34,26 +34,16 @@ impl KdfParams {
     /// What new vaults use: 64 MiB, 3 passes, 1 lane (RFC 9106 section 4's second
     /// recommendation, with one lane because the phone or laptop unlocking it may have one
     /// free core). About 0.1-0.3 s here.
-    pub const DEFAULT: KdfParams = KdfParams {
-        m_cost_kib: 64 * 1024,
-        t_cost: 3,
-        p_cost: 1,
-    };
+    pub const DEFAULT: KdfParams = KdfParams { m_cost_kib: 64 * 1024, t_cost: 3, p_cost: 1 };
 
     /// Refuses parameters outside the accepted range.
     pub fn check(&self) -> Result<(), Error> {
         let refuse = |why: String| Err(Error::KdfParams(why));
         if self.m_cost_kib < Self::MIN_M_COST_KIB {
-            return refuse(format!(
-                "memory {} KiB is below the 64 MiB minimum",
-                self.m_cost_kib
-            ));
+            return refuse(format!("memory {} KiB is below the 64 MiB minimum", self.m_cost_kib));
         }
         if self.m_cost_kib > Self::MAX_M_COST_KIB {
-            return refuse(format!(
-                "memory {} KiB is above the 4 GiB maximum",
-                self.m_cost_kib
-            ));
+            return refuse(format!("memory {} KiB is above the 4 GiB maximum", self.m_cost_kib));
         }
         if !(Self::MIN_T_COST..=Self::MAX_T_COST).contains(&self.t_cost) {
             return refuse(format!("{} passes is outside 2..=32", self.t_cost));
@@ -68,11 +58,7 @@ impl KdfParams {
     ///
     /// # Errors
     /// [`Error::KdfParams`] for parameters outside the accepted range.
-    pub fn derive_kek(
-        &self,
-        passphrase: &Passphrase,
-        salt: &[u8; Self::SALT_LEN],
-    ) -> Result<Kek, Error> {
+    pub fn derive_kek(&self, passphrase: &Passphrase, salt: &[u8; Self::SALT_LEN]) -> Result<Kek, Error> {
         self.check()?;
         let params = Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(KEY_LEN))
             .map_err(|e| Error::KdfParams(e.to_string()))?;
@@ -93,24 +79,15 @@ mod tests {
         let base = KdfParams::DEFAULT;
         assert!(base.check().is_ok());
         for bad in [
-            KdfParams {
-                m_cost_kib: 64 * 1024 - 1,
-                ..base
-            },
-            KdfParams {
-                m_cost_kib: 4 * 1024 * 1024 + 1,
-                ..base
-            },
+            KdfParams { m_cost_kib: 64 * 1024 - 1, ..base },
+            KdfParams { m_cost_kib: 4 * 1024 * 1024 + 1, ..base },
             KdfParams { t_cost: 1, ..base },
             KdfParams { t_cost: 33, ..base },
             KdfParams { p_cost: 0, ..base },
             KdfParams { p_cost: 17, ..base },
         ] {
             let p = Passphrase::new(Zeroizing::new("x".into()));
-            assert!(
-                matches!(bad.derive_kek(&p, &[0; 16]), Err(Error::KdfParams(_))),
-                "{bad:?}"
-            );
+            assert!(matches!(bad.derive_kek(&p, &[0; 16]), Err(Error::KdfParams(_))), "{bad:?}");
         }
     }
 
@@ -118,23 +95,10 @@ mod tests {
     fn derivation_is_deterministic_and_depends_on_salt_and_passphrase() {
         let p = Passphrase::new(Zeroizing::new("correct horse".into()));
         let q = Passphrase::new(Zeroizing::new("correct horsf".into()));
-        let params = KdfParams {
-            m_cost_kib: KdfParams::MIN_M_COST_KIB,
-            t_cost: 2,
-            p_cost: 1,
-        };
+        let params = KdfParams { m_cost_kib: KdfParams::MIN_M_COST_KIB, t_cost: 2, p_cost: 1 };
         let a = params.derive_kek(&p, &[1; 16]).expect("ok");
-        assert_eq!(
-            a.expose_secret(),
-            params.derive_kek(&p, &[1; 16]).expect("ok").expose_secret()
-        );
-        assert_ne!(
-            a.expose_secret(),
-            params.derive_kek(&p, &[2; 16]).expect("ok").expose_secret()
-        );
-        assert_ne!(
-            a.expose_secret(),
-            params.derive_kek(&q, &[1; 16]).expect("ok").expose_secret()
-        );
+        assert_eq!(a.expose_secret(), params.derive_kek(&p, &[1; 16]).expect("ok").expose_secret());
+        assert_ne!(a.expose_secret(), params.derive_kek(&p, &[2; 16]).expect("ok").expose_secret());
+        assert_ne!(a.expose_secret(), params.derive_kek(&q, &[1; 16]).expect("ok").expose_secret());
     }
 }

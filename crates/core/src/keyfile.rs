@@ -91,23 +91,13 @@ impl KeystoreParams {
         let params = match r.u8()? {
             1 => KeystoreParams::Os,
             2 => {
-                let kdf = KdfParams {
-                    m_cost_kib: r.u32()?,
-                    t_cost: r.u32()?,
-                    p_cost: r.u32()?,
-                };
+                let kdf = KdfParams { m_cost_kib: r.u32()?, t_cost: r.u32()?, p_cost: r.u32()? };
                 kdf.check()?;
-                KeystoreParams::Passphrase {
-                    kdf,
-                    salt: r.array()?,
-                }
+                KeystoreParams::Passphrase { kdf, salt: r.array()? }
             }
             3 => KeystoreParams::Memory,
             code => {
-                return Err(Error::UnknownCode {
-                    what: "keystore kind",
-                    code,
-                });
+                return Err(Error::UnknownCode { what: "keystore kind", code });
             }
         };
         r.finish()?;
@@ -170,9 +160,9 @@ fn push_section(out: &mut Vec<u8>, kind: u8, body: &[u8]) {
 impl KeyFile {
     /// The live slot of one (account, purpose), if any.
     pub fn live(&self, account: &AccountName, purpose: Purpose) -> Option<&DataSlot> {
-        self.slots.iter().find(|s| {
-            &s.account == account && s.state == SlotState::Live && s.key.meta().purpose == purpose
-        })
+        self.slots
+            .iter()
+            .find(|s| &s.account == account && s.state == SlotState::Live && s.key.meta().purpose == purpose)
     }
 
     /// The accounts that have at least one slot, sorted.
@@ -195,10 +185,7 @@ impl KeyFile {
         push_section(&mut out, 3, &self.master.to_bytes());
         for slot in &self.slots {
             let mut body = vec![slot.state as u8];
-            body.push(
-                u8::try_from(slot.account.as_str().len())
-                    .expect("account names are at most 64 bytes"),
-            );
+            body.push(u8::try_from(slot.account.as_str().len()).expect("account names are at most 64 bytes"));
             body.extend_from_slice(slot.account.as_str().as_bytes());
             body.extend_from_slice(&slot.key.to_bytes());
             push_section(&mut out, 4, &body);
@@ -215,17 +202,11 @@ impl KeyFile {
         let mut r = Reader::new(bytes, WHAT);
         r.header(MAGIC, VERSION)?;
         if r.u8()? != 0 {
-            return Err(Error::Malformed {
-                what: WHAT,
-                reason: "reserved byte is not zero",
-            });
+            return Err(Error::Malformed { what: WHAT, reason: "reserved byte is not zero" });
         }
         let count = r.u16()?;
         if count < 3 {
-            return Err(Error::Malformed {
-                what: WHAT,
-                reason: "fewer than the three required sections",
-            });
+            return Err(Error::Malformed { what: WHAT, reason: "fewer than the three required sections" });
         }
         let mut vault = None;
         let mut keystore = None;
@@ -240,19 +221,14 @@ impl KeyFile {
             framed.extend_from_slice(&len.to_be_bytes());
             framed.extend_from_slice(body);
             if checksum(CHECK_LABEL, &framed) != check {
-                return Err(Error::ChecksumMismatch {
-                    what: section_name(index, start_kind, body),
-                });
+                return Err(Error::ChecksumMismatch { what: section_name(index, start_kind, body) });
             }
             let expected = match index {
                 1..=3 => index as u8,
                 _ => 4,
             };
             if start_kind != expected {
-                return Err(Error::Malformed {
-                    what: WHAT,
-                    reason: "sections are missing or out of order",
-                });
+                return Err(Error::Malformed { what: WHAT, reason: "sections are missing or out of order" });
             }
             match start_kind {
                 1 => {
@@ -264,10 +240,7 @@ impl KeyFile {
                 3 => {
                     let key = WrappedKey::from_bytes(body)?;
                     if key.meta().purpose != Purpose::Master {
-                        return Err(Error::Malformed {
-                            what: WHAT,
-                            reason: "the master section holds a data key",
-                        });
+                        return Err(Error::Malformed { what: WHAT, reason: "the master section holds a data key" });
                     }
                     master = Some(key);
                 }
@@ -297,11 +270,7 @@ impl KeyFile {
             if !seen.insert((s.account.clone(), m.purpose, m.version)) {
                 return malformed("two slots hold the same account, purpose and version");
             }
-            let set = if s.state == SlotState::Live {
-                &mut live
-            } else {
-                &mut pending
-            };
+            let set = if s.state == SlotState::Live { &mut live } else { &mut pending };
             if !set.insert((s.account.clone(), m.purpose)) {
                 return malformed("two live or two pending keys for one account and purpose");
             }
@@ -310,10 +279,7 @@ impl KeyFile {
             return malformed("a pending key has no live key beside it");
         }
         for account in self.accounts() {
-            if Purpose::DATA
-                .iter()
-                .any(|&p| !live.contains(&(account.clone(), p)))
-            {
+            if Purpose::DATA.iter().any(|&p| !live.contains(&(account.clone(), p))) {
                 return malformed("an account lacks a live database, files or sync key");
             }
         }
@@ -327,31 +293,19 @@ fn parse_slot(body: &[u8]) -> Result<DataSlot, Error> {
         1 => SlotState::Live,
         2 => SlotState::Pending,
         code => {
-            return Err(Error::UnknownCode {
-                what: "slot state",
-                code,
-            });
+            return Err(Error::UnknownCode { what: "slot state", code });
         }
     };
     let len = r.u8()?;
-    let name = std::str::from_utf8(r.take(usize::from(len))?).map_err(|_| Error::Malformed {
-        what: "data key slot",
-        reason: "account name is not UTF-8",
-    })?;
+    let name = std::str::from_utf8(r.take(usize::from(len))?)
+        .map_err(|_| Error::Malformed { what: "data key slot", reason: "account name is not UTF-8" })?;
     let account = AccountName::new(name)?;
     let key = WrappedKey::from_bytes(r.take(WrappedKey::LEN)?)?;
     r.finish()?;
     if key.meta().purpose == Purpose::Master {
-        return Err(Error::Malformed {
-            what: "data key slot",
-            reason: "it holds a master key",
-        });
+        return Err(Error::Malformed { what: "data key slot", reason: "it holds a master key" });
     }
-    Ok(DataSlot {
-        account,
-        state,
-        key,
-    })
+    Ok(DataSlot { account, state, key })
 }
 
 /// Names a section for an error, reading what it can from bytes that failed their check.
@@ -378,39 +332,20 @@ mod tests {
 
     fn sample() -> KeyFile {
         let vault = VaultId::from_bytes([7; 16]);
-        let keystore = KeystoreParams::Passphrase {
-            kdf: KdfParams::DEFAULT,
-            salt: [5; 16],
-        };
+        let keystore = KeystoreParams::Passphrase { kdf: KdfParams::DEFAULT, salt: [5; 16] };
         let kek = Kek::from_bytes(Zeroizing::new([1; 32]));
         let master = MasterKey::from_bytes(Zeroizing::new([2; 32]));
         let bound = keystore.to_bytes();
-        let mctx = SlotContext {
-            vault: &vault,
-            account: "",
-            bound: &bound,
-        };
-        let mmeta = KeyMeta {
-            purpose: Purpose::Master,
-            version: 1,
-            key_id: KeyId::from_bytes([3; 16]),
-        };
+        let mctx = SlotContext { vault: &vault, account: "", bound: &bound };
+        let mmeta = KeyMeta { purpose: Purpose::Master, version: 1, key_id: KeyId::from_bytes([3; 16]) };
         let wrapped_master = kek.seal_master(&master, mmeta, &mctx, [4; 12]);
         let account = AccountName::new("alice").expect("valid");
         let slots = Purpose::DATA
             .iter()
             .enumerate()
             .map(|(i, &purpose)| {
-                let ctx = SlotContext {
-                    vault: &vault,
-                    account: "alice",
-                    bound: b"",
-                };
-                let meta = KeyMeta {
-                    purpose,
-                    version: 1,
-                    key_id: KeyId::from_bytes([10 + i as u8; 16]),
-                };
+                let ctx = SlotContext { vault: &vault, account: "alice", bound: b"" };
+                let meta = KeyMeta { purpose, version: 1, key_id: KeyId::from_bytes([10 + i as u8; 16]) };
                 let dk = DataKey::from_bytes(Zeroizing::new([20 + i as u8; 32]));
                 DataSlot {
                     account: account.clone(),
@@ -419,13 +354,7 @@ mod tests {
                 }
             })
             .collect();
-        KeyFile {
-            vault,
-            generation: 9,
-            keystore,
-            master: wrapped_master,
-            slots,
-        }
+        KeyFile { vault, generation: 9, keystore, master: wrapped_master, slots }
     }
 
     #[test]
@@ -446,10 +375,7 @@ mod tests {
             let err = KeyFile::from_bytes(&b).expect_err("any flip is caught");
             if i >= 8 {
                 let msg = err.to_string();
-                assert!(
-                    msg.contains("section") || msg.contains("key file"),
-                    "byte {i}: {msg}"
-                );
+                assert!(msg.contains("section") || msg.contains("key file"), "byte {i}: {msg}");
             }
         }
         // A flip inside the second data slot's sealed bytes names that slot.
@@ -457,10 +383,7 @@ mod tests {
         let mut b = bytes.clone();
         b[slot_start + 60] ^= 1;
         let msg = KeyFile::from_bytes(&b).expect_err("caught").to_string();
-        assert_eq!(
-            msg,
-            "key file section 5 (account 'alice' files key v1) is corrupt: its checksum does not match"
-        );
+        assert_eq!(msg, "key file section 5 (account 'alice' files key v1) is corrupt: its checksum does not match");
     }
 
     #[test]
@@ -471,10 +394,7 @@ mod tests {
         }
         let mut long = bytes.clone();
         long.extend_from_slice(&[0; 3]);
-        assert!(matches!(
-            KeyFile::from_bytes(&long),
-            Err(Error::TrailingBytes { .. })
-        ));
+        assert!(matches!(KeyFile::from_bytes(&long), Err(Error::TrailingBytes { .. })));
     }
 
     #[test]
@@ -499,9 +419,6 @@ mod tests {
             WrappedKey::from_bytes(&b).expect("well-formed")
         };
         f.slots.push(dup);
-        assert!(matches!(
-            KeyFile::from_bytes(&f.to_bytes()),
-            Err(Error::Malformed { .. })
-        ));
+        assert!(matches!(KeyFile::from_bytes(&f.to_bytes()), Err(Error::Malformed { .. })));
     }
 }

@@ -42,9 +42,7 @@ impl VaultMarker {
         let check: [u8; CHECK_LEN] = r.array()?;
         r.finish()?;
         if checksum(LABEL, &bytes[..Self::LEN - CHECK_LEN]) != check {
-            return Err(Error::ChecksumMismatch {
-                what: "vault marker".into(),
-            });
+            return Err(Error::ChecksumMismatch { what: "vault marker".into() });
         }
         Ok(VaultMarker { vault })
     }
@@ -56,21 +54,13 @@ mod tests {
 
     #[test]
     fn marker_round_trips_and_detects_damage() {
-        let m = VaultMarker {
-            vault: VaultId::from_bytes([3; 16]),
-        };
+        let m = VaultMarker { vault: VaultId::from_bytes([3; 16]) };
         let b = m.to_bytes();
         assert_eq!(b.len(), VaultMarker::LEN);
         assert_eq!(VaultMarker::from_bytes(&b).expect("parses"), m);
         let mut bad = b.clone();
         bad[10] ^= 1;
-        assert!(matches!(
-            VaultMarker::from_bytes(&bad),
-            Err(Error::ChecksumMismatch { .. })
-        ));
-        assert!(matches!(
-            VaultMarker::from_bytes(b"SQLite format 3\0"),
-            Err(Error::BadMagic { .. })
-        ));
+        assert!(matches!(VaultMarker::from_bytes(&bad), Err(Error::ChecksumMismatch { .. })));
+        assert!(matches!(VaultMarker::from_bytes(b"SQLite format 3\0"), Err(Error::BadMagic { .. })));
     }
 }

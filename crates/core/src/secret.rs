@@ -105,14 +105,8 @@ mod tests {
     fn debug_output_of_every_secret_is_redacted() {
         let k = MasterKey::from_bytes(Zeroizing::new([0x41; 32]));
         let p = Passphrase::new(Zeroizing::new("hunter2 hunter2".into()));
-        let shown = format!(
-            "{k:?} {p:?} {:?}",
-            DataKey::from_bytes(Zeroizing::new([0x41; 32]))
-        );
-        assert_eq!(
-            shown,
-            "MasterKey([redacted]) Passphrase([redacted]) DataKey([redacted])"
-        );
+        let shown = format!("{k:?} {p:?} {:?}", DataKey::from_bytes(Zeroizing::new([0x41; 32])));
+        assert_eq!(shown, "MasterKey([redacted]) Passphrase([redacted]) DataKey([redacted])");
         assert!(!shown.contains("hunter2"));
     }
 

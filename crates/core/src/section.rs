@@ -34,23 +34,15 @@ pub(crate) struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(bytes: &'a [u8], what: &'static str) -> Self {
-        Self {
-            bytes,
-            pos: 0,
-            what,
-        }
+        Self { bytes, pos: 0, what }
     }
 
     pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.bytes.len())
-            .ok_or(Error::Truncated {
-                what: self.what,
-                needed: self.pos.saturating_add(n),
-                found: self.bytes.len(),
-            })?;
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or(Error::Truncated {
+            what: self.what,
+            needed: self.pos.saturating_add(n),
+            found: self.bytes.len(),
+        })?;
         let s = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -90,10 +82,7 @@ impl<'a> Reader<'a> {
         }
         let v = self.u8()?;
         if v != version {
-            return Err(Error::UnsupportedVersion {
-                what: self.what,
-                version: v,
-            });
+            return Err(Error::UnsupportedVersion { what: self.what, version: v });
         }
         Ok(())
     }
@@ -102,10 +91,7 @@ impl<'a> Reader<'a> {
     pub(crate) fn finish(self) -> Result<(), Error> {
         match self.remaining() {
             0 => Ok(()),
-            extra => Err(Error::TrailingBytes {
-                what: self.what,
-                extra,
-            }),
+            extra => Err(Error::TrailingBytes { what: self.what, extra }),
         }
     }
 }
@@ -118,14 +104,7 @@ mod tests {
     fn reads_past_the_end_are_truncation_errors_not_panics() {
         let mut r = Reader::new(&[1, 2, 3], "thing");
         assert_eq!(r.u16().expect("two bytes"), 0x0102);
-        assert!(matches!(
-            r.u32(),
-            Err(Error::Truncated {
-                what: "thing",
-                needed: 6,
-                found: 3
-            })
-        ));
+        assert!(matches!(r.u32(), Err(Error::Truncated { what: "thing", needed: 6, found: 3 })));
         assert!(matches!(r.take(usize::MAX), Err(Error::Truncated { .. })));
     }
 

@@ -26,11 +26,7 @@ pub fn unlock_delay(failures: u32) -> u64 {
         return 0;
     }
     let doublings = failures - FREE_FAILURES - 1;
-    if doublings >= 10 {
-        MAX_WAIT_SECS
-    } else {
-        (1u64 << doublings).min(MAX_WAIT_SECS)
-    }
+    if doublings >= 10 { MAX_WAIT_SECS } else { (1u64 << doublings).min(MAX_WAIT_SECS) }
 }
 
 /// The durable failed-unlock counter.
@@ -49,9 +45,7 @@ impl UnlockCounter {
     /// Seconds left before another attempt is allowed at `now_unix` (0: go ahead). A clock
     /// set back makes the wait run from the new "now", never forever.
     pub fn wait_remaining(&self, now_unix: u64) -> u64 {
-        let ready_at = self
-            .last_failure_unix
-            .saturating_add(unlock_delay(self.failures));
+        let ready_at = self.last_failure_unix.saturating_add(unlock_delay(self.failures));
         match ready_at.checked_sub(now_unix) {
             Some(left) => left.min(unlock_delay(self.failures)),
             None => 0,
@@ -60,10 +54,7 @@ impl UnlockCounter {
 
     /// The counter after one more failure at `now_unix`.
     pub fn after_failure(self, now_unix: u64) -> Self {
-        UnlockCounter {
-            failures: self.failures.saturating_add(1),
-            last_failure_unix: now_unix,
-        }
+        UnlockCounter { failures: self.failures.saturating_add(1), last_failure_unix: now_unix }
     }
 
     /// Encodes the record.
@@ -86,14 +77,9 @@ impl UnlockCounter {
         let check: [u8; CHECK_LEN] = r.array()?;
         r.finish()?;
         if checksum(LABEL, &bytes[..Self::LEN - CHECK_LEN]) != check {
-            return Err(Error::ChecksumMismatch {
-                what: "unlock counter".into(),
-            });
+            return Err(Error::ChecksumMismatch { what: "unlock counter".into() });
         }
-        Ok(UnlockCounter {
-            failures,
-            last_failure_unix,
-        })
+        Ok(UnlockCounter { failures, last_failure_unix })
     }
 }
 
@@ -112,26 +98,16 @@ mod tests {
 
     #[test]
     fn wait_remaining_counts_down_and_survives_a_clock_set_back() {
-        let c = UnlockCounter {
-            failures: 6,
-            last_failure_unix: 1000,
-        };
+        let c = UnlockCounter { failures: 6, last_failure_unix: 1000 };
         assert_eq!(c.wait_remaining(1000), 4);
         assert_eq!(c.wait_remaining(1003), 1);
         assert_eq!(c.wait_remaining(1004), 0);
-        assert_eq!(
-            c.wait_remaining(10),
-            4,
-            "clock set back: wait at most one full delay"
-        );
+        assert_eq!(c.wait_remaining(10), 4, "clock set back: wait at most one full delay");
     }
 
     #[test]
     fn counter_record_round_trips_and_detects_damage() {
-        let c = UnlockCounter {
-            failures: 5,
-            last_failure_unix: 1_700_000_000,
-        };
+        let c = UnlockCounter { failures: 5, last_failure_unix: 1_700_000_000 };
         let b = c.to_bytes();
         assert_eq!(UnlockCounter::from_bytes(&b).expect("parses"), c);
         let mut bad = b.clone();

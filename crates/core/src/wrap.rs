@@ -101,20 +101,15 @@ impl WrappedKey {
     }
 
     fn aad(&self, ctx: &SlotContext<'_>) -> Vec<u8> {
-        let mut aad = Vec::with_capacity(
-            AAD_LABEL.len() + 16 + 1 + ctx.account.len() + 2 + ctx.bound.len() + HEADER_LEN,
-        );
+        let mut aad =
+            Vec::with_capacity(AAD_LABEL.len() + 16 + 1 + ctx.account.len() + 2 + ctx.bound.len() + HEADER_LEN);
         aad.extend_from_slice(AAD_LABEL);
         aad.extend_from_slice(ctx.vault.as_bytes());
         // Account names are at most 64 bytes and bound bytes at most a few dozen: the
         // length prefixes cannot overflow for any slot the vault writes.
         aad.push(u8::try_from(ctx.account.len()).expect("account names are at most 64 bytes"));
         aad.extend_from_slice(ctx.account.as_bytes());
-        aad.extend_from_slice(
-            &u16::try_from(ctx.bound.len())
-                .expect("bound bytes are short")
-                .to_be_bytes(),
-        );
+        aad.extend_from_slice(&u16::try_from(ctx.bound.len()).expect("bound bytes are short").to_be_bytes());
         aad.extend_from_slice(ctx.bound);
         aad.extend_from_slice(&self.header());
         aad
@@ -127,51 +122,26 @@ impl WrappedKey {
         ctx: &SlotContext<'_>,
         nonce: [u8; NONCE_LEN],
     ) -> Self {
-        let mut w = WrappedKey {
-            meta,
-            wrapper_canary: canary(wrapping),
-            nonce,
-            sealed: [0; KEY_LEN + TAG_LEN],
-        };
-        let aead = LessSafeKey::new(
-            UnboundKey::new(&AES_256_GCM, wrapping).expect("32-byte key fits AES-256"),
-        );
+        let mut w = WrappedKey { meta, wrapper_canary: canary(wrapping), nonce, sealed: [0; KEY_LEN + TAG_LEN] };
+        let aead = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, wrapping).expect("32-byte key fits AES-256"));
         let mut buf = Zeroizing::new(key.to_vec());
         let tag = aead
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(w.aad(ctx)),
-                &mut buf,
-            )
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(w.aad(ctx)), &mut buf)
             .expect("sealing 32 bytes cannot exceed AES-GCM limits");
         w.sealed[..KEY_LEN].copy_from_slice(&buf);
         w.sealed[KEY_LEN..].copy_from_slice(tag.as_ref());
         w
     }
 
-    fn open_raw(
-        &self,
-        wrapping: &[u8; KEY_LEN],
-        ctx: &SlotContext<'_>,
-    ) -> Result<Zeroizing<[u8; KEY_LEN]>, Error> {
+    fn open_raw(&self, wrapping: &[u8; KEY_LEN], ctx: &SlotContext<'_>) -> Result<Zeroizing<[u8; KEY_LEN]>, Error> {
         if !bool::from(self.wrapper_canary.ct_eq(&canary(wrapping))) {
-            return Err(Error::WrongKey {
-                what: self.describe(ctx.account),
-            });
+            return Err(Error::WrongKey { what: self.describe(ctx.account) });
         }
-        let aead = LessSafeKey::new(
-            UnboundKey::new(&AES_256_GCM, wrapping).expect("32-byte key fits AES-256"),
-        );
+        let aead = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, wrapping).expect("32-byte key fits AES-256"));
         let mut buf = Zeroizing::new(self.sealed.to_vec());
         let plain = aead
-            .open_in_place(
-                Nonce::assume_unique_for_key(self.nonce),
-                Aad::from(self.aad(ctx)),
-                &mut buf,
-            )
-            .map_err(|_| Error::Tampered {
-                what: self.describe(ctx.account),
-            })?;
+            .open_in_place(Nonce::assume_unique_for_key(self.nonce), Aad::from(self.aad(ctx)), &mut buf)
+            .map_err(|_| Error::Tampered { what: self.describe(ctx.account) })?;
         let mut out = Zeroizing::new([0u8; KEY_LEN]);
         out.copy_from_slice(plain);
         Ok(out)
@@ -183,10 +153,7 @@ impl WrappedKey {
         if account.is_empty() {
             format!("{} key v{}", self.meta.purpose, self.meta.version)
         } else {
-            format!(
-                "account '{account}' {} key v{}",
-                self.meta.purpose, self.meta.version
-            )
+            format!("account '{account}' {} key v{}", self.meta.purpose, self.meta.version)
         }
     }
 
@@ -199,29 +166,17 @@ impl WrappedKey {
     /// not a master-key slot.
     pub fn open_master(&self, kek: &Kek, ctx: &SlotContext<'_>) -> Result<MasterKey, Error> {
         if self.meta.purpose != Purpose::Master {
-            return Err(Error::Malformed {
-                what: "wrapped key",
-                reason: "expected the master key slot",
-            });
+            return Err(Error::Malformed { what: "wrapped key", reason: "expected the master key slot" });
         }
-        self.open_raw(kek.expose_secret(), ctx)
-            .map(MasterKey::from_bytes)
+        self.open_raw(kek.expose_secret(), ctx).map(MasterKey::from_bytes)
     }
 
     /// Opens a data key. Errors as for [`WrappedKey::open_master`].
-    pub fn open_data_key(
-        &self,
-        master: &MasterKey,
-        ctx: &SlotContext<'_>,
-    ) -> Result<DataKey, Error> {
+    pub fn open_data_key(&self, master: &MasterKey, ctx: &SlotContext<'_>) -> Result<DataKey, Error> {
         if self.meta.purpose == Purpose::Master {
-            return Err(Error::Malformed {
-                what: "wrapped key",
-                reason: "expected a data-key slot",
-            });
+            return Err(Error::Malformed { what: "wrapped key", reason: "expected a data-key slot" });
         }
-        self.open_raw(master.expose_secret(), ctx)
-            .map(DataKey::from_bytes)
+        self.open_raw(master.expose_secret(), ctx).map(DataKey::from_bytes)
     }
 
     /// Encodes to exactly [`WrappedKey::LEN`] bytes.
@@ -241,40 +196,22 @@ impl WrappedKey {
         r.header(MAGIC, VERSION)?;
         let alg = r.u8()?;
         if alg != WrapAlgorithm::Aes256Gcm as u8 {
-            return Err(Error::UnknownCode {
-                what: "wrapped-key algorithm",
-                code: alg,
-            });
+            return Err(Error::UnknownCode { what: "wrapped-key algorithm", code: alg });
         }
         let purpose = Purpose::from_code(r.u8()?)?;
         if r.u8()? != 0 {
-            return Err(Error::Malformed {
-                what: WHAT,
-                reason: "reserved flags byte is not zero",
-            });
+            return Err(Error::Malformed { what: WHAT, reason: "reserved flags byte is not zero" });
         }
         let version = r.u32()?;
         if version == 0 {
-            return Err(Error::Malformed {
-                what: WHAT,
-                reason: "key version 0 is not allowed",
-            });
+            return Err(Error::Malformed { what: WHAT, reason: "key version 0 is not allowed" });
         }
         let key_id = KeyId::from_bytes(r.array()?);
         let wrapper_canary = r.array()?;
         let nonce = r.array()?;
         let sealed = r.array()?;
         r.finish()?;
-        Ok(WrappedKey {
-            meta: KeyMeta {
-                purpose,
-                version,
-                key_id,
-            },
-            wrapper_canary,
-            nonce,
-            sealed,
-        })
+        Ok(WrappedKey { meta: KeyMeta { purpose, version, key_id }, wrapper_canary, nonce, sealed })
     }
 }
 
@@ -288,13 +225,7 @@ impl Kek {
         nonce: [u8; NONCE_LEN],
     ) -> WrappedKey {
         debug_assert_eq!(meta.purpose, Purpose::Master);
-        WrappedKey::seal_raw(
-            master.expose_secret(),
-            self.expose_secret(),
-            meta,
-            ctx,
-            nonce,
-        )
+        WrappedKey::seal_raw(master.expose_secret(), self.expose_secret(), meta, ctx, nonce)
     }
 }
 
@@ -317,38 +248,24 @@ mod tests {
     use super::*;
 
     fn meta(purpose: Purpose, version: u32) -> KeyMeta {
-        KeyMeta {
-            purpose,
-            version,
-            key_id: KeyId::from_bytes([0x11; 16]),
-        }
+        KeyMeta { purpose, version, key_id: KeyId::from_bytes([0x11; 16]) }
     }
 
     fn keys() -> (MasterKey, DataKey) {
-        (
-            MasterKey::from_bytes(Zeroizing::new([3; 32])),
-            DataKey::from_bytes(Zeroizing::new([4; 32])),
-        )
+        (MasterKey::from_bytes(Zeroizing::new([3; 32])), DataKey::from_bytes(Zeroizing::new([4; 32])))
     }
 
     #[test]
     fn wrapped_key_round_trips_exactly_to_the_byte() {
         let (m, d) = keys();
         let vault = VaultId::from_bytes([1; 16]);
-        let ctx = SlotContext {
-            vault: &vault,
-            account: "a",
-            bound: b"",
-        };
+        let ctx = SlotContext { vault: &vault, account: "a", bound: b"" };
         let w = m.seal_data_key(&d, meta(Purpose::Files, 7), &ctx, [9; 12]);
         let bytes = w.to_bytes();
         let back = WrappedKey::from_bytes(&bytes).expect("parses");
         assert_eq!(back, w);
         assert_eq!(back.to_bytes(), bytes);
-        assert_eq!(
-            back.open_data_key(&m, &ctx).expect("opens").expose_secret(),
-            d.expose_secret()
-        );
+        assert_eq!(back.open_data_key(&m, &ctx).expect("opens").expose_secret(), d.expose_secret());
     }
 
     #[test]
@@ -356,33 +273,14 @@ mod tests {
         let (m, d) = keys();
         let v1 = VaultId::from_bytes([1; 16]);
         let v2 = VaultId::from_bytes([2; 16]);
-        let ctx = SlotContext {
-            vault: &v1,
-            account: "a",
-            bound: b"",
-        };
+        let ctx = SlotContext { vault: &v1, account: "a", bound: b"" };
         let w = m.seal_data_key(&d, meta(Purpose::Database, 1), &ctx, [9; 12]);
         for other in [
-            SlotContext {
-                vault: &v2,
-                account: "a",
-                bound: b"",
-            },
-            SlotContext {
-                vault: &v1,
-                account: "b",
-                bound: b"",
-            },
-            SlotContext {
-                vault: &v1,
-                account: "a",
-                bound: b"x",
-            },
+            SlotContext { vault: &v2, account: "a", bound: b"" },
+            SlotContext { vault: &v1, account: "b", bound: b"" },
+            SlotContext { vault: &v1, account: "a", bound: b"x" },
         ] {
-            assert!(matches!(
-                w.open_data_key(&m, &other),
-                Err(Error::Tampered { .. })
-            ));
+            assert!(matches!(w.open_data_key(&m, &other), Err(Error::Tampered { .. })));
         }
         // Relabelling purpose, version or key id in the header also breaks the tag.
         let mut bytes = w.to_bytes();
@@ -390,70 +288,40 @@ mod tests {
             let mut b = bytes;
             b[i] = v;
             let edited = WrappedKey::from_bytes(&b).expect("still well-formed");
-            assert!(
-                matches!(edited.open_data_key(&m, &ctx), Err(Error::Tampered { .. })),
-                "byte {i}"
-            );
+            assert!(matches!(edited.open_data_key(&m, &ctx), Err(Error::Tampered { .. })), "byte {i}");
         }
         bytes[70] ^= 1;
         let flipped = WrappedKey::from_bytes(&bytes).expect("well-formed");
-        assert!(matches!(
-            flipped.open_data_key(&m, &ctx),
-            Err(Error::Tampered { .. })
-        ));
+        assert!(matches!(flipped.open_data_key(&m, &ctx), Err(Error::Tampered { .. })));
     }
 
     #[test]
     fn a_wrong_wrapping_key_is_reported_as_wrong_key_not_tampering() {
         let (m, d) = keys();
         let vault = VaultId::from_bytes([1; 16]);
-        let ctx = SlotContext {
-            vault: &vault,
-            account: "a",
-            bound: b"",
-        };
+        let ctx = SlotContext { vault: &vault, account: "a", bound: b"" };
         let w = m.seal_data_key(&d, meta(Purpose::Sync, 1), &ctx, [9; 12]);
         let other = MasterKey::from_bytes(Zeroizing::new([5; 32]));
         let err = w.open_data_key(&other, &ctx).expect_err("wrong key");
         assert!(matches!(err, Error::WrongKey { .. }));
-        assert_eq!(
-            err.to_string(),
-            "account 'a' sync key v1 was sealed under a different key"
-        );
+        assert_eq!(err.to_string(), "account 'a' sync key v1 was sealed under a different key");
     }
 
     #[test]
     fn unknown_versions_algorithms_and_flags_are_errors() {
         let (m, d) = keys();
         let vault = VaultId::from_bytes([1; 16]);
-        let ctx = SlotContext {
-            vault: &vault,
-            account: "",
-            bound: b"",
-        };
-        let good = m
-            .seal_data_key(&d, meta(Purpose::Files, 1), &ctx, [0; 12])
-            .to_bytes();
-        for (i, v, want) in [
-            (4usize, 2u8, "version"),
-            (5, 2, "algorithm"),
-            (6, 9, "purpose"),
-            (7, 1, "flags"),
-        ] {
+        let ctx = SlotContext { vault: &vault, account: "", bound: b"" };
+        let good = m.seal_data_key(&d, meta(Purpose::Files, 1), &ctx, [0; 12]).to_bytes();
+        for (i, v, want) in [(4usize, 2u8, "version"), (5, 2, "algorithm"), (6, 9, "purpose"), (7, 1, "flags")] {
             let mut b = good;
             b[i] = v;
             let err = WrappedKey::from_bytes(&b).expect_err("refused").to_string();
             assert!(err.contains(want), "{err}");
         }
-        assert!(matches!(
-            WrappedKey::from_bytes(&good[..50]),
-            Err(Error::Truncated { .. })
-        ));
+        assert!(matches!(WrappedKey::from_bytes(&good[..50]), Err(Error::Truncated { .. })));
         let mut long = good.to_vec();
         long.push(0);
-        assert!(matches!(
-            WrappedKey::from_bytes(&long),
-            Err(Error::TrailingBytes { extra: 1, .. })
-        ));
+        assert!(matches!(WrappedKey::from_bytes(&long), Err(Error::TrailingBytes { extra: 1, .. })));
     }
 }

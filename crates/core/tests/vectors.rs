@@ -10,8 +10,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use fieldvault_core::{
-    DataKey, Error, KdfParams, Kek, KeyId, KeyMeta, KeystoreParams, MasterKey, Purpose,
-    SlotContext, VaultId, WrappedKey,
+    DataKey, Error, KdfParams, Kek, KeyId, KeyMeta, KeystoreParams, MasterKey, Purpose, SlotContext, VaultId,
+    WrappedKey,
 };
 use zeroize::Zeroizing;
 
@@ -25,10 +25,7 @@ fn hex(b: &[u8]) -> String {
 
 fn unhex(s: &str) -> Vec<u8> {
     assert!(s.len().is_multiple_of(2), "odd hex length");
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit"))
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit")).collect()
 }
 
 fn arr<const N: usize>(s: &str) -> [u8; N] {
@@ -53,27 +50,15 @@ fn outcome(v: &BTreeMap<String, String>) -> (String, Option<Zeroizing<[u8; 32]>>
         Ok(w) => w,
         Err(e) => return (error_name(&e), None),
     };
-    assert_eq!(
-        hex(&wrapped.to_bytes()),
-        v["wrapped"],
-        "re-encodes to the same bytes"
-    );
+    assert_eq!(hex(&wrapped.to_bytes()), v["wrapped"], "re-encodes to the same bytes");
     let vault = VaultId::from_bytes(arr(&v["vault"]));
     let bound = unhex(&v["bound"]);
-    let ctx = SlotContext {
-        vault: &vault,
-        account: &v["account"],
-        bound: &bound,
-    };
+    let ctx = SlotContext { vault: &vault, account: &v["account"], bound: &bound };
     let wrapping = Zeroizing::new(arr::<32>(&v["wrapping_key"]));
     let opened = if wrapped.meta().purpose == Purpose::Master {
-        wrapped
-            .open_master(&Kek::from_bytes(wrapping), &ctx)
-            .map(|k| Zeroizing::new(*k.expose_secret()))
+        wrapped.open_master(&Kek::from_bytes(wrapping), &ctx).map(|k| Zeroizing::new(*k.expose_secret()))
     } else {
-        wrapped
-            .open_data_key(&MasterKey::from_bytes(wrapping), &ctx)
-            .map(|k| Zeroizing::new(*k.expose_secret()))
+        wrapped.open_data_key(&MasterKey::from_bytes(wrapping), &ctx).map(|k| Zeroizing::new(*k.expose_secret()))
     };
     match opened {
         Ok(k) => ("ok".into(), Some(k)),
@@ -104,11 +89,7 @@ fn every_wrapped_key_vector_gives_its_expected_outcome() {
     let mut seen = 0;
     for entry in fs::read_dir(dir()).expect("vector directory") {
         let path = entry.expect("entry").path();
-        let name = path
-            .file_name()
-            .expect("name")
-            .to_string_lossy()
-            .into_owned();
+        let name = path.file_name().expect("name").to_string_lossy().into_owned();
         let v = parse(&path);
         let (got, key) = outcome(&v);
         assert_eq!(got, v["expect"], "{name}");
@@ -155,21 +136,9 @@ fn write_vectors() {
     let master = [0x6d; 32];
     let db = [0x64; 32];
     let vault = [0x76; 16];
-    let params = KeystoreParams::Passphrase {
-        kdf: KdfParams::DEFAULT,
-        salt: [0x73; 16],
-    }
-    .to_bytes();
-    let mctx = SlotContext {
-        vault: &VaultId::from_bytes(vault),
-        account: "",
-        bound: &params,
-    };
-    let mmeta = KeyMeta {
-        purpose: Purpose::Master,
-        version: 1,
-        key_id: KeyId::from_bytes([0x01; 16]),
-    };
+    let params = KeystoreParams::Passphrase { kdf: KdfParams::DEFAULT, salt: [0x73; 16] }.to_bytes();
+    let mctx = SlotContext { vault: &VaultId::from_bytes(vault), account: "", bound: &params };
+    let mmeta = KeyMeta { purpose: Purpose::Master, version: 1, key_id: KeyId::from_bytes([0x01; 16]) };
     let wm = Kek::from_bytes(Zeroizing::new(kek)).seal_master(
         &MasterKey::from_bytes(Zeroizing::new(master)),
         mmeta,
@@ -188,32 +157,16 @@ fn write_vectors() {
     };
     write(
         "ok_master_key_v1",
-        &master_vec(
-            wm.to_bytes().to_vec(),
-            "ok",
-            "master key v1 sealed by a passphrase KEK; bound = keystore section",
-        ),
+        &master_vec(wm.to_bytes().to_vec(), "ok", "master key v1 sealed by a passphrase KEK; bound = keystore section"),
     );
     let mut lowered = params.clone();
     lowered[4] ^= 1; // m_cost changed: the parameters are associated data
-    let mut v = master_vec(
-        wm.to_bytes().to_vec(),
-        "tampered",
-        "keystore parameters edited after sealing",
-    );
+    let mut v = master_vec(wm.to_bytes().to_vec(), "tampered", "keystore parameters edited after sealing");
     v.bound = lowered;
     write("fail_kdf_parameters_edited", &v);
 
-    let dctx = SlotContext {
-        vault: &VaultId::from_bytes(vault),
-        account: "alice",
-        bound: b"",
-    };
-    let dmeta = KeyMeta {
-        purpose: Purpose::Database,
-        version: 3,
-        key_id: KeyId::from_bytes([0x02; 16]),
-    };
+    let dctx = SlotContext { vault: &VaultId::from_bytes(vault), account: "alice", bound: b"" };
+    let dmeta = KeyMeta { purpose: Purpose::Database, version: 3, key_id: KeyId::from_bytes([0x02; 16]) };
     let wd = MasterKey::from_bytes(Zeroizing::new(master)).seal_data_key(
         &DataKey::from_bytes(Zeroizing::new(db)),
         dmeta,
@@ -238,17 +191,9 @@ fn write_vectors() {
     };
     write(
         "ok_database_key_v3",
-        &data_vec(
-            good.clone(),
-            "ok",
-            "account 'alice' database key v3 sealed by the master key",
-        ),
+        &data_vec(good.clone(), "ok", "account 'alice' database key v3 sealed by the master key"),
     );
-    let mut v = data_vec(
-        good.clone(),
-        "wrong_key",
-        "opened with another master key: the canary says so",
-    );
+    let mut v = data_vec(good.clone(), "wrong_key", "opened with another master key: the canary says so");
     v.wrapping_key = [0x6e; 32];
     write("fail_wrong_wrapping_key", &v);
     let mut v = data_vec(good.clone(), "tampered", "alice's key presented as bob's");
@@ -257,76 +202,25 @@ fn write_vectors() {
     let mut v = data_vec(good.clone(), "tampered", "another vault id");
     v.vault = [0x77; 16];
     write("fail_moved_to_other_vault", &v);
-    write(
-        "fail_flipped_ciphertext_bit",
-        &data_vec(
-            edit(60, 0x01),
-            "tampered",
-            "bit 0 of ciphertext byte 4 flipped",
-        ),
-    );
-    write(
-        "fail_flipped_tag_bit",
-        &data_vec(
-            edit(103, 0x80),
-            "tampered",
-            "top bit of the last tag byte flipped",
-        ),
-    );
-    write(
-        "fail_flipped_nonce_bit",
-        &data_vec(edit(44, 0x01), "tampered", "nonce edited"),
-    );
-    write(
-        "fail_relabelled_version",
-        &data_vec(edit(11, 0x07), "tampered", "key version 3 relabelled as 4"),
-    );
+    write("fail_flipped_ciphertext_bit", &data_vec(edit(60, 0x01), "tampered", "bit 0 of ciphertext byte 4 flipped"));
+    write("fail_flipped_tag_bit", &data_vec(edit(103, 0x80), "tampered", "top bit of the last tag byte flipped"));
+    write("fail_flipped_nonce_bit", &data_vec(edit(44, 0x01), "tampered", "nonce edited"));
+    write("fail_relabelled_version", &data_vec(edit(11, 0x07), "tampered", "key version 3 relabelled as 4"));
     write(
         "fail_relabelled_purpose",
-        &data_vec(
-            edit(6, 0x01),
-            "tampered",
-            "purpose database (2) relabelled as files (3)",
-        ),
+        &data_vec(edit(6, 0x01), "tampered", "purpose database (2) relabelled as files (3)"),
     );
-    write(
-        "fail_relabelled_key_id",
-        &data_vec(edit(20, 0xff), "tampered", "key id edited"),
-    );
-    write(
-        "fail_truncated",
-        &data_vec(good[..103].to_vec(), "truncated", "last byte missing"),
-    );
+    write("fail_relabelled_key_id", &data_vec(edit(20, 0xff), "tampered", "key id edited"));
+    write("fail_truncated", &data_vec(good[..103].to_vec(), "truncated", "last byte missing"));
     let mut long = good.clone();
     long.push(0);
-    write(
-        "fail_trailing_byte",
-        &data_vec(long, "trailing_bytes", "one byte appended"),
-    );
-    write(
-        "fail_bad_magic",
-        &data_vec(edit(0, 0x20), "bad_magic", "magic FVWK -> fVWK"),
-    );
-    write(
-        "fail_unknown_version",
-        &data_vec(edit(4, 0x03), "unsupported_version", "format version 2"),
-    );
-    write(
-        "fail_unknown_algorithm",
-        &data_vec(edit(5, 0x03), "unknown_code", "algorithm 2 is not defined"),
-    );
-    write(
-        "fail_unknown_purpose",
-        &data_vec(edit(6, 0x0f), "unknown_code", "purpose 13 is not defined"),
-    );
-    write(
-        "fail_reserved_flags_set",
-        &data_vec(edit(7, 0x01), "malformed", "reserved flags byte is 1"),
-    );
+    write("fail_trailing_byte", &data_vec(long, "trailing_bytes", "one byte appended"));
+    write("fail_bad_magic", &data_vec(edit(0, 0x20), "bad_magic", "magic FVWK -> fVWK"));
+    write("fail_unknown_version", &data_vec(edit(4, 0x03), "unsupported_version", "format version 2"));
+    write("fail_unknown_algorithm", &data_vec(edit(5, 0x03), "unknown_code", "algorithm 2 is not defined"));
+    write("fail_unknown_purpose", &data_vec(edit(6, 0x0f), "unknown_code", "purpose 13 is not defined"));
+    write("fail_reserved_flags_set", &data_vec(edit(7, 0x01), "malformed", "reserved flags byte is 1"));
     let mut zero = good.clone();
     zero[8..12].copy_from_slice(&[0; 4]);
-    write(
-        "fail_version_zero",
-        &data_vec(zero, "malformed", "key version 0"),
-    );
+    write("fail_version_zero", &data_vec(zero, "malformed", "key version 0"));
 }

@@ -70,9 +70,6 @@ fn expect_kind(params: &KeystoreParams, want: KeystoreKind) -> Result<(), Error>
     if params.kind() == want {
         Ok(())
     } else {
-        Err(Error::WrongKind {
-            vault_uses: params.kind().name(),
-            offered: want.name(),
-        })
+        Err(Error::WrongKind { vault_uses: params.kind().name(), offered: want.name() })
     }
 }

@@ -16,9 +16,7 @@ impl MemoryStore {
     fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<VaultId, Zeroizing<[u8; 32]>>> {
         // A panic while holding the lock cannot leave the map half-updated: every
         // operation is a single insert, get or remove.
-        self.keys
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -36,9 +34,7 @@ impl KeyStore for MemoryStore {
     fn kek(&self, vault: &VaultId, params: &KeystoreParams) -> Result<Kek, Error> {
         expect_kind(params, KeystoreKind::Memory)?;
         let keys = self.keys();
-        let k = keys.get(vault).ok_or_else(|| Error::NoEntry {
-            vault: vault.to_hex(),
-        })?;
+        let k = keys.get(vault).ok_or_else(|| Error::NoEntry { vault: vault.to_hex() })?;
         Ok(Kek::from_bytes(k.clone()))
     }
 

@@ -43,32 +43,26 @@ impl OsStore {
         let back = entry.get_secret()?;
         entry.delete_credential()?;
         if back != b"fieldvault keystore probe" {
-            return Err(keyring_core::Error::Invalid(
-                "probe".into(),
-                "read back different bytes".into(),
-            ));
+            return Err(keyring_core::Error::Invalid("probe".into(), "read back different bytes".into()));
         }
         Ok(())
     }
 
     fn entry(&self, vault: &VaultId) -> Result<Entry, Error> {
-        Entry::new_in_store(&self.store, SERVICE, &vault.to_hex())
-            .map_err(|e| Error::Os(e.to_string()))
+        Entry::new_in_store(&self.store, SERVICE, &vault.to_hex()).map_err(|e| Error::Os(e.to_string()))
     }
 }
 
 #[cfg(target_os = "linux")]
 fn platform_store() -> Result<Arc<CredentialStore>, Error> {
-    let store: Arc<CredentialStore> = dbus_secret_service_keyring_store::Store::new()
-        .map_err(|e| Error::Unavailable(e.to_string()))?;
+    let store: Arc<CredentialStore> =
+        dbus_secret_service_keyring_store::Store::new().map_err(|e| Error::Unavailable(e.to_string()))?;
     Ok(store)
 }
 
 #[cfg(not(target_os = "linux"))]
 fn platform_store() -> Result<Arc<CredentialStore>, Error> {
-    Err(Error::Unavailable(
-        "no OS keystore is wired up for this platform yet".into(),
-    ))
+    Err(Error::Unavailable("no OS keystore is wired up for this platform yet".into()))
 }
 
 impl KeyStore for OsStore {
@@ -79,15 +73,11 @@ impl KeyStore for OsStore {
     fn create(&self, vault: &VaultId) -> Result<(Kek, KeystoreParams), Error> {
         let k = random_key();
         let entry = self.entry(vault)?;
-        entry
-            .set_secret(k.as_ref())
-            .map_err(|e| Error::Os(e.to_string()))?;
+        entry.set_secret(k.as_ref()).map_err(|e| Error::Os(e.to_string()))?;
         // Read it back: a store that accepts writes and loses them would lose the vault.
         let back = Zeroizing::new(entry.get_secret().map_err(|e| Error::Os(e.to_string()))?);
         if back.as_slice() != k.as_slice() {
-            return Err(Error::Os(
-                "the keystore returned different bytes than were stored".into(),
-            ));
+            return Err(Error::Os("the keystore returned different bytes than were stored".into()));
         }
         Ok((Kek::from_bytes(k), KeystoreParams::Os))
     }
@@ -97,17 +87,14 @@ impl KeyStore for OsStore {
         let secret = match self.entry(vault)?.get_secret() {
             Ok(s) => Zeroizing::new(s),
             Err(keyring_core::Error::NoEntry) => {
-                return Err(Error::NoEntry {
-                    vault: vault.to_hex(),
-                });
+                return Err(Error::NoEntry { vault: vault.to_hex() });
             }
             Err(e) => return Err(Error::Os(e.to_string())),
         };
-        let bytes: [u8; KEY_LEN] = secret.as_slice().try_into().map_err(|_| {
-            Error::Os(format!(
-                "the keystore entry for vault {vault} is not a 32-byte key"
-            ))
-        })?;
+        let bytes: [u8; KEY_LEN] = secret
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::Os(format!("the keystore entry for vault {vault} is not a 32-byte key")))?;
         Ok(Kek::from_bytes(Zeroizing::new(bytes)))
     }
 

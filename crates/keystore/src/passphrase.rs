@@ -32,10 +32,7 @@ pub struct PassphraseStore {
 impl PassphraseStore {
     /// A store for `passphrase`, creating new vaults with [`KdfParams::DEFAULT`].
     pub fn new(passphrase: Passphrase) -> Self {
-        Self {
-            passphrase,
-            kdf: KdfParams::DEFAULT,
-        }
+        Self { passphrase, kdf: KdfParams::DEFAULT }
     }
 
     /// Sets the Argon2id cost for new vaults. Values below the readers' minimum are
@@ -59,13 +56,7 @@ impl KeyStore for PassphraseStore {
         let mut salt = [0u8; KdfParams::SALT_LEN];
         aws_lc_rs::rand::fill(&mut salt).expect("the OS random number generator does not fail");
         let kek = self.kdf.derive_kek(&self.passphrase, &salt)?;
-        Ok((
-            kek,
-            KeystoreParams::Passphrase {
-                kdf: self.kdf,
-                salt,
-            },
-        ))
+        Ok((kek, KeystoreParams::Passphrase { kdf: self.kdf, salt }))
     }
 
     fn kek(&self, _vault: &VaultId, params: &KeystoreParams) -> Result<Kek, Error> {
@@ -96,13 +87,8 @@ mod tests {
     #[test]
     fn weak_new_passphrases_are_refused_with_advice() {
         for weak in ["", "password", "fieldvault123", "qwertyuiop"] {
-            let err = store(weak)
-                .create(&VaultId::from_bytes([0; 16]))
-                .expect_err("weak");
-            assert!(
-                matches!(err, Error::WeakPassphrase { score, .. } if score < 3),
-                "{weak}: {err}"
-            );
+            let err = store(weak).create(&VaultId::from_bytes([0; 16])).expect_err("weak");
+            assert!(matches!(err, Error::WeakPassphrase { score, .. } if score < 3), "{weak}: {err}");
         }
     }
 
@@ -111,18 +97,9 @@ mod tests {
         let s = store("tangerine orbit cello 1987 drizzle");
         let vault = VaultId::from_bytes([0; 16]);
         let (kek, params) = s.create(&vault).expect("strong");
-        assert_eq!(
-            s.kek(&vault, &params).expect("derives").canary(),
-            kek.canary()
-        );
+        assert_eq!(s.kek(&vault, &params).expect("derives").canary(), kek.canary());
         let other = store("tangerine orbit cello 1987 drizzlf");
-        assert_ne!(
-            other.kek(&vault, &params).expect("derives").canary(),
-            kek.canary()
-        );
-        assert!(matches!(
-            s.kek(&vault, &KeystoreParams::Memory),
-            Err(Error::WrongKind { .. })
-        ));
+        assert_ne!(other.kek(&vault, &params).expect("derives").canary(), kek.canary());
+        assert!(matches!(s.kek(&vault, &KeystoreParams::Memory), Err(Error::WrongKind { .. })));
     }
 }

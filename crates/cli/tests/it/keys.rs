@@ -10,25 +10,14 @@ fn init_then_status_shows_the_key_hierarchy() {
     let st = env.json(&["status"], &[]);
     assert_eq!(st["keystore"]["kind"], "passphrase");
     assert_eq!(st["keystore"]["kdf"]["algorithm"], "argon2id");
-    assert!(
-        st["keystore"]["kdf"]["m_cost_kib"]
-            .as_u64()
-            .expect("number")
-            >= 65536
-    );
+    assert!(st["keystore"]["kdf"]["m_cost_kib"].as_u64().expect("number") >= 65536);
     assert_eq!(st["master"]["version"], 1);
     assert_eq!(st["master"]["key_id"].as_str().expect("hex").len(), 32);
     let keys = st["accounts"][0]["keys"].as_array().expect("keys");
     assert_eq!(st["accounts"][0]["name"], "default");
-    let purposes: Vec<&str> = keys
-        .iter()
-        .map(|k| k["purpose"].as_str().expect("str"))
-        .collect();
+    let purposes: Vec<&str> = keys.iter().map(|k| k["purpose"].as_str().expect("str")).collect();
     assert_eq!(purposes, ["database", "files", "sync"]);
-    assert!(
-        keys.iter()
-            .all(|k| k["version"] == 1 && k["state"] == "live")
-    );
+    assert!(keys.iter().all(|k| k["version"] == 1 && k["state"] == "live"));
     assert_eq!(st["process"]["core_dumps_disabled"], true);
     let human = env.run(&["status"], &[]);
     assert_ok(&human);
@@ -42,8 +31,7 @@ fn init_without_a_keystore_choice_says_it_falls_back_to_the_passphrase() {
     assert_ok(&out);
     let err = text(&out.stderr);
     assert!(
-        err.contains("OS keystore is not available")
-            && err.contains("using the passphrase keystore instead"),
+        err.contains("OS keystore is not available") && err.contains("using the passphrase keystore instead"),
         "{err}"
     );
     assert_eq!(env.json(&["status"], &[])["keystore"]["kind"], "passphrase");
@@ -52,10 +40,7 @@ fn init_without_a_keystore_choice_says_it_falls_back_to_the_passphrase() {
 #[test]
 fn a_weak_passphrase_is_refused_and_nothing_is_created() {
     let env = Env::new();
-    let out = env.run(
-        &["init", "--keystore", "passphrase"],
-        &[("FIELDVAULT_PASSPHRASE", "password1")],
-    );
+    let out = env.run(&["init", "--keystore", "passphrase"], &[("FIELDVAULT_PASSPHRASE", "password1")]);
     assert_fails_with(&out, "passphrase too weak");
     assert!(!exists(&env.vault));
 }
@@ -64,10 +49,7 @@ fn a_weak_passphrase_is_refused_and_nothing_is_created() {
 fn no_passphrase_source_is_a_clear_error() {
     let env = Env::new();
     let out = env.run(&["init", "--keystore", "passphrase"], &[]);
-    assert_fails_with(
-        &out,
-        "no passphrase: run on a terminal, pass --passphrase-fd N, or set FIELDVAULT_PASSPHRASE",
-    );
+    assert_fails_with(&out, "no passphrase: run on a terminal, pass --passphrase-fd N, or set FIELDVAULT_PASSPHRASE");
 }
 
 #[test]
@@ -88,15 +70,9 @@ fn a_wrong_passphrase_fails_in_one_line_and_is_counted() {
     let env = Env::new();
     env.init();
     let keys = std::fs::read(env.path("keys.fvk")).expect("read");
-    let out = env.run(
-        &["verify"],
-        &[("FIELDVAULT_PASSPHRASE", "marble quokka seventy umbrellb")],
-    );
+    let out = env.run(&["verify"], &[("FIELDVAULT_PASSPHRASE", "marble quokka seventy umbrellb")]);
     let line = assert_fails_with(&out, "wrong passphrase (1 failed attempt(s))");
-    assert!(
-        !line.contains("umbrell"),
-        "the passphrase never appears in output"
-    );
+    assert!(!line.contains("umbrell"), "the passphrase never appears in output");
     assert_eq!(std::fs::read(env.path("keys.fvk")).expect("read"), keys);
     assert_eq!(env.json(&["status"], &[])["failed_unlocks"], 1);
     assert_ok(&env.run(&["verify"], &[PASS]));
@@ -136,13 +112,7 @@ fn passwd_changes_the_passphrase() {
     assert_ok(&env.run(&["passwd"], &[PASS, ("FIELDVAULT_NEW_PASSPHRASE", new)]));
     assert_fails_with(&env.run(&["verify"], &[PASS]), "wrong passphrase");
     assert_ok(&env.run(&["verify"], &[("FIELDVAULT_PASSPHRASE", new)]));
-    let weak = env.run(
-        &["passwd"],
-        &[
-            ("FIELDVAULT_PASSPHRASE", new),
-            ("FIELDVAULT_NEW_PASSPHRASE", "abc123"),
-        ],
-    );
+    let weak = env.run(&["passwd"], &[("FIELDVAULT_PASSPHRASE", new), ("FIELDVAULT_NEW_PASSPHRASE", "abc123")]);
     assert_fails_with(&weak, "passphrase too weak");
 }
 
@@ -165,13 +135,7 @@ fn wipe_needs_confirmation_then_removes_the_account_or_the_vault() {
     let acct = env.json(&["wipe", "--account", "default", "--yes"], &[]);
     assert_eq!(acct["wiped"]["account"], "default");
     assert!(!exists(&env.path("accounts/default")));
-    assert_eq!(
-        env.json(&["status"], &[])["accounts"]
-            .as_array()
-            .expect("list")
-            .len(),
-        0
-    );
+    assert_eq!(env.json(&["status"], &[])["accounts"].as_array().expect("list").len(), 0);
     let all = env.json(&["wipe", "--yes"], &[]);
     assert_eq!(all["wiped"]["keystore_entry_removed"], true);
     assert!(!exists(&env.vault));
@@ -189,10 +153,7 @@ fn a_vault_with_loose_permissions_is_refused() {
 #[test]
 fn bad_account_names_are_refused_before_anything_happens() {
     let env = Env::new();
-    let out = env.run(
-        &["init", "--keystore", "passphrase", "--account", "../escape"],
-        &[PASS],
-    );
+    let out = env.run(&["init", "--keystore", "passphrase", "--account", "../escape"], &[PASS]);
     assert_fails_with(&out, "invalid account name");
     assert!(!exists(&env.vault));
 }

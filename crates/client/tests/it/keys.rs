@@ -47,43 +47,14 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 fn wrong_passphrase_is_named_counted_and_changes_no_key() {
     let (_t, dir) = new_vault(&pass(GOOD));
     let keys_before = fs::read(dir.join("keys.fvk")).expect("read");
-    let err = Vault::open(&dir)
-        .expect("opens")
-        .unlock(&pass("marble quokka seventy umbrelka"))
-        .expect_err("wrong");
-    assert!(
-        matches!(
-            err,
-            Error::WrongPassphrase {
-                failures: 1,
-                retry_after_secs: 0
-            }
-        ),
-        "{err:?}"
-    );
+    let err = Vault::open(&dir).expect("opens").unlock(&pass("marble quokka seventy umbrelka")).expect_err("wrong");
+    assert!(matches!(err, Error::WrongPassphrase { failures: 1, retry_after_secs: 0 }), "{err:?}");
     assert_eq!(err.to_string(), "wrong passphrase (1 failed attempt(s))");
     assert_eq!(fs::read(dir.join("keys.fvk")).expect("read"), keys_before);
-    assert_eq!(
-        Vault::open(&dir)
-            .expect("opens")
-            .status()
-            .expect("status")
-            .failed_unlocks,
-        1
-    );
+    assert_eq!(Vault::open(&dir).expect("opens").status().expect("status").failed_unlocks, 1);
     // The right passphrase works and resets the count.
-    Vault::open(&dir)
-        .expect("opens")
-        .unlock(&pass(GOOD))
-        .expect("unlocks");
-    assert_eq!(
-        Vault::open(&dir)
-            .expect("opens")
-            .status()
-            .expect("status")
-            .failed_unlocks,
-        0
-    );
+    Vault::open(&dir).expect("opens").unlock(&pass(GOOD)).expect("unlocks");
+    assert_eq!(Vault::open(&dir).expect("opens").status().expect("status").failed_unlocks, 0);
     assert!(!dir.join("unlock.fvc").exists());
 }
 
@@ -91,10 +62,7 @@ fn wrong_passphrase_is_named_counted_and_changes_no_key() {
 fn after_three_free_failures_each_next_attempt_must_wait() {
     let (_t, dir) = new_vault(&pass(GOOD));
     for n in 1..=4 {
-        let err = Vault::open(&dir)
-            .expect("opens")
-            .unlock(&pass("nope nope nope nope"))
-            .expect_err("wrong");
+        let err = Vault::open(&dir).expect("opens").unlock(&pass("nope nope nope nope")).expect_err("wrong");
         let wait = if n <= 3 { 0 } else { 1 };
         assert!(
             matches!(err, Error::WrongPassphrase { failures, retry_after_secs } if failures == n && retry_after_secs == wait),
@@ -102,42 +70,17 @@ fn after_three_free_failures_each_next_attempt_must_wait() {
         );
     }
     // Eight failures a moment ago: even the right passphrase is not tried yet.
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
     let counter = dir.join("unlock.fvc");
-    fs::write(
-        &counter,
-        UnlockCounter {
-            failures: 8,
-            last_failure_unix: now,
-        }
-        .to_bytes(),
-    )
-    .expect("write");
-    let err = Vault::open(&dir)
-        .expect("opens")
-        .unlock(&pass(GOOD))
-        .expect_err("throttled");
+    fs::write(&counter, UnlockCounter { failures: 8, last_failure_unix: now }.to_bytes()).expect("write");
+    let err = Vault::open(&dir).expect("opens").unlock(&pass(GOOD)).expect_err("throttled");
     assert!(
         matches!(err, Error::UnlockThrottled { retry_after_secs } if (15..=16).contains(&retry_after_secs)),
         "{err:?}"
     );
     // Once the wait has passed, the right passphrase unlocks.
-    fs::write(
-        &counter,
-        UnlockCounter {
-            failures: 8,
-            last_failure_unix: now - 60,
-        }
-        .to_bytes(),
-    )
-    .expect("write");
-    Vault::open(&dir)
-        .expect("opens")
-        .unlock(&pass(GOOD))
-        .expect("unlocks after the wait");
+    fs::write(&counter, UnlockCounter { failures: 8, last_failure_unix: now - 60 }.to_bytes()).expect("write");
+    Vault::open(&dir).expect("opens").unlock(&pass(GOOD)).expect("unlocks after the wait");
 }
 
 #[test]
@@ -152,64 +95,34 @@ fn a_damaged_key_file_is_corruption_naming_the_slot_and_never_a_failed_unlock() 
     fs::write(&path, &bad).expect("write");
     let err = Vault::open(&dir).expect_err("corrupt");
     assert!(matches!(err, Error::Corrupt { .. }));
-    assert!(
-        err.to_string().contains("account 'alice' sync key v1"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("account 'alice' sync key v1"), "{err}");
     // Truncated.
     fs::write(&path, &good[..good.len() / 2]).expect("write");
-    assert!(
-        Vault::open(&dir)
-            .expect_err("truncated")
-            .to_string()
-            .contains("truncated")
-    );
+    assert!(Vault::open(&dir).expect_err("truncated").to_string().contains("truncated"));
     // Nothing was counted.
     fs::write(&path, &good).expect("write");
-    assert_eq!(
-        Vault::open(&dir)
-            .expect("opens")
-            .status()
-            .expect("status")
-            .failed_unlocks,
-        0
-    );
+    assert_eq!(Vault::open(&dir).expect("opens").status().expect("status").failed_unlocks, 0);
 }
 
 #[test]
 fn a_wrapped_key_moved_to_another_slot_fails_authentication_and_is_named() {
     let store = MemoryStore::default();
     let (_t, dir) = new_vault(&store);
-    let mut v = Vault::open(&dir)
-        .expect("opens")
-        .unlock(&store)
-        .expect("unlocks");
-    v.add_account(&AccountName::new("bob").expect("valid"))
-        .expect("add bob");
+    let mut v = Vault::open(&dir).expect("opens").unlock(&store).expect("unlocks");
+    v.add_account(&AccountName::new("bob").expect("valid")).expect("add bob");
     drop(v);
     let path = dir.join("keys.fvk");
     // Put alice's database key into bob's database slot, re-encoding the file with fresh
     // checksums as an attacker would.
     let mut file = KeyFile::from_bytes(&fs::read(&path).expect("read")).expect("parses");
     let alice_db = file.slots[0].key.clone();
-    let bob_db = file
-        .slots
-        .iter_mut()
-        .find(|s| s.account.as_str() == "bob")
-        .expect("bob's first slot");
+    let bob_db = file.slots.iter_mut().find(|s| s.account.as_str() == "bob").expect("bob's first slot");
     assert_eq!(bob_db.key.meta().purpose, Purpose::Database);
     bob_db.key = alice_db;
     fs::write(&path, file.to_bytes()).expect("write");
-    let err = Vault::open(&dir)
-        .expect("structure is fine")
-        .unlock(&store)
-        .expect_err("tampered");
+    let err = Vault::open(&dir).expect("structure is fine").unlock(&store).expect_err("tampered");
     assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
-    assert!(
-        err.to_string()
-            .contains("account 'bob' database key v1 failed authentication"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("account 'bob' database key v1 failed authentication"), "{err}");
 }
 
 #[test]
@@ -228,27 +141,13 @@ fn loose_permissions_are_refused_with_the_fix() {
     let (_t, dir) = new_vault(&store);
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
     let err = Vault::open(&dir).expect_err("loose dir");
-    assert!(
-        err.to_string()
-            .contains("has mode 0755; Fieldvault requires 0700 (run: chmod 700"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("has mode 0755; Fieldvault requires 0700 (run: chmod 700"), "{err}");
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).expect("chmod");
     fs::set_permissions(dir.join("keys.fvk"), fs::Permissions::from_mode(0o640)).expect("chmod");
-    assert!(matches!(
-        Vault::open(&dir),
-        Err(Error::LoosePermissions { mode: 0o640, .. })
-    ));
+    assert!(matches!(Vault::open(&dir), Err(Error::LoosePermissions { mode: 0o640, .. })));
     fs::set_permissions(dir.join("keys.fvk"), fs::Permissions::from_mode(0o600)).expect("chmod");
-    fs::set_permissions(
-        dir.join("accounts/alice"),
-        fs::Permissions::from_mode(0o750),
-    )
-    .expect("chmod");
-    assert!(matches!(
-        Vault::open(&dir),
-        Err(Error::LoosePermissions { .. })
-    ));
+    fs::set_permissions(dir.join("accounts/alice"), fs::Permissions::from_mode(0o750)).expect("chmod");
+    assert!(matches!(Vault::open(&dir), Err(Error::LoosePermissions { .. })));
 }
 
 #[test]
@@ -257,23 +156,13 @@ fn every_file_and_directory_is_private_whatever_the_umask() {
     let (_t, dir) = new_vault(&store);
     let mut todo = vec![dir.clone()];
     while let Some(d) = todo.pop() {
-        assert_eq!(
-            fs::metadata(&d).expect("stat").permissions().mode() & 0o777,
-            0o700,
-            "{}",
-            d.display()
-        );
+        assert_eq!(fs::metadata(&d).expect("stat").permissions().mode() & 0o777, 0o700, "{}", d.display());
         for e in fs::read_dir(&d).expect("list") {
             let p = e.expect("entry").path();
             if p.is_dir() {
                 todo.push(p);
             } else {
-                assert_eq!(
-                    fs::metadata(&p).expect("stat").permissions().mode() & 0o777,
-                    0o600,
-                    "{}",
-                    p.display()
-                );
+                assert_eq!(fs::metadata(&p).expect("stat").permissions().mode() & 0o777, 0o600, "{}", p.display());
             }
         }
     }
@@ -290,10 +179,7 @@ fn init_on_an_existing_vault_or_a_full_directory_changes_nothing() {
     let other = dir.parent().expect("parent").join("full");
     fs::create_dir(&other).expect("mkdir");
     fs::write(other.join("notes.txt"), b"mine").expect("write");
-    assert!(matches!(
-        Vault::init(&other, &store, &alice()),
-        Err(Error::NotEmpty { .. })
-    ));
+    assert!(matches!(Vault::init(&other, &store, &alice()), Err(Error::NotEmpty { .. })));
     assert_eq!(fs::read_dir(&other).expect("list").count(), 1);
 }
 
@@ -311,37 +197,20 @@ fn a_vault_open_in_one_handle_is_in_use_for_another() {
 fn rotation_changes_ids_and_versions_and_keeps_every_other_key() {
     let store = MemoryStore::default();
     let (_t, dir) = new_vault(&store);
-    let mut v = Vault::open(&dir)
-        .expect("opens")
-        .unlock(&store)
-        .expect("unlocks");
+    let mut v = Vault::open(&dir).expect("opens").unlock(&store).expect("unlocks");
     let files_key = v.data_key(&alice(), Purpose::Files).expect("key").canary();
     let before = v.vault().status().expect("status");
-    let db = v
-        .rotate_data_key(&alice(), Purpose::Database, |_, _| Ok(()))
-        .expect("rotate db");
+    let db = v.rotate_data_key(&alice(), Purpose::Database, |_, _| Ok(())).expect("rotate db");
     let master = v.rotate_master().expect("rotate master");
     let after = v.vault().status().expect("status");
     assert_eq!((db.version, master.version), (2, 2));
     assert_ne!(after.master.key_id, before.master.key_id);
     assert_eq!(after.generation, before.generation + 3);
     drop(v);
-    let v = Vault::open(&dir)
-        .expect("opens")
-        .unlock(&store)
-        .expect("unlocks");
-    assert_eq!(
-        v.data_key(&alice(), Purpose::Files).expect("key").canary(),
-        files_key
-    );
-    let db_status = v
-        .vault()
-        .status()
-        .expect("status")
-        .keys
-        .into_iter()
-        .find(|k| k.meta.purpose == Purpose::Database)
-        .expect("db");
+    let v = Vault::open(&dir).expect("opens").unlock(&store).expect("unlocks");
+    assert_eq!(v.data_key(&alice(), Purpose::Files).expect("key").canary(), files_key);
+    let db_status =
+        v.vault().status().expect("status").keys.into_iter().find(|k| k.meta.purpose == Purpose::Database).expect("db");
     assert_eq!(db_status.meta, db);
 }
 
@@ -350,32 +219,15 @@ fn wiping_one_account_leaves_the_others_and_wiping_the_vault_leaves_nothing() {
     let store = MemoryStore::default();
     let (_t, dir) = new_vault(&store);
     let bob = AccountName::new("bob").expect("valid");
-    let mut v = Vault::open(&dir)
-        .expect("opens")
-        .unlock(&store)
-        .expect("unlocks");
+    let mut v = Vault::open(&dir).expect("opens").unlock(&store).expect("unlocks");
     v.add_account(&bob).expect("add");
     assert!(matches!(v.add_account(&bob), Err(Error::AccountExists(_))));
-    let alice_db = v
-        .data_key(&alice(), Purpose::Database)
-        .expect("key")
-        .canary();
+    let alice_db = v.data_key(&alice(), Purpose::Database).expect("key").canary();
     v.wipe_account(&bob).expect("wipe bob");
-    assert!(matches!(
-        v.data_key(&bob, Purpose::Database),
-        Err(Error::NoSuchAccount(_))
-    ));
+    assert!(matches!(v.data_key(&bob, Purpose::Database), Err(Error::NoSuchAccount(_))));
     drop(v);
-    let v = Vault::open(&dir)
-        .expect("opens")
-        .unlock(&store)
-        .expect("unlocks");
-    assert_eq!(
-        v.data_key(&alice(), Purpose::Database)
-            .expect("key")
-            .canary(),
-        alice_db
-    );
+    let v = Vault::open(&dir).expect("opens").unlock(&store).expect("unlocks");
+    assert_eq!(v.data_key(&alice(), Purpose::Database).expect("key").canary(), alice_db);
     assert!(!dir.join("accounts/bob").exists());
     drop(v);
     let report = Vault::wipe(&dir, Some(&store)).expect("wipe");
@@ -387,10 +239,7 @@ fn wiping_one_account_leaves_the_others_and_wiping_the_vault_leaves_nothing() {
 fn wipe_refuses_a_directory_that_is_not_a_vault() {
     let tmp = tempfile::tempdir().expect("tempdir");
     fs::write(tmp.path().join("precious"), b"x").expect("write");
-    assert!(matches!(
-        Vault::wipe(tmp.path(), None),
-        Err(Error::NotAVault { .. })
-    ));
+    assert!(matches!(Vault::wipe(tmp.path(), None), Err(Error::NotAVault { .. })));
     assert!(tmp.path().join("precious").exists());
 }
 
@@ -414,8 +263,8 @@ fn the_os_keystore_path_unlocks_and_wipe_deletes_its_entry() {
     let id = v.id();
     v.unlock(&store).expect("unlocks");
     Vault::wipe(&dir, Some(&store)).expect("wipe");
-    let err = fieldvault_keystore::KeyStore::kek(&store, &id, &fieldvault_core::KeystoreParams::Os)
-        .expect_err("entry gone");
+    let err =
+        fieldvault_keystore::KeyStore::kek(&store, &id, &fieldvault_core::KeystoreParams::Os).expect_err("entry gone");
     assert!(matches!(err, fieldvault_keystore::Error::NoEntry { .. }));
 }
 
@@ -434,17 +283,7 @@ fn a_foreign_os_key_is_a_keystore_mismatch_not_a_wrong_passphrase() {
     .expect("entry")
     .set_secret(&[9u8; 32])
     .expect("set");
-    let err = Vault::open(&dir)
-        .expect("opens")
-        .unlock(&store)
-        .expect_err("mismatch");
+    let err = Vault::open(&dir).expect("opens").unlock(&store).expect_err("mismatch");
     assert!(matches!(err, Error::KeystoreMismatch), "{err:?}");
-    assert_eq!(
-        Vault::open(&dir)
-            .expect("opens")
-            .status()
-            .expect("status")
-            .failed_unlocks,
-        0
-    );
+    assert_eq!(Vault::open(&dir).expect("opens").status().expect("status").failed_unlocks, 0);
 }

@@ -1,3 +1,4 @@
 //! The vault's key hierarchy through the public API, on real files.
 
+mod documents;
 mod keys;

@@ -1,0 +1,84 @@
+use crate::{Env, GOOD, assert_fails_with, assert_ok, text};
+
+const PASS: (&str, &str) = ("FIELDVAULT_PASSPHRASE", GOOD);
+
+#[test]
+fn put_get_list_delete_round_trip_through_the_cli() {
+    let env = Env::new();
+    env.init();
+    let put = env.json(&["put", "visits", "v1", r#"{"patient":"Ada","bp":[120,80]}"#], &[PASS]);
+    assert_eq!(put["version"], 1);
+    let out = env.run_with_stdin(&["put", "visits", "v2", "-"], &[PASS], Some(r#"{"patient":"Grace"}"#));
+    assert_ok(&out);
+    assert_eq!(text(&out.stdout).trim(), "visits/v2 v1");
+    let out = env.run_with_stdin(&["put", "visits", "v2"], &[PASS], Some(r#"{"patient":"Grace","done":true}"#));
+    assert_ok(&out);
+    let got = env.json(&["get", "visits", "v2"], &[PASS]);
+    assert_eq!((got["version"].clone(), got["body"]["done"].clone()), (2.into(), true.into()));
+    let human = env.run(&["get", "visits", "v1"], &[PASS]);
+    assert_ok(&human);
+    assert!(text(&human.stdout).contains("\"patient\": \"Ada\""));
+    for i in 3..=12 {
+        assert_ok(&env.run(&["put", "visits", &format!("v{i:02}"), "{}"], &[PASS]));
+    }
+    let all = env.json(&["list", "visits"], &[PASS]);
+    assert_eq!(all["documents"].as_array().expect("list").len(), 12, "list prints everything without --limit");
+    assert_eq!(all["next"], serde_json::Value::Null);
+    let page = env.json(&["list", "visits", "--limit", "5"], &[PASS]);
+    assert_eq!(page["documents"].as_array().expect("list").len(), 5);
+    let next = page["next"].as_str().expect("more").to_owned();
+    let rest = env.json(&["list", "visits", "--after", &next], &[PASS]);
+    assert_eq!(rest["documents"].as_array().expect("list").len(), 7);
+    assert_ok(&env.run(&["delete", "visits", "v1"], &[PASS]));
+    assert_fails_with(&env.run(&["get", "visits", "v1"], &[PASS]), "no document \"v1\" in visits");
+    assert_fails_with(&env.run(&["delete", "visits", "v1"], &[PASS]), "no document");
+}
+
+#[test]
+fn bad_documents_are_refused_in_one_line_and_nothing_is_written() {
+    let env = Env::new();
+    env.init();
+    assert_fails_with(&env.run(&["put", "c", "x", "{not json"], &[PASS]), "malformed JSON");
+    assert_fails_with(&env.run(&["put", "c", "x", "[1,2]"], &[PASS]), "must be a JSON object");
+    assert_fails_with(&env.run(&["put", "bad/name", "x", "{}"], &[PASS]), "collection name");
+    let long_id = "i".repeat(10 * 1024);
+    assert_fails_with(&env.run(&["put", "c", &long_id, "{}"], &[PASS]), "1 to 256 bytes");
+    let huge = format!("{{\"blob\":\"{}\"}}", "x".repeat(100 << 20));
+    let out = env.run_with_stdin(&["put", "c", "big", "-"], &[PASS], Some(&huge));
+    assert_fails_with(&out, "the limit is 1048576");
+    let listed = env.json(&["list", "c"], &[PASS]);
+    assert!(listed["documents"].as_array().expect("list").is_empty());
+}
+
+#[test]
+fn rotate_re_keys_the_database_and_verify_checks_every_page() {
+    let env = Env::new();
+    env.init();
+    for i in 0..20 {
+        assert_ok(&env.run(&["put", "c", &format!("d{i}"), r#"{"x":1}"#], &[PASS]));
+    }
+    let rotated = env.json(&["rotate"], &[PASS]);
+    assert_eq!(rotated["rotated"][0]["key"], "default/database");
+    assert_eq!(rotated["rotated"][0]["version"], 2);
+    assert_eq!(env.json(&["list", "c"], &[PASS])["documents"].as_array().expect("list").len(), 20);
+    let report = env.json(&["verify"], &[PASS]);
+    assert_eq!(report["ok"], true);
+    assert!(
+        report["checked"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|c| c.as_str().expect("str").contains("every page authenticates"))
+    );
+    // Damage a page: verify reports it and exits non-zero.
+    let db = env.path("accounts/default/documents.db");
+    let mut bytes = std::fs::read(&db).expect("read");
+    let at = bytes.len() - 3000;
+    bytes[at..at + 8].fill(0);
+    std::fs::write(&db, bytes).expect("write");
+    let out = env.run(&["verify", "--json"], &[PASS]);
+    assert!(!out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(report["ok"], false);
+    assert!(!report["findings"].as_array().expect("list").is_empty());
+}

@@ -1,0 +1,263 @@
+//! Documents: JSON objects in named collections, each with an id, a version (1 on create,
+//! +1 on every write) and the time of its last write.
+//!
+//! Limits, checked before anything is written: collection names 1-64 characters from
+//! `A-Z a-z 0-9 _ . -` starting with a letter or digit; ids 1-256 bytes of UTF-8 without
+//! control characters; bodies JSON objects of at most 1 MiB (large content belongs in
+//! attachments).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Map, Value};
+
+use crate::Error;
+
+/// Largest document body, in bytes of JSON.
+pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+/// Longest document id, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+/// Longest collection name.
+pub const MAX_COLLECTION_LEN: usize = 64;
+
+/// One document.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Document {
+    /// Its collection.
+    pub collection: String,
+    /// Its id within the collection.
+    pub id: String,
+    /// 1 when created, +1 on every write.
+    pub version: u64,
+    /// Time of the last write, Unix milliseconds.
+    pub updated_at_ms: i64,
+    /// The JSON object.
+    pub body: Map<String, Value>,
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page {
+    /// Documents in id order.
+    pub documents: Vec<Document>,
+    /// Pass as `after` to get the next page; `None` at the end.
+    pub next: Option<String>,
+}
+
+fn invalid(msg: String) -> Error {
+    Error::InvalidDocument(msg)
+}
+
+/// Checks a collection name.
+pub fn check_collection(name: &str) -> Result<(), Error> {
+    let shown: String = name.chars().take(40).collect();
+    if name.is_empty() || name.len() > MAX_COLLECTION_LEN {
+        return Err(invalid(format!("collection name {shown:?} must be 1 to 64 characters")));
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        || !name.as_bytes()[0].is_ascii_alphanumeric()
+    {
+        return Err(invalid(format!(
+            "collection name {shown:?} may hold only A-Z, a-z, 0-9, '_', '.', '-' and must start with a letter or digit"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a document id.
+pub fn check_id(id: &str) -> Result<(), Error> {
+    if id.is_empty() || id.len() > MAX_ID_BYTES {
+        return Err(invalid(format!("document id must be 1 to {MAX_ID_BYTES} bytes, not {}", id.len())));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(invalid("document id must not contain control characters".into()));
+    }
+    Ok(())
+}
+
+/// Parses a document body: at most [`MAX_DOCUMENT_BYTES`], valid JSON, an object.
+pub fn parse_body(text: &str) -> Result<Map<String, Value>, Error> {
+    if text.len() > MAX_DOCUMENT_BYTES {
+        return Err(invalid(format!("document is {} bytes; the limit is {MAX_DOCUMENT_BYTES}", text.len())));
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(invalid("a document must be a JSON object".into())),
+        Err(e) => Err(invalid(format!("malformed JSON: {e}"))),
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// One account's open database and its memory-only collections.
+pub(crate) struct AccountDb {
+    pub(crate) conn: Connection,
+    pub(crate) path: PathBuf,
+    pub(crate) memory: BTreeSet<String>,
+}
+
+/// The documents of one account. Borrowed from an [`Unlocked`](crate::Unlocked) vault.
+pub struct Documents<'a> {
+    pub(crate) db: &'a mut AccountDb,
+}
+
+fn db_err(path: &Path) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
+    move |source| Error::Database { path: path.to_path_buf(), source }
+}
+
+fn row_to_doc(
+    collection: &str,
+    id: String,
+    version: i64,
+    updated_at_ms: i64,
+    body: String,
+    path: &Path,
+) -> Result<Document, Error> {
+    let body = match serde_json::from_str::<Value>(&body) {
+        Ok(Value::Object(m)) => m,
+        _ => {
+            return Err(Error::Database {
+                path: path.to_path_buf(),
+                source: rusqlite::Error::InvalidColumnType(4, "body".into(), rusqlite::types::Type::Text),
+            });
+        }
+    };
+    Ok(Document { collection: collection.to_owned(), id, version: version as u64, updated_at_ms, body })
+}
+
+impl Documents<'_> {
+    fn table(&self, collection: &str) -> &'static str {
+        if self.db.memory.contains(collection) { "mem.documents" } else { "main.documents" }
+    }
+
+    /// Declares `collection` memory-only for this session: its documents live in an attached
+    /// in-memory database, never touch disk (no file, journal or temporary file) and are
+    /// gone when the vault locks or closes. Declare before the first write.
+    pub fn declare_memory_only(&mut self, collection: &str) -> Result<(), Error> {
+        check_collection(collection)?;
+        self.db.memory.insert(collection.to_owned());
+        Ok(())
+    }
+
+    /// Writes a document (creating it, or replacing its body and raising its version).
+    ///
+    /// # Errors
+    /// [`Error::InvalidDocument`] for a bad collection, id or body (nothing written).
+    pub fn put(&mut self, collection: &str, id: &str, body: Map<String, Value>) -> Result<Document, Error> {
+        check_collection(collection)?;
+        check_id(id)?;
+        let text = Value::Object(body).to_string();
+        let body = parse_body(&text)?; // the size limit applies to what is stored
+        let at = now_ms();
+        let sql = format!(
+            "INSERT INTO {} (collection, id, version, updated_at, body) VALUES (?1, ?2, 1, ?3, ?4)
+             ON CONFLICT (collection, id) DO UPDATE SET version = version + 1, updated_at = excluded.updated_at, body = excluded.body
+             RETURNING version",
+            self.table(collection)
+        );
+        let version: i64 = self
+            .db
+            .conn
+            .query_row(&sql, params![collection, id, at, text], |r| r.get(0))
+            .map_err(db_err(&self.db.path))?;
+        Ok(Document {
+            collection: collection.to_owned(),
+            id: id.to_owned(),
+            version: version as u64,
+            updated_at_ms: at,
+            body,
+        })
+    }
+
+    /// Reads a document; `None` if there is none.
+    pub fn get(&self, collection: &str, id: &str) -> Result<Option<Document>, Error> {
+        check_collection(collection)?;
+        check_id(id)?;
+        let sql = format!(
+            "SELECT version, updated_at, body FROM {} WHERE collection = ?1 AND id = ?2",
+            self.table(collection)
+        );
+        let row = self
+            .db
+            .conn
+            .query_row(&sql, params![collection, id], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+            })
+            .optional()
+            .map_err(db_err(&self.db.path))?;
+        row.map(|(v, at, body)| row_to_doc(collection, id.to_owned(), v, at, body, &self.db.path)).transpose()
+    }
+
+    /// Lists a collection in id order: up to `limit` documents (all when `None`) after the
+    /// id `after`.
+    pub fn list(&self, collection: &str, limit: Option<usize>, after: Option<&str>) -> Result<Page, Error> {
+        check_collection(collection)?;
+        let limit = limit.map(|l| l as i64).unwrap_or(-1);
+        let sql = format!(
+            "SELECT id, version, updated_at, body FROM {} WHERE collection = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            self.table(collection)
+        );
+        let mut stmt = self.db.conn.prepare_cached(&sql).map_err(db_err(&self.db.path))?;
+        let rows = stmt
+            .query_map(params![collection, after.unwrap_or(""), limit], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?))
+            })
+            .map_err(db_err(&self.db.path))?;
+        let mut documents = Vec::new();
+        for row in rows {
+            let (id, v, at, body) = row.map_err(db_err(&self.db.path))?;
+            documents.push(row_to_doc(collection, id, v, at, body, &self.db.path)?);
+        }
+        let next =
+            if limit >= 0 && documents.len() as i64 == limit { documents.last().map(|d| d.id.clone()) } else { None };
+        Ok(Page { documents, next })
+    }
+
+    /// Deletes a document; `false` if there was none.
+    pub fn delete(&mut self, collection: &str, id: &str) -> Result<bool, Error> {
+        check_collection(collection)?;
+        check_id(id)?;
+        let sql = format!("DELETE FROM {} WHERE collection = ?1 AND id = ?2", self.table(collection));
+        let n = self.db.conn.execute(&sql, params![collection, id]).map_err(db_err(&self.db.path))?;
+        Ok(n > 0)
+    }
+
+    /// Writes many documents in one transaction (all or nothing).
+    pub fn put_many(
+        &mut self,
+        collection: &str,
+        docs: impl IntoIterator<Item = (String, Map<String, Value>)>,
+    ) -> Result<usize, Error> {
+        check_collection(collection)?;
+        let path = self.db.path.clone();
+        let table = self.table(collection);
+        let tx = self.db.conn.transaction().map_err(db_err(&path))?;
+        let mut n = 0;
+        {
+            let sql = format!(
+                "INSERT INTO {table} (collection, id, version, updated_at, body) VALUES (?1, ?2, 1, ?3, ?4)
+                 ON CONFLICT (collection, id) DO UPDATE SET version = version + 1, updated_at = excluded.updated_at, body = excluded.body"
+            );
+            let mut stmt = tx.prepare_cached(&sql).map_err(db_err(&path))?;
+            let at = now_ms();
+            for (id, body) in docs {
+                check_id(&id)?;
+                let text = Value::Object(body).to_string();
+                if text.len() > MAX_DOCUMENT_BYTES {
+                    return Err(invalid(format!(
+                        "document {id:?} is {} bytes; the limit is {MAX_DOCUMENT_BYTES}",
+                        text.len()
+                    )));
+                }
+                stmt.execute(params![collection, id, at, text]).map_err(db_err(&path))?;
+                n += 1;
+            }
+        }
+        tx.commit().map_err(db_err(&path))?;
+        Ok(n)
+    }
+}

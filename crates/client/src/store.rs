@@ -1,0 +1,152 @@
+//! The unlocked vault's databases: opening each account's SQLCipher database with its
+//! data key, re-keying it on rotation, and checking it (`verify`).
+
+use fieldvault_core::{AccountName, KeyMeta, Purpose};
+use rusqlite::params;
+
+use crate::database::{self, DB_FILE};
+use crate::documents::{AccountDb, Documents};
+use crate::{Error, Unlocked};
+
+/// One thing `verify` found wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// What `verify` looked at and found.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// What was checked and passed.
+    pub checked: Vec<String>,
+    /// What failed. Empty means the vault is sound.
+    pub findings: Vec<Finding>,
+}
+
+impl Unlocked {
+    /// The documents of `account`, opening its database on first use.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchAccount`]; [`Error::PlaintextDatabase`]; [`Error::DatabaseKey`] when
+    /// neither the live key nor the pending key of an interrupted rotation opens it.
+    pub fn documents(&mut self, account: &AccountName) -> Result<Documents<'_>, Error> {
+        if !self.dbs.contains_key(account) {
+            let db = self.open_db(account)?;
+            self.dbs.insert(account.clone(), db);
+        }
+        let db = self.dbs.get_mut(account).expect("inserted above");
+        Ok(Documents { db })
+    }
+
+    fn open_db(&mut self, account: &AccountName) -> Result<AccountDb, Error> {
+        let path = self.vault.account_dir(account).join(DB_FILE);
+        let conn = match database::open(&path, self.data_key(account, Purpose::Database)?) {
+            Ok(conn) => conn,
+            // A rotation that re-keyed the file but crashed before promoting the new key.
+            Err(Error::DatabaseKey { .. }) if self.pending_data_key(account, Purpose::Database).is_some() => {
+                let pending = self.pending_data_key(account, Purpose::Database).expect("checked");
+                drop(database::open(&path, pending)?);
+                self.rotate_data_key(account, Purpose::Database, |_, _| Ok(()))?;
+                database::open(&path, self.data_key(account, Purpose::Database)?)?
+            }
+            Err(e) => return Err(e),
+        };
+        database::attach_memory(&conn, &path)?;
+        Ok(AccountDb { conn, path, memory: Default::default() })
+    }
+
+    /// Rotates `account`'s database key and re-keys its database crash-safely (export to a
+    /// temporary file under the new key, fsync, rename). Memory-only collections survive.
+    ///
+    /// # Errors
+    /// [`Error::NoSpace`] when a second copy of the database would not fit (nothing is
+    /// changed); database errors. A crash at any point leaves a database that opens with the
+    /// old key or the new one, and the next open or rotation finishes the job.
+    pub fn rotate_database_key(&mut self, account: &AccountName) -> Result<KeyMeta, Error> {
+        let saved = match self.dbs.remove(account) {
+            Some(db) => Some(save_memory(&db)?),
+            None => None,
+        };
+        let path = self.vault.account_dir(account).join(DB_FILE);
+        let disk = self.vault.disk.clone();
+        let meta =
+            self.rotate_data_key(account, Purpose::Database, |old, new| database::rekey(&disk, &path, old, new))?;
+        if let Some((memory, rows)) = saved {
+            let docs = self.documents(account)?;
+            docs.db.memory = memory;
+            restore_memory(docs.db, rows)?;
+        }
+        Ok(meta)
+    }
+
+    /// Checks every account's database: not plaintext, opens with its key, and every page
+    /// authenticates (`PRAGMA cipher_integrity_check`); plus every key (they unwrapped to
+    /// get here).
+    pub fn verify(&mut self) -> Result<Report, Error> {
+        let mut report = Report::default();
+        let st = self.vault.status()?;
+        report.checked.push(format!("master key v{} unwraps", st.master.version));
+        for k in &st.keys {
+            report.checked.push(format!("account '{}' {} key v{} unwraps", k.account, k.meta.purpose, k.meta.version));
+        }
+        for account in self.vault.accounts() {
+            let path = self.vault.account_dir(&account).join(DB_FILE);
+            if !path.exists() {
+                continue;
+            }
+            self.dbs.remove(&account);
+            match self.documents(&account).and_then(|d| integrity_problems(d.db)) {
+                Ok(problems) if problems.is_empty() => {
+                    report.checked.push(format!("{} is encrypted and every page authenticates", path.display()))
+                }
+                Ok(problems) => {
+                    report.findings.extend(problems.into_iter().map(|problem| Finding { path: path.clone(), problem }))
+                }
+                Err(e) => report.findings.push(Finding { path: path.clone(), problem: e.to_string() }),
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn integrity_problems(db: &AccountDb) -> Result<Vec<String>, Error> {
+    let err = |source| Error::Database { path: db.path.clone(), source };
+    let mut stmt = db.conn.prepare("PRAGMA cipher_integrity_check").map_err(err)?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(err)?;
+    let mut problems = rows.collect::<Result<Vec<_>, _>>().map_err(err)?;
+    let quick: String = db.conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(err)?;
+    if quick != "ok" {
+        problems.push(format!("SQLite structure: {quick}"));
+    }
+    Ok(problems)
+}
+
+type MemoryRows = Vec<(String, String, i64, i64, String)>;
+
+fn save_memory(db: &AccountDb) -> Result<(std::collections::BTreeSet<String>, MemoryRows), Error> {
+    let err = |source| Error::Database { path: db.path.clone(), source };
+    let mut stmt =
+        db.conn.prepare("SELECT collection, id, version, updated_at, body FROM mem.documents").map_err(err)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .map_err(err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(err)?;
+    Ok((db.memory.clone(), rows))
+}
+
+fn restore_memory(db: &mut AccountDb, rows: MemoryRows) -> Result<(), Error> {
+    let err = |source| Error::Database { path: db.path.clone(), source };
+    for (c, id, v, at, body) in rows {
+        db.conn
+            .execute(
+                "INSERT INTO mem.documents (collection, id, version, updated_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![c, id, v, at, body],
+            )
+            .map_err(err)?;
+    }
+    Ok(())
+}
