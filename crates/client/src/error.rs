@@ -143,6 +143,12 @@ pub enum Error {
     /// A document, collection name or id was refused; nothing was written.
     #[error("{0}; nothing was written")]
     InvalidDocument(String),
+    /// The wrong passphrase reached the app's wipe-after-N policy: the vault was wiped.
+    #[error("wrong passphrase: {failures} failed attempts reached the wipe policy, and the vault was wiped")]
+    WipedAfterFailures {
+        /// The failures counted.
+        failures: u32,
+    },
     /// The session locked itself after its inactivity timeout (or was locked): unlock again.
     #[error("the vault is locked; unlock it again")]
     Locked,

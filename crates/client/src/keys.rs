@@ -95,6 +95,15 @@ impl Vault {
     /// (the OS keystore's key does not fit), [`Error::Corrupt`] (naming the slot),
     /// [`Error::Keystore`] (the store failed or holds no key for this vault).
     pub fn unlock(self, store: &dyn KeyStore) -> Result<Unlocked, Error> {
+        self.unlock_with(store, UnlockPolicy::default())
+    }
+
+    /// [`Vault::unlock`] under an app's policy.
+    ///
+    /// # Errors
+    /// As [`Vault::unlock`], and [`Error::WipedAfterFailures`] when this failure reached the
+    /// policy's limit and the vault was wiped.
+    pub fn unlock_with(self, store: &dyn KeyStore, policy: UnlockPolicy) -> Result<Unlocked, Error> {
         let counted = self.keystore_kind() == KeystoreKind::Passphrase;
         let now = unix_now();
         let counter = if counted { read_counter(&self.dir)? } else { Default::default() };
@@ -112,6 +121,12 @@ impl Vault {
                     return Err(Error::KeystoreMismatch);
                 }
                 let next = counter.after_failure(now);
+                if policy.wipe_after_failures.is_some_and(|n| next.failures >= n) {
+                    let dir = self.dir.clone();
+                    drop(self); // release the directory lock, then wipe (keys first)
+                    Vault::wipe(&dir, Some(store))?;
+                    return Err(Error::WipedAfterFailures { failures: next.failures });
+                }
                 self.disk.write_atomic(&self.dir.join(COUNTER), &next.to_bytes())?;
                 return Err(Error::WrongPassphrase {
                     failures: next.failures,
@@ -127,6 +142,18 @@ impl Vault {
         }
         Ok(Unlocked::from_parts(self, keys))
     }
+}
+
+/// What an app decides about failed passphrase unlocks.
+///
+/// `wipe_after_failures` is off by default, on purpose: it punishes the owner (a child with
+/// the phone, a few typos) and protects nothing against an attacker who copied the vault,
+/// since a copy has no counter. An app whose threat model needs it (a shared device with
+/// an MDM policy, say) turns it on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnlockPolicy {
+    /// Wipe the vault (keys first) when this many consecutive failures are reached.
+    pub wipe_after_failures: Option<u32>,
 }
 
 /// An unlocked vault: the key hierarchy in memory. Dropping it (or [`Unlocked::lock`])

@@ -31,6 +31,7 @@ mod disk;
 mod documents;
 mod error;
 mod keys;
+mod session;
 mod store;
 mod vault;
 
@@ -41,7 +42,8 @@ pub use documents::{
     Document, Documents, MAX_DOCUMENT_BYTES, MAX_ID_BYTES, Page, check_collection, check_id, parse_body,
 };
 pub use error::Error;
-pub use keys::Unlocked;
+pub use keys::{UnlockPolicy, Unlocked};
+pub use session::{DEFAULT_IDLE_TIMEOUT, Session};
 pub use store::{Finding, Report};
 pub use vault::{KeyStatus, Status, Vault, WipeReport};
 

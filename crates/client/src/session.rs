@@ -1,0 +1,91 @@
+//! A session: an unlocked vault that locks itself after a period without use.
+//!
+//! Locking drops the [`Unlocked`] vault: database connections close (SQLCipher wipes its
+//! copy of the key), every key zeroizes, and the directory lock is released. The next call
+//! returns [`Error::Locked`]; the app unlocks again (a new passphrase prompt, or the OS
+//! keystore).
+
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use crate::{Error, Unlocked};
+
+/// How long a session may go unused before it locks itself, unless the app chooses another.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+struct State {
+    unlocked: Option<Unlocked>,
+    last_used: Instant,
+}
+
+/// An unlocked vault with an inactivity timeout. Cheap to share between threads by
+/// reference; every call runs under one lock.
+pub struct Session {
+    state: Arc<Mutex<State>>,
+    idle: Duration,
+}
+
+fn guard(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A panic inside `with` cannot leave keys half-dropped: recover the state as it is.
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Session {
+    /// Starts a session that locks after `idle` without a call. A watchdog thread does the
+    /// locking, so keys are wiped on time even if the app makes no further call.
+    pub fn new(unlocked: Unlocked, idle: Duration) -> Session {
+        let state = Arc::new(Mutex::new(State { unlocked: Some(unlocked), last_used: Instant::now() }));
+        let weak = Arc::downgrade(&state);
+        let tick = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        std::thread::Builder::new()
+            .name("fieldvault-idle-lock".into())
+            .spawn(move || watchdog(weak, idle, tick))
+            .expect("spawning the idle-lock thread");
+        Session { state, idle }
+    }
+
+    /// The inactivity timeout.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle
+    }
+
+    /// Runs `f` on the unlocked vault and counts as use.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] once the session has locked; whatever `f` returns.
+    pub fn with<T>(&self, f: impl FnOnce(&mut Unlocked) -> Result<T, Error>) -> Result<T, Error> {
+        let mut st = guard(&self.state);
+        if st.last_used.elapsed() >= self.idle {
+            st.unlocked = None;
+        }
+        let unlocked = st.unlocked.as_mut().ok_or(Error::Locked)?;
+        let out = f(unlocked);
+        st.last_used = Instant::now();
+        out
+    }
+
+    /// Locks now.
+    pub fn lock(&self) {
+        guard(&self.state).unlocked = None;
+    }
+
+    /// Whether the session has locked.
+    pub fn is_locked(&self) -> bool {
+        guard(&self.state).unlocked.is_none()
+    }
+}
+
+fn watchdog(state: Weak<Mutex<State>>, idle: Duration, tick: Duration) {
+    loop {
+        std::thread::sleep(tick);
+        let Some(state) = state.upgrade() else { return };
+        let mut st = guard(&state);
+        if st.unlocked.is_none() {
+            return;
+        }
+        if st.last_used.elapsed() >= idle {
+            st.unlocked = None;
+            return;
+        }
+    }
+}
