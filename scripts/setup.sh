@@ -6,7 +6,8 @@
 #   pkg-config, libdbus-1-dev  the Linux OS keystore (Secret Service over D-Bus)
 #   libssl-dev             SQLCipher's crypto (libsqlite3-sys bundled-sqlcipher)
 #   sqlite3                the test that plain SQLite cannot open a vault database
-#   python3 + pip          an independent check of the format test vectors
+#   python3 + pip          an independent check of the format test vectors, and the
+#                          SQLCipher interop test (sqlcipher3-binary)
 set -euo pipefail
 
 packages=(gcc libc6-dev make pkg-config libdbus-1-dev libssl-dev sqlite3 python3 python3-pip)
@@ -29,6 +30,15 @@ if ! python3 -c "import cryptography" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check cryptography 2>/dev/null \
     || { $sudo apt-get install -y -qq --no-install-recommends python3-cryptography >/dev/null; }
   python3 -c "import cryptography" || { echo "setup: could not install python cryptography" >&2; exit 1; }
+fi
+
+# sqlcipher3-binary (SQLCipher 4.12) proves the vault database opens in another SQLCipher 4
+# client. No Debian package ships it: pip, user-wide, overriding PEP 668 only if pip must.
+if ! python3 -c "import sqlcipher3" 2>/dev/null; then
+  echo "setup: installing python sqlcipher3-binary"
+  python3 -m pip install --quiet --disable-pip-version-check sqlcipher3-binary 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages sqlcipher3-binary
+  python3 -c "import sqlcipher3" || { echo "setup: could not install sqlcipher3-binary" >&2; exit 1; }
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -110,6 +110,15 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Import a plaintext SQLite database into the account, then remove the plaintext file
+    ///
+    /// Each table with an `id` column becomes a collection, each row a document of its other
+    /// columns. Any other shape refuses the whole import; nothing is written and the file stays.
+    Migrate {
+        /// The plaintext SQLite file
+        #[arg(long, value_name = "PLAIN.sqlite")]
+        from: std::path::PathBuf,
+    },
     /// Check that every key unwraps and every database is encrypted and authenticates on every page
     Verify,
 }

@@ -28,6 +28,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Passwd => passwd(g, &dir),
         Command::Wipe { yes } => wipe(g, &dir, g.account.as_deref(), yes),
         Command::Verify => verify(g, &dir),
+        Command::Migrate { from } => migrate(g, &dir, &from),
     }
 }
 
@@ -341,5 +342,44 @@ fn delete(g: &Global, dir: &Path, collection: &str, id: &str) -> Result<()> {
         bail!("no document {id:?} in {collection}");
     }
     emit(g, json!({ "deleted": { "collection": collection, "id": id } }), || format!("deleted {collection}/{id}"));
+    Ok(())
+}
+
+/// A progress bar on a terminal; hidden in `--json` mode or when stderr is not a terminal.
+fn progress_bar(g: &Global, total: u64, what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if g.json || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} rows ({eta})")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+fn migrate(g: &Global, dir: &Path, from: &Path) -> Result<()> {
+    let account = account(g)?;
+    let mut v = unlock(g, dir)?;
+    let bar = progress_bar(g, 0, "importing");
+    let m = v.migrate_from(&account, from, |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    let total: u64 = m.collections.values().sum();
+    emit(
+        g,
+        json!({ "imported": m.collections, "not_imported": m.not_imported, "removed": from.display().to_string() }),
+        || {
+            let mut s: Vec<String> = m.collections.iter().map(|(c, n)| format!("imported {n} rows into {c}")).collect();
+            s.extend(m.not_imported.iter().map(|o| format!("not imported (holds no rows): {o}")));
+            s.push(format!("{total} rows imported; removed {}", from.display()));
+            s.join("\n")
+        },
+    );
     Ok(())
 }

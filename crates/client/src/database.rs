@@ -190,7 +190,7 @@ pub(crate) fn rekey(disk: &Disk, path: &Path, old: &DataKey, new: &DataKey) -> R
     disk.remove_file(&wal_path(path))
 }
 
-fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn suffixed(path: &Path, suffix: &str) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
     p.push(suffix);
     PathBuf::from(p)

@@ -149,6 +149,10 @@ pub enum Error {
         /// The failures counted.
         failures: u32,
     },
+    /// A plaintext database cannot be imported as it is; nothing was written and the file
+    /// is untouched.
+    #[error("cannot migrate: {0}")]
+    Migration(String),
     /// The session locked itself after its inactivity timeout (or was locked): unlock again.
     #[error("the vault is locked; unlock it again")]
     Locked,

@@ -31,6 +31,7 @@ mod disk;
 mod documents;
 mod error;
 mod keys;
+mod migrate;
 mod session;
 mod store;
 mod vault;
@@ -43,6 +44,7 @@ pub use documents::{
 };
 pub use error::Error;
 pub use keys::{UnlockPolicy, Unlocked};
+pub use migrate::Migration;
 pub use session::{DEFAULT_IDLE_TIMEOUT, Session};
 pub use store::{Finding, Report};
 pub use vault::{KeyStatus, Status, Vault, WipeReport};

@@ -82,3 +82,28 @@ fn rotate_re_keys_the_database_and_verify_checks_every_page() {
     assert_eq!(report["ok"], false);
     assert!(!report["findings"].as_array().expect("list").is_empty());
 }
+
+#[test]
+fn migrate_imports_a_plaintext_database_and_removes_it() {
+    let env = Env::new();
+    env.init();
+    let plain = env.vault.parent().expect("parent").join("legacy.sqlite");
+    let status = std::process::Command::new("sqlite3")
+        .arg(&plain)
+        .arg("CREATE TABLE jobs (id INTEGER PRIMARY KEY, site TEXT, meta TEXT); INSERT INTO jobs VALUES (1, 'north', '{\"crew\": 3}'), (2, 'south', NULL);")
+        .status()
+        .expect("sqlite3 (installed by scripts/setup.sh)");
+    assert!(status.success());
+    let out = env.json(&["migrate", "--from", plain.to_str().expect("utf-8 path")], &[PASS]);
+    assert_eq!(out["imported"]["jobs"], 2);
+    assert!(!plain.exists());
+    let job = env.json(&["get", "jobs", "1"], &[PASS]);
+    assert_eq!(job["body"]["meta"]["crew"], 3);
+    // A file that is not importable is refused in one line and stays.
+    std::fs::write(&plain, b"not a database at all, just text").expect("write");
+    assert_fails_with(
+        &env.run(&["migrate", "--from", plain.to_str().expect("utf-8")], &[PASS]),
+        "not a plaintext SQLite database",
+    );
+    assert!(plain.exists());
+}

@@ -1,5 +1,7 @@
 //! The vault's key hierarchy through the public API, on real files.
 
 mod documents;
+mod interop;
 mod keys;
+mod migrate;
 mod session;
