@@ -222,7 +222,7 @@ impl Unlocked {
                     }
                 }
                 done += 1;
-                if done % 1000 == 0 || done == total {
+                if done.is_multiple_of(1000) || done == total {
                     progress(done, total);
                 }
             }
