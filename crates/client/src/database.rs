@@ -6,7 +6,6 @@
 //! clients. A file that starts with the plaintext SQLite header is refused: encryption that
 //! is silently off is a failure, not a mode.
 
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -40,9 +39,6 @@ const CONNECTION_SETTINGS: &str = "
     PRAGMA temp_store = MEMORY;
     PRAGMA trusted_schema = OFF;
     PRAGMA foreign_keys = ON;
-    -- One process holds the vault (flock): exclusive locking keeps the WAL index in heap
-    -- memory, so no -shm file is ever written next to the database.
-    PRAGMA locking_mode = EXCLUSIVE;
     PRAGMA journal_mode = WAL;
     PRAGMA synchronous = NORMAL;
 ";
@@ -83,20 +79,17 @@ fn apply_cipher_settings(conn: &Connection, schema: &str, path: &Path) -> Result
     Ok(())
 }
 
-/// Refuses a file whose first bytes are SQLite's plaintext header.
-fn refuse_plaintext(path: &Path) -> Result<(), Error> {
+/// Refuses a file whose first bytes are SQLite's plaintext header. Creates a missing file
+/// empty with mode 0600 (SQLite gives its -wal and -journal files the same mode), and checks
+/// an existing one is a private regular file of ours.
+fn prepare_file(path: &Path) -> Result<(), Error> {
+    let mut f = crate::disk::open_private(path)?;
     let mut head = [0u8; 16];
-    match File::open(path) {
-        Ok(mut f) => {
-            if f.read(&mut head).map_err(|source| Error::Io { op: "read", path: path.to_path_buf(), source })? == 16
-                && &head == PLAINTEXT_HEADER
-            {
-                return Err(Error::PlaintextDatabase { path: path.to_path_buf() });
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(Error::Io { op: "open", path: path.to_path_buf(), source }),
+    match f.read_exact(&mut head) {
+        Ok(()) if &head == PLAINTEXT_HEADER => Err(Error::PlaintextDatabase { path: path.to_path_buf() }),
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
+        Err(source) => Err(Error::Io { op: "read", path: path.to_path_buf(), source }),
     }
 }
 
@@ -112,7 +105,20 @@ fn is_not_a_database(e: &rusqlite::Error) -> bool {
 /// key does not open it (wrong key, or page 1 damaged: SQLCipher cannot tell these apart);
 /// [`Error::Database`] otherwise.
 pub(crate) fn open(path: &Path, key: &DataKey) -> Result<Connection, Error> {
-    refuse_plaintext(path)?;
+    open_with(path, Some(key))
+}
+
+/// The same connection, schema and settings without any key: the plain-SQLite baseline the
+/// benchmark compares against. Compiled only with the `bench-baseline` feature.
+#[cfg(feature = "bench-baseline")]
+pub(crate) fn open_plain_baseline(path: &Path) -> Result<Connection, Error> {
+    open_with(path, None)
+}
+
+fn open_with(path: &Path, key: Option<&DataKey>) -> Result<Connection, Error> {
+    if key.is_some() {
+        prepare_file(path)?;
+    }
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -120,25 +126,28 @@ pub(crate) fn open(path: &Path, key: &DataKey) -> Result<Connection, Error> {
     let conn = Connection::open_with_flags(path, flags).map_err(db_err(path))?;
     // SQLCipher would print HMAC failures to stderr; they reach the caller as errors instead.
     conn.execute_batch("PRAGMA cipher_log_level = NONE;").map_err(db_err(path))?;
-    conn.execute_batch(&key_pragma("main", key)).map_err(db_err(path))?;
-    apply_cipher_settings(&conn, "main", path)?;
-    match conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0)) {
-        Ok(_) => {}
-        Err(e) if is_not_a_database(&e) => {
-            return Err(Error::DatabaseKey { path: path.to_path_buf() });
+    // One process holds the vault (flock): exclusive locking keeps the WAL index in heap
+    // memory, so no -shm file is ever written. Set before the first read touches the file.
+    conn.execute_batch("PRAGMA locking_mode = EXCLUSIVE;").map_err(db_err(path))?;
+    if let Some(key) = key {
+        conn.execute_batch(&key_pragma("main", key)).map_err(db_err(path))?;
+        apply_cipher_settings(&conn, "main", path)?;
+        match conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0)) {
+            Ok(_) => {}
+            Err(e) if is_not_a_database(&e) => return Err(Error::DatabaseKey { path: path.to_path_buf() }),
+            Err(e) => return Err(db_err(path)(e)),
         }
-        Err(e) => return Err(db_err(path)(e)),
+        // Refuse to go on if this build is not SQLCipher 4 (a plain SQLite build would
+        // accept `PRAGMA key` silently and write plaintext).
+        let version: String = conn
+            .query_row("PRAGMA cipher_version", [], |r| r.get(0))
+            .map_err(|_| Error::PlaintextDatabase { path: path.to_path_buf() })?;
+        if !version.starts_with('4') {
+            return Err(Error::PlaintextDatabase { path: path.to_path_buf() });
+        }
     }
     conn.execute_batch(CONNECTION_SETTINGS).map_err(db_err(path))?;
     conn.execute_batch(SCHEMA).map_err(db_err(path))?;
-    // Refuse to go on if encryption is somehow off (a build without SQLCipher would accept
-    // `PRAGMA key` silently).
-    let version: String = conn
-        .query_row("PRAGMA cipher_version", [], |r| r.get(0))
-        .map_err(|_| Error::PlaintextDatabase { path: path.to_path_buf() })?;
-    if !version.starts_with('4') {
-        return Err(Error::PlaintextDatabase { path: path.to_path_buf() });
-    }
     Ok(conn)
 }
 
@@ -169,13 +178,13 @@ pub(crate) fn rekey(disk: &Disk, path: &Path, old: &DataKey, new: &DataKey) -> R
         }
         Err(e) => return Err(e),
     };
-    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    disk.ensure_free_space(path, size.saturating_mul(11) / 10 + (1 << 20))?;
+    disk.ensure_free_space(path, space_for_copy(path))?;
     // Everything into the main file first, so the old WAL holds nothing the export lacks.
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").map_err(db_err(path))?;
     let tmp: PathBuf = crate::disk::tmp_path(path);
     disk.remove_file(&tmp)?;
     disk.remove_file(&journal_path(&tmp))?;
+    drop(crate::disk::open_private(&tmp)?); // created 0600 before SQLite writes to it
     let attach = format!("ATTACH DATABASE '{}' AS rekeyed KEY '';", tmp.display().to_string().replace('\'', "''"));
     conn.execute_batch(&attach).map_err(db_err(path))?;
     conn.execute_batch(&key_pragma("rekeyed", new)).map_err(db_err(path))?;
@@ -204,4 +213,10 @@ pub(crate) fn wal_path(path: &Path) -> PathBuf {
 /// A rollback journal (the export target uses one while it is written).
 pub(crate) fn journal_path(path: &Path) -> PathBuf {
     suffixed(path, "-journal")
+}
+
+/// Free space a re-key needs: a second copy of the database and its WAL, plus margin.
+pub(crate) fn space_for_copy(path: &Path) -> u64 {
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    (size(path) + size(&wal_path(path))).saturating_mul(11) / 10 + (1 << 20)
 }

@@ -62,3 +62,35 @@ pub(crate) fn random_key() -> zeroize::Zeroizing<[u8; fieldvault_core::KEY_LEN]>
     aws_lc_rs::rand::fill(k.as_mut()).expect("the OS random number generator does not fail");
     k
 }
+
+/// The benchmark's baseline: the same document code on plain SQLite. Only with the
+/// `bench-baseline` feature; never part of a product build.
+#[cfg(feature = "bench-baseline")]
+#[doc(hidden)]
+pub mod bench_baseline {
+    use std::path::Path;
+
+    use fieldvault_core::DataKey;
+
+    use crate::documents::{AccountDb, Documents};
+    use crate::{Error, database};
+
+    /// A database opened outside a vault: encrypted with `key`, or plain with `None`.
+    pub struct BenchDb(AccountDb);
+
+    impl BenchDb {
+        /// Opens (creating) the database at `path`.
+        pub fn open(path: &Path, key: Option<&DataKey>) -> Result<Self, Error> {
+            let conn = match key {
+                Some(k) => database::open(path, k)?,
+                None => database::open_plain_baseline(path)?,
+            };
+            Ok(BenchDb(AccountDb { conn, path: path.to_path_buf(), memory: Default::default() }))
+        }
+
+        /// Its documents, through the same code the vault uses.
+        pub fn documents(&mut self) -> Documents<'_> {
+            Documents { db: &mut self.0 }
+        }
+    }
+}

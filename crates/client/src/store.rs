@@ -66,20 +66,23 @@ impl Unlocked {
     /// changed); database errors. A crash at any point leaves a database that opens with the
     /// old key or the new one, and the next open or rotation finishes the job.
     pub fn rotate_database_key(&mut self, account: &AccountName) -> Result<KeyMeta, Error> {
+        let path = self.vault.account_dir(account).join(DB_FILE);
+        // Before anything is recorded: a full disk changes nothing at all.
+        self.vault.disk.ensure_free_space(&path, database::space_for_copy(&path))?;
         let saved = match self.dbs.remove(account) {
             Some(db) => Some(save_memory(&db)?),
             None => None,
         };
-        let path = self.vault.account_dir(account).join(DB_FILE);
         let disk = self.vault.disk.clone();
-        let meta =
-            self.rotate_data_key(account, Purpose::Database, |old, new| database::rekey(&disk, &path, old, new))?;
+        let result =
+            self.rotate_data_key(account, Purpose::Database, |old, new| database::rekey(&disk, &path, old, new));
+        // Memory-only documents come back whether or not the rotation went through.
         if let Some((memory, rows)) = saved {
             let docs = self.documents(account)?;
             docs.db.memory = memory;
             restore_memory(docs.db, rows)?;
         }
-        Ok(meta)
+        result
     }
 
     /// Checks every account's database: not plaintext, opens with its key, and every page

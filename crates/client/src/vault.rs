@@ -278,7 +278,16 @@ impl Vault {
         for e in list(&accounts)? {
             let name = e.file_name().to_string_lossy().into_owned();
             match AccountName::new(&name) {
-                Ok(a) if live.contains(&a) => check_private_dir(&e.path())?,
+                Ok(a) if live.contains(&a) => {
+                    check_private_dir(&e.path())?;
+                    // A re-key's temporary copy (and its journal) left by a crash.
+                    for f in list(&e.path())? {
+                        let n = f.file_name().to_string_lossy().into_owned();
+                        if n.ends_with(TMP_SUFFIX) || n.ends_with(&format!("{TMP_SUFFIX}-journal")) {
+                            self.disk.remove_file(&f.path())?;
+                        }
+                    }
+                }
                 // The files of an account whose keys are gone: an interrupted account wipe.
                 Ok(_) if e.file_type().is_ok_and(|t| t.is_dir()) => self.disk.remove_tree(&e.path())?,
                 // Anything else was not put there by Fieldvault: leave it alone.

@@ -64,7 +64,8 @@ fn raw_open(path: &Path, key: &[u8; 32]) -> rusqlite::Result<i64> {
     let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
     conn.execute_batch(&format!(
         "PRAGMA key = \"x'{hex}'\"; PRAGMA cipher_page_size = 4096; PRAGMA kdf_iter = 256000;
-         PRAGMA cipher_hmac_algorithm = HMAC_SHA256; PRAGMA cipher_kdf_algorithm = PBKDF2_HMAC_SHA512;"
+         PRAGMA cipher_hmac_algorithm = HMAC_SHA256; PRAGMA cipher_kdf_algorithm = PBKDF2_HMAC_SHA512;
+         PRAGMA cipher_use_hmac = ON; PRAGMA cipher_plaintext_header_size = 0;"
     ))?;
     conn.query_row("SELECT count(*) FROM documents", [], |r| r.get(0))
 }
@@ -107,7 +108,16 @@ fn no_file_under_the_vault_holds_plaintext_and_sqlite3_cannot_open_the_database(
         docs.put("notes", marker, obj(json!({"text": marker}))).expect("put");
         // Leave the WAL in place too: it must be encrypted as well.
         let files = all_bytes(&f.dir);
+        assert!(files.iter().all(|(p, _)| !p.to_string_lossy().ends_with("-shm")), "no -shm file is written");
         assert!(files.iter().all(|(_, b)| !contains(b, marker.as_bytes())), "plaintext found while open");
+    }
+    // Reopen: the -shm rule holds for an existing database too.
+    {
+        let mut v = f.unlock();
+        v.documents(&alice()).expect("documents").get("notes", marker).expect("get");
+        assert!(all_bytes(&f.dir).iter().all(|(p, _)| !p.to_string_lossy().ends_with("-shm")), "no -shm on reopen");
+        let mode = std::os::unix::fs::PermissionsExt::mode(&fs::metadata(f.db()).expect("stat").permissions());
+        assert_eq!(mode & 0o777, 0o600, "the database file is private");
     }
     for (p, b) in all_bytes(&f.dir) {
         assert!(!contains(&b, marker.as_bytes()), "plaintext in {}", p.display());
@@ -144,6 +154,8 @@ fn a_plaintext_database_is_refused() {
         let conn = Connection::open(f.db()).expect("plain");
         conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);").expect("write plain");
     }
+    // Private, so that the plaintext check (not the permission check) is what refuses it.
+    fs::set_permissions(f.db(), std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
     let mut v = f.unlock();
     let err = v.documents(&alice()).err().expect("refused");
     assert!(matches!(err, Error::PlaintextDatabase { .. }), "{err:?}");
