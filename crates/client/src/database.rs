@@ -41,6 +41,10 @@ const CONNECTION_SETTINGS: &str = "
     PRAGMA foreign_keys = ON;
     PRAGMA journal_mode = WAL;
     PRAGMA synchronous = NORMAL;
+    -- SQLCipher keeps decrypted pages only in SQLite's page cache: every miss costs an HMAC
+    -- and an AES pass, where plain SQLite copies from the OS cache. SQLite's 2 MiB default
+    -- made warm reads 3.5x plain SQLite; 64 MiB holds a field app's working set.
+    PRAGMA cache_size = -65536;
 ";
 
 const SCHEMA: &str = "
