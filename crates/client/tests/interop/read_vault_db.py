@@ -11,7 +11,7 @@ path, key_hex = sys.argv[1], sys.argv[2]
 conn = sqlcipher3.connect(path)
 conn.execute(f"PRAGMA key = \"x'{key_hex}'\"")
 for name, value in [
-    ("cipher_page_size", "4096"),
+    ("cipher_page_size", "8192"),
     ("kdf_iter", "256000"),
     ("cipher_kdf_algorithm", "PBKDF2_HMAC_SHA512"),
     ("cipher_hmac_algorithm", "HMAC_SHA256"),

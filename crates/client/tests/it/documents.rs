@@ -59,15 +59,19 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Opens the database the way any SQLCipher 4 client would, from docs/formats/database.md.
-fn raw_open(path: &Path, key: &[u8; 32]) -> rusqlite::Result<i64> {
+fn raw_conn(path: &Path, key: &[u8; 32]) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
     conn.execute_batch(&format!(
-        "PRAGMA key = \"x'{hex}'\"; PRAGMA cipher_page_size = 4096; PRAGMA kdf_iter = 256000;
+        "PRAGMA key = \"x'{hex}'\"; PRAGMA cipher_page_size = 8192; PRAGMA kdf_iter = 256000;
          PRAGMA cipher_hmac_algorithm = HMAC_SHA256; PRAGMA cipher_kdf_algorithm = PBKDF2_HMAC_SHA512;
          PRAGMA cipher_use_hmac = ON; PRAGMA cipher_plaintext_header_size = 0;"
     ))?;
-    conn.query_row("SELECT count(*) FROM documents", [], |r| r.get(0))
+    Ok(conn)
+}
+
+fn raw_open(path: &Path, key: &[u8; 32]) -> rusqlite::Result<i64> {
+    raw_conn(path, key)?.query_row("SELECT count(*) FROM documents", [], |r| r.get(0))
 }
 
 #[test]
@@ -177,10 +181,7 @@ fn memory_only_collections_never_touch_disk_and_vanish_on_lock() {
     let key = *v.data_key(&alice(), Purpose::Database).expect("key").expose_secret();
     drop(v);
     // Not on disk, not even encrypted: a raw read of the database has no such row.
-    let conn = Connection::open(f.db()).expect("open");
-    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-    conn.execute_batch(&format!("PRAGMA key = \"x'{hex}'\"; PRAGMA cipher_hmac_algorithm = HMAC_SHA256;"))
-        .expect("key");
+    let conn = raw_conn(&f.db(), &key).expect("open");
     let n: i64 =
         conn.query_row("SELECT count(*) FROM documents WHERE collection = 'drafts'", [], |r| r.get(0)).expect("count");
     assert_eq!(n, 0);
@@ -245,8 +246,8 @@ fn a_damaged_database_page_is_an_integrity_error_never_silent_data() {
     }
     // Zero 16 bytes in the middle of a page well inside the file.
     let mut bytes = fs::read(f.db()).expect("read");
-    assert!(bytes.len() > 40 * 4096, "database is {} bytes", bytes.len());
-    let at = 20 * 4096 + 1000;
+    assert!(bytes.len() > 40 * 8192, "database is {} bytes", bytes.len());
+    let at = 20 * 8192 + 1000;
     bytes[at..at + 16].fill(0);
     fs::write(f.db(), &bytes).expect("write");
     let mut v = f.unlock();
