@@ -202,7 +202,13 @@ fn rotate(g: &Global, dir: &Path, master: bool) -> Result<()> {
             // The database is re-keyed; nothing is encrypted under the files and sync keys
             // yet (attachments and sync hook in here).
             let m = match p {
-                Purpose::Database => v.rotate_database_key(&account)?,
+                Purpose::Database => {
+                    // One sqlcipher_export call: no row count to show, so a spinner.
+                    let spin = spinner(g, "re-keying the database");
+                    let m = v.rotate_database_key(&account);
+                    spin.finish_and_clear();
+                    m?
+                }
                 _ => v.rotate_data_key(&account, p, |_, _| Ok(()))?,
             };
             out.push((format!("{account}/{p}"), m.version));
@@ -382,4 +388,16 @@ fn migrate(g: &Global, dir: &Path, from: &Path) -> Result<()> {
         },
     );
     Ok(())
+}
+
+/// A spinner on a terminal for work without a known length; hidden like [`progress_bar`].
+fn spinner(g: &Global, what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if g.json || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let s = indicatif::ProgressBar::new_spinner();
+    s.set_message(what.to_owned());
+    s.enable_steady_tick(std::time::Duration::from_millis(100));
+    s
 }
