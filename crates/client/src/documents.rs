@@ -89,6 +89,16 @@ pub fn parse_body(text: &str) -> Result<Map<String, Value>, Error> {
     }
 }
 
+/// Create, or replace the body and raise the version; returns the version.
+fn upsert_sql(table: &str) -> String {
+    format!(
+        "INSERT INTO {table} (collection, id, version, updated_at, body) VALUES (?1, ?2, 1, ?3, ?4)
+         ON CONFLICT (collection, id) DO UPDATE
+         SET version = version + 1, updated_at = excluded.updated_at, body = excluded.body
+         RETURNING version"
+    )
+}
+
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
@@ -153,12 +163,7 @@ impl Documents<'_> {
         let text = Value::Object(body).to_string();
         let body = parse_body(&text)?; // the size limit applies to what is stored
         let at = now_ms();
-        let sql = format!(
-            "INSERT INTO {} (collection, id, version, updated_at, body) VALUES (?1, ?2, 1, ?3, ?4)
-             ON CONFLICT (collection, id) DO UPDATE SET version = version + 1, updated_at = excluded.updated_at, body = excluded.body
-             RETURNING version",
-            self.table(collection)
-        );
+        let sql = upsert_sql(self.table(collection));
         let version: i64 = self
             .db
             .conn
@@ -238,10 +243,7 @@ impl Documents<'_> {
         let tx = self.db.conn.transaction().map_err(db_err(&path))?;
         let mut n = 0;
         {
-            let sql = format!(
-                "INSERT INTO {table} (collection, id, version, updated_at, body) VALUES (?1, ?2, 1, ?3, ?4)
-                 ON CONFLICT (collection, id) DO UPDATE SET version = version + 1, updated_at = excluded.updated_at, body = excluded.body"
-            );
+            let sql = upsert_sql(table);
             let mut stmt = tx.prepare_cached(&sql).map_err(db_err(&path))?;
             let at = now_ms();
             for (id, body) in docs {
@@ -253,7 +255,7 @@ impl Documents<'_> {
                         text.len()
                     )));
                 }
-                stmt.execute(params![collection, id, at, text]).map_err(db_err(&path))?;
+                stmt.query_row(params![collection, id, at, text], |r| r.get::<_, i64>(0)).map_err(db_err(&path))?;
                 n += 1;
             }
         }
