@@ -77,6 +77,39 @@ pub enum Error {
     /// Argon2id parameters outside the range readers accept.
     #[error("key-derivation parameters refused: {0}")]
     KdfParams(String),
+    /// An attachment chunk failed: its tag (wrong key, edited, reordered, truncated stream,
+    /// swapped in from another file) or its hash against the manifest. No byte of it was
+    /// released.
+    #[error("attachment chunk {index} {reason}")]
+    AttachmentChunk {
+        /// The chunk's index.
+        index: u64,
+        /// What failed.
+        reason: &'static str,
+    },
+    /// The attachment's manifest or header failed: truncated, edited, or sealed under
+    /// another key.
+    #[error("attachment manifest: {reason}")]
+    AttachmentManifest {
+        /// What failed.
+        reason: &'static str,
+    },
+    /// The file is another attachment than the one asked for.
+    #[error("this file is attachment {found}, not {expected}")]
+    AttachmentMismatch {
+        /// What the header says (hex id and account).
+        found: String,
+        /// What was asked for.
+        expected: String,
+    },
+    /// Reading or writing the stream failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being read or written.
+        what: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// An account name that cannot be used.
     #[error("invalid account name {name:?}: {reason}")]
     AccountName {

@@ -34,6 +34,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod attachment;
 mod error;
 mod ids;
 mod kdf;
@@ -49,6 +50,6 @@ pub use ids::{AccountName, KeyId, Purpose, VaultId};
 pub use kdf::KdfParams;
 pub use keyfile::{DataSlot, KeyFile, KeystoreKind, KeystoreParams, SlotState};
 pub use marker::VaultMarker;
-pub use secret::{DataKey, KEY_LEN, Kek, MasterKey, Passphrase, canary};
+pub use secret::{ContentKey, DataKey, KEY_LEN, Kek, MasterKey, Passphrase, canary};
 pub use throttle::{FREE_FAILURES, UnlockCounter, unlock_delay};
 pub use wrap::{KeyMeta, NONCE_LEN, SlotContext, WrapAlgorithm, WrappedKey};

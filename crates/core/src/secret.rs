@@ -68,6 +68,11 @@ key_type!(
     MasterKey
 );
 key_type!(
+    /// One attachment's content key (CEK): 32 random bytes, wrapped by the account's files
+    /// key. Chunk and manifest keys are derived from it with HKDF.
+    ContentKey
+);
+key_type!(
     /// One account's key for one purpose (database, files, sync secrets), wrapped by the
     /// [`MasterKey`]. Only in memory while the vault is unlocked.
     DataKey

@@ -1,0 +1,236 @@
+//! The decryptor: checks the structure and the manifest's MAC when it opens, then releases
+//! each chunk's plaintext only after that chunk's hash and tag check out. One chunk in
+//! memory at a time, in one pass or by random access.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+
+use aws_lc_rs::aead::{Aad, Nonce};
+use aws_lc_rs::hmac;
+
+use super::keys::FileKeys;
+use super::{
+    HASH_LEN, Header, MANIFEST_MAGIC, MAX_CHUNKS, RootHasher, TAG_LEN, VERSION, chunk_layout, manifest_len,
+    manifest_prefix,
+};
+use crate::{AccountName, ContentKey, Error};
+
+pub(crate) fn read_at<R: Read + Seek>(r: &mut R, offset: u64, buf: &mut [u8], what: &'static str) -> Result<(), Error> {
+    r.seek(SeekFrom::Start(offset)).map_err(|source| Error::Io { what, source })?;
+    r.read_exact(buf).map_err(|source| match source.kind() {
+        std::io::ErrorKind::UnexpectedEof => Error::Truncated { what, needed: buf.len(), found: 0 },
+        _ => Error::Io { what, source },
+    })
+}
+
+/// Where everything is in one file, read and checked from its structure (no key needed).
+pub(crate) struct Layout {
+    pub(crate) header: Header,
+    pub(crate) header_bytes: Vec<u8>,
+    pub(crate) count: u64,
+    pub(crate) length: u64,
+    pub(crate) root: [u8; HASH_LEN],
+    pub(crate) mac: [u8; 32],
+    last_len: usize,
+    manifest_offset: u64,
+}
+
+impl Layout {
+    pub(crate) fn read<R: Read + Seek>(file: &mut R) -> Result<Layout, Error> {
+        let file_len = file.seek(SeekFrom::End(0)).map_err(|source| Error::Io { what: "attachment", source })?;
+        let mut head = vec![0u8; (Header::MAX_LEN as u64).min(file_len) as usize];
+        read_at(file, 0, &mut head, "attachment header")?;
+        let (header, header_len) = Header::parse(&head)?;
+        head.truncate(header_len);
+        let truncated = |reason| Error::AttachmentManifest { reason };
+        if file_len < header_len as u64 + TAG_LEN as u64 + manifest_len(1) {
+            return Err(truncated("the file is truncated: it is shorter than one chunk and a manifest"));
+        }
+        let mut tail = [0u8; 8];
+        read_at(file, file_len - 8, &mut tail, "attachment manifest")?;
+        let mlen = u64::from_be_bytes(tail);
+        if mlen < manifest_len(1) || mlen > file_len - header_len as u64 {
+            return Err(truncated("the file is truncated or has trailing bytes: no manifest at its end"));
+        }
+        let manifest_offset = file_len - mlen;
+        let mut prefix = [0u8; 24];
+        read_at(file, manifest_offset, &mut prefix, "attachment manifest")?;
+        if &prefix[..4] != MANIFEST_MAGIC {
+            return Err(truncated("the file is truncated or has trailing bytes: no manifest at its end"));
+        }
+        if prefix[4] != VERSION {
+            return Err(Error::UnsupportedVersion { what: "attachment manifest", version: prefix[4] });
+        }
+        let count = u64::from_be_bytes(prefix[8..16].try_into().expect("8 bytes"));
+        let length = u64::from_be_bytes(prefix[16..24].try_into().expect("8 bytes"));
+        if prefix != manifest_prefix(count, length) {
+            return Err(truncated("reserved bytes are not zero"));
+        }
+        let (expect_count, last_len) = chunk_layout(length, header.chunk_size());
+        if count != expect_count || count > MAX_CHUNKS || mlen != manifest_len(count) {
+            return Err(truncated("its chunk count does not fit its length"));
+        }
+        let chunks_len = length + count * TAG_LEN as u64;
+        if header_len as u64 + chunks_len != manifest_offset {
+            return Err(truncated("the chunks are truncated, or chunks were added or removed"));
+        }
+        let mut rm = [0u8; 64];
+        read_at(file, manifest_offset + 24 + count * HASH_LEN as u64, &mut rm, "attachment manifest")?;
+        Ok(Layout {
+            header,
+            header_bytes: head,
+            count,
+            length,
+            root: rm[..32].try_into().expect("32 bytes"),
+            mac: rm[32..].try_into().expect("32 bytes"),
+            last_len,
+            manifest_offset,
+        })
+    }
+
+    pub(crate) fn chunk_len(&self, i: u64) -> usize {
+        if i + 1 == self.count { self.last_len } else { self.header.chunk_size() }
+    }
+
+    pub(crate) fn chunk_offset(&self, i: u64) -> u64 {
+        self.header_bytes.len() as u64 + i * (self.header.chunk_size() + TAG_LEN) as u64
+    }
+
+    pub(crate) fn hash<R: Read + Seek>(&self, file: &mut R, i: u64) -> Result<[u8; HASH_LEN], Error> {
+        let mut h = [0u8; HASH_LEN];
+        read_at(file, self.manifest_offset + 24 + i * HASH_LEN as u64, &mut h, "attachment manifest")?;
+        Ok(h)
+    }
+}
+
+/// What a complete decryption verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// Plaintext bytes written.
+    pub length: u64,
+    /// The manifest root.
+    pub root: [u8; HASH_LEN],
+}
+
+/// Decrypts one attachment file.
+pub struct Decryptor<R: Read + Seek> {
+    file: R,
+    layout: Layout,
+    keys: FileKeys,
+    buf: Vec<u8>,
+}
+
+impl<R: Read + Seek> Decryptor<R> {
+    /// Opens `file` as attachment `id` of `account` under `cek`: checks the structure, that
+    /// the header names that attachment, and the manifest's MAC over the header, the counts,
+    /// every chunk hash and the root. Nothing is decrypted yet.
+    ///
+    /// # Errors
+    /// [`Error::AttachmentMismatch`] for another attachment's file;
+    /// [`Error::AttachmentManifest`] for truncation, trailing bytes, an edited header or
+    /// manifest, or a wrong key (the MAC cannot tell these last two apart); format errors
+    /// for an unknown version or algorithm.
+    pub fn open(mut file: R, cek: &ContentKey, id: &[u8; 16], account: &AccountName) -> Result<Self, Error> {
+        let layout = Layout::read(&mut file)?;
+        if &layout.header.attachment != id || &layout.header.account != account {
+            return Err(Error::AttachmentMismatch {
+                found: format!("{} of account '{}'", hex(&layout.header.attachment), layout.header.account),
+                expected: format!("{} of account '{}'", hex(id), account),
+            });
+        }
+        let keys = FileKeys::derive(cek, &layout.header);
+        // The MAC covers header || manifest up to and including the root; stream it.
+        let mut mac = hmac::Context::with_key(&keys.manifest);
+        mac.update(&layout.header_bytes);
+        let body_len = 24 + layout.count * HASH_LEN as u64 + HASH_LEN as u64;
+        let mut piece = vec![0u8; 64 * 1024];
+        let mut done = 0u64;
+        while done < body_len {
+            let n = (body_len - done).min(piece.len() as u64) as usize;
+            read_at(&mut file, layout.manifest_offset + done, &mut piece[..n], "attachment manifest")?;
+            mac.update(&piece[..n]);
+            done += n as u64;
+        }
+        if !constant_time_eq(mac.sign().as_ref(), &layout.mac) {
+            return Err(Error::AttachmentManifest {
+                reason: "its MAC does not verify: the header or manifest was edited, or this is not the right key",
+            });
+        }
+        let cap = layout.header.chunk_size() + TAG_LEN;
+        Ok(Decryptor { file, layout, keys, buf: Vec::with_capacity(cap) })
+    }
+
+    /// The header.
+    pub fn header(&self) -> &Header {
+        &self.layout.header
+    }
+
+    /// Plaintext length.
+    pub fn len(&self) -> u64 {
+        self.layout.length
+    }
+
+    /// Whether the plaintext is empty.
+    pub fn is_empty(&self) -> bool {
+        self.layout.length == 0
+    }
+
+    /// Number of chunks.
+    pub fn chunk_count(&self) -> u64 {
+        self.layout.count
+    }
+
+    /// Reads, checks and decrypts chunk `i`; returns its plaintext (valid until the next call).
+    ///
+    /// # Errors
+    /// [`Error::AttachmentChunk`] when its hash or tag fails; nothing of it is returned.
+    pub fn chunk(&mut self, i: u64) -> Result<&[u8], Error> {
+        if i >= self.layout.count {
+            return Err(Error::AttachmentChunk { index: i, reason: "does not exist" });
+        }
+        let n = self.layout.chunk_len(i) + TAG_LEN;
+        self.buf.resize(n, 0);
+        read_at(&mut self.file, self.layout.chunk_offset(i), &mut self.buf, "attachment chunk")?;
+        let expected = self.layout.hash(&mut self.file, i)?;
+        if *blake3::hash(&self.buf).as_bytes() != expected {
+            self.buf.clear();
+            return Err(Error::AttachmentChunk { index: i, reason: "differs from the manifest's hash" });
+        }
+        let nonce = Nonce::assume_unique_for_key(self.layout.header.nonce(i, i + 1 == self.layout.count));
+        let plain_len = match self.keys.chunk.open_in_place(nonce, Aad::from(&self.layout.header_bytes), &mut self.buf)
+        {
+            Ok(plain) => plain.len(),
+            Err(_) => {
+                self.buf.clear();
+                return Err(Error::AttachmentChunk { index: i, reason: "failed authentication" });
+            }
+        };
+        Ok(&self.buf[..plain_len])
+    }
+
+    /// Decrypts every chunk in order into `out`. Stops at the first failure; what was
+    /// written before it had been verified, but the caller must treat the output as
+    /// incomplete (write to a temporary file, and keep it only on success).
+    pub fn decrypt_to<W: Write>(mut self, mut out: W) -> Result<Verified, Error> {
+        let mut root = RootHasher::new(&self.layout.header_bytes, self.layout.count, self.layout.length);
+        for i in 0..self.layout.count {
+            let h = self.layout.hash(&mut self.file, i)?;
+            let plain = self.chunk(i)?;
+            out.write_all(plain).map_err(|source| Error::Io { what: "attachment output", source })?;
+            root.update(&h);
+        }
+        if root.finish() != self.layout.root {
+            return Err(Error::AttachmentManifest { reason: "the root does not match the chunk hashes" });
+        }
+        out.flush().map_err(|source| Error::Io { what: "attachment output", source })?;
+        Ok(Verified { length: self.layout.length, root: self.layout.root })
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}

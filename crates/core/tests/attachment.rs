@@ -1,0 +1,228 @@
+//! The attachment format end to end: round trips across chunk boundaries and a tamper
+//! matrix where every edit fails with a precise error and releases no plaintext.
+
+use std::io::{Cursor, Write};
+
+use fieldvault_core::attachment::{Algorithm, Decryptor, Encryptor, Header, check_without_key};
+use fieldvault_core::{AccountName, ContentKey, Error};
+use zeroize::Zeroizing;
+
+const CS: usize = 4096; // 2^12, the smallest chunk size: many chunks from little data
+
+fn account() -> AccountName {
+    AccountName::new("alice").expect("valid")
+}
+
+fn header(id: u8, algorithm: Algorithm) -> Header {
+    Header {
+        algorithm,
+        chunk_log2: 12,
+        attachment: [id; 16],
+        account: account(),
+        salt: [id.wrapping_add(1); 32],
+        nonce_prefix: [id.wrapping_add(2); 7],
+    }
+}
+
+fn cek(b: u8) -> ContentKey {
+    ContentKey::from_bytes(Zeroizing::new([b; 32]))
+}
+
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn encrypt(plain: &[u8], id: u8, algorithm: Algorithm, key: &ContentKey) -> Vec<u8> {
+    let mut e = Encryptor::new(Vec::new(), key, header(id, algorithm)).expect("header");
+    // Odd-sized writes, so chunk boundaries fall inside writes.
+    for piece in plain.chunks(1000) {
+        e.write_all(piece).expect("write");
+    }
+    let (file, written) = e.finish().expect("finish");
+    assert_eq!(written.file_len, file.len() as u64);
+    assert_eq!(written.length, plain.len() as u64);
+    file
+}
+
+fn decrypt(file: &[u8], id: u8, key: &ContentKey) -> Result<Vec<u8>, (Error, Vec<u8>)> {
+    let d = Decryptor::open(Cursor::new(file), key, &[id; 16], &account()).map_err(|e| (e, Vec::new()))?;
+    let mut out = Vec::new();
+    match d.decrypt_to(&mut out) {
+        Ok(v) => {
+            assert_eq!(v.length, out.len() as u64);
+            Ok(out)
+        }
+        Err(e) => Err((e, out)),
+    }
+}
+
+#[test]
+fn round_trips_at_every_chunk_boundary_for_both_algorithms() {
+    for algorithm in [Algorithm::Aes256Gcm, Algorithm::ChaCha20Poly1305] {
+        for len in [0, 1, CS - 1, CS, CS + 1, 2 * CS, 5 * CS + 17, 40 * CS] {
+            let plain = data(len, len as u64 + 3);
+            let file = encrypt(&plain, 1, algorithm, &cek(9));
+            assert_eq!(decrypt(&file, 1, &cek(9)).expect("decrypts"), plain, "{algorithm:?} {len}");
+            let (h, length, _root) =
+                check_without_key(Cursor::new(&file)).expect("a server can check it without a key");
+            assert_eq!((h.algorithm, length), (algorithm, len as u64));
+        }
+    }
+}
+
+#[test]
+fn random_access_returns_any_chunk_alone() {
+    let plain = data(7 * CS + 100, 5);
+    let file = encrypt(&plain, 2, Algorithm::Aes256Gcm, &cek(1));
+    let mut d = Decryptor::open(Cursor::new(&file), &cek(1), &[2; 16], &account()).expect("open");
+    assert_eq!(d.chunk_count(), 8);
+    for i in [7u64, 0, 3] {
+        let i_us = i as usize;
+        let end = ((i_us + 1) * CS).min(plain.len());
+        assert_eq!(d.chunk(i).expect("chunk"), &plain[i_us * CS..end]);
+    }
+    assert!(matches!(d.chunk(8), Err(Error::AttachmentChunk { index: 8, .. })));
+}
+
+#[test]
+fn the_same_plaintext_never_gives_the_same_bytes_under_another_salt_or_key() {
+    let plain = data(3 * CS, 7);
+    let a = encrypt(&plain, 3, Algorithm::Aes256Gcm, &cek(1));
+    let b = encrypt(&plain, 3, Algorithm::Aes256Gcm, &cek(2));
+    let ha = Header::parse(&a).expect("header").1;
+    assert_ne!(a[ha..ha + CS], b[ha..ha + CS]);
+}
+
+/// Decrypting `file` must fail, with the error `check` accepts, and whatever was written
+/// before the failure must be exactly the verified chunks before `first_bad_chunk`.
+fn must_fail(file: &[u8], plain: &[u8], first_bad_chunk: Option<usize>, check: impl Fn(&Error) -> bool, what: &str) {
+    match decrypt(file, 4, &cek(4)) {
+        Ok(_) => panic!("{what}: accepted"),
+        Err((e, out)) => {
+            assert!(check(&e), "{what}: unexpected error {e:?}");
+            match first_bad_chunk {
+                None => assert!(out.is_empty(), "{what}: plaintext released before the failure was found"),
+                Some(i) => assert_eq!(out, plain[..i * CS], "{what}: only chunks before {i} were released"),
+            }
+        }
+    }
+}
+
+#[test]
+fn the_tamper_matrix_fails_precisely_and_releases_no_plaintext() {
+    let plain = data(4 * CS + 123, 11);
+    let file = encrypt(&plain, 4, Algorithm::Aes256Gcm, &cek(4));
+    let hlen = Header::parse(&file).expect("header").1;
+    let chunk_at = |i: usize| hlen + i * (CS + 16);
+    let manifest_at = chunk_at(4) + 123 + 16;
+    let manifest_err = |e: &Error| matches!(e, Error::AttachmentManifest { .. });
+
+    // A flipped bit in every header byte.
+    for i in 0..hlen {
+        let mut f = file.clone();
+        f[i] ^= 0x01;
+        must_fail(&f, &plain, None, |_| true, &format!("header byte {i}"));
+    }
+    // A flipped bit in each chunk's ciphertext and in its tag: that chunk fails, with its
+    // index, after the chunks before it.
+    for c in 0..5 {
+        let len = if c == 4 { 123 } else { CS };
+        for (off, part) in [(0, "ciphertext"), (len + 15, "tag")] {
+            let mut f = file.clone();
+            f[chunk_at(c) + off] ^= 0x80;
+            must_fail(
+                &f,
+                &plain,
+                Some(c),
+                |e| matches!(e, Error::AttachmentChunk { index, .. } if *index == c as u64),
+                &format!("chunk {c} {part}"),
+            );
+        }
+    }
+    // A flipped bit anywhere in the manifest.
+    for i in manifest_at..file.len() {
+        let mut f = file.clone();
+        f[i] ^= 0x02;
+        must_fail(&f, &plain, None, |_| true, &format!("manifest byte {}", i - manifest_at));
+    }
+    // Truncation at every chunk boundary and between boundaries.
+    for cut in [hlen, chunk_at(1), chunk_at(2) + 100, manifest_at, manifest_at + 40, file.len() - 1] {
+        must_fail(&file[..cut], &plain, None, |_| true, &format!("truncated at {cut}"));
+    }
+    // An appended chunk, trailing bytes.
+    let mut f = file.clone();
+    f.extend_from_slice(&file[chunk_at(0)..chunk_at(1)]);
+    must_fail(&f, &plain, None, manifest_err, "appended chunk");
+    let mut f = file.clone();
+    f.push(0);
+    must_fail(&f, &plain, None, manifest_err, "one trailing byte");
+    // Two chunks swapped: caught at the first swapped chunk.
+    let mut f = file.clone();
+    let (c1, c2) = (file[chunk_at(1)..chunk_at(2)].to_vec(), file[chunk_at(2)..chunk_at(3)].to_vec());
+    f[chunk_at(1)..chunk_at(2)].copy_from_slice(&c2);
+    f[chunk_at(2)..chunk_at(3)].copy_from_slice(&c1);
+    must_fail(&f, &plain, Some(1), |e| matches!(e, Error::AttachmentChunk { index: 1, .. }), "swapped chunks");
+    // ... and with their manifest hashes swapped too (a server "fixing" the hash list): the
+    // MAC catches it before any chunk is read.
+    let mut g = f.clone();
+    let h = |i: usize| manifest_at + 24 + i * 32;
+    let (h1, h2) = (f[h(1)..h(1) + 32].to_vec(), f[h(2)..h(2) + 32].to_vec());
+    g[h(1)..h(1) + 32].copy_from_slice(&h2);
+    g[h(2)..h(2) + 32].copy_from_slice(&h1);
+    must_fail(&g, &plain, None, manifest_err, "swapped chunks and hashes");
+    // A chunk from another file (same key, same id, another salt) at the same position.
+    let mut other_header = header(4, Algorithm::Aes256Gcm);
+    other_header.salt = [0x55; 32];
+    let mut e = Encryptor::new(Vec::new(), &cek(4), other_header).expect("header");
+    e.write_all(&plain).expect("write");
+    let other = e.finish().expect("finish").0;
+    let mut f = file.clone();
+    f[chunk_at(2)..chunk_at(3)].copy_from_slice(&other[chunk_at(2)..chunk_at(3)]);
+    must_fail(&f, &plain, Some(2), |e| matches!(e, Error::AttachmentChunk { index: 2, .. }), "chunk from another file");
+}
+
+#[test]
+fn the_wrong_file_key_version_or_algorithm_is_named() {
+    let plain = data(CS + 5, 13);
+    let a = encrypt(&plain, 5, Algorithm::Aes256Gcm, &cek(5));
+    // Attachment 5's file presented as attachment 6.
+    let err = Decryptor::open(Cursor::new(&a), &cek(5), &[6; 16], &account()).err().expect("mismatch");
+    assert!(matches!(err, Error::AttachmentMismatch { .. }), "{err:?}");
+    assert!(err.to_string().contains("0505050505050505"));
+    // The wrong key.
+    let err = Decryptor::open(Cursor::new(&a), &cek(6), &[5; 16], &account()).err().expect("wrong key");
+    assert!(err.to_string().contains("not the right key"), "{err}");
+    // An unknown version and an unknown algorithm.
+    let mut v = a.clone();
+    v[4] = 2;
+    assert!(matches!(
+        Decryptor::open(Cursor::new(&v), &cek(5), &[5; 16], &account()),
+        Err(Error::UnsupportedVersion { version: 2, .. })
+    ));
+    let mut v = a.clone();
+    v[5] = 9;
+    assert!(matches!(
+        Decryptor::open(Cursor::new(&v), &cek(5), &[5; 16], &account()),
+        Err(Error::UnknownCode { code: 9, .. })
+    ));
+}
+
+#[test]
+fn no_unkeyed_digest_of_the_plaintext_is_stored() {
+    // The manifest's hashes are over ciphertext: the same plaintext under two keys gives
+    // unrelated manifests, and none of them contains BLAKE3 or SHA-256 of the plaintext.
+    let plain = data(2 * CS, 17);
+    let a = encrypt(&plain, 7, Algorithm::Aes256Gcm, &cek(7));
+    let digests = [blake3::hash(&plain).as_bytes().to_vec(), blake3::hash(&plain[..CS]).as_bytes().to_vec()];
+    for d in digests {
+        assert!(!a.windows(32).any(|w| w == d.as_slice()));
+    }
+}
