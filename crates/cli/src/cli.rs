@@ -110,6 +110,18 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Encrypt FILE as an attachment of document COLLECTION/ID; prints the attachment id
+    Attach {
+        /// Collection of the owning document
+        collection: String,
+        /// Id of the owning document
+        id: String,
+        /// The file to attach
+        file: std::path::PathBuf,
+    },
+    /// Attachments: get one back
+    #[command(subcommand)]
+    Attachment(AttachmentCommand),
     /// Import a plaintext SQLite database into the account, then remove the plaintext file
     ///
     /// Each table with an `id` column becomes a collection, each row a document of its other
@@ -121,4 +133,23 @@ pub enum Command {
     },
     /// Check that every key unwraps and every database is encrypted and authenticates on every page
     Verify,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AttachmentCommand {
+    /// Decrypt an attachment to FILE (written only after the whole stream authenticates)
+    Get {
+        /// The attachment id (32 hex digits, as `attach` printed it)
+        att_id: String,
+        /// Where to write it (mode 0600; replaced atomically if it exists)
+        #[arg(long, value_name = "FILE")]
+        out: std::path::PathBuf,
+    },
+    /// List a document's attachments
+    List {
+        /// Collection of the owning document
+        collection: String,
+        /// Id of the owning document
+        id: String,
+    },
 }

@@ -10,7 +10,7 @@ use fieldvault_core::{AccountName, KeystoreKind, KeystoreParams, Purpose, SlotSt
 use fieldvault_keystore::{KeyStore, OsStore, PassphraseStore};
 use serde_json::{Map, Value, json};
 
-use crate::cli::{Cli, Command, Global, KeystoreChoice};
+use crate::cli::{AttachmentCommand, Cli, Command, Global, KeystoreChoice};
 use crate::hygiene::core_dumps_disabled;
 use crate::secret_input::{Prompt, confirm, passphrase};
 
@@ -29,6 +29,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Wipe { yes } => wipe(g, &dir, g.account.as_deref(), yes),
         Command::Verify => verify(g, &dir),
         Command::Migrate { from } => migrate(g, &dir, &from),
+        Command::Attach { collection, id, file } => attach(g, &dir, &collection, &id, &file),
+        Command::Attachment(AttachmentCommand::Get { att_id, out }) => attachment_get(g, &dir, &att_id, &out),
+        Command::Attachment(AttachmentCommand::List { collection, id }) => attachment_list(g, &dir, &collection, &id),
     }
 }
 
@@ -199,8 +202,8 @@ fn rotate(g: &Global, dir: &Path, master: bool) -> Result<()> {
         let account = account(g)?;
         let mut out = Vec::new();
         for p in Purpose::DATA {
-            // The database is re-keyed; nothing is encrypted under the files and sync keys
-            // yet (attachments and sync hook in here).
+            // The database is re-keyed, attachment content keys re-wrapped; nothing is
+            // encrypted under the sync key yet (sync hooks in here).
             let m = match p {
                 Purpose::Database => {
                     // One sqlcipher_export call: no row count to show, so a spinner.
@@ -209,7 +212,8 @@ fn rotate(g: &Global, dir: &Path, master: bool) -> Result<()> {
                     spin.finish_and_clear();
                     m?
                 }
-                _ => v.rotate_data_key(&account, p, |_, _| Ok(()))?,
+                Purpose::Files => v.rotate_files_key(&account)?,
+                _ => v.rotate_data_key(&account, p, |_, _, _| Ok(()))?,
             };
             out.push((format!("{account}/{p}"), m.version));
         }
@@ -268,7 +272,12 @@ fn wipe(g: &Global, dir: &Path, account: Option<&str>, yes: bool) -> Result<()> 
 
 fn verify(g: &Global, dir: &Path) -> Result<()> {
     let mut v = unlock(g, dir)?;
-    let report = v.verify()?;
+    let bar = progress_bar(g, 0, "checking attachments");
+    let report = v.verify_with_progress(&mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
     let findings: Vec<Value> =
         report.findings.iter().map(|f| json!({ "path": f.path.display().to_string(), "problem": f.problem })).collect();
     emit(g, json!({ "ok": report.findings.is_empty(), "findings": findings, "checked": report.checked }), || {
@@ -400,4 +409,43 @@ fn spinner(g: &Global, what: &str) -> indicatif::ProgressBar {
     s.set_message(what.to_owned());
     s.enable_steady_tick(std::time::Duration::from_millis(100));
     s
+}
+
+fn attachment_json(a: &fieldvault_client::Attachment) -> Value {
+    json!({ "id": a.id, "collection": a.collection, "document": a.document, "size": a.size,
+            "key_version": a.key_version, "root": a.root, "created_at_ms": a.created_at_ms })
+}
+
+fn attach(g: &Global, dir: &Path, collection: &str, id: &str, file: &Path) -> Result<()> {
+    let account = account(g)?;
+    let mut v = unlock(g, dir)?;
+    let spin = spinner(g, "encrypting");
+    let a = v.attach(&account, collection, id, file);
+    spin.finish_and_clear();
+    let a = a?;
+    emit(g, attachment_json(&a), || a.id.clone());
+    Ok(())
+}
+
+fn attachment_get(g: &Global, dir: &Path, att_id: &str, out: &Path) -> Result<()> {
+    let account = account(g)?;
+    let mut v = unlock(g, dir)?;
+    let spin = spinner(g, "decrypting");
+    let a = v.attachment_get(&account, att_id, out);
+    spin.finish_and_clear();
+    let a = a?;
+    emit(g, json!({ "attachment": attachment_json(&a), "out": out.display().to_string() }), || {
+        format!("wrote {} bytes to {}", a.size, out.display())
+    });
+    Ok(())
+}
+
+fn attachment_list(g: &Global, dir: &Path, collection: &str, id: &str) -> Result<()> {
+    let account = account(g)?;
+    let mut v = unlock(g, dir)?;
+    let list = v.attachments_of(&account, collection, id)?;
+    emit(g, json!({ "attachments": list.iter().map(attachment_json).collect::<Vec<_>>() }), || {
+        list.iter().map(|a| format!("{}\t{} bytes", a.id, a.size)).collect::<Vec<_>>().join("\n")
+    });
+    Ok(())
 }

@@ -20,8 +20,17 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the context chain joined with ": ".
-            let line = format!("{e:#}").replace('\n', " ");
+            // One line: the context chain joined with ": ", skipping a cause whose text the
+            // line already holds (library errors name their cause in their own message).
+            let mut line = e.to_string();
+            for cause in e.chain().skip(1) {
+                let text = cause.to_string();
+                if !line.contains(&text) {
+                    line.push_str(": ");
+                    line.push_str(&text);
+                }
+            }
+            let line = line.replace('\n', " ");
             eprintln!("fieldvault: {line}");
             ExitCode::FAILURE
         }

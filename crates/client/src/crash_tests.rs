@@ -87,7 +87,7 @@ fn data_key_rotation_survives_a_crash_at_every_step_and_resumes_with_the_same_ke
         |dir, disk| {
             let mut v = Vault::open(dir)?.unlock(&store)?;
             v.set_disk(disk);
-            v.rotate_data_key(&alice, Purpose::Database, |_, _| Ok(())).map(|_| ())
+            v.rotate_data_key(&alice, Purpose::Database, |_, _, _| Ok(())).map(|_| ())
         },
         |dir, crashed| {
             let mut v = Vault::open(dir).expect("opens").unlock(&store).expect("unlocks");
@@ -101,7 +101,7 @@ fn data_key_rotation_survives_a_crash_at_every_step_and_resumes_with_the_same_ke
             let pending = v.pending_data_key(&alice, Purpose::Database).map(|k| k.canary());
             if live == old {
                 // Finish the interrupted rotation: it must use the recorded pending key.
-                let meta = v.rotate_data_key(&alice, Purpose::Database, |_, _| Ok(())).expect("resume");
+                let meta = v.rotate_data_key(&alice, Purpose::Database, |_, _, _| Ok(())).expect("resume");
                 let now = v.data_key(&alice, Purpose::Database).expect("live").canary();
                 if let Some(p) = pending {
                     assert_eq!(now, p, "resumed with the pending key");
@@ -122,7 +122,7 @@ fn a_failing_rekey_keeps_the_old_key_live_and_the_new_one_pending() {
     let mut v = Vault::init(&tmp.path().join("v"), &store, &alice).expect("init");
     let old = v.data_key(&alice, Purpose::Files).expect("key").canary();
     let err = v
-        .rotate_data_key(&alice, Purpose::Files, |_, _| Err(Error::NoSuchAccount("rekey failed".into())))
+        .rotate_data_key(&alice, Purpose::Files, |_, _, _| Err(Error::NoSuchAccount("rekey failed".into())))
         .expect_err("rekey error is returned");
     assert!(err.to_string().contains("rekey failed"));
     assert_eq!(v.data_key(&alice, Purpose::Files).expect("key").canary(), old);

@@ -64,6 +64,24 @@ const SCHEMA: &str = "
     );
 ";
 
+/// Schema version 2 adds attachment metadata. The content key is stored wrapped by the
+/// account's files key; the encrypted file is `files/<id>.fva`.
+const SCHEMA_V2: &str = "
+    CREATE TABLE IF NOT EXISTS attachments (
+        id          TEXT PRIMARY KEY,
+        collection  TEXT NOT NULL,
+        doc_id      TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        wrapped_cek BLOB NOT NULL,
+        key_version INTEGER NOT NULL,
+        root        BLOB NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS attachments_by_document ON attachments (collection, doc_id);
+";
+/// The schema version this build writes.
+const SCHEMA_VERSION: i64 = 2;
+
 fn db_err(path: &Path) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
     move |source| Error::Database { path: path.to_path_buf(), source }
 }
@@ -157,19 +175,24 @@ fn open_with(path: &Path, key: Option<&DataKey>) -> Result<Connection, Error> {
         }
     }
     conn.execute_batch(CONNECTION_SETTINGS).map_err(db_err(path))?;
-    // Create the schema once: a write on every open would cost every cold read.
+    // Create or upgrade the schema once: a write on every open would cost every cold read.
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db_err(path))?;
-    match version {
-        0 => conn.execute_batch(&format!("BEGIN; {SCHEMA} PRAGMA user_version = 1; COMMIT;")).map_err(db_err(path))?,
-        1 => {}
+    let upgrade = match version {
+        0 => format!("{SCHEMA} {SCHEMA_V2}"),
+        1 => SCHEMA_V2.to_owned(),
+        SCHEMA_VERSION => String::new(),
         v => {
             return Err(Error::Database {
                 path: path.to_path_buf(),
                 source: rusqlite::Error::InvalidParameterName(format!(
-                    "schema version {v} is newer than this build (1)"
+                    "schema version {v} is newer than this build ({SCHEMA_VERSION})"
                 )),
             });
         }
+    };
+    if !upgrade.is_empty() {
+        conn.execute_batch(&format!("BEGIN; {upgrade} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
+            .map_err(db_err(path))?;
     }
     Ok(conn)
 }

@@ -226,8 +226,41 @@ impl Documents<'_> {
     pub fn delete(&mut self, collection: &str, id: &str) -> Result<bool, Error> {
         check_collection(collection)?;
         check_id(id)?;
-        let sql = format!("DELETE FROM {} WHERE collection = ?1 AND id = ?2", self.table(collection));
-        let n = self.db.conn.execute(&sql, params![collection, id]).map_err(db_err(&self.db.path))?;
+        let table = self.table(collection);
+        let path = self.db.path.clone();
+        if table == "mem.documents" {
+            let n = self
+                .db
+                .conn
+                .execute("DELETE FROM mem.documents WHERE collection = ?1 AND id = ?2", params![collection, id]);
+            return Ok(n.map_err(db_err(&path))? > 0);
+        }
+        // The document and its attachments' rows go in one transaction; the files after it
+        // (a crash in between leaves orphan files, removed on the next open).
+        let tx = self.db.conn.transaction().map_err(db_err(&path))?;
+        let ids: Vec<String> = {
+            let mut stmt = tx
+                .prepare("SELECT id FROM attachments WHERE collection = ?1 AND doc_id = ?2")
+                .map_err(db_err(&path))?;
+            stmt.query_map(params![collection, id], |r| r.get(0))
+                .map_err(db_err(&path))?
+                .collect::<Result<_, _>>()
+                .map_err(db_err(&path))?
+        };
+        tx.execute("DELETE FROM attachments WHERE collection = ?1 AND doc_id = ?2", params![collection, id])
+            .map_err(db_err(&path))?;
+        let n = tx
+            .execute("DELETE FROM main.documents WHERE collection = ?1 AND id = ?2", params![collection, id])
+            .map_err(db_err(&path))?;
+        tx.commit().map_err(db_err(&path))?;
+        for f in crate::attachments::files_of(&path, &ids) {
+            match std::fs::remove_file(&f) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::Io { op: "remove", path: f, source: e });
+                }
+                _ => {}
+            }
+        }
         Ok(n > 0)
     }
 

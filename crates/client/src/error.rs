@@ -153,6 +153,30 @@ pub enum Error {
     /// is untouched.
     #[error("cannot migrate: {0}")]
     Migration(String),
+    /// No such document.
+    #[error("no document {id:?} in {collection}")]
+    NoSuchDocument {
+        /// Its collection.
+        collection: String,
+        /// Its id.
+        id: String,
+    },
+    /// No attachment with this id in the account.
+    #[error("no attachment {0:?}")]
+    NoSuchAttachment(String),
+    /// A source that cannot be attached, or an output that cannot be written; nothing was
+    /// written.
+    #[error("{0}; nothing was written")]
+    InvalidAttachment(String),
+    /// An attachment failed its checks (tampered, truncated, another attachment's file, a
+    /// content key that does not unwrap). No plaintext was released.
+    #[error("attachment {id}: {source}")]
+    Attachment {
+        /// The attachment id.
+        id: String,
+        /// What failed.
+        source: fieldvault_core::Error,
+    },
     /// The session locked itself after its inactivity timeout (or was locked): unlock again.
     #[error("the vault is locked; unlock it again")]
     Locked,

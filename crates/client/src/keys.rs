@@ -205,6 +205,16 @@ impl Unlocked {
         self.slot_key(account, purpose, SlotState::Live).ok_or_else(|| Error::NoSuchAccount(account.to_string()))
     }
 
+    /// The key of one version (live or pending) of an account's purpose.
+    pub(crate) fn data_key_version(&self, account: &AccountName, purpose: Purpose, version: u32) -> Option<&DataKey> {
+        self.keys.data.get(&(account.clone(), purpose, version))
+    }
+
+    /// The live key's version.
+    pub(crate) fn live_version(&self, account: &AccountName, purpose: Purpose) -> Option<u32> {
+        self.vault.keyfile.live(account, purpose).map(|s| s.key.meta().version)
+    }
+
     /// The pending key of an interrupted rotation, if there is one.
     pub fn pending_data_key(&self, account: &AccountName, purpose: Purpose) -> Option<&DataKey> {
         self.slot_key(account, purpose, SlotState::Pending)
@@ -271,7 +281,7 @@ impl Unlocked {
     ///
     /// 1. A new key is recorded as pending (one atomic write), or the pending key of an
     ///    interrupted rotation is taken up again.
-    /// 2. `rekey(old, new)` re-encrypts whatever the key protects; it must be idempotent and
+    /// 2. `rekey(old, new, new_version)` re-encrypts whatever the key protects; it must be idempotent and
     ///    leave data readable with the old key or the new one at every moment.
     /// 3. The new key becomes live and the old one is dropped (one atomic write).
     ///
@@ -281,7 +291,7 @@ impl Unlocked {
         &mut self,
         account: &AccountName,
         purpose: Purpose,
-        rekey: impl FnOnce(&DataKey, &DataKey) -> Result<(), Error>,
+        rekey: impl FnOnce(&DataKey, &DataKey, u32) -> Result<(), Error>,
     ) -> Result<KeyMeta, Error> {
         let file = &self.vault.keyfile;
         let live = file.live(account, purpose).ok_or_else(|| Error::NoSuchAccount(account.to_string()))?;
@@ -313,7 +323,7 @@ impl Unlocked {
         };
         let old = &self.keys.data[&(account.clone(), purpose, old_version)];
         let new = &self.keys.data[&(account.clone(), purpose, new_meta.version)];
-        rekey(old, new)?;
+        rekey(old, new, new_meta.version)?;
         let mut next = self.vault.keyfile.clone();
         next.slots.retain(|s| {
             !(&s.account == account && s.key.meta().purpose == purpose && s.key.meta().version == old_version)

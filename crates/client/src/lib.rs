@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod attachments;
 mod database;
 mod disk;
 mod documents;
@@ -39,6 +40,7 @@ mod vault;
 #[cfg(test)]
 mod crash_tests;
 
+pub use attachments::Attachment;
 pub use documents::{
     Document, Documents, MAX_DOCUMENT_BYTES, MAX_ID_BYTES, Page, check_collection, check_id, parse_body,
 };

@@ -49,12 +49,13 @@ impl Unlocked {
             Err(Error::DatabaseKey { .. }) if self.pending_data_key(account, Purpose::Database).is_some() => {
                 let pending = self.pending_data_key(account, Purpose::Database).expect("checked");
                 drop(database::open(&path, pending)?);
-                self.rotate_data_key(account, Purpose::Database, |_, _| Ok(()))?;
+                self.rotate_data_key(account, Purpose::Database, |_, _, _| Ok(()))?;
                 database::open(&path, self.data_key(account, Purpose::Database)?)?
             }
             Err(e) => return Err(e),
         };
         database::attach_memory(&conn, &path)?;
+        crate::attachments::remove_orphans(&conn, &path, &self.vault.disk)?;
         Ok(AccountDb { conn, path, memory: Default::default() })
     }
 
@@ -75,7 +76,7 @@ impl Unlocked {
         };
         let disk = self.vault.disk.clone();
         let result =
-            self.rotate_data_key(account, Purpose::Database, |old, new| database::rekey(&disk, &path, old, new));
+            self.rotate_data_key(account, Purpose::Database, |old, new, _| database::rekey(&disk, &path, old, new));
         // Memory-only documents come back whether or not the rotation went through.
         if let Some((memory, rows)) = saved {
             let docs = self.documents(account)?;
@@ -89,6 +90,12 @@ impl Unlocked {
     /// authenticates (`PRAGMA cipher_integrity_check`); plus every key (they unwrapped to
     /// get here).
     pub fn verify(&mut self) -> Result<Report, Error> {
+        self.verify_with_progress(&mut |_, _| {})
+    }
+
+    /// [`Unlocked::verify`], reporting progress through the attachments as
+    /// `progress(done, total)`.
+    pub fn verify_with_progress(&mut self, progress: &mut dyn FnMut(u64, u64)) -> Result<Report, Error> {
         let mut report = Report::default();
         let st = self.vault.status()?;
         report.checked.push(format!("master key v{} unwraps", st.master.version));
@@ -108,7 +115,25 @@ impl Unlocked {
                 Ok(problems) => {
                     report.findings.extend(problems.into_iter().map(|problem| Finding { path: path.clone(), problem }))
                 }
-                Err(e) => report.findings.push(Finding { path: path.clone(), problem: e.to_string() }),
+                Err(e) => {
+                    report.findings.push(Finding { path: path.clone(), problem: e.to_string() });
+                    continue;
+                }
+            }
+            let (n, problems) = match self.verify_attachments(&account, progress) {
+                Ok(found) => found,
+                Err(e) => {
+                    report.findings.push(Finding { path: path.clone(), problem: e.to_string() });
+                    continue;
+                }
+            };
+            let bad = problems.len() as u64;
+            report.findings.extend(problems.into_iter().map(|(path, problem)| Finding { path, problem }));
+            if n > 0 {
+                report.checked.push(format!(
+                    "account '{account}': {} of {n} attachment(s) decrypt and authenticate end to end",
+                    n - bad
+                ));
             }
         }
         Ok(report)

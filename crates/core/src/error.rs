@@ -77,9 +77,9 @@ pub enum Error {
     /// Argon2id parameters outside the range readers accept.
     #[error("key-derivation parameters refused: {0}")]
     KdfParams(String),
-    /// An attachment chunk failed: its tag (wrong key, edited, reordered, truncated stream,
-    /// swapped in from another file) or its hash against the manifest. No byte of it was
-    /// released.
+    /// An attachment chunk failed its hash against the manifest or its tag (edited,
+    /// reordered, swapped in from another file). No byte of it was released. (A wrong key or
+    /// a truncated file fails earlier, at the manifest.)
     #[error("attachment chunk {index} {reason}")]
     AttachmentChunk {
         /// The chunk's index.

@@ -54,6 +54,9 @@ pub enum Purpose {
     Files = 3,
     /// An account's key for sync secrets (session secret, refresh token).
     Sync = 4,
+    /// One attachment's content key, wrapped by the account's files key (never in the key
+    /// file: it lives in the attachment's metadata record).
+    Attachment = 5,
 }
 
 impl Purpose {
@@ -72,6 +75,7 @@ impl Purpose {
             2 => Purpose::Database,
             3 => Purpose::Files,
             4 => Purpose::Sync,
+            5 => Purpose::Attachment,
             _ => {
                 return Err(Error::UnknownCode { what: "key purpose", code });
             }
@@ -85,12 +89,15 @@ impl Purpose {
             Purpose::Database => "database",
             Purpose::Files => "files",
             Purpose::Sync => "sync",
+            Purpose::Attachment => "attachment",
         }
     }
 
     /// Parses a user-facing name (`database`, `files`, `sync`, `master`).
     pub fn from_name(name: &str) -> Option<Self> {
-        [Purpose::Master, Purpose::Database, Purpose::Files, Purpose::Sync].into_iter().find(|p| p.name() == name)
+        [Purpose::Master, Purpose::Database, Purpose::Files, Purpose::Sync, Purpose::Attachment]
+            .into_iter()
+            .find(|p| p.name() == name)
     }
 }
 
@@ -164,11 +171,11 @@ mod tests {
 
     #[test]
     fn purpose_codes_round_trip_and_unknown_codes_are_errors() {
-        for p in [Purpose::Master, Purpose::Database, Purpose::Files, Purpose::Sync] {
+        for p in [Purpose::Master, Purpose::Database, Purpose::Files, Purpose::Sync, Purpose::Attachment] {
             assert_eq!(Purpose::from_code(p.code()).expect("known"), p);
             assert_eq!(Purpose::from_name(p.name()), Some(p));
         }
         assert!(Purpose::from_code(0).is_err());
-        assert!(Purpose::from_code(5).is_err());
+        assert!(Purpose::from_code(6).is_err());
     }
 }

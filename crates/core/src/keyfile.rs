@@ -302,8 +302,8 @@ fn parse_slot(body: &[u8]) -> Result<DataSlot, Error> {
     let account = AccountName::new(name)?;
     let key = WrappedKey::from_bytes(r.take(WrappedKey::LEN)?)?;
     r.finish()?;
-    if key.meta().purpose == Purpose::Master {
-        return Err(Error::Malformed { what: "data key slot", reason: "it holds a master key" });
+    if !Purpose::DATA.contains(&key.meta().purpose) {
+        return Err(Error::Malformed { what: "data key slot", reason: "it holds a key that is not a data key" });
     }
     Ok(DataSlot { account, state, key })
 }

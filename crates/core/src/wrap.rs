@@ -25,7 +25,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::section::Reader;
-use crate::{DataKey, Error, KEY_LEN, Kek, KeyId, MasterKey, Purpose, VaultId, canary};
+use crate::{ContentKey, DataKey, Error, KEY_LEN, Kek, KeyId, MasterKey, Purpose, VaultId, canary};
 
 const MAGIC: &[u8; 4] = b"FVWK";
 const VERSION: u8 = 1;
@@ -173,10 +173,19 @@ impl WrappedKey {
 
     /// Opens a data key. Errors as for [`WrappedKey::open_master`].
     pub fn open_data_key(&self, master: &MasterKey, ctx: &SlotContext<'_>) -> Result<DataKey, Error> {
-        if self.meta.purpose == Purpose::Master {
+        if !Purpose::DATA.contains(&self.meta.purpose) {
             return Err(Error::Malformed { what: "wrapped key", reason: "expected a data-key slot" });
         }
         self.open_raw(master.expose_secret(), ctx).map(DataKey::from_bytes)
+    }
+
+    /// Opens an attachment's content key with the account's files key. `ctx.bound` must be
+    /// the attachment id. Errors as for [`WrappedKey::open_master`].
+    pub fn open_content_key(&self, files_key: &DataKey, ctx: &SlotContext<'_>) -> Result<ContentKey, Error> {
+        if self.meta.purpose != Purpose::Attachment {
+            return Err(Error::Malformed { what: "wrapped key", reason: "expected an attachment content key" });
+        }
+        self.open_raw(files_key.expose_secret(), ctx).map(ContentKey::from_bytes)
     }
 
     /// Encodes to exactly [`WrappedKey::LEN`] bytes.
@@ -226,6 +235,21 @@ impl Kek {
     ) -> WrappedKey {
         debug_assert_eq!(meta.purpose, Purpose::Master);
         WrappedKey::seal_raw(master.expose_secret(), self.expose_secret(), meta, ctx, nonce)
+    }
+}
+
+impl DataKey {
+    /// Seals an attachment's content key under this files key. `meta.version` is this files
+    /// key's version, `ctx.bound` the attachment id; `nonce` must be fresh random bytes.
+    pub fn seal_content_key(
+        &self,
+        cek: &ContentKey,
+        meta: KeyMeta,
+        ctx: &SlotContext<'_>,
+        nonce: [u8; NONCE_LEN],
+    ) -> WrappedKey {
+        debug_assert_eq!(meta.purpose, Purpose::Attachment);
+        WrappedKey::seal_raw(cek.expose_secret(), self.expose_secret(), meta, ctx, nonce)
     }
 }
 

@@ -107,3 +107,44 @@ fn migrate_imports_a_plaintext_database_and_removes_it() {
     );
     assert!(plain.exists());
 }
+
+#[test]
+fn attach_and_get_through_the_cli() {
+    let env = Env::new();
+    env.init();
+    assert_ok(&env.run(&["put", "visits", "v1", "{}"], &[PASS]));
+    let src = env.vault.parent().expect("parent").join("photo.bin");
+    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&src, &bytes).expect("write");
+    let out = env.run(&["attach", "visits", "v1", src.to_str().expect("utf-8")], &[PASS]);
+    assert_ok(&out);
+    let id = text(&out.stdout).trim().to_owned();
+    assert_eq!(id.len(), 32);
+    let dest = env.vault.parent().expect("parent").join("back.bin");
+    assert_ok(&env.run(&["attachment", "get", &id, "--out", dest.to_str().expect("utf-8")], &[PASS]));
+    assert_eq!(std::fs::read(&dest).expect("read"), bytes);
+    let listed = env.json(&["attachment", "list", "visits", "v1"], &[PASS]);
+    assert_eq!(listed["attachments"][0]["size"], 200_000);
+    // Bad input: clear one-line errors, no partial output.
+    assert_fails_with(&env.run(&["attach", "visits", "nope", src.to_str().expect("utf-8")], &[PASS]), "no document");
+    assert_fails_with(&env.run(&["attach", "visits", "v1", "/nonexistent/file"], &[PASS]), "cannot read");
+    let missing_dir = env.vault.parent().expect("parent").join("no/dir/out.bin");
+    assert_fails_with(
+        &env.run(&["attachment", "get", &id, "--out", missing_dir.to_str().expect("utf-8")], &[PASS]),
+        "does not exist",
+    );
+    assert_fails_with(&env.run(&["attachment", "get", "deadbeef", "--out", "x"], &[PASS]), "no attachment");
+    // Tamper with the stored file: get fails, verify reports it.
+    let stored = env.path(&format!("accounts/default/files/{id}.fva"));
+    let mut enc = std::fs::read(&stored).expect("read");
+    enc[1000] ^= 1;
+    std::fs::write(&stored, enc).expect("write");
+    let dest2 = env.vault.parent().expect("parent").join("back2.bin");
+    assert_fails_with(
+        &env.run(&["attachment", "get", &id, "--out", dest2.to_str().expect("utf-8")], &[PASS]),
+        "chunk 0 differs from the manifest's hash",
+    );
+    assert!(!dest2.exists());
+    let out = env.run(&["verify", "--json"], &[PASS]);
+    assert!(!out.status.success());
+}

@@ -200,7 +200,7 @@ fn rotation_changes_ids_and_versions_and_keeps_every_other_key() {
     let mut v = Vault::open(&dir).expect("opens").unlock(&store).expect("unlocks");
     let files_key = v.data_key(&alice(), Purpose::Files).expect("key").canary();
     let before = v.vault().status().expect("status");
-    let db = v.rotate_data_key(&alice(), Purpose::Database, |_, _| Ok(())).expect("rotate db");
+    let db = v.rotate_data_key(&alice(), Purpose::Database, |_, _, _| Ok(())).expect("rotate db");
     let master = v.rotate_master().expect("rotate master");
     let after = v.vault().status().expect("status");
     assert_eq!((db.version, master.version), (2, 2));

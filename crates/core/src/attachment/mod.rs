@@ -10,7 +10,7 @@
 //! nonce_i = nonce prefix (7) || i as u32 BE || last flag (0x00, or 0x01 on the final chunk)
 //! manifest= "FVAM" | version 0x01 | 0 0 0 | chunk count u64 | plaintext length u64
 //!           | BLAKE3(chunk_0) ... BLAKE3(chunk_{n-1}) | root (32) | mac (32) | manifest length u64
-//! root    = BLAKE3("fieldvault/v1/attachment-root" || header || count || length || hashes)
+//! root    = BLAKE3("fieldvault/v1/attachment-root" || len64(header) || header || count || length || hashes)
 //! mac     = HMAC-SHA256(manifest key, header || manifest up to and including root)
 //! ```
 //!

@@ -1,5 +1,5 @@
-//! The streaming encryptor: constant memory (one chunk, plus 32 bytes of hash per chunk for
-//! the manifest), one pass.
+//! The streaming encryptor: one pass, one chunk in memory plus 32 bytes of hash per chunk
+//! for the manifest (512 KiB per GiB at 64 KiB chunks).
 
 use std::io::{self, Write};
 
@@ -43,6 +43,9 @@ impl<W: Write> Encryptor<W> {
     /// Writes the header and gets ready for plaintext. `header.salt` and
     /// `header.nonce_prefix` must be fresh random bytes.
     pub fn new(mut out: W, cek: &ContentKey, header: Header) -> io::Result<Self> {
+        if !super::CHUNK_LOG2_RANGE.contains(&header.chunk_log2) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "chunk size outside 4 KiB..16 MiB"));
+        }
         let bytes = header.to_bytes();
         out.write_all(&bytes)?;
         let chunk_size = header.chunk_size();

@@ -1,0 +1,424 @@
+//! Attachments in the vault: one encrypted file per attachment under
+//! `accounts/<name>/files/<id>.fva` (format: `docs/formats/attachment.md`), its metadata and
+//! wrapped content key in the account's database.
+//!
+//! Attach: the file is encrypted into a temporary file, synced and renamed into place,
+//! then its metadata row is written. A crash before the row leaves an orphan file that the
+//! next open removes. Get: the whole stream is verified into a temporary file next to the
+//! output, which is renamed into place only after the last chunk authenticates.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use fieldvault_core::attachment::{Algorithm, DEFAULT_CHUNK_LOG2, Decryptor, Encryptor, Header};
+use fieldvault_core::{AccountName, ContentKey, KeyId, KeyMeta, Purpose, SlotContext, WrappedKey};
+use rusqlite::{OptionalExtension, params};
+
+use crate::database::DB_FILE;
+use crate::disk::{FILE_MODE, TMP_SUFFIX};
+use crate::{Error, Unlocked, random, random_key};
+
+/// The directory of an account's attachment files.
+pub(crate) const FILES_DIR: &str = "files";
+const FILE_SUFFIX: &str = ".fva";
+
+/// An attachment's metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    /// Its id, 32 hex digits.
+    pub id: String,
+    /// The owning document's collection.
+    pub collection: String,
+    /// The owning document's id.
+    pub document: String,
+    /// Plaintext size in bytes.
+    pub size: u64,
+    /// Version of the files key its content key is wrapped under.
+    pub key_version: u32,
+    /// Manifest root (hex): what a server checks without a key.
+    pub root: String,
+    /// When it was attached, Unix milliseconds.
+    pub created_at_ms: i64,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn parse_id(id: &str) -> Result<[u8; 16], Error> {
+    let bad = || Error::NoSuchAttachment(id.chars().take(64).collect());
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        return Err(bad());
+    }
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&id[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+pub(crate) fn file_path(files: &Path, id: &str) -> PathBuf {
+    files.join(format!("{id}{FILE_SUFFIX}"))
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io { op, path: path.to_path_buf(), source }
+}
+
+/// A temporary file next to `target` that is removed on drop unless kept.
+struct TempFile {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl TempFile {
+    fn create(target: &Path) -> Result<(TempFile, File), Error> {
+        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let path = target.with_file_name(format!(".{name}.{}{TMP_SUFFIX}", hex(&random::<4>())));
+        let f =
+            OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(&path).map_err(io("create", &path))?;
+        Ok((TempFile { path, keep: false }, f))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Unlocked {
+    fn files_dir(&self, account: &AccountName) -> PathBuf {
+        self.vault.account_dir(account).join(FILES_DIR)
+    }
+
+    fn row(&mut self, account: &AccountName, id: &str) -> Result<(Attachment, Vec<u8>), Error> {
+        let db = self.documents(account)?.db;
+        let path = db.path.clone();
+        let row = db
+            .conn
+            .query_row(
+                "SELECT collection, doc_id, size, key_version, root, created_at, wrapped_cek FROM attachments WHERE id = ?1",
+                params![id],
+                |r| {
+                    Ok((
+                        Attachment {
+                            id: id.to_owned(),
+                            collection: r.get(0)?,
+                            document: r.get(1)?,
+                            size: r.get::<_, i64>(2)? as u64,
+                            key_version: r.get(3)?,
+                            root: hex(&r.get::<_, Vec<u8>>(4)?),
+                            created_at_ms: r.get(5)?,
+                        },
+                        r.get::<_, Vec<u8>>(6)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|source| Error::Database { path, source })?;
+        row.ok_or_else(|| Error::NoSuchAttachment(id.to_owned()))
+    }
+
+    fn content_key(&self, account: &AccountName, info: &Attachment, wrapped: &[u8]) -> Result<ContentKey, Error> {
+        let id = parse_id(&info.id)?;
+        let corrupt = |source| Error::Attachment { id: info.id.clone(), source };
+        let wrapped = WrappedKey::from_bytes(wrapped).map_err(corrupt)?;
+        let files_key =
+            self.data_key_version(account, Purpose::Files, info.key_version).ok_or_else(|| Error::Attachment {
+                id: info.id.clone(),
+                source: fieldvault_core::Error::WrongKey { what: format!("files key v{}", info.key_version) },
+            })?;
+        let vault = self.vault.id();
+        wrapped
+            .open_content_key(files_key, &SlotContext { vault: &vault, account: account.as_str(), bound: &id })
+            .map_err(corrupt)
+    }
+
+    /// Encrypts the file at `source` as an attachment of document `collection/doc_id`.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchDocument`]; [`Error::InvalidAttachment`] for a source that is missing,
+    /// a directory or not a regular file, or a memory-only collection; [`Error::NoSpace`].
+    /// On any failure no file is left behind.
+    pub fn attach(
+        &mut self,
+        account: &AccountName,
+        collection: &str,
+        doc_id: &str,
+        source: &Path,
+    ) -> Result<Attachment, Error> {
+        let docs = self.documents(account)?;
+        if docs.db.memory.contains(collection) {
+            return Err(Error::InvalidAttachment(format!(
+                "collection {collection} is memory-only; attachments live on disk"
+            )));
+        }
+        if docs.get(collection, doc_id)?.is_none() {
+            return Err(Error::NoSuchDocument { collection: collection.to_owned(), id: doc_id.to_owned() });
+        }
+        let meta = fs::metadata(source)
+            .map_err(|e| Error::InvalidAttachment(format!("cannot read {}: {e}", source.display())))?;
+        if !meta.is_file() {
+            return Err(Error::InvalidAttachment(format!("{} is not a regular file", source.display())));
+        }
+        let files = self.files_dir(account);
+        if !files.exists() {
+            self.vault.disk.create_dir(&files)?;
+        }
+        self.vault.disk.ensure_free_space(&files, meta.len() + meta.len() / 1000 + (1 << 20))?;
+
+        let id_bytes: [u8; 16] = random();
+        let id = hex(&id_bytes);
+        let cek = ContentKey::from_bytes(random_key());
+        let header = Header {
+            algorithm: Algorithm::Aes256Gcm,
+            chunk_log2: DEFAULT_CHUNK_LOG2,
+            attachment: id_bytes,
+            account: account.clone(),
+            salt: random(),
+            nonce_prefix: random(),
+        };
+        let target = file_path(&files, &id);
+        let (mut tmp, file) = TempFile::create(&target)?;
+        let mut input = BufReader::with_capacity(1 << 16, File::open(source).map_err(io("open", source))?);
+        let mut enc =
+            Encryptor::new(BufWriter::with_capacity(1 << 16, file), &cek, header).map_err(io("write", &tmp.path))?;
+        std::io::copy(&mut input, &mut enc).map_err(io("encrypt", &tmp.path))?;
+        let (out, written) = enc.finish().map_err(io("write", &tmp.path))?;
+        let file = out.into_inner().map_err(|e| io("write", &tmp.path)(e.into_error()))?;
+        file.sync_all().map_err(io("fsync", &tmp.path))?;
+        drop(file);
+        self.vault.disk.rename(&tmp.path, &target)?;
+        tmp.keep = true;
+
+        let version =
+            self.live_version(account, Purpose::Files).ok_or_else(|| Error::NoSuchAccount(account.to_string()))?;
+        let files_key = self.data_key(account, Purpose::Files)?;
+        let vault = self.vault.id();
+        let wrapped = files_key.seal_content_key(
+            &cek,
+            KeyMeta { purpose: Purpose::Attachment, version, key_id: KeyId::from_bytes(id_bytes) },
+            &SlotContext { vault: &vault, account: account.as_str(), bound: &id_bytes },
+            random(),
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let db = self.documents(account)?.db;
+        let path = db.path.clone();
+        db.conn
+            .execute(
+                "INSERT INTO attachments (id, collection, doc_id, size, wrapped_cek, key_version, root, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    id,
+                    collection,
+                    doc_id,
+                    written.length as i64,
+                    wrapped.to_bytes().to_vec(),
+                    version,
+                    written.root.to_vec(),
+                    now
+                ],
+            )
+            .map_err(|source| Error::Database { path, source })?;
+        Ok(Attachment {
+            id,
+            collection: collection.to_owned(),
+            document: doc_id.to_owned(),
+            size: written.length,
+            key_version: version,
+            root: hex(&written.root),
+            created_at_ms: now,
+        })
+    }
+
+    /// The metadata of one attachment.
+    pub fn attachment(&mut self, account: &AccountName, id: &str) -> Result<Attachment, Error> {
+        parse_id(id)?;
+        Ok(self.row(account, id)?.0)
+    }
+
+    /// The attachments of one document.
+    pub fn attachments_of(
+        &mut self,
+        account: &AccountName,
+        collection: &str,
+        doc_id: &str,
+    ) -> Result<Vec<Attachment>, Error> {
+        let db = self.documents(account)?.db;
+        let err = |source| Error::Database { path: db.path.clone(), source };
+        let mut stmt = db
+            .conn
+            .prepare("SELECT id FROM attachments WHERE collection = ?1 AND doc_id = ?2 ORDER BY created_at, id")
+            .map_err(err)?;
+        let ids: Vec<String> = stmt
+            .query_map(params![collection, doc_id], |r| r.get(0))
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        drop(stmt);
+        ids.iter().map(|id| self.attachment(account, id)).collect()
+    }
+
+    /// Decrypts attachment `id` to `out`: into a temporary file in `out`'s directory that is
+    /// renamed over `out` only after every chunk and the manifest authenticate. The output is
+    /// created with mode 0600.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchAttachment`]; [`Error::Attachment`] naming what failed (a tampered
+    /// chunk, a truncated file, the file of another attachment); I/O errors for an output
+    /// directory that does not exist. On failure no output file is left.
+    pub fn attachment_get(&mut self, account: &AccountName, id: &str, out: &Path) -> Result<Attachment, Error> {
+        let id_bytes = parse_id(id)?;
+        let (info, wrapped) = self.row(account, id)?;
+        let cek = self.content_key(account, &info, &wrapped)?;
+        let src = file_path(&self.files_dir(account), id);
+        let file = File::open(&src).map_err(io("open", &src))?;
+        let fail = |source| Error::Attachment { id: id.to_owned(), source };
+        let dec = Decryptor::open(BufReader::with_capacity(1 << 16, file), &cek, &id_bytes, account).map_err(fail)?;
+        let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            return Err(Error::Io {
+                op: "write to",
+                path: dir.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "the output directory does not exist"),
+            });
+        }
+        if out.is_dir() {
+            return Err(Error::InvalidAttachment(format!("{} is a directory", out.display())));
+        }
+        let (mut tmp, file) = TempFile::create(out)?;
+        let mut w = BufWriter::with_capacity(1 << 16, file);
+        dec.decrypt_to(&mut w).map_err(fail)?;
+        w.flush().map_err(io("write", &tmp.path))?;
+        let file = w.into_inner().map_err(|e| io("write", &tmp.path)(e.into_error()))?;
+        file.sync_all().map_err(io("fsync", &tmp.path))?;
+        drop(file);
+        self.vault.disk.rename(&tmp.path, out)?;
+        tmp.keep = true;
+        Ok(info)
+    }
+
+    /// Rotates the account's files key: every content key is re-wrapped under the new key
+    /// in one transaction; no attachment file is rewritten.
+    pub fn rotate_files_key(&mut self, account: &AccountName) -> Result<KeyMeta, Error> {
+        let old_version =
+            self.live_version(account, Purpose::Files).ok_or_else(|| Error::NoSuchAccount(account.to_string()))?;
+        self.documents(account)?;
+        let mut db = self.dbs.remove(account).expect("opened above");
+        let vault = self.vault.id();
+        let result = self.rotate_data_key(account, Purpose::Files, |old, new, new_version| {
+            let err = |source| Error::Database { path: db.path.clone(), source };
+            let tx = db.conn.transaction().map_err(err)?;
+            let rows: Vec<(String, Vec<u8>, u32)> = {
+                let mut stmt = tx.prepare("SELECT id, wrapped_cek, key_version FROM attachments").map_err(err)?;
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .map_err(err)?
+                    .collect::<Result<_, _>>()
+                    .map_err(err)?
+            };
+            for (id, wrapped, version) in rows {
+                if version == new_version {
+                    continue; // re-wrapped before an interruption
+                }
+                let id_bytes = parse_id(&id)?;
+                let ctx = SlotContext { vault: &vault, account: account.as_str(), bound: &id_bytes };
+                let corrupt = |source| Error::Attachment { id: id.clone(), source };
+                if version != old_version {
+                    return Err(corrupt(fieldvault_core::Error::WrongKey { what: format!("files key v{version}") }));
+                }
+                let cek =
+                    WrappedKey::from_bytes(&wrapped).and_then(|w| w.open_content_key(old, &ctx)).map_err(corrupt)?;
+                let meta =
+                    KeyMeta { purpose: Purpose::Attachment, version: new_version, key_id: KeyId::from_bytes(id_bytes) };
+                let sealed = new.seal_content_key(&cek, meta, &ctx, random());
+                tx.execute(
+                    "UPDATE attachments SET wrapped_cek = ?1, key_version = ?2 WHERE id = ?3",
+                    params![sealed.to_bytes().to_vec(), new_version, id],
+                )
+                .map_err(err)?;
+            }
+            tx.commit().map_err(err)
+        });
+        self.dbs.insert(account.clone(), db);
+        result
+    }
+
+    /// Checks every attachment of `account` end to end (decrypting to nowhere); returns the
+    /// problems found and the number checked. `progress(done, total)` follows along.
+    pub(crate) fn verify_attachments(
+        &mut self,
+        account: &AccountName,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<(u64, Vec<(PathBuf, String)>), Error> {
+        let db = self.documents(account)?.db;
+        let err = |source| Error::Database { path: db.path.clone(), source };
+        let ids: Vec<String> = {
+            let mut stmt = db.conn.prepare("SELECT id FROM attachments ORDER BY id").map_err(err)?;
+            stmt.query_map([], |r| r.get(0)).map_err(err)?.collect::<Result<_, _>>().map_err(err)?
+        };
+        let mut findings = Vec::new();
+        let files = self.files_dir(account);
+        let total = ids.len() as u64;
+        for (n, id) in ids.iter().enumerate() {
+            let path = file_path(&files, id);
+            let checked = (|| -> Result<(), Error> {
+                let (info, wrapped) = self.row(account, id)?;
+                let cek = self.content_key(account, &info, &wrapped)?;
+                let id_bytes = parse_id(id)?;
+                let file = File::open(&path).map_err(io("open", &path))?;
+                let fail = |source| Error::Attachment { id: id.clone(), source };
+                let dec =
+                    Decryptor::open(BufReader::with_capacity(1 << 16, file), &cek, &id_bytes, account).map_err(fail)?;
+                dec.decrypt_to(std::io::sink()).map_err(fail)?;
+                Ok(())
+            })();
+            if let Err(e) = checked {
+                findings.push((path, e.to_string()));
+            }
+            progress(n as u64 + 1, total);
+        }
+        Ok((total, findings))
+    }
+}
+
+/// Removes attachment files nobody refers to (a crash between writing the file and its
+/// metadata row, or between deleting a row and its file) and temporary files.
+pub(crate) fn remove_orphans(
+    conn: &rusqlite::Connection,
+    db_path: &Path,
+    disk: &crate::disk::Disk,
+) -> Result<(), Error> {
+    let files = db_path.parent().expect("the database lives in an account directory").join(FILES_DIR);
+    let Ok(entries) = fs::read_dir(&files) else { return Ok(()) };
+    let err = |source| Error::Database { path: db_path.to_path_buf(), source };
+    let mut known = conn.prepare("SELECT 1 FROM attachments WHERE id = ?1").map_err(err)?;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let orphan = if name.ends_with(TMP_SUFFIX) {
+            true
+        } else if let Some(id) = name.strip_suffix(FILE_SUFFIX) {
+            !known.exists(params![id]).map_err(err)?
+        } else {
+            false
+        };
+        if orphan {
+            disk.remove_file(&e.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// The files of the given attachment ids, for deletion after their rows are gone.
+pub(crate) fn files_of(db_path: &Path, ids: &[String]) -> Vec<PathBuf> {
+    let files = db_path.with_file_name(FILES_DIR);
+    debug_assert!(db_path.file_name().is_some_and(|n| n == DB_FILE));
+    ids.iter().map(|id| file_path(&files, id)).collect()
+}

@@ -1,0 +1,203 @@
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use fieldvault_client::{Error, Unlocked, Vault};
+use fieldvault_core::AccountName;
+use fieldvault_keystore::MemoryStore;
+use serde_json::json;
+
+fn alice() -> AccountName {
+    AccountName::new("alice").expect("valid")
+}
+
+struct Fixture {
+    tmp: tempfile::TempDir,
+    store: MemoryStore,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let f = Fixture { tmp: tempfile::tempdir().expect("tempdir"), store: MemoryStore::default() };
+        let mut v = Vault::init(&f.vault(), &f.store, &alice()).expect("init");
+        let mut docs = v.documents(&alice()).expect("documents");
+        for id in ["v1", "v2"] {
+            docs.put("visits", id, json!({"n": id}).as_object().cloned().expect("obj")).expect("put");
+        }
+        f
+    }
+    fn vault(&self) -> PathBuf {
+        self.tmp.path().join("v")
+    }
+    fn unlock(&self) -> Unlocked {
+        Vault::open(&self.vault()).expect("open").unlock(&self.store).expect("unlock")
+    }
+    fn source(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.tmp.path().join(name);
+        fs::write(&p, bytes).expect("write source");
+        p
+    }
+    fn files(&self) -> PathBuf {
+        self.vault().join("accounts/alice/files")
+    }
+    fn stored(&self, id: &str) -> PathBuf {
+        self.files().join(format!("{id}.fva"))
+    }
+}
+
+fn data(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn attach_then_get_round_trips_at_chunk_boundaries_and_stores_no_plaintext() {
+    let f = Fixture::new();
+    let mut v = f.unlock();
+    for len in [0usize, 1, 65535, 65536, 65537, 300_000] {
+        let mut bytes = data(len);
+        if len > 40 {
+            bytes[..24].copy_from_slice(b"ATTACHMENT-CANARY-9b1e7c");
+        }
+        let src = f.source(&format!("in{len}"), &bytes);
+        let a = v.attach(&alice(), "visits", "v1", &src).expect("attach");
+        assert_eq!((a.size, a.key_version, a.id.len()), (len as u64, 1, 32));
+        let stored = fs::read(f.stored(&a.id)).expect("stored file");
+        assert!(!stored.windows(24).any(|w| w == b"ATTACHMENT-CANARY-9b1e7c"), "no plaintext at rest");
+        assert_eq!(fs::metadata(f.stored(&a.id)).expect("stat").permissions().mode() & 0o777, 0o600);
+        let out = f.tmp.path().join(format!("out{len}"));
+        v.attachment_get(&alice(), &a.id, &out).expect("get");
+        assert_eq!(fs::read(&out).expect("read"), bytes, "length {len}");
+        assert_eq!(fs::metadata(&out).expect("stat").permissions().mode() & 0o777, 0o600);
+    }
+    assert_eq!(v.attachments_of(&alice(), "visits", "v1").expect("list").len(), 6);
+}
+
+#[test]
+fn bad_sources_and_targets_are_refused_and_leave_nothing_behind() {
+    let f = Fixture::new();
+    let mut v = f.unlock();
+    let src = f.source("in", b"hello");
+    assert!(matches!(v.attach(&alice(), "visits", "nope", &src), Err(Error::NoSuchDocument { .. })));
+    let err = v.attach(&alice(), "visits", "v1", &f.tmp.path().join("missing")).expect_err("missing source");
+    assert!(err.to_string().contains("cannot read"), "{err}");
+    let err = v.attach(&alice(), "visits", "v1", f.tmp.path()).expect_err("a directory");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    assert!(entries(&f.files()).is_empty(), "no partial files: {:?}", entries(&f.files()));
+    let a = v.attach(&alice(), "visits", "v1", &src).expect("attach");
+    let err = v.attachment_get(&alice(), &a.id, &f.tmp.path().join("no/such/dir/out")).expect_err("missing dir");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    assert!(matches!(
+        v.attachment_get(&alice(), "00112233445566778899aabbccddeeff", &f.tmp.path().join("o")),
+        Err(Error::NoSuchAttachment(_))
+    ));
+    assert!(matches!(
+        v.attachment_get(&alice(), "../../etc/passwd", &f.tmp.path().join("o")),
+        Err(Error::NoSuchAttachment(_))
+    ));
+    assert!(!f.tmp.path().join("o").exists());
+}
+
+#[test]
+fn a_tampered_or_swapped_file_fails_and_no_output_appears_or_changes() {
+    let f = Fixture::new();
+    let mut v = f.unlock();
+    let a = v.attach(&alice(), "visits", "v1", &f.source("a", &data(200_000))).expect("attach a");
+    let b = v.attach(&alice(), "visits", "v2", &f.source("b", &data(150_000))).expect("attach b");
+    let out = f.tmp.path().join("out");
+    fs::write(&out, b"previous contents").expect("write");
+    // A flipped bit in the middle of a chunk.
+    let good = fs::read(f.stored(&a.id)).expect("read");
+    let mut bad = good.clone();
+    bad[100_000] ^= 0x10;
+    fs::write(f.stored(&a.id), &bad).expect("write");
+    let err = v.attachment_get(&alice(), &a.id, &out).expect_err("tampered");
+    assert!(matches!(err, Error::Attachment { .. }), "{err:?}");
+    assert!(err.to_string().contains("chunk 1"), "{err}");
+    assert_eq!(fs::read(&out).expect("read"), b"previous contents", "the existing output is untouched");
+    assert_eq!(entries(f.tmp.path()).iter().filter(|n| n.contains("fvtmp")).count(), 0, "no temporary file left");
+    // B's file presented as A.
+    fs::copy(f.stored(&b.id), f.stored(&a.id)).expect("copy");
+    let err = v.attachment_get(&alice(), &a.id, &out).expect_err("swapped");
+    assert!(err.to_string().contains(&format!("not {}", a.id)), "{err}");
+    // verify reports it.
+    let report = v.verify().expect("verify");
+    assert!(report.findings.iter().any(|fd| fd.path == f.stored(&a.id)), "{:?}", report.findings);
+    fs::write(f.stored(&a.id), &good).expect("restore");
+    assert!(v.verify().expect("verify").findings.is_empty());
+}
+
+#[test]
+fn deleting_a_document_deletes_its_attachments() {
+    let f = Fixture::new();
+    let mut v = f.unlock();
+    let a = v.attach(&alice(), "visits", "v1", &f.source("a", b"aaa")).expect("attach");
+    let b = v.attach(&alice(), "visits", "v2", &f.source("b", b"bbb")).expect("attach");
+    assert!(v.documents(&alice()).expect("documents").delete("visits", "v1").expect("delete"));
+    assert!(!f.stored(&a.id).exists());
+    assert!(matches!(v.attachment(&alice(), &a.id), Err(Error::NoSuchAttachment(_))));
+    assert!(f.stored(&b.id).exists(), "another document's attachment stays");
+}
+
+#[test]
+fn rotating_the_files_key_rewraps_content_keys_and_rewrites_no_file() {
+    let f = Fixture::new();
+    let mut v = f.unlock();
+    let a = v.attach(&alice(), "visits", "v1", &f.source("a", &data(100_000))).expect("attach");
+    let before = fs::read(f.stored(&a.id)).expect("read");
+    let meta = v.rotate_files_key(&alice()).expect("rotate");
+    assert_eq!(meta.version, 2);
+    assert_eq!(v.attachment(&alice(), &a.id).expect("meta").key_version, 2);
+    assert_eq!(fs::read(f.stored(&a.id)).expect("read"), before, "the blob is not rewritten");
+    drop(v);
+    let mut v = f.unlock();
+    let out = f.tmp.path().join("out");
+    v.attachment_get(&alice(), &a.id, &out).expect("get after rotation");
+    assert_eq!(fs::read(&out).expect("read"), data(100_000));
+}
+
+#[test]
+fn orphan_files_from_a_crash_are_removed_on_open() {
+    let f = Fixture::new();
+    let mut v = f.unlock();
+    let a = v.attach(&alice(), "visits", "v1", &f.source("a", b"keep")).expect("attach");
+    drop(v);
+    fs::write(f.files().join("ffffffffffffffffffffffffffffffff.fva"), b"orphan").expect("write");
+    fs::write(f.files().join(".x.fva.1234.fvtmp"), b"half").expect("write");
+    let mut v = f.unlock();
+    v.documents(&alice()).expect("open the database");
+    assert_eq!(entries(&f.files()), vec![format!("{}.fva", a.id)]);
+}
+
+#[test]
+fn a_content_key_moved_to_another_attachment_fails_authentication() {
+    let f = Fixture::new();
+    let mut v = f.unlock();
+    let a = v.attach(&alice(), "visits", "v1", &f.source("a", b"aaaa")).expect("attach");
+    let b = v.attach(&alice(), "visits", "v2", &f.source("b", b"bbbb")).expect("attach");
+    let key = *v.data_key(&alice(), fieldvault_core::Purpose::Database).expect("key").expose_secret();
+    drop(v);
+    // Copy A's wrapped content key into B's row with a raw SQLCipher connection.
+    let conn = rusqlite::Connection::open(f.vault().join("accounts/alice/documents.db")).expect("open");
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    conn.execute_batch(&format!(
+        "PRAGMA key = \"x'{hex}'\"; PRAGMA cipher_page_size = 8192; PRAGMA cipher_hmac_algorithm = HMAC_SHA256;"
+    ))
+    .expect("key");
+    conn.execute(
+        "UPDATE attachments SET wrapped_cek = (SELECT wrapped_cek FROM attachments WHERE id = ?1) WHERE id = ?2",
+        [&a.id, &b.id],
+    )
+    .expect("update");
+    drop(conn);
+    let mut v = f.unlock();
+    let err = v.attachment_get(&alice(), &b.id, &f.tmp.path().join("out")).expect_err("moved key");
+    assert!(err.to_string().contains("failed authentication"), "{err}");
+}
