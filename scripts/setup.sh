@@ -41,6 +41,14 @@ if ! python3 -c "import sqlcipher3" 2>/dev/null; then
   python3 -c "import sqlcipher3" || { echo "setup: could not install sqlcipher3-binary" >&2; exit 1; }
 fi
 
+# blake3 lets the attachment vectors be re-checked independently of the Rust code.
+if ! python3 -c "import blake3" 2>/dev/null; then
+  echo "setup: installing python blake3"
+  python3 -m pip install --quiet --disable-pip-version-check blake3 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages blake3
+  python3 -c "import blake3" || { echo "setup: could not install blake3" >&2; exit 1; }
+fi
+
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found; install the Rust toolchain (https://rustup.rs) first" >&2
   exit 1
