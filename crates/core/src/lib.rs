@@ -36,6 +36,8 @@
 
 pub mod attachment;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod ids;
 mod kdf;
 mod keyfile;

@@ -1,0 +1,3 @@
+//! Attachment header, manifest and reader on arbitrary bytes: no panic, exact round trips.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fieldvault_core::fuzzing::attachment(data));

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# A short fuzzing smoke run of every target, seeded from the committed test vectors.
+#   fuzz/smoke.sh [SECONDS_PER_TARGET]   (default 30)
+# Needs cargo-fuzz (`cargo install cargo-fuzz`). The machine's toolchain is stable:
+# RUSTC_BOOTSTRAP=1 lets cargo-fuzz use the nightly-only sanitizer flags.
+set -euo pipefail
+cd "$(dirname "$0")"
+secs=${1:-30}
+export RUSTC_BOOTSTRAP=1
+mkdir -p corpus/attachment corpus/key_records
+python3 - <<'PY'
+import pathlib
+vec = pathlib.Path("../crates/core/tests/vectors")
+for p in (vec / "attachment").glob("*_*"):
+    for line in p.read_text().splitlines():
+        if line.startswith("file = "):
+            (pathlib.Path("corpus/attachment") / p.name).write_bytes(bytes.fromhex(line[7:]))
+for p in (vec / "wrapped-key").glob("*_*"):
+    for line in p.read_text().splitlines():
+        if line.startswith("wrapped = "):
+            (pathlib.Path("corpus/key_records") / p.name).write_bytes(bytes.fromhex(line[10:]))
+PY
+for target in attachment key_records; do
+  cargo fuzz run "$target" "corpus/$target" -- -max_total_time="$secs" -max_len=65536
+done
