@@ -8,6 +8,10 @@
 //! below (only for a new format version). `check_attachment.py` re-checks the ok vectors
 //! with independent implementations.
 
+mod common;
+
+use common::{hex, parse, unhex};
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Cursor, Write};
@@ -19,26 +23,6 @@ use zeroize::Zeroizing;
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/attachment")
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
-}
-
-fn parse(path: &Path) -> BTreeMap<String, String> {
-    fs::read_to_string(path)
-        .expect("read")
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let (k, v) = l.split_once('=').expect("name = value");
-            (k.trim().to_owned(), v.trim().to_owned())
-        })
-        .collect()
 }
 
 fn outcome(v: &BTreeMap<String, String>) -> (String, Vec<u8>) {

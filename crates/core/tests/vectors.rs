@@ -5,6 +5,10 @@
 //! `expect`. Set `FIELDVAULT_WRITE_VECTORS=1` to (re)write them from the generator below:
 //! do so only for a new format version, never to make a failing test pass.
 
+mod common;
+
+use common::{hex, parse, unhex};
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,29 +23,8 @@ fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/wrapped-key")
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    assert!(s.len().is_multiple_of(2), "odd hex length");
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit")).collect()
-}
-
 fn arr<const N: usize>(s: &str) -> [u8; N] {
     unhex(s).try_into().expect("length")
-}
-
-fn parse(path: &Path) -> BTreeMap<String, String> {
-    fs::read_to_string(path)
-        .expect("read vector")
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let (k, v) = l.split_once('=').expect("name = value");
-            (k.trim().to_owned(), v.trim().to_owned())
-        })
-        .collect()
 }
 
 /// Classifies a result as the vector files name it.

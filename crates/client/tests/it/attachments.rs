@@ -2,36 +2,29 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use fieldvault_client::{Error, Unlocked, Vault};
-use fieldvault_core::AccountName;
-use fieldvault_keystore::MemoryStore;
+use fieldvault_client::Error;
 use serde_json::json;
 
-fn alice() -> AccountName {
-    AccountName::new("alice").expect("valid")
+use crate::fixture::{Fixture, alice};
+
+/// The shared fixture, plus two documents to attach to.
+fn fixture() -> Fixture {
+    let f = Fixture::new();
+    let mut v = f.unlock();
+    let mut docs = v.documents(&alice()).expect("documents");
+    for id in ["v1", "v2"] {
+        docs.put("visits", id, json!({"n": id}).as_object().cloned().expect("obj")).expect("put");
+    }
+    f
 }
 
-struct Fixture {
-    tmp: tempfile::TempDir,
-    store: MemoryStore,
+trait AttachmentFiles {
+    fn source(&self, name: &str, bytes: &[u8]) -> PathBuf;
+    fn files(&self) -> PathBuf;
+    fn stored(&self, id: &str) -> PathBuf;
 }
 
-impl Fixture {
-    fn new() -> Self {
-        let f = Fixture { tmp: tempfile::tempdir().expect("tempdir"), store: MemoryStore::default() };
-        let mut v = Vault::init(&f.vault(), &f.store, &alice()).expect("init");
-        let mut docs = v.documents(&alice()).expect("documents");
-        for id in ["v1", "v2"] {
-            docs.put("visits", id, json!({"n": id}).as_object().cloned().expect("obj")).expect("put");
-        }
-        f
-    }
-    fn vault(&self) -> PathBuf {
-        self.tmp.path().join("v")
-    }
-    fn unlock(&self) -> Unlocked {
-        Vault::open(&self.vault()).expect("open").unlock(&self.store).expect("unlock")
-    }
+impl AttachmentFiles for Fixture {
     fn source(&self, name: &str, bytes: &[u8]) -> PathBuf {
         let p = self.tmp.path().join(name);
         fs::write(&p, bytes).expect("write source");
@@ -59,7 +52,7 @@ fn entries(dir: &Path) -> Vec<String> {
 
 #[test]
 fn attach_then_get_round_trips_at_chunk_boundaries_and_stores_no_plaintext() {
-    let f = Fixture::new();
+    let f = fixture();
     let mut v = f.unlock();
     for len in [0usize, 1, 65535, 65536, 65537, 300_000] {
         let mut bytes = data(len);
@@ -82,7 +75,7 @@ fn attach_then_get_round_trips_at_chunk_boundaries_and_stores_no_plaintext() {
 
 #[test]
 fn bad_sources_and_targets_are_refused_and_leave_nothing_behind() {
-    let f = Fixture::new();
+    let f = fixture();
     let mut v = f.unlock();
     let src = f.source("in", b"hello");
     assert!(matches!(v.attach(&alice(), "visits", "nope", &src), Err(Error::NoSuchDocument { .. })));
@@ -107,7 +100,7 @@ fn bad_sources_and_targets_are_refused_and_leave_nothing_behind() {
 
 #[test]
 fn a_tampered_or_swapped_file_fails_and_no_output_appears_or_changes() {
-    let f = Fixture::new();
+    let f = fixture();
     let mut v = f.unlock();
     let a = v.attach(&alice(), "visits", "v1", &f.source("a", &data(200_000))).expect("attach a");
     let b = v.attach(&alice(), "visits", "v2", &f.source("b", &data(150_000))).expect("attach b");
@@ -136,7 +129,7 @@ fn a_tampered_or_swapped_file_fails_and_no_output_appears_or_changes() {
 
 #[test]
 fn deleting_a_document_deletes_its_attachments() {
-    let f = Fixture::new();
+    let f = fixture();
     let mut v = f.unlock();
     let a = v.attach(&alice(), "visits", "v1", &f.source("a", b"aaa")).expect("attach");
     let b = v.attach(&alice(), "visits", "v2", &f.source("b", b"bbb")).expect("attach");
@@ -148,7 +141,7 @@ fn deleting_a_document_deletes_its_attachments() {
 
 #[test]
 fn rotating_the_files_key_rewraps_content_keys_and_rewrites_no_file() {
-    let f = Fixture::new();
+    let f = fixture();
     let mut v = f.unlock();
     let a = v.attach(&alice(), "visits", "v1", &f.source("a", &data(100_000))).expect("attach");
     let before = fs::read(f.stored(&a.id)).expect("read");
@@ -165,7 +158,7 @@ fn rotating_the_files_key_rewraps_content_keys_and_rewrites_no_file() {
 
 #[test]
 fn orphan_files_from_a_crash_are_removed_on_open() {
-    let f = Fixture::new();
+    let f = fixture();
     let mut v = f.unlock();
     let a = v.attach(&alice(), "visits", "v1", &f.source("a", b"keep")).expect("attach");
     drop(v);
@@ -178,7 +171,7 @@ fn orphan_files_from_a_crash_are_removed_on_open() {
 
 #[test]
 fn a_content_key_moved_to_another_attachment_fails_authentication() {
-    let f = Fixture::new();
+    let f = fixture();
     let mut v = f.unlock();
     let a = v.attach(&alice(), "visits", "v1", &f.source("a", b"aaaa")).expect("attach");
     let b = v.attach(&alice(), "visits", "v2", &f.source("b", b"bbbb")).expect("attach");

@@ -3,6 +3,7 @@
 mod attachments;
 mod disk_full;
 mod documents;
+mod fixture;
 mod interop;
 mod keys;
 mod migrate;

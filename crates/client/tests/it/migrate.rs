@@ -1,30 +1,17 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use fieldvault_client::{Error, Unlocked, Vault};
-use fieldvault_core::AccountName;
-use fieldvault_keystore::MemoryStore;
+use fieldvault_client::{Error, Unlocked};
 use rusqlite::Connection;
 use serde_json::json;
 
-fn alice() -> AccountName {
-    AccountName::new("alice").expect("valid")
+use crate::fixture::{Fixture, alice};
+
+trait PlainDatabases {
+    fn plain(&self, name: &str, sql: &str) -> PathBuf;
 }
 
-struct Fixture {
-    tmp: tempfile::TempDir,
-    store: MemoryStore,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        let f = Fixture { tmp: tempfile::tempdir().expect("tempdir"), store: MemoryStore::default() };
-        Vault::init(&f.tmp.path().join("v"), &f.store, &alice()).expect("init");
-        f
-    }
-    fn unlock(&self) -> Unlocked {
-        Vault::open(&self.tmp.path().join("v")).expect("open").unlock(&self.store).expect("unlock")
-    }
+impl PlainDatabases for Fixture {
     fn plain(&self, name: &str, sql: &str) -> PathBuf {
         let p = self.tmp.path().join(name);
         let conn = Connection::open(&p).expect("plain db");
