@@ -80,10 +80,21 @@ pub struct WipeReport {
 fn take_lock(dir: &Path) -> Result<File, Error> {
     let path = dir.join(LOCK);
     let f = open_private(&path)?;
-    match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(f),
-        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(Error::InUse { dir: dir.to_path_buf() }),
-        Err(e) => Err(Error::Io { op: "lock", path, source: e.into() }),
+    // A lock released a moment ago can still be held by a child process between its fork
+    // and exec (it inherits the descriptor until exec closes it): wait briefly before
+    // saying the vault is in use.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    loop {
+        match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(f),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(Error::InUse { dir: dir.to_path_buf() });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(Error::Io { op: "lock", path, source: e.into() }),
+        }
     }
 }
 

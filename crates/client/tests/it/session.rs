@@ -15,7 +15,7 @@ fn a_session_locks_itself_after_the_idle_timeout_and_releases_the_vault() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("v");
     let store = MemoryStore::default();
-    let session = Session::new(Vault::init(&dir, &store, &alice()).expect("init"), Duration::from_millis(300));
+    let session = Session::new(Vault::init(&dir, &store, &alice()).expect("init"), Duration::from_millis(1500));
     session
         .with(|v| {
             v.documents(&alice())?.put("c", "1", json!({"a": 1}).as_object().cloned().expect("object")).map(|_| ())
