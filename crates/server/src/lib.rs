@@ -1,0 +1,15 @@
+//! The Fieldvault sync server (SPEC section 5).
+//!
+//! So far: the key directory (`fieldvault-server init`). The HTTPS listener, accounts,
+//! tokens and the signed channel build on it (issue 5).
+//!
+//! Map:
+//! - [`KeyDir`]: the directory apart from the data that holds the store key, the
+//!   token-signing key and the TLS certificate and key; 0700, files 0600.
+//! - [`spki_pin`]: the `sha256/BASE64` pin of a SubjectPublicKeyInfo, as clients pin it.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod keydir;
+
+pub use keydir::{Error, KeyDir, default_key_dir, spki_pin};
