@@ -177,6 +177,9 @@ pub enum Error {
         /// What failed.
         source: fieldvault_core::Error,
     },
+    /// A server pin is not of the form `sha256/BASE64`.
+    #[error("invalid pin: {0}")]
+    InvalidPin(String),
     /// The session locked itself after its inactivity timeout (or was locked): unlock again.
     #[error("the vault is locked; unlock it again")]
     Locked,

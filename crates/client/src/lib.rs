@@ -33,6 +33,7 @@ mod documents;
 mod error;
 mod keys;
 mod migrate;
+mod pinning;
 mod session;
 mod store;
 mod vault;
@@ -47,6 +48,7 @@ pub use documents::{
 pub use error::Error;
 pub use keys::{UnlockPolicy, Unlocked};
 pub use migrate::Migration;
+pub use pinning::{PinnedVerifier, Pins, pinned_client_config};
 pub use session::{DEFAULT_IDLE_TIMEOUT, Session};
 pub use store::{Finding, Report};
 pub use vault::{KeyStatus, Status, Vault, WipeReport};

@@ -37,6 +37,9 @@ pub enum Error {
         /// The directory.
         dir: PathBuf,
     },
+    /// The TLS certificate or key cannot be used, or the address cannot be bound.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// Generating a key or the certificate failed.
     #[error("key generation failed: {0}")]
     Generate(String),
@@ -111,6 +114,14 @@ impl KeyDir {
     /// Its path.
     pub fn path(&self) -> &Path {
         &self.dir
+    }
+
+    pub(crate) fn tls_cert_path(&self) -> PathBuf {
+        self.dir.join(TLS_CERT)
+    }
+
+    pub(crate) fn tls_key_path(&self) -> PathBuf {
+        self.dir.join(TLS_KEY)
     }
 
     /// Creates the data directory (if missing) and the key directory with a fresh store key,

@@ -33,6 +33,12 @@ enum Command {
         #[arg(long = "host", value_name = "NAME", default_values = ["localhost", "127.0.0.1", "::1"])]
         hosts: Vec<String>,
     },
+    /// Serve HTTPS (TLS 1.2+, no plaintext listener); `GET /healthz` answers 200 once ready
+    Serve {
+        /// Address to listen on (port 0 picks a free one; the bound address is printed)
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -53,6 +59,24 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("fieldvault-server: keys in {}; give clients the pin above", key_dir.path().display());
             }
             Ok(())
+        }
+        Command::Serve { listen } => {
+            let tls = key_dir.tls_config().context("run `fieldvault-server init` first")?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+            runtime.block_on(async {
+                let server = fieldvault_server::Server::bind(listen, tls, fieldvault_server::router()).await?;
+                eprintln!("fieldvault-server: listening on https://{}", server.local_addr());
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .context("installing the SIGTERM handler")?;
+                let shutdown = async move {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                };
+                server.run(shutdown).await;
+                Ok::<(), anyhow::Error>(())
+            })
         }
     }
 }

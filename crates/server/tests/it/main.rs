@@ -4,7 +4,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn server(args: &[&str]) -> Output {
+mod serve;
+
+pub(crate) fn server(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fieldvault-server"))
         .args(args)
         .env_clear()
@@ -12,7 +14,7 @@ fn server(args: &[&str]) -> Output {
         .expect("run fieldvault-server")
 }
 
-fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 

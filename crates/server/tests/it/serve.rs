@@ -1,0 +1,115 @@
+//! `serve` over real TLS on loopback, with the client's SPKI pinning.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fieldvault_client::{Pins, pinned_client_config};
+
+use crate::{server, text};
+
+/// A running server, killed on drop.
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    pin: String,
+    _tmp: tempfile::TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Running {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let data = data.to_str().expect("utf-8").to_owned();
+    let init = server(&["init", "--data", &data]);
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    let pin = text(&init.stdout).trim().to_owned();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fieldvault-server"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data", &data])
+        .env_clear()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn server");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("fieldvault-server: listening on https://") {
+                let _ = tx.send(addr.parse::<SocketAddr>().expect("address"));
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("the server reports its address");
+    Running { child, addr, pin, _tmp: tmp }
+}
+
+/// GET `path` over TLS with `pins`, as host `name`; the whole response, or the TLS error.
+fn get(addr: SocketAddr, name: &str, pins: &[&str], path: &str) -> Result<String, std::io::Error> {
+    let mut config = pinned_client_config(Pins::parse(pins).expect("pins"));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let conn = rustls::ClientConnection::new(Arc::new(config), name.to_owned().try_into().expect("server name"))
+        .expect("client");
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(tls, "GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n")?;
+    let mut out = String::new();
+    tls.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+#[test]
+fn healthz_answers_over_tls_with_the_right_pin_and_the_next_pin_alongside() {
+    let s = start();
+    let response = get(s.addr, "localhost", &[&s.pin], "/healthz").expect("TLS request");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(r#""status":"ok""#), "{response}");
+    let next = "sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+    let both = get(s.addr, "127.0.0.1", &[next, &s.pin], "/healthz").expect("current pin among several");
+    assert!(both.starts_with("HTTP/1.1 200"), "{both}");
+}
+
+#[test]
+fn a_wrong_pin_or_host_fails_the_handshake_before_any_http() {
+    let s = start();
+    let wrong = "sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+    let err = get(s.addr, "localhost", &[wrong], "/healthz").expect_err("pin mismatch");
+    assert!(err.to_string().contains("ApplicationVerificationFailure"), "{err}");
+    let err = get(s.addr, "example.com", &[&s.pin], "/healthz").expect_err("name mismatch");
+    assert!(err.to_string().to_lowercase().contains("name"), "{err}");
+}
+
+#[test]
+fn there_is_no_plaintext_http_and_no_tls_below_1_2() {
+    let s = start();
+    let mut tcp = TcpStream::connect(s.addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("write");
+    let mut buf = Vec::new();
+    let _ = tcp.read_to_end(&mut buf);
+    assert!(!buf.starts_with(b"HTTP/"), "plaintext got an HTTP answer: {}", text(&buf));
+    let s_client = |flag: &str| {
+        Command::new("openssl")
+            .args(["s_client", flag, "-connect", &s.addr.to_string(), "-servername", "localhost"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("openssl s_client")
+    };
+    // s_client prints the protocol it asked for either way; a refused handshake ends with an
+    // alert and no cipher.
+    let old = s_client("-tls1_1");
+    let old = format!("{}{}", text(&old.stdout), text(&old.stderr));
+    assert!(old.contains("Cipher is (NONE)") && old.contains("handshake failure"), "TLS 1.1 was accepted: {old}");
+    let tls12 = s_client("-tls1_2");
+    let tls12 = text(&tls12.stdout);
+    assert!(tls12.contains("Protocol  : TLSv1.2") && !tls12.contains("Cipher is (NONE)"), "{tls12}");
+}
