@@ -6,7 +6,7 @@
 //!   store.key             32 random bytes: keys the SQLCipher store, seals secrets on PostgreSQL
 //!   token-signing.p8      Ed25519 private key, PKCS#8 DER: signs access, offline and directive tokens
 //!   tls-cert.pem          the server certificate (self-signed unless one is given)
-//!   tls-key.pem           its private key (ECDSA P-256 for a self-signed one)
+//!   tls-key.pem           its private key (ECDSA P-256 for a self-signed one, or the operator's)
 //! ```
 
 use std::fs::{self, DirBuilder, OpenOptions};
@@ -124,6 +124,36 @@ impl KeyDir {
         self.dir.join(TLS_KEY)
     }
 
+    /// Like [`KeyDir::init`], but with the operator's own certificate chain and private key
+    /// (PEM) instead of a self-signed certificate. Both are checked first: the key must match
+    /// the certificate (rustls refuses a mismatched pair). Returns the leaf's SPKI pin.
+    ///
+    /// # Errors
+    /// [`Error::Tls`] for unreadable or mismatched files; otherwise as [`KeyDir::init`].
+    pub fn init_with_certificate(&self, data: &Path, cert_pem: &Path, key_pem: &Path) -> Result<String, Error> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let cert_bytes = fs::read(cert_pem).map_err(io("read", cert_pem))?;
+        let key_bytes = Zeroizing::new(fs::read(key_pem).map_err(io("read", key_pem))?);
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_bytes)
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::Tls(format!("{}: {e}", cert_pem.display())))?;
+        let leaf = certs.first().ok_or_else(|| Error::Tls(format!("{}: no certificate in it", cert_pem.display())))?;
+        let key =
+            PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| Error::Tls(format!("{}: {e}", key_pem.display())))?;
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Tls(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(certs.clone(), key)
+            .map_err(|e| Error::Tls(format!("the key does not fit the certificate: {e}")))?;
+        let parsed = rustls::server::ParsedCertificate::try_from(leaf).map_err(|e| Error::Tls(e.to_string()))?;
+        let pin = spki_pin(parsed.subject_public_key_info().as_ref());
+        self.write_keys(data, &cert_bytes, &key_bytes)?;
+        Ok(pin)
+    }
+
     /// Creates the data directory (if missing) and the key directory with a fresh store key,
     /// token-signing key and a self-signed certificate for `hosts` (names and IP addresses).
     /// Returns the certificate's SPKI pin.
@@ -135,14 +165,6 @@ impl KeyDir {
             return Err(Error::AlreadyInitialised { dir: self.dir.clone() });
         }
         // Everything that can fail without touching the disk comes first.
-        let mut store_key = Zeroizing::new([0u8; 32]);
-        aws_lc_rs::rand::fill(store_key.as_mut()).map_err(|_| Error::Generate("the OS random source failed".into()))?;
-        // PKCS#8 v1 (RFC 5208): what OpenSSL and JWT libraries read; v2 adds the public key,
-        // which OpenSSL 3.0 refuses.
-        let signing = Ed25519KeyPair::generate()
-            .and_then(|k| k.to_pkcs8v1())
-            .map_err(|_| Error::Generate("Ed25519 key generation failed".into()))?;
-        let signing = Zeroizing::new(signing.as_ref().to_vec());
         let tls_key =
             KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| Error::Generate(e.to_string()))?;
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| Error::Generate(e.to_string()))?;
@@ -158,13 +180,28 @@ impl KeyDir {
         let cert = params.self_signed(&tls_key).map_err(|e| Error::Generate(e.to_string()))?;
         let pin = spki_pin(&tls_key.subject_public_key_info());
         let key_pem = Zeroizing::new(tls_key.serialize_pem());
+        self.write_keys(data, cert.pem().as_bytes(), key_pem.as_bytes())?;
+        Ok(pin)
+    }
 
+    /// Writes a fresh store key and token-signing key and the given TLS certificate and key.
+    fn write_keys(&self, data: &Path, cert_pem: &[u8], key_pem: &[u8]) -> Result<(), Error> {
+        if self.dir.join(STORE_KEY).exists() || self.dir.join(SIGNING_KEY).exists() {
+            return Err(Error::AlreadyInitialised { dir: self.dir.clone() });
+        }
+        let mut store_key = Zeroizing::new([0u8; 32]);
+        aws_lc_rs::rand::fill(store_key.as_mut()).map_err(|_| Error::Generate("the OS random source failed".into()))?;
+        // PKCS#8 v1 (RFC 5208): what OpenSSL and JWT libraries read; v2 adds the public key,
+        // which OpenSSL 3.0 refuses.
+        let signing = Ed25519KeyPair::generate()
+            .and_then(|k| k.to_pkcs8v1())
+            .map_err(|_| Error::Generate("Ed25519 key generation failed".into()))?;
+        let signing = Zeroizing::new(signing.as_ref().to_vec());
         private_dir(&self.dir, false)?;
         private_dir(data, true)?;
         write_private(&self.dir.join(STORE_KEY), store_key.as_ref())?;
         write_private(&self.dir.join(SIGNING_KEY), &signing)?;
-        write_private(&self.dir.join(TLS_KEY), key_pem.as_bytes())?;
-        write_private(&self.dir.join(TLS_CERT), cert.pem().as_bytes())?;
-        Ok(pin)
+        write_private(&self.dir.join(TLS_KEY), key_pem)?;
+        write_private(&self.dir.join(TLS_CERT), cert_pem)
     }
 }

@@ -32,6 +32,12 @@ enum Command {
         /// Host names and IP addresses the certificate is for
         #[arg(long = "host", value_name = "NAME", default_values = ["localhost", "127.0.0.1", "::1"])]
         hosts: Vec<String>,
+        /// Use this certificate chain (PEM) instead of a self-signed one
+        #[arg(long, value_name = "PEM", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key (PEM) of --tls-cert
+        #[arg(long, value_name = "PEM", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Serve HTTPS (TLS 1.2+, no plaintext listener); `GET /healthz` answers 200 once ready
     Serve {
@@ -44,8 +50,12 @@ enum Command {
 fn run(cli: Cli) -> Result<()> {
     let key_dir = KeyDir::at(&cli.key_dir.clone().unwrap_or_else(|| default_key_dir(&cli.data)));
     match cli.command {
-        Command::Init { hosts } => {
-            let pin = key_dir.init(&cli.data, &hosts).context("init")?;
+        Command::Init { hosts, tls_cert, tls_key } => {
+            let pin = match (&tls_cert, &tls_key) {
+                (Some(c), Some(k)) => key_dir.init_with_certificate(&cli.data, c, k),
+                _ => key_dir.init(&cli.data, &hosts),
+            }
+            .context("init")?;
             if cli.json {
                 let out = serde_json::json!({
                     "pin": pin,

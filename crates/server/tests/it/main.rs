@@ -97,3 +97,34 @@ fn two_servers_get_different_keys() {
         std::fs::read(tmp.path().join("b.keys/store.key")).expect("read")
     );
 }
+
+#[test]
+fn init_takes_an_operators_certificate_and_refuses_a_key_that_does_not_fit() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let make = |name: &str| {
+        let (cert, key) = (tmp.path().join(format!("{name}.crt")), tmp.path().join(format!("{name}.key")));
+        let ok = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30"])
+            .args(["-subj", "/CN=vault.example", "-addext", "subjectAltName=DNS:vault.example"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl req");
+        assert!(ok.status.success(), "{}", text(&ok.stderr));
+        (cert, key)
+    };
+    let (cert, key) = make("a");
+    let (_, other_key) = make("b");
+    let data = tmp.path().join("data");
+    let path = |p: &Path| p.to_str().expect("utf-8").to_owned();
+    let bad = server(&["init", "--data", &path(&data), "--tls-cert", &path(&cert), "--tls-key", &path(&other_key)]);
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("does not fit the certificate"), "{}", text(&bad.stderr));
+    assert!(!tmp.path().join("data.keys").exists(), "nothing written");
+    let good = server(&["init", "--data", &path(&data), "--tls-cert", &path(&cert), "--tls-key", &path(&key)]);
+    assert!(good.status.success(), "{}", text(&good.stderr));
+    assert_eq!(text(&good.stdout).trim(), openssl_pin(&cert));
+    assert_eq!(std::fs::read(tmp.path().join("data.keys/tls-cert.pem")).expect("read"), std::fs::read(&cert).expect("read"));
+}
