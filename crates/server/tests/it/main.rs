@@ -126,5 +126,8 @@ fn init_takes_an_operators_certificate_and_refuses_a_key_that_does_not_fit() {
     let good = server(&["init", "--data", &path(&data), "--tls-cert", &path(&cert), "--tls-key", &path(&key)]);
     assert!(good.status.success(), "{}", text(&good.stderr));
     assert_eq!(text(&good.stdout).trim(), openssl_pin(&cert));
-    assert_eq!(std::fs::read(tmp.path().join("data.keys/tls-cert.pem")).expect("read"), std::fs::read(&cert).expect("read"));
+    assert_eq!(
+        std::fs::read(tmp.path().join("data.keys/tls-cert.pem")).expect("read"),
+        std::fs::read(&cert).expect("read")
+    );
 }

@@ -1,0 +1,153 @@
+//! Walks `tests/vectors/key-file/`: key files, vault markers and unlock counters. Each file
+//! has `kind` (key_file, marker, counter), `bytes` (hex) and `expect`: `ok`, or the error
+//! the reader must give (`checksum`, `truncated`, `trailing_bytes`, `bad_magic`,
+//! `unsupported_version`, `malformed`, `kdf_params`, `unknown_code`). `ok` vectors must
+//! re-encode to the same bytes. `FIELDVAULT_WRITE_VECTORS=1` rewrites them (new format
+//! version only); `check_key_file.py` re-checks the checksums independently.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::{hex, parse, unhex};
+use fieldvault_core::{
+    AccountName, DataKey, DataSlot, Error, KdfParams, Kek, KeyFile, KeyId, KeyMeta, KeystoreParams, MasterKey, Purpose,
+    SlotContext, SlotState, UnlockCounter, VaultId, VaultMarker,
+};
+use zeroize::Zeroizing;
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/key-file")
+}
+
+fn name(e: &Error) -> &'static str {
+    match e {
+        Error::ChecksumMismatch { .. } => "checksum",
+        Error::Truncated { .. } => "truncated",
+        Error::TrailingBytes { .. } => "trailing_bytes",
+        Error::BadMagic { .. } => "bad_magic",
+        Error::UnsupportedVersion { .. } => "unsupported_version",
+        Error::Malformed { .. } => "malformed",
+        Error::KdfParams(_) => "kdf_params",
+        Error::UnknownCode { .. } => "unknown_code",
+        other => panic!("unexpected error {other}"),
+    }
+}
+
+#[test]
+fn every_key_record_vector_gives_its_expected_outcome() {
+    if std::env::var_os("FIELDVAULT_WRITE_VECTORS").is_some() {
+        write_vectors();
+    }
+    let mut seen = 0;
+    for entry in fs::read_dir(dir()).expect("vector directory") {
+        let path = entry.expect("entry").path();
+        let file = path.file_name().expect("name").to_string_lossy().into_owned();
+        let v = parse(&path);
+        let bytes = unhex(&v["bytes"]);
+        let (got, back) = match v["kind"].as_str() {
+            "key_file" => match KeyFile::from_bytes(&bytes) {
+                Ok(f) => ("ok", Some(f.to_bytes())),
+                Err(e) => (name(&e), None),
+            },
+            "marker" => match VaultMarker::from_bytes(&bytes) {
+                Ok(m) => ("ok", Some(m.to_bytes())),
+                Err(e) => (name(&e), None),
+            },
+            "counter" => match UnlockCounter::from_bytes(&bytes) {
+                Ok(c) => ("ok", Some(c.to_bytes())),
+                Err(e) => (name(&e), None),
+            },
+            other => panic!("{file}: unknown kind {other}"),
+        };
+        assert_eq!(got, v["expect"], "{file}");
+        if let Some(back) = back {
+            assert_eq!(hex(&back), v["bytes"], "{file}: re-encodes to the same bytes");
+        }
+        seen += 1;
+    }
+    assert!(seen >= 12, "only {seen} vectors");
+}
+
+// ---- generator -------------------------------------------------------------------------
+
+fn sample(kdf: KdfParams) -> KeyFile {
+    let vault = VaultId::from_bytes([0x76; 16]);
+    let keystore = KeystoreParams::Passphrase { kdf, salt: [0x73; 16] };
+    let bound = keystore.to_bytes();
+    let master = MasterKey::from_bytes(Zeroizing::new([0x6d; 32]));
+    let kek = Kek::from_bytes(Zeroizing::new([0x4b; 32]));
+    let mmeta = KeyMeta { purpose: Purpose::Master, version: 1, key_id: KeyId::from_bytes([1; 16]) };
+    let wrapped =
+        kek.seal_master(&master, mmeta, &SlotContext { vault: &vault, account: "", bound: &bound }, [0x0a; 12]);
+    let alice = AccountName::new("alice").expect("valid");
+    let slots = Purpose::DATA
+        .iter()
+        .enumerate()
+        .map(|(i, &purpose)| {
+            let meta = KeyMeta { purpose, version: 1, key_id: KeyId::from_bytes([0x10 + i as u8; 16]) };
+            let dk = DataKey::from_bytes(Zeroizing::new([0x20 + i as u8; 32]));
+            let key = master.seal_data_key(
+                &dk,
+                meta,
+                &SlotContext { vault: &vault, account: "alice", bound: b"" },
+                [i as u8; 12],
+            );
+            DataSlot { account: alice.clone(), state: SlotState::Live, key }
+        })
+        .collect();
+    KeyFile { vault, generation: 3, keystore, master: wrapped, slots }
+}
+
+fn write(name: &str, kind: &str, note: &str, bytes: &[u8], expect: &str) {
+    let text = format!("# {note}\nkind = {kind}\nbytes = {}\nexpect = {expect}\n", hex(bytes));
+    fs::write(dir().join(name), text).expect("write vector");
+}
+
+fn write_vectors() {
+    let good = sample(KdfParams::DEFAULT).to_bytes();
+    let edit = |i: usize, x: u8| {
+        let mut b = good.clone();
+        b[i] ^= x;
+        b
+    };
+    write("ok_key_file", "key_file", "passphrase keystore, one account with its three live data keys", &good, "ok");
+    write("fail_key_file_flipped_bit", "key_file", "a bit of the master slot flipped", &edit(60, 1), "checksum");
+    write("fail_key_file_truncated", "key_file", "the last byte missing", &good[..good.len() - 1], "truncated");
+    let mut long = good.clone();
+    long.push(0);
+    write("fail_key_file_trailing_byte", "key_file", "one byte appended", &long, "trailing_bytes");
+    write("fail_key_file_bad_magic", "key_file", "not a key file", &edit(0, 0x20), "bad_magic");
+    write("fail_key_file_version_2", "key_file", "format version 2", &edit(4, 3), "unsupported_version");
+    let weak = sample(KdfParams { m_cost_kib: 32 * 1024, t_cost: 3, p_cost: 1 }).to_bytes();
+    write(
+        "fail_key_file_kdf_below_minimum",
+        "key_file",
+        "Argon2id memory 32 MiB (readers refuse < 64 MiB)",
+        &weak,
+        "kdf_params",
+    );
+    let mut f = sample(KdfParams::DEFAULT);
+    f.slots[0].state = SlotState::Pending;
+    write(
+        "fail_key_file_pending_without_live",
+        "key_file",
+        "the database key pending with no live one",
+        &f.to_bytes(),
+        "malformed",
+    );
+    let mut f = sample(KdfParams::DEFAULT);
+    f.slots.pop();
+    write("fail_key_file_account_missing_a_key", "key_file", "alice has no sync key", &f.to_bytes(), "malformed");
+    let marker = VaultMarker { vault: VaultId::from_bytes([0x76; 16]) }.to_bytes();
+    write("ok_marker", "marker", "vault 7676...76", &marker, "ok");
+    let mut m = marker.clone();
+    m[8] ^= 1;
+    write("fail_marker_flipped_bit", "marker", "a bit of the vault id flipped", &m, "checksum");
+    let counter = UnlockCounter { failures: 5, last_failure_unix: 1_764_000_000 }.to_bytes();
+    write("ok_counter", "counter", "5 failures, the last at 1764000000", &counter, "ok");
+    let mut c = counter.clone();
+    c[8] ^= 1;
+    write("fail_counter_flipped_bit", "counter", "the failure count edited", &c, "checksum");
+}
