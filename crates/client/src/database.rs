@@ -18,21 +18,7 @@ use crate::disk::Disk;
 
 /// The database file in an account directory.
 pub(crate) const DB_FILE: &str = "documents.db";
-const PLAINTEXT_HEADER: &[u8; 16] = b"SQLite format 3\0";
-
-/// The cipher settings, applied right after the key and before the first read. Chosen, not
-/// defaulted: see docs/formats/database.md for each one's reason.
-pub(crate) const CIPHER_SETTINGS: &[(&str, &str)] = &[
-    ("cipher_page_size", "8192"),
-    // Unused with a raw key, but set so every SQLCipher 4 setting is pinned.
-    ("kdf_iter", "256000"),
-    ("cipher_kdf_algorithm", "PBKDF2_HMAC_SHA512"),
-    // SHA-256 runs in hardware (SHA-NI) here, SHA-512 does not: same 256-bit strength,
-    // inserts 1.41x plain SQLite instead of 1.62x (DEPENDENCIES.md).
-    ("cipher_hmac_algorithm", "HMAC_SHA256"),
-    ("cipher_use_hmac", "ON"),
-    ("cipher_plaintext_header_size", "0"),
-];
+use fieldvault_core::sqlcipher::PLAINTEXT_HEADER;
 
 /// The connection settings applied after the key checks out.
 const CONNECTION_SETTINGS: &str = "
@@ -88,23 +74,12 @@ fn db_err(path: &Path) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
 
 /// `PRAGMA key = "x'<64 hex>'"` in zeroized memory.
 fn key_pragma(schema: &str, key: &DataKey) -> Zeroizing<String> {
-    let mut sql = Zeroizing::new(String::with_capacity(96));
-    sql.push_str("PRAGMA ");
-    sql.push_str(schema);
-    sql.push_str(".key = \"x'");
-    for b in key.expose_secret() {
-        sql.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        sql.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
-    }
-    sql.push_str("'\";");
-    sql
+    fieldvault_core::sqlcipher::key_pragma(schema, key.expose_secret())
 }
 
 fn apply_cipher_settings(conn: &Connection, schema: &str, path: &Path) -> Result<(), Error> {
     // One batch: each statement has its own prepare cost, and every open pays it.
-    let sql: String =
-        CIPHER_SETTINGS.iter().map(|(name, value)| format!("PRAGMA {schema}.{name} = {value};")).collect();
-    conn.execute_batch(&sql).map_err(db_err(path))
+    conn.execute_batch(&fieldvault_core::sqlcipher::cipher_settings_sql(schema)).map_err(db_err(path))
 }
 
 /// Refuses a file whose first bytes are SQLite's plaintext header. Creates a missing file

@@ -42,8 +42,10 @@ mod ids;
 mod kdf;
 mod keyfile;
 mod marker;
+pub mod protocol;
 mod secret;
 mod section;
+pub mod sqlcipher;
 mod throttle;
 mod wrap;
 

@@ -205,3 +205,34 @@ impl KeyDir {
         write_private(&self.dir.join(TLS_CERT), cert_pem)
     }
 }
+
+impl KeyDir {
+    /// The 32-byte store key.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when missing, unreadable or not 32 bytes long.
+    pub fn store_key(&self) -> Result<Zeroizing<[u8; 32]>, Error> {
+        let path = self.dir.join(STORE_KEY);
+        let bytes = Zeroizing::new(fs::read(&path).map_err(io("read", &path))?);
+        let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| Error::Io {
+            op: "read",
+            path: path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "the store key must be 32 bytes"),
+        })?;
+        Ok(Zeroizing::new(arr))
+    }
+
+    /// The token signer over `token-signing.p8`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when missing, unreadable or not an Ed25519 PKCS#8 key.
+    pub fn token_signer(&self) -> Result<fieldvault_core::protocol::TokenSigner, Error> {
+        let path = self.dir.join(SIGNING_KEY);
+        let der = Zeroizing::new(fs::read(&path).map_err(io("read", &path))?);
+        fieldvault_core::protocol::TokenSigner::from_pkcs8(&der).map_err(|e| Error::Io {
+            op: "read",
+            path,
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+        })
+    }
+}

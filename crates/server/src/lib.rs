@@ -1,19 +1,36 @@
-//! The Fieldvault sync server (SPEC section 5).
-//!
-//! So far: the key directory (`fieldvault-server init`) and the HTTPS-only listener with
-//! `/healthz` (`serve`). Accounts, tokens and the signed channel build on them (issue 5).
+//! The Fieldvault sync server (SPEC section 5): HTTPS only, accounts, tokens, the signed
+//! channel, storage on SQLite (SQLCipher) or PostgreSQL.
 //!
 //! Map:
 //! - [`KeyDir`]: the directory apart from the data that holds the store key, the
 //!   token-signing key and the TLS certificate and key; 0700, files 0600.
-//! - [`Server`]: the TLS-only listener; [`router`] its routes.
+//! - [`Store`]: the storage interface; [`SqliteStore`] (default) and [`PgStore`].
+//! - [`App`]: shared state; [`router`] the routes; [`Server`] the TLS-only listener.
+//! - [`signed`]: the signed-channel layer in front of every protected route.
+//! - [`auth`]: passwords, login throttling, tokens, refresh rotation, logout.
+//! - [`accounts`]: `user add | passwd | disable` for the command line.
 //! - [`spki_pin`]: the `sha256/BASE64` pin of a SubjectPublicKeyInfo, as clients pin it.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod accounts;
+mod app;
+pub mod auth;
 mod keydir;
+mod openapi;
+mod problem;
+pub mod seal;
 mod serve;
+pub mod signed;
+mod storage;
 mod tls;
 
+pub use app::{App, Clock, Config, JsonBody, random_id, system_clock};
 pub use keydir::{Error, KeyDir, default_key_dir, spki_pin};
+pub use openapi::ApiDoc;
+pub use problem::{ApiError, PROBLEM_JSON};
 pub use serve::{Server, router};
+pub use storage::{
+    LeaseRecord, LoginFailures, NewSession, PgStore, SessionRecord, Spend, SpendOutcome, SqliteStore, Store,
+    StoreError, UserRecord, open_store,
+};

@@ -5,7 +5,23 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use fieldvault_server::{KeyDir, default_key_dir};
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use fieldvault_server::auth::{Password, Passwords};
+use fieldvault_server::{App, Config, KeyDir, Store, accounts, default_key_dir, open_store, router, system_clock};
+use zeroize::Zeroizing;
+
+/// Deletes expired nonces once a minute.
+async fn purge_nonces(store: Arc<dyn Store>) {
+    let clock = system_clock();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        if let Err(e) = store.purge_nonces(clock()).await {
+            tracing::warn!(error = %e, "purging expired nonces failed");
+        }
+    }
+}
 
 /// Fieldvault sync server. HTTPS only; keys live in a key directory apart from the data.
 #[derive(Debug, Parser)]
@@ -17,6 +33,9 @@ struct Cli {
     /// Key directory [default: a sibling of --data named <data>.keys]
     #[arg(long, global = true, env = "FIELDVAULT_KEY_DIR", value_name = "DIR")]
     key_dir: Option<PathBuf>,
+    /// PostgreSQL URL; without it the store is the SQLCipher file <data>/server.db
+    #[arg(long, global = true, env = "FIELDVAULT_DATABASE_URL", value_name = "URL")]
+    database_url: Option<String>,
     /// Print machine-readable JSON on stdout
     #[arg(long, global = true)]
     json: bool,
@@ -45,6 +64,51 @@ enum Command {
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
         listen: std::net::SocketAddr,
     },
+    /// Manage user accounts
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user (password from a prompt or FIELDVAULT_PASSWORD)
+    Add {
+        /// User name
+        name: String,
+        /// A role for access rules (repeatable)
+        #[arg(long = "role", value_name = "R")]
+        roles: Vec<String>,
+    },
+    /// Set a user's password (prompt or FIELDVAULT_PASSWORD); revokes every session of the user
+    Passwd {
+        /// User name
+        name: String,
+    },
+    /// Disable a user: no login or refresh, every session revoked
+    Disable {
+        /// User name
+        name: String,
+    },
+}
+
+/// The new password: FIELDVAULT_PASSWORD, or a prompt (asked twice) on a terminal.
+fn read_password() -> Result<Password> {
+    if let Ok(p) = std::env::var("FIELDVAULT_PASSWORD") {
+        return Ok(Password::new(Zeroizing::new(p)));
+    }
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("no password: set FIELDVAULT_PASSWORD or run on a terminal to be prompted");
+    }
+    let first = Zeroizing::new(rpassword::prompt_password("New password: ").context("reading the password")?);
+    let second = Zeroizing::new(rpassword::prompt_password("Again: ").context("reading the password")?);
+    if first != second {
+        anyhow::bail!("the two passwords differ; nothing was changed");
+    }
+    Ok(Password::new(first))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -70,11 +134,50 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::User(cmd) => {
+            let store_key = key_dir.store_key().context("run `fieldvault-server init` first")?;
+            runtime()?.block_on(async {
+                let store = open_store(&cli.data, &store_key, cli.database_url.as_deref()).await.context("store")?;
+                let now = (system_clock())();
+                let (name, what) = match cmd {
+                    UserCommand::Add { name, roles } => {
+                        let passwords = Passwords::new(1).map_err(anyhow::Error::msg)?;
+                        accounts::add_user(&store, &passwords, &name, &roles, read_password()?, now)
+                            .await
+                            .context("user add")?;
+                        (name, "added")
+                    }
+                    UserCommand::Passwd { name } => {
+                        let passwords = Passwords::new(1).map_err(anyhow::Error::msg)?;
+                        accounts::set_password(&store, &passwords, &name, read_password()?, now)
+                            .await
+                            .context("user passwd")?;
+                        (name, "password changed; every session revoked")
+                    }
+                    UserCommand::Disable { name } => {
+                        accounts::disable_user(&store, &name, now).await.context("user disable")?;
+                        (name, "disabled; every session revoked")
+                    }
+                };
+                if cli.json {
+                    println!("{}", serde_json::json!({ "user": name, "result": what }));
+                } else {
+                    eprintln!("fieldvault-server: user {name:?} {what}");
+                }
+                Ok(())
+            })
+        }
         Command::Serve { listen } => {
             let tls = key_dir.tls_config().context("run `fieldvault-server init` first")?;
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
-            runtime.block_on(async {
-                let server = fieldvault_server::Server::bind(listen, tls, fieldvault_server::router()).await?;
+            let store_key = key_dir.store_key().context("run `fieldvault-server init` first")?;
+            let signer = key_dir.token_signer().context("the token-signing key")?;
+            runtime()?.block_on(async {
+                let store = open_store(&cli.data, &store_key, cli.database_url.as_deref()).await.context("store")?;
+                let app = App::new(store.clone(), signer, &store_key, system_clock(), Config::default())
+                    .map_err(anyhow::Error::msg)?;
+                drop(store_key);
+                tokio::spawn(purge_nonces(store));
+                let server = fieldvault_server::Server::bind(listen, tls, router(Arc::new(app))).await?;
                 eprintln!("fieldvault-server: listening on https://{}", server.local_addr());
                 let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                     .context("installing the SIGTERM handler")?;
@@ -92,6 +195,13 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FIELDVAULT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

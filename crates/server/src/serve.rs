@@ -1,26 +1,79 @@
-//! The HTTPS listener: every accepted TCP connection goes through a TLS handshake before a
-//! byte of HTTP is read; there is no plaintext listener of any kind.
+//! The HTTPS listener and the routes: every accepted TCP connection goes through a TLS
+//! handshake before a byte of HTTP is read; there is no plaintext listener of any kind.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 
 use crate::Error;
+use crate::app::App;
+use crate::auth::{self, PeerAddr};
+use crate::problem::ApiError;
+use fieldvault_core::protocol::ProblemCode;
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// hyper's read buffer: large enough that oversized headers reach the limits layer and get a
+/// problem (431) rather than a bare connection error.
+const MAX_BUF: usize = 64 << 10;
 
-/// The HTTP routes. Each later issue adds its own.
-pub fn router() -> Router {
-    Router::new().route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
+/// Liveness: 200 once the server is ready.
+#[utoipa::path(get, path = "/healthz", tag = "meta", responses((status = 200, description = "{\"status\":\"ok\"}")))]
+pub async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Header size and content-coding checks for every request.
+async fn limits(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let size: usize = req.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    if size > app.config.header_limit {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProblemCode::TooLarge,
+            format!("the request headers exceed {} bytes", app.config.header_limit),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, ProblemCode::BadRequest, "this method is not allowed here")
+}
+
+/// The HTTP routes over `app`.
+pub fn router(app: Arc<App>) -> Router {
+    let signed = Router::new()
+        .route("/v1/auth/refresh", post(auth::refresh))
+        .route("/v1/auth/logout", post(auth::logout))
+        .route("/v1/devices/self", get(auth::device_self))
+        .route_layer(from_fn_with_state(app.clone(), crate::signed::layer));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/auth/login", post(auth::login))
+        .route("/v1/auth/jwks", get(auth::jwks))
+        .route("/v1/openapi.json", get(crate::openapi::openapi_json))
+        .merge(signed)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn_with_state(app.clone(), limits))
+        .with_state(app)
 }
 
 /// A bound HTTPS listener.
@@ -47,7 +100,7 @@ impl Server {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
-            let (tcp, _peer) = tokio::select! {
+            let (tcp, peer) = tokio::select! {
                 _ = &mut shutdown => return,
                 accepted = self.listener.accept() => match accepted {
                     Ok(pair) => pair,
@@ -55,13 +108,21 @@ impl Server {
                     Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue; }
                 },
             };
+            let _ = tcp.set_nodelay(true);
             let tls = self.tls.clone();
-            let service = TowerToHyperService::new(self.router.clone());
+            let router = self.router.clone();
             tokio::spawn(async move {
                 // A failed or slow handshake (plain HTTP, an old protocol, a wrong SNI) just
                 // closes the connection: nothing is answered in plaintext.
                 let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await else { return };
-                let _ = Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+                let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(PeerAddr(peer));
+                    router.clone().oneshot(req.map(axum::body::Body::new))
+                });
+                let mut builder = Builder::new(TokioExecutor::new());
+                builder.http1().max_buf_size(MAX_BUF);
+                builder.http2().max_header_list_size(MAX_BUF as u32);
+                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
             });
         }
     }

@@ -4,7 +4,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod auth;
+mod channel;
+mod harness;
 mod serve;
+mod shared;
 
 pub(crate) fn server(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fieldvault-server"))

@@ -1,0 +1,160 @@
+//! The server's shared state and the pieces every route uses: the clock, the limits, the
+//! JSON body extractor that answers malformed or oversized input with a problem.
+
+use std::fmt;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use fieldvault_core::protocol::{TokenSigner, TokenVerifier};
+use serde::de::DeserializeOwned;
+
+use crate::auth::Passwords;
+use crate::problem::ApiError;
+use crate::seal::Sealer;
+use crate::storage::Store;
+
+/// "Now" in Unix seconds. A function, so tests can run the server at another time.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+}
+
+/// Lifetimes and limits. The defaults are the documented policy (docs/protocol.md).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Access token lifetime (SPEC: about ten minutes).
+    pub access_ttl: u64,
+    /// Offline token lifetime (SPEC: policy, default seven days).
+    pub offline_ttl: u64,
+    /// Offline lease lifetime.
+    pub lease_ttl: u64,
+    /// A refresh renews the lease when it is at least this old (SPEC: at most daily).
+    pub lease_renew_after: u64,
+    /// A refresh repeated with the same attempt id gets the same successor within this window.
+    pub refresh_retry_window: u64,
+    /// Largest request body, in bytes (413 beyond).
+    pub body_limit: usize,
+    /// Largest total size of the request headers, in bytes (431 beyond).
+    pub header_limit: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            access_ttl: 600,
+            offline_ttl: 7 * 86_400,
+            lease_ttl: 7 * 86_400,
+            lease_renew_after: 86_400,
+            refresh_retry_window: 120,
+            body_limit: 1 << 20,
+            header_limit: 16 << 10,
+        }
+    }
+}
+
+/// Everything a request handler needs.
+pub struct App {
+    /// Shared storage.
+    pub store: Arc<dyn Store>,
+    /// Signs tokens.
+    pub tokens: TokenSigner,
+    /// Checks access tokens.
+    pub verifier: TokenVerifier,
+    /// Seals secrets for storage.
+    pub sealer: Sealer,
+    /// Hashes and checks passwords.
+    pub passwords: Passwords,
+    /// The clock.
+    pub clock: Clock,
+    /// Lifetimes and limits.
+    pub config: Config,
+}
+
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("App").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Assembles the state.
+    pub fn new(
+        store: Arc<dyn Store>,
+        tokens: TokenSigner,
+        store_key: &[u8; 32],
+        clock: Clock,
+        config: Config,
+    ) -> Result<App, String> {
+        let parallel = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+        Ok(App {
+            store,
+            verifier: tokens.verifier(),
+            tokens,
+            sealer: Sealer::new(store_key),
+            passwords: Passwords::new(parallel)?,
+            clock,
+            config,
+        })
+    }
+
+    /// Now, by this server's clock.
+    pub fn now(&self) -> u64 {
+        (self.clock)()
+    }
+}
+
+/// A random identifier: `prefix` then 16 random bytes in base64url.
+pub fn random_id(prefix: &str) -> String {
+    let mut b = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut b).expect("the OS random source works");
+    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(b))
+}
+
+/// A JSON request body: at most the configured limit (413 `too_large`), well-formed and of
+/// the expected shape (400 `bad_request` naming the problem), no content coding.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<App>> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, app: &Arc<App>) -> Result<Self, Self::Rejection> {
+        let limit = app.config.body_limit;
+        let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
+            if is_length_limit(&e) {
+                ApiError::body_too_large(limit)
+            } else {
+                ApiError::bad_request("the request body could not be read")
+            }
+        })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Whether a body-reading error is the length limit (anywhere in its chain).
+pub fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Parses a JSON body, answering 400 with what is wrong (never echoing values).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Data => "the JSON does not have the expected fields and types",
+            _ => "the body is not well-formed JSON",
+        };
+        ApiError::bad_request(format!("{what} (line {}, column {})", e.line(), e.column()))
+    })
+}

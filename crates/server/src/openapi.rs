@@ -1,0 +1,37 @@
+//! The OpenAPI document, generated from the handlers' annotations and the wire types, served
+//! at `GET /v1/openapi.json`.
+
+use utoipa::OpenApi;
+
+use crate::auth::{DeviceSelf, JwksResponse, LeaseBody, LoginRequest, LogoutResponse, RefreshRequest, TokenResponse};
+
+/// The API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Fieldvault sync server", description = "SPEC section 5; docs/protocol.md walks through it."),
+    paths(
+        crate::serve::healthz,
+        crate::auth::routes::login,
+        crate::auth::routes::refresh,
+        crate::auth::routes::logout,
+        crate::auth::routes::jwks,
+        crate::auth::routes::device_self,
+        openapi_json,
+    ),
+    components(schemas(
+        LoginRequest,
+        TokenResponse,
+        LeaseBody,
+        RefreshRequest,
+        LogoutResponse,
+        DeviceSelf,
+        JwksResponse
+    ))
+)]
+pub struct ApiDoc;
+
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta", responses((status = 200, description = "OpenAPI 3.1")))]
+pub async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(ApiDoc::openapi())
+}

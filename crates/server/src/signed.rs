@@ -1,0 +1,218 @@
+//! The signed channel (SPEC section 5, "Signed requests" and "Signed responses"): a layer
+//! every protected route sits behind. In order, before the handler runs:
+//!
+//! 1. exactly one of each `X-*` header, no content coding other than `identity` (400);
+//! 2. `X-Key-Id` names a live session (401 `invalid_token`); from here on every answer,
+//!    refusals included, is signed with that session's secret and bound to the request's
+//!    `X-Nonce`;
+//! 3. `X-Timestamp` within +/-300 s of the server clock (401 `stale_timestamp`, `Date` set);
+//! 4. the body within the limit (413), `X-Signature` verifies over method, raw request
+//!    target, body hash, timestamp and nonce, compared in constant time (401
+//!    `invalid_signature`);
+//! 5. the bearer access token (not on refresh) is valid and names this session, user and
+//!    device (401 `invalid_token`);
+//! 6. `(key_id, nonce)` inserted uniquely in the shared store and committed (401
+//!    `replayed_nonce`), kept until timestamp + 300 s + the allowed skew.
+//!
+//! Only then does the request have any effect.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use fieldvault_core::protocol::{
+    AccessClaims, MAX_SKEW_SECS, ProblemCode, SessionSecret, TIMESTAMP_WINDOW_SECS, decode_nonce, parse_timestamp,
+    timestamp_is_fresh,
+};
+use zeroize::Zeroizing;
+
+use crate::app::{App, is_length_limit};
+use crate::problem::ApiError;
+use crate::seal::Purpose;
+use crate::storage::SessionRecord;
+
+/// Header names of the signed channel.
+pub mod headers {
+    /// The session's key id.
+    pub const KEY_ID: &str = "x-key-id";
+    /// Unix seconds, digits only.
+    pub const TIMESTAMP: &str = "x-timestamp";
+    /// 16 random bytes, canonical standard base64.
+    pub const NONCE: &str = "x-nonce";
+    /// The HMAC-SHA256 signature, standard base64.
+    pub const SIGNATURE: &str = "x-signature";
+}
+
+/// The path of the one signed route that carries no access token.
+const REFRESH_PATH: &str = "/v1/auth/refresh";
+
+/// What the layer hands to a signed route: the verified session and, except on refresh, the
+/// access token's claims.
+#[derive(Clone, Debug)]
+pub struct SignedSession {
+    /// The session named by `X-Key-Id`.
+    pub session: SessionRecord,
+    /// Its secret (to return on refresh).
+    pub secret: Arc<SessionSecret>,
+    /// The access token's claims (None on refresh).
+    pub claims: Option<AccessClaims>,
+}
+
+/// One header's value: absent is None; present twice or not visible ASCII is an error.
+fn single<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    let mut it = h.get_all(name).iter();
+    let Some(v) = it.next() else { return Ok(None) };
+    if it.next().is_some() {
+        return Err(ApiError::bad_request(format!("the {name} header appears more than once")));
+    }
+    v.to_str().map(Some).map_err(|_| ApiError::bad_request(format!("the {name} header is not visible ASCII")))
+}
+
+fn required<'a>(h: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
+    single(h, name)?.ok_or_else(|| ApiError::invalid_signature(format!("the {name} header is missing")))
+}
+
+/// The layer itself (`axum::middleware::from_fn_with_state`).
+pub async fn layer(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    // Step 1 needs no session; answers before step 2 cannot be signed (no secret is known).
+    let mut seen = std::collections::HashSet::new();
+    for name in parts.headers.keys() {
+        if name.as_str().starts_with("x-") && parts.headers.get_all(name).iter().count() > 1 && seen.insert(name) {
+            return ApiError::bad_request(format!("the {name} header appears more than once")).into_response();
+        }
+    }
+    let key_id = match required(&parts.headers, headers::KEY_ID) {
+        Ok(k) if k.len() <= 64 => k.to_owned(),
+        Ok(_) => return ApiError::invalid_token("unknown key id").into_response(),
+        Err(e) => return e.into_response(),
+    };
+    let session = match app.store.session_by_key_id(&key_id).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return ApiError::invalid_token("the key id names no session").into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let secret = match app.sealer.open(Purpose::SessionSecret, &session.id, &session.secret_sealed) {
+        Ok(bytes) => match <[u8; 32]>::try_from(bytes.as_slice()) {
+            Ok(arr) => Arc::new(SessionSecret::from_bytes(Zeroizing::new(arr))),
+            Err(_) => return ApiError::internal("a stored session secret has the wrong length").into_response(),
+        },
+        Err(e) => return ApiError::internal(e).into_response(),
+    };
+    let nonce_header = single(&parts.headers, headers::NONCE).ok().flatten().map(str::to_owned);
+    let signer = ResponseSigner { app: app.clone(), secret: secret.clone(), nonce: nonce_header };
+
+    let outcome = check(&app, &parts, body, session, secret, &key_id).await;
+    match outcome {
+        Ok((mut req, signed)) => {
+            req.extensions_mut().insert(signed);
+            signer.sign(next.run(req).await).await
+        }
+        Err(e) => signer.sign(e.into_response()).await,
+    }
+}
+
+async fn check(
+    app: &Arc<App>,
+    parts: &axum::http::request::Parts,
+    body: Body,
+    session: SessionRecord,
+    secret: Arc<SessionSecret>,
+    key_id: &str,
+) -> Result<(Request, SignedSession), ApiError> {
+    let h = &parts.headers;
+    if let Some(coding) = single(h, header::CONTENT_ENCODING.as_str())?
+        && !coding.eq_ignore_ascii_case("identity")
+    {
+        return Err(ApiError::bad_request("encoded request bodies are not accepted"));
+    }
+    if session.revoked {
+        return Err(ApiError::invalid_token("the session has been revoked"));
+    }
+    let ts_header = required(h, headers::TIMESTAMP)?;
+    let timestamp = parse_timestamp(ts_header).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let now = app.now();
+    if !timestamp_is_fresh(timestamp, now) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ProblemCode::StaleTimestamp,
+            format!("X-Timestamp is more than {TIMESTAMP_WINDOW_SECS} s from the server's time (see Date)"),
+        ));
+    }
+    let nonce_header = required(h, headers::NONCE)?;
+    let nonce = decode_nonce(nonce_header).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let signature = required(h, headers::SIGNATURE)?;
+    let limit = app.config.body_limit;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if is_length_limit(&e) {
+            ApiError::body_too_large(limit)
+        } else {
+            ApiError::bad_request("the request body could not be read")
+        }
+    })?;
+    let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    secret
+        .verify_request(parts.method.as_str(), target, &bytes, ts_header, nonce_header, signature)
+        .map_err(|e| ApiError::invalid_signature(e.to_string()))?;
+
+    let claims = if parts.uri.path() == REFRESH_PATH {
+        None
+    } else {
+        let auth = single(h, header::AUTHORIZATION.as_str())?
+            .ok_or_else(|| ApiError::invalid_token("the Authorization header is missing"))?;
+        let token = auth
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| ApiError::invalid_token("Authorization must be a Bearer token"))?;
+        let claims = app.verifier.access(token, now).map_err(|e| ApiError::invalid_token(e.to_string()))?;
+        if claims.sid != session.id || claims.sub != session.user || claims.device_id != session.device_id {
+            return Err(ApiError::invalid_token("X-Key-Id does not name the access token's session"));
+        }
+        Some(claims)
+    };
+
+    // Kept past the last moment any instance (clock up to MAX_SKEW_SECS ahead or behind)
+    // could still accept this timestamp.
+    let expires_at = timestamp.saturating_add(TIMESTAMP_WINDOW_SECS + MAX_SKEW_SECS);
+    if !app.store.insert_nonce(key_id, &nonce, expires_at).await? {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, ProblemCode::ReplayedNonce, "this nonce was already used"));
+    }
+    let req = Request::from_parts(parts.clone(), Body::from(bytes));
+    Ok((req, SignedSession { session, secret, claims }))
+}
+
+/// Signs every response to a request whose session is known.
+struct ResponseSigner {
+    app: Arc<App>,
+    secret: Arc<SessionSecret>,
+    nonce: Option<String>,
+}
+
+impl ResponseSigner {
+    async fn sign(self, response: Response) -> Response {
+        let now = self.app.now();
+        let (mut parts, body) = response.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+            return ApiError::internal("a response body could not be read").into_response();
+        };
+        if parts.status == StatusCode::UNAUTHORIZED
+            && parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v == crate::problem::PROBLEM_JSON)
+        {
+            // A stale client clock needs the server's time to correct itself.
+            if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(now),
+            )) {
+                parts.headers.insert(header::DATE, v);
+            }
+        }
+        if let Some(nonce) = &self.nonce {
+            let ts = now.to_string();
+            let sig = self.secret.sign_response(parts.status.as_u16(), nonce, &bytes, &ts);
+            parts.headers.insert(headers::TIMESTAMP, HeaderValue::from_str(&ts).expect("digits are a header value"));
+            parts.headers.insert(headers::SIGNATURE, HeaderValue::from_str(&sig).expect("base64 is a header value"));
+        }
+        Response::from_parts(parts, Body::from(bytes))
+    }
+}

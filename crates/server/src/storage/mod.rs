@@ -1,0 +1,213 @@
+//! Server storage behind one interface, [`Store`], with two implementations:
+//! [`SqliteStore`] (the default: one SQLCipher file keyed by a key derived from the store key)
+//! and [`PgStore`] (PostgreSQL, shared by any number of server instances).
+//!
+//! Everything every instance must agree on lives here: users, devices, sessions, refresh
+//! tokens and their spends, request nonces, login throttling. Secrets (session secrets, lease
+//! keys, a refresh token's successor) reach the store already sealed by [`crate::seal`]; the
+//! store keeps bytes. Each method that changes several rows does so in one transaction, and
+//! the ones that decide security questions (nonce insert, refresh spend) are single atomic
+//! statements or serialised transactions on both backends.
+
+mod postgres;
+mod sqlite;
+
+use async_trait::async_trait;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// What a storage call can fail with. Never shown to clients (they get `internal`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The named user already exists.
+    #[error("user {0:?} already exists")]
+    UserExists(String),
+    /// The database failed.
+    #[error("storage: {0}")]
+    Backend(String),
+    /// The store's schema is newer than this build.
+    #[error("the store's schema version {found} is newer than this build's ({supported})")]
+    SchemaTooNew {
+        /// Version found.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+}
+
+/// A user account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Unique name.
+    pub name: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// Roles, for access rules.
+    pub roles: Vec<String>,
+    /// A disabled user cannot log in or refresh.
+    pub disabled: bool,
+}
+
+/// A new session, created at login together with its device and first refresh token.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    /// Session id (`sid` in tokens).
+    pub id: String,
+    /// The key id the device names in `X-Key-Id`.
+    pub key_id: String,
+    /// The user.
+    pub user: String,
+    /// Server-assigned device id.
+    pub device_id: String,
+    /// The client's label for the device.
+    pub device_name: String,
+    /// The request-signing secret, sealed.
+    pub secret_sealed: Vec<u8>,
+    /// The current offline lease.
+    pub lease: LeaseRecord,
+    /// SHA-256 of the first refresh token.
+    pub refresh_hash: [u8; 32],
+    /// Now (Unix seconds).
+    pub now: u64,
+}
+
+/// An offline lease as stored: the key L is sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRecord {
+    /// Lease id.
+    pub id: String,
+    /// The lease key L, sealed.
+    pub key_sealed: Vec<u8>,
+    /// When it was issued (refresh renews it at most daily).
+    pub issued_at: u64,
+    /// When it expires.
+    pub expires_at: u64,
+}
+
+/// A session as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Session id.
+    pub id: String,
+    /// Its key id.
+    pub key_id: String,
+    /// The user.
+    pub user: String,
+    /// The device.
+    pub device_id: String,
+    /// The request-signing secret, sealed.
+    pub secret_sealed: Vec<u8>,
+    /// Revoked sessions stay for the record; nothing signed with them is accepted.
+    pub revoked: bool,
+    /// The current lease, if the device still has one.
+    pub lease: Option<LeaseRecord>,
+}
+
+/// What a refresh spend found (SPEC section 5, `POST /v1/auth/refresh`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpendOutcome {
+    /// The token was live and is now spent; the successor is stored.
+    Spent,
+    /// The same token and `attempt_id` again within the retry window while the successor is
+    /// unused: here is that successor (sealed), to be returned again.
+    Retry {
+        /// The successor token, sealed.
+        successor_sealed: Vec<u8>,
+    },
+    /// Any other reuse: the whole session has been revoked.
+    ReuseRevoked,
+    /// No such token in this session (or the session is revoked). Nothing changed.
+    Unknown,
+}
+
+/// A refresh spend request.
+#[derive(Debug, Clone)]
+pub struct Spend<'a> {
+    /// SHA-256 of the presented refresh token.
+    pub token_hash: [u8; 32],
+    /// The session named by `X-Key-Id`.
+    pub session_id: &'a str,
+    /// The client's attempt id.
+    pub attempt_id: &'a str,
+    /// SHA-256 of the successor token.
+    pub successor_hash: [u8; 32],
+    /// The successor token, sealed (kept so a retry can be answered).
+    pub successor_sealed: Vec<u8>,
+    /// Now.
+    pub now: u64,
+    /// How long a retry with the same attempt id gets the same successor.
+    pub retry_window: u64,
+}
+
+/// Failed logins for one (user, address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoginFailures {
+    /// Consecutive failures.
+    pub failures: u32,
+    /// Time of the last one.
+    pub last_at: u64,
+}
+
+/// The storage interface. Both implementations pass the same test suite
+/// (`tests/it/storage.rs`).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Adds a user. [`StoreError::UserExists`] if the name is taken.
+    async fn add_user(&self, user: &UserRecord, now: u64) -> Result<(), StoreError>;
+    /// A user by name.
+    async fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// Sets a user's password hash and revokes every session of the user, in one transaction.
+    /// False if there is no such user.
+    async fn set_password(&self, name: &str, password_hash: &str, now: u64) -> Result<bool, StoreError>;
+    /// Disables a user and revokes every session of the user. False if there is no such user.
+    async fn disable_user(&self, name: &str, now: u64) -> Result<bool, StoreError>;
+
+    /// Failed logins recorded for (user, address).
+    async fn login_failures(&self, user: &str, address: &str) -> Result<LoginFailures, StoreError>;
+    /// Counts one more failure; returns the new state.
+    async fn record_login_failure(&self, user: &str, address: &str, now: u64) -> Result<LoginFailures, StoreError>;
+    /// Forgets the failures after a successful login.
+    async fn clear_login_failures(&self, user: &str, address: &str) -> Result<(), StoreError>;
+
+    /// Creates the device, the session and its first refresh token in one transaction.
+    async fn create_session(&self, session: &NewSession) -> Result<(), StoreError>;
+    /// The session a key id names.
+    async fn session_by_key_id(&self, key_id: &str) -> Result<Option<SessionRecord>, StoreError>;
+    /// Revokes a session and spends all its refresh tokens. Idempotent.
+    async fn revoke_session(&self, session_id: &str, now: u64) -> Result<(), StoreError>;
+    /// Replaces a session's lease.
+    async fn set_lease(&self, session_id: &str, lease: &LeaseRecord) -> Result<(), StoreError>;
+    /// Spends a refresh token atomically (see [`SpendOutcome`]).
+    async fn spend_refresh(&self, spend: Spend<'_>) -> Result<SpendOutcome, StoreError>;
+
+    /// Inserts `(key_id, nonce)` unless present, committed before returning. False if it was
+    /// seen before (a replay). Kept until `expires_at`.
+    async fn insert_nonce(&self, key_id: &str, nonce: &[u8; 16], expires_at: u64) -> Result<bool, StoreError>;
+    /// Deletes nonces whose `expires_at` is before `now`; returns how many.
+    async fn purge_nonces(&self, now: u64) -> Result<u64, StoreError>;
+}
+
+/// Opens the store the command line asks for: PostgreSQL at `database_url`, or else the
+/// SQLCipher file `<data>/server.db` keyed from the store key.
+///
+/// # Errors
+/// [`StoreError`] when the database cannot be reached, opened or migrated.
+pub async fn open_store(
+    data: &std::path::Path,
+    store_key: &zeroize::Zeroizing<[u8; 32]>,
+    database_url: Option<&str>,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    match database_url {
+        Some(url) => Ok(std::sync::Arc::new(PgStore::connect(url, 16).await?)),
+        None => {
+            let key = crate::seal::sqlite_key(store_key);
+            let path = data.join("server.db");
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, &key))
+                .await
+                .map_err(|e| StoreError::Backend(e.to_string()))??;
+            Ok(std::sync::Arc::new(store))
+        }
+    }
+}

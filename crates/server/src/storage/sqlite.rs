@@ -1,0 +1,452 @@
+//! The embedded store: one SQLCipher 4 database (`<data>/server.db`) keyed with a key derived
+//! from the store key, so a copy of the data directory alone reads as random bytes. One
+//! connection behind a mutex, used from Tokio's blocking pool: SQLite has one writer anyway,
+//! and serialising every call makes each method's transaction trivially atomic.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use fieldvault_core::sqlcipher;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use zeroize::Zeroizing;
+
+use super::{
+    LeaseRecord, LoginFailures, NewSession, SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord,
+};
+
+/// The schema version this build writes.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = "
+    CREATE TABLE users (
+        name          TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        roles         TEXT NOT NULL,
+        disabled      INTEGER NOT NULL DEFAULT 0,
+        created_at    INTEGER NOT NULL
+    );
+    CREATE TABLE devices (
+        id           TEXT PRIMARY KEY,
+        user_name    TEXT NOT NULL REFERENCES users(name),
+        name         TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        last_seen_at INTEGER NOT NULL
+    );
+    CREATE TABLE sessions (
+        id               TEXT PRIMARY KEY,
+        key_id           TEXT NOT NULL UNIQUE,
+        user_name        TEXT NOT NULL REFERENCES users(name),
+        device_id        TEXT NOT NULL REFERENCES devices(id),
+        secret_sealed    BLOB NOT NULL,
+        created_at       INTEGER NOT NULL,
+        revoked_at       INTEGER,
+        lease_id         TEXT,
+        lease_sealed     BLOB,
+        lease_issued_at  INTEGER,
+        lease_expires_at INTEGER
+    );
+    CREATE INDEX sessions_by_user ON sessions (user_name);
+    CREATE TABLE refresh_tokens (
+        hash             BLOB PRIMARY KEY,
+        session_id       TEXT NOT NULL REFERENCES sessions(id),
+        issued_at        INTEGER NOT NULL,
+        spent_at         INTEGER,
+        attempt_id       TEXT,
+        successor_hash   BLOB,
+        successor_sealed BLOB
+    );
+    CREATE INDEX refresh_by_session ON refresh_tokens (session_id);
+    CREATE TABLE nonces (
+        key_id     TEXT NOT NULL,
+        nonce      BLOB NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (key_id, nonce)
+    ) WITHOUT ROWID;
+    CREATE INDEX nonces_by_expiry ON nonces (expires_at);
+    CREATE TABLE login_failures (
+        user_name TEXT NOT NULL,
+        address   TEXT NOT NULL,
+        failures  INTEGER NOT NULL,
+        last_at   INTEGER NOT NULL,
+        PRIMARY KEY (user_name, address)
+    );
+";
+
+/// The SQLCipher-backed store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn i(v: u64) -> i64 {
+    // Unix seconds fit in i64 for the next 292 billion years.
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing, mode 0600) the store at `path` with the 256-bit `key`.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] for a wrong key, a plaintext file, or any SQLite failure;
+    /// [`StoreError::SchemaTooNew`] for a store written by a newer build.
+    pub fn open(path: &Path, key: &Zeroizing<[u8; 32]>) -> Result<SqliteStore, StoreError> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(path)
+            .map_err(|e| backend(format!("{}: {e}", path.display())))?;
+        let mut head = [0u8; 16];
+        if f.read_exact(&mut head).is_ok() && &head == sqlcipher::PLAINTEXT_HEADER {
+            return Err(backend(format!("{} is an unencrypted SQLite file; refusing to use it", path.display())));
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(backend)?;
+        conn.execute_batch("PRAGMA cipher_log_level = NONE;").map_err(backend)?;
+        conn.execute_batch(&sqlcipher::key_pragma("main", key)).map_err(backend)?;
+        conn.execute_batch(&sqlcipher::cipher_settings_sql("main")).map_err(backend)?;
+        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0)).map_err(|_| {
+            backend(format!("{}: the store key does not open this database (wrong key directory?)", path.display()))
+        })?;
+        let version: String = conn.query_row("PRAGMA cipher_version", [], |r| r.get(0)).map_err(backend)?;
+        if !version.starts_with('4') {
+            return Err(backend("this build is not linked with SQLCipher 4; refusing to write plaintext"));
+        }
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
+             PRAGMA temp_store = MEMORY; PRAGMA trusted_schema = OFF; PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(backend)?;
+        let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(backend)?;
+        match found {
+            0 => conn
+                .execute_batch(&format!("BEGIN; {SCHEMA_V1} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
+                .map_err(backend)?,
+            SCHEMA_VERSION => {}
+            found => return Err(StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION }),
+        }
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| backend("a previous storage call panicked"))?;
+            f(&mut guard).map_err(backend)
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+fn revoke_in(tx: &rusqlite::Transaction<'_>, session_id: &str, now: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?2), lease_id = NULL, lease_sealed = NULL,
+             lease_issued_at = NULL, lease_expires_at = NULL WHERE id = ?1",
+        params![session_id, now],
+    )?;
+    tx.execute(
+        "UPDATE refresh_tokens SET spent_at = ?2 WHERE session_id = ?1 AND spent_at IS NULL",
+        params![session_id, now],
+    )?;
+    Ok(())
+}
+
+fn revoke_user_in(tx: &rusqlite::Transaction<'_>, user: &str, now: i64) -> rusqlite::Result<()> {
+    let ids: Vec<String> = tx
+        .prepare("SELECT id FROM sessions WHERE user_name = ?1 AND revoked_at IS NULL")?
+        .query_map([user], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for id in ids {
+        revoke_in(tx, &id, now)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn add_user(&self, user: &UserRecord, now: u64) -> Result<(), StoreError> {
+        let user = user.clone();
+        let roles = serde_json::to_string(&user.roles).map_err(backend)?;
+        let name = user.name.clone();
+        let inserted = self
+            .run(move |c| {
+                c.execute(
+                    "INSERT INTO users (name, password_hash, roles, disabled, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (name) DO NOTHING",
+                    params![user.name, user.password_hash, roles, user.disabled, i(now)],
+                )
+            })
+            .await?;
+        if inserted == 0 { Err(StoreError::UserExists(name)) } else { Ok(()) }
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        let name = name.to_owned();
+        let row = self
+            .run(move |c| {
+                c.query_row("SELECT name, password_hash, roles, disabled FROM users WHERE name = ?1", [&name], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get(3)?))
+                })
+                .optional()
+            })
+            .await?;
+        row.map(|(name, password_hash, roles, disabled)| {
+            Ok(UserRecord { name, password_hash, roles: serde_json::from_str(&roles).map_err(backend)?, disabled })
+        })
+        .transpose()
+    }
+
+    async fn set_password(&self, name: &str, password_hash: &str, now: u64) -> Result<bool, StoreError> {
+        let (name, hash) = (name.to_owned(), password_hash.to_owned());
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if tx.execute("UPDATE users SET password_hash = ?2 WHERE name = ?1", params![name, hash])? == 0 {
+                return Ok(false);
+            }
+            revoke_user_in(&tx, &name, i(now))?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn disable_user(&self, name: &str, now: u64) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if tx.execute("UPDATE users SET disabled = 1 WHERE name = ?1", [&name])? == 0 {
+                return Ok(false);
+            }
+            revoke_user_in(&tx, &name, i(now))?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn login_failures(&self, user: &str, address: &str) -> Result<LoginFailures, StoreError> {
+        let (user, address) = (user.to_owned(), address.to_owned());
+        self.run(move |c| {
+            c.query_row(
+                "SELECT failures, last_at FROM login_failures WHERE user_name = ?1 AND address = ?2",
+                [&user, &address],
+                |r| Ok(LoginFailures { failures: r.get(0)?, last_at: u(r.get(1)?) }),
+            )
+            .optional()
+            .map(Option::unwrap_or_default)
+        })
+        .await
+    }
+
+    async fn record_login_failure(&self, user: &str, address: &str, now: u64) -> Result<LoginFailures, StoreError> {
+        let (user, address) = (user.to_owned(), address.to_owned());
+        self.run(move |c| {
+            c.query_row(
+                "INSERT INTO login_failures (user_name, address, failures, last_at) VALUES (?1, ?2, 1, ?3)
+                 ON CONFLICT (user_name, address) DO UPDATE SET failures = failures + 1, last_at = excluded.last_at
+                 RETURNING failures, last_at",
+                params![user, address, i(now)],
+                |r| Ok(LoginFailures { failures: r.get(0)?, last_at: u(r.get(1)?) }),
+            )
+        })
+        .await
+    }
+
+    async fn clear_login_failures(&self, user: &str, address: &str) -> Result<(), StoreError> {
+        let (user, address) = (user.to_owned(), address.to_owned());
+        self.run(move |c| {
+            c.execute("DELETE FROM login_failures WHERE user_name = ?1 AND address = ?2", [&user, &address]).map(|_| ())
+        })
+        .await
+    }
+
+    async fn create_session(&self, s: &NewSession) -> Result<(), StoreError> {
+        let s = s.clone();
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = i(s.now);
+            tx.execute(
+                "INSERT INTO devices (id, user_name, name, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+                params![s.device_id, s.user, s.device_name, now],
+            )?;
+            tx.execute(
+                "INSERT INTO sessions (id, key_id, user_name, device_id, secret_sealed, created_at,
+                     lease_id, lease_sealed, lease_issued_at, lease_expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    s.id,
+                    s.key_id,
+                    s.user,
+                    s.device_id,
+                    s.secret_sealed,
+                    now,
+                    s.lease.id,
+                    s.lease.key_sealed,
+                    i(s.lease.issued_at),
+                    i(s.lease.expires_at)
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES (?1, ?2, ?3)",
+                params![&s.refresh_hash[..], s.id, now],
+            )?;
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn session_by_key_id(&self, key_id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let key_id = key_id.to_owned();
+        self.run(move |c| {
+            c.query_row(
+                "SELECT id, key_id, user_name, device_id, secret_sealed, revoked_at IS NOT NULL,
+                        lease_id, lease_sealed, lease_issued_at, lease_expires_at
+                 FROM sessions WHERE key_id = ?1",
+                [&key_id],
+                |r| {
+                    let lease = match (r.get::<_, Option<String>>(6)?, r.get::<_, Option<Vec<u8>>>(7)?) {
+                        (Some(id), Some(key_sealed)) => Some(LeaseRecord {
+                            id,
+                            key_sealed,
+                            issued_at: u(r.get::<_, Option<i64>>(8)?.unwrap_or(0)),
+                            expires_at: u(r.get::<_, Option<i64>>(9)?.unwrap_or(0)),
+                        }),
+                        _ => None,
+                    };
+                    Ok(SessionRecord {
+                        id: r.get(0)?,
+                        key_id: r.get(1)?,
+                        user: r.get(2)?,
+                        device_id: r.get(3)?,
+                        secret_sealed: r.get(4)?,
+                        revoked: r.get(5)?,
+                        lease,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn revoke_session(&self, session_id: &str, now: u64) -> Result<(), StoreError> {
+        let id = session_id.to_owned();
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            revoke_in(&tx, &id, i(now))?;
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn set_lease(&self, session_id: &str, lease: &LeaseRecord) -> Result<(), StoreError> {
+        let (id, lease) = (session_id.to_owned(), lease.clone());
+        self.run(move |c| {
+            c.execute(
+                "UPDATE sessions SET lease_id = ?2, lease_sealed = ?3, lease_issued_at = ?4, lease_expires_at = ?5
+                 WHERE id = ?1 AND revoked_at IS NULL",
+                params![id, lease.id, lease.key_sealed, i(lease.issued_at), i(lease.expires_at)],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn spend_refresh(&self, spend: Spend<'_>) -> Result<SpendOutcome, StoreError> {
+        let session_id = spend.session_id.to_owned();
+        let attempt_id = spend.attempt_id.to_owned();
+        let (hash, successor_hash, successor_sealed) = (spend.token_hash, spend.successor_hash, spend.successor_sealed);
+        let (now, window) = (i(spend.now), i(spend.retry_window));
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let live: Option<bool> = tx
+                .query_row("SELECT revoked_at IS NULL FROM sessions WHERE id = ?1", [&session_id], |r| r.get(0))
+                .optional()?;
+            if live != Some(true) {
+                return Ok(SpendOutcome::Unknown);
+            }
+            let spent = tx.execute(
+                "UPDATE refresh_tokens SET spent_at = ?3, attempt_id = ?4, successor_hash = ?5, successor_sealed = ?6
+                 WHERE hash = ?1 AND session_id = ?2 AND spent_at IS NULL",
+                params![&hash[..], session_id, now, attempt_id, &successor_hash[..], successor_sealed],
+            )?;
+            if spent == 1 {
+                tx.execute(
+                    "INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES (?1, ?2, ?3)",
+                    params![&successor_hash[..], session_id, now],
+                )?;
+                tx.commit()?;
+                return Ok(SpendOutcome::Spent);
+            }
+            type Row = (Option<i64>, Option<String>, Option<Vec<u8>>, Option<Vec<u8>>);
+            let row: Option<Row> = tx
+                .query_row(
+                    "SELECT spent_at, attempt_id, successor_hash, successor_sealed FROM refresh_tokens
+                     WHERE hash = ?1 AND session_id = ?2",
+                    params![&hash[..], session_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            let Some((spent_at, previous_attempt, succ_hash, succ_sealed)) = row else {
+                return Ok(SpendOutcome::Unknown);
+            };
+            if let (Some(spent_at), Some(prev), Some(succ_hash), Some(succ_sealed)) =
+                (spent_at, previous_attempt, succ_hash, succ_sealed)
+            {
+                let successor_unused: bool = tx
+                    .query_row("SELECT spent_at IS NULL FROM refresh_tokens WHERE hash = ?1", [&succ_hash], |r| {
+                        r.get(0)
+                    })
+                    .optional()?
+                    .unwrap_or(false);
+                if prev == attempt_id && now.saturating_sub(spent_at) <= window && successor_unused {
+                    return Ok(SpendOutcome::Retry { successor_sealed: succ_sealed });
+                }
+            }
+            revoke_in(&tx, &session_id, now)?;
+            tx.commit()?;
+            Ok(SpendOutcome::ReuseRevoked)
+        })
+        .await
+    }
+
+    async fn insert_nonce(&self, key_id: &str, nonce: &[u8; 16], expires_at: u64) -> Result<bool, StoreError> {
+        let (key_id, nonce) = (key_id.to_owned(), *nonce);
+        self.run(move |c| {
+            c.prepare_cached(
+                "INSERT INTO nonces (key_id, nonce, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![key_id, &nonce[..], i(expires_at)])
+            .map(|n| n == 1)
+        })
+        .await
+    }
+
+    async fn purge_nonces(&self, now: u64) -> Result<u64, StoreError> {
+        self.run(move |c| c.execute("DELETE FROM nonces WHERE expires_at < ?1", [i(now)]).map(|n| n as u64)).await
+    }
+}

@@ -1,0 +1,228 @@
+//! The signed channel (SPEC section 5) attacked field by field, over real TLS on loopback, on
+//! every backend; and the limits and error shapes every route shares.
+
+use std::sync::atomic::Ordering;
+
+use fieldvault_core::protocol::{ACCESS_TYP, AccessClaims, SessionSecret};
+use zeroize::Zeroizing;
+
+use crate::harness::{Harness, Signed, backends, now, random_nonce};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_request_is_answered_with_a_signed_response() {
+    for b in backends() {
+        let h = Harness::start(b).await;
+        let d = h.device("alice").await;
+        let req = Signed::new(&d, "GET", "/v1/devices/self?verbose=1&x=%41", b"", now());
+        let r = h.send(&req.raw()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.verify(&d.secret, &req.nonce).expect("the response signature verifies");
+        assert_eq!(r.json()["device_id"], d.device_id.as_str());
+        // Bound to the request's nonce and status: checked against anything else it fails.
+        assert!(r.verify(&d.secret, &random_nonce()).is_err());
+        let wrong = SessionSecret::from_bytes(Zeroizing::new([9; 32]));
+        assert!(r.verify(&wrong, &req.nonce).is_err());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_nonce_is_rejected_inside_window() {
+    for b in backends() {
+        let h = Harness::start(b).await;
+        let d = h.device("alice").await;
+        let req = Signed::new(&d, "GET", "/v1/devices/self", b"", now());
+        assert_eq!(h.send(&req.raw()).await.status, 200);
+        let again = h.send(&req.raw()).await;
+        assert_eq!((again.status, again.code().as_str()), (401, "replayed_nonce"));
+        // The refusal is signed too, bound to the replayed request's nonce.
+        again.verify(&d.secret, &req.nonce).expect("signed refusal");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_timestamps_are_refused_with_the_server_time() {
+    for b in backends() {
+        let h = Harness::start(b).await;
+        let d = h.device("alice").await;
+        for at in [now() - 301, now() + 301] {
+            let r = h.send(&Signed::new(&d, "GET", "/v1/devices/self", b"", at).raw()).await;
+            assert_eq!((r.status, r.code().as_str()), (401, "stale_timestamp"));
+            let date = r.header("date").expect("Date");
+            let server = httpdate::parse_http_date(date).expect("IMF-fixdate");
+            let secs = server.duration_since(std::time::UNIX_EPOCH).expect("epoch").as_secs();
+            assert!(secs.abs_diff(now()) <= 2, "{date}");
+        }
+        // Inside the window (and the server's clock 250 s ahead) it is accepted.
+        h.offset.store(250, Ordering::SeqCst);
+        let r = h.send(&Signed::new(&d, "GET", "/v1/devices/self", b"", now()).raw()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        h.offset.store(0, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_signed_field_is_covered() {
+    for b in backends() {
+        let h = Harness::start(b).await;
+        let d = h.device("alice").await;
+        let good = Signed::new(&d, "POST", "/v1/auth/logout", b"{}", now());
+        let mut cases: Vec<(&str, Signed)> = Vec::new();
+        let mut c = good.clone();
+        c.method = "PUT".into();
+        cases.push(("method", c));
+        let mut c = good.clone();
+        c.target = "/v1/auth/logout?x=1".into();
+        cases.push(("query", c));
+        let mut c = good.clone();
+        c.body = b"{ }".to_vec();
+        cases.push(("body", c));
+        let mut c = good.clone();
+        c.timestamp = (now() - 1).to_string();
+        cases.push(("timestamp", c));
+        let mut c = good.clone();
+        c.nonce = random_nonce();
+        cases.push(("nonce", c));
+        let mut c = good.clone();
+        let mut sig = c.signature.into_bytes();
+        sig[0] = if sig[0] == b'A' { b'B' } else { b'A' };
+        c.signature = String::from_utf8(sig).expect("ascii");
+        cases.push(("signature", c));
+        for (what, req) in cases {
+            let r = h.send(&req.raw()).await;
+            let expect = if what == "method" { 405 } else { 401 };
+            assert_eq!(r.status, expect, "{what}: {}", r.text());
+            if expect == 401 {
+                assert_eq!(r.code(), "invalid_signature", "{what}");
+            }
+        }
+        // None of them had an effect: the session is alive and the good request works.
+        let r = h.send(&good.raw()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicated_x_headers_and_encoded_bodies_are_refused_before_any_effect() {
+    for b in backends() {
+        let h = Harness::start(b).await;
+        let d = h.device("alice").await;
+        let mut dup = Signed::new(&d, "POST", "/v1/auth/logout", b"", now());
+        dup.extra_headers.push(("X-Nonce".into(), random_nonce()));
+        let r = h.send(&dup.raw()).await;
+        assert_eq!((r.status, r.code().as_str()), (400, "bad_request"), "{}", r.text());
+        let mut dup_other = Signed::new(&d, "POST", "/v1/auth/logout", b"", now());
+        dup_other.extra_headers.push(("X-Custom".into(), "1".into()));
+        dup_other.extra_headers.push(("x-custom".into(), "2".into()));
+        assert_eq!(h.send(&dup_other.raw()).await.status, 400);
+        let mut gz = Signed::new(&d, "POST", "/v1/auth/logout", b"", now());
+        gz.extra_headers.push(("Content-Encoding".into(), "gzip".into()));
+        let r = h.send(&gz.raw()).await;
+        assert_eq!((r.status, r.code().as_str()), (400, "bad_request"));
+        r.verify(&d.secret, &gz.nonce).expect("signed");
+        // The session survived all of them.
+        assert_eq!(h.send(&Signed::new(&d, "GET", "/v1/devices/self", b"", now()).raw()).await.status, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_id_must_name_the_access_tokens_session() {
+    for b in backends() {
+        let h = Harness::start(b).await;
+        let alice = h.device("alice").await;
+        let bob = h.device("bob").await;
+        let alice2 = h.device("alice").await;
+        // Bob's access token with Alice's key id and secret.
+        for other in [&bob, &alice2] {
+            let mut req = Signed::new(&alice, "GET", "/v1/devices/self", b"", now());
+            req.bearer = Some(other.access_token.clone());
+            let r = h.send(&req.raw()).await;
+            assert_eq!((r.status, r.code().as_str()), (401, "invalid_token"));
+            assert_eq!(r.header("www-authenticate"), Some("Bearer error=\"invalid_token\""));
+        }
+        // An offline token is never an access token.
+        let mut off = Signed::new(&alice, "GET", "/v1/devices/self", b"", now());
+        off.bearer = Some(alice.offline_token.clone());
+        assert_eq!(h.send(&off.raw()).await.code(), "invalid_token");
+        // An expired access token.
+        let expired = h.app.tokens.sign(
+            ACCESS_TYP,
+            &AccessClaims::new(
+                "alice",
+                &h.app.store.session_by_key_id(&alice.key_id).await.expect("s").expect("s").id,
+                &alice.device_id,
+                &[],
+                now() - 700,
+                now() - 100,
+                "j".into(),
+            ),
+        );
+        let mut old = Signed::new(&alice, "GET", "/v1/devices/self", b"", now());
+        old.bearer = Some(expired);
+        assert_eq!(h.send(&old.raw()).await.code(), "invalid_token");
+        // No bearer at all, and an unknown key id.
+        let mut none = Signed::new(&alice, "GET", "/v1/devices/self", b"", now());
+        none.bearer = None;
+        assert_eq!(h.send(&none.raw()).await.code(), "invalid_token");
+        let mut unknown = Signed::new(&alice, "GET", "/v1/devices/self", b"", now());
+        unknown.key_id = "k_nobody".into();
+        let r = h.send(&unknown.raw()).await;
+        assert_eq!((r.status, r.code().as_str()), (401, "invalid_token"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_and_malformed_input_get_problems_never_a_500() {
+    for b in backends() {
+        let h = Harness::start(b).await;
+        let big = vec![b' '; (1 << 20) + 1];
+        let r = h.plain("POST", "/v1/auth/login", &big).await;
+        assert_eq!((r.status, r.code().as_str()), (413, "too_large"));
+        let d = h.device("alice").await;
+        let r = h.send(&Signed::new(&d, "POST", "/v1/auth/logout", &big, now()).raw()).await;
+        assert_eq!((r.status, r.code().as_str()), (413, "too_large"));
+        let huge_header = format!(
+            "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nX-Pad: {}\r\n\r\n",
+            "a".repeat(20_000)
+        );
+        let r = h.send(huge_header.as_bytes()).await;
+        assert_eq!((r.status, r.code().as_str()), (431, "too_large"));
+        for body in [
+            &b"{"[..],
+            b"[]",
+            b"{\"user\":1}",
+            b"\xff\xfe",
+            b"{\"user\":\"a\",\"password\":\"b\",\"device_name\":\"c\",\"x\":1}",
+        ] {
+            let r = h.plain("POST", "/v1/auth/login", body).await;
+            assert_eq!((r.status, r.code().as_str()), (400, "bad_request"), "{body:?}");
+        }
+        let r = h.plain("GET", "/v1/nothing/here", b"").await;
+        assert_eq!((r.status, r.code().as_str()), (404, "not_found"));
+        let r = h.plain("GET", "/v1/auth/login", b"").await;
+        assert_eq!(r.status, 405);
+        let r = h.plain("GET", "/healthz", b"").await;
+        assert_eq!((r.status, r.json()), (200, serde_json::json!({"status": "ok"})));
+        let long_name = serde_json::json!({"user": "a".repeat(200), "password": "x", "device_name": "d"});
+        let r = h.plain("POST", "/v1/auth/login", long_name.to_string().as_bytes()).await;
+        assert_eq!(r.status, 400);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_lists_every_route() {
+    let h = Harness::start_bare(crate::harness::Backend::Sqlite).await;
+    let doc = h.plain("GET", "/v1/openapi.json", b"").await.json();
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{doc}");
+    for (path, method) in [
+        ("/healthz", "get"),
+        ("/v1/auth/login", "post"),
+        ("/v1/auth/refresh", "post"),
+        ("/v1/auth/logout", "post"),
+        ("/v1/auth/jwks", "get"),
+        ("/v1/devices/self", "get"),
+        ("/v1/openapi.json", "get"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from the OpenAPI document");
+    }
+    assert!(doc["components"]["schemas"]["TokenResponse"].is_object());
+}

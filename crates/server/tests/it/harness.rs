@@ -1,0 +1,334 @@
+//! In-process servers over real TLS on loopback, on SQLite and (when
+//! `FIELDVAULT_TEST_POSTGRES` is set) PostgreSQL, and a raw HTTP/1.1 client that pins the
+//! server's key and signs requests with the session secret, byte for byte as SPEC section 5.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use fieldvault_client::{Pins, pinned_client_config};
+use fieldvault_core::protocol::SessionSecret;
+use fieldvault_server::auth::{Password, Passwords};
+use fieldvault_server::{App, Config, KeyDir, PgStore, Server, SqliteStore, Store, accounts, router};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zeroize::Zeroizing;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Which storage a scenario runs on.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    Postgres { url: String, schema: String },
+}
+
+/// SQLite always; PostgreSQL too when `FIELDVAULT_TEST_POSTGRES` names a server.
+pub fn backends() -> Vec<Backend> {
+    let mut v = vec![Backend::Sqlite];
+    match std::env::var("FIELDVAULT_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => v.push(Backend::Postgres { url, schema: fresh_schema() }),
+        _ => eprintln!("PostgreSQL tests skipped: FIELDVAULT_TEST_POSTGRES is not set"),
+    }
+    v
+}
+
+pub fn fresh_schema() -> String {
+    let mut b = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut b).expect("random");
+    format!("fv_it_{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+}
+
+/// One server instance.
+pub struct Harness {
+    pub addr: SocketAddr,
+    pub pin: String,
+    pub app: Arc<App>,
+    /// Seconds added to the system clock, for tests of windows and expiry.
+    pub offset: Arc<AtomicI64>,
+    /// When non-zero, the server's clock stands still at this time (offset ignored).
+    pub frozen: Arc<std::sync::atomic::AtomicU64>,
+    pub backend: Backend,
+    _tmp: Arc<tempfile::TempDir>,
+    keys: KeyDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
+}
+
+async fn open(backend: &Backend, tmp: &std::path::Path, store_key: &Zeroizing<[u8; 32]>) -> Arc<dyn Store> {
+    match backend {
+        Backend::Sqlite => {
+            let key = fieldvault_server::seal::sqlite_key(store_key);
+            Arc::new(SqliteStore::open(&tmp.join("data/server.db"), &key).expect("sqlite store"))
+        }
+        Backend::Postgres { url, schema } => Arc::new(
+            PgStore::connect_in_schema(url, schema, 8).await.expect("PostgreSQL store (FIELDVAULT_TEST_POSTGRES)"),
+        ),
+    }
+}
+
+impl Harness {
+    /// A fresh server with user `alice` (roles inspector) and `bob`.
+    pub async fn start(backend: Backend) -> Harness {
+        let h = Harness::start_bare(backend).await;
+        h.add_user("alice", &["inspector"]).await;
+        h.add_user("bob", &[]).await;
+        h
+    }
+
+    pub async fn start_bare(backend: Backend) -> Harness {
+        let tmp = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let keys = KeyDir::at(&tmp.path().join("data.keys"));
+        let pin = keys.init(&tmp.path().join("data"), &["localhost".into(), "127.0.0.1".into()]).expect("init");
+        Harness::start_with(backend, tmp, keys, pin).await
+    }
+
+    /// A second instance over the same key directory and store (PostgreSQL).
+    pub async fn sibling(&self) -> Harness {
+        Harness::start_with(self.backend.clone(), self._tmp.clone(), self.keys.clone(), self.pin.clone()).await
+    }
+
+    async fn start_with(backend: Backend, tmp: Arc<tempfile::TempDir>, keys: KeyDir, pin: String) -> Harness {
+        let store_key = keys.store_key().expect("store key");
+        let store = open(&backend, tmp.path(), &store_key).await;
+        let offset = Arc::new(AtomicI64::new(0));
+        let frozen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (o, f) = (offset.clone(), frozen.clone());
+        let clock: fieldvault_server::Clock = Arc::new(move || match f.load(Ordering::SeqCst) {
+            0 => now().saturating_add_signed(o.load(Ordering::SeqCst)),
+            t => t,
+        });
+        let app = Arc::new(
+            App::new(store, keys.token_signer().expect("signer"), &store_key, clock, Config::default()).expect("app"),
+        );
+        let server =
+            Server::bind("127.0.0.1:0".parse().expect("addr"), keys.tls_config().expect("tls"), router(app.clone()))
+                .await
+                .expect("bind");
+        let addr = server.local_addr();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server.run(async move {
+            let _ = rx.await;
+        }));
+        Harness { addr, pin, app, offset, frozen, backend, _tmp: tmp, keys, shutdown: Some(tx) }
+    }
+
+    pub async fn add_user(&self, name: &str, roles: &[&str]) {
+        let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+        let passwords = Passwords::new(1).expect("hasher");
+        accounts::add_user(
+            &self.app.store,
+            &passwords,
+            name,
+            &roles,
+            Password::new(Zeroizing::new(PASSWORD.into())),
+            now(),
+        )
+        .await
+        .expect("add user");
+    }
+
+    /// Sends raw request bytes over a fresh pinned TLS connection; the parsed response.
+    pub async fn send(&self, raw: &[u8]) -> Response {
+        let mut config = pinned_client_config(Pins::parse(&[&self.pin]).expect("pin"));
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let mut tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+            .await
+            .expect("handshake in time")
+            .expect("pinned handshake");
+        tls.write_all(raw).await.expect("write");
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut out))
+            .await
+            .expect("response in time")
+            .expect("read");
+        Response::parse(&out)
+    }
+
+    /// An unsigned request.
+    pub async fn plain(&self, method: &str, target: &str, body: &[u8]) -> Response {
+        let raw = format!(
+            "{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut raw = raw.into_bytes();
+        raw.extend_from_slice(body);
+        self.send(&raw).await
+    }
+
+    pub async fn login(&self, user: &str, password: &str) -> Response {
+        let body = serde_json::json!({ "user": user, "password": password, "device_name": "field tablet" });
+        self.plain("POST", "/v1/auth/login", body.to_string().as_bytes()).await
+    }
+
+    /// Logs in and returns the device's credentials.
+    pub async fn device(&self, user: &str) -> Device {
+        let r = self.login(user, PASSWORD).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        Device::from_tokens(&r.json())
+    }
+}
+
+/// A logged-in device's credentials.
+pub struct Device {
+    pub key_id: String,
+    pub secret: SessionSecret,
+    pub access_token: String,
+    pub refresh_token: String,
+    pub offline_token: String,
+    pub device_id: String,
+}
+
+impl Device {
+    pub fn from_tokens(v: &serde_json::Value) -> Device {
+        let s = |k: &str| v[k].as_str().unwrap_or_else(|| panic!("{k} in {v}")).to_owned();
+        Device {
+            key_id: s("key_id"),
+            secret: SessionSecret::from_base64(&s("session_secret")).expect("secret"),
+            access_token: s("access_token"),
+            refresh_token: s("refresh_token"),
+            offline_token: s("offline_token"),
+            device_id: s("device_id"),
+        }
+    }
+}
+
+pub fn random_nonce() -> String {
+    let mut b = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut b).expect("random");
+    STANDARD.encode(b)
+}
+
+/// A signed request, built field by field so tests can break any one of them.
+#[derive(Clone)]
+pub struct Signed {
+    pub method: String,
+    pub target: String,
+    pub body: Vec<u8>,
+    pub timestamp: String,
+    pub nonce: String,
+    pub key_id: String,
+    pub bearer: Option<String>,
+    pub signature: String,
+    pub extra_headers: Vec<(String, String)>,
+}
+
+impl Signed {
+    pub fn new(device: &Device, method: &str, target: &str, body: &[u8], at: u64) -> Signed {
+        let timestamp = at.to_string();
+        let nonce = random_nonce();
+        let signature = device.secret.sign_request(method, target, body, &timestamp, &nonce);
+        Signed {
+            method: method.into(),
+            target: target.into(),
+            body: body.to_vec(),
+            timestamp,
+            nonce,
+            key_id: device.key_id.clone(),
+            bearer: Some(device.access_token.clone()),
+            signature,
+            extra_headers: vec![],
+        }
+    }
+
+    pub fn raw(&self) -> Vec<u8> {
+        let mut head = format!("{} {} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n", self.method, self.target);
+        if let Some(b) = &self.bearer {
+            head.push_str(&format!("Authorization: Bearer {b}\r\n"));
+        }
+        head.push_str(&format!(
+            "X-Key-Id: {}\r\nX-Timestamp: {}\r\nX-Nonce: {}\r\nX-Signature: {}\r\n",
+            self.key_id, self.timestamp, self.nonce, self.signature
+        ));
+        for (k, v) in &self.extra_headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n", self.body.len()));
+        let mut raw = head.into_bytes();
+        raw.extend_from_slice(&self.body);
+        raw
+    }
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    fn parse(raw: &[u8]) -> Response {
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
+        let head = String::from_utf8(raw[..split].to_vec()).expect("ASCII head");
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().expect("status line");
+        let status = status_line.split(' ').nth(1).expect("status").parse().expect("numeric status");
+        let headers: Vec<(String, String)> = lines
+            .map(|l| {
+                let (k, v) = l.split_once(':').expect("header line");
+                (k.trim().to_ascii_lowercase(), v.trim().to_owned())
+            })
+            .collect();
+        let mut body = raw[split + 4..].to_vec();
+        if headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked")) {
+            body = dechunk(&body);
+        }
+        Response { status, headers, body }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("JSON body ({e}): {}", self.text()))
+    }
+
+    /// The problem code of an error response, after checking it is problem+json.
+    pub fn code(&self) -> String {
+        assert_eq!(self.header("content-type"), Some("application/problem+json"), "{self:?}");
+        self.json()["code"].as_str().expect("code").to_owned()
+    }
+
+    /// Checks the response signature as a client must before acting on it.
+    pub fn verify(&self, secret: &SessionSecret, request_nonce: &str) -> Result<(), String> {
+        let ts = self.header("x-timestamp").ok_or("no X-Timestamp")?;
+        let sig = self.header("x-signature").ok_or("no X-Signature")?;
+        secret.verify_response(self.status, request_nonce, &self.body, ts, sig).map_err(|e| e.to_string())
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let end = b.windows(2).position(|w| w == b"\r\n").expect("chunk size line");
+        let size = usize::from_str_radix(std::str::from_utf8(&b[..end]).expect("hex").trim(), 16).expect("hex size");
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[end + 2..end + 2 + size]);
+        b = &b[end + 2 + size + 2..];
+    }
+}
