@@ -57,13 +57,27 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, ProblemCode::BadRequest, "this method is not allowed here")
 }
 
+/// The signed channel, or in the load benchmark's baseline build the same routes without it.
+#[cfg(not(feature = "bench-unsigned"))]
+macro_rules! channel_layer {
+    () => {
+        crate::signed::layer
+    };
+}
+#[cfg(feature = "bench-unsigned")]
+macro_rules! channel_layer {
+    () => {
+        crate::signed::unsigned_layer
+    };
+}
+
 /// The HTTP routes over `app`.
 pub fn router(app: Arc<App>) -> Router {
     let signed = Router::new()
         .route("/v1/auth/refresh", post(auth::refresh))
         .route("/v1/auth/logout", post(auth::logout))
         .route("/v1/devices/self", get(auth::device_self))
-        .route_layer(from_fn_with_state(app.clone(), crate::signed::layer));
+        .route_layer(from_fn_with_state(app.clone(), channel_layer!()));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/auth/login", post(auth::login))

@@ -216,3 +216,30 @@ impl ResponseSigner {
         Response::from_parts(parts, Body::from(bytes))
     }
 }
+
+/// The benchmark baseline: the same session and access-token checks with no signature, no
+/// nonce and no signed response. Compiled only with the `bench-unsigned` feature, which the
+/// load benchmark builds separately; never a runtime switch.
+#[cfg(feature = "bench-unsigned")]
+pub async fn unsigned_layer(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    let h = req.headers();
+    let Ok(Some(key_id)) = single(h, headers::KEY_ID) else {
+        return ApiError::invalid_token("missing key id").into_response();
+    };
+    let token = single(h, header::AUTHORIZATION.as_str()).ok().flatten().and_then(|a| a.strip_prefix("Bearer "));
+    let Some(token) = token.map(str::to_owned) else {
+        return ApiError::invalid_token("missing token").into_response();
+    };
+    let session = match app.store.session_by_key_id(key_id).await {
+        Ok(Some(s)) if !s.revoked => s,
+        Ok(_) => return ApiError::invalid_token("the key id names no session").into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let claims = match app.verifier.access(&token, app.now()) {
+        Ok(c) if c.sid == session.id => c,
+        _ => return ApiError::invalid_token("bad token").into_response(),
+    };
+    let secret = Arc::new(SessionSecret::from_bytes(Zeroizing::new([0; 32])));
+    req.extensions_mut().insert(SignedSession { session, secret, claims: Some(claims) });
+    next.run(req).await
+}

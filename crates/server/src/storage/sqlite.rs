@@ -107,18 +107,23 @@ impl SqliteStore {
     pub fn open(path: &Path, key: &Zeroizing<[u8; 32]>) -> Result<SqliteStore, StoreError> {
         use std::io::Read;
         use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(path)
-            .map_err(|e| backend(format!("{}: {e}", path.display())))?;
-        let mut head = [0u8; 16];
-        if f.read_exact(&mut head).is_ok() && &head == sqlcipher::PLAINTEXT_HEADER {
-            return Err(backend(format!("{} is an unencrypted SQLite file; refusing to use it", path.display())));
+        // Closed before SQLite opens the file: closing any descriptor of a file drops every
+        // POSIX lock this process holds on it, SQLite's included, and another process would
+        // then believe it is alone and reset the WAL under our feet.
+        {
+            let mut f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(path)
+                .map_err(|e| backend(format!("{}: {e}", path.display())))?;
+            let mut head = [0u8; 16];
+            if f.read_exact(&mut head).is_ok() && &head == sqlcipher::PLAINTEXT_HEADER {
+                return Err(backend(format!("{} is an unencrypted SQLite file; refusing to use it", path.display())));
+            }
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(backend)?;

@@ -15,6 +15,7 @@ struct Running {
     child: Child,
     addr: SocketAddr,
     pin: String,
+    data: String,
     _tmp: tempfile::TempDir,
 }
 
@@ -49,11 +50,35 @@ fn start() -> Running {
         }
     });
     let addr = rx.recv_timeout(Duration::from_secs(20)).expect("the server reports its address");
-    Running { child, addr, pin, _tmp: tmp }
+    Running { child, addr, pin, data, _tmp: tmp }
 }
 
 /// GET `path` over TLS with `pins`, as host `name`; the whole response, or the TLS error.
 fn get(addr: SocketAddr, name: &str, pins: &[&str], path: &str) -> Result<String, std::io::Error> {
+    request(addr, name, pins, &format!("GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n"))
+}
+
+/// POSTs JSON to `path`; the whole response.
+fn post(s: &Running, path: &str, body: &str) -> String {
+    let raw = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    request(s.addr, "localhost", &[&s.pin], &raw).expect("TLS request")
+}
+
+/// Runs `fieldvault-server ARGS --data DATA` with only `env` set.
+fn server_env(args: &[&str], data: &str, env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_fieldvault-server"))
+        .args(args)
+        .args(["--data", data])
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .expect("run fieldvault-server")
+}
+
+fn request(addr: SocketAddr, name: &str, pins: &[&str], raw: &str) -> Result<String, std::io::Error> {
     let mut config = pinned_client_config(Pins::parse(pins).expect("pins"));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let conn = rustls::ClientConnection::new(Arc::new(config), name.to_owned().try_into().expect("server name"))
@@ -61,7 +86,7 @@ fn get(addr: SocketAddr, name: &str, pins: &[&str], path: &str) -> Result<String
     let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
-    write!(tls, "GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n")?;
+    tls.write_all(raw.as_bytes())?;
     let mut out = String::new();
     tls.read_to_string(&mut out)?;
     Ok(out)
@@ -112,4 +137,49 @@ fn there_is_no_plaintext_http_and_no_tls_below_1_2() {
     let tls12 = s_client("-tls1_2");
     let tls12 = text(&tls12.stdout);
     assert!(tls12.contains("Protocol  : TLSv1.2") && !tls12.contains("Cipher is (NONE)"), "{tls12}");
+}
+
+#[test]
+fn the_operator_adds_a_user_who_then_logs_in_and_the_store_on_disk_is_encrypted() {
+    let s = start();
+    let pw = [("FIELDVAULT_PASSWORD", "a long enough password")];
+    let add = server_env(&["user", "add", "alice", "--role", "inspector"], &s.data, &pw);
+    assert!(add.status.success(), "{}", text(&add.stderr));
+    let again = server_env(&["user", "add", "alice"], &s.data, &pw);
+    assert!(!again.status.success());
+    assert_eq!(text(&again.stderr).lines().count(), 1, "one-line reason: {}", text(&again.stderr));
+    assert!(text(&again.stderr).contains("already exists"), "{}", text(&again.stderr));
+    let weak = server_env(&["user", "add", "bob"], &s.data, &[("FIELDVAULT_PASSWORD", "short")]);
+    assert!(!weak.status.success() && text(&weak.stderr).contains("12"), "{}", text(&weak.stderr));
+    let no_password = server_env(&["user", "add", "carol"], &s.data, &[]);
+    assert!(text(&no_password.stderr).contains("FIELDVAULT_PASSWORD"), "{}", text(&no_password.stderr));
+
+    let login = |password: &str| {
+        let body = serde_json::json!({ "user": "alice", "password": password, "device_name": "t" }).to_string();
+        post(&s, "/v1/auth/login", &body)
+    };
+    let ok = login("a long enough password");
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(ok.to_ascii_lowercase().contains("cache-control: no-store"), "{ok}");
+    assert!(login("the wrong password!").starts_with("HTTP/1.1 401"));
+
+    let passwd = server_env(&["user", "passwd", "alice"], &s.data, &[("FIELDVAULT_PASSWORD", "another long password")]);
+    assert!(passwd.status.success(), "{}", text(&passwd.stderr));
+    let changed = login("another long password");
+    assert!(changed.starts_with("HTTP/1.1 200"), "{changed}");
+    let disable = server_env(&["user", "disable", "alice"], &s.data, &[]);
+    assert!(disable.status.success(), "{}", text(&disable.stderr));
+    assert!(login("another long password").starts_with("HTTP/1.1 401"));
+    let missing = server_env(&["user", "disable", "nobody"], &s.data, &[]);
+    assert!(!missing.status.success() && text(&missing.stderr).contains("no user"), "{}", text(&missing.stderr));
+
+    // The store is SQLCipher: Debian's sqlite3 cannot read it, and no name or hash shows.
+    let db = std::path::Path::new(&s.data).join("server.db");
+    let raw = std::fs::read(&db).expect("server.db");
+    assert!(!raw.starts_with(b"SQLite format 3"));
+    for needle in [&b"alice"[..], b"argon2id", b"inspector"] {
+        assert!(!raw.windows(needle.len()).any(|w| w == needle), "{} in plaintext", text(needle));
+    }
+    let sqlite3 = Command::new("sqlite3").arg(&db).arg("SELECT * FROM users").output().expect("sqlite3");
+    assert!(text(&sqlite3.stderr).contains("file is not a database"), "{}", text(&sqlite3.stderr));
 }
