@@ -209,6 +209,39 @@ async fn limits_and_malformed_input_get_problems_never_a_500() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_signing_headers_are_bad_requests_and_signed_refusals() {
+    for b in backends() {
+        let h = Harness::start(b).await;
+        let d = h.device("alice").await;
+        let base = Signed::new(&d, "GET", "/v1/devices/self", b"", now());
+        let mut cases = Vec::new();
+        for ts in ["", "-5", "12a", "1e9", "99999999999999999999"] {
+            let mut c = base.clone();
+            c.timestamp = ts.into();
+            cases.push(c);
+        }
+        for nonce in
+            ["", "AAAA", "not base64!", "AAAAAAAAAAAAAAAAAAAAAA", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]
+        {
+            let mut c = base.clone();
+            c.nonce = nonce.into();
+            cases.push(c);
+        }
+        for req in cases {
+            let r = h.send(&req.raw()).await;
+            assert!(r.status == 400 || r.status == 401, "{}: {}", r.status, r.text());
+            assert!(["bad_request", "invalid_signature"].contains(&r.code().as_str()), "{}", r.text());
+        }
+        let mut missing = base.clone();
+        missing.signature = String::new();
+        let r = h.send(&missing.raw()).await;
+        assert_eq!((r.status, r.code().as_str()), (401, "invalid_signature"));
+        // After all that the session is intact.
+        assert_eq!(h.send(&Signed::new(&d, "GET", "/v1/devices/self", b"", now()).raw()).await.status, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_document_lists_every_route() {
     let h = Harness::start_bare(crate::harness::Backend::Sqlite).await;
     let doc = h.plain("GET", "/v1/openapi.json", b"").await.json();

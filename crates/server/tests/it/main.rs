@@ -9,6 +9,7 @@ mod channel;
 mod harness;
 mod serve;
 mod shared;
+mod storage;
 
 pub(crate) fn server(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fieldvault-server"))
