@@ -124,6 +124,10 @@ impl<T: DeserializeOwned> FromRequest<Arc<App>> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, app: &Arc<App>) -> Result<Self, Self::Rejection> {
+        let mut codings = req.headers().get_all(axum::http::header::CONTENT_ENCODING).iter();
+        if codings.any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity")) {
+            return Err(ApiError::bad_request("encoded request bodies are not accepted"));
+        }
         let limit = app.config.body_limit;
         let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
             if is_length_limit(&e) {

@@ -35,7 +35,8 @@ pub async fn healthz() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Header size and content-coding checks for every request.
+/// The header-size limit, for every request (content codings are refused where a body is
+/// read: `JsonBody` and the signed channel).
 async fn limits(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let size: usize = req.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
     if size > app.config.header_limit {

@@ -1,10 +1,10 @@
 //! The signed channel (SPEC section 5, "Signed requests" and "Signed responses"): a layer
 //! every protected route sits behind. In order, before the handler runs:
 //!
-//! 1. exactly one of each `X-*` header, no content coding other than `identity` (400);
-//! 2. `X-Key-Id` names a live session (401 `invalid_token`); from here on every answer,
-//!    refusals included, is signed with that session's secret and bound to the request's
-//!    `X-Nonce`;
+//! 1. exactly one of each `X-*` header (400); `X-Key-Id` present (401 `invalid_signature`);
+//! 2. `X-Key-Id` names a session (401 `invalid_token`); from here on every answer, refusals
+//!    included, is signed with that session's secret and bound to the request's `X-Nonce`;
+//!    then no content coding other than `identity` (400) and the session not revoked (401);
 //! 3. `X-Timestamp` within +/-300 s of the server clock (401 `stale_timestamp`, `Date` set);
 //! 4. the body within the limit (413), `X-Signature` verifies over method, raw request
 //!    target, body hash, timestamp and nonce, compared in constant time (401

@@ -196,6 +196,13 @@ async fn limits_and_malformed_input_get_problems_never_a_500() {
             let r = h.plain("POST", "/v1/auth/login", body).await;
             assert_eq!((r.status, r.code().as_str()), (400, "bad_request"), "{body:?}");
         }
+        let login = serde_json::json!({"user": "alice", "password": "x", "device_name": "d"}).to_string();
+        let raw = format!(
+            "POST /v1/auth/login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n{login}",
+            login.len()
+        );
+        let r = h.send(raw.as_bytes()).await;
+        assert_eq!((r.status, r.code().as_str()), (400, "bad_request"), "a coded login body is refused");
         let r = h.plain("GET", "/v1/nothing/here", b"").await;
         assert_eq!((r.status, r.code().as_str()), (404, "not_found"));
         let r = h.plain("GET", "/v1/auth/login", b"").await;
