@@ -105,7 +105,7 @@ pub async fn layer(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
     let nonce_header = single(&parts.headers, headers::NONCE).ok().flatten().map(str::to_owned);
     let signer = ResponseSigner { app: app.clone(), secret: secret.clone(), nonce: nonce_header };
 
-    let outcome = check(&app, &parts, body, session, secret, &key_id).await;
+    let outcome = check(&app, parts, body, session, secret, &key_id).await;
     match outcome {
         Ok((mut req, signed)) => {
             req.extensions_mut().insert(signed);
@@ -117,7 +117,7 @@ pub async fn layer(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
 
 async fn check(
     app: &Arc<App>,
-    parts: &axum::http::request::Parts,
+    parts: axum::http::request::Parts,
     body: Body,
     session: SessionRecord,
     secret: Arc<SessionSecret>,
@@ -179,7 +179,7 @@ async fn check(
     if !app.store.insert_nonce(key_id, &nonce, expires_at).await? {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, ProblemCode::ReplayedNonce, "this nonce was already used"));
     }
-    let req = Request::from_parts(parts.clone(), Body::from(bytes));
+    let req = Request::from_parts(parts, Body::from(bytes));
     Ok((req, SignedSession { session, secret, claims }))
 }
 

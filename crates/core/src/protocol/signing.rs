@@ -97,11 +97,6 @@ fn decode_canonical<const N: usize>(s: &str) -> Option<[u8; N]> {
     (STANDARD.encode(arr) == s).then_some(arr)
 }
 
-/// True when `timestamp` is within [`TIMESTAMP_WINDOW_SECS`] of `now` either way.
-pub(crate) fn within_window(timestamp: u64, now: u64) -> bool {
-    timestamp.abs_diff(now) <= TIMESTAMP_WINDOW_SECS
-}
-
 /// The per-session request-signing secret: 32 random bytes, sent once at login as base64.
 pub struct SessionSecret(Zeroizing<[u8; 32]>);
 
@@ -203,9 +198,10 @@ impl SessionSecret {
     }
 }
 
-/// Whether a request timestamp is acceptable at `now` (both Unix seconds).
+/// Whether a request timestamp is within [`TIMESTAMP_WINDOW_SECS`] of `now` either way
+/// (both Unix seconds).
 pub fn timestamp_is_fresh(timestamp: u64, now: u64) -> bool {
-    within_window(timestamp, now)
+    timestamp.abs_diff(now) <= TIMESTAMP_WINDOW_SECS
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ pub struct LoginRequest {
 }
 
 /// The offline lease: the key L wraps the account's data keys on the device until `expires_at`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct LeaseBody {
     /// Lease id.
     pub lease_id: String,
@@ -57,7 +57,7 @@ pub struct LeaseBody {
 }
 
 /// What login and refresh return (`Cache-Control: no-store`).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct TokenResponse {
     /// Access JWT (`typ: at+jwt`), about ten minutes.
     pub access_token: String,
@@ -80,7 +80,7 @@ pub struct TokenResponse {
 }
 
 /// `POST /v1/auth/refresh` body.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     /// The current refresh token.
@@ -88,6 +88,34 @@ pub struct RefreshRequest {
     pub refresh_token: Zeroizing<String>,
     /// Chosen by the client per refresh attempt and reused when it retries that attempt.
     pub attempt_id: String,
+}
+
+// The secrets above (L, the refresh token, the session secret) print as `[redacted]`.
+impl std::fmt::Debug for LeaseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseBody")
+            .field("lease_id", &self.lease_id)
+            .field("key", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("key_id", &self.key_id)
+            .field("device_id", &self.device_id)
+            .field("expires_in", &self.expires_in)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for RefreshRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshRequest").field("attempt_id", &self.attempt_id).finish_non_exhaustive()
+    }
 }
 
 /// `POST /v1/auth/logout` answer.
@@ -314,4 +342,29 @@ pub async fn device_self(Extension(signed): Extension<SignedSession>) -> Json<De
         key_id: signed.session.key_id.clone(),
         roles: signed.claims.map(|c| c.roles).unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_bodies_redact_their_secrets_in_debug() {
+        let r = TokenResponse {
+            access_token: "at".into(),
+            refresh_token: Zeroizing::new("rt_secret_value".into()),
+            offline_token: "ot".into(),
+            session_secret: Zeroizing::new("c2Vzc2lvbiBzZWNyZXQ=".into()),
+            key_id: "k_1".into(),
+            device_id: "d_1".into(),
+            expires_in: 600,
+            lease: LeaseBody { lease_id: "l_1".into(), key: Zeroizing::new("bGVhc2Uga2V5".into()), expires_at: 1 },
+        };
+        let req = RefreshRequest { refresh_token: Zeroizing::new("rt_secret_value".into()), attempt_id: "a".into() };
+        let shown = format!("{r:?} {req:?}");
+        for secret in ["rt_secret_value", "c2Vzc2lvbiBzZWNyZXQ=", "bGVhc2Uga2V5"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("k_1") && shown.contains("[redacted]"), "{shown}");
+    }
 }
