@@ -13,6 +13,8 @@
 //!   parameters. Format: `docs/formats/key-file.md`.
 //! - [`KdfParams`]: Argon2id parameters for the passphrase keystore, range-checked on read.
 //! - [`UnlockCounter`]: durable count of failed passphrase unlocks and the growing wait.
+//! - [`rules::Rules`]: the server's access rules, CEL expressions per collection (who reads
+//!   and writes what) with the fields that sync to devices. Format: `docs/rules.md`.
 //!
 //! ```
 //! use fieldvault_core::{DataKey, KeyId, KeyMeta, MasterKey, Purpose, SlotContext, VaultId};
@@ -43,6 +45,7 @@ mod kdf;
 mod keyfile;
 mod marker;
 pub mod protocol;
+pub mod rules;
 mod secret;
 mod section;
 pub mod sqlcipher;

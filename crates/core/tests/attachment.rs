@@ -293,3 +293,50 @@ mod properties {
         }
     }
 }
+
+/// Splits a file into header, chunks and manifest as a client uploads it.
+fn split(file: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>, Vec<u8>) {
+    let (h, hlen) = Header::parse(file).expect("header");
+    let mlen = u64::from_be_bytes(file[file.len() - 8..].try_into().expect("8 bytes")) as usize;
+    let body = &file[hlen..file.len() - mlen];
+    let chunks = body.chunks(h.chunk_size() + 16).map(<[u8]>::to_vec).collect();
+    (file[..hlen].to_vec(), chunks, file[file.len() - mlen..].to_vec())
+}
+
+#[test]
+fn a_server_checks_uploaded_chunks_against_the_manifest_without_a_key() {
+    use fieldvault_core::attachment::Manifest;
+    for len in [0, 1, CS - 1, CS, CS + 1, 5 * CS + 17] {
+        let file = encrypt(&data(len, 9), 3, Algorithm::Aes256Gcm, &cek(3));
+        let (header, chunks, manifest) = split(&file);
+        let m = Manifest::parse(&header, &manifest).expect("a sound manifest");
+        assert_eq!((m.count as usize, m.length as usize), (chunks.len(), len));
+        for (i, c) in chunks.iter().enumerate() {
+            assert!(m.chunk_matches(i as u64, c), "chunk {i} of {len}");
+            let mut bad = c.clone();
+            bad[0] ^= 1;
+            assert!(!m.chunk_matches(i as u64, &bad), "a flipped byte in chunk {i}");
+            assert!(!m.chunk_matches(i as u64, &c[..c.len() - 1]), "a short chunk {i}");
+        }
+        assert!(!m.chunk_matches(m.count, &chunks[0]), "no chunk past the end");
+        if chunks.len() > 1 {
+            assert!(!m.chunk_matches(1, &chunks[0]), "chunk 0 presented as chunk 1");
+        }
+    }
+    let file = encrypt(&data(3 * CS, 1), 4, Algorithm::Aes256Gcm, &cek(4));
+    let (header, _, manifest) = split(&file);
+    // A changed hash no longer matches the root; a header of another file neither.
+    let mut m = manifest.clone();
+    m[24] ^= 1;
+    assert!(matches!(Manifest::parse(&header, &m), Err(Error::AttachmentManifest { .. })));
+    let (other, _, _) = split(&encrypt(&data(3 * CS, 1), 5, Algorithm::Aes256Gcm, &cek(4)));
+    assert!(matches!(Manifest::parse(&other, &manifest), Err(Error::AttachmentManifest { .. })));
+    // Truncated, extended, or a header with trailing bytes: refused.
+    assert!(Manifest::parse(&header, &manifest[..manifest.len() - 1]).is_err());
+    let mut longer = manifest.clone();
+    longer.push(0);
+    assert!(Manifest::parse(&header, &longer).is_err());
+    let mut h2 = header.clone();
+    h2.push(0);
+    assert!(Manifest::parse(&h2, &manifest).is_err());
+}

@@ -167,7 +167,15 @@ async fn run(backend: &Backend, settings: &Settings) -> Result<()> {
     let passwords = Passwords::new(1).map_err(|e| anyhow!(e))?;
     for u in 0..settings.users {
         let password = Password::new(Zeroizing::new(PASSWORD.into()));
-        accounts::add_user(&server.app.store, &passwords, &format!("load{u}"), &[], password, unix_now()).await?;
+        accounts::add_user(
+            &server.app.store,
+            &passwords,
+            &format!("load{u}"),
+            Default::default(),
+            password,
+            unix_now(),
+        )
+        .await?;
     }
     // Every client logs in as its own device, all at once (the server queues the hashing).
     let logins = (0..settings.clients).map(|i| {

@@ -1,4 +1,5 @@
-//! `fieldvault-server user add | passwd | disable`: account administration on the store.
+//! `fieldvault-server user add | passwd | disable | access`: account administration on the
+//! store.
 
 use std::sync::Arc;
 
@@ -18,6 +19,9 @@ pub enum AccountError {
     /// A role is empty, too long or has characters other than letters, digits, `_`, `-`, `.`.
     #[error("role {0:?} is not valid: use letters, digits, '_', '-' and '.' (at most 64)")]
     BadRole(String),
+    /// An attribute is not `key=value` with a key of letters, digits and `_`.
+    #[error("attribute {0:?} is not valid: write key=value, the key 1 to 64 of letters, digits and '_'")]
+    BadAttribute(String),
     /// The password is too short or too long.
     #[error("passwords must be {MIN_PASSWORD_CHARS} to 1024 characters")]
     WeakPassword,
@@ -46,7 +50,44 @@ fn check_password(p: &Password) -> Result<(), AccountError> {
     Ok(())
 }
 
-/// Adds a user with `roles`.
+/// What access rules see of a user besides the name: roles and attributes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Access {
+    /// Roles, sorted, without duplicates.
+    pub roles: Vec<String>,
+    /// Attributes (`user.attributes` in rules).
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Access {
+    /// From the command line: roles, and attributes as `key=value` where a value that parses
+    /// as JSON (`3`, `true`, `["a","b"]`) is that JSON and anything else is a string.
+    ///
+    /// # Errors
+    /// [`AccountError::BadRole`], [`AccountError::BadAttribute`].
+    pub fn parse(roles: &[String], attributes: &[String]) -> Result<Access, AccountError> {
+        for r in roles {
+            if r.is_empty() || r.len() > 64 || !r.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
+                return Err(AccountError::BadRole(r.clone()));
+            }
+        }
+        let mut roles = roles.to_vec();
+        roles.sort();
+        roles.dedup();
+        let mut map = serde_json::Map::new();
+        for a in attributes {
+            let Some((k, v)) = a.split_once('=') else { return Err(AccountError::BadAttribute(a.clone())) };
+            if k.is_empty() || k.len() > 64 || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(AccountError::BadAttribute(a.clone()));
+            }
+            let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_owned()));
+            map.insert(k.to_owned(), value);
+        }
+        Ok(Access { roles, attributes: map })
+    }
+}
+
+/// Adds a user with roles and attributes.
 ///
 /// # Errors
 /// [`AccountError`]; [`StoreError::UserExists`] if the name is taken (nothing changes).
@@ -54,22 +95,33 @@ pub async fn add_user(
     store: &Arc<dyn Store>,
     passwords: &Passwords,
     name: &str,
-    roles: &[String],
+    access: Access,
     password: Password,
     now: u64,
 ) -> Result<(), AccountError> {
     check_name(name)?;
-    for r in roles {
-        if r.is_empty() || r.len() > 64 || !r.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
-            return Err(AccountError::BadRole(r.clone()));
-        }
-    }
     check_password(&password)?;
     let hash = passwords.hash(password).await.map_err(AccountError::Hash)?;
-    let mut roles = roles.to_vec();
-    roles.sort();
-    roles.dedup();
-    store.add_user(&UserRecord { name: name.into(), password_hash: hash, roles, disabled: false }, now).await?;
+    let record = UserRecord {
+        name: name.into(),
+        password_hash: hash,
+        roles: access.roles,
+        disabled: false,
+        attributes: access.attributes,
+    };
+    store.add_user(&record, now).await?;
+    Ok(())
+}
+
+/// Replaces a user's roles and attributes. Devices lose, at their next pull, whatever the
+/// new access no longer lets them read.
+///
+/// # Errors
+/// [`AccountError::NoSuchUser`], storage errors.
+pub async fn set_access(store: &Arc<dyn Store>, name: &str, access: &Access) -> Result<(), AccountError> {
+    if !store.set_user_access(name, &access.roles, &access.attributes).await? {
+        return Err(AccountError::NoSuchUser(name.into()));
+    }
     Ok(())
 }
 

@@ -8,7 +8,9 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use fieldvault_core::protocol::sync::CursorKey;
 use fieldvault_core::protocol::{TokenSigner, TokenVerifier};
+use fieldvault_core::rules::Rules;
 use serde::de::DeserializeOwned;
 
 use crate::auth::Passwords;
@@ -41,6 +43,16 @@ pub struct Config {
     pub body_limit: usize,
     /// Largest total size of the request headers, in bytes (431 beyond).
     pub header_limit: usize,
+    /// A session refreshes for at most this long after its login; then only a login helps.
+    pub session_max_ttl: u64,
+}
+
+impl Config {
+    /// How long idempotency records live (SPEC: the longest session plus 30 days). An op
+    /// whose key dates it earlier is answered `expired`.
+    pub fn idempotency_retention(&self) -> u64 {
+        self.session_max_ttl + 30 * 86_400
+    }
 }
 
 impl Default for Config {
@@ -53,6 +65,7 @@ impl Default for Config {
             refresh_retry_window: 120,
             body_limit: 1 << 20,
             header_limit: 16 << 10,
+            session_max_ttl: 30 * 86_400,
         }
     }
 }
@@ -73,6 +86,54 @@ pub struct App {
     pub clock: Clock,
     /// Lifetimes and limits.
     pub config: Config,
+    /// The access rules in force.
+    pub rules: Arc<Rules>,
+    /// Authenticates pull cursors.
+    pub cursors: CursorKey,
+    /// Idempotency keys of pushes running on this instance (409 for a second user).
+    pub in_flight: InFlight,
+}
+
+/// The (user, idempotency key) pairs of pushes running on this instance. PostgreSQL adds
+/// advisory locks for the other instances.
+#[derive(Debug, Default)]
+pub struct InFlight(std::sync::Mutex<std::collections::HashSet<(String, String)>>);
+
+/// Holds keys in [`InFlight`] until dropped.
+#[derive(Debug)]
+pub struct InFlightGuard<'a> {
+    set: &'a InFlight,
+    keys: Vec<(String, String)>,
+}
+
+impl InFlight {
+    /// Claims every key, or none if any is already claimed.
+    pub fn claim<'k>(&self, user: &str, keys: impl Iterator<Item = &'k str>) -> Option<InFlightGuard<'_>> {
+        let mut set = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut mine: Vec<(String, String)> = Vec::new();
+        for k in keys {
+            let pair = (user.to_owned(), k.to_owned());
+            if set.contains(&pair) && !mine.contains(&pair) {
+                for p in &mine {
+                    set.remove(p);
+                }
+                return None;
+            }
+            if set.insert(pair.clone()) {
+                mine.push(pair);
+            }
+        }
+        Some(InFlightGuard { set: self, keys: mine })
+    }
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut set = self.set.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for k in &self.keys {
+            set.remove(k);
+        }
+    }
 }
 
 impl fmt::Debug for App {
@@ -91,15 +152,26 @@ impl App {
         config: Config,
     ) -> Result<App, String> {
         let parallel = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+        let sealer = Sealer::new(store_key);
         Ok(App {
             store,
             verifier: tokens.verifier(),
             tokens,
-            sealer: Sealer::new(store_key),
+            cursors: CursorKey::new(&crate::seal::cursor_key(store_key)),
+            sealer,
             passwords: Passwords::new(parallel)?,
             clock,
             config,
+            rules: Arc::new(Rules::owner_only()),
+            in_flight: InFlight::default(),
         })
+    }
+
+    /// The same state with these access rules.
+    #[must_use]
+    pub fn with_rules(mut self, rules: Rules) -> App {
+        self.rules = Arc::new(rules);
+        self
     }
 
     /// Now, by this server's clock.

@@ -8,7 +8,10 @@
 //! - [`App`]: shared state; [`router`] the routes; [`Server`] the TLS-only listener.
 //! - [`signed`]: the signed-channel layer in front of every protected route.
 //! - [`auth`]: passwords, login throttling, tokens, refresh rotation, logout.
-//! - [`accounts`]: `user add | passwd | disable` for the command line.
+//! - [`devices`]: `device list | revoke | wipe` and the directives devices acknowledge.
+//! - [`accounts`]: `user add | passwd | disable | access` for the command line.
+//! - `sync`: `POST /v1/sync/push` and `GET /v1/sync/pull`; the decisions themselves are
+//!   `fieldvault_core::protocol::sync` and the rules `fieldvault_core::rules`.
 //! - [`spki_pin`]: the `sha256/BASE64` pin of a SubjectPublicKeyInfo, as clients pin it.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -16,6 +19,7 @@
 pub mod accounts;
 mod app;
 pub mod auth;
+pub mod devices;
 mod keydir;
 mod openapi;
 mod problem;
@@ -23,14 +27,16 @@ pub mod seal;
 mod serve;
 pub mod signed;
 mod storage;
+mod sync;
 mod tls;
 
-pub use app::{App, Clock, Config, JsonBody, random_id, system_clock};
+pub use app::{App, Clock, Config, InFlight, InFlightGuard, JsonBody, random_id, system_clock};
 pub use keydir::{Error, KeyDir, default_key_dir, spki_pin};
 pub use openapi::ApiDoc;
 pub use problem::{ApiError, PROBLEM_JSON};
 pub use serve::{Server, router};
 pub use storage::{
-    LeaseRecord, LoginFailures, NewSession, PgStore, SessionRecord, Spend, SpendOutcome, SqliteStore, Store,
-    StoreError, UserRecord, open_store,
+    DeviceRecord, LeaseRecord, LoginFailures, NewDirective, NewSession, PgStore, PullBatch, PullOutcome, PushBatch,
+    PushOutcome, SessionRecord, Spend, SpendOutcome, SqliteStore, Store, StoreError, UserRecord, idempotency_lock_id,
+    open_store,
 };

@@ -8,17 +8,24 @@ use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
 use std::sync::Arc;
 
+use fieldvault_core::protocol::DirectiveKind;
+use fieldvault_core::rules::Rules;
 use fieldvault_server::auth::{Password, Passwords};
-use fieldvault_server::{App, Config, KeyDir, Store, accounts, default_key_dir, open_store, router, system_clock};
+use fieldvault_server::{
+    App, Config, KeyDir, Store, accounts, default_key_dir, devices, open_store, router, system_clock,
+};
 use zeroize::Zeroizing;
 
-/// Deletes expired nonces once a minute.
-async fn purge_nonces(store: Arc<dyn Store>) {
+/// Deletes expired nonces and idempotency records past their retention, once a minute.
+async fn purge(store: Arc<dyn Store>, idempotency_retention: u64) {
     let clock = system_clock();
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(60)).await;
         if let Err(e) = store.purge_nonces(clock()).await {
             tracing::warn!(error = %e, "purging expired nonces failed");
+        }
+        if let Err(e) = store.purge_idempotency(clock().saturating_sub(idempotency_retention)).await {
+            tracing::warn!(error = %e, "purging old idempotency records failed");
         }
     }
 }
@@ -63,10 +70,32 @@ enum Command {
         /// Address to listen on (port 0 picks a free one; the bound address is printed)
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
         listen: std::net::SocketAddr,
+        /// Access rules (TOML, docs/rules.md); without it a user reads and writes only what they own
+        #[arg(long, value_name = "FILE", env = "FIELDVAULT_RULES")]
+        rules: Option<PathBuf>,
     },
     /// Manage user accounts
     #[command(subcommand)]
     User(UserCommand),
+    /// List devices; revoke or wipe one remotely
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCommand {
+    /// List devices: user, label, last contact, whether a session is live, pending directives
+    List,
+    /// Remote logout: revoke the device's sessions, delete its lease key, send it a revoke directive
+    Revoke {
+        /// Device id (from `device list`)
+        id: String,
+    },
+    /// Remote wipe: as revoke, and the directive tells the device to crypto-shred the account
+    Wipe {
+        /// Device id (from `device list`)
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,6 +107,20 @@ enum UserCommand {
         /// A role for access rules (repeatable)
         #[arg(long = "role", value_name = "R")]
         roles: Vec<String>,
+        /// An attribute for access rules, key=value; a JSON value (3, true, ["a","b"]) stays JSON (repeatable)
+        #[arg(long = "attr", value_name = "K=V")]
+        attributes: Vec<String>,
+    },
+    /// Replace a user's roles and attributes; devices drop what they may no longer read at their next pull
+    Access {
+        /// User name
+        name: String,
+        /// A role (repeatable); none given means no roles
+        #[arg(long = "role", value_name = "R")]
+        roles: Vec<String>,
+        /// An attribute, key=value (repeatable); none given means no attributes
+        #[arg(long = "attr", value_name = "K=V")]
+        attributes: Vec<String>,
     },
     /// Set a user's password (prompt or FIELDVAULT_PASSWORD); revokes every session of the user
     Passwd {
@@ -105,6 +148,37 @@ fn read_password() -> Result<Password> {
         anyhow::bail!("the two passwords differ; nothing was changed");
     }
     Ok(Password::new(first))
+}
+
+async fn print_devices(store: &Arc<dyn Store>, json: bool) -> Result<()> {
+    let all = devices::list(store).await.context("device list")?;
+    if json {
+        let rows: Vec<serde_json::Value> = all
+            .iter()
+            .map(|d| {
+                serde_json::json!({ "id": d.id, "user": d.user, "name": d.name, "created_at": d.created_at,
+                    "last_seen_at": d.last_seen_at, "active": d.active,
+                    "pending": d.pending.iter().map(|(jti, kind)| serde_json::json!({"jti": jti, "kind": kind})).collect::<Vec<_>>() })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows).expect("JSON values always serialize"));
+        return Ok(());
+    }
+    println!("{:<26} {:<16} {:<20} {:<20} {:<8} PENDING", "DEVICE", "USER", "NAME", "LAST CONTACT (UTC)", "SESSION");
+    for d in &all {
+        let pending: Vec<String> = d.pending.iter().map(|(jti, kind)| format!("{kind}:{jti}")).collect();
+        let seen = httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(d.last_seen_at));
+        println!(
+            "{:<26} {:<16} {:<20} {:<20} {:<8} {}",
+            d.id,
+            d.user,
+            d.name.chars().take(20).collect::<String>(),
+            seen.get(5..25).unwrap_or(&seen),
+            if d.active { "live" } else { "revoked" },
+            if pending.is_empty() { "-".to_owned() } else { pending.join(",") }
+        );
+    }
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -140,12 +214,18 @@ fn run(cli: Cli) -> Result<()> {
                 let store = open_store(&cli.data, &store_key, cli.database_url.as_deref()).await.context("store")?;
                 let now = (system_clock())();
                 let (name, what) = match cmd {
-                    UserCommand::Add { name, roles } => {
+                    UserCommand::Add { name, roles, attributes } => {
+                        let access = accounts::Access::parse(&roles, &attributes).context("user add")?;
                         let passwords = Passwords::new(1).map_err(anyhow::Error::msg)?;
-                        accounts::add_user(&store, &passwords, &name, &roles, read_password()?, now)
+                        accounts::add_user(&store, &passwords, &name, access, read_password()?, now)
                             .await
                             .context("user add")?;
                         (name, "added")
+                    }
+                    UserCommand::Access { name, roles, attributes } => {
+                        let access = accounts::Access::parse(&roles, &attributes).context("user access")?;
+                        accounts::set_access(&store, &name, &access).await.context("user access")?;
+                        (name, "access replaced")
                     }
                     UserCommand::Passwd { name } => {
                         let passwords = Passwords::new(1).map_err(anyhow::Error::msg)?;
@@ -167,16 +247,53 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             })
         }
-        Command::Serve { listen } => {
+        Command::Device(cmd) => {
+            let store_key = key_dir.store_key().context("run `fieldvault-server init` first")?;
+            let signer = key_dir.token_signer().context("the token-signing key")?;
+            runtime()?.block_on(async {
+                let store = open_store(&cli.data, &store_key, cli.database_url.as_deref()).await.context("store")?;
+                let now = (system_clock())();
+                let (id, kind) = match cmd {
+                    DeviceCommand::List => return print_devices(&store, cli.json).await,
+                    DeviceCommand::Revoke { id } => (id, DirectiveKind::Revoke),
+                    DeviceCommand::Wipe { id } => (id, DirectiveKind::Wipe),
+                };
+                let claims = devices::issue_directive(&store, &signer, &id, kind, now)
+                    .await
+                    .with_context(|| format!("device {}", kind.as_str()))?;
+                if cli.json {
+                    let out = serde_json::json!({ "device": id, "user": claims.sub, "directive": claims.jti,
+                        "kind": kind.as_str(), "sessions": "revoked" });
+                    println!("{out}");
+                } else {
+                    eprintln!(
+                        "fieldvault-server: device {id:?} of {:?}: sessions revoked, lease key deleted, {} directive {} pending",
+                        claims.sub,
+                        kind.as_str(),
+                        claims.jti
+                    );
+                }
+                Ok(())
+            })
+        }
+        Command::Serve { listen, rules } => {
+            let rules = match &rules {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                    Rules::from_toml(&text).with_context(|| format!("rules file {}", path.display()))?
+                }
+                None => Rules::owner_only(),
+            };
             let tls = key_dir.tls_config().context("run `fieldvault-server init` first")?;
             let store_key = key_dir.store_key().context("run `fieldvault-server init` first")?;
             let signer = key_dir.token_signer().context("the token-signing key")?;
             runtime()?.block_on(async {
                 let store = open_store(&cli.data, &store_key, cli.database_url.as_deref()).await.context("store")?;
                 let app = App::new(store.clone(), signer, &store_key, system_clock(), Config::default())
-                    .map_err(anyhow::Error::msg)?;
+                    .map_err(anyhow::Error::msg)?
+                    .with_rules(rules);
                 drop(store_key);
-                tokio::spawn(purge_nonces(store));
+                tokio::spawn(purge(store, app.config.idempotency_retention()));
                 let server = fieldvault_server::Server::bind(listen, tls, router(Arc::new(app))).await?;
                 eprintln!("fieldvault-server: listening on https://{}", server.local_addr());
                 let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

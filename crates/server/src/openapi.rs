@@ -16,6 +16,9 @@ use crate::auth::{DeviceSelf, JwksResponse, LeaseBody, LoginRequest, LogoutRespo
         crate::auth::routes::logout,
         crate::auth::routes::jwks,
         crate::auth::routes::device_self,
+        crate::devices::ack,
+        crate::sync::push,
+        crate::sync::pull,
         openapi_json,
     ),
     components(schemas(
@@ -25,7 +28,9 @@ use crate::auth::{DeviceSelf, JwksResponse, LeaseBody, LoginRequest, LogoutRespo
         RefreshRequest,
         LogoutResponse,
         DeviceSelf,
-        JwksResponse
+        JwksResponse,
+        crate::devices::AckRequest,
+        crate::devices::AckResponse
     ))
 )]
 pub struct ApiDoc;

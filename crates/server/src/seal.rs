@@ -4,6 +4,7 @@
 //! ```text
 //! sqlite key = HKDF-SHA256(store key, salt = "", info = "fieldvault/v1/server/sqlite")
 //! seal key   = HKDF-SHA256(store key, salt = "", info = "fieldvault/v1/server/seal")
+//! cursor key = HKDF-SHA256(store key, salt = "", info = "fieldvault/v1/server/cursor")
 //! sealed     = nonce (12 random bytes) || AES-256-GCM(seal key, nonce, plaintext, aad = purpose || 0x00 || owner id)
 //! ```
 //!
@@ -74,6 +75,11 @@ fn derive(store_key: &[u8; 32], info: &[u8]) -> Zeroizing<[u8; 32]> {
 /// The SQLCipher key of the embedded store.
 pub fn sqlite_key(store_key: &[u8; 32]) -> Zeroizing<[u8; 32]> {
     derive(store_key, b"fieldvault/v1/server/sqlite")
+}
+
+/// The key that authenticates pull cursors (shared by every instance on one store).
+pub fn cursor_key(store_key: &[u8; 32]) -> Zeroizing<[u8; 32]> {
+    derive(store_key, b"fieldvault/v1/server/cursor")
 }
 
 fn aad(purpose: Purpose, owner: &str) -> Vec<u8> {

@@ -78,6 +78,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/auth/refresh", post(auth::refresh))
         .route("/v1/auth/logout", post(auth::logout))
         .route("/v1/devices/self", get(auth::device_self))
+        .route("/v1/devices/ack", post(crate::devices::ack))
+        .route("/v1/sync/push", post(crate::sync::push))
+        .route("/v1/sync/pull", get(crate::sync::pull))
         .route_layer(from_fn_with_state(app.clone(), channel_layer!()));
     Router::new()
         .route("/healthz", get(healthz))

@@ -4,12 +4,15 @@
 //! 1. exactly one of each `X-*` header (400); `X-Key-Id` present (401 `invalid_signature`);
 //! 2. `X-Key-Id` names a session (401 `invalid_token`); from here on every answer, refusals
 //!    included, is signed with that session's secret and bound to the request's `X-Nonce`;
-//!    then no content coding other than `identity` (400) and the session not revoked (401);
+//!    then no content coding other than `identity` (400) and the session not revoked (401;
+//!    `POST /v1/devices/ack` alone is accepted from a revoked session, so that a device can
+//!    acknowledge the directive that revoked it);
+//!    every response carries the device's pending directives in `X-Fieldvault-Directives`;
 //! 3. `X-Timestamp` within +/-300 s of the server clock (401 `stale_timestamp`, `Date` set);
 //! 4. the body within the limit (413), `X-Signature` verifies over method, raw request
 //!    target, body hash, timestamp and nonce, compared in constant time (401
 //!    `invalid_signature`);
-//! 5. the bearer access token (not on refresh) is valid and names this session, user and
+//! 5. the bearer access token (not on refresh or directive acknowledgement) is valid and names this session, user and
 //!    device (401 `invalid_token`);
 //! 6. `(key_id, nonce)` inserted uniquely in the shared store and committed (401
 //!    `replayed_nonce`), kept until timestamp + 300 s + the allowed skew.
@@ -46,8 +49,13 @@ pub mod headers {
     pub const SIGNATURE: &str = "x-signature";
 }
 
-/// The path of the one signed route that carries no access token.
+/// The path of the signed route whose access token may have expired.
 const REFRESH_PATH: &str = "/v1/auth/refresh";
+/// The path a device acknowledges directives on: signed with the session secret, but the
+/// session may already be revoked (by the very directive) and the access token expired.
+pub const ACK_PATH: &str = "/v1/devices/ack";
+/// Pending directives ride in this header on every response to the device.
+pub const DIRECTIVES_HEADER: &str = "x-fieldvault-directives";
 
 /// What the layer hands to a signed route: the verified session and, except on refresh, the
 /// access token's claims.
@@ -103,7 +111,8 @@ pub async fn layer(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
         Err(e) => return ApiError::internal(e).into_response(),
     };
     let nonce_header = single(&parts.headers, headers::NONCE).ok().flatten().map(str::to_owned);
-    let signer = ResponseSigner { app: app.clone(), secret: secret.clone(), nonce: nonce_header };
+    let directives = (!session.directives.is_empty()).then(|| session.directives.join(", "));
+    let signer = ResponseSigner { app: app.clone(), secret: secret.clone(), nonce: nonce_header, directives };
 
     let outcome = check(&app, parts, body, session, secret, &key_id).await;
     match outcome {
@@ -129,7 +138,8 @@ async fn check(
     {
         return Err(ApiError::bad_request("encoded request bodies are not accepted"));
     }
-    if session.revoked {
+    let ack = parts.uri.path() == ACK_PATH;
+    if session.revoked && !ack {
         return Err(ApiError::invalid_token("the session has been revoked"));
     }
     let ts_header = required(h, headers::TIMESTAMP)?;
@@ -158,7 +168,7 @@ async fn check(
         .verify_request(parts.method.as_str(), target, &bytes, ts_header, nonce_header, signature)
         .map_err(|e| ApiError::invalid_signature(e.to_string()))?;
 
-    let claims = if parts.uri.path() == REFRESH_PATH {
+    let claims = if parts.uri.path() == REFRESH_PATH || ack {
         None
     } else {
         let auth = single(h, header::AUTHORIZATION.as_str())?
@@ -188,6 +198,8 @@ struct ResponseSigner {
     app: Arc<App>,
     secret: Arc<SessionSecret>,
     nonce: Option<String>,
+    /// Pending directives for the device, comma-separated compact JWS.
+    directives: Option<String>,
 }
 
 impl ResponseSigner {
@@ -206,6 +218,11 @@ impl ResponseSigner {
             )) {
                 parts.headers.insert(header::DATE, v);
             }
+        }
+        if let Some(d) = &self.directives
+            && let Ok(v) = HeaderValue::from_str(d)
+        {
+            parts.headers.insert(DIRECTIVES_HEADER, v);
         }
         if let Some(nonce) = &self.nonce {
             let ts = now.to_string();

@@ -219,6 +219,81 @@ pub fn manifest_len(count: u64) -> u64 {
     24 + count * HASH_LEN as u64 + 32 + 32 + 8
 }
 
+/// The header and manifest of an attachment as a server checks them without a key, before
+/// any chunk arrives: the structure is sound, the counts fit the length and chunk size, and
+/// the root matches the chunk hashes. Each uploaded chunk is then checked against its hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    /// The parsed header.
+    pub header: Header,
+    /// Number of chunks.
+    pub count: u64,
+    /// Plaintext length.
+    pub length: u64,
+    /// BLAKE3 of each chunk's ciphertext and tag.
+    pub hashes: Vec<[u8; HASH_LEN]>,
+    /// The root over header, counts and hashes.
+    pub root: [u8; HASH_LEN],
+}
+
+impl Manifest {
+    /// Parses `header` (exactly the header bytes) and `manifest` (exactly the trailer bytes,
+    /// from `"FVAM"` through the manifest length).
+    ///
+    /// # Errors
+    /// A malformed header or manifest, counts that do not fit, a root that does not match.
+    /// The manifest's MAC (which needs the key) is not checked.
+    pub fn parse(header: &[u8], manifest: &[u8]) -> Result<Manifest, Error> {
+        let bad = |reason| Error::AttachmentManifest { reason };
+        let (parsed, used) = Header::parse(header)?;
+        if used != header.len() {
+            return Err(Error::Malformed { what: "attachment header", reason: "trailing bytes after the header" });
+        }
+        if manifest.len() < 24 || &manifest[..4] != MANIFEST_MAGIC {
+            return Err(bad("it does not start with the manifest magic"));
+        }
+        if manifest[4] != VERSION {
+            return Err(Error::UnsupportedVersion { what: "attachment manifest", version: manifest[4] });
+        }
+        let count = u64::from_be_bytes(manifest[8..16].try_into().expect("8 bytes"));
+        let length = u64::from_be_bytes(manifest[16..24].try_into().expect("8 bytes"));
+        if manifest[..24] != manifest_prefix(count, length) {
+            return Err(bad("reserved bytes are not zero"));
+        }
+        let (expect_count, _) = chunk_layout(length, parsed.chunk_size());
+        if count != expect_count || count > MAX_CHUNKS || manifest.len() as u64 != manifest_len(count) {
+            return Err(bad("its chunk count does not fit its length"));
+        }
+        let tail = u64::from_be_bytes(manifest[manifest.len() - 8..].try_into().expect("8 bytes"));
+        if tail != manifest_len(count) {
+            return Err(bad("the manifest length field is wrong"));
+        }
+        let n = usize::try_from(count).map_err(|_| bad("too many chunks for this machine"))?;
+        let hashes: Vec<[u8; HASH_LEN]> = manifest[24..24 + n * HASH_LEN]
+            .chunks_exact(HASH_LEN)
+            .map(|c| c.try_into().expect("HASH_LEN bytes"))
+            .collect();
+        let stored: [u8; HASH_LEN] = manifest[24 + n * HASH_LEN..56 + n * HASH_LEN].try_into().expect("32 bytes");
+        let computed = root(header, count, length, hashes.iter().copied());
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(&computed[..], &stored[..])) {
+            return Err(bad("the root does not match the chunk hashes"));
+        }
+        Ok(Manifest { header: parsed, count, length, hashes, root: stored })
+    }
+
+    /// Length of chunk `i` as stored: ciphertext and tag.
+    pub fn chunk_len(&self, i: u64) -> usize {
+        let (_, last) = chunk_layout(self.length, self.header.chunk_size());
+        if i + 1 == self.count { last + TAG_LEN } else { self.header.chunk_size() + TAG_LEN }
+    }
+
+    /// Whether `bytes` is chunk `i` as the manifest names it (length and BLAKE3 hash).
+    pub fn chunk_matches(&self, i: u64, bytes: &[u8]) -> bool {
+        let Some(expected) = usize::try_from(i).ok().and_then(|i| self.hashes.get(i)) else { return false };
+        bytes.len() == self.chunk_len(i) && blake3::hash(bytes).as_bytes() == expected
+    }
+}
+
 /// What a server can check without any key: the file's structure, every chunk's hash and
 /// the root. Returns (header, plaintext length, root).
 ///

@@ -5,6 +5,7 @@
 
 mod problem;
 mod signing;
+pub mod sync;
 mod token;
 
 pub use problem::ProblemCode;
@@ -13,6 +14,6 @@ pub use signing::{
     parse_timestamp, request_string, response_string, timestamp_is_fresh,
 };
 pub use token::{
-    ACCESS_AUDIENCE, ACCESS_TYP, AccessClaims, DIRECTIVE_AUDIENCE, DIRECTIVE_TYP, OFFLINE_AUDIENCE, OFFLINE_TYP,
-    OfflineClaims, TokenError, TokenSigner, TokenVerifier,
+    ACCESS_AUDIENCE, ACCESS_TYP, AccessClaims, DIRECTIVE_AUDIENCE, DIRECTIVE_TYP, DirectiveClaims, DirectiveKind,
+    OFFLINE_AUDIENCE, OFFLINE_TYP, OfflineClaims, TokenError, TokenSigner, TokenVerifier,
 };

@@ -115,6 +115,66 @@ pub struct OfflineClaims {
     pub jti: String,
 }
 
+/// What a directive tells a device to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DirectiveKind {
+    /// Remote logout: forget the session and its tokens; keep the vault.
+    Revoke,
+    /// Remote wipe: crypto-shred the account's data on the device.
+    Wipe,
+}
+
+impl DirectiveKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DirectiveKind::Revoke => "revoke",
+            DirectiveKind::Wipe => "wipe",
+        }
+    }
+}
+
+/// Claims of a device directive (`typ: fv-directive+jwt`): remote logout or wipe, bound to
+/// one user, device and session. A device acts only when `sub` and `device_id` are its own,
+/// `iat` is after its login, and `jti` is new to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectiveClaims {
+    /// Issuer: always `fieldvault-server`.
+    pub iss: String,
+    /// Audience: exactly [`DIRECTIVE_AUDIENCE`].
+    pub aud: String,
+    /// The user name.
+    pub sub: String,
+    /// The device the directive is for.
+    pub device_id: String,
+    /// The device's session when the directive was made.
+    pub sid: String,
+    /// Unique directive id (what `POST /v1/devices/ack` names).
+    pub jti: String,
+    /// Revoke or wipe.
+    pub kind: DirectiveKind,
+    /// Issued at (Unix seconds).
+    pub iat: u64,
+}
+
+impl DirectiveClaims {
+    /// Claims for a new directive.
+    pub fn new(sub: &str, device_id: &str, sid: &str, jti: String, kind: DirectiveKind, iat: u64) -> Self {
+        DirectiveClaims {
+            iss: ISSUER.into(),
+            aud: DIRECTIVE_AUDIENCE.into(),
+            sub: sub.into(),
+            device_id: device_id.into(),
+            sid: sid.into(),
+            jti,
+            kind,
+            iat,
+        }
+    }
+}
+
 impl AccessClaims {
     /// Claims for a new access token.
     pub fn new(sub: &str, sid: &str, device_id: &str, roles: &[String], iat: u64, exp: u64, jti: String) -> Self {
@@ -244,6 +304,15 @@ impl TokenVerifier {
         Ok(c)
     }
 
+    /// Checks a directive's signature, type, audience and issuer (directives do not expire:
+    /// the device decides by `iat` and `jti`).
+    ///
+    /// # Errors
+    /// Any [`TokenError`] but `Expired`.
+    pub fn directive(&self, token: &str) -> Result<DirectiveClaims, TokenError> {
+        self.check(token, DIRECTIVE_TYP, DIRECTIVE_AUDIENCE)
+    }
+
     fn check<C: DeserializeOwned + HasAudience>(
         &self,
         token: &str,
@@ -282,6 +351,15 @@ trait HasAudience {
 }
 
 impl HasAudience for AccessClaims {
+    fn aud(&self) -> &str {
+        &self.aud
+    }
+    fn iss(&self) -> &str {
+        &self.iss
+    }
+}
+
+impl HasAudience for DirectiveClaims {
     fn aud(&self) -> &str {
         &self.aud
     }

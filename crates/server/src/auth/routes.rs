@@ -252,6 +252,10 @@ pub async fn refresh(
         app.store.revoke_session(&session.id, now).await?;
         return Err(ApiError::invalid_grant("the user is disabled"));
     };
+    if now.saturating_sub(session.created_at) > app.config.session_max_ttl {
+        app.store.revoke_session(&session.id, now).await?;
+        return Err(ApiError::invalid_grant("the session has reached its maximum age; log in again"));
+    }
     let successor = new_refresh_token();
     let outcome = app
         .store

@@ -11,11 +11,18 @@
 
 mod postgres;
 mod sqlite;
+mod sync_postgres;
+mod sync_sqlite;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use fieldvault_core::protocol::sync::{Change, CheckedOp, OpResult};
+use fieldvault_core::rules::Rules;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use sync_postgres::idempotency_lock_id;
 
 /// What a storage call can fail with. Never shown to clients (they get `internal`).
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +55,8 @@ pub struct UserRecord {
     pub roles: Vec<String>,
     /// A disabled user cannot log in or refresh.
     pub disabled: bool,
+    /// Attributes, for access rules (`user.attributes`).
+    pub attributes: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A new session, created at login together with its device and first refresh token.
@@ -101,6 +110,10 @@ pub struct SessionRecord {
     pub secret_sealed: Vec<u8>,
     /// Revoked sessions stay for the record; nothing signed with them is accepted.
     pub revoked: bool,
+    /// When the session began (login).
+    pub created_at: u64,
+    /// Directives for this session's device not yet acknowledged (compact JWS), oldest first.
+    pub directives: Vec<String>,
     /// The current lease, if the device still has one.
     pub lease: Option<LeaseRecord>,
 }
@@ -150,6 +163,111 @@ pub struct LoginFailures {
     pub last_at: u64,
 }
 
+/// A device as `device list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// Server-assigned id.
+    pub id: String,
+    /// Its user.
+    pub user: String,
+    /// The client's label.
+    pub name: String,
+    /// First login.
+    pub created_at: u64,
+    /// Last login, push or pull.
+    pub last_seen_at: u64,
+    /// The newest session of the device.
+    pub session_id: Option<String>,
+    /// Whether any session of the device is still live.
+    pub active: bool,
+    /// Directives not yet acknowledged: (jti, kind).
+    pub pending: Vec<(String, String)>,
+}
+
+/// A directive to store.
+#[derive(Debug, Clone)]
+pub struct NewDirective {
+    /// Its id.
+    pub jti: String,
+    /// The device.
+    pub device_id: String,
+    /// `revoke` or `wipe`.
+    pub kind: String,
+    /// The signed JWS.
+    pub token: String,
+    /// Now.
+    pub now: u64,
+}
+
+/// One push, checked and fingerprinted: applied in one transaction.
+#[derive(Debug, Clone)]
+pub struct PushBatch {
+    /// The user (their roles and attributes are read inside the transaction).
+    pub user: String,
+    /// The pushing device.
+    pub device_id: String,
+    /// The device's sync counter.
+    pub device_seq: u64,
+    /// The ops, in order.
+    pub ops: Vec<CheckedOp>,
+    /// Ops made before this time (by their key) get `expired` unless their key is on record.
+    pub expired_before: u64,
+    /// The access rules in force.
+    pub rules: Arc<Rules>,
+    /// Now.
+    pub now: u64,
+}
+
+/// What a push did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PushOutcome {
+    /// One result per op, in order; everything recorded is committed.
+    Results(Vec<OpResult>),
+    /// `device_seq` went backwards: nothing applied.
+    RollbackDetected,
+    /// Another request is using one of these idempotency keys right now: nothing applied.
+    KeyInUse,
+}
+
+/// One pull page request.
+#[derive(Debug, Clone)]
+pub struct PullBatch {
+    /// The user.
+    pub user: String,
+    /// The pulling device (whose held ids are updated).
+    pub device_id: String,
+    /// The device's sync counter.
+    pub device_seq: u64,
+    /// Changes after this sequence number.
+    pub since: u64,
+    /// Most stored changes to examine.
+    pub limit: u32,
+    /// The access rules in force.
+    pub rules: Arc<Rules>,
+    /// Now.
+    pub now: u64,
+}
+
+/// A pull page.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PullOutcome {
+    /// The page.
+    Page {
+        /// What the device must apply, in sequence order.
+        changes: Vec<Change>,
+        /// The last sequence number examined (the next cursor).
+        last_seq: u64,
+        /// Whether more changes follow.
+        has_more: bool,
+        /// The user's roles and attributes as read for this page (the cursor's epoch).
+        user: fieldvault_core::rules::RuleUser,
+    },
+    /// `device_seq` went backwards: nothing changed.
+    RollbackDetected,
+    /// The user no longer exists.
+    UnknownUser,
+}
+
 /// The storage interface. Both implementations pass the same test suite
 /// (`tests/it/storage.rs`).
 #[async_trait]
@@ -187,6 +305,29 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_nonce(&self, key_id: &str, nonce: &[u8; 16], expires_at: u64) -> Result<bool, StoreError>;
     /// Deletes nonces whose `expires_at` is before `now`; returns how many.
     async fn purge_nonces(&self, now: u64) -> Result<u64, StoreError>;
+
+    /// Replaces a user's roles and attributes. False if there is no such user.
+    async fn set_user_access(
+        &self,
+        name: &str,
+        roles: &[String],
+        attributes: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<bool, StoreError>;
+
+    /// Every device, by user then first login.
+    async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError>;
+    /// Stores a directive and, in the same transaction, revokes every session of its device
+    /// (which deletes their lease keys). False if there is no such device.
+    async fn add_directive(&self, directive: &NewDirective) -> Result<bool, StoreError>;
+    /// Marks these directives of this device acknowledged; returns how many were pending.
+    async fn ack_directives(&self, device_id: &str, jtis: &[String], now: u64) -> Result<u64, StoreError>;
+
+    /// Applies a push in one transaction (SPEC section 5, "Idempotency").
+    async fn push(&self, batch: PushBatch) -> Result<PushOutcome, StoreError>;
+    /// Reads one pull page and records what the device now holds, in one transaction.
+    async fn pull(&self, batch: PullBatch) -> Result<PullOutcome, StoreError>;
+    /// Deletes idempotency records made before `before`; returns how many.
+    async fn purge_idempotency(&self, before: u64) -> Result<u64, StoreError>;
 }
 
 /// Opens the store the command line asks for: PostgreSQL at `database_url`, or else the

@@ -22,11 +22,12 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
 
 use super::{
-    LeaseRecord, LoginFailures, NewSession, SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord,
+    DeviceRecord, LeaseRecord, LoginFailures, NewDirective, NewSession, PullBatch, PullOutcome, PushBatch, PushOutcome,
+    SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord, sync_postgres,
 };
 
 /// The newest schema version this build knows.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Key of the advisory lock held while migrating (the ASCII bytes of `fvschema`, to stay clear of
 /// other applications' keys in a shared database).
@@ -183,6 +184,11 @@ async fn migrate(pool: &PgPool, schema: Option<&str>) -> Result<(), StoreError> 
             sqlx::query(*statement).execute(&mut *tx).await.map_err(backend)?;
         }
     }
+    if found < 2 {
+        for statement in sync_postgres::SCHEMA_V2 {
+            sqlx::query(*statement).execute(&mut *tx).await.map_err(backend)?;
+        }
+    }
     if found < SCHEMA_VERSION {
         sqlx::query("DELETE FROM fv_schema").execute(&mut *tx).await.map_err(backend)?;
         sqlx::query("INSERT INTO fv_schema (version) VALUES ($1)")
@@ -272,14 +278,17 @@ async fn revoke_user_in(conn: &mut PgConnection, user: &str, now: i64) -> Result
 impl Store for PgStore {
     async fn add_user(&self, user: &UserRecord, now: u64) -> Result<(), StoreError> {
         let roles = serde_json::to_string(&user.roles).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let attributes = serde_json::to_string(&user.attributes).map_err(|e| StoreError::Backend(e.to_string()))?;
         let result = sqlx::query(
-            "INSERT INTO users (name, password_hash, roles, disabled, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO users (name, password_hash, roles, disabled, created_at, attributes)
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&user.name)
         .bind(&user.password_hash)
         .bind(roles)
         .bind(user.disabled)
         .bind(to_db(now)?)
+        .bind(attributes)
         .execute(&self.pool)
         .await;
         match result {
@@ -290,7 +299,7 @@ impl Store for PgStore {
     }
 
     async fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
-        let row = sqlx::query("SELECT name, password_hash, roles, disabled FROM users WHERE name = $1")
+        let row = sqlx::query("SELECT name, password_hash, roles, disabled, attributes FROM users WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await
@@ -298,7 +307,11 @@ impl Store for PgStore {
         let Some(row) = row else { return Ok(None) };
         let roles: String = row.try_get("roles").map_err(backend)?;
         let roles = serde_json::from_str(&roles).map_err(|_| StoreError::Backend("corrupt roles".to_owned()))?;
+        let attributes: String = row.try_get("attributes").map_err(backend)?;
+        let attributes =
+            serde_json::from_str(&attributes).map_err(|_| StoreError::Backend("corrupt attributes".to_owned()))?;
         Ok(Some(UserRecord {
+            attributes,
             name: row.try_get("name").map_err(backend)?,
             password_hash: row.try_get("password_hash").map_err(backend)?,
             roles,
@@ -424,7 +437,10 @@ impl Store for PgStore {
     async fn session_by_key_id(&self, key_id: &str) -> Result<Option<SessionRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT id, key_id, user_name, device_id, secret_sealed, revoked_at IS NOT NULL AS revoked,
-                 lease_id, lease_sealed, lease_issued_at, lease_expires_at
+                 lease_id, lease_sealed, lease_issued_at, lease_expires_at, created_at,
+                 COALESCE((SELECT array_agg(d.token ORDER BY d.issued_at, d.jti) FROM directives d
+                           WHERE d.device_id = sessions.device_id AND d.acked_at IS NULL), ARRAY[]::text[])
+                     AS directives
              FROM sessions WHERE key_id = $1",
         )
         .bind(key_id)
@@ -452,6 +468,8 @@ impl Store for PgStore {
             device_id: row.try_get("device_id").map_err(backend)?,
             secret_sealed: row.try_get("secret_sealed").map_err(backend)?,
             revoked: row.try_get("revoked").map_err(backend)?,
+            created_at: from_db(row.try_get("created_at").map_err(backend)?)?,
+            directives: row.try_get("directives").map_err(backend)?,
             lease,
         }))
     }
@@ -597,6 +615,91 @@ impl Store for PgStore {
             .map_err(backend)?;
         Ok(purged.rows_affected())
     }
+
+    async fn set_user_access(
+        &self,
+        name: &str,
+        roles: &[String],
+        attributes: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<bool, StoreError> {
+        let roles = serde_json::to_string(roles).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let attributes = serde_json::to_string(attributes).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let r = sqlx::query("UPDATE users SET roles = $2, attributes = $3 WHERE name = $1")
+            .bind(name)
+            .bind(roles)
+            .bind(attributes)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        sync_postgres::devices(&self.pool).await
+    }
+
+    async fn add_directive(&self, d: &NewDirective) -> Result<bool, StoreError> {
+        let now = to_db(d.now)?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM devices WHERE id = $1)")
+            .bind(&d.device_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if !exists {
+            tx.rollback().await.map_err(backend)?;
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO directives (jti, device_id, kind, token, issued_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&d.jti)
+            .bind(&d.device_id)
+            .bind(&d.kind)
+            .bind(&d.token)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let sessions: Vec<String> = sqlx::query_scalar("SELECT id FROM sessions WHERE device_id = $1")
+            .bind(&d.device_id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?;
+        for id in sessions {
+            revoke_in(&mut tx, &id, now).await?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
+    }
+
+    async fn ack_directives(&self, device_id: &str, jtis: &[String], now: u64) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE directives SET acked_at = $3 WHERE device_id = $1 AND jti = ANY($2) AND acked_at IS NULL",
+        )
+        .bind(device_id)
+        .bind(jtis)
+        .bind(to_db(now)?)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(r.rows_affected())
+    }
+
+    async fn push(&self, batch: PushBatch) -> Result<PushOutcome, StoreError> {
+        sync_postgres::push(&self.pool, batch).await
+    }
+
+    async fn pull(&self, batch: PullBatch) -> Result<PullOutcome, StoreError> {
+        sync_postgres::pull(&self.pool, batch).await
+    }
+
+    async fn purge_idempotency(&self, before: u64) -> Result<u64, StoreError> {
+        let r = sqlx::query("DELETE FROM idempotency WHERE created_at < $1")
+            .bind(to_db(before)?)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(r.rows_affected())
+    }
 }
 
 fn failures_from_row(row: &sqlx::postgres::PgRow) -> Result<LoginFailures, StoreError> {
@@ -649,6 +752,7 @@ mod tests {
             password_hash: "$argon2id$v=19$m=65536,t=3,p=1$c2FsdA$aGFzaA".to_owned(),
             roles: vec!["field".to_owned(), "admin".to_owned()],
             disabled: false,
+            attributes: serde_json::Map::new(),
         }
     }
 
@@ -900,11 +1004,18 @@ mod tests {
             b.expect("third instance connects");
             let version: i64 =
                 sqlx::query("SELECT max(version) FROM fv_schema").fetch_one(&store.pool).await.expect("reads").get(0);
-            assert_eq!(version, 1);
+            assert_eq!(version, SCHEMA_VERSION);
 
-            sqlx::query("UPDATE fv_schema SET version = 2").execute(&store.pool).await.expect("bumps");
+            sqlx::query("UPDATE fv_schema SET version = $1")
+                .bind(SCHEMA_VERSION + 1)
+                .execute(&store.pool)
+                .await
+                .expect("bumps");
             let refused = PgStore::connect_in_schema(&url, &schema, 1).await;
-            assert!(matches!(refused, Err(StoreError::SchemaTooNew { found: 2, supported: 1 })), "{refused:?}");
+            assert!(
+                matches!(refused, Err(StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION }) if found == SCHEMA_VERSION + 1),
+                "{refused:?}"
+            );
         })
         .await;
     }

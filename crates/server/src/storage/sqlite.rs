@@ -12,11 +12,12 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use zeroize::Zeroizing;
 
 use super::{
-    LeaseRecord, LoginFailures, NewSession, SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord,
+    DeviceRecord, LeaseRecord, LoginFailures, NewDirective, NewSession, PullBatch, PullOutcome, PushBatch, PushOutcome,
+    SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord, sync_sqlite,
 };
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = "
     CREATE TABLE users (
@@ -71,6 +72,50 @@ const SCHEMA_V1: &str = "
         last_at   INTEGER NOT NULL,
         PRIMARY KEY (user_name, address)
     );
+";
+
+/// Version 2: documents and their change sequence, idempotency records, the ids each device
+/// holds, each device's sync counter, user attributes.
+const SCHEMA_V2: &str = "
+    ALTER TABLE users ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE devices ADD COLUMN sync_seq INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE documents (
+        collection TEXT NOT NULL,
+        id         TEXT NOT NULL,
+        owner      TEXT NOT NULL,
+        version    INTEGER NOT NULL,
+        deleted    INTEGER NOT NULL,
+        body       TEXT NOT NULL,
+        seq        INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (collection, id)
+    );
+    CREATE UNIQUE INDEX documents_by_seq ON documents (seq);
+    CREATE TABLE idempotency (
+        user_name   TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        fingerprint BLOB NOT NULL,
+        status      TEXT NOT NULL,
+        version     INTEGER,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (user_name, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX idempotency_by_age ON idempotency (created_at);
+    CREATE TABLE held (
+        device_id  TEXT NOT NULL,
+        collection TEXT NOT NULL,
+        id         TEXT NOT NULL,
+        PRIMARY KEY (device_id, collection, id)
+    ) WITHOUT ROWID;
+    CREATE TABLE directives (
+        jti        TEXT PRIMARY KEY,
+        device_id  TEXT NOT NULL REFERENCES devices(id),
+        kind       TEXT NOT NULL,
+        token      TEXT NOT NULL,
+        issued_at  INTEGER NOT NULL,
+        acked_at   INTEGER
+    );
+    CREATE INDEX directives_pending ON directives (device_id) WHERE acked_at IS NULL;
 ";
 
 /// The SQLCipher-backed store.
@@ -143,12 +188,13 @@ impl SqliteStore {
         )
         .map_err(backend)?;
         let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(backend)?;
-        match found {
-            0 => conn
-                .execute_batch(&format!("BEGIN; {SCHEMA_V1} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
-                .map_err(backend)?,
-            SCHEMA_VERSION => {}
-            found => return Err(StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION }),
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION });
+        }
+        if found < SCHEMA_VERSION {
+            let v1 = if found < 1 { SCHEMA_V1 } else { "" };
+            conn.execute_batch(&format!("BEGIN; {v1} {SCHEMA_V2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
+                .map_err(backend)?;
         }
         Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
     }
@@ -196,13 +242,14 @@ impl Store for SqliteStore {
     async fn add_user(&self, user: &UserRecord, now: u64) -> Result<(), StoreError> {
         let user = user.clone();
         let roles = serde_json::to_string(&user.roles).map_err(backend)?;
+        let attributes = serde_json::to_string(&user.attributes).map_err(backend)?;
         let name = user.name.clone();
         let inserted = self
             .run(move |c| {
                 c.execute(
-                    "INSERT INTO users (name, password_hash, roles, disabled, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (name) DO NOTHING",
-                    params![user.name, user.password_hash, roles, user.disabled, i(now)],
+                    "INSERT INTO users (name, password_hash, roles, disabled, created_at, attributes)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name) DO NOTHING",
+                    params![user.name, user.password_hash, roles, user.disabled, i(now), attributes],
                 )
             })
             .await?;
@@ -213,14 +260,30 @@ impl Store for SqliteStore {
         let name = name.to_owned();
         let row = self
             .run(move |c| {
-                c.query_row("SELECT name, password_hash, roles, disabled FROM users WHERE name = ?1", [&name], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get(3)?))
-                })
+                c.query_row(
+                    "SELECT name, password_hash, roles, disabled, attributes FROM users WHERE name = ?1",
+                    [&name],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get(3)?,
+                            r.get::<_, String>(4)?,
+                        ))
+                    },
+                )
                 .optional()
             })
             .await?;
-        row.map(|(name, password_hash, roles, disabled)| {
-            Ok(UserRecord { name, password_hash, roles: serde_json::from_str(&roles).map_err(backend)?, disabled })
+        row.map(|(name, password_hash, roles, disabled, attributes)| {
+            Ok(UserRecord {
+                name,
+                password_hash,
+                roles: serde_json::from_str(&roles).map_err(backend)?,
+                disabled,
+                attributes: serde_json::from_str(&attributes).map_err(backend)?,
+            })
         })
         .transpose()
     }
@@ -329,7 +392,10 @@ impl Store for SqliteStore {
         self.run(move |c| {
             c.query_row(
                 "SELECT id, key_id, user_name, device_id, secret_sealed, revoked_at IS NOT NULL,
-                        lease_id, lease_sealed, lease_issued_at, lease_expires_at
+                        lease_id, lease_sealed, lease_issued_at, lease_expires_at, created_at,
+                        (SELECT group_concat(token, ',') FROM
+                            (SELECT token FROM directives d WHERE d.device_id = sessions.device_id
+                             AND d.acked_at IS NULL ORDER BY d.issued_at, d.jti))
                  FROM sessions WHERE key_id = ?1",
                 [&key_id],
                 |r| {
@@ -349,6 +415,11 @@ impl Store for SqliteStore {
                         device_id: r.get(3)?,
                         secret_sealed: r.get(4)?,
                         revoked: r.get(5)?,
+                        created_at: u(r.get(10)?),
+                        directives: r
+                            .get::<_, Option<String>>(11)?
+                            .map(|t| t.split(',').map(str::to_owned).collect())
+                            .unwrap_or_default(),
                         lease,
                     })
                 },
@@ -453,5 +524,81 @@ impl Store for SqliteStore {
 
     async fn purge_nonces(&self, now: u64) -> Result<u64, StoreError> {
         self.run(move |c| c.execute("DELETE FROM nonces WHERE expires_at < ?1", [i(now)]).map(|n| n as u64)).await
+    }
+
+    async fn set_user_access(
+        &self,
+        name: &str,
+        roles: &[String],
+        attributes: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<bool, StoreError> {
+        let roles = serde_json::to_string(roles).map_err(backend)?;
+        let attributes = serde_json::to_string(attributes).map_err(backend)?;
+        let name = name.to_owned();
+        self.run(move |c| {
+            c.execute("UPDATE users SET roles = ?2, attributes = ?3 WHERE name = ?1", params![name, roles, attributes])
+                .map(|n| n == 1)
+        })
+        .await
+    }
+
+    async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.run(sync_sqlite::devices).await
+    }
+
+    async fn add_directive(&self, d: &NewDirective) -> Result<bool, StoreError> {
+        let d = d.clone();
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let exists: bool =
+                tx.query_row("SELECT EXISTS (SELECT 1 FROM devices WHERE id = ?1)", [&d.device_id], |r| r.get(0))?;
+            if !exists {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO directives (jti, device_id, kind, token, issued_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![d.jti, d.device_id, d.kind, d.token, i(d.now)],
+            )?;
+            let sessions: Vec<String> = tx
+                .prepare("SELECT id FROM sessions WHERE device_id = ?1")?
+                .query_map([&d.device_id], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for id in sessions {
+                revoke_in(&tx, &id, i(d.now))?;
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn ack_directives(&self, device_id: &str, jtis: &[String], now: u64) -> Result<u64, StoreError> {
+        let (device, jtis) = (device_id.to_owned(), jtis.to_vec());
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut n = 0;
+            for jti in &jtis {
+                n += tx.execute(
+                    "UPDATE directives SET acked_at = ?3 WHERE jti = ?1 AND device_id = ?2 AND acked_at IS NULL",
+                    params![jti, device, i(now)],
+                )? as u64;
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn push(&self, batch: PushBatch) -> Result<PushOutcome, StoreError> {
+        self.run(move |c| sync_sqlite::push(c, batch)).await
+    }
+
+    async fn pull(&self, batch: PullBatch) -> Result<PullOutcome, StoreError> {
+        self.run(move |c| sync_sqlite::pull(c, batch)).await
+    }
+
+    async fn purge_idempotency(&self, before: u64) -> Result<u64, StoreError> {
+        self.run(move |c| c.execute("DELETE FROM idempotency WHERE created_at < ?1", [i(before)]).map(|n| n as u64))
+            .await
     }
 }

@@ -35,6 +35,17 @@ pub fn backends() -> Vec<Backend> {
     v
 }
 
+/// PostgreSQL alone (for tests of several instances), or None with a note when unset.
+pub fn postgres() -> Option<Backend> {
+    match std::env::var("FIELDVAULT_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(Backend::Postgres { url, schema: fresh_schema() }),
+        _ => {
+            eprintln!("PostgreSQL tests skipped: FIELDVAULT_TEST_POSTGRES is not set");
+            None
+        }
+    }
+}
+
 pub fn fresh_schema() -> String {
     let mut b = [0u8; 8];
     aws_lc_rs::rand::fill(&mut b).expect("random");
@@ -51,6 +62,8 @@ pub struct Harness {
     /// When non-zero, the server's clock stands still at this time (offset ignored).
     pub frozen: Arc<std::sync::atomic::AtomicU64>,
     pub backend: Backend,
+    /// The rules file this instance serves with (None: owner-only).
+    pub rules: Option<String>,
     _tmp: Arc<tempfile::TempDir>,
     keys: KeyDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -90,18 +103,42 @@ impl Harness {
     }
 
     pub async fn start_bare(backend: Backend) -> Harness {
+        Harness::start_bare_with_rules(backend, None).await
+    }
+
+    /// A fresh server serving these rules, with `alice` and `bob` as in [`Harness::start`].
+    pub async fn start_with_rules(backend: Backend, rules: &str) -> Harness {
+        let h = Harness::start_bare_with_rules(backend, Some(rules.to_owned())).await;
+        h.add_user("alice", &["inspector"]).await;
+        h.add_user("bob", &[]).await;
+        h
+    }
+
+    async fn start_bare_with_rules(backend: Backend, rules: Option<String>) -> Harness {
         let tmp = Arc::new(tempfile::tempdir().expect("tempdir"));
         let keys = KeyDir::at(&tmp.path().join("data.keys"));
         let pin = keys.init(&tmp.path().join("data"), &["localhost".into(), "127.0.0.1".into()]).expect("init");
-        Harness::start_with(backend, tmp, keys, pin).await
+        Harness::start_with(backend, tmp, keys, pin, rules).await
     }
 
-    /// A second instance over the same key directory and store (PostgreSQL).
+    /// A second instance over the same key directory and store (PostgreSQL; on SQLite a
+    /// second connection to the same file).
     pub async fn sibling(&self) -> Harness {
-        Harness::start_with(self.backend.clone(), self._tmp.clone(), self.keys.clone(), self.pin.clone()).await
+        self.sibling_with_rules(self.rules.clone()).await
     }
 
-    async fn start_with(backend: Backend, tmp: Arc<tempfile::TempDir>, keys: KeyDir, pin: String) -> Harness {
+    /// A second instance over the same store serving other rules.
+    pub async fn sibling_with_rules(&self, rules: Option<String>) -> Harness {
+        Harness::start_with(self.backend.clone(), self._tmp.clone(), self.keys.clone(), self.pin.clone(), rules).await
+    }
+
+    async fn start_with(
+        backend: Backend,
+        tmp: Arc<tempfile::TempDir>,
+        keys: KeyDir,
+        pin: String,
+        rules: Option<String>,
+    ) -> Harness {
         let store_key = keys.store_key().expect("store key");
         let store = open(&backend, tmp.path(), &store_key).await;
         let offset = Arc::new(AtomicI64::new(0));
@@ -111,9 +148,12 @@ impl Harness {
             0 => now().saturating_add_signed(o.load(Ordering::SeqCst)),
             t => t,
         });
-        let app = Arc::new(
-            App::new(store, keys.token_signer().expect("signer"), &store_key, clock, Config::default()).expect("app"),
-        );
+        let mut app =
+            App::new(store, keys.token_signer().expect("signer"), &store_key, clock, Config::default()).expect("app");
+        if let Some(text) = &rules {
+            app = app.with_rules(fieldvault_core::rules::Rules::from_toml(text).expect("valid rules"));
+        }
+        let app = Arc::new(app);
         let server =
             Server::bind("127.0.0.1:0".parse().expect("addr"), keys.tls_config().expect("tls"), router(app.clone()))
                 .await
@@ -123,22 +163,53 @@ impl Harness {
         tokio::spawn(server.run(async move {
             let _ = rx.await;
         }));
-        Harness { addr, pin, app, offset, frozen, backend, _tmp: tmp, keys, shutdown: Some(tx) }
+        Harness { addr, pin, app, offset, frozen, backend, rules, _tmp: tmp, keys, shutdown: Some(tx) }
     }
 
     pub async fn add_user(&self, name: &str, roles: &[&str]) {
-        let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+        self.add_user_with(name, roles, &[]).await;
+    }
+
+    /// Adds a user with roles and `key=value` attributes.
+    pub async fn add_user_with(&self, name: &str, roles: &[&str], attributes: &[&str]) {
+        let access = access(roles, attributes);
         let passwords = Passwords::new(1).expect("hasher");
         accounts::add_user(
             &self.app.store,
             &passwords,
             name,
-            &roles,
+            access,
             Password::new(Zeroizing::new(PASSWORD.into())),
             now(),
         )
         .await
         .expect("add user");
+    }
+
+    /// A signed request from `device`, sent now; the response, checked to be signed.
+    pub async fn signed(&self, device: &Device, method: &str, target: &str, body: &[u8]) -> Response {
+        let req = Signed::new(device, method, target, body, now());
+        let r = self.send(&req.raw()).await;
+        r.verify(&device.secret, &req.nonce).expect("a signed response");
+        r
+    }
+
+    /// `POST /v1/sync/push` with these ops.
+    pub async fn push(&self, device: &Device, ops: serde_json::Value, device_seq: u64) -> Response {
+        let body = serde_json::json!({ "ops": ops, "device_seq": device_seq }).to_string();
+        self.signed(device, "POST", "/v1/sync/push", body.as_bytes()).await
+    }
+
+    /// `GET /v1/sync/pull`.
+    pub async fn pull(&self, device: &Device, since: Option<&str>, limit: Option<u32>, device_seq: u64) -> Response {
+        let mut target = format!("/v1/sync/pull?device_seq={device_seq}");
+        if let Some(s) = since {
+            target.push_str(&format!("&since={s}"));
+        }
+        if let Some(l) = limit {
+            target.push_str(&format!("&limit={l}"));
+        }
+        self.signed(device, "GET", &target, b"").await
     }
 
     /// Sends raw request bytes over a fresh pinned TLS connection; the parsed response.
@@ -183,6 +254,13 @@ impl Harness {
         assert_eq!(r.status, 200, "{}", r.text());
         Device::from_tokens(&r.json())
     }
+}
+
+/// Roles and `key=value` attributes as the command line takes them.
+pub fn access(roles: &[&str], attributes: &[&str]) -> accounts::Access {
+    let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+    let attributes: Vec<String> = attributes.iter().map(|a| (*a).to_owned()).collect();
+    accounts::Access::parse(&roles, &attributes).expect("valid access")
 }
 
 /// A logged-in device's credentials.

@@ -6,10 +6,12 @@ use std::process::{Command, Output};
 
 mod auth;
 mod channel;
+mod devices;
 mod harness;
 mod serve;
 mod shared;
 mod storage;
+mod sync;
 
 pub(crate) fn server(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fieldvault-server"))

@@ -183,3 +183,71 @@ fn the_operator_adds_a_user_who_then_logs_in_and_the_store_on_disk_is_encrypted(
     let sqlite3 = Command::new("sqlite3").arg(&db).arg("SELECT * FROM users").output().expect("sqlite3");
     assert!(text(&sqlite3.stderr).contains("file is not a database"), "{}", text(&sqlite3.stderr));
 }
+
+#[test]
+fn the_operator_lists_and_wipes_a_device_and_rules_files_are_checked_at_start() {
+    let s = start();
+    let pw = [("FIELDVAULT_PASSWORD", "a long enough password")];
+    let add = server_env(&["user", "add", "alice", "--attr", "region=north"], &s.data, &pw);
+    assert!(add.status.success(), "{}", text(&add.stderr));
+    let access = server_env(&["user", "access", "alice", "--role", "auditor", "--attr", "region=south"], &s.data, &[]);
+    assert!(access.status.success(), "{}", text(&access.stderr));
+    let bad = server_env(&["user", "access", "alice", "--attr", "no equals sign"], &s.data, &[]);
+    assert!(!bad.status.success() && text(&bad.stderr).contains("key=value"), "{}", text(&bad.stderr));
+
+    let body = serde_json::json!({ "user": "alice", "password": "a long enough password", "device_name": "van 7" });
+    let login = post(&s, "/v1/auth/login", &body.to_string());
+    let tokens: serde_json::Value =
+        serde_json::from_str(login.split("\r\n\r\n").nth(1).expect("body")).expect("JSON tokens");
+    let device = tokens["device_id"].as_str().expect("device id").to_owned();
+
+    let list = |json: bool| {
+        let args: &[&str] = if json { &["device", "list", "--json"] } else { &["device", "list"] };
+        let out = server_env(args, &s.data, &[]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let rows: serde_json::Value = serde_json::from_str(&list(true)).expect("JSON list");
+    assert_eq!(rows[0]["id"], device.as_str());
+    assert_eq!(
+        (rows[0]["user"].clone(), rows[0]["name"].clone(), rows[0]["active"].clone()),
+        ("alice".into(), "van 7".into(), true.into())
+    );
+    assert!(list(false).contains("van 7"));
+
+    let wipe = server_env(&["device", "wipe", &device], &s.data, &[]);
+    assert!(wipe.status.success(), "{}", text(&wipe.stderr));
+    let rows: serde_json::Value = serde_json::from_str(&list(true)).expect("JSON list");
+    assert_eq!(rows[0]["active"], false);
+    assert_eq!(rows[0]["pending"][0]["kind"], "wipe");
+    let missing = server_env(&["device", "revoke", "dev_missing"], &s.data, &[]);
+    assert!(!missing.status.success() && text(&missing.stderr).contains("no device"), "{}", text(&missing.stderr));
+    assert_eq!(text(&missing.stderr).lines().count(), 1);
+
+    // The running server sees the wipe at once: the device's next signed request is refused
+    // and carries the directive.
+    let secret =
+        fieldvault_core::protocol::SessionSecret::from_base64(tokens["session_secret"].as_str().expect("secret"))
+            .expect("secret");
+    let ts = crate::harness::now().to_string();
+    let nonce = crate::harness::random_nonce();
+    let sig = secret.sign_request("GET", "/v1/devices/self", b"", &ts, &nonce);
+    let raw = format!(
+        "GET /v1/devices/self HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {}\r\nX-Key-Id: {}\r\nX-Timestamp: {ts}\r\nX-Nonce: {nonce}\r\nX-Signature: {sig}\r\n\r\n",
+        tokens["access_token"].as_str().expect("token"),
+        tokens["key_id"].as_str().expect("key id")
+    );
+    let answer = request(s.addr, "localhost", &[&s.pin], &raw).expect("TLS request");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("x-fieldvault-directives: ey"), "{answer}");
+
+    // A rules file with a mistake stops `serve` before it listens, naming the problem.
+    let rules = std::path::Path::new(&s.data).join("../rules.toml");
+    std::fs::write(&rules, "version = 1\n[collections.sites]\nread = \"doc.owner ==\"\nwrite = \"true\"\n")
+        .expect("write");
+    let out =
+        server_env(&["serve", "--listen", "127.0.0.1:0", "--rules", rules.to_str().expect("utf-8")], &s.data, &[]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("sites") && err.contains("read"), "{err}");
+}

@@ -1,16 +1,6 @@
 //! Two server instances on one PostgreSQL share sessions, nonces and refresh spends.
 
-use crate::harness::{Backend, Harness, Signed, fresh_schema, now};
-
-fn postgres() -> Option<Backend> {
-    match std::env::var("FIELDVAULT_TEST_POSTGRES") {
-        Ok(url) if !url.is_empty() => Some(Backend::Postgres { url, schema: fresh_schema() }),
-        _ => {
-            eprintln!("PostgreSQL tests skipped: FIELDVAULT_TEST_POSTGRES is not set");
-            None
-        }
-    }
-}
+use crate::harness::{Harness, Signed, now, postgres};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_sent_to_the_second_instance_is_refused() {

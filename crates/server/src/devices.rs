@@ -1,0 +1,119 @@
+//! Devices and their directives: `device list | revoke | wipe` for the operator, and
+//! `POST /v1/devices/ack` for the device.
+//!
+//! A directive is a JWS (`typ: fv-directive+jwt`, EdDSA, the token-signing key) bound to the
+//! user, the device, the device's newest session, a fresh `jti`, its kind and `iat`. Making
+//! one revokes every session of the device and deletes their lease keys on the server in the
+//! same transaction; from then on the directive rides in `X-Fieldvault-Directives` on every
+//! response to that device (401s included) until the device acknowledges it.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Extension, State};
+use fieldvault_core::protocol::{DirectiveClaims, DirectiveKind, TokenSigner};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::app::{App, JsonBody, random_id};
+use crate::problem::ApiError;
+use crate::signed::SignedSession;
+use crate::storage::{DeviceRecord, NewDirective, Store, StoreError};
+
+/// What making a directive can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceError {
+    /// No device has this id.
+    #[error("no device with id {0:?} (see `device list`)")]
+    NoSuchDevice(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Makes a directive for `device_id`, revokes the device's sessions and deletes its lease
+/// keys; returns the directive's claims.
+///
+/// # Errors
+/// [`DeviceError::NoSuchDevice`]; storage errors (nothing changed).
+pub async fn issue_directive(
+    store: &Arc<dyn Store>,
+    signer: &TokenSigner,
+    device_id: &str,
+    kind: DirectiveKind,
+    now: u64,
+) -> Result<DirectiveClaims, DeviceError> {
+    let device = store
+        .devices()
+        .await?
+        .into_iter()
+        .find(|d| d.id == device_id)
+        .ok_or_else(|| DeviceError::NoSuchDevice(device_id.to_owned()))?;
+    let claims = DirectiveClaims::new(
+        &device.user,
+        &device.id,
+        device.session_id.as_deref().unwrap_or(""),
+        random_id("dir_"),
+        kind,
+        now,
+    );
+    let token = signer.sign(fieldvault_core::protocol::DIRECTIVE_TYP, &claims);
+    let stored = store
+        .add_directive(&NewDirective {
+            jti: claims.jti.clone(),
+            device_id: device.id.clone(),
+            kind: kind.as_str().to_owned(),
+            token,
+            now,
+        })
+        .await?;
+    if !stored {
+        return Err(DeviceError::NoSuchDevice(device_id.to_owned()));
+    }
+    Ok(claims)
+}
+
+/// Every device, for `device list`.
+///
+/// # Errors
+/// Storage errors.
+pub async fn list(store: &Arc<dyn Store>) -> Result<Vec<DeviceRecord>, StoreError> {
+    store.devices().await
+}
+
+/// `POST /v1/devices/ack` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AckRequest {
+    /// The `jti` of each directive the device has carried out.
+    pub jtis: Vec<String>,
+}
+
+/// `POST /v1/devices/ack` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AckResponse {
+    /// How many of the named directives were pending for this device and are now done.
+    pub acknowledged: u64,
+}
+
+/// Most directives named in one acknowledgement.
+const MAX_ACK: usize = 100;
+
+/// The device has carried out these directives (signed; accepted from a revoked session).
+#[utoipa::path(post, path = "/v1/devices/ack", tag = "devices",
+    params(("X-Key-Id" = String, Header), ("X-Timestamp" = String, Header),
+        ("X-Nonce" = String, Header), ("X-Signature" = String, Header)),
+    request_body = AckRequest,
+    responses((status = 200, body = AckResponse), (status = 400), (status = 401)))]
+pub async fn ack(
+    State(app): State<Arc<App>>,
+    Extension(signed): Extension<SignedSession>,
+    JsonBody(req): JsonBody<AckRequest>,
+) -> Result<Json<AckResponse>, ApiError> {
+    if req.jtis.is_empty() || req.jtis.len() > MAX_ACK || req.jtis.iter().any(|j| j.is_empty() || j.len() > 64) {
+        return Err(ApiError::bad_request(format!("jtis lists 1 to {MAX_ACK} directive ids")));
+    }
+    let acknowledged = app.store.ack_directives(&signed.session.device_id, &req.jtis, app.now()).await?;
+    Ok(Json(AckResponse { acknowledged }))
+}

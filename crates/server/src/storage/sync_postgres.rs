@@ -1,0 +1,355 @@
+//! Push and pull on PostgreSQL, shared by any number of server instances.
+//!
+//! A push is one transaction that:
+//! 1. takes a transaction-scoped advisory lock per idempotency key with
+//!    `pg_try_advisory_xact_lock`: a key another request (on any instance) is using right now
+//!    fails the whole push with [`PushOutcome::KeyInUse`] (409) before anything happens;
+//! 2. raises the device's sync counter atomically (`.. WHERE sync_seq <= $2`), or answers
+//!    [`PushOutcome::RollbackDetected`];
+//! 3. takes the change-sequence lock ([`SEQ_LOCK`]) so sequence numbers are handed out in
+//!    commit order: a pull that has seen sequence n has seen everything below n;
+//! 4. decides and applies every op, recording `applied` and `forbidden` in `idempotency`.
+//!
+//! Held ids and cursors work as on SQLite (`sync_sqlite.rs`).
+
+use fieldvault_core::protocol::sync::{
+    Change, Decision, FirstResult, OpKind, OpResult, OpStatus, StoredDoc, View, decide, view,
+};
+use fieldvault_core::rules::RuleUser;
+use sqlx::{PgConnection, PgPool, Row};
+
+use super::{DeviceRecord, PullBatch, PullOutcome, PushBatch, PushOutcome, StoreError};
+
+/// Key of the advisory lock that orders change sequence numbers (ASCII `fvchgseq`).
+const SEQ_LOCK: i64 = 0x6676_6368_6773_6571;
+
+fn backend(e: sqlx::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Backend(format!("corrupt {what} in the store"))
+}
+
+fn db(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Backend("value out of range".to_owned()))
+}
+
+fn from_db(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| corrupt("negative number"))
+}
+
+/// The advisory-lock key a push holds for (user, idempotency key) while it runs: the first
+/// eight bytes of SHA-256 over a label, the user and the key.
+pub fn idempotency_lock_id(user: &str, key: &str) -> i64 {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(b"fieldvault/v1/idempotency-lock\0");
+    ctx.update(&(user.len() as u64).to_be_bytes());
+    ctx.update(user.as_bytes());
+    ctx.update(key.as_bytes());
+    let d = ctx.finish();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d.as_ref()[..8]);
+    i64::from_be_bytes(b)
+}
+
+async fn bump_device_seq(conn: &mut PgConnection, device: &str, seq: u64, now: u64) -> Result<bool, StoreError> {
+    let r = sqlx::query("UPDATE devices SET sync_seq = $2, last_seen_at = $3 WHERE id = $1 AND sync_seq <= $2")
+        .bind(device)
+        .bind(db(seq)?)
+        .bind(db(now)?)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    Ok(r.rows_affected() == 1)
+}
+
+async fn rule_user(conn: &mut PgConnection, name: &str) -> Result<Option<RuleUser>, StoreError> {
+    let row = sqlx::query("SELECT roles, attributes FROM users WHERE name = $1")
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?;
+    let Some(row) = row else { return Ok(None) };
+    let roles: String = row.try_get(0).map_err(backend)?;
+    let attributes: String = row.try_get(1).map_err(backend)?;
+    Ok(Some(RuleUser {
+        id: name.to_owned(),
+        roles: serde_json::from_str(&roles).map_err(|_| corrupt("roles"))?,
+        attributes: serde_json::from_str(&attributes).map_err(|_| corrupt("attributes"))?,
+    }))
+}
+
+fn stored_from(owner: String, version: i64, deleted: bool, body: &str) -> Result<StoredDoc, StoreError> {
+    Ok(StoredDoc {
+        owner,
+        version: from_db(version)?,
+        deleted,
+        body: serde_json::from_str(body).map_err(|_| corrupt("document"))?,
+    })
+}
+
+pub(super) async fn push(pool: &PgPool, b: PushBatch) -> Result<PushOutcome, StoreError> {
+    let mut tx = pool.begin().await.map_err(backend)?;
+    let locks: Vec<i64> = b.ops.iter().map(|o| idempotency_lock_id(&b.user, &o.op.idempotency_key)).collect();
+    let all_locked: bool = sqlx::query_scalar(
+        "SELECT COALESCE(bool_and(pg_try_advisory_xact_lock(k)), true) FROM unnest($1::bigint[]) AS k",
+    )
+    .bind(&locks)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(backend)?;
+    if !all_locked {
+        return Ok(PushOutcome::KeyInUse);
+    }
+    if !bump_device_seq(&mut tx, &b.device_id, b.device_seq, b.now).await? {
+        return Ok(PushOutcome::RollbackDetected);
+    }
+    let Some(user) = rule_user(&mut tx, &b.user).await? else {
+        return Ok(PushOutcome::Results(b.ops.iter().map(|_| OpResult::bare(OpStatus::Forbidden)).collect()));
+    };
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SEQ_LOCK).execute(&mut *tx).await.map_err(backend)?;
+    let mut next_seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM documents")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+    let now = db(b.now)?;
+    let mut results = Vec::with_capacity(b.ops.len());
+    for checked in &b.ops {
+        let op = &checked.op;
+        let record =
+            sqlx::query("SELECT fingerprint, status, version FROM idempotency WHERE user_name = $1 AND key = $2")
+                .bind(&b.user)
+                .bind(&op.idempotency_key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+        if let Some(row) = record {
+            let fingerprint: Vec<u8> = row.try_get(0).map_err(backend)?;
+            results.push(if fingerprint == checked.fingerprint {
+                let status: String = row.try_get(1).map_err(backend)?;
+                let status = OpStatus::from_name(&status).ok_or_else(|| corrupt("idempotency status"))?;
+                let version: Option<i64> = row.try_get(2).map_err(backend)?;
+                let version = version.map(from_db).transpose()?;
+                OpResult { first: Some(FirstResult { status, version }), ..OpResult::bare(OpStatus::Duplicate) }
+            } else {
+                OpResult::bare(OpStatus::IdempotencyMismatch)
+            });
+            continue;
+        }
+        if checked.made_at.is_some_and(|t| t < b.expired_before) {
+            results.push(OpResult::bare(OpStatus::Expired));
+            continue;
+        }
+        let row = sqlx::query("SELECT owner, version, deleted, body FROM documents WHERE collection = $1 AND id = $2")
+            .bind(&op.collection)
+            .bind(&op.id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let stored = match row {
+            Some(r) => Some(stored_from(
+                r.try_get(0).map_err(backend)?,
+                r.try_get(1).map_err(backend)?,
+                r.try_get(2).map_err(backend)?,
+                r.try_get::<&str, _>(3).map_err(backend)?,
+            )?),
+            None => None,
+        };
+        let (status, version) = match decide(&b.rules, &user, op, stored.as_ref()) {
+            Decision::Conflict(r) => {
+                results.push(r);
+                continue;
+            }
+            Decision::Forbidden => (OpStatus::Forbidden, None),
+            Decision::Apply { version, body, deleted, owner } => {
+                sqlx::query(
+                    "INSERT INTO documents (collection, id, owner, version, deleted, body, seq, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT (collection, id) DO UPDATE SET version = excluded.version,
+                         deleted = excluded.deleted, body = excluded.body, seq = excluded.seq,
+                         updated_at = excluded.updated_at",
+                )
+                .bind(&op.collection)
+                .bind(&op.id)
+                .bind(owner)
+                .bind(db(version)?)
+                .bind(deleted)
+                .bind(body.to_string())
+                .bind(next_seq)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+                next_seq += 1;
+                let held = if deleted {
+                    "DELETE FROM held WHERE device_id = $1 AND collection = $2 AND id = $3"
+                } else {
+                    "INSERT INTO held (device_id, collection, id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+                };
+                sqlx::query(held)
+                    .bind(&b.device_id)
+                    .bind(&op.collection)
+                    .bind(&op.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                (OpStatus::Applied, Some(version))
+            }
+        };
+        sqlx::query(
+            "INSERT INTO idempotency (user_name, key, fingerprint, status, version, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&b.user)
+        .bind(&op.idempotency_key)
+        .bind(&checked.fingerprint[..])
+        .bind(status.as_str())
+        .bind(version.map(db).transpose()?)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        results.push(OpResult { version, ..OpResult::bare(status) });
+    }
+    tx.commit().await.map_err(backend)?;
+    Ok(PushOutcome::Results(results))
+}
+
+pub(super) async fn pull(pool: &PgPool, b: PullBatch) -> Result<PullOutcome, StoreError> {
+    let mut tx = pool.begin().await.map_err(backend)?;
+    if !bump_device_seq(&mut tx, &b.device_id, b.device_seq, b.now).await? {
+        return Ok(PullOutcome::RollbackDetected);
+    }
+    let Some(user) = rule_user(&mut tx, &b.user).await? else { return Ok(PullOutcome::UnknownUser) };
+    let rows = sqlx::query(
+        "SELECT collection, id, owner, version, deleted, body, seq FROM documents
+         WHERE seq > $1 ORDER BY seq LIMIT $2",
+    )
+    .bind(db(b.since)?)
+    .bind(i64::from(b.limit))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(backend)?;
+    let has_more = rows.len() == b.limit as usize;
+    let mut last_seq = b.since;
+    let mut changes = Vec::new();
+    for r in rows {
+        let collection: String = r.try_get(0).map_err(backend)?;
+        let id: String = r.try_get(1).map_err(backend)?;
+        last_seq = from_db(r.try_get(6).map_err(backend)?)?;
+        let stored = stored_from(
+            r.try_get(2).map_err(backend)?,
+            r.try_get(3).map_err(backend)?,
+            r.try_get(4).map_err(backend)?,
+            r.try_get::<&str, _>(5).map_err(backend)?,
+        )?;
+        match view(&b.rules, &user, &collection, &stored) {
+            View::Put(projected) => {
+                sqlx::query("INSERT INTO held (device_id, collection, id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                    .bind(&b.device_id)
+                    .bind(&collection)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                changes.push(Change {
+                    collection,
+                    id,
+                    op: OpKind::Put,
+                    version: Some(stored.version),
+                    body: Some(projected),
+                });
+            }
+            View::Gone => {
+                let dropped = sqlx::query("DELETE FROM held WHERE device_id = $1 AND collection = $2 AND id = $3")
+                    .bind(&b.device_id)
+                    .bind(&collection)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                if dropped.rows_affected() == 1 {
+                    changes.push(Change { collection, id, op: OpKind::Delete, version: None, body: None });
+                }
+            }
+        }
+    }
+    tx.commit().await.map_err(backend)?;
+    Ok(PullOutcome::Page { changes, last_seq, has_more, user })
+}
+
+/// PostgreSQL schema version 2 (see the SQLite store for what each table holds).
+pub(super) const SCHEMA_V2: &[&str] = &[
+    "ALTER TABLE users ADD COLUMN IF NOT EXISTS attributes TEXT NOT NULL DEFAULT '{}'",
+    "ALTER TABLE devices ADD COLUMN IF NOT EXISTS sync_seq BIGINT NOT NULL DEFAULT 0",
+    "CREATE TABLE IF NOT EXISTS documents (
+        collection TEXT NOT NULL,
+        id TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        deleted BOOLEAN NOT NULL,
+        body TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (collection, id)
+    )",
+    "CREATE UNIQUE INDEX IF NOT EXISTS documents_by_seq ON documents (seq)",
+    "CREATE TABLE IF NOT EXISTS idempotency (
+        user_name TEXT NOT NULL,
+        key TEXT NOT NULL,
+        fingerprint BYTEA NOT NULL,
+        status TEXT NOT NULL,
+        version BIGINT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (user_name, key)
+    )",
+    "CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency (created_at)",
+    "CREATE TABLE IF NOT EXISTS held (
+        device_id TEXT NOT NULL,
+        collection TEXT NOT NULL,
+        id TEXT NOT NULL,
+        PRIMARY KEY (device_id, collection, id)
+    )",
+    "CREATE TABLE IF NOT EXISTS directives (
+        jti TEXT PRIMARY KEY,
+        device_id TEXT NOT NULL REFERENCES devices(id),
+        kind TEXT NOT NULL,
+        token TEXT NOT NULL,
+        issued_at BIGINT NOT NULL,
+        acked_at BIGINT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS directives_pending ON directives (device_id) WHERE acked_at IS NULL",
+];
+
+pub(super) async fn devices(pool: &PgPool) -> Result<Vec<DeviceRecord>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT d.id, d.user_name, d.name, d.created_at, d.last_seen_at,
+            (SELECT s.id FROM sessions s WHERE s.device_id = d.id ORDER BY s.created_at DESC, s.id LIMIT 1),
+            EXISTS (SELECT 1 FROM sessions s WHERE s.device_id = d.id AND s.revoked_at IS NULL),
+            COALESCE((SELECT array_agg(x.jti || ' ' || x.kind ORDER BY x.issued_at, x.jti) FROM directives x
+                      WHERE x.device_id = d.id AND x.acked_at IS NULL), ARRAY[]::text[])
+         FROM devices d ORDER BY d.user_name, d.created_at, d.id",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(backend)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let pending: Vec<String> = r.try_get(7).map_err(backend)?;
+        out.push(DeviceRecord {
+            id: r.try_get(0).map_err(backend)?,
+            user: r.try_get(1).map_err(backend)?,
+            name: r.try_get(2).map_err(backend)?,
+            created_at: from_db(r.try_get(3).map_err(backend)?)?,
+            last_seen_at: from_db(r.try_get(4).map_err(backend)?)?,
+            session_id: r.try_get(5).map_err(backend)?,
+            active: r.try_get(6).map_err(backend)?,
+            pending: pending
+                .into_iter()
+                .map(|p| p.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())).unwrap_or((p, String::new())))
+                .collect(),
+        });
+    }
+    Ok(out)
+}

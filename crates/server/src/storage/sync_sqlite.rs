@@ -1,0 +1,228 @@
+//! Push and pull on the SQLCipher store. Each runs in one `BEGIN IMMEDIATE` transaction on
+//! the store's one connection, so ops, idempotency records, held ids and the change sequence
+//! move together or not at all, and sequence numbers are handed out in commit order.
+
+use fieldvault_core::protocol::sync::{
+    Change, Decision, FirstResult, OpKind, OpResult, OpStatus, StoredDoc, View, decide, view,
+};
+use fieldvault_core::rules::RuleUser;
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use super::{DeviceRecord, PullBatch, PullOutcome, PushBatch, PushOutcome};
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn corrupt(what: &str) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(format!("corrupt {what} in the store").into())
+}
+
+/// Raises the device's sync counter to `seq` and notes the contact; false if `seq` is
+/// below the stored one (a rolled-back vault) or the device is unknown.
+pub(super) fn bump_device_seq(tx: &Transaction<'_>, device: &str, seq: u64, now: u64) -> rusqlite::Result<bool> {
+    let n = tx
+        .prepare_cached("UPDATE devices SET sync_seq = ?2, last_seen_at = ?3 WHERE id = ?1 AND sync_seq <= ?2")?
+        .execute(params![device, i(seq), i(now)])?;
+    Ok(n == 1)
+}
+
+/// The user as rules see them; None if unknown.
+pub(super) fn rule_user(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<Option<RuleUser>> {
+    let row: Option<(String, String)> = tx
+        .prepare_cached("SELECT roles, attributes FROM users WHERE name = ?1")?
+        .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((roles, attributes)) = row else { return Ok(None) };
+    Ok(Some(RuleUser {
+        id: name.to_owned(),
+        roles: serde_json::from_str(&roles).map_err(|_| corrupt("roles"))?,
+        attributes: serde_json::from_str(&attributes).map_err(|_| corrupt("attributes"))?,
+    }))
+}
+
+fn load_doc(tx: &Transaction<'_>, collection: &str, id: &str) -> rusqlite::Result<Option<StoredDoc>> {
+    let row: Option<(String, i64, bool, String)> = tx
+        .prepare_cached("SELECT owner, version, deleted, body FROM documents WHERE collection = ?1 AND id = ?2")?
+        .query_row([collection, id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?;
+    row.map(|(owner, version, deleted, body)| {
+        Ok(StoredDoc {
+            owner,
+            version: u(version),
+            deleted,
+            body: serde_json::from_str(&body).map_err(|_| corrupt("document"))?,
+        })
+    })
+    .transpose()
+}
+
+pub(super) fn push(c: &mut Connection, b: PushBatch) -> rusqlite::Result<PushOutcome> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if !bump_device_seq(&tx, &b.device_id, b.device_seq, b.now)? {
+        return Ok(PushOutcome::RollbackDetected);
+    }
+    let Some(user) = rule_user(&tx, &b.user)? else {
+        return Ok(PushOutcome::Results(b.ops.iter().map(|_| OpResult::bare(OpStatus::Forbidden)).collect()));
+    };
+    let mut next_seq: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM documents", [], |r| r.get(0))?;
+    let mut results = Vec::with_capacity(b.ops.len());
+    for checked in &b.ops {
+        let op = &checked.op;
+        let record: Option<(Vec<u8>, String, Option<i64>)> = tx
+            .prepare_cached("SELECT fingerprint, status, version FROM idempotency WHERE user_name = ?1 AND key = ?2")?
+            .query_row([&b.user, &op.idempotency_key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        if let Some((fingerprint, status, version)) = record {
+            results.push(if fingerprint == checked.fingerprint {
+                let status = OpStatus::from_name(&status).ok_or_else(|| corrupt("idempotency status"))?;
+                OpResult {
+                    first: Some(FirstResult { status, version: version.map(u) }),
+                    ..OpResult::bare(OpStatus::Duplicate)
+                }
+            } else {
+                OpResult::bare(OpStatus::IdempotencyMismatch)
+            });
+            continue;
+        }
+        if checked.made_at.is_some_and(|t| t < b.expired_before) {
+            results.push(OpResult::bare(OpStatus::Expired));
+            continue;
+        }
+        let stored = load_doc(&tx, &op.collection, &op.id)?;
+        let (status, version) = match decide(&b.rules, &user, op, stored.as_ref()) {
+            Decision::Conflict(r) => {
+                results.push(r);
+                continue;
+            }
+            Decision::Forbidden => (OpStatus::Forbidden, None),
+            Decision::Apply { version, body, deleted, owner } => {
+                let body = serde_json::to_string(&body).map_err(|_| corrupt("document"))?;
+                tx.prepare_cached(
+                    "INSERT INTO documents (collection, id, owner, version, deleted, body, seq, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (collection, id) DO UPDATE SET version = excluded.version,
+                         deleted = excluded.deleted, body = excluded.body, seq = excluded.seq,
+                         updated_at = excluded.updated_at",
+                )?
+                .execute(params![
+                    op.collection,
+                    op.id,
+                    owner,
+                    i(version),
+                    deleted,
+                    body,
+                    next_seq,
+                    i(b.now)
+                ])?;
+                next_seq += 1;
+                if deleted {
+                    tx.prepare_cached("DELETE FROM held WHERE device_id = ?1 AND collection = ?2 AND id = ?3")?
+                        .execute([&b.device_id, &op.collection, &op.id])?;
+                } else {
+                    tx.prepare_cached("INSERT OR IGNORE INTO held (device_id, collection, id) VALUES (?1, ?2, ?3)")?
+                        .execute([&b.device_id, &op.collection, &op.id])?;
+                }
+                (OpStatus::Applied, Some(version))
+            }
+        };
+        tx.prepare_cached(
+            "INSERT INTO idempotency (user_name, key, fingerprint, status, version, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            b.user,
+            op.idempotency_key,
+            &checked.fingerprint[..],
+            status.as_str(),
+            version.map(i),
+            i(b.now)
+        ])?;
+        results.push(OpResult { version, ..OpResult::bare(status) });
+    }
+    tx.commit()?;
+    Ok(PushOutcome::Results(results))
+}
+
+pub(super) fn pull(c: &mut Connection, b: PullBatch) -> rusqlite::Result<PullOutcome> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if !bump_device_seq(&tx, &b.device_id, b.device_seq, b.now)? {
+        return Ok(PullOutcome::RollbackDetected);
+    }
+    let Some(user) = rule_user(&tx, &b.user)? else { return Ok(PullOutcome::UnknownUser) };
+    type Row = (String, String, String, i64, bool, String, i64);
+    let rows: Vec<Row> = tx
+        .prepare_cached(
+            "SELECT collection, id, owner, version, deleted, body, seq FROM documents
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?
+        .query_map(params![i(b.since), b.limit], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let has_more = rows.len() == b.limit as usize;
+    let mut last_seq = b.since;
+    let mut changes = Vec::new();
+    for (collection, id, owner, version, deleted, body, seq) in rows {
+        last_seq = u(seq);
+        let body = serde_json::from_str(&body).map_err(|_| corrupt("document"))?;
+        let stored = StoredDoc { owner, version: u(version), deleted, body };
+        match view(&b.rules, &user, &collection, &stored) {
+            View::Put(projected) => {
+                tx.prepare_cached("INSERT OR IGNORE INTO held (device_id, collection, id) VALUES (?1, ?2, ?3)")?
+                    .execute([&b.device_id, &collection, &id])?;
+                changes.push(Change {
+                    collection,
+                    id,
+                    op: OpKind::Put,
+                    version: Some(stored.version),
+                    body: Some(projected),
+                });
+            }
+            View::Gone => {
+                let dropped = tx
+                    .prepare_cached("DELETE FROM held WHERE device_id = ?1 AND collection = ?2 AND id = ?3")?
+                    .execute([&b.device_id, &collection, &id])?;
+                if dropped == 1 {
+                    changes.push(Change { collection, id, op: OpKind::Delete, version: None, body: None });
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(PullOutcome::Page { changes, last_seq, has_more, user })
+}
+
+pub(super) fn devices(c: &mut Connection) -> rusqlite::Result<Vec<DeviceRecord>> {
+    let mut devices: Vec<DeviceRecord> = c
+        .prepare(
+            "SELECT d.id, d.user_name, d.name, d.created_at, d.last_seen_at,
+                (SELECT s.id FROM sessions s WHERE s.device_id = d.id ORDER BY s.created_at DESC, s.id LIMIT 1),
+                EXISTS (SELECT 1 FROM sessions s WHERE s.device_id = d.id AND s.revoked_at IS NULL)
+             FROM devices d ORDER BY d.user_name, d.created_at, d.id",
+        )?
+        .query_map([], |r| {
+            Ok(DeviceRecord {
+                id: r.get(0)?,
+                user: r.get(1)?,
+                name: r.get(2)?,
+                created_at: u(r.get(3)?),
+                last_seen_at: u(r.get(4)?),
+                session_id: r.get(5)?,
+                active: r.get(6)?,
+                pending: Vec::new(),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = c.prepare(
+        "SELECT jti, kind FROM directives WHERE device_id = ?1 AND acked_at IS NULL ORDER BY issued_at, jti",
+    )?;
+    for d in &mut devices {
+        d.pending = stmt.query_map([&d.id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    }
+    Ok(devices)
+}

@@ -1,0 +1,192 @@
+//! `POST /v1/sync/push` and `GET /v1/sync/pull` (signed): the HTTP side of sync. What each
+//! op gets is decided by `fieldvault_core::protocol::sync::decide` inside the store's
+//! transaction; this module checks the input, holds the idempotency keys while the push runs,
+//! and turns cursors into sequence numbers and back.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Extension, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use fieldvault_core::protocol::ProblemCode;
+use fieldvault_core::protocol::sync::{
+    Cursor, DEFAULT_PULL_LIMIT, MAX_PULL_LIMIT, MAX_PUSH_OPS, PullResponse, PushRequest, PushResponse, access_epoch,
+    check_op,
+};
+
+use crate::app::{App, JsonBody};
+use crate::problem::ApiError;
+use crate::signed::SignedSession;
+use crate::storage::{PullBatch, PullOutcome, PushBatch, PushOutcome};
+
+fn rollback() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ProblemCode::RollbackDetected,
+        "device_seq went backwards: this vault is an older copy; lock it and log in online to resync",
+    )
+}
+
+fn key_in_use() -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::CONFLICT,
+        ProblemCode::RateLimited,
+        "an idempotency key of this push is in use by a request still running; retry the same push shortly",
+    );
+    e.retry_after = Some(1);
+    e
+}
+
+/// Cache-Control: no-store on every sync answer (they carry documents).
+fn no_store(mut r: Response) -> Response {
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Apply a batch of ops in one transaction; one result per op, in order.
+#[utoipa::path(post, path = "/v1/sync/push", tag = "sync",
+    params(("Authorization" = String, Header), ("X-Key-Id" = String, Header), ("X-Timestamp" = String, Header),
+        ("X-Nonce" = String, Header), ("X-Signature" = String, Header)),
+    request_body(content = serde_json::Value, description = "{ops: [{idempotency_key, collection, id, op, body, base_version}], device_seq}"),
+    responses((status = 200, description = "{results: [{status, version?, body?, deleted?, first?}]}"),
+        (status = 400), (status = 401), (status = 409, description = "rollback_detected, or a key in use (rate_limited, Retry-After)"), (status = 413)))]
+pub async fn push(
+    State(app): State<Arc<App>>,
+    Extension(signed): Extension<SignedSession>,
+    JsonBody(req): JsonBody<PushRequest>,
+) -> Result<Response, ApiError> {
+    if req.ops.len() > MAX_PUSH_OPS {
+        return Err(ApiError::bad_request(format!("a push carries at most {MAX_PUSH_OPS} ops, not {}", req.ops.len())));
+    }
+    let mut ops = Vec::with_capacity(req.ops.len());
+    for (n, raw) in req.ops.iter().enumerate() {
+        ops.push(check_op(raw).map_err(|e| ApiError::bad_request(format!("op {n}: {e}")))?);
+    }
+    let user = signed.session.user.clone();
+    let _claimed =
+        app.in_flight.claim(&user, ops.iter().map(|o| o.op.idempotency_key.as_str())).ok_or_else(key_in_use)?;
+    let now = app.now();
+    let outcome = app
+        .store
+        .push(PushBatch {
+            user,
+            device_id: signed.session.device_id.clone(),
+            device_seq: req.device_seq,
+            ops,
+            expired_before: now.saturating_sub(app.config.idempotency_retention()),
+            rules: app.rules.clone(),
+            now,
+        })
+        .await?;
+    match outcome {
+        PushOutcome::Results(results) => Ok(no_store(Json(PushResponse { results }).into_response())),
+        PushOutcome::RollbackDetected => Err(rollback()),
+        PushOutcome::KeyInUse => Err(key_in_use()),
+    }
+}
+
+/// The query of a pull, parsed strictly: each parameter at most once, nothing else.
+#[derive(Debug, Default)]
+struct PullQuery {
+    since: Option<String>,
+    limit: Option<u32>,
+    device_seq: Option<u64>,
+}
+
+fn parse_query(raw: Option<&str>) -> Result<PullQuery, ApiError> {
+    let mut q = PullQuery::default();
+    for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let dup = || ApiError::bad_request(format!("the query parameter {k:?} appears more than once"));
+        let digits = |what: &str| {
+            if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
+                Err(ApiError::bad_request(format!("{what} must be decimal digits")))
+            } else {
+                Ok(())
+            }
+        };
+        match k {
+            "since" => {
+                if q.since.replace(v.to_owned()).is_some() {
+                    return Err(dup());
+                }
+            }
+            "limit" => {
+                digits("limit")?;
+                let n: u32 = v.parse().map_err(|_| ApiError::bad_request("limit is too large"))?;
+                if !(1..=MAX_PULL_LIMIT).contains(&n) {
+                    return Err(ApiError::bad_request(format!("limit must be 1 to {MAX_PULL_LIMIT}")));
+                }
+                if q.limit.replace(n).is_some() {
+                    return Err(dup());
+                }
+            }
+            "device_seq" => {
+                digits("device_seq")?;
+                let n: u64 = v.parse().map_err(|_| ApiError::bad_request("device_seq is too large"))?;
+                if q.device_seq.replace(n).is_some() {
+                    return Err(dup());
+                }
+            }
+            other => {
+                let shown: String = other.chars().take(32).collect();
+                return Err(ApiError::bad_request(format!("unknown query parameter {shown:?}")));
+            }
+        }
+    }
+    Ok(q)
+}
+
+/// Changes since a cursor: only what the user may read, projected, and tombstones for what
+/// this device holds and may no longer keep.
+#[utoipa::path(get, path = "/v1/sync/pull", tag = "sync",
+    params(("since" = Option<String>, Query, description = "cursor from the previous pull; absent = from the start"),
+        ("limit" = Option<u32>, Query, description = "default 500, at most 5000"),
+        ("device_seq" = u64, Query, description = "the account's sync counter"),
+        ("Authorization" = String, Header), ("X-Key-Id" = String, Header), ("X-Timestamp" = String, Header),
+        ("X-Nonce" = String, Header), ("X-Signature" = String, Header)),
+    responses((status = 200, description = "{changes: [{collection, id, op, version?, body?}], cursor, has_more}"),
+        (status = 400), (status = 401), (status = 409, description = "rollback_detected")))]
+pub async fn pull(
+    State(app): State<Arc<App>>,
+    Extension(signed): Extension<SignedSession>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = parse_query(raw.as_deref())?;
+    let device_seq = q.device_seq.ok_or_else(|| ApiError::bad_request("device_seq is required"))?;
+    let user = &signed.session.user;
+    let cursor = q
+        .since
+        .as_deref()
+        .map(|text| app.cursors.decode(user, text))
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let mut since = cursor.map_or(0, |c| c.seq);
+    loop {
+        let batch = PullBatch {
+            user: user.clone(),
+            device_id: signed.session.device_id.clone(),
+            device_seq,
+            since,
+            limit: q.limit.unwrap_or(DEFAULT_PULL_LIMIT),
+            rules: app.rules.clone(),
+            now: app.now(),
+        };
+        match app.store.pull(batch).await? {
+            PullOutcome::RollbackDetected => return Err(rollback()),
+            PullOutcome::UnknownUser => return Err(ApiError::invalid_token("the user no longer exists")),
+            PullOutcome::Page { changes, last_seq, has_more, user: rule_user } => {
+                let epoch = access_epoch(&app.rules, &rule_user);
+                // The rules or this user's access changed since the cursor was issued: what
+                // the device holds is re-checked from the start.
+                if since != 0 && cursor.is_some_and(|c| c.epoch != epoch) {
+                    since = 0;
+                    continue;
+                }
+                let cursor = app.cursors.encode(user, Cursor { seq: last_seq, epoch });
+                return Ok(no_store(Json(PullResponse { changes, cursor, has_more }).into_response()));
+            }
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! Push and pull over real TLS, each scenario on SQLite and PostgreSQL: idempotency, optimistic
+//! concurrency, access rules and the leaks SPEC section 5 names, cursors, tombstones, purges
+//! after a change of access, rollback detection.
+
+use serde_json::{Value, json};
+
+use crate::harness::{Backend, Device, Harness, access, backends, postgres};
+
+/// A fresh idempotency key (a UUIDv7 made now, as the client makes them).
+fn key() -> String {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
+    uuid7_at(ms)
+}
+
+fn uuid7_at(ms: u64) -> String {
+    let mut r = [0u8; 10];
+    aws_lc_rs::rand::fill(&mut r).expect("random");
+    let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
+    let variant = format!("{:x}", 0x8 | (r[2] & 0x3));
+    format!("{:08x}-{:04x}-7{}-{}{}-{}", ms >> 16, ms & 0xffff, &hex[..3], variant, &hex[4..7], &hex[8..20])
+}
+
+fn put(key: &str, coll: &str, id: &str, body: Value, base: u64) -> Value {
+    json!({ "idempotency_key": key, "collection": coll, "id": id, "op": "put", "body": body, "base_version": base })
+}
+
+fn delete(key: &str, coll: &str, id: &str, base: u64) -> Value {
+    json!({ "idempotency_key": key, "collection": coll, "id": id, "op": "delete", "base_version": base })
+}
+
+/// Pushes and returns the results (asserting 200).
+async fn push_ok(h: &Harness, d: &Device, ops: Value, seq: u64) -> Vec<Value> {
+    let r = h.push(d, ops, seq).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["results"].as_array().expect("results").clone()
+}
+
+/// Pulls every page from `since`; (changes, final cursor).
+async fn pull_all(h: &Harness, d: &Device, since: Option<String>, seq: u64) -> (Vec<Value>, String) {
+    let mut since = since;
+    let mut all = Vec::new();
+    for _ in 0..100 {
+        let r = h.pull(d, since.as_deref(), Some(2), seq).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = r.json();
+        all.extend(v["changes"].as_array().expect("changes").iter().cloned());
+        since = Some(v["cursor"].as_str().expect("cursor").to_owned());
+        if !v["has_more"].as_bool().expect("has_more") {
+            return (all, since.expect("cursor"));
+        }
+    }
+    panic!("pull did not finish");
+}
+
+fn ids(changes: &[Value], op: &str) -> Vec<String> {
+    let mut v: Vec<String> =
+        changes.iter().filter(|c| c["op"] == op).map(|c| c["id"].as_str().expect("id").to_owned()).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_applies_once_and_answers_retries_with_the_first_result() {
+    for backend in backends() {
+        let h = Harness::start(backend).await;
+        let d = h.device("alice").await;
+        let (k1, k2) = (key(), key());
+        let ops = json!([
+            put(&k1, "visits", "v1", json!({"site": "north"}), 0),
+            put(&k2, "visits", "v2", json!({"n": 1}), 0)
+        ]);
+        let first = push_ok(&h, &d, ops.clone(), 1).await;
+        assert_eq!(first[0], json!({"status": "applied", "version": 1}));
+        assert_eq!(first[1], json!({"status": "applied", "version": 1}));
+        // The same push again (a lost response): duplicates with the first results, nothing twice.
+        let again = push_ok(&h, &d, ops, 1).await;
+        assert_eq!(again[0], json!({"status": "duplicate", "first": {"status": "applied", "version": 1}}));
+        // The same key with another op: mismatch, nothing applied.
+        let other = push_ok(&h, &d, json!([put(&k1, "visits", "v1", json!({"site": "south"}), 1)]), 1).await;
+        assert_eq!(other[0], json!({"status": "idempotency_mismatch"}));
+        // The same op spelled differently (key order, whitespace, number form) is the same op.
+        let raw = format!(
+            r#"{{"device_seq": 1, "ops": [{{"base_version":0, "body": {{"n": 1.0e0}}, "op":"put", "id":"v2", "collection":"visits", "idempotency_key":"{k2}"}}]}}"#
+        );
+        let r = h.signed(&d, "POST", "/v1/sync/push", raw.as_bytes()).await;
+        assert_eq!(r.json()["results"][0]["status"], "duplicate", "{}", r.text());
+        // An update on the right base applies; a stale base conflicts with the stored version.
+        let up = push_ok(&h, &d, json!([put(&key(), "visits", "v1", json!({"site": "east"}), 1)]), 2).await;
+        assert_eq!(up[0], json!({"status": "applied", "version": 2}));
+        let stale_key = key();
+        let stale = push_ok(&h, &d, json!([put(&stale_key, "visits", "v1", json!({"site": "west"}), 1)]), 2).await;
+        assert_eq!(stale[0], json!({"status": "conflict", "version": 2, "body": {"site": "east", "owner": "alice"}}));
+        // A conflict is not recorded: the same key may be used once the op is rebased...
+        // ...but SPEC says a resolution is a new op with a new key; the old key stays unused.
+        let retry = push_ok(&h, &d, json!([put(&stale_key, "visits", "v1", json!({"site": "west"}), 1)]), 2).await;
+        assert_eq!(retry[0]["status"], "conflict");
+        // The owner is the server's: a body claiming another owner is forbidden.
+        let claim = push_ok(&h, &d, json!([put(&key(), "visits", "v9", json!({"owner": "bob"}), 0)]), 2).await;
+        assert_eq!(claim[0], json!({"status": "forbidden"}));
+        // Delete with the right base leaves a tombstone at the next version.
+        let del = push_ok(&h, &d, json!([delete(&key(), "visits", "v2", 1)]), 3).await;
+        assert_eq!(del[0], json!({"status": "applied", "version": 2}));
+        let (changes, _) = pull_all(&h, &d, None, 3).await;
+        assert_eq!(ids(&changes, "put"), vec!["v1".to_owned()]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_or_oversized_push_changes_nothing() {
+    for backend in backends() {
+        let h = Harness::start(backend).await;
+        let d = h.device("alice").await;
+        let good = put(&key(), "visits", "a", json!({"x": 1}), 0);
+        for (ops, why) in [
+            (json!([good.clone(), put("short", "visits", "b", json!({}), 0)]), "short key"),
+            (json!([good.clone(), put(&key(), "bad name!", "b", json!({}), 0)]), "bad collection"),
+            (json!([good.clone(), put(&key(), "visits", "b", json!([1, 2]), 0)]), "array body"),
+            (
+                json!([good.clone(), {"idempotency_key": key(), "collection": "visits", "id": "c", "op": "put", "body": {}, "base_version": 0, "extra": 1}]),
+                "unknown field",
+            ),
+            (json!([good.clone(), put(&key(), "visits", &"x".repeat(300), json!({}), 0)]), "long id"),
+        ] {
+            let r = h.push(&d, ops, 1).await;
+            assert_eq!((r.status, r.code().as_str()), (400, "bad_request"), "{why}");
+        }
+        let many: Vec<Value> = (0..501).map(|i| put(&key(), "visits", &format!("m{i}"), json!({}), 0)).collect();
+        let r = h.push(&d, Value::Array(many), 1).await;
+        assert_eq!((r.status, r.code().as_str()), (400, "bad_request"), "{}", r.text());
+        let (changes, _) = pull_all(&h, &d, None, 1).await;
+        assert!(changes.is_empty(), "nothing of a refused push was applied: {changes:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_only_without_rules_and_no_conflict_reveals_another_users_document() {
+    for backend in backends() {
+        let h = Harness::start(backend).await;
+        let (a, b) = (h.device("alice").await, h.device("bob").await);
+        push_ok(&h, &a, json!([put(&key(), "visits", "secret", json!({"diagnosis": "x"}), 0)]), 1).await;
+        // Bob updating Alice's document with a stale base must not learn its version or body.
+        for op in [
+            put(&key(), "visits", "secret", json!({"diagnosis": "y"}), 7),
+            put(&key(), "visits", "secret", json!({"diagnosis": "y"}), 0),
+            delete(&key(), "visits", "secret", 1),
+            delete(&key(), "visits", "never-existed", 1),
+            put(&key(), "visits", "never-existed", json!({}), 3),
+        ] {
+            let res = push_ok(&h, &b, json!([op]), 1).await;
+            assert_eq!(res[0], json!({"status": "forbidden"}), "{op}");
+        }
+        // Bob pulls nothing of Alice's; Alice pulls her document, projected with its owner.
+        let (bob_sees, _) = pull_all(&h, &b, None, 1).await;
+        assert!(bob_sees.is_empty(), "{bob_sees:?}");
+        let (alice_sees, _) = pull_all(&h, &a, None, 1).await;
+        assert_eq!(
+            alice_sees,
+            vec![json!({"collection": "visits", "id": "secret", "op": "put", "version": 1,
+            "body": {"diagnosis": "x", "owner": "alice"}})]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_pages_in_a_stable_order_with_per_user_cursors_and_tombstones() {
+    for backend in backends() {
+        let h = Harness::start(backend).await;
+        let (a, b) = (h.device("alice").await, h.device("bob").await);
+        let ops: Vec<Value> = (0..5).map(|i| put(&key(), "notes", &format!("n{i}"), json!({"i": i}), 0)).collect();
+        push_ok(&h, &a, Value::Array(ops), 1).await;
+        let (first, cursor) = pull_all(&h, &a, None, 1).await;
+        let order: Vec<&str> = first.iter().map(|c| c["id"].as_str().expect("id")).collect();
+        assert_eq!(order, ["n0", "n1", "n2", "n3", "n4"]);
+        // Nothing new: an empty page, same position.
+        let r = h.pull(&a, Some(&cursor), None, 1).await;
+        assert_eq!(r.json()["changes"], json!([]));
+        // A delete reaches a second device of Alice's that holds the document, as a tombstone.
+        let a2 = h.device("alice").await;
+        let (_, c2) = pull_all(&h, &a2, None, 1).await;
+        push_ok(&h, &a, json!([delete(&key(), "notes", "n3", 1)]), 2).await;
+        let (after, _) = pull_all(&h, &a2, Some(c2), 2).await;
+        assert_eq!(after, vec![json!({"collection": "notes", "id": "n3", "op": "delete"})]);
+        // A device that never held it gets no tombstone (it never knew the document).
+        let a3 = h.device("alice").await;
+        let (fresh, _) = pull_all(&h, &a3, None, 1).await;
+        assert_eq!(ids(&fresh, "put").len(), 4);
+        assert!(ids(&fresh, "delete").is_empty());
+        // Cursors are per user and authenticated.
+        let r = h.pull(&b, Some(&cursor), None, 1).await;
+        assert_eq!((r.status, r.code().as_str()), (400, "bad_request"));
+        let mut forged = cursor.clone().into_bytes();
+        forged[3] ^= 1;
+        let r = h.pull(&a, Some(std::str::from_utf8(&forged).expect("ascii")), None, 1).await;
+        assert_eq!(r.status, 400);
+        for bad in [
+            "/v1/sync/pull",
+            "/v1/sync/pull?device_seq=1&limit=0",
+            "/v1/sync/pull?device_seq=1&limit=5001",
+            "/v1/sync/pull?device_seq=1&device_seq=2",
+            "/v1/sync/pull?device_seq=x",
+            "/v1/sync/pull?device_seq=1&other=2",
+        ] {
+            let r = h.signed(&a, "GET", bad, b"").await;
+            assert_eq!((r.status, r.code().as_str()), (400, "bad_request"), "{bad}");
+        }
+    }
+}
+
+const REGION_RULES: &str = r#"
+version = 1
+
+[collections.sites]
+read  = "doc.region == user.attributes.region || 'auditor' in user.roles"
+write = "doc.region == user.attributes.region"
+fields = ["name", "region", "status"]
+
+[collections.audit]
+server_only = true
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_refuse_moving_a_document_out_of_or_into_someones_scope() {
+    for backend in backends() {
+        let h = Harness::start_with_rules(backend, REGION_RULES).await;
+        h.add_user_with("nina", &[], &["region=north"]).await;
+        h.add_user_with("sam", &[], &["region=south"]).await;
+        let (nina, sam) = (h.device("nina").await, h.device("sam").await);
+        let made =
+            push_ok(&h, &nina, json!([put(&key(), "sites", "s1", json!({"name": "Mill", "region": "north"}), 0)]), 1)
+                .await;
+        assert_eq!(made[0]["status"], "applied");
+        // Out of her scope (north -> south): refused, the document stays north.
+        let out =
+            push_ok(&h, &nina, json!([put(&key(), "sites", "s1", json!({"name": "Mill", "region": "south"}), 1)]), 1)
+                .await;
+        assert_eq!(out[0], json!({"status": "forbidden"}));
+        // Into someone else's scope from the start: refused.
+        let into =
+            push_ok(&h, &nina, json!([put(&key(), "sites", "s2", json!({"name": "Dock", "region": "south"}), 0)]), 1)
+                .await;
+        assert_eq!(into[0], json!({"status": "forbidden"}));
+        // Sam (south) sees nothing of north and cannot touch it; a user without the attribute
+        // is denied (the rule errors), never let through.
+        let (sam_sees, _) = pull_all(&h, &sam, None, 1).await;
+        assert!(sam_sees.is_empty(), "{sam_sees:?}");
+        let bob = h.device("bob").await;
+        let (bob_sees, _) = pull_all(&h, &bob, None, 1).await;
+        assert!(bob_sees.is_empty());
+        let res =
+            push_ok(&h, &bob, json!([put(&key(), "sites", "s3", json!({"name": "x", "region": "north"}), 0)]), 1).await;
+        assert_eq!(res[0]["status"], "forbidden");
+        // Server-only collections and unknown collections: forbidden, never synced.
+        let res = push_ok(
+            &h,
+            &nina,
+            json!([
+                put(&key(), "audit", "a1", json!({"region": "north"}), 0),
+                put(&key(), "unnamed", "u1", json!({"region": "north"}), 0)
+            ]),
+            1,
+        )
+        .await;
+        assert_eq!((res[0]["status"].clone(), res[1]["status"].clone()), (json!("forbidden"), json!("forbidden")));
+        // A field outside the projection cannot be written by a device.
+        let res = push_ok(
+            &h,
+            &nina,
+            json!([put(&key(), "sites", "s1", json!({"name": "Mill", "region": "north", "cost": 5}), 1)]),
+            1,
+        )
+        .await;
+        assert_eq!(res[0]["status"], "forbidden");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projected_put_keeps_the_fields_devices_do_not_hold() {
+    for backend in backends() {
+        // Written under rules where every field syncs, then served under rules that hide `cost`.
+        let open = REGION_RULES.replace("fields = [\"name\", \"region\", \"status\"]\n", "");
+        let wide = Harness::start_with_rules(backend, &open).await;
+        wide.add_user_with("nina", &[], &["region=north"]).await;
+        let d = wide.device("nina").await;
+        push_ok(
+            &wide,
+            &d,
+            json!([put(&key(), "sites", "s1", json!({"name": "Mill", "region": "north", "cost": 900}), 0)]),
+            1,
+        )
+        .await;
+        let narrow = wide.sibling_with_rules(Some(REGION_RULES.to_owned())).await;
+        let (seen, _) = pull_all(&narrow, &d, None, 1).await;
+        assert_eq!(
+            seen[0]["body"],
+            json!({"name": "Mill", "region": "north", "owner": "nina"}),
+            "cost is not projected"
+        );
+        let res = push_ok(
+            &narrow,
+            &d,
+            json!([put(&key(), "sites", "s1", json!({"name": "Mill II", "region": "north"}), 1)]),
+            1,
+        )
+        .await;
+        assert_eq!(res[0], json!({"status": "applied", "version": 2}));
+        let (seen, _) = pull_all(&wide, &d, None, 1).await;
+        let last = seen.iter().rev().find(|c| c["id"] == "s1").expect("s1");
+        assert_eq!(last["body"], json!({"name": "Mill II", "region": "north", "cost": 900, "owner": "nina"}));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_of_attributes_or_rules_purges_what_the_device_may_no_longer_hold() {
+    for backend in backends() {
+        let h = Harness::start_with_rules(backend, REGION_RULES).await;
+        h.add_user_with("nina", &[], &["region=north"]).await;
+        h.add_user_with("sam", &[], &["region=south"]).await;
+        let (nina, sam) = (h.device("nina").await, h.device("sam").await);
+        push_ok(&h, &nina, json!([put(&key(), "sites", "n1", json!({"name": "A", "region": "north"}), 0)]), 1).await;
+        push_ok(&h, &sam, json!([put(&key(), "sites", "s1", json!({"name": "B", "region": "south"}), 0)]), 1).await;
+        let (held, cursor) = pull_all(&h, &nina, None, 1).await;
+        assert_eq!(ids(&held, "put"), vec!["n1".to_owned()]);
+        // Nina moves to the south: her next pull drops n1 and brings s1, from her old cursor.
+        let access = access(&[], &["region=south"]);
+        fieldvault_server::accounts::set_access(&h.app.store, "nina", &access).await.expect("set access");
+        let (after, cursor) = pull_all(&h, &nina, Some(cursor), 2).await;
+        assert_eq!(ids(&after, "delete"), vec!["n1".to_owned()]);
+        assert_eq!(ids(&after, "put"), vec!["s1".to_owned()]);
+        // Nothing more to say at the new position.
+        let (quiet, _) = pull_all(&h, &nina, Some(cursor.clone()), 2).await;
+        assert!(quiet.is_empty(), "{quiet:?}");
+        // A new rules file in which sites are server-only purges s1 from her device.
+        let locked = REGION_RULES.replace("[collections.sites]\nread", "[collections.sitez]\nread");
+        let h2 = h.sibling_with_rules(Some(locked)).await;
+        let (purged, _) = pull_all(&h2, &nina, Some(cursor), 3).await;
+        assert_eq!(ids(&purged, "delete"), vec!["s1".to_owned()]);
+        assert!(ids(&purged, "put").is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_seq_going_backwards_is_rollback_detected_and_changes_nothing() {
+    for backend in backends() {
+        let h = Harness::start(backend).await;
+        let d = h.device("alice").await;
+        push_ok(&h, &d, json!([put(&key(), "visits", "v1", json!({"x": 1}), 0)]), 5).await;
+        // The same counter again is fine (several requests of one sync).
+        assert_eq!(h.pull(&d, None, None, 5).await.status, 200);
+        let r = h.pull(&d, None, None, 4).await;
+        assert_eq!((r.status, r.code().as_str()), (409, "rollback_detected"));
+        let k = key();
+        let r = h.push(&d, json!([put(&k, "visits", "v2", json!({"x": 2}), 0)]), 4).await;
+        assert_eq!((r.status, r.code().as_str()), (409, "rollback_detected"));
+        // The refused op was not recorded: with a good counter it applies.
+        let res = push_ok(&h, &d, json!([put(&k, "visits", "v2", json!({"x": 2}), 0)]), 6).await;
+        assert_eq!(res[0]["status"], "applied");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_op_older_than_the_idempotency_retention_is_expired() {
+    for backend in backends() {
+        let h = Harness::start(backend).await;
+        let d = h.device("alice").await;
+        let retention_ms = h.app.config.idempotency_retention() * 1000;
+        let now_ms = crate::harness::now() * 1000;
+        let old = uuid7_at(now_ms - retention_ms - 86_400_000);
+        let res = push_ok(&h, &d, json!([put(&old, "visits", "old", json!({}), 0)]), 1).await;
+        assert_eq!(res[0], json!({"status": "expired"}));
+        // Just inside the retention it applies.
+        let recent = uuid7_at(now_ms - retention_ms + 86_400_000);
+        let res = push_ok(&h, &d, json!([put(&recent, "visits", "old", json!({}), 0)]), 1).await;
+        assert_eq!(res[0]["status"], "applied");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_idempotency_and_rollback_state() {
+    let Some(pg) = postgres() else { return };
+    let a = Harness::start(pg).await;
+    let b = a.sibling().await;
+    let d = a.device("alice").await;
+    let k = key();
+    let op = json!([put(&k, "visits", "v1", json!({"x": 1}), 0)]);
+    assert_eq!(push_ok(&a, &d, op.clone(), 3).await[0]["status"], "applied");
+    // The retry lands on the other instance: a duplicate, not a second write.
+    assert_eq!(push_ok(&b, &d, op, 3).await[0]["status"], "duplicate");
+    let r = b.pull(&d, None, None, 2).await;
+    assert_eq!((r.status, r.code().as_str()), (409, "rollback_detected"));
+    // Concurrent pushes of one key from both instances: exactly one applies.
+    let k2 = key();
+    let op2 = json!([put(&k2, "visits", "v2", json!({"x": 2}), 0)]);
+    let (r1, r2) = tokio::join!(a.push(&d, op2.clone(), 4), b.push(&d, op2, 4));
+    let mut applied = 0;
+    for r in [r1, r2] {
+        match r.status {
+            200 => {
+                let status = r.json()["results"][0]["status"].clone();
+                assert!(status == "applied" || status == "duplicate", "{status}");
+                applied += usize::from(status == "applied");
+            }
+            409 => assert_eq!(r.code(), "rate_limited"),
+            s => panic!("unexpected {s}: {}", r.text()),
+        }
+    }
+    assert_eq!(applied, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_in_use_by_another_request_is_409_and_nothing_applies() {
+    let Some(Backend::Postgres { url, schema }) = postgres() else { return };
+    let h = Harness::start(Backend::Postgres { url: url.clone(), schema }).await;
+    let d = h.device("alice").await;
+    let k = key();
+    // Another instance's transaction is using the key: it holds the advisory lock.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.expect("connect");
+    let mut tx = sqlx::Connection::begin(&mut conn).await.expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(fieldvault_server::idempotency_lock_id("alice", &k))
+        .execute(&mut *tx)
+        .await
+        .expect("lock");
+    let op = json!([put(&k, "visits", "v1", json!({"x": 1}), 0)]);
+    let r = h.push(&d, op.clone(), 1).await;
+    assert_eq!((r.status, r.code().as_str()), (409, "rate_limited"));
+    assert_eq!(r.header("retry-after"), Some("1"));
+    tx.rollback().await.expect("rollback");
+    assert_eq!(push_ok(&h, &d, op, 1).await[0], json!({"status": "applied", "version": 1}));
+}
