@@ -8,6 +8,8 @@
 //! - [`App`]: shared state; [`router`] the routes; [`Server`] the TLS-only listener.
 //! - [`signed`]: the signed-channel layer in front of every protected route.
 //! - [`auth`]: passwords, login throttling, tokens, refresh rotation, logout.
+//! - [`attachments`]: resumable upload and download of encrypted chunks, checked against the
+//!   manifest without a key; access follows the owning document.
 //! - [`devices`]: `device list | revoke | wipe` and the directives devices acknowledge.
 //! - [`accounts`]: `user add | passwd | disable | access` for the command line.
 //! - `sync`: `POST /v1/sync/push` and `GET /v1/sync/pull`; the decisions themselves are
@@ -18,6 +20,7 @@
 
 pub mod accounts;
 mod app;
+pub mod attachments;
 pub mod auth;
 pub mod devices;
 mod keydir;
@@ -36,7 +39,7 @@ pub use openapi::ApiDoc;
 pub use problem::{ApiError, PROBLEM_JSON};
 pub use serve::{Server, router};
 pub use storage::{
-    DeviceRecord, LeaseRecord, LoginFailures, NewDirective, NewSession, PgStore, PullBatch, PullOutcome, PushBatch,
-    PushOutcome, SessionRecord, Spend, SpendOutcome, SqliteStore, Store, StoreError, UserRecord, idempotency_lock_id,
-    open_store,
+    AttachmentRecord, DeviceRecord, LeaseRecord, LoginFailures, NewDirective, NewSession, PgStore, PullBatch,
+    PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, SqliteStore, Store, StoreError,
+    UserRecord, idempotency_lock_id, open_store,
 };

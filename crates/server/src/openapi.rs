@@ -17,6 +17,10 @@ use crate::auth::{DeviceSelf, JwksResponse, LeaseBody, LoginRequest, LogoutRespo
         crate::auth::routes::jwks,
         crate::auth::routes::device_self,
         crate::devices::ack,
+        crate::attachments::put_metadata,
+        crate::attachments::get_metadata,
+        crate::attachments::put_chunk,
+        crate::attachments::get_chunk,
         crate::sync::push,
         crate::sync::pull,
         openapi_json,
@@ -30,7 +34,10 @@ use crate::auth::{DeviceSelf, JwksResponse, LeaseBody, LoginRequest, LogoutRespo
         DeviceSelf,
         JwksResponse,
         crate::devices::AckRequest,
-        crate::devices::AckResponse
+        crate::devices::AckResponse,
+        crate::attachments::AttachmentUpload,
+        crate::attachments::AttachmentInfo,
+        crate::attachments::ChunkReceipt
     ))
 )]
 pub struct ApiDoc;

@@ -10,7 +10,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpListener;
@@ -79,6 +79,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/auth/logout", post(auth::logout))
         .route("/v1/devices/self", get(auth::device_self))
         .route("/v1/devices/ack", post(crate::devices::ack))
+        .route("/v1/attachments/{id}", put(crate::attachments::put_metadata).get(crate::attachments::get_metadata))
+        .route("/v1/attachments/{id}/chunks/{n}", put(crate::attachments::put_chunk).get(crate::attachments::get_chunk))
         .route("/v1/sync/push", post(crate::sync::push))
         .route("/v1/sync/pull", get(crate::sync::pull))
         .route_layer(from_fn_with_state(app.clone(), channel_layer!()));

@@ -9,6 +9,8 @@
 //! the ones that decide security questions (nonce insert, refresh spend) are single atomic
 //! statements or serialised transactions on both backends.
 
+mod attachments_postgres;
+mod attachments_sqlite;
 mod postgres;
 mod sqlite;
 mod sync_postgres;
@@ -17,7 +19,7 @@ mod sync_sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use fieldvault_core::protocol::sync::{Change, CheckedOp, OpResult};
+use fieldvault_core::protocol::sync::{Change, CheckedOp, OpResult, StoredDoc};
 use fieldvault_core::rules::Rules;
 
 pub use postgres::PgStore;
@@ -199,6 +201,34 @@ pub struct NewDirective {
     pub now: u64,
 }
 
+/// An attachment's metadata as the server keeps it: what it belongs to, the header and
+/// manifest it is checked against, the CEK wrapped by the client (opaque to the server).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentRecord {
+    /// 32 lowercase hex digits (the header's attachment id).
+    pub id: String,
+    /// The user who uploaded it.
+    pub user: String,
+    /// The owning document's collection.
+    pub collection: String,
+    /// The owning document's id.
+    pub doc_id: String,
+    /// The attachment header bytes.
+    pub header: Vec<u8>,
+    /// The manifest bytes.
+    pub manifest: Vec<u8>,
+    /// The CEK as the client wrapped it.
+    pub wrapped_cek: Vec<u8>,
+    /// Number of chunks.
+    pub chunk_count: u64,
+    /// Plaintext length.
+    pub length: u64,
+    /// Every chunk has arrived.
+    pub complete: bool,
+    /// When the metadata arrived.
+    pub created_at: u64,
+}
+
 /// One push, checked and fingerprinted: applied in one transaction.
 #[derive(Debug, Clone)]
 pub struct PushBatch {
@@ -321,6 +351,19 @@ pub trait Store: Send + Sync + 'static {
     async fn add_directive(&self, directive: &NewDirective) -> Result<bool, StoreError>;
     /// Marks these directives of this device acknowledged; returns how many were pending.
     async fn ack_directives(&self, device_id: &str, jtis: &[String], now: u64) -> Result<u64, StoreError>;
+
+    /// A stored document (live or tombstone).
+    async fn document(&self, collection: &str, id: &str) -> Result<Option<StoredDoc>, StoreError>;
+    /// Records an attachment's metadata unless the id is taken; returns the stored record
+    /// (the new one, or the one already there).
+    async fn create_attachment(&self, record: &AttachmentRecord) -> Result<AttachmentRecord, StoreError>;
+    /// An attachment and the indices of the chunks received so far.
+    async fn attachment(&self, id: &str) -> Result<Option<(AttachmentRecord, Vec<u64>)>, StoreError>;
+    /// Stores chunk `index` (already checked against the manifest) unless present; marks the
+    /// attachment complete when it was the last missing one. Returns (chunks held, complete).
+    async fn put_chunk(&self, id: &str, index: u64, bytes: &[u8]) -> Result<(u64, bool), StoreError>;
+    /// One stored chunk.
+    async fn chunk(&self, id: &str, index: u64) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Applies a push in one transaction (SPEC section 5, "Idempotency").
     async fn push(&self, batch: PushBatch) -> Result<PushOutcome, StoreError>;

@@ -21,9 +21,12 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
 
+use fieldvault_core::protocol::sync::StoredDoc;
+
 use super::{
-    DeviceRecord, LeaseRecord, LoginFailures, NewDirective, NewSession, PullBatch, PullOutcome, PushBatch, PushOutcome,
-    SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord, sync_postgres,
+    AttachmentRecord, DeviceRecord, LeaseRecord, LoginFailures, NewDirective, NewSession, PullBatch, PullOutcome,
+    PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord, attachments_postgres,
+    sync_postgres,
 };
 
 /// The newest schema version this build knows.
@@ -185,7 +188,7 @@ async fn migrate(pool: &PgPool, schema: Option<&str>) -> Result<(), StoreError> 
         }
     }
     if found < 2 {
-        for statement in sync_postgres::SCHEMA_V2 {
+        for statement in sync_postgres::SCHEMA_V2.iter().chain(attachments_postgres::SCHEMA) {
             sqlx::query(*statement).execute(&mut *tx).await.map_err(backend)?;
         }
     }
@@ -682,6 +685,26 @@ impl Store for PgStore {
         .await
         .map_err(backend)?;
         Ok(r.rows_affected())
+    }
+
+    async fn document(&self, collection: &str, id: &str) -> Result<Option<StoredDoc>, StoreError> {
+        sync_postgres::document(&self.pool, collection, id).await
+    }
+
+    async fn create_attachment(&self, record: &AttachmentRecord) -> Result<AttachmentRecord, StoreError> {
+        attachments_postgres::create(&self.pool, record).await
+    }
+
+    async fn attachment(&self, id: &str) -> Result<Option<(AttachmentRecord, Vec<u64>)>, StoreError> {
+        attachments_postgres::get(&self.pool, id).await
+    }
+
+    async fn put_chunk(&self, id: &str, index: u64, bytes: &[u8]) -> Result<(u64, bool), StoreError> {
+        attachments_postgres::put_chunk(&self.pool, id, index, bytes).await
+    }
+
+    async fn chunk(&self, id: &str, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        attachments_postgres::chunk(&self.pool, id, index).await
     }
 
     async fn push(&self, batch: PushBatch) -> Result<PushOutcome, StoreError> {

@@ -11,9 +11,12 @@ use fieldvault_core::sqlcipher;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use zeroize::Zeroizing;
 
+use fieldvault_core::protocol::sync::StoredDoc;
+
 use super::{
-    DeviceRecord, LeaseRecord, LoginFailures, NewDirective, NewSession, PullBatch, PullOutcome, PushBatch, PushOutcome,
-    SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord, sync_sqlite,
+    AttachmentRecord, DeviceRecord, LeaseRecord, LoginFailures, NewDirective, NewSession, PullBatch, PullOutcome,
+    PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord, attachments_sqlite,
+    sync_sqlite,
 };
 
 /// The schema version this build writes.
@@ -193,7 +196,8 @@ impl SqliteStore {
         }
         if found < SCHEMA_VERSION {
             let v1 = if found < 1 { SCHEMA_V1 } else { "" };
-            conn.execute_batch(&format!("BEGIN; {v1} {SCHEMA_V2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
+            let v2 = format!("{SCHEMA_V2} {}", attachments_sqlite::SCHEMA);
+            conn.execute_batch(&format!("BEGIN; {v1} {v2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
                 .map_err(backend)?;
         }
         Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
@@ -587,6 +591,35 @@ impl Store for SqliteStore {
             Ok(n)
         })
         .await
+    }
+
+    async fn document(&self, collection: &str, id: &str) -> Result<Option<StoredDoc>, StoreError> {
+        let (collection, id) = (collection.to_owned(), id.to_owned());
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            sync_sqlite::load_doc(&tx, &collection, &id)
+        })
+        .await
+    }
+
+    async fn create_attachment(&self, record: &AttachmentRecord) -> Result<AttachmentRecord, StoreError> {
+        let record = record.clone();
+        self.run(move |c| attachments_sqlite::create(c, &record)).await
+    }
+
+    async fn attachment(&self, id: &str) -> Result<Option<(AttachmentRecord, Vec<u64>)>, StoreError> {
+        let id = id.to_owned();
+        self.run(move |c| attachments_sqlite::get(c, &id)).await
+    }
+
+    async fn put_chunk(&self, id: &str, index: u64, bytes: &[u8]) -> Result<(u64, bool), StoreError> {
+        let (id, bytes) = (id.to_owned(), bytes.to_vec());
+        self.run(move |c| attachments_sqlite::put_chunk(c, &id, index, &bytes)).await
+    }
+
+    async fn chunk(&self, id: &str, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let id = id.to_owned();
+        self.run(move |c| attachments_sqlite::chunk(c, &id, index)).await
     }
 
     async fn push(&self, batch: PushBatch) -> Result<PushOutcome, StoreError> {

@@ -89,6 +89,29 @@ fn stored_from(owner: String, version: i64, deleted: bool, body: &str) -> Result
     })
 }
 
+async fn load_doc(conn: &mut PgConnection, collection: &str, id: &str) -> Result<Option<StoredDoc>, StoreError> {
+    let row = sqlx::query("SELECT owner, version, deleted, body FROM documents WHERE collection = $1 AND id = $2")
+        .bind(collection)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?;
+    match row {
+        Some(r) => Ok(Some(stored_from(
+            r.try_get(0).map_err(backend)?,
+            r.try_get(1).map_err(backend)?,
+            r.try_get(2).map_err(backend)?,
+            r.try_get::<&str, _>(3).map_err(backend)?,
+        )?)),
+        None => Ok(None),
+    }
+}
+
+pub(super) async fn document(pool: &PgPool, collection: &str, id: &str) -> Result<Option<StoredDoc>, StoreError> {
+    let mut conn = pool.acquire().await.map_err(backend)?;
+    load_doc(&mut conn, collection, id).await
+}
+
 pub(super) async fn push(pool: &PgPool, b: PushBatch) -> Result<PushOutcome, StoreError> {
     let mut tx = pool.begin().await.map_err(backend)?;
     let locks: Vec<i64> = b.ops.iter().map(|o| idempotency_lock_id(&b.user, &o.op.idempotency_key)).collect();
@@ -141,21 +164,7 @@ pub(super) async fn push(pool: &PgPool, b: PushBatch) -> Result<PushOutcome, Sto
             results.push(OpResult::bare(OpStatus::Expired));
             continue;
         }
-        let row = sqlx::query("SELECT owner, version, deleted, body FROM documents WHERE collection = $1 AND id = $2")
-            .bind(&op.collection)
-            .bind(&op.id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
-        let stored = match row {
-            Some(r) => Some(stored_from(
-                r.try_get(0).map_err(backend)?,
-                r.try_get(1).map_err(backend)?,
-                r.try_get(2).map_err(backend)?,
-                r.try_get::<&str, _>(3).map_err(backend)?,
-            )?),
-            None => None,
-        };
+        let stored = load_doc(&mut tx, &op.collection, &op.id).await?;
         let (status, version) = match decide(&b.rules, &user, op, stored.as_ref()) {
             Decision::Conflict(r) => {
                 results.push(r);
@@ -182,6 +191,9 @@ pub(super) async fn push(pool: &PgPool, b: PushBatch) -> Result<PushOutcome, Sto
                 .await
                 .map_err(backend)?;
                 next_seq += 1;
+                if deleted {
+                    super::attachments_postgres::delete_for_document(&mut tx, &op.collection, &op.id).await?;
+                }
                 let held = if deleted {
                     "DELETE FROM held WHERE device_id = $1 AND collection = $2 AND id = $3"
                 } else {

@@ -45,7 +45,7 @@ pub(super) fn rule_user(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<Op
     }))
 }
 
-fn load_doc(tx: &Transaction<'_>, collection: &str, id: &str) -> rusqlite::Result<Option<StoredDoc>> {
+pub(super) fn load_doc(tx: &Transaction<'_>, collection: &str, id: &str) -> rusqlite::Result<Option<StoredDoc>> {
     let row: Option<(String, i64, bool, String)> = tx
         .prepare_cached("SELECT owner, version, deleted, body FROM documents WHERE collection = ?1 AND id = ?2")?
         .query_row([collection, id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
@@ -123,6 +123,7 @@ pub(super) fn push(c: &mut Connection, b: PushBatch) -> rusqlite::Result<PushOut
                 if deleted {
                     tx.prepare_cached("DELETE FROM held WHERE device_id = ?1 AND collection = ?2 AND id = ?3")?
                         .execute([&b.device_id, &op.collection, &op.id])?;
+                    super::attachments_sqlite::delete_for_document(&tx, &op.collection, &op.id)?;
                 } else {
                     tx.prepare_cached("INSERT OR IGNORE INTO held (device_id, collection, id) VALUES (?1, ?2, ?3)")?
                         .execute([&b.device_id, &op.collection, &op.id])?;

@@ -1,0 +1,168 @@
+//! Attachment metadata and ciphertext chunks on PostgreSQL (`BYTEA`), shared by every
+//! instance: an upload may resume on another instance.
+
+use sqlx::{PgConnection, PgPool, Row};
+
+use super::{AttachmentRecord, StoreError};
+
+fn backend(e: sqlx::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn db(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Backend("value out of range".to_owned()))
+}
+
+fn from_db(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Backend("negative number in the store".to_owned()))
+}
+
+/// Version 2 tables for attachments.
+pub(super) const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS attachments (
+        id TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL,
+        collection TEXT NOT NULL,
+        doc_id TEXT NOT NULL,
+        header BYTEA NOT NULL,
+        manifest BYTEA NOT NULL,
+        wrapped_cek BYTEA NOT NULL,
+        chunk_count BIGINT NOT NULL,
+        length BIGINT NOT NULL,
+        complete BOOLEAN NOT NULL DEFAULT false,
+        created_at BIGINT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS attachments_by_document ON attachments (collection, doc_id)",
+    "CREATE TABLE IF NOT EXISTS attachment_chunks (
+        attachment_id TEXT NOT NULL REFERENCES attachments(id),
+        idx BIGINT NOT NULL,
+        bytes BYTEA NOT NULL,
+        PRIMARY KEY (attachment_id, idx)
+    )",
+];
+
+async fn read(conn: &mut PgConnection, id: &str) -> Result<Option<AttachmentRecord>, StoreError> {
+    let row = sqlx::query(
+        "SELECT id, user_name, collection, doc_id, header, manifest, wrapped_cek, chunk_count, length, complete,
+                created_at FROM attachments WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(backend)?;
+    let Some(r) = row else { return Ok(None) };
+    Ok(Some(AttachmentRecord {
+        id: r.try_get(0).map_err(backend)?,
+        user: r.try_get(1).map_err(backend)?,
+        collection: r.try_get(2).map_err(backend)?,
+        doc_id: r.try_get(3).map_err(backend)?,
+        header: r.try_get(4).map_err(backend)?,
+        manifest: r.try_get(5).map_err(backend)?,
+        wrapped_cek: r.try_get(6).map_err(backend)?,
+        chunk_count: from_db(r.try_get(7).map_err(backend)?)?,
+        length: from_db(r.try_get(8).map_err(backend)?)?,
+        complete: r.try_get(9).map_err(backend)?,
+        created_at: from_db(r.try_get(10).map_err(backend)?)?,
+    }))
+}
+
+pub(super) async fn create(pool: &PgPool, a: &AttachmentRecord) -> Result<AttachmentRecord, StoreError> {
+    let mut tx = pool.begin().await.map_err(backend)?;
+    sqlx::query(
+        "INSERT INTO attachments (id, user_name, collection, doc_id, header, manifest, wrapped_cek, chunk_count,
+             length, complete, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, false, $10)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&a.id)
+    .bind(&a.user)
+    .bind(&a.collection)
+    .bind(&a.doc_id)
+    .bind(&a.header)
+    .bind(&a.manifest)
+    .bind(&a.wrapped_cek)
+    .bind(db(a.chunk_count)?)
+    .bind(db(a.length)?)
+    .bind(db(a.created_at)?)
+    .execute(&mut *tx)
+    .await
+    .map_err(backend)?;
+    let stored = read(&mut tx, &a.id).await?.ok_or_else(|| StoreError::Backend("attachment vanished".to_owned()))?;
+    tx.commit().await.map_err(backend)?;
+    Ok(stored)
+}
+
+pub(super) async fn get(pool: &PgPool, id: &str) -> Result<Option<(AttachmentRecord, Vec<u64>)>, StoreError> {
+    let mut conn = pool.acquire().await.map_err(backend)?;
+    let Some(a) = read(&mut conn, id).await? else { return Ok(None) };
+    let idx: Vec<i64> = sqlx::query_scalar("SELECT idx FROM attachment_chunks WHERE attachment_id = $1 ORDER BY idx")
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?;
+    Ok(Some((a, idx.into_iter().map(from_db).collect::<Result<_, _>>()?)))
+}
+
+pub(super) async fn put_chunk(pool: &PgPool, id: &str, index: u64, bytes: &[u8]) -> Result<(u64, bool), StoreError> {
+    let mut tx = pool.begin().await.map_err(backend)?;
+    // One upload's chunks are counted one transaction at a time, so the last one sees them all.
+    let count: i64 = sqlx::query_scalar("SELECT chunk_count FROM attachments WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+    sqlx::query("INSERT INTO attachment_chunks (attachment_id, idx, bytes) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+        .bind(id)
+        .bind(db(index)?)
+        .bind(bytes)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM attachment_chunks WHERE attachment_id = $1")
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+    let complete = held == count;
+    if complete {
+        sqlx::query("UPDATE attachments SET complete = true WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+    }
+    tx.commit().await.map_err(backend)?;
+    Ok((from_db(held)?, complete))
+}
+
+pub(super) async fn chunk(pool: &PgPool, id: &str, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+    sqlx::query_scalar("SELECT bytes FROM attachment_chunks WHERE attachment_id = $1 AND idx = $2")
+        .bind(id)
+        .bind(db(index)?)
+        .fetch_optional(pool)
+        .await
+        .map_err(backend)
+}
+
+/// Deletes a document's attachments with their chunks (the document was deleted).
+pub(super) async fn delete_for_document(
+    conn: &mut PgConnection,
+    collection: &str,
+    doc_id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "DELETE FROM attachment_chunks WHERE attachment_id IN
+             (SELECT id FROM attachments WHERE collection = $1 AND doc_id = $2)",
+    )
+    .bind(collection)
+    .bind(doc_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    sqlx::query("DELETE FROM attachments WHERE collection = $1 AND doc_id = $2")
+        .bind(collection)
+        .bind(doc_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}

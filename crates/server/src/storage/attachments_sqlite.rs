@@ -1,0 +1,129 @@
+//! Attachment metadata and ciphertext chunks in the SQLCipher store (so the chunks are
+//! encrypted twice at rest: by the client's format and by the store).
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use super::AttachmentRecord;
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// Version 2 tables for attachments.
+pub(super) const SCHEMA: &str = "
+    CREATE TABLE attachments (
+        id          TEXT PRIMARY KEY,
+        user_name   TEXT NOT NULL,
+        collection  TEXT NOT NULL,
+        doc_id      TEXT NOT NULL,
+        header      BLOB NOT NULL,
+        manifest    BLOB NOT NULL,
+        wrapped_cek BLOB NOT NULL,
+        chunk_count INTEGER NOT NULL,
+        length      INTEGER NOT NULL,
+        complete    INTEGER NOT NULL DEFAULT 0,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE INDEX attachments_by_document ON attachments (collection, doc_id);
+    CREATE TABLE attachment_chunks (
+        attachment_id TEXT NOT NULL REFERENCES attachments(id),
+        idx           INTEGER NOT NULL,
+        bytes         BLOB NOT NULL,
+        PRIMARY KEY (attachment_id, idx)
+    ) WITHOUT ROWID;
+";
+
+fn read(c: &Connection, id: &str) -> rusqlite::Result<Option<AttachmentRecord>> {
+    c.prepare_cached(
+        "SELECT id, user_name, collection, doc_id, header, manifest, wrapped_cek, chunk_count, length, complete,
+                created_at FROM attachments WHERE id = ?1",
+    )?
+    .query_row([id], |r| {
+        Ok(AttachmentRecord {
+            id: r.get(0)?,
+            user: r.get(1)?,
+            collection: r.get(2)?,
+            doc_id: r.get(3)?,
+            header: r.get(4)?,
+            manifest: r.get(5)?,
+            wrapped_cek: r.get(6)?,
+            chunk_count: u(r.get(7)?),
+            length: u(r.get(8)?),
+            complete: r.get(9)?,
+            created_at: u(r.get(10)?),
+        })
+    })
+    .optional()
+}
+
+pub(super) fn create(c: &mut Connection, a: &AttachmentRecord) -> rusqlite::Result<AttachmentRecord> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute(
+        "INSERT INTO attachments (id, user_name, collection, doc_id, header, manifest, wrapped_cek, chunk_count,
+             length, complete, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10)
+         ON CONFLICT (id) DO NOTHING",
+        params![
+            a.id,
+            a.user,
+            a.collection,
+            a.doc_id,
+            a.header,
+            a.manifest,
+            a.wrapped_cek,
+            i(a.chunk_count),
+            i(a.length),
+            i(a.created_at)
+        ],
+    )?;
+    let stored = read(&tx, &a.id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+    tx.commit()?;
+    Ok(stored)
+}
+
+pub(super) fn get(c: &mut Connection, id: &str) -> rusqlite::Result<Option<(AttachmentRecord, Vec<u64>)>> {
+    let Some(a) = read(c, id)? else { return Ok(None) };
+    let received = c
+        .prepare_cached("SELECT idx FROM attachment_chunks WHERE attachment_id = ?1 ORDER BY idx")?
+        .query_map([id], |r| r.get::<_, i64>(0).map(u))?
+        .collect::<Result<_, _>>()?;
+    Ok(Some((a, received)))
+}
+
+pub(super) fn put_chunk(c: &mut Connection, id: &str, index: u64, bytes: &[u8]) -> rusqlite::Result<(u64, bool)> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute(
+        "INSERT INTO attachment_chunks (attachment_id, idx, bytes) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        params![id, i(index), bytes],
+    )?;
+    let held: i64 =
+        tx.query_row("SELECT count(*) FROM attachment_chunks WHERE attachment_id = ?1", [id], |r| r.get(0))?;
+    let count: i64 = tx.query_row("SELECT chunk_count FROM attachments WHERE id = ?1", [id], |r| r.get(0))?;
+    let complete = held == count;
+    if complete {
+        tx.execute("UPDATE attachments SET complete = 1 WHERE id = ?1", [id])?;
+    }
+    tx.commit()?;
+    Ok((u(held), complete))
+}
+
+pub(super) fn chunk(c: &mut Connection, id: &str, index: u64) -> rusqlite::Result<Option<Vec<u8>>> {
+    c.prepare_cached("SELECT bytes FROM attachment_chunks WHERE attachment_id = ?1 AND idx = ?2")?
+        .query_row(params![id, i(index)], |r| r.get(0))
+        .optional()
+}
+
+/// Deletes a document's attachments with their chunks (the document was deleted).
+pub(super) fn delete_for_document(tx: &Transaction<'_>, collection: &str, doc_id: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "DELETE FROM attachment_chunks WHERE attachment_id IN
+             (SELECT id FROM attachments WHERE collection = ?1 AND doc_id = ?2)",
+    )?
+    .execute([collection, doc_id])?;
+    tx.prepare_cached("DELETE FROM attachments WHERE collection = ?1 AND doc_id = ?2")?
+        .execute([collection, doc_id])?;
+    Ok(())
+}
