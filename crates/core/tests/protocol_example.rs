@@ -418,7 +418,7 @@ fn status(code: ProblemCode) -> &'static str {
         "not_found" => "404",
         "too_large" => "413, 431",
         "bad_request" => "400, 405",
-        "rate_limited" => "429",
+        "rate_limited" => "429, 409",
         "rollback_detected" => "409",
         "internal" => "500",
         other => panic!("{other} is a new code: add it to the table in docs/protocol.md and here"),
