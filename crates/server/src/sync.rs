@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use fieldvault_core::protocol::ProblemCode;
 use fieldvault_core::protocol::sync::{
     Cursor, DEFAULT_PULL_LIMIT, MAX_PULL_LIMIT, MAX_PUSH_OPS, PullResponse, PushRequest, PushResponse, access_epoch,
-    check_op,
+    check_owned_op,
 };
 
 use crate::app::{App, JsonBody};
@@ -60,8 +60,8 @@ pub async fn push(
         return Err(ApiError::bad_request(format!("a push carries at most {MAX_PUSH_OPS} ops, not {}", req.ops.len())));
     }
     let mut ops = Vec::with_capacity(req.ops.len());
-    for (n, raw) in req.ops.iter().enumerate() {
-        ops.push(check_op(raw).map_err(|e| ApiError::bad_request(format!("op {n}: {e}")))?);
+    for (n, raw) in req.ops.into_iter().enumerate() {
+        ops.push(check_owned_op(raw).map_err(|e| ApiError::bad_request(format!("op {n}: {e}")))?);
     }
     let user = signed.session.user.clone();
     let _claimed =

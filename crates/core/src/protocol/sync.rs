@@ -249,8 +249,21 @@ pub struct CheckedOp {
 /// [`OpError`] naming what is malformed: unknown or missing fields, a bad key, collection,
 /// id, or a put without an object body.
 pub fn check_op(raw: &Value) -> Result<CheckedOp, OpError> {
-    let Value::Object(map) = raw else { return Err(OpError("each op is a JSON object".into())) };
-    let op: PushOp = serde_json::from_value(raw.clone()).map_err(|e| OpError(format!("malformed op: {e}")))?;
+    check_owned_op(raw.clone())
+}
+
+/// [`check_op`] on an owned value (no copy of the op).
+///
+/// # Errors
+/// As [`check_op`].
+pub fn check_owned_op(raw: Value) -> Result<CheckedOp, OpError> {
+    let Value::Object(mut map) = raw else { return Err(OpError("each op is a JSON object".into())) };
+    let key = map.remove("idempotency_key");
+    let fingerprint = digest_canonical(&map)?;
+    if let Some(k) = key {
+        map.insert("idempotency_key".into(), k);
+    }
+    let op: PushOp = serde_json::from_value(Value::Object(map)).map_err(|e| OpError(format!("malformed op: {e}")))?;
     check_idempotency_key(&op.idempotency_key)?;
     check_collection(&op.collection)?;
     check_id(&op.id)?;
@@ -259,13 +272,7 @@ pub fn check_op(raw: &Value) -> Result<CheckedOp, OpError> {
         (OpKind::Put, _) => return Err(OpError("a put carries a JSON object as body".into())),
         (OpKind::Delete, _) => return Err(OpError("a delete carries no body".into())),
     }
-    let mut without_key: Map<String, Value> = map.clone();
-    without_key.remove("idempotency_key");
-    Ok(CheckedOp {
-        fingerprint: fingerprint(&Value::Object(without_key))?,
-        made_at: uuid_v7_time(&op.idempotency_key),
-        op,
-    })
+    Ok(CheckedOp { fingerprint, made_at: uuid_v7_time(&op.idempotency_key), op })
 }
 
 /// SHA-256 over the RFC 8785 canonical form of `op`.
@@ -273,6 +280,10 @@ pub fn check_op(raw: &Value) -> Result<CheckedOp, OpError> {
 /// # Errors
 /// A value JCS cannot represent (never the case for parsed JSON).
 pub fn fingerprint(op: &Value) -> Result<[u8; 32], OpError> {
+    digest_canonical(op)
+}
+
+fn digest_canonical<T: Serialize>(op: &T) -> Result<[u8; 32], OpError> {
     let canonical = serde_jcs::to_vec(op).map_err(|e| OpError(format!("the op has no canonical form: {e}")))?;
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &canonical);
     let mut out = [0u8; 32];
@@ -515,4 +526,180 @@ pub fn access_epoch(rules: &Rules, user: &RuleUser) -> [u8; 8] {
     let mut out = [0u8; 8];
     out.copy_from_slice(&d.as_ref()[..8]);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn user(id: &str) -> RuleUser {
+        RuleUser { id: id.into(), roles: vec![], attributes: Map::new() }
+    }
+
+    fn op(kind: &str, base: u64, body: Option<Value>) -> PushOp {
+        let mut v = json!({ "idempotency_key": "k-0123456789abcdef", "collection": "visits", "id": "v1",
+            "op": kind, "base_version": base });
+        if let Some(b) = body {
+            v["body"] = b;
+        }
+        check_op(&v).expect("valid op").op
+    }
+
+    fn stored(owner: &str, version: u64, deleted: bool, body: Value) -> StoredDoc {
+        StoredDoc { owner: owner.into(), version, deleted, body }
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_key_order_spacing_number_spelling_and_the_key_itself() {
+        let a: Value = serde_json::from_str(
+            r#"{"idempotency_key":"k-0123456789abcdef","collection":"c","id":"x","op":"put","body":{"n":1,"s":"é"},"base_version":0}"#,
+        )
+        .expect("json");
+        let b: Value = serde_json::from_str(
+            r#"{ "base_version": 0, "body": {"s": "\u00e9", "n": 1.0e0}, "op": "put", "id": "x", "collection": "c", "idempotency_key": "k-other-key-000000" }"#,
+        )
+        .expect("json");
+        assert_eq!(check_op(&a).expect("a").fingerprint, check_op(&b).expect("b").fingerprint);
+        let mut c = a.clone();
+        c["body"]["n"] = json!(2);
+        assert_ne!(check_op(&a).expect("a").fingerprint, check_op(&c).expect("c").fingerprint);
+    }
+
+    #[test]
+    fn malformed_ops_are_refused_with_the_reason() {
+        let base = json!({ "idempotency_key": "k-0123456789abcdef", "collection": "visits", "id": "v1",
+            "op": "put", "body": {}, "base_version": 0 });
+        let cases: [(&str, Value); 8] = [
+            ("idempotency_key", json!("short")),
+            ("idempotency_key", json!("k-0123456789abcdef with spaces")),
+            ("collection", json!(".hidden")),
+            ("id", json!("a\u{0}b")),
+            ("op", json!("patch")),
+            ("body", json!([1])),
+            ("base_version", json!(-1)),
+            ("extra", json!(true)),
+        ];
+        for (field, value) in cases {
+            let mut v = base.clone();
+            v[field] = value;
+            assert!(check_op(&v).is_err(), "{field}");
+        }
+        let mut del = base.clone();
+        del["op"] = json!("delete");
+        assert!(check_op(&del).is_err(), "a delete with a body");
+        del["body"] = Value::Null;
+        assert!(check_op(&del).is_ok());
+        assert!(check_op(&json!([])).is_err());
+    }
+
+    #[test]
+    fn uuid_v7_keys_carry_their_time_and_other_keys_none() {
+        assert_eq!(uuid_v7_time("0190f3c2-7b1e-7c3a-9f00-5a1b2c3d4e5f"), Some(0x0190_f3c2_7b1e / 1000));
+        assert_eq!(uuid_v7_time("0190f3c2-7b1e-4c3a-9f00-5a1b2c3d4e5f"), None, "version 4");
+        assert_eq!(uuid_v7_time("0190f3c2-7b1e-7c3a-cf00-5a1b2c3d4e5f"), None, "wrong variant");
+        assert_eq!(uuid_v7_time("0190f3c27b1e7c3a9f005a1b2c3d4e5f"), None, "no dashes");
+        assert_eq!(uuid_v7_time("0190f3c2-7b1e-7c3a-9f00-5a1b2c3d4e5g"), None);
+    }
+
+    #[test]
+    fn decisions_follow_the_table_and_never_reveal_an_unreadable_document() {
+        let rules = Rules::owner_only();
+        let (alice, bob) = (user("alice"), user("bob"));
+        let live = stored("alice", 3, false, json!({"owner": "alice", "x": 1}));
+        let gone = stored("alice", 4, true, tombstone_body("alice"));
+        // Creates.
+        match decide(&rules, &alice, &op("put", 0, Some(json!({"x": 1}))), None) {
+            Decision::Apply { version: 1, owner, body, deleted: false } => {
+                assert_eq!((owner.as_str(), body), ("alice", json!({"x": 1, "owner": "alice"})));
+            }
+            d => panic!("{d:?}"),
+        }
+        assert!(matches!(
+            decide(&rules, &bob, &op("put", 0, Some(json!({}))), Some(&gone)),
+            Decision::Apply { version: 5, .. }
+        ));
+        // Another user's document: forbidden whatever the base or the op.
+        for o in [
+            op("put", 3, Some(json!({}))),
+            op("put", 9, Some(json!({}))),
+            op("put", 0, Some(json!({}))),
+            op("delete", 3, None),
+        ] {
+            assert_eq!(decide(&rules, &bob, &o, Some(&live)), Decision::Forbidden, "{o:?}");
+        }
+        // Absent with a base, or a delete of nothing: forbidden too.
+        assert_eq!(decide(&rules, &alice, &op("put", 2, Some(json!({}))), None), Decision::Forbidden);
+        assert_eq!(decide(&rules, &alice, &op("delete", 0, None), None), Decision::Forbidden);
+        // Own document: conflict shows the stored version projected; a tombstone as deleted.
+        match decide(&rules, &alice, &op("put", 2, Some(json!({"x": 2}))), Some(&live)) {
+            Decision::Conflict(r) => {
+                assert_eq!((r.version, r.body, r.deleted), (Some(3), Some(json!({"owner": "alice", "x": 1})), false))
+            }
+            d => panic!("{d:?}"),
+        }
+        match decide(&rules, &alice, &op("delete", 3, None), Some(&gone)) {
+            Decision::Conflict(r) => assert_eq!((r.version, r.body, r.deleted), (Some(4), None, true)),
+            d => panic!("{d:?}"),
+        }
+        // Right base: applied; a delete leaves only the owner.
+        assert!(matches!(
+            decide(&rules, &alice, &op("put", 3, Some(json!({"x": 2}))), Some(&live)),
+            Decision::Apply { version: 4, deleted: false, .. }
+        ));
+        match decide(&rules, &alice, &op("delete", 3, None), Some(&live)) {
+            Decision::Apply { version: 4, deleted: true, body, .. } => assert_eq!(body, json!({"owner": "alice"})),
+            d => panic!("{d:?}"),
+        }
+        // The owner is the server's.
+        assert_eq!(
+            decide(&rules, &alice, &op("put", 3, Some(json!({"owner": "bob"}))), Some(&live)),
+            Decision::Forbidden
+        );
+        assert!(matches!(
+            decide(&rules, &alice, &op("put", 3, Some(json!({"owner": "alice"}))), Some(&live)),
+            Decision::Apply { .. }
+        ));
+    }
+
+    #[test]
+    fn cursors_are_bound_to_their_user_and_refuse_any_change() {
+        let key = CursorKey::new(&[7; 32]);
+        let c = Cursor { seq: 42, epoch: [1; 8] };
+        let text = key.encode("alice", c);
+        assert_eq!(key.decode("alice", &text), Ok(c));
+        assert!(key.decode("bob", &text).is_err());
+        assert!(CursorKey::new(&[8; 32]).decode("alice", &text).is_err());
+        for i in 0..text.len() {
+            let mut b = text.clone().into_bytes();
+            b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+            if let Ok(t) = String::from_utf8(b)
+                && t != text
+            {
+                assert!(key.decode("alice", &t).is_err(), "changed at {i}");
+            }
+        }
+        assert!(key.decode("alice", "").is_err());
+        assert!(key.decode("alice", "not base64 at all!").is_err());
+    }
+
+    #[test]
+    fn the_access_epoch_changes_with_roles_attributes_and_rules() {
+        let rules = Rules::owner_only();
+        let a = user("alice");
+        let mut b = a.clone();
+        b.roles.push("supervisor".into());
+        let mut c = a.clone();
+        c.attributes.insert("region".into(), json!("north"));
+        let other =
+            Rules::from_toml("version = 1\n[collections.v]\nread = \"true\"\nwrite = \"true\"\n").expect("rules");
+        let epochs =
+            [access_epoch(&rules, &a), access_epoch(&rules, &b), access_epoch(&rules, &c), access_epoch(&other, &a)];
+        for i in 0..epochs.len() {
+            for j in i + 1..epochs.len() {
+                assert_ne!(epochs[i], epochs[j], "{i} vs {j}");
+            }
+        }
+        assert_eq!(access_epoch(&rules, &a), access_epoch(&Rules::owner_only(), &a.clone()));
+    }
 }

@@ -268,6 +268,11 @@ impl Rules {
     /// sync.
     pub fn can_read(&self, user: &RuleUser, collection: &str, doc: &Value) -> bool {
         let Some(Synced { read, .. }) = self.synced(collection) else { return false };
+        if let Scope::OwnerOnly(_) = self.scope {
+            // The built-in rule, evaluated natively: it runs for every op and every pulled
+            // document, and gives exactly what the CEL text gives (tested).
+            return owned_by(doc, user);
+        }
         let (Some(user), Some(doc)) = (to_cel(user), to_cel(doc)) else { return false };
         read.allows(&self.functions, &[("user", &user), ("doc", &doc)])
     }
@@ -290,6 +295,9 @@ impl Rules {
         let Some(Synced { write, .. }) = self.synced(collection) else { return false };
         if old.is_none() && new.is_none() {
             return false;
+        }
+        if let Scope::OwnerOnly(_) = self.scope {
+            return old.is_none_or(|d| owned_by(d, user)) && new.is_none_or(|d| owned_by(d, user));
         }
         let Some(user) = to_cel(user) else { return false };
         let stored = old.is_some();
@@ -383,6 +391,12 @@ struct Synced<'a> {
     read: &'a Expr,
     write: &'a Expr,
     fields: Option<&'a BTreeSet<String>>,
+}
+
+/// `doc.owner == user.id` without the interpreter: false when `owner` is missing or not a
+/// string, as the CEL evaluation is (an error, or `false`).
+fn owned_by(doc: &Value, user: &RuleUser) -> bool {
+    doc.get(OWNER).and_then(Value::as_str) == Some(user.id.as_str())
 }
 
 /// A JSON value (or the user) as CEL sees it; None if it has no CEL form (never the case

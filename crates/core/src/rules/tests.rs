@@ -505,3 +505,38 @@ fn rules_are_shared_across_threads() {
         assert!(h.join().expect("no panic"));
     }
 }
+
+#[test]
+fn the_native_owner_check_gives_what_the_cel_owner_rule_gives() {
+    let native = Rules::owner_only();
+    let cel =
+        rules("version = 1\n[collections.notes]\nread = \"doc.owner == user.id\"\nwrite = \"doc.owner == user.id\"");
+    let docs = [
+        json!({"owner": "alice", "x": 1}),
+        json!({"owner": "bob"}),
+        json!({"owner": "Alice"}),
+        json!({"owner": ""}),
+        json!({"owner": 7}),
+        json!({"owner": null}),
+        json!({"owner": ["alice"]}),
+        json!({"x": "alice"}),
+        json!({}),
+        json!("alice"),
+        json!(null),
+    ];
+    for u in [alice(), bob(), user("", &[], json!({}))] {
+        for d in &docs {
+            assert_eq!(native.can_read(&u, "notes", d), cel.can_read(&u, "notes", d), "read {d} as {:?}", u.id);
+            for other in &docs {
+                for (old, new) in [(Some(d), Some(other)), (Some(d), None), (None, Some(d))] {
+                    assert_eq!(
+                        native.can_write(&u, "notes", old, new),
+                        cel.can_write(&u, "notes", old, new),
+                        "write {old:?} -> {new:?} as {:?}",
+                        u.id
+                    );
+                }
+            }
+        }
+    }
+}
