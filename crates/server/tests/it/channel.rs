@@ -260,6 +260,13 @@ async fn openapi_document_lists_every_route() {
         ("/v1/auth/logout", "post"),
         ("/v1/auth/jwks", "get"),
         ("/v1/devices/self", "get"),
+        ("/v1/devices/ack", "post"),
+        ("/v1/sync/push", "post"),
+        ("/v1/sync/pull", "get"),
+        ("/v1/attachments/{id}", "put"),
+        ("/v1/attachments/{id}", "get"),
+        ("/v1/attachments/{id}/chunks/{n}", "put"),
+        ("/v1/attachments/{id}/chunks/{n}", "get"),
         ("/v1/openapi.json", "get"),
     ] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from the OpenAPI document");
