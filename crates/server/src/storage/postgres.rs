@@ -1017,6 +1017,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_version_1_schema_is_migrated_in_place() {
+        with_store(|url, schema, store| async move {
+            // Back to what the previous build wrote: version 1, with a user.
+            for statement in [
+                "DROP TABLE attachment_chunks, attachments, directives, held, idempotency, documents",
+                "ALTER TABLE users DROP COLUMN attributes",
+                "ALTER TABLE devices DROP COLUMN sync_seq",
+                "UPDATE fv_schema SET version = 1",
+                "INSERT INTO users (name, password_hash, roles, disabled, created_at) VALUES ('alice', 'h', '[\"a\"]', false, 1)",
+            ] {
+                sqlx::query(statement).execute(&store.pool).await.expect(statement);
+            }
+            let migrated = PgStore::connect_in_schema(&url, &schema, 1).await.expect("migrates");
+            let alice = migrated.user("alice").await.expect("reads").expect("kept");
+            assert_eq!((alice.roles, alice.attributes), (vec!["a".to_owned()], serde_json::Map::new()));
+            let version: i64 =
+                sqlx::query("SELECT max(version) FROM fv_schema").fetch_one(&store.pool).await.expect("reads").get(0);
+            assert_eq!(version, SCHEMA_VERSION);
+            assert!(migrated.devices().await.expect("new tables").is_empty());
+        })
+        .await;
+    }
+
+    #[tokio::test]
     async fn instances_starting_together_migrate_once_and_newer_schemas_are_refused() {
         with_store(|url, schema, store| async move {
             let (a, b) = tokio::join!(

@@ -635,3 +635,39 @@ impl Store for SqliteStore {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_store_written_by_schema_version_1_is_migrated_in_place() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("server.db");
+        let key = Zeroizing::new([3u8; 32]);
+        {
+            // What the previous build wrote: version 1, with a user.
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(&sqlcipher::key_pragma("main", &key)).expect("key");
+            conn.execute_batch(&sqlcipher::cipher_settings_sql("main")).expect("settings");
+            conn.execute_batch(&format!("BEGIN; {SCHEMA_V1} PRAGMA user_version = 1; COMMIT;")).expect("v1");
+            conn.execute(
+                "INSERT INTO users (name, password_hash, roles, disabled, created_at) VALUES ('alice', 'h', '[\"a\"]', 0, 1)",
+                [],
+            )
+            .expect("user");
+        }
+        let store = SqliteStore::open(&path, &key).expect("migrates");
+        let alice = store.user("alice").await.expect("reads").expect("kept");
+        assert_eq!((alice.roles, alice.attributes), (vec!["a".to_owned()], serde_json::Map::new()));
+        let version: i64 = store.run(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0))).await.expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+        assert!(store.devices().await.expect("new tables").is_empty());
+        drop(store);
+        // Opening again changes nothing; a newer schema is refused.
+        let store = SqliteStore::open(&path, &key).expect("opens");
+        store.run(|c| c.execute_batch("PRAGMA user_version = 99")).await.expect("bump");
+        drop(store);
+        assert!(matches!(SqliteStore::open(&path, &key), Err(StoreError::SchemaTooNew { found: 99, .. })));
+    }
+}
