@@ -425,6 +425,135 @@ fn merged(rules: &Rules, op: &PushOp, stored: Option<&Value>, owner: &str) -> Op
     Some(new)
 }
 
+/// An idempotency record as stored: the op's fingerprint and its first result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// SHA-256 of the canonical op without its key.
+    pub fingerprint: [u8; 32],
+    /// `applied` (with its version) or `forbidden`.
+    pub first: FirstResult,
+}
+
+/// A document's state after a push, to be written with its change sequence number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocumentWrite {
+    /// The collection.
+    pub collection: String,
+    /// The id.
+    pub id: String,
+    /// The owner.
+    pub owner: String,
+    /// The new version.
+    pub version: u64,
+    /// A tombstone.
+    pub deleted: bool,
+    /// The full document.
+    pub body: Value,
+    /// The change sequence number of its last change in this push.
+    pub seq: u64,
+}
+
+/// Everything one push writes, computed before anything is written ("plan, then execute").
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PushPlan {
+    /// One result per op, in order.
+    pub results: Vec<OpResult>,
+    /// The final state of every document the push changed (once each).
+    pub documents: Vec<DocumentWrite>,
+    /// New idempotency records: key and record.
+    pub records: Vec<(String, IdempotencyRecord)>,
+    /// (collection, id) the pushing device now holds.
+    pub held: Vec<(String, String)>,
+    /// (collection, id) the pushing device no longer holds (deleted by it).
+    pub dropped: Vec<(String, String)>,
+    /// (collection, id) deleted by this push: their attachments go too.
+    pub deleted: Vec<(String, String)>,
+    /// The next unused change sequence number.
+    pub next_seq: u64,
+}
+
+/// Plans a push: every op decided in order against the stored state as earlier ops of the
+/// same push leave it. `documents` holds the stored state of every (collection, id) the ops
+/// name (absent = none), `records` the stored idempotency records of their keys.
+pub fn plan_push(
+    rules: &Rules,
+    user: &RuleUser,
+    ops: &[CheckedOp],
+    documents: &std::collections::HashMap<(String, String), StoredDoc>,
+    records: &std::collections::HashMap<String, IdempotencyRecord>,
+    expired_before: u64,
+    first_seq: u64,
+) -> PushPlan {
+    use std::collections::HashMap;
+    let mut docs: HashMap<(&str, &str), (StoredDoc, Option<u64>)> = HashMap::new();
+    let mut new_records: HashMap<&str, IdempotencyRecord> = HashMap::new();
+    let mut held: HashMap<(&str, &str), bool> = HashMap::new();
+    let mut plan = PushPlan { next_seq: first_seq, ..PushPlan::default() };
+    let mut order: Vec<(&str, &str)> = Vec::new();
+    for checked in ops {
+        let op = &checked.op;
+        let key = op.idempotency_key.as_str();
+        if let Some(r) = new_records.get(key).or_else(|| records.get(key)) {
+            plan.results.push(if r.fingerprint == checked.fingerprint {
+                OpResult { first: Some(r.first), ..OpResult::bare(OpStatus::Duplicate) }
+            } else {
+                OpResult::bare(OpStatus::IdempotencyMismatch)
+            });
+            continue;
+        }
+        if checked.made_at.is_some_and(|t| t < expired_before) {
+            plan.results.push(OpResult::bare(OpStatus::Expired));
+            continue;
+        }
+        let at = (op.collection.as_str(), op.id.as_str());
+        let current = match docs.get(&at) {
+            Some((d, _)) => Some(d),
+            None => documents.get(&(op.collection.clone(), op.id.clone())),
+        };
+        let first = match decide(rules, user, op, current) {
+            Decision::Conflict(r) => {
+                plan.results.push(r);
+                continue;
+            }
+            Decision::Forbidden => FirstResult { status: OpStatus::Forbidden, version: None },
+            Decision::Apply { version, body, deleted, owner } => {
+                let seq = plan.next_seq;
+                plan.next_seq += 1;
+                if !docs.contains_key(&at) {
+                    order.push(at);
+                }
+                docs.insert(at, (StoredDoc { owner, version, deleted, body }, Some(seq)));
+                held.insert(at, !deleted);
+                if deleted {
+                    plan.deleted.push((at.0.to_owned(), at.1.to_owned()));
+                }
+                FirstResult { status: OpStatus::Applied, version: Some(version) }
+            }
+        };
+        new_records.insert(key, IdempotencyRecord { fingerprint: checked.fingerprint, first });
+        plan.records.push((key.to_owned(), IdempotencyRecord { fingerprint: checked.fingerprint, first }));
+        plan.results.push(OpResult { version: first.version, ..OpResult::bare(first.status) });
+    }
+    for at in order {
+        let Some((doc, Some(seq))) = docs.remove(&at) else { continue };
+        plan.documents.push(DocumentWrite {
+            collection: at.0.to_owned(),
+            id: at.1.to_owned(),
+            owner: doc.owner,
+            version: doc.version,
+            deleted: doc.deleted,
+            body: doc.body,
+            seq,
+        });
+        match held.get(&at) {
+            Some(true) => plan.held.push((at.0.to_owned(), at.1.to_owned())),
+            Some(false) => plan.dropped.push((at.0.to_owned(), at.1.to_owned())),
+            None => {}
+        }
+    }
+    plan
+}
+
 /// What a pull shows of one stored document to one device.
 #[derive(Debug, Clone, PartialEq)]
 pub enum View {
@@ -660,6 +789,60 @@ mod tests {
             decide(&rules, &alice, &op("put", 3, Some(json!({"owner": "alice"}))), Some(&live)),
             Decision::Apply { .. }
         ));
+    }
+
+    fn checked(key: &str, id: &str, kind: &str, base: u64, body: Option<Value>) -> CheckedOp {
+        let mut v =
+            json!({ "idempotency_key": key, "collection": "visits", "id": id, "op": kind, "base_version": base });
+        if let Some(b) = body {
+            v["body"] = b;
+        }
+        check_op(&v).expect("valid op")
+    }
+
+    #[test]
+    fn a_plan_sees_earlier_ops_of_its_own_push_and_writes_each_document_once() {
+        use std::collections::HashMap;
+        let rules = Rules::owner_only();
+        let alice = user("alice");
+        let ops = [
+            checked("key-0000000000000001", "a", "put", 0, Some(json!({"n": 1}))),
+            checked("key-0000000000000002", "a", "put", 1, Some(json!({"n": 2}))),
+            checked("key-0000000000000001", "a", "put", 0, Some(json!({"n": 1}))),
+            checked("key-0000000000000003", "b", "delete", 4, None),
+            checked("key-0000000000000004", "a", "put", 1, Some(json!({"n": 3}))),
+            checked("key-0000000000000005", "c", "put", 0, Some(json!({"owner": "bob"}))),
+        ];
+        let mut documents = HashMap::new();
+        documents.insert(("visits".into(), "b".into()), stored("alice", 4, false, json!({"owner": "alice"})));
+        let mut records = HashMap::new();
+        let old = IdempotencyRecord {
+            fingerprint: [9; 32],
+            first: FirstResult { status: OpStatus::Applied, version: Some(1) },
+        };
+        records.insert("key-0000000000000004".to_owned(), old);
+        let plan = plan_push(&rules, &alice, &ops, &documents, &records, 0, 100);
+        let statuses: Vec<OpStatus> = plan.results.iter().map(|r| r.status).collect();
+        use OpStatus::*;
+        assert_eq!(statuses, [Applied, Applied, Duplicate, Applied, IdempotencyMismatch, Forbidden]);
+        assert_eq!(plan.results[1].version, Some(2));
+        assert_eq!(plan.results[2].first, Some(FirstResult { status: Applied, version: Some(1) }));
+        // "a" is written once, at its last state and the number of its last change.
+        let a = plan.documents.iter().find(|d| d.id == "a").expect("a");
+        assert_eq!((a.version, a.seq, &a.body), (2, 101, &json!({"n": 2, "owner": "alice"})));
+        let b = plan.documents.iter().find(|d| d.id == "b").expect("b");
+        assert_eq!((b.version, b.deleted, b.seq), (5, true, 102));
+        assert_eq!(plan.documents.len(), 2);
+        assert_eq!(plan.next_seq, 103);
+        assert_eq!(plan.held, [("visits".to_owned(), "a".to_owned())]);
+        assert_eq!(plan.dropped, [("visits".to_owned(), "b".to_owned())]);
+        assert_eq!(plan.deleted, [("visits".to_owned(), "b".to_owned())]);
+        // Recorded: the three applied and the forbidden, each key once; not the mismatch.
+        let keys: Vec<&str> = plan.records.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["key-0000000000000001", "key-0000000000000002", "key-0000000000000003", "key-0000000000000005"]
+        );
     }
 
     #[test]

@@ -6,14 +6,21 @@
 //!    fails the whole push with [`PushOutcome::KeyInUse`] (409) before anything happens;
 //! 2. raises the device's sync counter atomically (`.. WHERE sync_seq <= $2`), or answers
 //!    [`PushOutcome::RollbackDetected`];
-//! 3. takes the change-sequence lock ([`SEQ_LOCK`]) so sequence numbers are handed out in
-//!    commit order: a pull that has seen sequence n has seen everything below n;
-//! 4. decides and applies every op, recording `applied` and `forbidden` in `idempotency`.
+//! 3. reads the keys' idempotency records (one statement; the keys are locked, so they
+//!    cannot change);
+//! 4. takes the change-sequence lock ([`SEQ_LOCK`]) so sequence numbers are handed out in
+//!    commit order (a pull that has seen sequence n has seen everything below n) and no two
+//!    pushes decide on the same documents at once;
+//! 5. reads the named documents (one statement), plans the whole push in memory
+//!    (`plan_push`, the same code SQLite runs) and writes documents, idempotency records and
+//!    held ids with one multi-row statement each.
 //!
 //! Held ids and cursors work as on SQLite (`sync_sqlite.rs`).
 
+use std::collections::HashMap;
+
 use fieldvault_core::protocol::sync::{
-    Change, Decision, FirstResult, OpKind, OpResult, OpStatus, StoredDoc, View, decide, view,
+    Change, FirstResult, IdempotencyRecord, OpKind, OpResult, OpStatus, StoredDoc, View, plan_push, view,
 };
 use fieldvault_core::rules::RuleUser;
 use sqlx::{PgConnection, PgPool, Row};
@@ -131,101 +138,134 @@ pub(super) async fn push(pool: &PgPool, b: PushBatch) -> Result<PushOutcome, Sto
     let Some(user) = rule_user(&mut tx, &b.user).await? else {
         return Ok(PushOutcome::Results(b.ops.iter().map(|_| OpResult::bare(OpStatus::Forbidden)).collect()));
     };
+    // The keys are ours (the advisory locks above): their records cannot change under us.
+    let keys: Vec<&str> = b.ops.iter().map(|o| o.op.idempotency_key.as_str()).collect();
+    let rows =
+        sqlx::query("SELECT key, fingerprint, status, version FROM idempotency WHERE user_name = $1 AND key = ANY($2)")
+            .bind(&b.user)
+            .bind(&keys)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?;
+    let mut records = HashMap::with_capacity(rows.len());
+    for r in rows {
+        let fingerprint: Vec<u8> = r.try_get(1).map_err(backend)?;
+        let status: String = r.try_get(2).map_err(backend)?;
+        let version: Option<i64> = r.try_get(3).map_err(backend)?;
+        records.insert(
+            r.try_get::<String, _>(0).map_err(backend)?,
+            IdempotencyRecord {
+                fingerprint: fingerprint.try_into().map_err(|_| corrupt("idempotency fingerprint"))?,
+                first: FirstResult {
+                    status: OpStatus::from_name(&status).ok_or_else(|| corrupt("idempotency status"))?,
+                    version: version.map(from_db).transpose()?,
+                },
+            },
+        );
+    }
+    // From here to the commit, pushes that change documents run one at a time, so change
+    // numbers are handed out in commit order and no two pushes decide on the same state.
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SEQ_LOCK).execute(&mut *tx).await.map_err(backend)?;
-    let mut next_seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM documents")
+    let collections: Vec<&str> = b.ops.iter().map(|o| o.op.collection.as_str()).collect();
+    let ids: Vec<&str> = b.ops.iter().map(|o| o.op.id.as_str()).collect();
+    let rows = sqlx::query(
+        "SELECT d.collection, d.id, d.owner, d.version, d.deleted, d.body FROM documents d
+         JOIN (SELECT DISTINCT c, i FROM unnest($1::text[], $2::text[]) AS t(c, i)) t
+           ON d.collection = t.c AND d.id = t.i",
+    )
+    .bind(&collections)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(backend)?;
+    let mut documents = HashMap::with_capacity(rows.len());
+    for r in rows {
+        let at: (String, String) = (r.try_get(0).map_err(backend)?, r.try_get(1).map_err(backend)?);
+        let doc = stored_from(
+            r.try_get(2).map_err(backend)?,
+            r.try_get(3).map_err(backend)?,
+            r.try_get(4).map_err(backend)?,
+            r.try_get::<&str, _>(5).map_err(backend)?,
+        )?;
+        documents.insert(at, doc);
+    }
+    let next_seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM documents")
         .fetch_one(&mut *tx)
         .await
         .map_err(backend)?;
+    let plan = plan_push(&b.rules, &user, &b.ops, &documents, &records, b.expired_before, from_db(next_seq)?);
     let now = db(b.now)?;
-    let mut results = Vec::with_capacity(b.ops.len());
-    for checked in &b.ops {
-        let op = &checked.op;
-        let record =
-            sqlx::query("SELECT fingerprint, status, version FROM idempotency WHERE user_name = $1 AND key = $2")
-                .bind(&b.user)
-                .bind(&op.idempotency_key)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?;
-        if let Some(row) = record {
-            let fingerprint: Vec<u8> = row.try_get(0).map_err(backend)?;
-            results.push(if fingerprint == checked.fingerprint {
-                let status: String = row.try_get(1).map_err(backend)?;
-                let status = OpStatus::from_name(&status).ok_or_else(|| corrupt("idempotency status"))?;
-                let version: Option<i64> = row.try_get(2).map_err(backend)?;
-                let version = version.map(from_db).transpose()?;
-                OpResult { first: Some(FirstResult { status, version }), ..OpResult::bare(OpStatus::Duplicate) }
-            } else {
-                OpResult::bare(OpStatus::IdempotencyMismatch)
-            });
-            continue;
-        }
-        if checked.made_at.is_some_and(|t| t < b.expired_before) {
-            results.push(OpResult::bare(OpStatus::Expired));
-            continue;
-        }
-        let stored = load_doc(&mut tx, &op.collection, &op.id).await?;
-        let (status, version) = match decide(&b.rules, &user, op, stored.as_ref()) {
-            Decision::Conflict(r) => {
-                results.push(r);
-                continue;
-            }
-            Decision::Forbidden => (OpStatus::Forbidden, None),
-            Decision::Apply { version, body, deleted, owner } => {
-                sqlx::query(
-                    "INSERT INTO documents (collection, id, owner, version, deleted, body, seq, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                     ON CONFLICT (collection, id) DO UPDATE SET version = excluded.version,
-                         deleted = excluded.deleted, body = excluded.body, seq = excluded.seq,
-                         updated_at = excluded.updated_at",
-                )
-                .bind(&op.collection)
-                .bind(&op.id)
-                .bind(owner)
-                .bind(db(version)?)
-                .bind(deleted)
-                .bind(body.to_string())
-                .bind(next_seq)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-                next_seq += 1;
-                if deleted {
-                    super::attachments_postgres::delete_for_document(&mut tx, &op.collection, &op.id).await?;
-                }
-                let held = if deleted {
-                    "DELETE FROM held WHERE device_id = $1 AND collection = $2 AND id = $3"
-                } else {
-                    "INSERT INTO held (device_id, collection, id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
-                };
-                sqlx::query(held)
-                    .bind(&b.device_id)
-                    .bind(&op.collection)
-                    .bind(&op.id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-                (OpStatus::Applied, Some(version))
-            }
-        };
+    if !plan.documents.is_empty() {
+        let d = &plan.documents;
+        let versions: Vec<i64> = d.iter().map(|x| db(x.version)).collect::<Result<_, _>>()?;
+        let seqs: Vec<i64> = d.iter().map(|x| db(x.seq)).collect::<Result<_, _>>()?;
         sqlx::query(
-            "INSERT INTO idempotency (user_name, key, fingerprint, status, version, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO documents (collection, id, owner, version, deleted, body, seq, updated_at)
+             SELECT c, i, o, v, x, b, s, $8 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[],
+                 $5::bool[], $6::text[], $7::bigint[]) AS t(c, i, o, v, x, b, s)
+             ON CONFLICT (collection, id) DO UPDATE SET version = excluded.version,
+                 deleted = excluded.deleted, body = excluded.body, seq = excluded.seq,
+                 updated_at = excluded.updated_at",
         )
-        .bind(&b.user)
-        .bind(&op.idempotency_key)
-        .bind(&checked.fingerprint[..])
-        .bind(status.as_str())
-        .bind(version.map(db).transpose()?)
+        .bind(d.iter().map(|x| x.collection.as_str()).collect::<Vec<_>>())
+        .bind(d.iter().map(|x| x.id.as_str()).collect::<Vec<_>>())
+        .bind(d.iter().map(|x| x.owner.as_str()).collect::<Vec<_>>())
+        .bind(versions)
+        .bind(d.iter().map(|x| x.deleted).collect::<Vec<_>>())
+        .bind(d.iter().map(|x| x.body.to_string()).collect::<Vec<_>>())
+        .bind(seqs)
         .bind(now)
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
-        results.push(OpResult { version, ..OpResult::bare(status) });
+    }
+    if !plan.records.is_empty() {
+        let r = &plan.records;
+        let versions: Vec<Option<i64>> =
+            r.iter().map(|(_, x)| x.first.version.map(db).transpose()).collect::<Result<_, _>>()?;
+        sqlx::query(
+            "INSERT INTO idempotency (user_name, key, fingerprint, status, version, created_at)
+             SELECT $1, k, f, s, v, $6 FROM unnest($2::text[], $3::bytea[], $4::text[], $5::bigint[]) AS t(k, f, s, v)",
+        )
+        .bind(&b.user)
+        .bind(r.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
+        .bind(r.iter().map(|(_, x)| x.fingerprint.to_vec()).collect::<Vec<_>>())
+        .bind(r.iter().map(|(_, x)| x.first.status.as_str()).collect::<Vec<_>>())
+        .bind(versions)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+    }
+    if !plan.held.is_empty() {
+        sqlx::query(
+            "INSERT INTO held (device_id, collection, id) SELECT $1, c, i FROM unnest($2::text[], $3::text[]) AS t(c, i)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&b.device_id)
+        .bind(plan.held.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>())
+        .bind(plan.held.iter().map(|(_, i)| i.as_str()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+    }
+    if !plan.dropped.is_empty() {
+        sqlx::query(
+            "DELETE FROM held h USING unnest($2::text[], $3::text[]) AS t(c, i)
+             WHERE h.device_id = $1 AND h.collection = t.c AND h.id = t.i",
+        )
+        .bind(&b.device_id)
+        .bind(plan.dropped.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>())
+        .bind(plan.dropped.iter().map(|(_, i)| i.as_str()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+    }
+    for (collection, id) in &plan.deleted {
+        super::attachments_postgres::delete_for_document(&mut tx, collection, id).await?;
     }
     tx.commit().await.map_err(backend)?;
-    Ok(PushOutcome::Results(results))
+    Ok(PushOutcome::Results(plan.results))
 }
 
 pub(super) async fn pull(pool: &PgPool, b: PullBatch) -> Result<PullOutcome, StoreError> {

@@ -2,8 +2,10 @@
 //! the store's one connection, so ops, idempotency records, held ids and the change sequence
 //! move together or not at all, and sequence numbers are handed out in commit order.
 
+use std::collections::HashMap;
+
 use fieldvault_core::protocol::sync::{
-    Change, Decision, FirstResult, OpKind, OpResult, OpStatus, StoredDoc, View, decide, view,
+    Change, FirstResult, IdempotencyRecord, OpKind, OpResult, OpStatus, StoredDoc, View, plan_push, view,
 };
 use fieldvault_core::rules::RuleUser;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -69,84 +71,83 @@ pub(super) fn push(c: &mut Connection, b: PushBatch) -> rusqlite::Result<PushOut
     let Some(user) = rule_user(&tx, &b.user)? else {
         return Ok(PushOutcome::Results(b.ops.iter().map(|_| OpResult::bare(OpStatus::Forbidden)).collect()));
     };
-    let mut next_seq: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM documents", [], |r| r.get(0))?;
-    let mut results = Vec::with_capacity(b.ops.len());
+    // Read what the ops name, decide everything in memory, then write.
+    let mut records = HashMap::new();
+    let mut documents = HashMap::new();
     for checked in &b.ops {
         let op = &checked.op;
-        let record: Option<(Vec<u8>, String, Option<i64>)> = tx
-            .prepare_cached("SELECT fingerprint, status, version FROM idempotency WHERE user_name = ?1 AND key = ?2")?
-            .query_row([&b.user, &op.idempotency_key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .optional()?;
-        if let Some((fingerprint, status, version)) = record {
-            results.push(if fingerprint == checked.fingerprint {
-                let status = OpStatus::from_name(&status).ok_or_else(|| corrupt("idempotency status"))?;
-                OpResult {
-                    first: Some(FirstResult { status, version: version.map(u) }),
-                    ..OpResult::bare(OpStatus::Duplicate)
-                }
-            } else {
-                OpResult::bare(OpStatus::IdempotencyMismatch)
-            });
-            continue;
-        }
-        if checked.made_at.is_some_and(|t| t < b.expired_before) {
-            results.push(OpResult::bare(OpStatus::Expired));
-            continue;
-        }
-        let stored = load_doc(&tx, &op.collection, &op.id)?;
-        let (status, version) = match decide(&b.rules, &user, op, stored.as_ref()) {
-            Decision::Conflict(r) => {
-                results.push(r);
-                continue;
-            }
-            Decision::Forbidden => (OpStatus::Forbidden, None),
-            Decision::Apply { version, body, deleted, owner } => {
-                let body = serde_json::to_string(&body).map_err(|_| corrupt("document"))?;
-                tx.prepare_cached(
-                    "INSERT INTO documents (collection, id, owner, version, deleted, body, seq, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT (collection, id) DO UPDATE SET version = excluded.version,
-                         deleted = excluded.deleted, body = excluded.body, seq = excluded.seq,
-                         updated_at = excluded.updated_at",
+        if !records.contains_key(&op.idempotency_key) {
+            let row: Option<(Vec<u8>, String, Option<i64>)> = tx
+                .prepare_cached(
+                    "SELECT fingerprint, status, version FROM idempotency WHERE user_name = ?1 AND key = ?2",
                 )?
-                .execute(params![
-                    op.collection,
-                    op.id,
-                    owner,
-                    i(version),
-                    deleted,
-                    body,
-                    next_seq,
-                    i(b.now)
-                ])?;
-                next_seq += 1;
-                if deleted {
-                    tx.prepare_cached("DELETE FROM held WHERE device_id = ?1 AND collection = ?2 AND id = ?3")?
-                        .execute([&b.device_id, &op.collection, &op.id])?;
-                    super::attachments_sqlite::delete_for_document(&tx, &op.collection, &op.id)?;
-                } else {
-                    tx.prepare_cached("INSERT OR IGNORE INTO held (device_id, collection, id) VALUES (?1, ?2, ?3)")?
-                        .execute([&b.device_id, &op.collection, &op.id])?;
-                }
-                (OpStatus::Applied, Some(version))
+                .query_row([&b.user, &op.idempotency_key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            if let Some((fingerprint, status, version)) = row {
+                let record = IdempotencyRecord {
+                    fingerprint: fingerprint.try_into().map_err(|_| corrupt("idempotency fingerprint"))?,
+                    first: FirstResult {
+                        status: OpStatus::from_name(&status).ok_or_else(|| corrupt("idempotency status"))?,
+                        version: version.map(u),
+                    },
+                };
+                records.insert(op.idempotency_key.clone(), record);
             }
-        };
+        }
+        let at = (op.collection.clone(), op.id.clone());
+        if !documents.contains_key(&at)
+            && let Some(doc) = load_doc(&tx, &op.collection, &op.id)?
+        {
+            documents.insert(at, doc);
+        }
+    }
+    let next_seq: i64 =
+        tx.prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM documents")?.query_row([], |r| r.get(0))?;
+    let plan = plan_push(&b.rules, &user, &b.ops, &documents, &records, b.expired_before, u(next_seq));
+    for d in &plan.documents {
+        let body = serde_json::to_string(&d.body).map_err(|_| corrupt("document"))?;
+        tx.prepare_cached(
+            "INSERT INTO documents (collection, id, owner, version, deleted, body, seq, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (collection, id) DO UPDATE SET version = excluded.version,
+                 deleted = excluded.deleted, body = excluded.body, seq = excluded.seq,
+                 updated_at = excluded.updated_at",
+        )?
+        .execute(params![d.collection, d.id, d.owner, i(d.version), d.deleted, body, i(d.seq), i(b.now)])?;
+    }
+    for (key, r) in &plan.records {
         tx.prepare_cached(
             "INSERT INTO idempotency (user_name, key, fingerprint, status, version, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
         .execute(params![
             b.user,
-            op.idempotency_key,
-            &checked.fingerprint[..],
-            status.as_str(),
-            version.map(i),
+            key,
+            &r.fingerprint[..],
+            r.first.status.as_str(),
+            r.first.version.map(i),
             i(b.now)
         ])?;
-        results.push(OpResult { version, ..OpResult::bare(status) });
+    }
+    for (collection, id) in &plan.held {
+        tx.prepare_cached("INSERT OR IGNORE INTO held (device_id, collection, id) VALUES (?1, ?2, ?3)")?.execute([
+            &b.device_id,
+            collection,
+            id,
+        ])?;
+    }
+    for (collection, id) in &plan.dropped {
+        tx.prepare_cached("DELETE FROM held WHERE device_id = ?1 AND collection = ?2 AND id = ?3")?.execute([
+            &b.device_id,
+            collection,
+            id,
+        ])?;
+    }
+    for (collection, id) in &plan.deleted {
+        super::attachments_sqlite::delete_for_document(&tx, collection, id)?;
     }
     tx.commit()?;
-    Ok(PushOutcome::Results(results))
+    Ok(PushOutcome::Results(plan.results))
 }
 
 pub(super) fn pull(c: &mut Connection, b: PullBatch) -> rusqlite::Result<PullOutcome> {
