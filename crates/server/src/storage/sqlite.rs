@@ -146,6 +146,33 @@ fn u(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// How often the background checkpoint copies the WAL back into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A keyed connection with the store's settings; fails unless the key opens the file and
+/// the library is SQLCipher 4.
+fn connect(path: &Path, key: &Zeroizing<[u8; 32]>) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(backend)?;
+    conn.execute_batch("PRAGMA cipher_log_level = NONE;").map_err(backend)?;
+    conn.execute_batch(&sqlcipher::key_pragma("main", key)).map_err(backend)?;
+    conn.execute_batch(&sqlcipher::cipher_settings_sql("main")).map_err(backend)?;
+    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0)).map_err(|_| {
+        backend(format!("{}: the store key does not open this database (wrong key directory?)", path.display()))
+    })?;
+    let version: String = conn.query_row("PRAGMA cipher_version", [], |r| r.get(0)).map_err(backend)?;
+    if !version.starts_with('4') {
+        return Err(backend("this build is not linked with SQLCipher 4; refusing to write plaintext"));
+    }
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY; PRAGMA trusted_schema = OFF; PRAGMA busy_timeout = 5000;
+         PRAGMA journal_size_limit = 67108864;",
+    )
+    .map_err(backend)?;
+    Ok(conn)
+}
+
 impl SqliteStore {
     /// Opens (creating if missing, mode 0600) the store at `path` with the 256-bit `key`.
     ///
@@ -173,23 +200,7 @@ impl SqliteStore {
                 return Err(backend(format!("{} is an unencrypted SQLite file; refusing to use it", path.display())));
             }
         }
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(backend)?;
-        conn.execute_batch("PRAGMA cipher_log_level = NONE;").map_err(backend)?;
-        conn.execute_batch(&sqlcipher::key_pragma("main", key)).map_err(backend)?;
-        conn.execute_batch(&sqlcipher::cipher_settings_sql("main")).map_err(backend)?;
-        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0)).map_err(|_| {
-            backend(format!("{}: the store key does not open this database (wrong key directory?)", path.display()))
-        })?;
-        let version: String = conn.query_row("PRAGMA cipher_version", [], |r| r.get(0)).map_err(backend)?;
-        if !version.starts_with('4') {
-            return Err(backend("this build is not linked with SQLCipher 4; refusing to write plaintext"));
-        }
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
-             PRAGMA temp_store = MEMORY; PRAGMA trusted_schema = OFF; PRAGMA busy_timeout = 5000;",
-        )
-        .map_err(backend)?;
+        let conn = connect(path, key)?;
         let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(backend)?;
         if found > SCHEMA_VERSION {
             return Err(StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION });
@@ -200,7 +211,26 @@ impl SqliteStore {
             conn.execute_batch(&format!("BEGIN; {v1} {v2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
                 .map_err(backend)?;
         }
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+        // Checkpoints run on a connection of their own, in the background, so that copying the
+        // WAL back into the database does not happen inside a push's commit while every other
+        // request waits for the store's one writer.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0;").map_err(backend)?;
+        let conn = Arc::new(Mutex::new(conn));
+        let checkpointer = connect(path, key)?;
+        let alive = Arc::downgrade(&conn);
+        std::thread::Builder::new()
+            .name("fv-store-checkpoint".into())
+            .spawn(move || {
+                while alive.strong_count() > 0 {
+                    std::thread::sleep(CHECKPOINT_EVERY);
+                    // PASSIVE never waits for the writer; a busy moment is retried next time.
+                    if let Err(e) = checkpointer.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
+                        tracing::debug!(error = %e, "store checkpoint deferred");
+                    }
+                }
+            })
+            .map_err(|e| backend(format!("starting the checkpoint thread: {e}")))?;
+        Ok(SqliteStore { conn })
     }
 
     async fn run<T: Send + 'static>(
