@@ -208,3 +208,29 @@ async fn password_change_and_disable_revoke_every_session() {
         assert_eq!(r.status, 401);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_refreshes_for_at_most_its_maximum_age_then_only_a_login_helps() {
+    for b in backends() {
+        let h = Harness::start(b).await;
+        let d = h.device("alice").await;
+        let max = h.app.config.session_max_ttl;
+        // Just inside the maximum age (the lease and tokens long expired): a refresh works.
+        let inside = i64::try_from(max).expect("fits") - 60;
+        h.offset.store(inside, std::sync::atomic::Ordering::SeqCst);
+        let at = now().saturating_add_signed(inside);
+        let ok = h.send(&refresh_request(&d, &d.refresh_token, "attempt-1", at).raw()).await;
+        assert_eq!(ok.status, 200, "{}", ok.text());
+        let successor = ok.json()["refresh_token"].as_str().expect("rt").to_owned();
+        // Past it: refused, and the session is over.
+        let past = inside + 120;
+        h.offset.store(past, std::sync::atomic::Ordering::SeqCst);
+        let at = now().saturating_add_signed(past);
+        let late = h.send(&refresh_request(&d, &successor, "attempt-2", at).raw()).await;
+        assert_eq!((late.status, late.code().as_str()), (401, "invalid_grant"), "{}", late.text());
+        let session = h.app.store.session_by_key_id(&d.key_id).await.expect("store").expect("session");
+        assert!(session.revoked && session.lease.is_none());
+        // A new login starts a new session.
+        assert_eq!(h.login("alice", PASSWORD).await.status, 200);
+    }
+}
