@@ -252,6 +252,13 @@ impl Rules {
         self.fingerprint
     }
 
+    /// Whether these are the built-in owner-only rules (no rules file): then a user can read
+    /// a document only if its `owner` is the user, which the store can test without reading
+    /// the document.
+    pub fn owner_only_scope(&self) -> bool {
+        matches!(self.scope, Scope::OwnerOnly(_))
+    }
+
     /// Whether a device may sync `collection` at all: false for a server-only collection,
     /// for a collection a rules file does not name, and for a name outside the collection
     /// syntax.

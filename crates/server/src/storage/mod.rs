@@ -272,7 +272,9 @@ pub struct PullBatch {
     pub since: u64,
     /// Most stored changes to examine.
     pub limit: u32,
-    /// The access rules in force.
+    /// The access rules in force. With the owner-only rules the store examines only the
+    /// user's own documents and those the device holds (nothing else can be readable or need
+    /// a tombstone), so a pull does not read every user's documents.
     pub rules: Arc<Rules>,
     /// Now.
     pub now: u64,
@@ -285,9 +287,9 @@ pub enum PullOutcome {
     Page {
         /// What the device must apply, in sequence order.
         changes: Vec<Change>,
-        /// The last sequence number examined (the next cursor).
+        /// The sequence number the next page starts after (the next cursor).
         last_seq: u64,
-        /// Whether more changes follow.
+        /// Whether the page is full (more may follow at once).
         has_more: bool,
         /// The user's roles and attributes as read for this page (the cursor's epoch).
         user: fieldvault_core::rules::RuleUser,

@@ -274,22 +274,55 @@ pub(super) async fn pull(pool: &PgPool, b: PullBatch) -> Result<PullOutcome, Sto
         return Ok(PullOutcome::RollbackDetected);
     }
     let Some(user) = rule_user(&mut tx, &b.user).await? else { return Ok(PullOutcome::UnknownUser) };
-    let rows = sqlx::query(
-        "SELECT collection, id, owner, version, deleted, body, seq FROM documents
-         WHERE seq > $1 ORDER BY seq LIMIT $2",
-    )
-    .bind(db(b.since)?)
-    .bind(i64::from(b.limit))
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(backend)?;
-    let has_more = rows.len() == b.limit as usize;
-    let mut last_seq = b.since;
+    let (rows, has_more, last_seq) = if b.rules.owner_only_scope() {
+        // Only the user's own documents can be readable, and only held ones need a
+        // tombstone. `top` is read first: every number up to it is committed (they are
+        // handed out in commit order), so the filtered scan may move the cursor up to it.
+        let top: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM documents")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let rows = sqlx::query(
+            "SELECT d.collection, d.id, d.owner, d.version, d.deleted, d.body, d.seq FROM documents d
+             WHERE d.seq > $1 AND d.seq <= $2 AND (d.owner = $3 OR EXISTS (SELECT 1 FROM held h
+                 WHERE h.device_id = $4 AND h.collection = d.collection AND h.id = d.id))
+             ORDER BY d.seq LIMIT $5",
+        )
+        .bind(db(b.since)?)
+        .bind(top)
+        .bind(&b.user)
+        .bind(&b.device_id)
+        .bind(i64::from(b.limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let full = rows.len() == b.limit as usize;
+        let end = match rows.last() {
+            Some(r) if full => from_db(r.try_get(6).map_err(backend)?)?,
+            _ => from_db(top)?.max(b.since),
+        };
+        (rows, full, end)
+    } else {
+        let rows = sqlx::query(
+            "SELECT collection, id, owner, version, deleted, body, seq FROM documents
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(db(b.since)?)
+        .bind(i64::from(b.limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let end = match rows.last() {
+            Some(r) => from_db(r.try_get(6).map_err(backend)?)?,
+            None => b.since,
+        };
+        let full = rows.len() == b.limit as usize;
+        (rows, full, end)
+    };
     let mut changes = Vec::new();
     for r in rows {
         let collection: String = r.try_get(0).map_err(backend)?;
         let id: String = r.try_get(1).map_err(backend)?;
-        last_seq = from_db(r.try_get(6).map_err(backend)?)?;
         let stored = stored_from(
             r.try_get(2).map_err(backend)?,
             r.try_get(3).map_err(backend)?,

@@ -157,20 +157,39 @@ pub(super) fn pull(c: &mut Connection, b: PullBatch) -> rusqlite::Result<PullOut
     }
     let Some(user) = rule_user(&tx, &b.user)? else { return Ok(PullOutcome::UnknownUser) };
     type Row = (String, String, String, i64, bool, String, i64);
-    let rows: Vec<Row> = tx
-        .prepare_cached(
-            "SELECT collection, id, owner, version, deleted, body, seq FROM documents
-             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )?
-        .query_map(params![i(b.since), b.limit], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
-        })?
-        .collect::<Result<_, _>>()?;
-    let has_more = rows.len() == b.limit as usize;
-    let mut last_seq = b.since;
+    let read = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Row> {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+    };
+    let (rows, has_more, last_seq): (Vec<Row>, bool, u64) = if b.rules.owner_only_scope() {
+        // Only the user's own documents can be readable, and only held ones need a
+        // tombstone: the rest is skipped inside SQLite, and the cursor moves past it.
+        let top: i64 = tx.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM documents")?.query_row([], |r| r.get(0))?;
+        let rows: Vec<Row> = tx
+            .prepare_cached(
+                "SELECT d.collection, d.id, d.owner, d.version, d.deleted, d.body, d.seq FROM documents d
+                 WHERE d.seq > ?1 AND d.seq <= ?2 AND (d.owner = ?3 OR EXISTS (SELECT 1 FROM held h
+                     WHERE h.device_id = ?4 AND h.collection = d.collection AND h.id = d.id))
+                 ORDER BY d.seq LIMIT ?5",
+            )?
+            .query_map(params![i(b.since), top, b.user, b.device_id, b.limit], read)?
+            .collect::<Result<_, _>>()?;
+        let full = rows.len() == b.limit as usize;
+        let end = if full { rows.last().map_or(b.since, |r| u(r.6)) } else { u(top).max(b.since) };
+        (rows, full, end)
+    } else {
+        let rows: Vec<Row> = tx
+            .prepare_cached(
+                "SELECT collection, id, owner, version, deleted, body, seq FROM documents
+                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?
+            .query_map(params![i(b.since), b.limit], read)?
+            .collect::<Result<_, _>>()?;
+        let full = rows.len() == b.limit as usize;
+        let end = rows.last().map_or(b.since, |r| u(r.6));
+        (rows, full, end)
+    };
     let mut changes = Vec::new();
-    for (collection, id, owner, version, deleted, body, seq) in rows {
-        last_seq = u(seq);
+    for (collection, id, owner, version, deleted, body, _) in rows {
         let body = serde_json::from_str(&body).map_err(|_| corrupt("document"))?;
         let stored = StoredDoc { owner, version: u(version), deleted, body };
         match view(&b.rules, &user, &collection, &stored) {

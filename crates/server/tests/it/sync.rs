@@ -428,3 +428,28 @@ async fn a_key_in_use_by_another_request_is_409_and_nothing_applies() {
     tx.rollback().await.expect("rollback");
     assert_eq!(push_ok(&h, &d, op, 1).await[0], json!({"status": "applied", "version": 1}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_to_owner_only_rules_devices_drop_what_others_own_and_skip_it_afterwards() {
+    for backend in backends() {
+        let shared = "version = 1\n[collections.notes]\nread = \"true\"\nwrite = \"doc.owner == user.id\"\n";
+        let h = Harness::start_with_rules(backend, shared).await;
+        let (alice, bob) = (h.device("alice").await, h.device("bob").await);
+        let ops: Vec<Value> = (0..3).map(|i| put(&key(), "notes", &format!("a{i}"), json!({"i": i}), 0)).collect();
+        push_ok(&h, &alice, Value::Array(ops), 1).await;
+        push_ok(&h, &bob, json!([put(&key(), "notes", "b0", json!({}), 0)]), 1).await;
+        let (held, cursor) = pull_all(&h, &bob, None, 1).await;
+        assert_eq!(ids(&held, "put"), ["a0", "a1", "a2", "b0"]);
+        // The same store without a rules file: Bob's device drops Alice's notes, keeps his.
+        let own = h.sibling_with_rules(None).await;
+        let (after, cursor) = pull_all(&own, &bob, Some(cursor), 2).await;
+        assert_eq!(ids(&after, "delete"), ["a0", "a1", "a2"]);
+        assert_eq!(ids(&after, "put"), ["b0"]);
+        // Alice keeps writing; Bob's pulls skip it and end at once.
+        push_ok(&own, &alice, json!([put(&key(), "notes", "a9", json!({}), 0)]), 2).await;
+        let r = own.pull(&bob, Some(&cursor), Some(1), 3).await;
+        assert_eq!((r.json()["changes"].clone(), r.json()["has_more"].clone()), (json!([]), json!(false)));
+        let (alice_sees, _) = pull_all(&own, &alice, None, 3).await;
+        assert_eq!(ids(&alice_sees, "put"), ["a0", "a1", "a2", "a9"]);
+    }
+}
