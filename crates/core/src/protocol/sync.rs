@@ -563,6 +563,69 @@ pub enum View {
     Gone,
 }
 
+/// One stored document a pull page examines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PullRow {
+    /// The collection.
+    pub collection: String,
+    /// The id.
+    pub id: String,
+    /// Its stored state.
+    pub doc: StoredDoc,
+}
+
+/// What one pull page sends and records, computed before anything is written.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PullPlan {
+    /// The changes, in the rows' order.
+    pub changes: Vec<Change>,
+    /// (collection, id) the device holds from now on and did not before.
+    pub hold: Vec<(String, String)>,
+    /// (collection, id) the device held and is told to drop.
+    pub release: Vec<(String, String)>,
+}
+
+/// Plans a pull page: each row the user may read is sent projected and recorded as held;
+/// each other row is sent as a tombstone only if the device holds it (`held` says which of
+/// the rows it holds), and then forgotten.
+pub fn plan_pull(
+    rules: &Rules,
+    user: &RuleUser,
+    rows: Vec<PullRow>,
+    held: &std::collections::HashSet<(String, String)>,
+) -> PullPlan {
+    let mut plan = PullPlan::default();
+    for row in rows {
+        let at = (row.collection, row.id);
+        match view(rules, user, &at.0, &row.doc) {
+            View::Put(body) => {
+                plan.changes.push(Change {
+                    collection: at.0.clone(),
+                    id: at.1.clone(),
+                    op: OpKind::Put,
+                    version: Some(row.doc.version),
+                    body: Some(body),
+                });
+                if !held.contains(&at) {
+                    plan.hold.push(at);
+                }
+            }
+            View::Gone if held.contains(&at) => {
+                plan.changes.push(Change {
+                    collection: at.0.clone(),
+                    id: at.1.clone(),
+                    op: OpKind::Delete,
+                    version: None,
+                    body: None,
+                });
+                plan.release.push(at);
+            }
+            View::Gone => {}
+        }
+    }
+    plan
+}
+
 /// The pull view of a stored document for `user`.
 pub fn view(rules: &Rules, user: &RuleUser, collection: &str, stored: &StoredDoc) -> View {
     if !stored.deleted && rules.syncs(collection) && readable(rules, user, collection, stored) {

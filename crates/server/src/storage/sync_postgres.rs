@@ -17,10 +17,10 @@
 //!
 //! Held ids and cursors work as on SQLite (`sync_sqlite.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use fieldvault_core::protocol::sync::{
-    Change, FirstResult, IdempotencyRecord, OpKind, OpResult, OpStatus, StoredDoc, View, plan_push, view,
+    FirstResult, IdempotencyRecord, OpResult, OpStatus, PullPlan, PullRow, StoredDoc, plan_pull, plan_push,
 };
 use fieldvault_core::rules::RuleUser;
 use sqlx::{PgConnection, PgPool, Row};
@@ -112,6 +112,42 @@ async fn load_doc(conn: &mut PgConnection, collection: &str, id: &str) -> Result
         )?)),
         None => Ok(None),
     }
+}
+
+/// Records that `device` holds these documents (one statement).
+async fn hold_ids(conn: &mut PgConnection, device: &str, ids: &[(String, String)]) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO held (device_id, collection, id) SELECT $1, c, i FROM unnest($2::text[], $3::text[]) AS t(c, i)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(device)
+    .bind(ids.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>())
+    .bind(ids.iter().map(|(_, i)| i.as_str()).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// Forgets that `device` holds these documents (one statement).
+async fn release_ids(conn: &mut PgConnection, device: &str, ids: &[(String, String)]) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "DELETE FROM held h USING unnest($2::text[], $3::text[]) AS t(c, i)
+         WHERE h.device_id = $1 AND h.collection = t.c AND h.id = t.i",
+    )
+    .bind(device)
+    .bind(ids.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>())
+    .bind(ids.iter().map(|(_, i)| i.as_str()).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
 }
 
 pub(super) async fn document(pool: &PgPool, collection: &str, id: &str) -> Result<Option<StoredDoc>, StoreError> {
@@ -237,30 +273,8 @@ pub(super) async fn push(pool: &PgPool, b: PushBatch) -> Result<PushOutcome, Sto
         .await
         .map_err(backend)?;
     }
-    if !plan.held.is_empty() {
-        sqlx::query(
-            "INSERT INTO held (device_id, collection, id) SELECT $1, c, i FROM unnest($2::text[], $3::text[]) AS t(c, i)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&b.device_id)
-        .bind(plan.held.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>())
-        .bind(plan.held.iter().map(|(_, i)| i.as_str()).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-    }
-    if !plan.dropped.is_empty() {
-        sqlx::query(
-            "DELETE FROM held h USING unnest($2::text[], $3::text[]) AS t(c, i)
-             WHERE h.device_id = $1 AND h.collection = t.c AND h.id = t.i",
-        )
-        .bind(&b.device_id)
-        .bind(plan.dropped.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>())
-        .bind(plan.dropped.iter().map(|(_, i)| i.as_str()).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-    }
+    hold_ids(&mut tx, &b.device_id, &plan.held).await?;
+    release_ids(&mut tx, &b.device_id, &plan.dropped).await?;
     for (collection, id) in &plan.deleted {
         super::attachments_postgres::delete_for_document(&mut tx, collection, id).await?;
     }
@@ -319,47 +333,35 @@ pub(super) async fn pull(pool: &PgPool, b: PullBatch) -> Result<PullOutcome, Sto
         let full = rows.len() == b.limit as usize;
         (rows, full, end)
     };
-    let mut changes = Vec::new();
+    let mut page = Vec::with_capacity(rows.len());
     for r in rows {
-        let collection: String = r.try_get(0).map_err(backend)?;
-        let id: String = r.try_get(1).map_err(backend)?;
-        let stored = stored_from(
+        let doc = stored_from(
             r.try_get(2).map_err(backend)?,
             r.try_get(3).map_err(backend)?,
             r.try_get(4).map_err(backend)?,
             r.try_get::<&str, _>(5).map_err(backend)?,
         )?;
-        match view(&b.rules, &user, &collection, &stored) {
-            View::Put(projected) => {
-                sqlx::query("INSERT INTO held (device_id, collection, id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                    .bind(&b.device_id)
-                    .bind(&collection)
-                    .bind(&id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-                changes.push(Change {
-                    collection,
-                    id,
-                    op: OpKind::Put,
-                    version: Some(stored.version),
-                    body: Some(projected),
-                });
-            }
-            View::Gone => {
-                let dropped = sqlx::query("DELETE FROM held WHERE device_id = $1 AND collection = $2 AND id = $3")
-                    .bind(&b.device_id)
-                    .bind(&collection)
-                    .bind(&id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-                if dropped.rows_affected() == 1 {
-                    changes.push(Change { collection, id, op: OpKind::Delete, version: None, body: None });
-                }
-            }
-        }
+        page.push(PullRow { collection: r.try_get(0).map_err(backend)?, id: r.try_get(1).map_err(backend)?, doc });
     }
+    // Which of the page's documents the device holds: one statement.
+    let held_rows = sqlx::query(
+        "SELECT h.collection, h.id FROM held h JOIN unnest($2::text[], $3::text[]) AS t(c, i)
+             ON h.collection = t.c AND h.id = t.i
+         WHERE h.device_id = $1",
+    )
+    .bind(&b.device_id)
+    .bind(page.iter().map(|p| p.collection.as_str()).collect::<Vec<_>>())
+    .bind(page.iter().map(|p| p.id.as_str()).collect::<Vec<_>>())
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(backend)?;
+    let mut held = HashSet::with_capacity(held_rows.len());
+    for r in held_rows {
+        held.insert((r.try_get::<String, _>(0).map_err(backend)?, r.try_get::<String, _>(1).map_err(backend)?));
+    }
+    let PullPlan { changes, hold, release } = plan_pull(&b.rules, &user, page, &held);
+    hold_ids(&mut tx, &b.device_id, &hold).await?;
+    release_ids(&mut tx, &b.device_id, &release).await?;
     tx.commit().await.map_err(backend)?;
     Ok(PullOutcome::Page { changes, last_seq, has_more, user })
 }

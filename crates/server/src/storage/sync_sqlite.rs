@@ -2,10 +2,10 @@
 //! the store's one connection, so ops, idempotency records, held ids and the change sequence
 //! move together or not at all, and sequence numbers are handed out in commit order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use fieldvault_core::protocol::sync::{
-    Change, FirstResult, IdempotencyRecord, OpKind, OpResult, OpStatus, StoredDoc, View, plan_push, view,
+    FirstResult, IdempotencyRecord, OpResult, OpStatus, PullPlan, PullRow, StoredDoc, plan_pull, plan_push,
 };
 use fieldvault_core::rules::RuleUser;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -188,31 +188,37 @@ pub(super) fn pull(c: &mut Connection, b: PullBatch) -> rusqlite::Result<PullOut
         let end = rows.last().map_or(b.since, |r| u(r.6));
         (rows, full, end)
     };
-    let mut changes = Vec::new();
+    let mut held = HashSet::new();
+    let mut page = Vec::with_capacity(rows.len());
     for (collection, id, owner, version, deleted, body, _) in rows {
-        let body = serde_json::from_str(&body).map_err(|_| corrupt("document"))?;
-        let stored = StoredDoc { owner, version: u(version), deleted, body };
-        match view(&b.rules, &user, &collection, &stored) {
-            View::Put(projected) => {
-                tx.prepare_cached("INSERT OR IGNORE INTO held (device_id, collection, id) VALUES (?1, ?2, ?3)")?
-                    .execute([&b.device_id, &collection, &id])?;
-                changes.push(Change {
-                    collection,
-                    id,
-                    op: OpKind::Put,
-                    version: Some(stored.version),
-                    body: Some(projected),
-                });
-            }
-            View::Gone => {
-                let dropped = tx
-                    .prepare_cached("DELETE FROM held WHERE device_id = ?1 AND collection = ?2 AND id = ?3")?
-                    .execute([&b.device_id, &collection, &id])?;
-                if dropped == 1 {
-                    changes.push(Change { collection, id, op: OpKind::Delete, version: None, body: None });
-                }
-            }
+        let is_held = tx
+            .prepare_cached("SELECT 1 FROM held WHERE device_id = ?1 AND collection = ?2 AND id = ?3")?
+            .exists([&b.device_id, &collection, &id])?;
+        let doc = StoredDoc {
+            owner,
+            version: u(version),
+            deleted,
+            body: serde_json::from_str(&body).map_err(|_| corrupt("document"))?,
+        };
+        if is_held {
+            held.insert((collection.clone(), id.clone()));
         }
+        page.push(PullRow { collection, id, doc });
+    }
+    let PullPlan { changes, hold, release } = plan_pull(&b.rules, &user, page, &held);
+    for (collection, id) in &hold {
+        tx.prepare_cached("INSERT OR IGNORE INTO held (device_id, collection, id) VALUES (?1, ?2, ?3)")?.execute([
+            &b.device_id,
+            collection,
+            id,
+        ])?;
+    }
+    for (collection, id) in &release {
+        tx.prepare_cached("DELETE FROM held WHERE device_id = ?1 AND collection = ?2 AND id = ?3")?.execute([
+            &b.device_id,
+            collection,
+            id,
+        ])?;
     }
     tx.commit()?;
     Ok(PullOutcome::Page { changes, last_seq, has_more, user })
