@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-30}
 export RUSTC_BOOTSTRAP=1
-mkdir -p corpus/attachment corpus/key_records
+mkdir -p corpus/attachment corpus/key_records corpus/sync
 python3 - <<'PY'
 import pathlib
 vec = pathlib.Path("../crates/core/tests/vectors")
@@ -19,7 +19,8 @@ for p in (vec / "wrapped-key").glob("*_*"):
     for line in p.read_text().splitlines():
         if line.startswith("wrapped = "):
             (pathlib.Path("corpus/key_records") / p.name).write_bytes(bytes.fromhex(line[10:]))
+(pathlib.Path("corpus/sync") / "put").write_bytes(b'{"idempotency_key":"k-0123456789abcdef","collection":"visits","id":"v1","op":"put","body":{"site":"north"},"base_version":0}')
 PY
-for target in attachment key_records; do
+for target in attachment key_records sync; do
   cargo fuzz run "$target" "corpus/$target" -- -max_total_time="$secs" -max_len=65536
 done

@@ -23,6 +23,36 @@ pub fn attachment(data: &[u8]) {
     }
 }
 
+/// Sync input a device controls: a push op (JSON), an attachment header and manifest as a
+/// server receives them, a cursor. Parsing either fails with an error or gives a value whose
+/// fingerprint is stable, and deciding it against a stored document never panics.
+pub fn sync(data: &[u8]) {
+    use crate::protocol::sync::{CursorKey, StoredDoc, check_op, decide};
+    use crate::rules::{RuleUser, Rules};
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data)
+        && let Ok(op) = check_op(&value)
+    {
+        assert_eq!(check_op(&value).map(|o| o.fingerprint), Ok(op.fingerprint), "a fingerprint is stable");
+        let rules = Rules::owner_only();
+        let user = RuleUser { id: "alice".into(), roles: vec![], attributes: serde_json::Map::new() };
+        let stored = StoredDoc {
+            owner: "alice".into(),
+            version: 1,
+            deleted: false,
+            body: serde_json::json!({"owner": "alice", "n": 1}),
+        };
+        let _ = decide(&rules, &user, &op.op, Some(&stored));
+        let _ = decide(&rules, &user, &op.op, None);
+    }
+    if let Some((&split, rest)) = data.split_first() {
+        let at = usize::from(split).min(rest.len());
+        let _ = crate::attachment::Manifest::parse(&rest[..at], &rest[at..]);
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = CursorKey::new(&[1; 32]).decode("alice", text);
+    }
+}
+
 /// Key-file, wrapped-key and marker bytes: whatever parses re-encodes to the same bytes.
 pub fn key_records(data: &[u8]) {
     if let Ok(f) = KeyFile::from_bytes(data) {
@@ -54,6 +84,16 @@ mod tests {
             }
         }
         super::key_records(&[]);
+        for junk in [
+            &b""[..],
+            b"{}",
+            br#"{"idempotency_key":"k-0123456789abcdef","collection":"c","id":"x","op":"put","body":{},"base_version":0}"#,
+            br#"{"idempotency_key":"k-0123456789abcdef","collection":"c","id":"x","op":"delete","base_version":1}"#,
+            b"FVAT",
+            b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
+            super::sync(junk);
+        }
         super::key_records(b"FVKF\x01\x00\x00\x03");
     }
 }
