@@ -453,3 +453,38 @@ async fn back_to_owner_only_rules_devices_drop_what_others_own_and_skip_it_after
         assert_eq!(ids(&alice_sees, "put"), ["a0", "a1", "a2", "a9"]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_changed_out_of_a_users_reach_is_dropped_from_their_device() {
+    for backend in backends() {
+        let rules = "version = 1\n[collections.sites]\n\
+            read = \"'supervisor' in user.roles || doc.region == user.attributes.region\"\n\
+            write = \"'supervisor' in user.roles\"\n";
+        let h = Harness::start_with_rules(backend, rules).await;
+        h.add_user_with("nina", &[], &["region=north"]).await;
+        h.add_user_with("sue", &["supervisor"], &[]).await;
+        let (nina, sue) = (h.device("nina").await, h.device("sue").await);
+        push_ok(
+            &h,
+            &sue,
+            json!([
+                put(&key(), "sites", "s1", json!({"region": "north"}), 0),
+                put(&key(), "sites", "s2", json!({"region": "north"}), 0)
+            ]),
+            1,
+        )
+        .await;
+        let (held, cursor) = pull_all(&h, &nina, None, 1).await;
+        assert_eq!(ids(&held, "put"), ["s1", "s2"]);
+        // The supervisor moves s1 to the south: Nina's device is told to drop it, and keeps s2.
+        let moved = push_ok(&h, &sue, json!([put(&key(), "sites", "s1", json!({"region": "south"}), 1)]), 2).await;
+        assert_eq!(moved[0], json!({"status": "applied", "version": 2}));
+        let (after, cursor) = pull_all(&h, &nina, Some(cursor), 2).await;
+        assert_eq!(after, vec![json!({"collection": "sites", "id": "s1", "op": "delete"})]);
+        // Moved back, it comes back.
+        push_ok(&h, &sue, json!([put(&key(), "sites", "s1", json!({"region": "north"}), 2)]), 3).await;
+        let (back, _) = pull_all(&h, &nina, Some(cursor), 3).await;
+        assert_eq!(ids(&back, "put"), ["s1"]);
+        assert_eq!(back[0]["version"], 3);
+    }
+}
