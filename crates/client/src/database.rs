@@ -8,6 +8,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use fieldvault_core::DataKey;
 use rusqlite::{Connection, OpenFlags};
@@ -84,16 +85,46 @@ fn apply_cipher_settings(conn: &Connection, schema: &str, path: &Path) -> Result
 
 /// Refuses a file whose first bytes are SQLite's plaintext header. Creates a missing file
 /// empty with mode 0600 (SQLite gives its -wal and -journal files the same mode), and checks
-/// an existing one is a private regular file of ours.
-fn prepare_file(path: &Path) -> Result<(), Error> {
+/// an existing one is a private regular file of ours. Returns whether the file holds no
+/// database yet (missing or shorter than a salt).
+fn prepare_file(path: &Path) -> Result<bool, Error> {
     let mut f = crate::disk::open_private(path)?;
     let mut head = [0u8; 16];
     match f.read_exact(&mut head) {
         Ok(()) if &head == PLAINTEXT_HEADER => Err(Error::PlaintextDatabase { path: path.to_path_buf() }),
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
+        Ok(()) => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(true),
         Err(source) => Err(Error::Io { op: "read", path: path.to_path_buf(), source }),
     }
+}
+
+/// Settles SQLCipher's process-wide state once per process, before the first connection:
+/// refuses a build that is not SQLCipher 4 (a plain SQLite build accepts `PRAGMA key`
+/// silently and writes plaintext; the build cannot change while the process runs), turns
+/// off SQLCipher's log (it would print HMAC failures to stderr; they reach the caller as
+/// errors), and makes every cipher setting SQLCipher's default (`cipher_default_*`), so a
+/// connection to an existing file needs no setting statement of its own (six statements,
+/// about 5 us of every open), and so that they are in force when a key is set: SQLCipher
+/// sizes a new file's page reserve then, from the defaults, and SQLite never shrinks it
+/// (SQLCipher's own defaults left 80 bytes per page instead of 48). Retried on the next
+/// open if it fails.
+fn settle_process(path: &Path) -> Result<(), Error> {
+    static SETTLED: Mutex<bool> = Mutex::new(false);
+    let mut settled = SETTLED.lock().unwrap_or_else(PoisonError::into_inner);
+    if *settled {
+        return Ok(());
+    }
+    let conn = Connection::open_in_memory().map_err(db_err(path))?;
+    let version: String = conn
+        .query_row("PRAGMA cipher_version", [], |r| r.get(0))
+        .map_err(|_| Error::PlaintextDatabase { path: path.to_path_buf() })?;
+    if !version.starts_with('4') {
+        return Err(Error::PlaintextDatabase { path: path.to_path_buf() });
+    }
+    conn.execute_batch("PRAGMA cipher_log_level = NONE;").map_err(db_err(path))?;
+    conn.execute_batch(&fieldvault_core::sqlcipher::cipher_default_settings_sql()).map_err(db_err(path))?;
+    *settled = true;
+    Ok(())
 }
 
 /// Whether an error is SQLCipher's answer to a wrong key or a damaged first page.
@@ -119,39 +150,40 @@ pub(crate) fn open_plain_baseline(path: &Path) -> Result<Connection, Error> {
 }
 
 fn open_with(path: &Path, key: Option<&DataKey>) -> Result<Connection, Error> {
-    if key.is_some() {
-        prepare_file(path)?;
-    }
+    let new_file = match key {
+        Some(_) => prepare_file(path)?,
+        None => false,
+    };
+    settle_process(path)?;
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_NOFOLLOW;
     let conn = Connection::open_with_flags(path, flags).map_err(db_err(path))?;
-    // SQLCipher would print HMAC failures to stderr; they reach the caller as errors instead.
-    conn.execute_batch("PRAGMA cipher_log_level = NONE;").map_err(db_err(path))?;
     // One process holds the vault (flock): exclusive locking keeps the WAL index in heap
     // memory, so no -shm file is ever written. Set before the first read touches the file.
     conn.execute_batch("PRAGMA locking_mode = EXCLUSIVE;").map_err(db_err(path))?;
     if let Some(key) = key {
         conn.execute_batch(&key_pragma("main", key)).map_err(db_err(path))?;
-        apply_cipher_settings(&conn, "main", path)?;
-        match conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0)) {
-            Ok(_) => {}
-            Err(e) if is_not_a_database(&e) => return Err(Error::DatabaseKey { path: path.to_path_buf() }),
-            Err(e) => return Err(db_err(path)(e)),
-        }
-        // Refuse to go on if this build is not SQLCipher 4 (a plain SQLite build would
-        // accept `PRAGMA key` silently and write plaintext).
-        let version: String = conn
-            .query_row("PRAGMA cipher_version", [], |r| r.get(0))
-            .map_err(|_| Error::PlaintextDatabase { path: path.to_path_buf() })?;
-        if !version.starts_with('4') {
-            return Err(Error::PlaintextDatabase { path: path.to_path_buf() });
+        // The process defaults carry every cipher setting (`settle_process`). A file that
+        // exists is authenticated under them on the first read below: any page size, HMAC,
+        // KDF or header setting other than its own fails page 1 (tested). A new file gets
+        // them again explicitly, so what it is created with does not rest on process state.
+        if new_file {
+            apply_cipher_settings(&conn, "main", path)?;
         }
     }
+    // The first read: page 1, decrypted and HMAC-checked. A key that does not decrypt it
+    // gets SQLITE_NOTADB from SQLCipher.
+    let version: i64 = match conn.query_row("PRAGMA user_version", [], |r| r.get(0)) {
+        Ok(v) => v,
+        Err(e) if key.is_some() && is_not_a_database(&e) => {
+            return Err(Error::DatabaseKey { path: path.to_path_buf() });
+        }
+        Err(e) => return Err(db_err(path)(e)),
+    };
     conn.execute_batch(CONNECTION_SETTINGS).map_err(db_err(path))?;
     // Create or upgrade the schema once: a write on every open would cost every cold read.
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db_err(path))?;
     let upgrade = match version {
         0 => format!("{SCHEMA} {SCHEMA_V2}"),
         1 => SCHEMA_V2.to_owned(),
@@ -240,4 +272,66 @@ pub(crate) fn journal_path(path: &Path) -> PathBuf {
 pub(crate) fn space_for_copy(path: &Path) -> u64 {
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     (size(path) + size(&wal_path(path))).saturating_mul(11) / 10 + (1 << 20)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lc_rs::cipher::{AES_256, DecryptingKey, DecryptionContext, UnboundCipherKey};
+    use aws_lc_rs::iv::FixedLength;
+
+    fn test_key() -> DataKey {
+        DataKey::from_bytes(Zeroizing::new([0x42; 32]))
+    }
+
+    fn written_db(dir: &Path) -> PathBuf {
+        let path = dir.join(DB_FILE);
+        let conn = open(&path, &test_key()).expect("open");
+        conn.execute_batch(
+            "INSERT INTO documents (collection, id, version, updated_at, body) VALUES ('c', 'a', 1, 0, '{}');",
+        )
+        .expect("write");
+        drop(conn);
+        path
+    }
+
+    #[test]
+    fn a_new_file_reserves_exactly_iv_and_hmac_sha256_on_every_page() {
+        // SQLCipher sizes a page's reserve when the key is set, from its defaults, and
+        // SQLite never shrinks a reserve afterwards: with SQLCipher's own defaults
+        // (HMAC-SHA512) files kept 80 bytes per page, 32 of them unused.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = std::fs::read(written_db(dir.path())).expect("read");
+        // Page 1: salt (16), ciphertext up to the reserve, IV (16), HMAC-SHA256 (32).
+        let (iv_at, reserve) = (8192 - 48, 48u8);
+        let iv: [u8; 16] = file[iv_at..iv_at + 16].try_into().expect("16 bytes");
+        let mut page = file[16..iv_at].to_vec();
+        let key = DecryptingKey::cbc(UnboundCipherKey::new(&AES_256, &[0x42; 32]).expect("key")).expect("cbc");
+        let plain = key.decrypt(&mut page, DecryptionContext::Iv128(FixedLength::from(iv))).expect("decrypt");
+        // Header offsets 16..18: page size; 20: reserved bytes per page.
+        assert_eq!(&plain[..2], &[0x20, 0x00]);
+        assert_eq!(plain[4], reserve);
+    }
+
+    #[test]
+    fn an_existing_file_under_any_other_cipher_setting_is_refused_on_the_first_read() {
+        // Connections to an existing file rely on the process defaults: any setting other
+        // than the file's must fail closed, never read the file another way.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = written_db(dir.path());
+        for other in [
+            "PRAGMA cipher_page_size = 4096;",
+            "PRAGMA cipher_hmac_algorithm = HMAC_SHA512;",
+            "PRAGMA cipher_kdf_algorithm = PBKDF2_HMAC_SHA256;",
+            "PRAGMA cipher_use_hmac = OFF;",
+            "PRAGMA cipher_plaintext_header_size = 32;",
+        ] {
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(&key_pragma("main", &test_key())).expect("key");
+            conn.execute_batch(other).expect("setting");
+            let read = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0));
+            assert!(matches!(&read, Err(e) if is_not_a_database(e)), "{other} gave {read:?}");
+        }
+        open(&path, &test_key()).expect("the documented settings still open it");
+    }
 }

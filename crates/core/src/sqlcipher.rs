@@ -40,6 +40,17 @@ pub fn cipher_settings_sql(schema: &str) -> String {
     CIPHER_SETTINGS.iter().map(|(name, value)| format!("PRAGMA {schema}.{name} = {value};")).collect()
 }
 
+/// Every [`CIPHER_SETTINGS`] entry as SQLCipher's process-wide default
+/// (`PRAGMA cipher_default_<name> = value;`, the `cipher_` prefix of a name not repeated):
+/// the settings a codec starts from when a connection is keyed, so that a connection to an
+/// existing file needs no statement of its own. The values are the same table's.
+pub fn cipher_default_settings_sql() -> String {
+    CIPHER_SETTINGS
+        .iter()
+        .map(|(name, value)| format!("PRAGMA cipher_default_{} = {value};", name.trim_start_matches("cipher_")))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,5 +62,16 @@ mod tests {
         k[31] = 0x01;
         let sql = key_pragma("main", &k);
         assert_eq!(sql.as_str(), format!("PRAGMA main.key = \"x'ab{}01'\";", "00".repeat(30)));
+    }
+
+    #[test]
+    fn process_defaults_name_every_cipher_setting_with_its_value() {
+        assert_eq!(
+            cipher_default_settings_sql(),
+            "PRAGMA cipher_default_page_size = 8192;PRAGMA cipher_default_kdf_iter = 256000;\
+             PRAGMA cipher_default_kdf_algorithm = PBKDF2_HMAC_SHA512;\
+             PRAGMA cipher_default_hmac_algorithm = HMAC_SHA256;PRAGMA cipher_default_use_hmac = ON;\
+             PRAGMA cipher_default_plaintext_header_size = 0;"
+        );
     }
 }
