@@ -155,6 +155,10 @@ fn connect(path: &Path, key: &Zeroizing<[u8; 32]>) -> Result<Connection, StoreEr
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(backend)?;
     conn.execute_batch("PRAGMA cipher_log_level = NONE;").map_err(backend)?;
+    // The settings as SQLCipher's defaults before the key too: SQLCipher sizes a new file's
+    // page reserve when the key is set, from the defaults, and never shrinks it (its own
+    // defaults would leave 80 bytes per page where IV and HMAC-SHA256 take 48).
+    conn.execute_batch(&sqlcipher::cipher_default_settings_sql()).map_err(backend)?;
     conn.execute_batch(&sqlcipher::key_pragma("main", key)).map_err(backend)?;
     conn.execute_batch(&sqlcipher::cipher_settings_sql("main")).map_err(backend)?;
     conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0)).map_err(|_| {
@@ -669,6 +673,25 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_store_reserves_exactly_iv_and_hmac_sha256_on_every_page() {
+        use aws_lc_rs::cipher::{AES_256, DecryptingKey, DecryptionContext, UnboundCipherKey};
+        use aws_lc_rs::iv::FixedLength;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("server.db");
+        let key = Zeroizing::new([5u8; 32]);
+        drop(SqliteStore::open(&path, &key).expect("creates"));
+        let file = std::fs::read(&path).expect("read");
+        // Page 1: salt (16), ciphertext, IV (16), HMAC-SHA256 (32) at the end of 8 KiB.
+        let iv_at = 8192 - 48;
+        let iv: [u8; 16] = file[iv_at..iv_at + 16].try_into().expect("16 bytes");
+        let mut page = file[16..iv_at].to_vec();
+        let cbc = DecryptingKey::cbc(UnboundCipherKey::new(&AES_256, &key[..]).expect("key")).expect("cbc");
+        let plain = cbc.decrypt(&mut page, DecryptionContext::Iv128(FixedLength::from(iv))).expect("decrypts");
+        // Database header offsets 16-17 (page size) and 20 (reserved bytes), 16 bytes in.
+        assert_eq!((&plain[..2], plain[4]), (&[0x20u8, 0x00][..], 48));
+    }
 
     #[tokio::test]
     async fn a_store_written_by_schema_version_1_is_migrated_in_place() {
