@@ -1,21 +1,10 @@
 //! Attachment metadata and ciphertext chunks on PostgreSQL (`BYTEA`), shared by every
 //! instance: an upload may resume on another instance.
 
+use super::postgres::{backend, from_db, to_db};
 use sqlx::{PgConnection, PgPool, Row};
 
 use super::{AttachmentRecord, StoreError};
-
-fn backend(e: sqlx::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
-
-fn db(v: u64) -> Result<i64, StoreError> {
-    i64::try_from(v).map_err(|_| StoreError::Backend("value out of range".to_owned()))
-}
-
-fn from_db(v: i64) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| StoreError::Backend("negative number in the store".to_owned()))
-}
 
 /// Version 2 tables for attachments.
 pub(super) const SCHEMA: &[&str] = &[
@@ -80,9 +69,9 @@ pub(super) async fn create(pool: &PgPool, a: &AttachmentRecord) -> Result<Attach
     .bind(&a.header)
     .bind(&a.manifest)
     .bind(&a.wrapped_cek)
-    .bind(db(a.chunk_count)?)
-    .bind(db(a.length)?)
-    .bind(db(a.created_at)?)
+    .bind(to_db(a.chunk_count)?)
+    .bind(to_db(a.length)?)
+    .bind(to_db(a.created_at)?)
     .execute(&mut *tx)
     .await
     .map_err(backend)?;
@@ -112,7 +101,7 @@ pub(super) async fn put_chunk(pool: &PgPool, id: &str, index: u64, bytes: &[u8])
         .map_err(backend)?;
     sqlx::query("INSERT INTO attachment_chunks (attachment_id, idx, bytes) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
         .bind(id)
-        .bind(db(index)?)
+        .bind(to_db(index)?)
         .bind(bytes)
         .execute(&mut *tx)
         .await
@@ -137,7 +126,7 @@ pub(super) async fn put_chunk(pool: &PgPool, id: &str, index: u64, bytes: &[u8])
 pub(super) async fn chunk(pool: &PgPool, id: &str, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
     sqlx::query_scalar("SELECT bytes FROM attachment_chunks WHERE attachment_id = $1 AND idx = $2")
         .bind(id)
-        .bind(db(index)?)
+        .bind(to_db(index)?)
         .fetch_optional(pool)
         .await
         .map_err(backend)

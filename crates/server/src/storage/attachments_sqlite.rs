@@ -1,17 +1,10 @@
 //! Attachment metadata and ciphertext chunks in the SQLCipher store (so the chunks are
 //! encrypted twice at rest: by the client's format and by the store).
 
+use super::sqlite::{i, u};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::AttachmentRecord;
-
-fn i(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn u(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
 
 /// Version 2 tables for attachments.
 pub(super) const SCHEMA: &str = "

@@ -213,7 +213,7 @@ fn check_schema_name(schema: &str) -> Result<(), StoreError> {
 
 /// A database failure. sqlx's messages carry Postgres' message and never the bound values
 /// (those appear only in the error's `detail`, which is not displayed).
-fn backend(e: sqlx::Error) -> StoreError {
+pub(super) fn backend(e: sqlx::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
@@ -221,14 +221,14 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error().and_then(|d| d.code()).is_some_and(|code| code == UNIQUE_VIOLATION)
 }
 
-/// A time as stored.
-fn to_db(t: u64) -> Result<i64, StoreError> {
-    i64::try_from(t).map_err(|_| StoreError::Backend("time out of range".to_owned()))
+/// A time, version or sequence number as stored (`BIGINT`).
+pub(super) fn to_db(t: u64) -> Result<i64, StoreError> {
+    i64::try_from(t).map_err(|_| StoreError::Backend("a number out of range".to_owned()))
 }
 
-/// A stored time; negative ones are corrupt.
-fn from_db(t: i64) -> Result<u64, StoreError> {
-    u64::try_from(t).map_err(|_| StoreError::Backend("negative time in the store".to_owned()))
+/// A stored time, version or sequence number; negative ones are corrupt.
+pub(super) fn from_db(t: i64) -> Result<u64, StoreError> {
+    u64::try_from(t).map_err(|_| StoreError::Backend("a negative number in the store".to_owned()))
 }
 
 /// Revokes a session inside `tx`: marks it revoked (keeping the first time), spends its live

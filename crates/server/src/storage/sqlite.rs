@@ -137,12 +137,12 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-fn i(v: u64) -> i64 {
+pub(super) fn i(v: u64) -> i64 {
     // Unix seconds fit in i64 for the next 292 billion years.
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn u(v: i64) -> u64 {
+pub(super) fn u(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 

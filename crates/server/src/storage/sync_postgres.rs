@@ -19,6 +19,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::postgres::{backend, from_db, to_db};
 use fieldvault_core::protocol::sync::{
     FirstResult, IdempotencyRecord, OpResult, OpStatus, PullPlan, PullRow, StoredDoc, plan_pull, plan_push,
 };
@@ -30,20 +31,8 @@ use super::{DeviceRecord, PullBatch, PullOutcome, PushBatch, PushOutcome, StoreE
 /// Key of the advisory lock that orders change sequence numbers (ASCII `fvchgseq`).
 const SEQ_LOCK: i64 = 0x6676_6368_6773_6571;
 
-fn backend(e: sqlx::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
-
 fn corrupt(what: &str) -> StoreError {
     StoreError::Backend(format!("corrupt {what} in the store"))
-}
-
-fn db(v: u64) -> Result<i64, StoreError> {
-    i64::try_from(v).map_err(|_| StoreError::Backend("value out of range".to_owned()))
-}
-
-fn from_db(v: i64) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| corrupt("negative number"))
 }
 
 /// The advisory-lock key a push holds for (user, idempotency key) while it runs: the first
@@ -63,8 +52,8 @@ pub fn idempotency_lock_id(user: &str, key: &str) -> i64 {
 async fn bump_device_seq(conn: &mut PgConnection, device: &str, seq: u64, now: u64) -> Result<bool, StoreError> {
     let r = sqlx::query("UPDATE devices SET sync_seq = $2, last_seen_at = $3 WHERE id = $1 AND sync_seq <= $2")
         .bind(device)
-        .bind(db(seq)?)
-        .bind(db(now)?)
+        .bind(to_db(seq)?)
+        .bind(to_db(now)?)
         .execute(&mut *conn)
         .await
         .map_err(backend)?;
@@ -230,11 +219,11 @@ pub(super) async fn push(pool: &PgPool, b: PushBatch) -> Result<PushOutcome, Sto
         .await
         .map_err(backend)?;
     let plan = plan_push(&b.rules, &user, &b.ops, &documents, &records, b.expired_before, from_db(next_seq)?);
-    let now = db(b.now)?;
+    let now = to_db(b.now)?;
     if !plan.documents.is_empty() {
         let d = &plan.documents;
-        let versions: Vec<i64> = d.iter().map(|x| db(x.version)).collect::<Result<_, _>>()?;
-        let seqs: Vec<i64> = d.iter().map(|x| db(x.seq)).collect::<Result<_, _>>()?;
+        let versions: Vec<i64> = d.iter().map(|x| to_db(x.version)).collect::<Result<_, _>>()?;
+        let seqs: Vec<i64> = d.iter().map(|x| to_db(x.seq)).collect::<Result<_, _>>()?;
         sqlx::query(
             "INSERT INTO documents (collection, id, owner, version, deleted, body, seq, updated_at)
              SELECT c, i, o, v, x, b, s, $8 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[],
@@ -258,7 +247,7 @@ pub(super) async fn push(pool: &PgPool, b: PushBatch) -> Result<PushOutcome, Sto
     if !plan.records.is_empty() {
         let r = &plan.records;
         let versions: Vec<Option<i64>> =
-            r.iter().map(|(_, x)| x.first.version.map(db).transpose()).collect::<Result<_, _>>()?;
+            r.iter().map(|(_, x)| x.first.version.map(to_db).transpose()).collect::<Result<_, _>>()?;
         sqlx::query(
             "INSERT INTO idempotency (user_name, key, fingerprint, status, version, created_at)
              SELECT $1, k, f, s, v, $6 FROM unnest($2::text[], $3::bytea[], $4::text[], $5::bigint[]) AS t(k, f, s, v)",
@@ -302,7 +291,7 @@ pub(super) async fn pull(pool: &PgPool, b: PullBatch) -> Result<PullOutcome, Sto
                  WHERE h.device_id = $4 AND h.collection = d.collection AND h.id = d.id))
              ORDER BY d.seq LIMIT $5",
         )
-        .bind(db(b.since)?)
+        .bind(to_db(b.since)?)
         .bind(top)
         .bind(&b.user)
         .bind(&b.device_id)
@@ -321,7 +310,7 @@ pub(super) async fn pull(pool: &PgPool, b: PullBatch) -> Result<PullOutcome, Sto
             "SELECT collection, id, owner, version, deleted, body, seq FROM documents
              WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
-        .bind(db(b.since)?)
+        .bind(to_db(b.since)?)
         .bind(i64::from(b.limit))
         .fetch_all(&mut *tx)
         .await

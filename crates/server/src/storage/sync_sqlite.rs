@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::sqlite::{i, u};
 use fieldvault_core::protocol::sync::{
     FirstResult, IdempotencyRecord, OpResult, OpStatus, PullPlan, PullRow, StoredDoc, plan_pull, plan_push,
 };
@@ -11,14 +12,6 @@ use fieldvault_core::rules::RuleUser;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::{DeviceRecord, PullBatch, PullOutcome, PushBatch, PushOutcome};
-
-fn i(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn u(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
 
 fn corrupt(what: &str) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(format!("corrupt {what} in the store").into())
