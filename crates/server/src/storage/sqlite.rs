@@ -657,7 +657,16 @@ impl Store for SqliteStore {
     }
 
     async fn push(&self, batch: PushBatch) -> Result<PushOutcome, StoreError> {
-        self.run(move |c| sync_sqlite::push(c, batch)).await
+        // The batch comes back out so that its JSON trees are freed after the connection is
+        // released, not while every other request waits for it.
+        let (outcome, batch) = self
+            .run(move |c| {
+                let outcome = sync_sqlite::push(c, &batch);
+                outcome.map(|o| (o, batch))
+            })
+            .await?;
+        drop(batch);
+        Ok(outcome)
     }
 
     async fn pull(&self, batch: PullBatch) -> Result<PullOutcome, StoreError> {

@@ -56,7 +56,7 @@ pub(super) fn load_doc(tx: &Transaction<'_>, collection: &str, id: &str) -> rusq
     .transpose()
 }
 
-pub(super) fn push(c: &mut Connection, b: PushBatch) -> rusqlite::Result<PushOutcome> {
+pub(super) fn push(c: &mut Connection, b: &PushBatch) -> rusqlite::Result<PushOutcome> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if !bump_device_seq(&tx, &b.device_id, b.device_seq, b.now)? {
         return Ok(PushOutcome::RollbackDetected);
