@@ -311,6 +311,25 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The CEL interpreter panics on a few document shapes (a macro over a value that is not a
+/// list); `fieldvault_core::rules` catches the panic and denies. A device chooses its
+/// documents, so the default hook's line on stderr per evaluation would let it flood the
+/// log: panics raised inside the interpreter are logged once each at debug level instead.
+/// Every other panic goes to the default hook.
+fn quiet_rule_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let in_cel = info
+            .location()
+            .is_some_and(|l| l.file().contains("/cel-interpreter-") || l.file().contains("/cel-parser-"));
+        if in_cel {
+            tracing::debug!(location = ?info.location(), "an access rule's evaluation panicked in the CEL interpreter; denied");
+        } else {
+            default(info);
+        }
+    }));
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -319,6 +338,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    quiet_rule_panics();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
