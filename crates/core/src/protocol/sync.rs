@@ -909,6 +909,49 @@ mod tests {
     }
 
     #[test]
+    fn a_pull_plan_sends_what_is_readable_and_tombstones_only_what_the_device_holds() {
+        use std::collections::HashSet;
+        let rules = Rules::owner_only();
+        let alice = user("alice");
+        let row = |id: &str, owner: &str, deleted: bool| PullRow {
+            collection: "visits".into(),
+            id: id.into(),
+            doc: stored(
+                owner,
+                2,
+                deleted,
+                if deleted { tombstone_body(owner) } else { json!({"owner": owner, "n": 1}) },
+            ),
+        };
+        let rows = vec![
+            row("mine", "alice", false),
+            row("mine-held", "alice", false),
+            row("gone-held", "alice", true),
+            row("gone-never-held", "alice", true),
+            row("bobs-held", "bob", false),
+            row("bobs-never-held", "bob", false),
+        ];
+        let held: HashSet<(String, String)> =
+            ["mine-held", "gone-held", "bobs-held"].iter().map(|id| ("visits".to_owned(), (*id).to_owned())).collect();
+        let plan = plan_pull(&rules, &alice, rows, &held);
+        let shown: Vec<(&str, OpKind)> = plan.changes.iter().map(|c| (c.id.as_str(), c.op)).collect();
+        assert_eq!(
+            shown,
+            [
+                ("mine", OpKind::Put),
+                ("mine-held", OpKind::Put),
+                ("gone-held", OpKind::Delete),
+                ("bobs-held", OpKind::Delete)
+            ]
+        );
+        assert_eq!(plan.changes[0].body, Some(json!({"owner": "alice", "n": 1})));
+        assert_eq!(plan.changes[0].version, Some(2));
+        assert_eq!(plan.hold, [("visits".to_owned(), "mine".to_owned())], "only what was not held yet");
+        let released: Vec<&str> = plan.release.iter().map(|(_, id)| id.as_str()).collect();
+        assert_eq!(released, ["gone-held", "bobs-held"]);
+    }
+
+    #[test]
     fn cursors_are_bound_to_their_user_and_refuse_any_change() {
         let key = CursorKey::new(&[7; 32]);
         let c = Cursor { seq: 42, epoch: [1; 8] };
