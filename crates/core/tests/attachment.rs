@@ -311,16 +311,24 @@ fn a_server_checks_uploaded_chunks_against_the_manifest_without_a_key() {
         let (header, chunks, manifest) = split(&file);
         let m = Manifest::parse(&header, &manifest).expect("a sound manifest");
         assert_eq!((m.count as usize, m.length as usize), (chunks.len(), len));
+        // The parsed manifest and the stored bytes give the same answers.
+        let stored = |i: u64, b: &[u8]| Manifest::stored_chunk_matches(&header, &manifest, i, b);
         for (i, c) in chunks.iter().enumerate() {
             assert!(m.chunk_matches(i as u64, c), "chunk {i} of {len}");
+            assert!(stored(i as u64, c), "stored: chunk {i} of {len}");
             let mut bad = c.clone();
             bad[0] ^= 1;
             assert!(!m.chunk_matches(i as u64, &bad), "a flipped byte in chunk {i}");
+            assert!(!stored(i as u64, &bad), "stored: a flipped byte in chunk {i}");
             assert!(!m.chunk_matches(i as u64, &c[..c.len() - 1]), "a short chunk {i}");
+            assert!(!stored(i as u64, &c[..c.len() - 1]), "stored: a short chunk {i}");
         }
         assert!(!m.chunk_matches(m.count, &chunks[0]), "no chunk past the end");
+        assert!(!stored(m.count, &chunks[0]), "stored: no chunk past the end");
+        assert!(!stored(u64::MAX, &chunks[0]), "stored: no overflow");
         if chunks.len() > 1 {
             assert!(!m.chunk_matches(1, &chunks[0]), "chunk 0 presented as chunk 1");
+            assert!(!stored(1, &chunks[0]), "stored: chunk 0 presented as chunk 1");
         }
     }
     let file = encrypt(&data(3 * CS, 1), 4, Algorithm::Aes256Gcm, &cek(4));

@@ -283,8 +283,7 @@ impl Manifest {
 
     /// Length of chunk `i` as stored: ciphertext and tag.
     pub fn chunk_len(&self, i: u64) -> usize {
-        let (_, last) = chunk_layout(self.length, self.header.chunk_size());
-        if i + 1 == self.count { last + TAG_LEN } else { self.header.chunk_size() + TAG_LEN }
+        stored_chunk_len(self.header.chunk_size(), self.count, self.length, i)
     }
 
     /// Whether `bytes` is chunk `i` as the manifest names it (length and BLAKE3 hash).
@@ -292,6 +291,29 @@ impl Manifest {
         let Some(expected) = usize::try_from(i).ok().and_then(|i| self.hashes.get(i)) else { return false };
         bytes.len() == self.chunk_len(i) && blake3::hash(bytes).as_bytes() == expected
     }
+
+    /// [`Manifest::chunk_matches`] against a header and manifest that [`Manifest::parse`]
+    /// accepted earlier (a server checking each uploaded chunk against what it stored): only
+    /// the header and chunk `i`'s hash are read, so the work does not grow with the number of
+    /// chunks. False for anything malformed or out of range.
+    pub fn stored_chunk_matches(header: &[u8], manifest: &[u8], i: u64, bytes: &[u8]) -> bool {
+        let Ok((parsed, _)) = Header::parse(header) else { return false };
+        let (Some(count), Some(length)) = (manifest.get(8..16), manifest.get(16..24)) else { return false };
+        let count = u64::from_be_bytes(count.try_into().expect("8 bytes"));
+        let length = u64::from_be_bytes(length.try_into().expect("8 bytes"));
+        let at = i.checked_mul(HASH_LEN as u64).and_then(|o| o.checked_add(24)).and_then(|o| usize::try_from(o).ok());
+        let Some(expected) = at.and_then(|at| manifest.get(at..at + HASH_LEN)) else { return false };
+        i < count
+            && bytes.len() == stored_chunk_len(parsed.chunk_size(), count, length, i)
+            && blake3::hash(bytes).as_bytes()[..] == expected[..]
+    }
+}
+
+/// Length of chunk `i` (ciphertext and tag) of a file of `count` chunks and `length`
+/// plaintext bytes.
+fn stored_chunk_len(chunk_size: usize, count: u64, length: u64, i: u64) -> usize {
+    let (_, last) = chunk_layout(length, chunk_size);
+    if i + 1 == count { last + TAG_LEN } else { chunk_size + TAG_LEN }
 }
 
 /// What a server can check without any key: the file's structure, every chunk's hash and
