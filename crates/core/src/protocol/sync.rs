@@ -263,7 +263,7 @@ pub fn check_owned_op(raw: Value) -> Result<CheckedOp, OpError> {
     if let Some(k) = key {
         map.insert("idempotency_key".into(), k);
     }
-    let op: PushOp = serde_json::from_value(Value::Object(map)).map_err(|e| OpError(format!("malformed op: {e}")))?;
+    let op: PushOp = serde_json::from_value(Value::Object(map)).map_err(|e| OpError(shape_error(&e)))?;
     check_idempotency_key(&op.idempotency_key)?;
     check_collection(&op.collection)?;
     check_id(&op.id)?;
@@ -273,6 +273,19 @@ pub fn check_owned_op(raw: Value) -> Result<CheckedOp, OpError> {
         (OpKind::Delete, _) => return Err(OpError("a delete carries no body".into())),
     }
     Ok(CheckedOp { fingerprint, made_at: uuid_v7_time(&op.idempotency_key), op })
+}
+
+/// What is wrong with an op's shape, naming fields but never echoing a value (serde's
+/// "invalid type" messages quote the value, which may be document content).
+fn shape_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    if text.starts_with("unknown field") || text.starts_with("missing field") {
+        let field = text.split('`').nth(1).unwrap_or("?");
+        let what = if text.starts_with("unknown") { "unknown" } else { "missing" };
+        format!("malformed op: {what} field {field:?}")
+    } else {
+        "malformed op: a field has the wrong type or value".to_owned()
+    }
 }
 
 /// SHA-256 over the RFC 8785 canonical form of `op`.
@@ -777,6 +790,13 @@ mod tests {
             v[field] = value;
             assert!(check_op(&v).is_err(), "{field}");
         }
+        let mut leaky = base.clone();
+        leaky["base_version"] = json!("patient Jane Roe, HIV+");
+        let err = check_op(&leaky).expect_err("a string base_version");
+        assert!(!err.0.contains("Jane"), "the value is not echoed: {err}");
+        let mut unknown = base.clone();
+        unknown["extra"] = json!(1);
+        assert_eq!(check_op(&unknown).expect_err("unknown").0, "malformed op: unknown field \"extra\"");
         let mut del = base.clone();
         del["op"] = json!("delete");
         assert!(check_op(&del).is_err(), "a delete with a body");
