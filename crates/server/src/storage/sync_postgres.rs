@@ -105,37 +105,45 @@ async fn load_doc(conn: &mut PgConnection, collection: &str, id: &str) -> Result
 
 /// Records that `device` holds these documents (one statement).
 async fn hold_ids(conn: &mut PgConnection, device: &str, ids: &[(String, String)]) -> Result<(), StoreError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
+    held_statement(
+        conn,
         "INSERT INTO held (device_id, collection, id) SELECT $1, c, i FROM unnest($2::text[], $3::text[]) AS t(c, i)
          ON CONFLICT DO NOTHING",
+        device,
+        ids,
     )
-    .bind(device)
-    .bind(ids.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>())
-    .bind(ids.iter().map(|(_, i)| i.as_str()).collect::<Vec<_>>())
-    .execute(&mut *conn)
     .await
-    .map_err(backend)?;
-    Ok(())
 }
 
 /// Forgets that `device` holds these documents (one statement).
 async fn release_ids(conn: &mut PgConnection, device: &str, ids: &[(String, String)]) -> Result<(), StoreError> {
+    held_statement(
+        conn,
+        "DELETE FROM held h USING unnest($2::text[], $3::text[]) AS t(c, i)
+         WHERE h.device_id = $1 AND h.collection = t.c AND h.id = t.i",
+        device,
+        ids,
+    )
+    .await
+}
+
+/// Runs `sql` over (device, collections, ids); nothing for an empty list.
+async fn held_statement(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    device: &str,
+    ids: &[(String, String)],
+) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "DELETE FROM held h USING unnest($2::text[], $3::text[]) AS t(c, i)
-         WHERE h.device_id = $1 AND h.collection = t.c AND h.id = t.i",
-    )
-    .bind(device)
-    .bind(ids.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>())
-    .bind(ids.iter().map(|(_, i)| i.as_str()).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await
-    .map_err(backend)?;
+    sqlx::query(sql)
+        .bind(device)
+        .bind(ids.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>())
+        .bind(ids.iter().map(|(_, i)| i.as_str()).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
     Ok(())
 }
 
