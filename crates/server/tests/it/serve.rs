@@ -16,6 +16,8 @@ struct Running {
     addr: SocketAddr,
     pin: String,
     data: String,
+    /// Every line the server wrote to stderr so far.
+    log: Arc<std::sync::Mutex<Vec<String>>>,
     _tmp: tempfile::TempDir,
 }
 
@@ -27,30 +29,69 @@ impl Drop for Running {
 }
 
 fn start() -> Running {
+    start_with_rules(None)
+}
+
+/// `init` then `serve` on a free port, with a rules file of this text if given.
+fn start_with_rules(rules: Option<&str>) -> Running {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     let data = data.to_str().expect("utf-8").to_owned();
     let init = server(&["init", "--data", &data]);
     assert!(init.status.success(), "{}", text(&init.stderr));
     let pin = text(&init.stdout).trim().to_owned();
+    let mut args = vec!["serve".to_owned(), "--listen".into(), "127.0.0.1:0".into(), "--data".into(), data.clone()];
+    if let Some(rules) = rules {
+        let path = tmp.path().join("rules.toml");
+        std::fs::write(&path, rules).expect("rules file");
+        args.extend(["--rules".to_owned(), path.to_str().expect("utf-8").to_owned()]);
+    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_fieldvault-server"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data", &data])
+        .args(&args)
         .env_clear()
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn server");
     let stderr = child.stderr.take().expect("stderr");
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
     let (tx, rx) = std::sync::mpsc::channel();
+    let lines = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(addr) = line.strip_prefix("fieldvault-server: listening on https://") {
                 let _ = tx.send(addr.parse::<SocketAddr>().expect("address"));
             }
+            lines.lock().expect("log").push(line);
         }
     });
     let addr = rx.recv_timeout(Duration::from_secs(20)).expect("the server reports its address");
-    Running { child, addr, pin, data, _tmp: tmp }
+    Running { child, addr, pin, data, log, _tmp: tmp }
+}
+
+/// Logs `user` in as a device labelled `device`; the token response.
+fn login_tokens(s: &Running, user: &str, password: &str, device: &str) -> serde_json::Value {
+    let body = serde_json::json!({ "user": user, "password": password, "device_name": device });
+    let login = post(s, "/v1/auth/login", &body.to_string());
+    serde_json::from_str(login.split("\r\n\r\n").nth(1).expect("body")).expect("JSON tokens")
+}
+
+/// A request signed now with the session of `tokens` (SPEC section 5); the whole response.
+fn signed(s: &Running, tokens: &serde_json::Value, method: &str, target: &str, body: &str) -> String {
+    let secret =
+        fieldvault_core::protocol::SessionSecret::from_base64(tokens["session_secret"].as_str().expect("secret"))
+            .expect("secret");
+    let ts = crate::harness::now().to_string();
+    let nonce = crate::harness::random_nonce();
+    let sig = secret.sign_request(method, target, body.as_bytes(), &ts, &nonce);
+    let raw = format!(
+        "{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\
+         X-Key-Id: {}\r\nX-Timestamp: {ts}\r\nX-Nonce: {nonce}\r\nX-Signature: {sig}\r\nContent-Length: {}\r\n\r\n{body}",
+        tokens["access_token"].as_str().expect("token"),
+        tokens["key_id"].as_str().expect("key id"),
+        body.len()
+    );
+    request(s.addr, "localhost", &[&s.pin], &raw).expect("TLS request")
 }
 
 /// GET `path` over TLS with `pins`, as host `name`; the whole response, or the TLS error.
@@ -195,10 +236,7 @@ fn the_operator_lists_and_wipes_a_device_and_rules_files_are_checked_at_start() 
     let bad = server_env(&["user", "access", "alice", "--attr", "no equals sign"], &s.data, &[]);
     assert!(!bad.status.success() && text(&bad.stderr).contains("key=value"), "{}", text(&bad.stderr));
 
-    let body = serde_json::json!({ "user": "alice", "password": "a long enough password", "device_name": "van 7" });
-    let login = post(&s, "/v1/auth/login", &body.to_string());
-    let tokens: serde_json::Value =
-        serde_json::from_str(login.split("\r\n\r\n").nth(1).expect("body")).expect("JSON tokens");
+    let tokens = login_tokens(&s, "alice", "a long enough password", "van 7");
     let device = tokens["device_id"].as_str().expect("device id").to_owned();
 
     let list = |json: bool| {
@@ -226,18 +264,7 @@ fn the_operator_lists_and_wipes_a_device_and_rules_files_are_checked_at_start() 
 
     // The running server sees the wipe at once: the device's next signed request is refused
     // and carries the directive.
-    let secret =
-        fieldvault_core::protocol::SessionSecret::from_base64(tokens["session_secret"].as_str().expect("secret"))
-            .expect("secret");
-    let ts = crate::harness::now().to_string();
-    let nonce = crate::harness::random_nonce();
-    let sig = secret.sign_request("GET", "/v1/devices/self", b"", &ts, &nonce);
-    let raw = format!(
-        "GET /v1/devices/self HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {}\r\nX-Key-Id: {}\r\nX-Timestamp: {ts}\r\nX-Nonce: {nonce}\r\nX-Signature: {sig}\r\n\r\n",
-        tokens["access_token"].as_str().expect("token"),
-        tokens["key_id"].as_str().expect("key id")
-    );
-    let answer = request(s.addr, "localhost", &[&s.pin], &raw).expect("TLS request");
+    let answer = signed(&s, &tokens, "GET", "/v1/devices/self", "");
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     assert!(answer.to_ascii_lowercase().contains("x-fieldvault-directives: ey"), "{answer}");
 
@@ -254,66 +281,20 @@ fn the_operator_lists_and_wipes_a_device_and_rules_files_are_checked_at_start() 
 
 #[test]
 fn a_document_that_makes_a_rule_panic_is_denied_without_flooding_the_log() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let data = tmp.path().join("data");
-    let data = data.to_str().expect("utf-8").to_owned();
-    let init = server(&["init", "--data", &data]);
-    assert!(init.status.success(), "{}", text(&init.stderr));
-    let pin = text(&init.stdout).trim().to_owned();
-    let add = server_env(&["user", "add", "alice"], &data, &[("FIELDVAULT_PASSWORD", "a long enough password")]);
-    assert!(add.status.success(), "{}", text(&add.stderr));
-    let rules = tmp.path().join("rules.toml");
-    std::fs::write(
-        &rules,
+    let s = start_with_rules(Some(
         "version = 1\n[collections.notes]\nread = \"doc.owner == user.id\"\n\
          write = \"doc.owner == user.id && doc.tags.exists(t, t == 'x')\"\n",
-    )
-    .expect("rules");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fieldvault-server"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data", &data, "--rules", rules.to_str().expect("utf-8")])
-        .env_clear()
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn server");
-    let stderr = child.stderr.take().expect("stderr");
-    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let seen = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("fieldvault-server: listening on https://") {
-                let _ = tx.send(addr.parse::<SocketAddr>().expect("address"));
-            }
-            seen.lock().expect("lines").push(line);
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("the server reports its address");
-    let s = Running { child, addr, pin, data, _tmp: tmp };
-
-    let body = serde_json::json!({ "user": "alice", "password": "a long enough password", "device_name": "t" });
-    let login = post(&s, "/v1/auth/login", &body.to_string());
-    let tokens: serde_json::Value =
-        serde_json::from_str(login.split("\r\n\r\n").nth(1).expect("body")).expect("JSON tokens");
-    let secret =
-        fieldvault_core::protocol::SessionSecret::from_base64(tokens["session_secret"].as_str().expect("secret"))
-            .expect("secret");
+    ));
+    let add = server_env(&["user", "add", "alice"], &s.data, &[("FIELDVAULT_PASSWORD", "a long enough password")]);
+    assert!(add.status.success(), "{}", text(&add.stderr));
+    let tokens = login_tokens(&s, "alice", "a long enough password", "t");
     let mut statuses = Vec::new();
     for (n, tags) in [serde_json::json!("x"), serde_json::json!("x"), serde_json::json!(["x"])].into_iter().enumerate()
     {
         let push = serde_json::json!({ "device_seq": 1, "ops": [{ "idempotency_key": format!("k-panic-00000000{n}"),
             "collection": "notes", "id": format!("n{n}"), "op": "put", "body": { "tags": tags }, "base_version": 0 }] })
         .to_string();
-        let ts = crate::harness::now().to_string();
-        let nonce = crate::harness::random_nonce();
-        let sig = secret.sign_request("POST", "/v1/sync/push", push.as_bytes(), &ts, &nonce);
-        let raw = format!(
-            "POST /v1/sync/push HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {}\r\nX-Key-Id: {}\r\nX-Timestamp: {ts}\r\nX-Nonce: {nonce}\r\nX-Signature: {sig}\r\nContent-Length: {}\r\n\r\n{push}",
-            tokens["access_token"].as_str().expect("token"),
-            tokens["key_id"].as_str().expect("key id"),
-            push.len()
-        );
-        let answer = request(s.addr, "localhost", &[&s.pin], &raw).expect("TLS request");
+        let answer = signed(&s, &tokens, "POST", "/v1/sync/push", &push);
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         let json: serde_json::Value =
             serde_json::from_str(answer.split("\r\n\r\n").nth(1).expect("body")).expect("JSON");
@@ -322,8 +303,9 @@ fn a_document_that_makes_a_rule_panic_is_denied_without_flooding_the_log() {
     // A string where the rule expects a list: the interpreter panics, the rule denies; a list
     // passes. The server's log says nothing about it (no line per evaluation a device can cause).
     assert_eq!(statuses, ["forbidden", "forbidden", "applied"]);
+    let log = s.log.clone();
     drop(s);
     std::thread::sleep(Duration::from_millis(200));
-    let log = lines.lock().expect("lines").join("\n");
+    let log = log.lock().expect("log").join("\n");
     assert!(!log.contains("panicked"), "{log}");
 }
