@@ -3,7 +3,8 @@
 #  - memory to sink: encrypt and decrypt 1 GiB, and the raw one-shot AES-256-GCM of the same
 #    library (aws-lc-rs) on the same bytes;
 #  - file to file on tmpfs: fieldvault's format and the `age` CLI (Debian package) on the
-#    same 1 GiB file, with peak RSS (GNU time), and a plain `dd` copy as the floor.
+#    same 1 GiB file, with peak RSS (GNU time), and a plain `dd` copy as the floor; a
+#    warm-up round, then FV_BENCH_ROUNDS rounds (3 by default), medians reported.
 # Prints `figure NAME VALUE UNIT`. Installs `age` and `time` if missing (Debian).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,33 +21,53 @@ bin=$(cargo bench -q -p fieldvault-core --bench attachment --no-run --message-fo
 for l in sys.stdin:
     m=json.loads(l)
     if m.get("reason")=="compiler-artifact" and m["target"]["name"]=="attachment" and m.get("executable"): print(m["executable"])' | tail -1)
-"$bin" memory "$SIZE_MIB" | grep '^figure '
+"$bin" memory "$SIZE_MIB" "${FV_BENCH_MEMORY_ROUNDS:-9}" | grep '^figure '
 
 dir=$(mktemp -d -p /dev/shm fvbench.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 head -c $((SIZE_MIB << 20)) /dev/urandom > "$dir/in"
 bytes=$((SIZE_MIB << 20))
-run() { /usr/bin/time -f '%e %M' -o "$dir/time" "$@" >/dev/null; cat "$dir/time"; }
-rate() { python3 -c "print(f'{$bytes/float($1)/1e9:.3f}')"; }
-read -r t_enc rss_enc < <(run "$bin" encrypt "$dir/in" "$dir/in.fva")
-read -r t_dec rss_dec < <(run "$bin" decrypt "$dir/in.fva" "$dir/out")
-cmp -s "$dir/in" "$dir/out" || { echo "round trip differs" >&2; exit 1; }
-# The floor for any file-to-file tool here: a plain copy of the same bytes (tmpfs page
-# allocation in this VM's kernel dominates file-to-file timings).
-read -r t_copy _ < <(run dd if="$dir/in" of="$dir/copy" bs=4M)
-rm -f "$dir/copy"
 age-keygen -o "$dir/key" 2>/dev/null
 recipient=$(age-keygen -y "$dir/key")
-read -r a_enc a_rss_enc < <(run age -r "$recipient" -o "$dir/in.age" "$dir/in")
-read -r a_dec a_rss_dec < <(run age -d -i "$dir/key" -o "$dir/out.age" "$dir/in.age")
-echo "figure attachment_encrypt_file $(rate "$t_enc") GB/s"
-echo "figure attachment_decrypt_file $(rate "$t_dec") GB/s"
-echo "figure plain_copy_file $(rate "$t_copy") GB/s"
-echo "figure attachment_encrypt_vs_copy $(python3 -c "print(f'{$t_copy/max($t_enc,1e-9):.3f}')") x"
-echo "figure age_encrypt_file $(rate "$a_enc") GB/s"
-echo "figure age_decrypt_file $(rate "$a_dec") GB/s"
-echo "figure attachment_vs_age_encrypt $(python3 -c "print(f'{$a_enc/max($t_enc,1e-9):.3f}')") x"
-echo "figure attachment_vs_age_decrypt $(python3 -c "print(f'{$a_dec/max($t_dec,1e-9):.3f}')") x"
-echo "figure attachment_peak_rss_encrypt $(python3 -c "print(f'{$rss_enc/1024:.1f}')") MiB"
-echo "figure attachment_peak_rss_decrypt $(python3 -c "print(f'{$rss_dec/1024:.1f}')") MiB"
-echo "figure age_peak_rss_encrypt $(python3 -c "print(f'{$a_rss_enc/1024:.1f}')") MiB"
+# tmpfs page allocation in this VM's kernel dominates file-to-file timings, and the first
+# touch of memory the guest never used is slower still. So every tool runs in every round,
+# each deleting its output before the next tool runs (all reuse the same freed pages); the
+# first round only warms up; the medians of the rest are reported, peak RSS the largest.
+# A plain `dd` copy of the same bytes is the floor for any file-to-file tool here.
+run() { /usr/bin/time -f '%e %M' -o "$dir/time" "$@" >/dev/null; cat "$dir/time"; }
+rounds=${FV_BENCH_ROUNDS:-3}
+: > "$dir/times"
+for round in $(seq 0 "$rounds"); do
+  tag=$([ "$round" -eq 0 ] && echo warmup || echo round)
+  echo "$tag fv_enc $(run "$bin" encrypt "$dir/in" "$dir/in.fva")" >> "$dir/times"
+  echo "$tag fv_dec $(run "$bin" decrypt "$dir/in.fva" "$dir/out")" >> "$dir/times"
+  cmp -s "$dir/in" "$dir/out" || { echo "round trip differs" >&2; exit 1; }
+  rm -f "$dir/out" "$dir/in.fva"
+  echo "$tag age_enc $(run age -r "$recipient" -o "$dir/in.age" "$dir/in")" >> "$dir/times"
+  echo "$tag age_dec $(run age -d -i "$dir/key" -o "$dir/out" "$dir/in.age")" >> "$dir/times"
+  rm -f "$dir/out" "$dir/in.age"
+  echo "$tag copy $(run dd if="$dir/in" of="$dir/out" bs=4M status=none)" >> "$dir/times"
+  rm -f "$dir/out"
+done
+python3 - "$dir/times" "$bytes" <<'PY'
+import statistics, sys
+t, rss = {}, {}
+for line in open(sys.argv[1]):
+    tag, what, secs, kib = line.split()
+    if tag == "round":
+        t.setdefault(what, []).append(float(secs))
+        rss[what] = max(rss.get(what, 0), int(kib))
+m = {k: statistics.median(v) for k, v in t.items()}
+gbps = lambda k: float(sys.argv[2]) / max(m[k], 1e-9) / 1e9
+print(f"figure attachment_encrypt_file {gbps('fv_enc'):.3f} GB/s")
+print(f"figure attachment_decrypt_file {gbps('fv_dec'):.3f} GB/s")
+print(f"figure plain_copy_file {gbps('copy'):.3f} GB/s")
+print(f"figure attachment_encrypt_vs_copy {m['copy'] / max(m['fv_enc'], 1e-9):.3f} x")
+print(f"figure age_encrypt_file {gbps('age_enc'):.3f} GB/s")
+print(f"figure age_decrypt_file {gbps('age_dec'):.3f} GB/s")
+print(f"figure attachment_vs_age_encrypt {m['age_enc'] / max(m['fv_enc'], 1e-9):.3f} x")
+print(f"figure attachment_vs_age_decrypt {m['age_dec'] / max(m['fv_dec'], 1e-9):.3f} x")
+print(f"figure attachment_peak_rss_encrypt {rss['fv_enc'] / 1024:.1f} MiB")
+print(f"figure attachment_peak_rss_decrypt {rss['fv_dec'] / 1024:.1f} MiB")
+print(f"figure age_peak_rss_encrypt {rss['age_enc'] / 1024:.1f} MiB")
+PY

@@ -1,12 +1,13 @@
 //! Attachment stream throughput, beside the raw one-shot AEAD of the same library, in one
 //! run. Modes:
-//!   attachment memory [MiB]          encrypt and decrypt from memory to a sink
+//!   attachment memory [MiB [ROUNDS]] encrypt and decrypt from memory to a sink (median of
+//!                                    ROUNDS rounds, 5 by default)
 //!   attachment encrypt IN OUT        file to file (for peak RSS, run under /usr/bin/time)
 //!   attachment decrypt IN OUT
 //! Prints `figure NAME VALUE UNIT`. Driven by `bench/attachment.sh`.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Cursor, Write};
+use std::io::{Cursor, Write};
 use std::time::Instant;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
@@ -33,76 +34,90 @@ fn gbps(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / secs / 1e9
 }
 
-fn memory(mib: u64) {
-    let total = mib << 20;
-    let block: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
-    // Raw one-shot AES-256-GCM over the same bytes, in 64 MiB calls.
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[3; 32]).expect("key"));
-    let mut buf = block.clone();
+/// Seconds for one raw one-shot AES-256-GCM pass over `total` bytes, in 64 MiB calls.
+fn raw_pass(key: &LessSafeKey, buf: &mut [u8], total: u64) -> f64 {
     let t = Instant::now();
     let mut done = 0u64;
     let mut n = 0u32;
     while done < total {
         let mut nonce = [0u8; 12];
         nonce[..4].copy_from_slice(&n.to_be_bytes());
-        let tag =
-            key.seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut buf).expect("seal");
+        let tag = key.seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), buf).expect("seal");
         let _ = std::hint::black_box(tag);
         done += buf.len() as u64;
         n += 1;
     }
-    let raw = gbps(done, t.elapsed().as_secs_f64());
+    t.elapsed().as_secs_f64()
+}
 
-    // Encrypt: memory to a sink.
+/// Seconds to encrypt `total` bytes (64 MiB writes of `block`) into `out`.
+fn encrypt_pass<W: Write>(block: &[u8], total: u64, out: W) -> (f64, W) {
     let t = Instant::now();
-    let mut enc = Encryptor::new(std::io::sink(), &cek(), header()).expect("header");
+    let mut enc = Encryptor::new(out, &cek(), header()).expect("header");
     let mut done = 0u64;
     while done < total {
-        enc.write_all(&block).expect("write");
+        enc.write_all(block).expect("write");
         done += block.len() as u64;
     }
-    enc.finish().expect("finish");
-    let enc_speed = gbps(total, t.elapsed().as_secs_f64());
+    let (out, _) = enc.finish().expect("finish");
+    (t.elapsed().as_secs_f64(), out)
+}
 
-    // Decrypt: from memory (encrypted, untimed, into a buffer faulted in beforehand) to a sink.
-    let mut file = vec![0u8; (total + (total >> 10) + (1 << 20)) as usize];
-    let mut enc = Encryptor::new(Cursor::new(&mut file[..]), &cek(), header()).expect("header");
-    let mut done = 0u64;
-    while done < total {
-        enc.write_all(&block).expect("write");
-        done += block.len() as u64;
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Rounds of raw AES-GCM, encryption and decryption of the same `mib`, back to back: this
+/// machine's speed drifts by 2x within minutes, so each round's ratio compares runs seconds
+/// apart, and the medians are reported.
+fn memory(mib: u64, rounds: usize) {
+    let total = mib << 20;
+    let block: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[3; 32]).expect("key"));
+    let mut buf = block.clone();
+    // The encrypted stream to decrypt, made once, untimed, in a buffer faulted in beforehand.
+    let file = vec![0u8; (total + (total >> 10) + (1 << 20)) as usize];
+    let (_, cursor) = encrypt_pass(&block, total, Cursor::new(file));
+    let len = cursor.position() as usize;
+    let mut file = cursor.into_inner();
+    file.truncate(len);
+    let (mut raw, mut enc, mut dec, mut enc_x, mut dec_x) = (vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..rounds {
+        let r = raw_pass(&key, &mut buf, total);
+        let (e, _) = encrypt_pass(&block, total, std::io::sink());
+        let t = Instant::now();
+        let d = Decryptor::open(Cursor::new(&file), &cek(), &[7; 16], &header().account).expect("open");
+        let v = d.decrypt_to(std::io::sink()).expect("decrypt");
+        assert_eq!(v.length, total);
+        let d = t.elapsed().as_secs_f64();
+        raw.push(gbps(total, r));
+        enc.push(gbps(total, e));
+        dec.push(gbps(total, d));
+        enc_x.push(r / e);
+        dec_x.push(r / d);
     }
-    let (_, written) = enc.finish().expect("finish");
-    file.truncate(written.file_len as usize);
-    let t = Instant::now();
-    let dec = Decryptor::open(Cursor::new(&file), &cek(), &[7; 16], &header().account).expect("open");
-    let v = dec.decrypt_to(std::io::sink()).expect("decrypt");
-    assert_eq!(v.length, total);
-    let dec_speed = gbps(total, t.elapsed().as_secs_f64());
-
-    println!("figure attachment_raw_aes256gcm {raw:.3} GB/s");
-    println!("figure attachment_encrypt_memory {enc_speed:.3} GB/s");
-    println!("figure attachment_decrypt_memory {dec_speed:.3} GB/s");
-    println!("figure attachment_encrypt_vs_raw {:.3} x", enc_speed / raw);
-    println!("figure attachment_decrypt_vs_raw {:.3} x", dec_speed / raw);
+    println!("figure attachment_raw_aes256gcm {:.3} GB/s", median(raw));
+    println!("figure attachment_encrypt_memory {:.3} GB/s", median(enc));
+    println!("figure attachment_decrypt_memory {:.3} GB/s", median(dec));
+    println!("figure attachment_encrypt_vs_raw {:.3} x", median(enc_x));
+    println!("figure attachment_decrypt_vs_raw {:.3} x", median(dec_x));
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     match args.first().map(String::as_str) {
         Some("encrypt") => {
-            // The encryptor writes whole 4 MiB batches: no output buffer needed.
-            let input = BufReader::with_capacity(1 << 20, File::open(&args[1]).expect("input"));
+            // The encryptor reads whole batches into its buffers and writes whole batches.
             let out = File::create(&args[2]).expect("output");
             let mut enc = Encryptor::new(out, &cek(), header()).expect("header");
-            let mut input = input;
-            std::io::copy(&mut input, &mut enc).expect("encrypt");
+            enc.read_from(File::open(&args[1]).expect("input")).expect("encrypt");
             enc.finish().expect("finish");
         }
         Some("decrypt") => {
-            // The decryptor reads whole batches; its output is written chunk by chunk.
+            // The decryptor reads whole batches and writes each batch's plaintext in one call.
             let file = File::open(&args[1]).expect("input");
-            let out = BufWriter::with_capacity(1 << 20, File::create(&args[2]).expect("output"));
+            let out = File::create(&args[2]).expect("output");
             Decryptor::open(file, &cek(), &[7; 16], &header().account).expect("open").decrypt_to(out).expect("decrypt");
         }
         Some("parts") => {
@@ -166,7 +181,10 @@ fn main() {
                 gbps(2 * (n << 16), t.elapsed().as_secs_f64())
             );
         }
-        Some("memory") => memory(args.get(1).and_then(|m| m.parse().ok()).unwrap_or(1024)),
-        _ => memory(1024),
+        Some("memory") => memory(
+            args.get(1).and_then(|m| m.parse().ok()).unwrap_or(1024),
+            args.get(2).and_then(|r| r.parse().ok()).unwrap_or(5),
+        ),
+        _ => memory(1024, 5),
     }
 }

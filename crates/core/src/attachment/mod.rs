@@ -18,6 +18,7 @@
 //! attachment's content key (CEK) with the per-file salt, and labels naming the purpose, the
 //! algorithm and the attachment id. Every chunk has the whole header as associated data.
 
+mod batch;
 mod keys;
 mod reader;
 mod writer;

@@ -2,11 +2,12 @@
 //! each chunk's plaintext only after that chunk's hash and tag check out. One chunk in
 //! memory at a time, in one pass or by random access.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{IoSlice, Read, Seek, SeekFrom, Write};
 
 use aws_lc_rs::aead::{Aad, Nonce};
 use aws_lc_rs::hmac;
 
+use super::batch::write_all_vectored;
 use super::keys::FileKeys;
 use super::{
     HASH_LEN, Header, MANIFEST_MAGIC, MAX_CHUNKS, RootHasher, TAG_LEN, VERSION, chunk_layout, manifest_len,
@@ -207,68 +208,83 @@ impl<R: Read + Seek> Decryptor<R> {
         Ok(&self.buf[..plain_len])
     }
 
-    /// Decrypts every chunk in order into `out`, in batches split across two threads: a
-    /// batch's hashes and chunks are read with one read each, checked, opened, and only then
-    /// written. Stops at the first failure; what was written before it had been verified,
-    /// but the caller must treat the output as incomplete (write to a temporary file, keep
-    /// it only on success).
+    /// Decrypts every chunk in order into `out`, in batches shared by two threads: a
+    /// batch's hashes and chunks are read with one read each, checked and opened, and only
+    /// then written. While the threads check one batch, this thread writes out the batch
+    /// before it and reads the one after it. Stops at the first failure; what was written
+    /// before it had been verified, but the caller must treat the output as incomplete
+    /// (write to a temporary file, keep it only on success).
     pub fn decrypt_to<W: Write>(mut self, mut out: W) -> Result<Verified, Error> {
         let l = &self.layout;
         let (cs, count) = (l.header.chunk_size(), l.count);
         let slot = cs + TAG_LEN;
         let per_batch = if cs <= 1 << 16 { super::writer::BATCH as u64 } else { 4 };
-        let mut batch = vec![0u8; per_batch as usize * slot];
-        let mut hashes = vec![0u8; per_batch as usize * HASH_LEN];
+        let buffer = || (vec![0u8; per_batch as usize * slot], vec![0u8; per_batch as usize * HASH_LEN]);
+        let mut bufs = [buffer(), buffer()];
         let mut root = RootHasher::new(&l.header_bytes, count, l.length);
         let (key, aad, header) = (&self.keys.chunk, &l.header_bytes[..], &l.header);
-        let mut first = 0u64;
-        while first < count {
+        let file = &mut self.file;
+        // Batch `first` (of `n` chunks, `bytes` long) into `to`: its chunks and their hashes.
+        let span = |first: u64| {
             let n = (count - first).min(per_batch);
-            let bytes: usize = (first..first + n).map(|i| l.chunk_len(i) + TAG_LEN).sum();
-            read_at(&mut self.file, l.chunk_offset(first), &mut batch[..bytes], "attachment chunk")?;
-            read_at(
-                &mut self.file,
-                l.manifest_offset + 24 + first * HASH_LEN as u64,
-                &mut hashes[..n as usize * HASH_LEN],
-                "attachment manifest",
-            )?;
-            let open_range = |buf: &mut [u8], hs: &[u8], from: u64| -> Result<(), Error> {
-                for (k, s) in buf.chunks_mut(slot).enumerate() {
-                    let i = from + k as u64;
-                    let expected = &hs[k * HASH_LEN..(k + 1) * HASH_LEN];
-                    if blake3::hash(s).as_bytes() != expected {
-                        return Err(Error::AttachmentChunk { index: i, reason: "differs from the manifest's hash" });
-                    }
-                    let nonce = Nonce::assume_unique_for_key(header.nonce(i, i + 1 == count));
-                    key.open_in_place(nonce, Aad::from(aad), s)
-                        .map_err(|_| Error::AttachmentChunk { index: i, reason: "failed authentication" })?;
-                }
-                Ok(())
-            };
-            let used = &mut batch[..bytes];
+            (n, (first..first + n).map(|i| l.chunk_len(i) + TAG_LEN).sum::<usize>())
+        };
+        let read = |file: &mut R, first: u64, to: &mut (Vec<u8>, Vec<u8>)| -> Result<(), Error> {
+            let (n, bytes) = span(first);
+            read_at(file, l.chunk_offset(first), &mut to.0[..bytes], "attachment chunk")?;
+            let at = l.manifest_offset + 24 + first * HASH_LEN as u64;
+            read_at(file, at, &mut to.1[..n as usize * HASH_LEN], "attachment manifest")
+        };
+        // The plaintext of a checked batch, without its tags, in one vectored write.
+        let write = |out: &mut W, first: u64, from: &[u8]| -> Result<(), Error> {
+            let (n, _) = span(first);
+            let mut parts: Vec<IoSlice<'_>> = from
+                .chunks(slot)
+                .take(n as usize)
+                .enumerate()
+                .map(|(k, s)| IoSlice::new(&s[..l.chunk_len(first + k as u64)]))
+                .collect();
+            write_all_vectored(out, &mut parts).map_err(|source| Error::Io { what: "attachment output", source })
+        };
+        if count > 0 {
+            read(file, 0, &mut bufs[0])?;
+        }
+        let (mut first, mut cur, mut pending) = (0u64, 0usize, None::<u64>);
+        while first < count {
+            let (n, bytes) = span(first);
+            let next = first + n;
+            let (a, b) = bufs.split_at_mut(1);
+            let ((chunks, hashes), other) = if cur == 0 { (&mut a[0], &mut b[0]) } else { (&mut b[0], &mut a[0]) };
             let hs = &hashes[..n as usize * HASH_LEN];
-            if n == 1 {
-                open_range(used, hs, first)?;
-            } else {
-                let half = (n / 2) as usize;
-                let (a, b) = used.split_at_mut(half * slot);
-                let (ra, rb) = std::thread::scope(|sc| {
-                    let other = sc.spawn(|| open_range(b, &hs[half * HASH_LEN..], first + half as u64));
-                    (
-                        open_range(a, &hs[..half * HASH_LEN], first),
-                        other.join().expect("the opening thread does not panic"),
-                    )
-                });
-                // The earlier failure is the one to report; nothing of this batch is written.
-                ra?;
-                rb?;
+            let open = |k: usize, s: &mut [u8]| -> Result<(), Error> {
+                let i = first + k as u64;
+                if blake3::hash(s).as_bytes() != &hs[k * HASH_LEN..(k + 1) * HASH_LEN] {
+                    return Err(Error::AttachmentChunk { index: i, reason: "differs from the manifest's hash" });
+                }
+                let nonce = Nonce::assume_unique_for_key(header.nonce(i, i + 1 == count));
+                key.open_in_place(nonce, Aad::from(aad), s)
+                    .map(|_| ())
+                    .map_err(|_| Error::AttachmentChunk { index: i, reason: "failed authentication" })
+            };
+            let io = || -> Result<(), Error> {
+                if let Some(prev) = pending {
+                    write(&mut out, prev, &other.0)?;
+                }
+                if next < count { read(file, next, other) } else { Ok(()) }
+            };
+            let (opened, io) = super::batch::share(&mut chunks[..bytes], slot, open, io);
+            // The earliest failure is the one to report; nothing of this batch is written.
+            opened.into_iter().collect::<Result<(), Error>>()?;
+            io?;
+            for h in hs.chunks(HASH_LEN) {
+                root.update(h.try_into().expect("32 bytes"));
             }
-            for (k, s) in batch[..bytes].chunks(slot).enumerate() {
-                let len = l.chunk_len(first + k as u64);
-                out.write_all(&s[..len]).map_err(|source| Error::Io { what: "attachment output", source })?;
-                root.update(hs[k * HASH_LEN..(k + 1) * HASH_LEN].try_into().expect("32 bytes"));
-            }
-            first += n;
+            pending = Some(first);
+            cur ^= 1;
+            first = next;
+        }
+        if let Some(prev) = pending {
+            write(&mut out, prev, &bufs[cur ^ 1].0)?;
         }
         if root.finish() != l.root {
             return Err(Error::AttachmentManifest { reason: "the root does not match the chunk hashes" });

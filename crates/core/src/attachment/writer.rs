@@ -1,7 +1,7 @@
-//! The streaming encryptor: one pass, one chunk in memory plus 32 bytes of hash per chunk
-//! for the manifest (512 KiB per GiB at 64 KiB chunks).
+//! The streaming encryptor: one pass, two batch buffers in memory plus 32 bytes of hash per
+//! chunk for the manifest (512 KiB per GiB at 64 KiB chunks).
 
-use std::io::{self, Write};
+use std::io::{self, IoSliceMut, Read, Write};
 
 use aws_lc_rs::aead::{Aad, Nonce};
 use aws_lc_rs::hmac;
@@ -23,22 +23,28 @@ pub struct Written {
     pub file_len: u64,
 }
 
-/// Chunks sealed together, split across two threads: 4 MiB of plaintext at 64 KiB chunks.
-/// The batch bounds memory (one batch buffer) while giving each thread enough work that a
-/// thread start is noise.
+/// Chunks sealed together, shared by two threads: 4 MiB of plaintext at 64 KiB chunks.
+/// Two batch buffers: while the threads seal one, the calling thread writes the other out,
+/// so the output's IO overlaps the crypto. They bound memory (8 MiB in all) while giving
+/// each thread enough work that a thread start is noise.
 pub(crate) const BATCH: usize = 64;
 
 /// Encrypts a stream into the attachment format. Write plaintext into it (it implements
-/// [`Write`]), then call [`Encryptor::finish`]: without it the file has no final chunk and
-/// no manifest, and every reader refuses it as truncated.
+/// [`Write`]) or let it read a source ([`Encryptor::read_from`]), then call
+/// [`Encryptor::finish`]: without it the file has no final chunk and no manifest, and every
+/// reader refuses it as truncated.
 pub struct Encryptor<W: Write> {
     out: W,
     header: Vec<u8>,
     prefix: Header,
     keys: FileKeys,
-    /// BATCH slots of chunk_size + TAG_LEN bytes; plaintext goes in, sealed chunks come out.
-    batch: Vec<u8>,
-    /// Full slots in `batch`, and bytes in the slot being filled.
+    /// Two buffers of `slots_max` slots of chunk_size + TAG_LEN bytes. Plaintext goes into
+    /// `bufs[cur]` and is sealed in place; the other holds `pending` sealed bytes not yet
+    /// written.
+    bufs: [Vec<u8>; 2],
+    cur: usize,
+    pending: usize,
+    /// Full slots in the current buffer, and bytes in the slot being filled.
     slots: usize,
     fill: usize,
     chunk_size: usize,
@@ -58,14 +64,17 @@ impl<W: Write> Encryptor<W> {
         let bytes = header.to_bytes();
         out.write_all(&bytes)?;
         let chunk_size = header.chunk_size();
-        let batch = if chunk_size <= 1 << 16 { BATCH } else { 4 };
+        let slots = if chunk_size <= 1 << 16 { BATCH } else { 4 };
+        let buf = || vec![0u8; slots * (chunk_size + TAG_LEN)];
         Ok(Encryptor {
             out,
             written: bytes.len() as u64,
             header: bytes,
             keys: FileKeys::derive(cek, &header),
             prefix: header,
-            batch: vec![0u8; batch * (chunk_size + TAG_LEN)],
+            bufs: [buf(), buf()],
+            cur: 0,
+            pending: 0,
             slots: 0,
             fill: 0,
             chunk_size,
@@ -79,9 +88,16 @@ impl<W: Write> Encryptor<W> {
         self.chunk_size + TAG_LEN
     }
 
-    /// Seals the `slots` full slots, plus the partial slot when `final_len` is given (the
-    /// final chunk), on two threads; writes them in order.
-    fn seal_batch(&mut self, final_len: Option<usize>) -> io::Result<()> {
+    fn slots_max(&self) -> usize {
+        self.bufs[0].len() / self.slot_len()
+    }
+
+    /// Seals the `slots` full slots of the current buffer, plus the partial slot when
+    /// `final_len` is given (the final chunk), on two threads, while this thread writes out
+    /// the other buffer's pending bytes. With `src`, the slots are empty and each chunk is
+    /// copied from `src` by the thread that seals it (no separate pass over the batch).
+    /// Swaps the buffers: the sealed batch is pending, to be written by the next call.
+    fn seal_batch(&mut self, final_len: Option<usize>, src: Option<&[u8]>) -> io::Result<()> {
         let n = self.slots + usize::from(final_len.is_some());
         if n == 0 {
             return Ok(());
@@ -90,55 +106,101 @@ impl<W: Write> Encryptor<W> {
             return Err(io::Error::other("attachment too large: more than 2^32 chunks"));
         }
         let slot = self.slot_len();
-        let (cs, first, count) = (self.chunk_size, self.index, n as u64);
-        let (key, aad, prefix) = (&self.keys.chunk, &self.header[..], &self.prefix);
-        let len_of = |i: usize| if i + 1 == n { final_len.unwrap_or(cs) } else { cs };
-        let seal_range = |buf: &mut [u8], from: usize| -> io::Result<Vec<[u8; HASH_LEN]>> {
-            buf.chunks_mut(slot)
-                .enumerate()
-                .map(|(k, s)| {
-                    let i = from + k;
-                    let len = len_of(i);
-                    let last = final_len.is_some() && i + 1 == n;
-                    let nonce = Nonce::assume_unique_for_key(prefix.nonce(first + i as u64, last));
-                    let tag = key
-                        .seal_in_place_separate_tag(nonce, Aad::from(aad), &mut s[..len])
-                        .map_err(|_| io::Error::other("chunk sealing failed"))?;
-                    s[len..len + TAG_LEN].copy_from_slice(tag.as_ref());
-                    Ok(*blake3::hash(&s[..len + TAG_LEN]).as_bytes())
-                })
-                .collect()
+        let cs = self.chunk_size;
+        let (first, key, aad, prefix) = (self.index, &self.keys.chunk, &self.header[..], &self.prefix);
+        let used = n * slot - final_len.map_or(0, |len| cs - len);
+        let (a, b) = self.bufs.split_at_mut(1);
+        let (buf, other) = if self.cur == 0 { (&mut a[0], &b[0]) } else { (&mut b[0], &a[0]) };
+        let (out, pending) = (&mut self.out, self.pending);
+        let seal = |i: usize, s: &mut [u8]| -> io::Result<[u8; HASH_LEN]> {
+            let len = s.len() - TAG_LEN;
+            if let Some(src) = src {
+                s[..len].copy_from_slice(&src[i * cs..i * cs + len]);
+            }
+            let last = final_len.is_some() && i + 1 == n;
+            let nonce = Nonce::assume_unique_for_key(prefix.nonce(first + i as u64, last));
+            let tag = key
+                .seal_in_place_separate_tag(nonce, Aad::from(aad), &mut s[..len])
+                .map_err(|_| io::Error::other("chunk sealing failed"))?;
+            s[len..].copy_from_slice(tag.as_ref());
+            Ok(*blake3::hash(s).as_bytes())
         };
-        let used = &mut self.batch[..n * slot];
-        let hashes = if n == 1 {
-            seal_range(used, 0)?
-        } else {
-            let half = n / 2;
-            let (a, b) = used.split_at_mut(half * slot);
-            let (ha, hb) = std::thread::scope(|sc| {
-                let other = sc.spawn(|| seal_range(b, half));
-                let mine = seal_range(a, 0);
-                (mine, other.join().expect("the sealing thread does not panic"))
-            });
-            let mut h = ha?;
-            h.extend(hb?);
-            h
-        };
-        // Full slots are contiguous; a short final chunk is followed by its tag.
-        let full = if final_len.is_some() { n - 1 } else { n };
-        self.out.write_all(&self.batch[..full * slot])?;
-        let mut bytes = (full * slot) as u64;
-        if let Some(len) = final_len {
-            let s = &self.batch[full * slot..full * slot + len + TAG_LEN];
-            self.out.write_all(s)?;
-            bytes += s.len() as u64;
+        let (hashes, wrote) = super::batch::share(&mut buf[..used], slot, seal, || out.write_all(&other[..pending]));
+        wrote?;
+        self.written += pending as u64;
+        for h in hashes {
+            self.hashes.push(h?);
         }
-        self.written += bytes;
-        self.hashes.extend(hashes);
-        self.index += count;
+        self.pending = used;
+        self.cur ^= 1;
+        self.index += n as u64;
         self.slots = 0;
         self.fill = 0;
         Ok(())
+    }
+
+    /// Writes the sealed batch still pending.
+    fn write_pending(&mut self) -> io::Result<()> {
+        let other = &self.bufs[self.cur ^ 1][..self.pending];
+        self.out.write_all(other)?;
+        self.written += other.len() as u64;
+        self.pending = 0;
+        Ok(())
+    }
+
+    /// Encrypts everything `input` holds, reading it straight into the batch buffers (no
+    /// copy through an intermediate buffer, unlike `io::copy`). Returns the bytes read. Call
+    /// [`Encryptor::finish`] afterwards; more writes may come before it.
+    pub fn read_from<R: Read>(&mut self, mut input: R) -> io::Result<u64> {
+        let (cs, slot, slots_max) = (self.chunk_size, self.slot_len(), self.slots_max());
+        let mut total = 0u64;
+        loop {
+            if self.fill == cs {
+                if self.slots + 1 == slots_max {
+                    // The batch is full. Whether its last chunk is the final one depends on
+                    // what follows: one byte of lookahead tells.
+                    let mut probe = [0u8; 1];
+                    if read_some(&mut input, &mut probe)? == 0 {
+                        return Ok(total);
+                    }
+                    self.slots += 1;
+                    self.seal_batch(None, None)?;
+                    self.bufs[self.cur][0] = probe[0];
+                    self.fill = 1;
+                    self.length += 1;
+                    total += 1;
+                    continue;
+                }
+                // An empty slot after full ones: finish() knows the last full one is final.
+                self.slots += 1;
+                self.fill = 0;
+            }
+            // One read for the rest of the batch: the free part of this slot, then the
+            // plaintext part of every slot after it.
+            let (fill, rest) = (self.fill, &mut self.bufs[self.cur][self.slots * slot..]);
+            let mut parts: Vec<IoSliceMut<'_>> = rest
+                .chunks_mut(slot)
+                .enumerate()
+                .map(|(k, s)| IoSliceMut::new(if k == 0 { &mut s[fill..cs] } else { &mut s[..cs] }))
+                .collect();
+            let got = loop {
+                match input.read_vectored(&mut parts) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    r => break r?,
+                }
+            };
+            if got == 0 {
+                return Ok(total);
+            }
+            // A slot that fills up stays current until more data shows it is not final.
+            self.fill += got;
+            while self.fill > cs {
+                self.slots += 1;
+                self.fill -= cs;
+            }
+            self.length += got as u64;
+            total += got as u64;
+        }
     }
 
     /// Seals the final chunk and writes the manifest. Returns what was written; the output
@@ -148,11 +210,12 @@ impl<W: Write> Encryptor<W> {
         // it, that full slot is the final chunk instead.
         if self.fill == 0 && self.slots > 0 {
             self.slots -= 1;
-            self.seal_batch(Some(self.chunk_size))?;
+            self.seal_batch(Some(self.chunk_size), None)?;
         } else {
             let fill = self.fill;
-            self.seal_batch(Some(fill))?;
+            self.seal_batch(Some(fill), None)?;
         }
+        self.write_pending()?;
         let count = self.index;
         let mut root = RootHasher::new(&self.header, count, self.length);
         for h in &self.hashes {
@@ -182,19 +245,28 @@ impl<W: Write> Write for Encryptor<W> {
     fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
         let total = data.len();
         let slot = self.slot_len();
-        let slots_max = self.batch.len() / slot;
+        let slots_max = self.slots_max();
+        let whole = slots_max * self.chunk_size;
         while !data.is_empty() {
+            if self.slots == 0 && self.fill == 0 && data.len() > whole {
+                // A whole batch, and more data after it: seal it straight from the caller's
+                // buffer, each chunk copied by the thread that seals it.
+                self.slots = slots_max;
+                self.seal_batch(None, Some(&data[..whole]))?;
+                data = &data[whole..];
+                continue;
+            }
             if self.fill == self.chunk_size {
                 // The slot is full and more data follows: it is not the final chunk.
                 self.slots += 1;
                 self.fill = 0;
                 if self.slots == slots_max {
-                    self.seal_batch(None)?;
+                    self.seal_batch(None, None)?;
                 }
             }
             let take = (self.chunk_size - self.fill).min(data.len());
             let at = self.slots * slot + self.fill;
-            self.batch[at..at + take].copy_from_slice(&data[..take]);
+            self.bufs[self.cur][at..at + take].copy_from_slice(&data[..take]);
             self.fill += take;
             data = &data[take..];
         }
@@ -202,7 +274,20 @@ impl<W: Write> Write for Encryptor<W> {
         Ok(total)
     }
 
+    /// Writes out what is sealed and flushes the output. Plaintext of chunks not yet sealed
+    /// stays buffered: a chunk is sealed once it is known whether it is the final one.
     fn flush(&mut self) -> io::Result<()> {
+        self.write_pending()?;
         self.out.flush()
+    }
+}
+
+/// One `read` that retries on interruption; 0 only at the end of the input.
+fn read_some<R: Read>(input: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match input.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r,
+        }
     }
 }

@@ -1,0 +1,103 @@
+//! A batch of chunks worked on by the calling thread and one helper thread, while the calling
+//! thread also does the IO of the neighbouring batches (STREAM chunks are independent).
+
+use std::io::{self, IoSlice, Write};
+use std::sync::{Mutex, PoisonError};
+
+/// Runs `work(i, slot)` over every slot of `buf` (`slot` bytes each, the last one possibly
+/// shorter). A helper thread starts on the slots at once; the calling thread first runs
+/// `io` (writing the previous batch, reading the next one) and then takes slots too. Both
+/// take slots from one queue, so neither idles while slots are left, whichever finishes its
+/// part first. Returns the results in slot order, and what `io` returned.
+pub(crate) fn share<T: Send, U>(
+    buf: &mut [u8],
+    slot: usize,
+    work: impl Fn(usize, &mut [u8]) -> T + Sync,
+    io: impl FnOnce() -> U,
+) -> (Vec<T>, U) {
+    if buf.len() <= slot {
+        let u = io();
+        return (buf.chunks_mut(slot).enumerate().map(|(i, s)| work(i, s)).collect(), u);
+    }
+    let queue = Mutex::new(buf.chunks_mut(slot).enumerate());
+    let run = || {
+        let mut done = Vec::new();
+        loop {
+            // A statement of its own, so the lock is released before the work (a `while let`
+            // would hold it through the loop body).
+            let next = queue.lock().unwrap_or_else(PoisonError::into_inner).next();
+            let Some((i, s)) = next else { return done };
+            done.push((i, work(i, s)));
+        }
+    };
+    let (mut all, theirs, u) = std::thread::scope(|sc| {
+        let helper = sc.spawn(run);
+        let u = io();
+        let mine = run();
+        (mine, helper.join().expect("a batch worker does not panic"), u)
+    });
+    all.extend(theirs);
+    all.sort_unstable_by_key(|(i, _)| *i);
+    (all.into_iter().map(|(_, t)| t).collect(), u)
+}
+
+/// Writes every slice in order, in as few calls as `out` allows (one `writev` for a file).
+pub(crate) fn write_all_vectored(out: &mut impl Write, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match out.write_vectored(bufs) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_slot_once_in_order_with_io_in_between() {
+        for len in [0usize, 1, 7, 8, 9, 64, 1000] {
+            let mut buf: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let (sums, io) = share(
+                &mut buf,
+                8,
+                |i, s| {
+                    s.iter_mut().for_each(|b| *b = b.wrapping_add(1));
+                    (i, s.len())
+                },
+                || 42,
+            );
+            assert_eq!(io, 42);
+            let expect: Vec<(usize, usize)> = (0..len.div_ceil(8)).map(|i| (i, (len - i * 8).min(8))).collect();
+            assert_eq!(sums, expect, "len {len}");
+            assert!(buf.iter().enumerate().all(|(i, b)| *b == (i as u8).wrapping_add(1)), "len {len}");
+        }
+    }
+
+    /// A writer that takes at most 5 bytes per call: the loop must resume mid-slice.
+    struct Trickle(Vec<u8>);
+    impl Write for Trickle {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            let n = b.len().min(5);
+            self.0.extend_from_slice(&b[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn vectored_write_resumes_after_short_writes() {
+        let parts: [&[u8]; 4] = [b"abcdefg", b"", b"hij", b"klmnopqrstu"];
+        let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        let mut out = Trickle(Vec::new());
+        write_all_vectored(&mut out, &mut slices).expect("written");
+        assert_eq!(out.0, b"abcdefghijklmnopqrstu");
+    }
+}
