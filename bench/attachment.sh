@@ -4,7 +4,7 @@
 #    library (aws-lc-rs) on the same bytes;
 #  - file to file on tmpfs: fieldvault's format and the `age` CLI (Debian package) on the
 #    same 1 GiB file, with peak RSS (GNU time), and a plain `dd` copy as the floor; a
-#    warm-up round, then FV_BENCH_ROUNDS rounds (3 by default), medians reported.
+#    warm-up round, then FV_BENCH_ROUNDS rounds (5 by default), medians reported.
 # Prints `figure NAME VALUE UNIT`. Installs `age` and `time` if missing (Debian).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +35,7 @@ recipient=$(age-keygen -y "$dir/key")
 # first round only warms up; the medians of the rest are reported, peak RSS the largest.
 # A plain `dd` copy of the same bytes is the floor for any file-to-file tool here.
 run() { /usr/bin/time -f '%e %M' -o "$dir/time" "$@" >/dev/null; cat "$dir/time"; }
-rounds=${FV_BENCH_ROUNDS:-3}
+rounds=${FV_BENCH_ROUNDS:-5}
 : > "$dir/times"
 for round in $(seq 0 "$rounds"); do
   tag=$([ "$round" -eq 0 ] && echo warmup || echo round)
