@@ -1,6 +1,7 @@
 //! The same document workload on SQLCipher (the vault's settings) and on plain SQLite (the
-//! same code and pragmas, no key), in one run. Prints `figure NAME VALUE UNIT` lines; ratios
-//! are SQLCipher's time over plain SQLite's (1.00x = free).
+//! same code and pragmas, no key), in one run, the two sides in alternating blocks. Prints
+//! `figure NAME VALUE UNIT` lines; ratios are SQLCipher's time over plain SQLite's (1.00x =
+//! free).
 //!
 //! Run through `bench/database.sh`. FV_BENCH_DOCS sets the document count (default 100000).
 
@@ -16,8 +17,13 @@ use zeroize::Zeroizing;
 
 /// A deterministic ~1 KiB document.
 fn doc(i: u64) -> Map<String, Value> {
+    doc_sized(i, 940)
+}
+
+/// A deterministic document with a `payload` string of `len` hex characters.
+fn doc_sized(i: u64, len: usize) -> Map<String, Value> {
     let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let payload: String = (0..118)
+    let payload: String = (0..len.div_ceil(8))
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
@@ -27,7 +33,7 @@ fn doc(i: u64) -> Map<String, Value> {
         .collect::<Vec<_>>()
         .join("")
         .chars()
-        .take(940)
+        .take(len)
         .collect();
     json!({"i": i, "site": format!("site-{}", i % 97), "payload": payload}).as_object().cloned().expect("object")
 }
@@ -57,48 +63,105 @@ fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) + std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
 }
 
-fn workload(dir: &Path, key: Option<&DataKey>, n: u64, reads: u64, cold_reads: u64, commits: u64) -> Figures {
-    let path = dir.join("bench.db");
-    let mut db = BenchDb::open(&path, key).expect("open");
-    let t = Instant::now();
+/// Runs `f` on each side in turn and adds its time to that side's total: the two sides of
+/// every figure are measured in alternating blocks a fraction of a second apart, so the
+/// drift of this machine's speed (up to 2x within a minute) falls on both alike.
+fn alternate<T>(sides: &mut [T; 2], totals: &mut [Duration; 2], mut f: impl FnMut(usize, &mut T)) {
+    for (s, side) in sides.iter_mut().enumerate() {
+        let t = Instant::now();
+        f(s, side);
+        totals[s] += t.elapsed();
+    }
+}
+
+/// The workload on plain SQLite (side 0) and SQLCipher (side 1), block by block.
+fn workload(dirs: [&Path; 2], key: &DataKey, n: u64, reads: u64, cold_reads: u64, commits: u64) -> [Figures; 2] {
+    let keys = [None, Some(key)];
+    let paths = dirs.map(|d| d.join("bench.db"));
+    let mut dbs = [0, 1].map(|s| BenchDb::open(&paths[s], keys[s]).expect("open"));
+    let mut t = [Duration::ZERO; 2];
     for batch in 0..n / 1000 {
-        let rows = (batch * 1000..(batch + 1) * 1000).map(|i| (id(i), doc(i)));
-        db.documents().put_many("bench", rows).expect("insert batch");
+        alternate(&mut dbs, &mut t, |_, db| {
+            let rows = (batch * 1000..(batch + 1) * 1000).map(|i| (id(i), doc(i)));
+            db.documents().put_many("bench", rows).expect("insert batch");
+        });
     }
-    let insert = t.elapsed();
+    let insert = t;
 
-    let mut rng = Lcg(7);
-    let docs = db.documents();
-    let t = Instant::now();
-    for _ in 0..reads {
-        let d = docs.get("bench", &id(rng.next(n))).expect("read").expect("present");
-        std::hint::black_box(d);
+    // The same random ids on both sides, 1000 per block.
+    let mut t = [Duration::ZERO; 2];
+    for block in 0..reads.div_ceil(1000) {
+        alternate(&mut dbs, &mut t, |_, db| {
+            let mut rng = Lcg(7 + block);
+            let docs = db.documents();
+            for _ in 0..1000.min(reads - block * 1000) {
+                let d = docs.get("bench", &id(rng.next(n))).expect("read").expect("present");
+                std::hint::black_box(d);
+            }
+        });
     }
-    let warm = t.elapsed();
+    let warm = t;
 
-    let t = Instant::now();
-    let all = docs.list("bench", None, None).expect("list");
-    assert_eq!(all.documents.len() as u64, n);
-    let list = t.elapsed();
-    drop(all);
-    drop(db);
-
-    let t = Instant::now();
-    for _ in 0..cold_reads {
-        let mut db = BenchDb::open(&path, key).expect("open");
-        std::hint::black_box(db.documents().get("bench", &id(rng.next(n))).expect("read"));
+    let mut t = [Duration::ZERO; 2];
+    for _ in 0..3 {
+        alternate(&mut dbs, &mut t, |_, db| {
+            let all = db.documents().list("bench", None, None).expect("list");
+            assert_eq!(all.documents.len() as u64, n);
+        });
     }
-    let cold = t.elapsed();
+    let list = t.map(|d| d / 3);
+    drop(dbs);
 
-    let small = dir.join("commits.db");
+    // Each read on a fresh connection (open, key, first read), 50 per block.
+    let mut t = [Duration::ZERO; 2];
+    for block in 0..cold_reads.div_ceil(50) {
+        alternate(&mut [0usize, 1], &mut t, |_, s| {
+            let mut rng = Lcg(1000 + block);
+            for _ in 0..50.min(cold_reads - block * 50) {
+                let mut db = BenchDb::open(&paths[*s], keys[*s]).expect("open");
+                std::hint::black_box(db.documents().get("bench", &id(rng.next(n))).expect("read"));
+            }
+        });
+    }
+    let cold = t;
+
+    let small = dirs.map(|d| d.join("commits.db"));
     {
-        let mut db = BenchDb::open(&small, key).expect("open");
-        let mut docs = db.documents();
+        let mut dbs = [0, 1].map(|s| BenchDb::open(&small[s], keys[s]).expect("open"));
         for i in 0..commits {
-            docs.put("single", &id(i), doc(i)).expect("put");
+            for db in &mut dbs {
+                db.documents().put("single", &id(i), doc(i)).expect("put");
+            }
         }
     }
-    Figures { insert, warm, cold, list, size: file_size(&small) }
+    [0, 1].map(|s| Figures {
+        insert: insert[s],
+        warm: warm[s],
+        cold: cold[s],
+        list: list[s],
+        size: file_size(&small[s]),
+    })
+}
+
+/// File size, SQLCipher over plain, of 3000 documents of each payload size (numbered from
+/// 10000, so `i` has five digits as in most of the 30k-commit workload), inserted in batches
+/// of 500: how the 48 bytes each encrypted page reserves (IV and HMAC) fall against the
+/// number of rows that fit a page.
+fn size_sweep(dirs: [&Path; 2], key: &DataKey) -> Vec<(usize, f64)> {
+    [100, 200, 500, 940, 1500, 2000, 3000, 4000, 6000]
+        .into_iter()
+        .map(|len| {
+            let paths = dirs.map(|d| d.join(format!("sweep-{len}.db")));
+            for (s, k) in [None, Some(key)].into_iter().enumerate() {
+                let mut db = BenchDb::open(&paths[s], k).expect("open");
+                for batch in 0..6 {
+                    let rows = (10_000 + batch * 500..10_000 + (batch + 1) * 500).map(|i| (id(i), doc_sized(i, len)));
+                    db.documents().put_many("bench", rows).expect("insert batch");
+                }
+            }
+            (len, file_size(&paths[1]) as f64 / file_size(&paths[0]) as f64)
+        })
+        .collect()
 }
 
 fn unlock_to_first_read_ms() -> f64 {
@@ -140,34 +203,7 @@ fn main() {
     let (pdir, edir) = (tmp.path().join("plain"), tmp.path().join("sqlcipher"));
     std::fs::create_dir_all(&pdir).expect("mkdir");
     std::fs::create_dir_all(&edir).expect("mkdir");
-    // Interleave: plain, encrypted, and again, keeping the faster of each pair of runs.
-    let mut best: [Option<Figures>; 2] = [None, None];
-    for round in 0..2 {
-        for (slot, (dir, key)) in [(&pdir, None), (&edir, Some(&key))].into_iter().enumerate() {
-            let _ = std::fs::remove_dir_all(dir);
-            std::fs::create_dir_all(dir).expect("mkdir");
-            let f = workload(dir, key, n, reads, cold_reads, commits);
-            eprintln!(
-                "round {round} {}: insert {:?} warm {:?} cold {:?} list {:?}",
-                ["plain", "sqlcipher"][slot],
-                f.insert,
-                f.warm,
-                f.cold,
-                f.list
-            );
-            best[slot] = Some(match best[slot].take() {
-                None => f,
-                Some(b) => Figures {
-                    insert: b.insert.min(f.insert),
-                    warm: b.warm.min(f.warm),
-                    cold: b.cold.min(f.cold),
-                    list: b.list.min(f.list),
-                    size: f.size,
-                },
-            });
-        }
-    }
-    let [Some(p), Some(e)] = best else { unreachable!("both ran") };
+    let [p, e] = workload([&pdir, &edir], &key, n, reads, cold_reads, commits);
     let per_s = |count: u64, d: Duration| count as f64 / d.as_secs_f64();
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     figure("db_docs", n as f64, "docs");
@@ -186,5 +222,8 @@ fn main() {
     figure("db_size_plain", p.size as f64 / 1048576.0, "MiB");
     figure("db_size_sqlcipher", e.size as f64 / 1048576.0, "MiB");
     figure("db_size_ratio", e.size as f64 / p.size as f64, "x");
+    for (len, ratio) in size_sweep([&pdir, &edir], &key) {
+        figure(&format!("db_size_ratio_payload_{len}"), ratio, "x");
+    }
     figure("unlock_to_first_read", unlock_to_first_read_ms(), "ms");
 }

@@ -160,9 +160,12 @@ fn a_plaintext_database_is_refused() {
     }
     // Private, so that the plaintext check (not the permission check) is what refuses it.
     fs::set_permissions(f.db(), std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    let before = fs::read(f.db()).expect("read");
     let mut v = f.unlock();
     let err = v.documents(&alice()).err().expect("refused");
     assert!(matches!(err, Error::PlaintextDatabase { .. }), "{err:?}");
+    // Refused by the failed first read, which changes nothing on disk.
+    assert!(fs::read(f.db()).expect("read") == before, "the plaintext file was changed");
 }
 
 #[test]
