@@ -32,7 +32,8 @@ pub(crate) const BATCH: usize = 64;
 /// Encrypts a stream into the attachment format. Write plaintext into it (it implements
 /// [`Write`]) or let it read a source ([`Encryptor::read_from`]), then call
 /// [`Encryptor::finish`]: without it the file has no final chunk and no manifest, and every
-/// reader refuses it as truncated.
+/// reader refuses it as truncated. After an error the output is incomplete and the
+/// encryptor's state undefined: drop it (and the output) rather than write more.
 pub struct Encryptor<W: Write> {
     out: W,
     header: Vec<u8>,
