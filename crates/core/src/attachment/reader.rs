@@ -224,11 +224,12 @@ impl<R: Read + Seek> Decryptor<R> {
         let mut root = RootHasher::new(&l.header_bytes, count, l.length);
         let (key, aad, header) = (&self.keys.chunk, &l.header_bytes[..], &l.header);
         let file = &mut self.file;
-        // Batch `first` (of `n` chunks, `bytes` long) into `to`: its chunks and their hashes.
+        // The batch that starts at chunk `first`: its chunk count and its length in bytes.
         let span = |first: u64| {
             let n = (count - first).min(per_batch);
             (n, (first..first + n).map(|i| l.chunk_len(i) + TAG_LEN).sum::<usize>())
         };
+        // Reads that batch's chunks and their manifest hashes into `to`, one read each.
         let read = |file: &mut R, first: u64, to: &mut (Vec<u8>, Vec<u8>)| -> Result<(), Error> {
             let (n, bytes) = span(first);
             read_at(file, l.chunk_offset(first), &mut to.0[..bytes], "attachment chunk")?;
