@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Attachment stream throughput beside its baselines, in one run:
-#  - memory to sink: encrypt and decrypt 1 GiB, and the raw one-shot AES-256-GCM of the same
-#    library (aws-lc-rs) on the same bytes;
+#  - memory to sink: encrypt and decrypt 1 GiB, the raw one-shot AES-256-GCM of the same
+#    library (aws-lc-rs) on the same bytes, and the format's crypto alone (the ceiling);
 #  - file to file on tmpfs: fieldvault's format and the `age` CLI (Debian package) on the
 #    same 1 GiB file, with peak RSS (GNU time), and a plain `dd` copy as the floor; a
 #    warm-up round, then FV_BENCH_ROUNDS rounds (5 by default), medians reported.
