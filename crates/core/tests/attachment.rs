@@ -197,16 +197,18 @@ fn the_tamper_matrix_fails_precisely_and_releases_no_plaintext() {
 /// Chunks per batch at this chunk size (the encryptor's and decryptor's unit of work).
 const BATCH_CHUNKS: usize = 64;
 
-/// A reader that hands out at most `step` bytes per call; a vectored read fills only its
-/// first buffer (the default `read_vectored`).
-struct Trickle<'a> {
+/// A reader whose reads return at most the sizes in `steps`, in turn; a vectored read fills
+/// only its first buffer (the default `read_vectored`).
+struct Pieces<'a> {
     data: &'a [u8],
-    step: usize,
+    steps: &'a [usize],
+    k: usize,
 }
 
-impl std::io::Read for Trickle<'_> {
+impl std::io::Read for Pieces<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = buf.len().min(self.step).min(self.data.len());
+        let n = buf.len().min(self.steps[self.k % self.steps.len()]).min(self.data.len());
+        self.k += 1;
         buf[..n].copy_from_slice(&self.data[..n]);
         self.data = &self.data[n..];
         Ok(n)
@@ -225,14 +227,14 @@ fn every_way_of_feeding_the_encryptor_writes_the_same_bytes() {
         let mut e = start();
         e.write_all(&plain).expect("write");
         assert!(done(e) == reference, "one write, len {len}");
-        // Read from a source: a slice fills a whole batch per vectored read; a trickle
-        // hands out pieces that end inside chunks or on their boundaries.
+        // Read from a source: a slice fills a whole batch per vectored read; a reader of
+        // small pieces hands out pieces that end inside chunks or on their boundaries.
         let mut e = start();
         assert_eq!(e.read_from(&plain[..]).expect("read"), len as u64);
         assert!(done(e) == reference, "read_from, len {len}");
         for step in [1000, CS] {
             let mut e = start();
-            let n = e.read_from(Trickle { data: &plain, step }).expect("read");
+            let n = e.read_from(Pieces { data: &plain, steps: &[step], k: 0 }).expect("read");
             assert_eq!(n, len as u64);
             assert!(done(e) == reference, "read_from step {step}, len {len}");
         }
@@ -344,6 +346,25 @@ mod properties {
             d.decrypt_to(&mut out).expect("decrypt");
             prop_assert_eq!(out, plain);
             prop_assert!(check_without_key(Cursor::new(&file)).is_ok());
+        }
+
+        /// A source read in pieces of any sizes (a reader may return less than asked, and
+        /// the last piece of a batch may end anywhere) encrypts to the same bytes as one
+        /// write of the whole plaintext.
+        #[test]
+        fn reading_a_source_in_any_pieces_writes_the_same_bytes(
+            len in prop_oneof![0usize..3 * CS, (BATCH_CHUNKS * CS - 2 * CS)..(2 * BATCH_CHUNKS * CS + 2 * CS)],
+            steps in proptest::collection::vec(1usize..3 * CS, 1..6),
+            seed in any::<u64>(),
+        ) {
+            let plain = data(len, seed);
+            let start = || Encryptor::new(Vec::new(), &cek(8), header(8, Algorithm::Aes256Gcm)).expect("header");
+            let mut whole = start();
+            whole.write_all(&plain).expect("write");
+            let mut e = start();
+            let mut reader = Pieces { data: &plain, steps: &steps, k: 0 };
+            prop_assert_eq!(e.read_from(&mut reader).expect("read"), len as u64);
+            prop_assert!(e.finish().expect("finish").0 == whole.finish().expect("finish").0);
         }
 
         /// Any single flipped bit anywhere in the file is refused, and never yields output
