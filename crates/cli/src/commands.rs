@@ -272,7 +272,7 @@ fn wipe(g: &Global, dir: &Path, account: Option<&str>, yes: bool) -> Result<()> 
 
 fn verify(g: &Global, dir: &Path) -> Result<()> {
     let mut v = unlock(g, dir)?;
-    let bar = progress_bar(g, 0, "checking attachments");
+    let bar = progress_bar(g, "verifying", "attachments");
     let report = v.verify_with_progress(&mut |done, total| {
         bar.set_length(total);
         bar.set_position(done);
@@ -360,18 +360,24 @@ fn delete(g: &Global, dir: &Path, collection: &str, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// A progress bar on a terminal; hidden in `--json` mode or when stderr is not a terminal.
-fn progress_bar(g: &Global, total: u64, what: &str) -> indicatif::ProgressBar {
+/// A progress bar counting `unit`s on a terminal; hidden in `--json` mode or when stderr
+/// is not a terminal.
+fn progress_bar(g: &Global, what: &str, unit: &str) -> indicatif::ProgressBar {
+    styled_bar(g, what, &format!("{{msg}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{eta}})"))
+}
+
+/// A progress bar counting bytes, hidden like [`progress_bar`].
+fn bytes_bar(g: &Global, what: &str) -> indicatif::ProgressBar {
+    styled_bar(g, what, "{msg} [{bar:40}] {bytes}/{total_bytes} ({binary_bytes_per_sec}, {eta})")
+}
+
+fn styled_bar(g: &Global, what: &str, template: &str) -> indicatif::ProgressBar {
     use std::io::IsTerminal;
     if g.json || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
-    let bar = indicatif::ProgressBar::new(total);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} rows ({eta})")
-            .expect("a valid template")
-            .progress_chars("=> "),
-    );
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(indicatif::ProgressStyle::with_template(template).expect("a valid template").progress_chars("=> "));
     bar.set_message(what.to_owned());
     bar
 }
@@ -379,7 +385,7 @@ fn progress_bar(g: &Global, total: u64, what: &str) -> indicatif::ProgressBar {
 fn migrate(g: &Global, dir: &Path, from: &Path) -> Result<()> {
     let account = account(g)?;
     let mut v = unlock(g, dir)?;
-    let bar = progress_bar(g, 0, "importing");
+    let bar = progress_bar(g, "importing", "rows");
     let m = v.migrate_from(&account, from, |done, total| {
         bar.set_length(total);
         bar.set_position(done);
@@ -419,9 +425,12 @@ fn attachment_json(a: &fieldvault_client::Attachment) -> Value {
 fn attach(g: &Global, dir: &Path, collection: &str, id: &str, file: &Path) -> Result<()> {
     let account = account(g)?;
     let mut v = unlock(g, dir)?;
-    let spin = spinner(g, "encrypting");
-    let a = v.attach(&account, collection, id, file);
-    spin.finish_and_clear();
+    let bar = bytes_bar(g, "encrypting");
+    let a = v.attach_with_progress(&account, collection, id, file, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
     let a = a?;
     emit(g, attachment_json(&a), || a.id.clone());
     Ok(())
@@ -430,9 +439,12 @@ fn attach(g: &Global, dir: &Path, collection: &str, id: &str, file: &Path) -> Re
 fn attachment_get(g: &Global, dir: &Path, att_id: &str, out: &Path) -> Result<()> {
     let account = account(g)?;
     let mut v = unlock(g, dir)?;
-    let spin = spinner(g, "decrypting");
-    let a = v.attachment_get(&account, att_id, out);
-    spin.finish_and_clear();
+    let bar = bytes_bar(g, "decrypting");
+    let a = v.attachment_get_with_progress(&account, att_id, out, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
     let a = a?;
     emit(g, json!({ "attachment": attachment_json(&a), "out": out.display().to_string() }), || {
         format!("wrote {} bytes to {}", a.size, out.display())

@@ -8,6 +8,7 @@
 //! output, which is renamed into place only after the last chunk authenticates.
 
 use std::fs::{self, File, OpenOptions};
+use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -60,6 +61,52 @@ fn parse_id(id: &str) -> Result<[u8; 16], Error> {
 
 pub(crate) fn file_path(files: &Path, id: &str) -> PathBuf {
     files.join(format!("{id}{FILE_SUFFIX}"))
+}
+
+/// A reader or writer that reports the bytes through it to `progress(done, total)`,
+/// passing vectored calls through whole (the attachment stream reads and writes a batch in
+/// one vectored call).
+struct Counted<'p, T> {
+    inner: T,
+    done: u64,
+    total: u64,
+    progress: &'p mut dyn FnMut(u64, u64),
+}
+
+impl<T> Counted<'_, T> {
+    fn count(&mut self, n: usize) -> usize {
+        self.done += n as u64;
+        (self.progress)(self.done, self.total);
+        n
+    }
+}
+
+impl<T: Read> Read for Counted<'_, T> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        Ok(self.count(n))
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> std::io::Result<usize> {
+        let n = self.inner.read_vectored(bufs)?;
+        Ok(self.count(n))
+    }
+}
+
+impl<T: Write> Write for Counted<'_, T> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        Ok(self.count(n))
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        let n = self.inner.write_vectored(bufs)?;
+        Ok(self.count(n))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
@@ -151,6 +198,21 @@ impl Unlocked {
         doc_id: &str,
         source: &Path,
     ) -> Result<Attachment, Error> {
+        self.attach_with_progress(account, collection, doc_id, source, &mut |_, _| {})
+    }
+
+    /// [`Unlocked::attach`], calling `progress(bytes_read, total)` as the source is read.
+    ///
+    /// # Errors
+    /// As [`Unlocked::attach`].
+    pub fn attach_with_progress(
+        &mut self,
+        account: &AccountName,
+        collection: &str,
+        doc_id: &str,
+        source: &Path,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Attachment, Error> {
         let docs = self.documents(account)?;
         if docs.db.memory.contains(collection) {
             return Err(Error::InvalidAttachment(format!(
@@ -189,7 +251,8 @@ impl Unlocked {
         // docs/performance.md).
         let input = File::open(source).map_err(io("open", source))?;
         let mut enc = Encryptor::new(file, &cek, header).map_err(io("write", &tmp.path))?;
-        enc.read_from(input).map_err(io("encrypt", &tmp.path))?;
+        enc.read_from(Counted { inner: input, done: 0, total: meta.len(), progress })
+            .map_err(io("encrypt", &tmp.path))?;
         let (file, written) = enc.finish().map_err(io("write", &tmp.path))?;
         file.sync_all().map_err(io("fsync", &tmp.path))?;
         drop(file);
@@ -276,6 +339,21 @@ impl Unlocked {
     /// chunk, a truncated file, the file of another attachment); I/O errors for an output
     /// directory that does not exist. On failure no output file is left.
     pub fn attachment_get(&mut self, account: &AccountName, id: &str, out: &Path) -> Result<Attachment, Error> {
+        self.attachment_get_with_progress(account, id, out, &mut |_, _| {})
+    }
+
+    /// [`Unlocked::attachment_get`], calling `progress(bytes_written, total)` as verified
+    /// plaintext is written.
+    ///
+    /// # Errors
+    /// As [`Unlocked::attachment_get`].
+    pub fn attachment_get_with_progress(
+        &mut self,
+        account: &AccountName,
+        id: &str,
+        out: &Path,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Attachment, Error> {
         let id_bytes = parse_id(id)?;
         let (info, wrapped) = self.row(account, id)?;
         let cek = self.content_key(account, &info, &wrapped)?;
@@ -296,8 +374,10 @@ impl Unlocked {
         }
         let (mut tmp, file) = TempFile::create(out)?;
         // The decryptor writes each checked batch's plaintext in one call: no buffer needed.
-        let mut file = file;
-        dec.decrypt_to(&mut file).map_err(fail)?;
+        let total = dec.len();
+        let mut counted = Counted { inner: file, done: 0, total, progress };
+        dec.decrypt_to(&mut counted).map_err(fail)?;
+        let file = counted.inner;
         file.sync_all().map_err(io("fsync", &tmp.path))?;
         drop(file);
         self.vault.disk.rename(&tmp.path, out)?;

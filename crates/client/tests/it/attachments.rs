@@ -128,6 +128,32 @@ fn a_tampered_or_swapped_file_fails_and_no_output_appears_or_changes() {
 }
 
 #[test]
+fn attach_and_get_report_progress_up_to_the_size() {
+    let f = fixture();
+    let mut v = f.unlock();
+    // Three 4 MiB batches and a part: progress arrives batch by batch, not all at the end.
+    let bytes = data(13 << 20);
+    let src = f.source("big", &bytes);
+    let mut seen = Vec::new();
+    let a = v
+        .attach_with_progress(&alice(), "visits", "v1", &src, &mut |done, total| seen.push((done, total)))
+        .expect("attach");
+    let len = bytes.len() as u64;
+    assert!(seen.len() >= 4, "{} reports", seen.len());
+    assert!(seen.iter().all(|&(_, total)| total == len));
+    assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "never goes back");
+    assert_eq!(seen.last().map(|s| s.0), Some(len));
+    let out = f.tmp.path().join("big.out");
+    let mut seen = Vec::new();
+    v.attachment_get_with_progress(&alice(), &a.id, &out, &mut |done, total| seen.push((done, total))).expect("get");
+    assert!(seen.len() >= 4, "{} reports", seen.len());
+    assert!(seen.iter().all(|&(_, total)| total == len));
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "every report is new bytes");
+    assert_eq!(seen.last().map(|s| s.0), Some(len));
+    assert!(fs::read(&out).expect("read") == bytes);
+}
+
+#[test]
 fn deleting_a_document_deletes_its_attachments() {
     let f = fixture();
     let mut v = f.unlock();
