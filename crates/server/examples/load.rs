@@ -49,7 +49,7 @@ use fieldvault_core::protocol::sync::{
 use fieldvault_server::auth::{Password, Passwords};
 use fieldvault_server::seal::Purpose;
 use fieldvault_server::{
-    App, Config, KeyDir, PgStore, PushBatch, PushOutcome, Server, SqliteStore, Store, accounts, router, system_clock,
+    App, Config, KeyDir, PgStore, PushOutcome, Server, SqliteStore, Store, accounts, router, system_clock,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -719,18 +719,7 @@ async fn push_parts(app: &Arc<App>, clients: &[Client], name: &str, settings: &S
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let now = unix_now();
-                let outcome = app
-                    .store
-                    .push(PushBatch {
-                        user,
-                        device_id,
-                        device_seq: 1 << 40,
-                        ops,
-                        expired_before: now.saturating_sub(app.config.idempotency_retention()),
-                        rules: app.rules.clone(),
-                        now,
-                    })
-                    .await?;
+                let outcome = app.store.push(app.push_batch(user, device_id, 1 << 40, ops, now)).await?;
                 match outcome {
                     PushOutcome::Results(r) if r.iter().all(|r| r.status == OpStatus::Applied) => Ok(()),
                     other => bail!("a direct store push answered {other:?}"),

@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use fieldvault_core::protocol::sync::CursorKey;
+use fieldvault_core::protocol::sync::{CheckedOp, CursorKey};
 use fieldvault_core::protocol::{TokenSigner, TokenVerifier};
 use fieldvault_core::rules::Rules;
 use serde::de::DeserializeOwned;
@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use crate::auth::Passwords;
 use crate::problem::ApiError;
 use crate::seal::Sealer;
-use crate::storage::Store;
+use crate::storage::{PushBatch, Store};
 
 /// "Now" in Unix seconds. A function, so tests can run the server at another time.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -177,6 +177,27 @@ impl App {
     /// Now, by this server's clock.
     pub fn now(&self) -> u64 {
         (self.clock)()
+    }
+
+    /// A push of `ops` by `user`'s device as the store runs it at `now`: under the rules in
+    /// force, with ops whose keys predate the idempotency retention expired.
+    pub fn push_batch(
+        &self,
+        user: String,
+        device_id: String,
+        device_seq: u64,
+        ops: Vec<CheckedOp>,
+        now: u64,
+    ) -> PushBatch {
+        PushBatch {
+            user,
+            device_id,
+            device_seq,
+            ops,
+            expired_before: now.saturating_sub(self.config.idempotency_retention()),
+            rules: self.rules.clone(),
+            now,
+        }
     }
 }
 

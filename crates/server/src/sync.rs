@@ -18,7 +18,7 @@ use fieldvault_core::protocol::sync::{
 use crate::app::{App, JsonBody};
 use crate::problem::ApiError;
 use crate::signed::SignedSession;
-use crate::storage::{PullBatch, PullOutcome, PushBatch, PushOutcome};
+use crate::storage::{PullBatch, PullOutcome, PushOutcome};
 
 fn rollback() -> ApiError {
     ApiError::new(
@@ -67,18 +67,8 @@ pub async fn push(
     let _claimed =
         app.in_flight.claim(&user, ops.iter().map(|o| o.op.idempotency_key.as_str())).ok_or_else(key_in_use)?;
     let now = app.now();
-    let outcome = app
-        .store
-        .push(PushBatch {
-            user,
-            device_id: signed.session.device_id.clone(),
-            device_seq: req.device_seq,
-            ops,
-            expired_before: now.saturating_sub(app.config.idempotency_retention()),
-            rules: app.rules.clone(),
-            now,
-        })
-        .await?;
+    let batch = app.push_batch(user, signed.session.device_id.clone(), req.device_seq, ops, now);
+    let outcome = app.store.push(batch).await?;
     match outcome {
         PushOutcome::Results(results) => Ok(no_store(Json(PushResponse { results }).into_response())),
         PushOutcome::RollbackDetected => Err(rollback()),

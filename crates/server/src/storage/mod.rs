@@ -46,6 +46,26 @@ pub enum StoreError {
     },
 }
 
+/// A user's roles and attributes as both backends store them: JSON text.
+pub(crate) fn encode_access(
+    roles: &[String],
+    attributes: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(String, String), StoreError> {
+    let text = |r: serde_json::Result<String>| r.map_err(|e| StoreError::Backend(format!("encoding access: {e}")));
+    Ok((text(serde_json::to_string(roles))?, text(serde_json::to_string(attributes))?))
+}
+
+/// Reads back what [`encode_access`] stored. The error names the column, never its content.
+pub(crate) fn decode_access(
+    roles: &str,
+    attributes: &str,
+) -> Result<(Vec<String>, serde_json::Map<String, serde_json::Value>), StoreError> {
+    let roles = serde_json::from_str(roles).map_err(|_| StoreError::Backend("corrupt roles".to_owned()))?;
+    let attributes =
+        serde_json::from_str(attributes).map_err(|_| StoreError::Backend("corrupt attributes".to_owned()))?;
+    Ok((roles, attributes))
+}
+
 /// A user account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {

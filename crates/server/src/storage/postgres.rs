@@ -26,7 +26,7 @@ use fieldvault_core::protocol::sync::StoredDoc;
 use super::{
     AttachmentRecord, DeviceRecord, LeaseRecord, LoginFailures, NewDirective, NewSession, PullBatch, PullOutcome,
     PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord, attachments_postgres,
-    sync_postgres,
+    decode_access, encode_access, sync_postgres,
 };
 
 /// The newest schema version this build knows.
@@ -280,8 +280,7 @@ async fn revoke_user_in(conn: &mut PgConnection, user: &str, now: i64) -> Result
 #[async_trait]
 impl Store for PgStore {
     async fn add_user(&self, user: &UserRecord, now: u64) -> Result<(), StoreError> {
-        let roles = serde_json::to_string(&user.roles).map_err(|e| StoreError::Backend(e.to_string()))?;
-        let attributes = serde_json::to_string(&user.attributes).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let (roles, attributes) = encode_access(&user.roles, &user.attributes)?;
         let result = sqlx::query(
             "INSERT INTO users (name, password_hash, roles, disabled, created_at, attributes)
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -308,11 +307,10 @@ impl Store for PgStore {
             .await
             .map_err(backend)?;
         let Some(row) = row else { return Ok(None) };
-        let roles: String = row.try_get("roles").map_err(backend)?;
-        let roles = serde_json::from_str(&roles).map_err(|_| StoreError::Backend("corrupt roles".to_owned()))?;
-        let attributes: String = row.try_get("attributes").map_err(backend)?;
-        let attributes =
-            serde_json::from_str(&attributes).map_err(|_| StoreError::Backend("corrupt attributes".to_owned()))?;
+        let (roles, attributes) = decode_access(
+            &row.try_get::<String, _>("roles").map_err(backend)?,
+            &row.try_get::<String, _>("attributes").map_err(backend)?,
+        )?;
         Ok(Some(UserRecord {
             attributes,
             name: row.try_get("name").map_err(backend)?,
@@ -625,8 +623,7 @@ impl Store for PgStore {
         roles: &[String],
         attributes: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<bool, StoreError> {
-        let roles = serde_json::to_string(roles).map_err(|e| StoreError::Backend(e.to_string()))?;
-        let attributes = serde_json::to_string(attributes).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let (roles, attributes) = encode_access(roles, attributes)?;
         let r = sqlx::query("UPDATE users SET roles = $2, attributes = $3 WHERE name = $1")
             .bind(name)
             .bind(roles)

@@ -16,7 +16,7 @@ use fieldvault_core::protocol::sync::StoredDoc;
 use super::{
     AttachmentRecord, DeviceRecord, LeaseRecord, LoginFailures, NewDirective, NewSession, PullBatch, PullOutcome,
     PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord, attachments_sqlite,
-    sync_sqlite,
+    decode_access, encode_access, sync_sqlite,
 };
 
 /// The schema version this build writes.
@@ -279,8 +279,7 @@ fn revoke_user_in(tx: &rusqlite::Transaction<'_>, user: &str, now: i64) -> rusql
 impl Store for SqliteStore {
     async fn add_user(&self, user: &UserRecord, now: u64) -> Result<(), StoreError> {
         let user = user.clone();
-        let roles = serde_json::to_string(&user.roles).map_err(backend)?;
-        let attributes = serde_json::to_string(&user.attributes).map_err(backend)?;
+        let (roles, attributes) = encode_access(&user.roles, &user.attributes)?;
         let name = user.name.clone();
         let inserted = self
             .run(move |c| {
@@ -315,13 +314,8 @@ impl Store for SqliteStore {
             })
             .await?;
         row.map(|(name, password_hash, roles, disabled, attributes)| {
-            Ok(UserRecord {
-                name,
-                password_hash,
-                roles: serde_json::from_str(&roles).map_err(backend)?,
-                disabled,
-                attributes: serde_json::from_str(&attributes).map_err(backend)?,
-            })
+            let (roles, attributes) = decode_access(&roles, &attributes)?;
+            Ok(UserRecord { name, password_hash, roles, disabled, attributes })
         })
         .transpose()
     }
@@ -570,8 +564,7 @@ impl Store for SqliteStore {
         roles: &[String],
         attributes: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<bool, StoreError> {
-        let roles = serde_json::to_string(roles).map_err(backend)?;
-        let attributes = serde_json::to_string(attributes).map_err(backend)?;
+        let (roles, attributes) = encode_access(roles, attributes)?;
         let name = name.to_owned();
         self.run(move |c| {
             c.execute("UPDATE users SET roles = ?2, attributes = ?3 WHERE name = ?1", params![name, roles, attributes])
