@@ -161,7 +161,7 @@ impl<W: Write> Encryptor<W> {
                     // The batch is full. Whether its last chunk is the final one depends on
                     // what follows: one byte of lookahead tells.
                     let mut probe = [0u8; 1];
-                    if read_some(&mut input, &mut probe)? == 0 {
+                    if read_retrying(&mut input, &mut [IoSliceMut::new(&mut probe)])? == 0 {
                         return Ok(total);
                     }
                     self.slots += 1;
@@ -184,12 +184,7 @@ impl<W: Write> Encryptor<W> {
                 .enumerate()
                 .map(|(k, s)| IoSliceMut::new(if k == 0 { &mut s[fill..cs] } else { &mut s[..cs] }))
                 .collect();
-            let got = loop {
-                match input.read_vectored(&mut parts) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    r => break r?,
-                }
-            };
+            let got = read_retrying(&mut input, &mut parts)?;
             if got == 0 {
                 return Ok(total);
             }
@@ -283,10 +278,10 @@ impl<W: Write> Write for Encryptor<W> {
     }
 }
 
-/// One `read` that retries on interruption; 0 only at the end of the input.
-fn read_some<R: Read>(input: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+/// One vectored read that retries on interruption; 0 only at the end of the input.
+fn read_retrying<R: Read>(input: &mut R, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
     loop {
-        match input.read(buf) {
+        match input.read_vectored(bufs) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             r => return r,
         }
