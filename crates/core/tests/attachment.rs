@@ -249,6 +249,24 @@ fn every_way_of_feeding_the_encryptor_writes_the_same_bytes() {
     }
 }
 
+/// The process has one helper thread for all streams: streams on several threads at once
+/// each still write and read exactly their own bytes.
+#[test]
+fn streams_on_several_threads_at_once_share_the_helper() {
+    let plain: Vec<Vec<u8>> = (0..3).map(|k| data(2 * BATCH_CHUNKS * CS + 77 * k, 31 + k as u64)).collect();
+    let reference: Vec<Vec<u8>> = plain.iter().map(|p| encrypt(p, 4, Algorithm::Aes256Gcm, &cek(4))).collect();
+    std::thread::scope(|sc| {
+        for (p, r) in plain.iter().zip(&reference) {
+            sc.spawn(move || {
+                for _ in 0..3 {
+                    assert!(encrypt(p, 4, Algorithm::Aes256Gcm, &cek(4)) == *r, "encrypted bytes differ");
+                    assert!(decrypt(r, 4, &cek(4)).expect("decrypt") == *p, "decrypted bytes differ");
+                }
+            });
+        }
+    });
+}
+
 #[test]
 fn a_tampered_chunk_in_a_later_batch_releases_exactly_the_batches_before_it() {
     let plain = data(3 * BATCH_CHUNKS * CS + 100, 23);
@@ -365,6 +383,21 @@ mod properties {
             let mut reader = Pieces { data: &plain, steps: &steps, k: 0 };
             prop_assert_eq!(e.read_from(&mut reader).expect("read"), len as u64);
             prop_assert!(e.finish().expect("finish").0 == whole.finish().expect("finish").0);
+        }
+
+        /// Writes of any sizes, from bytes to several batches, encrypt to the same bytes as
+        /// one write: whole chunks at a batch boundary are sealed straight from the caller's
+        /// buffer (up to a batch, never the last chunk written so far), the rest is copied in.
+        #[test]
+        fn writing_in_any_pieces_writes_the_same_bytes(
+            len in 0usize..(3 * BATCH_CHUNKS * CS),
+            splits in proptest::collection::vec(prop_oneof![1usize..3 * CS, 1usize..(3 * BATCH_CHUNKS * CS)], 1..6),
+            seed in any::<u64>(),
+        ) {
+            let plain = data(len, seed);
+            let mut whole = Encryptor::new(Vec::new(), &cek(8), header(8, Algorithm::Aes256Gcm)).expect("header");
+            whole.write_all(&plain).expect("write");
+            prop_assert!(encrypt_split(&plain, &splits, Algorithm::Aes256Gcm) == whole.finish().expect("finish").0);
         }
 
         /// Any single flipped bit anywhere in the file is refused, and never yields output

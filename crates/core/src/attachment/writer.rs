@@ -242,16 +242,7 @@ impl<W: Write> Write for Encryptor<W> {
         let total = data.len();
         let slot = self.slot_len();
         let slots_max = self.slots_max();
-        let whole = slots_max * self.chunk_size;
         while !data.is_empty() {
-            if self.slots == 0 && self.fill == 0 && data.len() > whole {
-                // A whole batch, and more data after it: seal it straight from the caller's
-                // buffer, each chunk copied by the thread that seals it.
-                self.slots = slots_max;
-                self.seal_batch(None, Some(&data[..whole]))?;
-                data = &data[whole..];
-                continue;
-            }
             if self.fill == self.chunk_size {
                 // The slot is full and more data follows: it is not the final chunk.
                 self.slots += 1;
@@ -259,6 +250,17 @@ impl<W: Write> Write for Encryptor<W> {
                 if self.slots == slots_max {
                     self.seal_batch(None, None)?;
                 }
+            }
+            // At a batch boundary, the whole chunks of `data` that are known not to be the
+            // final one (at least a byte follows them), up to a batch, are sealed straight
+            // from the caller's buffer, each copied by the thread that seals it.
+            let direct = ((data.len() - 1) / self.chunk_size).min(slots_max);
+            if self.slots == 0 && self.fill == 0 && direct > 1 {
+                self.slots = direct;
+                let len = direct * self.chunk_size;
+                self.seal_batch(None, Some(&data[..len]))?;
+                data = &data[len..];
+                continue;
             }
             let take = (self.chunk_size - self.fill).min(data.len());
             let at = self.slots * slot + self.fill;
