@@ -63,6 +63,10 @@ pub(crate) fn file_path(files: &Path, id: &str) -> PathBuf {
     files.join(format!("{id}{FILE_SUFFIX}"))
 }
 
+/// Reports bytes done out of a total; the attachment stream may call it from its helper
+/// thread (it writes a batch there while the calling thread reads the next).
+pub type Progress<'p> = &'p mut (dyn FnMut(u64, u64) + Send);
+
 /// A reader or writer that reports the bytes through it to `progress(done, total)`,
 /// passing vectored calls through whole (the attachment stream reads and writes a batch in
 /// one vectored call).
@@ -70,7 +74,7 @@ struct Counted<'p, T> {
     inner: T,
     done: u64,
     total: u64,
-    progress: &'p mut dyn FnMut(u64, u64),
+    progress: Progress<'p>,
 }
 
 impl<T> Counted<'_, T> {
@@ -202,6 +206,7 @@ impl Unlocked {
     }
 
     /// [`Unlocked::attach`], calling `progress(bytes_read, total)` as the source is read.
+    /// `progress` must be `Send`: the stream may call it from its helper thread.
     ///
     /// # Errors
     /// As [`Unlocked::attach`].
@@ -211,7 +216,7 @@ impl Unlocked {
         collection: &str,
         doc_id: &str,
         source: &Path,
-        progress: &mut dyn FnMut(u64, u64),
+        progress: Progress<'_>,
     ) -> Result<Attachment, Error> {
         let docs = self.documents(account)?;
         if docs.db.memory.contains(collection) {
@@ -246,7 +251,7 @@ impl Unlocked {
         };
         let target = file_path(&files, &id);
         let (mut tmp, file) = TempFile::create(&target)?;
-        // The encryptor reads the source straight into its 4 MiB batches and writes whole
+        // The encryptor reads the source straight into its 3 MiB batches and writes whole
         // batches out (small I/O calls are what cost most on a slow kernel path:
         // docs/performance.md).
         let input = File::open(source).map_err(io("open", source))?;
@@ -343,7 +348,7 @@ impl Unlocked {
     }
 
     /// [`Unlocked::attachment_get`], calling `progress(bytes_written, total)` as verified
-    /// plaintext is written.
+    /// plaintext is written (from the stream's helper thread, which writes it).
     ///
     /// # Errors
     /// As [`Unlocked::attachment_get`].
@@ -352,7 +357,7 @@ impl Unlocked {
         account: &AccountName,
         id: &str,
         out: &Path,
-        progress: &mut dyn FnMut(u64, u64),
+        progress: Progress<'_>,
     ) -> Result<Attachment, Error> {
         let id_bytes = parse_id(id)?;
         let (info, wrapped) = self.row(account, id)?;

@@ -41,7 +41,7 @@ mod vault;
 #[cfg(test)]
 mod crash_tests;
 
-pub use attachments::Attachment;
+pub use attachments::{Attachment, Progress};
 pub use documents::{
     Document, Documents, MAX_DOCUMENT_BYTES, MAX_ID_BYTES, Page, check_collection, check_id, parse_body,
 };

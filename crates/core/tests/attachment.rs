@@ -195,7 +195,7 @@ fn the_tamper_matrix_fails_precisely_and_releases_no_plaintext() {
 }
 
 /// Chunks per batch at this chunk size (the encryptor's and decryptor's unit of work).
-const BATCH_CHUNKS: usize = 64;
+const BATCH_CHUNKS: usize = 48;
 
 /// A reader whose reads return at most the sizes in `steps`, in turn; a vectored read fills
 /// only its first buffer (the default `read_vectored`).

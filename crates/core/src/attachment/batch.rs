@@ -5,19 +5,21 @@ use std::io::{self, IoSlice, Write};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 /// Runs `work(i, slot)` over every slot of `buf` (`slot` bytes each, the last one possibly
-/// shorter). The helper thread starts on the slots at once; the calling thread first runs
-/// `io` (writing the previous batch, reading the next one) and then takes slots too. Both
-/// take slots from one queue, so neither idles while slots are left, whichever finishes its
-/// part first. Returns the results in slot order, and what `io` returned.
-pub(crate) fn share<T: Send, U>(
+/// shorter). The helper thread first runs `helper_io` (writing the previous batch, when
+/// the calling thread reads the next) and the calling thread `io` (reading the next batch,
+/// or writing the previous one); then both take slots from one queue, so neither idles
+/// while slots are left, whichever finishes its part first. Returns the results in slot
+/// order, and what `io` and `helper_io` returned.
+pub(crate) fn share<T: Send, U, V: Send>(
     buf: &mut [u8],
     slot: usize,
     work: impl Fn(usize, &mut [u8]) -> T + Sync,
     io: impl FnOnce() -> U,
-) -> (Vec<T>, U) {
+    helper_io: impl FnOnce() -> V + Send,
+) -> (Vec<T>, U, V) {
     let Some(pool) = helper().filter(|_| buf.len() > slot) else {
-        let u = io();
-        return (buf.chunks_mut(slot).enumerate().map(|(i, s)| work(i, s)).collect(), u);
+        let (v, u) = (helper_io(), io());
+        return (buf.chunks_mut(slot).enumerate().map(|(i, s)| work(i, s)).collect(), u, v);
     };
     let queue = Mutex::new(buf.chunks_mut(slot).enumerate());
     let run = || {
@@ -30,15 +32,19 @@ pub(crate) fn share<T: Send, U>(
             done.push((i, work(i, s)));
         }
     };
-    let theirs = Mutex::new(Vec::new());
+    let theirs = Mutex::new(None);
     let (mut all, u) = pool.in_place_scope(|sc| {
-        sc.spawn(|_| *theirs.lock().unwrap_or_else(PoisonError::into_inner) = run());
+        sc.spawn(|_| {
+            let v = helper_io();
+            *theirs.lock().unwrap_or_else(PoisonError::into_inner) = Some((v, run()));
+        });
         let u = io();
         (run(), u)
     });
-    all.extend(theirs.into_inner().unwrap_or_else(PoisonError::into_inner));
+    let (v, done) = theirs.into_inner().unwrap_or_else(PoisonError::into_inner).expect("the helper's job ran");
+    all.extend(done);
     all.sort_unstable_by_key(|(i, _)| *i);
-    (all.into_iter().map(|(_, t)| t).collect(), u)
+    (all.into_iter().map(|(_, t)| t).collect(), u, v)
 }
 
 /// The process's one helper thread, started on first use and kept: a thread started per
@@ -76,7 +82,7 @@ mod tests {
     fn every_slot_once_in_order_with_io_in_between() {
         for len in [0usize, 1, 7, 8, 9, 64, 1000] {
             let mut buf: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let (sums, io) = share(
+            let (sums, io, helper_io) = share(
                 &mut buf,
                 8,
                 |i, s| {
@@ -84,8 +90,9 @@ mod tests {
                     (i, s.len())
                 },
                 || 42,
+                || 43,
             );
-            assert_eq!(io, 42);
+            assert_eq!((io, helper_io), (42, 43));
             let expect: Vec<(usize, usize)> = (0..len.div_ceil(8)).map(|i| (i, (len - i * 8).min(8))).collect();
             assert_eq!(sums, expect, "len {len}");
             assert!(buf.iter().enumerate().all(|(i, b)| *b == (i as u8).wrapping_add(1)), "len {len}");

@@ -210,17 +210,18 @@ impl<R: Read + Seek> Decryptor<R> {
 
     /// Decrypts every chunk in order into `out`, in batches shared by two threads: a
     /// batch's hashes and chunks are read with one read each, checked and opened, and only
-    /// then written. While the threads check one batch, this thread writes out the batch
-    /// before it and reads the one after it. Stops at the first failure; what was written
-    /// before it had been verified, but the caller must treat the output as incomplete
-    /// (write to a temporary file, keep it only on success).
-    pub fn decrypt_to<W: Write>(mut self, mut out: W) -> Result<Verified, Error> {
+    /// then written. While the threads check one batch, this thread reads the one after it
+    /// and the helper thread writes out the one before it (three batch buffers; the output
+    /// is why `W` must be `Send`). Stops at the first failure; what was written before it
+    /// had been verified, but the caller must treat the output as incomplete (write to a
+    /// temporary file, keep it only on success).
+    pub fn decrypt_to<W: Write + Send>(mut self, mut out: W) -> Result<Verified, Error> {
         let l = &self.layout;
         let (cs, count) = (l.header.chunk_size(), l.count);
         let slot = cs + TAG_LEN;
         let per_batch = if cs <= 1 << 16 { super::writer::BATCH as u64 } else { 4 };
         let buffer = || (vec![0u8; per_batch as usize * slot], vec![0u8; per_batch as usize * HASH_LEN]);
-        let mut bufs = [buffer(), buffer()];
+        let mut bufs = [buffer(), buffer(), buffer()];
         let mut root = RootHasher::new(&l.header_bytes, count, l.length);
         let (key, aad, header) = (&self.keys.chunk, &l.header_bytes[..], &l.header);
         let file = &mut self.file;
@@ -250,12 +251,14 @@ impl<R: Read + Seek> Decryptor<R> {
         if count > 0 {
             read(file, 0, &mut bufs[0])?;
         }
-        let (mut first, mut cur, mut pending) = (0u64, 0usize, None::<u64>);
+        // Batch buffers by role: `cur` is being checked, `pend` holds the checked batch
+        // starting at chunk `pending` until it is written, and the third is read ahead into.
+        let (mut first, mut cur, mut pend, mut pending) = (0u64, 0usize, 1usize, None::<u64>);
         while first < count {
             let (n, bytes) = span(first);
             let next = first + n;
-            let (a, b) = bufs.split_at_mut(1);
-            let ((chunks, hashes), other) = if cur == 0 { (&mut a[0], &mut b[0]) } else { (&mut b[0], &mut a[0]) };
+            let ahead = 3 - cur - pend;
+            let [(chunks, hashes), (plain, _), to] = bufs.get_disjoint_mut([cur, pend, ahead]).expect("three buffers");
             let hs = &hashes[..n as usize * HASH_LEN];
             let open = |k: usize, s: &mut [u8]| -> Result<(), Error> {
                 let i = first + k as u64;
@@ -267,25 +270,23 @@ impl<R: Read + Seek> Decryptor<R> {
                     .map(|_| ())
                     .map_err(|_| Error::AttachmentChunk { index: i, reason: "failed authentication" })
             };
-            let io = || -> Result<(), Error> {
-                if let Some(prev) = pending {
-                    write(&mut out, prev, &other.0)?;
-                }
-                if next < count { read(file, next, other) } else { Ok(()) }
-            };
-            let (opened, io) = super::batch::share(&mut chunks[..bytes], slot, open, io);
+            let read_next = || if next < count { read(file, next, to) } else { Ok(()) };
+            let out = &mut out;
+            let write_prev = || pending.map_or(Ok(()), |prev| write(out, prev, plain));
+            let (opened, read, wrote) = super::batch::share(&mut chunks[..bytes], slot, open, read_next, write_prev);
             // The earliest failure is the one to report; nothing of this batch is written.
             opened.into_iter().collect::<Result<(), Error>>()?;
-            io?;
+            wrote?;
+            read?;
             for h in hs.chunks(HASH_LEN) {
                 root.update(h.try_into().expect("32 bytes"));
             }
             pending = Some(first);
-            cur ^= 1;
+            (cur, pend) = (ahead, cur);
             first = next;
         }
         if let Some(prev) = pending {
-            write(&mut out, prev, &bufs[cur ^ 1].0)?;
+            write(&mut out, prev, &bufs[pend].0)?;
         }
         if root.finish() != l.root {
             return Err(Error::AttachmentManifest { reason: "the root does not match the chunk hashes" });

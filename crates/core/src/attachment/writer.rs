@@ -1,9 +1,9 @@
-//! The streaming encryptor: one pass, two batch buffers in memory plus 32 bytes of hash per
-//! chunk for the manifest (512 KiB per GiB at 64 KiB chunks).
+//! The streaming encryptor: one pass, two or three batch buffers in memory plus 32 bytes of
+//! hash per chunk for the manifest (512 KiB per GiB at 64 KiB chunks).
 
 use std::io::{self, IoSliceMut, Read, Write};
 
-use aws_lc_rs::aead::{Aad, Nonce};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce};
 use aws_lc_rs::hmac;
 
 use super::keys::FileKeys;
@@ -23,11 +23,13 @@ pub struct Written {
     pub file_len: u64,
 }
 
-/// Chunks sealed together, shared by two threads: 4 MiB of plaintext at 64 KiB chunks.
+/// Chunks sealed together, shared by two threads: 3 MiB of plaintext at 64 KiB chunks.
 /// Two batch buffers: while the threads seal one, the calling thread writes the other out,
-/// so the output's IO overlaps the crypto. They bound memory (8 MiB in all) while giving
-/// each thread enough work that a thread start is noise.
-pub(crate) const BATCH: usize = 64;
+/// so the output's IO overlaps the crypto; [`Encryptor::read_from`] adds a third, which it
+/// reads the next batch into while the helper thread writes the previous one. They bound
+/// memory (6 or 9 MiB in all; peak RSS stays under 16 MiB with three) while giving each
+/// thread enough work that a hand-off is noise (48 and 64 chunks measured the same).
+pub(crate) const BATCH: usize = 48;
 
 /// Encrypts a stream into the attachment format. Write plaintext into it (it implements
 /// [`Write`]) or let it read a source ([`Encryptor::read_from`]), then call
@@ -39,11 +41,12 @@ pub struct Encryptor<W: Write> {
     header: Vec<u8>,
     prefix: Header,
     keys: FileKeys,
-    /// Two buffers of `slots_max` slots of chunk_size + TAG_LEN bytes. Plaintext goes into
-    /// `bufs[cur]` and is sealed in place; the other holds `pending` sealed bytes not yet
-    /// written.
-    bufs: [Vec<u8>; 2],
+    /// Buffers of `slots_max` slots of chunk_size + TAG_LEN bytes. Plaintext goes into
+    /// `bufs[cur]` and is sealed in place; `bufs[pend]` holds `pending` sealed bytes not yet
+    /// written; the third is empty until `read_from` reads ahead into it.
+    bufs: [Vec<u8>; 3],
     cur: usize,
+    pend: usize,
     pending: usize,
     /// Full slots in the current buffer, and bytes in the slot being filled.
     slots: usize,
@@ -73,8 +76,9 @@ impl<W: Write> Encryptor<W> {
             header: bytes,
             keys: FileKeys::derive(cek, &header),
             prefix: header,
-            bufs: [buf(), buf()],
+            bufs: [buf(), buf(), Vec::new()],
             cur: 0,
+            pend: 1,
             pending: 0,
             slots: 0,
             fill: 0,
@@ -93,47 +97,53 @@ impl<W: Write> Encryptor<W> {
         self.bufs[0].len() / self.slot_len()
     }
 
-    /// Seals the `slots` full slots of the current buffer, plus the partial slot when
-    /// `final_len` is given (the final chunk), on two threads, while this thread writes out
-    /// the other buffer's pending bytes. With `src`, the slots are empty and each chunk is
-    /// copied from `src` by the thread that seals it (no separate pass over the batch).
-    /// Swaps the buffers: the sealed batch is pending, to be written by the next call.
-    fn seal_batch(&mut self, final_len: Option<usize>, src: Option<&[u8]>) -> io::Result<()> {
+    /// The chunks of the batch to seal now (the `slots` full slots, plus the partial slot
+    /// when `final_len` is given) and its length in bytes, or `None` when it is empty.
+    fn span(&self, final_len: Option<usize>) -> io::Result<Option<(usize, usize)>> {
         let n = self.slots + usize::from(final_len.is_some());
         if n == 0 {
-            return Ok(());
+            return Ok(None);
         }
         if self.index + n as u64 > MAX_CHUNKS {
             return Err(io::Error::other("attachment too large: more than 2^32 chunks"));
         }
-        let slot = self.slot_len();
-        let cs = self.chunk_size;
-        let (first, key, aad, prefix) = (self.index, &self.keys.chunk, &self.header[..], &self.prefix);
-        let used = n * slot - final_len.map_or(0, |len| cs - len);
-        let (a, b) = self.bufs.split_at_mut(1);
-        let (buf, other) = if self.cur == 0 { (&mut a[0], &b[0]) } else { (&mut b[0], &a[0]) };
-        let (out, pending) = (&mut self.out, self.pending);
-        let seal = |i: usize, s: &mut [u8]| -> io::Result<[u8; HASH_LEN]> {
-            let len = s.len() - TAG_LEN;
-            if let Some(src) = src {
-                s[..len].copy_from_slice(&src[i * cs..i * cs + len]);
-            }
-            let last = final_len.is_some() && i + 1 == n;
-            let nonce = Nonce::assume_unique_for_key(prefix.nonce(first + i as u64, last));
-            let tag = key
-                .seal_in_place_separate_tag(nonce, Aad::from(aad), &mut s[..len])
-                .map_err(|_| io::Error::other("chunk sealing failed"))?;
-            s[len..].copy_from_slice(tag.as_ref());
-            Ok(*blake3::hash(s).as_bytes())
+        Ok(Some((n, n * self.slot_len() - final_len.map_or(0, |len| self.chunk_size - len))))
+    }
+
+    /// Seals the current batch (see [`Encryptor::span`]) on two threads, while this thread
+    /// writes out the pending batch. With `src`, the slots are empty and each chunk is copied
+    /// from `src` by the thread that seals it (no separate pass over the batch). The sealed
+    /// batch becomes the pending one, to be written by the next call.
+    fn seal_batch(&mut self, final_len: Option<usize>, src: Option<&[u8]>) -> io::Result<()> {
+        let Some((n, used)) = self.span(final_len)? else { return Ok(()) };
+        let seal = Sealer {
+            key: &self.keys.chunk,
+            aad: &self.header,
+            prefix: &self.prefix,
+            first: self.index,
+            n,
+            final_len,
+            src,
         };
-        let (hashes, wrote) = super::batch::share(&mut buf[..used], slot, seal, || out.write_all(&other[..pending]));
+        let slot = self.slot_len();
+        let [buf, pending] = self.bufs.get_disjoint_mut([self.cur, self.pend]).expect("two buffers");
+        let pending = &pending[..self.pending];
+        let out = &mut self.out;
+        let (hashes, wrote, ()) =
+            super::batch::share(&mut buf[..used], slot, |i, s| seal.seal(i, s), || out.write_all(pending), || ());
         wrote?;
-        self.written += pending as u64;
+        (self.cur, self.pend) = (self.pend, self.cur);
+        self.sealed(hashes, n, used)
+    }
+
+    /// Bookkeeping after a batch of `n` chunks (`used` bytes) was sealed and the previous
+    /// pending batch written; the sealed batch is now the pending one, in `bufs[pend]`.
+    fn sealed(&mut self, hashes: Vec<io::Result<[u8; HASH_LEN]>>, n: usize, used: usize) -> io::Result<()> {
+        self.written += self.pending as u64;
         for h in hashes {
             self.hashes.push(h?);
         }
         self.pending = used;
-        self.cur ^= 1;
         self.index += n as u64;
         self.slots = 0;
         self.fill = 0;
@@ -142,61 +152,11 @@ impl<W: Write> Encryptor<W> {
 
     /// Writes the sealed batch still pending.
     fn write_pending(&mut self) -> io::Result<()> {
-        let other = &self.bufs[self.cur ^ 1][..self.pending];
-        self.out.write_all(other)?;
-        self.written += other.len() as u64;
+        let pending = &self.bufs[self.pend][..self.pending];
+        self.out.write_all(pending)?;
+        self.written += pending.len() as u64;
         self.pending = 0;
         Ok(())
-    }
-
-    /// Encrypts everything `input` holds, reading it straight into the batch buffers (no
-    /// copy through an intermediate buffer, unlike `io::copy`). Returns the bytes read. Call
-    /// [`Encryptor::finish`] afterwards; more writes may come before it.
-    pub fn read_from<R: Read>(&mut self, mut input: R) -> io::Result<u64> {
-        let (cs, slot, slots_max) = (self.chunk_size, self.slot_len(), self.slots_max());
-        let mut total = 0u64;
-        loop {
-            if self.fill == cs {
-                if self.slots + 1 == slots_max {
-                    // The batch is full. Whether its last chunk is the final one depends on
-                    // what follows: one byte of lookahead tells.
-                    let mut probe = [0u8; 1];
-                    if read_retrying(&mut input, &mut [IoSliceMut::new(&mut probe)])? == 0 {
-                        return Ok(total);
-                    }
-                    self.slots += 1;
-                    self.seal_batch(None, None)?;
-                    self.bufs[self.cur][0] = probe[0];
-                    self.fill = 1;
-                    self.length += 1;
-                    total += 1;
-                    continue;
-                }
-                // An empty slot after full ones: finish() knows the last full one is final.
-                self.slots += 1;
-                self.fill = 0;
-            }
-            // One read for the rest of the batch: the free part of this slot, then the
-            // plaintext part of every slot after it.
-            let (fill, rest) = (self.fill, &mut self.bufs[self.cur][self.slots * slot..]);
-            let mut parts: Vec<IoSliceMut<'_>> = rest
-                .chunks_mut(slot)
-                .enumerate()
-                .map(|(k, s)| IoSliceMut::new(if k == 0 { &mut s[fill..cs] } else { &mut s[..cs] }))
-                .collect();
-            let got = read_retrying(&mut input, &mut parts)?;
-            if got == 0 {
-                return Ok(total);
-            }
-            // A slot that fills up stays current until more data shows it is not final.
-            self.fill += got;
-            while self.fill > cs {
-                self.slots += 1;
-                self.fill -= cs;
-            }
-            self.length += got as u64;
-            total += got as u64;
-        }
     }
 
     /// Seals the final chunk and writes the manifest. Returns what was written; the output
@@ -234,6 +194,98 @@ impl<W: Write> Encryptor<W> {
         self.out.flush()?;
         let file_len = self.written + manifest_len(count);
         Ok((self.out, Written { length: self.length, chunks: count, root, file_len }))
+    }
+}
+
+impl<W: Write + Send> Encryptor<W> {
+    /// Encrypts everything `input` holds, reading it straight into the batch buffers (no
+    /// copy through an intermediate buffer, unlike `io::copy`). Returns the bytes read. Call
+    /// [`Encryptor::finish`] afterwards; more writes may come before it.
+    ///
+    /// While a full batch is sealed, this thread reads the next one into a third buffer and
+    /// the helper thread writes the previous one out, so reading, writing and sealing run
+    /// at once (the output is why `W` must be `Send`).
+    pub fn read_from<R: Read>(&mut self, mut input: R) -> io::Result<u64> {
+        let (cs, slot, slots_max) = (self.chunk_size, self.slot_len(), self.slots_max());
+        let mut total = 0u64;
+        loop {
+            if self.fill == cs {
+                if self.slots + 1 == slots_max {
+                    // The batch is full. Whether its last chunk is the final one depends on
+                    // what follows: one byte of lookahead tells.
+                    let mut probe = [0u8; 1];
+                    if read_retrying(&mut input, &mut [IoSliceMut::new(&mut probe)])? == 0 {
+                        return Ok(total);
+                    }
+                    self.slots += 1;
+                    let got = self.seal_batch_reading_ahead(|next| {
+                        next[0] = probe[0];
+                        Ok(1 + read_slots(&mut input, next, 1, cs, slot)?)
+                    })?;
+                    total += self.took(got) as u64;
+                    continue;
+                }
+                // An empty slot after full ones: finish() knows the last full one is final.
+                self.slots += 1;
+                self.fill = 0;
+            }
+            // One read for the rest of the batch: the free part of this slot, then the
+            // plaintext part of every slot after it.
+            let rest = &mut self.bufs[self.cur][self.slots * slot..];
+            let got = read_slots(&mut input, rest, self.fill, cs, slot)?;
+            if got == 0 {
+                return Ok(total);
+            }
+            total += self.took(got) as u64;
+        }
+    }
+
+    /// Seals the current batch, whose slots are all full, on two threads, while the helper
+    /// writes out the pending batch and this thread runs `read` on the third buffer. That
+    /// buffer becomes the current one; returns what `read` put into it.
+    fn seal_batch_reading_ahead(&mut self, read: impl FnOnce(&mut [u8]) -> io::Result<usize>) -> io::Result<usize> {
+        let Some((n, used)) = self.span(None)? else { return Ok(0) };
+        let next = 3 - self.cur - self.pend;
+        if self.bufs[next].is_empty() {
+            self.bufs[next] = vec![0u8; self.bufs[self.cur].len()];
+        }
+        let seal = Sealer {
+            key: &self.keys.chunk,
+            aad: &self.header,
+            prefix: &self.prefix,
+            first: self.index,
+            n,
+            final_len: None,
+            src: None,
+        };
+        let slot = self.slot_len();
+        let [buf, pending, ahead] = self.bufs.get_disjoint_mut([self.cur, self.pend, next]).expect("three buffers");
+        let pending = &pending[..self.pending];
+        let out = &mut self.out;
+        let (hashes, got, wrote) = super::batch::share(
+            &mut buf[..used],
+            slot,
+            |i, s| seal.seal(i, s),
+            || read(ahead),
+            || out.write_all(pending),
+        );
+        wrote?;
+        let got = got?;
+        (self.cur, self.pend) = (next, self.cur);
+        self.sealed(hashes, n, used)?;
+        Ok(got)
+    }
+
+    /// Counts `got` bytes just read into the current buffer after `fill`; a slot that fills
+    /// up stays current until more data shows it is not the final chunk. Returns `got`.
+    fn took(&mut self, got: usize) -> usize {
+        self.fill += got;
+        while self.fill > self.chunk_size {
+            self.slots += 1;
+            self.fill -= self.chunk_size;
+        }
+        self.length += got as u64;
+        got
     }
 }
 
@@ -278,6 +330,56 @@ impl<W: Write> Write for Encryptor<W> {
         self.write_pending()?;
         self.out.flush()
     }
+}
+
+/// Seals the chunks of one batch: chunk `i` of it is chunk `first + i` of the file.
+struct Sealer<'a> {
+    key: &'a LessSafeKey,
+    aad: &'a [u8],
+    prefix: &'a Header,
+    first: u64,
+    n: usize,
+    /// The final chunk's length, when the batch ends with it.
+    final_len: Option<usize>,
+    /// The plaintext, when it is to be copied from the caller's buffer.
+    src: Option<&'a [u8]>,
+}
+
+impl Sealer<'_> {
+    /// Seals the chunk in `s` (plaintext, then room for the tag) in place and returns the
+    /// hash of its ciphertext and tag, for the manifest.
+    fn seal(&self, i: usize, s: &mut [u8]) -> io::Result<[u8; HASH_LEN]> {
+        let len = s.len() - TAG_LEN;
+        if let Some(src) = self.src {
+            let cs = self.prefix.chunk_size();
+            s[..len].copy_from_slice(&src[i * cs..i * cs + len]);
+        }
+        let last = self.final_len.is_some() && i + 1 == self.n;
+        let nonce = Nonce::assume_unique_for_key(self.prefix.nonce(self.first + i as u64, last));
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(nonce, Aad::from(self.aad), &mut s[..len])
+            .map_err(|_| io::Error::other("chunk sealing failed"))?;
+        s[len..].copy_from_slice(tag.as_ref());
+        Ok(*blake3::hash(s).as_bytes())
+    }
+}
+
+/// One vectored read into the plaintext part of the slots of `rest` (from byte `fill` of
+/// the first slot), so a whole batch takes one call.
+fn read_slots<R: Read>(
+    input: &mut R,
+    rest: &mut [u8],
+    fill: usize,
+    chunk_size: usize,
+    slot: usize,
+) -> io::Result<usize> {
+    let mut parts: Vec<IoSliceMut<'_>> = rest
+        .chunks_mut(slot)
+        .enumerate()
+        .map(|(k, s)| IoSliceMut::new(if k == 0 { &mut s[fill..chunk_size] } else { &mut s[..chunk_size] }))
+        .collect();
+    read_retrying(input, &mut parts)
 }
 
 /// One vectored read that retries on interruption; 0 only at the end of the input.
