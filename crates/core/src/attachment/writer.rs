@@ -350,17 +350,19 @@ impl Sealer<'_> {
     /// hash of its ciphertext and tag, for the manifest.
     fn seal(&self, i: usize, s: &mut [u8]) -> io::Result<[u8; HASH_LEN]> {
         let len = s.len() - TAG_LEN;
-        if let Some(src) = self.src {
-            let cs = self.prefix.chunk_size();
-            s[..len].copy_from_slice(&src[i * cs..i * cs + len]);
-        }
         let last = self.final_len.is_some() && i + 1 == self.n;
         let nonce = Nonce::assume_unique_for_key(self.prefix.nonce(self.first + i as u64, last));
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(nonce, Aad::from(self.aad), &mut s[..len])
-            .map_err(|_| io::Error::other("chunk sealing failed"))?;
-        s[len..].copy_from_slice(tag.as_ref());
+        let failed = |_| io::Error::other("chunk sealing failed");
+        if let Some(src) = self.src {
+            // Straight from the caller's buffer into the slot: no copy before sealing.
+            let cs = self.prefix.chunk_size();
+            let (body, tag) = s.split_at_mut(len);
+            let plain = &src[i * cs..i * cs + len];
+            self.key.seal_out_of_place_scatter(nonce, Aad::from(self.aad), plain, body, &[], tag).map_err(failed)?;
+        } else {
+            let tag = self.key.seal_in_place_separate_tag(nonce, Aad::from(self.aad), &mut s[..len]).map_err(failed)?;
+            s[len..].copy_from_slice(tag.as_ref());
+        }
         Ok(*blake3::hash(s).as_bytes())
     }
 }
