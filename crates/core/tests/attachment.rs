@@ -249,10 +249,10 @@ fn every_way_of_feeding_the_encryptor_writes_the_same_bytes() {
     }
 }
 
-/// The process has one helper thread for all streams: streams on several threads at once
-/// each still write and read exactly their own bytes.
+/// Streams on several threads at once (each with its helper thread) each write and read
+/// exactly their own bytes.
 #[test]
-fn streams_on_several_threads_at_once_share_the_helper() {
+fn streams_on_several_threads_at_once_keep_to_their_own_bytes() {
     let plain: Vec<Vec<u8>> = (0..3).map(|k| data(2 * BATCH_CHUNKS * CS + 77 * k, 31 + k as u64)).collect();
     let reference: Vec<Vec<u8>> = plain.iter().map(|p| encrypt(p, 4, Algorithm::Aes256Gcm, &cek(4))).collect();
     std::thread::scope(|sc| {

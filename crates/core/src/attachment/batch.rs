@@ -1,63 +1,79 @@
 //! A batch of chunks worked on by the calling thread and one helper thread, while the calling
 //! thread also does the IO of the neighbouring batches (STREAM chunks are independent).
 
+use std::cell::OnceCell;
 use std::io::{self, IoSlice, Write};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
-/// Runs `work(i, slot)` over every slot of `buf` (`slot` bytes each, the last one possibly
-/// shorter). The helper thread first runs `helper_io` (writing the previous batch, when
-/// the calling thread reads the next) and the calling thread `io` (reading the next batch,
-/// or writing the previous one); then both take slots from one queue, so neither idles
-/// while slots are left, whichever finishes its part first. Returns the results in slot
-/// order, and what `io` and `helper_io` returned.
-pub(crate) fn share<T: Send, U, V: Send>(
-    buf: &mut [u8],
-    slot: usize,
-    work: impl Fn(usize, &mut [u8]) -> T + Sync,
-    io: impl FnOnce() -> U,
-    helper_io: impl FnOnce() -> V + Send,
-) -> (Vec<T>, U, V) {
-    let Some(pool) = helper().filter(|_| buf.len() > slot) else {
-        let (v, u) = (helper_io(), io());
-        return (buf.chunks_mut(slot).enumerate().map(|(i, s)| work(i, s)).collect(), u, v);
-    };
-    let queue = Mutex::new(buf.chunks_mut(slot).enumerate());
-    let run = || {
-        let mut done = Vec::new();
-        loop {
-            // A statement of its own, so the lock is released before the work (a `while let`
-            // would hold it through the loop body).
-            let next = queue.lock().unwrap_or_else(PoisonError::into_inner).next();
-            let Some((i, s)) = next else { return done };
-            done.push((i, work(i, s)));
-        }
-    };
-    let theirs = Mutex::new(None);
-    let (mut all, u) = pool.in_place_scope(|sc| {
-        sc.spawn(|_| {
-            let v = helper_io();
-            *theirs.lock().unwrap_or_else(PoisonError::into_inner) = Some((v, run()));
+/// A stream's helper thread, started when its first batch of more than one chunk comes and
+/// stopped when the stream is dropped. One thread for the stream's life, not one per batch:
+/// a thread started per batch was often queued on its parent's core for the whole batch on
+/// a 2-vCPU VM (spawn to start: median 42 us, 90th percentile 925 us), so a batch ran on one
+/// core a tenth of the time, where a waiting thread wakes in tens of microseconds. Nothing
+/// is shared between streams or kept after them (no global pool: a forked child would find
+/// its thread gone).
+#[derive(Default)]
+pub(crate) struct Helper(OnceCell<Option<rayon_core::ThreadPool>>);
+
+impl Helper {
+    /// The thread, or `None` if none can be started: the calling thread then does all the
+    /// work.
+    fn pool(&self) -> Option<&rayon_core::ThreadPool> {
+        self.0
+            .get_or_init(|| {
+                rayon_core::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .thread_name(|_| "fieldvault-attachment".into())
+                    .build()
+                    .ok()
+            })
+            .as_ref()
+    }
+
+    /// Runs `work(i, slot)` over every slot of `buf` (`slot` bytes each, the last one
+    /// possibly shorter). The helper thread first runs `helper_io` (writing the previous
+    /// batch, when the calling thread reads the next) and the calling thread `io` (reading
+    /// the next batch, or writing the previous one); then both take slots from one queue,
+    /// so neither idles while slots are left, whichever finishes its part first. Returns
+    /// the results in slot order, and what `io` and `helper_io` returned.
+    pub(crate) fn share<T: Send, U, V: Send>(
+        &self,
+        buf: &mut [u8],
+        slot: usize,
+        work: impl Fn(usize, &mut [u8]) -> T + Sync,
+        io: impl FnOnce() -> U,
+        helper_io: impl FnOnce() -> V + Send,
+    ) -> (Vec<T>, U, V) {
+        let pool = if buf.len() > slot { self.pool() } else { None };
+        let Some(pool) = pool else {
+            let (v, u) = (helper_io(), io());
+            return (buf.chunks_mut(slot).enumerate().map(|(i, s)| work(i, s)).collect(), u, v);
+        };
+        let queue = Mutex::new(buf.chunks_mut(slot).enumerate());
+        let run = || {
+            let mut done = Vec::new();
+            loop {
+                // A statement of its own, so the lock is released before the work (a `while
+                // let` would hold it through the loop body).
+                let next = queue.lock().unwrap_or_else(PoisonError::into_inner).next();
+                let Some((i, s)) = next else { return done };
+                done.push((i, work(i, s)));
+            }
+        };
+        let theirs = Mutex::new(None);
+        let (mut all, u) = pool.in_place_scope(|sc| {
+            sc.spawn(|_| {
+                let v = helper_io();
+                *theirs.lock().unwrap_or_else(PoisonError::into_inner) = Some((v, run()));
+            });
+            let u = io();
+            (run(), u)
         });
-        let u = io();
-        (run(), u)
-    });
-    let (v, done) = theirs.into_inner().unwrap_or_else(PoisonError::into_inner).expect("the helper's job ran");
-    all.extend(done);
-    all.sort_unstable_by_key(|(i, _)| *i);
-    (all.into_iter().map(|(_, t)| t).collect(), u, v)
-}
-
-/// The process's one helper thread, started on first use and kept: a thread started per
-/// batch was often queued on its parent's core for a whole batch on a 2-vCPU VM (measured:
-/// median start 42 us, 90th percentile 925 us), so a batch ran on one core a tenth of the
-/// time; a waiting thread wakes in tens of microseconds. `None` if no thread can be
-/// started: the calling thread then does all the work.
-fn helper() -> Option<&'static rayon_core::ThreadPool> {
-    static POOL: OnceLock<Option<rayon_core::ThreadPool>> = OnceLock::new();
-    POOL.get_or_init(|| {
-        rayon_core::ThreadPoolBuilder::new().num_threads(1).thread_name(|_| "fieldvault-attachment".into()).build().ok()
-    })
-    .as_ref()
+        let (v, done) = theirs.into_inner().unwrap_or_else(PoisonError::into_inner).expect("the helper's job ran");
+        all.extend(done);
+        all.sort_unstable_by_key(|(i, _)| *i);
+        (all.into_iter().map(|(_, t)| t).collect(), u, v)
+    }
 }
 
 /// Writes every slice in order, in as few calls as `out` allows (one `writev` for a file).
@@ -82,7 +98,7 @@ mod tests {
     fn every_slot_once_in_order_with_io_in_between() {
         for len in [0usize, 1, 7, 8, 9, 64, 1000] {
             let mut buf: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let (sums, io, helper_io) = share(
+            let (sums, io, helper_io) = Helper::default().share(
                 &mut buf,
                 8,
                 |i, s| {

@@ -7,7 +7,7 @@ use std::io::{IoSlice, Read, Seek, SeekFrom, Write};
 use aws_lc_rs::aead::{Aad, Nonce};
 use aws_lc_rs::hmac;
 
-use super::batch::write_all_vectored;
+use super::batch::{Helper, write_all_vectored};
 use super::keys::FileKeys;
 use super::{
     HASH_LEN, Header, MANIFEST_MAGIC, MAX_CHUNKS, RootHasher, TAG_LEN, VERSION, chunk_layout, manifest_len,
@@ -222,6 +222,7 @@ impl<R: Read + Seek> Decryptor<R> {
         let per_batch = if cs <= 1 << 16 { super::writer::BATCH as u64 } else { 4 };
         let buffer = || (vec![0u8; per_batch as usize * slot], vec![0u8; per_batch as usize * HASH_LEN]);
         let mut bufs = [buffer(), buffer(), buffer()];
+        let helper = Helper::default();
         let mut root = RootHasher::new(&l.header_bytes, count, l.length);
         let (key, aad, header) = (&self.keys.chunk, &l.header_bytes[..], &l.header);
         let file = &mut self.file;
@@ -273,7 +274,7 @@ impl<R: Read + Seek> Decryptor<R> {
             let read_next = || if next < count { read(file, next, to) } else { Ok(()) };
             let out = &mut out;
             let write_prev = || pending.map_or(Ok(()), |prev| write(out, prev, plain));
-            let (opened, read, wrote) = super::batch::share(&mut chunks[..bytes], slot, open, read_next, write_prev);
+            let (opened, read, wrote) = helper.share(&mut chunks[..bytes], slot, open, read_next, write_prev);
             // The earliest failure is the one to report; nothing of this batch is written.
             opened.into_iter().collect::<Result<(), Error>>()?;
             wrote?;

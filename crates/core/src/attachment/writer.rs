@@ -6,6 +6,7 @@ use std::io::{self, IoSliceMut, Read, Write};
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce};
 use aws_lc_rs::hmac;
 
+use super::batch::Helper;
 use super::keys::FileKeys;
 use super::{HASH_LEN, Header, MAX_CHUNKS, RootHasher, TAG_LEN, manifest_len, manifest_prefix};
 use crate::ContentKey;
@@ -56,6 +57,7 @@ pub struct Encryptor<W: Write> {
     length: u64,
     hashes: Vec<[u8; HASH_LEN]>,
     written: u64,
+    helper: Helper,
 }
 
 impl<W: Write> Encryptor<W> {
@@ -86,6 +88,7 @@ impl<W: Write> Encryptor<W> {
             index: 0,
             length: 0,
             hashes: Vec::new(),
+            helper: Helper::default(),
         })
     }
 
@@ -130,7 +133,7 @@ impl<W: Write> Encryptor<W> {
         let pending = &pending[..self.pending];
         let out = &mut self.out;
         let (hashes, wrote, ()) =
-            super::batch::share(&mut buf[..used], slot, |i, s| seal.seal(i, s), || out.write_all(pending), || ());
+            self.helper.share(&mut buf[..used], slot, |i, s| seal.seal(i, s), || out.write_all(pending), || ());
         wrote?;
         (self.cur, self.pend) = (self.pend, self.cur);
         self.sealed(hashes, n, used)
@@ -262,7 +265,7 @@ impl<W: Write + Send> Encryptor<W> {
         let [buf, pending, ahead] = self.bufs.get_disjoint_mut([self.cur, self.pend, next]).expect("three buffers");
         let pending = &pending[..self.pending];
         let out = &mut self.out;
-        let (hashes, got, wrote) = super::batch::share(
+        let (hashes, got, wrote) = self.helper.share(
             &mut buf[..used],
             slot,
             |i, s| seal.seal(i, s),
