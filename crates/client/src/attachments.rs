@@ -17,7 +17,7 @@ use fieldvault_core::{AccountName, ContentKey, KeyId, KeyMeta, Purpose, SlotCont
 use rusqlite::{OptionalExtension, params};
 
 use crate::database::DB_FILE;
-use crate::disk::{FILE_MODE, TMP_SUFFIX};
+use crate::disk::{FILE_MODE, TMP_SUFFIX, io_err};
 use crate::{Error, Unlocked, random, random_key};
 
 /// The directory of an account's attachment files.
@@ -113,10 +113,6 @@ impl<T: Write> Write for Counted<'_, T> {
     }
 }
 
-fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |source| Error::Io { op, path: path.to_path_buf(), source }
-}
-
 /// A temporary file next to `target` that is removed on drop unless kept.
 struct TempFile {
     path: PathBuf,
@@ -127,8 +123,12 @@ impl TempFile {
     fn create(target: &Path) -> Result<(TempFile, File), Error> {
         let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let path = target.with_file_name(format!(".{name}.{}{TMP_SUFFIX}", hex(&random::<4>())));
-        let f =
-            OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(&path).map_err(io("create", &path))?;
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&path)
+            .map_err(io_err("create", &path))?;
         Ok((TempFile { path, keep: false }, f))
     }
 }
@@ -254,12 +254,12 @@ impl Unlocked {
         // The encryptor reads the source straight into its 3 MiB batches and writes whole
         // batches out (small I/O calls are what cost most on a slow kernel path:
         // docs/performance.md).
-        let input = File::open(source).map_err(io("open", source))?;
-        let mut enc = Encryptor::new(file, &cek, header).map_err(io("write", &tmp.path))?;
+        let input = File::open(source).map_err(io_err("open", source))?;
+        let mut enc = Encryptor::new(file, &cek, header).map_err(io_err("write", &tmp.path))?;
         enc.read_from(Counted { inner: input, done: 0, total: meta.len(), progress })
-            .map_err(io("encrypt", &tmp.path))?;
-        let (file, written) = enc.finish().map_err(io("write", &tmp.path))?;
-        file.sync_all().map_err(io("fsync", &tmp.path))?;
+            .map_err(io_err("encrypt", &tmp.path))?;
+        let (file, written) = enc.finish().map_err(io_err("write", &tmp.path))?;
+        file.sync_all().map_err(io_err("fsync", &tmp.path))?;
         drop(file);
         self.vault.disk.rename(&tmp.path, &target)?;
         tmp.keep = true;
@@ -342,7 +342,10 @@ impl Unlocked {
     /// # Errors
     /// [`Error::NoSuchAttachment`]; [`Error::Attachment`] naming what failed (a tampered
     /// chunk, a truncated file, the file of another attachment); I/O errors for an output
-    /// directory that does not exist. On failure no output file is left.
+    /// directory that does not exist or a disk that fills while the output is written;
+    /// [`Error::NoSpace`] when the output directory's file system has less room than the
+    /// plaintext plus 1 MiB (checked before anything is written). On failure no output file
+    /// is left, and an existing file at `out` is untouched.
     pub fn attachment_get(&mut self, account: &AccountName, id: &str, out: &Path) -> Result<Attachment, Error> {
         self.attachment_get_with_progress(account, id, out, &mut |_, _| {})
     }
@@ -363,7 +366,7 @@ impl Unlocked {
         let (info, wrapped) = self.row(account, id)?;
         let cek = self.content_key(account, &info, &wrapped)?;
         let src = file_path(&self.files_dir(account), id);
-        let file = File::open(&src).map_err(io("open", &src))?;
+        let file = File::open(&src).map_err(io_err("open", &src))?;
         let fail = |source| Error::Attachment { id: id.to_owned(), source };
         let dec = Decryptor::open(file, &cek, &id_bytes, account).map_err(fail)?;
         let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -377,13 +380,14 @@ impl Unlocked {
         if out.is_dir() {
             return Err(Error::InvalidAttachment(format!("{} is a directory", out.display())));
         }
+        let total = dec.len();
+        self.vault.disk.ensure_free_space(out, total + (1 << 20))?;
         let (mut tmp, file) = TempFile::create(out)?;
         // The decryptor writes each checked batch's plaintext in one call: no buffer needed.
-        let total = dec.len();
         let mut counted = Counted { inner: file, done: 0, total, progress };
         dec.decrypt_to(&mut counted).map_err(fail)?;
         let file = counted.inner;
-        file.sync_all().map_err(io("fsync", &tmp.path))?;
+        file.sync_all().map_err(io_err("fsync", &tmp.path))?;
         drop(file);
         self.vault.disk.rename(&tmp.path, out)?;
         tmp.keep = true;
@@ -457,7 +461,7 @@ impl Unlocked {
                 let (info, wrapped) = self.row(account, id)?;
                 let cek = self.content_key(account, &info, &wrapped)?;
                 let id_bytes = parse_id(id)?;
-                let file = File::open(&path).map_err(io("open", &path))?;
+                let file = File::open(&path).map_err(io_err("open", &path))?;
                 let fail = |source| Error::Attachment { id: id.clone(), source };
                 let dec = Decryptor::open(file, &cek, &id_bytes, account).map_err(fail)?;
                 dec.decrypt_to(std::io::sink()).map_err(fail)?;

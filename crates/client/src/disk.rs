@@ -34,7 +34,8 @@ pub(crate) struct Disk {
     crash: Option<Arc<Crash>>,
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
+/// Maps an I/O error on `path` during `op` to [`Error::Io`].
+pub(crate) fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
     move |source| Error::Io { op, path: path.to_path_buf(), source }
 }
 
