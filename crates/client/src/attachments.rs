@@ -124,6 +124,7 @@ impl TempFile {
         let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let path = target.with_file_name(format!(".{name}.{}{TMP_SUFFIX}", hex(&random::<4>())));
         let f = OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(FILE_MODE)
@@ -255,7 +256,10 @@ impl Unlocked {
         // batches out (small I/O calls are what cost most on a slow kernel path:
         // docs/performance.md).
         let input = File::open(source).map_err(io_err("open", source))?;
-        let mut enc = Encryptor::new(file, &cek, header).map_err(io_err("write", &tmp.path))?;
+        // The manifest's chunk hashes wait in a temporary file beside it (hashes of
+        // ciphertext, nothing secret), so memory stays the same whatever the size.
+        let (_spill_guard, spill) = TempFile::create(&target.with_extension("hashes"))?;
+        let mut enc = Encryptor::with_spill(file, &cek, header, Box::new(spill)).map_err(io_err("write", &tmp.path))?;
         enc.read_from(Counted { inner: input, done: 0, total: meta.len(), progress })
             .map_err(io_err("encrypt", &tmp.path))?;
         let (file, written) = enc.finish().map_err(io_err("write", &tmp.path))?;

@@ -177,9 +177,16 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     match args.first().map(String::as_str) {
         Some("encrypt") => {
-            // The encryptor reads whole batches into its buffers and writes whole batches.
+            // The encryptor reads whole batches into its buffers and writes whole batches;
+            // with a third argument its chunk hashes wait in that file, as in the vault.
             let out = File::create(&args[2]).expect("output");
-            let mut enc = Encryptor::new(out, &cek(), header()).expect("header");
+            let mut enc = match args.get(3) {
+                Some(spill) => {
+                    let spill = File::options().read(true).write(true).create_new(true).open(spill).expect("spill");
+                    Encryptor::with_spill(out, &cek(), header(), Box::new(spill)).expect("header")
+                }
+                None => Encryptor::new(out, &cek(), header()).expect("header"),
+            };
             enc.read_from(File::open(&args[1]).expect("input")).expect("encrypt");
             enc.finish().expect("finish");
         }

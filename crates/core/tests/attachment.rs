@@ -3,7 +3,7 @@
 
 use std::io::{Cursor, Write};
 
-use fieldvault_core::attachment::{Algorithm, Decryptor, Encryptor, Header, check_without_key};
+use fieldvault_core::attachment::{Algorithm, Decryptor, Encryptor, HASHES_IN_MEMORY, Header, check_without_key};
 use fieldvault_core::{AccountName, ContentKey, Error};
 use zeroize::Zeroizing;
 
@@ -246,6 +246,39 @@ fn every_way_of_feeding_the_encryptor_writes_the_same_bytes() {
         e.read_from(&plain[cut.0..cut.1]).expect("read");
         e.write_all(&plain[cut.1..]).expect("write");
         assert!(done(e) == reference, "mixed, len {len}");
+    }
+}
+
+/// With a spill, the encryptor keeps at most HASHES_IN_MEMORY chunk hashes in memory and
+/// moves the rest there as it goes; the file is the same byte for byte, written or read
+/// from a source.
+#[test]
+fn hashes_spilled_out_of_memory_give_the_same_file() {
+    let per = HASHES_IN_MEMORY * CS;
+    for len in [0, CS, per - 1, per, per + 1, 2 * per + BATCH_CHUNKS * CS + 5] {
+        let plain = data(len, 41);
+        let reference = encrypt(&plain, 4, Algorithm::Aes256Gcm, &cek(4));
+        for read in [false, true] {
+            // A real file as the spill, to see what went there.
+            let path = std::env::temp_dir().join(format!("fv-spill-test-{}-{len}-{read}", std::process::id()));
+            let file = std::fs::File::options().read(true).write(true).create_new(true).open(&path).expect("spill");
+            let mut e = Encryptor::with_spill(Vec::new(), &cek(4), header(4, Algorithm::Aes256Gcm), Box::new(file))
+                .expect("header");
+            if read {
+                e.read_from(&plain[..]).expect("read");
+            } else {
+                e.write_all(&plain).expect("write");
+            }
+            let (file, written) = e.finish().expect("finish");
+            let spilled = std::fs::metadata(&path).expect("spill").len() as usize / 32;
+            std::fs::remove_file(&path).expect("remove spill");
+            assert!(file == reference, "len {len}, read_from {read}");
+            assert_eq!(written.file_len, file.len() as u64);
+            // At most a batch over the limit stays in memory (hashes move after each batch).
+            let chunks = written.chunks as usize;
+            assert!(chunks - spilled < HASHES_IN_MEMORY + BATCH_CHUNKS, "{chunks} chunks, {spilled} spilled");
+            assert_eq!(spilled == 0, chunks < HASHES_IN_MEMORY, "{chunks} chunks, {spilled} spilled");
+        }
     }
 }
 

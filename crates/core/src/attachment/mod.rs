@@ -25,7 +25,7 @@ mod writer;
 
 pub use crate::ContentKey;
 pub use reader::{Decryptor, Verified};
-pub use writer::{Encryptor, Written};
+pub use writer::{Encryptor, HASHES_IN_MEMORY, Spill, Written};
 
 use crate::section::Reader as Bytes;
 use crate::{AccountName, Error};

@@ -1,7 +1,9 @@
-//! The streaming encryptor: one pass, two or three batch buffers in memory plus 32 bytes of
-//! hash per chunk for the manifest (512 KiB per GiB at 64 KiB chunks).
+//! The streaming encryptor: one pass, two or three batch buffers in memory, plus the
+//! manifest's 32-byte hash per chunk until `finish` writes them: in memory (512 KiB per GiB
+//! at 64 KiB chunks), or, with a [`Spill`], at most [`HASHES_IN_MEMORY`] of them in memory
+//! and the rest in the spill, so memory stays the same whatever the size.
 
-use std::io::{self, IoSliceMut, Read, Write};
+use std::io::{self, IoSliceMut, Read, Seek, SeekFrom, Write};
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce};
 use aws_lc_rs::hmac;
@@ -32,6 +34,18 @@ pub struct Written {
 /// thread enough work that a hand-off is noise (48 and 64 chunks measured the same).
 pub(crate) const BATCH: usize = 48;
 
+/// Chunk hashes an encryptor with a [`Spill`] keeps in memory before it moves them to the
+/// spill: 32 KiB, a run of 64 MiB of plaintext at 64 KiB chunks.
+pub const HASHES_IN_MEMORY: usize = 1024;
+
+/// Storage for the manifest's chunk hashes while an attachment is written (a temporary
+/// file, say): the manifest comes after the chunks and its MAC covers the chunk count
+/// first, so every hash must wait for `finish`. The hashes are of ciphertext and appear in
+/// the finished file's manifest anyway: a spill holds nothing secret.
+pub trait Spill: Read + Write + Seek + Send {}
+
+impl<T: Read + Write + Seek + Send> Spill for T {}
+
 /// Encrypts a stream into the attachment format. Write plaintext into it (it implements
 /// [`Write`]) or let it read a source ([`Encryptor::read_from`]), then call
 /// [`Encryptor::finish`]: without it the file has no final chunk and no manifest, and every
@@ -56,6 +70,8 @@ pub struct Encryptor<W: Write> {
     index: u64,
     length: u64,
     hashes: Vec<[u8; HASH_LEN]>,
+    /// Where hashes go beyond [`HASHES_IN_MEMORY`], and how many went there.
+    spill: Option<(Box<dyn Spill>, u64)>,
     written: u64,
     helper: Helper,
 }
@@ -88,8 +104,18 @@ impl<W: Write> Encryptor<W> {
             index: 0,
             length: 0,
             hashes: Vec::new(),
+            spill: None,
             helper: Helper::default(),
         })
+    }
+
+    /// [`Encryptor::new`], keeping at most [`HASHES_IN_MEMORY`] chunk hashes in memory and
+    /// the rest in `spill` (empty, read back by `finish`), so that memory stays the same
+    /// whatever the attachment's size. The output's bytes are the same either way.
+    pub fn with_spill(out: W, cek: &ContentKey, header: Header, spill: Box<dyn Spill>) -> io::Result<Self> {
+        let mut enc = Self::new(out, cek, header)?;
+        enc.spill = Some((spill, 0));
+        Ok(enc)
     }
 
     fn slot_len(&self) -> usize {
@@ -146,6 +172,11 @@ impl<W: Write> Encryptor<W> {
         for h in hashes {
             self.hashes.push(h?);
         }
+        if let Some((spill, spilled)) = self.spill.as_mut().filter(|_| self.hashes.len() >= HASHES_IN_MEMORY) {
+            spill.write_all(self.hashes.as_flattened())?;
+            *spilled += self.hashes.len() as u64;
+            self.hashes.clear();
+        }
         self.pending = used;
         self.index += n as u64;
         self.slots = 0;
@@ -177,19 +208,34 @@ impl<W: Write> Encryptor<W> {
         self.write_pending()?;
         let count = self.index;
         let mut root = RootHasher::new(&self.header, count, self.length);
-        for h in &self.hashes {
-            root.update(h);
-        }
-        let root = root.finish();
         let mut mac = hmac::Context::with_key(&self.keys.manifest);
         mac.update(&self.header);
         let prefix = manifest_prefix(count, self.length);
         mac.update(&prefix);
         self.out.write_all(&prefix)?;
-        for h in &self.hashes {
-            mac.update(h);
-            self.out.write_all(h)?;
+        // Every chunk hash in order (those in the spill first), each into the root, the
+        // MAC and the manifest, in pieces of up to HASHES_IN_MEMORY hashes.
+        let out = &mut self.out;
+        let mut emit = |piece: &[u8]| -> io::Result<()> {
+            for h in piece.chunks_exact(HASH_LEN) {
+                root.update(h.try_into().expect("32 bytes"));
+            }
+            mac.update(piece);
+            out.write_all(piece)
+        };
+        if let Some((spill, spilled)) = self.spill.as_mut() {
+            spill.seek(SeekFrom::Start(0))?;
+            let mut piece = vec![0u8; HASHES_IN_MEMORY * HASH_LEN];
+            let mut left = *spilled as usize * HASH_LEN;
+            while left > 0 {
+                let n = left.min(piece.len());
+                spill.read_exact(&mut piece[..n])?;
+                emit(&piece[..n])?;
+                left -= n;
+            }
         }
+        emit(self.hashes.as_flattened())?;
+        let root = root.finish();
         mac.update(&root);
         self.out.write_all(&root)?;
         self.out.write_all(mac.sign().as_ref())?;
