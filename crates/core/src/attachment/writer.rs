@@ -140,9 +140,9 @@ impl<W: Write> Encryptor<W> {
     }
 
     /// Seals the current batch (see [`Encryptor::span`]) on two threads, while this thread
-    /// writes out the pending batch. With `src`, the slots are empty and each chunk is copied
-    /// from `src` by the thread that seals it (no separate pass over the batch). The sealed
-    /// batch becomes the pending one, to be written by the next call.
+    /// writes out the pending batch. With `src`, the slots are empty and each chunk is sealed
+    /// from `src` straight into its slot by the thread that takes it (no copy first). The
+    /// sealed batch becomes the pending one, to be written by the next call.
     fn seal_batch(&mut self, final_len: Option<usize>, src: Option<&[u8]>) -> io::Result<()> {
         let Some((n, used)) = self.span(final_len)? else { return Ok(()) };
         let seal = Sealer {
@@ -390,12 +390,13 @@ struct Sealer<'a> {
     n: usize,
     /// The final chunk's length, when the batch ends with it.
     final_len: Option<usize>,
-    /// The plaintext, when it is to be copied from the caller's buffer.
+    /// The plaintext, when it is sealed straight from the caller's buffer.
     src: Option<&'a [u8]>,
 }
 
 impl Sealer<'_> {
-    /// Seals the chunk in `s` (plaintext, then room for the tag) in place and returns the
+    /// Seals chunk `i` of the batch into slot `s` (room for the chunk and its tag): from
+    /// `src` when there is one, else in place (the slot holds the plaintext). Returns the
     /// hash of its ciphertext and tag, for the manifest.
     fn seal(&self, i: usize, s: &mut [u8]) -> io::Result<[u8; HASH_LEN]> {
         let len = s.len() - TAG_LEN;
