@@ -219,7 +219,7 @@ impl<R: Read + Seek> Decryptor<R> {
         let l = &self.layout;
         let (cs, count) = (l.header.chunk_size(), l.count);
         let slot = cs + TAG_LEN;
-        let per_batch = if cs <= 1 << 16 { super::writer::BATCH as u64 } else { 4 };
+        let per_batch = super::batch::chunks_per_batch(cs) as u64;
         let buffer = || (vec![0u8; per_batch as usize * slot], vec![0u8; per_batch as usize * HASH_LEN]);
         let mut bufs = [buffer(), buffer(), buffer()];
         let helper = Helper::default();

@@ -26,14 +26,6 @@ pub struct Written {
     pub file_len: u64,
 }
 
-/// Chunks sealed together, shared by two threads: 3 MiB of plaintext at 64 KiB chunks.
-/// Two batch buffers: while the threads seal one, the calling thread writes the other out,
-/// so the output's IO overlaps the crypto; [`Encryptor::read_from`] adds a third, which it
-/// reads the next batch into while the helper thread writes the previous one. They bound
-/// memory (6 or 9 MiB in all; peak RSS stays under 16 MiB with three) while giving each
-/// thread enough work that a hand-off is noise (48 and 64 chunks measured the same).
-pub(crate) const BATCH: usize = 48;
-
 /// Chunk hashes an encryptor with a [`Spill`] keeps in memory before it moves them to the
 /// spill: 32 KiB, a run of 64 MiB of plaintext at 64 KiB chunks.
 pub const HASHES_IN_MEMORY: usize = 1024;
@@ -86,7 +78,7 @@ impl<W: Write> Encryptor<W> {
         let bytes = header.to_bytes();
         out.write_all(&bytes)?;
         let chunk_size = header.chunk_size();
-        let slots = if chunk_size <= 1 << 16 { BATCH } else { 4 };
+        let slots = super::batch::chunks_per_batch(chunk_size);
         let buf = || vec![0u8; slots * (chunk_size + TAG_LEN)];
         Ok(Encryptor {
             out,
