@@ -295,22 +295,63 @@ mod tests {
         path
     }
 
+    /// The page reserve recorded in page 1's header, decrypted with `key`. SQLCipher puts
+    /// the IV (16) and HMAC-SHA256 (32) in the last 48 bytes of each page whatever reserve
+    /// SQLite keeps; page 1 is salt (16), ciphertext up to those 48 bytes, IV, HMAC.
+    fn page1_reserve(path: &Path, key: [u8; 32]) -> u8 {
+        let file = std::fs::read(path).expect("read");
+        let iv_at = 8192 - 48;
+        let iv: [u8; 16] = file[iv_at..iv_at + 16].try_into().expect("16 bytes");
+        let mut page = file[16..iv_at].to_vec();
+        let cbc = DecryptingKey::cbc(UnboundCipherKey::new(&AES_256, &key).expect("key")).expect("cbc");
+        let plain = cbc.decrypt(&mut page, DecryptionContext::Iv128(FixedLength::from(iv))).expect("decrypt");
+        // Header offsets 16..18: page size; 20: reserved bytes per page.
+        assert_eq!(&plain[..2], &[0x20, 0x00], "page 1 did not decrypt to an 8 KiB-page header");
+        plain[4]
+    }
+
     #[test]
     fn a_new_file_reserves_exactly_iv_and_hmac_sha256_on_every_page() {
         // SQLCipher sizes a page's reserve when the key is set, from its defaults, and
         // SQLite never shrinks a reserve afterwards: with SQLCipher's own defaults
         // (HMAC-SHA512) files kept 80 bytes per page, 32 of them unused.
         let dir = tempfile::tempdir().expect("tempdir");
-        let file = std::fs::read(written_db(dir.path())).expect("read");
-        // Page 1: salt (16), ciphertext up to the reserve, IV (16), HMAC-SHA256 (32).
-        let (iv_at, reserve) = (8192 - 48, 48u8);
-        let iv: [u8; 16] = file[iv_at..iv_at + 16].try_into().expect("16 bytes");
-        let mut page = file[16..iv_at].to_vec();
-        let key = DecryptingKey::cbc(UnboundCipherKey::new(&AES_256, &[0x42; 32]).expect("key")).expect("cbc");
-        let plain = key.decrypt(&mut page, DecryptionContext::Iv128(FixedLength::from(iv))).expect("decrypt");
-        // Header offsets 16..18: page size; 20: reserved bytes per page.
-        assert_eq!(&plain[..2], &[0x20, 0x00]);
-        assert_eq!(plain[4], reserve);
+        assert_eq!(page1_reserve(&written_db(dir.path()), [0x42; 32]), 48);
+    }
+
+    #[test]
+    fn a_rotation_rewrites_an_old_80_byte_reserve_as_48() {
+        // A file made the way releases before the process defaults made them: keyed while
+        // SQLCipher's HMAC-SHA512 sized an 80-byte reserve, then switched to HMAC-SHA256;
+        // SQLite keeps the larger reserve for the life of the file.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(DB_FILE);
+        open(&dir.path().join("settle.db"), &test_key()).expect("process defaults settled");
+        let conn = Connection::open(&path).expect("open");
+        conn.execute_batch(&key_pragma("main", &test_key())).expect("key");
+        conn.execute_batch("PRAGMA cipher_hmac_algorithm = HMAC_SHA512; PRAGMA cipher_hmac_algorithm = HMAC_SHA256;")
+            .expect("settings");
+        conn.execute_batch(SCHEMA).expect("schema");
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA user_version = 1; INSERT INTO documents \
+             (collection, id, version, updated_at, body) VALUES ('c', 'a', 1, 0, '{\"old\":true}');",
+        )
+        .expect("write");
+        drop(conn);
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("0600");
+        assert_eq!(page1_reserve(&path, [0x42; 32]), 80, "the old layout was not reproduced");
+        let conn = open(&path, &test_key()).expect("an 80-byte-reserve file opens as before");
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
+        assert_eq!(version, SCHEMA_VERSION, "a version-1 file is upgraded on open");
+        drop(conn);
+
+        let new = DataKey::from_bytes(Zeroizing::new([0x17; 32]));
+        rekey(&Disk::default(), &path, &test_key(), &new).expect("rekey");
+        assert_eq!(page1_reserve(&path, [0x17; 32]), 48, "the rotated file still leaves 32 bytes a page unused");
+        let conn = open(&path, &new).expect("opens under the new key");
+        let body: String =
+            conn.query_row("SELECT body FROM documents WHERE id = 'a'", [], |r| r.get(0)).expect("the row survived");
+        assert_eq!(body, r#"{"old":true}"#);
     }
 
     #[test]
