@@ -507,6 +507,17 @@ pub(crate) fn remove_orphans(
     Ok(())
 }
 
+/// How many encrypted attachment files the account directory `account_dir` holds.
+pub(crate) fn stored_files(account_dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(account_dir.join(FILES_DIR)) else { return 0 };
+    entries.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(FILE_SUFFIX)).count()
+}
+
+/// Whether `name` is the name of an attachment file (`<id>.fva`).
+pub(crate) fn is_attachment_file(name: &str) -> bool {
+    name.strip_suffix(FILE_SUFFIX).is_some_and(|id| parse_id(id).is_ok())
+}
+
 /// The files of the given attachment ids, for deletion after their rows are gone.
 pub(crate) fn files_of(db_path: &Path, ids: &[String]) -> Vec<PathBuf> {
     let files = db_path.with_file_name(FILES_DIR);

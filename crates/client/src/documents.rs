@@ -7,6 +7,7 @@
 //! attachments).
 
 use std::collections::BTreeSet;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -198,10 +199,11 @@ impl Documents<'_> {
     }
 
     /// Lists a collection in id order: up to `limit` documents (all when `None`) after the
-    /// id `after`.
-    pub fn list(&self, collection: &str, limit: Option<usize>, after: Option<&str>) -> Result<Page, Error> {
+    /// id `after`. The page's `next` is set only when more documents follow it.
+    pub fn list(&self, collection: &str, limit: Option<NonZeroUsize>, after: Option<&str>) -> Result<Page, Error> {
         check_collection(collection)?;
-        let limit = limit.map(|l| l as i64).unwrap_or(-1);
+        // One row more than asked for says whether another page exists; it is not returned.
+        let limit = limit.map_or(-1, |l| i64::try_from(l.get()).unwrap_or(i64::MAX - 1) + 1);
         let sql = format!(
             "SELECT id, version, updated_at, body FROM {} WHERE collection = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
             self.table(collection)
@@ -217,8 +219,12 @@ impl Documents<'_> {
             let (id, v, at, body) = row.map_err(db_err(&self.db.path))?;
             documents.push(row_to_doc(collection, id, v, at, body, &self.db.path)?);
         }
-        let next =
-            if limit >= 0 && documents.len() as i64 == limit { documents.last().map(|d| d.id.clone()) } else { None };
+        let next = if limit >= 0 && documents.len() as i64 == limit {
+            documents.pop();
+            documents.last().map(|d| d.id.clone())
+        } else {
+            None
+        };
         Ok(Page { documents, next })
     }
 

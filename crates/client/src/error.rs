@@ -115,6 +115,19 @@ pub enum Error {
         /// The file.
         path: PathBuf,
     },
+    /// An account's database is missing (or empty) although attachment files of the account
+    /// remain: it was deleted or truncated outside Fieldvault. Opening would create an empty
+    /// database and the attachments would be swept as orphans, so nothing is opened.
+    #[error(
+        "{} is missing or empty, but {attachments} attachment file(s) of this account remain: the vault is damaged; nothing was changed (restore the database from a backup, or wipe the account)",
+        path.display()
+    )]
+    DatabaseMissing {
+        /// The database file.
+        path: PathBuf,
+        /// Attachment files found.
+        attachments: usize,
+    },
     /// The database does not open with its key: the key is not the one it was made with,
     /// or its first page is damaged (SQLCipher cannot tell these apart).
     #[error("{} does not open with its key: it is damaged, or was encrypted under another key", path.display())]

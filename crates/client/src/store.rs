@@ -1,6 +1,8 @@
 //! The unlocked vault's databases: opening each account's SQLCipher database with its
 //! data key, re-keying it on rotation, and checking it (`verify`).
 
+use std::path::Path;
+
 use fieldvault_core::{AccountName, KeyMeta, Purpose};
 use rusqlite::params;
 
@@ -42,7 +44,16 @@ impl Unlocked {
     }
 
     fn open_db(&mut self, account: &AccountName) -> Result<AccountDb, Error> {
-        let path = self.vault.account_dir(account).join(DB_FILE);
+        let dir = self.vault.account_dir(account);
+        let path = dir.join(DB_FILE);
+        // A database that should exist but does not: opening would create an empty one, and
+        // the orphan sweep below would then delete every attachment file. Refuse instead.
+        if std::fs::metadata(&path).map_or(true, |m| m.len() == 0) {
+            let attachments = crate::attachments::stored_files(&dir);
+            if attachments > 0 {
+                return Err(Error::DatabaseMissing { path, attachments });
+            }
+        }
         let conn = match database::open(&path, self.data_key(account, Purpose::Database)?) {
             Ok(conn) => conn,
             // A rotation that re-keyed the file but crashed before promoting the new key.
@@ -86,9 +97,11 @@ impl Unlocked {
         result
     }
 
-    /// Checks every account's database: not plaintext, opens with its key, and every page
-    /// authenticates (`PRAGMA cipher_integrity_check`); plus every key (they unwrapped to
-    /// get here).
+    /// Checks every file at rest: every key unwraps (they did, to get here); every account's
+    /// database is not plaintext, opens with its key, and every page authenticates (`PRAGMA
+    /// cipher_integrity_check`); every attachment decrypts and authenticates end to end; and
+    /// nothing else lies under the vault directory (any other file is a finding: verify
+    /// cannot vouch that it is encrypted).
     pub fn verify(&mut self) -> Result<Report, Error> {
         self.verify_with_progress(&mut |_, _| {})
     }
@@ -102,9 +115,20 @@ impl Unlocked {
         for k in &st.keys {
             report.checked.push(format!("account '{}' {} key v{} unwraps", k.account, k.meta.purpose, k.meta.version));
         }
-        for account in self.vault.accounts() {
-            let path = self.vault.account_dir(&account).join(DB_FILE);
+        let accounts = self.vault.accounts();
+        for account in &accounts {
+            let account = account.clone();
+            let dir = self.vault.account_dir(&account);
+            let path = dir.join(DB_FILE);
             if !path.exists() {
+                // Not created yet (nothing stored), unless attachments say otherwise.
+                match crate::attachments::stored_files(&dir) {
+                    0 => report.checked.push(format!("account '{account}' has no database yet (nothing stored)")),
+                    n => report.findings.push(Finding {
+                        problem: Error::DatabaseMissing { path: path.clone(), attachments: n }.to_string(),
+                        path,
+                    }),
+                }
                 continue;
             }
             self.dbs.remove(&account);
@@ -136,8 +160,92 @@ impl Unlocked {
                 ));
             }
         }
+        let names: Vec<&str> = accounts.iter().map(AccountName::as_str).collect();
+        let strays = strays(self.vault.dir(), &names);
+        if strays.is_empty() {
+            report.checked.push("no other file lies under the vault directory".to_owned());
+        }
+        report.findings.extend(strays);
         Ok(report)
     }
+}
+
+/// Everything under the vault directory `dir` that is not a file Fieldvault keeps there
+/// (`docs/keys.md`, section 4): such a file may hold plaintext, and `verify` cannot vouch
+/// for it. Leftovers of an interrupted write are named as such.
+fn strays(dir: &Path, accounts: &[&str]) -> Vec<Finding> {
+    use crate::vault::{ACCOUNTS, COUNTER, KEYS, LOCK, MARKER};
+    let wal = format!("{DB_FILE}-wal");
+    let mut findings = Vec::new();
+    // (directory, what may lie in it: files by name, and subdirectories to walk in turn)
+    let mut todo = vec![(dir.to_path_buf(), Level::Root)];
+    while let Some((at, level)) = todo.pop() {
+        let entries = match std::fs::read_dir(&at) {
+            Ok(entries) => entries,
+            Err(e) => {
+                findings.push(Finding { path: at, problem: format!("cannot be listed: {e}") });
+                continue;
+            }
+        };
+        for entry in entries {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    findings.push(Finding { path: at.clone(), problem: format!("cannot be listed: {e}") });
+                    continue;
+                }
+            };
+            let (path, name) = (entry.path(), entry.file_name().to_string_lossy().into_owned());
+            let kind = match entry.file_type() {
+                Ok(t) if t.is_symlink() => {
+                    findings.push(Finding { path, problem: "a symbolic link; Fieldvault writes none".to_owned() });
+                    continue;
+                }
+                Ok(t) if t.is_dir() => Some(true),
+                Ok(t) if t.is_file() => Some(false),
+                _ => None,
+            };
+            let expected = match (level, kind) {
+                (Level::Root, Some(false)) => [MARKER, KEYS, COUNTER, LOCK].contains(&name.as_str()),
+                (Level::Root, Some(true)) if name == ACCOUNTS => {
+                    todo.push((path.clone(), Level::Accounts));
+                    true
+                }
+                (Level::Accounts, Some(true)) if accounts.contains(&name.as_str()) => {
+                    todo.push((path.clone(), Level::Account));
+                    true
+                }
+                (Level::Account, Some(false)) => name == DB_FILE || name == wal,
+                (Level::Account, Some(true)) if name == crate::attachments::FILES_DIR => {
+                    todo.push((path.clone(), Level::Files));
+                    true
+                }
+                (Level::Files, Some(false)) => crate::attachments::is_attachment_file(&name),
+                _ => false,
+            };
+            if !expected {
+                let problem = if name.ends_with(crate::disk::TMP_SUFFIX) {
+                    "a temporary file left by an interrupted write (the next write of its kind removes it)"
+                } else if level == Level::Accounts && kind == Some(true) {
+                    "a directory of no account of this vault; verify cannot vouch for what it holds"
+                } else {
+                    "not a file Fieldvault keeps here; verify cannot vouch that it is encrypted"
+                };
+                findings.push(Finding { path, problem: problem.to_owned() });
+            }
+        }
+    }
+    findings.sort_by(|a, b| a.path.cmp(&b.path));
+    findings
+}
+
+/// Where in the vault directory a walk is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Level {
+    Root,
+    Accounts,
+    Account,
+    Files,
 }
 
 fn integrity_problems(db: &AccountDb) -> Result<Vec<String>, Error> {

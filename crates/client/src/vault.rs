@@ -26,8 +26,8 @@ use crate::disk::{DIR_MODE, Disk, TMP_SUFFIX, check_private_dir, open_private, r
 pub(crate) const MARKER: &str = "vault.fv";
 pub(crate) const KEYS: &str = "keys.fvk";
 pub(crate) const COUNTER: &str = "unlock.fvc";
-const LOCK: &str = "lock";
-const ACCOUNTS: &str = "accounts";
+pub(crate) const LOCK: &str = "lock";
+pub(crate) const ACCOUNTS: &str = "accounts";
 
 /// An open vault, still locked: it has read and checked the key file's structure and holds
 /// the directory lock, but no key. [`Vault::unlock`] turns it into an
@@ -98,6 +98,30 @@ fn take_lock(dir: &Path) -> Result<File, Error> {
     }
 }
 
+/// The read-only checks of `init`: `dir` must be missing, or a directory with nothing in it
+/// but leftovers of an interrupted init. Returns whether it exists.
+fn init_target(dir: &Path) -> Result<bool, Error> {
+    match fs::symlink_metadata(dir) {
+        Ok(meta) if !meta.is_dir() => Err(Error::UnexpectedFileType { path: dir.to_path_buf(), expected: "directory" }),
+        Ok(_) => {
+            let names = fs::read_dir(dir)
+                .map_err(|source| Error::Io { op: "list", path: dir.to_path_buf(), source })?
+                .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|source| Error::Io { op: "list", path: dir.to_path_buf(), source })?;
+            if names.iter().any(|n| n == MARKER || n == KEYS) {
+                return Err(Error::AlreadyAVault { dir: dir.to_path_buf() });
+            }
+            if !names.iter().all(|n| is_leftover(n)) {
+                return Err(Error::NotEmpty { dir: dir.to_path_buf() });
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(Error::Io { op: "stat", path: dir.to_path_buf(), source }),
+    }
+}
+
 /// Whether a directory entry is one a crashed `init` may leave behind.
 fn is_leftover(name: &str) -> bool {
     name == LOCK || name.ends_with(TMP_SUFFIX)
@@ -146,6 +170,16 @@ impl Vault {
         Self::init_on(Disk::default(), dir, store, account)
     }
 
+    /// Whether `init` could create a vault at `dir`, checked without writing anything: so
+    /// a caller can refuse before it asks for a passphrase.
+    ///
+    /// # Errors
+    /// As [`Vault::init`] for the directory: [`Error::AlreadyAVault`], [`Error::NotEmpty`],
+    /// [`Error::UnexpectedFileType`], [`Error::Io`].
+    pub fn check_init_target(dir: &Path) -> Result<(), Error> {
+        init_target(dir).map(drop)
+    }
+
     pub(crate) fn init_on(
         disk: Disk,
         dir: &Path,
@@ -154,29 +188,7 @@ impl Vault {
     ) -> Result<crate::Unlocked, Error> {
         // Read-only checks first, then the keystore (a weak passphrase is refused here),
         // and only then the first write: a refused init leaves no trace.
-        let exists = match fs::symlink_metadata(dir) {
-            Ok(meta) if !meta.is_dir() => {
-                return Err(Error::UnexpectedFileType { path: dir.to_path_buf(), expected: "directory" });
-            }
-            Ok(_) => {
-                let names = fs::read_dir(dir)
-                    .map_err(|source| Error::Io { op: "list", path: dir.to_path_buf(), source })?
-                    .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|source| Error::Io { op: "list", path: dir.to_path_buf(), source })?;
-                if names.iter().any(|n| n == MARKER || n == KEYS) {
-                    return Err(Error::AlreadyAVault { dir: dir.to_path_buf() });
-                }
-                if !names.iter().all(|n| is_leftover(n)) {
-                    return Err(Error::NotEmpty { dir: dir.to_path_buf() });
-                }
-                true
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(source) => {
-                return Err(Error::Io { op: "stat", path: dir.to_path_buf(), source });
-            }
-        };
+        let exists = init_target(dir)?;
         let vault_id = VaultId::from_bytes(crate::random());
         let (kek, params) = store.create(&vault_id)?;
         if exists {

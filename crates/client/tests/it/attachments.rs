@@ -196,6 +196,36 @@ fn orphan_files_from_a_crash_are_removed_on_open() {
 }
 
 #[test]
+fn a_lost_database_is_refused_and_its_attachments_are_not_swept_as_orphans() {
+    let f = fixture();
+    let mut v = f.unlock();
+    let a = v.attach(&alice(), "visits", "v1", &f.source("a", b"keep me")).expect("attach");
+    drop(v);
+    let db = f.vault().join("accounts/alice/documents.db");
+    // Deleted, or truncated to nothing, outside Fieldvault.
+    for lose in [|p: &Path| fs::remove_file(p), |p: &Path| fs::write(p, b"")] {
+        let saved = fs::read(&db).expect("read");
+        lose(&db).expect("lose the database");
+        let len = fs::metadata(&db).map(|m| m.len()).ok();
+        let mut v = f.unlock();
+        let err = v.documents(&alice()).err().expect("refused");
+        assert!(matches!(err, Error::DatabaseMissing { attachments: 1, .. }), "{err}");
+        let report = v.verify().expect("verify runs");
+        assert!(report.findings.iter().any(|x| x.path == db && x.problem.contains("missing or empty")), "{report:?}");
+        drop(v);
+        assert_eq!(entries(&f.files()), vec![format!("{}.fva", a.id)], "the attachment file is kept");
+        assert_eq!(fs::metadata(&db).map(|m| m.len()).ok(), len, "no database was created in its place");
+        fs::write(&db, saved).expect("restore from the backup");
+        fs::set_permissions(&db, fs::Permissions::from_mode(0o600)).expect("0600");
+        let mut v = f.unlock();
+        let out = f.tmp.path().join("back");
+        let _ = fs::remove_file(&out);
+        v.attachment_get(&alice(), &a.id, &out).expect("restored, the attachment is back");
+        assert_eq!(fs::read(&out).expect("read"), b"keep me");
+    }
+}
+
+#[test]
 fn a_content_key_moved_to_another_attachment_fails_authentication() {
     let f = fixture();
     let mut v = f.unlock();

@@ -1,4 +1,5 @@
 use std::fs;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -95,11 +96,17 @@ fn documents_round_trip_through_the_encrypted_database() {
     let got = docs.get("visits", "v-1").expect("get").expect("present");
     assert_eq!((got.version, got.body["bp"][0].clone()), (2, json!(118)));
     assert!(docs.get("visits", "v-3").expect("get").is_none());
-    let page = docs.list("visits", Some(2), None).expect("list");
-    assert_eq!(page.documents.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["v-1", "v-2"]);
+    let ids = |p: &fieldvault_client::Page| p.documents.iter().map(|d| d.id.clone()).collect::<Vec<_>>();
+    let page = docs.list("visits", NonZeroUsize::new(2), None).expect("list");
+    assert_eq!((ids(&page), page.next.as_deref()), (vec!["v-1".to_owned(), "v-2".to_owned()], Some("v-2")));
     let rest = docs.list("visits", None, page.next.as_deref()).expect("list rest");
-    assert_eq!(rest.documents.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["v-4", "v-5", "v-6"]);
+    assert_eq!(ids(&rest), ["v-4", "v-5", "v-6"]);
     assert_eq!(rest.next, None);
+    // A page that takes exactly what is left is the last one: no `next` that leads nowhere.
+    let exact = docs.list("visits", NonZeroUsize::new(3), page.next.as_deref()).expect("list exact");
+    assert_eq!((ids(&exact), exact.next), (ids(&rest), None));
+    let all = docs.list("visits", NonZeroUsize::new(5), None).expect("list all");
+    assert_eq!((all.documents.len(), all.next), (5, None));
 }
 
 #[test]
