@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// Fieldvault: an encrypted, offline-first data vault.
 ///
@@ -25,8 +26,12 @@ pub struct Global {
     #[arg(long, global = true, env = "FIELDVAULT_VAULT", value_name = "DIR")]
     pub vault: Option<PathBuf>,
     /// Account (namespace) inside the vault [default: default]. With `wipe`, wipes only it
+    /// (and then only when given here, not through FIELDVAULT_ACCOUNT)
     #[arg(long, global = true, env = "FIELDVAULT_ACCOUNT", value_name = "NAME")]
     pub account: Option<String>,
+    /// Whether `account` came from FIELDVAULT_ACCOUNT rather than the command line.
+    #[arg(skip)]
+    pub account_from_env: bool,
     /// Print machine-readable JSON on stdout (errors stay one line on stderr)
     #[arg(long, global = true)]
     pub json: bool,
@@ -80,9 +85,9 @@ pub enum Command {
     List {
         /// Collection name
         collection: String,
-        /// At most this many documents
-        #[arg(long)]
-        limit: Option<usize>,
+        /// At most this many documents (1 or more)
+        #[arg(long, value_parser = at_least_one)]
+        limit: Option<std::num::NonZeroUsize>,
         /// Start after this id (the `next` of a previous page)
         #[arg(long)]
         after: Option<String>,
@@ -100,8 +105,12 @@ pub enum Command {
         #[arg(long)]
         master: bool,
     },
-    /// Change the passphrase (new one from a prompt or FIELDVAULT_NEW_PASSPHRASE)
-    Passwd,
+    /// Change the passphrase (the new one from a prompt, --new-passphrase-fd or FIELDVAULT_NEW_PASSPHRASE)
+    Passwd {
+        /// Read the new passphrase from this open file descriptor (first line)
+        #[arg(long, value_name = "N")]
+        new_passphrase_fd: Option<u32>,
+    },
     /// Crypto-shred and delete the whole vault, or with --account NAME one account
     ///
     /// Keys go first (crypto-shredding), then files. Asks for confirmation on a terminal.
@@ -119,7 +128,7 @@ pub enum Command {
         /// The file to attach
         file: std::path::PathBuf,
     },
-    /// Attachments: get one back
+    /// Attachments: list a document's, or get one back
     #[command(subcommand)]
     Attachment(AttachmentCommand),
     /// Import a plaintext SQLite database into the account, then remove the plaintext file
@@ -131,7 +140,11 @@ pub enum Command {
         #[arg(long, value_name = "PLAIN.sqlite")]
         from: std::path::PathBuf,
     },
-    /// Check that every key unwraps and every database is encrypted and authenticates on every page
+    /// Check that every file at rest is encrypted and authentic
+    ///
+    /// Every key unwraps; every account database is encrypted and authenticates on every
+    /// page; every attachment decrypts and authenticates end to end; and nothing else lies
+    /// under the vault directory. Exits non-zero on any finding.
     Verify,
 }
 
@@ -152,4 +165,29 @@ pub enum AttachmentCommand {
         /// Id of the owning document
         id: String,
     },
+}
+
+/// A count of 1 or more.
+fn at_least_one(text: &str) -> Result<std::num::NonZeroUsize, String> {
+    text.parse::<usize>()
+        .ok()
+        .and_then(std::num::NonZeroUsize::new)
+        .ok_or_else(|| "expected a whole number of 1 or more".to_owned())
+}
+
+/// Parses the command line, noting where `--account` came from.
+pub fn parse() -> Result<Cli, clap::Error> {
+    let matches = Cli::command().try_get_matches()?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    let mut m = &matches;
+    // A global option's source is recorded where it was matched: look down the subcommands.
+    let mut from_env = m.value_source("account") == Some(ValueSource::EnvVariable);
+    while let Some((_, sub)) = m.subcommand() {
+        m = sub;
+        if let Some(source) = m.value_source("account") {
+            from_env = source == ValueSource::EnvVariable;
+        }
+    }
+    cli.global.account_from_env = from_env;
+    Ok(cli)
 }

@@ -1,5 +1,6 @@
 //! One function per subcommand: call the library, print the result (text or `--json`).
 
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -12,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use crate::cli::{AttachmentCommand, Cli, Command, Global, KeystoreChoice};
 use crate::hygiene::core_dumps_disabled;
-use crate::secret_input::{Prompt, confirm, passphrase};
+use crate::secret_input::{Prompt, Source, confirm, passphrase};
 
 pub fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
@@ -25,7 +26,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::List { collection, limit, after } => list(g, &dir, &collection, limit, after.as_deref()),
         Command::Delete { collection, id } => delete(g, &dir, &collection, &id),
         Command::Rotate { master } => rotate(g, &dir, master),
-        Command::Passwd => passwd(g, &dir),
+        Command::Passwd { new_passphrase_fd } => passwd(g, &dir, new_passphrase_fd),
         Command::Wipe { yes } => wipe(g, &dir, g.account.as_deref(), yes),
         Command::Verify => verify(g, &dir),
         Command::Migrate { from } => migrate(g, &dir, &from),
@@ -56,12 +57,17 @@ fn emit(g: &Global, value: Value, text: impl FnOnce() -> String) {
     if g.json {
         println!("{}", serde_json::to_string_pretty(&value).expect("JSON values always serialize"));
     } else {
-        println!("{}", text());
+        // An empty result prints nothing, not an empty line.
+        let text = text();
+        if !text.is_empty() {
+            println!("{text}");
+        }
     }
 }
 
 fn passphrase_store(g: &Global, prompt: Prompt) -> Result<PassphraseStore> {
-    Ok(PassphraseStore::new(passphrase(g.passphrase_fd, "FIELDVAULT_PASSPHRASE", "Passphrase", prompt)?))
+    let from = Source { fd: g.passphrase_fd, flag: "--passphrase-fd", env_var: "FIELDVAULT_PASSPHRASE" };
+    Ok(PassphraseStore::new(passphrase(&from, "Passphrase", prompt)?))
 }
 
 /// The store that holds this vault's keystore key.
@@ -87,6 +93,8 @@ fn unlock(g: &Global, dir: &Path) -> Result<Unlocked> {
 
 fn init(g: &Global, dir: &Path, choice: Option<KeystoreChoice>) -> Result<()> {
     let account = account(g)?;
+    // Before any keystore note or passphrase prompt: an existing vault is refused at once.
+    Vault::check_init_target(dir)?;
     let mut fallback = None;
     let store: Box<dyn KeyStore> = match choice {
         Some(KeystoreChoice::Os) => Box::new(OsStore::platform()?),
@@ -226,19 +234,29 @@ fn rotate(g: &Global, dir: &Path, master: bool) -> Result<()> {
     Ok(())
 }
 
-fn passwd(g: &Global, dir: &Path) -> Result<()> {
+fn passwd(g: &Global, dir: &Path, new_fd: Option<u32>) -> Result<()> {
     let vault = open(dir)?;
     if vault.keystore_kind() != KeystoreKind::Passphrase {
         bail!("this vault's key is in the {} keystore, not behind a passphrase", vault.keystore_kind().name());
     }
     let mut v = vault.unlock(&passphrase_store(g, Prompt::Once)?)?;
-    let new = passphrase(None, "FIELDVAULT_NEW_PASSPHRASE", "New passphrase", Prompt::Confirm)?;
+    let from = Source { fd: new_fd, flag: "--new-passphrase-fd", env_var: "FIELDVAULT_NEW_PASSPHRASE" };
+    let new = passphrase(&from, "New passphrase", Prompt::Confirm)?;
     v.change_passphrase(&PassphraseStore::new(new))?;
     emit(g, json!({ "passphrase_changed": true }), || "passphrase changed".into());
     Ok(())
 }
 
 fn wipe(g: &Global, dir: &Path, account: Option<&str>, yes: bool) -> Result<()> {
+    // What a wipe destroys is never left to an exported variable: with FIELDVAULT_ACCOUNT
+    // set, `wipe` would wipe one account where it says the whole vault, or (unset) the
+    // reverse. Only `--account` on the command line picks an account.
+    if let (Some(name), true) = (account, g.account_from_env) {
+        bail!(
+            "FIELDVAULT_ACCOUNT is set ({name}); name the account on the command line (--account {name}) to wipe \
+             it, or unset FIELDVAULT_ACCOUNT to wipe the whole vault; nothing was changed"
+        );
+    }
     if let Some(name) = account {
         let account = AccountName::new(name)?;
         let mut vault = open(dir)?;
@@ -331,7 +349,7 @@ fn get(g: &Global, dir: &Path, collection: &str, id: &str) -> Result<()> {
     Ok(())
 }
 
-fn list(g: &Global, dir: &Path, collection: &str, limit: Option<usize>, after: Option<&str>) -> Result<()> {
+fn list(g: &Global, dir: &Path, collection: &str, limit: Option<NonZeroUsize>, after: Option<&str>) -> Result<()> {
     let account = account(g)?;
     let mut v = unlock(g, dir)?;
     let page = v.documents(&account)?.list(collection, limit, after)?;

@@ -17,16 +17,15 @@ pub enum Prompt {
     Confirm,
 }
 
-fn read_fd(fd: u32) -> Result<Zeroizing<String>> {
+fn read_fd(fd: u32, flag: &str) -> Result<Zeroizing<String>> {
     // /proc/self/fd/N reopens an inherited descriptor without unsafe code. Read one byte at
     // a time up to the first newline: no buffer we cannot zeroize, and no wait for EOF on a
     // pipe that stays open.
-    let mut file =
-        File::open(format!("/proc/self/fd/{fd}")).with_context(|| format!("cannot read --passphrase-fd {fd}"))?;
+    let mut file = File::open(format!("/proc/self/fd/{fd}")).with_context(|| format!("cannot read {flag} {fd}"))?;
     let mut bytes = Zeroizing::new(Vec::with_capacity(256));
     let mut byte = [0u8; 1];
     while bytes.len() < MAX_PASSPHRASE_BYTES {
-        match file.read(&mut byte).with_context(|| format!("cannot read --passphrase-fd {fd}"))? {
+        match file.read(&mut byte).with_context(|| format!("cannot read {flag} {fd}"))? {
             0 => break,
             _ if byte[0] == b'\n' => break,
             _ => bytes.push(byte[0]),
@@ -42,10 +41,23 @@ fn read_fd(fd: u32) -> Result<Zeroizing<String>> {
 /// Longest passphrase read from a descriptor.
 const MAX_PASSPHRASE_BYTES: usize = 4096;
 
-/// Reads a passphrase: `--passphrase-fd`, then `env_var`, then a prompt on the terminal.
-pub fn passphrase(fd: Option<u32>, env_var: &str, label: &str, prompt: Prompt) -> Result<Passphrase> {
+/// Where one secret may come from: a descriptor given by an option, or an environment
+/// variable (else a terminal prompt).
+pub struct Source<'a> {
+    /// The descriptor, if the option was given.
+    pub fd: Option<u32>,
+    /// The option's name, for messages (`--passphrase-fd`).
+    pub flag: &'a str,
+    /// The environment variable.
+    pub env_var: &'a str,
+}
+
+/// Reads a passphrase: the descriptor, then the environment variable, then a prompt on the
+/// terminal.
+pub fn passphrase(from: &Source<'_>, label: &str, prompt: Prompt) -> Result<Passphrase> {
+    let Source { fd, flag, env_var } = *from;
     let text = if let Some(fd) = fd {
-        read_fd(fd)?
+        read_fd(fd, flag)?
     } else if let Ok(v) = std::env::var(env_var) {
         Zeroizing::new(v)
     } else if std::io::stdin().is_terminal() {
@@ -61,7 +73,7 @@ pub fn passphrase(fd: Option<u32>, env_var: &str, label: &str, prompt: Prompt) -
         }
         first
     } else {
-        bail!("no passphrase: run on a terminal, pass --passphrase-fd N, or set {env_var}");
+        bail!("no passphrase: run on a terminal, pass {flag} N, or set {env_var}");
     };
     if text.is_empty() {
         bail!("the passphrase is empty");

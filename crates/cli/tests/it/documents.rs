@@ -1,3 +1,5 @@
+use serde_json::Value;
+
 use crate::{Env, GOOD, assert_fails_with, assert_ok, text};
 
 const PASS: (&str, &str) = ("FIELDVAULT_PASSPHRASE", GOOD);
@@ -29,6 +31,16 @@ fn put_get_list_delete_round_trip_through_the_cli() {
     let next = page["next"].as_str().expect("more").to_owned();
     let rest = env.json(&["list", "visits", "--after", &next], &[PASS]);
     assert_eq!(rest["documents"].as_array().expect("list").len(), 7);
+    // A page that holds exactly what is left is the last: no `next` leading nowhere.
+    let exact = env.json(&["list", "visits", "--after", &next, "--limit", "7"], &[PASS]);
+    assert_eq!((exact["documents"].as_array().expect("list").len(), exact["next"].clone()), (7, Value::Null));
+    let human = env.run(&["list", "visits", "--limit", "12"], &[PASS]);
+    assert_ok(&human);
+    assert!(!text(&human.stdout).contains("more:"), "{}", text(&human.stdout));
+    // An empty collection prints nothing at all.
+    let empty = env.run(&["list", "nothing-here"], &[PASS]);
+    assert_ok(&empty);
+    assert_eq!(text(&empty.stdout), "");
     assert_ok(&env.run(&["delete", "visits", "v1"], &[PASS]));
     assert_fails_with(&env.run(&["get", "visits", "v1"], &[PASS]), "no document \"v1\" in visits");
     assert_fails_with(&env.run(&["delete", "visits", "v1"], &[PASS]), "no document");
@@ -147,4 +159,77 @@ fn attach_and_get_through_the_cli() {
     assert!(!dest2.exists());
     let out = env.run(&["verify", "--json"], &[PASS]);
     assert!(!out.status.success());
+}
+
+#[test]
+fn a_malformed_command_line_gets_one_line_and_exit_code_2() {
+    let env = Env::new();
+    env.init();
+    for args in [
+        &["list", "visits", "--limit", "-1"][..],
+        &["list", "visits", "--limit", "0"],
+        &["migrate"],
+        &["attachment", "get", "0123"],
+        &["no-such-command"],
+        &[],
+        &["attachment"],
+    ] {
+        let out = env.run(args, &[PASS]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line on stderr, got {err:?}");
+        assert!(err.starts_with("fieldvault: ") && err.trim_end().ends_with("(see --help)"), "{args:?}: {err:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    let help = env.run(&["--help"], &[]);
+    assert_ok(&help);
+    assert!(text(&help.stdout).contains("Usage: fieldvault"));
+}
+
+#[test]
+fn verify_vouches_for_every_file_under_the_vault_and_a_lost_database_loses_nothing_more() {
+    let env = Env::new();
+    env.init();
+    assert_ok(&env.run(&["put", "visits", "v1", "{}"], &[PASS]));
+    let src = env.vault.parent().expect("parent").join("photo.bin");
+    std::fs::write(&src, vec![7u8; 100_000]).expect("write");
+    let out = env.run(&["attach", "visits", "v1", src.to_str().expect("utf-8")], &[PASS]);
+    assert_ok(&out);
+    let stored = env.path(&format!("accounts/default/files/{}.fva", text(&out.stdout).trim()));
+    let verified = env.json(&["verify"], &[PASS]);
+    assert_eq!(verified["ok"], true);
+    assert!(verified["checked"].to_string().contains("no other file lies under the vault directory"));
+    let findings = |env: &Env| -> Vec<(String, String)> {
+        let out = env.run(&["verify", "--json"], &[PASS]);
+        assert_eq!(out.status.code(), Some(1), "verify must fail: {}", text(&out.stdout));
+        let report: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+        assert_eq!(report["ok"], false);
+        let list = report["findings"].as_array().expect("findings").iter();
+        list.map(|f| (f["path"].as_str().expect("path").to_owned(), f["problem"].to_string())).collect()
+    };
+    // A file Fieldvault never writes, wherever it lies, may hold plaintext: a finding. (A
+    // directory named like an account whose keys are gone is an interrupted wipe, finished
+    // on open; one that no account could have made is left alone, and reported.)
+    for stray in ["leak.txt", "accounts/default/plain.db", "accounts/default/files/notes.txt", "accounts/Ghost/x"] {
+        let path = env.path(stray);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, b"patient: Ada").expect("write");
+        let found = findings(&env);
+        let top = if stray.starts_with("accounts/Ghost") { env.path("accounts/Ghost") } else { path.clone() };
+        assert_eq!(found.len(), 1, "{stray}: {found:?}");
+        assert_eq!(found[0].0, top.display().to_string(), "{stray}");
+        std::fs::remove_file(&path).expect("remove");
+        if stray.starts_with("accounts/Ghost") {
+            std::fs::remove_dir(&top).expect("rmdir");
+        }
+    }
+    assert_eq!(env.json(&["verify"], &[PASS])["ok"], true);
+    // A database deleted outside Fieldvault: verify says so, and opening the account is
+    // refused instead of starting an empty database and sweeping the attachments away.
+    std::fs::remove_file(env.path("accounts/default/documents.db")).expect("remove");
+    let found = findings(&env);
+    assert!(found.iter().any(|(_, p)| p.contains("missing or empty, but 1 attachment file(s)")), "{found:?}");
+    assert_fails_with(&env.run(&["list", "visits"], &[PASS]), "the vault is damaged; nothing was changed");
+    assert!(stored.exists(), "the attachment file was swept away");
+    assert!(!env.path("accounts/default/documents.db").exists(), "an empty database was created");
 }

@@ -114,6 +114,17 @@ fn passwd_changes_the_passphrase() {
     assert_ok(&env.run(&["verify"], &[("FIELDVAULT_PASSPHRASE", new)]));
     let weak = env.run(&["passwd"], &[("FIELDVAULT_PASSPHRASE", new), ("FIELDVAULT_NEW_PASSPHRASE", "abc123")]);
     assert_fails_with(&weak, "passphrase too weak");
+    let none = env.run(&["passwd"], &[("FIELDVAULT_PASSPHRASE", new)]);
+    assert_fails_with(&none, "pass --new-passphrase-fd N, or set FIELDVAULT_NEW_PASSPHRASE");
+    // The new passphrase from a descriptor, as scripts should pass it.
+    let third = "copper violin eleven meadows";
+    let out = env.run_with_stdin(
+        &["passwd", "--new-passphrase-fd", "0"],
+        &[("FIELDVAULT_PASSPHRASE", new)],
+        Some(&format!("{third}\n")),
+    );
+    assert_ok(&out);
+    assert_ok(&env.run(&["verify"], &[("FIELDVAULT_PASSPHRASE", third)]));
 }
 
 #[test]
@@ -123,6 +134,12 @@ fn init_on_an_existing_vault_is_refused() {
     let keys = std::fs::read(env.path("keys.fvk")).expect("read");
     let out = env.run(&["init", "--keystore", "passphrase"], &[PASS]);
     assert_fails_with(&out, "already holds a vault; nothing was changed");
+    // Refused before any keystore note or passphrase prompt: one line, no passphrase needed.
+    let out = env.run(&["init"], &[]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("already holds a vault; nothing was changed"), "{err}");
     assert_eq!(std::fs::read(env.path("keys.fvk")).expect("read"), keys);
 }
 
@@ -132,6 +149,12 @@ fn wipe_needs_confirmation_then_removes_the_account_or_the_vault() {
     env.init();
     assert_fails_with(&env.run(&["wipe"], &[]), "without confirmation: pass --yes");
     assert!(exists(&env.path("keys.fvk")));
+    // An exported FIELDVAULT_ACCOUNT never decides what a wipe destroys.
+    let keys = std::fs::read(env.path("keys.fvk")).expect("read");
+    let out = env.run(&["wipe", "--yes"], &[("FIELDVAULT_ACCOUNT", "default")]);
+    assert_fails_with(&out, "FIELDVAULT_ACCOUNT is set (default)");
+    assert_eq!(std::fs::read(env.path("keys.fvk")).expect("read"), keys);
+    assert!(exists(&env.path("accounts/default")));
     let acct = env.json(&["wipe", "--account", "default", "--yes"], &[]);
     assert_eq!(acct["wiped"]["account"], "default");
     assert!(!exists(&env.path("accounts/default")));
