@@ -22,7 +22,8 @@ fn read_fd(fd: u32, flag: &str) -> Result<Zeroizing<String>> {
     // a time up to the first newline: no buffer we cannot zeroize, and no wait for EOF on a
     // pipe that stays open.
     let mut file = File::open(format!("/proc/self/fd/{fd}")).with_context(|| format!("cannot read {flag} {fd}"))?;
-    let mut bytes = Zeroizing::new(Vec::with_capacity(256));
+    // Room for the longest passphrase up front: a reallocation would free an unwiped copy.
+    let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_PASSPHRASE_BYTES));
     let mut byte = [0u8; 1];
     while bytes.len() < MAX_PASSPHRASE_BYTES {
         match file.read(&mut byte).with_context(|| format!("cannot read {flag} {fd}"))? {

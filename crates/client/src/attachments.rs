@@ -348,8 +348,9 @@ impl Unlocked {
     /// chunk, a truncated file, the file of another attachment); I/O errors for an output
     /// directory that does not exist or a disk that fills while the output is written;
     /// [`Error::NoSpace`] when the output directory's file system has less room than the
-    /// plaintext plus 1 MiB (checked before anything is written). On failure no output file
-    /// is left, and an existing file at `out` is untouched.
+    /// plaintext plus 1 MiB (checked before anything is written); [`Error::InvalidAttachment`]
+    /// for an output inside the vault directory. On failure no output file is left, and an
+    /// existing file at `out` is untouched.
     pub fn attachment_get(&mut self, account: &AccountName, id: &str, out: &Path) -> Result<Attachment, Error> {
         self.attachment_get_with_progress(account, id, out, &mut |_, _| {})
     }
@@ -383,6 +384,14 @@ impl Unlocked {
         }
         if out.is_dir() {
             return Err(Error::InvalidAttachment(format!("{} is a directory", out.display())));
+        }
+        // Plaintext never goes under the vault directory (nor over the vault's own files).
+        let vault = self.vault.dir().canonicalize().map_err(io_err("open", self.vault.dir()))?;
+        if dir.canonicalize().map_err(io_err("open", dir))?.starts_with(&vault) {
+            return Err(Error::InvalidAttachment(format!(
+                "{} is inside the vault, where nothing is kept in plaintext",
+                out.display()
+            )));
         }
         let total = dec.len();
         self.vault.disk.ensure_free_space(out, total + (1 << 20))?;

@@ -89,6 +89,15 @@ fn apply_cipher_settings(conn: &Connection, schema: &str, path: &Path) -> Result
 /// database yet (missing or shorter than a salt).
 fn prepare_file(path: &Path) -> Result<bool, Error> {
     let mut f = crate::disk::open_private(path)?;
+    let size = f.metadata().map_err(|source| Error::Io { op: "stat", path: path.to_path_buf(), source })?.len();
+    if size == 0 {
+        return Ok(true);
+    }
+    // No database is shorter than one page: this one was cut short (never start afresh
+    // over it; SQLite would treat a few bytes as an empty database).
+    if size < MIN_DATABASE_BYTES {
+        return Err(Error::DatabaseLost { path: path.to_path_buf(), size, attachments: 0 });
+    }
     let mut head = [0u8; 16];
     match f.read_exact(&mut head) {
         Ok(()) if &head == PLAINTEXT_HEADER => Err(Error::PlaintextDatabase { path: path.to_path_buf() }),
@@ -96,6 +105,26 @@ fn prepare_file(path: &Path) -> Result<bool, Error> {
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(true),
         Err(source) => Err(Error::Io { op: "read", path: path.to_path_buf(), source }),
     }
+}
+
+/// SQLite's smallest page: every database file, once written, holds at least one page.
+const MIN_DATABASE_BYTES: u64 = 512;
+
+/// Refuses a database that was lost outside Fieldvault while `attachments` attachment files
+/// of its account remain: missing, empty, or shorter than one page. Starting an empty
+/// database then would let the orphan sweep delete the attachments, and rotating its key
+/// would retire the only key to a backup. With no attachments a missing or empty database
+/// cannot be told from an account that never stored anything, and is left to be created.
+pub(crate) fn check_not_lost(path: &Path, attachments: usize) -> Result<(), Error> {
+    let size = match std::fs::symlink_metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(source) => return Err(Error::Io { op: "stat", path: path.to_path_buf(), source }),
+    };
+    if (size == 0 && attachments > 0) || (1..MIN_DATABASE_BYTES).contains(&size) {
+        return Err(Error::DatabaseLost { path: path.to_path_buf(), size, attachments });
+    }
+    Ok(())
 }
 
 /// Settles SQLCipher's process-wide state once per process, before the first connection:

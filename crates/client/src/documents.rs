@@ -203,7 +203,7 @@ impl Documents<'_> {
     pub fn list(&self, collection: &str, limit: Option<NonZeroUsize>, after: Option<&str>) -> Result<Page, Error> {
         check_collection(collection)?;
         // One row more than asked for says whether another page exists; it is not returned.
-        let limit = limit.map_or(-1, |l| i64::try_from(l.get()).unwrap_or(i64::MAX - 1) + 1);
+        let limit = limit.map_or(-1, |l| i64::try_from(l.get()).unwrap_or(i64::MAX).saturating_add(1));
         let sql = format!(
             "SELECT id, version, updated_at, body FROM {} WHERE collection = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
             self.table(collection)

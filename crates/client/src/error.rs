@@ -115,17 +115,17 @@ pub enum Error {
         /// The file.
         path: PathBuf,
     },
-    /// An account's database is missing (or empty) although attachment files of the account
-    /// remain: it was deleted or truncated outside Fieldvault. Opening would create an empty
-    /// database and the attachments would be swept as orphans, so nothing is opened.
-    #[error(
-        "{} is missing or empty, but {attachments} attachment file(s) of this account remain: the vault is damaged; nothing was changed (restore the database from a backup, or wipe the account)",
-        path.display()
-    )]
-    DatabaseMissing {
+    /// An account's database was lost outside Fieldvault: it is shorter than one page (no
+    /// database is), or it is missing or empty although attachment files of the account
+    /// remain. Opening would start an empty database and the attachments would be swept as
+    /// orphans, and a rotation would retire the only key to a backup: nothing is done.
+    #[error("{}", lost_message(path, *size, *attachments))]
+    DatabaseLost {
         /// The database file.
         path: PathBuf,
-        /// Attachment files found.
+        /// Its size in bytes (0 when missing).
+        size: u64,
+        /// Attachment files of the account found beside it.
         attachments: usize,
     },
     /// The database does not open with its key: the key is not the one it was made with,
@@ -216,4 +216,19 @@ pub enum Error {
 
 fn wait_note(secs: u64) -> String {
     if secs == 0 { String::new() } else { format!("; next attempt allowed in {secs} s") }
+}
+
+fn lost_message(path: &std::path::Path, size: u64, attachments: usize) -> String {
+    let what = match size {
+        0 => "missing or empty".to_owned(),
+        n => format!("truncated ({n} bytes, shorter than one database page)"),
+    };
+    let remain = match attachments {
+        0 => String::new(),
+        n => format!(", but {n} attachment file(s) of this account remain"),
+    };
+    format!(
+        "{} is {what}{remain}: the vault is damaged; nothing was changed (restore the database from a backup, or wipe the account)",
+        path.display()
+    )
 }

@@ -46,14 +46,9 @@ impl Unlocked {
     fn open_db(&mut self, account: &AccountName) -> Result<AccountDb, Error> {
         let dir = self.vault.account_dir(account);
         let path = dir.join(DB_FILE);
-        // A database that should exist but does not: opening would create an empty one, and
-        // the orphan sweep below would then delete every attachment file. Refuse instead.
-        if std::fs::metadata(&path).map_or(true, |m| m.len() == 0) {
-            let attachments = crate::attachments::stored_files(&dir);
-            if attachments > 0 {
-                return Err(Error::DatabaseMissing { path, attachments });
-            }
-        }
+        // A database lost outside Fieldvault: opening would start an empty one, and the
+        // orphan sweep below would then delete every attachment file. Refuse instead.
+        database::check_not_lost(&path, crate::attachments::stored_files(&dir))?;
         let conn = match database::open(&path, self.data_key(account, Purpose::Database)?) {
             Ok(conn) => conn,
             // A rotation that re-keyed the file but crashed before promoting the new key.
@@ -78,7 +73,10 @@ impl Unlocked {
     /// changed); database errors. A crash at any point leaves a database that opens with the
     /// old key or the new one, and the next open or rotation finishes the job.
     pub fn rotate_database_key(&mut self, account: &AccountName) -> Result<KeyMeta, Error> {
-        let path = self.vault.account_dir(account).join(DB_FILE);
+        let dir = self.vault.account_dir(account);
+        let path = dir.join(DB_FILE);
+        // A lost database keeps its key: the new key would not open the backup.
+        database::check_not_lost(&path, crate::attachments::stored_files(&dir))?;
         // Before anything is recorded: a full disk changes nothing at all.
         self.vault.disk.ensure_free_space(&path, database::space_for_copy(&path))?;
         let saved = match self.dbs.remove(account) {
@@ -120,18 +118,16 @@ impl Unlocked {
             let account = account.clone();
             let dir = self.vault.account_dir(&account);
             let path = dir.join(DB_FILE);
-            if !path.exists() {
-                // Not created yet (nothing stored), unless attachments say otherwise.
-                match crate::attachments::stored_files(&dir) {
-                    0 => report.checked.push(format!("account '{account}' has no database yet (nothing stored)")),
-                    n => report.findings.push(Finding {
-                        problem: Error::DatabaseMissing { path: path.clone(), attachments: n }.to_string(),
-                        path,
-                    }),
-                }
+            if let Err(lost) = database::check_not_lost(&path, crate::attachments::stored_files(&dir)) {
+                report.findings.push(Finding { path, problem: lost.to_string() });
                 continue;
             }
-            self.dbs.remove(&account);
+            if !path.exists() && !self.dbs.contains_key(&account) {
+                report.checked.push(format!("account '{account}' has no database yet (nothing stored)"));
+                continue;
+            }
+            // The open connection if there is one (reopening would forget the session's
+            // memory-only collections, and their next writes would go to disk).
             match self.documents(&account).and_then(|d| integrity_problems(d.db)) {
                 Ok(problems) if problems.is_empty() => {
                     report.checked.push(format!("{} is encrypted and every page authenticates", path.display()))

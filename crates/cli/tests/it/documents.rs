@@ -37,6 +37,10 @@ fn put_get_list_delete_round_trip_through_the_cli() {
     let human = env.run(&["list", "visits", "--limit", "12"], &[PASS]);
     assert_ok(&human);
     assert!(!text(&human.stdout).contains("more:"), "{}", text(&human.stdout));
+    for huge in ["9223372036854775807", "18446744073709551615"] {
+        let all = env.json(&["list", "visits", "--limit", huge], &[PASS]);
+        assert_eq!((all["documents"].as_array().expect("list").len(), all["next"].clone()), (12, Value::Null));
+    }
     // An empty collection prints nothing at all.
     let empty = env.run(&["list", "nothing-here"], &[PASS]);
     assert_ok(&empty);

@@ -2,7 +2,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use fieldvault_client::Error;
+use fieldvault_client::{Error, Unlocked};
 use serde_json::json;
 
 use crate::fixture::{Fixture, alice};
@@ -96,6 +96,14 @@ fn bad_sources_and_targets_are_refused_and_leave_nothing_behind() {
         Err(Error::NoSuchAttachment(_))
     ));
     assert!(!f.tmp.path().join("o").exists());
+    // Never plaintext under the vault, nor over its own files.
+    let keys = fs::read(f.vault().join("keys.fvk")).expect("read");
+    for inside in ["accounts/alice/leak.txt", "keys.fvk", "accounts/alice/files/x"] {
+        let err = v.attachment_get(&alice(), &a.id, &f.vault().join(inside)).expect_err("inside the vault");
+        assert!(matches!(err, Error::InvalidAttachment(_)) && err.to_string().contains("inside the vault"), "{err}");
+    }
+    assert!(!f.vault().join("accounts/alice/leak.txt").exists());
+    assert_eq!(fs::read(f.vault().join("keys.fvk")).expect("read"), keys);
 }
 
 #[test]
@@ -202,16 +210,28 @@ fn a_lost_database_is_refused_and_its_attachments_are_not_swept_as_orphans() {
     let a = v.attach(&alice(), "visits", "v1", &f.source("a", b"keep me")).expect("attach");
     drop(v);
     let db = f.vault().join("accounts/alice/documents.db");
-    // Deleted, or truncated to nothing, outside Fieldvault.
-    for lose in [|p: &Path| fs::remove_file(p), |p: &Path| fs::write(p, b"")] {
+    // Deleted, truncated to nothing, or to a byte (which SQLite would take for an empty
+    // database), outside Fieldvault.
+    for lose in [|p: &Path| fs::remove_file(p), |p: &Path| fs::write(p, b""), |p: &Path| fs::write(p, b"x")] {
         let saved = fs::read(&db).expect("read");
         lose(&db).expect("lose the database");
         let len = fs::metadata(&db).map(|m| m.len()).ok();
         let mut v = f.unlock();
         let err = v.documents(&alice()).err().expect("refused");
-        assert!(matches!(err, Error::DatabaseMissing { attachments: 1, .. }), "{err}");
+        assert!(matches!(err, Error::DatabaseLost { attachments: 1, .. }), "{err}");
         let report = v.verify().expect("verify runs");
-        assert!(report.findings.iter().any(|x| x.path == db && x.problem.contains("missing or empty")), "{report:?}");
+        assert!(
+            report.findings.iter().any(|x| x.path == db && x.problem.contains("the vault is damaged")),
+            "{report:?}"
+        );
+        // A rotation would retire the only key that opens the backup: refused, nothing changes.
+        let keys = |v: &Unlocked| format!("{:?}", v.vault().status().expect("status").keys);
+        let before = keys(&v);
+        for rotate in [Unlocked::rotate_database_key, Unlocked::rotate_files_key] {
+            let err = rotate(&mut v, &alice()).expect_err("rotation of a lost database");
+            assert!(matches!(err, Error::DatabaseLost { .. }), "{err}");
+        }
+        assert_eq!(keys(&v), before, "no key changed");
         drop(v);
         assert_eq!(entries(&f.files()), vec![format!("{}.fva", a.id)], "the attachment file is kept");
         assert_eq!(fs::metadata(&db).map(|m| m.len()).ok(), len, "no database was created in its place");

@@ -188,6 +188,11 @@ fn memory_only_collections_never_touch_disk_and_vanish_on_lock() {
     // Survives a key rotation while the session lives.
     v.rotate_database_key(&alice()).expect("rotate");
     assert!(v.documents(&alice()).expect("documents").get("drafts", "d1").expect("get").is_some());
+    // ... and a verify: it checks the open connection, so the collection stays memory-only.
+    assert!(v.verify().expect("verify").findings.is_empty());
+    let mut docs = v.documents(&alice()).expect("documents");
+    assert!(docs.get("drafts", "d1").expect("get").is_some(), "verify forgot the memory-only documents");
+    docs.put("drafts", "d2", obj(json!({"text": marker}))).expect("put after verify");
     let key = *v.data_key(&alice(), Purpose::Database).expect("key").expose_secret();
     drop(v);
     // Not on disk, not even encrypted: a raw read of the database has no such row.
