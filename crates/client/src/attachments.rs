@@ -446,7 +446,10 @@ impl Unlocked {
                 )
                 .map_err(err)?;
             }
-            tx.commit().map_err(err)
+            tx.commit().map_err(err)?;
+            // The re-wrapped keys on disk for good before the old files key is retired: a
+            // power cut must not leave rows wrapped under a key that no longer exists.
+            crate::database::make_durable(&db.conn, &db.path)
         });
         self.dbs.insert(account.clone(), db);
         result
@@ -502,6 +505,11 @@ pub(crate) fn remove_orphans(
     let mut known = conn.prepare("SELECT 1 FROM attachments WHERE id = ?1").map_err(err)?;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
+        // Only plain files: a directory or link by such a name was not made by Fieldvault
+        // and must not stop the account from opening (`verify` reports it).
+        if !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
         let orphan = if name.ends_with(TMP_SUFFIX) {
             true
         } else if let Some(id) = name.strip_suffix(FILE_SUFFIX) {

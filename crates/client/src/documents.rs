@@ -259,6 +259,11 @@ impl Documents<'_> {
             .execute("DELETE FROM main.documents WHERE collection = ?1 AND id = ?2", params![collection, id])
             .map_err(db_err(&path))?;
         tx.commit().map_err(db_err(&path))?;
+        if !ids.is_empty() {
+            // The rows' deletion on disk for good before the files go: after a power cut a
+            // document must not come back with attachment rows whose files are gone.
+            crate::database::make_durable(&self.db.conn, &path)?;
+        }
         for f in crate::attachments::files_of(&path, &ids) {
             match std::fs::remove_file(&f) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

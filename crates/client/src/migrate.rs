@@ -240,6 +240,8 @@ impl Unlocked {
             }
         }
         tx.commit().map_err(derr)?;
+        // On disk for good before the plaintext copy goes (a commit alone is not synced).
+        crate::database::make_durable(&docs.db.conn, &db_path)?;
         drop(src);
         let disk = &self.vault.disk;
         for p in [journal_path(&plain), wal_path(&plain), suffixed(&plain, "-shm"), plain.clone()] {

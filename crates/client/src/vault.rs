@@ -210,6 +210,9 @@ impl Vault {
             disk.create_dir(dir)?;
         }
         let lock = take_lock(dir)?;
+        // Again under the lock: another init may have made a vault here since the check
+        // above (it held the lock while it did); its key file must never be overwritten.
+        init_target(dir)?;
         let (keyfile, keys) = crate::keys::KeySet::create(vault_id, kek, params, account);
         disk.write_atomic(&dir.join(KEYS), &keyfile.to_bytes())?;
         disk.create_dir(&dir.join(ACCOUNTS))?;
@@ -286,8 +289,11 @@ impl Vault {
                 source,
             })
         };
+        // Only plain files are removed: anything else by those names was not left by
+        // Fieldvault, and must not stop the vault from opening (`verify` reports it).
+        let is_file = |e: &fs::DirEntry| e.file_type().is_ok_and(|t| t.is_file());
         for e in list(&self.dir)? {
-            if e.file_name().to_string_lossy().ends_with(TMP_SUFFIX) {
+            if e.file_name().to_string_lossy().ends_with(TMP_SUFFIX) && is_file(&e) {
                 self.disk.remove_file(&e.path())?;
             }
         }
@@ -306,7 +312,7 @@ impl Vault {
                     // A re-key's temporary copy (and its journal) left by a crash.
                     for f in list(&e.path())? {
                         let n = f.file_name().to_string_lossy().into_owned();
-                        if n.ends_with(TMP_SUFFIX) || n.ends_with(&format!("{TMP_SUFFIX}-journal")) {
+                        if (n.ends_with(TMP_SUFFIX) || n.ends_with(&format!("{TMP_SUFFIX}-journal"))) && is_file(&f) {
                             self.disk.remove_file(&f.path())?;
                         }
                     }

@@ -171,6 +171,15 @@ fn deleting_a_document_deletes_its_attachments() {
     assert!(!f.stored(&a.id).exists());
     assert!(matches!(v.attachment(&alice(), &a.id), Err(Error::NoSuchAttachment(_))));
     assert!(f.stored(&b.id).exists(), "another document's attachment stays");
+    // The deletion is on disk for good before the file goes: after a power cut the
+    // document does not come back with an attachment whose file is gone.
+    assert!(v.documents(&alice()).expect("documents").delete("visits", "v2").expect("delete"));
+    let durable = f.durable_database();
+    drop(v);
+    f.power_cut(&durable);
+    let mut v = f.unlock();
+    assert!(v.documents(&alice()).expect("documents").get("visits", "v2").expect("get").is_none());
+    assert!(v.verify().expect("verify").findings.is_empty());
 }
 
 #[test]
@@ -180,6 +189,7 @@ fn rotating_the_files_key_rewraps_content_keys_and_rewrites_no_file() {
     let a = v.attach(&alice(), "visits", "v1", &f.source("a", &data(100_000))).expect("attach");
     let before = fs::read(f.stored(&a.id)).expect("read");
     let meta = v.rotate_files_key(&alice()).expect("rotate");
+    let durable = f.durable_database();
     assert_eq!(meta.version, 2);
     assert_eq!(v.attachment(&alice(), &a.id).expect("meta").key_version, 2);
     assert_eq!(fs::read(f.stored(&a.id)).expect("read"), before, "the blob is not rewritten");
@@ -187,6 +197,13 @@ fn rotating_the_files_key_rewraps_content_keys_and_rewrites_no_file() {
     let mut v = f.unlock();
     let out = f.tmp.path().join("out");
     v.attachment_get(&alice(), &a.id, &out).expect("get after rotation");
+    assert_eq!(fs::read(&out).expect("read"), data(100_000));
+    drop(v);
+    // The old key was retired only once the re-wrapped rows were on disk for good: a power
+    // cut right after the rotation leaves every content key opening under the new one.
+    f.power_cut(&durable);
+    fs::remove_file(&out).expect("remove");
+    f.unlock().attachment_get(&alice(), &a.id, &out).expect("get after a power cut");
     assert_eq!(fs::read(&out).expect("read"), data(100_000));
 }
 
@@ -201,6 +218,25 @@ fn orphan_files_from_a_crash_are_removed_on_open() {
     let mut v = f.unlock();
     v.documents(&alice()).expect("open the database");
     assert_eq!(entries(&f.files()), vec![format!("{}.fva", a.id)]);
+    drop(v);
+    // Directories by the names the sweeps look for were not made by Fieldvault: they are
+    // left alone, do not stop the vault or the account from opening, and verify names them.
+    let odd = [
+        f.files().join("eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee.fva"),
+        f.files().join(".y.fva.1.fvtmp"),
+        f.vault().join("accounts/alice/.documents.db.fvtmp"),
+        f.vault().join(".keys.fvk.fvtmp"),
+    ];
+    for d in &odd {
+        fs::create_dir(d).expect("mkdir");
+    }
+    let mut v = f.unlock();
+    v.documents(&alice()).expect("the account still opens");
+    let mut found: Vec<PathBuf> = v.verify().expect("verify").findings.into_iter().map(|x| x.path).collect();
+    found.sort();
+    let mut expect = odd.to_vec();
+    expect.sort();
+    assert_eq!(found, expect);
 }
 
 #[test]

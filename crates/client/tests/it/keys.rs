@@ -184,6 +184,42 @@ fn init_on_an_existing_vault_or_a_full_directory_changes_nothing() {
 }
 
 #[test]
+fn two_inits_racing_on_one_directory_make_one_vault_and_never_overwrite_it() {
+    // Both may pass the emptiness check before either writes; the one that takes the lock
+    // second must see the other's vault under the lock and leave it alone.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for round in 0..20 {
+        let dir = tmp.path().join(format!("v{round}"));
+        fs::create_dir(&dir).expect("mkdir");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).expect("chmod");
+        let stores = [MemoryStore::default(), MemoryStore::default()];
+        let start = std::sync::Barrier::new(2);
+        let results: Vec<Result<(), Error>> = std::thread::scope(|s| {
+            let runs: Vec<_> = stores
+                .iter()
+                .map(|store| {
+                    let (dir, start) = (&dir, &start);
+                    s.spawn(move || {
+                        start.wait();
+                        Vault::init(dir, store, &alice()).map(drop)
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().expect("no panic")).collect()
+        });
+        let winners: Vec<usize> = (0..2).filter(|&i| results[i].is_ok()).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {results:?}");
+        let loser = &results[1 - winners[0]];
+        assert!(
+            matches!(loser, Err(Error::AlreadyAVault { .. } | Error::NotEmpty { .. } | Error::InUse { .. })),
+            "round {round}: {loser:?}"
+        );
+        let vault = Vault::open(&dir).expect("opens");
+        vault.unlock(&stores[winners[0]]).expect("the winner's vault is the one on disk");
+    }
+}
+
+#[test]
 fn a_vault_open_in_one_handle_is_in_use_for_another() {
     let store = MemoryStore::default();
     let (_t, dir) = new_vault(&store);
