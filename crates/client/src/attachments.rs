@@ -282,6 +282,8 @@ impl Unlocked {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
+        // A crash point of its own (crash tests): the file is in place, its row not yet.
+        self.vault.disk.step("record", &target)?;
         let db = self.documents(account)?.db;
         let path = db.path.clone();
         db.conn

@@ -1,5 +1,6 @@
-//! A crash before every single file-system step of every key operation, on real files:
-//! afterwards the vault must open and unlock with every key, old or new.
+//! A crash before every single file-system step of every key operation, of `attach` and of
+//! `migrate`, on real files: afterwards the vault must open and unlock with every key, old
+//! or new, and hold a whole attachment or import or none of it.
 
 use std::path::Path;
 
@@ -336,4 +337,90 @@ fn files_key_rotation_survives_a_crash_at_every_step_and_every_attachment_still_
             assert!(v.verify().expect("verify").findings.is_empty());
         },
     );
+}
+
+#[test]
+fn attach_survives_a_crash_at_every_step_with_a_whole_attachment_or_none() {
+    use serde_json::json;
+    let store = MemoryStore::default();
+    let alice = account("alice");
+    let tmp_src = tempfile::tempdir().expect("tempdir");
+    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 249) as u8).collect();
+    let src = tmp_src.path().join("in");
+    std::fs::write(&src, &bytes).expect("write");
+    let steps = crash_everywhere(
+        |dir| {
+            let mut v = Vault::init(dir, &store, &alice).expect("init");
+            v.documents(&alice).expect("d").put("c", "doc", json!({}).as_object().cloned().expect("obj")).expect("put");
+        },
+        |dir, disk| {
+            let mut v = Vault::open(dir)?.unlock(&store)?;
+            v.documents(&alice)?;
+            v.set_disk(disk);
+            v.attach(&alice, "c", "doc", &src).map(|_| ())
+        },
+        |dir, crashed| {
+            let mut v = Vault::open(dir).expect("opens").unlock(&store).expect("unlocks");
+            let list = v.attachments_of(&alice, "c", "doc").expect("the account opens");
+            assert!(if crashed { list.len() <= 1 } else { list.len() == 1 }, "{} attachments", list.len());
+            // Every row has its file and it decrypts; no file without a row is left.
+            let mut files: Vec<String> = std::fs::read_dir(dir.join("accounts/alice/files"))
+                .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
+            files.sort();
+            assert_eq!(files, list.iter().map(|a| format!("{}.fva", a.id)).collect::<Vec<_>>());
+            for a in &list {
+                let out = dir.with_file_name("out");
+                v.attachment_get(&alice, &a.id, &out).expect("a recorded attachment opens");
+                assert_eq!(std::fs::read(&out).expect("read"), bytes);
+            }
+            assert!(v.verify().expect("verify").findings.is_empty());
+        },
+    );
+    assert!(steps >= 2, "attach has steps of its own ({steps})");
+}
+
+#[test]
+fn migration_survives_a_crash_at_every_step_with_no_half_import_and_no_row_lost() {
+    let store = MemoryStore::default();
+    let alice = account("alice");
+    let tmp_src = tempfile::tempdir().expect("tempdir");
+    let plain = tmp_src.path().join("legacy.sqlite");
+    let make_plain = || {
+        let _ = std::fs::remove_file(&plain);
+        let conn = rusqlite::Connection::open(&plain).expect("plain");
+        conn.execute_batch("CREATE TABLE visits (id TEXT PRIMARY KEY, patient TEXT);").expect("schema");
+        for i in 0..300 {
+            conn.execute("INSERT INTO visits VALUES (?1, ?2)", [format!("v{i:03}"), format!("patient {i}")])
+                .expect("row");
+        }
+    };
+    let count =
+        |v: &mut Unlocked| v.documents(&alice).expect("d").list("visits", None, None).expect("l").documents.len();
+    let steps = crash_everywhere(
+        |dir| {
+            Vault::init(dir, &store, &alice).expect("init");
+            make_plain();
+        },
+        |dir, disk| {
+            let mut v = Vault::open(dir)?.unlock(&store)?;
+            v.documents(&alice)?;
+            v.set_disk(disk);
+            v.migrate_from(&alice, &plain, |_, _| {}).map(|_| ())
+        },
+        |dir, crashed| {
+            let mut v = Vault::open(dir).expect("opens").unlock(&store).expect("unlocks");
+            let n = count(&mut v);
+            if plain.exists() {
+                // No half import: all of it (a crash while removing the plaintext) or none.
+                assert!(crashed && (n == 0 || n == 300), "{n} rows imported with the file still there");
+                v.migrate_from(&alice, &plain, |_, _| {}).expect("running again finishes the job");
+            } else {
+                assert_eq!(n, 300, "the plaintext file is gone only once every row is in");
+            }
+            assert_eq!(count(&mut v), 300);
+            assert!(!plain.exists());
+        },
+    );
+    assert!(steps >= 5, "the commit and each removal are steps ({steps})");
 }

@@ -177,6 +177,7 @@ impl Unlocked {
         let total: u64 = tables.iter().map(|t| t.rows).sum();
         let mut report = Migration { collections: BTreeMap::new(), not_imported };
 
+        let disk = self.vault.disk.clone();
         let docs = self.documents(account)?;
         let db_path = docs.db.path.clone();
         let derr = |source| Error::Database { path: db_path.clone(), source };
@@ -239,11 +240,12 @@ impl Unlocked {
                 )));
             }
         }
+        // A crash point of its own (crash tests): everything imported, nothing committed.
+        disk.step("commit", &db_path)?;
         tx.commit().map_err(derr)?;
         // On disk for good before the plaintext copy goes (a commit alone is not synced).
         crate::database::make_durable(&docs.db.conn, &db_path)?;
         drop(src);
-        let disk = &self.vault.disk;
         for p in [journal_path(&plain), wal_path(&plain), suffixed(&plain, "-shm"), plain.clone()] {
             disk.remove_file(&p)?;
         }
