@@ -304,20 +304,33 @@ fn database_re_key_survives_a_crash_at_every_step_with_every_document() {
     assert!(steps >= 10, "re-key has its own steps ({steps})");
 }
 
+/// A file of `len` bytes to attach, in a directory of its own; and its bytes.
+fn source_file(len: u32) -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let src = tmp.path().join("in");
+    std::fs::write(&src, &bytes).expect("write");
+    (tmp, src, bytes)
+}
+
+/// A new vault in `dir` whose account `alice` has the document `c/doc` to attach to.
+fn vault_with_a_document(dir: &Path, store: &MemoryStore) -> Unlocked {
+    let alice = account("alice");
+    let mut v = Vault::init(dir, store, &alice).expect("init");
+    let body = serde_json::json!({}).as_object().cloned().expect("obj");
+    v.documents(&alice).expect("documents").put("c", "doc", body).expect("put");
+    v
+}
+
 #[test]
 fn files_key_rotation_survives_a_crash_at_every_step_and_every_attachment_still_opens() {
-    use serde_json::json;
     let store = MemoryStore::default();
     let alice = account("alice");
-    let tmp_src = tempfile::tempdir().expect("tempdir");
-    let bytes: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
-    let src = tmp_src.path().join("in");
-    std::fs::write(&src, &bytes).expect("write");
+    let (_tmp_src, src, bytes) = source_file(70_000);
     let ids = std::cell::RefCell::new(Vec::new());
     crash_everywhere(
         |dir| {
-            let mut v = Vault::init(dir, &store, &alice).expect("init");
-            v.documents(&alice).expect("d").put("c", "doc", json!({}).as_object().cloned().expect("obj")).expect("put");
+            let mut v = vault_with_a_document(dir, &store);
             *ids.borrow_mut() = (0..3).map(|_| v.attach(&alice, "c", "doc", &src).expect("attach").id).collect();
         },
         |dir, disk| {
@@ -341,18 +354,11 @@ fn files_key_rotation_survives_a_crash_at_every_step_and_every_attachment_still_
 
 #[test]
 fn attach_survives_a_crash_at_every_step_with_a_whole_attachment_or_none() {
-    use serde_json::json;
     let store = MemoryStore::default();
     let alice = account("alice");
-    let tmp_src = tempfile::tempdir().expect("tempdir");
-    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 249) as u8).collect();
-    let src = tmp_src.path().join("in");
-    std::fs::write(&src, &bytes).expect("write");
+    let (_tmp_src, src, bytes) = source_file(200_000);
     let steps = crash_everywhere(
-        |dir| {
-            let mut v = Vault::init(dir, &store, &alice).expect("init");
-            v.documents(&alice).expect("d").put("c", "doc", json!({}).as_object().cloned().expect("obj")).expect("put");
-        },
+        |dir| drop(vault_with_a_document(dir, &store)),
         |dir, disk| {
             let mut v = Vault::open(dir)?.unlock(&store)?;
             v.documents(&alice)?;
