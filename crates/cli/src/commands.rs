@@ -52,17 +52,17 @@ fn account(g: &Global) -> Result<AccountName> {
     Ok(AccountName::new(g.account.as_deref().unwrap_or("default"))?)
 }
 
-/// Prints `value` as JSON with `--json`, else `text`.
-fn emit(g: &Global, value: Value, text: impl FnOnce() -> String) {
-    if g.json {
-        println!("{}", serde_json::to_string_pretty(&value).expect("JSON values always serialize"));
-    } else {
-        // An empty result prints nothing, not an empty line.
-        let text = text();
-        if !text.is_empty() {
-            println!("{text}");
-        }
+/// Prints `value` as JSON with `--json`, else `text`. A standard output that cannot be
+/// written (a closed pipe, a full disk) is an error like any other: one line on stderr.
+fn emit(g: &Global, value: Value, text: impl FnOnce() -> String) -> Result<()> {
+    use std::io::Write;
+    let out = if g.json { serde_json::to_string_pretty(&value).expect("JSON values always serialize") } else { text() };
+    // An empty result prints nothing, not an empty line.
+    if !out.is_empty() {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{out}").and_then(|()| stdout.flush()).context("cannot write to standard output")?;
     }
+    Ok(())
 }
 
 fn passphrase_store(g: &Global, prompt: Prompt) -> Result<PassphraseStore> {
@@ -112,13 +112,13 @@ fn init(g: &Global, dir: &Path, choice: Option<KeystoreChoice>) -> Result<()> {
     let st = vault.vault().status()?;
     emit(g, json!({ "created": true, "keystore_fallback": fallback, "status": status_json(dir, &st) }), || {
         format!("created vault {} at {}\n{}", st.vault, dir.display(), status_text(dir, &st))
-    });
+    })?;
     Ok(())
 }
 
 fn status(g: &Global, dir: &Path) -> Result<()> {
     let st = open(dir)?.status()?;
-    emit(g, status_json(dir, &st), || status_text(dir, &st));
+    emit(g, status_json(dir, &st), || status_text(dir, &st))?;
     Ok(())
 }
 
@@ -230,7 +230,7 @@ fn rotate(g: &Global, dir: &Path, master: bool) -> Result<()> {
     let list: Vec<Value> = rotated.iter().map(|(k, ver)| json!({ "key": k, "version": ver })).collect();
     emit(g, json!({ "rotated": list }), || {
         rotated.iter().map(|(k, ver)| format!("rotated {k} key: now v{ver}")).collect::<Vec<_>>().join("\n")
-    });
+    })?;
     Ok(())
 }
 
@@ -243,7 +243,7 @@ fn passwd(g: &Global, dir: &Path, new_fd: Option<u32>) -> Result<()> {
     let from = Source { fd: new_fd, flag: "--new-passphrase-fd", env_var: "FIELDVAULT_NEW_PASSPHRASE" };
     let new = passphrase(&from, "New passphrase", Prompt::Confirm)?;
     v.change_passphrase(&PassphraseStore::new(new))?;
-    emit(g, json!({ "passphrase_changed": true }), || "passphrase changed".into());
+    emit(g, json!({ "passphrase_changed": true }), || "passphrase changed".into())?;
     Ok(())
 }
 
@@ -264,7 +264,7 @@ fn wipe(g: &Global, dir: &Path, account: Option<&str>, yes: bool) -> Result<()> 
             bail!("not confirmed; nothing was changed");
         }
         vault.wipe_account(&account)?;
-        emit(g, json!({ "wiped": { "account": account.as_str() } }), || format!("wiped account '{account}'"));
+        emit(g, json!({ "wiped": { "account": account.as_str() } }), || format!("wiped account '{account}'"))?;
         return Ok(());
     }
     if !yes && !confirm(&format!("wipe the vault at {} and everything in it", dir.display()))? {
@@ -284,7 +284,7 @@ fn wipe(g: &Global, dir: &Path, account: Option<&str>, yes: bool) -> Result<()> 
     let id = report.vault.map(|v| v.to_hex());
     emit(g, json!({ "wiped": { "vault": id, "keystore_entry_removed": report.keystore_entry_removed } }), || {
         format!("wiped vault {}", id.unwrap_or_else(|| dir.display().to_string()))
-    });
+    })?;
     Ok(())
 }
 
@@ -305,7 +305,7 @@ fn verify(g: &Global, dir: &Path) -> Result<()> {
         }
         s.push_str(&format!("verify: {} finding(s)", report.findings.len()));
         s
-    });
+    })?;
     if !report.findings.is_empty() {
         bail!("verify found {} problem(s)", report.findings.len());
     }
@@ -337,7 +337,7 @@ fn put(g: &Global, dir: &Path, collection: &str, id: &str, json_arg: Option<&str
     let account = account(g)?;
     let mut v = unlock(g, dir)?;
     let d = v.documents(&account)?.put(collection, id, body)?;
-    emit(g, doc_json(&d), || format!("{}/{} v{}", d.collection, d.id, d.version));
+    emit(g, doc_json(&d), || format!("{}/{} v{}", d.collection, d.id, d.version))?;
     Ok(())
 }
 
@@ -345,7 +345,7 @@ fn get(g: &Global, dir: &Path, collection: &str, id: &str) -> Result<()> {
     let account = account(g)?;
     let mut v = unlock(g, dir)?;
     let d = v.documents(&account)?.get(collection, id)?.ok_or_else(|| anyhow!("no document {id:?} in {collection}"))?;
-    emit(g, doc_json(&d), || serde_json::to_string_pretty(&d.body).expect("JSON values always serialize"));
+    emit(g, doc_json(&d), || serde_json::to_string_pretty(&d.body).expect("JSON values always serialize"))?;
     Ok(())
 }
 
@@ -364,7 +364,7 @@ fn list(g: &Global, dir: &Path, collection: &str, limit: Option<NonZeroUsize>, a
             s.push(format!("(more: --after {n})"));
         }
         s.join("\n")
-    });
+    })?;
     Ok(())
 }
 
@@ -374,7 +374,7 @@ fn delete(g: &Global, dir: &Path, collection: &str, id: &str) -> Result<()> {
     if !v.documents(&account)?.delete(collection, id)? {
         bail!("no document {id:?} in {collection}");
     }
-    emit(g, json!({ "deleted": { "collection": collection, "id": id } }), || format!("deleted {collection}/{id}"));
+    emit(g, json!({ "deleted": { "collection": collection, "id": id } }), || format!("deleted {collection}/{id}"))?;
     Ok(())
 }
 
@@ -419,7 +419,7 @@ fn migrate(g: &Global, dir: &Path, from: &Path) -> Result<()> {
             s.push(format!("{total} rows imported; removed {}", from.display()));
             s.join("\n")
         },
-    );
+    )?;
     Ok(())
 }
 
@@ -450,7 +450,7 @@ fn attach(g: &Global, dir: &Path, collection: &str, id: &str, file: &Path) -> Re
     });
     bar.finish_and_clear();
     let a = a?;
-    emit(g, attachment_json(&a), || a.id.clone());
+    emit(g, attachment_json(&a), || a.id.clone())?;
     Ok(())
 }
 
@@ -466,7 +466,7 @@ fn attachment_get(g: &Global, dir: &Path, att_id: &str, out: &Path) -> Result<()
     let a = a?;
     emit(g, json!({ "attachment": attachment_json(&a), "out": out.display().to_string() }), || {
         format!("wrote {} bytes to {}", a.size, out.display())
-    });
+    })?;
     Ok(())
 }
 
@@ -476,6 +476,6 @@ fn attachment_list(g: &Global, dir: &Path, collection: &str, id: &str) -> Result
     let list = v.attachments_of(&account, collection, id)?;
     emit(g, json!({ "attachments": list.iter().map(attachment_json).collect::<Vec<_>>() }), || {
         list.iter().map(|a| format!("{}\t{} bytes", a.id, a.size)).collect::<Vec<_>>().join("\n")
-    });
+    })?;
     Ok(())
 }

@@ -195,7 +195,8 @@ impl Unlocked {
     /// # Errors
     /// [`Error::NoSuchDocument`]; [`Error::InvalidAttachment`] for a source that is missing,
     /// a directory or not a regular file, or a memory-only collection; [`Error::NoSpace`].
-    /// On any failure no file is left behind.
+    /// On a failure before the encrypted file is in place no file is left behind; after it
+    /// (the metadata row not written), the file is an orphan that the next open removes.
     pub fn attach(
         &mut self,
         account: &AccountName,
@@ -373,7 +374,7 @@ impl Unlocked {
         let (info, wrapped) = self.row(account, id)?;
         let cek = self.content_key(account, &info, &wrapped)?;
         let src = file_path(&self.files_dir(account), id);
-        let file = File::open(&src).map_err(io_err("open", &src))?;
+        let file = crate::disk::open_read_private(&src)?;
         let fail = |source| Error::Attachment { id: id.to_owned(), source };
         let dec = Decryptor::open(file, &cek, &id_bytes, account).map_err(fail)?;
         let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -479,7 +480,7 @@ impl Unlocked {
                 let (info, wrapped) = self.row(account, id)?;
                 let cek = self.content_key(account, &info, &wrapped)?;
                 let id_bytes = parse_id(id)?;
-                let file = File::open(&path).map_err(io_err("open", &path))?;
+                let file = crate::disk::open_read_private(&path)?;
                 let fail = |source| Error::Attachment { id: id.clone(), source };
                 let dec = Decryptor::open(file, &cek, &id_bytes, account).map_err(fail)?;
                 dec.decrypt_to(std::io::sink()).map_err(fail)?;

@@ -174,6 +174,12 @@ pub(crate) fn open_private(path: &Path) -> Result<File, Error> {
     open_checked(OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(FILE_MODE), path)
 }
 
+/// Opens an existing vault file for reading, without following a symbolic link, and checks
+/// the file it opened (a plain file, ours, private).
+pub(crate) fn open_read_private(path: &Path) -> Result<File, Error> {
+    open_checked(OpenOptions::new().read(true), path)
+}
+
 /// Opens with O_NOFOLLOW, then checks the file actually opened (fstat): no window between
 /// the check and the use.
 fn open_checked(options: &mut OpenOptions, path: &Path) -> Result<File, Error> {

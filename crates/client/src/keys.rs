@@ -1,5 +1,5 @@
 //! The unlocked key hierarchy: unlocking (with failed-attempt counting), rotation of the
-//! master key and of data keys, adding accounts and changing the keystore.
+//! master key and of data keys, adding accounts and changing the passphrase.
 //!
 //! Every change is one atomic replacement of the key file, so a crash leaves the old
 //! hierarchy or the new one. A data-key rotation takes two: the new key is first recorded

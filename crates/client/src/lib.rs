@@ -3,8 +3,9 @@
 //! Map of the main types:
 //! - [`Vault`]: a vault directory, opened and checked but locked (no key in memory).
 //! - [`Unlocked`]: the key hierarchy in memory: the master key and every account's data
-//!   keys, zeroized on drop. Rotation, account management and (later) the document store
-//!   hang off it.
+//!   keys, zeroized on drop. Rotation, account management, documents ([`Documents`]),
+//!   attachments, migration and `verify` hang off it; [`Session`] locks it after a time
+//!   without use.
 //! - [`Error`]: what can go wrong, one fact per variant.
 //!
 //! ```

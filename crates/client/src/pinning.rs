@@ -34,7 +34,7 @@ impl Pins {
     /// [`Error::InvalidPin`] for any other form, or an empty list.
     pub fn parse<S: AsRef<str>>(pins: &[S]) -> Result<Pins, Error> {
         if pins.is_empty() {
-            return Err(Error::InvalidPin("at least one --pin sha256/BASE64 is required".into()));
+            return Err(Error::InvalidPin("at least one pin (sha256/BASE64) is required".into()));
         }
         pins.iter()
             .map(|p| {

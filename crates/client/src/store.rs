@@ -33,7 +33,8 @@ impl Unlocked {
     ///
     /// # Errors
     /// [`Error::NoSuchAccount`]; [`Error::PlaintextDatabase`]; [`Error::DatabaseKey`] when
-    /// neither the live key nor the pending key of an interrupted rotation opens it.
+    /// neither the live key nor the pending key of an interrupted rotation opens it;
+    /// [`Error::DatabaseLost`] for a database lost outside Fieldvault.
     pub fn documents(&mut self, account: &AccountName) -> Result<Documents<'_>, Error> {
         if !self.dbs.contains_key(account) {
             let db = self.open_db(account)?;

@@ -104,6 +104,13 @@ fn bad_sources_and_targets_are_refused_and_leave_nothing_behind() {
     }
     assert!(!f.vault().join("accounts/alice/leak.txt").exists());
     assert_eq!(fs::read(f.vault().join("keys.fvk")).expect("read"), keys);
+    // A stored file replaced by a symbolic link (to a good copy, even) is never followed.
+    let copy = f.tmp.path().join("copy.fva");
+    fs::rename(f.stored(&a.id), &copy).expect("move");
+    std::os::unix::fs::symlink(&copy, f.stored(&a.id)).expect("symlink");
+    let err = v.attachment_get(&alice(), &a.id, &f.tmp.path().join("o")).expect_err("a link");
+    assert!(matches!(err, Error::UnexpectedFileType { .. }), "{err:?}");
+    assert!(!v.verify().expect("verify").findings.is_empty());
 }
 
 #[test]
