@@ -152,31 +152,25 @@ pub async fn pull(
         .map(|text| app.cursors.decode(user, text))
         .transpose()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let mut since = cursor.map_or(0, |c| c.seq);
-    loop {
-        let batch = PullBatch {
-            user: user.clone(),
-            device_id: signed.session.device_id.clone(),
-            device_seq,
-            since,
-            limit: q.limit.unwrap_or(DEFAULT_PULL_LIMIT),
-            rules: app.rules.clone(),
-            now: app.now(),
-        };
-        match app.store.pull(batch).await? {
-            PullOutcome::RollbackDetected => return Err(rollback()),
-            PullOutcome::UnknownUser => return Err(ApiError::invalid_token("the user no longer exists")),
-            PullOutcome::Page { changes, last_seq, has_more, user: rule_user } => {
-                let epoch = access_epoch(&app.rules, &rule_user);
-                // The rules or this user's access changed since the cursor was issued: what
-                // the device holds is re-checked from the start.
-                if since != 0 && cursor.is_some_and(|c| c.epoch != epoch) {
-                    since = 0;
-                    continue;
-                }
-                let cursor = app.cursors.encode(user, Cursor { seq: last_seq, epoch });
-                return Ok(no_store(Json(PullResponse { changes, cursor, has_more }).into_response()));
-            }
+    let batch = PullBatch {
+        user: user.clone(),
+        device_id: signed.session.device_id.clone(),
+        device_seq,
+        since: cursor.map_or(0, |c| c.seq),
+        // The rules or this user's access changed since the cursor was issued: the store
+        // re-checks what the device holds from the start.
+        since_epoch: cursor.map(|c| c.epoch),
+        limit: q.limit.unwrap_or(DEFAULT_PULL_LIMIT),
+        rules: app.rules.clone(),
+        now: app.now(),
+    };
+    match app.store.pull(batch).await? {
+        PullOutcome::RollbackDetected => Err(rollback()),
+        PullOutcome::UnknownUser => Err(ApiError::invalid_token("the user no longer exists")),
+        PullOutcome::Page { changes, last_seq, has_more, user: rule_user } => {
+            let epoch = access_epoch(&app.rules, &rule_user);
+            let cursor = app.cursors.encode(user, Cursor { seq: last_seq, epoch });
+            Ok(no_store(Json(PullResponse { changes, cursor, has_more }).into_response()))
         }
     }
 }

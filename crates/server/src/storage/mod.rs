@@ -290,6 +290,13 @@ pub struct PullBatch {
     pub device_seq: u64,
     /// Changes after this sequence number.
     pub since: u64,
+    /// The access epoch of the cursor `since` came from. When the user's epoch now differs
+    /// (the rules, or this user's roles or attributes, changed), the scan starts from the
+    /// beginning instead, so that everything the device holds is re-checked. Decided in the
+    /// same transaction that reads the user, before anything is held or released: a scan
+    /// from `since` that released documents and was then thrown away would lose their
+    /// tombstones.
+    pub since_epoch: Option<[u8; 8]>,
     /// Most stored changes to examine.
     pub limit: u32,
     /// The access rules in force. With the owner-only rules the store examines only the
@@ -298,6 +305,15 @@ pub struct PullBatch {
     pub rules: Arc<Rules>,
     /// Now.
     pub now: u64,
+}
+
+/// Where a pull's scan starts: after the cursor, or from the beginning when the cursor's
+/// access epoch is not the user's epoch now ([`PullBatch::since_epoch`]).
+pub(crate) fn scan_from(b: &PullBatch, user: &fieldvault_core::rules::RuleUser) -> u64 {
+    match b.since_epoch {
+        Some(epoch) if epoch != fieldvault_core::protocol::sync::access_epoch(&b.rules, user) => 0,
+        _ => b.since,
+    }
 }
 
 /// A pull page.

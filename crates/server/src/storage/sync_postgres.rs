@@ -285,6 +285,7 @@ pub(super) async fn pull(pool: &PgPool, b: PullBatch) -> Result<PullOutcome, Sto
         return Ok(PullOutcome::RollbackDetected);
     }
     let Some(user) = rule_user(&mut tx, &b.user).await? else { return Ok(PullOutcome::UnknownUser) };
+    let since = super::scan_from(&b, &user);
     let (rows, has_more, last_seq) = if b.rules.owner_only_scope() {
         // Only the user's own documents can be readable, and only held ones need a
         // tombstone. `top` is read first: every number up to it is committed (they are
@@ -299,7 +300,7 @@ pub(super) async fn pull(pool: &PgPool, b: PullBatch) -> Result<PullOutcome, Sto
                  WHERE h.device_id = $4 AND h.collection = d.collection AND h.id = d.id))
              ORDER BY d.seq LIMIT $5",
         )
-        .bind(to_db(b.since)?)
+        .bind(to_db(since)?)
         .bind(top)
         .bind(&b.user)
         .bind(&b.device_id)
@@ -310,7 +311,7 @@ pub(super) async fn pull(pool: &PgPool, b: PullBatch) -> Result<PullOutcome, Sto
         let full = rows.len() == b.limit as usize;
         let end = match rows.last() {
             Some(r) if full => from_db(r.try_get(6).map_err(backend)?)?,
-            _ => from_db(top)?.max(b.since),
+            _ => from_db(top)?.max(since),
         };
         (rows, full, end)
     } else {
@@ -318,14 +319,14 @@ pub(super) async fn pull(pool: &PgPool, b: PullBatch) -> Result<PullOutcome, Sto
             "SELECT collection, id, owner, version, deleted, body, seq FROM documents
              WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
-        .bind(to_db(b.since)?)
+        .bind(to_db(since)?)
         .bind(i64::from(b.limit))
         .fetch_all(&mut *tx)
         .await
         .map_err(backend)?;
         let end = match rows.last() {
             Some(r) => from_db(r.try_get(6).map_err(backend)?)?,
-            None => b.since,
+            None => since,
         };
         let full = rows.len() == b.limit as usize;
         (rows, full, end)

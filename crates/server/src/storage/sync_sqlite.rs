@@ -149,6 +149,7 @@ pub(super) fn pull(c: &mut Connection, b: PullBatch) -> rusqlite::Result<PullOut
         return Ok(PullOutcome::RollbackDetected);
     }
     let Some(user) = rule_user(&tx, &b.user)? else { return Ok(PullOutcome::UnknownUser) };
+    let since = super::scan_from(&b, &user);
     type Row = (String, String, String, i64, bool, String, i64);
     let read = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Row> {
         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
@@ -164,10 +165,10 @@ pub(super) fn pull(c: &mut Connection, b: PullBatch) -> rusqlite::Result<PullOut
                      WHERE h.device_id = ?4 AND h.collection = d.collection AND h.id = d.id))
                  ORDER BY d.seq LIMIT ?5",
             )?
-            .query_map(params![i(b.since), top, b.user, b.device_id, b.limit], read)?
+            .query_map(params![i(since), top, b.user, b.device_id, b.limit], read)?
             .collect::<Result<_, _>>()?;
         let full = rows.len() == b.limit as usize;
-        let end = if full { rows.last().map_or(b.since, |r| u(r.6)) } else { u(top).max(b.since) };
+        let end = if full { rows.last().map_or(since, |r| u(r.6)) } else { u(top).max(since) };
         (rows, full, end)
     } else {
         let rows: Vec<Row> = tx
@@ -175,10 +176,10 @@ pub(super) fn pull(c: &mut Connection, b: PullBatch) -> rusqlite::Result<PullOut
                 "SELECT collection, id, owner, version, deleted, body, seq FROM documents
                  WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )?
-            .query_map(params![i(b.since), b.limit], read)?
+            .query_map(params![i(since), b.limit], read)?
             .collect::<Result<_, _>>()?;
         let full = rows.len() == b.limit as usize;
-        let end = rows.last().map_or(b.since, |r| u(r.6));
+        let end = rows.last().map_or(since, |r| u(r.6));
         (rows, full, end)
     };
     let mut held = HashSet::new();

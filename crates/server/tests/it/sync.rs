@@ -340,6 +340,28 @@ async fn a_change_of_attributes_or_rules_purges_what_the_device_may_no_longer_ho
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_taken_away_purges_a_document_changed_after_the_cursor() {
+    // The old cursor's scan must not release what the device holds and then be thrown
+    // away for the restart from the beginning, which would then find nothing held.
+    for backend in backends() {
+        let h = Harness::start_with_rules(backend, REGION_RULES).await;
+        h.add_user_with("nina", &[], &["region=north"]).await;
+        h.add_user_with("ann", &["auditor"], &["region=south"]).await;
+        let (nina, ann) = (h.device("nina").await, h.device("ann").await);
+        push_ok(&h, &nina, json!([put(&key(), "sites", "n1", json!({"name": "A", "region": "north"}), 0)]), 1).await;
+        let (held, cursor) = pull_all(&h, &ann, None, 1).await;
+        assert_eq!(ids(&held, "put"), vec!["n1".to_owned()]);
+        fieldvault_server::accounts::set_access(&h.app.store, "ann", &access(&[], &["region=south"]))
+            .await
+            .expect("set access");
+        push_ok(&h, &nina, json!([put(&key(), "sites", "n1", json!({"name": "A2", "region": "north"}), 1)]), 2).await;
+        let (after, _) = pull_all(&h, &ann, Some(cursor), 2).await;
+        assert_eq!(ids(&after, "delete"), vec!["n1".to_owned()], "{after:?}");
+        assert!(ids(&after, "put").is_empty(), "{after:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_seq_going_backwards_is_rollback_detected_and_changes_nothing() {
     for backend in backends() {
         let h = Harness::start(backend).await;
