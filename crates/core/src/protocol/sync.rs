@@ -21,8 +21,8 @@ use serde_json::{Map, Value};
 
 use crate::rules::{RuleUser, Rules};
 
-/// Most ops in one push (400 `bad_request` beyond).
-pub const MAX_PUSH_OPS: usize = 400;
+/// Most ops in one push (`bad_request` beyond; docs/protocol.md, section 14.1).
+pub const MAX_PUSH_OPS: usize = 500;
 /// Default page size of a pull.
 pub const DEFAULT_PULL_LIMIT: u32 = 500;
 /// Largest page size of a pull.

@@ -173,22 +173,32 @@ pub async fn login(
     }
     let address = peer.ip().to_string();
     let now = app.now();
-    let failures = app.store.login_failures(&req.user, &address).await?;
-    let wait_until = failures.last_at.saturating_add(unlock_delay(failures.failures));
-    if now < wait_until {
+    let throttled = |retry_after: u64| {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             ProblemCode::RateLimited,
             "too many failed logins for this user from this address; wait and retry",
         );
-        e.retry_after = Some(wait_until - now);
-        return Err(e);
+        e.retry_after = Some(retry_after.max(1));
+        e
+    };
+    let failures = app.store.login_failures(&req.user, &address).await?;
+    let wait_until = failures.last_at.saturating_add(unlock_delay(failures.failures));
+    if now < wait_until {
+        return Err(throttled(wait_until - now));
+    }
+    // The attempt is counted as a failure before the password is checked, and cleared only if
+    // it is right. The count is one atomic increment: of attempts made at once, only the one
+    // whose increment directly follows the state checked above goes on; the others are told
+    // to wait (and stay counted), so a burst cannot get more guesses than one at a time.
+    let reserved = app.store.record_login_failure(&req.user, &address, now).await?;
+    if reserved.failures != failures.failures.saturating_add(1) {
+        return Err(throttled(unlock_delay(reserved.failures)));
     }
     let user = app.store.user(&req.user).await?;
     let live = user.as_ref().filter(|u| !u.disabled);
     // Unknown and disabled users are checked against the dummy hash: same time, same answer.
     if !app.passwords.verify(req.password, live.map(|u| u.password_hash.clone())).await {
-        app.store.record_login_failure(&req.user, &address, now).await?;
         return Err(ApiError::invalid_grant("wrong user name or password"));
     }
     let user = live.ok_or_else(|| ApiError::internal("verified a password without a user"))?;

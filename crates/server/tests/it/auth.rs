@@ -93,6 +93,30 @@ async fn logins_are_throttled_per_user_and_address_with_growing_delays_never_loc
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_logins_at_once_gets_no_more_guesses_than_one_after_another() {
+    for b in backends() {
+        let h = std::sync::Arc::new(Harness::start(b).await);
+        h.frozen.store(now(), std::sync::atomic::Ordering::SeqCst);
+        let burst: Vec<_> = (0..40)
+            .map(|i| {
+                let h = h.clone();
+                tokio::spawn(async move { h.login("alice", &format!("guess number {i}")).await.status })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for task in burst {
+            statuses.push(task.await.expect("task"));
+        }
+        let checked = statuses.iter().filter(|s| **s == 401).count();
+        let waited = statuses.iter().filter(|s| **s == 429).count();
+        // One after another, three failures are free and the fourth earns a wait: at most
+        // four passwords are checked, however many come at once.
+        assert!((1..=4).contains(&checked), "{checked} passwords checked: {statuses:?}");
+        assert_eq!(checked + waited, 40, "{statuses:?}");
+    }
+}
+
 fn refresh_request(d: &Device, token: &str, attempt: &str, at: u64) -> Signed {
     let body = serde_json::json!({ "refresh_token": token, "attempt_id": attempt }).to_string();
     let mut s = Signed::new(d, "POST", "/v1/auth/refresh", body.as_bytes(), at);

@@ -362,6 +362,20 @@ async fn a_role_taken_away_purges_a_document_changed_after_the_cursor() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_carries_up_to_500_ops_as_the_protocol_says() {
+    let h = Harness::start(backends().remove(0)).await;
+    let d = h.device("alice").await;
+    let ops = |n: usize, from: usize| -> Value {
+        (from..from + n).map(|i| put(&key(), "bulk", &format!("b{i}"), json!({"i": i}), 0)).collect()
+    };
+    let r = h.push(&d, ops(501, 0), 1).await;
+    assert_eq!((r.status, r.code().as_str()), (400, "bad_request"), "{}", r.text());
+    let res = push_ok(&h, &d, ops(500, 0), 1).await;
+    assert_eq!(res.len(), 500);
+    assert!(res.iter().all(|r| r["status"] == "applied"), "{res:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_seq_going_backwards_is_rollback_detected_and_changes_nothing() {
     for backend in backends() {
         let h = Harness::start(backend).await;
