@@ -41,6 +41,11 @@ pub struct Config {
     pub refresh_retry_window: u64,
     /// Largest request body, in bytes (413 beyond).
     pub body_limit: usize,
+    /// Longest a client may take to send a request body once its headers are in, in
+    /// seconds: 60, time for 1 MiB at about 17 kB/s, a poor mobile link. A body that
+    /// trickles in slower is refused, so a client cannot hold a connection and its buffer
+    /// open indefinitely.
+    pub body_timeout: u64,
     /// Largest total size of the request headers, in bytes (431 beyond).
     pub header_limit: usize,
     /// A session refreshes for at most this long after its login; then only a login helps.
@@ -64,6 +69,7 @@ impl Default for Config {
             lease_renew_after: 86_400,
             refresh_retry_window: 120,
             body_limit: 1 << 20,
+            body_timeout: 60,
             header_limit: 16 << 10,
             session_max_ttl: 30 * 86_400,
         }
@@ -221,15 +227,20 @@ impl<T: DeserializeOwned> FromRequest<Arc<App>> for JsonBody<T> {
         if codings.any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity")) {
             return Err(ApiError::bad_request("encoded request bodies are not accepted"));
         }
-        let limit = app.config.body_limit;
-        let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
-            if is_length_limit(&e) {
-                ApiError::body_too_large(limit)
-            } else {
-                ApiError::bad_request("the request body could not be read")
-            }
-        })?;
+        let bytes = read_body(req.into_body(), &app.config).await?;
         parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Reads a whole request body, at most `config.body_limit` bytes and within
+/// `config.body_timeout` seconds.
+pub async fn read_body(body: axum::body::Body, config: &Config) -> Result<Bytes, ApiError> {
+    let (limit, secs) = (config.body_limit, config.body_timeout);
+    match tokio::time::timeout(std::time::Duration::from_secs(secs), axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(ApiError::bad_request(format!("the request body did not arrive within {secs} s"))),
+        Ok(Err(e)) if is_length_limit(&e) => Err(ApiError::body_too_large(limit)),
+        Ok(Err(_)) => Err(ApiError::bad_request("the request body could not be read")),
+        Ok(Ok(bytes)) => Ok(bytes),
     }
 }
 

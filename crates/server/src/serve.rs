@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -25,6 +25,12 @@ use fieldvault_core::protocol::ProblemCode;
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's headers (hyper's header read timeout).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; further clients wait in the kernel's accept queue. Each
+/// connection may buffer a request body of up to the body limit (1 MiB), so this bounds
+/// that memory (512 MiB at worst) where nothing else would.
+pub const MAX_CONNECTIONS: usize = 512;
 /// hyper's read buffer: large enough that oversized headers reach the limits layer and get a
 /// problem (431) rather than a bare connection error.
 const MAX_BUF: usize = 64 << 10;
@@ -119,7 +125,12 @@ impl Server {
     /// Serves until `shutdown` completes.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
+            let slot = tokio::select! {
+                _ = &mut shutdown => return,
+                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            };
             let (tcp, peer) = tokio::select! {
                 _ = &mut shutdown => return,
                 accepted = self.listener.accept() => match accepted {
@@ -132,6 +143,7 @@ impl Server {
             let tls = self.tls.clone();
             let router = self.router.clone();
             tokio::spawn(async move {
+                let _slot = slot; // held for the connection's life
                 // A failed or slow handshake (plain HTTP, an old protocol, a wrong SNI) just
                 // closes the connection: nothing is answered in plaintext.
                 let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await else { return };
@@ -140,7 +152,7 @@ impl Server {
                     router.clone().oneshot(req.map(axum::body::Body::new))
                 });
                 let mut builder = Builder::new(TokioExecutor::new());
-                builder.http1().max_buf_size(MAX_BUF);
+                builder.http1().max_buf_size(MAX_BUF).timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
                 builder.http2().max_header_list_size(MAX_BUF as u32);
                 let _ = builder.serve_connection(TokioIo::new(stream), service).await;
             });

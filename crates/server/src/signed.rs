@@ -32,7 +32,7 @@ use fieldvault_core::protocol::{
 };
 use zeroize::Zeroizing;
 
-use crate::app::{App, is_length_limit};
+use crate::app::App;
 use crate::problem::ApiError;
 use crate::seal::Purpose;
 use crate::storage::SessionRecord;
@@ -155,14 +155,7 @@ async fn check(
     let nonce_header = required(h, headers::NONCE)?;
     let nonce = decode_nonce(nonce_header).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let signature = required(h, headers::SIGNATURE)?;
-    let limit = app.config.body_limit;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if is_length_limit(&e) {
-            ApiError::body_too_large(limit)
-        } else {
-            ApiError::bad_request("the request body could not be read")
-        }
-    })?;
+    let bytes = crate::app::read_body(body, &app.config).await?;
     let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     secret
         .verify_request(parts.method.as_str(), target, &bytes, ts_header, nonce_header, signature)

@@ -9,6 +9,48 @@ use zeroize::Zeroizing;
 use crate::harness::{Harness, Signed, backends, now, random_nonce};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stalls_in_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start(backends().remove(0)).await;
+    let mut tls = h.connect().await;
+    // Half a request: the header block never ends.
+    tls.write_all(b"POST /v1/auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n")
+        .await
+        .expect("write");
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    // The header timeout is 10 s; without it the connection stayed open for good.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(20), tls.read_to_end(&mut out)).await;
+    assert!(ended.is_ok(), "the connection was still open after 20 s");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(5), "closed before the client had its time");
+    // A complete request on a new connection is still served.
+    assert_eq!(h.plain("GET", "/healthz", b"").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_trickles_in_too_slowly_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = fieldvault_server::Config { body_timeout: 1, ..Default::default() };
+    let h = Harness::start_bare_with_config(backends().remove(0), None, config).await;
+    let mut tls = h.connect().await;
+    // The headers announce 100 bytes; 10 come, then nothing.
+    tls.write_all(
+        b"POST /v1/auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\nConnection: close\r\n\r\n{\"user\": \"",
+    )
+    .await
+    .expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), tls.read_to_end(&mut out))
+        .await
+        .expect("answered and closed well within 10 s")
+        .expect("read");
+    let r = crate::harness::Response::parse(&out);
+    assert_eq!((r.status, r.code().as_str()), (400, "bad_request"), "{}", r.text());
+    assert!(r.text().contains("did not arrive within 1 s"), "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_request_is_answered_with_a_signed_response() {
     for b in backends() {
         let h = Harness::start(b).await;

@@ -115,10 +115,15 @@ impl Harness {
     }
 
     async fn start_bare_with_rules(backend: Backend, rules: Option<String>) -> Harness {
+        Harness::start_bare_with_config(backend, rules, Config::default()).await
+    }
+
+    /// A fresh server with no users, serving `rules` under `config`.
+    pub async fn start_bare_with_config(backend: Backend, rules: Option<String>, config: Config) -> Harness {
         let tmp = Arc::new(tempfile::tempdir().expect("tempdir"));
         let keys = KeyDir::at(&tmp.path().join("data.keys"));
         let pin = keys.init(&tmp.path().join("data"), &["localhost".into(), "127.0.0.1".into()]).expect("init");
-        Harness::start_with(backend, tmp, keys, pin, rules).await
+        Harness::start_with(backend, tmp, keys, pin, rules, config).await
     }
 
     /// A second instance over the same key directory and store (PostgreSQL; on SQLite a
@@ -129,7 +134,8 @@ impl Harness {
 
     /// A second instance over the same store serving other rules.
     pub async fn sibling_with_rules(&self, rules: Option<String>) -> Harness {
-        Harness::start_with(self.backend.clone(), self._tmp.clone(), self.keys.clone(), self.pin.clone(), rules).await
+        let (tmp, keys, pin) = (self._tmp.clone(), self.keys.clone(), self.pin.clone());
+        Harness::start_with(self.backend.clone(), tmp, keys, pin, rules, self.app.config.clone()).await
     }
 
     async fn start_with(
@@ -138,6 +144,7 @@ impl Harness {
         keys: KeyDir,
         pin: String,
         rules: Option<String>,
+        config: Config,
     ) -> Harness {
         let store_key = keys.store_key().expect("store key");
         let store = open(&backend, tmp.path(), &store_key).await;
@@ -148,8 +155,7 @@ impl Harness {
             0 => now().saturating_add_signed(o.load(Ordering::SeqCst)),
             t => t,
         });
-        let mut app =
-            App::new(store, keys.token_signer().expect("signer"), &store_key, clock, Config::default()).expect("app");
+        let mut app = App::new(store, keys.token_signer().expect("signer"), &store_key, clock, config).expect("app");
         if let Some(text) = &rules {
             app = app.with_rules(fieldvault_core::rules::Rules::from_toml(text).expect("valid rules"));
         }
@@ -214,15 +220,7 @@ impl Harness {
 
     /// Sends raw request bytes over a fresh pinned TLS connection; the parsed response.
     pub async fn send(&self, raw: &[u8]) -> Response {
-        let mut config = pinned_client_config(Pins::parse(&[&self.pin]).expect("pin"));
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tcp = tokio::net::TcpStream::connect(self.addr).await.expect("connect");
-        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-        let mut tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
-            .await
-            .expect("handshake in time")
-            .expect("pinned handshake");
+        let mut tls = self.connect().await;
         tls.write_all(raw).await.expect("write");
         let mut out = Vec::new();
         tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut out))
@@ -230,6 +228,19 @@ impl Harness {
             .expect("response in time")
             .expect("read");
         Response::parse(&out)
+    }
+
+    /// A pinned HTTP/1.1-over-TLS connection to the server, handshake done.
+    pub async fn connect(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let mut config = pinned_client_config(Pins::parse(&[&self.pin]).expect("pin"));
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+            .await
+            .expect("handshake in time")
+            .expect("pinned handshake")
     }
 
     /// An unsigned request.
@@ -353,7 +364,7 @@ pub struct Response {
 }
 
 impl Response {
-    fn parse(raw: &[u8]) -> Response {
+    pub fn parse(raw: &[u8]) -> Response {
         let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
         let head = String::from_utf8(raw[..split].to_vec()).expect("ASCII head");
         let mut lines = head.split("\r\n");
