@@ -430,3 +430,51 @@ fn migration_survives_a_crash_at_every_step_with_no_half_import_and_no_row_lost(
     );
     assert!(steps >= 5, "the commit and each removal are steps ({steps})");
 }
+
+/// A passphrase store that counts how often it is asked for the KEK.
+struct Counting<'a>(&'a PassphraseStore, std::sync::atomic::AtomicU32);
+
+impl KeyStore for Counting<'_> {
+    fn kind(&self) -> fieldvault_core::KeystoreKind {
+        self.0.kind()
+    }
+    fn create(
+        &self,
+        vault: &fieldvault_core::VaultId,
+    ) -> Result<(fieldvault_core::Kek, fieldvault_core::KeystoreParams), fieldvault_keystore::Error> {
+        self.0.create(vault)
+    }
+    fn kek(
+        &self,
+        vault: &fieldvault_core::VaultId,
+        params: &fieldvault_core::KeystoreParams,
+    ) -> Result<fieldvault_core::Kek, fieldvault_keystore::Error> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.kek(vault, params)
+    }
+    fn destroy(&self, vault: &fieldvault_core::VaultId) -> Result<(), fieldvault_keystore::Error> {
+        self.0.destroy(vault)
+    }
+}
+
+#[test]
+fn a_guess_whose_failure_cannot_be_recorded_is_never_tried() {
+    let good = PassphraseStore::new(Passphrase::new(Zeroizing::new("marble quokka seventy umbrella".into())));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("v");
+    drop(Vault::init(&dir, &good, &account("alice")).expect("init"));
+    let wrong = PassphraseStore::new(Passphrase::new(Zeroizing::new("marble quokka seventy umbrelka".into())));
+    for store in [&wrong, &good] {
+        // The first file-system step of an unlock is recording the attempt; it fails.
+        let counting = Counting(store, Default::default());
+        let err = Vault::open_on(Disk::crashing_at(0), &dir).expect("opens").unlock(&counting).expect_err("no record");
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        assert_eq!(counting.1.into_inner(), 0, "the passphrase was tried");
+    }
+    assert_eq!(Vault::open(&dir).expect("opens").status().expect("status").failed_unlocks, 0);
+    // With a disk that works, a wrong guess is counted and the right one resets the count.
+    let err = Vault::open(&dir).expect("opens").unlock(&wrong).expect_err("wrong");
+    assert!(matches!(err, Error::WrongPassphrase { failures: 1, .. }), "{err:?}");
+    Vault::open(&dir).expect("opens").unlock(&good).expect("unlocks");
+    assert_eq!(Vault::open(&dir).expect("opens").status().expect("status").failed_unlocks, 0);
+}

@@ -16,7 +16,7 @@ use fieldvault_core::{
 };
 use fieldvault_keystore::KeyStore;
 
-use crate::vault::{COUNTER, KEYS, read_counter};
+use crate::vault::{COUNTER, KEYS, read_counter_checked};
 use crate::{Error, Vault, random, random_key};
 
 /// The secrets of an unlocked vault. Every key zeroizes itself on drop.
@@ -106,42 +106,77 @@ impl Vault {
     pub fn unlock_with(self, store: &dyn KeyStore, policy: UnlockPolicy) -> Result<Unlocked, Error> {
         let counted = self.keystore_kind() == KeystoreKind::Passphrase;
         let now = unix_now();
-        let counter = if counted { read_counter(&self.dir)? } else { Default::default() };
+        let (counter, damaged) = if counted { read_counter_checked(&self.dir)? } else { Default::default() };
+        // A damaged counter is read as the last free failure (the next wrong passphrase
+        // waits), but it never brings a wipe closer: under a wipe policy it counts as none.
+        let counter = if damaged && policy.wipe_after_failures.is_some() {
+            fieldvault_core::UnlockCounter::default()
+        } else {
+            counter
+        };
         let wait = counter.wait_remaining(now);
         if wait > 0 {
             return Err(Error::UnlockThrottled { retry_after_secs: wait });
         }
-        let kek = store.kek(&self.id(), &self.keyfile.keystore)?;
-        let keys = match KeySet::open(&self.keyfile, kek) {
+        // The attempt is recorded as a failure before the passphrase is tried, and the record
+        // taken back only if it was not a wrong passphrase: a guess whose failure could not
+        // be recorded (a full disk, a file-size limit) is never tried.
+        let path = self.dir.join(COUNTER);
+        let next = counter.after_failure(now);
+        if counted {
+            self.disk.write_atomic(&path, &next.to_bytes())?;
+        }
+        let take_back = |vault: &Vault| -> Result<(), Error> {
+            match (counted, counter.failures) {
+                (false, _) => Ok(()),
+                (true, 0) => vault.disk.remove_file(&path),
+                (true, _) => vault.disk.write_atomic(&path, &counter.to_bytes()),
+            }
+        };
+        let opened = match store.kek(&self.id(), &self.keyfile.keystore) {
+            Ok(kek) => KeySet::open(&self.keyfile, kek).map_err(OpenError::Keys),
+            Err(e) => Err(OpenError::Other(e.into())),
+        };
+        let keys = match opened {
             Ok(keys) => keys,
             // Only the master slot's canary can say "wrong KEK": a data slot with a wrong
             // canary means the file itself was altered.
-            Err(fieldvault_core::Error::WrongKey { what }) if what.starts_with("master") => {
+            Err(OpenError::Keys(fieldvault_core::Error::WrongKey { what })) if what.starts_with("master") => {
                 if !counted {
                     return Err(Error::KeystoreMismatch);
                 }
-                let next = counter.after_failure(now);
                 if policy.wipe_after_failures.is_some_and(|n| next.failures >= n) {
                     let dir = self.dir.clone();
                     drop(self); // release the directory lock, then wipe (keys first)
                     Vault::wipe(&dir, Some(store))?;
                     return Err(Error::WipedAfterFailures { failures: next.failures });
                 }
-                self.disk.write_atomic(&self.dir.join(COUNTER), &next.to_bytes())?;
                 return Err(Error::WrongPassphrase {
                     failures: next.failures,
                     retry_after_secs: unlock_delay(next.failures),
                 });
             }
-            Err(source) => {
+            // Not a failed unlock: the keystore failed, or the file is damaged.
+            Err(OpenError::Keys(source)) => {
+                take_back(&self)?;
                 return Err(Error::Corrupt { path: self.dir.join(KEYS), source });
             }
+            Err(OpenError::Other(e)) => {
+                take_back(&self)?;
+                return Err(e);
+            }
         };
-        if counter.failures > 0 {
-            self.disk.remove_file(&self.dir.join(COUNTER))?;
+        if counted {
+            self.disk.remove_file(&path)?;
         }
         Ok(Unlocked::from_parts(self, keys))
     }
+}
+
+/// Why the key hierarchy did not open: the key file's answer, or the keystore's.
+enum OpenError {
+    Keys(fieldvault_core::Error),
+    Other(Error),
 }
 
 /// What an app decides about failed passphrase unlocks.
@@ -159,10 +194,13 @@ pub struct UnlockPolicy {
 /// An unlocked vault: the key hierarchy in memory. Dropping it (or [`Unlocked::lock`])
 /// zeroizes every key.
 pub struct Unlocked {
-    pub(crate) vault: Vault,
-    keys: KeySet,
-    /// Open account databases (closed before the keys are dropped).
+    // Fields drop in this order: the databases close first (SQLCipher wipes its copy of the
+    // key), then the keys are zeroized, and only then does the vault release the directory
+    // lock, so no other process opens the databases while this one still has them open.
+    /// Open account databases.
     pub(crate) dbs: BTreeMap<AccountName, crate::documents::AccountDb>,
+    keys: KeySet,
+    pub(crate) vault: Vault,
 }
 
 impl Unlocked {

@@ -149,13 +149,20 @@ fn read_marker(dir: &Path) -> Result<Option<VaultMarker>, Error> {
 }
 
 pub(crate) fn read_counter(dir: &Path) -> Result<UnlockCounter, Error> {
+    read_counter_checked(dir).map(|(counter, _)| counter)
+}
+
+/// The counter, and whether the file was damaged. A damaged counter must neither lock the
+/// owner out for ever nor reset to zero: it reads as the last free failure, so the next
+/// wrong passphrase waits.
+pub(crate) fn read_counter_checked(dir: &Path) -> Result<(UnlockCounter, bool), Error> {
     let path = dir.join(COUNTER);
     match read_private(&path)? {
-        None => Ok(UnlockCounter::default()),
-        // A damaged counter must neither lock the owner out for ever nor reset to zero:
-        // count it as the last free failure, so the next wrong passphrase waits.
-        Some(bytes) => Ok(UnlockCounter::from_bytes(&bytes)
-            .unwrap_or(UnlockCounter { failures: fieldvault_core::FREE_FAILURES, last_failure_unix: 0 })),
+        None => Ok((UnlockCounter::default(), false)),
+        Some(bytes) => Ok(match UnlockCounter::from_bytes(&bytes) {
+            Ok(counter) => (counter, false),
+            Err(_) => (UnlockCounter { failures: fieldvault_core::FREE_FAILURES, last_failure_unix: 0 }, true),
+        }),
     }
 }
 

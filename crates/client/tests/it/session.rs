@@ -61,3 +61,20 @@ fn wipe_after_n_failures_is_off_by_default_and_wipes_when_an_app_turns_it_on() {
     assert!(matches!(err, Error::WipedAfterFailures { failures: 4 }), "{err:?}");
     assert!(!dir.exists(), "the vault is gone, keys first");
 }
+
+#[test]
+fn a_damaged_counter_never_brings_a_wipe_closer() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("v");
+    let pass = |p: &str| PassphraseStore::new(Passphrase::new(Zeroizing::new(p.into())));
+    Vault::init(&dir, &pass("harbor pickle ninety gondolas"), &alice()).expect("init");
+    let counter = dir.join("unlock.fvc");
+    std::fs::write(&counter, b"XXXX").expect("damage the counter");
+    std::fs::set_permissions(&counter, std::fs::Permissions::from_mode(0o600)).expect("0600");
+    // Read as three failures, one typo would reach a policy of four: it counts as none.
+    let policy = UnlockPolicy { wipe_after_failures: Some(4) };
+    let err = Vault::open(&dir).expect("open").unlock_with(&pass("harbor pickle ninety gondolaz"), policy);
+    assert!(matches!(err, Err(Error::WrongPassphrase { failures: 1, .. })), "{err:?}");
+    assert!(dir.join("keys.fvk").exists(), "one typo wiped the vault");
+}

@@ -26,6 +26,16 @@ pub const MAX_NESTING: usize = 8;
 
 /// The macros that bind an iteration variable (their first argument).
 const BINDING_MACROS: [&str; 6] = ["all", "exists", "exists_one", "existsOne", "map", "filter"];
+/// The functions the interpreter's context registers (cel-interpreter 0.10's
+/// `Context::default()` without its `regex` and `chrono` features). For `x.name` with no
+/// such key in `x`, the interpreter yields the *function* `name` instead of an error, and a
+/// function value compares unequal to everything and negates to `true`: `doc.size != 'x'`
+/// would allow on a document without `size`. So a rule that reads a field by one of these
+/// names with `.` is refused at load.
+/// `a_field_named_like_a_function_is_refused_at_load` checks this list against the
+/// interpreter.
+pub(super) const FUNCTIONS: [&str; 11] =
+    ["contains", "size", "max", "min", "startsWith", "endsWith", "string", "bytes", "double", "int", "uint"];
 
 /// A compiled expression and the text it came from.
 pub(super) struct Expr {
@@ -62,6 +72,12 @@ impl Expr {
             Ok(Err(message)) => return Err(format!("does not parse: {message}")),
             Err(_) => return Err("does not parse (the CEL parser gave up on it)".into()),
         };
+        if let Some(name) = scan.field_named_like_function {
+            return Err(format!(
+                "reads a field named `{name}`, like the function `{name}()`: this CEL interpreter gives \
+                 the function, not an error, when such a field is missing, so no rule may read it"
+            ));
+        }
         if scan.constructs_message {
             return Err(
                 "message construction (`Name{field: value}`) is not supported; use a map literal `{'k': v}`".into()
@@ -117,6 +133,8 @@ struct Scan<'a> {
     binders: BTreeSet<&'a str>,
     /// An identifier directly followed by `{`: a protobuf message construction.
     constructs_message: bool,
+    /// `.name` where `name` is one of [`FUNCTIONS`] and no `(` follows: a field read.
+    field_named_like_function: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -177,6 +195,13 @@ fn scan(src: &str) -> Scan<'_> {
             Token::Ident(_) if tokens.get(k + 1) == Some(&Token::Punct(b'{')) => scan.constructs_message = true,
             _ => {}
         }
+        if let [Token::Punct(b'.'), Token::Ident(name), rest @ ..] = &tokens[k..]
+            && FUNCTIONS.contains(name)
+            && rest.first() != Some(&Token::Punct(b'('))
+        {
+            scan.field_named_like_function.get_or_insert(name);
+        }
+
         if let [Token::Punct(b'.'), Token::Ident(m), Token::Punct(b'('), Token::Ident(v), Token::Punct(b','), ..] =
             &tokens[k..]
             && BINDING_MACROS.contains(m)

@@ -130,12 +130,37 @@ fn an_error_left_of_or_denies_even_when_the_right_side_would_allow() {
 
 #[test]
 fn a_result_other_than_true_denies() {
-    for expr in ["doc.owner", "1", "'true'", "[true]", "{'a': true}", "null", "doc", "doc.size"] {
+    for expr in ["doc.owner", "1", "'true'", "[true]", "{'a': true}", "null", "doc", "doc['size']"] {
         let r = rules(&one(&format!("read = \"{expr}\"\nwrite = \"{expr}\"")));
         let doc = json!({"owner": "alice"});
         assert!(!r.can_read(&alice(), "c", &doc), "{expr}");
         assert!(!r.can_write(&alice(), "c", Some(&doc), Some(&doc)), "{expr}");
     }
+}
+
+#[test]
+fn a_field_named_like_a_function_is_refused_at_load() {
+    // For a missing `x.size` the interpreter yields the function `size`, not an error, and
+    // `!=` or `!` on it is true: such reads are refused at load.
+    for name in super::expr::FUNCTIONS {
+        for read in [format!("doc.{name} != 'x'"), format!("!doc.{name} && true")] {
+            let e = load_error(&one(&format!("read = \"{read}\"\nwrite = \"false\"")));
+            assert!(e.to_string().contains(&format!("reads a field named `{name}`")), "{read}: {e}");
+        }
+    }
+    // Calls are fine, and so is a string that only mentions the name.
+    rules(&one("read = \"doc.tags.contains('x') && size(doc.tags) > 0 && doc.kind != 'size'\"\nwrite = \"false\""));
+    // Any other missing field is an error and denies, even under `!=` and `!`: if this fails
+    // for a name, the interpreter registers a function of that name and FUNCTIONS must grow.
+    for name in ["matches", "duration", "timestamp", "has", "exists", "all", "map", "filter", "status", "label"] {
+        for read in [format!("doc.{name} != 'restricted'"), format!("!doc.{name}")] {
+            let r = rules(&one(&format!("read = \"{read}\"\nwrite = \"false\"")));
+            assert!(!r.can_read(&alice(), "c", &json!({"owner": "alice"})), "{read}");
+        }
+    }
+    // The interpreter still behaves so for the listed names (else the list can shrink).
+    let r = rules(&one("read = \"doc.owner != 'x'\"\nwrite = \"false\""));
+    assert!(r.can_read(&alice(), "c", &json!({"owner": "alice"})));
 }
 
 #[test]
