@@ -6,7 +6,7 @@
 //! keystore).
 
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::{Error, Unlocked};
 
@@ -15,7 +15,25 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 struct State {
     unlocked: Option<Unlocked>,
-    last_used: Instant,
+    /// [`uptime`] at the last call.
+    last_used: Duration,
+}
+
+/// Time since boot, *including* time suspended (`CLOCK_BOOTTIME`): a device put to sleep
+/// for an hour has been idle for an hour. `Instant` (`CLOCK_MONOTONIC` on Linux) stops
+/// while suspended, so a laptop closed for hours would wake up still unlocked.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn uptime() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_nsec).unwrap_or(0))
+}
+
+/// Elsewhere the monotonic clock (which may stop while suspended: the app should also lock
+/// on its platform's suspend or background event).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn uptime() -> Duration {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed()
 }
 
 /// An unlocked vault with an inactivity timeout. Cheap to share between threads by
@@ -34,7 +52,7 @@ impl Session {
     /// Starts a session that locks after `idle` without a call. A watchdog thread does the
     /// locking, so keys are wiped on time even if the app makes no further call.
     pub fn new(unlocked: Unlocked, idle: Duration) -> Session {
-        let state = Arc::new(Mutex::new(State { unlocked: Some(unlocked), last_used: Instant::now() }));
+        let state = Arc::new(Mutex::new(State { unlocked: Some(unlocked), last_used: uptime() }));
         let weak = Arc::downgrade(&state);
         let tick = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         std::thread::Builder::new()
@@ -55,12 +73,12 @@ impl Session {
     /// [`Error::Locked`] once the session has locked; whatever `f` returns.
     pub fn with<T>(&self, f: impl FnOnce(&mut Unlocked) -> Result<T, Error>) -> Result<T, Error> {
         let mut st = guard(&self.state);
-        if st.last_used.elapsed() >= self.idle {
+        if uptime().saturating_sub(st.last_used) >= self.idle {
             st.unlocked = None;
         }
         let unlocked = st.unlocked.as_mut().ok_or(Error::Locked)?;
         let out = f(unlocked);
-        st.last_used = Instant::now();
+        st.last_used = uptime();
         out
     }
 
@@ -83,7 +101,7 @@ fn watchdog(state: Weak<Mutex<State>>, idle: Duration, tick: Duration) {
         if st.unlocked.is_none() {
             return;
         }
-        if st.last_used.elapsed() >= idle {
+        if uptime().saturating_sub(st.last_used) >= idle {
             st.unlocked = None;
             return;
         }
