@@ -129,24 +129,7 @@ pub(crate) fn make_durable(conn: &Connection, path: &Path) -> Result<(), Error> 
 }
 
 /// SQLite's smallest page: every database file, once written, holds at least one page.
-const MIN_DATABASE_BYTES: u64 = 512;
-
-/// Refuses a database that was lost outside Fieldvault while `attachments` attachment files
-/// of its account remain: missing, empty, or shorter than one page. Starting an empty
-/// database then would let the orphan sweep delete the attachments, and rotating its key
-/// would retire the only key to a backup. With no attachments a missing or empty database
-/// cannot be told from an account that never stored anything, and is left to be created.
-pub(crate) fn check_not_lost(path: &Path, attachments: usize) -> Result<(), Error> {
-    let size = match std::fs::symlink_metadata(path) {
-        Ok(m) => m.len(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(source) => return Err(Error::Io { op: "stat", path: path.to_path_buf(), source }),
-    };
-    if (size == 0 && attachments > 0) || (1..MIN_DATABASE_BYTES).contains(&size) {
-        return Err(Error::DatabaseLost { path: path.to_path_buf(), size, attachments });
-    }
-    Ok(())
-}
+pub(crate) const MIN_DATABASE_BYTES: u64 = 512;
 
 /// Settles SQLCipher's process-wide state once per process, before the first connection:
 /// refuses a build that is not SQLCipher 4 (a plain SQLite build accepts `PRAGMA key`

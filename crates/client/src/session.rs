@@ -19,6 +19,13 @@ struct State {
     last_used: Duration,
 }
 
+impl State {
+    /// Whether the session has gone `idle` without a call.
+    fn idle_for(&self, idle: Duration) -> bool {
+        uptime().saturating_sub(self.last_used) >= idle
+    }
+}
+
 /// Time since boot, *including* time suspended (`CLOCK_BOOTTIME`): a device put to sleep
 /// for an hour has been idle for an hour. `Instant` (`CLOCK_MONOTONIC` on Linux) stops
 /// while suspended, so a laptop closed for hours would wake up still unlocked.
@@ -73,7 +80,7 @@ impl Session {
     /// [`Error::Locked`] once the session has locked; whatever `f` returns.
     pub fn with<T>(&self, f: impl FnOnce(&mut Unlocked) -> Result<T, Error>) -> Result<T, Error> {
         let mut st = guard(&self.state);
-        if uptime().saturating_sub(st.last_used) >= self.idle {
+        if st.idle_for(self.idle) {
             st.unlocked = None;
         }
         let unlocked = st.unlocked.as_mut().ok_or(Error::Locked)?;
@@ -101,7 +108,7 @@ fn watchdog(state: Weak<Mutex<State>>, idle: Duration, tick: Duration) {
         if st.unlocked.is_none() {
             return;
         }
-        if uptime().saturating_sub(st.last_used) >= idle {
+        if st.idle_for(idle) {
             st.unlocked = None;
             return;
         }

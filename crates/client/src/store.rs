@@ -45,11 +45,10 @@ impl Unlocked {
     }
 
     fn open_db(&mut self, account: &AccountName) -> Result<AccountDb, Error> {
-        let dir = self.vault.account_dir(account);
-        let path = dir.join(DB_FILE);
+        let path = self.vault.account_dir(account).join(DB_FILE);
         // A database lost outside Fieldvault: opening would start an empty one, and the
         // orphan sweep below would then delete every attachment file. Refuse instead.
-        database::check_not_lost(&path, crate::attachments::stored_files(&dir))?;
+        check_not_lost(&path)?;
         let conn = match database::open(&path, self.data_key(account, Purpose::Database)?) {
             Ok(conn) => conn,
             // A rotation that re-keyed the file but crashed before promoting the new key.
@@ -74,10 +73,9 @@ impl Unlocked {
     /// changed); database errors. A crash at any point leaves a database that opens with the
     /// old key or the new one, and the next open or rotation finishes the job.
     pub fn rotate_database_key(&mut self, account: &AccountName) -> Result<KeyMeta, Error> {
-        let dir = self.vault.account_dir(account);
-        let path = dir.join(DB_FILE);
+        let path = self.vault.account_dir(account).join(DB_FILE);
         // A lost database keeps its key: the new key would not open the backup.
-        database::check_not_lost(&path, crate::attachments::stored_files(&dir))?;
+        check_not_lost(&path)?;
         // Before anything is recorded: a full disk changes nothing at all.
         self.vault.disk.ensure_free_space(&path, database::space_for_copy(&path))?;
         let saved = match self.dbs.remove(account) {
@@ -116,20 +114,18 @@ impl Unlocked {
         }
         let accounts = self.vault.accounts();
         for account in &accounts {
-            let account = account.clone();
-            let dir = self.vault.account_dir(&account);
-            let path = dir.join(DB_FILE);
-            if let Err(lost) = database::check_not_lost(&path, crate::attachments::stored_files(&dir)) {
+            let path = self.vault.account_dir(account).join(DB_FILE);
+            if let Err(lost) = check_not_lost(&path) {
                 report.findings.push(Finding { path, problem: lost.to_string() });
                 continue;
             }
-            if !path.exists() && !self.dbs.contains_key(&account) {
+            if !path.exists() && !self.dbs.contains_key(account) {
                 report.checked.push(format!("account '{account}' has no database yet (nothing stored)"));
                 continue;
             }
             // The open connection if there is one (reopening would forget the session's
             // memory-only collections, and their next writes would go to disk).
-            match self.documents(&account).and_then(|d| integrity_problems(d.db)) {
+            match self.documents(account).and_then(|d| integrity_problems(d.db)) {
                 Ok(problems) if problems.is_empty() => {
                     report.checked.push(format!("{} is encrypted and every page authenticates", path.display()))
                 }
@@ -141,7 +137,7 @@ impl Unlocked {
                     continue;
                 }
             }
-            let (n, problems) = match self.verify_attachments(&account, progress) {
+            let (n, problems) = match self.verify_attachments(account, progress) {
                 Ok(found) => found,
                 Err(e) => {
                     report.findings.push(Finding { path: path.clone(), problem: e.to_string() });
@@ -164,6 +160,31 @@ impl Unlocked {
         }
         report.findings.extend(strays);
         Ok(report)
+    }
+}
+
+/// Refuses an account database (`path`, in its account directory) that was lost outside
+/// Fieldvault: shorter than one page (no database is), or missing or empty while attachment
+/// files of the account remain. Starting an empty database then would let the orphan sweep
+/// delete the attachments, and rotating its key would retire the only key to a backup. With
+/// no attachments a missing or empty database cannot be told from an account that never
+/// stored anything, and is left to be created. One `stat` on every open; the attachment
+/// directory is listed only when the database is missing or empty.
+fn check_not_lost(path: &Path) -> Result<(), Error> {
+    let size = match std::fs::symlink_metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(source) => return Err(Error::Io { op: "stat", path: path.to_path_buf(), source }),
+    };
+    let attachments = || path.parent().map_or(0, crate::attachments::stored_files);
+    let lost = match size {
+        0 => Some(attachments()).filter(|&n| n > 0),
+        n if n < database::MIN_DATABASE_BYTES => Some(attachments()),
+        _ => None,
+    };
+    match lost {
+        Some(attachments) => Err(Error::DatabaseLost { path: path.to_path_buf(), size, attachments }),
+        None => Ok(()),
     }
 }
 
@@ -198,32 +219,31 @@ fn strays(dir: &Path, accounts: &[&str]) -> Vec<Finding> {
                     findings.push(Finding { path, problem: "a symbolic link; Fieldvault writes none".to_owned() });
                     continue;
                 }
-                Ok(t) if t.is_dir() => Some(true),
-                Ok(t) if t.is_file() => Some(false),
+                Ok(t) if t.is_dir() => Kind::Dir,
+                Ok(t) if t.is_file() => Kind::File,
+                _ => Kind::Other,
+            };
+            // A file Fieldvault keeps at this level, or a directory to walk next.
+            let walk_into = match (level, kind) {
+                (Level::Root, Kind::Dir) if name == ACCOUNTS => Some(Level::Accounts),
+                (Level::Accounts, Kind::Dir) if accounts.contains(&name.as_str()) => Some(Level::Account),
+                (Level::Account, Kind::Dir) if name == crate::attachments::FILES_DIR => Some(Level::Files),
                 _ => None,
             };
             let expected = match (level, kind) {
-                (Level::Root, Some(false)) => [MARKER, KEYS, COUNTER, LOCK].contains(&name.as_str()),
-                (Level::Root, Some(true)) if name == ACCOUNTS => {
-                    todo.push((path.clone(), Level::Accounts));
-                    true
-                }
-                (Level::Accounts, Some(true)) if accounts.contains(&name.as_str()) => {
-                    todo.push((path.clone(), Level::Account));
-                    true
-                }
-                (Level::Account, Some(false)) => name == DB_FILE || name == wal,
-                (Level::Account, Some(true)) if name == crate::attachments::FILES_DIR => {
-                    todo.push((path.clone(), Level::Files));
-                    true
-                }
-                (Level::Files, Some(false)) => crate::attachments::is_attachment_file(&name),
+                _ if walk_into.is_some() => true,
+                (Level::Root, Kind::File) => [MARKER, KEYS, COUNTER, LOCK].contains(&name.as_str()),
+                (Level::Account, Kind::File) => name == DB_FILE || name == wal,
+                (Level::Files, Kind::File) => crate::attachments::is_attachment_file(&name),
                 _ => false,
             };
+            if let Some(next) = walk_into {
+                todo.push((path.clone(), next));
+            }
             if !expected {
                 let problem = if name.ends_with(crate::disk::TMP_SUFFIX) {
                     "a temporary file left by an interrupted write (the next write of its kind removes it)"
-                } else if level == Level::Accounts && kind == Some(true) {
+                } else if level == Level::Accounts && kind == Kind::Dir {
                     "a directory of no account of this vault; verify cannot vouch for what it holds"
                 } else {
                     "not a file Fieldvault keeps here; verify cannot vouch that it is encrypted"
@@ -234,6 +254,14 @@ fn strays(dir: &Path, accounts: &[&str]) -> Vec<Finding> {
     }
     findings.sort_by(|a, b| a.path.cmp(&b.path));
     findings
+}
+
+/// What a directory entry is (a symbolic link is reported before it is classified).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    File,
+    Other,
 }
 
 /// Where in the vault directory a walk is.

@@ -11,8 +11,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use fieldvault_core::protocol::ProblemCode;
 use fieldvault_core::protocol::sync::{
-    Cursor, DEFAULT_PULL_LIMIT, MAX_PULL_LIMIT, MAX_PUSH_OPS, PullResponse, PushRequest, PushResponse, access_epoch,
-    check_owned_op,
+    DEFAULT_PULL_LIMIT, MAX_PULL_LIMIT, MAX_PUSH_OPS, PullResponse, PushRequest, PushResponse, check_owned_op,
 };
 
 use crate::app::{App, JsonBody};
@@ -156,10 +155,9 @@ pub async fn pull(
         user: user.clone(),
         device_id: signed.session.device_id.clone(),
         device_seq,
-        since: cursor.map_or(0, |c| c.seq),
-        // The rules or this user's access changed since the cursor was issued: the store
-        // re-checks what the device holds from the start.
-        since_epoch: cursor.map(|c| c.epoch),
+        // When the rules or this user's access changed since the cursor was issued, the
+        // store re-checks what the device holds from the start.
+        after: cursor,
         limit: q.limit.unwrap_or(DEFAULT_PULL_LIMIT),
         rules: app.rules.clone(),
         now: app.now(),
@@ -167,9 +165,8 @@ pub async fn pull(
     match app.store.pull(batch).await? {
         PullOutcome::RollbackDetected => Err(rollback()),
         PullOutcome::UnknownUser => Err(ApiError::invalid_token("the user no longer exists")),
-        PullOutcome::Page { changes, last_seq, has_more, user: rule_user } => {
-            let epoch = access_epoch(&app.rules, &rule_user);
-            let cursor = app.cursors.encode(user, Cursor { seq: last_seq, epoch });
+        PullOutcome::Page { changes, next, has_more } => {
+            let cursor = app.cursors.encode(user, next);
             Ok(no_store(Json(PullResponse { changes, cursor, has_more }).into_response()))
         }
     }

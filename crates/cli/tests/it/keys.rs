@@ -185,17 +185,18 @@ fn bad_account_names_are_refused_before_anything_happens() {
 fn a_closed_standard_output_is_a_one_line_error_not_a_panic() {
     let env = Env::new();
     env.init();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fieldvault"))
+    // A pipe whose reading end is closed before the program even starts.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fieldvault"))
         .args(["status"])
         .env_clear()
         .env("FIELDVAULT_VAULT", &env.vault)
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
+        .stdout(writer)
         .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    drop(child.stdout.take()); // the reader goes away before anything is written
-    let out = child.wait_with_output().expect("wait");
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert_fails_with(&out, "cannot write to standard output");
 }

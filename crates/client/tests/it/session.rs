@@ -45,12 +45,21 @@ fn an_explicit_lock_takes_effect_at_once() {
     assert!(matches!(session.with(|_| Ok(())), Err(Error::Locked)));
 }
 
-#[test]
-fn wipe_after_n_failures_is_off_by_default_and_wipes_when_an_app_turns_it_on() {
+fn pass(p: &str) -> PassphraseStore {
+    PassphraseStore::new(Passphrase::new(Zeroizing::new(p.into())))
+}
+
+/// A passphrase vault in a scratch directory (kept alive by the returned guard).
+fn passphrase_vault() -> (tempfile::TempDir, std::path::PathBuf) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("v");
-    let pass = |p: &str| PassphraseStore::new(Passphrase::new(Zeroizing::new(p.into())));
     Vault::init(&dir, &pass("harbor pickle ninety gondolas"), &alice()).expect("init");
+    (tmp, dir)
+}
+
+#[test]
+fn wipe_after_n_failures_is_off_by_default_and_wipes_when_an_app_turns_it_on() {
+    let (_tmp, dir) = passphrase_vault();
     let wrong = pass("harbor pickle ninety gondolaz");
     for _ in 0..3 {
         assert!(matches!(Vault::open(&dir).expect("open").unlock(&wrong), Err(Error::WrongPassphrase { .. })));
@@ -65,10 +74,7 @@ fn wipe_after_n_failures_is_off_by_default_and_wipes_when_an_app_turns_it_on() {
 #[test]
 fn a_damaged_counter_never_brings_a_wipe_closer() {
     use std::os::unix::fs::PermissionsExt;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("v");
-    let pass = |p: &str| PassphraseStore::new(Passphrase::new(Zeroizing::new(p.into())));
-    Vault::init(&dir, &pass("harbor pickle ninety gondolas"), &alice()).expect("init");
+    let (_tmp, dir) = passphrase_vault();
     let counter = dir.join("unlock.fvc");
     std::fs::write(&counter, b"XXXX").expect("damage the counter");
     std::fs::set_permissions(&counter, std::fs::Permissions::from_mode(0o600)).expect("0600");

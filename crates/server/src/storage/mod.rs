@@ -19,7 +19,7 @@ mod sync_sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use fieldvault_core::protocol::sync::{Change, CheckedOp, OpResult, StoredDoc};
+use fieldvault_core::protocol::sync::{Change, CheckedOp, Cursor, OpResult, StoredDoc};
 use fieldvault_core::rules::Rules;
 
 pub use postgres::PgStore;
@@ -288,15 +288,13 @@ pub struct PullBatch {
     pub device_id: String,
     /// The device's sync counter.
     pub device_seq: u64,
-    /// Changes after this sequence number.
-    pub since: u64,
-    /// The access epoch of the cursor `since` came from. When the user's epoch now differs
-    /// (the rules, or this user's roles or attributes, changed), the scan starts from the
-    /// beginning instead, so that everything the device holds is re-checked. Decided in the
-    /// same transaction that reads the user, before anything is held or released: a scan
-    /// from `since` that released documents and was then thrown away would lose their
-    /// tombstones.
-    pub since_epoch: Option<[u8; 8]>,
+    /// Where the previous pull stopped (none: from the start). Its changes after `seq` are
+    /// scanned; but when its access epoch is not the user's epoch now (the rules, or this
+    /// user's roles or attributes, changed), the scan starts from the beginning, so that
+    /// everything the device holds is re-checked. Decided in the same transaction that reads
+    /// the user, before anything is held or released: a scan from the cursor that released
+    /// documents and was then thrown away would lose their tombstones.
+    pub after: Option<Cursor>,
     /// Most stored changes to examine.
     pub limit: u32,
     /// The access rules in force. With the owner-only rules the store examines only the
@@ -307,13 +305,12 @@ pub struct PullBatch {
     pub now: u64,
 }
 
-/// Where a pull's scan starts: after the cursor, or from the beginning when the cursor's
-/// access epoch is not the user's epoch now ([`PullBatch::since_epoch`]).
-pub(crate) fn scan_from(b: &PullBatch, user: &fieldvault_core::rules::RuleUser) -> u64 {
-    match b.since_epoch {
-        Some(epoch) if epoch != fieldvault_core::protocol::sync::access_epoch(&b.rules, user) => 0,
-        _ => b.since,
-    }
+/// The user's access epoch now, and where the pull's scan starts: after the cursor, or from
+/// the beginning when the cursor's epoch is another ([`PullBatch::after`]).
+pub(crate) fn scan_from(b: &PullBatch, user: &fieldvault_core::rules::RuleUser) -> ([u8; 8], u64) {
+    let epoch = fieldvault_core::protocol::sync::access_epoch(&b.rules, user);
+    let since = b.after.filter(|c| c.epoch == epoch).map_or(0, |c| c.seq);
+    (epoch, since)
 }
 
 /// A pull page.
@@ -323,12 +320,11 @@ pub enum PullOutcome {
     Page {
         /// What the device must apply, in sequence order.
         changes: Vec<Change>,
-        /// The sequence number the next page starts after (the next cursor).
-        last_seq: u64,
+        /// Where the next page starts: the last sequence number covered, and the user's
+        /// access epoch as read for this page.
+        next: Cursor,
         /// Whether the page is full (more may follow at once).
         has_more: bool,
-        /// The user's roles and attributes as read for this page (the cursor's epoch).
-        user: fieldvault_core::rules::RuleUser,
     },
     /// `device_seq` went backwards: nothing changed.
     RollbackDetected,

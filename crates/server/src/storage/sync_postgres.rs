@@ -285,7 +285,7 @@ pub(super) async fn pull(pool: &PgPool, b: PullBatch) -> Result<PullOutcome, Sto
         return Ok(PullOutcome::RollbackDetected);
     }
     let Some(user) = rule_user(&mut tx, &b.user).await? else { return Ok(PullOutcome::UnknownUser) };
-    let since = super::scan_from(&b, &user);
+    let (epoch, since) = super::scan_from(&b, &user);
     let (rows, has_more, last_seq) = if b.rules.owner_only_scope() {
         // Only the user's own documents can be readable, and only held ones need a
         // tombstone. `top` is read first: every number up to it is committed (they are
@@ -361,7 +361,7 @@ pub(super) async fn pull(pool: &PgPool, b: PullBatch) -> Result<PullOutcome, Sto
     hold_ids(&mut tx, &b.device_id, &hold).await?;
     release_ids(&mut tx, &b.device_id, &release).await?;
     tx.commit().await.map_err(backend)?;
-    Ok(PullOutcome::Page { changes, last_seq, has_more, user })
+    Ok(PullOutcome::Page { changes, next: fieldvault_core::protocol::sync::Cursor { seq: last_seq, epoch }, has_more })
 }
 
 /// PostgreSQL schema version 2 (see the SQLite store for what each table holds).

@@ -149,7 +149,7 @@ pub(super) fn pull(c: &mut Connection, b: PullBatch) -> rusqlite::Result<PullOut
         return Ok(PullOutcome::RollbackDetected);
     }
     let Some(user) = rule_user(&tx, &b.user)? else { return Ok(PullOutcome::UnknownUser) };
-    let since = super::scan_from(&b, &user);
+    let (epoch, since) = super::scan_from(&b, &user);
     type Row = (String, String, String, i64, bool, String, i64);
     let read = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Row> {
         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
@@ -215,7 +215,7 @@ pub(super) fn pull(c: &mut Connection, b: PullBatch) -> rusqlite::Result<PullOut
         ])?;
     }
     tx.commit()?;
-    Ok(PullOutcome::Page { changes, last_seq, has_more, user })
+    Ok(PullOutcome::Page { changes, next: fieldvault_core::protocol::sync::Cursor { seq: last_seq, epoch }, has_more })
 }
 
 pub(super) fn devices(c: &mut Connection) -> rusqlite::Result<Vec<DeviceRecord>> {
