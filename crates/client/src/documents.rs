@@ -16,12 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::Error;
 
-/// Largest document body, in bytes of JSON.
-pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
-/// Longest document id, in bytes.
-pub const MAX_ID_BYTES: usize = 256;
-/// Longest collection name.
-pub const MAX_COLLECTION_LEN: usize = 64;
+pub use fieldvault_core::names::{MAX_DOCUMENT_BYTES, MAX_ID_BYTES};
 
 /// One document.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,31 +46,24 @@ fn invalid(msg: String) -> Error {
     Error::InvalidDocument(msg)
 }
 
-/// Checks a collection name.
+/// Checks a collection name ([`fieldvault_core::names::check_collection`], the one rule the
+/// vault, the outbox and the server share).
+///
+/// # Errors
+/// [`Error::InvalidDocument`] naming the collection (shortened) and the rule.
 pub fn check_collection(name: &str) -> Result<(), Error> {
-    let shown: String = name.chars().take(40).collect();
-    if name.is_empty() || name.len() > MAX_COLLECTION_LEN {
-        return Err(invalid(format!("collection name {shown:?} must be 1 to 64 characters")));
-    }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-        || !name.as_bytes()[0].is_ascii_alphanumeric()
-    {
-        return Err(invalid(format!(
-            "collection name {shown:?} may hold only A-Z, a-z, 0-9, '_', '.', '-' and must start with a letter or digit"
-        )));
-    }
-    Ok(())
+    fieldvault_core::names::check_collection(name).map_err(|e| {
+        let shown: String = name.chars().take(40).collect();
+        invalid(format!("collection name {shown:?}: {e}"))
+    })
 }
 
-/// Checks a document id.
+/// Checks a document id ([`fieldvault_core::names::check_id`]).
+///
+/// # Errors
+/// [`Error::InvalidDocument`] saying what the rule is.
 pub fn check_id(id: &str) -> Result<(), Error> {
-    if id.is_empty() || id.len() > MAX_ID_BYTES {
-        return Err(invalid(format!("document id must be 1 to {MAX_ID_BYTES} bytes, not {}", id.len())));
-    }
-    if id.chars().any(char::is_control) {
-        return Err(invalid("document id must not contain control characters".into()));
-    }
-    Ok(())
+    fieldvault_core::names::check_id(id).map_err(|e| invalid(e.to_string()))
 }
 
 /// Parses a document body: at most [`MAX_DOCUMENT_BYTES`], valid JSON, an object.

@@ -6,9 +6,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use aws_lc_rs::digest;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use fieldvault_core::Pin;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -17,13 +15,14 @@ use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 
 use crate::Error;
 
-/// A set of accepted SPKI SHA-256 pins.
+/// A set of accepted SPKI SHA-256 pins: the server's current key and, during a rotation,
+/// the next one.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Pins(Vec<[u8; 32]>);
+pub struct Pins(Vec<Pin>);
 
 impl fmt::Debug for Pins {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.0.iter().map(|p| format!("sha256/{}", STANDARD.encode(p)))).finish()
+        f.debug_list().entries(self.0.iter().map(ToString::to_string)).finish()
     }
 }
 
@@ -37,21 +36,30 @@ impl Pins {
             return Err(Error::InvalidPin("at least one pin (sha256/BASE64) is required".into()));
         }
         pins.iter()
-            .map(|p| {
-                let p = p.as_ref();
-                let b64 = p
-                    .strip_prefix("sha256/")
-                    .ok_or_else(|| Error::InvalidPin(format!("{p:?} does not start with sha256/")))?;
-                let raw = STANDARD.decode(b64).map_err(|_| Error::InvalidPin(format!("{p:?} is not valid base64")))?;
-                raw.try_into().map_err(|_| Error::InvalidPin(format!("{p:?} is not a 32-byte SHA-256")))
-            })
+            .map(|p| p.as_ref().parse::<Pin>().map_err(|e| Error::InvalidPin(e.to_string())))
             .collect::<Result<Vec<_>, _>>()
             .map(Pins)
     }
 
+    /// A set from pins already parsed.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPin`] for an empty list.
+    pub fn new(pins: Vec<Pin>) -> Result<Pins, Error> {
+        if pins.is_empty() {
+            return Err(Error::InvalidPin("at least one pin (sha256/BASE64) is required".into()));
+        }
+        Ok(Pins(pins))
+    }
+
+    /// The pins, in the order given.
+    pub fn pins(&self) -> &[Pin] {
+        &self.0
+    }
+
     fn contains(&self, spki: &[u8]) -> bool {
-        let h = digest::digest(&digest::SHA256, spki);
-        self.0.iter().any(|p| p == h.as_ref())
+        let pin = Pin::of_spki(spki);
+        self.0.contains(&pin)
     }
 }
 
@@ -119,6 +127,9 @@ pub fn pinned_client_config(pins: Pins) -> ClientConfig {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+
     use super::*;
 
     #[test]

@@ -9,8 +9,8 @@ use super::{Access, OWNER, Policy, READ_VARIABLES, RulesError, WRITE_VARIABLES};
 
 /// Largest rules file, in bytes.
 pub const MAX_FILE_BYTES: usize = 1 << 20;
-/// Longest collection name (the same syntax as document collections).
-pub const MAX_COLLECTION_LEN: usize = 64;
+/// Longest collection name (the same rule as document collections).
+pub use crate::names::MAX_COLLECTION_LEN;
 /// Longest field name in a `fields` list.
 pub const MAX_FIELD_LEN: usize = 64;
 
@@ -104,10 +104,7 @@ fn field_set(collection: &str, list: Vec<String>) -> Result<BTreeSet<String>, Ru
 /// The document collection syntax the client and the push endpoint enforce: 1 to 64 of
 /// `A-Z a-z 0-9 _ . -`, starting with a letter or digit.
 pub(super) fn is_collection_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_COLLECTION_LEN
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    crate::names::check_collection(name).is_ok()
 }
 
 /// 1 to 64 of `A-Z a-z 0-9 _`.

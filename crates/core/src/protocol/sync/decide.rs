@@ -1,0 +1,150 @@
+//! The decision each op gets, and what a pull shows of a stored document. The table
+//! (docs/protocol.md, "Push"):
+//!
+//! | op     | target                   | answer                                                   |
+//! |--------|--------------------------|----------------------------------------------------------|
+//! | put    | absent or tombstone, base 0 | create if `write(old = null, doc = new)`, else forbidden |
+//! | put    | live, not readable       | forbidden (never conflict: that would reveal it)         |
+//! | put    | live, version != base    | conflict with the stored document, projected             |
+//! | put    | live, version == base    | apply if `write` holds for the old and the new document  |
+//! | delete | live, not readable       | forbidden                                                |
+//! | delete | live, version != base    | conflict                                                 |
+//! | delete | live, version == base    | apply (tombstone) if `write` holds for the old document  |
+//! | any    | tombstone, other cases   | conflict showing the deletion if the user could read it  |
+//! | any    | absent, base > 0 / delete| forbidden: the same answer as a document one cannot read |
+
+use serde_json::{Map, Value};
+
+use super::wire::{OpKind, OpResult, OpStatus, PushOp};
+use crate::rules::{RuleUser, Rules};
+
+/// A document as the server stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDoc {
+    /// The owner (set by the server at creation, immutable).
+    pub owner: String,
+    /// 1 on create, +1 on every put or delete.
+    pub version: u64,
+    /// A tombstone.
+    pub deleted: bool,
+    /// The full document, `owner` included (for a tombstone: only `owner`).
+    pub body: Value,
+}
+
+/// What the store should do with one op.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Write this document (or tombstone) at this version.
+    Apply {
+        /// The new version.
+        version: u64,
+        /// The full new document; for a delete, the tombstone body (`owner` only).
+        body: Value,
+        /// Whether it is a deletion.
+        deleted: bool,
+        /// The owner.
+        owner: String,
+    },
+    /// Answer `conflict` (not recorded against the key).
+    Conflict(OpResult),
+    /// Answer `forbidden` (recorded against the key).
+    Forbidden,
+}
+
+/// The tombstone body: only the owner survives a delete.
+pub fn tombstone_body(owner: &str) -> Value {
+    let mut m = Map::new();
+    m.insert("owner".into(), Value::String(owner.to_owned()));
+    Value::Object(m)
+}
+
+/// Whether `user` may read `stored` (a tombstone is read by its owner stub).
+pub fn readable(rules: &Rules, user: &RuleUser, collection: &str, stored: &StoredDoc) -> bool {
+    rules.can_read(user, collection, &stored.body)
+}
+
+/// Decides one op against the stored state (see the table in the module docs).
+pub fn decide(rules: &Rules, user: &RuleUser, op: &PushOp, stored: Option<&StoredDoc>) -> Decision {
+    let coll = op.collection.as_str();
+    if !rules.syncs(coll) {
+        return Decision::Forbidden;
+    }
+    let conflict = |s: &StoredDoc| {
+        Decision::Conflict(OpResult {
+            status: OpStatus::Conflict,
+            version: Some(s.version),
+            body: (!s.deleted).then(|| rules.project(coll, &s.body)),
+            deleted: s.deleted,
+            first: None,
+        })
+    };
+    match (op.op, stored) {
+        // A create: nothing live there.
+        (OpKind::Put, None) if op.base_version == 0 => create(rules, user, op, None),
+        (OpKind::Put, Some(s)) if s.deleted && op.base_version == 0 => create(rules, user, op, Some(s)),
+        (_, None) => Decision::Forbidden,
+        (_, Some(s)) if !readable(rules, user, coll, s) => Decision::Forbidden,
+        (_, Some(s)) if s.deleted || s.version != op.base_version => conflict(s),
+        (OpKind::Put, Some(s)) => {
+            let Some(new) = merged(rules, op, Some(&s.body), &s.owner) else { return Decision::Forbidden };
+            if rules.can_write(user, coll, Some(&s.body), Some(&new)) {
+                Decision::Apply { version: s.version + 1, body: new, deleted: false, owner: s.owner.clone() }
+            } else {
+                Decision::Forbidden
+            }
+        }
+        (OpKind::Delete, Some(s)) => {
+            if rules.can_write(user, coll, Some(&s.body), None) {
+                Decision::Apply {
+                    version: s.version + 1,
+                    body: tombstone_body(&s.owner),
+                    deleted: true,
+                    owner: s.owner.clone(),
+                }
+            } else {
+                Decision::Forbidden
+            }
+        }
+    }
+}
+
+/// A create (or a re-create over a tombstone, which keeps the counting going).
+fn create(rules: &Rules, user: &RuleUser, op: &PushOp, tombstone: Option<&StoredDoc>) -> Decision {
+    let Some(new) = merged(rules, op, None, &user.id) else { return Decision::Forbidden };
+    if !rules.can_write(user, &op.collection, None, Some(&new)) {
+        return Decision::Forbidden;
+    }
+    let version = tombstone.map_or(1, |t| t.version + 1);
+    Decision::Apply { version, body: new, deleted: false, owner: user.id.clone() }
+}
+
+/// The device's projected body merged into the stored document with the owner set; None if
+/// the body names a field the device may not hold or claims another owner.
+fn merged(rules: &Rules, op: &PushOp, stored: Option<&Value>, owner: &str) -> Option<Value> {
+    let body = op.body.as_ref()?;
+    if let Some(claimed) = body.get("owner")
+        && claimed.as_str() != Some(owner)
+    {
+        return None;
+    }
+    let mut new = rules.merge(&op.collection, stored, body).ok()?;
+    new.as_object_mut()?.insert("owner".into(), Value::String(owner.to_owned()));
+    Some(new)
+}
+/// What a pull shows of one stored document to one device.
+#[derive(Debug, Clone, PartialEq)]
+pub enum View {
+    /// Send it, projected; the device now holds it.
+    Put(Value),
+    /// Send a tombstone if the device holds it.
+    Gone,
+}
+
+/// The pull view of a stored document for `user`.
+pub fn view(rules: &Rules, user: &RuleUser, collection: &str, stored: &StoredDoc) -> View {
+    if !stored.deleted && rules.syncs(collection) && readable(rules, user, collection, stored) {
+        View::Put(rules.project(collection, &stored.body))
+    } else {
+        View::Gone
+    }
+}

@@ -1,0 +1,33 @@
+//! Push and pull (SPEC section 5), by noun: the wire bodies ([`wire`]), checking an op as
+//! received and its idempotency fingerprint ([`check`]), the decision each op gets and what
+//! a pull shows ([`decide`]), the plans a store executes ([`plan`]), and pull cursors
+//! ([`cursor`]). Pure: the stored document and the rules are arguments, so the server's
+//! storage (SQLite or PostgreSQL), the device and the tests apply exactly the same logic.
+
+pub mod check;
+pub mod cursor;
+pub mod decide;
+pub mod plan;
+#[cfg(test)]
+mod tests;
+pub mod wire;
+
+pub use check::{
+    CheckedOp, OpError, check_collection, check_id, check_idempotency_key, check_op, check_owned_op, fingerprint,
+    uuid_v7_time,
+};
+pub use cursor::{Cursor, CursorKey, access_epoch};
+pub use decide::{Decision, StoredDoc, View, decide, readable, tombstone_body, view};
+pub use plan::{DocumentWrite, IdempotencyRecord, PullPlan, PullRow, PushPlan, plan_pull, plan_push};
+pub use wire::{Change, FirstResult, OpKind, OpResult, OpStatus, PullResponse, PushOp, PushRequest, PushResponse};
+
+pub use crate::names::{MAX_COLLECTION_LEN, MAX_ID_BYTES};
+
+/// Most ops in one push (`bad_request` beyond; docs/protocol.md, section 14.1).
+pub const MAX_PUSH_OPS: usize = 500;
+/// Default page size of a pull.
+pub const DEFAULT_PULL_LIMIT: u32 = 500;
+/// Largest page size of a pull.
+pub const MAX_PULL_LIMIT: u32 = 5000;
+/// Shortest and longest idempotency key.
+pub const IDEMPOTENCY_KEY_LEN: std::ops::RangeInclusive<usize> = 16..=128;

@@ -1,0 +1,201 @@
+//! Plan, then execute: what a push or a pull page writes, computed as a value before the
+//! store writes anything.
+
+use serde_json::Value;
+
+use super::check::CheckedOp;
+use super::decide::{Decision, StoredDoc, View, decide, view};
+use super::wire::{Change, FirstResult, OpKind, OpResult, OpStatus};
+use crate::rules::{RuleUser, Rules};
+
+/// An idempotency record as stored: the op's fingerprint and its first result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// SHA-256 of the canonical op without its key.
+    pub fingerprint: [u8; 32],
+    /// `applied` (with its version) or `forbidden`.
+    pub first: FirstResult,
+}
+
+/// A document's state after a push, to be written with its change sequence number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocumentWrite {
+    /// The collection.
+    pub collection: String,
+    /// The id.
+    pub id: String,
+    /// The owner.
+    pub owner: String,
+    /// The new version.
+    pub version: u64,
+    /// A tombstone.
+    pub deleted: bool,
+    /// The full document.
+    pub body: Value,
+    /// The change sequence number of its last change in this push.
+    pub seq: u64,
+}
+
+/// Everything one push writes, computed before anything is written ("plan, then execute").
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PushPlan {
+    /// One result per op, in order.
+    pub results: Vec<OpResult>,
+    /// The final state of every document the push changed (once each).
+    pub documents: Vec<DocumentWrite>,
+    /// New idempotency records: key and record.
+    pub records: Vec<(String, IdempotencyRecord)>,
+    /// (collection, id) the pushing device now holds.
+    pub held: Vec<(String, String)>,
+    /// (collection, id) the pushing device no longer holds (deleted by it).
+    pub dropped: Vec<(String, String)>,
+    /// (collection, id) deleted by this push: their attachments go too.
+    pub deleted: Vec<(String, String)>,
+    /// The next unused change sequence number.
+    pub next_seq: u64,
+}
+
+/// Plans a push: every op decided in order against the stored state as earlier ops of the
+/// same push leave it. `documents` holds the stored state of every (collection, id) the ops
+/// name (absent = none), `records` the stored idempotency records of their keys.
+pub fn plan_push(
+    rules: &Rules,
+    user: &RuleUser,
+    ops: &[CheckedOp],
+    documents: &std::collections::HashMap<(String, String), StoredDoc>,
+    records: &std::collections::HashMap<String, IdempotencyRecord>,
+    expired_before: u64,
+    first_seq: u64,
+) -> PushPlan {
+    use std::collections::HashMap;
+    let mut docs: HashMap<(&str, &str), (StoredDoc, Option<u64>)> = HashMap::new();
+    let mut new_records: HashMap<&str, IdempotencyRecord> = HashMap::new();
+    let mut held: HashMap<(&str, &str), bool> = HashMap::new();
+    let mut plan = PushPlan { next_seq: first_seq, ..PushPlan::default() };
+    let mut order: Vec<(&str, &str)> = Vec::new();
+    for checked in ops {
+        let op = &checked.op;
+        let key = op.idempotency_key.as_str();
+        if let Some(r) = new_records.get(key).or_else(|| records.get(key)) {
+            plan.results.push(if r.fingerprint == checked.fingerprint {
+                OpResult { first: Some(r.first), ..OpResult::bare(OpStatus::Duplicate) }
+            } else {
+                OpResult::bare(OpStatus::IdempotencyMismatch)
+            });
+            continue;
+        }
+        if checked.made_at.is_some_and(|t| t < expired_before) {
+            plan.results.push(OpResult::bare(OpStatus::Expired));
+            continue;
+        }
+        let at = (op.collection.as_str(), op.id.as_str());
+        let current = match docs.get(&at) {
+            Some((d, _)) => Some(d),
+            None => documents.get(&(op.collection.clone(), op.id.clone())),
+        };
+        let first = match decide(rules, user, op, current) {
+            Decision::Conflict(r) => {
+                plan.results.push(r);
+                continue;
+            }
+            Decision::Forbidden => FirstResult { status: OpStatus::Forbidden, version: None },
+            Decision::Apply { version, body, deleted, owner } => {
+                let seq = plan.next_seq;
+                plan.next_seq += 1;
+                if !docs.contains_key(&at) {
+                    order.push(at);
+                }
+                docs.insert(at, (StoredDoc { owner, version, deleted, body }, Some(seq)));
+                held.insert(at, !deleted);
+                if deleted {
+                    plan.deleted.push((at.0.to_owned(), at.1.to_owned()));
+                }
+                FirstResult { status: OpStatus::Applied, version: Some(version) }
+            }
+        };
+        new_records.insert(key, IdempotencyRecord { fingerprint: checked.fingerprint, first });
+        plan.records.push((key.to_owned(), IdempotencyRecord { fingerprint: checked.fingerprint, first }));
+        plan.results.push(OpResult { version: first.version, ..OpResult::bare(first.status) });
+    }
+    for at in order {
+        let Some((doc, Some(seq))) = docs.remove(&at) else { continue };
+        plan.documents.push(DocumentWrite {
+            collection: at.0.to_owned(),
+            id: at.1.to_owned(),
+            owner: doc.owner,
+            version: doc.version,
+            deleted: doc.deleted,
+            body: doc.body,
+            seq,
+        });
+        match held.get(&at) {
+            Some(true) => plan.held.push((at.0.to_owned(), at.1.to_owned())),
+            Some(false) => plan.dropped.push((at.0.to_owned(), at.1.to_owned())),
+            None => {}
+        }
+    }
+    plan
+}
+
+/// One stored document a pull page examines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PullRow {
+    /// The collection.
+    pub collection: String,
+    /// The id.
+    pub id: String,
+    /// Its stored state.
+    pub doc: StoredDoc,
+}
+
+/// What one pull page sends and records, computed before anything is written.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PullPlan {
+    /// The changes, in the rows' order.
+    pub changes: Vec<Change>,
+    /// (collection, id) the device holds from now on and did not before.
+    pub hold: Vec<(String, String)>,
+    /// (collection, id) the device held and is told to drop.
+    pub release: Vec<(String, String)>,
+}
+
+/// Plans a pull page: each row the user may read is sent projected and recorded as held;
+/// each other row is sent as a tombstone only if the device holds it (`held` says which of
+/// the rows it holds), and then forgotten.
+pub fn plan_pull(
+    rules: &Rules,
+    user: &RuleUser,
+    rows: Vec<PullRow>,
+    held: &std::collections::HashSet<(String, String)>,
+) -> PullPlan {
+    let mut plan = PullPlan::default();
+    for row in rows {
+        let at = (row.collection, row.id);
+        match view(rules, user, &at.0, &row.doc) {
+            View::Put(body) => {
+                plan.changes.push(Change {
+                    collection: at.0.clone(),
+                    id: at.1.clone(),
+                    op: OpKind::Put,
+                    version: Some(row.doc.version),
+                    body: Some(body),
+                });
+                if !held.contains(&at) {
+                    plan.hold.push(at);
+                }
+            }
+            View::Gone if held.contains(&at) => {
+                plan.changes.push(Change {
+                    collection: at.0.clone(),
+                    id: at.1.clone(),
+                    op: OpKind::Delete,
+                    version: None,
+                    body: None,
+                });
+                plan.release.push(at);
+            }
+            View::Gone => {}
+        }
+    }
+    plan
+}

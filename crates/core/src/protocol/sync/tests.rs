@@ -1,0 +1,265 @@
+//! Unit tests of the push and pull logic.
+
+use serde_json::{Map, Value, json};
+
+use super::*;
+use crate::rules::{RuleUser, Rules};
+
+fn user(id: &str) -> RuleUser {
+    RuleUser { id: id.into(), roles: vec![], attributes: Map::new() }
+}
+
+fn op(kind: &str, base: u64, body: Option<Value>) -> PushOp {
+    let mut v = json!({ "idempotency_key": "k-0123456789abcdef", "collection": "visits", "id": "v1",
+        "op": kind, "base_version": base });
+    if let Some(b) = body {
+        v["body"] = b;
+    }
+    check_op(&v).expect("valid op").op
+}
+
+fn stored(owner: &str, version: u64, deleted: bool, body: Value) -> StoredDoc {
+    StoredDoc { owner: owner.into(), version, deleted, body }
+}
+
+#[test]
+fn the_fingerprint_ignores_key_order_spacing_number_spelling_and_the_key_itself() {
+    let a: Value = serde_json::from_str(
+        r#"{"idempotency_key":"k-0123456789abcdef","collection":"c","id":"x","op":"put","body":{"n":1,"s":"é"},"base_version":0}"#,
+    )
+    .expect("json");
+    let b: Value = serde_json::from_str(
+        r#"{ "base_version": 0, "body": {"s": "\u00e9", "n": 1.0e0}, "op": "put", "id": "x", "collection": "c", "idempotency_key": "k-other-key-000000" }"#,
+    )
+    .expect("json");
+    assert_eq!(check_op(&a).expect("a").fingerprint, check_op(&b).expect("b").fingerprint);
+    let mut c = a.clone();
+    c["body"]["n"] = json!(2);
+    assert_ne!(check_op(&a).expect("a").fingerprint, check_op(&c).expect("c").fingerprint);
+}
+
+#[test]
+fn malformed_ops_are_refused_with_the_reason() {
+    let base = json!({ "idempotency_key": "k-0123456789abcdef", "collection": "visits", "id": "v1",
+        "op": "put", "body": {}, "base_version": 0 });
+    let cases: [(&str, Value); 8] = [
+        ("idempotency_key", json!("short")),
+        ("idempotency_key", json!("k-0123456789abcdef with spaces")),
+        ("collection", json!(".hidden")),
+        ("id", json!("a\u{0}b")),
+        ("op", json!("patch")),
+        ("body", json!([1])),
+        ("base_version", json!(-1)),
+        ("extra", json!(true)),
+    ];
+    for (field, value) in cases {
+        let mut v = base.clone();
+        v[field] = value;
+        assert!(check_op(&v).is_err(), "{field}");
+    }
+    let mut leaky = base.clone();
+    leaky["base_version"] = json!("patient Jane Roe, HIV+");
+    let err = check_op(&leaky).expect_err("a string base_version");
+    assert!(!err.0.contains("Jane"), "the value is not echoed: {err}");
+    let mut unknown = base.clone();
+    unknown["extra"] = json!(1);
+    assert_eq!(check_op(&unknown).expect_err("unknown").0, "malformed op: unknown field \"extra\"");
+    let mut del = base.clone();
+    del["op"] = json!("delete");
+    assert!(check_op(&del).is_err(), "a delete with a body");
+    del["body"] = Value::Null;
+    assert!(check_op(&del).is_ok());
+    assert!(check_op(&json!([])).is_err());
+}
+
+#[test]
+fn uuid_v7_keys_carry_their_time_and_other_keys_none() {
+    assert_eq!(uuid_v7_time("0190f3c2-7b1e-7c3a-9f00-5a1b2c3d4e5f"), Some(0x0190_f3c2_7b1e / 1000));
+    assert_eq!(uuid_v7_time("0190f3c2-7b1e-4c3a-9f00-5a1b2c3d4e5f"), None, "version 4");
+    assert_eq!(uuid_v7_time("0190f3c2-7b1e-7c3a-cf00-5a1b2c3d4e5f"), None, "wrong variant");
+    assert_eq!(uuid_v7_time("0190f3c27b1e7c3a9f005a1b2c3d4e5f"), None, "no dashes");
+    assert_eq!(uuid_v7_time("0190f3c2-7b1e-7c3a-9f00-5a1b2c3d4e5g"), None);
+}
+
+#[test]
+fn decisions_follow_the_table_and_never_reveal_an_unreadable_document() {
+    let rules = Rules::owner_only();
+    let (alice, bob) = (user("alice"), user("bob"));
+    let live = stored("alice", 3, false, json!({"owner": "alice", "x": 1}));
+    let gone = stored("alice", 4, true, tombstone_body("alice"));
+    // Creates.
+    match decide(&rules, &alice, &op("put", 0, Some(json!({"x": 1}))), None) {
+        Decision::Apply { version: 1, owner, body, deleted: false } => {
+            assert_eq!((owner.as_str(), body), ("alice", json!({"x": 1, "owner": "alice"})));
+        }
+        d => panic!("{d:?}"),
+    }
+    assert!(matches!(
+        decide(&rules, &bob, &op("put", 0, Some(json!({}))), Some(&gone)),
+        Decision::Apply { version: 5, .. }
+    ));
+    // Another user's document: forbidden whatever the base or the op.
+    for o in [
+        op("put", 3, Some(json!({}))),
+        op("put", 9, Some(json!({}))),
+        op("put", 0, Some(json!({}))),
+        op("delete", 3, None),
+    ] {
+        assert_eq!(decide(&rules, &bob, &o, Some(&live)), Decision::Forbidden, "{o:?}");
+    }
+    // Absent with a base, or a delete of nothing: forbidden too.
+    assert_eq!(decide(&rules, &alice, &op("put", 2, Some(json!({}))), None), Decision::Forbidden);
+    assert_eq!(decide(&rules, &alice, &op("delete", 0, None), None), Decision::Forbidden);
+    // Own document: conflict shows the stored version projected; a tombstone as deleted.
+    match decide(&rules, &alice, &op("put", 2, Some(json!({"x": 2}))), Some(&live)) {
+        Decision::Conflict(r) => {
+            assert_eq!((r.version, r.body, r.deleted), (Some(3), Some(json!({"owner": "alice", "x": 1})), false))
+        }
+        d => panic!("{d:?}"),
+    }
+    match decide(&rules, &alice, &op("delete", 3, None), Some(&gone)) {
+        Decision::Conflict(r) => assert_eq!((r.version, r.body, r.deleted), (Some(4), None, true)),
+        d => panic!("{d:?}"),
+    }
+    // Right base: applied; a delete leaves only the owner.
+    assert!(matches!(
+        decide(&rules, &alice, &op("put", 3, Some(json!({"x": 2}))), Some(&live)),
+        Decision::Apply { version: 4, deleted: false, .. }
+    ));
+    match decide(&rules, &alice, &op("delete", 3, None), Some(&live)) {
+        Decision::Apply { version: 4, deleted: true, body, .. } => assert_eq!(body, json!({"owner": "alice"})),
+        d => panic!("{d:?}"),
+    }
+    // The owner is the server's.
+    assert_eq!(decide(&rules, &alice, &op("put", 3, Some(json!({"owner": "bob"}))), Some(&live)), Decision::Forbidden);
+    assert!(matches!(
+        decide(&rules, &alice, &op("put", 3, Some(json!({"owner": "alice"}))), Some(&live)),
+        Decision::Apply { .. }
+    ));
+}
+
+fn checked(key: &str, id: &str, kind: &str, base: u64, body: Option<Value>) -> CheckedOp {
+    let mut v = json!({ "idempotency_key": key, "collection": "visits", "id": id, "op": kind, "base_version": base });
+    if let Some(b) = body {
+        v["body"] = b;
+    }
+    check_op(&v).expect("valid op")
+}
+
+#[test]
+fn a_plan_sees_earlier_ops_of_its_own_push_and_writes_each_document_once() {
+    use std::collections::HashMap;
+    let rules = Rules::owner_only();
+    let alice = user("alice");
+    let ops = [
+        checked("key-0000000000000001", "a", "put", 0, Some(json!({"n": 1}))),
+        checked("key-0000000000000002", "a", "put", 1, Some(json!({"n": 2}))),
+        checked("key-0000000000000001", "a", "put", 0, Some(json!({"n": 1}))),
+        checked("key-0000000000000003", "b", "delete", 4, None),
+        checked("key-0000000000000004", "a", "put", 1, Some(json!({"n": 3}))),
+        checked("key-0000000000000005", "c", "put", 0, Some(json!({"owner": "bob"}))),
+    ];
+    let mut documents = HashMap::new();
+    documents.insert(("visits".into(), "b".into()), stored("alice", 4, false, json!({"owner": "alice"})));
+    let mut records = HashMap::new();
+    let old =
+        IdempotencyRecord { fingerprint: [9; 32], first: FirstResult { status: OpStatus::Applied, version: Some(1) } };
+    records.insert("key-0000000000000004".to_owned(), old);
+    let plan = plan_push(&rules, &alice, &ops, &documents, &records, 0, 100);
+    let statuses: Vec<OpStatus> = plan.results.iter().map(|r| r.status).collect();
+    use OpStatus::*;
+    assert_eq!(statuses, [Applied, Applied, Duplicate, Applied, IdempotencyMismatch, Forbidden]);
+    assert_eq!(plan.results[1].version, Some(2));
+    assert_eq!(plan.results[2].first, Some(FirstResult { status: Applied, version: Some(1) }));
+    // "a" is written once, at its last state and the number of its last change.
+    let a = plan.documents.iter().find(|d| d.id == "a").expect("a");
+    assert_eq!((a.version, a.seq, &a.body), (2, 101, &json!({"n": 2, "owner": "alice"})));
+    let b = plan.documents.iter().find(|d| d.id == "b").expect("b");
+    assert_eq!((b.version, b.deleted, b.seq), (5, true, 102));
+    assert_eq!(plan.documents.len(), 2);
+    assert_eq!(plan.next_seq, 103);
+    assert_eq!(plan.held, [("visits".to_owned(), "a".to_owned())]);
+    assert_eq!(plan.dropped, [("visits".to_owned(), "b".to_owned())]);
+    assert_eq!(plan.deleted, [("visits".to_owned(), "b".to_owned())]);
+    // Recorded: the three applied and the forbidden, each key once; not the mismatch.
+    let keys: Vec<&str> = plan.records.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["key-0000000000000001", "key-0000000000000002", "key-0000000000000003", "key-0000000000000005"]);
+}
+
+#[test]
+fn a_pull_plan_sends_what_is_readable_and_tombstones_only_what_the_device_holds() {
+    use std::collections::HashSet;
+    let rules = Rules::owner_only();
+    let alice = user("alice");
+    let row = |id: &str, owner: &str, deleted: bool| PullRow {
+        collection: "visits".into(),
+        id: id.into(),
+        doc: stored(owner, 2, deleted, if deleted { tombstone_body(owner) } else { json!({"owner": owner, "n": 1}) }),
+    };
+    let rows = vec![
+        row("mine", "alice", false),
+        row("mine-held", "alice", false),
+        row("gone-held", "alice", true),
+        row("gone-never-held", "alice", true),
+        row("bobs-held", "bob", false),
+        row("bobs-never-held", "bob", false),
+    ];
+    let held: HashSet<(String, String)> =
+        ["mine-held", "gone-held", "bobs-held"].iter().map(|id| ("visits".to_owned(), (*id).to_owned())).collect();
+    let plan = plan_pull(&rules, &alice, rows, &held);
+    let shown: Vec<(&str, OpKind)> = plan.changes.iter().map(|c| (c.id.as_str(), c.op)).collect();
+    assert_eq!(
+        shown,
+        [
+            ("mine", OpKind::Put),
+            ("mine-held", OpKind::Put),
+            ("gone-held", OpKind::Delete),
+            ("bobs-held", OpKind::Delete)
+        ]
+    );
+    assert_eq!(plan.changes[0].body, Some(json!({"owner": "alice", "n": 1})));
+    assert_eq!(plan.changes[0].version, Some(2));
+    assert_eq!(plan.hold, [("visits".to_owned(), "mine".to_owned())], "only what was not held yet");
+    let released: Vec<&str> = plan.release.iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(released, ["gone-held", "bobs-held"]);
+}
+
+#[test]
+fn cursors_are_bound_to_their_user_and_refuse_any_change() {
+    let key = CursorKey::new(&[7; 32]);
+    let c = Cursor { seq: 42, epoch: [1; 8] };
+    let text = key.encode("alice", c);
+    assert_eq!(key.decode("alice", &text), Ok(c));
+    assert!(key.decode("bob", &text).is_err());
+    assert!(CursorKey::new(&[8; 32]).decode("alice", &text).is_err());
+    for i in 0..text.len() {
+        let mut b = text.clone().into_bytes();
+        b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+        if let Ok(t) = String::from_utf8(b)
+            && t != text
+        {
+            assert!(key.decode("alice", &t).is_err(), "changed at {i}");
+        }
+    }
+    assert!(key.decode("alice", "").is_err());
+    assert!(key.decode("alice", "not base64 at all!").is_err());
+}
+
+#[test]
+fn the_access_epoch_changes_with_roles_attributes_and_rules() {
+    let rules = Rules::owner_only();
+    let a = user("alice");
+    let mut b = a.clone();
+    b.roles.push("supervisor".into());
+    let mut c = a.clone();
+    c.attributes.insert("region".into(), json!("north"));
+    let other = Rules::from_toml("version = 1\n[collections.v]\nread = \"true\"\nwrite = \"true\"\n").expect("rules");
+    let epochs =
+        [access_epoch(&rules, &a), access_epoch(&rules, &b), access_epoch(&rules, &c), access_epoch(&other, &a)];
+    for i in 0..epochs.len() {
+        for j in i + 1..epochs.len() {
+            assert_ne!(epochs[i], epochs[j], "{i} vs {j}");
+        }
+    }
+    assert_eq!(access_epoch(&rules, &a), access_epoch(&Rules::owner_only(), &a.clone()));
+}

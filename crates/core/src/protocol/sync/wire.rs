@@ -1,0 +1,160 @@
+//! The push and pull bodies as they travel (docs/protocol.md, "Push" and "Pull").
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What an op does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpKind {
+    /// Create or update.
+    Put,
+    /// Delete (leaves a tombstone).
+    Delete,
+}
+
+/// One mutation as a device sends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushOp {
+    /// Scoped to (user, key); a retry sends the same key.
+    pub idempotency_key: String,
+    /// The collection.
+    pub collection: String,
+    /// The document id.
+    pub id: String,
+    /// Put or delete.
+    pub op: OpKind,
+    /// The projected document (a JSON object) for a put; absent or null for a delete.
+    #[serde(default)]
+    pub body: Option<Value>,
+    /// The version the device last saw; 0 for a new document.
+    pub base_version: u64,
+}
+
+/// `POST /v1/sync/push` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushRequest {
+    /// The ops, applied in order in one transaction.
+    pub ops: Vec<Value>,
+    /// The account's sync counter (rollback detection).
+    pub device_seq: u64,
+}
+
+/// The status of one op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpStatus {
+    /// Applied; `version` is the new version.
+    Applied,
+    /// The key was seen before with the same op; `first` holds that first result.
+    Duplicate,
+    /// `base_version` is not the stored version; the stored document comes back, projected.
+    Conflict,
+    /// The rules refuse it, or the target is a document the user cannot read.
+    Forbidden,
+    /// The key was seen before with another op.
+    IdempotencyMismatch,
+    /// The op is older than the idempotency records are kept.
+    Expired,
+}
+
+impl OpStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpStatus::Applied => "applied",
+            OpStatus::Duplicate => "duplicate",
+            OpStatus::Conflict => "conflict",
+            OpStatus::Forbidden => "forbidden",
+            OpStatus::IdempotencyMismatch => "idempotency_mismatch",
+            OpStatus::Expired => "expired",
+        }
+    }
+
+    /// From the wire name (as stored).
+    pub fn from_name(s: &str) -> Option<OpStatus> {
+        [
+            OpStatus::Applied,
+            OpStatus::Duplicate,
+            OpStatus::Conflict,
+            OpStatus::Forbidden,
+            OpStatus::IdempotencyMismatch,
+            OpStatus::Expired,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+}
+
+/// The first result of a key, returned with `duplicate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirstResult {
+    /// `applied` or `forbidden` (the only results recorded).
+    pub status: OpStatus,
+    /// The version `applied` produced; absent for `forbidden`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+/// One op's result, in the order of the ops.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpResult {
+    /// What happened.
+    pub status: OpStatus,
+    /// `applied`: the new version; `conflict`: the stored version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// `conflict`: the stored document as the user may read it (null when it was deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    /// `conflict`: whether the stored document is a deletion.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// `duplicate`: the first result for this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first: Option<FirstResult>,
+}
+
+impl OpResult {
+    /// A result with a status and nothing else.
+    pub fn bare(status: OpStatus) -> OpResult {
+        OpResult { status, version: None, body: None, deleted: false, first: None }
+    }
+}
+
+/// `POST /v1/sync/push` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PushResponse {
+    /// One per op, in order.
+    pub results: Vec<OpResult>,
+}
+
+/// One change in a pull page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// The collection.
+    pub collection: String,
+    /// The document id.
+    pub id: String,
+    /// `put`: hold this version; `delete`: drop the document (deleted, or no longer readable).
+    pub op: OpKind,
+    /// The version (absent on a tombstone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// The projected document (absent on a tombstone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+}
+
+/// `GET /v1/sync/pull` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PullResponse {
+    /// Changes in a stable order.
+    pub changes: Vec<Change>,
+    /// Pass as `since` next time.
+    pub cursor: String,
+    /// Whether another page follows at once.
+    pub has_more: bool,
+}
