@@ -66,8 +66,58 @@ const SCHEMA_V2: &str = "
     );
     CREATE INDEX IF NOT EXISTS attachments_by_document ON attachments (collection, doc_id);
 ";
+/// Schema version 3 adds sync (docs/sync.md): the version the server last sent of each
+/// document, the outbox of local changes, the conflicts and refused changes kept for the app,
+/// and the account's sync state (one row of named values).
+const SCHEMA_V3: &str = "
+    CREATE TABLE IF NOT EXISTS sync_docs (
+        collection     TEXT NOT NULL,
+        id             TEXT NOT NULL,
+        server_version INTEGER NOT NULL,
+        base_body      TEXT,
+        PRIMARY KEY (collection, id)
+    );
+    CREATE TABLE IF NOT EXISTS outbox (
+        seq             INTEGER PRIMARY KEY,
+        collection      TEXT NOT NULL,
+        id              TEXT NOT NULL,
+        op              TEXT NOT NULL CHECK (op IN ('put', 'delete')),
+        idempotency_key TEXT NOT NULL UNIQUE,
+        queued_at_ms    INTEGER NOT NULL,
+        stamped         INTEGER NOT NULL,
+        inflight        INTEGER NOT NULL DEFAULT 0,
+        base_version    INTEGER,
+        body            TEXT,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        held            TEXT,
+        UNIQUE (collection, id, inflight)
+    );
+    CREATE TABLE IF NOT EXISTS conflicts (
+        collection     TEXT NOT NULL,
+        id             TEXT NOT NULL,
+        local_op       TEXT NOT NULL,
+        local_body     TEXT,
+        server_version INTEGER NOT NULL,
+        server_body    TEXT,
+        at_ms          INTEGER NOT NULL,
+        PRIMARY KEY (collection, id)
+    );
+    CREATE TABLE IF NOT EXISTS rejected (
+        seq        INTEGER PRIMARY KEY,
+        collection TEXT NOT NULL,
+        id         TEXT NOT NULL,
+        op         TEXT NOT NULL,
+        body       TEXT,
+        status     TEXT NOT NULL,
+        at_ms      INTEGER NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS sync_state (
+        name  TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+";
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 fn db_err(path: &Path) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
     move |source| Error::Database { path: path.to_path_buf(), source }
@@ -218,8 +268,9 @@ fn open_with(path: &Path, key: Option<&DataKey>) -> Result<Connection, Error> {
     conn.execute_batch(CONNECTION_SETTINGS).map_err(db_err(path))?;
     // Create or upgrade the schema once: a write on every open would cost every cold read.
     let upgrade = match version {
-        0 => format!("{SCHEMA} {SCHEMA_V2}"),
-        1 => SCHEMA_V2.to_owned(),
+        0 => format!("{SCHEMA} {SCHEMA_V2} {SCHEMA_V3}"),
+        1 => format!("{SCHEMA_V2} {SCHEMA_V3}"),
+        2 => SCHEMA_V3.to_owned(),
         SCHEMA_VERSION => String::new(),
         v => {
             return Err(Error::Database {

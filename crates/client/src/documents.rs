@@ -15,6 +15,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
 
 use crate::Error;
+use crate::sync::outbox;
 
 pub use fieldvault_core::names::{MAX_DOCUMENT_BYTES, MAX_ID_BYTES};
 
@@ -97,6 +98,17 @@ pub(crate) struct AccountDb {
     pub(crate) conn: Connection,
     pub(crate) path: PathBuf,
     pub(crate) memory: BTreeSet<String>,
+    /// The server's clock minus this device's, once learned from a verified answer: new
+    /// outbox keys are dated with it.
+    pub(crate) clock_offset_ms: Option<i64>,
+}
+
+impl AccountDb {
+    /// Wraps an open connection, reading the account's learned clock offset.
+    pub(crate) fn new(conn: Connection, path: PathBuf) -> Result<AccountDb, Error> {
+        let clock_offset_ms = crate::sync::state::clock_offset_ms(&conn).map_err(db_err(&path))?;
+        Ok(AccountDb { conn, path, memory: BTreeSet::new(), clock_offset_ms })
+    }
 }
 
 /// The documents of one account. Borrowed from an [`Unlocked`](crate::Unlocked) vault.
@@ -153,11 +165,19 @@ impl Documents<'_> {
         let body = parse_body(&text)?; // the size limit applies to what is stored
         let at = now_ms();
         let sql = upsert_sql(self.table(collection));
-        let version: i64 = self
-            .db
-            .conn
-            .query_row(&sql, params![collection, id, at, text], |r| r.get(0))
-            .map_err(db_err(&self.db.path))?;
+        let path = self.db.path.clone();
+        let version: i64 = if self.db.memory.contains(collection) {
+            self.db.conn.query_row(&sql, params![collection, id, at, text], |r| r.get(0)).map_err(db_err(&path))?
+        } else {
+            // The change and its outbox row commit together or not at all.
+            let offset = self.db.clock_offset_ms;
+            let tx = self.db.conn.transaction().map_err(db_err(&path))?;
+            outbox::keep_base(&tx, collection, id).map_err(db_err(&path))?;
+            let version = tx.query_row(&sql, params![collection, id, at, text], |r| r.get(0)).map_err(db_err(&path))?;
+            outbox::record(&tx, collection, id, outbox::Change::Put, at, offset).map_err(db_err(&path))?;
+            tx.commit().map_err(db_err(&path))?;
+            version
+        };
         Ok(Document {
             collection: collection.to_owned(),
             id: id.to_owned(),
@@ -243,9 +263,14 @@ impl Documents<'_> {
         };
         tx.execute("DELETE FROM attachments WHERE collection = ?1 AND doc_id = ?2", params![collection, id])
             .map_err(db_err(&path))?;
+        outbox::keep_base(&tx, collection, id).map_err(db_err(&path))?;
         let n = tx
             .execute("DELETE FROM main.documents WHERE collection = ?1 AND id = ?2", params![collection, id])
             .map_err(db_err(&path))?;
+        if n > 0 {
+            outbox::record(&tx, collection, id, outbox::Change::Delete, now_ms(), self.db.clock_offset_ms)
+                .map_err(db_err(&path))?;
+        }
         tx.commit().map_err(db_err(&path))?;
         if !ids.is_empty() {
             // The rows' deletion on disk for good before the files go: after a power cut a
@@ -272,6 +297,8 @@ impl Documents<'_> {
         check_collection(collection)?;
         let path = self.db.path.clone();
         let table = self.table(collection);
+        let memory = self.db.memory.contains(collection);
+        let offset = self.db.clock_offset_ms;
         let tx = self.db.conn.transaction().map_err(db_err(&path))?;
         let mut n = 0;
         {
@@ -287,7 +314,13 @@ impl Documents<'_> {
                         text.len()
                     )));
                 }
+                if !memory {
+                    outbox::keep_base(&tx, collection, &id).map_err(db_err(&path))?;
+                }
                 stmt.query_row(params![collection, id, at, text], |r| r.get::<_, i64>(0)).map_err(db_err(&path))?;
+                if !memory {
+                    outbox::record(&tx, collection, &id, outbox::Change::Put, at, offset).map_err(db_err(&path))?;
+                }
                 n += 1;
             }
         }

@@ -196,6 +196,25 @@ pub enum Error {
     /// The session locked itself after its inactivity timeout (or was locked): unlock again.
     #[error("the vault is locked; unlock it again")]
     Locked,
+    /// The account has not logged in to a sync server (`fieldvault login`).
+    #[error("account {0:?} has not logged in to a server; run `fieldvault login` first")]
+    NotLoggedIn(String),
+    /// The server answered in a way the protocol does not allow: nothing was applied.
+    #[error("the server's answer broke the protocol ({0}); nothing was changed")]
+    MalformedAnswer(String),
+    /// The server refused the request with a problem code (SPEC section 5, "Errors").
+    #[error("the server refused: {code} (HTTP {status}): {detail}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The stable problem code (`invalid_grant`, `rollback_detected`, ...).
+        code: String,
+        /// The server's explanation.
+        detail: String,
+    },
+    /// The session cannot be refreshed any more: log in again (local data is kept).
+    #[error("the session has ended ({0}); log in again: local data and unsynced changes are kept")]
+    ReauthRequired(String),
     /// The keystore refused.
     #[error(transparent)]
     Keystore(#[from] fieldvault_keystore::Error),

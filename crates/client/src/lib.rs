@@ -37,6 +37,7 @@ mod migrate;
 mod pinning;
 mod session;
 mod store;
+mod sync;
 mod vault;
 
 #[cfg(test)]
@@ -90,7 +91,7 @@ pub mod bench_baseline {
                 Some(k) => database::open(path, k)?,
                 None => database::open_plain_baseline(path)?,
             };
-            Ok(BenchDb(AccountDb { conn, path: path.to_path_buf(), memory: Default::default() }))
+            Ok(BenchDb(AccountDb::new(conn, path.to_path_buf())?))
         }
 
         /// Its documents, through the same code the vault uses.

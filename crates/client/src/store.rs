@@ -62,7 +62,7 @@ impl Unlocked {
         };
         database::attach_memory(&conn, &path)?;
         crate::attachments::remove_orphans(&conn, &path, &self.vault.disk)?;
-        Ok(AccountDb { conn, path, memory: Default::default() })
+        AccountDb::new(conn, path)
     }
 
     /// Rotates `account`'s database key and re-keys its database crash-safely (export to a

@@ -112,6 +112,21 @@ fn digest_canonical<T: Serialize>(op: &T) -> Result<[u8; 32], OpError> {
     Ok(out)
 }
 
+/// A UUIDv7 (RFC 9562, section 5.7) in its canonical text form: 48 bits of Unix
+/// milliseconds, the version nibble 7, 12 random bits, the variant `10`, 62 random bits.
+/// `random` supplies the 74 random bits (its first 6 bits are dropped). The clock is an
+/// argument: a device passes its corrected clock, so the key dates the op in the server's
+/// time ([`uuid_v7_time`] reads it back).
+pub fn uuid_v7(unix_ms: u64, random: [u8; 10]) -> String {
+    let mut b = [0u8; 16];
+    b[..6].copy_from_slice(&(unix_ms & 0xFFFF_FFFF_FFFF).to_be_bytes()[2..]);
+    b[6..].copy_from_slice(&random);
+    b[6] = 0x70 | (b[6] & 0x0F);
+    b[8] = 0x80 | (b[8] & 0x3F);
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}
+
 /// The creation time (Unix seconds) of a key written as a UUIDv7 in its canonical text
 /// form (RFC 9562: 48-bit Unix milliseconds first, version nibble 7, variant 10); None for
 /// any other key.

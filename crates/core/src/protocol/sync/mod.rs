@@ -14,7 +14,7 @@ pub mod wire;
 
 pub use check::{
     CheckedOp, OpError, check_collection, check_id, check_idempotency_key, check_op, check_owned_op, fingerprint,
-    uuid_v7_time,
+    uuid_v7, uuid_v7_time,
 };
 pub use cursor::{Cursor, CursorKey, access_epoch};
 pub use decide::{Decision, StoredDoc, View, decide, readable, tombstone_body, view};

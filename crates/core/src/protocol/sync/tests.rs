@@ -263,3 +263,15 @@ fn the_access_epoch_changes_with_roles_attributes_and_rules() {
     }
     assert_eq!(access_epoch(&rules, &a), access_epoch(&Rules::owner_only(), &a.clone()));
 }
+
+#[test]
+fn a_uuid_v7_key_is_well_formed_accepted_and_dated() {
+    let key = uuid_v7(1_700_000_123_456, [0xFF; 10]);
+    assert_eq!(key.len(), 36);
+    assert_eq!(&key[14..15], "7", "{key}");
+    assert!(matches!(&key[19..20], "8" | "9" | "a" | "b"), "{key}");
+    assert_eq!(check_idempotency_key(&key), Ok(()));
+    assert_eq!(uuid_v7_time(&key), Some(1_700_000_123));
+    // RFC 9562 appendix A.6: 2022-02-22 19:22:22 UTC is 0x017F22E279B0 ms.
+    assert!(uuid_v7(0x017F_22E2_79B0, [0; 10]).starts_with("017f22e2-79b0-7000-8000-"));
+}

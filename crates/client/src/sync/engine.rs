@@ -1,0 +1,546 @@
+//! The sync engine's database side, plan then execute: what the next push sends, what its
+//! answers change, and what a pull page changes, each applied in one SQLCipher transaction.
+//!
+//! The pure parts ([`classify`], [`plan_pull_page`]) take the answer and the local facts as
+//! values and return what to do; [`prepare_push`], [`apply_push`] and [`apply_pull`] read
+//! those facts and write the result. Nothing here does IO other than the database, so the
+//! whole cycle is tested without a network.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use fieldvault_core::names::{self, MAX_DOCUMENT_BYTES};
+use fieldvault_core::protocol::sync::{Change, OpKind, OpResult, OpStatus, PullResponse, PushOp};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+use super::outbox::{self, db_err};
+use super::state;
+use crate::Error;
+
+/// Largest push body, in bytes (SPEC section 5: 4 MiB). Batches are cut below it.
+pub const MAX_PUSH_BYTES: usize = 4 << 20;
+/// Most ops in one push (the server's limit).
+pub const MAX_PUSH_OPS: usize = fieldvault_core::protocol::sync::MAX_PUSH_OPS;
+
+/// What the device does when the server's copy of a document won over its own change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConflictPolicy {
+    /// The server's version is kept on the device; the local change is kept in the
+    /// conflicts table until resolved.
+    #[default]
+    ServerWins,
+    /// The local change is sent again, rebased on the server's version (a new op with a new
+    /// key); the server's version is kept in the conflicts table.
+    ClientWins,
+}
+
+/// One op in flight, as frozen when it was first sent.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct InFlight {
+    pub(crate) seq: i64,
+    pub(crate) op: PushOp,
+}
+
+/// What one answer means for its op.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Outcome {
+    /// The server holds the change: `version` is the document's version (a delete's too).
+    Acked { version: u64 },
+    /// The server's document won: its version, and its body (None: it is deleted).
+    Conflict { version: u64, body: Option<serde_json::Map<String, Value>> },
+    /// Final refusal (`forbidden`, `expired`, `too_large`, `bad_request`): roll back, keep.
+    Rejected { status: &'static str },
+    /// `idempotency_mismatch`: stop pushing it, keep it, report it.
+    Held,
+}
+
+/// Reads one op's answer. An answer that breaks the protocol (an `applied` without a
+/// version, a `duplicate` without its first answer, a conflict body that is not an object)
+/// is an error: nothing of the push is applied.
+pub(crate) fn classify(result: &OpResult) -> Result<Outcome, Error> {
+    let bad = |what: &str| Error::MalformedAnswer(format!("a push result {what}"));
+    let status = match (result.status, result.first) {
+        (OpStatus::Duplicate, Some(first)) => first.status,
+        (OpStatus::Duplicate, None) => return Err(bad("says duplicate without the first answer")),
+        (s, _) => s,
+    };
+    let version = match result.status {
+        OpStatus::Duplicate => result.first.and_then(|f| f.version),
+        _ => result.version,
+    };
+    Ok(match status {
+        OpStatus::Applied => Outcome::Acked { version: version.ok_or_else(|| bad("says applied without a version"))? },
+        OpStatus::Conflict => {
+            let version = version.ok_or_else(|| bad("says conflict without a version"))?;
+            let body = match (&result.body, result.deleted) {
+                (_, true) => None,
+                (Some(Value::Object(m)), false) => Some(m.clone()),
+                _ => return Err(bad("says conflict without the server's document")),
+            };
+            Outcome::Conflict { version, body }
+        }
+        OpStatus::Forbidden => Outcome::Rejected { status: "forbidden" },
+        OpStatus::Expired => Outcome::Rejected { status: "expired" },
+        OpStatus::IdempotencyMismatch => Outcome::Held,
+        OpStatus::Duplicate => return Err(bad("says duplicate of a duplicate")),
+    })
+}
+
+/// What a pull page changes on the device.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct PullPlan {
+    /// Documents to write at the server's version.
+    pub(crate) puts: Vec<(String, String, u64, String)>,
+    /// Documents to remove (deleted on the server, or no longer readable).
+    pub(crate) deletes: Vec<(String, String)>,
+    /// Changes not applied because a local change of the document is pending (its op is
+    /// decided first; a conflict then brings the server's version).
+    pub(crate) skipped: usize,
+}
+
+/// Plans a pull page. `pending` names the documents with a local change pending. A page that
+/// breaks the protocol (more changes than asked for, an invalid name, a put without version
+/// or object body, a body over 1 MiB) is refused whole.
+pub(crate) fn plan_pull_page(
+    page: &PullResponse,
+    limit: u32,
+    pending: &HashSet<(String, String)>,
+) -> Result<PullPlan, Error> {
+    let bad = |what: String| Error::MalformedAnswer(format!("a pull page {what}"));
+    if page.changes.len() > limit as usize {
+        return Err(bad(format!("holds {} changes where at most {limit} were asked for", page.changes.len())));
+    }
+    if page.cursor.is_empty() || page.cursor.len() > 512 {
+        return Err(bad("has no usable cursor".into()));
+    }
+    let mut plan = PullPlan::default();
+    for Change { collection, id, op, version, body } in &page.changes {
+        names::check_collection(collection).map_err(|e| bad(format!("names a bad collection: {e}")))?;
+        names::check_id(id).map_err(|e| bad(format!("names a bad id: {e}")))?;
+        let at = (collection.clone(), id.clone());
+        let change = match (op, version, body) {
+            (OpKind::Put, Some(v), Some(b @ Value::Object(_))) => {
+                let text = b.to_string();
+                if text.len() > MAX_DOCUMENT_BYTES {
+                    return Err(bad(format!("holds a document of {} bytes", text.len())));
+                }
+                Some((*v, text))
+            }
+            (OpKind::Put, _, _) => return Err(bad("holds a put without a version or an object body".into())),
+            (OpKind::Delete, _, _) => None,
+        };
+        if pending.contains(&at) {
+            plan.skipped += 1;
+            continue;
+        }
+        match change {
+            Some((v, text)) => plan.puts.push((at.0, at.1, v, text)),
+            None => plan.deletes.push(at),
+        }
+    }
+    Ok(plan)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Reads the ops of the next push: those in flight first (sent again exactly as before),
+/// then queued changes frozen now, up to [`MAX_PUSH_OPS`] and [`MAX_PUSH_BYTES`]. Each op's
+/// attempt count rises. Committed before the request is made, so a crash between here and the
+/// answer resends the same ops with the same keys.
+pub(crate) fn prepare_push(conn: &mut Connection, path: &Path) -> Result<Vec<InFlight>, Error> {
+    let tx = conn.transaction().map_err(db_err(path))?;
+    let mut ops = Vec::new();
+    // Room for `{"ops":[...],"device_seq":N}` and the commas.
+    let mut bytes = 64usize;
+    let fits = |bytes: usize, op: &PushOp, n: usize| {
+        let size = serde_json::to_vec(op).map_or(usize::MAX, |v| v.len()) + 1;
+        (n < MAX_PUSH_OPS && bytes + size <= MAX_PUSH_BYTES).then_some(size)
+    };
+    {
+        let mut stmt = tx
+            .prepare(
+                "SELECT seq, collection, id, op, idempotency_key, base_version, body FROM outbox
+                 WHERE inflight = 1 AND held IS NULL ORDER BY seq",
+            )
+            .map_err(db_err(path))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                ))
+            })
+            .map_err(db_err(path))?;
+        for row in rows {
+            let (seq, collection, id, op, key, base, body) = row.map_err(db_err(path))?;
+            let op = frozen_op(collection, id, &op, key, base, body.as_deref())?;
+            let Some(size) = fits(bytes, &op, ops.len()) else { break };
+            bytes += size;
+            ops.push(InFlight { seq, op });
+        }
+    }
+    // Queued changes of documents with nothing in flight, oldest first.
+    let queued: Vec<(i64, String, String, String, String)> = {
+        let mut stmt = tx
+            .prepare(
+                "SELECT q.seq, q.collection, q.id, q.op, q.idempotency_key FROM outbox q
+                 WHERE q.inflight = 0 AND q.held IS NULL AND NOT EXISTS
+                   (SELECT 1 FROM outbox f WHERE f.collection = q.collection AND f.id = q.id AND f.inflight = 1)
+                 ORDER BY q.seq",
+            )
+            .map_err(db_err(path))?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .map_err(db_err(path))?
+            .collect::<Result<_, _>>()
+            .map_err(db_err(path))?
+    };
+    for (seq, collection, id, _op, key) in queued {
+        let body: Option<String> = tx
+            .query_row(
+                "SELECT body FROM main.documents WHERE collection = ?1 AND id = ?2",
+                params![collection, id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err(path))?;
+        let base: Option<i64> = tx
+            .query_row(
+                "SELECT server_version FROM sync_docs WHERE collection = ?1 AND id = ?2",
+                params![collection, id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err(path))?;
+        // What the document is now decides the op: the queued kind may be older.
+        let kind = if body.is_some() { "put" } else { "delete" };
+        if body.is_none() && base.is_none() {
+            // Never known to the server and gone here: nothing to tell.
+            tx.execute("DELETE FROM outbox WHERE seq = ?1", [seq]).map_err(db_err(path))?;
+            continue;
+        }
+        let op = frozen_op(collection, id, kind, key, Some(base.unwrap_or(0)), body.as_deref())?;
+        let Some(size) = fits(bytes, &op, ops.len()) else { break };
+        bytes += size;
+        tx.execute(
+            "UPDATE outbox SET inflight = 1, op = ?2, base_version = ?3, body = ?4 WHERE seq = ?1",
+            params![seq, kind, base.unwrap_or(0), body],
+        )
+        .map_err(db_err(path))?;
+        ops.push(InFlight { seq, op });
+    }
+    for op in &ops {
+        tx.execute("UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?1", [op.seq]).map_err(db_err(path))?;
+    }
+    tx.commit().map_err(db_err(path))?;
+    Ok(ops)
+}
+
+fn frozen_op(
+    collection: String,
+    id: String,
+    op: &str,
+    key: String,
+    base: Option<i64>,
+    body: Option<&str>,
+) -> Result<PushOp, Error> {
+    let body = match body {
+        Some(text) => Some(
+            serde_json::from_str::<Value>(text)
+                .map_err(|_| Error::MalformedAnswer("an outbox body is not JSON".into()))?,
+        ),
+        None => None,
+    };
+    Ok(PushOp {
+        idempotency_key: key,
+        collection,
+        id,
+        op: if op == "put" { OpKind::Put } else { OpKind::Delete },
+        body: if op == "put" { body } else { None },
+        base_version: base.unwrap_or(0).max(0) as u64,
+    })
+}
+
+/// What a push did, for the app.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushSummary {
+    /// Ops the server now holds.
+    pub applied: usize,
+    /// Ops whose document the server had changed first (kept in the conflicts table).
+    pub conflicts: usize,
+    /// Ops refused for good (rolled back here, kept in the rejected list).
+    pub rejected: usize,
+    /// Ops held back (`idempotency_mismatch`).
+    pub held: usize,
+    /// (collection, id) of every document whose local state changed.
+    pub changed: Vec<(String, String)>,
+}
+
+/// Applies a push's answers in one transaction. `results` must be one per op, in order.
+pub(crate) fn apply_push(
+    conn: &mut Connection,
+    path: &Path,
+    ops: &[InFlight],
+    results: &[OpResult],
+    policy: &dyn Fn(&str) -> ConflictPolicy,
+) -> Result<PushSummary, Error> {
+    if results.len() != ops.len() {
+        return Err(Error::MalformedAnswer(format!("a push of {} ops got {} results", ops.len(), results.len())));
+    }
+    let outcomes = results.iter().map(classify).collect::<Result<Vec<_>, _>>()?;
+    let tx = conn.transaction().map_err(db_err(path))?;
+    let at = now_ms();
+    let mut summary = PushSummary::default();
+    let mut gone = Vec::new();
+    for (inflight, outcome) in ops.iter().zip(outcomes) {
+        let op = &inflight.op;
+        let (c, id) = (op.collection.as_str(), op.id.as_str());
+        let db = |e| db_err(path)(e);
+        match outcome {
+            Outcome::Acked { version } => {
+                tx.execute("DELETE FROM outbox WHERE seq = ?1", [inflight.seq]).map_err(db)?;
+                if op.op == OpKind::Delete {
+                    tx.execute("DELETE FROM sync_docs WHERE collection = ?1 AND id = ?2", params![c, id])
+                        .map_err(db)?;
+                } else {
+                    set_server_version(&tx, c, id, version).map_err(db)?;
+                    // A later local change is still queued: the server's copy is now what
+                    // this op sent, which a refusal of that change would restore.
+                    if outbox::pending(&tx, c, id).map_err(db)? {
+                        let sent = op.body.as_ref().map(Value::to_string);
+                        tx.execute(
+                            "UPDATE sync_docs SET base_body = ?3 WHERE collection = ?1 AND id = ?2",
+                            params![c, id, sent],
+                        )
+                        .map_err(db)?;
+                    }
+                }
+                summary.applied += 1;
+            }
+            Outcome::Conflict { version, body } => {
+                tx.execute("DELETE FROM outbox WHERE seq = ?1", [inflight.seq]).map_err(db)?;
+                let local = local_body(&tx, c, id).map_err(db)?;
+                let server_text = body.as_ref().map(|b| Value::Object(b.clone()).to_string());
+                match policy(c) {
+                    ConflictPolicy::ServerWins => {
+                        // The server's version here; the local one kept for the app.
+                        tx.execute("DELETE FROM outbox WHERE collection = ?1 AND id = ?2", params![c, id])
+                            .map_err(db)?;
+                        let local_op = if local.is_some() { "put" } else { "delete" };
+                        keep_conflict(&tx, c, id, local_op, local.as_deref(), version, server_text.as_deref(), at)
+                            .map_err(db)?;
+                        match &server_text {
+                            Some(text) => {
+                                write_server_doc(&tx, c, id, version, text, at).map_err(db)?;
+                            }
+                            None => {
+                                remove_doc(&tx, c, id, &mut gone).map_err(db)?;
+                            }
+                        }
+                        summary.changed.push((c.to_owned(), id.to_owned()));
+                    }
+                    ConflictPolicy::ClientWins => {
+                        // Rebased: the next op names the server's version as its base.
+                        keep_conflict(
+                            &tx,
+                            c,
+                            id,
+                            "server",
+                            server_text.as_deref(),
+                            version,
+                            server_text.as_deref(),
+                            at,
+                        )
+                        .map_err(db)?;
+                        match &server_text {
+                            Some(_) => set_server_version(&tx, c, id, version).map_err(db)?,
+                            None => {
+                                tx.execute("DELETE FROM sync_docs WHERE collection = ?1 AND id = ?2", params![c, id])
+                                    .map_err(db)?;
+                            }
+                        }
+                        let kind = if local.is_some() { outbox::Change::Put } else { outbox::Change::Delete };
+                        let offset = state::clock_offset_ms(&tx).map_err(db)?;
+                        outbox::record(&tx, c, id, kind, at, offset).map_err(db)?;
+                    }
+                }
+                summary.conflicts += 1;
+            }
+            Outcome::Rejected { status } => {
+                tx.execute("DELETE FROM outbox WHERE collection = ?1 AND id = ?2", params![c, id]).map_err(db)?;
+                let body = op.body.as_ref().map(Value::to_string);
+                tx.execute(
+                    "INSERT INTO rejected (collection, id, op, body, status, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![c, id, if op.op == OpKind::Put { "put" } else { "delete" }, body, status, at],
+                )
+                .map_err(db)?;
+                roll_back(&tx, c, id, at, &mut gone).map_err(db)?;
+                summary.rejected += 1;
+                summary.changed.push((c.to_owned(), id.to_owned()));
+            }
+            Outcome::Held => {
+                tx.execute("UPDATE outbox SET held = 'idempotency_mismatch' WHERE seq = ?1", [inflight.seq])
+                    .map_err(db)?;
+                summary.held += 1;
+            }
+        }
+    }
+    tx.commit().map_err(db_err(path))?;
+    remove_attachment_files(conn, path, &gone)?;
+    Ok(summary)
+}
+
+/// Removes the files of attachments whose rows a committed transaction deleted, once that
+/// commit is durable (a power cut must not bring rows back whose files are gone).
+fn remove_attachment_files(conn: &Connection, path: &Path, ids: &[String]) -> Result<(), Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    crate::database::make_durable(conn, path)?;
+    for f in crate::attachments::files_of(path, ids) {
+        match std::fs::remove_file(&f) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::Io { op: "remove", path: f, source: e });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Refuses one op for good after the server refused a push holding only it (`bad_request`).
+pub(crate) fn reject_op(conn: &mut Connection, path: &Path, op: &InFlight, status: &'static str) -> Result<(), Error> {
+    let tx = conn.transaction().map_err(db_err(path))?;
+    let (c, id) = (op.op.collection.as_str(), op.op.id.as_str());
+    let at = now_ms();
+    tx.execute("DELETE FROM outbox WHERE collection = ?1 AND id = ?2", params![c, id]).map_err(db_err(path))?;
+    tx.execute(
+        "INSERT INTO rejected (collection, id, op, body, status, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            c,
+            id,
+            if op.op.op == OpKind::Put { "put" } else { "delete" },
+            op.op.body.as_ref().map(Value::to_string),
+            status,
+            at
+        ],
+    )
+    .map_err(db_err(path))?;
+    let mut gone = Vec::new();
+    roll_back(&tx, c, id, at, &mut gone).map_err(db_err(path))?;
+    tx.commit().map_err(db_err(path))?;
+    remove_attachment_files(conn, path, &gone)
+}
+
+fn local_body(tx: &Connection, c: &str, id: &str) -> rusqlite::Result<Option<String>> {
+    tx.query_row("SELECT body FROM main.documents WHERE collection = ?1 AND id = ?2", params![c, id], |r| r.get(0))
+        .optional()
+}
+
+fn set_server_version(tx: &Connection, c: &str, id: &str, version: u64) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO sync_docs (collection, id, server_version, base_body) VALUES (?1, ?2, ?3, NULL)
+         ON CONFLICT (collection, id) DO UPDATE SET server_version = excluded.server_version, base_body = NULL",
+        params![c, id, version as i64],
+    )
+    .map(|_| ())
+}
+
+/// Writes the server's document locally (no outbox entry: it came from the server).
+fn write_server_doc(tx: &Connection, c: &str, id: &str, version: u64, text: &str, at: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO main.documents (collection, id, version, updated_at, body) VALUES (?1, ?2, 1, ?3, ?4)
+         ON CONFLICT (collection, id) DO UPDATE
+         SET version = version + 1, updated_at = excluded.updated_at, body = excluded.body",
+    )?
+    .execute(params![c, id, at, text])?;
+    set_server_version(tx, c, id, version)
+}
+
+/// Removes a document here because the server says it is gone (no outbox entry), with its
+/// attachments' rows; their ids go to `gone`, whose files go once the transaction is durable.
+fn remove_doc(tx: &Connection, c: &str, id: &str, gone: &mut Vec<String>) -> rusqlite::Result<()> {
+    {
+        let mut stmt = tx.prepare_cached("SELECT id FROM attachments WHERE collection = ?1 AND doc_id = ?2")?;
+        for att in stmt.query_map(params![c, id], |r| r.get::<_, String>(0))? {
+            gone.push(att?);
+        }
+    }
+    tx.execute("DELETE FROM attachments WHERE collection = ?1 AND doc_id = ?2", params![c, id])?;
+    tx.execute("DELETE FROM main.documents WHERE collection = ?1 AND id = ?2", params![c, id])?;
+    tx.execute("DELETE FROM sync_docs WHERE collection = ?1 AND id = ?2", params![c, id])?;
+    Ok(())
+}
+
+/// Puts a document back as the server last sent it (its base copy), or removes it when the
+/// server never had it.
+fn roll_back(tx: &Connection, c: &str, id: &str, at: i64, gone: &mut Vec<String>) -> rusqlite::Result<()> {
+    let base: Option<(i64, Option<String>)> = tx
+        .query_row(
+            "SELECT server_version, base_body FROM sync_docs WHERE collection = ?1 AND id = ?2",
+            params![c, id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match base {
+        Some((version, Some(body))) => write_server_doc(tx, c, id, version as u64, &body, at),
+        // The local copy was never changed since the server's version: nothing to undo.
+        Some((_, None)) => Ok(()),
+        None => remove_doc(tx, c, id, gone),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn keep_conflict(
+    tx: &Connection,
+    c: &str,
+    id: &str,
+    local_op: &str,
+    local_body: Option<&str>,
+    server_version: u64,
+    server_body: Option<&str>,
+    at: i64,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO conflicts (collection, id, local_op, local_body, server_version, server_body, at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (collection, id) DO UPDATE SET local_op = excluded.local_op, local_body = excluded.local_body,
+           server_version = excluded.server_version, server_body = excluded.server_body, at_ms = excluded.at_ms",
+        params![c, id, local_op, local_body, server_version as i64, server_body, at],
+    )
+    .map(|_| ())
+}
+
+/// Documents with a local change pending, among those a page names.
+pub(crate) fn pending_among(conn: &Connection, page: &PullResponse) -> rusqlite::Result<HashSet<(String, String)>> {
+    let mut out = HashSet::new();
+    for ch in &page.changes {
+        if outbox::pending(conn, &ch.collection, &ch.id)? {
+            out.insert((ch.collection.clone(), ch.id.clone()));
+        }
+    }
+    Ok(out)
+}
+
+/// Applies a planned pull page and stores its cursor, in one transaction.
+pub(crate) fn apply_pull(conn: &mut Connection, path: &Path, plan: &PullPlan, cursor: &str) -> Result<(), Error> {
+    let tx = conn.transaction().map_err(db_err(path))?;
+    let at = now_ms();
+    for (c, id, version, text) in &plan.puts {
+        write_server_doc(&tx, c, id, *version, text, at).map_err(db_err(path))?;
+    }
+    let mut gone = Vec::new();
+    for (c, id) in &plan.deletes {
+        remove_doc(&tx, c, id, &mut gone).map_err(db_err(path))?;
+    }
+    state::set(&tx, state::CURSOR, cursor).map_err(db_err(path))?;
+    tx.commit().map_err(db_err(path))?;
+    remove_attachment_files(conn, path, &gone)
+}

@@ -1,0 +1,42 @@
+//! The account's sync state: named values in the `sync_state` table of its encrypted
+//! database (the cursor, `device_seq`, the clock offset, the last sync).
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// The learned clock offset (server minus device), in milliseconds.
+pub(crate) const CLOCK_OFFSET_MS: &str = "clock_offset_ms";
+/// The opaque pull cursor the server last sent.
+pub(crate) const CURSOR: &str = "cursor";
+/// The per-account sync counter (rollback detection).
+pub(crate) const DEVICE_SEQ: &str = "device_seq";
+/// When the last sync completed, Unix milliseconds.
+pub(crate) const LAST_SYNC_MS: &str = "last_sync_ms";
+
+/// A named value, if set.
+pub(crate) fn get(conn: &Connection, name: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT value FROM sync_state WHERE name = ?1")?.query_row([name], |r| r.get(0)).optional()
+}
+
+/// Sets a named value (inside the caller's transaction, if any).
+pub(crate) fn set(conn: &Connection, name: &str, value: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO sync_state (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![name, value])
+    .map(|_| ())
+}
+
+/// Removes a named value.
+pub(crate) fn clear(conn: &Connection, name: &str) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM sync_state WHERE name = ?1", [name]).map(|_| ())
+}
+
+/// A named integer, if set and well-formed.
+pub(crate) fn get_i64(conn: &Connection, name: &str) -> rusqlite::Result<Option<i64>> {
+    Ok(get(conn, name)?.and_then(|v| v.parse().ok()))
+}
+
+/// The learned clock offset, if any.
+pub(crate) fn clock_offset_ms(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    get_i64(conn, CLOCK_OFFSET_MS)
+}

@@ -1,0 +1,202 @@
+//! The engine's database side on a real vault: outbox rows written with their changes, ops
+//! frozen in flight, answers applied, pull pages planned and applied.
+
+use std::collections::HashSet;
+
+use fieldvault_core::AccountName;
+use fieldvault_core::protocol::sync::{Change, FirstResult, OpKind, OpResult, OpStatus, PullResponse};
+use fieldvault_keystore::MemoryStore;
+use serde_json::{Map, Value, json};
+
+use super::engine::{self, ConflictPolicy};
+use super::outbox;
+use crate::{Unlocked, Vault};
+
+fn vault() -> (tempfile::TempDir, Unlocked, AccountName) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let account = AccountName::new("alice").expect("name");
+    let unlocked = Vault::init(&dir.path().join("v"), &MemoryStore::default(), &account).expect("init");
+    (dir, unlocked, account)
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    v.as_object().expect("an object").clone()
+}
+
+fn outbox_of(u: &mut Unlocked, a: &AccountName) -> Vec<(String, String, bool)> {
+    let docs = u.documents(a).expect("documents");
+    outbox::entries(&docs.db.conn).expect("entries").into_iter().map(|e| (e.id, e.op, e.in_flight)).collect()
+}
+
+fn applied(version: u64) -> OpResult {
+    OpResult { version: Some(version), ..OpResult::bare(OpStatus::Applied) }
+}
+
+fn server_wins(_: &str) -> ConflictPolicy {
+    ConflictPolicy::ServerWins
+}
+
+#[test]
+fn every_write_enters_the_outbox_with_its_change_and_later_edits_fold() {
+    let (_d, mut u, a) = vault();
+    let mut docs = u.documents(&a).expect("documents");
+    docs.declare_memory_only("scratch").expect("memory-only");
+    docs.put("visits", "v1", obj(json!({"n": 1}))).expect("put");
+    docs.put("visits", "v1", obj(json!({"n": 2}))).expect("put again");
+    docs.put("scratch", "s1", obj(json!({"n": 1}))).expect("memory-only put");
+    docs.put("visits", "v2", obj(json!({"n": 1}))).expect("put");
+    docs.delete("visits", "v2").expect("delete");
+    // One op for v1 (folded); none for the memory-only document; none for v2, created and
+    // deleted before the server ever heard of it.
+    assert_eq!(outbox_of(&mut u, &a), vec![("v1".into(), "put".into(), false)]);
+}
+
+#[test]
+fn an_op_in_flight_is_resent_unchanged_and_a_later_edit_waits_behind_it() {
+    let (_d, mut u, a) = vault();
+    let docs = u.documents(&a).expect("documents");
+    let (mut docs,) = (docs,);
+    docs.put("visits", "v1", obj(json!({"n": 1}))).expect("put");
+    let db = &mut docs.db;
+    let first = engine::prepare_push(&mut db.conn, &db.path).expect("prepare");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].op.base_version, 0);
+    assert_eq!(first[0].op.body, Some(json!({"n": 1})));
+    // The answer is lost; the user edits again; the retry sends the same op.
+    docs.put("visits", "v1", obj(json!({"n": 2}))).expect("edit");
+    let db = &mut docs.db;
+    let again = engine::prepare_push(&mut db.conn, &db.path).expect("prepare again");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].op, first[0].op, "a retry is the same op with the same key");
+    // Acknowledged: the queued edit goes next, based on the version the server sent.
+    let summary = engine::apply_push(&mut db.conn, &db.path, &again, &[applied(1)], &server_wins).expect("apply");
+    assert_eq!(summary.applied, 1);
+    let next = engine::prepare_push(&mut db.conn, &db.path).expect("prepare next");
+    assert_eq!(next.len(), 1);
+    assert_eq!((next[0].op.base_version, next[0].op.body.clone()), (1, Some(json!({"n": 2}))));
+    assert_ne!(next[0].op.idempotency_key, first[0].op.idempotency_key);
+    // A duplicate answer carries the first one: acted on as applied.
+    let dup = OpResult {
+        first: Some(FirstResult { status: OpStatus::Applied, version: Some(2) }),
+        ..OpResult::bare(OpStatus::Duplicate)
+    };
+    engine::apply_push(&mut db.conn, &db.path, &next, &[dup], &server_wins).expect("apply duplicate");
+    assert!(engine::prepare_push(&mut db.conn, &db.path).expect("nothing left").is_empty());
+}
+
+#[test]
+fn a_conflict_under_server_wins_keeps_the_servers_version_and_the_local_one_aside() {
+    let (_d, mut u, a) = vault();
+    let mut docs = u.documents(&a).expect("documents");
+    docs.put("visits", "v1", obj(json!({"n": "mine"}))).expect("put");
+    let db = &mut docs.db;
+    let ops = engine::prepare_push(&mut db.conn, &db.path).expect("prepare");
+    let conflict =
+        OpResult { version: Some(3), body: Some(json!({"n": "theirs"})), ..OpResult::bare(OpStatus::Conflict) };
+    let s = engine::apply_push(&mut db.conn, &db.path, &ops, &[conflict], &server_wins).expect("apply");
+    assert_eq!((s.conflicts, s.changed.len()), (1, 1));
+    let doc = docs.get("visits", "v1").expect("get").expect("present");
+    assert_eq!(Value::Object(doc.body), json!({"n": "theirs"}));
+    let kept: String = docs
+        .db
+        .conn
+        .query_row("SELECT local_body FROM conflicts WHERE id = 'v1'", [], |r| r.get(0))
+        .expect("the local version is kept");
+    assert_eq!(kept, r#"{"n":"mine"}"#);
+    assert!(outbox_of(&mut u, &a).is_empty());
+}
+
+#[test]
+fn a_refused_change_is_rolled_back_to_the_servers_copy_and_kept() {
+    let (_d, mut u, a) = vault();
+    let mut docs = u.documents(&a).expect("documents");
+    docs.put("visits", "v1", obj(json!({"n": 1}))).expect("put");
+    let db = &mut docs.db;
+    let ops = engine::prepare_push(&mut db.conn, &db.path).expect("prepare");
+    engine::apply_push(&mut db.conn, &db.path, &ops, &[applied(1)], &server_wins).expect("applied");
+    docs.put("visits", "v1", obj(json!({"n": 2, "secret": true}))).expect("edit");
+    let db = &mut docs.db;
+    let ops = engine::prepare_push(&mut db.conn, &db.path).expect("prepare");
+    let s = engine::apply_push(&mut db.conn, &db.path, &ops, &[OpResult::bare(OpStatus::Forbidden)], &server_wins)
+        .expect("apply");
+    assert_eq!(s.rejected, 1);
+    let doc = docs.get("visits", "v1").expect("get").expect("present");
+    assert_eq!(Value::Object(doc.body), json!({"n": 1}), "rolled back to what the server holds");
+    let (status, body): (String, String) = docs
+        .db
+        .conn
+        .query_row("SELECT status, body FROM rejected WHERE id = 'v1'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("kept in the rejected list");
+    assert_eq!((status.as_str(), body.as_str()), ("forbidden", r#"{"n":2,"secret":true}"#));
+    // A refused create is removed.
+    docs.put("visits", "v9", obj(json!({"n": 9}))).expect("create");
+    let db = &mut docs.db;
+    let ops = engine::prepare_push(&mut db.conn, &db.path).expect("prepare");
+    engine::apply_push(&mut db.conn, &db.path, &ops, &[OpResult::bare(OpStatus::Expired)], &server_wins)
+        .expect("apply");
+    assert!(docs.get("visits", "v9").expect("get").is_none());
+}
+
+fn page(changes: Vec<Change>) -> PullResponse {
+    PullResponse { changes, cursor: "c1".into(), has_more: false }
+}
+
+fn put_change(id: &str, version: u64, body: Value) -> Change {
+    Change { collection: "visits".into(), id: id.into(), op: OpKind::Put, version: Some(version), body: Some(body) }
+}
+
+#[test]
+fn a_pull_page_never_overwrites_a_pending_change_and_applies_the_rest() {
+    let (_d, mut u, a) = vault();
+    let mut docs = u.documents(&a).expect("documents");
+    docs.put("visits", "mine", obj(json!({"n": "local"}))).expect("put");
+    let p = page(vec![
+        put_change("mine", 4, json!({"n": "server"})),
+        put_change("other", 2, json!({"n": "new"})),
+        Change { collection: "visits".into(), id: "gone".into(), op: OpKind::Delete, version: None, body: None },
+    ]);
+    let pending = engine::pending_among(&docs.db.conn, &p).expect("pending");
+    assert_eq!(pending, HashSet::from([("visits".to_owned(), "mine".to_owned())]));
+    let plan = engine::plan_pull_page(&p, 100, &pending).expect("plan");
+    assert_eq!((plan.puts.len(), plan.deletes.len(), plan.skipped), (1, 1, 1));
+    let db = &mut docs.db;
+    engine::apply_pull(&mut db.conn, &db.path, &plan, &p.cursor).expect("apply");
+    let mine = docs.get("visits", "mine").expect("get").expect("present");
+    assert_eq!(Value::Object(mine.body), json!({"n": "local"}));
+    let other = docs.get("visits", "other").expect("get").expect("present");
+    assert_eq!(Value::Object(other.body), json!({"n": "new"}));
+    // What came from the server is not owed back to it.
+    assert_eq!(outbox_of(&mut u, &a), vec![("mine".into(), "put".into(), false)]);
+}
+
+#[test]
+fn a_malformed_pull_page_is_refused_whole() {
+    let none = HashSet::new();
+    let bad_pages = [
+        page(vec![Change {
+            collection: "visits".into(),
+            id: "x".into(),
+            op: OpKind::Put,
+            version: None,
+            body: Some(json!({})),
+        }]),
+        page(vec![put_change("x", 1, json!([1, 2]))]),
+        page(vec![Change {
+            collection: "no/slash".into(),
+            id: "x".into(),
+            op: OpKind::Delete,
+            version: None,
+            body: None,
+        }]),
+        page(vec![put_change("", 1, json!({}))]),
+        page(vec![put_change("x", 1, json!({"big": "a".repeat(1 << 20)}))]),
+        page(vec![put_change("a", 1, json!({})), put_change("b", 1, json!({}))]),
+    ];
+    for p in &bad_pages {
+        assert!(
+            matches!(engine::plan_pull_page(p, 1, &none), Err(crate::Error::MalformedAnswer(_))),
+            "{:?}",
+            p.changes.len()
+        );
+    }
+}
