@@ -6,12 +6,14 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use fieldvault_core::protocol::auth::{
+    DeviceProof, DeviceSecret, LeaseBody, LoginRequest, Password, TokenResponse, relogin_string,
+};
 use fieldvault_core::protocol::{
     ACCESS_AUDIENCE, ACCESS_TYP, AccessClaims, MAX_SKEW_SECS, NONCE_LEN, OFFLINE_AUDIENCE, OFFLINE_TYP, OfflineClaims,
     ProblemCode, SessionSecret, TIMESTAMP_WINDOW_SECS, TokenSigner, body_hash_hex, decode_nonce, parse_timestamp,
     request_string, response_string, timestamp_is_fresh,
 };
-use serde::Serialize;
 use zeroize::Zeroizing;
 
 const DOC: &str = include_str!("../../../docs/protocol.md");
@@ -24,6 +26,8 @@ const SELF_ANSWERED_AT: u64 = SELF_AT + 1;
 /// The signed refresh, and the answer to its replay a second later.
 const REFRESH_AT: u64 = LOGIN_AT + 540;
 const REPLAY_ANSWERED_AT: u64 = REFRESH_AT + 1;
+/// The device logs in again a week later, as its lease ends, naming itself.
+const RELOGIN_AT: u64 = LOGIN_AT + 7 * 86_400;
 /// The server's policy defaults (crates/server/src/app.rs).
 const ACCESS_TTL: u64 = 600;
 const OFFLINE_TTL: u64 = 7 * 86_400;
@@ -43,6 +47,11 @@ fn run<const N: usize>(first: u8) -> [u8; N] {
     core::array::from_fn(|i| first + u8::try_from(i).expect("runs are shorter than 256"))
 }
 
+/// `N` consecutive byte values counting down from `first` (the device secret's run).
+fn run_down<const N: usize>(first: u8) -> [u8; N] {
+    core::array::from_fn(|i| first - u8::try_from(i).expect("runs are shorter than 256"))
+}
+
 /// Ed25519 private key as PKCS#8 v1 DER (RFC 8410): this fixed prefix, then the 32-byte seed.
 fn pkcs8(seed: [u8; 32]) -> Zeroizing<Vec<u8>> {
     let mut der = vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
@@ -53,6 +62,7 @@ fn pkcs8(seed: [u8; 32]) -> Zeroizing<Vec<u8>> {
 /// The page's example inputs (section 12.1). On a real server every one of them is random.
 struct Example {
     secret: SessionSecret,
+    device_secret: DeviceSecret,
     signer: TokenSigner,
     key_id: String,
     device_id: String,
@@ -69,6 +79,7 @@ struct Example {
 fn example() -> Example {
     Example {
         secret: SessionSecret::from_bytes(Zeroizing::new(run(0x00))),
+        device_secret: DeviceSecret::from_bytes(Zeroizing::new(run_down(0xff))),
         signer: TokenSigner::from_pkcs8(&pkcs8(run(0x20))).expect("the example seed is an Ed25519 key"),
         key_id: format!("k_{}", URL_SAFE_NO_PAD.encode(run::<16>(0x40))),
         device_id: format!("d_{}", URL_SAFE_NO_PAD.encode(run::<16>(0x50))),
@@ -108,6 +119,10 @@ impl Example {
 
     fn refresh_body(&self) -> String {
         format!(r#"{{"refresh_token":"{}","attempt_id":"{ATTEMPT_ID}"}}"#, self.refresh_token)
+    }
+
+    fn lease(&self, expires_at: u64) -> LeaseBody {
+        LeaseBody { lease_id: self.lease_id.clone(), key: Zeroizing::new(self.lease_key.clone()), expires_at }
     }
 
     fn self_body(&self) -> String {
@@ -168,6 +183,7 @@ fn example_inputs_are_the_runs_of_bytes_the_page_names() {
     let e = example();
     let mut page = Page::default();
     page.shows("session secret", &e.secret.to_base64());
+    page.shows("device secret", &format!("`{}`", *e.device_secret.to_base64()));
     for (what, value) in [
         ("key id", &e.key_id),
         ("device id", &e.device_id),
@@ -224,6 +240,8 @@ fn login_exchange_is_the_pages() {
     let e = example();
     let mut page = Page::default();
     let body = format!(r#"{{"user":"{USER}","password":"{PASSWORD}","device_name":"{DEVICE_NAME}"}}"#);
+    let typed: LoginRequest = serde_json::from_str(&body).expect("a login body");
+    assert_eq!(serde_json::to_string(&typed).expect("JSON"), body, "the wire type writes the same bytes");
     let request = http(
         &[
             "POST /v1/auth/login HTTP/1.1".into(),
@@ -236,34 +254,20 @@ fn login_exchange_is_the_pages() {
     page.shows("login request", &request);
     page.shows("login body length", &format!("the body is {} bytes", body.len()));
 
-    // The server's TokenResponse, in its field order, indented here for reading.
-    #[derive(Serialize)]
-    struct Lease<'a> {
-        lease_id: &'a str,
-        key: &'a str,
-        expires_at: u64,
-    }
-    #[derive(Serialize)]
-    struct Tokens<'a> {
-        access_token: &'a str,
-        refresh_token: &'a str,
-        offline_token: &'a str,
-        session_secret: &'a str,
-        key_id: &'a str,
-        device_id: &'a str,
-        expires_in: u64,
-        lease: Lease<'a>,
-    }
-    let secret = e.secret.to_base64();
-    let tokens = Tokens {
-        access_token: &e.access_token(),
-        refresh_token: &e.refresh_token,
-        offline_token: &e.offline_token(),
-        session_secret: &secret,
-        key_id: &e.key_id,
-        device_id: &e.device_id,
+    // The server's TokenResponse (fieldvault_core::protocol::auth), in its field order,
+    // indented here for reading. A first login: the device secret is in it, no reason.
+    let tokens = TokenResponse {
+        access_token: e.access_token(),
+        refresh_token: Zeroizing::new(e.refresh_token.clone()),
+        offline_token: e.offline_token(),
+        session_secret: e.secret.to_base64(),
+        key_id: e.key_id.clone(),
+        device_id: e.device_id.clone(),
+        device_secret: Some(e.device_secret.to_base64()),
+        device_reason: None,
+        directives: Vec::new(),
         expires_in: ACCESS_TTL,
-        lease: Lease { lease_id: &e.lease_id, key: &e.lease_key, expires_at: LOGIN_AT + LEASE_TTL },
+        lease: e.lease(LOGIN_AT + LEASE_TTL),
     };
     page.shows("login response body", &serde_json::to_string_pretty(&tokens).expect("JSON"));
     let compact = serde_json::to_string(&tokens).expect("JSON");
@@ -278,6 +282,51 @@ fn login_exchange_is_the_pages() {
         "",
     );
     page.shows("login response head", &head);
+    page.done();
+}
+
+#[test]
+fn relogin_proof_is_the_pages() {
+    let e = example();
+    let mut page = Page::default();
+    let proof = DeviceProof::new(&e.device_secret, &e.device_id, RELOGIN_AT);
+    let signed = relogin_string(&e.device_id, RELOGIN_AT);
+    page.shows("relogin string", &escaped(&signed));
+    page.shows("relogin string length", &format!("{} bytes", signed.len()));
+    page.shows("relogin proof", &format!("`{}`", proof.proof));
+    // What the server checks: the proof verifies under the device secret, for this id and
+    // time only, and the time is within the window of the server's clock.
+    assert_eq!(proof.verify(&e.device_secret), Ok(()));
+    assert!(DeviceProof { ts: RELOGIN_AT + 1, ..proof.clone() }.verify(&e.device_secret).is_err());
+    assert!(
+        proof.is_fresh(RELOGIN_AT + TIMESTAMP_WINDOW_SECS) && !proof.is_fresh(RELOGIN_AT + TIMESTAMP_WINDOW_SECS + 1)
+    );
+    page.shows("relogin time", &format!("`{RELOGIN_AT}` ({})", imf_fixdate(RELOGIN_AT)));
+
+    // The login body, compact, as the client's LoginRequest writes it, and the request.
+    let login = LoginRequest {
+        user: USER.into(),
+        password: Password::new(Zeroizing::new(PASSWORD.into())),
+        device_name: DEVICE_NAME.into(),
+        device: Some(proof),
+    };
+    let body = serde_json::to_string(&login).expect("JSON");
+    let back: LoginRequest = serde_json::from_str(&body).expect("a login body");
+    assert_eq!(back.device, login.device);
+    page.shows("relogin body length", &format!("the body is {} bytes", body.len()));
+    let request = http(
+        &[
+            "POST /v1/auth/login HTTP/1.1".into(),
+            format!("Host: {HOST}"),
+            "Content-Type: application/json".into(),
+            format!("Content-Length: {}", body.len()),
+        ],
+        &body,
+    );
+    page.shows("relogin request", &request);
+    // The answer's lease: the same id and key, the expiry a lease lifetime after the login.
+    let lease = serde_json::to_string(&e.lease(RELOGIN_AT + LEASE_TTL)).expect("JSON");
+    page.shows("relogin lease", &format!("`{lease}`"));
     page.done();
 }
 

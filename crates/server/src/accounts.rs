@@ -1,5 +1,6 @@
-//! `fieldvault-server user add | passwd | disable | access`: account administration on the
-//! store.
+//! `fieldvault-server user add | passwd | disable | enable | remove | access`: account
+//! administration on the store. Password changes and disabling end sessions, never devices:
+//! a device's next login continues it with its lease key (SPEC section 5, "Offline lease").
 
 use std::sync::Arc;
 
@@ -125,7 +126,8 @@ pub async fn set_access(store: &Arc<dyn Store>, name: &str, access: &Access) -> 
     Ok(())
 }
 
-/// Sets a new password and revokes every session of the user.
+/// Sets a new password and revokes every session of the user; devices and their lease keys
+/// stay.
 ///
 /// # Errors
 /// [`AccountError::NoSuchUser`], [`AccountError::WeakPassword`], storage errors.
@@ -147,12 +149,39 @@ pub async fn set_password(
     Ok(())
 }
 
-/// Disables a user: no login, no refresh, every session revoked.
+/// Disables a user: no login, no refresh, every session revoked; devices and their lease keys
+/// stay, so [`enable_user`] brings the same devices back.
 ///
 /// # Errors
 /// [`AccountError::NoSuchUser`], storage errors.
 pub async fn disable_user(store: &Arc<dyn Store>, name: &str, now: u64) -> Result<(), AccountError> {
     if !store.disable_user(name, now).await? {
+        return Err(AccountError::NoSuchUser(name.into()));
+    }
+    Ok(())
+}
+
+/// Enables a disabled user again (enabling an enabled user changes nothing).
+///
+/// # Errors
+/// [`AccountError::NoSuchUser`], storage errors.
+pub async fn enable_user(store: &Arc<dyn Store>, name: &str) -> Result<(), AccountError> {
+    if !store.enable_user(name).await? {
+        return Err(AccountError::NoSuchUser(name.into()));
+    }
+    Ok(())
+}
+
+/// Removes a user and everything that acts as them: sessions, devices with their device
+/// secrets and lease keys (so every copy of their synced data is readable at most until its
+/// lease ends), held ids, directives, idempotency records, login failures. The documents and
+/// attachments they own stay, owned by the name: a user added later under the same name
+/// owns them again.
+///
+/// # Errors
+/// [`AccountError::NoSuchUser`], storage errors.
+pub async fn remove_user(store: &Arc<dyn Store>, name: &str) -> Result<(), AccountError> {
+    if !store.remove_user(name).await? {
         return Err(AccountError::NoSuchUser(name.into()));
     }
     Ok(())

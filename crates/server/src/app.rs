@@ -29,14 +29,14 @@ pub fn system_clock() -> Clock {
 /// Lifetimes and limits. The defaults are the documented policy (docs/protocol.md).
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Access token lifetime (SPEC: about ten minutes).
+    /// Access token lifetime (SPEC: about ten minutes; `serve --access-ttl`).
     pub access_ttl: u64,
-    /// Offline token lifetime (SPEC: policy, default seven days).
+    /// Offline token lifetime (SPEC: policy, default seven days; `serve --lease-ttl` sets it
+    /// with the lease's, so the offline token expires with the lease).
     pub offline_ttl: u64,
-    /// Offline lease lifetime.
+    /// Offline lease lifetime: every login and refresh sends the device's lease key with
+    /// `expires_at` = now + this (`serve --lease-ttl`).
     pub lease_ttl: u64,
-    /// A refresh renews the lease when it is at least this old (SPEC: at most daily).
-    pub lease_renew_after: u64,
     /// A refresh repeated with the same attempt id gets the same successor within this window.
     pub refresh_retry_window: u64,
     /// Largest request body, in bytes (413 beyond).
@@ -66,7 +66,6 @@ impl Default for Config {
             access_ttl: 600,
             offline_ttl: 7 * 86_400,
             lease_ttl: 7 * 86_400,
-            lease_renew_after: 86_400,
             refresh_retry_window: 120,
             body_limit: 1 << 20,
             body_timeout: 60,

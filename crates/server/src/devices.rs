@@ -3,17 +3,19 @@
 //!
 //! A directive is a JWS (`typ: fv-directive+jwt`, EdDSA, the token-signing key) bound to the
 //! user, the device, the device's newest session, a fresh `jti`, its kind and `iat`. Making
-//! one revokes every session of the device and deletes their lease keys on the server in the
-//! same transaction; from then on the directive rides in `X-Fieldvault-Directives` on every
-//! response to that device (401s included) until the device acknowledges it.
+//! one revokes every session of the device in the same transaction. A revoke (remote logout)
+//! keeps the device and its lease key, so the device's next login continues it; a wipe also
+//! retires the device as wiped and deletes its lease key, so a copy of its data stays
+//! readable at most until its lease ends. From then on the directive rides in
+//! `X-Fieldvault-Directives` on every response to that device (401s included), and in the
+//! answer to a login that names the device, until the device acknowledges it.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Extension, State};
+use fieldvault_core::protocol::auth::{AckRequest, AckResponse};
 use fieldvault_core::protocol::{DirectiveClaims, DirectiveKind, TokenSigner};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::app::{App, JsonBody, random_id};
 use crate::problem::ApiError;
@@ -32,8 +34,8 @@ pub enum DeviceError {
     Store(#[from] StoreError),
 }
 
-/// Makes a directive for `device_id`, revokes the device's sessions and deletes its lease
-/// keys; returns the directive's claims.
+/// Makes a directive for `device_id` and revokes the device's sessions; a wipe also retires
+/// the device and deletes its lease key. Returns the directive's claims.
 ///
 /// # Errors
 /// [`DeviceError::NoSuchDevice`]; storage errors (nothing changed).
@@ -60,13 +62,7 @@ pub async fn issue_directive(
     );
     let token = signer.sign(fieldvault_core::protocol::DIRECTIVE_TYP, &claims);
     let stored = store
-        .add_directive(&NewDirective {
-            jti: claims.jti.clone(),
-            device_id: device.id.clone(),
-            kind: kind.as_str().to_owned(),
-            token,
-            now,
-        })
+        .add_directive(&NewDirective { jti: claims.jti.clone(), device_id: device.id.clone(), kind, token, now })
         .await?;
     if !stored {
         return Err(DeviceError::NoSuchDevice(device_id.to_owned()));
@@ -80,21 +76,6 @@ pub async fn issue_directive(
 /// Storage errors.
 pub async fn list(store: &Arc<dyn Store>) -> Result<Vec<DeviceRecord>, StoreError> {
     store.devices().await
-}
-
-/// `POST /v1/devices/ack` body.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AckRequest {
-    /// The `jti` of each directive the device has carried out.
-    pub jtis: Vec<String>,
-}
-
-/// `POST /v1/devices/ack` answer.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct AckResponse {
-    /// How many of the named directives were pending for this device and are now done.
-    pub acknowledged: u64,
 }
 
 /// Most directives named in one acknowledgement.

@@ -7,11 +7,13 @@
 //! - [`Store`]: the storage interface; [`SqliteStore`] (default) and [`PgStore`].
 //! - [`App`]: shared state; [`router`] the routes; [`Server`] the TLS-only listener.
 //! - [`signed`]: the signed-channel layer in front of every protected route.
-//! - [`auth`]: passwords, login throttling, tokens, refresh rotation, logout.
+//! - [`auth`]: passwords, login throttling and device continuity, tokens, refresh rotation,
+//!   logout. The wire bodies are `fieldvault_core::protocol::auth`.
 //! - [`attachments`]: resumable upload and download of encrypted chunks, checked against the
 //!   manifest without a key; access follows the owning document.
 //! - [`devices`]: `device list | revoke | wipe` and the directives devices acknowledge.
-//! - [`accounts`]: `user add | passwd | disable | access` for the command line.
+//! - [`accounts`]: `user add | passwd | disable | enable | remove | access` for the command
+//!   line.
 //! - `sync`: `POST /v1/sync/push` and `GET /v1/sync/pull`; the decisions themselves are
 //!   `fieldvault_core::protocol::sync` and the rules `fieldvault_core::rules`.
 //! - [`spki_pin`]: the `sha256/BASE64` pin of a SubjectPublicKeyInfo, as clients pin it.
@@ -39,7 +41,7 @@ pub use openapi::ApiDoc;
 pub use problem::{ApiError, PROBLEM_JSON};
 pub use serve::{Server, router};
 pub use storage::{
-    AttachmentRecord, DeviceRecord, LeaseRecord, LoginFailures, NewDirective, NewSession, PgStore, PullBatch,
-    PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, SqliteStore, Store, StoreError,
-    UserRecord, idempotency_lock_id, open_store,
+    AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginDevice, LoginFailures, NewDirective, NewLogin,
+    PgStore, PullBatch, PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, SqliteStore, Store,
+    StoreError, UserRecord, idempotency_lock_id, open_store,
 };

@@ -73,6 +73,15 @@ enum Command {
         /// Access rules (TOML, docs/rules.md); without it a user reads and writes only what they own
         #[arg(long, value_name = "FILE", env = "FIELDVAULT_RULES")]
         rules: Option<PathBuf>,
+        /// Access token lifetime in seconds (60 to 86400)
+        #[arg(long, value_name = "SECS", default_value_t = 600,
+            value_parser = clap::value_parser!(u64).range(60..=86_400))]
+        access_ttl: u64,
+        /// Offline lease (and offline token) lifetime in seconds: every login and refresh moves the
+        /// lease's expiry this far ahead (3600 to 31622400)
+        #[arg(long, value_name = "SECS", default_value_t = 604_800,
+            value_parser = clap::value_parser!(u64).range(3_600..=31_622_400))]
+        lease_ttl: u64,
     },
     /// Manage user accounts
     #[command(subcommand)]
@@ -84,14 +93,17 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum DeviceCommand {
-    /// List devices: user, label, last contact, whether a session is live, pending directives
+    /// List devices: user, label, last contact, whether a session is live, whether the device is live or
+    /// retired (wiped, retired, rollback), pending directives
     List,
-    /// Remote logout: revoke the device's sessions, delete its lease key, send it a revoke directive
+    /// Remote logout: revoke the device's sessions and send it a revoke directive; its lease key stays,
+    /// so its next login continues it
     Revoke {
         /// Device id (from `device list`)
         id: String,
     },
-    /// Remote wipe: as revoke, and the directive tells the device to crypto-shred the account
+    /// Remote wipe: revoke the device's sessions, delete its lease key, retire it, and send it a wipe
+    /// directive telling it to crypto-shred the account
     Wipe {
         /// Device id (from `device list`)
         id: String,
@@ -122,13 +134,24 @@ enum UserCommand {
         #[arg(long = "attr", value_name = "K=V")]
         attributes: Vec<String>,
     },
-    /// Set a user's password (prompt or FIELDVAULT_PASSWORD); revokes every session of the user
+    /// Set a user's password (prompt or FIELDVAULT_PASSWORD); revokes every session of the user, keeps
+    /// their devices and lease keys
     Passwd {
         /// User name
         name: String,
     },
-    /// Disable a user: no login or refresh, every session revoked
+    /// Disable a user: no login or refresh, every session revoked; devices and lease keys are kept
     Disable {
+        /// User name
+        name: String,
+    },
+    /// Enable a disabled user: their devices continue at their next login
+    Enable {
+        /// User name
+        name: String,
+    },
+    /// Remove a user: sessions, devices, device secrets and lease keys deleted; their documents stay
+    Remove {
         /// User name
         name: String,
     },
@@ -158,23 +181,28 @@ async fn print_devices(store: &Arc<dyn Store>, json: bool) -> Result<()> {
             .map(|d| {
                 serde_json::json!({ "id": d.id, "user": d.user, "name": d.name, "created_at": d.created_at,
                     "last_seen_at": d.last_seen_at, "active": d.active,
+                    "retired": d.retired.map(|r| r.as_str()), "lease_expires_at": d.lease_expires_at,
                     "pending": d.pending.iter().map(|(jti, kind)| serde_json::json!({"jti": jti, "kind": kind})).collect::<Vec<_>>() })
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows).expect("JSON values always serialize"));
         return Ok(());
     }
-    println!("{:<26} {:<16} {:<20} {:<20} {:<8} PENDING", "DEVICE", "USER", "NAME", "LAST CONTACT (UTC)", "SESSION");
+    println!(
+        "{:<26} {:<16} {:<20} {:<20} {:<8} {:<9} PENDING",
+        "DEVICE", "USER", "NAME", "LAST CONTACT (UTC)", "SESSION", "STATE"
+    );
     for d in &all {
         let pending: Vec<String> = d.pending.iter().map(|(jti, kind)| format!("{kind}:{jti}")).collect();
         let seen = httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(d.last_seen_at));
         println!(
-            "{:<26} {:<16} {:<20} {:<20} {:<8} {}",
+            "{:<26} {:<16} {:<20} {:<20} {:<8} {:<9} {}",
             d.id,
             d.user,
             d.name.chars().take(20).collect::<String>(),
             seen.get(5..25).unwrap_or(&seen),
             if d.active { "live" } else { "revoked" },
+            d.retired.map_or("live", |r| r.as_str()),
             if pending.is_empty() { "-".to_owned() } else { pending.join(",") }
         );
     }
@@ -232,11 +260,19 @@ fn run(cli: Cli) -> Result<()> {
                         accounts::set_password(&store, &passwords, &name, read_password()?, now)
                             .await
                             .context("user passwd")?;
-                        (name, "password changed; every session revoked")
+                        (name, "password changed; every session revoked, devices kept")
                     }
                     UserCommand::Disable { name } => {
                         accounts::disable_user(&store, &name, now).await.context("user disable")?;
-                        (name, "disabled; every session revoked")
+                        (name, "disabled; every session revoked, devices kept")
+                    }
+                    UserCommand::Enable { name } => {
+                        accounts::enable_user(&store, &name).await.context("user enable")?;
+                        (name, "enabled")
+                    }
+                    UserCommand::Remove { name } => {
+                        accounts::remove_user(&store, &name).await.context("user remove")?;
+                        (name, "removed with every session, device and lease key; documents kept")
                     }
                 };
                 if cli.json {
@@ -261,13 +297,17 @@ fn run(cli: Cli) -> Result<()> {
                 let claims = devices::issue_directive(&store, &signer, &id, kind, now)
                     .await
                     .with_context(|| format!("device {}", kind.as_str()))?;
+                let lease = match kind {
+                    DirectiveKind::Wipe => "deleted",
+                    DirectiveKind::Revoke => "kept",
+                };
                 if cli.json {
                     let out = serde_json::json!({ "device": id, "user": claims.sub, "directive": claims.jti,
-                        "kind": kind.as_str(), "sessions": "revoked" });
+                        "kind": kind.as_str(), "sessions": "revoked", "lease_key": lease });
                     println!("{out}");
                 } else {
                     eprintln!(
-                        "fieldvault-server: device {id:?} of {:?}: sessions revoked, lease key deleted, {} directive {} pending",
+                        "fieldvault-server: device {id:?} of {:?}: sessions revoked, lease key {lease}, {} directive {} pending",
                         claims.sub,
                         kind.as_str(),
                         claims.jti
@@ -276,7 +316,7 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             })
         }
-        Command::Serve { listen, rules } => {
+        Command::Serve { listen, rules, access_ttl, lease_ttl } => {
             let rules = match &rules {
                 Some(path) => {
                     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -289,7 +329,9 @@ fn run(cli: Cli) -> Result<()> {
             let signer = key_dir.token_signer().context("the token-signing key")?;
             runtime()?.block_on(async {
                 let store = open_store(&cli.data, &store_key, cli.database_url.as_deref()).await.context("store")?;
-                let app = App::new(store.clone(), signer, &store_key, system_clock(), Config::default())
+                // The offline token expires with the lease it comes with.
+                let config = Config { access_ttl, lease_ttl, offline_ttl: lease_ttl, ..Config::default() };
+                let app = App::new(store.clone(), signer, &store_key, system_clock(), config)
                     .map_err(anyhow::Error::msg)?
                     .with_rules(rules);
                 drop(store_key);

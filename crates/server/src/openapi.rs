@@ -3,7 +3,10 @@
 
 use utoipa::OpenApi;
 
-use crate::auth::{DeviceSelf, JwksResponse, LeaseBody, LoginRequest, LogoutResponse, RefreshRequest, TokenResponse};
+use fieldvault_core::protocol::auth::{
+    AckRequest, AckResponse, DeviceProof, DeviceReason, DeviceSelf, JwksResponse, LeaseBody, LoginRequest,
+    LogoutRequest, LogoutResponse, RefreshRequest, TokenResponse,
+};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -11,7 +14,7 @@ use crate::auth::{DeviceSelf, JwksResponse, LeaseBody, LoginRequest, LogoutRespo
     info(title = "Fieldvault sync server", description = "SPEC section 5; docs/protocol.md walks through it."),
     paths(
         crate::serve::healthz,
-        crate::auth::routes::login,
+        crate::auth::login::login,
         crate::auth::routes::refresh,
         crate::auth::routes::logout,
         crate::auth::routes::jwks,
@@ -27,14 +30,17 @@ use crate::auth::{DeviceSelf, JwksResponse, LeaseBody, LoginRequest, LogoutRespo
     ),
     components(schemas(
         LoginRequest,
+        DeviceProof,
         TokenResponse,
+        DeviceReason,
         LeaseBody,
         RefreshRequest,
+        LogoutRequest,
         LogoutResponse,
         DeviceSelf,
         JwksResponse,
-        crate::devices::AckRequest,
-        crate::devices::AckResponse,
+        AckRequest,
+        AckResponse,
         crate::attachments::AttachmentUpload,
         crate::attachments::AttachmentInfo,
         crate::attachments::ChunkReceipt

@@ -3,7 +3,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use fieldvault_core::protocol::ProblemCode;
+use fieldvault_core::protocol::{ProblemCode, TIMESTAMP_WINDOW_SECS};
 
 /// The media type of error bodies.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -47,6 +47,16 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, ProblemCode::InvalidSignature, detail)
     }
 
+    /// 401 `stale_timestamp`: a time the client sent (`X-Timestamp`, a relogin proof's `ts`)
+    /// is more than the window from the server's clock. Send it with [`with_date`].
+    pub fn stale_timestamp(what: &str) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ProblemCode::StaleTimestamp,
+            format!("{what} is more than {TIMESTAMP_WINDOW_SECS} s from the server's time (see Date)"),
+        )
+    }
+
     /// 404 `not_found`.
     pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, ProblemCode::NotFound, "no such resource")
@@ -73,6 +83,16 @@ impl ApiError {
             "detail": self.detail,
         })
     }
+}
+
+/// Sets `Date` (RFC 9110 IMF-fixdate) to `now` by the server's clock: the clock that judged a
+/// client's timestamp, so that a client told `stale_timestamp` can learn the server's time.
+pub fn with_date(mut response: Response, now: u64) -> Response {
+    let date = httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(now));
+    if let Ok(v) = HeaderValue::from_str(&date) {
+        response.headers_mut().insert(header::DATE, v);
+    }
+    response
 }
 
 impl From<crate::storage::StoreError> for ApiError {

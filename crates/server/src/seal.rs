@@ -1,5 +1,5 @@
 //! Keys derived from the store key, and sealing of the secrets the server must be able to
-//! read back (session secrets, lease keys, a spent refresh token's successor).
+//! read back (session secrets, device secrets, lease keys, a spent refresh token's successor).
 //!
 //! ```text
 //! sqlite key = HKDF-SHA256(store key, salt = "", info = "fieldvault/v1/server/sqlite")
@@ -9,7 +9,8 @@
 //! ```
 //!
 //! On PostgreSQL the database is not encrypted by us, so sealing is what keeps a dump from
-//! yielding a session secret or a lease key; on SQLite it is a second layer under SQLCipher.
+//! yielding a session secret, a device secret or a lease key; on SQLite it is a second layer
+//! under SQLCipher.
 //! The associated data binds each sealed value to its purpose and row, so a value copied into
 //! another row or column does not open.
 
@@ -24,8 +25,11 @@ use zeroize::Zeroizing;
 pub enum Purpose {
     /// A session's request-signing secret (owner: session id).
     SessionSecret,
-    /// A lease key L (owner: lease id).
+    /// A lease key L (owner: lease id, so that it moves unchanged to the device that takes
+    /// it over after a rollback).
     LeaseKey,
+    /// A device secret (owner: device id).
+    DeviceSecret,
     /// A refresh token's successor (owner: session id).
     RefreshSuccessor,
 }
@@ -35,6 +39,7 @@ impl Purpose {
         match self {
             Purpose::SessionSecret => b"session-secret",
             Purpose::LeaseKey => b"lease-key",
+            Purpose::DeviceSecret => b"device-secret",
             Purpose::RefreshSuccessor => b"refresh-successor",
         }
     }
@@ -138,6 +143,7 @@ mod tests {
         assert_eq!(s.open(Purpose::SessionSecret, "s1", &sealed).expect("opens").as_slice(), b"secret");
         assert!(s.open(Purpose::SessionSecret, "s2", &sealed).is_err());
         assert!(s.open(Purpose::LeaseKey, "s1", &sealed).is_err());
+        assert!(s.open(Purpose::DeviceSecret, "s1", &sealed).is_err());
         assert!(Sealer::new(&[8; 32]).open(Purpose::SessionSecret, "s1", &sealed).is_err());
         let mut flipped = sealed.clone();
         flipped[20] ^= 1;

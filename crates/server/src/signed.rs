@@ -146,11 +146,7 @@ async fn check(
     let timestamp = parse_timestamp(ts_header).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let now = app.now();
     if !timestamp_is_fresh(timestamp, now) {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            ProblemCode::StaleTimestamp,
-            format!("X-Timestamp is more than {TIMESTAMP_WINDOW_SECS} s from the server's time (see Date)"),
-        ));
+        return Err(ApiError::stale_timestamp("X-Timestamp"));
     }
     let nonce_header = required(h, headers::NONCE)?;
     let nonce = decode_nonce(nonce_header).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -198,20 +194,18 @@ struct ResponseSigner {
 impl ResponseSigner {
     async fn sign(self, response: Response) -> Response {
         let now = self.app.now();
+        let response = if response.status() == StatusCode::UNAUTHORIZED
+            && response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v == crate::problem::PROBLEM_JSON)
+        {
+            // A stale client clock needs the server's time to correct itself.
+            crate::problem::with_date(response, now)
+        } else {
+            response
+        };
         let (mut parts, body) = response.into_parts();
         let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
             return ApiError::internal("a response body could not be read").into_response();
         };
-        if parts.status == StatusCode::UNAUTHORIZED
-            && parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v == crate::problem::PROBLEM_JSON)
-        {
-            // A stale client clock needs the server's time to correct itself.
-            if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(
-                std::time::UNIX_EPOCH + std::time::Duration::from_secs(now),
-            )) {
-                parts.headers.insert(header::DATE, v);
-            }
-        }
         if let Some(d) = &self.directives
             && let Ok(v) = HeaderValue::from_str(d)
         {

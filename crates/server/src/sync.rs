@@ -10,6 +10,7 @@ use axum::extract::{Extension, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use fieldvault_core::protocol::ProblemCode;
+use fieldvault_core::protocol::auth::DeviceReason;
 use fieldvault_core::protocol::sync::{
     DEFAULT_PULL_LIMIT, MAX_PULL_LIMIT, MAX_PUSH_OPS, PullResponse, PushRequest, PushResponse, check_owned_op,
 };
@@ -19,7 +20,14 @@ use crate::problem::ApiError;
 use crate::signed::SignedSession;
 use crate::storage::{PullBatch, PullOutcome, PushOutcome};
 
-fn rollback() -> ApiError {
+/// `device_seq` went backwards: the device is retired as caught in a rollback (its sessions
+/// end, its lease key stays), so that its next login makes a new device that takes the lease
+/// key over (SPEC section 5, "Offline lease").
+async fn rollback(app: &App, device_id: &str) -> ApiError {
+    if let Err(e) = app.store.retire_device(device_id, DeviceReason::Rollback, app.now()).await {
+        return ApiError::from(e);
+    }
+    tracing::warn!(device = %device_id, "rollback detected: device retired, its lease waits for its next login");
     ApiError::new(
         StatusCode::CONFLICT,
         ProblemCode::RollbackDetected,
@@ -70,7 +78,7 @@ pub async fn push(
     let outcome = app.store.push(batch).await?;
     match outcome {
         PushOutcome::Results(results) => Ok(no_store(Json(PushResponse { results }).into_response())),
-        PushOutcome::RollbackDetected => Err(rollback()),
+        PushOutcome::RollbackDetected => Err(rollback(&app, &signed.session.device_id).await),
         PushOutcome::KeyInUse => Err(key_in_use()),
     }
 }
@@ -163,7 +171,7 @@ pub async fn pull(
         now: app.now(),
     };
     match app.store.pull(batch).await? {
-        PullOutcome::RollbackDetected => Err(rollback()),
+        PullOutcome::RollbackDetected => Err(rollback(&app, &signed.session.device_id).await),
         PullOutcome::UnknownUser => Err(ApiError::invalid_token("the user no longer exists")),
         PullOutcome::Page { changes, next, has_more } => {
             let cursor = app.cursors.encode(user, next);

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Re-checks the worked example of docs/protocol.md (section 12) with Python's standard
 library alone, following the page's rules rather than the Rust code: body hashes, the
-strings signed, request and response HMACs, the messages as sent, and the example tokens and
-JWKS (Ed25519 written out from RFC 8032, which hashlib lacks). Exits non-zero when the page
+strings signed, request and response HMACs, the relogin proof, the messages as sent, and the
+example tokens and JWKS (Ed25519 written out from RFC 8032, which hashlib lacks). Exits non-zero when the page
 shows anything else. Run by .ci/run."""
 import base64
 import email.utils
@@ -27,8 +27,9 @@ def b64url(b):
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 
 
-# Section 12.1: every input is a run of consecutive byte values.
+# Section 12.1: every input is a run of consecutive byte values (the device secret counts down).
 secret = run(0x00, 32)
+device_secret = bytes(range(0xFF, 0xFF - 32, -1))
 seed = run(0x20, 32)
 key_id, device_id = "k_" + b64url(run(0x40, 16)), "d_" + b64url(run(0x50, 16))
 session_id, lease_id = "s_" + b64url(run(0x60, 16)), "l_" + b64url(run(0x70, 16))
@@ -38,6 +39,7 @@ lease_key = b64(run(0xC0, 32))
 access_jti, offline_jti = "at_" + b64url(run(0xE0, 16)), "ot_" + b64url(run(0xF0, 16))
 LOGIN_AT = 1767225600
 GET_AT, REFRESH_AT = LOGIN_AT + 60, LOGIN_AT + 540
+RELOGIN_AT = LOGIN_AT + 7 * 86400
 ATTEMPT_ID = "3f0c8a52-6d1e-4b7a-9e24-71c5d0b8f613"
 HOST, USER, ROLE = "vault.example", "alice", "inspector"
 
@@ -155,14 +157,16 @@ offline = token("fv-offline+jwt", "fieldvault/offline", LOGIN_AT + 7 * 86400, of
 for what, value in [("key id", key_id), ("device id", device_id), ("session id", session_id),
                     ("lease id", lease_id), ("refresh token", refresh_token), ("lease key", lease_key),
                     ("access jti", access_jti), ("offline jti", offline_jti), ("GET nonce", nonce_get),
-                    ("refresh nonce", nonce_refresh), ("session secret", b64(secret))]:
+                    ("refresh nonce", nonce_refresh), ("session secret", b64(secret)),
+                    ("device secret", b64(device_secret))]:
     shows(what, f"`{value}`")
 shows("login time", f"`{LOGIN_AT}` ({email.utils.formatdate(LOGIN_AT, usegmt=True)})")
 login_body = compact({"user": USER, "password": "correct horse battery staple", "device_name": "field tablet"})
 shows("login request", http(["POST /v1/auth/login HTTP/1.1", f"Host: {HOST}", "Content-Type: application/json",
                              f"Content-Length: {len(login_body)}"], login_body))
 tokens = {"access_token": access, "refresh_token": refresh_token, "offline_token": offline,
-          "session_secret": b64(secret), "key_id": key_id, "device_id": device_id, "expires_in": 600,
+          "session_secret": b64(secret), "key_id": key_id, "device_id": device_id,
+          "device_secret": b64(device_secret), "expires_in": 600,
           "lease": {"lease_id": lease_id, "key": lease_key, "expires_at": LOGIN_AT + 7 * 86400}}
 shows("login response body", json.dumps(tokens, indent=2))
 shows("login response head", http(["HTTP/1.1 200 OK", "content-type: application/json", "cache-control: no-store",
@@ -214,6 +218,21 @@ shows("401 response", http(["HTTP/1.1 401 Unauthorized", "content-type: applicat
                             "cache-control: no-store", f"date: {email.utils.formatdate(REFRESH_AT + 1, usegmt=True)}",
                             f"x-timestamp: {REFRESH_AT + 1}", f"x-signature: {sig}", f"content-length: {len(body)}"],
                            body))
+# 12.8: a later login naming the device, with its relogin proof.
+shows("relogin time", f"`{RELOGIN_AT}` ({email.utils.formatdate(RELOGIN_AT, usegmt=True)})")
+s = f"FV1-RELOGIN\n{device_id}\n{RELOGIN_AT}"
+proof = b64(hmac.new(device_secret, s.encode(), hashlib.sha256).digest())
+shows("relogin string", escaped(s))
+shows("relogin string length", f"{len(s)} bytes")
+shows("relogin proof", f"`{proof}`")
+body = compact({"user": USER, "password": "correct horse battery staple", "device_name": "field tablet",
+                "device": {"id": device_id, "ts": RELOGIN_AT, "proof": proof}})
+shows("relogin body length", f"the body is {len(body)} bytes")
+shows("relogin request", http(["POST /v1/auth/login HTTP/1.1", f"Host: {HOST}", "Content-Type: application/json",
+                               f"Content-Length: {len(body)}"], body))
+shows("relogin lease", "`" + compact({"lease_id": lease_id, "key": lease_key,
+                                       "expires_at": RELOGIN_AT + 7 * 86400}) + "`")
+
 shows("nonce retention", "timestamp + 300 + 60 = timestamp + 360 s")
 
 if missing:

@@ -1,13 +1,14 @@
-//! Accounts and tokens: password hashing, login with throttling, refresh-token rotation with
-//! reuse detection, logout, the JWKS (SPEC section 5, "Tokens" and "Offline lease").
+//! Accounts and tokens: password hashing, login with throttling and device continuity,
+//! refresh-token rotation with reuse detection, logout, the JWKS (SPEC section 5, "Devices
+//! and sessions", "Tokens" and "Offline lease"). The wire bodies are
+//! `fieldvault_core::protocol::auth`, shared with the client.
 
+pub(crate) mod login;
 mod passwords;
 pub(crate) mod routes;
 mod tokens;
 
+pub use login::login;
 pub use passwords::{PARAMS as ARGON2_PARAMS, Password, Passwords};
-pub use routes::{
-    DeviceSelf, JwksResponse, LeaseBody, LoginRequest, LogoutResponse, PeerAddr, RefreshRequest, TokenResponse,
-    device_self, jwks, login, logout, refresh,
-};
+pub use routes::{PeerAddr, device_self, jwks, logout, refresh};
 pub use tokens::refresh_token_hash;

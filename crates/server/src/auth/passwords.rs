@@ -14,41 +14,11 @@ use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
-use serde::Deserialize;
 use tokio::sync::Semaphore;
-use zeroize::Zeroizing;
 
-/// A user's password, in memory only as long as a login or `user add` needs it.
-#[derive(Clone)]
-pub struct Password(Zeroizing<String>);
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Password([redacted])")
-    }
-}
-
-impl Password {
-    /// Wraps a password.
-    pub fn new(s: Zeroizing<String>) -> Self {
-        Password(s)
-    }
-
-    fn bytes(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-
-    /// Its length in characters.
-    pub fn chars(&self) -> usize {
-        self.0.chars().count()
-    }
-}
-
-impl<'de> Deserialize<'de> for Password {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Password(Zeroizing::new(String::deserialize(d)?)))
-    }
-}
+/// A user's password (the login body's type, from `fieldvault_core`), in memory only as long
+/// as a login or `user add` needs it.
+pub use fieldvault_core::protocol::auth::Password;
 
 /// Memory in KiB, passes and lanes: OWASP's first Argon2id setting (19 MiB, 2 passes, 1 lane),
 /// about 25 ms here; a login burst is bounded by the semaphore, not by memory.
@@ -109,7 +79,9 @@ impl Passwords {
     /// Hashes a new password.
     pub async fn hash(&self, password: Password) -> Result<String, String> {
         let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
-        self.on_threads(move || hash_now(password.bytes())).await.ok_or("the password thread failed")?
+        self.on_threads(move || hash_now(password.expose_secret().as_bytes()))
+            .await
+            .ok_or("the password thread failed")?
     }
 
     /// True when `password` matches `hash`. With `None` (unknown or disabled user) it checks
@@ -119,7 +91,7 @@ impl Passwords {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy.as_ref().clone());
         let ok = self
-            .on_threads(move || argon2().verify_password(password.bytes(), hash.as_str()).is_ok())
+            .on_threads(move || argon2().verify_password(password.expose_secret().as_bytes(), hash.as_str()).is_ok())
             .await
             .unwrap_or(false);
         ok && known
@@ -128,6 +100,8 @@ impl Passwords {
 
 #[cfg(test)]
 mod tests {
+    use zeroize::Zeroizing;
+
     use super::*;
 
     #[tokio::test]

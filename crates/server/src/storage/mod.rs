@@ -2,15 +2,19 @@
 //! [`SqliteStore`] (the default: one SQLCipher file keyed by a key derived from the store key)
 //! and [`PgStore`] (PostgreSQL, shared by any number of server instances).
 //!
-//! Everything every instance must agree on lives here: users, devices, sessions, refresh
-//! tokens and their spends, request nonces, login throttling. Secrets (session secrets, lease
-//! keys, a refresh token's successor) reach the store already sealed by [`crate::seal`]; the
-//! store keeps bytes. Each method that changes several rows does so in one transaction, and
-//! the ones that decide security questions (nonce insert, refresh spend) are single atomic
-//! statements or serialised transactions on both backends.
+//! Everything every instance must agree on lives here: users, devices (with their device
+//! secrets and lease keys: a device outlives its sessions), sessions, refresh tokens and
+//! their spends, request nonces, login throttling. Secrets (session secrets, device secrets,
+//! lease keys, a refresh token's successor) reach the store already sealed by
+//! [`crate::seal`]; the store keeps bytes. Each method that changes several rows does so in
+//! one transaction, and the ones that decide security questions (nonce insert, refresh
+//! spend, a login's device, a device's retirement) are single atomic statements or
+//! serialised transactions on both backends.
 
 mod attachments_postgres;
 mod attachments_sqlite;
+mod devices_postgres;
+mod devices_sqlite;
 mod postgres;
 mod sqlite;
 mod sync_postgres;
@@ -19,6 +23,8 @@ mod sync_sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use fieldvault_core::protocol::DirectiveKind;
+use fieldvault_core::protocol::auth::DeviceReason;
 use fieldvault_core::protocol::sync::{Change, CheckedOp, Cursor, OpResult, StoredDoc};
 use fieldvault_core::rules::Rules;
 
@@ -81,40 +87,114 @@ pub struct UserRecord {
     pub attributes: serde_json::Map<String, serde_json::Value>,
 }
 
-/// A new session, created at login together with its device and first refresh token.
+/// A login as the store records it, in one transaction: the session, its first refresh token,
+/// and what happens to the device (SPEC section 5, "Devices and sessions").
 #[derive(Debug, Clone)]
-pub struct NewSession {
+pub struct NewLogin {
     /// Session id (`sid` in tokens).
-    pub id: String,
+    pub session_id: String,
     /// The key id the device names in `X-Key-Id`.
     pub key_id: String,
     /// The user.
     pub user: String,
-    /// Server-assigned device id.
-    pub device_id: String,
-    /// The client's label for the device.
-    pub device_name: String,
-    /// The request-signing secret, sealed.
+    /// The session's request-signing secret, sealed.
     pub secret_sealed: Vec<u8>,
-    /// The current offline lease.
-    pub lease: LeaseRecord,
     /// SHA-256 of the first refresh token.
     pub refresh_hash: [u8; 32],
+    /// The client's label for the device (replaces the label of a continued device).
+    pub device_name: String,
+    /// The device the session belongs to.
+    pub device: LoginDevice,
     /// Now (Unix seconds).
     pub now: u64,
 }
 
-/// An offline lease as stored: the key L is sealed.
+/// What a login does with its device.
+#[derive(Debug, Clone)]
+pub enum LoginDevice {
+    /// A new device (a first login, or a named device that was wiped or retired), with its
+    /// sealed device secret and a new lease.
+    New {
+        /// Server-assigned device id.
+        id: String,
+        /// The device secret, sealed.
+        secret_sealed: Vec<u8>,
+        /// Its lease.
+        lease: LeaseRecord,
+    },
+    /// The named device goes on: same id, held ids, `device_seq` and lease key, which gets
+    /// `lease`'s expiry. Applies only while the device is live, is the user's, and still holds
+    /// the lease `expected_lease` (None: it held none, and gets `lease`). The device's earlier
+    /// sessions are revoked: a device has one live session.
+    Continue {
+        /// The device id.
+        id: String,
+        /// The lease id the device held when the login read it.
+        expected_lease: Option<String>,
+        /// The lease it holds after the login.
+        lease: LeaseRecord,
+    },
+    /// After a rollback: a new device that takes over the lease of `from`, which must still
+    /// be the user's, retired by a rollback, and holding exactly `lease` (by id). `from` keeps
+    /// no lease: one holder only.
+    TakeOver {
+        /// The new device id.
+        id: String,
+        /// Its device secret, sealed.
+        secret_sealed: Vec<u8>,
+        /// The device retired by the rollback.
+        from: String,
+        /// `from`'s lease (same id and sealed key), with the new expiry.
+        lease: LeaseRecord,
+    },
+}
+
+impl LoginDevice {
+    /// The device id the session belongs to.
+    pub fn id(&self) -> &str {
+        match self {
+            LoginDevice::New { id, .. } | LoginDevice::Continue { id, .. } | LoginDevice::TakeOver { id, .. } => id,
+        }
+    }
+
+    /// The lease the device holds after the login.
+    pub fn lease(&self) -> &LeaseRecord {
+        match self {
+            LoginDevice::New { lease, .. }
+            | LoginDevice::Continue { lease, .. }
+            | LoginDevice::TakeOver { lease, .. } => lease,
+        }
+    }
+}
+
+/// A device's offline lease as stored: the key L is sealed (owner: the lease id, so the
+/// sealed bytes move unchanged when a new device takes the lease over after a rollback).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseRecord {
     /// Lease id.
     pub id: String,
     /// The lease key L, sealed.
     pub key_sealed: Vec<u8>,
-    /// When it was issued (refresh renews it at most daily).
-    pub issued_at: u64,
-    /// When it expires.
+    /// When the device must delete its copy, as last sent (every login and refresh moves it).
     pub expires_at: u64,
+}
+
+/// A device as a login that names it sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceState {
+    /// Server-assigned id.
+    pub id: String,
+    /// Its user.
+    pub user: String,
+    /// The device secret, sealed (None for a device made before device secrets existed:
+    /// such a device cannot be named).
+    pub secret_sealed: Option<Vec<u8>>,
+    /// Its lease, if it still has one.
+    pub lease: Option<LeaseRecord>,
+    /// Why it was retired (None: live).
+    pub retired: Option<DeviceReason>,
+    /// Directives not yet acknowledged (compact JWS), oldest first.
+    pub directives: Vec<String>,
 }
 
 /// A session as stored.
@@ -136,8 +216,6 @@ pub struct SessionRecord {
     pub created_at: u64,
     /// Directives for this session's device not yet acknowledged (compact JWS), oldest first.
     pub directives: Vec<String>,
-    /// The current lease, if the device still has one.
-    pub lease: Option<LeaseRecord>,
 }
 
 /// What a refresh spend found (SPEC section 5, `POST /v1/auth/refresh`).
@@ -202,6 +280,10 @@ pub struct DeviceRecord {
     pub session_id: Option<String>,
     /// Whether any session of the device is still live.
     pub active: bool,
+    /// Why the device was retired (None: live).
+    pub retired: Option<DeviceReason>,
+    /// The expiry last sent with its lease key (None: the server holds no lease key for it).
+    pub lease_expires_at: Option<u64>,
     /// Directives not yet acknowledged: (jti, kind).
     pub pending: Vec<(String, String)>,
 }
@@ -213,8 +295,9 @@ pub struct NewDirective {
     pub jti: String,
     /// The device.
     pub device_id: String,
-    /// `revoke` or `wipe`.
-    pub kind: String,
+    /// `revoke` (the device's sessions end) or `wipe` (the device is retired as wiped and its
+    /// lease key deleted, too).
+    pub kind: DirectiveKind,
     /// The signed JWS.
     pub token: String,
     /// Now.
@@ -340,11 +423,19 @@ pub trait Store: Send + Sync + 'static {
     async fn add_user(&self, user: &UserRecord, now: u64) -> Result<(), StoreError>;
     /// A user by name.
     async fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError>;
-    /// Sets a user's password hash and revokes every session of the user, in one transaction.
-    /// False if there is no such user.
+    /// Sets a user's password hash and revokes every session of the user, in one transaction;
+    /// devices and their lease keys stay. False if there is no such user.
     async fn set_password(&self, name: &str, password_hash: &str, now: u64) -> Result<bool, StoreError>;
-    /// Disables a user and revokes every session of the user. False if there is no such user.
+    /// Disables a user and revokes every session of the user; devices and their lease keys
+    /// stay. False if there is no such user.
     async fn disable_user(&self, name: &str, now: u64) -> Result<bool, StoreError>;
+    /// Enables a disabled user. False if there is no such user.
+    async fn enable_user(&self, name: &str) -> Result<bool, StoreError>;
+    /// Removes a user with everything that lets anyone act as them: sessions, refresh
+    /// tokens, devices with their device secrets and lease keys, held ids, directives,
+    /// idempotency records and login failures. Documents and attachments stay. False if
+    /// there is no such user.
+    async fn remove_user(&self, name: &str) -> Result<bool, StoreError>;
 
     /// Failed logins recorded for (user, address).
     async fn login_failures(&self, user: &str, address: &str) -> Result<LoginFailures, StoreError>;
@@ -353,14 +444,24 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets the failures after a successful login.
     async fn clear_login_failures(&self, user: &str, address: &str) -> Result<(), StoreError>;
 
-    /// Creates the device, the session and its first refresh token in one transaction.
-    async fn create_session(&self, session: &NewSession) -> Result<(), StoreError>;
+    /// A device, as a login naming it needs it.
+    async fn device(&self, id: &str) -> Result<Option<DeviceState>, StoreError>;
+    /// Records a login in one transaction: the device (see [`LoginDevice`]), the session and
+    /// its first refresh token. False, with nothing changed, when the device no longer is
+    /// what the login read (retired, wiped, taken over meanwhile): read it again and decide
+    /// again.
+    async fn login(&self, login: &NewLogin) -> Result<bool, StoreError>;
     /// The session a key id names.
     async fn session_by_key_id(&self, key_id: &str) -> Result<Option<SessionRecord>, StoreError>;
-    /// Revokes a session and spends all its refresh tokens. Idempotent.
+    /// Revokes a session and spends all its refresh tokens; its device stays. Idempotent.
     async fn revoke_session(&self, session_id: &str, now: u64) -> Result<(), StoreError>;
-    /// Replaces a session's lease.
-    async fn set_lease(&self, session_id: &str, lease: &LeaseRecord) -> Result<(), StoreError>;
+    /// Retires a device: revokes every session of it and records `reason`. `Wiped` and
+    /// `Retired` (a plain logout) also delete its lease key; `Rollback` keeps it for the
+    /// device's next login to pass on, and applies only to a live device. Idempotent.
+    async fn retire_device(&self, device_id: &str, reason: DeviceReason, now: u64) -> Result<(), StoreError>;
+    /// Moves the expiry of a live device's lease to `expires_at` (a refresh) and returns the
+    /// lease; None if the device is retired or holds no lease.
+    async fn renew_lease(&self, device_id: &str, expires_at: u64, now: u64) -> Result<Option<LeaseRecord>, StoreError>;
     /// Spends a refresh token atomically (see [`SpendOutcome`]).
     async fn spend_refresh(&self, spend: Spend<'_>) -> Result<SpendOutcome, StoreError>;
 
@@ -380,8 +481,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every device, by user then first login.
     async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError>;
-    /// Stores a directive and, in the same transaction, revokes every session of its device
-    /// (which deletes their lease keys). False if there is no such device.
+    /// Stores a directive and, in the same transaction, revokes every session of its device;
+    /// a wipe also retires the device as wiped and deletes its lease key. False if there is no
+    /// such device.
     async fn add_directive(&self, directive: &NewDirective) -> Result<bool, StoreError>;
     /// Marks these directives of this device acknowledged; returns how many were pending.
     async fn ack_directives(&self, device_id: &str, jtis: &[String], now: u64) -> Result<u64, StoreError>;

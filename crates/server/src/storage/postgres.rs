@@ -1,8 +1,9 @@
 //! [`PgStore`]: the [`Store`] on PostgreSQL, for deployments that run several server
 //! instances against one database.
 //!
-//! It keeps the same rows as the SQLCipher store: users, devices, sessions (with their sealed
-//! secrets and leases), refresh tokens and their spends, request nonces and login failures.
+//! It keeps the same rows as the SQLCipher store: users, devices (with their sealed secrets
+//! and leases), sessions (with their sealed secrets), refresh tokens and their spends, request
+//! nonces and login failures.
 //! Every instance reads and writes the same tables, so each decision that must hold across
 //! instances is made by the database: a nonce insert is one `INSERT .. ON CONFLICT DO NOTHING`,
 //! a failed login one upsert, and a refresh spend one transaction that first locks the
@@ -23,14 +24,17 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
 
 use fieldvault_core::protocol::sync::StoredDoc;
 
+use fieldvault_core::protocol::DirectiveKind;
+use fieldvault_core::protocol::auth::DeviceReason;
+
 use super::{
-    AttachmentRecord, DeviceRecord, LeaseRecord, LoginFailures, NewDirective, NewSession, PullBatch, PullOutcome,
-    PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord, attachments_postgres,
-    decode_access, encode_access, sync_postgres,
+    AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginFailures, NewDirective, NewLogin, PullBatch,
+    PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord,
+    attachments_postgres, decode_access, devices_postgres, encode_access, sync_postgres,
 };
 
 /// The newest schema version this build knows.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Key of the advisory lock held while migrating (the ASCII bytes of `fvschema`, to stay clear of
 /// other applications' keys in a shared database).
@@ -192,6 +196,11 @@ async fn migrate(pool: &PgPool, schema: Option<&str>) -> Result<(), StoreError> 
             sqlx::query(*statement).execute(&mut *tx).await.map_err(backend)?;
         }
     }
+    if found < 3 {
+        for statement in devices_postgres::SCHEMA_V3 {
+            sqlx::query(*statement).execute(&mut *tx).await.map_err(backend)?;
+        }
+    }
     if found < SCHEMA_VERSION {
         sqlx::query("DELETE FROM fv_schema").execute(&mut *tx).await.map_err(backend)?;
         sqlx::query("INSERT INTO fv_schema (version) VALUES ($1)")
@@ -231,19 +240,15 @@ pub(super) fn from_db(t: i64) -> Result<u64, StoreError> {
     u64::try_from(t).map_err(|_| StoreError::Backend("a negative number in the store".to_owned()))
 }
 
-/// Revokes a session inside `tx`: marks it revoked (keeping the first time), spends its live
-/// refresh tokens and deletes its lease, whose key must not outlive the session.
+/// Revokes a session inside `tx`: marks it revoked (keeping the first time) and spends its live
+/// refresh tokens. Its device, and the device's lease, stay.
 async fn revoke_in(conn: &mut PgConnection, session_id: &str, now: i64) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE sessions SET revoked_at = COALESCE(revoked_at, $2), lease_id = NULL, lease_sealed = NULL,
-             lease_issued_at = NULL, lease_expires_at = NULL
-         WHERE id = $1",
-    )
-    .bind(session_id)
-    .bind(now)
-    .execute(&mut *conn)
-    .await
-    .map_err(backend)?;
+    sqlx::query("UPDATE sessions SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
+        .bind(session_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
     sqlx::query("UPDATE refresh_tokens SET spent_at = $2 WHERE session_id = $1 AND spent_at IS NULL")
         .bind(session_id)
         .bind(now)
@@ -253,18 +258,15 @@ async fn revoke_in(conn: &mut PgConnection, session_id: &str, now: i64) -> Resul
     Ok(())
 }
 
-/// Revokes every live session of a user inside `tx` (after a password change or disable).
+/// Revokes every live session of a user inside `tx` (after a password change or disable);
+/// devices and their leases stay.
 async fn revoke_user_in(conn: &mut PgConnection, user: &str, now: i64) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE sessions SET revoked_at = $2, lease_id = NULL, lease_sealed = NULL, lease_issued_at = NULL,
-             lease_expires_at = NULL
-         WHERE user_name = $1 AND revoked_at IS NULL",
-    )
-    .bind(user)
-    .bind(now)
-    .execute(&mut *conn)
-    .await
-    .map_err(backend)?;
+    sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE user_name = $1 AND revoked_at IS NULL")
+        .bind(user)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
     sqlx::query(
         "UPDATE refresh_tokens SET spent_at = $2
          WHERE spent_at IS NULL AND session_id IN (SELECT id FROM sessions WHERE user_name = $1)",
@@ -355,6 +357,19 @@ impl Store for PgStore {
         Ok(true)
     }
 
+    async fn enable_user(&self, name: &str) -> Result<bool, StoreError> {
+        let updated = sqlx::query("UPDATE users SET disabled = false WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    async fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
+        devices_postgres::remove_user(&self.pool, name).await
+    }
+
     async fn login_failures(&self, user: &str, address: &str) -> Result<LoginFailures, StoreError> {
         let row = sqlx::query("SELECT failures, last_at FROM login_failures WHERE user_name = $1 AND address = $2")
             .bind(user)
@@ -395,50 +410,17 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn create_session(&self, session: &NewSession) -> Result<(), StoreError> {
-        let now = to_db(session.now)?;
-        let lease = &session.lease;
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        sqlx::query("INSERT INTO devices (id, user_name, name, created_at, last_seen_at) VALUES ($1, $2, $3, $4, $4)")
-            .bind(&session.device_id)
-            .bind(&session.user)
-            .bind(&session.device_name)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        sqlx::query(
-            "INSERT INTO sessions (id, key_id, user_name, device_id, secret_sealed, created_at,
-                 lease_id, lease_sealed, lease_issued_at, lease_expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&session.id)
-        .bind(&session.key_id)
-        .bind(&session.user)
-        .bind(&session.device_id)
-        .bind(&session.secret_sealed[..])
-        .bind(now)
-        .bind(&lease.id)
-        .bind(&lease.key_sealed[..])
-        .bind(to_db(lease.issued_at)?)
-        .bind(to_db(lease.expires_at)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        sqlx::query("INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES ($1, $2, $3)")
-            .bind(&session.refresh_hash[..])
-            .bind(&session.id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+    async fn device(&self, id: &str) -> Result<Option<DeviceState>, StoreError> {
+        devices_postgres::device(&self.pool, id).await
+    }
+
+    async fn login(&self, login: &NewLogin) -> Result<bool, StoreError> {
+        devices_postgres::login(&self.pool, login).await
     }
 
     async fn session_by_key_id(&self, key_id: &str) -> Result<Option<SessionRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, key_id, user_name, device_id, secret_sealed, revoked_at IS NOT NULL AS revoked,
-                 lease_id, lease_sealed, lease_issued_at, lease_expires_at, created_at,
+            "SELECT id, key_id, user_name, device_id, secret_sealed, revoked_at IS NOT NULL AS revoked, created_at,
                  COALESCE((SELECT array_agg(d.token ORDER BY d.issued_at, d.jti) FROM directives d
                            WHERE d.device_id = sessions.device_id AND d.acked_at IS NULL), ARRAY[]::text[])
                      AS directives
@@ -449,19 +431,6 @@ impl Store for PgStore {
         .await
         .map_err(backend)?;
         let Some(row) = row else { return Ok(None) };
-        let lease_id: Option<String> = row.try_get("lease_id").map_err(backend)?;
-        let lease = match lease_id {
-            None => None,
-            Some(id) => {
-                let key_sealed: Option<Vec<u8>> = row.try_get("lease_sealed").map_err(backend)?;
-                let issued_at: Option<i64> = row.try_get("lease_issued_at").map_err(backend)?;
-                let expires_at: Option<i64> = row.try_get("lease_expires_at").map_err(backend)?;
-                let (Some(key_sealed), Some(issued_at), Some(expires_at)) = (key_sealed, issued_at, expires_at) else {
-                    return Err(StoreError::Backend("incomplete lease in the store".to_owned()));
-                };
-                Some(LeaseRecord { id, key_sealed, issued_at: from_db(issued_at)?, expires_at: from_db(expires_at)? })
-            }
-        };
         Ok(Some(SessionRecord {
             id: row.try_get("id").map_err(backend)?,
             key_id: row.try_get("key_id").map_err(backend)?,
@@ -471,7 +440,6 @@ impl Store for PgStore {
             revoked: row.try_get("revoked").map_err(backend)?,
             created_at: from_db(row.try_get("created_at").map_err(backend)?)?,
             directives: row.try_get("directives").map_err(backend)?,
-            lease,
         }))
     }
 
@@ -482,22 +450,15 @@ impl Store for PgStore {
         tx.commit().await.map_err(backend)
     }
 
-    async fn set_lease(&self, session_id: &str, lease: &LeaseRecord) -> Result<(), StoreError> {
-        // Not on a revoked session: revocation deleted its lease key, and a refresh racing the
-        // revocation must not bring one back.
-        sqlx::query(
-            "UPDATE sessions SET lease_id = $2, lease_sealed = $3, lease_issued_at = $4, lease_expires_at = $5
-             WHERE id = $1 AND revoked_at IS NULL",
-        )
-        .bind(session_id)
-        .bind(&lease.id)
-        .bind(&lease.key_sealed[..])
-        .bind(to_db(lease.issued_at)?)
-        .bind(to_db(lease.expires_at)?)
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(())
+    async fn retire_device(&self, device_id: &str, reason: DeviceReason, now: u64) -> Result<(), StoreError> {
+        let now = to_db(now)?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        devices_postgres::retire_in(&mut tx, device_id, reason, now).await?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn renew_lease(&self, device_id: &str, expires_at: u64, now: u64) -> Result<Option<LeaseRecord>, StoreError> {
+        devices_postgres::renew_lease(&self.pool, device_id, expires_at, now).await
     }
 
     async fn spend_refresh(&self, spend: Spend<'_>) -> Result<SpendOutcome, StoreError> {
@@ -635,17 +596,19 @@ impl Store for PgStore {
     }
 
     async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        sync_postgres::devices(&self.pool).await
+        devices_postgres::devices(&self.pool).await
     }
 
     async fn add_directive(&self, d: &NewDirective) -> Result<bool, StoreError> {
         let now = to_db(d.now)?;
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM devices WHERE id = $1)")
+        // The device row is locked first, as by every path that changes a device.
+        let exists = sqlx::query("SELECT 1 FROM devices WHERE id = $1 FOR UPDATE")
             .bind(&d.device_id)
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await
-            .map_err(backend)?;
+            .map_err(backend)?
+            .is_some();
         if !exists {
             tx.rollback().await.map_err(backend)?;
             return Ok(false);
@@ -653,19 +616,15 @@ impl Store for PgStore {
         sqlx::query("INSERT INTO directives (jti, device_id, kind, token, issued_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&d.jti)
             .bind(&d.device_id)
-            .bind(&d.kind)
+            .bind(d.kind.as_str())
             .bind(&d.token)
             .bind(now)
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-        let sessions: Vec<String> = sqlx::query_scalar("SELECT id FROM sessions WHERE device_id = $1")
-            .bind(&d.device_id)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(backend)?;
-        for id in sessions {
-            revoke_in(&mut tx, &id, now).await?;
+        match d.kind {
+            DirectiveKind::Wipe => devices_postgres::retire_in(&mut tx, &d.device_id, DeviceReason::Wiped, now).await?,
+            DirectiveKind::Revoke => devices_postgres::revoke_device_sessions(&mut tx, &d.device_id, now).await?,
         }
         tx.commit().await.map_err(backend)?;
         Ok(true)
@@ -736,6 +695,7 @@ mod tests {
     use std::future::Future;
 
     use super::*;
+    use crate::storage::LoginDevice;
 
     const ENV: &str = "FIELDVAULT_TEST_POSTGRES";
 
@@ -777,27 +737,31 @@ mod tests {
     }
 
     fn lease(id: &str, now: u64) -> LeaseRecord {
-        LeaseRecord { id: id.to_owned(), key_sealed: vec![7; 48], issued_at: now, expires_at: now + 86_400 }
+        LeaseRecord { id: id.to_owned(), key_sealed: vec![7; 48], expires_at: now + 86_400 }
     }
 
-    fn new_session(n: u8, user: &str, now: u64) -> NewSession {
-        NewSession {
-            id: format!("sid{n}"),
+    /// A first login of user's device `dev{n}`, session `sid{n}`.
+    fn new_session(n: u8, user: &str, now: u64) -> NewLogin {
+        NewLogin {
+            session_id: format!("sid{n}"),
             key_id: format!("kid{n}"),
             user: user.to_owned(),
-            device_id: format!("dev{n}"),
-            device_name: "field laptop".to_owned(),
             secret_sealed: vec![n; 60],
-            lease: lease(&format!("lease{n}"), now),
             refresh_hash: [n; 32],
+            device_name: "field laptop".to_owned(),
+            device: LoginDevice::New {
+                id: format!("dev{n}"),
+                secret_sealed: vec![n; 61],
+                lease: lease(&format!("lease{n}"), now),
+            },
             now,
         }
     }
 
-    fn spend<'a>(session: &'a NewSession, token: [u8; 32], attempt: &'a str, successor: u8, now: u64) -> Spend<'a> {
+    fn spend<'a>(session: &'a NewLogin, token: [u8; 32], attempt: &'a str, successor: u8, now: u64) -> Spend<'a> {
         Spend {
             token_hash: token,
-            session_id: &session.id,
+            session_id: &session.session_id,
             attempt_id: attempt,
             successor_hash: [successor; 32],
             successor_sealed: vec![successor; 70],
@@ -835,12 +799,13 @@ mod tests {
             let a2 = new_session(2, "alice", 100);
             let b3 = new_session(3, "bob", 100);
             for s in [&a1, &a2, &b3] {
-                store.create_session(s).await.expect("creates session");
+                assert!(store.login(s).await.expect("creates session"));
             }
             let found = store.session_by_key_id("kid1").await.expect("reads").expect("exists");
             assert!(!found.revoked);
-            assert_eq!(found.lease, Some(lease("lease1", 100)));
             assert_eq!(found.secret_sealed, vec![1; 60]);
+            let device = store.device("dev1").await.expect("reads").expect("exists");
+            assert_eq!((device.lease, device.secret_sealed), (Some(lease("lease1", 100)), Some(vec![1; 61])));
 
             assert!(store.set_password("alice", "new-hash", 200).await.expect("sets"));
             assert!(!store.set_password("carol", "new-hash", 200).await.expect("no such user"));
@@ -858,6 +823,14 @@ mod tests {
             assert!(store.disable_user("bob", 300).await.expect("disables"));
             assert!(store.user("bob").await.expect("reads").expect("exists").disabled);
             assert!(store.session_by_key_id("kid3").await.expect("reads").expect("exists").revoked);
+            // Devices and their leases outlive the sessions.
+            for dev in ["dev1", "dev2", "dev3"] {
+                let d = store.device(dev).await.expect("reads").expect("kept");
+                assert!(d.lease.is_some() && d.retired.is_none(), "{d:?}");
+            }
+            assert!(store.enable_user("bob").await.expect("enables"));
+            assert!(!store.user("bob").await.expect("reads").expect("exists").disabled);
+            assert!(!store.enable_user("carol").await.expect("no such user"));
         })
         .await;
     }
@@ -867,7 +840,7 @@ mod tests {
         with_store(|_, _, store| async move {
             store.add_user(&user("alice"), 100).await.expect("adds");
             let s = new_session(1, "alice", 100);
-            store.create_session(&s).await.expect("creates session");
+            assert!(store.login(&s).await.expect("creates session"));
 
             assert_eq!(
                 store.spend_refresh(spend(&s, [1; 32], "att-1", 2, 110)).await.expect("spends"),
@@ -892,14 +865,12 @@ mod tests {
             );
             let revoked = store.session_by_key_id("kid1").await.expect("reads").expect("exists");
             assert!(revoked.revoked);
-            assert_eq!(revoked.lease, None);
-            // Its successor is dead too, and no lease comes back.
+            // Its successor is dead too; the device and its lease stay.
             assert_eq!(
                 store.spend_refresh(spend(&s, [2; 32], "att-3", 6, 131)).await.expect("spends"),
                 SpendOutcome::Unknown
             );
-            store.set_lease(&s.id, &lease("lease9", 132)).await.expect("sets lease");
-            assert_eq!(store.session_by_key_id("kid1").await.expect("reads").expect("exists").lease, None);
+            assert_eq!(store.device("dev1").await.expect("reads").expect("kept").lease, Some(lease("lease1", 100)));
         })
         .await;
     }
@@ -910,8 +881,8 @@ mod tests {
             store.add_user(&user("alice"), 100).await.expect("adds");
             let s1 = new_session(1, "alice", 100);
             let s2 = new_session(2, "alice", 100);
-            store.create_session(&s1).await.expect("creates session");
-            store.create_session(&s2).await.expect("creates session");
+            assert!(store.login(&s1).await.expect("creates session"));
+            assert!(store.login(&s2).await.expect("creates session"));
 
             assert_eq!(
                 store.spend_refresh(spend(&s1, [1; 32], "a", 11, 100)).await.expect("spends"),
@@ -944,7 +915,7 @@ mod tests {
         with_store(|_, _, store| async move {
             store.add_user(&user("alice"), 100).await.expect("adds");
             let s = new_session(1, "alice", 100);
-            store.create_session(&s).await.expect("creates session");
+            assert!(store.login(&s).await.expect("creates session"));
             let (a, b) = tokio::join!(
                 store.spend_refresh(spend(&s, [1; 32], "same", 2, 110)),
                 store.spend_refresh(spend(&s, [1; 32], "same", 3, 110)),
@@ -962,18 +933,15 @@ mod tests {
         with_store(|_, _, store| async move {
             store.add_user(&user("alice"), 100).await.expect("adds");
             let s = new_session(1, "alice", 100);
-            store.create_session(&s).await.expect("creates session");
-            store.set_lease(&s.id, &lease("lease2", 150)).await.expect("sets lease");
-            assert_eq!(
-                store.session_by_key_id("kid1").await.expect("reads").expect("exists").lease,
-                Some(lease("lease2", 150))
-            );
-            store.revoke_session(&s.id, 200).await.expect("revokes");
-            store.revoke_session(&s.id, 300).await.expect("revokes again");
+            assert!(store.login(&s).await.expect("creates session"));
+            let renewed = store.renew_lease("dev1", 5_000, 150).await.expect("renews");
+            assert_eq!(renewed, Some(LeaseRecord { expires_at: 5_000, ..lease("lease1", 100) }));
+            store.revoke_session(&s.session_id, 200).await.expect("revokes");
+            store.revoke_session(&s.session_id, 300).await.expect("revokes again");
             store.revoke_session("no-such-session", 300).await.expect("revoking nothing is fine");
             let found = store.session_by_key_id("kid1").await.expect("reads").expect("exists");
             assert!(found.revoked);
-            assert_eq!(found.lease, None);
+            assert_eq!(store.device("dev1").await.expect("reads").expect("kept").lease, renewed);
             assert_eq!(
                 store.spend_refresh(spend(&s, [1; 32], "a", 2, 301)).await.expect("spends"),
                 SpendOutcome::Unknown
@@ -1017,14 +985,14 @@ mod tests {
     async fn a_version_1_schema_is_migrated_in_place() {
         with_store(|url, schema, store| async move {
             // Back to what the previous build wrote: version 1, with a user.
-            for statement in [
+            for statement in BACK_TO_V2.iter().chain(&[
                 "DROP TABLE attachment_chunks, attachments, directives, held, idempotency, documents",
                 "ALTER TABLE users DROP COLUMN attributes",
                 "ALTER TABLE devices DROP COLUMN sync_seq",
                 "UPDATE fv_schema SET version = 1",
                 "INSERT INTO users (name, password_hash, roles, disabled, created_at) VALUES ('alice', 'h', '[\"a\"]', false, 1)",
-            ] {
-                sqlx::query(statement).execute(&store.pool).await.expect(statement);
+            ]) {
+                sqlx::query(*statement).execute(&store.pool).await.expect(statement);
             }
             let migrated = PgStore::connect_in_schema(&url, &schema, 1).await.expect("migrates");
             let alice = migrated.user("alice").await.expect("reads").expect("kept");
@@ -1033,6 +1001,53 @@ mod tests {
                 sqlx::query("SELECT max(version) FROM fv_schema").fetch_one(&store.pool).await.expect("reads").get(0);
             assert_eq!(version, SCHEMA_VERSION);
             assert!(migrated.devices().await.expect("new tables").is_empty());
+        })
+        .await;
+    }
+
+    /// Undoes version 3: what the version 2 build wrote.
+    const BACK_TO_V2: &[&str] = &[
+        "ALTER TABLE devices DROP COLUMN secret_sealed, DROP COLUMN lease_id, DROP COLUMN lease_sealed,
+             DROP COLUMN lease_expires_at, DROP COLUMN retired_at, DROP COLUMN retired_reason",
+        "ALTER TABLE sessions ADD COLUMN lease_id TEXT NULL, ADD COLUMN lease_sealed BYTEA NULL,
+             ADD COLUMN lease_issued_at BIGINT NULL, ADD COLUMN lease_expires_at BIGINT NULL",
+        "DROP INDEX sessions_device_id, devices_user_name",
+        "UPDATE fv_schema SET version = 2",
+    ];
+
+    #[tokio::test]
+    async fn a_version_2_store_moves_each_devices_newest_lease_from_its_sessions_to_the_device() {
+        with_store(|url, schema, store| async move {
+            for statement in BACK_TO_V2.iter().chain(&[
+                "INSERT INTO users (name, password_hash, roles, created_at) VALUES ('alice', 'h', '[]', 1)",
+                "INSERT INTO devices (id, user_name, name, created_at, last_seen_at) VALUES
+                     ('d1', 'alice', 'tablet', 1, 1), ('d2', 'alice', 'phone', 1, 1)",
+                "INSERT INTO sessions (id, key_id, user_name, device_id, secret_sealed, created_at,
+                     lease_id, lease_sealed, lease_issued_at, lease_expires_at) VALUES
+                     ('s1', 'k1', 'alice', 'd1', '\\x01', 10, 'l_old', '\\x0a', 10, 100),
+                     ('s2', 'k2', 'alice', 'd1', '\\x02', 20, 'l_new', '\\x0b', 20, 200),
+                     ('s3', 'k3', 'alice', 'd2', '\\x03', 30, NULL, NULL, NULL, NULL)",
+                "INSERT INTO directives (jti, device_id, kind, token, issued_at) VALUES ('j', 'd2', 'wipe', 't', 40)",
+            ]) {
+                sqlx::query(*statement).execute(&store.pool).await.expect(statement);
+            }
+            let migrated = PgStore::connect_in_schema(&url, &schema, 1).await.expect("migrates");
+            let d1 = migrated.device("d1").await.expect("reads").expect("kept");
+            assert_eq!(d1.lease, Some(LeaseRecord { id: "l_new".into(), key_sealed: vec![0x0b], expires_at: 200 }));
+            assert_eq!((d1.retired, d1.secret_sealed), (None, None), "made before device secrets: cannot be named");
+            let d2 = migrated.device("d2").await.expect("reads").expect("kept");
+            assert_eq!((d2.retired, d2.lease), (Some(DeviceReason::Wiped), None));
+            let session = migrated.session_by_key_id("k2").await.expect("reads").expect("kept");
+            assert_eq!((session.device_id.as_str(), session.secret_sealed.as_slice()), ("d1", &[2u8][..]));
+            let left: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'sessions'
+                 AND column_name LIKE 'lease%'",
+            )
+            .bind(&schema)
+            .fetch_one(&store.pool)
+            .await
+            .expect("reads");
+            assert_eq!(left, 0, "no lease is left in the sessions table");
         })
         .await;
     }

@@ -13,14 +13,17 @@ use zeroize::Zeroizing;
 
 use fieldvault_core::protocol::sync::StoredDoc;
 
+use fieldvault_core::protocol::DirectiveKind;
+use fieldvault_core::protocol::auth::DeviceReason;
+
 use super::{
-    AttachmentRecord, DeviceRecord, LeaseRecord, LoginFailures, NewDirective, NewSession, PullBatch, PullOutcome,
-    PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord, attachments_sqlite,
-    decode_access, encode_access, sync_sqlite,
+    AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginFailures, NewDirective, NewLogin, PullBatch,
+    PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord,
+    attachments_sqlite, decode_access, devices_sqlite, encode_access, sync_sqlite,
 };
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA_V1: &str = "
     CREATE TABLE users (
@@ -211,8 +214,9 @@ impl SqliteStore {
         }
         if found < SCHEMA_VERSION {
             let v1 = if found < 1 { SCHEMA_V1 } else { "" };
-            let v2 = format!("{SCHEMA_V2} {}", attachments_sqlite::SCHEMA);
-            conn.execute_batch(&format!("BEGIN; {v1} {v2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
+            let v2 = if found < 2 { format!("{SCHEMA_V2} {}", attachments_sqlite::SCHEMA) } else { String::new() };
+            let v3 = devices_sqlite::SCHEMA_V3;
+            conn.execute_batch(&format!("BEGIN; {v1} {v2} {v3} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
                 .map_err(backend)?;
         }
         // Checkpoints run on a connection of their own, in the background, so that copying the
@@ -252,11 +256,7 @@ impl SqliteStore {
 }
 
 fn revoke_in(tx: &rusqlite::Transaction<'_>, session_id: &str, now: i64) -> rusqlite::Result<()> {
-    tx.execute(
-        "UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?2), lease_id = NULL, lease_sealed = NULL,
-             lease_issued_at = NULL, lease_expires_at = NULL WHERE id = ?1",
-        params![session_id, now],
-    )?;
+    tx.execute("UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1", params![session_id, now])?;
     tx.execute(
         "UPDATE refresh_tokens SET spent_at = ?2 WHERE session_id = ?1 AND spent_at IS NULL",
         params![session_id, now],
@@ -348,6 +348,16 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn enable_user(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.run(move |c| c.execute("UPDATE users SET disabled = 0 WHERE name = ?1", [&name]).map(|n| n == 1)).await
+    }
+
+    async fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.run(move |c| devices_sqlite::remove_user(c, &name)).await
+    }
+
     async fn login_failures(&self, user: &str, address: &str) -> Result<LoginFailures, StoreError> {
         let (user, address) = (user.to_owned(), address.to_owned());
         self.run(move |c| {
@@ -384,62 +394,26 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn create_session(&self, s: &NewSession) -> Result<(), StoreError> {
-        let s = s.clone();
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let now = i(s.now);
-            tx.execute(
-                "INSERT INTO devices (id, user_name, name, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?4, ?4)",
-                params![s.device_id, s.user, s.device_name, now],
-            )?;
-            tx.execute(
-                "INSERT INTO sessions (id, key_id, user_name, device_id, secret_sealed, created_at,
-                     lease_id, lease_sealed, lease_issued_at, lease_expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
-                    s.id,
-                    s.key_id,
-                    s.user,
-                    s.device_id,
-                    s.secret_sealed,
-                    now,
-                    s.lease.id,
-                    s.lease.key_sealed,
-                    i(s.lease.issued_at),
-                    i(s.lease.expires_at)
-                ],
-            )?;
-            tx.execute(
-                "INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES (?1, ?2, ?3)",
-                params![&s.refresh_hash[..], s.id, now],
-            )?;
-            tx.commit()
-        })
-        .await
+    async fn device(&self, id: &str) -> Result<Option<DeviceState>, StoreError> {
+        let id = id.to_owned();
+        self.run(move |c| devices_sqlite::device(c, &id)).await
+    }
+
+    async fn login(&self, login: &NewLogin) -> Result<bool, StoreError> {
+        let login = login.clone();
+        self.run(move |c| devices_sqlite::login(c, &login)).await
     }
 
     async fn session_by_key_id(&self, key_id: &str) -> Result<Option<SessionRecord>, StoreError> {
         let key_id = key_id.to_owned();
         self.run(move |c| {
-            c.query_row(
-                "SELECT id, key_id, user_name, device_id, secret_sealed, revoked_at IS NOT NULL,
-                        lease_id, lease_sealed, lease_issued_at, lease_expires_at, created_at,
-                        (SELECT group_concat(token, ',') FROM
-                            (SELECT token FROM directives d WHERE d.device_id = sessions.device_id
-                             AND d.acked_at IS NULL ORDER BY d.issued_at, d.jti))
-                 FROM sessions WHERE key_id = ?1",
-                [&key_id],
-                |r| {
-                    let lease = match (r.get::<_, Option<String>>(6)?, r.get::<_, Option<Vec<u8>>>(7)?) {
-                        (Some(id), Some(key_sealed)) => Some(LeaseRecord {
-                            id,
-                            key_sealed,
-                            issued_at: u(r.get::<_, Option<i64>>(8)?.unwrap_or(0)),
-                            expires_at: u(r.get::<_, Option<i64>>(9)?.unwrap_or(0)),
-                        }),
-                        _ => None,
-                    };
+            let tx = c.transaction()?;
+            let session = tx
+                .prepare_cached(
+                    "SELECT id, key_id, user_name, device_id, secret_sealed, revoked_at IS NOT NULL, created_at
+                     FROM sessions WHERE key_id = ?1",
+                )?
+                .query_row([&key_id], |r| {
                     Ok(SessionRecord {
                         id: r.get(0)?,
                         key_id: r.get(1)?,
@@ -447,16 +421,14 @@ impl Store for SqliteStore {
                         device_id: r.get(3)?,
                         secret_sealed: r.get(4)?,
                         revoked: r.get(5)?,
-                        created_at: u(r.get(10)?),
-                        directives: r
-                            .get::<_, Option<String>>(11)?
-                            .map(|t| t.split(',').map(str::to_owned).collect())
-                            .unwrap_or_default(),
-                        lease,
+                        created_at: u(r.get(6)?),
+                        directives: Vec::new(),
                     })
-                },
-            )
-            .optional()
+                })
+                .optional()?;
+            session
+                .map(|s| Ok(SessionRecord { directives: devices_sqlite::pending_directives(&tx, &s.device_id)?, ..s }))
+                .transpose()
         })
         .await
     }
@@ -471,17 +443,19 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_lease(&self, session_id: &str, lease: &LeaseRecord) -> Result<(), StoreError> {
-        let (id, lease) = (session_id.to_owned(), lease.clone());
+    async fn retire_device(&self, device_id: &str, reason: DeviceReason, now: u64) -> Result<(), StoreError> {
+        let id = device_id.to_owned();
         self.run(move |c| {
-            c.execute(
-                "UPDATE sessions SET lease_id = ?2, lease_sealed = ?3, lease_issued_at = ?4, lease_expires_at = ?5
-                 WHERE id = ?1 AND revoked_at IS NULL",
-                params![id, lease.id, lease.key_sealed, i(lease.issued_at), i(lease.expires_at)],
-            )
-            .map(|_| ())
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            devices_sqlite::retire_in(&tx, &id, reason, i(now))?;
+            tx.commit()
         })
         .await
+    }
+
+    async fn renew_lease(&self, device_id: &str, expires_at: u64, now: u64) -> Result<Option<LeaseRecord>, StoreError> {
+        let id = device_id.to_owned();
+        self.run(move |c| devices_sqlite::renew_lease(c, &id, expires_at, now)).await
     }
 
     async fn spend_refresh(&self, spend: Spend<'_>) -> Result<SpendOutcome, StoreError> {
@@ -574,7 +548,7 @@ impl Store for SqliteStore {
     }
 
     async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        self.run(sync_sqlite::devices).await
+        self.run(devices_sqlite::devices).await
     }
 
     async fn add_directive(&self, d: &NewDirective) -> Result<bool, StoreError> {
@@ -588,14 +562,11 @@ impl Store for SqliteStore {
             }
             tx.execute(
                 "INSERT INTO directives (jti, device_id, kind, token, issued_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![d.jti, d.device_id, d.kind, d.token, i(d.now)],
+                params![d.jti, d.device_id, d.kind.as_str(), d.token, i(d.now)],
             )?;
-            let sessions: Vec<String> = tx
-                .prepare("SELECT id FROM sessions WHERE device_id = ?1")?
-                .query_map([&d.device_id], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            for id in sessions {
-                revoke_in(&tx, &id, i(d.now))?;
+            match d.kind {
+                DirectiveKind::Wipe => devices_sqlite::retire_in(&tx, &d.device_id, DeviceReason::Wiped, i(d.now))?,
+                DirectiveKind::Revoke => devices_sqlite::revoke_device_sessions(&tx, &d.device_id, i(d.now))?,
             }
             tx.commit()?;
             Ok(true)
@@ -724,5 +695,49 @@ mod tests {
         store.run(|c| c.execute_batch("PRAGMA user_version = 99")).await.expect("bump");
         drop(store);
         assert!(matches!(SqliteStore::open(&path, &key), Err(StoreError::SchemaTooNew { found: 99, .. })));
+    }
+
+    #[tokio::test]
+    async fn a_version_2_store_moves_each_devices_newest_lease_from_its_sessions_to_the_device() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("server.db");
+        let key = Zeroizing::new([4u8; 32]);
+        {
+            // What the previous build wrote: version 2, leases on sessions; d2 was wiped.
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(&sqlcipher::key_pragma("main", &key)).expect("key");
+            conn.execute_batch(&sqlcipher::cipher_settings_sql("main")).expect("settings");
+            let v2 = format!("{SCHEMA_V1} {SCHEMA_V2} {}", attachments_sqlite::SCHEMA);
+            conn.execute_batch(&format!("BEGIN; {v2} PRAGMA user_version = 2; COMMIT;")).expect("v2");
+            conn.execute_batch(
+                "INSERT INTO users (name, password_hash, roles, created_at) VALUES ('alice', 'h', '[]', 1);
+                 INSERT INTO devices (id, user_name, name, created_at, last_seen_at) VALUES
+                     ('d1', 'alice', 'tablet', 1, 1), ('d2', 'alice', 'phone', 1, 1);
+                 INSERT INTO sessions (id, key_id, user_name, device_id, secret_sealed, created_at,
+                     lease_id, lease_sealed, lease_issued_at, lease_expires_at) VALUES
+                     ('s1', 'k1', 'alice', 'd1', x'01', 10, 'l_old', x'0a', 10, 100),
+                     ('s2', 'k2', 'alice', 'd1', x'02', 20, 'l_new', x'0b', 20, 200),
+                     ('s3', 'k3', 'alice', 'd2', x'03', 30, NULL, NULL, NULL, NULL);
+                 INSERT INTO directives (jti, device_id, kind, token, issued_at) VALUES ('j', 'd2', 'wipe', 't', 40);",
+            )
+            .expect("rows");
+        }
+        let store = SqliteStore::open(&path, &key).expect("migrates");
+        let d1 = store.device("d1").await.expect("reads").expect("kept");
+        assert_eq!(d1.lease, Some(LeaseRecord { id: "l_new".into(), key_sealed: vec![0x0b], expires_at: 200 }));
+        assert_eq!((d1.retired, d1.secret_sealed), (None, None), "made before device secrets: cannot be named");
+        let d2 = store.device("d2").await.expect("reads").expect("kept");
+        assert_eq!((d2.retired, d2.lease, d2.directives), (Some(DeviceReason::Wiped), None, vec!["t".to_owned()]));
+        let session = store.session_by_key_id("k2").await.expect("reads").expect("kept");
+        assert_eq!((session.device_id.as_str(), session.secret_sealed.as_slice()), ("d1", &[2u8][..]));
+        let left: i64 = store
+            .run(|c| {
+                c.query_row("SELECT count(*) FROM pragma_table_info('sessions') WHERE name LIKE 'lease%'", [], |r| {
+                    r.get(0)
+                })
+            })
+            .await
+            .expect("reads");
+        assert_eq!(left, 0, "no lease is left in the sessions table");
     }
 }

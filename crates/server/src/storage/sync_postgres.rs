@@ -26,7 +26,7 @@ use fieldvault_core::protocol::sync::{
 use fieldvault_core::rules::RuleUser;
 use sqlx::{PgConnection, PgPool, Row};
 
-use super::{DeviceRecord, PullBatch, PullOutcome, PushBatch, PushOutcome, StoreError};
+use super::{PullBatch, PullOutcome, PushBatch, PushOutcome, StoreError};
 
 /// Key of the advisory lock that orders change sequence numbers (ASCII `fvchgseq`).
 const SEQ_LOCK: i64 = 0x6676_6368_6773_6571;
@@ -406,35 +406,3 @@ pub(super) const SCHEMA_V2: &[&str] = &[
     )",
     "CREATE INDEX IF NOT EXISTS directives_pending ON directives (device_id) WHERE acked_at IS NULL",
 ];
-
-pub(super) async fn devices(pool: &PgPool) -> Result<Vec<DeviceRecord>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT d.id, d.user_name, d.name, d.created_at, d.last_seen_at,
-            (SELECT s.id FROM sessions s WHERE s.device_id = d.id ORDER BY s.created_at DESC, s.id LIMIT 1),
-            EXISTS (SELECT 1 FROM sessions s WHERE s.device_id = d.id AND s.revoked_at IS NULL),
-            COALESCE((SELECT array_agg(x.jti || ' ' || x.kind ORDER BY x.issued_at, x.jti) FROM directives x
-                      WHERE x.device_id = d.id AND x.acked_at IS NULL), ARRAY[]::text[])
-         FROM devices d ORDER BY d.user_name, d.created_at, d.id",
-    )
-    .fetch_all(pool)
-    .await
-    .map_err(backend)?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        let pending: Vec<String> = r.try_get(7).map_err(backend)?;
-        out.push(DeviceRecord {
-            id: r.try_get(0).map_err(backend)?,
-            user: r.try_get(1).map_err(backend)?,
-            name: r.try_get(2).map_err(backend)?,
-            created_at: from_db(r.try_get(3).map_err(backend)?)?,
-            last_seen_at: from_db(r.try_get(4).map_err(backend)?)?,
-            session_id: r.try_get(5).map_err(backend)?,
-            active: r.try_get(6).map_err(backend)?,
-            pending: pending
-                .into_iter()
-                .map(|p| p.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())).unwrap_or((p, String::new())))
-                .collect(),
-        });
-    }
-    Ok(out)
-}

@@ -11,7 +11,7 @@ use fieldvault_core::protocol::sync::{
 use fieldvault_core::rules::RuleUser;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::{DeviceRecord, PullBatch, PullOutcome, PushBatch, PushOutcome};
+use super::{PullBatch, PullOutcome, PushBatch, PushOutcome};
 
 fn corrupt(what: &str) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(format!("corrupt {what} in the store").into())
@@ -216,34 +216,4 @@ pub(super) fn pull(c: &mut Connection, b: PullBatch) -> rusqlite::Result<PullOut
     }
     tx.commit()?;
     Ok(PullOutcome::Page { changes, next: fieldvault_core::protocol::sync::Cursor { seq: last_seq, epoch }, has_more })
-}
-
-pub(super) fn devices(c: &mut Connection) -> rusqlite::Result<Vec<DeviceRecord>> {
-    let mut devices: Vec<DeviceRecord> = c
-        .prepare(
-            "SELECT d.id, d.user_name, d.name, d.created_at, d.last_seen_at,
-                (SELECT s.id FROM sessions s WHERE s.device_id = d.id ORDER BY s.created_at DESC, s.id LIMIT 1),
-                EXISTS (SELECT 1 FROM sessions s WHERE s.device_id = d.id AND s.revoked_at IS NULL)
-             FROM devices d ORDER BY d.user_name, d.created_at, d.id",
-        )?
-        .query_map([], |r| {
-            Ok(DeviceRecord {
-                id: r.get(0)?,
-                user: r.get(1)?,
-                name: r.get(2)?,
-                created_at: u(r.get(3)?),
-                last_seen_at: u(r.get(4)?),
-                session_id: r.get(5)?,
-                active: r.get(6)?,
-                pending: Vec::new(),
-            })
-        })?
-        .collect::<Result<_, _>>()?;
-    let mut stmt = c.prepare(
-        "SELECT jti, kind FROM directives WHERE device_id = ?1 AND acked_at IS NULL ORDER BY issued_at, jti",
-    )?;
-    for d in &mut devices {
-        d.pending = stmt.query_map([&d.id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-    }
-    Ok(devices)
 }

@@ -20,6 +20,9 @@ async fn login_returns_tokens_secret_device_and_lease_with_no_store() {
         }
         assert_eq!(v["expires_in"], 600);
         assert_eq!(STANDARD.decode(v["session_secret"].as_str().expect("secret")).expect("b64").len(), 32);
+        // A first login: the device secret, once; nothing to explain.
+        assert_eq!(STANDARD.decode(v["device_secret"].as_str().expect("device secret")).expect("b64").len(), 32);
+        assert!(v.get("device_reason").is_none() && v.get("directives").is_none(), "{v}");
         assert_eq!(STANDARD.decode(v["lease"]["key"].as_str().expect("L")).expect("b64").len(), 32);
         assert!(v["lease"]["expires_at"].as_u64().expect("expiry") > now());
         // The lease key never appears in a JWT.
@@ -253,8 +256,11 @@ async fn a_session_refreshes_for_at_most_its_maximum_age_then_only_a_login_helps
         let late = h.send(&refresh_request(&d, &successor, "attempt-2", at).raw()).await;
         assert_eq!((late.status, late.code().as_str()), (401, "invalid_grant"), "{}", late.text());
         let session = h.app.store.session_by_key_id(&d.key_id).await.expect("store").expect("session");
-        assert!(session.revoked && session.lease.is_none());
-        // A new login starts a new session.
-        assert_eq!(h.login("alice", PASSWORD).await.status, 200);
+        assert!(session.revoked);
+        // The device and its lease key outlive the session: a login naming it continues it.
+        let device = h.app.store.device(&d.device_id).await.expect("store").expect("device");
+        assert!(device.retired.is_none() && device.lease.is_some(), "{device:?}");
+        let again = h.device_again("alice", &d).await;
+        assert_eq!((again.device_id.as_str(), &again.lease.1), (d.device_id.as_str(), &d.lease.1));
     }
 }

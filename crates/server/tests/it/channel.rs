@@ -313,5 +313,11 @@ async fn openapi_document_lists_every_route() {
     ] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from the OpenAPI document");
     }
-    assert!(doc["components"]["schemas"]["TokenResponse"].is_object());
+    for schema in ["TokenResponse", "LoginRequest", "DeviceProof", "DeviceReason", "LogoutRequest", "AckRequest"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema} missing from the OpenAPI document");
+    }
+    let token = &doc["components"]["schemas"]["TokenResponse"]["properties"];
+    for field in ["device_secret", "device_reason", "directives", "lease"] {
+        assert!(token[field].is_object(), "TokenResponse.{field}: {token}");
+    }
 }

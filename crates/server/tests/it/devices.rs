@@ -2,6 +2,7 @@
 //! them, the device's sessions and lease keys gone, other devices untouched.
 
 use fieldvault_core::protocol::DirectiveKind;
+use fieldvault_core::protocol::auth::DeviceReason;
 use fieldvault_server::devices;
 
 use crate::harness::{Harness, Signed, backends, now};
@@ -12,14 +13,17 @@ async fn a_wiped_device_gets_the_directive_on_every_answer_until_it_acknowledges
         let h = Harness::start(backend).await;
         let (lost, other) = (h.device("alice").await, h.device("alice").await);
         let before = h.app.store.session_by_key_id(&lost.key_id).await.expect("store").expect("session");
-        assert!(before.lease.is_some() && before.directives.is_empty());
+        assert!(before.directives.is_empty());
+        assert!(h.app.store.device(&lost.device_id).await.expect("store").expect("device").lease.is_some());
 
         let claims = devices::issue_directive(&h.app.store, &h.app.tokens, &lost.device_id, DirectiveKind::Wipe, now())
             .await
             .expect("wipe");
-        // The server forgot the device's session and lease key in the same step.
+        // The server forgot the device's session and lease key in the same step, and retired it.
         let after = h.app.store.session_by_key_id(&lost.key_id).await.expect("store").expect("session");
-        assert!(after.revoked && after.lease.is_none(), "{after:?}");
+        assert!(after.revoked, "{after:?}");
+        let device = h.app.store.device(&lost.device_id).await.expect("store").expect("device");
+        assert_eq!((device.lease, device.retired), (None, Some(DeviceReason::Wiped)));
 
         // Every answer to that device carries the directive, the 401 included, signed by the
         // server's token key and bound to this user, device and session.
@@ -90,5 +94,8 @@ async fn a_revoke_directive_for_an_unknown_device_changes_nothing() {
         let header = r.header("x-fieldvault-directives").expect("directive");
         assert_eq!(h.app.verifier.directive(header).expect("valid").kind, DirectiveKind::Revoke);
         assert_eq!(claims.kind, DirectiveKind::Revoke);
+        // A remote logout ends sessions, not the device: its lease key stays for its next login.
+        let device = h.app.store.device(&d.device_id).await.expect("store").expect("device");
+        assert!(device.lease.is_some() && device.retired.is_none(), "{device:?}");
     }
 }

@@ -11,6 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use fieldvault_client::{Pins, pinned_client_config};
 use fieldvault_core::protocol::SessionSecret;
+use fieldvault_core::protocol::auth::{DeviceProof, DeviceSecret};
 use fieldvault_server::auth::{Password, Passwords};
 use fieldvault_server::{App, Config, KeyDir, PgStore, Server, SqliteStore, Store, accounts, router};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -259,6 +260,40 @@ impl Harness {
         self.plain("POST", "/v1/auth/login", body.to_string().as_bytes()).await
     }
 
+    /// A login naming device `device_id` with a proof made with `secret` at `ts`.
+    pub async fn relogin_at(
+        &self,
+        user: &str,
+        password: &str,
+        device_id: &str,
+        secret: &DeviceSecret,
+        ts: u64,
+    ) -> Response {
+        let proof = DeviceProof::new(secret, device_id, ts);
+        let body = serde_json::json!({ "user": user, "password": password, "device_name": "field tablet",
+            "device": proof });
+        self.plain("POST", "/v1/auth/login", body.to_string().as_bytes()).await
+    }
+
+    /// `device` logging in again, with the password and a proof made now by the server's clock.
+    pub async fn relogin(&self, user: &str, device: &Device) -> Response {
+        let secret = device.device_secret.as_ref().expect("a device that logged in before holds its secret");
+        self.relogin_at(user, PASSWORD, &device.device_id, secret, self.app.now()).await
+    }
+
+    /// `device` logs in again, successfully; its new credentials (keeping the device secret
+    /// unless the answer carries a new one).
+    pub async fn device_again(&self, user: &str, device: &Device) -> Device {
+        let r = self.relogin(user, device).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let mut next = Device::from_tokens(&r.json());
+        if next.device_secret.is_none() {
+            let kept = device.device_secret.as_ref().expect("secret").expose_secret();
+            next.device_secret = Some(DeviceSecret::from_bytes(Zeroizing::new(*kept)));
+        }
+        next
+    }
+
     /// Logs in and returns the device's credentials.
     pub async fn device(&self, user: &str) -> Device {
         let r = self.login(user, PASSWORD).await;
@@ -282,11 +317,16 @@ pub struct Device {
     pub refresh_token: String,
     pub offline_token: String,
     pub device_id: String,
+    /// Sent at the device's first login only.
+    pub device_secret: Option<DeviceSecret>,
+    /// The lease as the answer gave it: id, key L (base64), expiry.
+    pub lease: (String, String, u64),
 }
 
 impl Device {
     pub fn from_tokens(v: &serde_json::Value) -> Device {
         let s = |k: &str| v[k].as_str().unwrap_or_else(|| panic!("{k} in {v}")).to_owned();
+        let lease = &v["lease"];
         Device {
             key_id: s("key_id"),
             secret: SessionSecret::from_base64(&s("session_secret")).expect("secret"),
@@ -294,6 +334,12 @@ impl Device {
             refresh_token: s("refresh_token"),
             offline_token: s("offline_token"),
             device_id: s("device_id"),
+            device_secret: v["device_secret"].as_str().map(|d| DeviceSecret::from_base64(d).expect("device secret")),
+            lease: (
+                lease["lease_id"].as_str().expect("lease id").to_owned(),
+                lease["key"].as_str().expect("lease key").to_owned(),
+                lease["expires_at"].as_u64().expect("lease expiry"),
+            ),
         }
     }
 }

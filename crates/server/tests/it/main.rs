@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 mod attachments;
 mod auth;
 mod channel;
+mod continuity;
 mod devices;
 mod harness;
 mod serve;

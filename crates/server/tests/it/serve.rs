@@ -34,6 +34,11 @@ fn start() -> Running {
 
 /// `init` then `serve` on a free port, with a rules file of this text if given.
 fn start_with_rules(rules: Option<&str>) -> Running {
+    start_with(rules, &[])
+}
+
+/// `init` then `serve` on a free port with these further `serve` arguments.
+fn start_with(rules: Option<&str>, extra: &[&str]) -> Running {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     let data = data.to_str().expect("utf-8").to_owned();
@@ -46,6 +51,7 @@ fn start_with_rules(rules: Option<&str>) -> Running {
         std::fs::write(&path, rules).expect("rules file");
         args.extend(["--rules".to_owned(), path.to_str().expect("utf-8").to_owned()]);
     }
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_fieldvault-server"))
         .args(&args)
         .env_clear()
@@ -247,6 +253,8 @@ fn the_operator_lists_and_wipes_a_device_and_rules_files_are_checked_at_start() 
     };
     let rows: serde_json::Value = serde_json::from_str(&list(true)).expect("JSON list");
     assert_eq!(rows[0]["id"], device.as_str());
+    assert_eq!(rows[0]["retired"], serde_json::Value::Null);
+    assert_eq!(rows[0]["lease_expires_at"], tokens["lease"]["expires_at"]);
     assert_eq!(
         (rows[0]["user"].clone(), rows[0]["name"].clone(), rows[0]["active"].clone()),
         ("alice".into(), "van 7".into(), true.into())
@@ -258,6 +266,8 @@ fn the_operator_lists_and_wipes_a_device_and_rules_files_are_checked_at_start() 
     let rows: serde_json::Value = serde_json::from_str(&list(true)).expect("JSON list");
     assert_eq!(rows[0]["active"], false);
     assert_eq!(rows[0]["pending"][0]["kind"], "wipe");
+    assert_eq!((rows[0]["retired"].as_str(), rows[0]["lease_expires_at"].is_null()), (Some("wiped"), true));
+    assert!(list(false).contains("wiped"));
     let missing = server_env(&["device", "revoke", "dev_missing"], &s.data, &[]);
     assert!(!missing.status.success() && text(&missing.stderr).contains("no device"), "{}", text(&missing.stderr));
     assert_eq!(text(&missing.stderr).lines().count(), 1);
@@ -308,4 +318,67 @@ fn a_document_that_makes_a_rule_panic_is_denied_without_flooding_the_log() {
     std::thread::sleep(Duration::from_millis(200));
     let log = log.lock().expect("log").join("\n");
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// The `exp - iat` of a JWT, read without checking it.
+fn token_lifetime(token: &str) -> u64 {
+    use base64::Engine;
+    let claims = token.split('.').nth(1).expect("claims");
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).expect("base64url");
+    let claims: serde_json::Value = serde_json::from_slice(&claims).expect("JSON");
+    claims["exp"].as_u64().expect("exp") - claims["iat"].as_u64().expect("iat")
+}
+
+#[test]
+fn serve_takes_the_access_and_lease_lifetimes_from_its_flags() {
+    let s = start_with(None, &["--access-ttl", "120", "--lease-ttl", "7200"]);
+    let pw = [("FIELDVAULT_PASSWORD", "a long enough password")];
+    assert!(server_env(&["user", "add", "alice"], &s.data, &pw).status.success());
+    let before = crate::harness::now();
+    let tokens = login_tokens(&s, "alice", "a long enough password", "t");
+    assert_eq!(tokens["expires_in"], 120);
+    assert_eq!(token_lifetime(tokens["access_token"].as_str().expect("access token")), 120);
+    assert_eq!(
+        token_lifetime(tokens["offline_token"].as_str().expect("offline token")),
+        7200,
+        "it ends with the lease"
+    );
+    let expires = tokens["lease"]["expires_at"].as_u64().expect("lease expiry");
+    assert!((before + 7200..=crate::harness::now() + 7200).contains(&expires), "{expires}");
+    // Out of range: refused before anything listens, with the range named.
+    for (flag, value) in [("--access-ttl", "5"), ("--lease-ttl", "60"), ("--access-ttl", "ten")] {
+        let out = server_env(&["serve", "--listen", "127.0.0.1:0", flag, value], &s.data, &[]);
+        assert!(!out.status.success(), "{flag} {value}");
+        assert!(text(&out.stderr).contains(flag), "{}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn the_operator_enables_and_removes_users() {
+    let s = start();
+    let pw = [("FIELDVAULT_PASSWORD", "a long enough password")];
+    assert!(server_env(&["user", "add", "alice"], &s.data, &pw).status.success());
+    let tokens = login_tokens(&s, "alice", "a long enough password", "t");
+    assert!(tokens["device_secret"].is_string(), "{tokens}");
+    let login = || {
+        let body = serde_json::json!({ "user": "alice", "password": "a long enough password", "device_name": "t" });
+        post(&s, "/v1/auth/login", &body.to_string())
+    };
+    assert!(server_env(&["user", "disable", "alice"], &s.data, &[]).status.success());
+    assert!(login().starts_with("HTTP/1.1 401"));
+    let enable = server_env(&["user", "enable", "alice", "--json"], &s.data, &[]);
+    assert!(enable.status.success(), "{}", text(&enable.stderr));
+    assert!(text(&enable.stdout).contains("enabled"), "{}", text(&enable.stdout));
+    assert!(login().starts_with("HTTP/1.1 200"));
+
+    let remove = server_env(&["user", "remove", "alice"], &s.data, &[]);
+    assert!(remove.status.success(), "{}", text(&remove.stderr));
+    assert!(text(&remove.stderr).contains("removed"), "{}", text(&remove.stderr));
+    assert!(login().starts_with("HTTP/1.1 401"));
+    let list = server_env(&["device", "list", "--json"], &s.data, &[]);
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&list.stdout).expect("JSON"), serde_json::json!([]));
+    for cmd in ["enable", "remove"] {
+        let missing = server_env(&["user", cmd, "alice"], &s.data, &[]);
+        assert!(!missing.status.success() && text(&missing.stderr).contains("no user"), "{}", text(&missing.stderr));
+    }
 }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::harness::{Backend, Device, Harness, access, backends, postgres};
 
 /// A fresh idempotency key (a UUIDv7 made now, as the client makes them).
-fn key() -> String {
+pub(crate) fn key() -> String {
     let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
     uuid7_at(ms)
 }
@@ -20,23 +20,23 @@ fn uuid7_at(ms: u64) -> String {
     format!("{:08x}-{:04x}-7{}-{}{}-{}", ms >> 16, ms & 0xffff, &hex[..3], variant, &hex[4..7], &hex[8..20])
 }
 
-fn put(key: &str, coll: &str, id: &str, body: Value, base: u64) -> Value {
+pub(crate) fn put(key: &str, coll: &str, id: &str, body: Value, base: u64) -> Value {
     json!({ "idempotency_key": key, "collection": coll, "id": id, "op": "put", "body": body, "base_version": base })
 }
 
-fn delete(key: &str, coll: &str, id: &str, base: u64) -> Value {
+pub(crate) fn delete(key: &str, coll: &str, id: &str, base: u64) -> Value {
     json!({ "idempotency_key": key, "collection": coll, "id": id, "op": "delete", "base_version": base })
 }
 
 /// Pushes and returns the results (asserting 200).
-async fn push_ok(h: &Harness, d: &Device, ops: Value, seq: u64) -> Vec<Value> {
+pub(crate) async fn push_ok(h: &Harness, d: &Device, ops: Value, seq: u64) -> Vec<Value> {
     let r = h.push(d, ops, seq).await;
     assert_eq!(r.status, 200, "{}", r.text());
     r.json()["results"].as_array().expect("results").clone()
 }
 
 /// Pulls every page from `since`; (changes, final cursor).
-async fn pull_all(h: &Harness, d: &Device, since: Option<String>, seq: u64) -> (Vec<Value>, String) {
+pub(crate) async fn pull_all(h: &Harness, d: &Device, since: Option<String>, seq: u64) -> (Vec<Value>, String) {
     let mut since = since;
     let mut all = Vec::new();
     for _ in 0..100 {
@@ -379,17 +379,24 @@ async fn a_push_carries_up_to_500_ops_as_the_protocol_says() {
 async fn device_seq_going_backwards_is_rollback_detected_and_changes_nothing() {
     for backend in backends() {
         let h = Harness::start(backend).await;
-        let d = h.device("alice").await;
+        let (d, e) = (h.device("alice").await, h.device("alice").await);
         push_ok(&h, &d, json!([put(&key(), "visits", "v1", json!({"x": 1}), 0)]), 5).await;
+        push_ok(&h, &e, json!([]), 5).await;
         // The same counter again is fine (several requests of one sync).
         assert_eq!(h.pull(&d, None, None, 5).await.status, 200);
         let r = h.pull(&d, None, None, 4).await;
         assert_eq!((r.status, r.code().as_str()), (409, "rollback_detected"));
         let k = key();
-        let r = h.push(&d, json!([put(&k, "visits", "v2", json!({"x": 2}), 0)]), 4).await;
+        let r = h.push(&e, json!([put(&k, "visits", "v2", json!({"x": 2}), 0)]), 4).await;
         assert_eq!((r.status, r.code().as_str()), (409, "rollback_detected"));
-        // The refused op was not recorded: with a good counter it applies.
-        let res = push_ok(&h, &d, json!([put(&k, "visits", "v2", json!({"x": 2}), 0)]), 6).await;
+        // Both devices are retired: their sessions end (a rolled-back copy stops syncing).
+        for x in [&d, &e] {
+            let r = h.pull(x, None, None, 5).await;
+            assert_eq!((r.status, r.code().as_str()), (401, "invalid_token"));
+        }
+        // The refused op was not recorded: from the device that took over, it applies.
+        let next = h.device_again("alice", &e).await;
+        let res = push_ok(&h, &next, json!([put(&k, "visits", "v2", json!({"x": 2}), 0)]), 1).await;
         assert_eq!(res[0]["status"], "applied");
     }
 }
@@ -422,8 +429,6 @@ async fn two_instances_share_idempotency_and_rollback_state() {
     assert_eq!(push_ok(&a, &d, op.clone(), 3).await[0]["status"], "applied");
     // The retry lands on the other instance: a duplicate, not a second write.
     assert_eq!(push_ok(&b, &d, op, 3).await[0]["status"], "duplicate");
-    let r = b.pull(&d, None, None, 2).await;
-    assert_eq!((r.status, r.code().as_str()), (409, "rollback_detected"));
     // Concurrent pushes of one key from both instances: exactly one applies.
     let k2 = key();
     let op2 = json!([put(&k2, "visits", "v2", json!({"x": 2}), 0)]);
@@ -441,6 +446,13 @@ async fn two_instances_share_idempotency_and_rollback_state() {
         }
     }
     assert_eq!(applied, 1);
+    // A rollback seen by one instance retires the device for both.
+    let r = b.pull(&d, None, None, 2).await;
+    assert_eq!((r.status, r.code().as_str()), (409, "rollback_detected"));
+    let r = a.pull(&d, None, None, 4).await;
+    assert_eq!((r.status, r.code().as_str()), (401, "invalid_token"));
+    let r = a.relogin("alice", &d).await;
+    assert_eq!((r.status, r.json()["device_reason"].as_str()), (200, Some("rollback")), "{}", r.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

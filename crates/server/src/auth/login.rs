@@ -1,0 +1,264 @@
+//! `POST /v1/auth/login`: the password, then the device (SPEC section 5, "Devices and
+//! sessions"). A login without `device` makes a new device with a new device secret and a
+//! new lease. A login naming its device with a valid proof continues it (same id, held ids,
+//! `device_seq` and lease key, with a later expiry) unless the device was retired; then the
+//! answer's `device_reason` says why, and [`continuity`] says what the login makes instead.
+//!
+//! Checks, in order: the body's fields (400); the proof's `ts` within +/-300 s (401
+//! `stale_timestamp`, with `Date`); the throttle (429); the password (401 `invalid_grant`);
+//! the proof: the device exists, is this user's, has a secret and the proof verifies under
+//! it, else 401 `invalid_grant` with the same detail whichever it was.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use fieldvault_core::protocol::auth::{DeviceProof, DeviceReason, DeviceSecret, LoginRequest, TokenResponse};
+use fieldvault_core::protocol::{ProblemCode, SessionSecret};
+use fieldvault_core::unlock_delay;
+use zeroize::Zeroizing;
+
+use super::Password;
+use super::routes::{PeerAddr, check_name, no_store};
+use super::tokens::{Bundle, issue, new_lease, new_refresh_token, open_lease, random_secret, refresh_token_hash};
+use crate::app::{App, JsonBody, random_id};
+use crate::problem::{ApiError, with_date};
+use crate::seal::Purpose;
+use crate::storage::{DeviceState, LeaseRecord, LoginDevice, NewLogin, UserRecord};
+
+/// Longest password accepted (Argon2 takes any length; this bounds the work per request).
+const MAX_PASSWORD: usize = 1024;
+
+/// How often a login decides again when the device it named changed between reading and
+/// writing (a wipe, a logout or another login of it at the same moment).
+const ATTEMPTS: usize = 3;
+
+/// What a login naming a device whose proof verified does with it, given the device's lease
+/// `L` (if the server still holds one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Continuity<L> {
+    /// The device goes on: same id, held ids, `device_seq` and lease.
+    Continue(Option<L>),
+    /// A new device with a new device secret and a new lease; the answer says why.
+    NewDevice(DeviceReason),
+    /// A new device (fresh held ids, `device_seq` 0, new device secret) that takes over the
+    /// retired device's lease, so the vault's data carries over (`device_reason: rollback`).
+    TakeOver(L),
+}
+
+/// The decision for a device that is live (`retired` None) or retired, holding `lease` or
+/// none. A device retired by a rollback whose lease has already passed to its successor is
+/// answered as `retired`: a lease has one holder.
+fn continuity<L>(retired: Option<DeviceReason>, lease: Option<L>) -> Continuity<L> {
+    match (retired, lease) {
+        (None, lease) => Continuity::Continue(lease),
+        (Some(DeviceReason::Rollback), Some(lease)) => Continuity::TakeOver(lease),
+        (Some(DeviceReason::Rollback), None) => Continuity::NewDevice(DeviceReason::Retired),
+        (Some(reason), _) => Continuity::NewDevice(reason),
+    }
+}
+
+/// Log in with a user name and password, naming the device if it logged in before; returns
+/// the session's tokens, secret and the device's lease.
+#[utoipa::path(post, path = "/v1/auth/login", request_body = LoginRequest, tag = "auth",
+    responses((status = 200, body = TokenResponse), (status = 400),
+        (status = 401, description = "invalid_grant, or stale_timestamp (a device proof's ts; Date set)"),
+        (status = 429)))]
+pub async fn login(
+    State(app): State<Arc<App>>,
+    Extension(PeerAddr(peer)): Extension<PeerAddr>,
+    JsonBody(req): JsonBody<LoginRequest>,
+) -> Response {
+    let now = app.now();
+    match login_at(&app, peer, req, now).await {
+        Ok(body) => no_store(Json(body).into_response()),
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => with_date(e.into_response(), now),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn login_at(app: &Arc<App>, peer: SocketAddr, req: LoginRequest, now: u64) -> Result<TokenResponse, ApiError> {
+    check_name("user", &req.user)?;
+    check_name("device_name", &req.device_name)?;
+    if req.password.chars() > MAX_PASSWORD {
+        return Err(ApiError::bad_request(format!("password must be at most {MAX_PASSWORD} characters")));
+    }
+    if let Some(proof) = &req.device {
+        check_name("device.id", &proof.id)?;
+        // Before the password: a client whose clock is off learns the time without using up
+        // a login attempt.
+        if !proof.is_fresh(now) {
+            return Err(ApiError::stale_timestamp("device.ts"));
+        }
+    }
+    let user = check_password(app, &req.user, req.password, &peer.ip().to_string(), now).await?;
+    for _ in 0..ATTEMPTS {
+        let device = plan_device(app, &user.name, req.device.as_ref(), now).await?;
+        let session_id = random_id("s_");
+        let key_id = random_id("k_");
+        let secret = SessionSecret::from_bytes(random_secret());
+        let refresh = new_refresh_token();
+        let login = NewLogin {
+            secret_sealed: app.sealer.seal(Purpose::SessionSecret, &session_id, secret.expose_secret()),
+            session_id,
+            key_id,
+            user: user.name.clone(),
+            refresh_hash: refresh_token_hash(&refresh),
+            device_name: req.device_name.clone(),
+            device: device.store,
+            now,
+        };
+        if !app.store.login(&login).await? {
+            continue;
+        }
+        let lease_key = open_lease(app, login.device.lease())?;
+        let mut body = issue(
+            app,
+            &Bundle {
+                user: &user.name,
+                roles: &user.roles,
+                session_id: &login.session_id,
+                key_id: &login.key_id,
+                device_id: login.device.id(),
+                secret: &secret,
+                refresh_token: &refresh,
+                lease: login.device.lease(),
+                lease_key: &lease_key,
+            },
+            now,
+        );
+        body.device_secret = device.secret.map(|s| s.to_base64());
+        body.device_reason = device.reason;
+        body.directives = device.directives;
+        tracing::info!(user = %user.name, device = %body.device_id, named = ?req.device.as_ref().map(|d| &d.id),
+            reason = ?body.device_reason, "login");
+        return Ok(body);
+    }
+    Err(ApiError::internal("the device a login named kept changing under it"))
+}
+
+/// Throttling and the password (SPEC section 5, "Tokens"): the user, if the password is right.
+async fn check_password(
+    app: &App,
+    name: &str,
+    password: Password,
+    address: &str,
+    now: u64,
+) -> Result<UserRecord, ApiError> {
+    let throttled = |retry_after: u64| {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ProblemCode::RateLimited,
+            "too many failed logins for this user from this address; wait and retry",
+        );
+        e.retry_after = Some(retry_after.max(1));
+        e
+    };
+    let failures = app.store.login_failures(name, address).await?;
+    let wait_until = failures.last_at.saturating_add(unlock_delay(failures.failures));
+    if now < wait_until {
+        return Err(throttled(wait_until - now));
+    }
+    // The attempt is counted as a failure before the password is checked, and cleared only if
+    // it is right. The count is one atomic increment: of attempts made at once, only the one
+    // whose increment directly follows the state checked above goes on; the others are told
+    // to wait (and stay counted), so a burst cannot get more guesses than one at a time.
+    let reserved = app.store.record_login_failure(name, address, now).await?;
+    if reserved.failures != failures.failures.saturating_add(1) {
+        return Err(throttled(unlock_delay(reserved.failures)));
+    }
+    let user = app.store.user(name).await?.filter(|u| !u.disabled);
+    // Unknown and disabled users are checked against the dummy hash: same time, same answer.
+    if !app.passwords.verify(password, user.as_ref().map(|u| u.password_hash.clone())).await {
+        return Err(ApiError::invalid_grant("wrong user name or password"));
+    }
+    let user = user.ok_or_else(|| ApiError::internal("verified a password without a user"))?;
+    app.store.clear_login_failures(name, address).await?;
+    Ok(user)
+}
+
+/// What the login does with its device, and what the answer says about it.
+struct DevicePlan {
+    store: LoginDevice,
+    /// The device secret of a new device (sent once, in `device_secret`).
+    secret: Option<DeviceSecret>,
+    reason: Option<DeviceReason>,
+    directives: Vec<String>,
+}
+
+/// A new device with a new secret; its lease is `lease`, or a new one.
+fn new_device(app: &App, now: u64, take_over: Option<(String, LeaseRecord)>) -> (LoginDevice, DeviceSecret) {
+    let id = random_id("d_");
+    let secret = DeviceSecret::from_bytes(random_secret());
+    let secret_sealed = app.sealer.seal(Purpose::DeviceSecret, &id, secret.expose_secret());
+    let device = match take_over {
+        Some((from, lease)) => LoginDevice::TakeOver { id, secret_sealed, from, lease },
+        None => LoginDevice::New { id, secret_sealed, lease: new_lease(app, now).0 },
+    };
+    (device, secret)
+}
+
+async fn plan_device(app: &App, user: &str, named: Option<&DeviceProof>, now: u64) -> Result<DevicePlan, ApiError> {
+    let Some(proof) = named else {
+        let (store, secret) = new_device(app, now, None);
+        return Ok(DevicePlan { store, secret: Some(secret), reason: None, directives: Vec::new() });
+    };
+    let state = app.store.device(&proof.id).await?.filter(|d| d.user == user);
+    let state = match state {
+        Some(state) if proves(app, &state, proof)? => state,
+        _ => return Err(ApiError::invalid_grant("the device proof does not verify for this user")),
+    };
+    let expires_at = now + app.config.lease_ttl;
+    let (store, secret, reason) = match continuity(state.retired, state.lease) {
+        Continuity::Continue(lease) => {
+            let expected_lease = lease.as_ref().map(|l| l.id.clone());
+            let lease = match lease {
+                Some(lease) => LeaseRecord { expires_at, ..lease },
+                // Only a device made before leases moved to devices can be live without one.
+                None => new_lease(app, now).0,
+            };
+            (LoginDevice::Continue { id: state.id, expected_lease, lease }, None, None)
+        }
+        Continuity::TakeOver(lease) => {
+            let (store, secret) = new_device(app, now, Some((state.id, LeaseRecord { expires_at, ..lease })));
+            (store, Some(secret), Some(DeviceReason::Rollback))
+        }
+        Continuity::NewDevice(reason) => {
+            let (store, secret) = new_device(app, now, None);
+            (store, Some(secret), Some(reason))
+        }
+    };
+    Ok(DevicePlan { store, secret, reason, directives: state.directives })
+}
+
+/// Whether `proof` verifies under the device's secret (constant time); false for a device
+/// that has none.
+fn proves(app: &App, device: &DeviceState, proof: &DeviceProof) -> Result<bool, ApiError> {
+    let Some(sealed) = &device.secret_sealed else { return Ok(false) };
+    let bytes = app.sealer.open(Purpose::DeviceSecret, &device.id, sealed).map_err(ApiError::internal)?;
+    let bytes: [u8; 32] =
+        bytes.as_slice().try_into().map_err(|_| ApiError::internal("a stored device secret is not 32 bytes"))?;
+    Ok(proof.verify(&DeviceSecret::from_bytes(Zeroizing::new(bytes))).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_devices_continue_and_only_a_rollback_with_its_lease_carries_it_over() {
+        assert_eq!(continuity(None, Some("L")), Continuity::Continue(Some("L")));
+        assert_eq!(continuity::<&str>(None, None), Continuity::Continue(None));
+        assert_eq!(continuity(Some(DeviceReason::Rollback), Some("L")), Continuity::TakeOver("L"));
+        assert_eq!(
+            continuity::<&str>(Some(DeviceReason::Rollback), None),
+            Continuity::NewDevice(DeviceReason::Retired)
+        );
+        for r in [DeviceReason::Wiped, DeviceReason::Retired] {
+            assert_eq!(continuity::<&str>(Some(r), None), Continuity::NewDevice(r));
+        }
+    }
+}

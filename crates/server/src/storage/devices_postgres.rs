@@ -1,0 +1,311 @@
+//! Devices on PostgreSQL: the same rows and rules as `devices_sqlite.rs`, shared by every
+//! server instance. A login's device step is one conditional `UPDATE` (or an `INSERT`) in the
+//! transaction that makes the session, so the row lock it takes orders it against a
+//! concurrent wipe, logout or takeover of the same device: whichever commits second sees the
+//! first's effect, and a login whose condition no longer holds changes nothing and reports
+//! it. Locks are taken device row first, then sessions, then refresh tokens, the order of
+//! every other path (a refresh spend locks its session, then its tokens), so no two paths
+//! wait on each other in a cycle.
+
+use fieldvault_core::protocol::auth::DeviceReason;
+use sqlx::{PgConnection, PgPool, Row};
+
+use super::postgres::{backend, from_db, to_db};
+use super::{DeviceRecord, DeviceState, LeaseRecord, LoginDevice, NewLogin, StoreError};
+
+/// Version 3 (see `devices_sqlite::SCHEMA_V3`), one statement each.
+pub(super) const SCHEMA_V3: &[&str] = &[
+    "ALTER TABLE devices ADD COLUMN IF NOT EXISTS secret_sealed BYTEA NULL",
+    "ALTER TABLE devices ADD COLUMN IF NOT EXISTS lease_id TEXT NULL",
+    "ALTER TABLE devices ADD COLUMN IF NOT EXISTS lease_sealed BYTEA NULL",
+    "ALTER TABLE devices ADD COLUMN IF NOT EXISTS lease_expires_at BIGINT NULL",
+    "ALTER TABLE devices ADD COLUMN IF NOT EXISTS retired_at BIGINT NULL",
+    "ALTER TABLE devices ADD COLUMN IF NOT EXISTS retired_reason TEXT NULL",
+    "UPDATE devices d SET lease_id = s.lease_id, lease_sealed = s.lease_sealed, lease_expires_at = s.lease_expires_at
+     FROM (SELECT DISTINCT ON (device_id) device_id, lease_id, lease_sealed, lease_expires_at FROM sessions
+           WHERE lease_id IS NOT NULL AND lease_sealed IS NOT NULL ORDER BY device_id, created_at DESC, id) s
+     WHERE s.device_id = d.id",
+    "UPDATE devices d SET retired_reason = 'wiped', lease_id = NULL, lease_sealed = NULL, lease_expires_at = NULL,
+         retired_at = (SELECT min(x.issued_at) FROM directives x WHERE x.device_id = d.id AND x.kind = 'wipe')
+     WHERE EXISTS (SELECT 1 FROM directives x WHERE x.device_id = d.id AND x.kind = 'wipe')",
+    "ALTER TABLE sessions DROP COLUMN IF EXISTS lease_id, DROP COLUMN IF EXISTS lease_sealed,
+         DROP COLUMN IF EXISTS lease_issued_at, DROP COLUMN IF EXISTS lease_expires_at",
+    "CREATE INDEX IF NOT EXISTS sessions_device_id ON sessions (device_id)",
+    "CREATE INDEX IF NOT EXISTS devices_user_name ON devices (user_name)",
+];
+
+fn reason(text: Option<String>) -> Result<Option<DeviceReason>, StoreError> {
+    text.map(|t| {
+        DeviceReason::from_name(&t).ok_or_else(|| StoreError::Backend("corrupt retirement reason in the store".into()))
+    })
+    .transpose()
+}
+
+fn lease(
+    id: Option<String>,
+    key_sealed: Option<Vec<u8>>,
+    expires_at: Option<i64>,
+) -> Result<Option<LeaseRecord>, StoreError> {
+    Ok(match (id, key_sealed) {
+        (Some(id), Some(key_sealed)) => {
+            Some(LeaseRecord { id, key_sealed, expires_at: from_db(expires_at.unwrap_or(0))? })
+        }
+        _ => None,
+    })
+}
+
+pub(super) async fn device(pool: &PgPool, id: &str) -> Result<Option<DeviceState>, StoreError> {
+    let row = sqlx::query(
+        "SELECT id, user_name, secret_sealed, lease_id, lease_sealed, lease_expires_at, retired_reason,
+             COALESCE((SELECT array_agg(x.token ORDER BY x.issued_at, x.jti) FROM directives x
+                       WHERE x.device_id = devices.id AND x.acked_at IS NULL), ARRAY[]::text[]) AS directives
+         FROM devices WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(backend)?;
+    let Some(r) = row else { return Ok(None) };
+    Ok(Some(DeviceState {
+        id: r.try_get("id").map_err(backend)?,
+        user: r.try_get("user_name").map_err(backend)?,
+        secret_sealed: r.try_get("secret_sealed").map_err(backend)?,
+        lease: lease(
+            r.try_get("lease_id").map_err(backend)?,
+            r.try_get("lease_sealed").map_err(backend)?,
+            r.try_get("lease_expires_at").map_err(backend)?,
+        )?,
+        retired: reason(r.try_get("retired_reason").map_err(backend)?)?,
+        directives: r.try_get("directives").map_err(backend)?,
+    }))
+}
+
+/// Revokes every live session of a device and spends their refresh tokens.
+pub(super) async fn revoke_device_sessions(
+    conn: &mut PgConnection,
+    device_id: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE device_id = $1 AND revoked_at IS NULL")
+        .bind(device_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    sqlx::query(
+        "UPDATE refresh_tokens SET spent_at = $2
+         WHERE spent_at IS NULL AND session_id IN (SELECT id FROM sessions WHERE device_id = $1)",
+    )
+    .bind(device_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+async fn insert_device(
+    conn: &mut PgConnection,
+    l: &NewLogin,
+    id: &str,
+    secret_sealed: &[u8],
+    lease: &LeaseRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO devices (id, user_name, name, created_at, last_seen_at, secret_sealed,
+             lease_id, lease_sealed, lease_expires_at)
+         VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8)",
+    )
+    .bind(id)
+    .bind(&l.user)
+    .bind(&l.device_name)
+    .bind(to_db(l.now)?)
+    .bind(secret_sealed)
+    .bind(&lease.id)
+    .bind(&lease.key_sealed[..])
+    .bind(to_db(lease.expires_at)?)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+pub(super) async fn login(pool: &PgPool, l: &NewLogin) -> Result<bool, StoreError> {
+    let now = to_db(l.now)?;
+    let mut tx = pool.begin().await.map_err(backend)?;
+    match &l.device {
+        LoginDevice::New { id, secret_sealed, lease } => insert_device(&mut tx, l, id, secret_sealed, lease).await?,
+        LoginDevice::Continue { id, expected_lease, lease } => {
+            let continued = sqlx::query(
+                "UPDATE devices SET name = $3, last_seen_at = $4, lease_id = $5, lease_sealed = $6,
+                     lease_expires_at = $7
+                 WHERE id = $1 AND user_name = $2 AND retired_at IS NULL AND lease_id IS NOT DISTINCT FROM $8",
+            )
+            .bind(id)
+            .bind(&l.user)
+            .bind(&l.device_name)
+            .bind(now)
+            .bind(&lease.id)
+            .bind(&lease.key_sealed[..])
+            .bind(to_db(lease.expires_at)?)
+            .bind(expected_lease)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+            if continued.rows_affected() != 1 {
+                tx.rollback().await.map_err(backend)?;
+                return Ok(false);
+            }
+            revoke_device_sessions(&mut tx, id, now).await?;
+        }
+        LoginDevice::TakeOver { id, secret_sealed, from, lease } => {
+            let released = sqlx::query(
+                "UPDATE devices SET lease_id = NULL, lease_sealed = NULL, lease_expires_at = NULL
+                 WHERE id = $1 AND user_name = $2 AND retired_reason = 'rollback' AND lease_id = $3",
+            )
+            .bind(from)
+            .bind(&l.user)
+            .bind(&lease.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+            if released.rows_affected() != 1 {
+                tx.rollback().await.map_err(backend)?;
+                return Ok(false);
+            }
+            insert_device(&mut tx, l, id, secret_sealed, lease).await?;
+        }
+    }
+    sqlx::query(
+        "INSERT INTO sessions (id, key_id, user_name, device_id, secret_sealed, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&l.session_id)
+    .bind(&l.key_id)
+    .bind(&l.user)
+    .bind(l.device.id())
+    .bind(&l.secret_sealed[..])
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map_err(backend)?;
+    sqlx::query("INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES ($1, $2, $3)")
+        .bind(&l.refresh_hash[..])
+        .bind(&l.session_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+    tx.commit().await.map_err(backend)?;
+    Ok(true)
+}
+
+/// Retires a device inside a transaction (see [`super::Store::retire_device`]). A wipe is
+/// never turned back into a plain retirement.
+pub(super) async fn retire_in(
+    conn: &mut PgConnection,
+    device_id: &str,
+    why: DeviceReason,
+    now: i64,
+) -> Result<(), StoreError> {
+    let retire = match why {
+        DeviceReason::Rollback => sqlx::query(
+            "UPDATE devices SET retired_at = $2, retired_reason = 'rollback' WHERE id = $1 AND retired_at IS NULL",
+        )
+        .bind(device_id)
+        .bind(now),
+        _ => sqlx::query(
+            "UPDATE devices SET retired_at = COALESCE(retired_at, $2),
+                 retired_reason = CASE WHEN retired_reason = 'wiped' THEN 'wiped' ELSE $3 END,
+                 lease_id = NULL, lease_sealed = NULL, lease_expires_at = NULL
+             WHERE id = $1",
+        )
+        .bind(device_id)
+        .bind(now)
+        .bind(why.as_str()),
+    };
+    retire.execute(&mut *conn).await.map_err(backend)?;
+    revoke_device_sessions(conn, device_id, now).await
+}
+
+pub(super) async fn renew_lease(
+    pool: &PgPool,
+    device_id: &str,
+    expires_at: u64,
+    now: u64,
+) -> Result<Option<LeaseRecord>, StoreError> {
+    let row = sqlx::query(
+        "UPDATE devices SET lease_expires_at = $2, last_seen_at = $3
+         WHERE id = $1 AND retired_at IS NULL AND lease_id IS NOT NULL AND lease_sealed IS NOT NULL
+         RETURNING lease_id, lease_sealed, lease_expires_at",
+    )
+    .bind(device_id)
+    .bind(to_db(expires_at)?)
+    .bind(to_db(now)?)
+    .fetch_optional(pool)
+    .await
+    .map_err(backend)?;
+    let Some(r) = row else { return Ok(None) };
+    lease(
+        r.try_get("lease_id").map_err(backend)?,
+        r.try_get("lease_sealed").map_err(backend)?,
+        r.try_get("lease_expires_at").map_err(backend)?,
+    )
+}
+
+pub(super) async fn remove_user(pool: &PgPool, name: &str) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await.map_err(backend)?;
+    for statement in [
+        // The device rows first, so that a login or retirement of them running now waits.
+        "SELECT 1 FROM devices WHERE user_name = $1 FOR UPDATE",
+        "DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM sessions WHERE user_name = $1)",
+        "DELETE FROM sessions WHERE user_name = $1",
+        "DELETE FROM held WHERE device_id IN (SELECT id FROM devices WHERE user_name = $1)",
+        "DELETE FROM directives WHERE device_id IN (SELECT id FROM devices WHERE user_name = $1)",
+        "DELETE FROM devices WHERE user_name = $1",
+        "DELETE FROM idempotency WHERE user_name = $1",
+        "DELETE FROM login_failures WHERE user_name = $1",
+    ] {
+        sqlx::query(statement).bind(name).execute(&mut *tx).await.map_err(backend)?;
+    }
+    let removed =
+        sqlx::query("DELETE FROM users WHERE name = $1").bind(name).execute(&mut *tx).await.map_err(backend)?;
+    tx.commit().await.map_err(backend)?;
+    Ok(removed.rows_affected() == 1)
+}
+
+pub(super) async fn devices(pool: &PgPool) -> Result<Vec<DeviceRecord>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT d.id, d.user_name, d.name, d.created_at, d.last_seen_at,
+            (SELECT s.id FROM sessions s WHERE s.device_id = d.id ORDER BY s.created_at DESC, s.id LIMIT 1),
+            EXISTS (SELECT 1 FROM sessions s WHERE s.device_id = d.id AND s.revoked_at IS NULL),
+            COALESCE((SELECT array_agg(x.jti || ' ' || x.kind ORDER BY x.issued_at, x.jti) FROM directives x
+                      WHERE x.device_id = d.id AND x.acked_at IS NULL), ARRAY[]::text[]),
+            d.retired_reason, CASE WHEN d.lease_id IS NULL THEN NULL ELSE d.lease_expires_at END
+         FROM devices d ORDER BY d.user_name, d.created_at, d.id",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(backend)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let pending: Vec<String> = r.try_get(7).map_err(backend)?;
+        let lease_expires_at: Option<i64> = r.try_get(9).map_err(backend)?;
+        out.push(DeviceRecord {
+            id: r.try_get(0).map_err(backend)?,
+            user: r.try_get(1).map_err(backend)?,
+            name: r.try_get(2).map_err(backend)?,
+            created_at: from_db(r.try_get(3).map_err(backend)?)?,
+            last_seen_at: from_db(r.try_get(4).map_err(backend)?)?,
+            session_id: r.try_get(5).map_err(backend)?,
+            active: r.try_get(6).map_err(backend)?,
+            retired: reason(r.try_get(8).map_err(backend)?)?,
+            lease_expires_at: lease_expires_at.map(from_db).transpose()?,
+            pending: pending
+                .into_iter()
+                .map(|p| p.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())).unwrap_or((p, String::new())))
+                .collect(),
+        });
+    }
+    Ok(out)
+}

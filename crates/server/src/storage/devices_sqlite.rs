@@ -1,0 +1,261 @@
+//! Devices on the SQLCipher store: a device outlives its sessions (SPEC section 5). Each
+//! device row holds its sealed device secret and its one lease (sealed key, expiry); a login
+//! makes, continues or takes over a device in the transaction that makes its session, and
+//! retiring a device (wipe, plain logout, rollback) revokes its sessions in the same
+//! transaction. Every call runs on the store's one connection in a `BEGIN IMMEDIATE`
+//! transaction, so each is atomic against every other.
+
+use fieldvault_core::protocol::auth::DeviceReason;
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use super::sqlite::{i, u};
+use super::{DeviceRecord, DeviceState, LeaseRecord, LoginDevice, NewLogin};
+
+/// Version 3: devices hold their secret and their lease (moved from the newest session that
+/// had one), and why they were retired; sessions no longer hold leases. A device that had a
+/// wipe directive is recorded as wiped.
+pub(super) const SCHEMA_V3: &str = "
+    ALTER TABLE devices ADD COLUMN secret_sealed BLOB;
+    ALTER TABLE devices ADD COLUMN lease_id TEXT;
+    ALTER TABLE devices ADD COLUMN lease_sealed BLOB;
+    ALTER TABLE devices ADD COLUMN lease_expires_at INTEGER;
+    ALTER TABLE devices ADD COLUMN retired_at INTEGER;
+    ALTER TABLE devices ADD COLUMN retired_reason TEXT;
+    UPDATE devices SET (lease_id, lease_sealed, lease_expires_at) = (
+        SELECT s.lease_id, s.lease_sealed, s.lease_expires_at FROM sessions s
+        WHERE s.device_id = devices.id AND s.lease_id IS NOT NULL AND s.lease_sealed IS NOT NULL
+        ORDER BY s.created_at DESC, s.id LIMIT 1);
+    UPDATE devices SET retired_reason = 'wiped', lease_id = NULL, lease_sealed = NULL, lease_expires_at = NULL,
+        retired_at = (SELECT min(x.issued_at) FROM directives x WHERE x.device_id = devices.id AND x.kind = 'wipe')
+        WHERE EXISTS (SELECT 1 FROM directives x WHERE x.device_id = devices.id AND x.kind = 'wipe');
+    ALTER TABLE sessions DROP COLUMN lease_id;
+    ALTER TABLE sessions DROP COLUMN lease_sealed;
+    ALTER TABLE sessions DROP COLUMN lease_issued_at;
+    ALTER TABLE sessions DROP COLUMN lease_expires_at;
+    CREATE INDEX sessions_by_device ON sessions (device_id);
+    CREATE INDEX devices_by_user ON devices (user_name);
+";
+
+fn corrupt(what: &str) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(format!("corrupt {what} in the store").into())
+}
+
+fn reason(text: Option<String>) -> rusqlite::Result<Option<DeviceReason>> {
+    text.map(|t| DeviceReason::from_name(&t).ok_or_else(|| corrupt("retirement reason"))).transpose()
+}
+
+/// A device row's lease columns: id, sealed key, expiry.
+type LeaseColumns = (Option<String>, Option<Vec<u8>>, Option<i64>);
+
+fn lease(id: Option<String>, key_sealed: Option<Vec<u8>>, expires_at: Option<i64>) -> Option<LeaseRecord> {
+    match (id, key_sealed) {
+        (Some(id), Some(key_sealed)) => Some(LeaseRecord { id, key_sealed, expires_at: u(expires_at.unwrap_or(0)) }),
+        _ => None,
+    }
+}
+
+/// The device's directives not yet acknowledged, oldest first.
+pub(super) fn pending_directives(c: &Connection, device_id: &str) -> rusqlite::Result<Vec<String>> {
+    c.prepare_cached("SELECT token FROM directives WHERE device_id = ?1 AND acked_at IS NULL ORDER BY issued_at, jti")?
+        .query_map([device_id], |r| r.get(0))?
+        .collect()
+}
+
+pub(super) fn device(c: &mut Connection, id: &str) -> rusqlite::Result<Option<DeviceState>> {
+    let tx = c.transaction()?;
+    type Row = (String, String, Option<Vec<u8>>, Option<String>, Option<Vec<u8>>, Option<i64>, Option<String>);
+    let row: Option<Row> = tx
+        .prepare_cached(
+            "SELECT id, user_name, secret_sealed, lease_id, lease_sealed, lease_expires_at, retired_reason
+             FROM devices WHERE id = ?1",
+        )?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))
+        .optional()?;
+    let Some((id, user, secret_sealed, lease_id, lease_sealed, lease_expires_at, retired)) = row else {
+        return Ok(None);
+    };
+    let directives = pending_directives(&tx, &id)?;
+    Ok(Some(DeviceState {
+        lease: lease(lease_id, lease_sealed, lease_expires_at),
+        retired: reason(retired)?,
+        id,
+        user,
+        secret_sealed,
+        directives,
+    }))
+}
+
+/// Revokes every live session of a device and spends their refresh tokens.
+pub(super) fn revoke_device_sessions(tx: &Transaction<'_>, device_id: &str, now: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE refresh_tokens SET spent_at = ?2
+         WHERE spent_at IS NULL AND session_id IN (SELECT id FROM sessions WHERE device_id = ?1)",
+        params![device_id, now],
+    )?;
+    tx.execute(
+        "UPDATE sessions SET revoked_at = ?2 WHERE device_id = ?1 AND revoked_at IS NULL",
+        params![device_id, now],
+    )?;
+    Ok(())
+}
+
+fn insert_device(
+    tx: &Transaction<'_>,
+    l: &NewLogin,
+    id: &str,
+    secret_sealed: &[u8],
+    lease: &LeaseRecord,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO devices (id, user_name, name, created_at, last_seen_at, secret_sealed,
+             lease_id, lease_sealed, lease_expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8)",
+        params![id, l.user, l.device_name, i(l.now), secret_sealed, lease.id, lease.key_sealed, i(lease.expires_at)],
+    )?;
+    Ok(())
+}
+
+pub(super) fn login(c: &mut Connection, l: &NewLogin) -> rusqlite::Result<bool> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now = i(l.now);
+    match &l.device {
+        LoginDevice::New { id, secret_sealed, lease } => insert_device(&tx, l, id, secret_sealed, lease)?,
+        LoginDevice::Continue { id, expected_lease, lease } => {
+            let continued = tx.execute(
+                "UPDATE devices SET name = ?3, last_seen_at = ?4, lease_id = ?5, lease_sealed = ?6,
+                     lease_expires_at = ?7
+                 WHERE id = ?1 AND user_name = ?2 AND retired_at IS NULL AND lease_id IS ?8",
+                params![
+                    id,
+                    l.user,
+                    l.device_name,
+                    now,
+                    lease.id,
+                    lease.key_sealed,
+                    i(lease.expires_at),
+                    expected_lease
+                ],
+            )?;
+            if continued != 1 {
+                return Ok(false);
+            }
+            revoke_device_sessions(&tx, id, now)?;
+        }
+        LoginDevice::TakeOver { id, secret_sealed, from, lease } => {
+            let released = tx.execute(
+                "UPDATE devices SET lease_id = NULL, lease_sealed = NULL, lease_expires_at = NULL
+                 WHERE id = ?1 AND user_name = ?2 AND retired_reason = 'rollback' AND lease_id = ?3",
+                params![from, l.user, lease.id],
+            )?;
+            if released != 1 {
+                return Ok(false);
+            }
+            insert_device(&tx, l, id, secret_sealed, lease)?;
+        }
+    }
+    tx.execute(
+        "INSERT INTO sessions (id, key_id, user_name, device_id, secret_sealed, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![l.session_id, l.key_id, l.user, l.device.id(), l.secret_sealed, now],
+    )?;
+    tx.execute(
+        "INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES (?1, ?2, ?3)",
+        params![&l.refresh_hash[..], l.session_id, now],
+    )?;
+    tx.commit()?;
+    Ok(true)
+}
+
+/// Retires a device inside `tx` (see [`super::Store::retire_device`]). A wipe is never turned
+/// back into a plain retirement.
+pub(super) fn retire_in(tx: &Transaction<'_>, device_id: &str, why: DeviceReason, now: i64) -> rusqlite::Result<()> {
+    match why {
+        DeviceReason::Rollback => {
+            tx.execute(
+                "UPDATE devices SET retired_at = ?2, retired_reason = 'rollback' WHERE id = ?1 AND retired_at IS NULL",
+                params![device_id, now],
+            )?;
+        }
+        _ => {
+            tx.execute(
+                "UPDATE devices SET retired_at = COALESCE(retired_at, ?2),
+                     retired_reason = CASE WHEN retired_reason = 'wiped' THEN 'wiped' ELSE ?3 END,
+                     lease_id = NULL, lease_sealed = NULL, lease_expires_at = NULL
+                 WHERE id = ?1",
+                params![device_id, now, why.as_str()],
+            )?;
+        }
+    }
+    revoke_device_sessions(tx, device_id, now)
+}
+
+pub(super) fn renew_lease(
+    c: &mut Connection,
+    device_id: &str,
+    expires_at: u64,
+    now: u64,
+) -> rusqlite::Result<Option<LeaseRecord>> {
+    let row: Option<LeaseColumns> = c
+        .prepare_cached(
+            "UPDATE devices SET lease_expires_at = ?2, last_seen_at = ?3
+             WHERE id = ?1 AND retired_at IS NULL AND lease_id IS NOT NULL AND lease_sealed IS NOT NULL
+             RETURNING lease_id, lease_sealed, lease_expires_at",
+        )?
+        .query_row(params![device_id, i(expires_at), i(now)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    Ok(row.and_then(|(id, key, expires)| lease(id, key, expires)))
+}
+
+pub(super) fn remove_user(c: &mut Connection, name: &str) -> rusqlite::Result<bool> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for statement in [
+        "DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM sessions WHERE user_name = ?1)",
+        "DELETE FROM sessions WHERE user_name = ?1",
+        "DELETE FROM held WHERE device_id IN (SELECT id FROM devices WHERE user_name = ?1)",
+        "DELETE FROM directives WHERE device_id IN (SELECT id FROM devices WHERE user_name = ?1)",
+        "DELETE FROM devices WHERE user_name = ?1",
+        "DELETE FROM idempotency WHERE user_name = ?1",
+        "DELETE FROM login_failures WHERE user_name = ?1",
+    ] {
+        tx.execute(statement, [name])?;
+    }
+    let removed = tx.execute("DELETE FROM users WHERE name = ?1", [name])?;
+    tx.commit()?;
+    Ok(removed == 1)
+}
+
+pub(super) fn devices(c: &mut Connection) -> rusqlite::Result<Vec<DeviceRecord>> {
+    type Row = (String, String, String, i64, i64, Option<String>, bool, Option<String>, Option<i64>);
+    let rows: Vec<Row> = c
+        .prepare(
+            "SELECT d.id, d.user_name, d.name, d.created_at, d.last_seen_at,
+                (SELECT s.id FROM sessions s WHERE s.device_id = d.id ORDER BY s.created_at DESC, s.id LIMIT 1),
+                EXISTS (SELECT 1 FROM sessions s WHERE s.device_id = d.id AND s.revoked_at IS NULL),
+                d.retired_reason, CASE WHEN d.lease_id IS NULL THEN NULL ELSE d.lease_expires_at END
+             FROM devices d ORDER BY d.user_name, d.created_at, d.id",
+        )?
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = c.prepare(
+        "SELECT jti, kind FROM directives WHERE device_id = ?1 AND acked_at IS NULL ORDER BY issued_at, jti",
+    )?;
+    let mut devices = Vec::with_capacity(rows.len());
+    for (id, user, name, created_at, last_seen_at, session_id, active, retired, lease_expires_at) in rows {
+        let pending = stmt.query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        devices.push(DeviceRecord {
+            id,
+            user,
+            name,
+            created_at: u(created_at),
+            last_seen_at: u(last_seen_at),
+            session_id,
+            active,
+            retired: reason(retired)?,
+            lease_expires_at: lease_expires_at.map(u),
+            pending,
+        });
+    }
+    Ok(devices)
+}
