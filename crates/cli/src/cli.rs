@@ -61,7 +61,14 @@ pub enum Command {
         keystore: Option<KeystoreChoice>,
     },
     /// Show the key hierarchy: key ids, versions, keystore (no passphrase needed)
-    Status,
+    ///
+    /// With --sync it also unlocks and shows the account's sync state: server, user,
+    /// device, outbox length, last sync, token and lease expiry.
+    Status {
+        /// Add the account's sync state (unlocks the vault)
+        #[arg(long)]
+        sync: bool,
+    },
     /// Write a document: a JSON object from the argument, or from stdin with `-` or no argument
     ///
     /// Arguments are visible to other processes in /proc: pass sensitive documents on stdin.
@@ -140,6 +147,71 @@ pub enum Command {
         #[arg(long, value_name = "PLAIN.sqlite")]
         from: std::path::PathBuf,
     },
+    /// Log the account in to a sync server, pinning its key (password from a prompt,
+    /// --password-fd or FIELDVAULT_PASSWORD)
+    ///
+    /// A vault that logged in to this server as this user before continues its device.
+    Login {
+        /// The server, https://HOST[:PORT] (plain http is refused)
+        #[arg(long, value_name = "URL")]
+        server: String,
+        /// The user name
+        #[arg(long)]
+        user: String,
+        /// The server's key pin, sha256/BASE64; repeat it for the current and the next key
+        #[arg(long = "pin", value_name = "sha256/BASE64", required = true)]
+        pins: Vec<String>,
+        /// A label for this device
+        #[arg(long, value_name = "NAME")]
+        device_name: Option<String>,
+        /// Read the password from this open file descriptor (first line)
+        #[arg(long, value_name = "N")]
+        password_fd: Option<u32>,
+    },
+    /// Push the outbox, then pull what changed on the server
+    ///
+    /// Exits 0 when the sync completed (conflicts and refused changes are reported, not
+    /// errors), 1 when it could not (offline, auth, an answer that does not verify).
+    /// With --watch it syncs every --interval seconds until stopped, holding the vault only
+    /// while a cycle runs; a failed cycle is retried with exponential backoff and jitter
+    /// (5 s up to 15 minutes); with --json it prints one JSON object per cycle, a line each.
+    Sync {
+        /// Keep syncing until stopped (Ctrl-C)
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between cycles with --watch
+        #[arg(long, value_name = "SECS", requires = "watch", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        interval: u64,
+    },
+    /// List the changes waiting for the server (never their bodies)
+    Outbox,
+    /// List the kept conflicts (the losing version of each document), or resolve one
+    Conflicts {
+        #[command(subcommand)]
+        action: Option<ConflictsCommand>,
+    },
+    /// Who the cached offline token says you are (verified offline; user, roles, expiry)
+    Whoami,
+    /// Log the account out of its server
+    ///
+    /// Plain: the account's keys and data are destroyed here first, then the server retires
+    /// the device. --keep-data: only the session ends; data, keys and the device stay, and
+    /// the next login continues the device. Refused while changes wait in the outbox unless
+    /// --force. Asks for confirmation on a terminal.
+    Logout {
+        /// End the session but keep the data and the device
+        #[arg(long)]
+        keep_data: bool,
+        /// Log out even though changes have not reached the server (they are lost)
+        #[arg(long)]
+        force: bool,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Accounts: add one, or list them
+    #[command(subcommand)]
+    Account(AccountCommand),
     /// Check that every file at rest is encrypted and authentic
     ///
     /// Every key unwraps; every account database is encrypted and authenticates on every
@@ -165,6 +237,40 @@ pub enum AttachmentCommand {
         /// Id of the owning document
         id: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Add an account with fresh keys (its own database, files and sync state)
+    Add {
+        /// The account name
+        name: String,
+    },
+    /// List the vault's accounts
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConflictsCommand {
+    /// Resolve a conflict: keep the local version (pushed again) or the server's (as now)
+    Resolve {
+        /// Collection of the document
+        collection: String,
+        /// Id of the document
+        id: String,
+        /// Which version to keep
+        #[arg(long, value_enum)]
+        keep: KeepChoice,
+    },
+}
+
+/// Which side a resolved conflict keeps.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum KeepChoice {
+    /// The version that was set aside
+    Local,
+    /// The document as it is now (the server's)
+    Server,
 }
 
 /// A count of 1 or more.

@@ -11,16 +11,19 @@ use fieldvault_core::{AccountName, KeystoreKind, KeystoreParams, Purpose, SlotSt
 use fieldvault_keystore::{KeyStore, OsStore, PassphraseStore};
 use serde_json::{Map, Value, json};
 
-use crate::cli::{AttachmentCommand, Cli, Command, Global, KeystoreChoice};
+use crate::cli::{
+    AccountCommand, AttachmentCommand, Cli, Command, ConflictsCommand, Global, KeepChoice, KeystoreChoice,
+};
 use crate::hygiene::core_dumps_disabled;
-use crate::secret_input::{Prompt, Source, confirm, passphrase};
+use crate::secret_input::{Prompt, Source, confirm, passphrase, password};
 
 pub fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
     let dir = vault_dir(g)?;
     match cli.command {
         Command::Init { keystore } => init(g, &dir, keystore),
-        Command::Status => status(g, &dir),
+        Command::Status { sync: false } => status(g, &dir),
+        Command::Status { sync: true } => status_sync(g, &dir),
         Command::Put { collection, id, document } => put(g, &dir, &collection, &id, document.as_deref()),
         Command::Get { collection, id } => get(g, &dir, &collection, &id),
         Command::List { collection, limit, after } => list(g, &dir, &collection, limit, after.as_deref()),
@@ -33,6 +36,20 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Attach { collection, id, file } => attach(g, &dir, &collection, &id, &file),
         Command::Attachment(AttachmentCommand::Get { att_id, out }) => attachment_get(g, &dir, &att_id, &out),
         Command::Attachment(AttachmentCommand::List { collection, id }) => attachment_list(g, &dir, &collection, &id),
+        Command::Login { server, user, pins, device_name, password_fd } => {
+            login(g, &dir, &server, &user, &pins, device_name.as_deref(), password_fd)
+        }
+        Command::Sync { watch: false, .. } => sync(g, &dir),
+        Command::Sync { watch: true, interval } => sync_watch(g, &dir, interval),
+        Command::Outbox => outbox(g, &dir),
+        Command::Conflicts { action: None } => conflicts(g, &dir),
+        Command::Conflicts { action: Some(ConflictsCommand::Resolve { collection, id, keep }) } => {
+            resolve(g, &dir, &collection, &id, keep)
+        }
+        Command::Whoami => whoami(g, &dir),
+        Command::Logout { keep_data, force, yes } => logout(g, &dir, keep_data, force, yes),
+        Command::Account(AccountCommand::Add { name }) => account_add(g, &dir, &name),
+        Command::Account(AccountCommand::List) => account_list(g, &dir),
     }
 }
 
@@ -478,4 +495,254 @@ fn attachment_list(g: &Global, dir: &Path, collection: &str, id: &str) -> Result
         list.iter().map(|a| format!("{}\t{} bytes", a.id, a.size)).collect::<Vec<_>>().join("\n")
     })?;
     Ok(())
+}
+
+fn login(
+    g: &Global,
+    dir: &Path,
+    server: &str,
+    user: &str,
+    pins: &[String],
+    device_name: Option<&str>,
+    password_fd: Option<u32>,
+) -> Result<()> {
+    let account = account(g)?;
+    if pins.len() == 1 {
+        eprintln!(
+            "warning: only one pin given; pass the next key's pin too (--pin), or a key rotation will lock this device out"
+        );
+    }
+    let password = password(&Source { fd: password_fd, flag: "--password-fd", env_var: "FIELDVAULT_PASSWORD" })?;
+    let mut v = unlock(g, dir)?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_or_else(|_| "fieldvault".to_owned(), |h| h.trim().to_owned());
+    let name = device_name.map_or(host, str::to_owned);
+    let s = v.login(&account, fieldvault_client::LoginOptions { server, pins, user, password, device_name: &name })?;
+    emit(
+        g,
+        json!({ "user": s.user, "device_id": s.device_id, "continued": s.continued,
+                "device_reason": s.device_reason, "lease_expires_at": s.lease_expires_at, "wiped": s.wiped }),
+        || {
+            let how = if s.continued { "continued device" } else { "new device" };
+            let wiped = if s.wiped { "; the server had ordered this device wiped: its data was destroyed" } else { "" };
+            format!("logged in as {} ({how} {}){wiped}", s.user, s.device_id)
+        },
+    )
+}
+
+fn sync(g: &Global, dir: &Path) -> Result<()> {
+    let account = account(g)?;
+    let mut v = unlock(g, dir)?;
+    let bar = spinner(g, "syncing");
+    let r = v.sync_with_progress(&account, &|_| fieldvault_client::ConflictPolicy::ServerWins, &mut |r, more| {
+        let more = if more { ", more to come" } else { "" };
+        bar.set_message(format!("syncing: pushed {}, pulled {}{more}", r.pushed, r.pulled));
+    });
+    bar.finish_and_clear();
+    let r = r?;
+    emit(g, sync_report_json(&r), || {
+        format!(
+            "pushed {}, pulled {}, conflicts {}, refused {}, held {}",
+            r.pushed, r.pulled, r.conflicts, r.rejected, r.held
+        )
+    })
+}
+
+fn sync_report_json(r: &fieldvault_client::SyncReport) -> Value {
+    json!({ "pushed": r.pushed, "conflicts": r.conflicts, "rejected": r.rejected, "held": r.held,
+            "pulled": r.pulled, "skipped": r.skipped })
+}
+
+/// `sync --watch`: a cycle every `interval` seconds; the vault is held only while a cycle
+/// runs (parked in between, keys in this process's memory); failures that the network or the
+/// server cause are retried with backoff, anything else stops with exit 1.
+fn sync_watch(g: &Global, dir: &Path, interval: u64) -> Result<()> {
+    let account = account(g)?;
+    let mut parked = Some(unlock(g, dir)?.park());
+    let mut failures = 0u32;
+    loop {
+        let Some(p) = parked.take() else { bail!("the vault could not be parked") };
+        let mut v = match p.resume() {
+            Ok(v) => v,
+            Err(fieldvault_client::Error::Locked) => {
+                bail!("the vault's keys changed while syncing (a rotation, a new passphrase or a wipe); run sync again")
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let result = v.sync(&account, &|_| fieldvault_client::ConflictPolicy::ServerWins);
+        parked = Some(v.park());
+        let wait = match &result {
+            Ok(r) => {
+                failures = 0;
+                let line = json!({ "ok": true, "report": sync_report_json(r) });
+                emit(g, line, || {
+                    format!(
+                        "synced: pushed {}, pulled {}, conflicts {}, refused {}",
+                        r.pushed, r.pulled, r.conflicts, r.rejected
+                    )
+                })?;
+                std::time::Duration::from_secs(interval)
+            }
+            Err(e) if e.is_transient() => {
+                failures = failures.saturating_add(1);
+                let random = u32::from_le_bytes(rand4());
+                let wait = fieldvault_client::retry_delay(failures, random)
+                    .min(std::time::Duration::from_secs(interval.max(5)) * 15);
+                let line = json!({ "ok": false, "error": e.to_string(), "retry_in_ms": wait.as_millis() as u64 });
+                emit(g, line, || format!("sync failed: {e}; retrying in {} s", wait.as_secs()))?;
+                wait
+            }
+            Err(_) => return result.map(|_| ()).map_err(Into::into),
+        };
+        std::thread::sleep(wait);
+    }
+}
+
+fn rand4() -> [u8; 4] {
+    let mut b = [0u8; 4];
+    // The jitter only spreads retries out; a failed random source leaves it at zero.
+    let _ = getrandom4(&mut b);
+    b
+}
+
+fn getrandom4(b: &mut [u8; 4]) -> std::io::Result<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(b)
+}
+
+fn outbox(g: &Global, dir: &Path) -> Result<()> {
+    let account = account(g)?;
+    let mut v = unlock(g, dir)?;
+    let entries = v.outbox(&account)?;
+    let json = entries
+        .iter()
+        .map(|e| json!({ "collection": e.collection, "id": e.id, "op": e.op, "queued_at_ms": e.queued_at_ms, "attempts": e.attempts }))
+        .collect::<Vec<_>>();
+    emit(g, Value::Array(json), || {
+        entries
+            .iter()
+            .map(|e| format!("{} {}/{} (attempts {})", e.op, e.collection, e.id, e.attempts))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+fn whoami(g: &Global, dir: &Path) -> Result<()> {
+    let account = account(g)?;
+    let mut v = unlock(g, dir)?;
+    let me = v.whoami(&account)?;
+    emit(
+        g,
+        json!({ "user": me.user, "roles": me.roles, "device_id": me.device_id, "expires_at": me.expires_at }),
+        || {
+            format!(
+                "{} (roles: {}; device {}; offline token valid until {})",
+                me.user,
+                me.roles.join(", "),
+                me.device_id,
+                me.expires_at
+            )
+        },
+    )
+}
+
+fn conflicts(g: &Global, dir: &Path) -> Result<()> {
+    let account = account(g)?;
+    let mut v = unlock(g, dir)?;
+    let list = v.conflicts(&account)?;
+    let json = list
+        .iter()
+        .map(|c| {
+            json!({ "collection": c.collection, "id": c.id, "local": c.local, "server_version": c.server_version,
+                    "at_ms": c.at_ms })
+        })
+        .collect::<Vec<_>>();
+    emit(g, Value::Array(json), || {
+        list.iter()
+            .map(|c| format!("{}/{} (server version {})", c.collection, c.id, c.server_version))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+fn resolve(g: &Global, dir: &Path, collection: &str, id: &str, keep: KeepChoice) -> Result<()> {
+    let account = account(g)?;
+    let mut v = unlock(g, dir)?;
+    let keep_lib = match keep {
+        KeepChoice::Local => fieldvault_client::Keep::Local,
+        KeepChoice::Server => fieldvault_client::Keep::Server,
+    };
+    match v.resolve_conflict(&account, collection, id, keep_lib) {
+        Err(fieldvault_client::Error::NoSuchDocument { .. }) => bail!("no conflict is kept for {collection}/{id}"),
+        other => other?,
+    }
+    let kept = match keep {
+        KeepChoice::Local => "local",
+        KeepChoice::Server => "server",
+    };
+    emit(g, json!({ "collection": collection, "id": id, "kept": kept }), || {
+        format!("{collection}/{id}: kept the {kept} version")
+    })
+}
+
+fn logout(g: &Global, dir: &Path, keep_data: bool, force: bool, yes: bool) -> Result<()> {
+    let account = account(g)?;
+    let mut v = unlock(g, dir)?;
+    let what = if keep_data {
+        format!("log account '{account}' out (its data stays on this device)")
+    } else {
+        format!("log account '{account}' out and destroy its data on this device")
+    };
+    if !yes && !confirm(&what)? {
+        bail!("not confirmed; nothing was changed");
+    }
+    let told = v.logout(&account, keep_data, force)?;
+    if !told {
+        eprintln!("fieldvault: note: the server could not be told; the device stays registered there until it is");
+    }
+    emit(g, json!({ "logged_out": true, "kept_data": keep_data, "server_told": told }), || {
+        if keep_data { "logged out; data kept".into() } else { "logged out; the account's data is destroyed".into() }
+    })
+}
+
+fn account_add(g: &Global, dir: &Path, name: &str) -> Result<()> {
+    let account = AccountName::new(name)?;
+    let mut v = unlock(g, dir)?;
+    v.add_account(&account)?;
+    emit(g, json!({ "added": account.as_str() }), || format!("added account '{account}'"))
+}
+
+fn account_list(g: &Global, dir: &Path) -> Result<()> {
+    let vault = open(dir)?;
+    let names: Vec<String> = vault.accounts().iter().map(|a| a.as_str().to_owned()).collect();
+    emit(g, json!(names), || names.join("\n"))
+}
+
+fn status_sync(g: &Global, dir: &Path) -> Result<()> {
+    let account = account(g)?;
+    let mut v = unlock(g, dir)?;
+    let st = v.vault().status()?;
+    let s = v.sync_status(&account)?;
+    let json = json!({
+        "status": status_json(dir, &st),
+        "sync": {
+            "account": account.as_str(), "server": s.server, "user": s.user, "device_id": s.device_id,
+            "online": s.online, "outbox": s.outbox, "conflicts": s.conflicts, "last_sync_ms": s.last_sync_ms,
+            "access_expires_at": s.access_expires_at, "lease_expires_at": s.lease_expires_at,
+        }
+    });
+    emit(g, json, || {
+        format!(
+            "{}\nsync ({account}): server {}, user {}, device {}\n  outbox {}, conflicts {}, last sync {}, access token until {}, lease until {}",
+            status_text(dir, &st),
+            s.server.as_deref().unwrap_or("none (not logged in)"),
+            s.user.as_deref().unwrap_or("-"),
+            s.device_id.as_deref().unwrap_or("-"),
+            s.outbox,
+            s.conflicts,
+            s.last_sync_ms.map_or("never".into(), |t| format!("{t} ms")),
+            s.access_expires_at.map_or("-".into(), |t| t.to_string()),
+            s.lease_expires_at.map_or("-".into(), |t| t.to_string()),
+        )
+    })
 }

@@ -82,6 +82,25 @@ pub fn passphrase(from: &Source<'_>, label: &str, prompt: Prompt) -> Result<Pass
     Ok(Passphrase::new(text))
 }
 
+/// Reads a sync server password: the descriptor, then the environment variable, then a
+/// prompt on the terminal.
+pub fn password(from: &Source<'_>) -> Result<Zeroizing<String>> {
+    let Source { fd, flag, env_var } = *from;
+    let text = if let Some(fd) = fd {
+        read_fd(fd, flag)?
+    } else if let Ok(v) = std::env::var(env_var) {
+        Zeroizing::new(v)
+    } else if std::io::stdin().is_terminal() {
+        Zeroizing::new(rpassword::prompt_password("Password: ").context("cannot read the password")?)
+    } else {
+        bail!("no password: run on a terminal, pass {flag} N, or set {env_var}");
+    };
+    if text.is_empty() {
+        bail!("the password is empty");
+    }
+    Ok(text)
+}
+
 /// Asks "yes/no" on the terminal; refuses without one.
 pub fn confirm(question: &str) -> Result<bool> {
     if !std::io::stdin().is_terminal() {

@@ -111,6 +111,11 @@ const SCHEMA_V3: &str = "
         status     TEXT NOT NULL,
         at_ms      INTEGER NOT NULL
     );
+    CREATE TABLE IF NOT EXISTS sync_seen (
+        collection TEXT NOT NULL,
+        id         TEXT NOT NULL,
+        PRIMARY KEY (collection, id)
+    );
     CREATE TABLE IF NOT EXISTS sync_state (
         name  TEXT PRIMARY KEY,
         value TEXT NOT NULL

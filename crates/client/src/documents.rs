@@ -15,6 +15,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
 
 use crate::Error;
+use crate::changes::{ChangeKind, change};
 use crate::sync::outbox;
 
 pub use fieldvault_core::names::{MAX_DOCUMENT_BYTES, MAX_ID_BYTES};
@@ -101,13 +102,15 @@ pub(crate) struct AccountDb {
     /// The server's clock minus this device's, once learned from a verified answer: new
     /// outbox keys are dated with it.
     pub(crate) clock_offset_ms: Option<i64>,
+    /// The app's change subscriptions for this account.
+    pub(crate) listeners: crate::changes::Listeners,
 }
 
 impl AccountDb {
     /// Wraps an open connection, reading the account's learned clock offset.
     pub(crate) fn new(conn: Connection, path: PathBuf) -> Result<AccountDb, Error> {
         let clock_offset_ms = crate::sync::state::clock_offset_ms(&conn).map_err(db_err(&path))?;
-        Ok(AccountDb { conn, path, memory: BTreeSet::new(), clock_offset_ms })
+        Ok(AccountDb { conn, path, memory: BTreeSet::new(), clock_offset_ms, listeners: Default::default() })
     }
 }
 
@@ -178,6 +181,7 @@ impl Documents<'_> {
             tx.commit().map_err(db_err(&path))?;
             version
         };
+        self.db.listeners.notify(&[change(collection, id, ChangeKind::Put)]);
         Ok(Document {
             collection: collection.to_owned(),
             id: id.to_owned(),
@@ -247,7 +251,11 @@ impl Documents<'_> {
                 .db
                 .conn
                 .execute("DELETE FROM mem.documents WHERE collection = ?1 AND id = ?2", params![collection, id]);
-            return Ok(n.map_err(db_err(&path))? > 0);
+            let removed = n.map_err(db_err(&path))? > 0;
+            if removed {
+                self.db.listeners.notify(&[change(collection, id, ChangeKind::Delete)]);
+            }
+            return Ok(removed);
         }
         // The document and its attachments' rows go in one transaction; the files after it
         // (a crash in between leaves orphan files, removed on the next open).
@@ -285,6 +293,9 @@ impl Documents<'_> {
                 _ => {}
             }
         }
+        if n > 0 {
+            self.db.listeners.notify(&[change(collection, id, ChangeKind::Delete)]);
+        }
         Ok(n > 0)
     }
 
@@ -299,6 +310,8 @@ impl Documents<'_> {
         let table = self.table(collection);
         let memory = self.db.memory.contains(collection);
         let offset = self.db.clock_offset_ms;
+        let listening = self.db.listeners.any();
+        let mut changed = Vec::new();
         let tx = self.db.conn.transaction().map_err(db_err(&path))?;
         let mut n = 0;
         {
@@ -321,10 +334,14 @@ impl Documents<'_> {
                 if !memory {
                     outbox::record(&tx, collection, &id, outbox::Change::Put, at, offset).map_err(db_err(&path))?;
                 }
+                if listening {
+                    changed.push(change(collection, &id, ChangeKind::Put));
+                }
                 n += 1;
             }
         }
         tx.commit().map_err(db_err(&path))?;
+        self.db.listeners.notify(&changed);
         Ok(n)
     }
 }

@@ -212,6 +212,18 @@ pub enum Error {
         /// The server's explanation.
         detail: String,
     },
+    /// The server has seen this account sync further than this copy of the vault: an old
+    /// copy was put back. Sync stops until an online login continues as a new device.
+    #[error(
+        "the server has seen this account further along than this copy of the vault (an old copy was put back); log in again to continue as a new device"
+    )]
+    RollbackDetected,
+    /// Changes wait in the outbox: logging out now would lose them (pass `force`).
+    #[error("{0} change(s) have not reached the server yet; sync first, or log out with --force to lose them")]
+    OutboxNotEmpty(usize),
+    /// The server ordered this device's account wiped: its keys and data are destroyed here.
+    #[error("the server ordered account {0:?} wiped on this device: its keys and data are destroyed")]
+    RemoteWipe(String),
     /// The session cannot be refreshed any more: log in again (local data is kept).
     #[error("the session has ended ({0}); log in again: local data and unsynced changes are kept")]
     ReauthRequired(String),
@@ -231,6 +243,105 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+    /// The sync server's URL is not `https://HOST[:PORT]`. Plain `http://` is refused: the
+    /// server is reached over pinned TLS only. The URL itself is not repeated (it may carry a
+    /// password).
+    #[error("the sync server URL must be https://HOST[:PORT]: {0}")]
+    InvalidServerUrl(&'static str),
+    /// A request cannot be sent as given (its target, key id or bearer token is not a valid
+    /// header value, or the blocking transport was called inside an async runtime). Nothing
+    /// was sent.
+    #[error("cannot send the request: {0}; nothing was sent")]
+    InvalidRequest(&'static str),
+    /// No TCP connection to the sync server could be made (offline, no route, refused, or the
+    /// name does not resolve). Nothing was sent.
+    #[error("cannot connect to {host}:{port}: {source}")]
+    ServerUnreachable {
+        /// The host dialled.
+        host: String,
+        /// Its port.
+        port: u16,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The connection broke while a request was under way or its answer was read (offline
+    /// in the middle of an exchange). The request may or may not have had its effect; its
+    /// answer is lost.
+    #[error("the connection to the sync server was lost: {0}")]
+    ConnectionLost(String),
+    /// Connecting, or the whole exchange, took longer than its bound (offline or a stalled
+    /// server). The request may or may not have had its effect; its answer is lost.
+    #[error("{what} timed out after {after:?}")]
+    TimedOut {
+        /// "connecting to the sync server" or "the request".
+        what: &'static str,
+        /// The bound.
+        after: std::time::Duration,
+    },
+    /// The sync server's TLS key is not one of the pins: the handshake was refused and no
+    /// byte of HTTP was sent.
+    #[error(
+        "the TLS key of {host}:{port} is not one of the pinned server keys; the connection was refused before any request was sent (if the server's key was rotated, add its new pin)"
+    )]
+    PinMismatch {
+        /// The host dialled.
+        host: String,
+        /// Its port.
+        port: u16,
+    },
+    /// The TLS handshake failed for another reason (the certificate does not name the host,
+    /// no common protocol version, an alert). No byte of HTTP was sent.
+    #[error("TLS with {host}:{port} failed: {reason}; nothing was sent")]
+    Tls {
+        /// The host dialled.
+        host: String,
+        /// Its port.
+        port: u16,
+        /// What rustls said.
+        reason: String,
+    },
+    /// The answer to a signed request carries no valid response signature (missing, wrong,
+    /// duplicated, or bound to another request): it was discarded and must change nothing.
+    #[error("the sync server's answer (HTTP {status}) is not verified: {reason}; it was discarded")]
+    ResponseNotVerified {
+        /// The HTTP status it claimed.
+        status: u16,
+        /// What is wrong with its signature.
+        reason: &'static str,
+    },
+    /// The server refused a signed request without signing its answer, as it does when it
+    /// cannot verify the request (SPEC section 5: a key id naming no session, a signature that
+    /// does not verify, a malformed or duplicated header). Not tampering, but not
+    /// authenticated either: report it, act on nothing in it.
+    #[error(
+        "the sync server refused the request (HTTP {status} {}) without signing its answer, as it does when it cannot verify a request; nothing in the answer was used",
+        code.as_str()
+    )]
+    UnsignedRefusal {
+        /// The HTTP status.
+        status: u16,
+        /// The problem code the answer names.
+        code: fieldvault_core::protocol::ProblemCode,
+    },
+    /// The server's answer breaks the protocol (a content coding, an unparsable head).
+    #[error("the sync server's answer is malformed: {0}")]
+    MalformedResponse(String),
+    /// The server's answer is larger than the transport accepts; it was not read in full.
+    #[error("the sync server's answer is larger than {limit} bytes; it was discarded")]
+    ResponseTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The server answered with a redirect. Redirects are never followed (its `Location`
+    /// was not used).
+    #[error("the sync server answered with a redirect (HTTP {status}); redirects are never followed")]
+    RedirectNotFollowed {
+        /// The 3xx status.
+        status: u16,
+    },
+    /// The transport's network runtime could not be started.
+    #[error("cannot start the network runtime: {0}")]
+    NetworkRuntime(io::Error),
 }
 
 fn wait_note(secs: u64) -> String {

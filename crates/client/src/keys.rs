@@ -385,6 +385,47 @@ impl Unlocked {
     }
 }
 
+/// An unlocked vault set aside between two pieces of work (a `sync --watch` between
+/// cycles): the keys stay in this process's memory, but the databases are closed and the
+/// directory lock is released, so other processes can use the vault meanwhile. Dropping it
+/// zeroizes the keys.
+pub struct Parked {
+    dir: std::path::PathBuf,
+    keyfile: fieldvault_core::KeyFile,
+    keys: KeySet,
+}
+
+impl Unlocked {
+    /// Closes the databases and releases the directory lock, keeping the keys in memory.
+    pub fn park(mut self) -> Parked {
+        self.dbs.clear();
+        let Unlocked { keys, vault, .. } = self;
+        Parked { dir: vault.dir.clone(), keyfile: vault.keyfile.clone(), keys }
+    }
+}
+
+impl Parked {
+    /// Takes the directory lock again and reopens the vault with the keys held.
+    ///
+    /// # Errors
+    /// [`Error::InUse`] while another process holds the vault; [`Error::Locked`] when the key
+    /// file changed meanwhile (a rotation, a new passphrase, a wipe): the keys held may no
+    /// longer be the vault's, so unlock again. The keys are zeroized either way.
+    pub fn resume(self) -> Result<Unlocked, Error> {
+        let vault = Vault::open(&self.dir)?;
+        if vault.keyfile != self.keyfile {
+            return Err(Error::Locked);
+        }
+        Ok(Unlocked::from_parts(vault, self.keys))
+    }
+}
+
+impl std::fmt::Debug for Parked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parked").field("dir", &self.dir).field("keys", &"[redacted]").finish()
+    }
+}
+
 impl std::fmt::Debug for Unlocked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Unlocked").field("vault", &self.vault).field("keys", &"[redacted]").finish()

@@ -28,6 +28,7 @@
 #![deny(missing_docs)]
 
 mod attachments;
+mod changes;
 mod database;
 mod disk;
 mod documents;
@@ -38,21 +39,28 @@ mod pinning;
 mod session;
 mod store;
 mod sync;
+mod transport;
 mod vault;
 
 #[cfg(test)]
 mod crash_tests;
 
 pub use attachments::{Attachment, Progress};
+pub use changes::{ChangeKind, DocumentChange, SubscriptionId, Watch};
 pub use documents::{
     Document, Documents, MAX_DOCUMENT_BYTES, MAX_ID_BYTES, Page, check_collection, check_id, parse_body,
 };
 pub use error::Error;
-pub use keys::{UnlockPolicy, Unlocked};
+pub use keys::{Parked, UnlockPolicy, Unlocked};
 pub use migrate::Migration;
 pub use pinning::{PinnedVerifier, Pins, pinned_client_config};
 pub use session::{DEFAULT_IDLE_TIMEOUT, Session};
 pub use store::{Finding, Report};
+pub use sync::client::{Identity, LoginOptions, LoginSummary, SyncReport, SyncStatus};
+pub use sync::engine::{Conflict, ConflictPolicy, Keep, PushSummary, Rejected};
+pub use sync::outbox::OutboxEntry;
+pub use sync::retry::{FIRST_RETRY, MAX_RETRY, retry_delay};
+pub use transport::{Auth, CONNECT_TIMEOUT, MAX_RESPONSE_BYTES, Method, REQUEST_TIMEOUT, Request, Response, Transport};
 pub use vault::{KeyStatus, Status, Vault, WipeReport};
 
 /// `N` bytes from the OS CSPRNG (nonces, ids).

@@ -17,6 +17,7 @@ use serde_json::Value;
 use super::outbox::{self, db_err};
 use super::state;
 use crate::Error;
+use crate::changes::{ChangeKind, DocumentChange, change};
 
 /// Largest push body, in bytes (SPEC section 5: 4 MiB). Batches are cut below it.
 pub const MAX_PUSH_BYTES: usize = 4 << 20;
@@ -279,8 +280,8 @@ pub struct PushSummary {
     pub rejected: usize,
     /// Ops held back (`idempotency_mismatch`).
     pub held: usize,
-    /// (collection, id) of every document whose local state changed.
-    pub changed: Vec<(String, String)>,
+    /// Every document whose local state changed, and how.
+    pub changed: Vec<crate::DocumentChange>,
 }
 
 /// Applies a push's answers in one transaction. `results` must be one per op, in order.
@@ -344,7 +345,7 @@ pub(crate) fn apply_push(
                                 remove_doc(&tx, c, id, &mut gone).map_err(db)?;
                             }
                         }
-                        summary.changed.push((c.to_owned(), id.to_owned()));
+                        summary.changed.push(change(c, id, ChangeKind::Conflict));
                     }
                     ConflictPolicy::ClientWins => {
                         // Rebased: the next op names the server's version as its base.
@@ -383,7 +384,9 @@ pub(crate) fn apply_push(
                 .map_err(db)?;
                 roll_back(&tx, c, id, at, &mut gone).map_err(db)?;
                 summary.rejected += 1;
-                summary.changed.push((c.to_owned(), id.to_owned()));
+                let kind =
+                    if local_body(&tx, c, id).map_err(db)?.is_some() { ChangeKind::Put } else { ChangeKind::Delete };
+                summary.changed.push(change(c, id, kind));
             }
             Outcome::Held => {
                 tx.execute("UPDATE outbox SET held = 'idempotency_mismatch' WHERE seq = ?1", [inflight.seq])
@@ -529,12 +532,25 @@ pub(crate) fn pending_among(conn: &Connection, page: &PullResponse) -> rusqlite:
     Ok(out)
 }
 
-/// Applies a planned pull page and stores its cursor, in one transaction.
-pub(crate) fn apply_pull(conn: &mut Connection, path: &Path, plan: &PullPlan, cursor: &str) -> Result<(), Error> {
+/// Applies a planned pull page and stores its cursor, in one transaction. While
+/// `reconciling` (a pull from the start after the device id changed), the documents the page
+/// holds are recorded as seen.
+pub(crate) fn apply_pull(
+    conn: &mut Connection,
+    path: &Path,
+    plan: &PullPlan,
+    cursor: &str,
+    reconciling: bool,
+) -> Result<Vec<DocumentChange>, Error> {
     let tx = conn.transaction().map_err(db_err(path))?;
     let at = now_ms();
     for (c, id, version, text) in &plan.puts {
         write_server_doc(&tx, c, id, *version, text, at).map_err(db_err(path))?;
+        if reconciling {
+            tx.prepare_cached("INSERT OR IGNORE INTO sync_seen (collection, id) VALUES (?1, ?2)")
+                .and_then(|mut st| st.execute(params![c, id]))
+                .map_err(db_err(path))?;
+        }
     }
     let mut gone = Vec::new();
     for (c, id) in &plan.deletes {
@@ -542,5 +558,177 @@ pub(crate) fn apply_pull(conn: &mut Connection, path: &Path, plan: &PullPlan, cu
     }
     state::set(&tx, state::CURSOR, cursor).map_err(db_err(path))?;
     tx.commit().map_err(db_err(path))?;
-    remove_attachment_files(conn, path, &gone)
+    remove_attachment_files(conn, path, &gone)?;
+    let puts = plan.puts.iter().map(|(c, id, _, _)| change(c, id, ChangeKind::Put));
+    Ok(puts.chain(plan.deletes.iter().map(|(c, id)| change(c, id, ChangeKind::Delete))).collect())
+}
+
+/// A conflict kept for the app: the losing version of a document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conflict {
+    /// The collection.
+    pub collection: String,
+    /// The document id.
+    pub id: String,
+    /// The local version that lost (`None`: the local change was a delete); under
+    /// client-wins, the server's version that was overwritten.
+    pub local: Option<Value>,
+    /// The server's version number when the conflict was found.
+    pub server_version: u64,
+    /// When it was found, Unix milliseconds.
+    pub at_ms: i64,
+}
+
+/// Which version a resolved conflict keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// The version set aside: written again as a local change (a new op, rebased on the
+    /// server's version).
+    Local,
+    /// What the document is now: the conflict is forgotten.
+    Server,
+}
+
+/// A change the server refused for good, rolled back here and kept for the app.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    /// The collection.
+    pub collection: String,
+    /// The document id.
+    pub id: String,
+    /// `put` or `delete`.
+    pub op: String,
+    /// The body that was refused (a put's).
+    pub body: Option<Value>,
+    /// Why: `forbidden`, `expired`, `too_large` or `bad_request`.
+    pub status: String,
+    /// When, Unix milliseconds.
+    pub at_ms: i64,
+}
+
+fn parse_json(text: Option<String>) -> Option<Value> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+}
+
+/// Every kept conflict, oldest first.
+pub(crate) fn conflicts(conn: &Connection) -> rusqlite::Result<Vec<Conflict>> {
+    let mut stmt = conn.prepare(
+        "SELECT collection, id, local_body, server_version, at_ms FROM conflicts ORDER BY at_ms, collection, id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(Conflict {
+            collection: r.get(0)?,
+            id: r.get(1)?,
+            local: parse_json(r.get(2)?),
+            server_version: r.get::<_, i64>(3)? as u64,
+            at_ms: r.get(4)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Every refused change, oldest first.
+pub(crate) fn rejected(conn: &Connection) -> rusqlite::Result<Vec<Rejected>> {
+    let mut stmt = conn.prepare("SELECT collection, id, op, body, status, at_ms FROM rejected ORDER BY seq")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(Rejected {
+            collection: r.get(0)?,
+            id: r.get(1)?,
+            op: r.get(2)?,
+            body: parse_json(r.get(3)?),
+            status: r.get(4)?,
+            at_ms: r.get(5)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Resolves a kept conflict. Returns false if there was none for the document.
+pub(crate) fn resolve(
+    conn: &mut Connection,
+    path: &Path,
+    collection: &str,
+    id: &str,
+    keep: Keep,
+) -> Result<bool, Error> {
+    let tx = conn.transaction().map_err(db_err(path))?;
+    let kept: Option<(String, Option<String>)> = tx
+        .query_row(
+            "SELECT local_op, local_body FROM conflicts WHERE collection = ?1 AND id = ?2",
+            params![collection, id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(db_err(path))?;
+    let Some((local_op, local_body)) = kept else { return Ok(false) };
+    if keep == Keep::Local {
+        let at = now_ms();
+        outbox::keep_base(&tx, collection, id).map_err(db_err(path))?;
+        match (local_op.as_str(), local_body) {
+            ("delete", _) | (_, None) => {
+                tx.execute("DELETE FROM main.documents WHERE collection = ?1 AND id = ?2", params![collection, id])
+                    .map_err(db_err(path))?;
+                outbox::record(
+                    &tx,
+                    collection,
+                    id,
+                    outbox::Change::Delete,
+                    at,
+                    state::clock_offset_ms(&tx).map_err(db_err(path))?,
+                )
+                .map_err(db_err(path))?;
+            }
+            (_, Some(body)) => {
+                tx.prepare_cached(
+                    "INSERT INTO main.documents (collection, id, version, updated_at, body) VALUES (?1, ?2, 1, ?3, ?4)
+                     ON CONFLICT (collection, id) DO UPDATE
+                     SET version = version + 1, updated_at = excluded.updated_at, body = excluded.body",
+                )
+                .and_then(|mut s| s.execute(params![collection, id, at, body]))
+                .map_err(db_err(path))?;
+                outbox::record(
+                    &tx,
+                    collection,
+                    id,
+                    outbox::Change::Put,
+                    at,
+                    state::clock_offset_ms(&tx).map_err(db_err(path))?,
+                )
+                .map_err(db_err(path))?;
+            }
+        }
+    }
+    tx.execute("DELETE FROM conflicts WHERE collection = ?1 AND id = ?2", params![collection, id])
+        .map_err(db_err(path))?;
+    tx.commit().map_err(db_err(path))?;
+    Ok(true)
+}
+
+/// Ends a reconciliation (a full pull from the start as a new device): documents this device
+/// had from the server that the full pull did not return, and that have no local change
+/// pending, are removed; local changes stay queued and are pushed. Returns how many went.
+pub(crate) fn finish_reconcile(conn: &mut Connection, path: &Path) -> Result<Vec<DocumentChange>, Error> {
+    let tx = conn.transaction().map_err(db_err(path))?;
+    let stale: Vec<(String, String)> = {
+        let mut stmt = tx
+            .prepare(
+                "SELECT d.collection, d.id FROM sync_docs d
+                 WHERE NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.collection = d.collection AND s.id = d.id)
+                   AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.collection = d.collection AND o.id = d.id)",
+            )
+            .map_err(db_err(path))?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db_err(path))?
+            .collect::<Result<_, _>>()
+            .map_err(db_err(path))?
+    };
+    let mut gone = Vec::new();
+    for (c, id) in &stale {
+        remove_doc(&tx, c, id, &mut gone).map_err(db_err(path))?;
+    }
+    tx.execute("DELETE FROM sync_seen", []).map_err(db_err(path))?;
+    state::clear(&tx, state::RECONCILE).map_err(db_err(path))?;
+    tx.commit().map_err(db_err(path))?;
+    remove_attachment_files(conn, path, &gone)?;
+    Ok(stale.iter().map(|(c, id)| change(c, id, ChangeKind::Delete)).collect())
 }

@@ -9,6 +9,10 @@ pub(crate) const CLOCK_OFFSET_MS: &str = "clock_offset_ms";
 pub(crate) const CURSOR: &str = "cursor";
 /// The per-account sync counter (rollback detection).
 pub(crate) const DEVICE_SEQ: &str = "device_seq";
+/// Set while a pull from the start after a change of device id is under way.
+pub(crate) const RECONCILE: &str = "reconcile";
+/// Set when the server detected a rollback: sync stops until a login.
+pub(crate) const ROLLBACK: &str = "rollback";
 /// When the last sync completed, Unix milliseconds.
 pub(crate) const LAST_SYNC_MS: &str = "last_sync_ms";
 

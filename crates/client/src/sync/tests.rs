@@ -160,7 +160,7 @@ fn a_pull_page_never_overwrites_a_pending_change_and_applies_the_rest() {
     let plan = engine::plan_pull_page(&p, 100, &pending).expect("plan");
     assert_eq!((plan.puts.len(), plan.deletes.len(), plan.skipped), (1, 1, 1));
     let db = &mut docs.db;
-    engine::apply_pull(&mut db.conn, &db.path, &plan, &p.cursor).expect("apply");
+    engine::apply_pull(&mut db.conn, &db.path, &plan, &p.cursor, false).expect("apply");
     let mine = docs.get("visits", "mine").expect("get").expect("present");
     assert_eq!(Value::Object(mine.body), json!({"n": "local"}));
     let other = docs.get("visits", "other").expect("get").expect("present");
@@ -199,4 +199,37 @@ fn a_malformed_pull_page_is_refused_whole() {
             p.changes.len()
         );
     }
+}
+
+#[test]
+fn subscribers_hear_of_the_changes_they_watch_after_each_write() {
+    use std::sync::{Arc, Mutex};
+
+    use crate::{ChangeKind, DocumentChange, Watch};
+    let (_d, mut u, a) = vault();
+    let heard: Arc<Mutex<Vec<DocumentChange>>> = Arc::default();
+    let one: Arc<Mutex<Vec<DocumentChange>>> = Arc::default();
+    let (h, o) = (heard.clone(), one.clone());
+    let id = u
+        .subscribe(&a, Watch::Collection("visits".into()), move |c| h.lock().expect("lock").extend_from_slice(c))
+        .expect("subscribe");
+    u.subscribe(&a, Watch::Document { collection: "visits".into(), id: "v2".into() }, move |c| {
+        o.lock().expect("lock").extend_from_slice(c)
+    })
+    .expect("subscribe");
+    let mut docs = u.documents(&a).expect("documents");
+    docs.put("visits", "v1", obj(json!({"n": 1}))).expect("put");
+    docs.put("notes", "n1", obj(json!({"n": 1}))).expect("another collection");
+    docs.put_many("visits", vec![("v2".to_owned(), obj(json!({"n": 2})))]).expect("put_many");
+    docs.delete("visits", "v1").expect("delete");
+    docs.delete("visits", "never").expect("nothing to delete");
+    let kinds: Vec<(String, ChangeKind)> = heard.lock().expect("lock").iter().map(|c| (c.id.clone(), c.kind)).collect();
+    assert_eq!(
+        kinds,
+        vec![("v1".into(), ChangeKind::Put), ("v2".into(), ChangeKind::Put), ("v1".into(), ChangeKind::Delete)]
+    );
+    assert_eq!(one.lock().expect("lock").len(), 1, "the document watch hears only v2");
+    assert!(u.unsubscribe(&a, id).expect("unsubscribe"));
+    u.documents(&a).expect("documents").put("visits", "v3", obj(json!({}))).expect("put");
+    assert_eq!(heard.lock().expect("lock").len(), 3, "an ended subscription hears nothing");
 }

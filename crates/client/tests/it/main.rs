@@ -8,3 +8,4 @@ mod interop;
 mod keys;
 mod migrate;
 mod session;
+mod transport;

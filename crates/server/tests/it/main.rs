@@ -8,10 +8,12 @@ mod attachments;
 mod auth;
 mod channel;
 mod continuity;
+mod device_sync;
 mod devices;
 mod harness;
 mod serve;
 mod shared;
+mod soak;
 mod storage;
 mod sync;
 

@@ -1,0 +1,386 @@
+//! The device's sync client (`fieldvault-client`) against the real server over TLS on
+//! loopback, each scenario on SQLite and PostgreSQL: devices converge, rules keep another
+//! user's documents off a device, conflicts keep the losing version, a server with another
+//! key is refused before any request, a device clock far off still syncs.
+//!
+//! The client is blocking (it owns a small runtime of its own), so each of its calls runs on
+//! a blocking thread while the server runs on the test's runtime.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use fieldvault_client::{ConflictPolicy, Error, LoginOptions, SyncReport, Unlocked, Vault};
+use fieldvault_core::AccountName;
+use fieldvault_keystore::MemoryStore;
+use serde_json::{Map, Value, json};
+use zeroize::Zeroizing;
+
+use crate::harness::{Harness, PASSWORD, backends};
+
+/// One device: a vault of its own, unlocked, with account `default`.
+#[derive(Clone)]
+struct Phone {
+    vault: Arc<Mutex<Option<Unlocked>>>,
+    account: AccountName,
+    store: Arc<MemoryStore>,
+    path: PathBuf,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+impl Phone {
+    fn new() -> Phone {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let account = AccountName::new("default").expect("name");
+        let path: PathBuf = dir.path().join("vault");
+        let store = Arc::new(MemoryStore::default());
+        let vault = Vault::init(&path, store.as_ref(), &account).expect("init");
+        Phone { vault: Arc::new(Mutex::new(Some(vault))), account, store, path, _dir: Arc::new(dir) }
+    }
+
+    /// Closes the vault, lets `f` change its files, and unlocks it again.
+    fn closed(&self, f: impl FnOnce(&std::path::Path)) {
+        let mut slot = self.vault.lock().expect("not poisoned");
+        drop(slot.take().expect("open").lock());
+        f(&self.path);
+        *slot = Some(Vault::open(&self.path).expect("open").unlock(self.store.as_ref()).expect("unlock"));
+    }
+
+    /// Runs `f` on the vault on a plain thread of its own (outside the test's runtime: the
+    /// client runs a runtime of its own, as in an app).
+    async fn with<T: Send + 'static>(&self, f: impl FnOnce(&mut Unlocked, &AccountName) -> T + Send + 'static) -> T {
+        let (vault, account) = (self.vault.clone(), self.account.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let mut slot = vault.lock().expect("not poisoned");
+            let _ = tx.send(f(slot.as_mut().expect("open"), &account));
+        });
+        rx.await.expect("the client call did not panic")
+    }
+
+    async fn login_with(&self, h: &Harness, user: &str, pin: &str) -> Result<fieldvault_client::LoginSummary, Error> {
+        let (server, pins, user) =
+            (format!("https://127.0.0.1:{}", h.addr.port()), vec![pin.to_owned()], user.to_owned());
+        self.with(move |v, a| {
+            v.login(
+                a,
+                LoginOptions {
+                    server: &server,
+                    pins: &pins,
+                    user: &user,
+                    password: Zeroizing::new(PASSWORD.to_owned()),
+                    device_name: "phone",
+                },
+            )
+        })
+        .await
+    }
+
+    async fn login(&self, h: &Harness, user: &str) -> fieldvault_client::LoginSummary {
+        self.login_with(h, user, &h.pin.clone()).await.expect("login")
+    }
+
+    async fn sync(&self) -> Result<SyncReport, Error> {
+        self.with(|v, a| v.sync(a, &|_| ConflictPolicy::ServerWins)).await
+    }
+
+    async fn put(&self, collection: &str, id: &str, body: Value) {
+        let (c, i) = (collection.to_owned(), id.to_owned());
+        let body: Map<String, Value> = body.as_object().expect("object").clone();
+        self.with(move |v, a| v.documents(a).expect("documents").put(&c, &i, body).map(|_| ())).await.expect("put");
+    }
+
+    async fn delete(&self, collection: &str, id: &str) {
+        let (c, i) = (collection.to_owned(), id.to_owned());
+        self.with(move |v, a| v.documents(a).expect("documents").delete(&c, &i)).await.expect("delete");
+    }
+
+    async fn get(&self, collection: &str, id: &str) -> Option<Value> {
+        let (c, i) = (collection.to_owned(), id.to_owned());
+        self.with(move |v, a| v.documents(a).expect("documents").get(&c, &i))
+            .await
+            .expect("get")
+            .map(|d| Value::Object(d.body))
+    }
+
+    async fn outbox_len(&self) -> usize {
+        self.with(|v, a| v.outbox(a)).await.expect("outbox").len()
+    }
+}
+
+/// Without rules a user holds only what they own: the server stamps `owner`.
+fn owned(by: &str, body: Value) -> Value {
+    let mut b = body;
+    b["owner"] = json!(by);
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_devices_of_one_user_converge_and_another_users_documents_stay_off() {
+    for backend in backends() {
+        let h = Harness::start(backend).await;
+        let (a1, a2, b) = (Phone::new(), Phone::new(), Phone::new());
+        // Written before the device ever reached the server: queued, then pushed.
+        a1.put("visits", "v1", json!({"patient": "Ada"})).await;
+        a1.put("visits", "v2", json!({"patient": "Grace"})).await;
+        a1.put("visits", "v1", json!({"patient": "Ada", "bp": [120, 80]})).await;
+        assert_eq!(a1.outbox_len().await, 2, "later edits of v1 folded into one op");
+        a1.login(&h, "alice").await;
+        let r = a1.sync().await.expect("sync");
+        assert_eq!(r.pushed, 2, "{r:?}");
+        assert_eq!(a1.outbox_len().await, 0);
+        b.login(&h, "bob").await;
+        b.put("visits", "b1", json!({"patient": "Bob's"})).await;
+        b.sync().await.expect("bob syncs");
+
+        a2.login(&h, "alice").await;
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let h2 = heard.clone();
+        a2.with(move |v, a| {
+            v.subscribe(a, fieldvault_client::Watch::Collection("visits".into()), move |c| {
+                h2.lock().expect("lock").extend(c.iter().map(|c| c.id.clone()))
+            })
+        })
+        .await
+        .expect("subscribe");
+        let r = a2.sync().await.expect("second device syncs");
+        let mut ids = heard.lock().expect("lock").clone();
+        ids.sort();
+        assert_eq!(ids, ["v1", "v2"], "the app hears of the pulled documents");
+        assert_eq!(r.pulled, 2, "{r:?}");
+        assert_eq!(a2.get("visits", "v1").await, Some(owned("alice", json!({"patient": "Ada", "bp": [120, 80]}))));
+        assert_eq!(a2.get("visits", "b1").await, None, "another user's document never reaches this device");
+        assert_eq!(b.get("visits", "v1").await, None);
+
+        // A change and a delete on the second device reach the first.
+        a2.put("visits", "v2", owned("alice", json!({"patient": "Grace", "seen": true}))).await;
+        a2.delete("visits", "v1").await;
+        a2.sync().await.expect("push");
+        let r = a1.sync().await.expect("pull");
+        assert_eq!(r.pulled, 2, "{r:?}");
+        assert_eq!(a1.get("visits", "v1").await, None);
+        assert_eq!(a1.get("visits", "v2").await, Some(owned("alice", json!({"patient": "Grace", "seen": true}))));
+        // Nothing pulled is owed back.
+        assert_eq!(a1.outbox_len().await, 0);
+        let again = a1.sync().await.expect("idle sync");
+        assert_eq!((again.pushed, again.pulled), (0, 0), "{again:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_keeps_the_servers_version_and_sets_the_local_one_aside() {
+    for backend in backends() {
+        let h = Harness::start(backend).await;
+        let (a1, a2) = (Phone::new(), Phone::new());
+        a1.login(&h, "alice").await;
+        a2.login(&h, "alice").await;
+        a1.put("notes", "n1", json!({"text": "first"})).await;
+        a1.sync().await.expect("a1 pushes");
+        a2.sync().await.expect("a2 pulls");
+        a1.put("notes", "n1", owned("alice", json!({"text": "from a1"}))).await;
+        a2.put("notes", "n1", owned("alice", json!({"text": "from a2"}))).await;
+        a1.sync().await.expect("a1 wins the race");
+        let r = a2.sync().await.expect("a2 conflicts");
+        assert_eq!(r.conflicts, 1, "{r:?}");
+        assert_eq!(a2.get("notes", "n1").await, Some(owned("alice", json!({"text": "from a1"}))));
+        assert_eq!(a2.outbox_len().await, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_another_key_is_refused_and_nothing_changes() {
+    let backend = backends().remove(0);
+    let h = Harness::start(backend).await;
+    let phone = Phone::new();
+    phone.put("visits", "v1", json!({"n": 1})).await;
+    let other = fieldvault_core::Pin::of_spki(b"not the server's key").to_string();
+    let err = phone.login_with(&h, "alice", &other).await.expect_err("another key");
+    assert!(err.to_string().contains("pin"), "{err}");
+    assert_eq!(phone.outbox_len().await, 1, "the outbox is intact");
+    let err = phone.sync().await.expect_err("never logged in");
+    assert!(matches!(err, Error::NotLoggedIn(_)), "{err}");
+    let wrong = phone.login_with(&h, "alice", "sha256/short").await.expect_err("a malformed pin");
+    assert!(matches!(wrong, Error::InvalidPin(_)), "{wrong}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_clock_ten_minutes_off_still_syncs() {
+    for backend in backends() {
+        let h = Harness::start(backend).await;
+        // The server's clock runs 10 minutes ahead of the device's: the same as a device
+        // whose clock is 10 minutes behind.
+        h.offset.store(600, std::sync::atomic::Ordering::SeqCst);
+        let phone = Phone::new();
+        phone.put("visits", "early", json!({"n": 1})).await;
+        phone.login(&h, "alice").await;
+        phone.put("visits", "late", json!({"n": 2})).await;
+        let r = phone.sync().await.expect("signed requests carry the corrected time");
+        assert_eq!(r.pushed, 2, "{r:?}");
+        let who = phone.with(|v, a| v.whoami(a)).await.expect("offline token verifies with the corrected clock");
+        assert_eq!(who.user, "alice");
+    }
+}
+
+fn device_id(s: &fieldvault_client::LoginSummary) -> String {
+    s.device_id.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_login_continues_the_device_and_an_expired_access_token_is_refreshed() {
+    for backend in backends() {
+        let h = Harness::start(backend).await;
+        let phone = Phone::new();
+        let first = phone.login(&h, "alice").await;
+        assert!(!first.continued);
+        phone.put("visits", "v1", json!({"n": 1})).await;
+        phone.sync().await.expect("sync");
+        let again = phone.login(&h, "alice").await;
+        assert!(again.continued, "{again:?}");
+        assert_eq!(device_id(&again), device_id(&first));
+        // The access token (10 minutes) has expired: the sync refreshes it on its own.
+        h.offset.store(700, std::sync::atomic::Ordering::SeqCst);
+        phone.put("visits", "v2", json!({"n": 2})).await;
+        let r = phone.sync().await.expect("sync after the access token expired");
+        assert_eq!(r.pushed, 1, "{r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_logout_keeps_the_data_and_a_remote_wipe_destroys_it_on_next_contact() {
+    use fieldvault_core::protocol::DirectiveKind;
+    use fieldvault_server::devices;
+    for backend in backends() {
+        let h = Harness::start(backend).await;
+        let phone = Phone::new();
+        let login = phone.login(&h, "alice").await;
+        phone.put("visits", "v1", json!({"n": 1})).await;
+        phone.sync().await.expect("sync");
+
+        devices::issue_directive(
+            &h.app.store,
+            &h.app.tokens,
+            &login.device_id,
+            DirectiveKind::Revoke,
+            crate::harness::now(),
+        )
+        .await
+        .expect("revoke");
+        let err = phone.sync().await.expect_err("logged out remotely");
+        assert!(matches!(err, Error::ReauthRequired(_)), "{err}");
+        assert!(phone.get("visits", "v1").await.is_some(), "a remote logout keeps the data");
+        let back = phone.login(&h, "alice").await;
+        assert!(back.continued, "the device continues after a remote logout: {back:?}");
+        phone.sync().await.expect("syncs again");
+
+        devices::issue_directive(
+            &h.app.store,
+            &h.app.tokens,
+            &back.device_id,
+            DirectiveKind::Wipe,
+            crate::harness::now(),
+        )
+        .await
+        .expect("wipe");
+        let err = phone.sync().await.expect_err("wiped remotely");
+        assert!(matches!(err, Error::RemoteWipe(_)), "{err}");
+        assert_eq!(phone.get("visits", "v1").await, None, "the data is gone");
+        assert!(matches!(phone.sync().await, Err(Error::NotLoggedIn(_))), "the credentials went with it");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_keeping_data_continues_the_device_and_a_plain_logout_destroys_it() {
+    for backend in backends() {
+        let h = Harness::start(backend).await;
+        let phone = Phone::new();
+        let first = phone.login(&h, "alice").await;
+        phone.put("visits", "v1", json!({"n": 1})).await;
+        let refused = phone.with(|v, a| v.logout(a, true, false)).await.expect_err("the outbox is not empty");
+        assert!(matches!(refused, Error::OutboxNotEmpty(1)), "{refused}");
+        phone.sync().await.expect("sync");
+        assert!(phone.with(|v, a| v.logout(a, true, false)).await.expect("logout --keep-data"), "the server was told");
+        assert!(phone.get("visits", "v1").await.is_some());
+        assert!(matches!(phone.sync().await, Err(Error::NotLoggedIn(_))));
+        let back = phone.login(&h, "alice").await;
+        assert!(back.continued && back.device_id == first.device_id, "{back:?}");
+
+        assert!(phone.with(|v, a| v.logout(a, false, false)).await.expect("plain logout"));
+        assert_eq!(phone.get("visits", "v1").await, None, "a plain logout destroys the data here");
+        let after = phone.login(&h, "alice").await;
+        assert!(!after.continued && after.device_id != first.device_id, "a retired device is not continued: {after:?}");
+        let r = phone.sync().await.expect("the new device syncs");
+        assert_eq!(r.pulled, 1, "and gets the user's documents back from the server: {r:?}");
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    let out = std::process::Command::new("cp").arg("-a").arg(from).arg(to).output().expect("cp");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_copy_put_back_is_caught_and_a_login_continues_as_a_new_device_keeping_local_work() {
+    for backend in backends() {
+        let h = Harness::start(backend).await;
+        let phone = Phone::new();
+        let first = phone.login(&h, "alice").await;
+        phone.put("visits", "v1", json!({"n": 1})).await;
+        phone.sync().await.expect("sync");
+        let backup = phone._dir.path().join("backup");
+        phone.closed(|vault| copy_dir(vault, &backup));
+        phone.put("visits", "v2", json!({"n": 2})).await;
+        phone.sync().await.expect("the device moves on");
+        // The old copy comes back, with a change made on it that never reached the server.
+        phone.closed(|vault| {
+            std::fs::remove_dir_all(vault).expect("remove");
+            std::fs::rename(&backup, vault).expect("restore");
+        });
+        phone.put("visits", "v3", json!({"n": 3})).await;
+        let err = phone.sync().await.expect_err("rollback");
+        assert!(matches!(err, Error::RollbackDetected), "{err}");
+        let err = phone.sync().await.expect_err("still stopped until a login");
+        assert!(matches!(err, Error::RollbackDetected), "{err}");
+        let again = phone.login(&h, "alice").await;
+        assert!(!again.continued && again.device_id != first.device_id, "{again:?}");
+        assert_eq!(again.device_reason.as_deref(), Some("rollback"));
+        let r = phone.sync().await.expect("the new device syncs");
+        assert!(r.pushed >= 1, "{r:?}");
+        for id in ["v1", "v2", "v3"] {
+            assert!(phone.get("visits", id).await.is_some(), "{id} is on the device after reconciling");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wipe_ordered_while_the_device_was_away_is_carried_out_when_its_next_contact_is_a_login() {
+    use fieldvault_core::protocol::DirectiveKind;
+    use fieldvault_server::devices;
+    for backend in backends() {
+        let h = Harness::start(backend).await;
+        let phone = Phone::new();
+        let first = phone.login(&h, "alice").await;
+        phone.put("visits", "v1", json!({"n": 1})).await;
+        phone.sync().await.expect("sync");
+        phone.put("visits", "unsynced", json!({"n": 2})).await;
+        devices::issue_directive(
+            &h.app.store,
+            &h.app.tokens,
+            &first.device_id,
+            DirectiveKind::Wipe,
+            crate::harness::now(),
+        )
+        .await
+        .expect("wipe");
+        let again = phone.login(&h, "alice").await;
+        assert!(again.wiped, "{again:?}");
+        assert_eq!(again.device_reason.as_deref(), Some("wiped"));
+        assert!(!again.continued && again.device_id != first.device_id);
+        assert_eq!(phone.get("visits", "unsynced").await, None, "nothing of the wiped account is left");
+        assert_eq!(phone.outbox_len().await, 0);
+        let pending = devices::list(&h.app.store).await.expect("list");
+        let old = pending.iter().find(|d| d.id == first.device_id).expect("the old device is listed");
+        assert!(old.pending.is_empty(), "the wipe was acknowledged: {:?}", old.pending);
+        // The new device gets the user's synced documents back.
+        let r = phone.sync().await.expect("sync");
+        assert_eq!(r.pulled, 1, "{r:?}");
+    }
+}
