@@ -72,8 +72,17 @@ fn account(g: &Global) -> Result<AccountName> {
 /// Prints `value` as JSON with `--json`, else `text`. A standard output that cannot be
 /// written (a closed pipe, a full disk) is an error like any other: one line on stderr.
 fn emit(g: &Global, value: Value, text: impl FnOnce() -> String) -> Result<()> {
-    use std::io::Write;
     let out = if g.json { serde_json::to_string_pretty(&value).expect("JSON values always serialize") } else { text() };
+    print_line(out)
+}
+
+/// One JSON object on one line with `--json` (a stream of them, as `sync --watch` prints).
+fn emit_line(g: &Global, value: Value, text: impl FnOnce() -> String) -> Result<()> {
+    print_line(if g.json { value.to_string() } else { text() })
+}
+
+fn print_line(out: String) -> Result<()> {
+    use std::io::Write;
     // An empty result prints nothing, not an empty line.
     if !out.is_empty() {
         let mut stdout = std::io::stdout().lock();
@@ -558,7 +567,9 @@ fn sync_report_json(r: &fieldvault_client::SyncReport) -> Value {
 /// server cause are retried with backoff, anything else stops with exit 1.
 fn sync_watch(g: &Global, dir: &Path, interval: u64) -> Result<()> {
     let account = account(g)?;
-    let mut parked = Some(unlock(g, dir)?.park());
+    let mut first = unlock(g, dir)?;
+    let target = first.sync_target(&account)?;
+    let mut parked = Some(first.park());
     let mut failures = 0u32;
     loop {
         let Some(p) = parked.take() else { bail!("the vault could not be parked") };
@@ -575,7 +586,7 @@ fn sync_watch(g: &Global, dir: &Path, interval: u64) -> Result<()> {
             Ok(r) => {
                 failures = 0;
                 let line = json!({ "ok": true, "report": sync_report_json(r) });
-                emit(g, line, || {
+                emit_line(g, line, || {
                     format!(
                         "synced: pushed {}, pulled {}, conflicts {}, refused {}",
                         r.pushed, r.pulled, r.conflicts, r.rejected
@@ -589,12 +600,32 @@ fn sync_watch(g: &Global, dir: &Path, interval: u64) -> Result<()> {
                 let wait = fieldvault_client::retry_delay(failures, random)
                     .min(std::time::Duration::from_secs(interval.max(5)) * 15);
                 let line = json!({ "ok": false, "error": e.to_string(), "retry_in_ms": wait.as_millis() as u64 });
-                emit(g, line, || format!("sync failed: {e}; retrying in {} s", wait.as_secs()))?;
+                emit_line(g, line, || format!("sync failed: {e}; retrying in {} s", wait.as_secs()))?;
                 wait
             }
             Err(_) => return result.map(|_| ()).map_err(Into::into),
         };
-        std::thread::sleep(wait);
+        // Offline: a cheap probe every few seconds starts the next cycle as soon as the server
+        // answers again, rather than at the end of the backoff. A server that answers but
+        // failed is not probed: it gets the whole backoff.
+        let offline = matches!(
+            &result,
+            Err(fieldvault_client::Error::ServerUnreachable { .. }
+                | fieldvault_client::Error::TimedOut { .. }
+                | fieldvault_client::Error::ConnectionLost(_))
+        );
+        let until = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < until {
+            let step =
+                until.saturating_duration_since(std::time::Instant::now()).min(std::time::Duration::from_secs(5));
+            std::thread::sleep(step);
+            if offline
+                && let Some(t) = &target
+                && fieldvault_client::probe(t).is_ok()
+            {
+                break;
+            }
+        }
     }
 }
 

@@ -73,9 +73,9 @@ enum Command {
         /// Access rules (TOML, docs/rules.md); without it a user reads and writes only what they own
         #[arg(long, value_name = "FILE", env = "FIELDVAULT_RULES")]
         rules: Option<PathBuf>,
-        /// Access token lifetime in seconds (60 to 86400)
+        /// Access token lifetime in seconds (10 to 86400; short lifetimes are for tests)
         #[arg(long, value_name = "SECS", default_value_t = 600,
-            value_parser = clap::value_parser!(u64).range(60..=86_400))]
+            value_parser = clap::value_parser!(u64).range(10..=86_400))]
         access_ttl: u64,
         /// Offline lease (and offline token) lifetime in seconds: every login and refresh moves the
         /// lease's expiry this far ahead (3600 to 31622400)

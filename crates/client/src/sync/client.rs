@@ -46,6 +46,7 @@ const KEY_ID: &str = "key_id";
 const SESSION_SECRET: &str = "session_secret";
 const ACCESS_TOKEN: &str = "access_token";
 const ACCESS_EXP: &str = "access_exp";
+const ACCESS_TTL: &str = "access_ttl";
 const REFRESH_TOKEN: &str = "refresh_token";
 const REFRESH_ATTEMPT: &str = "refresh_attempt";
 const OFFLINE_TOKEN: &str = "offline_token";
@@ -102,6 +103,30 @@ pub struct SyncReport {
     pub pulled: usize,
     /// Pulled changes not applied because a local change is pending.
     pub skipped: usize,
+}
+
+/// Where an account syncs: its server and the pins it trusts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncTarget {
+    /// `https://HOST[:PORT]`.
+    pub server: String,
+    /// `sha256/BASE64` pins.
+    pub pins: Vec<String>,
+}
+
+/// A cheap check that the server answers over pinned TLS (`GET /healthz`, unsigned, a few
+/// bytes): how an app or `sync --watch` learns that the network is back without running a
+/// whole sync. `Ok(())` when it answered 200.
+///
+/// # Errors
+/// The transport's errors (unreachable, timed out, pin mismatch, ...), or
+/// [`Error::Refused`] for any other status.
+pub fn probe(target: &SyncTarget) -> Result<(), Error> {
+    let transport = Transport::new(&target.server, Pins::parse(&target.pins)?)?
+        .with_timeouts(std::time::Duration::from_secs(5), std::time::Duration::from_secs(10));
+    let resp =
+        transport.send(&Request { method: Method::Get, path_and_query: "/healthz", body: &[], auth: Auth::None }, 0)?;
+    if resp.status == 200 { Ok(()) } else { Err(refused(&resp)) }
 }
 
 /// An account's sync state, as `status --sync` shows it.
@@ -545,6 +570,19 @@ impl Unlocked {
         Ok(docs.db.listeners.remove(id))
     }
 
+    /// The server and pins the account logged in with (None before a login): what
+    /// [`probe`] needs, read once so that a parked vault need not be resumed to probe.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn sync_target(&mut self, account: &AccountName) -> Result<Option<SyncTarget>, Error> {
+        let docs = self.documents(account)?;
+        let (conn, path) = (&docs.db.conn, docs.db.path.clone());
+        let (Some(server), Some(pins)) = (get(conn, &path, SERVER)?, get(conn, &path, PINS)?) else { return Ok(None) };
+        let pins: Vec<String> = serde_json::from_str(&pins).map_err(|_| Error::NotLoggedIn(account.to_string()))?;
+        Ok(Some(SyncTarget { server, pins }))
+    }
+
     /// The account's pending changes, oldest first (never their bodies).
     ///
     /// # Errors
@@ -631,6 +669,7 @@ fn store_tokens(tx: &Connection, path: &std::path::Path, t: &TokenResponse, now:
     put(SESSION_SECRET, &t.session_secret)?;
     put(ACCESS_TOKEN, &t.access_token)?;
     put(ACCESS_EXP, &(now + t.expires_in).to_string())?;
+    put(ACCESS_TTL, &t.expires_in.to_string())?;
     put(REFRESH_TOKEN, &t.refresh_token)?;
     put(OFFLINE_TOKEN, &t.offline_token)?;
     let lease = serde_json::json!({ "lease_id": t.lease.lease_id, "key": t.lease.key.as_str(), "expires_at": t.lease.expires_at });
@@ -672,8 +711,10 @@ fn fresh_access_token(
     force: bool,
 ) -> Result<Zeroizing<String>, Error> {
     let now = corrected_secs(channel.offset_ms);
-    let exp = state::get_i64(conn, ACCESS_EXP).map_err(db_err(path))?.unwrap_or(0) as u64;
-    if !force && exp > now + 30 {
+    let exp = state::get_i64(conn, ACCESS_EXP).map_err(db_err(path))?.unwrap_or(0).max(0) as u64;
+    // Refreshed 30 s before expiry, or half way through a shorter-lived token.
+    let ttl = state::get_i64(conn, ACCESS_TTL).map_err(db_err(path))?.unwrap_or(600).max(0) as u64;
+    if !force && exp > now + (ttl / 2).min(30) {
         return secret(conn, path, ACCESS_TOKEN);
     }
     let attempt = match get(conn, path, REFRESH_ATTEMPT)? {

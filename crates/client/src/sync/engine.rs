@@ -12,7 +12,7 @@ use std::path::Path;
 use fieldvault_core::names::{self, MAX_DOCUMENT_BYTES};
 use fieldvault_core::protocol::sync::{Change, OpKind, OpResult, OpStatus, PullResponse, PushOp};
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::outbox::{self, db_err};
 use super::state;
@@ -24,8 +24,11 @@ pub const MAX_PUSH_BYTES: usize = 4 << 20;
 /// Most ops in one push (the server's limit).
 pub const MAX_PUSH_OPS: usize = fieldvault_core::protocol::sync::MAX_PUSH_OPS;
 
+/// A merge of two versions of a document: (local, server) -> the version to keep.
+pub type MergeFn = fn(&Map<String, Value>, &Map<String, Value>) -> Map<String, Value>;
+
 /// What the device does when the server's copy of a document won over its own change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Default)]
 pub enum ConflictPolicy {
     /// The server's version is kept on the device; the local change is kept in the
     /// conflicts table until resolved.
@@ -34,6 +37,20 @@ pub enum ConflictPolicy {
     /// The local change is sent again, rebased on the server's version (a new op with a new
     /// key); the server's version is kept in the conflicts table.
     ClientWins,
+    /// The app merges: `merge(local, server)` is written here and sent, rebased on the
+    /// server's version, and the server's version is kept in the conflicts table. When
+    /// either side deleted the document there is nothing to merge, and the server wins.
+    Merge(MergeFn),
+}
+
+/// How one conflict ends under the collection's policy.
+enum Resolution {
+    /// The server's version is kept here.
+    Server,
+    /// The local version is sent again.
+    Local,
+    /// This merge of both is written here and sent.
+    Merged(String),
 }
 
 /// One op in flight, as frozen when it was first sent.
@@ -329,8 +346,21 @@ pub(crate) fn apply_push(
                 tx.execute("DELETE FROM outbox WHERE seq = ?1", [inflight.seq]).map_err(db)?;
                 let local = local_body(&tx, c, id).map_err(db)?;
                 let server_text = body.as_ref().map(|b| Value::Object(b.clone()).to_string());
-                match policy(c) {
-                    ConflictPolicy::ServerWins => {
+                let as_map = |t: &Option<String>| match t.as_deref().map(serde_json::from_str::<Value>) {
+                    Some(Ok(Value::Object(m))) => Some(m),
+                    _ => None,
+                };
+                let resolution = match policy(c) {
+                    // Nothing to merge against a deletion: the server wins.
+                    ConflictPolicy::Merge(f) => match (as_map(&local), &body) {
+                        (Some(l), Some(srv)) => Resolution::Merged(Value::Object(f(&l, srv)).to_string()),
+                        _ => Resolution::Server,
+                    },
+                    ConflictPolicy::ClientWins => Resolution::Local,
+                    ConflictPolicy::ServerWins => Resolution::Server,
+                };
+                match resolution {
+                    Resolution::Server => {
                         // The server's version here; the local one kept for the app.
                         tx.execute("DELETE FROM outbox WHERE collection = ?1 AND id = ?2", params![c, id])
                             .map_err(db)?;
@@ -347,8 +377,9 @@ pub(crate) fn apply_push(
                         }
                         summary.changed.push(change(c, id, ChangeKind::Conflict));
                     }
-                    ConflictPolicy::ClientWins => {
-                        // Rebased: the next op names the server's version as its base.
+                    Resolution::Local | Resolution::Merged(_) => {
+                        // Rebased: the next op names the server's version as its base, and a
+                        // refusal of it would restore the server's version.
                         keep_conflict(
                             &tx,
                             c,
@@ -361,11 +392,23 @@ pub(crate) fn apply_push(
                         )
                         .map_err(db)?;
                         match &server_text {
-                            Some(_) => set_server_version(&tx, c, id, version).map_err(db)?,
+                            Some(text) => {
+                                set_server_version(&tx, c, id, version).map_err(db)?;
+                                tx.execute(
+                                    "UPDATE sync_docs SET base_body = ?3 WHERE collection = ?1 AND id = ?2",
+                                    params![c, id, text],
+                                )
+                                .map_err(db)?;
+                            }
                             None => {
                                 tx.execute("DELETE FROM sync_docs WHERE collection = ?1 AND id = ?2", params![c, id])
                                     .map_err(db)?;
                             }
+                        }
+                        // A merge writes its result here; client-wins keeps what is here.
+                        if let Resolution::Merged(text) = &resolution {
+                            write_local(&tx, c, id, text, at).map_err(db)?;
+                            summary.changed.push(change(c, id, ChangeKind::Conflict));
                         }
                         let kind = if local.is_some() { outbox::Change::Put } else { outbox::Change::Delete };
                         let offset = state::clock_offset_ms(&tx).map_err(db)?;
@@ -458,13 +501,19 @@ fn set_server_version(tx: &Connection, c: &str, id: &str, version: u64) -> rusql
 
 /// Writes the server's document locally (no outbox entry: it came from the server).
 fn write_server_doc(tx: &Connection, c: &str, id: &str, version: u64, text: &str, at: i64) -> rusqlite::Result<()> {
+    write_local(tx, c, id, text, at)?;
+    set_server_version(tx, c, id, version)
+}
+
+/// Writes a document here as the device's own version (its outbox row is the caller's).
+fn write_local(tx: &Connection, c: &str, id: &str, text: &str, at: i64) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO main.documents (collection, id, version, updated_at, body) VALUES (?1, ?2, 1, ?3, ?4)
          ON CONFLICT (collection, id) DO UPDATE
          SET version = version + 1, updated_at = excluded.updated_at, body = excluded.body",
     )?
-    .execute(params![c, id, at, text])?;
-    set_server_version(tx, c, id, version)
+    .execute(params![c, id, at, text])
+    .map(|_| ())
 }
 
 /// Removes a document here because the server says it is gone (no outbox entry), with its
@@ -679,13 +728,7 @@ pub(crate) fn resolve(
                 .map_err(db_err(path))?;
             }
             (_, Some(body)) => {
-                tx.prepare_cached(
-                    "INSERT INTO main.documents (collection, id, version, updated_at, body) VALUES (?1, ?2, 1, ?3, ?4)
-                     ON CONFLICT (collection, id) DO UPDATE
-                     SET version = version + 1, updated_at = excluded.updated_at, body = excluded.body",
-                )
-                .and_then(|mut s| s.execute(params![collection, id, at, body]))
-                .map_err(db_err(path))?;
+                write_local(&tx, collection, id, &body, at).map_err(db_err(path))?;
                 outbox::record(
                     &tx,
                     collection,

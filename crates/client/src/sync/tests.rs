@@ -233,3 +233,66 @@ fn subscribers_hear_of_the_changes_they_watch_after_each_write() {
     u.documents(&a).expect("documents").put("visits", "v3", obj(json!({}))).expect("put");
     assert_eq!(heard.lock().expect("lock").len(), 3, "an ended subscription hears nothing");
 }
+
+fn conflict_with(version: u64, body: Value) -> OpResult {
+    OpResult { version: Some(version), body: Some(body), ..OpResult::bare(OpStatus::Conflict) }
+}
+
+#[test]
+fn client_wins_and_merge_send_a_rebased_op_and_keep_the_servers_version_aside() {
+    fn merge(local: &Map<String, Value>, server: &Map<String, Value>) -> Map<String, Value> {
+        let mut out = server.clone();
+        for (k, v) in local {
+            out.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        out
+    }
+    let (_d, mut u, a) = vault();
+    let mut docs = u.documents(&a).expect("documents");
+    for (id, policy) in [("cw", ConflictPolicy::ClientWins), ("mg", ConflictPolicy::Merge(merge))] {
+        docs.put("notes", id, obj(json!({"mine": 1}))).expect("put");
+        let db = &mut docs.db;
+        let ops = engine::prepare_push(&mut db.conn, &db.path).expect("prepare");
+        let s =
+            engine::apply_push(&mut db.conn, &db.path, &ops, &[conflict_with(4, json!({"theirs": 2}))], &move |_| {
+                policy
+            })
+            .expect("apply");
+        assert_eq!(s.conflicts, 1);
+        let next = engine::prepare_push(&mut db.conn, &db.path).expect("the rebased op");
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].op.base_version, 4, "rebased on the server's version");
+        assert_ne!(next[0].op.idempotency_key, ops[0].op.idempotency_key, "a new op with a new key");
+        let expected = if id == "cw" { json!({"mine": 1}) } else { json!({"mine": 1, "theirs": 2}) };
+        assert_eq!(next[0].op.body, Some(expected.clone()));
+        assert_eq!(docs.get("notes", id).expect("get").map(|d| Value::Object(d.body)), Some(expected));
+        // The rebased op refused: back to the server's version, kept aside in the conflict.
+        let db = &mut docs.db;
+        engine::apply_push(&mut db.conn, &db.path, &next, &[OpResult::bare(OpStatus::Forbidden)], &server_wins)
+            .expect("refused");
+        assert_eq!(docs.get("notes", id).expect("get").map(|d| Value::Object(d.body)), Some(json!({"theirs": 2})));
+    }
+    let kept = u.conflicts(&a).expect("conflicts");
+    assert_eq!(kept.len(), 2);
+    assert!(kept.iter().all(|c| c.server_version == 4 && c.local == Some(json!({"theirs": 2}))));
+}
+
+#[test]
+fn resolving_a_conflict_keeping_the_local_version_queues_it_again() {
+    use crate::Keep;
+    let (_d, mut u, a) = vault();
+    let mut docs = u.documents(&a).expect("documents");
+    docs.put("visits", "v1", obj(json!({"n": "mine"}))).expect("put");
+    let db = &mut docs.db;
+    let ops = engine::prepare_push(&mut db.conn, &db.path).expect("prepare");
+    engine::apply_push(&mut db.conn, &db.path, &ops, &[conflict_with(3, json!({"n": "theirs"}))], &server_wins)
+        .expect("apply");
+    assert!(matches!(u.resolve_conflict(&a, "visits", "nope", Keep::Local), Err(crate::Error::NoSuchDocument { .. })));
+    u.resolve_conflict(&a, "visits", "v1", Keep::Local).expect("resolve");
+    assert!(u.conflicts(&a).expect("conflicts").is_empty());
+    let docs = u.documents(&a).expect("documents");
+    assert_eq!(docs.get("visits", "v1").expect("get").map(|d| Value::Object(d.body)), Some(json!({"n": "mine"})));
+    let db = docs.db;
+    let next = engine::prepare_push(&mut db.conn, &db.path).expect("queued again");
+    assert_eq!((next.len(), next[0].op.base_version), (1, 3));
+}

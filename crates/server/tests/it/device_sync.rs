@@ -384,3 +384,105 @@ async fn a_wipe_ordered_while_the_device_was_away_is_carried_out_when_its_next_c
         assert_eq!(r.pulled, 1, "{r:?}");
     }
 }
+
+/// A party holding the server's certificate and key, between the device and the server:
+/// it terminates TLS with the server's own key, relays HTTP/1.1 to the real server, and
+/// while `tamper` is set flips one byte of every answer's body.
+async fn man_in_the_middle(h: &Harness, tamper: Arc<std::sync::atomic::AtomicBool>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut server_side = (*h.tls_config()).clone();
+    server_side.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_side));
+    let pins = fieldvault_client::Pins::parse(std::slice::from_ref(&h.pin)).expect("pin");
+    let mut client_side = fieldvault_client::pinned_client_config(pins);
+    client_side.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_side));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let upstream = h.addr;
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let (acceptor, connector, tamper) = (acceptor.clone(), connector.clone(), tamper.clone());
+            tokio::spawn(async move {
+                let Ok(device) = acceptor.accept(tcp).await else { return };
+                let Ok(up) = tokio::net::TcpStream::connect(upstream).await else { return };
+                let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+                let Ok(server) = connector.connect(name, up).await else { return };
+                let (mut dr, mut dw) = tokio::io::split(device);
+                let (mut sr, mut sw) = tokio::io::split(server);
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut dr, &mut sw).await;
+                });
+                let mut buf = vec![0u8; 16 << 10];
+                let mut tail: Vec<u8> = Vec::new();
+                loop {
+                    let n = match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let chunk = &mut buf[..n];
+                    if tamper.load(std::sync::atomic::Ordering::SeqCst) {
+                        // Flip the first body byte after each header block.
+                        tail.extend_from_slice(chunk);
+                        let start = tail.len() - n;
+                        if let Some(at) = tail.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let body = at + 4;
+                            if body >= start && body < tail.len() {
+                                chunk[body - start] ^= 0x01;
+                            }
+                            if body <= tail.len() {
+                                tail.drain(..body.min(tail.len()));
+                            }
+                        }
+                    }
+                    if dw.write_all(chunk).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_changed_in_transit_by_a_holder_of_the_servers_key_is_refused_and_nothing_is_applied() {
+    let backend = backends().remove(0);
+    let h = Harness::start(backend).await;
+    let tamper = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = man_in_the_middle(&h, tamper.clone()).await;
+    let (phone, other) = (Phone::new(), Phone::new());
+    let (server, pins) = (format!("https://127.0.0.1:{port}"), vec![h.pin.clone()]);
+    phone
+        .with(move |v, a| {
+            v.login(
+                a,
+                LoginOptions {
+                    server: &server,
+                    pins: &pins,
+                    user: "alice",
+                    password: Zeroizing::new(PASSWORD.to_owned()),
+                    device_name: "phone",
+                },
+            )
+        })
+        .await
+        .expect("login through the relay");
+    other.login(&h, "alice").await;
+    other.put("visits", "theirs", json!({"n": 1})).await;
+    other.sync().await.expect("the other device pushes");
+    phone.put("visits", "mine", json!({"n": 2})).await;
+
+    tamper.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = phone.sync().await.expect_err("a changed answer");
+    assert!(matches!(err, Error::ResponseNotVerified { .. }), "{err}");
+    assert_eq!(phone.outbox_len().await, 1, "the op stays until a verified answer says it is applied");
+    assert_eq!(phone.get("visits", "theirs").await, None, "nothing pulled from an unverified answer");
+
+    tamper.store(false, std::sync::atomic::Ordering::SeqCst);
+    let r = phone.sync().await.expect("a clean sync");
+    assert_eq!((r.pushed, r.pulled), (1, 2), "{r:?}");
+    assert_eq!(phone.outbox_len().await, 0);
+    assert!(phone.get("visits", "theirs").await.is_some());
+}

@@ -173,6 +173,12 @@ impl Harness {
         Harness { addr, pin, app, offset, frozen, backend, rules, _tmp: tmp, keys, shutdown: Some(tx) }
     }
 
+    /// The server's own TLS configuration (certificate and key): what a party holding the
+    /// server's key could present.
+    pub fn tls_config(&self) -> Arc<rustls::ServerConfig> {
+        self.keys.tls_config().expect("tls")
+    }
+
     pub async fn add_user(&self, name: &str, roles: &[&str]) {
         self.add_user_with(name, roles, &[]).await;
     }

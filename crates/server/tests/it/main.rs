@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 mod attachments;
 mod auth;
 mod channel;
+mod cli_sync;
 mod continuity;
 mod device_sync;
 mod devices;

@@ -6,7 +6,7 @@
 //! the server exactly once (write-once documents at version 1, edited ones at version 2)
 //! and the outbox is empty.
 //!
-//! `FIELDVAULT_SOAK_CYCLES` sets the number of cycles (default 12, which CI runs; run
+//! `FIELDVAULT_SOAK_CYCLES` sets the number of cycles (default 20, which CI runs; run
 //! hundreds by hand). Loopback only; every wait is bounded.
 
 use std::io::{Read, Write};
@@ -79,7 +79,7 @@ impl Server {
         let child = Command::new(env!("CARGO_BIN_EXE_fieldvault-server"))
             .args(["serve", "--data"])
             .arg(&self.data)
-            .args(["--listen", &format!("127.0.0.1:{}", self.port), "--access-ttl", "60"])
+            .args(["--listen", &format!("127.0.0.1:{}", self.port), "--access-ttl", "10"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -182,7 +182,7 @@ fn login(v: &mut Unlocked, server: &str, pin: &str) {
 
 #[test]
 fn kills_and_cut_connections_lose_no_change_and_apply_none_twice() {
-    let cycles: u64 = std::env::var("FIELDVAULT_SOAK_CYCLES").ok().and_then(|c| c.parse().ok()).unwrap_or(12);
+    let cycles: u64 = std::env::var("FIELDVAULT_SOAK_CYCLES").ok().and_then(|c| c.parse().ok()).unwrap_or(20);
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     let pin = run(&["init"], &data);
@@ -228,6 +228,8 @@ fn kills_and_cut_connections_lose_no_change_and_apply_none_twice() {
             server.start();
         }
     }
+    // Let the last access token expire (10 s): the calm sync below must refresh it first.
+    std::thread::sleep(Duration::from_secs(11));
     // Calm: no cuts, the server up; sync until the outbox is empty.
     chaos.store(false, Ordering::SeqCst);
     let mut v = Vault::open(&vault).expect("open").unlock(&store()).expect("unlock");

@@ -1,0 +1,179 @@
+//! The `fieldvault` command line against the real `fieldvault-server` binary, as a user runs
+//! them: login, sync (once and --watch), outbox, conflicts, whoami, status --sync, logout.
+//!
+//! The `fieldvault` binary is the workspace's own, next to `fieldvault-server` in the target
+//! directory (`cargo test --workspace` builds both). Run alone (`cargo test -p
+//! fieldvault-server`) without it, the test says it is skipped; CI requires it
+//! (`FIELDVAULT_REQUIRE_INTEROP`).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const PASSWORD: &str = "a long enough password for the cli";
+const PASSPHRASE: &str = "marble quokka seventy umbrella cli";
+
+fn cli_binary() -> Option<PathBuf> {
+    let server = PathBuf::from(env!("CARGO_BIN_EXE_fieldvault-server"));
+    let cli = server.with_file_name("fieldvault");
+    if cli.exists() {
+        return Some(cli);
+    }
+    assert!(
+        std::env::var_os("FIELDVAULT_REQUIRE_INTEROP").is_none(),
+        "the fieldvault binary is required next to fieldvault-server (cargo test --workspace builds it)"
+    );
+    eprintln!("CLI sync test skipped: no fieldvault binary at {} (run cargo test --workspace)", cli.display());
+    None
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn server(args: &[&str], data: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fieldvault-server"))
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .env("FIELDVAULT_PASSWORD", PASSWORD)
+        .output()
+        .expect("fieldvault-server")
+}
+
+fn serve(data: &Path) -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let child = Command::new(env!("CARGO_BIN_EXE_fieldvault-server"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Server { child, port }
+}
+
+struct Device {
+    cli: PathBuf,
+    vault: PathBuf,
+}
+
+impl Device {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.cli);
+        c.args(args)
+            .env_clear()
+            .env("FIELDVAULT_VAULT", &self.vault)
+            .env("FIELDVAULT_PASSPHRASE", PASSPHRASE)
+            .env("FIELDVAULT_PASSWORD", PASSWORD)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("fieldvault")
+    }
+
+    fn ok(&self, args: &[&str]) -> Value {
+        let out = self.run(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(text.trim()).unwrap_or(Value::Null)
+    }
+}
+
+#[test]
+fn the_command_line_logs_in_syncs_watches_and_logs_out() {
+    let Some(cli) = cli_binary() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let init = server(&["init"], &data);
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let pin = String::from_utf8_lossy(&init.stdout).trim().to_owned();
+    assert!(server(&["user", "add", "ada"], &data).status.success());
+    let srv = serve(&data);
+    let url = format!("https://127.0.0.1:{}", srv.port);
+    let (one, two) = (
+        Device { cli: cli.clone(), vault: tmp.path().join("one") },
+        Device { cli: cli.clone(), vault: tmp.path().join("two") },
+    );
+    for d in [&one, &two] {
+        d.ok(&["init", "--keystore", "passphrase"]);
+        let login = d.run(&["login", "--server", &url, "--user", "ada", "--pin", &pin, "--json"]);
+        assert!(login.status.success(), "{}", String::from_utf8_lossy(&login.stderr));
+        assert!(String::from_utf8_lossy(&login.stderr).contains("only one pin"), "login warns about a single pin");
+    }
+    // http:// is refused before anything is sent.
+    let plain = one.run(&["login", "--server", &url.replace("https", "http"), "--user", "ada", "--pin", &pin]);
+    assert!(!plain.status.success());
+    assert!(String::from_utf8_lossy(&plain.stderr).contains("https://"), "{}", String::from_utf8_lossy(&plain.stderr));
+
+    let mut put = one.cmd(&["put", "visits", "v1", "-"]).stdin(Stdio::piped()).spawn().expect("put");
+    std::io::Write::write_all(put.stdin.as_mut().expect("stdin"), br#"{"patient": "Ada"}"#).expect("write");
+    assert!(put.wait().expect("put").success());
+    let outbox = one.ok(&["outbox", "--json"]);
+    assert_eq!(outbox[0]["collection"], "visits");
+    assert_eq!(outbox[0]["op"], "put");
+    assert!(outbox[0].get("body").is_none(), "the outbox never shows bodies");
+    let synced = one.ok(&["sync", "--json"]);
+    assert_eq!(synced["pushed"], 1, "{synced}");
+    assert_eq!(one.ok(&["outbox", "--json"]), Value::Array(vec![]));
+
+    // The second device watches: its first cycle pulls the document; the vault is free
+    // between cycles, so other commands work while it runs.
+    let mut watch =
+        two.cmd(&["sync", "--watch", "--interval", "1", "--json"]).stdout(Stdio::piped()).spawn().expect("watch");
+    let mut lines = BufReader::new(watch.stdout.take().expect("stdout")).lines();
+    let first: Value = serde_json::from_str(&lines.next().expect("a line").expect("read")).expect("JSON");
+    assert_eq!(first["ok"], true, "{first}");
+    assert_eq!(first["report"]["pulled"], 1, "{first}");
+    let mut got = None;
+    for _ in 0..50 {
+        let out = two.run(&["get", "visits", "v1", "--json"]);
+        if out.status.success() {
+            got = Some(serde_json::from_slice::<Value>(&out.stdout).expect("JSON"));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got = got.expect("another command gets the vault between watch cycles");
+    assert_eq!(got["body"]["patient"], "Ada", "{got}");
+    let second: Value = serde_json::from_str(&lines.next().expect("a line").expect("read")).expect("JSON");
+    assert_eq!(second["ok"], true, "{second}");
+    let _ = watch.kill();
+    let _ = watch.wait();
+
+    let me = two.ok(&["whoami", "--json"]);
+    assert_eq!(me["user"], "ada");
+    let status = two.ok(&["status", "--sync", "--json"]);
+    assert_eq!(status["sync"]["server"], url.as_str());
+    assert_eq!(status["sync"]["outbox"], 0);
+    assert_eq!(two.ok(&["conflicts", "--json"]), Value::Array(vec![]));
+    let logout = two.ok(&["logout", "--yes", "--json"]);
+    assert_eq!(logout["server_told"], true, "{logout}");
+    assert!(!two.run(&["get", "visits", "v1"]).status.success(), "a plain logout destroys the data");
+    let offline = two.run(&["whoami"]);
+    assert!(!offline.status.success());
+    drop(srv);
+    // Offline: sync exits 1 with one line saying why.
+    let down = one.run(&["sync"]);
+    assert_eq!(down.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&down.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
