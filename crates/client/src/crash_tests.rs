@@ -478,3 +478,40 @@ fn a_guess_whose_failure_cannot_be_recorded_is_never_tried() {
     Vault::open(&dir).expect("opens").unlock(&good).expect("unlocks");
     assert_eq!(Vault::open(&dir).expect("opens").status().expect("status").failed_unlocks, 0);
 }
+
+fn grant(lease_id: &str, key: u8, expires_at: u64) -> crate::keys::LeaseGrant {
+    crate::keys::LeaseGrant { lease_id: lease_id.into(), key: Zeroizing::new([key; 32]), expires_at }
+}
+
+const FAR: u64 = 4_000_000_000;
+
+#[test]
+fn a_first_login_survives_a_crash_at_every_step_with_the_old_hierarchy_or_the_whole_new_one() {
+    // The device secret, L and the data keys re-wrapped under L go in one write: after a
+    // crash the vault opens with every key either wholly as before (no lease, no device
+    // secret, keys under the master key) or wholly as after.
+    let store = MemoryStore::default();
+    let before = std::cell::RefCell::new(Vec::new());
+    let steps = crash_everywhere(
+        |dir| {
+            let mut v = Vault::init(dir, &store, &account("alice")).expect("init");
+            v.documents(&account("alice")).expect("db").put("c", "d", serde_json::Map::new()).expect("put");
+            *before.borrow_mut() = canaries(&v);
+        },
+        |dir, disk| {
+            let mut v = Vault::open(dir)?.unlock(&store)?;
+            v.set_disk(disk);
+            v.install_grant(&account("alice"), Some(("d_1", &[7; 32])), &grant("l_1", 9, FAR))
+        },
+        |dir, crashed| {
+            let mut v = Vault::open(dir).expect("opens").unlock(&store).expect("unlocks with every key");
+            assert_eq!(canaries(&v), *before.borrow(), "the data keys are the same keys, re-wrapped");
+            let leased = v.vault().keyfile.lease(&account("alice")).is_some();
+            let device = v.device_credential(&account("alice")).expect("reads");
+            assert_eq!(leased, device.is_some(), "the lease and the device secret arrive together");
+            assert!(crashed || leased);
+            assert!(v.documents(&account("alice")).expect("db").get("c", "d").expect("get").is_some());
+        },
+    );
+    assert!(steps >= 3, "one atomic write of the key file ({steps} steps)");
+}

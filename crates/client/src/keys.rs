@@ -11,10 +11,11 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fieldvault_core::{
-    AccountName, DataKey, DataSlot, Kek, KeyFile, KeyId, KeyMeta, KeystoreKind, KeystoreParams, MasterKey, Purpose,
-    SlotContext, SlotState, VaultId, WrappedKey, unlock_delay,
+    AccountName, DataKey, DataSlot, DeviceSlot, Kek, KeyFile, KeyId, KeyMeta, KeystoreKind, KeystoreParams, LeaseSlot,
+    MasterKey, Purpose, SlotContext, SlotState, VaultId, WrappedKey, device_bound, lease_bound, unlock_delay,
 };
 use fieldvault_keystore::KeyStore;
+use zeroize::Zeroizing;
 
 use crate::vault::{COUNTER, KEYS, read_counter_checked};
 use crate::{Error, Vault, random, random_key};
@@ -24,6 +25,76 @@ pub(crate) struct KeySet {
     kek: Kek,
     master: MasterKey,
     data: BTreeMap<(AccountName, Purpose, u32), DataKey>,
+    /// The lease key `L` of each synced account whose lease is live.
+    leases: BTreeMap<AccountName, Zeroizing<[u8; 32]>>,
+}
+
+/// A device's id and its secret, as kept for its next login.
+pub(crate) type DeviceCredential = (String, Zeroizing<[u8; 32]>);
+
+/// A lease as the server grants it at login and refresh (SPEC section 5).
+pub(crate) struct LeaseGrant {
+    pub(crate) lease_id: String,
+    pub(crate) key: Zeroizing<[u8; 32]>,
+    pub(crate) expires_at: u64,
+}
+
+/// What wraps an account's data keys: the master key, or for a synced account the key
+/// derived from the master key and its lease key.
+fn wrapper_of(
+    master: &MasterKey,
+    vault: &VaultId,
+    account: &AccountName,
+    lease: Option<(&str, &[u8; 32])>,
+) -> MasterKey {
+    match lease {
+        Some((lease_id, l)) => master.lease_wrapping_key(l, vault, account.as_str(), lease_id),
+        None => MasterKey::from_bytes(Zeroizing::new(*master.expose_secret())),
+    }
+}
+
+fn seal_lease(
+    master: &MasterKey,
+    vault: &VaultId,
+    account: &AccountName,
+    grant: &LeaseGrant,
+    meta: KeyMeta,
+) -> LeaseSlot {
+    let bound = lease_bound(&grant.lease_id, grant.expires_at);
+    let ctx = SlotContext { vault, account: account.as_str(), bound: &bound };
+    LeaseSlot {
+        account: account.clone(),
+        lease_id: grant.lease_id.clone(),
+        expires_at: grant.expires_at,
+        key: Some(master.seal_sync_secret(&grant.key, meta, &ctx, random())),
+    }
+}
+
+fn seal_device(
+    master: &MasterKey,
+    vault: &VaultId,
+    account: &AccountName,
+    device_id: &str,
+    secret: &[u8; 32],
+    meta: KeyMeta,
+) -> DeviceSlot {
+    let bound = device_bound(device_id);
+    let ctx = SlotContext { vault, account: account.as_str(), bound: &bound };
+    DeviceSlot {
+        account: account.clone(),
+        device_id: device_id.to_owned(),
+        key: master.seal_sync_secret(secret, meta, &ctx, random()),
+    }
+}
+
+fn open_lease(
+    master: &MasterKey,
+    vault: &VaultId,
+    slot: &LeaseSlot,
+) -> Result<Option<Zeroizing<[u8; 32]>>, fieldvault_core::Error> {
+    let Some(key) = &slot.key else { return Ok(None) };
+    let bound = lease_bound(&slot.lease_id, slot.expires_at);
+    key.open_sync_secret(master, &SlotContext { vault, account: slot.account.as_str(), bound: &bound }).map(Some)
 }
 
 fn seal_master(kek: &Kek, master: &MasterKey, vault: &VaultId, params: &KeystoreParams, meta: KeyMeta) -> WrappedKey {
@@ -49,8 +120,16 @@ impl KeySet {
     ) -> (KeyFile, KeySet) {
         let master = MasterKey::from_bytes(random_key());
         let wrapped = seal_master(&kek, &master, &vault, &keystore, fresh_meta(Purpose::Master, 1));
-        let mut keys = KeySet { kek, master, data: BTreeMap::new() };
-        let mut file = KeyFile { vault, generation: 0, keystore, master: wrapped, slots: Vec::new() };
+        let mut keys = KeySet { kek, master, data: BTreeMap::new(), leases: BTreeMap::new() };
+        let mut file = KeyFile {
+            vault,
+            generation: 0,
+            keystore,
+            master: wrapped,
+            slots: Vec::new(),
+            leases: Vec::new(),
+            devices: Vec::new(),
+        };
         keys.add_account(&mut file, account);
         (file, keys)
     }
@@ -65,17 +144,51 @@ impl KeySet {
         }
     }
 
-    fn open(file: &KeyFile, kek: Kek) -> Result<Self, fieldvault_core::Error> {
+    /// Opens the master key and every data key it can at time `now`. A synced account whose
+    /// lease has ended (or whose lease key is gone) stays shut: its data keys are not opened.
+    /// Returns the keys and the accounts whose lease ended since the file was written (their
+    /// `L` must now be deleted from the file).
+    fn open(file: &KeyFile, kek: Kek, now: u64) -> Result<(Self, Vec<AccountName>), fieldvault_core::Error> {
         let bound = file.keystore.to_bytes();
         let master = file.master.open_master(&kek, &SlotContext { vault: &file.vault, account: "", bound: &bound })?;
         let mut data = BTreeMap::new();
-        for slot in &file.slots {
-            let ctx = SlotContext { vault: &file.vault, account: slot.account.as_str(), bound: b"" };
-            let key = slot.key.open_data_key(&master, &ctx)?;
-            let m = slot.key.meta();
-            data.insert((slot.account.clone(), m.purpose, m.version), key);
+        let mut leases = BTreeMap::new();
+        let mut ended = Vec::new();
+        for account in file.accounts() {
+            let lease = match file.lease(&account) {
+                None => None,
+                Some(slot) => match open_lease(&master, &file.vault, slot)? {
+                    Some(l) if slot.expires_at > now => Some((slot.lease_id.as_str(), l)),
+                    Some(_) => {
+                        ended.push(account.clone());
+                        continue;
+                    }
+                    None => continue,
+                },
+            };
+            let wrapper = wrapper_of(&master, &file.vault, &account, lease.as_ref().map(|(id, l)| (*id, &**l)));
+            for slot in file.slots.iter().filter(|s| s.account == account) {
+                let ctx = SlotContext { vault: &file.vault, account: slot.account.as_str(), bound: b"" };
+                let key = slot.key.open_data_key(&wrapper, &ctx)?;
+                let m = slot.key.meta();
+                data.insert((slot.account.clone(), m.purpose, m.version), key);
+            }
+            if let Some((_, l)) = lease {
+                leases.insert(account.clone(), l);
+            }
         }
-        Ok(KeySet { kek, master, data })
+        Ok((KeySet { kek, master, data, leases }, ended))
+    }
+
+    /// What wraps `account`'s data keys now (None: its lease has ended, it is shut).
+    fn wrapper(&self, file: &KeyFile, account: &AccountName) -> Option<MasterKey> {
+        match file.lease(account) {
+            None => Some(wrapper_of(&self.master, &file.vault, account, None)),
+            Some(slot) => {
+                let l = self.leases.get(account)?;
+                Some(wrapper_of(&self.master, &file.vault, account, Some((&slot.lease_id, l))))
+            }
+        }
     }
 }
 
@@ -134,11 +247,11 @@ impl Vault {
             }
         };
         let opened = match store.kek(&self.id(), &self.keyfile.keystore) {
-            Ok(kek) => KeySet::open(&self.keyfile, kek).map_err(OpenError::Keys),
+            Ok(kek) => KeySet::open(&self.keyfile, kek, now).map_err(OpenError::Keys),
             Err(e) => Err(OpenError::Other(e.into())),
         };
-        let keys = match opened {
-            Ok(keys) => keys,
+        let (keys, ended) = match opened {
+            Ok(opened) => opened,
             // Only the master slot's canary can say "wrong KEK": a data slot with a wrong
             // canary means the file itself was altered.
             Err(OpenError::Keys(fieldvault_core::Error::WrongKey { what })) if what.starts_with("master") => {
@@ -169,7 +282,12 @@ impl Vault {
         if counted {
             self.disk.remove_file(&path)?;
         }
-        Ok(Unlocked::from_parts(self, keys))
+        let mut unlocked = Unlocked::from_parts(self, keys);
+        // A lease that ended while the vault was shut: the device's copy of L goes now.
+        if !ended.is_empty() {
+            unlocked.forget_leases(&ended)?;
+        }
+        Ok(unlocked)
     }
 }
 
@@ -240,7 +358,13 @@ impl Unlocked {
     /// # Errors
     /// [`Error::NoSuchAccount`].
     pub fn data_key(&self, account: &AccountName, purpose: Purpose) -> Result<&DataKey, Error> {
-        self.slot_key(account, purpose, SlotState::Live).ok_or_else(|| Error::NoSuchAccount(account.to_string()))
+        self.slot_key(account, purpose, SlotState::Live).ok_or_else(|| {
+            if self.lease_ended(account) {
+                Error::LeaseExpired(account.to_string())
+            } else {
+                Error::NoSuchAccount(account.to_string())
+            }
+        })
     }
 
     /// The key of one version (live or pending) of an account's purpose.
@@ -276,14 +400,34 @@ impl Unlocked {
     /// it, one atomic write. Data keys (and so the data) are unchanged.
     pub fn rotate_master(&mut self) -> Result<KeyMeta, Error> {
         let file = &self.vault.keyfile;
+        // A synced account whose lease has ended keeps its data keys wrapped under the old
+        // master key and L: without L they cannot be re-wrapped, so nothing is rotated.
+        if let Some(l) = file.leases.iter().find(|l| !self.keys.leases.contains_key(&l.account)) {
+            return Err(Error::LeaseExpired(l.account.to_string()));
+        }
         let master = MasterKey::from_bytes(random_key());
         let meta = fresh_meta(Purpose::Master, file.master.meta().version + 1);
         let mut next = file.clone();
         next.master = seal_master(&self.keys.kek, &master, &file.vault, &file.keystore, meta);
+        for lease in &mut next.leases {
+            let l = &self.keys.leases[&lease.account];
+            let grant = LeaseGrant { lease_id: lease.lease_id.clone(), key: l.clone(), expires_at: lease.expires_at };
+            let m = lease.key.as_ref().map(WrappedKey::meta).unwrap_or_else(|| fresh_meta(Purpose::Lease, 1));
+            *lease = seal_lease(&master, &file.vault, &lease.account, &grant, m);
+        }
+        for device in &mut next.devices {
+            let bound = device_bound(&device.device_id);
+            let ctx = SlotContext { vault: &file.vault, account: device.account.as_str(), bound: &bound };
+            let secret = device.key.open_sync_secret(&self.keys.master, &ctx)?;
+            *device = seal_device(&master, &file.vault, &device.account, &device.device_id, &secret, device.key.meta());
+        }
         for slot in &mut next.slots {
             let m = slot.key.meta();
             let key = &self.keys.data[&(slot.account.clone(), m.purpose, m.version)];
-            slot.key = seal_data(&master, key, &file.vault, &slot.account, m);
+            let lease = next.leases.iter().find(|l| l.account == slot.account);
+            let l = lease.map(|l| (l.lease_id.as_str(), &*self.keys.leases[&slot.account]));
+            let wrapper = wrapper_of(&master, &file.vault, &slot.account, l);
+            slot.key = seal_data(&wrapper, key, &file.vault, &slot.account, m);
         }
         self.vault.commit(next)?;
         self.keys.master = master;
@@ -352,7 +496,9 @@ impl Unlocked {
                 let meta = fresh_meta(purpose, newest + 1);
                 let key = DataKey::from_bytes(random_key());
                 let mut next = file.clone();
-                let sealed = seal_data(&self.keys.master, &key, &file.vault, account, meta);
+                let wrapper =
+                    self.keys.wrapper(file, account).ok_or_else(|| Error::LeaseExpired(account.to_string()))?;
+                let sealed = seal_data(&wrapper, &key, &file.vault, account, meta);
                 next.slots.push(DataSlot { account: account.clone(), state: SlotState::Pending, key: sealed });
                 self.vault.commit(next)?;
                 self.keys.data.insert((account.clone(), purpose, meta.version), key);
@@ -381,6 +527,133 @@ impl Unlocked {
         self.dbs.remove(account);
         self.vault.wipe_account(account)?;
         self.keys.data.retain(|(a, _, _), _| a != account);
+        self.keys.leases.remove(account);
+        Ok(())
+    }
+
+    /// Whether `account` is shut because its lease has ended (or its lease key is gone).
+    pub fn lease_ended(&self, account: &AccountName) -> bool {
+        self.vault.keyfile.lease(account).is_some() && !self.keys.leases.contains_key(account)
+    }
+
+    /// The account's lease: its id and expiry (Unix seconds), if it syncs.
+    pub(crate) fn lease_expiry(&self, account: &AccountName) -> Option<u64> {
+        self.vault.keyfile.lease(account).map(|l| l.expires_at)
+    }
+
+    /// Shuts `account` when its lease has ended by `now`: its data keys leave memory, its
+    /// database closes, and its copy of L is deleted from the key file, so the data stays
+    /// encrypted until a login or refresh brings L back.
+    ///
+    /// # Errors
+    /// [`Error::LeaseExpired`] when the account is (now) shut; key-file write errors.
+    pub(crate) fn enforce_lease(&mut self, account: &AccountName, now: u64) -> Result<(), Error> {
+        let Some(lease) = self.vault.keyfile.lease(account) else { return Ok(()) };
+        if lease.key.is_some() && lease.expires_at <= now {
+            self.forget_leases(std::slice::from_ref(account))?;
+        }
+        if self.lease_ended(account) {
+            return Err(Error::LeaseExpired(account.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Deletes the device's copy of L for these accounts and drops their data keys.
+    fn forget_leases(&mut self, accounts: &[AccountName]) -> Result<(), Error> {
+        for account in accounts {
+            self.dbs.remove(account);
+            self.keys.data.retain(|(a, _, _), _| a != account);
+            self.keys.leases.remove(account);
+        }
+        let mut next = self.vault.keyfile.clone();
+        for l in &mut next.leases {
+            if accounts.contains(&l.account) {
+                l.key = None;
+            }
+        }
+        self.vault.commit(next)
+    }
+
+    /// The device id and secret an account keeps for its next login, if it has logged in.
+    pub(crate) fn device_credential(&self, account: &AccountName) -> Result<Option<DeviceCredential>, Error> {
+        let Some(slot) = self.vault.keyfile.device(account) else { return Ok(None) };
+        let bound = device_bound(&slot.device_id);
+        let ctx = SlotContext { vault: &self.vault.keyfile.vault, account: account.as_str(), bound: &bound };
+        let secret = slot
+            .key
+            .open_sync_secret(&self.keys.master, &ctx)
+            .map_err(|source| Error::Corrupt { path: self.vault.dir.join(KEYS), source })?;
+        Ok(Some((slot.device_id.clone(), secret)))
+    }
+
+    /// Records what a login or refresh granted, in one atomic write of the key file: the
+    /// device secret (a login that made a new device), and the lease. The first lease of an
+    /// account re-wraps its data keys under the lease; the same lease again moves its expiry
+    /// (and opens a shut account); another lease re-wraps the data keys from the old lease
+    /// to the new one, which needs them open.
+    ///
+    /// # Errors
+    /// [`Error::LeaseMismatch`] when the server's L does not open the account's keys (or
+    /// differs under the same lease id) or the account is shut under another lease: nothing
+    /// changes. Key-file write errors.
+    pub(crate) fn install_grant(
+        &mut self,
+        account: &AccountName,
+        device: Option<(&str, &[u8; 32])>,
+        grant: &LeaseGrant,
+    ) -> Result<(), Error> {
+        let file = self.vault.keyfile.clone();
+        let mut next = file.clone();
+        let vault = file.vault;
+        if let Some((device_id, secret)) = device {
+            next.devices.retain(|d| &d.account != account);
+            next.devices.push(seal_device(
+                &self.keys.master,
+                &vault,
+                account,
+                device_id,
+                secret,
+                fresh_meta(Purpose::Device, 1),
+            ));
+        }
+        let mismatch = || Error::LeaseMismatch(account.to_string());
+        let meta = file
+            .lease(account)
+            .and_then(|l| l.key.as_ref().map(WrappedKey::meta))
+            .unwrap_or_else(|| fresh_meta(Purpose::Lease, 1));
+        let new_wrapper = wrapper_of(&self.keys.master, &vault, account, Some((&grant.lease_id, &grant.key)));
+        let mut opened = BTreeMap::new();
+        match file.lease(account) {
+            Some(old) if old.lease_id == grant.lease_id && self.keys.leases.contains_key(account) => {
+                let held = &self.keys.leases[account];
+                if !bool::from(subtle::ConstantTimeEq::ct_eq(&held[..], &grant.key[..])) {
+                    return Err(mismatch());
+                }
+            }
+            Some(old) if old.lease_id == grant.lease_id => {
+                // A shut account: L comes back and must open its keys.
+                for slot in file.slots.iter().filter(|s| &s.account == account) {
+                    let ctx = SlotContext { vault: &vault, account: account.as_str(), bound: b"" };
+                    let key = slot.key.open_data_key(&new_wrapper, &ctx).map_err(|_| mismatch())?;
+                    let m = slot.key.meta();
+                    opened.insert((account.clone(), m.purpose, m.version), key);
+                }
+            }
+            Some(_) if !self.keys.leases.contains_key(account) => return Err(mismatch()),
+            _ => {
+                // The first lease, or another one while the keys are open: re-wrap them.
+                for slot in next.slots.iter_mut().filter(|s| &s.account == account) {
+                    let m = slot.key.meta();
+                    let key = &self.keys.data[&(account.clone(), m.purpose, m.version)];
+                    slot.key = seal_data(&new_wrapper, key, &vault, account, m);
+                }
+            }
+        }
+        next.leases.retain(|l| &l.account != account);
+        next.leases.push(seal_lease(&self.keys.master, &vault, account, grant, meta));
+        self.vault.commit(next)?;
+        self.keys.data.extend(opened);
+        self.keys.leases.insert(account.clone(), grant.key.clone());
         Ok(())
     }
 }
@@ -429,5 +702,86 @@ impl std::fmt::Debug for Parked {
 impl std::fmt::Debug for Unlocked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Unlocked").field("vault", &self.vault).field("keys", &"[redacted]").finish()
+    }
+}
+
+#[cfg(test)]
+mod lease_tests {
+    use fieldvault_keystore::MemoryStore;
+
+    use super::*;
+
+    fn grant(lease_id: &str, key: u8, expires_at: u64) -> LeaseGrant {
+        LeaseGrant { lease_id: lease_id.into(), key: Zeroizing::new([key; 32]), expires_at }
+    }
+
+    const FAR: u64 = 4_000_000_000;
+
+    fn synced() -> (tempfile::TempDir, MemoryStore, Unlocked, AccountName) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = MemoryStore::default();
+        let a = AccountName::new("alice").expect("name");
+        let mut v = Vault::init(&dir.path().join("v"), &store, &a).expect("init");
+        let mut body = serde_json::Map::new();
+        body.insert("n".into(), 1.into());
+        v.documents(&a).expect("db").put("c", "d", body).expect("put");
+        v.install_grant(&a, Some(("d_1", &[7; 32])), &grant("l_1", 9, FAR)).expect("first lease");
+        (dir, store, v, a)
+    }
+
+    #[test]
+    fn a_synced_accounts_data_keys_open_only_with_the_lease_and_the_device_secret_only_with_the_master_key() {
+        let (_d, store, v, a) = synced();
+        let dir = v.vault().dir().to_path_buf();
+        let file = v.vault().keyfile.clone();
+        let master = MasterKey::from_bytes(Zeroizing::new(*v.keys.master.expose_secret()));
+        drop(v);
+        let ctx = SlotContext { vault: &file.vault, account: "alice", bound: b"" };
+        for slot in file.slots.iter().filter(|s| s.account == a) {
+            assert!(slot.key.open_data_key(&master, &ctx).is_err(), "no longer under the master key alone");
+            let under_lease = master.lease_wrapping_key(&[9; 32], &file.vault, "alice", "l_1");
+            assert!(slot.key.open_data_key(&under_lease, &ctx).is_ok());
+        }
+        let mut v = Vault::open(&dir).expect("open").unlock(&store).expect("unlock");
+        assert_eq!(v.device_credential(&a).expect("reads").map(|(id, s)| (id, *s)), Some(("d_1".into(), [7; 32])));
+        assert!(v.documents(&a).expect("open under the lease").get("c", "d").expect("get").is_some());
+    }
+
+    #[test]
+    fn at_the_leases_end_the_account_shuts_and_the_same_lease_again_opens_it_with_nothing_lost() {
+        let (_d, store, mut v, a) = synced();
+        let err = v.enforce_lease(&a, FAR + 1).expect_err("ended");
+        assert!(matches!(err, Error::LeaseExpired(_)), "{err}");
+        assert!(matches!(v.data_key(&a, Purpose::Database), Err(Error::LeaseExpired(_))));
+        assert!(v.vault().keyfile.lease(&a).is_some_and(|l| l.key.is_none()), "the device's copy of L is deleted");
+        // Across a lock too: the key file no longer holds L.
+        let dir = v.vault().dir().to_path_buf();
+        drop(v);
+        let mut v = Vault::open(&dir).expect("open").unlock(&store).expect("unlock");
+        assert!(matches!(v.documents(&a), Err(Error::LeaseExpired(_))));
+        assert!(matches!(v.rotate_master(), Err(Error::LeaseExpired(_))), "no master rotation without L");
+        // A wrong L under the same id changes nothing.
+        assert!(matches!(v.install_grant(&a, None, &grant("l_1", 8, FAR + 100)), Err(Error::LeaseMismatch(_))));
+        assert!(v.lease_ended(&a));
+        // The server sends the same L with a later expiry: everything opens again.
+        v.install_grant(&a, None, &grant("l_1", 9, FAR + 100)).expect("the lease is back");
+        assert_eq!(v.lease_expiry(&a), Some(FAR + 100));
+        assert!(v.documents(&a).expect("open").get("c", "d").expect("get").is_some());
+        v.rotate_master().expect("a master rotation with L present");
+        drop(v);
+        let mut v = Vault::open(&dir).expect("open").unlock(&store).expect("unlock after the rotation");
+        assert!(v.documents(&a).expect("open").get("c", "d").expect("get").is_some());
+        assert_eq!(v.device_credential(&a).expect("reads").map(|(id, _)| id), Some("d_1".into()));
+    }
+
+    #[test]
+    fn a_lease_that_ended_while_the_vault_was_shut_is_deleted_at_unlock() {
+        let (_d, store, mut v, a) = synced();
+        v.install_grant(&a, None, &grant("l_1", 9, 1_000)).expect("an expiry in the past");
+        let dir = v.vault().dir().to_path_buf();
+        drop(v);
+        let v = Vault::open(&dir).expect("open").unlock(&store).expect("the vault unlocks");
+        assert!(v.lease_ended(&a));
+        assert!(v.vault().keyfile.lease(&a).is_some_and(|l| l.key.is_none()));
     }
 }

@@ -34,8 +34,12 @@ impl Unlocked {
     /// # Errors
     /// [`Error::NoSuchAccount`]; [`Error::PlaintextDatabase`]; [`Error::DatabaseKey`] when
     /// neither the live key nor the pending key of an interrupted rotation opens it;
-    /// [`Error::DatabaseLost`] for a database lost outside Fieldvault.
+    /// [`Error::DatabaseLost`] for a database lost outside Fieldvault; [`Error::LeaseExpired`]
+    /// for a synced account whose offline lease has ended (log in to open it again).
     pub fn documents(&mut self, account: &AccountName) -> Result<Documents<'_>, Error> {
+        // A synced account shuts when its lease ends, even in a process that holds its keys.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.enforce_lease(account, now)?;
         if !self.dbs.contains_key(account) {
             let db = self.open_db(account)?;
             self.dbs.insert(account.clone(), db);

@@ -400,6 +400,8 @@ impl Vault {
         }
         let mut next = self.keyfile.clone();
         next.slots.retain(|s| &s.account != account);
+        next.leases.retain(|l| &l.account != account);
+        next.devices.retain(|d| &d.account != account);
         self.commit(next)?;
         self.disk.remove_tree(&self.account_dir(account))
     }

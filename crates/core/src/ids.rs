@@ -57,6 +57,12 @@ pub enum Purpose {
     /// One attachment's content key, wrapped by the account's files key (never in the key
     /// file: it lives in the attachment's metadata record).
     Attachment = 5,
+    /// A synced account's offline lease key `L` (SPEC section 5), wrapped by the master key
+    /// with the lease id and expiry bound to it.
+    Lease = 6,
+    /// A synced account's device secret (proves the device at a later login), wrapped by the
+    /// master key, never by the lease.
+    Device = 7,
 }
 
 impl Purpose {
@@ -76,6 +82,8 @@ impl Purpose {
             3 => Purpose::Files,
             4 => Purpose::Sync,
             5 => Purpose::Attachment,
+            6 => Purpose::Lease,
+            7 => Purpose::Device,
             _ => {
                 return Err(Error::UnknownCode { what: "key purpose", code });
             }
@@ -90,14 +98,24 @@ impl Purpose {
             Purpose::Files => "files",
             Purpose::Sync => "sync",
             Purpose::Attachment => "attachment",
+            Purpose::Lease => "lease",
+            Purpose::Device => "device",
         }
     }
 
     /// Parses a user-facing name (`database`, `files`, `sync`, `master`).
     pub fn from_name(name: &str) -> Option<Self> {
-        [Purpose::Master, Purpose::Database, Purpose::Files, Purpose::Sync, Purpose::Attachment]
-            .into_iter()
-            .find(|p| p.name() == name)
+        [
+            Purpose::Master,
+            Purpose::Database,
+            Purpose::Files,
+            Purpose::Sync,
+            Purpose::Attachment,
+            Purpose::Lease,
+            Purpose::Device,
+        ]
+        .into_iter()
+        .find(|p| p.name() == name)
     }
 }
 
@@ -171,11 +189,19 @@ mod tests {
 
     #[test]
     fn purpose_codes_round_trip_and_unknown_codes_are_errors() {
-        for p in [Purpose::Master, Purpose::Database, Purpose::Files, Purpose::Sync, Purpose::Attachment] {
+        for p in [
+            Purpose::Master,
+            Purpose::Database,
+            Purpose::Files,
+            Purpose::Sync,
+            Purpose::Attachment,
+            Purpose::Lease,
+            Purpose::Device,
+        ] {
             assert_eq!(Purpose::from_code(p.code()).expect("known"), p);
             assert_eq!(Purpose::from_name(p.name()), Some(p));
         }
         assert!(Purpose::from_code(0).is_err());
-        assert!(Purpose::from_code(6).is_err());
+        assert!(Purpose::from_code(8).is_err());
     }
 }

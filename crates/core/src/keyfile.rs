@@ -9,7 +9,15 @@
 //! type 2  keystore  kind u8 | params        (os: none; passphrase: m u32 t u32 p u32 salt 16)
 //! type 3  master    wrapped key (104)
 //! type 4  data      state u8 | len8(account) | account | wrapped key (104)
+//! type 5  lease     len8(account) | account | len8(lease_id) | lease_id | expires_at u64
+//!                   | has_key u8 | wrapped lease key (104, when has_key is 1)
+//! type 6  device    len8(account) | account | len8(device_id) | device_id | wrapped secret (104)
 //! ```
+//!
+//! Version 2 adds sections 5 and 6 (a synced account's lease and device secret, both
+//! wrapped by the master key); a file without them is written as version 1, byte for byte
+//! as before. An account with a lease section has its data keys wrapped under the lease
+//! (`MasterKey::lease_wrapping_key`), not under the master key.
 //!
 //! Sections 1, 2 and 3 appear once each, in that order, then any number of data slots. All
 //! integers are big-endian. The whole record is replaced atomically on every change, so the
@@ -22,7 +30,10 @@ use crate::section::{CHECK_LEN, Reader, checksum};
 use crate::{AccountName, Error, KdfParams, Purpose, VaultId, WrappedKey};
 
 const MAGIC: &[u8; 4] = b"FVKF";
-const VERSION: u8 = 1;
+/// Written when the file holds no lease or device section (the version-1 layout).
+const VERSION_1: u8 = 1;
+/// Written when it does.
+const VERSION_2: u8 = 2;
 const CHECK_LABEL: &[u8] = b"keyfile-section";
 const WHAT: &str = "key file";
 
@@ -132,6 +143,33 @@ impl DataSlot {
     }
 }
 
+/// A synced account's offline lease as the device keeps it: `L` wrapped by the master key,
+/// bound to its id and expiry; `key` is `None` once the lease has ended (the account's data
+/// keys, wrapped under the lease, stay shut until a login brings `L` back).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseSlot {
+    /// The account.
+    pub account: AccountName,
+    /// The server's lease id.
+    pub lease_id: String,
+    /// When the lease ends, Unix seconds.
+    pub expires_at: u64,
+    /// `L`, wrapped by the master key (`Purpose::Lease`); `None` after expiry.
+    pub key: Option<WrappedKey>,
+}
+
+/// A synced account's device secret, wrapped by the master key (never by the lease, so it
+/// outlives a lease's end and proves the device at the next login).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceSlot {
+    /// The account.
+    pub account: AccountName,
+    /// The server-assigned device id.
+    pub device_id: String,
+    /// The secret (`Purpose::Device`).
+    pub key: WrappedKey,
+}
+
 /// A parsed key file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyFile {
@@ -143,8 +181,13 @@ pub struct KeyFile {
     pub keystore: KeystoreParams,
     /// The master key, wrapped by the KEK.
     pub master: WrappedKey,
-    /// Every account's data keys, wrapped by the master key.
+    /// Every account's data keys, wrapped by the master key (or, for an account with a
+    /// lease, by the lease-wrapping key).
     pub slots: Vec<DataSlot>,
+    /// Synced accounts' leases (version 2).
+    pub leases: Vec<LeaseSlot>,
+    /// Synced accounts' device secrets (version 2).
+    pub devices: Vec<DeviceSlot>,
 }
 
 fn push_section(out: &mut Vec<u8>, kind: u8, body: &[u8]) {
@@ -165,6 +208,16 @@ impl KeyFile {
             .find(|s| &s.account == account && s.state == SlotState::Live && s.key.meta().purpose == purpose)
     }
 
+    /// An account's lease, if it syncs.
+    pub fn lease(&self, account: &AccountName) -> Option<&LeaseSlot> {
+        self.leases.iter().find(|l| &l.account == account)
+    }
+
+    /// An account's device secret slot, if it has logged in.
+    pub fn device(&self, account: &AccountName) -> Option<&DeviceSlot> {
+        self.devices.iter().find(|d| &d.account == account)
+    }
+
     /// The accounts that have at least one slot, sorted.
     pub fn accounts(&self) -> BTreeSet<AccountName> {
         self.slots.iter().map(|s| s.account.clone()).collect()
@@ -172,11 +225,13 @@ impl KeyFile {
 
     /// Encodes the file.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256 + self.slots.len() * 180);
+        let mut out = Vec::with_capacity(256 + (self.slots.len() + self.leases.len() + self.devices.len()) * 180);
         out.extend_from_slice(MAGIC);
-        out.push(VERSION);
+        let v2 = !self.leases.is_empty() || !self.devices.is_empty();
+        out.push(if v2 { VERSION_2 } else { VERSION_1 });
         out.push(0);
-        let count = u16::try_from(3 + self.slots.len()).expect("fewer than 65k slots");
+        let count =
+            u16::try_from(3 + self.slots.len() + self.leases.len() + self.devices.len()).expect("fewer than 65k slots");
         out.extend_from_slice(&count.to_be_bytes());
         let mut vault = self.vault.as_bytes().to_vec();
         vault.extend_from_slice(&self.generation.to_be_bytes());
@@ -190,6 +245,27 @@ impl KeyFile {
             body.extend_from_slice(&slot.key.to_bytes());
             push_section(&mut out, 4, &body);
         }
+        for lease in &self.leases {
+            let mut body = Vec::new();
+            push_name(&mut body, lease.account.as_str());
+            push_name(&mut body, &lease.lease_id);
+            body.extend_from_slice(&lease.expires_at.to_be_bytes());
+            match &lease.key {
+                Some(k) => {
+                    body.push(1);
+                    body.extend_from_slice(&k.to_bytes());
+                }
+                None => body.push(0),
+            }
+            push_section(&mut out, 5, &body);
+        }
+        for device in &self.devices {
+            let mut body = Vec::new();
+            push_name(&mut body, device.account.as_str());
+            push_name(&mut body, &device.device_id);
+            body.extend_from_slice(&device.key.to_bytes());
+            push_section(&mut out, 6, &body);
+        }
         out
     }
 
@@ -200,7 +276,7 @@ impl KeyFile {
     /// [`Error::ChecksumMismatch`] names the damaged section; other variants name the rule.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         let mut r = Reader::new(bytes, WHAT);
-        r.header(MAGIC, VERSION)?;
+        let version = r.header_any(MAGIC, &[VERSION_1, VERSION_2])?;
         if r.u8()? != 0 {
             return Err(Error::Malformed { what: WHAT, reason: "reserved byte is not zero" });
         }
@@ -212,6 +288,9 @@ impl KeyFile {
         let mut keystore = None;
         let mut master = None;
         let mut slots = Vec::new();
+        let mut leases = Vec::new();
+        let mut devices = Vec::new();
+        let mut last = 0u8;
         for index in 1..=count {
             let start_kind = r.u8()?;
             let len = r.u16()?;
@@ -223,13 +302,15 @@ impl KeyFile {
             if checksum(CHECK_LABEL, &framed) != check {
                 return Err(Error::ChecksumMismatch { what: section_name(index, start_kind, body) });
             }
-            let expected = match index {
-                1..=3 => index as u8,
-                _ => 4,
+            // 1, 2, 3 once each, then data slots, then (version 2) leases, then devices.
+            let in_order = match index {
+                1..=3 => start_kind == index as u8,
+                _ => (4..=6).contains(&start_kind) && start_kind >= last && (start_kind == 4 || version == VERSION_2),
             };
-            if start_kind != expected {
+            if !in_order {
                 return Err(Error::Malformed { what: WHAT, reason: "sections are missing or out of order" });
             }
+            last = start_kind;
             match start_kind {
                 1 => {
                     let mut b = Reader::new(body, "vault section");
@@ -244,10 +325,16 @@ impl KeyFile {
                     }
                     master = Some(key);
                 }
-                _ => slots.push(parse_slot(body)?),
+                4 => slots.push(parse_slot(body)?),
+                5 => leases.push(parse_lease(body)?),
+                _ => devices.push(parse_device(body)?),
             }
         }
         r.finish()?;
+        // One encoding per content: version 2 only for what version 1 cannot hold.
+        if version == VERSION_2 && leases.is_empty() && devices.is_empty() {
+            return Err(Error::Malformed { what: WHAT, reason: "version 2 without a lease or device section" });
+        }
         let (vault, generation) = vault.expect("section 1 was read");
         let file = KeyFile {
             vault,
@@ -255,6 +342,8 @@ impl KeyFile {
             keystore: keystore.expect("section 2 was read"),
             master: master.expect("section 3 was read"),
             slots,
+            leases,
+            devices,
         };
         file.check_consistency()?;
         Ok(file)
@@ -283,8 +372,62 @@ impl KeyFile {
                 return malformed("an account lacks a live database, files or sync key");
             }
         }
+        let accounts = self.accounts();
+        let mut leased = BTreeSet::new();
+        for l in &self.leases {
+            if !accounts.contains(&l.account) || !leased.insert(l.account.clone()) {
+                return malformed("a lease belongs to no account, or an account has two");
+            }
+        }
+        let mut devices = BTreeSet::new();
+        for d in &self.devices {
+            if !accounts.contains(&d.account) || !devices.insert(d.account.clone()) {
+                return malformed("a device secret belongs to no account, or an account has two");
+            }
+        }
         Ok(())
     }
+}
+
+fn push_name(out: &mut Vec<u8>, name: &str) {
+    out.push(u8::try_from(name.len()).expect("names in the key file are at most 255 bytes"));
+    out.extend_from_slice(name.as_bytes());
+}
+
+fn read_name<'a>(r: &mut Reader<'a>, what: &'static str) -> Result<&'a str, Error> {
+    let len = r.u8()?;
+    std::str::from_utf8(r.take(usize::from(len))?).map_err(|_| Error::Malformed { what, reason: "a name is not UTF-8" })
+}
+
+fn parse_lease(body: &[u8]) -> Result<LeaseSlot, Error> {
+    const W: &str = "lease slot";
+    let mut r = Reader::new(body, W);
+    let account = AccountName::new(read_name(&mut r, W)?)?;
+    let lease_id = read_name(&mut r, W)?.to_owned();
+    let expires_at = r.u64()?;
+    let key = match r.u8()? {
+        0 => None,
+        1 => Some(WrappedKey::from_bytes(r.take(WrappedKey::LEN)?)?),
+        code => return Err(Error::UnknownCode { what: "lease key presence", code }),
+    };
+    r.finish()?;
+    if key.as_ref().is_some_and(|k| k.meta().purpose != Purpose::Lease) {
+        return Err(Error::Malformed { what: W, reason: "it holds a key that is not a lease key" });
+    }
+    Ok(LeaseSlot { account, lease_id, expires_at, key })
+}
+
+fn parse_device(body: &[u8]) -> Result<DeviceSlot, Error> {
+    const W: &str = "device slot";
+    let mut r = Reader::new(body, W);
+    let account = AccountName::new(read_name(&mut r, W)?)?;
+    let device_id = read_name(&mut r, W)?.to_owned();
+    let key = WrappedKey::from_bytes(r.take(WrappedKey::LEN)?)?;
+    r.finish()?;
+    if key.meta().purpose != Purpose::Device {
+        return Err(Error::Malformed { what: W, reason: "it holds a key that is not a device secret" });
+    }
+    Ok(DeviceSlot { account, device_id, key })
 }
 
 fn parse_slot(body: &[u8]) -> Result<DataSlot, Error> {
@@ -317,6 +460,14 @@ fn section_name(index: u16, kind: u8, body: &[u8]) -> String {
         4 => match parse_slot(body) {
             Ok(slot) => slot.describe(),
             Err(_) => "a data key".to_owned(),
+        },
+        5 => match parse_lease(body) {
+            Ok(l) => format!("account '{}' lease", l.account),
+            Err(_) => "a lease".to_owned(),
+        },
+        6 => match parse_device(body) {
+            Ok(d) => format!("account '{}' device secret", d.account),
+            Err(_) => "a device secret".to_owned(),
         },
         _ => "an unknown section".to_owned(),
     };
@@ -354,7 +505,49 @@ mod tests {
                 }
             })
             .collect();
-        KeyFile { vault, generation: 9, keystore, master: wrapped_master, slots }
+        KeyFile { vault, generation: 9, keystore, master: wrapped_master, slots, leases: vec![], devices: vec![] }
+    }
+
+    #[test]
+    fn a_synced_accounts_lease_and_device_secret_round_trip_as_version_2() {
+        let mut f = sample();
+        assert_eq!(f.to_bytes()[4], 1, "no lease: the version-1 layout");
+        let master = MasterKey::from_bytes(Zeroizing::new([2; 32]));
+        let alice = AccountName::new("alice").expect("valid");
+        let meta = |purpose| KeyMeta { purpose, version: 1, key_id: KeyId::from_bytes([9; 16]) };
+        let bound = crate::wrap::lease_bound("l_1", 1_900_000_000);
+        let ctx = SlotContext { vault: &f.vault, account: "alice", bound: &bound };
+        let lease = master.seal_sync_secret(&[6; 32], meta(Purpose::Lease), &ctx, [1; 12]);
+        f.leases.push(LeaseSlot {
+            account: alice.clone(),
+            lease_id: "l_1".into(),
+            expires_at: 1_900_000_000,
+            key: Some(lease),
+        });
+        let dbound = crate::wrap::device_bound("d_1");
+        let dctx = SlotContext { vault: &f.vault, account: "alice", bound: &dbound };
+        let device = master.seal_sync_secret(&[8; 32], meta(Purpose::Device), &dctx, [2; 12]);
+        f.devices.push(DeviceSlot { account: alice.clone(), device_id: "d_1".into(), key: device });
+        let bytes = f.to_bytes();
+        assert_eq!(bytes[4], 2);
+        let back = KeyFile::from_bytes(&bytes).expect("parses");
+        assert_eq!(back, f);
+        assert_eq!(back.to_bytes(), bytes);
+        let l = back.lease(&alice).and_then(|l| l.key.clone()).expect("lease key");
+        assert_eq!(*l.open_sync_secret(&master, &ctx).expect("opens"), [6; 32]);
+        // The expiry is bound: a lease moved forward on disk does not open.
+        let later = crate::wrap::lease_bound("l_1", 1_900_000_001);
+        assert!(l.open_sync_secret(&master, &SlotContext { bound: &later, ..ctx }).is_err());
+        // An ended lease keeps its id and expiry, without the key.
+        f.leases[0].key = None;
+        assert_eq!(KeyFile::from_bytes(&f.to_bytes()).expect("parses"), f);
+        // A lease section in a version-1 file, or for no account, is refused.
+        let mut v1 = f.to_bytes();
+        v1[4] = 1;
+        assert!(KeyFile::from_bytes(&v1).is_err());
+        let mut orphan = f.clone();
+        orphan.leases[0].account = AccountName::new("bob").expect("valid");
+        assert!(KeyFile::from_bytes(&orphan.to_bytes()).is_err());
     }
 
     #[test]

@@ -87,6 +87,18 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    /// Reads the magic and a version byte that must be one of `versions`; returns it.
+    pub(crate) fn header_any(&mut self, magic: &[u8; 4], versions: &[u8]) -> Result<u8, Error> {
+        if self.take(4)? != magic {
+            return Err(Error::BadMagic { what: self.what });
+        }
+        let v = self.u8()?;
+        if !versions.contains(&v) {
+            return Err(Error::UnsupportedVersion { what: self.what, version: v });
+        }
+        Ok(v)
+    }
+
     /// Fails if anything is left.
     pub(crate) fn finish(self) -> Result<(), Error> {
         match self.remaining() {

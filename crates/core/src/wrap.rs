@@ -179,6 +179,16 @@ impl WrappedKey {
         self.open_raw(master.expose_secret(), ctx).map(DataKey::from_bytes)
     }
 
+    /// Opens a sync secret (a lease key or a device secret) with the master key. `ctx.bound`
+    /// must be what it was sealed with ([`lease_bound`], [`device_bound`]). Errors as for
+    /// [`WrappedKey::open_master`].
+    pub fn open_sync_secret(&self, master: &MasterKey, ctx: &SlotContext<'_>) -> Result<Zeroizing<[u8; 32]>, Error> {
+        if !matches!(self.meta.purpose, Purpose::Lease | Purpose::Device) {
+            return Err(Error::Malformed { what: "wrapped key", reason: "expected a lease key or a device secret" });
+        }
+        self.open_raw(master.expose_secret(), ctx)
+    }
+
     /// Opens an attachment's content key with the account's files key. `ctx.bound` must be
     /// the attachment id. Errors as for [`WrappedKey::open_master`].
     pub fn open_content_key(&self, files_key: &DataKey, ctx: &SlotContext<'_>) -> Result<ContentKey, Error> {
@@ -253,7 +263,60 @@ impl DataKey {
     }
 }
 
+/// The associated data a lease key is bound to besides its slot: its id and its expiry, so
+/// that an expiry moved on disk fails to open.
+pub fn lease_bound(lease_id: &str, expires_at: u64) -> Vec<u8> {
+    let mut b = Vec::with_capacity(lease_id.len() + 9);
+    b.push(u8::try_from(lease_id.len()).unwrap_or(u8::MAX));
+    b.extend_from_slice(lease_id.as_bytes());
+    b.extend_from_slice(&expires_at.to_be_bytes());
+    b
+}
+
+/// The associated data a device secret is bound to besides its slot: the device id.
+pub fn device_bound(device_id: &str) -> Vec<u8> {
+    let mut b = Vec::with_capacity(device_id.len() + 1);
+    b.push(u8::try_from(device_id.len()).unwrap_or(u8::MAX));
+    b.extend_from_slice(device_id.as_bytes());
+    b
+}
+
+/// The label of the lease-wrapping key derivation.
+const LEASE_LABEL: &[u8] = b"fieldvault/v1/lease";
+
 impl MasterKey {
+    /// The key that wraps a synced account's data keys (SPEC section 5): HKDF-SHA256
+    /// (RFC 5869) with the master key as input key material, the lease key `L` as salt, and
+    /// `"fieldvault/v1/lease" || vault || len8(account) || account || len8(lease_id) ||
+    /// lease_id` as info. Without `L` (gone at the lease's end) the data keys stay shut.
+    pub fn lease_wrapping_key(&self, lease: &[u8; 32], vault: &VaultId, account: &str, lease_id: &str) -> MasterKey {
+        let mut info = Vec::with_capacity(LEASE_LABEL.len() + 16 + 2 + account.len() + lease_id.len());
+        info.extend_from_slice(LEASE_LABEL);
+        info.extend_from_slice(vault.as_bytes());
+        info.push(u8::try_from(account.len()).unwrap_or(u8::MAX));
+        info.extend_from_slice(account.as_bytes());
+        info.push(u8::try_from(lease_id.len()).unwrap_or(u8::MAX));
+        info.extend_from_slice(lease_id.as_bytes());
+        let prk = aws_lc_rs::hkdf::Salt::new(aws_lc_rs::hkdf::HKDF_SHA256, lease).extract(self.expose_secret());
+        let mut out = Zeroizing::new([0u8; 32]);
+        prk.expand(&[&info], aws_lc_rs::hkdf::HKDF_SHA256)
+            .and_then(|okm| okm.fill(out.as_mut()))
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        MasterKey::from_bytes(out)
+    }
+
+    /// Seals a sync secret (lease key or device secret) under this master key.
+    pub fn seal_sync_secret(
+        &self,
+        secret: &[u8; 32],
+        meta: KeyMeta,
+        ctx: &SlotContext<'_>,
+        nonce: [u8; NONCE_LEN],
+    ) -> WrappedKey {
+        debug_assert!(matches!(meta.purpose, Purpose::Lease | Purpose::Device));
+        WrappedKey::seal_raw(secret, self.expose_secret(), meta, ctx, nonce)
+    }
+
     /// Seals a data key under this master key. `nonce` must be fresh random bytes.
     pub fn seal_data_key(
         &self,

@@ -97,7 +97,39 @@ fn sample(kdf: KdfParams) -> KeyFile {
             DataSlot { account: alice.clone(), state: SlotState::Live, key }
         })
         .collect();
-    KeyFile { vault, generation: 3, keystore, master: wrapped, slots }
+    KeyFile { vault, generation: 3, keystore, master: wrapped, slots, leases: vec![], devices: vec![] }
+}
+
+/// The sample with `alice` synced: a lease (L = 0x66.., id l_1, expiring 2030-03-17) and a
+/// device secret (0x88.., device d_1), both wrapped by the master key.
+fn synced_sample() -> KeyFile {
+    use fieldvault_core::{DeviceSlot, LeaseSlot, device_bound, lease_bound};
+    let mut f = sample(KdfParams::DEFAULT);
+    let master = MasterKey::from_bytes(Zeroizing::new([0x6d; 32]));
+    let alice = AccountName::new("alice").expect("valid");
+    let meta = |purpose, id| KeyMeta { purpose, version: 1, key_id: KeyId::from_bytes([id; 16]) };
+    let lb = lease_bound("l_1", 1_900_000_000);
+    let lease = master.seal_sync_secret(
+        &[0x66; 32],
+        meta(Purpose::Lease, 0x31),
+        &SlotContext { vault: &f.vault, account: "alice", bound: &lb },
+        [0x41; 12],
+    );
+    f.leases.push(LeaseSlot {
+        account: alice.clone(),
+        lease_id: "l_1".into(),
+        expires_at: 1_900_000_000,
+        key: Some(lease),
+    });
+    let db = device_bound("d_1");
+    let device = master.seal_sync_secret(
+        &[0x88; 32],
+        meta(Purpose::Device, 0x32),
+        &SlotContext { vault: &f.vault, account: "alice", bound: &db },
+        [0x42; 12],
+    );
+    f.devices.push(DeviceSlot { account: alice, device_id: "d_1".into(), key: device });
+    f
 }
 
 fn write(name: &str, kind: &str, note: &str, bytes: &[u8], expect: &str) {
@@ -119,7 +151,31 @@ fn write_vectors() {
     long.push(0);
     write("fail_key_file_trailing_byte", "key_file", "one byte appended", &long, "trailing_bytes");
     write("fail_key_file_bad_magic", "key_file", "not a key file", &edit(0, 0x20), "bad_magic");
-    write("fail_key_file_version_2", "key_file", "format version 2", &edit(4, 3), "unsupported_version");
+    write("fail_key_file_version_3", "key_file", "format version 3", &edit(4, 2), "unsupported_version");
+    write(
+        "fail_key_file_version_2_without_lease",
+        "key_file",
+        "version 2 with no lease or device section",
+        &edit(4, 3),
+        "malformed",
+    );
+    let synced = synced_sample();
+    write(
+        "ok_key_file_synced",
+        "key_file",
+        "version 2: one synced account with its lease (L wrapped by the master key, bound to its id and expiry) and device secret",
+        &synced.to_bytes(),
+        "ok",
+    );
+    let mut orphan = synced.clone();
+    orphan.leases[0].account = AccountName::new("bob").expect("valid");
+    write(
+        "fail_key_file_lease_for_no_account",
+        "key_file",
+        "a lease section for an account with no keys",
+        &orphan.to_bytes(),
+        "malformed",
+    );
     let weak = sample(KdfParams { m_cost_kib: 32 * 1024, t_cost: 3, p_cost: 1 }).to_bytes();
     write(
         "fail_key_file_kdf_below_minimum",

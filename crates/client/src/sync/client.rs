@@ -33,6 +33,7 @@ use super::engine::{self, ConflictPolicy, InFlight};
 use super::outbox::{self, OutboxEntry, db_err};
 use super::state;
 use crate::changes::{Listeners, SubscriptionId, Watch};
+use crate::keys::LeaseGrant;
 use crate::transport::{Auth, Method, Request, Response, Transport};
 use crate::{Error, Pins, Unlocked};
 
@@ -41,7 +42,6 @@ const PINS: &str = "pins";
 const USER: &str = "user";
 const DEVICE_ID: &str = "device_id";
 const DEVICE_NAME: &str = "device_name";
-const DEVICE_SECRET: &str = "device_secret";
 const KEY_ID: &str = "key_id";
 const SESSION_SECRET: &str = "session_secret";
 const ACCESS_TOKEN: &str = "access_token";
@@ -50,7 +50,6 @@ const ACCESS_TTL: &str = "access_ttl";
 const REFRESH_TOKEN: &str = "refresh_token";
 const REFRESH_ATTEMPT: &str = "refresh_attempt";
 const OFFLINE_TOKEN: &str = "offline_token";
-const LEASE: &str = "lease";
 const JWKS: &str = "jwks";
 const LOGIN_AT: &str = "login_at";
 const ONLINE: &str = "online";
@@ -206,6 +205,8 @@ struct Channel {
     offset_ms: Option<i64>,
     /// Directives that rode in verified answers, in arrival order, each once.
     directives: Vec<String>,
+    /// The lease a refresh granted (its expiry moved), to record once the sync is done.
+    granted: Option<LeaseGrant>,
 }
 
 impl Unlocked {
@@ -222,36 +223,15 @@ impl Unlocked {
     pub fn login(&mut self, account: &AccountName, opts: LoginOptions<'_>) -> Result<LoginSummary, Error> {
         let pins = Pins::parse(opts.pins)?;
         let transport = Transport::new(opts.server, pins)?;
-        let docs = self.documents(account)?;
-        let db = docs.db;
-        let (conn, path) = (&mut db.conn, db.path.clone());
-        let known_server = get(conn, &path, SERVER)?;
-        let known_user = get(conn, &path, USER)?;
-        let same = known_server.as_deref() == Some(opts.server) && known_user.as_deref() == Some(opts.user);
-        if (known_server.is_some() || known_user.is_some()) && !same {
-            let holds: bool = conn
-                .query_row("SELECT EXISTS (SELECT 1 FROM main.documents) OR EXISTS (SELECT 1 FROM outbox)", [], |r| {
-                    r.get(0)
-                })
-                .map_err(db_err(&path))?;
-            if holds {
-                return Err(Error::Refused {
-                    status: 0,
-                    code: "account_in_use".into(),
-                    detail: format!(
-                        "account {account} holds data of another user or server; use another account (--account)"
-                    ),
-                });
-            }
-        }
-        let offset = state::clock_offset_ms(conn).map_err(db_err(&path))?;
-        let device = match (same, get(conn, &path, DEVICE_ID)?, get(conn, &path, DEVICE_SECRET)?) {
-            (true, Some(id), Some(secret)) => {
-                let secret = DeviceSecret::from_base64(&secret)
-                    .map_err(|_| Error::MalformedAnswer("the stored device secret is damaged".into()))?;
-                Some(DeviceProof::new(&secret, &id, corrected_secs(offset)))
-            }
-            _ => None,
+        // What the account knew of its last login; unreadable while its lease has ended
+        // (then the device secret alone names the device, and the server checks the rest).
+        let prior = if self.lease_ended(account) { None } else { Some(self.prior_login(account, &opts)?) };
+        let offset = prior.as_ref().and_then(|p| p.offset);
+        let device = match prior.as_ref().is_none_or(|p| p.same) {
+            true => self
+                .device_credential(account)?
+                .map(|(id, secret)| DeviceProof::new(&DeviceSecret::from_bytes(secret), &id, corrected_secs(offset))),
+            false => None,
         };
         let continuing = device.as_ref().map(|d| d.id.clone());
         let body = LoginRequest {
@@ -272,32 +252,51 @@ impl Unlocked {
         }
         let tokens: TokenResponse = serde_json::from_slice(&resp.body)
             .map_err(|_| Error::MalformedAnswer("the login answer is not a token bundle".into()))?;
+        let grant = lease_grant(&tokens)?;
+        let new_secret = match &tokens.device_secret {
+            Some(s) => Some(
+                DeviceSecret::from_base64(s)
+                    .map_err(|_| Error::MalformedAnswer("the device secret is not 32 bytes of base64".into()))?,
+            ),
+            None => None,
+        };
+        // The token keys: directives are checked against them now, and `whoami` later.
+        let jwks = transport.send(
+            &Request { method: Method::Get, path_and_query: "/v1/auth/jwks", body: &[], auth: Auth::None },
+            corrected_secs(offset),
+        )?;
+        let jwks_text = match jwks.status {
+            200 => String::from_utf8(jwks.body).map_err(|_| Error::MalformedAnswer("the JWKS is not UTF-8".into()))?,
+            _ => return Err(refused(&jwks)),
+        };
         let continued = continuing.as_deref() == Some(tokens.device_id.as_str());
         // Directives for the device this login named (a wiped device's wipe): carried out
         // before anything else, and acknowledged with that device's old session secret.
-        let pending = match &continuing {
-            Some(old) if !tokens.directives.is_empty() => {
-                let acts = verified_directives(conn, &path, &tokens.directives, opts.user, old)?;
-                let jtis: Vec<String> = acts.iter().map(|c| c.jti.clone()).collect();
-                let old_channel = open_channel(conn, &path, account).ok();
-                (!jtis.is_empty()).then(|| (directives::strongest(&acts), jtis, old_channel))
-            }
-            _ => None,
-        };
         let mut wiped = false;
-        if let Some((kind, jtis, old_channel)) = pending {
-            if kind == Some(DirectiveKind::Wipe) {
+        if let Some(old) = &continuing
+            && !tokens.directives.is_empty()
+        {
+            let jwks: Value = serde_json::from_str(&jwks_text).unwrap_or(Value::Null);
+            let (login_at, seen) = prior.as_ref().map_or((0, HashSet::new()), |p| (p.login_at, p.seen.clone()));
+            let acts = check_directives(&tokens.directives, &jwks, opts.user, old, login_at, &seen);
+            let jtis: Vec<String> = acts.iter().map(|c| c.jti.clone()).collect();
+            if directives::strongest(&acts) == Some(DirectiveKind::Wipe) {
                 tracing::warn!(account = %account, "remote wipe at login: destroying the account's keys and data");
                 self.wipe_account(account)?;
                 self.add_account(account)?;
                 wiped = true;
             }
-            if let Some(mut ch) = old_channel
+            if !jtis.is_empty()
+                && let Some(mut ch) = prior.and_then(|p| p.channel)
                 && let Err(e) = acknowledge(&mut ch, &jtis)
             {
                 tracing::warn!(error = %e, "the directives could not be acknowledged");
             }
         }
+        // The device secret and L, and the data keys re-wrapped under L, in one atomic write
+        // of the key file: a crash leaves the old hierarchy or the new one.
+        let device_secret = new_secret.as_ref().map(|s| (tokens.device_id.as_str(), s.expose_secret()));
+        self.install_grant(account, device_secret, &grant)?;
         let docs = self.documents(account)?;
         let db = docs.db;
         let (conn, path) = (&mut db.conn, db.path.clone());
@@ -309,9 +308,7 @@ impl Unlocked {
         put(DEVICE_NAME, opts.device_name)?;
         put(DEVICE_ID, &tokens.device_id)?;
         put(LOGIN_AT, &corrected_secs(offset).to_string())?;
-        if let Some(s) = &tokens.device_secret {
-            put(DEVICE_SECRET, s)?;
-        }
+        put(JWKS, &jwks_text)?;
         store_tokens(&tx, &path, &tokens, corrected_secs(offset))?;
         if let Some(o) = offset {
             put(state::CLOCK_OFFSET_MS, &o.to_string())?;
@@ -328,16 +325,6 @@ impl Unlocked {
         }
         tx.commit().map_err(db_err(&path))?;
         db.clock_offset_ms = offset;
-        // The token keys, for offline checks of the offline token (`whoami`).
-        let jwks = transport.send(
-            &Request { method: Method::Get, path_and_query: "/v1/auth/jwks", body: &[], auth: Auth::None },
-            corrected_secs(offset),
-        )?;
-        if jwks.status == 200 {
-            let text =
-                String::from_utf8(jwks.body).map_err(|_| Error::MalformedAnswer("the JWKS is not UTF-8".into()))?;
-            state::set(&db.conn, JWKS, &text).map_err(db_err(&path))?;
-        }
         Ok(LoginSummary {
             user: opts.user.to_owned(),
             device_id: tokens.device_id.clone(),
@@ -405,6 +392,10 @@ impl Unlocked {
             }
             (result, channel)
         };
+        // A refresh moved the lease's expiry: recorded in the key file.
+        if let Some(grant) = channel.granted.take() {
+            self.install_grant(account, None, &grant)?;
+        }
         // Directives come before the sync's own outcome: a wiped device stops here.
         self.carry_out_directives(account, &mut channel)?;
         result
@@ -453,6 +444,39 @@ impl Unlocked {
                 Err(Error::ReauthRequired("the server logged this device out".into()))
             }
         }
+    }
+
+    /// Reads what the account knew of its last login and refuses a login as another user or
+    /// to another server into an account that holds data.
+    fn prior_login(&mut self, account: &AccountName, opts: &LoginOptions<'_>) -> Result<PriorLogin, Error> {
+        let docs = self.documents(account)?;
+        let (conn, path) = (&docs.db.conn, docs.db.path.clone());
+        let known_server = get(conn, &path, SERVER)?;
+        let known_user = get(conn, &path, USER)?;
+        let same = known_server.as_deref() == Some(opts.server) && known_user.as_deref() == Some(opts.user);
+        if (known_server.is_some() || known_user.is_some()) && !same {
+            let holds: bool = conn
+                .query_row("SELECT EXISTS (SELECT 1 FROM main.documents) OR EXISTS (SELECT 1 FROM outbox)", [], |r| {
+                    r.get(0)
+                })
+                .map_err(db_err(&path))?;
+            if holds {
+                return Err(Error::Refused {
+                    status: 0,
+                    code: "account_in_use".into(),
+                    detail: format!(
+                        "account {account} holds data of another user or server; use another account (--account)"
+                    ),
+                });
+            }
+        }
+        Ok(PriorLogin {
+            same,
+            offset: state::clock_offset_ms(conn).map_err(db_err(&path))?,
+            login_at: state::get_i64(conn, LOGIN_AT).map_err(db_err(&path))?.unwrap_or(0).max(0) as u64,
+            seen: get(conn, &path, SEEN_DIRECTIVES)?.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default(),
+            channel: open_channel(conn, &path, account).ok(),
+        })
     }
 
     /// Logs the account out of its server.
@@ -527,9 +551,7 @@ impl Unlocked {
         let docs = self.documents(account)?;
         let (conn, path) = (&docs.db.conn, docs.db.path.clone());
         let num = |name: &str| state::get_i64(conn, name).map_err(db_err(&path));
-        let lease = get(conn, &path, LEASE)?
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            .and_then(|v| v.get("expires_at")?.as_u64());
+        let lease = None::<u64>;
         Ok(SyncStatus {
             server: get(conn, &path, SERVER)?,
             user: get(conn, &path, USER)?,
@@ -541,6 +563,7 @@ impl Unlocked {
             access_expires_at: num(ACCESS_EXP)?.map(|v| v.max(0) as u64),
             lease_expires_at: lease,
         })
+        .map(|st| SyncStatus { lease_expires_at: self.lease_expiry(account), ..st })
     }
 
     /// Subscribes to changes of a collection or of one document of `account`: `callback`
@@ -672,8 +695,6 @@ fn store_tokens(tx: &Connection, path: &std::path::Path, t: &TokenResponse, now:
     put(ACCESS_TTL, &t.expires_in.to_string())?;
     put(REFRESH_TOKEN, &t.refresh_token)?;
     put(OFFLINE_TOKEN, &t.offline_token)?;
-    let lease = serde_json::json!({ "lease_id": t.lease.lease_id, "key": t.lease.key.as_str(), "expires_at": t.lease.expires_at });
-    put(LEASE, &Zeroizing::new(lease.to_string()))?;
     state::clear(tx, REFRESH_ATTEMPT).map_err(db_err(path))
 }
 
@@ -691,6 +712,7 @@ fn open_channel(conn: &Connection, path: &std::path::Path, account: &AccountName
         secret,
         offset_ms,
         directives: Vec::new(),
+        granted: None,
     })
 }
 
@@ -734,6 +756,7 @@ fn fresh_access_token(
     let tokens: TokenResponse = serde_json::from_slice(&resp.body)
         .map_err(|_| Error::MalformedAnswer("the refresh answer is not a token bundle".into()))?;
     store_tokens(conn, path, &tokens, corrected_secs(channel.offset_ms))?;
+    channel.granted = Some(lease_grant(&tokens)?);
     Ok(Zeroizing::new(tokens.access_token))
 }
 
@@ -893,6 +916,26 @@ fn run_sync(
     Ok(report)
 }
 
+/// What an account knew of its last login, read before a new one.
+struct PriorLogin {
+    /// The same server and user as the login being made.
+    same: bool,
+    offset: Option<i64>,
+    login_at: u64,
+    seen: HashSet<String>,
+    /// The old session, to acknowledge directives with.
+    channel: Option<Channel>,
+}
+
+/// The lease a login or refresh answer grants.
+fn lease_grant(t: &TokenResponse) -> Result<LeaseGrant, Error> {
+    let bad = || Error::MalformedAnswer("the lease key is not 32 bytes of base64".into());
+    let bytes =
+        Zeroizing::new(base64::engine::general_purpose::STANDARD.decode(t.lease.key.as_bytes()).map_err(|_| bad())?);
+    let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| bad())?;
+    Ok(LeaseGrant { lease_id: t.lease.lease_id.clone(), key: Zeroizing::new(key), expires_at: t.lease.expires_at })
+}
+
 /// Tells the server these directives were carried out (signed with the session's secret; no
 /// bearer token: the server accepts it from a revoked session).
 fn acknowledge(channel: &mut Channel, jtis: &[String]) -> Result<(), Error> {
@@ -919,14 +962,26 @@ fn verified_directives(
     let login_at = state::get_i64(conn, LOGIN_AT).map_err(db_err(path))?.unwrap_or(0).max(0) as u64;
     let seen: HashSet<String> =
         get(conn, path, SEEN_DIRECTIVES)?.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    Ok(check_directives(tokens, &jwks, user, device, login_at, &seen))
+}
+
+/// [`directives::check`] over several tokens: those to act on; the others logged.
+fn check_directives(
+    tokens: &[String],
+    jwks: &Value,
+    user: &str,
+    device: &str,
+    login_at: u64,
+    seen: &HashSet<String>,
+) -> Vec<fieldvault_core::protocol::DirectiveClaims> {
     let mut acts = Vec::new();
     for t in tokens {
-        match directives::check(t, &jwks, user, device, login_at, &seen) {
+        match directives::check(t, jwks, user, device, login_at, seen) {
             directives::Verdict::Act(c) => acts.push(c),
             directives::Verdict::Ignore(why) => tracing::warn!(reason = why, "a directive was ignored"),
         }
     }
-    Ok(acts)
+    acts
 }
 
 #[cfg(test)]

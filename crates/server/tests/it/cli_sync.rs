@@ -124,7 +124,8 @@ fn the_command_line_logs_in_syncs_watches_and_logs_out() {
     assert!(!plain.status.success());
     assert!(String::from_utf8_lossy(&plain.stderr).contains("https://"), "{}", String::from_utf8_lossy(&plain.stderr));
 
-    let mut put = one.cmd(&["put", "visits", "v1", "-"]).stdin(Stdio::piped()).spawn().expect("put");
+    let mut put =
+        one.cmd(&["put", "visits", "v1", "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().expect("put");
     std::io::Write::write_all(put.stdin.as_mut().expect("stdin"), br#"{"patient": "Ada"}"#).expect("write");
     assert!(put.wait().expect("put").success());
     let outbox = one.ok(&["outbox", "--json"]);

@@ -486,3 +486,27 @@ async fn an_answer_changed_in_transit_by_a_holder_of_the_servers_key_is_refused_
     assert_eq!(phone.outbox_len().await, 0);
     assert!(phone.get("visits", "theirs").await.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_ends_offline_shuts_the_account_and_the_next_login_brings_it_back_outbox_intact() {
+    for backend in backends() {
+        let config = fieldvault_server::Config { lease_ttl: 3, offline_ttl: 3, ..fieldvault_server::Config::default() };
+        let h = Harness::start_bare_with_config(backend, None, config).await;
+        h.add_user("alice", &[]).await;
+        let phone = Phone::new();
+        let first = phone.login(&h, "alice").await;
+        phone.put("visits", "v1", json!({"n": 1})).await;
+        phone.sync().await.expect("sync");
+        phone.put("visits", "offline", json!({"n": 2})).await;
+        tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+        let shut = phone.with(|v, a| v.documents(a).map(|_| ())).await.expect_err("the lease has ended");
+        assert!(matches!(shut, Error::LeaseExpired(_)), "{shut}");
+        assert!(matches!(phone.sync().await, Err(Error::LeaseExpired(_))));
+        let back = phone.login(&h, "alice").await;
+        assert!(back.continued && back.device_id == first.device_id, "{back:?}");
+        assert!(phone.get("visits", "offline").await.is_some(), "every byte kept");
+        assert_eq!(phone.outbox_len().await, 1, "the unsynced change is still owed");
+        let r = phone.sync().await.expect("sync");
+        assert_eq!(r.pushed, 1, "{r:?}");
+    }
+}
