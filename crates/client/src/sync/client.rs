@@ -986,17 +986,13 @@ fn check_directives(
 
 #[cfg(test)]
 mod tests {
-    use fieldvault_core::protocol::{OFFLINE_TYP, OfflineClaims, TokenSigner};
+    use fieldvault_core::protocol::{OFFLINE_TYP, OfflineClaims};
     use fieldvault_keystore::MemoryStore;
 
     use super::*;
     use crate::Vault;
 
-    fn signer() -> TokenSigner {
-        let rng = aws_lc_rs::rand::SystemRandom::new();
-        let pkcs8 = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("key");
-        TokenSigner::from_pkcs8(&Zeroizing::new(pkcs8.as_ref().to_vec())).expect("signer")
-    }
+    use crate::sync::test_signer as signer;
 
     #[test]
     fn whoami_verifies_the_cached_offline_token_and_refuses_an_expired_or_foreign_one() {

@@ -65,14 +65,9 @@ pub(crate) fn strongest(acts: &[DirectiveClaims]) -> Option<DirectiveKind> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fieldvault_core::protocol::{DIRECTIVE_TYP, TokenSigner};
-    use zeroize::Zeroizing;
+    use fieldvault_core::protocol::DIRECTIVE_TYP;
 
-    fn signer() -> TokenSigner {
-        let rng = aws_lc_rs::rand::SystemRandom::new();
-        let pkcs8 = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("key");
-        TokenSigner::from_pkcs8(&Zeroizing::new(pkcs8.as_ref().to_vec())).expect("signer")
-    }
+    use crate::sync::test_signer as signer;
 
     #[test]
     fn only_a_signed_directive_for_this_user_and_device_after_login_and_new_is_acted_on() {

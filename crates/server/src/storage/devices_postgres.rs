@@ -86,22 +86,7 @@ pub(super) async fn revoke_device_sessions(
     device_id: &str,
     now: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE device_id = $1 AND revoked_at IS NULL")
-        .bind(device_id)
-        .bind(now)
-        .execute(&mut *conn)
-        .await
-        .map_err(backend)?;
-    sqlx::query(
-        "UPDATE refresh_tokens SET spent_at = $2
-         WHERE spent_at IS NULL AND session_id IN (SELECT id FROM sessions WHERE device_id = $1)",
-    )
-    .bind(device_id)
-    .bind(now)
-    .execute(&mut *conn)
-    .await
-    .map_err(backend)?;
-    Ok(())
+    super::postgres::revoke_sessions_where(conn, super::postgres::SessionsOf::Device, device_id, now).await
 }
 
 async fn insert_device(

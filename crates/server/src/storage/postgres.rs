@@ -261,21 +261,41 @@ async fn revoke_in(conn: &mut PgConnection, session_id: &str, now: i64) -> Resul
 /// Revokes every live session of a user inside `tx` (after a password change or disable);
 /// devices and their leases stay.
 async fn revoke_user_in(conn: &mut PgConnection, user: &str, now: i64) -> Result<(), StoreError> {
-    sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE user_name = $1 AND revoked_at IS NULL")
-        .bind(user)
-        .bind(now)
-        .execute(&mut *conn)
-        .await
-        .map_err(backend)?;
-    sqlx::query(
-        "UPDATE refresh_tokens SET spent_at = $2
-         WHERE spent_at IS NULL AND session_id IN (SELECT id FROM sessions WHERE user_name = $1)",
-    )
-    .bind(user)
-    .bind(now)
-    .execute(&mut *conn)
-    .await
-    .map_err(backend)?;
+    revoke_sessions_where(conn, SessionsOf::User, user, now).await
+}
+
+/// Whose sessions [`revoke_sessions_where`] revokes.
+#[derive(Clone, Copy)]
+pub(super) enum SessionsOf {
+    /// A user's (`user_name`).
+    User,
+    /// A device's (`device_id`).
+    Device,
+}
+
+/// Revokes every live session of one user or device and spends their refresh tokens.
+pub(super) async fn revoke_sessions_where(
+    conn: &mut PgConnection,
+    of: SessionsOf,
+    value: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    // Static statements (sqlx refuses SQL built at run time): one pair per owner kind.
+    let (sessions, refresh) = match of {
+        SessionsOf::User => (
+            "UPDATE sessions SET revoked_at = $2 WHERE user_name = $1 AND revoked_at IS NULL",
+            "UPDATE refresh_tokens SET spent_at = $2
+             WHERE spent_at IS NULL AND session_id IN (SELECT id FROM sessions WHERE user_name = $1)",
+        ),
+        SessionsOf::Device => (
+            "UPDATE sessions SET revoked_at = $2 WHERE device_id = $1 AND revoked_at IS NULL",
+            "UPDATE refresh_tokens SET spent_at = $2
+             WHERE spent_at IS NULL AND session_id IN (SELECT id FROM sessions WHERE device_id = $1)",
+        ),
+    };
+    for statement in [sessions, refresh] {
+        sqlx::query(statement).bind(value).bind(now).execute(&mut *conn).await.map_err(backend)?;
+    }
     Ok(())
 }
 
