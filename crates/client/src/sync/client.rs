@@ -548,10 +548,10 @@ impl Unlocked {
     /// # Errors
     /// Database errors.
     pub fn sync_status(&mut self, account: &AccountName) -> Result<SyncStatus, Error> {
+        let lease_expires_at = self.lease_expiry(account);
         let docs = self.documents(account)?;
         let (conn, path) = (&docs.db.conn, docs.db.path.clone());
         let num = |name: &str| state::get_i64(conn, name).map_err(db_err(&path));
-        let lease = None::<u64>;
         Ok(SyncStatus {
             server: get(conn, &path, SERVER)?,
             user: get(conn, &path, USER)?,
@@ -561,9 +561,8 @@ impl Unlocked {
             conflicts: engine::conflicts(conn).map_err(db_err(&path))?.len(),
             last_sync_ms: num(state::LAST_SYNC_MS)?,
             access_expires_at: num(ACCESS_EXP)?.map(|v| v.max(0) as u64),
-            lease_expires_at: lease,
+            lease_expires_at,
         })
-        .map(|st| SyncStatus { lease_expires_at: self.lease_expiry(account), ..st })
     }
 
     /// Subscribes to changes of a collection or of one document of `account`: `callback`
