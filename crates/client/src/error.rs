@@ -220,10 +220,14 @@ pub enum Error {
     RollbackDetected,
     /// The account's offline lease has ended: its data stays encrypted on this device until
     /// a login (or a refresh) brings the lease key back.
-    #[error("account {0:?} is locked: its offline lease has ended; log in again to open it (its data and unsynced changes are kept)")]
+    #[error(
+        "account {0:?} is locked: its offline lease has ended; log in again to open it (its data and unsynced changes are kept)"
+    )]
     LeaseExpired(String),
     /// The server's lease key does not open the account's keys here: nothing was changed.
-    #[error("the server's lease for account {0:?} does not open its keys on this device; nothing was changed (wipe the account to start afresh)")]
+    #[error(
+        "the server's lease for account {0:?} does not open its keys on this device; nothing was changed (wipe the account to start afresh)"
+    )]
     LeaseMismatch(String),
     /// Changes wait in the outbox: logging out now would lose them (pass `force`).
     #[error("{0} change(s) have not reached the server yet; sync first, or log out with --force to lose them")]

@@ -8,84 +8,28 @@
 //! SQLCipher database, so they are encrypted at rest under the account's database key, which
 //! the master key wraps (docs/sync.md says what the lease layer will change).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use fieldvault_core::AccountName;
-use fieldvault_core::protocol::SessionSecret;
-use fieldvault_core::protocol::auth::{
-    DeviceProof, DeviceSecret, LoginRequest, Password, RefreshRequest, TokenResponse,
-};
 use fieldvault_core::protocol::sync::{PullResponse, PushResponse};
 use fieldvault_core::protocol::{TokenVerifier, sync::DEFAULT_PULL_LIMIT};
 use rusqlite::Connection;
 use serde_json::Value;
-use zeroize::Zeroizing;
 
 use std::collections::HashSet;
 
 use fieldvault_core::protocol::DirectiveKind;
-use fieldvault_core::protocol::auth::AckRequest;
 
+use super::channel::*;
+use super::conflicts::{self, ConflictPolicy};
 use super::directives;
-use super::engine::{self, ConflictPolicy, InFlight};
+use super::engine::{self, InFlight};
 use super::outbox::{self, OutboxEntry, db_err};
-use super::state;
+use super::pull;
+use super::state::{self, *};
 use crate::changes::{Listeners, SubscriptionId, Watch};
-use crate::keys::LeaseGrant;
-use crate::transport::{Auth, Method, Request, Response, Transport};
+use crate::transport::{Auth, Method, Request, Transport};
 use crate::{Error, Pins, Unlocked};
-
-const SERVER: &str = "server";
-const PINS: &str = "pins";
-const USER: &str = "user";
-const DEVICE_ID: &str = "device_id";
-const DEVICE_NAME: &str = "device_name";
-const KEY_ID: &str = "key_id";
-const SESSION_SECRET: &str = "session_secret";
-const ACCESS_TOKEN: &str = "access_token";
-const ACCESS_EXP: &str = "access_exp";
-const ACCESS_TTL: &str = "access_ttl";
-const REFRESH_TOKEN: &str = "refresh_token";
-const REFRESH_ATTEMPT: &str = "refresh_attempt";
-const OFFLINE_TOKEN: &str = "offline_token";
-const JWKS: &str = "jwks";
-const LOGIN_AT: &str = "login_at";
-const ONLINE: &str = "online";
-const SEEN_DIRECTIVES: &str = "seen_directives";
-
-/// What `login` needs. The password is a secret: it is sent once and dropped.
-pub struct LoginOptions<'a> {
-    /// `https://HOST[:PORT]`.
-    pub server: &'a str,
-    /// The server's pins (`sha256/BASE64`), current and next.
-    pub pins: &'a [String],
-    /// The user name.
-    pub user: &'a str,
-    /// The password.
-    pub password: Zeroizing<String>,
-    /// A label for this device.
-    pub device_name: &'a str,
-}
-
-/// What a login did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoginSummary {
-    /// The user.
-    pub user: String,
-    /// The device id (the same as before when the login continued the device).
-    pub device_id: String,
-    /// Whether this login continued a device this account had before.
-    pub continued: bool,
-    /// Why the server did not continue the device named (`wiped`, `retired`, `rollback`).
-    pub device_reason: Option<String>,
-    /// When the lease ends, Unix seconds.
-    pub lease_expires_at: u64,
-    /// Whether the server had ordered this device wiped: the account's keys and data were
-    /// destroyed here before the login went on.
-    pub wiped: bool,
-}
 
 /// What a sync did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -164,177 +108,7 @@ pub struct Identity {
     pub expires_at: u64,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-/// The device's clock corrected by the learned offset, Unix seconds.
-fn corrected_secs(offset_ms: Option<i64>) -> u64 {
-    (now_ms().saturating_add(offset_ms.unwrap_or(0)).max(0) / 1000) as u64
-}
-
-fn get(conn: &Connection, path: &std::path::Path, name: &str) -> Result<Option<String>, Error> {
-    state::get(conn, name).map_err(db_err(path))
-}
-
-fn secret(conn: &Connection, path: &std::path::Path, name: &str) -> Result<Zeroizing<String>, Error> {
-    get(conn, path, name)?.map(Zeroizing::new).ok_or_else(|| Error::NotLoggedIn(String::new()))
-}
-
-/// The problem+json answer of a refusal, as an error.
-fn refused(resp: &Response) -> Error {
-    let v: Value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
-    let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").chars().take(300).collect::<String>();
-    let code = text("code");
-    match code.as_str() {
-        "invalid_grant" => Error::ReauthRequired(text("detail")),
-        "rollback_detected" => Error::RollbackDetected,
-        _ => Error::Refused {
-            status: resp.status,
-            code: if code.is_empty() { "unknown".into() } else { code },
-            detail: text("detail"),
-        },
-    }
-}
-
-/// One account's signed session, read from its sync state.
-struct Channel {
-    transport: Transport,
-    key_id: String,
-    secret: SessionSecret,
-    offset_ms: Option<i64>,
-    /// Directives that rode in verified answers, in arrival order, each once.
-    directives: Vec<String>,
-    /// The lease a refresh granted (its expiry moved), to record once the sync is done.
-    granted: Option<LeaseGrant>,
-}
-
 impl Unlocked {
-    /// Logs `account` in to a sync server: its device continues when the account has logged
-    /// in to this server as this user before (the device secret proves it), else the server
-    /// makes a new device. Credentials are stored in the account's encrypted database; queued
-    /// changes are re-dated with the server's clock.
-    ///
-    /// # Errors
-    /// [`Error::InvalidPin`]; transport errors (offline, pin mismatch); [`Error::Refused`] /
-    /// [`Error::ReauthRequired`] when the server refuses (a wrong password is
-    /// `invalid_grant`); a login as another user or to another server into an account that
-    /// holds data is refused with [`Error::Refused`] and changes nothing.
-    pub fn login(&mut self, account: &AccountName, opts: LoginOptions<'_>) -> Result<LoginSummary, Error> {
-        let pins = Pins::parse(opts.pins)?;
-        let transport = Transport::new(opts.server, pins)?;
-        // What the account knew of its last login; unreadable while its lease has ended
-        // (then the device secret alone names the device, and the server checks the rest).
-        let prior = if self.lease_ended(account) { None } else { Some(self.prior_login(account, &opts)?) };
-        let offset = prior.as_ref().and_then(|p| p.offset);
-        let device = match prior.as_ref().is_none_or(|p| p.same) {
-            true => self
-                .device_credential(account)?
-                .map(|(id, secret)| DeviceProof::new(&DeviceSecret::from_bytes(secret), &id, corrected_secs(offset))),
-            false => None,
-        };
-        let continuing = device.as_ref().map(|d| d.id.clone());
-        let body = LoginRequest {
-            user: opts.user.to_owned(),
-            password: Password::new(opts.password),
-            device_name: opts.device_name.to_owned(),
-            device,
-        };
-        let bytes = Zeroizing::new(serde_json::to_vec(&body).map_err(|e| Error::MalformedAnswer(e.to_string()))?);
-        let resp = transport.send(
-            &Request { method: Method::Post, path_and_query: "/v1/auth/login", body: &bytes, auth: Auth::None },
-            corrected_secs(offset),
-        )?;
-        // The login answer came over pinned TLS: its Date sets the clock offset.
-        let offset = resp.date.map(|d| (d as i64) * 1000 - now_ms()).or(offset);
-        if resp.status != 200 {
-            return Err(refused(&resp));
-        }
-        let tokens: TokenResponse = serde_json::from_slice(&resp.body)
-            .map_err(|_| Error::MalformedAnswer("the login answer is not a token bundle".into()))?;
-        let grant = lease_grant(&tokens)?;
-        let new_secret = match &tokens.device_secret {
-            Some(s) => Some(
-                DeviceSecret::from_base64(s)
-                    .map_err(|_| Error::MalformedAnswer("the device secret is not 32 bytes of base64".into()))?,
-            ),
-            None => None,
-        };
-        // The token keys: directives are checked against them now, and `whoami` later.
-        let jwks = transport.send(
-            &Request { method: Method::Get, path_and_query: "/v1/auth/jwks", body: &[], auth: Auth::None },
-            corrected_secs(offset),
-        )?;
-        let jwks_text = match jwks.status {
-            200 => String::from_utf8(jwks.body).map_err(|_| Error::MalformedAnswer("the JWKS is not UTF-8".into()))?,
-            _ => return Err(refused(&jwks)),
-        };
-        let continued = continuing.as_deref() == Some(tokens.device_id.as_str());
-        // Directives for the device this login named (a wiped device's wipe): carried out
-        // before anything else, and acknowledged with that device's old session secret.
-        let mut wiped = false;
-        if let Some(old) = &continuing
-            && !tokens.directives.is_empty()
-        {
-            let jwks: Value = serde_json::from_str(&jwks_text).unwrap_or(Value::Null);
-            let (login_at, seen) = prior.as_ref().map_or((0, HashSet::new()), |p| (p.login_at, p.seen.clone()));
-            let acts = check_directives(&tokens.directives, &jwks, opts.user, old, login_at, &seen);
-            let jtis: Vec<String> = acts.iter().map(|c| c.jti.clone()).collect();
-            if directives::strongest(&acts) == Some(DirectiveKind::Wipe) {
-                tracing::warn!(account = %account, "remote wipe at login: destroying the account's keys and data");
-                self.wipe_account(account)?;
-                self.add_account(account)?;
-                wiped = true;
-            }
-            if !jtis.is_empty()
-                && let Some(mut ch) = prior.and_then(|p| p.channel)
-                && let Err(e) = acknowledge(&mut ch, &jtis)
-            {
-                tracing::warn!(error = %e, "the directives could not be acknowledged");
-            }
-        }
-        // The device secret and L, and the data keys re-wrapped under L, in one atomic write
-        // of the key file: a crash leaves the old hierarchy or the new one.
-        let device_secret = new_secret.as_ref().map(|s| (tokens.device_id.as_str(), s.expose_secret()));
-        self.install_grant(account, device_secret, &grant)?;
-        let docs = self.documents(account)?;
-        let db = docs.db;
-        let (conn, path) = (&mut db.conn, db.path.clone());
-        let tx = conn.transaction().map_err(db_err(&path))?;
-        let put = |name: &str, value: &str| state::set(&tx, name, value).map_err(db_err(&path));
-        put(SERVER, opts.server)?;
-        put(PINS, &serde_json::to_string(opts.pins).unwrap_or_default())?;
-        put(USER, opts.user)?;
-        put(DEVICE_NAME, opts.device_name)?;
-        put(DEVICE_ID, &tokens.device_id)?;
-        put(LOGIN_AT, &corrected_secs(offset).to_string())?;
-        put(JWKS, &jwks_text)?;
-        store_tokens(&tx, &path, &tokens, corrected_secs(offset))?;
-        if let Some(o) = offset {
-            put(state::CLOCK_OFFSET_MS, &o.to_string())?;
-            outbox::restamp(&tx, now_ms(), o).map_err(db_err(&path))?;
-        }
-        state::clear(&tx, state::ROLLBACK).map_err(db_err(&path))?;
-        if !continued {
-            // A new device id: its held ids and sync counter start afresh. Pull from the start
-            // and then drop what the server no longer gives this user (reconcile).
-            state::clear(&tx, state::CURSOR).map_err(db_err(&path))?;
-            put(state::DEVICE_SEQ, "0")?;
-            tx.execute("DELETE FROM sync_seen", []).map_err(db_err(&path))?;
-            put(state::RECONCILE, "1")?;
-        }
-        tx.commit().map_err(db_err(&path))?;
-        db.clock_offset_ms = offset;
-        Ok(LoginSummary {
-            user: opts.user.to_owned(),
-            device_id: tokens.device_id.clone(),
-            continued,
-            device_reason: tokens.device_reason.map(|r| r.as_str().to_owned()),
-            lease_expires_at: tokens.lease.expires_at,
-            wiped,
-        })
-    }
-
     /// Pushes the account's outbox, then pulls from its cursor, applying each page in one
     /// transaction. Conflicts follow `policy` per collection.
     ///
@@ -410,8 +184,8 @@ impl Unlocked {
         let acts = {
             let docs = self.documents(account)?;
             let (conn, path) = (&docs.db.conn, docs.db.path.clone());
-            let user = get(conn, &path, USER)?.unwrap_or_default();
-            let device = get(conn, &path, DEVICE_ID)?.unwrap_or_default();
+            let user = stored(conn, &path, USER)?.unwrap_or_default();
+            let device = stored(conn, &path, DEVICE_ID)?.unwrap_or_default();
             verified_directives(conn, &path, &tokens, &user, &device)?
         };
         let jtis: Vec<String> = acts.iter().map(|c| c.jti.clone()).collect();
@@ -435,8 +209,9 @@ impl Unlocked {
                 for name in [KEY_ID, SESSION_SECRET, ACCESS_TOKEN, ACCESS_EXP, REFRESH_TOKEN, REFRESH_ATTEMPT] {
                     state::clear(&tx, name).map_err(db_err(&path))?;
                 }
-                let mut seen: Vec<String> =
-                    get(&tx, &path, SEEN_DIRECTIVES)?.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+                let mut seen: Vec<String> = stored(&tx, &path, SEEN_DIRECTIVES)?
+                    .and_then(|t| serde_json::from_str(&t).ok())
+                    .unwrap_or_default();
                 seen.extend(jtis);
                 state::set(&tx, SEEN_DIRECTIVES, &serde_json::to_string(&seen).unwrap_or_default())
                     .map_err(db_err(&path))?;
@@ -444,102 +219,6 @@ impl Unlocked {
                 Err(Error::ReauthRequired("the server logged this device out".into()))
             }
         }
-    }
-
-    /// Reads what the account knew of its last login and refuses a login as another user or
-    /// to another server into an account that holds data.
-    fn prior_login(&mut self, account: &AccountName, opts: &LoginOptions<'_>) -> Result<PriorLogin, Error> {
-        let docs = self.documents(account)?;
-        let (conn, path) = (&docs.db.conn, docs.db.path.clone());
-        let known_server = get(conn, &path, SERVER)?;
-        let known_user = get(conn, &path, USER)?;
-        let same = known_server.as_deref() == Some(opts.server) && known_user.as_deref() == Some(opts.user);
-        if (known_server.is_some() || known_user.is_some()) && !same {
-            let holds: bool = conn
-                .query_row("SELECT EXISTS (SELECT 1 FROM main.documents) OR EXISTS (SELECT 1 FROM outbox)", [], |r| {
-                    r.get(0)
-                })
-                .map_err(db_err(&path))?;
-            if holds {
-                return Err(Error::Refused {
-                    status: 0,
-                    code: "account_in_use".into(),
-                    detail: format!(
-                        "account {account} holds data of another user or server; use another account (--account)"
-                    ),
-                });
-            }
-        }
-        Ok(PriorLogin {
-            same,
-            offset: state::clock_offset_ms(conn).map_err(db_err(&path))?,
-            login_at: state::get_i64(conn, LOGIN_AT).map_err(db_err(&path))?.unwrap_or(0).max(0) as u64,
-            seen: get(conn, &path, SEEN_DIRECTIVES)?.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default(),
-            channel: open_channel(conn, &path, account).ok(),
-        })
-    }
-
-    /// Logs the account out of its server.
-    ///
-    /// Plain (`keep_data` false): the account's keys and data are destroyed here first
-    /// (keys, then files; the account comes back empty), then the server is told, which
-    /// retires the device and deletes its lease key. `keep_data`: the session ends on the
-    /// server and its tokens here; the data, the keys and the device secret stay, so the next
-    /// login continues the device. Refused while changes wait in the outbox unless `force`.
-    ///
-    /// Returns whether the server was told (false when it could not be reached).
-    ///
-    /// # Errors
-    /// [`Error::OutboxNotEmpty`] (nothing changed); [`Error::NotLoggedIn`]; database errors.
-    pub fn logout(&mut self, account: &AccountName, keep_data: bool, force: bool) -> Result<bool, Error> {
-        let (mut channel, token) = {
-            let docs = self.documents(account)?;
-            let (conn, path) = (&docs.db.conn, docs.db.path.clone());
-            let pending = outbox::entries(conn).map_err(db_err(&path))?.len();
-            if pending > 0 && !force {
-                return Err(Error::OutboxNotEmpty(pending));
-            }
-            let mut channel = open_channel(conn, &path, account)?;
-            // The logout call carries an access token; offline, the server is told later.
-            let token = fresh_access_token(&mut channel, conn, &path, false)
-                .inspect_err(|e| tracing::warn!(error = %e, "no access token for the logout call"))
-                .ok();
-            (channel, token)
-        };
-        if !keep_data {
-            // Shred first: whatever happens on the network, the data is gone from here.
-            self.wipe_account(account)?;
-            self.add_account(account)?;
-        }
-        let body = serde_json::to_vec(&fieldvault_core::protocol::auth::LogoutRequest { keep_device: keep_data })
-            .map_err(|e| Error::MalformedAnswer(e.to_string()))?;
-        let sent = match &token {
-            Some(t) => send_signed(&mut channel, Method::Post, "/v1/auth/logout", &body, Some(t)),
-            None => Err(Error::ReauthRequired("no access token".into())),
-        };
-        let told = match sent {
-            Ok(r) if r.status == 200 => true,
-            Ok(r) => {
-                tracing::warn!(status = r.status, "the server refused the logout");
-                false
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the server could not be told of the logout");
-                false
-            }
-        };
-        if keep_data {
-            let docs = self.documents(account)?;
-            let (conn, path) = (&mut docs.db.conn, docs.db.path.clone());
-            let tx = conn.transaction().map_err(db_err(&path))?;
-            for name in
-                [KEY_ID, SESSION_SECRET, ACCESS_TOKEN, ACCESS_EXP, REFRESH_TOKEN, REFRESH_ATTEMPT, OFFLINE_TOKEN]
-            {
-                state::clear(&tx, name).map_err(db_err(&path))?;
-            }
-            tx.commit().map_err(db_err(&path))?;
-        }
-        Ok(told)
     }
 
     /// The account's sync state for `status --sync`: no network (`online` is the outcome of
@@ -553,12 +232,12 @@ impl Unlocked {
         let (conn, path) = (&docs.db.conn, docs.db.path.clone());
         let num = |name: &str| state::get_i64(conn, name).map_err(db_err(&path));
         Ok(SyncStatus {
-            server: get(conn, &path, SERVER)?,
-            user: get(conn, &path, USER)?,
-            device_id: get(conn, &path, DEVICE_ID)?,
-            online: get(conn, &path, ONLINE)?.map(|v| v == "1"),
+            server: stored(conn, &path, SERVER)?,
+            user: stored(conn, &path, USER)?,
+            device_id: stored(conn, &path, DEVICE_ID)?,
+            online: stored(conn, &path, ONLINE)?.map(|v| v == "1"),
             outbox: outbox::entries(conn).map_err(db_err(&path))?.len(),
-            conflicts: engine::conflicts(conn).map_err(db_err(&path))?.len(),
+            conflicts: conflicts::conflicts(conn).map_err(db_err(&path))?.len(),
             last_sync_ms: num(state::LAST_SYNC_MS)?,
             access_expires_at: num(ACCESS_EXP)?.map(|v| v.max(0) as u64),
             lease_expires_at,
@@ -600,7 +279,9 @@ impl Unlocked {
     pub fn sync_target(&mut self, account: &AccountName) -> Result<Option<SyncTarget>, Error> {
         let docs = self.documents(account)?;
         let (conn, path) = (&docs.db.conn, docs.db.path.clone());
-        let (Some(server), Some(pins)) = (get(conn, &path, SERVER)?, get(conn, &path, PINS)?) else { return Ok(None) };
+        let (Some(server), Some(pins)) = (stored(conn, &path, SERVER)?, stored(conn, &path, PINS)?) else {
+            return Ok(None);
+        };
         let pins: Vec<String> = serde_json::from_str(&pins).map_err(|_| Error::NotLoggedIn(account.to_string()))?;
         Ok(Some(SyncTarget { server, pins }))
     }
@@ -618,14 +299,14 @@ impl Unlocked {
     ///
     /// # Errors
     /// Database errors.
-    pub fn conflicts(&mut self, account: &AccountName) -> Result<Vec<engine::Conflict>, Error> {
+    pub fn conflicts(&mut self, account: &AccountName) -> Result<Vec<conflicts::Conflict>, Error> {
         let docs = self.documents(account)?;
-        engine::conflicts(&docs.db.conn).map_err(db_err(&docs.db.path))
+        conflicts::conflicts(&docs.db.conn).map_err(db_err(&docs.db.path))
     }
 
-    /// Resolves a kept conflict: [`engine::Keep::Local`] writes the version set aside again
+    /// Resolves a kept conflict: [`conflicts::Keep::Local`] writes the version set aside again
     /// as a local change (pushed at the next sync, rebased on the server's version);
-    /// [`engine::Keep::Server`] keeps the document as it is now. Either way the conflict is
+    /// [`conflicts::Keep::Server`] keeps the document as it is now. Either way the conflict is
     /// forgotten.
     ///
     /// # Errors
@@ -635,11 +316,11 @@ impl Unlocked {
         account: &AccountName,
         collection: &str,
         id: &str,
-        keep: engine::Keep,
+        keep: conflicts::Keep,
     ) -> Result<(), Error> {
         let docs = self.documents(account)?;
         let db = docs.db;
-        if engine::resolve(&mut db.conn, &db.path, collection, id, keep)? {
+        if conflicts::resolve(&mut db.conn, &db.path, collection, id, keep)? {
             Ok(())
         } else {
             Err(Error::NoSuchDocument { collection: collection.to_owned(), id: id.to_owned() })
@@ -650,9 +331,9 @@ impl Unlocked {
     ///
     /// # Errors
     /// Database errors.
-    pub fn rejected(&mut self, account: &AccountName) -> Result<Vec<engine::Rejected>, Error> {
+    pub fn rejected(&mut self, account: &AccountName) -> Result<Vec<conflicts::Rejected>, Error> {
         let docs = self.documents(account)?;
-        engine::rejected(&docs.db.conn).map_err(db_err(&docs.db.path))
+        conflicts::rejected(&docs.db.conn).map_err(db_err(&docs.db.path))
     }
 
     /// Who the account's cached offline token names, verified against the cached JWKS and
@@ -665,8 +346,8 @@ impl Unlocked {
         let docs = self.documents(account)?;
         let (conn, path) = (&docs.db.conn, docs.db.path.clone());
         let not_in = || Error::NotLoggedIn(account.to_string());
-        let token = get(conn, &path, OFFLINE_TOKEN)?.ok_or_else(not_in)?;
-        let jwks = get(conn, &path, JWKS)?.ok_or_else(not_in)?;
+        let token = stored(conn, &path, OFFLINE_TOKEN)?.ok_or_else(not_in)?;
+        let jwks = stored(conn, &path, JWKS)?.ok_or_else(not_in)?;
         let offset = state::clock_offset_ms(conn).map_err(db_err(&path))?;
         let jwks: Value = serde_json::from_str(&jwks).map_err(|_| Error::MalformedAnswer("the cached JWKS".into()))?;
         let keys = jwks.get("keys").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -685,130 +366,11 @@ impl Unlocked {
     }
 }
 
-fn store_tokens(tx: &Connection, path: &std::path::Path, t: &TokenResponse, now: u64) -> Result<(), Error> {
-    let put = |name: &str, value: &str| state::set(tx, name, value).map_err(db_err(path));
-    put(KEY_ID, &t.key_id)?;
-    put(SESSION_SECRET, &t.session_secret)?;
-    put(ACCESS_TOKEN, &t.access_token)?;
-    put(ACCESS_EXP, &(now + t.expires_in).to_string())?;
-    put(ACCESS_TTL, &t.expires_in.to_string())?;
-    put(REFRESH_TOKEN, &t.refresh_token)?;
-    put(OFFLINE_TOKEN, &t.offline_token)?;
-    state::clear(tx, REFRESH_ATTEMPT).map_err(db_err(path))
-}
-
-fn open_channel(conn: &Connection, path: &std::path::Path, account: &AccountName) -> Result<Channel, Error> {
-    let not_in = || Error::NotLoggedIn(account.to_string());
-    let server = get(conn, path, SERVER)?.ok_or_else(not_in)?;
-    let pins: Vec<String> = serde_json::from_str(&get(conn, path, PINS)?.ok_or_else(not_in)?).map_err(|_| not_in())?;
-    let key_id = get(conn, path, KEY_ID)?.ok_or_else(not_in)?;
-    let secret = SessionSecret::from_base64(&secret(conn, path, SESSION_SECRET)?)
-        .map_err(|_| Error::MalformedAnswer("the stored session secret is damaged".into()))?;
-    let offset_ms = state::clock_offset_ms(conn).map_err(db_err(path))?;
-    Ok(Channel {
-        transport: Transport::new(&server, Pins::parse(&pins)?)?,
-        key_id,
-        secret,
-        offset_ms,
-        directives: Vec::new(),
-        granted: None,
-    })
-}
-
 /// Raises and stores the account's sync counter before the request that carries it.
 fn next_device_seq(conn: &Connection, path: &std::path::Path) -> Result<u64, Error> {
     let seq = state::get_i64(conn, state::DEVICE_SEQ).map_err(db_err(path))?.unwrap_or(0) + 1;
     state::set(conn, state::DEVICE_SEQ, &seq.to_string()).map_err(db_err(path))?;
     Ok(seq as u64)
-}
-
-/// Refreshes the access token when it is about to expire: the attempt id and the new
-/// refresh token are stored before anything depends on them, so a lost answer is retried
-/// with the same attempt id (the server answers it again within its window).
-fn fresh_access_token(
-    channel: &mut Channel,
-    conn: &Connection,
-    path: &std::path::Path,
-    force: bool,
-) -> Result<Zeroizing<String>, Error> {
-    let now = corrected_secs(channel.offset_ms);
-    let exp = state::get_i64(conn, ACCESS_EXP).map_err(db_err(path))?.unwrap_or(0).max(0) as u64;
-    // Refreshed 30 s before expiry, or half way through a shorter-lived token.
-    let ttl = state::get_i64(conn, ACCESS_TTL).map_err(db_err(path))?.unwrap_or(600).max(0) as u64;
-    if !force && exp > now + (ttl / 2).min(30) {
-        return secret(conn, path, ACCESS_TOKEN);
-    }
-    let attempt = match get(conn, path, REFRESH_ATTEMPT)? {
-        Some(a) => a,
-        None => {
-            let a = URL_SAFE_NO_PAD.encode(crate::random::<16>());
-            state::set(conn, REFRESH_ATTEMPT, &a).map_err(db_err(path))?;
-            a
-        }
-    };
-    let body = RefreshRequest { refresh_token: secret(conn, path, REFRESH_TOKEN)?, attempt_id: attempt };
-    let bytes = Zeroizing::new(serde_json::to_vec(&body).map_err(|e| Error::MalformedAnswer(e.to_string()))?);
-    let resp = send_signed(channel, Method::Post, "/v1/auth/refresh", &bytes, None)?;
-    if resp.status != 200 {
-        return Err(refused(&resp));
-    }
-    let tokens: TokenResponse = serde_json::from_slice(&resp.body)
-        .map_err(|_| Error::MalformedAnswer("the refresh answer is not a token bundle".into()))?;
-    store_tokens(conn, path, &tokens, corrected_secs(channel.offset_ms))?;
-    channel.granted = Some(lease_grant(&tokens)?);
-    Ok(Zeroizing::new(tokens.access_token))
-}
-
-fn send_signed(
-    channel: &mut Channel,
-    method: Method,
-    target: &str,
-    body: &[u8],
-    bearer: Option<&str>,
-) -> Result<Response, Error> {
-    let req = Request {
-        method,
-        path_and_query: target,
-        body,
-        auth: Auth::Signed { key_id: &channel.key_id, secret: &channel.secret, bearer },
-    };
-    let resp = channel.transport.send(&req, corrected_secs(channel.offset_ms))?;
-    // Only a verified answer moves the clock or carries directives.
-    if let Some(ts) = resp.verified_at {
-        channel.offset_ms = Some((ts as i64) * 1000 - now_ms());
-        for d in &resp.directives {
-            if !channel.directives.contains(d) {
-                channel.directives.push(d.clone());
-            }
-        }
-    }
-    Ok(resp)
-}
-
-/// A signed request with a fresh access token; one refresh and retry on `invalid_token`.
-fn signed(
-    channel: &mut Channel,
-    conn: &Connection,
-    path: &std::path::Path,
-    method: Method,
-    target: &str,
-    body: &[u8],
-) -> Result<Response, Error> {
-    let token = fresh_access_token(channel, conn, path, false)?;
-    let resp = send_signed(channel, method, target, body, Some(&token))?;
-    let code = |r: &Response| {
-        serde_json::from_slice::<Value>(&r.body).ok().and_then(|v| v.get("code")?.as_str().map(str::to_owned))
-    };
-    if resp.status == 401 && code(&resp).as_deref() == Some("invalid_token") {
-        let token = fresh_access_token(channel, conn, path, true)?;
-        return send_signed(channel, method, target, body, Some(&token));
-    }
-    if resp.status == 401 && code(&resp).as_deref() == Some("stale_timestamp") {
-        // The verified refusal carried the server's time: the offset is now right.
-        let token = fresh_access_token(channel, conn, path, false)?;
-        return send_signed(channel, method, target, body, Some(&token));
-    }
-    Ok(resp)
 }
 
 /// One pushed batch and the server's answer to each of its ops.
@@ -882,7 +444,7 @@ fn run_sync(
     // Pull every page.
     loop {
         let seq = next_device_seq(conn, &path)?;
-        let cursor = get(conn, &path, state::CURSOR)?;
+        let cursor = stored(conn, &path, state::CURSOR)?;
         let target = match &cursor {
             Some(c) => format!("/v1/sync/pull?since={c}&limit={DEFAULT_PULL_LIMIT}&device_seq={seq}"),
             None => format!("/v1/sync/pull?limit={DEFAULT_PULL_LIMIT}&device_seq={seq}"),
@@ -893,16 +455,16 @@ fn run_sync(
         }
         let page: PullResponse = serde_json::from_slice(&resp.body)
             .map_err(|_| Error::MalformedAnswer("a pull answer is not a page of changes".into()))?;
-        let pending = engine::pending_among(conn, &page).map_err(db_err(&path))?;
-        let plan = engine::plan_pull_page(&page, DEFAULT_PULL_LIMIT, &pending)?;
+        let pending = pull::pending_among(conn, &page).map_err(db_err(&path))?;
+        let plan = pull::plan_pull_page(&page, DEFAULT_PULL_LIMIT, &pending)?;
         let reconciling = state::get(conn, state::RECONCILE).map_err(db_err(&path))?.is_some();
-        let changed = engine::apply_pull(conn, &path, &plan, &page.cursor, reconciling)?;
+        let changed = pull::apply_pull(conn, &path, &plan, &page.cursor, reconciling)?;
         report.pulled += changed.len();
         report.skipped += plan.skipped;
         listeners.notify(&changed);
         if !page.has_more {
             if reconciling {
-                let removed = engine::finish_reconcile(conn, &path)?;
+                let removed = pull::finish_reconcile(conn, &path)?;
                 report.pulled += removed.len();
                 listeners.notify(&removed);
             }
@@ -915,38 +477,6 @@ fn run_sync(
     Ok(report)
 }
 
-/// What an account knew of its last login, read before a new one.
-struct PriorLogin {
-    /// The same server and user as the login being made.
-    same: bool,
-    offset: Option<i64>,
-    login_at: u64,
-    seen: HashSet<String>,
-    /// The old session, to acknowledge directives with.
-    channel: Option<Channel>,
-}
-
-/// The lease a login or refresh answer grants.
-fn lease_grant(t: &TokenResponse) -> Result<LeaseGrant, Error> {
-    let bad = || Error::MalformedAnswer("the lease key is not 32 bytes of base64".into());
-    let bytes =
-        Zeroizing::new(base64::engine::general_purpose::STANDARD.decode(t.lease.key.as_bytes()).map_err(|_| bad())?);
-    let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| bad())?;
-    Ok(LeaseGrant { lease_id: t.lease.lease_id.clone(), key: Zeroizing::new(key), expires_at: t.lease.expires_at })
-}
-
-/// Tells the server these directives were carried out (signed with the session's secret; no
-/// bearer token: the server accepts it from a revoked session).
-fn acknowledge(channel: &mut Channel, jtis: &[String]) -> Result<(), Error> {
-    let body =
-        serde_json::to_vec(&AckRequest { jtis: jtis.to_vec() }).map_err(|e| Error::MalformedAnswer(e.to_string()))?;
-    let resp = send_signed(channel, Method::Post, "/v1/devices/ack", &body, None)?;
-    if resp.status != 200 {
-        return Err(refused(&resp));
-    }
-    Ok(())
-}
-
 /// The directives among `tokens` this device must act on: verified against the cached JWKS,
 /// for `user` and `device`, issued after the device's login, not carried out before. The
 /// others are logged and dropped.
@@ -957,15 +487,15 @@ fn verified_directives(
     user: &str,
     device: &str,
 ) -> Result<Vec<fieldvault_core::protocol::DirectiveClaims>, Error> {
-    let jwks: Value = get(conn, path, JWKS)?.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
+    let jwks: Value = stored(conn, path, JWKS)?.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
     let login_at = state::get_i64(conn, LOGIN_AT).map_err(db_err(path))?.unwrap_or(0).max(0) as u64;
     let seen: HashSet<String> =
-        get(conn, path, SEEN_DIRECTIVES)?.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+        stored(conn, path, SEEN_DIRECTIVES)?.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
     Ok(check_directives(tokens, &jwks, user, device, login_at, &seen))
 }
 
 /// [`directives::check`] over several tokens: those to act on; the others logged.
-fn check_directives(
+pub(super) fn check_directives(
     tokens: &[String],
     jwks: &Value,
     user: &str,

@@ -1,47 +1,27 @@
-//! The sync engine's database side, plan then execute: what the next push sends, what its
-//! answers change, and what a pull page changes, each applied in one SQLCipher transaction.
+//! The push side of the engine, plan then execute: what the next push sends, and what its
+//! answers change here, applied in one SQLCipher transaction; and the document writes the
+//! push, the pull ([`super::pull`]) and conflicts ([`super::conflicts`]) share.
 //!
-//! The pure parts ([`classify`], [`plan_pull_page`]) take the answer and the local facts as
-//! values and return what to do; [`prepare_push`], [`apply_push`] and [`apply_pull`] read
-//! those facts and write the result. Nothing here does IO other than the database, so the
-//! whole cycle is tested without a network.
+//! The pure part ([`classify`]) takes an answer and returns what it means; [`prepare_push`]
+//! and [`apply_push`] read the local facts and write the result. Nothing here does IO other
+//! than the database, so the whole cycle is tested without a network.
 
-use std::collections::HashSet;
 use std::path::Path;
 
-use fieldvault_core::names::{self, MAX_DOCUMENT_BYTES};
-use fieldvault_core::protocol::sync::{Change, OpKind, OpResult, OpStatus, PullResponse, PushOp};
+use fieldvault_core::protocol::sync::{OpKind, OpResult, OpStatus, PushOp};
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use super::conflicts::{ConflictPolicy, keep_conflict};
 use super::outbox::{self, db_err};
 use super::state;
 use crate::Error;
-use crate::changes::{ChangeKind, DocumentChange, change};
+use crate::changes::{ChangeKind, change};
 
 /// Largest push body, in bytes (SPEC section 5: 4 MiB). Batches are cut below it.
 pub const MAX_PUSH_BYTES: usize = 4 << 20;
 /// Most ops in one push (the server's limit).
 pub const MAX_PUSH_OPS: usize = fieldvault_core::protocol::sync::MAX_PUSH_OPS;
-
-/// A merge of two versions of a document: (local, server) -> the version to keep.
-pub type MergeFn = fn(&Map<String, Value>, &Map<String, Value>) -> Map<String, Value>;
-
-/// What the device does when the server's copy of a document won over its own change.
-#[derive(Debug, Clone, Copy, Default)]
-pub enum ConflictPolicy {
-    /// The server's version is kept on the device; the local change is kept in the
-    /// conflicts table until resolved.
-    #[default]
-    ServerWins,
-    /// The local change is sent again, rebased on the server's version (a new op with a new
-    /// key); the server's version is kept in the conflicts table.
-    ClientWins,
-    /// The app merges: `merge(local, server)` is written here and sent, rebased on the
-    /// server's version, and the server's version is kept in the conflicts table. When
-    /// either side deleted the document there is nothing to merge, and the server wins.
-    Merge(MergeFn),
-}
 
 /// How one conflict ends under the collection's policy.
 enum Resolution {
@@ -105,62 +85,7 @@ pub(crate) fn classify(result: &OpResult) -> Result<Outcome, Error> {
     })
 }
 
-/// What a pull page changes on the device.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub(crate) struct PullPlan {
-    /// Documents to write at the server's version.
-    pub(crate) puts: Vec<(String, String, u64, String)>,
-    /// Documents to remove (deleted on the server, or no longer readable).
-    pub(crate) deletes: Vec<(String, String)>,
-    /// Changes not applied because a local change of the document is pending (its op is
-    /// decided first; a conflict then brings the server's version).
-    pub(crate) skipped: usize,
-}
-
-/// Plans a pull page. `pending` names the documents with a local change pending. A page that
-/// breaks the protocol (more changes than asked for, an invalid name, a put without version
-/// or object body, a body over 1 MiB) is refused whole.
-pub(crate) fn plan_pull_page(
-    page: &PullResponse,
-    limit: u32,
-    pending: &HashSet<(String, String)>,
-) -> Result<PullPlan, Error> {
-    let bad = |what: String| Error::MalformedAnswer(format!("a pull page {what}"));
-    if page.changes.len() > limit as usize {
-        return Err(bad(format!("holds {} changes where at most {limit} were asked for", page.changes.len())));
-    }
-    if page.cursor.is_empty() || page.cursor.len() > 512 {
-        return Err(bad("has no usable cursor".into()));
-    }
-    let mut plan = PullPlan::default();
-    for Change { collection, id, op, version, body } in &page.changes {
-        names::check_collection(collection).map_err(|e| bad(format!("names a bad collection: {e}")))?;
-        names::check_id(id).map_err(|e| bad(format!("names a bad id: {e}")))?;
-        let at = (collection.clone(), id.clone());
-        let change = match (op, version, body) {
-            (OpKind::Put, Some(v), Some(b @ Value::Object(_))) => {
-                let text = b.to_string();
-                if text.len() > MAX_DOCUMENT_BYTES {
-                    return Err(bad(format!("holds a document of {} bytes", text.len())));
-                }
-                Some((*v, text))
-            }
-            (OpKind::Put, _, _) => return Err(bad("holds a put without a version or an object body".into())),
-            (OpKind::Delete, _, _) => None,
-        };
-        if pending.contains(&at) {
-            plan.skipped += 1;
-            continue;
-        }
-        match change {
-            Some((v, text)) => plan.puts.push((at.0, at.1, v, text)),
-            None => plan.deletes.push(at),
-        }
-    }
-    Ok(plan)
-}
-
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
@@ -445,7 +370,7 @@ pub(crate) fn apply_push(
 
 /// Removes the files of attachments whose rows a committed transaction deleted, once that
 /// commit is durable (a power cut must not bring rows back whose files are gone).
-fn remove_attachment_files(conn: &Connection, path: &Path, ids: &[String]) -> Result<(), Error> {
+pub(super) fn remove_attachment_files(conn: &Connection, path: &Path, ids: &[String]) -> Result<(), Error> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -485,12 +410,12 @@ pub(crate) fn reject_op(conn: &mut Connection, path: &Path, op: &InFlight, statu
     remove_attachment_files(conn, path, &gone)
 }
 
-fn local_body(tx: &Connection, c: &str, id: &str) -> rusqlite::Result<Option<String>> {
+pub(super) fn local_body(tx: &Connection, c: &str, id: &str) -> rusqlite::Result<Option<String>> {
     tx.query_row("SELECT body FROM main.documents WHERE collection = ?1 AND id = ?2", params![c, id], |r| r.get(0))
         .optional()
 }
 
-fn set_server_version(tx: &Connection, c: &str, id: &str, version: u64) -> rusqlite::Result<()> {
+pub(super) fn set_server_version(tx: &Connection, c: &str, id: &str, version: u64) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO sync_docs (collection, id, server_version, base_body) VALUES (?1, ?2, ?3, NULL)
          ON CONFLICT (collection, id) DO UPDATE SET server_version = excluded.server_version, base_body = NULL",
@@ -500,13 +425,20 @@ fn set_server_version(tx: &Connection, c: &str, id: &str, version: u64) -> rusql
 }
 
 /// Writes the server's document locally (no outbox entry: it came from the server).
-fn write_server_doc(tx: &Connection, c: &str, id: &str, version: u64, text: &str, at: i64) -> rusqlite::Result<()> {
+pub(super) fn write_server_doc(
+    tx: &Connection,
+    c: &str,
+    id: &str,
+    version: u64,
+    text: &str,
+    at: i64,
+) -> rusqlite::Result<()> {
     write_local(tx, c, id, text, at)?;
     set_server_version(tx, c, id, version)
 }
 
 /// Writes a document here as the device's own version (its outbox row is the caller's).
-fn write_local(tx: &Connection, c: &str, id: &str, text: &str, at: i64) -> rusqlite::Result<()> {
+pub(super) fn write_local(tx: &Connection, c: &str, id: &str, text: &str, at: i64) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO main.documents (collection, id, version, updated_at, body) VALUES (?1, ?2, 1, ?3, ?4)
          ON CONFLICT (collection, id) DO UPDATE
@@ -518,7 +450,7 @@ fn write_local(tx: &Connection, c: &str, id: &str, text: &str, at: i64) -> rusql
 
 /// Removes a document here because the server says it is gone (no outbox entry), with its
 /// attachments' rows; their ids go to `gone`, whose files go once the transaction is durable.
-fn remove_doc(tx: &Connection, c: &str, id: &str, gone: &mut Vec<String>) -> rusqlite::Result<()> {
+pub(super) fn remove_doc(tx: &Connection, c: &str, id: &str, gone: &mut Vec<String>) -> rusqlite::Result<()> {
     {
         let mut stmt = tx.prepare_cached("SELECT id FROM attachments WHERE collection = ?1 AND doc_id = ?2")?;
         for att in stmt.query_map(params![c, id], |r| r.get::<_, String>(0))? {
@@ -533,7 +465,7 @@ fn remove_doc(tx: &Connection, c: &str, id: &str, gone: &mut Vec<String>) -> rus
 
 /// Puts a document back as the server last sent it (its base copy), or removes it when the
 /// server never had it.
-fn roll_back(tx: &Connection, c: &str, id: &str, at: i64, gone: &mut Vec<String>) -> rusqlite::Result<()> {
+pub(super) fn roll_back(tx: &Connection, c: &str, id: &str, at: i64, gone: &mut Vec<String>) -> rusqlite::Result<()> {
     let base: Option<(i64, Option<String>)> = tx
         .query_row(
             "SELECT server_version, base_body FROM sync_docs WHERE collection = ?1 AND id = ?2",
@@ -547,231 +479,4 @@ fn roll_back(tx: &Connection, c: &str, id: &str, at: i64, gone: &mut Vec<String>
         Some((_, None)) => Ok(()),
         None => remove_doc(tx, c, id, gone),
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn keep_conflict(
-    tx: &Connection,
-    c: &str,
-    id: &str,
-    local_op: &str,
-    local_body: Option<&str>,
-    server_version: u64,
-    server_body: Option<&str>,
-    at: i64,
-) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT INTO conflicts (collection, id, local_op, local_body, server_version, server_body, at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (collection, id) DO UPDATE SET local_op = excluded.local_op, local_body = excluded.local_body,
-           server_version = excluded.server_version, server_body = excluded.server_body, at_ms = excluded.at_ms",
-        params![c, id, local_op, local_body, server_version as i64, server_body, at],
-    )
-    .map(|_| ())
-}
-
-/// Documents with a local change pending, among those a page names.
-pub(crate) fn pending_among(conn: &Connection, page: &PullResponse) -> rusqlite::Result<HashSet<(String, String)>> {
-    let mut out = HashSet::new();
-    for ch in &page.changes {
-        if outbox::pending(conn, &ch.collection, &ch.id)? {
-            out.insert((ch.collection.clone(), ch.id.clone()));
-        }
-    }
-    Ok(out)
-}
-
-/// Applies a planned pull page and stores its cursor, in one transaction. While
-/// `reconciling` (a pull from the start after the device id changed), the documents the page
-/// holds are recorded as seen.
-pub(crate) fn apply_pull(
-    conn: &mut Connection,
-    path: &Path,
-    plan: &PullPlan,
-    cursor: &str,
-    reconciling: bool,
-) -> Result<Vec<DocumentChange>, Error> {
-    let tx = conn.transaction().map_err(db_err(path))?;
-    let at = now_ms();
-    for (c, id, version, text) in &plan.puts {
-        write_server_doc(&tx, c, id, *version, text, at).map_err(db_err(path))?;
-        if reconciling {
-            tx.prepare_cached("INSERT OR IGNORE INTO sync_seen (collection, id) VALUES (?1, ?2)")
-                .and_then(|mut st| st.execute(params![c, id]))
-                .map_err(db_err(path))?;
-        }
-    }
-    let mut gone = Vec::new();
-    for (c, id) in &plan.deletes {
-        remove_doc(&tx, c, id, &mut gone).map_err(db_err(path))?;
-    }
-    state::set(&tx, state::CURSOR, cursor).map_err(db_err(path))?;
-    tx.commit().map_err(db_err(path))?;
-    remove_attachment_files(conn, path, &gone)?;
-    let puts = plan.puts.iter().map(|(c, id, _, _)| change(c, id, ChangeKind::Put));
-    Ok(puts.chain(plan.deletes.iter().map(|(c, id)| change(c, id, ChangeKind::Delete))).collect())
-}
-
-/// A conflict kept for the app: the losing version of a document.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Conflict {
-    /// The collection.
-    pub collection: String,
-    /// The document id.
-    pub id: String,
-    /// The local version that lost (`None`: the local change was a delete); under
-    /// client-wins, the server's version that was overwritten.
-    pub local: Option<Value>,
-    /// The server's version number when the conflict was found.
-    pub server_version: u64,
-    /// When it was found, Unix milliseconds.
-    pub at_ms: i64,
-}
-
-/// Which version a resolved conflict keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Keep {
-    /// The version set aside: written again as a local change (a new op, rebased on the
-    /// server's version).
-    Local,
-    /// What the document is now: the conflict is forgotten.
-    Server,
-}
-
-/// A change the server refused for good, rolled back here and kept for the app.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rejected {
-    /// The collection.
-    pub collection: String,
-    /// The document id.
-    pub id: String,
-    /// `put` or `delete`.
-    pub op: String,
-    /// The body that was refused (a put's).
-    pub body: Option<Value>,
-    /// Why: `forbidden`, `expired`, `too_large` or `bad_request`.
-    pub status: String,
-    /// When, Unix milliseconds.
-    pub at_ms: i64,
-}
-
-fn parse_json(text: Option<String>) -> Option<Value> {
-    text.and_then(|t| serde_json::from_str(&t).ok())
-}
-
-/// Every kept conflict, oldest first.
-pub(crate) fn conflicts(conn: &Connection) -> rusqlite::Result<Vec<Conflict>> {
-    let mut stmt = conn.prepare(
-        "SELECT collection, id, local_body, server_version, at_ms FROM conflicts ORDER BY at_ms, collection, id",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(Conflict {
-            collection: r.get(0)?,
-            id: r.get(1)?,
-            local: parse_json(r.get(2)?),
-            server_version: r.get::<_, i64>(3)? as u64,
-            at_ms: r.get(4)?,
-        })
-    })?;
-    rows.collect()
-}
-
-/// Every refused change, oldest first.
-pub(crate) fn rejected(conn: &Connection) -> rusqlite::Result<Vec<Rejected>> {
-    let mut stmt = conn.prepare("SELECT collection, id, op, body, status, at_ms FROM rejected ORDER BY seq")?;
-    let rows = stmt.query_map([], |r| {
-        Ok(Rejected {
-            collection: r.get(0)?,
-            id: r.get(1)?,
-            op: r.get(2)?,
-            body: parse_json(r.get(3)?),
-            status: r.get(4)?,
-            at_ms: r.get(5)?,
-        })
-    })?;
-    rows.collect()
-}
-
-/// Resolves a kept conflict. Returns false if there was none for the document.
-pub(crate) fn resolve(
-    conn: &mut Connection,
-    path: &Path,
-    collection: &str,
-    id: &str,
-    keep: Keep,
-) -> Result<bool, Error> {
-    let tx = conn.transaction().map_err(db_err(path))?;
-    let kept: Option<(String, Option<String>)> = tx
-        .query_row(
-            "SELECT local_op, local_body FROM conflicts WHERE collection = ?1 AND id = ?2",
-            params![collection, id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .map_err(db_err(path))?;
-    let Some((local_op, local_body)) = kept else { return Ok(false) };
-    if keep == Keep::Local {
-        let at = now_ms();
-        outbox::keep_base(&tx, collection, id).map_err(db_err(path))?;
-        match (local_op.as_str(), local_body) {
-            ("delete", _) | (_, None) => {
-                tx.execute("DELETE FROM main.documents WHERE collection = ?1 AND id = ?2", params![collection, id])
-                    .map_err(db_err(path))?;
-                outbox::record(
-                    &tx,
-                    collection,
-                    id,
-                    outbox::Change::Delete,
-                    at,
-                    state::clock_offset_ms(&tx).map_err(db_err(path))?,
-                )
-                .map_err(db_err(path))?;
-            }
-            (_, Some(body)) => {
-                write_local(&tx, collection, id, &body, at).map_err(db_err(path))?;
-                outbox::record(
-                    &tx,
-                    collection,
-                    id,
-                    outbox::Change::Put,
-                    at,
-                    state::clock_offset_ms(&tx).map_err(db_err(path))?,
-                )
-                .map_err(db_err(path))?;
-            }
-        }
-    }
-    tx.execute("DELETE FROM conflicts WHERE collection = ?1 AND id = ?2", params![collection, id])
-        .map_err(db_err(path))?;
-    tx.commit().map_err(db_err(path))?;
-    Ok(true)
-}
-
-/// Ends a reconciliation (a full pull from the start as a new device): documents this device
-/// had from the server that the full pull did not return, and that have no local change
-/// pending, are removed; local changes stay queued and are pushed. Returns how many went.
-pub(crate) fn finish_reconcile(conn: &mut Connection, path: &Path) -> Result<Vec<DocumentChange>, Error> {
-    let tx = conn.transaction().map_err(db_err(path))?;
-    let stale: Vec<(String, String)> = {
-        let mut stmt = tx
-            .prepare(
-                "SELECT d.collection, d.id FROM sync_docs d
-                 WHERE NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.collection = d.collection AND s.id = d.id)
-                   AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.collection = d.collection AND o.id = d.id)",
-            )
-            .map_err(db_err(path))?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(db_err(path))?
-            .collect::<Result<_, _>>()
-            .map_err(db_err(path))?
-    };
-    let mut gone = Vec::new();
-    for (c, id) in &stale {
-        remove_doc(&tx, c, id, &mut gone).map_err(db_err(path))?;
-    }
-    tx.execute("DELETE FROM sync_seen", []).map_err(db_err(path))?;
-    state::clear(&tx, state::RECONCILE).map_err(db_err(path))?;
-    tx.commit().map_err(db_err(path))?;
-    remove_attachment_files(conn, path, &gone)?;
-    Ok(stale.iter().map(|(c, id)| change(c, id, ChangeKind::Delete)).collect())
 }

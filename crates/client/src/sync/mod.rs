@@ -1,10 +1,21 @@
-//! Sync: the outbox of local changes, the account's sync state, and the engine that pushes
-//! and pulls over the signed channel (docs/sync.md).
+//! Sync (docs/sync.md), by noun:
+//! - [`outbox`]: local changes owed to the server, written with each change;
+//! - [`engine`]: the push, plan then execute, and the document writes all sides share;
+//! - [`pull`]: pull pages, planned then applied, and the reconciliation of a new device;
+//! - [`conflicts`]: the policies, the conflicts table and the refused changes;
+//! - [`directives`]: remote logout and wipe, checked before anything is done;
+//! - [`channel`]: the signed session (tokens, refresh, signed requests);
+//! - [`login`]: login and logout; [`client`]: the sync cycle and what an app asks of it;
+//! - [`retry`]: backoff; [`state`]: the named values of the account's sync state.
 
+pub(crate) mod channel;
 pub(crate) mod client;
+pub(crate) mod conflicts;
 pub(crate) mod directives;
 pub(crate) mod engine;
+pub(crate) mod login;
 pub(crate) mod outbox;
+pub(crate) mod pull;
 pub(crate) mod retry;
 pub(crate) mod state;
 #[cfg(test)]

@@ -3,6 +3,26 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+// Where the account logged in and the session it holds (secrets among them: this table is
+// in the account's SQLCipher database, under its database key, which the lease wraps).
+pub(crate) const SERVER: &str = "server";
+pub(crate) const PINS: &str = "pins";
+pub(crate) const USER: &str = "user";
+pub(crate) const DEVICE_ID: &str = "device_id";
+pub(crate) const DEVICE_NAME: &str = "device_name";
+pub(crate) const KEY_ID: &str = "key_id";
+pub(crate) const SESSION_SECRET: &str = "session_secret";
+pub(crate) const ACCESS_TOKEN: &str = "access_token";
+pub(crate) const ACCESS_EXP: &str = "access_exp";
+pub(crate) const ACCESS_TTL: &str = "access_ttl";
+pub(crate) const REFRESH_TOKEN: &str = "refresh_token";
+pub(crate) const REFRESH_ATTEMPT: &str = "refresh_attempt";
+pub(crate) const OFFLINE_TOKEN: &str = "offline_token";
+pub(crate) const JWKS: &str = "jwks";
+pub(crate) const LOGIN_AT: &str = "login_at";
+pub(crate) const ONLINE: &str = "online";
+pub(crate) const SEEN_DIRECTIVES: &str = "seen_directives";
+
 /// The learned clock offset (server minus device), in milliseconds.
 pub(crate) const CLOCK_OFFSET_MS: &str = "clock_offset_ms";
 /// The opaque pull cursor the server last sent.

@@ -8,8 +8,9 @@ use fieldvault_core::protocol::sync::{Change, FirstResult, OpKind, OpResult, OpS
 use fieldvault_keystore::MemoryStore;
 use serde_json::{Map, Value, json};
 
-use super::engine::{self, ConflictPolicy};
+use super::conflicts::ConflictPolicy;
 use super::outbox;
+use super::{engine, pull};
 use crate::{Unlocked, Vault};
 
 fn vault() -> (tempfile::TempDir, Unlocked, AccountName) {
@@ -155,12 +156,12 @@ fn a_pull_page_never_overwrites_a_pending_change_and_applies_the_rest() {
         put_change("other", 2, json!({"n": "new"})),
         Change { collection: "visits".into(), id: "gone".into(), op: OpKind::Delete, version: None, body: None },
     ]);
-    let pending = engine::pending_among(&docs.db.conn, &p).expect("pending");
+    let pending = pull::pending_among(&docs.db.conn, &p).expect("pending");
     assert_eq!(pending, HashSet::from([("visits".to_owned(), "mine".to_owned())]));
-    let plan = engine::plan_pull_page(&p, 100, &pending).expect("plan");
+    let plan = pull::plan_pull_page(&p, 100, &pending).expect("plan");
     assert_eq!((plan.puts.len(), plan.deletes.len(), plan.skipped), (1, 1, 1));
     let db = &mut docs.db;
-    engine::apply_pull(&mut db.conn, &db.path, &plan, &p.cursor, false).expect("apply");
+    pull::apply_pull(&mut db.conn, &db.path, &plan, &p.cursor, false).expect("apply");
     let mine = docs.get("visits", "mine").expect("get").expect("present");
     assert_eq!(Value::Object(mine.body), json!({"n": "local"}));
     let other = docs.get("visits", "other").expect("get").expect("present");
@@ -194,7 +195,7 @@ fn a_malformed_pull_page_is_refused_whole() {
     ];
     for p in &bad_pages {
         assert!(
-            matches!(engine::plan_pull_page(p, 1, &none), Err(crate::Error::MalformedAnswer(_))),
+            matches!(pull::plan_pull_page(p, 1, &none), Err(crate::Error::MalformedAnswer(_))),
             "{:?}",
             p.changes.len()
         );

@@ -1,0 +1,287 @@
+//! Logging an account in and out. A login continues the account's device when the account
+//! logged in to this server as this user before (its device secret, kept in the key file
+//! under the master key, proves it); the device secret, the lease key L and the data keys
+//! re-wrapped under L are recorded in one atomic write of the key file, and only then the
+//! session in the account's database.
+
+use std::collections::HashSet;
+
+use fieldvault_core::AccountName;
+use fieldvault_core::protocol::DirectiveKind;
+use fieldvault_core::protocol::auth::{DeviceProof, DeviceSecret, LoginRequest, Password, TokenResponse};
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use super::channel::*;
+use super::client::check_directives;
+use super::directives;
+use super::outbox::{self, db_err};
+use super::state::{self, *};
+use crate::transport::{Auth, Method, Request, Transport};
+use crate::{Error, Pins, Unlocked};
+
+/// What `login` needs. The password is a secret: it is sent once and dropped.
+pub struct LoginOptions<'a> {
+    /// `https://HOST[:PORT]`.
+    pub server: &'a str,
+    /// The server's pins (`sha256/BASE64`), current and next.
+    pub pins: &'a [String],
+    /// The user name.
+    pub user: &'a str,
+    /// The password.
+    pub password: Zeroizing<String>,
+    /// A label for this device.
+    pub device_name: &'a str,
+}
+
+/// What a login did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginSummary {
+    /// The user.
+    pub user: String,
+    /// The device id (the same as before when the login continued the device).
+    pub device_id: String,
+    /// Whether this login continued a device this account had before.
+    pub continued: bool,
+    /// Why the server did not continue the device named (`wiped`, `retired`, `rollback`).
+    pub device_reason: Option<String>,
+    /// When the lease ends, Unix seconds.
+    pub lease_expires_at: u64,
+    /// Whether the server had ordered this device wiped: the account's keys and data were
+    /// destroyed here before the login went on.
+    pub wiped: bool,
+}
+
+/// What an account knew of its last login, read before a new one.
+pub(super) struct PriorLogin {
+    /// The same server and user as the login being made.
+    same: bool,
+    offset: Option<i64>,
+    login_at: u64,
+    seen: HashSet<String>,
+    /// The old session, to acknowledge directives with.
+    channel: Option<Channel>,
+}
+
+impl Unlocked {
+    /// Logs `account` in to a sync server: its device continues when the account has logged
+    /// in to this server as this user before (the device secret proves it), else the server
+    /// makes a new device. Credentials are stored in the account's encrypted database; queued
+    /// changes are re-dated with the server's clock.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPin`]; transport errors (offline, pin mismatch); [`Error::Refused`] /
+    /// [`Error::ReauthRequired`] when the server refuses (a wrong password is
+    /// `invalid_grant`); a login as another user or to another server into an account that
+    /// holds data is refused with [`Error::Refused`] and changes nothing.
+    pub fn login(&mut self, account: &AccountName, opts: LoginOptions<'_>) -> Result<LoginSummary, Error> {
+        let pins = Pins::parse(opts.pins)?;
+        let transport = Transport::new(opts.server, pins)?;
+        // What the account knew of its last login; unreadable while its lease has ended
+        // (then the device secret alone names the device, and the server checks the rest).
+        let prior = if self.lease_ended(account) { None } else { Some(self.prior_login(account, &opts)?) };
+        let offset = prior.as_ref().and_then(|p| p.offset);
+        let device = match prior.as_ref().is_none_or(|p| p.same) {
+            true => self
+                .device_credential(account)?
+                .map(|(id, secret)| DeviceProof::new(&DeviceSecret::from_bytes(secret), &id, corrected_secs(offset))),
+            false => None,
+        };
+        let continuing = device.as_ref().map(|d| d.id.clone());
+        let body = LoginRequest {
+            user: opts.user.to_owned(),
+            password: Password::new(opts.password),
+            device_name: opts.device_name.to_owned(),
+            device,
+        };
+        let bytes = Zeroizing::new(serde_json::to_vec(&body).map_err(|e| Error::MalformedAnswer(e.to_string()))?);
+        let resp = transport.send(
+            &Request { method: Method::Post, path_and_query: "/v1/auth/login", body: &bytes, auth: Auth::None },
+            corrected_secs(offset),
+        )?;
+        // The login answer came over pinned TLS: its Date sets the clock offset.
+        let offset = resp.date.map(|d| (d as i64) * 1000 - now_ms()).or(offset);
+        if resp.status != 200 {
+            return Err(refused(&resp));
+        }
+        let tokens: TokenResponse = serde_json::from_slice(&resp.body)
+            .map_err(|_| Error::MalformedAnswer("the login answer is not a token bundle".into()))?;
+        let grant = lease_grant(&tokens)?;
+        let new_secret = match &tokens.device_secret {
+            Some(s) => Some(
+                DeviceSecret::from_base64(s)
+                    .map_err(|_| Error::MalformedAnswer("the device secret is not 32 bytes of base64".into()))?,
+            ),
+            None => None,
+        };
+        // The token keys: directives are checked against them now, and `whoami` later.
+        let jwks = transport.send(
+            &Request { method: Method::Get, path_and_query: "/v1/auth/jwks", body: &[], auth: Auth::None },
+            corrected_secs(offset),
+        )?;
+        let jwks_text = match jwks.status {
+            200 => String::from_utf8(jwks.body).map_err(|_| Error::MalformedAnswer("the JWKS is not UTF-8".into()))?,
+            _ => return Err(refused(&jwks)),
+        };
+        let continued = continuing.as_deref() == Some(tokens.device_id.as_str());
+        // Directives for the device this login named (a wiped device's wipe): carried out
+        // before anything else, and acknowledged with that device's old session secret.
+        let mut wiped = false;
+        if let Some(old) = &continuing
+            && !tokens.directives.is_empty()
+        {
+            let jwks: Value = serde_json::from_str(&jwks_text).unwrap_or(Value::Null);
+            let (login_at, seen) = prior.as_ref().map_or((0, HashSet::new()), |p| (p.login_at, p.seen.clone()));
+            let acts = check_directives(&tokens.directives, &jwks, opts.user, old, login_at, &seen);
+            let jtis: Vec<String> = acts.iter().map(|c| c.jti.clone()).collect();
+            if directives::strongest(&acts) == Some(DirectiveKind::Wipe) {
+                tracing::warn!(account = %account, "remote wipe at login: destroying the account's keys and data");
+                self.wipe_account(account)?;
+                self.add_account(account)?;
+                wiped = true;
+            }
+            if !jtis.is_empty()
+                && let Some(mut ch) = prior.and_then(|p| p.channel)
+                && let Err(e) = acknowledge(&mut ch, &jtis)
+            {
+                tracing::warn!(error = %e, "the directives could not be acknowledged");
+            }
+        }
+        // The device secret and L, and the data keys re-wrapped under L, in one atomic write
+        // of the key file: a crash leaves the old hierarchy or the new one.
+        let device_secret = new_secret.as_ref().map(|s| (tokens.device_id.as_str(), s.expose_secret()));
+        self.install_grant(account, device_secret, &grant)?;
+        let docs = self.documents(account)?;
+        let db = docs.db;
+        let (conn, path) = (&mut db.conn, db.path.clone());
+        let tx = conn.transaction().map_err(db_err(&path))?;
+        let put = |name: &str, value: &str| state::set(&tx, name, value).map_err(db_err(&path));
+        put(SERVER, opts.server)?;
+        put(PINS, &serde_json::to_string(opts.pins).unwrap_or_default())?;
+        put(USER, opts.user)?;
+        put(DEVICE_NAME, opts.device_name)?;
+        put(DEVICE_ID, &tokens.device_id)?;
+        put(LOGIN_AT, &corrected_secs(offset).to_string())?;
+        put(JWKS, &jwks_text)?;
+        store_tokens(&tx, &path, &tokens, corrected_secs(offset))?;
+        if let Some(o) = offset {
+            put(state::CLOCK_OFFSET_MS, &o.to_string())?;
+            outbox::restamp(&tx, now_ms(), o).map_err(db_err(&path))?;
+        }
+        state::clear(&tx, state::ROLLBACK).map_err(db_err(&path))?;
+        if !continued {
+            // A new device id: its held ids and sync counter start afresh. Pull from the start
+            // and then drop what the server no longer gives this user (reconcile).
+            state::clear(&tx, state::CURSOR).map_err(db_err(&path))?;
+            put(state::DEVICE_SEQ, "0")?;
+            tx.execute("DELETE FROM sync_seen", []).map_err(db_err(&path))?;
+            put(state::RECONCILE, "1")?;
+        }
+        tx.commit().map_err(db_err(&path))?;
+        db.clock_offset_ms = offset;
+        Ok(LoginSummary {
+            user: opts.user.to_owned(),
+            device_id: tokens.device_id.clone(),
+            continued,
+            device_reason: tokens.device_reason.map(|r| r.as_str().to_owned()),
+            lease_expires_at: tokens.lease.expires_at,
+            wiped,
+        })
+    }
+
+    /// Reads what the account knew of its last login and refuses a login as another user or
+    /// to another server into an account that holds data.
+    fn prior_login(&mut self, account: &AccountName, opts: &LoginOptions<'_>) -> Result<PriorLogin, Error> {
+        let docs = self.documents(account)?;
+        let (conn, path) = (&docs.db.conn, docs.db.path.clone());
+        let known_server = stored(conn, &path, SERVER)?;
+        let known_user = stored(conn, &path, USER)?;
+        let same = known_server.as_deref() == Some(opts.server) && known_user.as_deref() == Some(opts.user);
+        if (known_server.is_some() || known_user.is_some()) && !same {
+            let holds: bool = conn
+                .query_row("SELECT EXISTS (SELECT 1 FROM main.documents) OR EXISTS (SELECT 1 FROM outbox)", [], |r| {
+                    r.get(0)
+                })
+                .map_err(db_err(&path))?;
+            if holds {
+                return Err(Error::Refused {
+                    status: 0,
+                    code: "account_in_use".into(),
+                    detail: format!(
+                        "account {account} holds data of another user or server; use another account (--account)"
+                    ),
+                });
+            }
+        }
+        Ok(PriorLogin {
+            same,
+            offset: state::clock_offset_ms(conn).map_err(db_err(&path))?,
+            login_at: state::get_i64(conn, LOGIN_AT).map_err(db_err(&path))?.unwrap_or(0).max(0) as u64,
+            seen: stored(conn, &path, SEEN_DIRECTIVES)?.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default(),
+            channel: open_channel(conn, &path, account).ok(),
+        })
+    }
+
+    /// Logs the account out of its server.
+    ///
+    /// Plain (`keep_data` false): the account's keys and data are destroyed here first
+    /// (keys, then files; the account comes back empty), then the server is told, which
+    /// retires the device and deletes its lease key. `keep_data`: the session ends on the
+    /// server and its tokens here; the data, the keys and the device secret stay, so the next
+    /// login continues the device. Refused while changes wait in the outbox unless `force`.
+    ///
+    /// Returns whether the server was told (false when it could not be reached).
+    ///
+    /// # Errors
+    /// [`Error::OutboxNotEmpty`] (nothing changed); [`Error::NotLoggedIn`]; database errors.
+    pub fn logout(&mut self, account: &AccountName, keep_data: bool, force: bool) -> Result<bool, Error> {
+        let (mut channel, token) = {
+            let docs = self.documents(account)?;
+            let (conn, path) = (&docs.db.conn, docs.db.path.clone());
+            let pending = outbox::entries(conn).map_err(db_err(&path))?.len();
+            if pending > 0 && !force {
+                return Err(Error::OutboxNotEmpty(pending));
+            }
+            let mut channel = open_channel(conn, &path, account)?;
+            // The logout call carries an access token; offline, the server is told later.
+            let token = fresh_access_token(&mut channel, conn, &path, false)
+                .inspect_err(|e| tracing::warn!(error = %e, "no access token for the logout call"))
+                .ok();
+            (channel, token)
+        };
+        if !keep_data {
+            // Shred first: whatever happens on the network, the data is gone from here.
+            self.wipe_account(account)?;
+            self.add_account(account)?;
+        }
+        let body = serde_json::to_vec(&fieldvault_core::protocol::auth::LogoutRequest { keep_device: keep_data })
+            .map_err(|e| Error::MalformedAnswer(e.to_string()))?;
+        let sent = match &token {
+            Some(t) => send_signed(&mut channel, Method::Post, "/v1/auth/logout", &body, Some(t)),
+            None => Err(Error::ReauthRequired("no access token".into())),
+        };
+        let told = match sent {
+            Ok(r) if r.status == 200 => true,
+            Ok(r) => {
+                tracing::warn!(status = r.status, "the server refused the logout");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the server could not be told of the logout");
+                false
+            }
+        };
+        if keep_data {
+            let docs = self.documents(account)?;
+            let (conn, path) = (&mut docs.db.conn, docs.db.path.clone());
+            let tx = conn.transaction().map_err(db_err(&path))?;
+            for name in
+                [KEY_ID, SESSION_SECRET, ACCESS_TOKEN, ACCESS_EXP, REFRESH_TOKEN, REFRESH_ATTEMPT, OFFLINE_TOKEN]
+            {
+                state::clear(&tx, name).map_err(db_err(&path))?;
+            }
+            tx.commit().map_err(db_err(&path))?;
+        }
+        Ok(told)
+    }
+}
