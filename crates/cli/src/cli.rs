@@ -202,7 +202,7 @@ pub enum Command {
         /// End the session but keep the data and the device
         #[arg(long)]
         keep_data: bool,
-        /// Log out even though changes have not reached the server (they are lost)
+        /// Log out even though changes have not reached the server (a plain logout destroys them)
         #[arg(long)]
         force: bool,
         /// Do not ask for confirmation

@@ -729,7 +729,9 @@ fn logout(g: &Global, dir: &Path, keep_data: bool, force: bool, yes: bool) -> Re
     }
     let told = v.logout(&account, keep_data, force)?;
     if !told {
-        eprintln!("fieldvault: note: the server could not be told; the device stays registered there until it is");
+        eprintln!(
+            "fieldvault: note: the server could not be told; the device stays registered there until an operator runs `fieldvault-server device wipe` for it"
+        );
     }
     emit(g, json!({ "logged_out": true, "kept_data": keep_data, "server_told": told }), || {
         if keep_data { "logged out; data kept".into() } else { "logged out; the account's data is destroyed".into() }

@@ -559,7 +559,7 @@ impl Unlocked {
     }
 
     /// Deletes the device's copy of L for these accounts and drops their data keys.
-    fn forget_leases(&mut self, accounts: &[AccountName]) -> Result<(), Error> {
+    pub(crate) fn forget_leases(&mut self, accounts: &[AccountName]) -> Result<(), Error> {
         for account in accounts {
             self.dbs.remove(account);
             self.keys.data.retain(|(a, _, _), _| a != account);
@@ -681,15 +681,26 @@ impl Parked {
     /// Takes the directory lock again and reopens the vault with the keys held.
     ///
     /// # Errors
-    /// [`Error::InUse`] while another process holds the vault; [`Error::Locked`] when the key
-    /// file changed meanwhile (a rotation, a new passphrase, a wipe): the keys held may no
-    /// longer be the vault's, so unlock again. The keys are zeroized either way.
+    /// [`Error::InUse`] while another process holds the vault; [`Error::Locked`] when the
+    /// keystore key held here no longer opens the vault's master key (its passphrase was
+    /// changed, or it was wiped and made anew): unlock again. The keys are zeroized either
+    /// way. Other changes by other processes (a login, a rotation) are taken up.
     pub fn resume(self) -> Result<Unlocked, Error> {
         let vault = Vault::open(&self.dir)?;
-        if vault.keyfile != self.keyfile {
-            return Err(Error::Locked);
+        if vault.keyfile == self.keyfile {
+            return Ok(Unlocked::from_parts(vault, self.keys));
         }
-        Ok(Unlocked::from_parts(vault, self.keys))
+        // Another process changed the key file meanwhile: a login or refresh moved a lease,
+        // an account was added, a key rotated. The keystore key held here opens it again
+        // as an unlock would, without asking for the passphrase; only when it no longer
+        // opens the master key (a new passphrase) must the caller unlock again.
+        let now = unix_now();
+        let (keys, ended) = KeySet::open(&vault.keyfile, self.keys.kek, now).map_err(|_| Error::Locked)?;
+        let mut unlocked = Unlocked::from_parts(vault, keys);
+        if !ended.is_empty() {
+            unlocked.forget_leases(&ended)?;
+        }
+        Ok(unlocked)
     }
 }
 
@@ -772,6 +783,20 @@ mod lease_tests {
         let mut v = Vault::open(&dir).expect("open").unlock(&store).expect("unlock after the rotation");
         assert!(v.documents(&a).expect("open").get("c", "d").expect("get").is_some());
         assert_eq!(v.device_credential(&a).expect("reads").map(|(id, _)| id), Some("d_1".into()));
+    }
+
+    #[test]
+    fn a_parked_vault_resumes_after_another_process_moved_the_lease() {
+        let (_d, store, v, a) = synced();
+        let dir = v.vault().dir().to_path_buf();
+        let parked = v.park();
+        // Another process (a one-shot sync, a login) refreshes the lease meanwhile.
+        let mut other = Vault::open(&dir).expect("the vault is free while parked").unlock(&store).expect("unlock");
+        other.install_grant(&a, None, &grant("l_1", 9, FAR + 500)).expect("a later expiry");
+        drop(other);
+        let mut v = parked.resume().expect("the keys held still open the vault");
+        assert_eq!(v.lease_expiry(&a), Some(FAR + 500));
+        assert!(v.documents(&a).expect("open").get("c", "d").expect("get").is_some());
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub struct Config {
     pub refresh_retry_window: u64,
     /// Largest request body, in bytes (413 beyond).
     pub body_limit: usize,
+    /// Largest body of `POST /v1/sync/push`, in bytes (SPEC section 5: a push body is at
+    /// most 4 MiB; a document alone may be 1 MiB, so a push of it needs more than
+    /// `body_limit`).
+    pub push_body_limit: usize,
     /// Longest a client may take to send a request body once its headers are in, in
     /// seconds: 60, time for 1 MiB at about 17 kB/s, a poor mobile link. A body that
     /// trickles in slower is refused, so a client cannot hold a connection and its buffer
@@ -68,6 +72,7 @@ impl Default for Config {
             lease_ttl: 7 * 86_400,
             refresh_retry_window: 120,
             body_limit: 1 << 20,
+            push_body_limit: 4 << 20,
             body_timeout: 60,
             header_limit: 16 << 10,
             session_max_ttl: 30 * 86_400,
@@ -226,15 +231,15 @@ impl<T: DeserializeOwned> FromRequest<Arc<App>> for JsonBody<T> {
         if codings.any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity")) {
             return Err(ApiError::bad_request("encoded request bodies are not accepted"));
         }
-        let bytes = read_body(req.into_body(), &app.config).await?;
+        let bytes = read_body(req.into_body(), &app.config, app.config.body_limit).await?;
         parse_json(&bytes).map(JsonBody)
     }
 }
 
-/// Reads a whole request body, at most `config.body_limit` bytes and within
-/// `config.body_timeout` seconds.
-pub async fn read_body(body: axum::body::Body, config: &Config) -> Result<Bytes, ApiError> {
-    let (limit, secs) = (config.body_limit, config.body_timeout);
+/// Reads a whole request body, at most `limit` bytes and within `config.body_timeout`
+/// seconds.
+pub async fn read_body(body: axum::body::Body, config: &Config, limit: usize) -> Result<Bytes, ApiError> {
+    let secs = config.body_timeout;
     match tokio::time::timeout(std::time::Duration::from_secs(secs), axum::body::to_bytes(body, limit)).await {
         Err(_) => Err(ApiError::bad_request(format!("the request body did not arrive within {secs} s"))),
         Ok(Err(e)) if is_length_limit(&e) => Err(ApiError::body_too_large(limit)),

@@ -54,6 +54,8 @@ const REFRESH_PATH: &str = "/v1/auth/refresh";
 /// The path a device acknowledges directives on: signed with the session secret, but the
 /// session may already be revoked (by the very directive) and the access token expired.
 pub const ACK_PATH: &str = "/v1/devices/ack";
+/// The push route: its body may be up to `Config::push_body_limit`.
+const PUSH_PATH: &str = "/v1/sync/push";
 /// Pending directives ride in this header on every response to the device.
 pub const DIRECTIVES_HEADER: &str = "x-fieldvault-directives";
 
@@ -151,7 +153,9 @@ async fn check(
     let nonce_header = required(h, headers::NONCE)?;
     let nonce = decode_nonce(nonce_header).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let signature = required(h, headers::SIGNATURE)?;
-    let bytes = crate::app::read_body(body, &app.config).await?;
+    // A push may carry up to 4 MiB of ops; every other signed body stays within 1 MiB.
+    let limit = if parts.uri.path() == PUSH_PATH { app.config.push_body_limit } else { app.config.body_limit };
+    let bytes = crate::app::read_body(body, &app.config, limit).await?;
     let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     secret
         .verify_request(parts.method.as_str(), target, &bytes, ts_header, nonce_header, signature)

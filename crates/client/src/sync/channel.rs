@@ -44,7 +44,9 @@ pub(super) fn refused(resp: &Response) -> Error {
     let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").chars().take(300).collect::<String>();
     let code = text("code");
     match code.as_str() {
-        "invalid_grant" => Error::ReauthRequired(text("detail")),
+        // The refresh already failed, or a refreshed token was refused: the session is over
+        // (a password change, a disabled user, a reused refresh token).
+        "invalid_grant" | "invalid_token" => Error::ReauthRequired(text("detail")),
         "rollback_detected" => Error::RollbackDetected,
         _ => Error::Refused {
             status: resp.status,

@@ -1,12 +1,13 @@
-//! The thin loop around the engine: login, and a sync (push, then pull) over the pinned,
-//! signed channel. Every answer to a signed request is verified by the transport before
+//! The thin loop around the engine: a sync (push, then pull) over the pinned, signed
+//! channel, and what an app asks of an account's sync (status, outbox, conflicts, who am I,
+//! subscriptions). Every answer to a signed request is verified by the transport before
 //! anything here reads it; the clock offset is learned only from the login answer (pinned
 //! TLS) and from verified answers.
 //!
-//! The account's credentials (server, pins, user, device id and secret, session key id and
-//! secret, tokens, lease, the server's JWKS) live in the `sync_state` table of the account's
-//! SQLCipher database, so they are encrypted at rest under the account's database key, which
-//! the master key wraps (docs/sync.md says what the lease layer will change).
+//! Where things live: the device secret and the lease key L in the key file, wrapped by the
+//! master key; the session (key id, session secret, tokens), the server, the pins and the
+//! cached JWKS in the `sync_state` table of the account's SQLCipher database, whose key the
+//! lease wraps.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -166,6 +167,12 @@ impl Unlocked {
             }
             (result, channel)
         };
+        // The server caught an old copy of this vault: the account locks (its copy of L goes,
+        // so its data stays encrypted) until an online login continues as a new device,
+        // which gets the same L back.
+        if matches!(result, Err(Error::RollbackDetected)) && self.lease_expiry(account).is_some() {
+            self.forget_leases(std::slice::from_ref(account))?;
+        }
         // A refresh moved the lease's expiry: recorded in the key file.
         if let Some(grant) = channel.granted.take() {
             self.install_grant(account, None, &grant)?;
@@ -206,7 +213,9 @@ impl Unlocked {
                 let docs = self.documents(account)?;
                 let (conn, path) = (&mut docs.db.conn, docs.db.path.clone());
                 let tx = conn.transaction().map_err(db_err(&path))?;
-                for name in [KEY_ID, SESSION_SECRET, ACCESS_TOKEN, ACCESS_EXP, REFRESH_TOKEN, REFRESH_ATTEMPT] {
+                for name in
+                    [KEY_ID, SESSION_SECRET, ACCESS_TOKEN, ACCESS_EXP, REFRESH_TOKEN, REFRESH_ATTEMPT, OFFLINE_TOKEN]
+                {
                     state::clear(&tx, name).map_err(db_err(&path))?;
                 }
                 let mut seen: Vec<String> = stored(&tx, &path, SEEN_DIRECTIVES)?
@@ -400,13 +409,16 @@ fn push_bisecting(
                     .map_err(|_| Error::MalformedAnswer("a push answer is not a list of results".into()))?;
                 done.push((batch, answer.results));
             }
-            400 if batch.len() > 1 => {
+            // A batch the server cannot take whole (a malformed op, or over its size limit):
+            // halves until the one op at fault is set aside and the rest go through.
+            400 | 413 if batch.len() > 1 => {
                 let mut batch = batch;
                 let second = batch.split_off(batch.len() / 2);
                 work.push(second);
                 work.push(batch);
             }
             400 => engine::reject_op(conn, path, &batch[0], "bad_request")?,
+            413 => engine::reject_op(conn, path, &batch[0], "too_large")?,
             _ => return Err(refused(&resp)),
         }
     }

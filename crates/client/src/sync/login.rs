@@ -243,7 +243,8 @@ impl Unlocked {
                 return Err(Error::OutboxNotEmpty(pending));
             }
             let mut channel = open_channel(conn, &path, account)?;
-            // The logout call carries an access token; offline, the server is told later.
+            // The logout call carries an access token; offline, the server is not told (not yet
+            // recorded as owed: docs/sync.md, "Not yet").
             let token = fresh_access_token(&mut channel, conn, &path, false)
                 .inspect_err(|e| tracing::warn!(error = %e, "no access token for the logout call"))
                 .ok();

@@ -317,7 +317,7 @@ impl Transport {
     pub fn send(&self, request: &Request<'_>, now: u64) -> Result<Response, Error> {
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(Error::InvalidRequest(
-                "Transport::send blocks and was called inside an async runtime (use spawn_blocking)",
+                "Transport::send blocks and was called inside an async runtime (call it from a plain thread; spawn_blocking threads are inside the runtime too)",
             ));
         }
         let outgoing = Outgoing::prepare(request, now)?;

@@ -337,8 +337,10 @@ async fn an_old_copy_put_back_is_caught_and_a_login_continues_as_a_new_device_ke
         phone.put("visits", "v3", json!({"n": 3})).await;
         let err = phone.sync().await.expect_err("rollback");
         assert!(matches!(err, Error::RollbackDetected), "{err}");
-        let err = phone.sync().await.expect_err("still stopped until a login");
-        assert!(matches!(err, Error::RollbackDetected), "{err}");
+        let err = phone.sync().await.expect_err("locked until a login");
+        assert!(matches!(err, Error::LeaseExpired(_)), "{err}");
+        let shut = phone.with(|v, a| v.documents(a).map(|_| ())).await.expect_err("the account is locked");
+        assert!(matches!(shut, Error::LeaseExpired(_)), "{shut}");
         let again = phone.login(&h, "alice").await;
         assert!(!again.continued && again.device_id != first.device_id, "{again:?}");
         assert_eq!(again.device_reason.as_deref(), Some("rollback"));
@@ -508,5 +510,29 @@ async fn a_lease_that_ends_offline_shuts_the_account_and_the_next_login_brings_i
         assert_eq!(phone.outbox_len().await, 1, "the unsynced change is still owed");
         let r = phone.sync().await.expect("sync");
         assert_eq!(r.pushed, 1, "{r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_past_one_mebibyte_go_through_and_a_disabled_user_is_told_to_log_in_again() {
+    for backend in backends() {
+        let h = Harness::start(backend).await;
+        let phone = Phone::new();
+        phone.login(&h, "alice").await;
+        // Three documents of 400 KB, and one just under the 1 MiB document limit: the push
+        // body is well past 1 MiB and under the 4 MiB the protocol allows.
+        for i in 0..3 {
+            phone.put("scans", &format!("s{i}"), json!({"data": "x".repeat(400_000)})).await;
+        }
+        phone.put("scans", "big", json!({"data": "y".repeat(1_000_000)})).await;
+        let r = phone.sync().await.expect("a push of several MiB");
+        assert_eq!((r.pushed, r.rejected), (4, 0), "{r:?}");
+        assert_eq!(phone.outbox_len().await, 0);
+
+        fieldvault_server::accounts::disable_user(&h.app.store, "alice", crate::harness::now()).await.expect("disable");
+        phone.put("scans", "after", json!({"n": 1})).await;
+        let err = phone.sync().await.expect_err("the session is over");
+        assert!(matches!(err, Error::ReauthRequired(_)), "{err}");
+        assert_eq!(phone.outbox_len().await, 1, "the change waits for the next login");
     }
 }
