@@ -1,26 +1,66 @@
 #!/usr/bin/env bash
-# Installs what building and testing Fieldvault needs on Debian or Ubuntu, beyond the Rust
-# toolchain itself. Idempotent: installs only what is missing. Called by the README's quick
-# start and by .ci/run.
-#   gcc, libc6-dev, make   C code in aws-lc-sys (crypto) and libdbus-sys
+# Installs what Fieldvault needs on Debian or Ubuntu, beyond the Rust toolchain itself.
+# Idempotent: installs only what is missing, so running it again does nothing.
+#
+#   scripts/setup.sh --core   only what building and running need (scripts/demo.sh)
+#   scripts/setup.sh          that, plus what the tests and CI need (scripts/test.sh, .ci/run)
+#
+# Building and running (--core):
+#   gcc, libc6-dev, make       C code in aws-lc-sys (crypto) and libdbus-sys
 #   pkg-config, libdbus-1-dev  the Linux OS keystore (Secret Service over D-Bus)
-#   libssl-dev             SQLCipher's crypto (libsqlite3-sys bundled-sqlcipher)
-#   sqlite3                the test that plain SQLite cannot open a vault database
-#   python3 + pip          an independent check of the format test vectors, and the
-#                          SQLCipher interop test (sqlcipher3-binary)
+#   libssl-dev                 SQLCipher's crypto (libsqlite3-sys bundled-sqlcipher)
+# Testing (the full set adds):
+#   sqlite3                    the test that plain SQLite cannot open a vault database
+#   python3 + pip              an independent check of the format test vectors (cryptography,
+#                              blake3), and the SQLCipher interop test (sqlcipher3-binary)
+#   rustfmt, clippy            CI's format and lint steps
 set -euo pipefail
 
-packages=(gcc libc6-dev make pkg-config libdbus-1-dev libssl-dev sqlite3 python3 python3-pip)
-missing=()
+core=0
+case "${1:-}" in
+  --core) core=1 ;;
+  "") ;;
+  -h | --help)
+    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+    exit 0
+    ;;
+  *)
+    echo "setup: unknown option $1 (use --core, or nothing for the full set)" >&2
+    exit 2
+    ;;
+esac
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo not found; install the Rust toolchain (https://rustup.rs) first" >&2
+  exit 1
+fi
+
+packages=(gcc libc6-dev make pkg-config libdbus-1-dev libssl-dev)
+((core)) || packages+=(sqlite3 python3 python3-pip)
+
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
+apt_updated=0
+apt_install() {
+  if ((!apt_updated)); then
+    $sudo apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt_install "${missing[@]}"
+fi
+
+if ((core)); then
+  echo "setup: ok (core: build and run)"
+  exit 0
 fi
 
 # pyca/cryptography checks the format test vectors independently of the Rust code.
@@ -28,7 +68,7 @@ if ! python3 -c "import cryptography" 2>/dev/null; then
   echo "setup: installing python cryptography"
   # Debian's own python3 refuses pip installs (PEP 668); its packaged module is the same library.
   python3 -m pip install --quiet --disable-pip-version-check cryptography 2>/dev/null \
-    || { $sudo apt-get install -y -qq --no-install-recommends python3-cryptography >/dev/null; }
+    || apt_install python3-cryptography
   python3 -c "import cryptography" || { echo "setup: could not install python cryptography" >&2; exit 1; }
 fi
 
@@ -49,11 +89,7 @@ if ! python3 -c "import blake3" 2>/dev/null; then
   python3 -c "import blake3" || { echo "setup: could not install blake3" >&2; exit 1; }
 fi
 
-if ! command -v cargo >/dev/null; then
-  echo "setup: cargo not found; install the Rust toolchain (https://rustup.rs) first" >&2
-  exit 1
-fi
 for component in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
 done
-echo "setup: ok"
+echo "setup: ok (full: build, run and test)"
