@@ -143,7 +143,12 @@ impl Unlocked {
             let mut channel = open_channel(&db.conn, &path, account)?;
             let result = match state::get(&db.conn, state::ROLLBACK).map_err(db_err(&path))? {
                 Some(_) => Err(Error::RollbackDetected),
-                None => run_sync(&mut db.conn, &path, &mut channel, policy, &mut db.listeners, progress),
+                None => {
+                    let listeners = &mut db.listeners;
+                    crate::database::with_cache_cap(&mut db.conn, &path, crate::database::SYNC_CACHE_KIB, |conn| {
+                        run_sync(conn, &path, &mut channel, policy, listeners, progress)
+                    })?
+                }
             };
             if matches!(result, Err(Error::RollbackDetected)) {
                 state::set(&db.conn, state::ROLLBACK, "1").map_err(db_err(&path))?;

@@ -89,6 +89,10 @@ pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// A queued outbox row with its document now (None: deleted) and the version the server
+/// last sent (None: never): seq, collection, id, key, body, base.
+type Queued = (i64, String, String, String, Option<String>, Option<i64>);
+
 /// Reads the ops of the next push: those in flight first (sent again exactly as before),
 /// then queued changes frozen now, up to [`MAX_PUSH_OPS`] and [`MAX_PUSH_BYTES`]. Each op's
 /// attempt count rises. Committed before the request is made, so a crash between here and the
@@ -96,6 +100,7 @@ pub(super) fn now_ms() -> i64 {
 pub(crate) fn prepare_push(conn: &mut Connection, path: &Path) -> Result<Vec<InFlight>, Error> {
     let tx = conn.transaction().map_err(db_err(path))?;
     let mut ops = Vec::new();
+    let mut resent = Vec::new();
     // Room for `{"ops":[...],"device_seq":N}` and the commas.
     let mut bytes = 64usize;
     let fits = |bytes: usize, op: &PushOp, n: usize| {
@@ -127,60 +132,65 @@ pub(crate) fn prepare_push(conn: &mut Connection, path: &Path) -> Result<Vec<InF
             let op = frozen_op(collection, id, &op, key, base, body.as_deref())?;
             let Some(size) = fits(bytes, &op, ops.len()) else { break };
             bytes += size;
+            resent.push(seq);
             ops.push(InFlight { seq, op });
         }
     }
-    // Queued changes of documents with nothing in flight, oldest first.
-    let queued: Vec<(i64, String, String, String, String)> = {
-        let mut stmt = tx
-            .prepare(
-                "SELECT q.seq, q.collection, q.id, q.op, q.idempotency_key FROM outbox q
-                 WHERE q.inflight = 0 AND q.held IS NULL AND NOT EXISTS
-                   (SELECT 1 FROM outbox f WHERE f.collection = q.collection AND f.id = q.id AND f.inflight = 1)
-                 ORDER BY q.seq",
-            )
+    for seq in resent {
+        tx.prepare_cached("UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?1")
+            .and_then(|mut st| st.execute([seq]))
             .map_err(db_err(path))?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-            .map_err(db_err(path))?
-            .collect::<Result<_, _>>()
-            .map_err(db_err(path))?
-    };
-    for (seq, collection, id, _op, key) in queued {
-        let body: Option<String> = tx
-            .query_row(
-                "SELECT body FROM main.documents WHERE collection = ?1 AND id = ?2",
-                params![collection, id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_err(path))?;
-        let base: Option<i64> = tx
-            .query_row(
-                "SELECT server_version FROM sync_docs WHERE collection = ?1 AND id = ?2",
-                params![collection, id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_err(path))?;
-        // What the document is now decides the op: the queued kind may be older.
-        let kind = if body.is_some() { "put" } else { "delete" };
-        if body.is_none() && base.is_none() {
-            // Never known to the server and gone here: nothing to tell.
-            tx.execute("DELETE FROM outbox WHERE seq = ?1", [seq]).map_err(db_err(path))?;
-            continue;
-        }
-        let op = frozen_op(collection, id, kind, key, Some(base.unwrap_or(0)), body.as_deref())?;
-        let Some(size) = fits(bytes, &op, ops.len()) else { break };
-        bytes += size;
-        tx.execute(
-            "UPDATE outbox SET inflight = 1, op = ?2, base_version = ?3, body = ?4 WHERE seq = ?1",
-            params![seq, kind, base.unwrap_or(0), body],
-        )
-        .map_err(db_err(path))?;
-        ops.push(InFlight { seq, op });
     }
-    for op in &ops {
-        tx.execute("UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?1", [op.seq]).map_err(db_err(path))?;
+    // Queued changes of documents with nothing in flight, oldest first, read a batch at a
+    // time (reading the whole outbox for every batch made a long drain quadratic), each
+    // with what its document is now and the version the server last sent.
+    let mut full = false;
+    while !full && ops.len() < MAX_PUSH_OPS {
+        let room = MAX_PUSH_OPS - ops.len();
+        let queued: Vec<Queued> = {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT q.seq, q.collection, q.id, q.idempotency_key, d.body, s.server_version FROM outbox q
+                     LEFT JOIN main.documents d ON d.collection = q.collection AND d.id = q.id
+                     LEFT JOIN sync_docs s ON s.collection = q.collection AND s.id = q.id
+                     WHERE q.inflight = 0 AND q.held IS NULL AND NOT EXISTS
+                       (SELECT 1 FROM outbox f WHERE f.collection = q.collection AND f.id = q.id AND f.inflight = 1)
+                     ORDER BY q.seq LIMIT ?1",
+                )
+                .map_err(db_err(path))?;
+            stmt.query_map([room as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+                .map_err(db_err(path))?
+                .collect::<Result<_, _>>()
+                .map_err(db_err(path))?
+        };
+        let last_read = queued.len() < room;
+        for (seq, collection, id, key, body, base) in queued {
+            if body.is_none() && base.is_none() {
+                // Never known to the server and gone here: nothing to tell.
+                tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1")
+                    .and_then(|mut st| st.execute([seq]))
+                    .map_err(db_err(path))?;
+                continue;
+            }
+            // What the document is now decides the op: the queued kind may be older.
+            let kind = if body.is_some() { "put" } else { "delete" };
+            let op = frozen_op(collection, id, kind, key, Some(base.unwrap_or(0)), body.as_deref())?;
+            let Some(size) = fits(bytes, &op, ops.len()) else {
+                full = true;
+                break;
+            };
+            bytes += size;
+            tx.prepare_cached(
+                "UPDATE outbox SET inflight = 1, op = ?2, base_version = ?3, body = ?4, attempts = attempts + 1
+                 WHERE seq = ?1",
+            )
+            .and_then(|mut st| st.execute(params![seq, kind, base.unwrap_or(0), body]))
+            .map_err(db_err(path))?;
+            ops.push(InFlight { seq, op });
+        }
+        if last_read {
+            break;
+        }
     }
     tx.commit().map_err(db_err(path))?;
     Ok(ops)
@@ -248,7 +258,9 @@ pub(crate) fn apply_push(
         let db = |e| db_err(path)(e);
         match outcome {
             Outcome::Acked { version } => {
-                tx.execute("DELETE FROM outbox WHERE seq = ?1", [inflight.seq]).map_err(db)?;
+                tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1")
+                    .and_then(|mut st| st.execute([inflight.seq]))
+                    .map_err(db)?;
                 if op.op == OpKind::Delete {
                     tx.execute("DELETE FROM sync_docs WHERE collection = ?1 AND id = ?2", params![c, id])
                         .map_err(db)?;
@@ -268,7 +280,9 @@ pub(crate) fn apply_push(
                 summary.applied += 1;
             }
             Outcome::Conflict { version, body } => {
-                tx.execute("DELETE FROM outbox WHERE seq = ?1", [inflight.seq]).map_err(db)?;
+                tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1")
+                    .and_then(|mut st| st.execute([inflight.seq]))
+                    .map_err(db)?;
                 let local = local_body(&tx, c, id).map_err(db)?;
                 let server_text = body.as_ref().map(|b| Value::Object(b.clone()).to_string());
                 let as_map = |t: &Option<String>| match t.as_deref().map(serde_json::from_str::<Value>) {
@@ -416,11 +430,11 @@ pub(super) fn local_body(tx: &Connection, c: &str, id: &str) -> rusqlite::Result
 }
 
 pub(super) fn set_server_version(tx: &Connection, c: &str, id: &str, version: u64) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO sync_docs (collection, id, server_version, base_body) VALUES (?1, ?2, ?3, NULL)
          ON CONFLICT (collection, id) DO UPDATE SET server_version = excluded.server_version, base_body = NULL",
-        params![c, id, version as i64],
-    )
+    )?
+    .execute(params![c, id, version as i64])
     .map(|_| ())
 }
 

@@ -140,10 +140,8 @@ pub(crate) fn restamp(tx: &Connection, now_ms: i64, offset_ms: i64) -> rusqlite:
     for (seq, queued_at) in &seqs {
         // The op is dated when it was queued, in the server's time; never in the future.
         let at = (*queued_at).min(now_ms);
-        tx.execute(
-            "UPDATE outbox SET idempotency_key = ?1, stamped = 1 WHERE seq = ?2",
-            params![new_key(at, Some(offset_ms)), seq],
-        )?;
+        tx.prepare_cached("UPDATE outbox SET idempotency_key = ?1, stamped = 1 WHERE seq = ?2")?
+            .execute(params![new_key(at, Some(offset_ms)), seq])?;
     }
     Ok(seqs.len())
 }
