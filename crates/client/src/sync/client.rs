@@ -458,22 +458,31 @@ fn run_sync(
             progress(&report, true);
         }
     }
-    // Pull every page.
+    // Pull every page. A page too large for the transport (large documents) is asked for
+    // again with half the limit, down to one document, and the limit grows back after.
+    let mut limit = DEFAULT_PULL_LIMIT;
     loop {
         let seq = next_device_seq(conn, &path)?;
         let cursor = stored(conn, &path, state::CURSOR)?;
         let target = match &cursor {
-            Some(c) => format!("/v1/sync/pull?since={c}&limit={DEFAULT_PULL_LIMIT}&device_seq={seq}"),
-            None => format!("/v1/sync/pull?limit={DEFAULT_PULL_LIMIT}&device_seq={seq}"),
+            Some(c) => format!("/v1/sync/pull?since={c}&limit={limit}&device_seq={seq}"),
+            None => format!("/v1/sync/pull?limit={limit}&device_seq={seq}"),
         };
-        let resp = signed(channel, conn, &path, Method::Get, &target, &[])?;
+        let resp = match signed(channel, conn, &path, Method::Get, &target, &[]) {
+            Err(Error::ResponseTooLarge { .. }) if limit > 1 => {
+                limit /= 2;
+                continue;
+            }
+            other => other?,
+        };
         if resp.status != 200 {
             return Err(refused(&resp));
         }
         let page: PullResponse = serde_json::from_slice(&resp.body)
             .map_err(|_| Error::MalformedAnswer("a pull answer is not a page of changes".into()))?;
         let pending = pull::pending_among(conn, &page).map_err(db_err(&path))?;
-        let plan = pull::plan_pull_page(&page, DEFAULT_PULL_LIMIT, &pending)?;
+        let plan = pull::plan_pull_page(&page, limit, &pending)?;
+        limit = (limit * 2).min(DEFAULT_PULL_LIMIT);
         let reconciling = state::get(conn, state::RECONCILE).map_err(db_err(&path))?.is_some();
         let changed = pull::apply_pull(conn, &path, &plan, &page.cursor, reconciling)?;
         report.pulled += changed.len();

@@ -536,3 +536,21 @@ async fn pushes_past_one_mebibyte_go_through_and_a_disabled_user_is_told_to_log_
         assert_eq!(phone.outbox_len().await, 1, "the change waits for the next login");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_of_large_documents_past_the_answer_limit_asks_for_smaller_pages() {
+    let backend = backends().remove(0);
+    let h = Harness::start(backend).await;
+    let (one, two) = (Phone::new(), Phone::new());
+    one.login(&h, "alice").await;
+    two.login(&h, "alice").await;
+    // Twelve documents of 900 KB: one page of them (10.8 MB) is past the 8 MiB a device
+    // reads of an answer.
+    for i in 0..12 {
+        one.put("scans", &format!("s{i:02}"), json!({"data": "z".repeat(900_000)})).await;
+    }
+    assert_eq!(one.sync().await.expect("pushed in several batches").pushed, 12);
+    let r = two.sync().await.expect("pulled in smaller pages");
+    assert_eq!(r.pulled, 12, "{r:?}");
+    assert!(two.get("scans", "s11").await.is_some());
+}
