@@ -51,10 +51,7 @@ use fieldvault_server::seal::Purpose;
 use fieldvault_server::{
     App, Config, KeyDir, PgStore, PushOutcome, Server, SqliteStore, Store, accounts, router, system_clock,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 use zeroize::Zeroizing;
 
 /// Which build this is: the signed channel, or the benchmark-only baseline without it.
@@ -832,80 +829,9 @@ where
     Ok(total as f64 / window.as_secs_f64())
 }
 
-/// A response as the load loop needs it.
-struct Answer {
-    status: u16,
-    timestamp: Option<String>,
-    signature: Option<String>,
-    body: Vec<u8>,
-}
-
-/// A pinned TLS 1.3 connection speaking HTTP/1.1 with keep-alive: one request at a time,
-/// bodies framed by `Content-Length` (what the server sends for every buffered body). Framed
-/// by hand: the workspace builds hyper without its client, and this keeps the clients' share
-/// of the shared cores small.
-struct Connection {
-    tls: TlsStream<TcpStream>,
-    buf: Vec<u8>,
-}
-
-impl Connection {
-    async fn open(addr: SocketAddr, connector: &TlsConnector) -> Result<Connection> {
-        let tcp = TcpStream::connect(addr).await?;
-        tcp.set_nodelay(true)?;
-        let name = rustls::pki_types::ServerName::try_from("localhost")?;
-        let tls = connector.connect(name, tcp).await.context("pinned TLS handshake")?;
-        ensure!(tls.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3), "not TLS 1.3");
-        Ok(Connection { tls, buf: Vec::with_capacity(4096) })
-    }
-
-    async fn exchange(&mut self, request: &[u8]) -> Result<Answer> {
-        self.tls.write_all(request).await?;
-        self.tls.flush().await?;
-        self.buf.clear();
-        let head_end = loop {
-            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            self.fill().await?;
-        };
-        let head = std::str::from_utf8(&self.buf[..head_end]).context("a response head that is not ASCII")?;
-        let mut lines = head.split("\r\n");
-        let status = lines
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| anyhow!("a malformed status line"))?;
-        let (mut length, mut timestamp, mut signature) = (None, None, None);
-        for line in lines.filter(|l| !l.is_empty()) {
-            let (k, v) = line.split_once(':').ok_or_else(|| anyhow!("a malformed header line"))?;
-            let v = v.trim();
-            if k.eq_ignore_ascii_case("content-length") {
-                length = Some(v.parse::<usize>()?);
-            } else if k.eq_ignore_ascii_case("x-timestamp") {
-                timestamp = Some(v.to_owned());
-            } else if k.eq_ignore_ascii_case("x-signature") {
-                signature = Some(v.to_owned());
-            } else if k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close") {
-                bail!("the server closed a keep-alive connection");
-            }
-        }
-        let length = length.ok_or_else(|| anyhow!("a response without Content-Length"))?;
-        while self.buf.len() < head_end + length {
-            self.fill().await?;
-        }
-        ensure!(self.buf.len() == head_end + length, "bytes after the response on a one-at-a-time connection");
-        Ok(Answer { status, timestamp, signature, body: self.buf[head_end..].to_vec() })
-    }
-
-    async fn fill(&mut self) -> Result<()> {
-        let mut chunk = [0u8; 4096];
-        let n = self.tls.read(&mut chunk).await?;
-        ensure!(n > 0, "the server closed the connection");
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(())
-    }
-}
+#[path = "shared/raw_http.rs"]
+mod raw_http;
+use raw_http::{Answer, Connection};
 
 #[cfg(test)]
 mod tests {
