@@ -56,47 +56,38 @@ pub struct Source<'a> {
 /// Reads a passphrase: the descriptor, then the environment variable, then a prompt on the
 /// terminal.
 pub fn passphrase(from: &Source<'_>, label: &str, prompt: Prompt) -> Result<Passphrase> {
+    secret(from, "passphrase", label, prompt).map(Passphrase::new)
+}
+
+/// Reads a sync server password, the same ways as a passphrase.
+pub fn password(from: &Source<'_>) -> Result<Zeroizing<String>> {
+    secret(from, "password", "Password", Prompt::Once)
+}
+
+/// One secret (`what` names it in messages): the descriptor, then the environment variable,
+/// then a prompt on the terminal (asked twice with [`Prompt::Confirm`]). Never empty.
+fn secret(from: &Source<'_>, what: &str, label: &str, prompt: Prompt) -> Result<Zeroizing<String>> {
     let Source { fd, flag, env_var } = *from;
     let text = if let Some(fd) = fd {
         read_fd(fd, flag)?
     } else if let Ok(v) = std::env::var(env_var) {
         Zeroizing::new(v)
     } else if std::io::stdin().is_terminal() {
-        let first =
-            Zeroizing::new(rpassword::prompt_password(format!("{label}: ")).context("cannot read the passphrase")?);
-        if let Prompt::Confirm = prompt {
-            let again = Zeroizing::new(
-                rpassword::prompt_password(format!("{label} again: ")).context("cannot read the passphrase")?,
-            );
-            if *first != *again {
-                bail!("the two passphrases differ; nothing was changed");
-            }
+        let ask = |label: String| {
+            rpassword::prompt_password(label).map(Zeroizing::new).with_context(|| format!("cannot read the {what}"))
+        };
+        let first = ask(format!("{label}: "))?;
+        if let Prompt::Confirm = prompt
+            && *first != *ask(format!("{label} again: "))?
+        {
+            bail!("the two {what}s differ; nothing was changed");
         }
         first
     } else {
-        bail!("no passphrase: run on a terminal, pass {flag} N, or set {env_var}");
+        bail!("no {what}: run on a terminal, pass {flag} N, or set {env_var}");
     };
     if text.is_empty() {
-        bail!("the passphrase is empty");
-    }
-    Ok(Passphrase::new(text))
-}
-
-/// Reads a sync server password: the descriptor, then the environment variable, then a
-/// prompt on the terminal.
-pub fn password(from: &Source<'_>) -> Result<Zeroizing<String>> {
-    let Source { fd, flag, env_var } = *from;
-    let text = if let Some(fd) = fd {
-        read_fd(fd, flag)?
-    } else if let Ok(v) = std::env::var(env_var) {
-        Zeroizing::new(v)
-    } else if std::io::stdin().is_terminal() {
-        Zeroizing::new(rpassword::prompt_password("Password: ").context("cannot read the password")?)
-    } else {
-        bail!("no password: run on a terminal, pass {flag} N, or set {env_var}");
-    };
-    if text.is_empty() {
-        bail!("the password is empty");
+        bail!("the {what} is empty");
     }
     Ok(text)
 }

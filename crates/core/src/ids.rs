@@ -66,6 +66,17 @@ pub enum Purpose {
 }
 
 impl Purpose {
+    /// Every purpose, in code order.
+    pub const ALL: [Purpose; 7] = [
+        Purpose::Master,
+        Purpose::Database,
+        Purpose::Files,
+        Purpose::Sync,
+        Purpose::Attachment,
+        Purpose::Lease,
+        Purpose::Device,
+    ];
+
     /// The data-key purposes every account has, in slot order.
     pub const DATA: [Purpose; 3] = [Purpose::Database, Purpose::Files, Purpose::Sync];
 
@@ -76,18 +87,7 @@ impl Purpose {
 
     /// Reads a format code.
     pub fn from_code(code: u8) -> Result<Self, Error> {
-        Ok(match code {
-            1 => Purpose::Master,
-            2 => Purpose::Database,
-            3 => Purpose::Files,
-            4 => Purpose::Sync,
-            5 => Purpose::Attachment,
-            6 => Purpose::Lease,
-            7 => Purpose::Device,
-            _ => {
-                return Err(Error::UnknownCode { what: "key purpose", code });
-            }
-        })
+        Purpose::ALL.into_iter().find(|p| p.code() == code).ok_or(Error::UnknownCode { what: "key purpose", code })
     }
 
     /// Lower-case name as shown to users.
@@ -105,17 +105,7 @@ impl Purpose {
 
     /// Parses a user-facing name (`database`, `files`, `sync`, `master`).
     pub fn from_name(name: &str) -> Option<Self> {
-        [
-            Purpose::Master,
-            Purpose::Database,
-            Purpose::Files,
-            Purpose::Sync,
-            Purpose::Attachment,
-            Purpose::Lease,
-            Purpose::Device,
-        ]
-        .into_iter()
-        .find(|p| p.name() == name)
+        Purpose::ALL.into_iter().find(|p| p.name() == name)
     }
 }
 
@@ -189,15 +179,7 @@ mod tests {
 
     #[test]
     fn purpose_codes_round_trip_and_unknown_codes_are_errors() {
-        for p in [
-            Purpose::Master,
-            Purpose::Database,
-            Purpose::Files,
-            Purpose::Sync,
-            Purpose::Attachment,
-            Purpose::Lease,
-            Purpose::Device,
-        ] {
+        for p in Purpose::ALL {
             assert_eq!(Purpose::from_code(p.code()).expect("known"), p);
             assert_eq!(Purpose::from_name(p.name()), Some(p));
         }

@@ -218,9 +218,7 @@ impl Unlocked {
                 let docs = self.documents(account)?;
                 let (conn, path) = (&mut docs.db.conn, docs.db.path.clone());
                 let tx = conn.transaction().map_err(db_err(&path))?;
-                for name in
-                    [KEY_ID, SESSION_SECRET, ACCESS_TOKEN, ACCESS_EXP, REFRESH_TOKEN, REFRESH_ATTEMPT, OFFLINE_TOKEN]
-                {
+                for name in SESSION {
                     state::clear(&tx, name).map_err(db_err(&path))?;
                 }
                 let mut seen: Vec<String> = stored(&tx, &path, SEEN_DIRECTIVES)?

@@ -120,7 +120,8 @@ impl Unlocked {
             corrected_secs(offset),
         )?;
         let jwks_text = match jwks.status {
-            200 => String::from_utf8(jwks.body).map_err(|_| Error::MalformedAnswer("the JWKS is not UTF-8".into()))?,
+            200 => String::from_utf8(jwks.body.to_vec())
+                .map_err(|_| Error::MalformedAnswer("the JWKS is not UTF-8".into()))?,
             _ => return Err(refused(&jwks)),
         };
         let continued = continuing.as_deref() == Some(tokens.device_id.as_str());
@@ -276,9 +277,7 @@ impl Unlocked {
             let docs = self.documents(account)?;
             let (conn, path) = (&mut docs.db.conn, docs.db.path.clone());
             let tx = conn.transaction().map_err(db_err(&path))?;
-            for name in
-                [KEY_ID, SESSION_SECRET, ACCESS_TOKEN, ACCESS_EXP, REFRESH_TOKEN, REFRESH_ATTEMPT, OFFLINE_TOKEN]
-            {
+            for name in SESSION {
                 state::clear(&tx, name).map_err(db_err(&path))?;
             }
             tx.commit().map_err(db_err(&path))?;

@@ -23,6 +23,11 @@ pub(crate) const LOGIN_AT: &str = "login_at";
 pub(crate) const ONLINE: &str = "online";
 pub(crate) const SEEN_DIRECTIVES: &str = "seen_directives";
 
+/// What a session holds: dropped together when it ends (a remote logout, `logout
+/// --keep-data`); the device, the server and the data stay.
+pub(crate) const SESSION: [&str; 7] =
+    [KEY_ID, SESSION_SECRET, ACCESS_TOKEN, ACCESS_EXP, REFRESH_TOKEN, REFRESH_ATTEMPT, OFFLINE_TOKEN];
+
 /// The learned clock offset (server minus device), in milliseconds.
 pub(crate) const CLOCK_OFFSET_MS: &str = "clock_offset_ms";
 /// The opaque pull cursor the server last sent.

@@ -24,8 +24,11 @@ pub(super) fn check_head(status: StatusCode, headers: &HeaderMap) -> Result<Opti
 }
 
 /// Reads the body frame by frame, refusing it as soon as it passes [`MAX_RESPONSE_BYTES`].
-pub(super) async fn read_body(mut body: Incoming, length: Option<usize>) -> Result<Vec<u8>, Error> {
-    let mut out = Vec::with_capacity(length.unwrap_or(0));
+/// Zeroized on drop: login and refresh answers carry the session's secrets. Room for the
+/// declared length is taken at once, so the buffer is not moved while it grows (a move
+/// would leave an unwiped copy behind).
+pub(super) async fn read_body(mut body: Incoming, length: Option<usize>) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let mut out = Zeroizing::new(Vec::with_capacity(length.unwrap_or(0).min(MAX_RESPONSE_BYTES)));
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.map_err(hyper_failure)?.into_data() else { continue };
         if data.len() > MAX_RESPONSE_BYTES - out.len() {
@@ -40,7 +43,7 @@ pub(super) async fn read_body(mut body: Incoming, length: Option<usize>) -> Resu
 pub(super) struct Answer {
     pub(super) status: u16,
     pub(super) headers: HeaderMap,
-    pub(super) body: Vec<u8>,
+    pub(super) body: Zeroizing<Vec<u8>>,
 }
 
 impl Answer {

@@ -185,8 +185,9 @@ impl<'a> Request<'a> {
 pub struct Response {
     /// The HTTP status (never 3xx: redirects are errors).
     pub status: u16,
-    /// The body, at most [`MAX_RESPONSE_BYTES`].
-    pub body: Vec<u8>,
+    /// The body, at most [`MAX_RESPONSE_BYTES`]; zeroized on drop (token answers carry
+    /// secrets).
+    pub body: Zeroizing<Vec<u8>>,
     /// The `X-Timestamp` of a verified signed answer: the server's clock, the one a client
     /// may correct its offset from. `None` for an unsigned request.
     pub verified_at: Option<u64>,
