@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use std::io::Read;
 
-use fieldvault_client::{Document, MAX_DOCUMENT_BYTES, Status, Unlocked, Vault, parse_body};
+use fieldvault_client::{Document, LogoutNotice, MAX_DOCUMENT_BYTES, Status, Unlocked, Vault, parse_body};
 use fieldvault_core::{AccountName, KeystoreKind, KeystoreParams, Purpose, SlotState};
 use fieldvault_keystore::{KeyStore, OsStore, PassphraseStore};
 use serde_json::{Map, Value, json};
@@ -727,15 +727,28 @@ fn logout(g: &Global, dir: &Path, keep_data: bool, force: bool, yes: bool) -> Re
     if !yes && !confirm(&what)? {
         bail!("not confirmed; nothing was changed");
     }
-    let told = v.logout(&account, keep_data, force)?;
-    if !told {
-        eprintln!(
-            "fieldvault: note: the server could not be told; the device stays registered there until an operator runs `fieldvault-server device wipe` for it"
-        );
+    let notice = v.logout(&account, keep_data, force)?;
+    match &notice {
+        LogoutNotice::Delivered => {}
+        LogoutNotice::Owed(why) => eprintln!(
+            "fieldvault: note: the server could not be told yet ({why}); the logout is recorded and told on the next `sync` or `login`"
+        ),
+        LogoutNotice::Dropped(why) => eprintln!(
+            "fieldvault: note: the server had already ended this session ({why}); the device stays registered there until an operator runs `fieldvault-server device wipe` for it"
+        ),
     }
-    emit(g, json!({ "logged_out": true, "kept_data": keep_data, "server_told": told }), || {
-        if keep_data { "logged out; data kept".into() } else { "logged out; the account's data is destroyed".into() }
-    })
+    let owed = matches!(notice, LogoutNotice::Owed(_));
+    emit(
+        g,
+        json!({ "logged_out": true, "kept_data": keep_data, "server_told": notice.delivered(), "owed": owed }),
+        || {
+            if keep_data {
+                "logged out; data kept".into()
+            } else {
+                "logged out; the account's data is destroyed".into()
+            }
+        },
+    )
 }
 
 fn account_add(g: &Global, dir: &Path, name: &str) -> Result<()> {
@@ -756,12 +769,14 @@ fn status_sync(g: &Global, dir: &Path) -> Result<()> {
     let mut v = unlock(g, dir)?;
     let st = v.vault().status()?;
     let s = v.sync_status(&account)?;
+    let owed = v.owed_logouts()?;
     let json = json!({
         "status": status_json(dir, &st),
         "sync": {
             "account": account.as_str(), "server": s.server, "user": s.user, "device_id": s.device_id,
             "online": s.online, "outbox": s.outbox, "conflicts": s.conflicts, "last_sync_ms": s.last_sync_ms,
             "access_expires_at": s.access_expires_at, "lease_expires_at": s.lease_expires_at,
+            "logouts_owed": owed.len(),
         }
     });
     emit(g, json, || {
@@ -776,6 +791,9 @@ fn status_sync(g: &Global, dir: &Path) -> Result<()> {
             s.last_sync_ms.map_or("never".into(), |t| format!("{t} ms")),
             s.access_expires_at.map_or("-".into(), |t| t.to_string()),
             s.lease_expires_at.map_or("-".into(), |t| t.to_string()),
-        )
+        ) + &owed
+            .iter()
+            .map(|o| format!("\n  logout owed to {} for account '{}' (device {})", o.server, o.account, o.device_id))
+            .collect::<String>()
     })
 }

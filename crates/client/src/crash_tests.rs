@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use base64::Engine;
 use fieldvault_core::{AccountName, Passphrase, Purpose};
 use fieldvault_keystore::{KeyStore, MemoryStore, PassphraseStore};
 use zeroize::Zeroizing;
@@ -514,4 +515,60 @@ fn a_first_login_survives_a_crash_at_every_step_with_the_old_hierarchy_or_the_wh
         },
     );
     assert!(steps >= 3, "one atomic write of the key file ({steps} steps)");
+}
+
+#[test]
+fn a_plain_logout_survives_a_crash_at_every_step_with_the_account_intact_or_the_logout_owed() {
+    // The server cannot be reached (a closed port): the logout is owed. After a crash the
+    // account is either as before (data, session, nothing owed) or shredded with the logout
+    // recorded in the key file: never shredded with the server left untold.
+    use crate::sync::state;
+    let store = MemoryStore::default();
+    let alice = account("alice");
+    let secret = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+    let pin = format!("sha256/{}", base64::engine::general_purpose::STANDARD.encode([1u8; 32]));
+    crash_everywhere(
+        |dir| {
+            let mut v = Vault::init(dir, &store, &alice).expect("init");
+            let mut docs = v.documents(&alice).expect("db");
+            docs.put("c", "d", serde_json::Map::new()).expect("put");
+            let conn = &docs.db.conn;
+            for (name, value) in [
+                (state::SERVER, "https://127.0.0.1:1"),
+                (state::PINS, &format!("[\"{pin}\"]")),
+                (state::USER, "alice"),
+                (state::DEVICE_ID, "d_1"),
+                (state::KEY_ID, "k_1"),
+                (state::SESSION_SECRET, &secret),
+                (state::ACCESS_TOKEN, "a.b.c"),
+                (state::ACCESS_EXP, "4000000000"),
+                (state::REFRESH_TOKEN, "r_1"),
+            ] {
+                state::set(conn, name, value).expect("session");
+            }
+        },
+        |dir, disk| {
+            let mut v = Vault::open(dir)?.unlock(&store)?;
+            v.set_disk(disk);
+            match v.logout(&alice, false, true)? {
+                crate::LogoutNotice::Owed(_) => Ok(()),
+                other => panic!("a closed port cannot be told: {other:?}"),
+            }
+        },
+        |dir, crashed| {
+            let mut v = Vault::open(dir).expect("opens").unlock(&store).expect("unlocks");
+            let owed = v.owed_logouts().expect("owed");
+            let has_doc = v.vault().accounts().contains(&alice)
+                && v.documents(&alice).expect("db").get("c", "d").expect("get").is_some();
+            assert!(has_doc != (owed.len() == 1), "intact, or shredded and owed: doc {has_doc}, owed {owed:?}");
+            if let Some(o) = owed.first() {
+                assert_eq!((o.account.as_str(), o.device_id.as_str(), o.keep_device), ("alice", "d_1", false));
+                assert_eq!(o.server, "https://127.0.0.1:1");
+            }
+            if !crashed {
+                assert_eq!(owed.len(), 1);
+                assert!(v.vault().accounts().contains(&alice), "the account comes back, empty");
+            }
+        },
+    );
 }

@@ -12,7 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use fieldvault_core::{
     AccountName, DataKey, DataSlot, DeviceSlot, Kek, KeyFile, KeyId, KeyMeta, KeystoreKind, KeystoreParams, LeaseSlot,
-    MasterKey, Purpose, SlotContext, SlotState, VaultId, WrappedKey, device_bound, lease_bound, unlock_delay,
+    MasterKey, OwedLogout, Purpose, SlotContext, SlotState, VaultId, WrappedKey, device_bound, lease_bound,
+    unlock_delay,
 };
 use fieldvault_keystore::KeyStore;
 use zeroize::Zeroizing;
@@ -129,6 +130,7 @@ impl KeySet {
             slots: Vec::new(),
             leases: Vec::new(),
             devices: Vec::new(),
+            owed: Vec::new(),
         };
         keys.add_account(&mut file, account);
         (file, keys)
@@ -309,6 +311,9 @@ pub struct UnlockPolicy {
     pub wipe_after_failures: Option<u32>,
 }
 
+/// An owed logout's account, device id and opened record.
+pub(crate) type OwedRecordBytes = (AccountName, String, Zeroizing<Vec<u8>>);
+
 /// An unlocked vault: the key hierarchy in memory. Dropping it (or [`Unlocked::lock`])
 /// zeroizes every key.
 pub struct Unlocked {
@@ -429,9 +434,42 @@ impl Unlocked {
             let wrapper = wrapper_of(&master, &file.vault, &slot.account, l);
             slot.key = seal_data(&wrapper, key, &file.vault, &slot.account, m);
         }
+        for owed in &mut next.owed {
+            let record = owed.open(&self.keys.master, &file.vault)?;
+            *owed = OwedLogout::seal(&master, &file.vault, &owed.account, &owed.device_id, &record, random())?;
+        }
         self.vault.commit(next)?;
         self.keys.master = master;
         Ok(meta)
+    }
+
+    /// The logouts this vault still owes to servers, opened.
+    pub(crate) fn owed_records(&self) -> Result<Vec<OwedRecordBytes>, Error> {
+        let file = &self.vault.keyfile;
+        file.owed
+            .iter()
+            .map(|o| Ok((o.account.clone(), o.device_id.clone(), o.open(&self.keys.master, &file.vault)?)))
+            .collect()
+    }
+
+    /// Seals a logout record for `account`'s device `device_id` under the master key.
+    pub(crate) fn seal_owed(&self, account: &AccountName, device_id: &str, record: &[u8]) -> Result<OwedLogout, Error> {
+        Ok(OwedLogout::seal(&self.keys.master, &self.vault.keyfile.vault, account, device_id, record, random())?)
+    }
+
+    /// Replaces (`Some`) or settles (`None`) the owed logout of `account`'s device.
+    pub(crate) fn set_owed(
+        &mut self,
+        account: &AccountName,
+        device_id: &str,
+        record: Option<&[u8]>,
+    ) -> Result<(), Error> {
+        let mut next = self.vault.keyfile.clone();
+        next.owed.retain(|o| !(&o.account == account && o.device_id == device_id));
+        if let Some(r) = record {
+            next.owed.push(self.seal_owed(account, device_id, r)?);
+        }
+        self.vault.commit(next)
     }
 
     /// Re-wraps the master key under a new passphrase (a new salt, the same master key).
@@ -526,6 +564,16 @@ impl Unlocked {
     pub fn wipe_account(&mut self, account: &AccountName) -> Result<(), Error> {
         self.dbs.remove(account);
         self.vault.wipe_account(account)?;
+        self.keys.data.retain(|(a, _, _), _| a != account);
+        self.keys.leases.remove(account);
+        Ok(())
+    }
+
+    /// Wipes `account` as [`Unlocked::wipe_account`] does, recording `owed` in the same
+    /// atomic write of the key file that removes its keys.
+    pub(crate) fn shred_account_owing(&mut self, account: &AccountName, owed: OwedLogout) -> Result<(), Error> {
+        self.dbs.remove(account);
+        self.vault.shred_account(account, Some(owed))?;
         self.keys.data.retain(|(a, _, _), _| a != account);
         self.keys.leases.remove(account);
         Ok(())

@@ -60,6 +60,7 @@ pub use sync::client::{Identity, SyncReport, SyncStatus, SyncTarget, probe};
 pub use sync::conflicts::{Conflict, ConflictPolicy, Keep, MergeFn, Rejected};
 pub use sync::engine::PushSummary;
 pub use sync::login::{LoginOptions, LoginSummary};
+pub use sync::logout::{LogoutNotice, OwedLogoutInfo};
 pub use sync::outbox::OutboxEntry;
 pub use sync::retry::{FIRST_RETRY, MAX_RETRY, retry_delay};
 pub use transport::{Auth, CONNECT_TIMEOUT, MAX_RESPONSE_BYTES, Method, REQUEST_TIMEOUT, Request, Response, Transport};

@@ -16,7 +16,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use fieldvault_core::{
-    AccountName, KeyFile, KeyMeta, KeystoreKind, KeystoreParams, SlotState, UnlockCounter, VaultId, VaultMarker,
+    AccountName, KeyFile, KeyMeta, KeystoreKind, KeystoreParams, OwedLogout, SlotState, UnlockCounter, VaultId,
+    VaultMarker,
 };
 use fieldvault_keystore::KeyStore;
 
@@ -395,6 +396,13 @@ impl Vault {
     /// # Errors
     /// [`Error::NoSuchAccount`].
     pub fn wipe_account(&mut self, account: &AccountName) -> Result<(), Error> {
+        self.shred_account(account, None)
+    }
+
+    /// Wipes one account as [`wipe_account`](Self::wipe_account) does, recording in the same
+    /// atomic write of the key file a logout its server is still owed (so a crash after the
+    /// shred cannot lose it).
+    pub(crate) fn shred_account(&mut self, account: &AccountName, owed: Option<OwedLogout>) -> Result<(), Error> {
         if !self.keyfile.accounts().contains(account) {
             return Err(Error::NoSuchAccount(account.to_string()));
         }
@@ -402,6 +410,10 @@ impl Vault {
         next.slots.retain(|s| &s.account != account);
         next.leases.retain(|l| &l.account != account);
         next.devices.retain(|d| &d.account != account);
+        if let Some(o) = owed {
+            next.owed.retain(|x| !(x.account == o.account && x.device_id == o.device_id));
+            next.owed.push(o);
+        }
         self.commit(next)?;
         self.disk.remove_tree(&self.account_dir(account))
     }

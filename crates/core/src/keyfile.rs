@@ -12,11 +12,12 @@
 //! type 5  lease     len8(account) | account | len8(lease_id) | lease_id | expires_at u64
 //!                   | has_key u8 | wrapped lease key (104, when has_key is 1)
 //! type 6  device    len8(account) | account | len8(device_id) | device_id | wrapped secret (104)
+//! type 7  logout    a logout the server is owed ([`OwedLogout`], sealed under the master key)
 //! ```
 //!
 //! Version 2 adds sections 5 and 6 (a synced account's lease and device secret, both
 //! wrapped by the master key); a file without them is written as version 1, byte for byte
-//! as before. An account with a lease section has its data keys wrapped under the lease
+//! as before. Version 3 adds section 7, and is written only while a logout is owed. An account with a lease section has its data keys wrapped under the lease
 //! (`MasterKey::lease_wrapping_key`), not under the master key.
 //!
 //! Sections 1, 2 and 3 appear once each, in that order, then any number of data slots. All
@@ -27,13 +28,15 @@
 use std::collections::BTreeSet;
 
 use crate::section::{CHECK_LEN, Reader, checksum};
-use crate::{AccountName, Error, KdfParams, Purpose, VaultId, WrappedKey};
+use crate::{AccountName, Error, KdfParams, OwedLogout, Purpose, VaultId, WrappedKey};
 
 const MAGIC: &[u8; 4] = b"FVKF";
 /// Written when the file holds no lease or device section (the version-1 layout).
 const VERSION_1: u8 = 1;
-/// Written when it does.
+/// Written when it does (and holds no owed logout).
 const VERSION_2: u8 = 2;
+/// Written while a logout is owed to a server (section 7).
+const VERSION_3: u8 = 3;
 const CHECK_LABEL: &[u8] = b"keyfile-section";
 const WHAT: &str = "key file";
 
@@ -188,6 +191,9 @@ pub struct KeyFile {
     pub leases: Vec<LeaseSlot>,
     /// Synced accounts' device secrets (version 2).
     pub devices: Vec<DeviceSlot>,
+    /// Logouts not yet told to their server (version 3); the account may since have been
+    /// re-created, or not.
+    pub owed: Vec<OwedLogout>,
 }
 
 fn push_section(out: &mut Vec<u8>, kind: u8, body: &[u8]) {
@@ -227,11 +233,15 @@ impl KeyFile {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256 + (self.slots.len() + self.leases.len() + self.devices.len()) * 180);
         out.extend_from_slice(MAGIC);
-        let v2 = !self.leases.is_empty() || !self.devices.is_empty();
-        out.push(if v2 { VERSION_2 } else { VERSION_1 });
+        let version = match () {
+            () if !self.owed.is_empty() => VERSION_3,
+            () if !self.leases.is_empty() || !self.devices.is_empty() => VERSION_2,
+            () => VERSION_1,
+        };
+        out.push(version);
         out.push(0);
-        let count =
-            u16::try_from(3 + self.slots.len() + self.leases.len() + self.devices.len()).expect("fewer than 65k slots");
+        let sections = 3 + self.slots.len() + self.leases.len() + self.devices.len() + self.owed.len();
+        let count = u16::try_from(sections).expect("fewer than 65k slots");
         out.extend_from_slice(&count.to_be_bytes());
         let mut vault = self.vault.as_bytes().to_vec();
         vault.extend_from_slice(&self.generation.to_be_bytes());
@@ -266,6 +276,9 @@ impl KeyFile {
             body.extend_from_slice(&device.key.to_bytes());
             push_section(&mut out, 6, &body);
         }
+        for owed in &self.owed {
+            push_section(&mut out, 7, &owed.to_bytes());
+        }
         out
     }
 
@@ -276,7 +289,7 @@ impl KeyFile {
     /// [`Error::ChecksumMismatch`] names the damaged section; other variants name the rule.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         let mut r = Reader::new(bytes, WHAT);
-        let version = r.header_any(MAGIC, &[VERSION_1, VERSION_2])?;
+        let version = r.header_any(MAGIC, &[VERSION_1, VERSION_2, VERSION_3])?;
         if r.u8()? != 0 {
             return Err(Error::Malformed { what: WHAT, reason: "reserved byte is not zero" });
         }
@@ -290,6 +303,7 @@ impl KeyFile {
         let mut slots = Vec::new();
         let mut leases = Vec::new();
         let mut devices = Vec::new();
+        let mut owed = Vec::new();
         let mut last = 0u8;
         for index in 1..=count {
             let start_kind = r.u8()?;
@@ -302,10 +316,17 @@ impl KeyFile {
             if checksum(CHECK_LABEL, &framed) != check {
                 return Err(Error::ChecksumMismatch { what: section_name(index, start_kind, body) });
             }
-            // 1, 2, 3 once each, then data slots, then (version 2) leases, then devices.
+            // 1, 2, 3 once each, then data slots, then (version 2) leases, then devices, then
+            // (version 3) owed logouts.
+            let allowed = match start_kind {
+                4 => true,
+                5 | 6 => version >= VERSION_2,
+                7 => version == VERSION_3,
+                _ => false,
+            };
             let in_order = match index {
                 1..=3 => start_kind == index as u8,
-                _ => (4..=6).contains(&start_kind) && start_kind >= last && (start_kind == 4 || version == VERSION_2),
+                _ => allowed && start_kind >= last,
             };
             if !in_order {
                 return Err(Error::Malformed { what: WHAT, reason: "sections are missing or out of order" });
@@ -327,13 +348,17 @@ impl KeyFile {
                 }
                 4 => slots.push(parse_slot(body)?),
                 5 => leases.push(parse_lease(body)?),
-                _ => devices.push(parse_device(body)?),
+                6 => devices.push(parse_device(body)?),
+                _ => owed.push(OwedLogout::from_bytes(body)?),
             }
         }
         r.finish()?;
         // One encoding per content: version 2 only for what version 1 cannot hold.
         if version == VERSION_2 && leases.is_empty() && devices.is_empty() {
             return Err(Error::Malformed { what: WHAT, reason: "version 2 without a lease or device section" });
+        }
+        if version == VERSION_3 && owed.is_empty() {
+            return Err(Error::Malformed { what: WHAT, reason: "version 3 without an owed logout" });
         }
         let (vault, generation) = vault.expect("section 1 was read");
         let file = KeyFile {
@@ -344,6 +369,7 @@ impl KeyFile {
             slots,
             leases,
             devices,
+            owed,
         };
         file.check_consistency()?;
         Ok(file)
@@ -383,6 +409,12 @@ impl KeyFile {
         for d in &self.devices {
             if !accounts.contains(&d.account) || !devices.insert(d.account.clone()) {
                 return malformed("a device secret belongs to no account, or an account has two");
+            }
+        }
+        let mut owed = BTreeSet::new();
+        for o in &self.owed {
+            if !owed.insert((o.account.clone(), o.device_id.clone())) {
+                return malformed("two owed logouts for one account's device");
             }
         }
         Ok(())
@@ -469,6 +501,10 @@ fn section_name(index: u16, kind: u8, body: &[u8]) -> String {
             Ok(d) => format!("account '{}' device secret", d.account),
             Err(_) => "a device secret".to_owned(),
         },
+        7 => match OwedLogout::from_bytes(body) {
+            Ok(o) => format!("account '{}' owed logout", o.account),
+            Err(_) => "an owed logout".to_owned(),
+        },
         _ => "an unknown section".to_owned(),
     };
     format!("key file section {index} ({what})")
@@ -505,7 +541,16 @@ mod tests {
                 }
             })
             .collect();
-        KeyFile { vault, generation: 9, keystore, master: wrapped_master, slots, leases: vec![], devices: vec![] }
+        KeyFile {
+            vault,
+            generation: 9,
+            keystore,
+            master: wrapped_master,
+            slots,
+            leases: vec![],
+            devices: vec![],
+            owed: vec![],
+        }
     }
 
     #[test]
@@ -548,6 +593,24 @@ mod tests {
         let mut orphan = f.clone();
         orphan.leases[0].account = AccountName::new("bob").expect("valid");
         assert!(KeyFile::from_bytes(&orphan.to_bytes()).is_err());
+    }
+
+    #[test]
+    fn an_owed_logout_is_written_as_version_3_and_only_while_it_is_owed() {
+        let mut f = sample();
+        let master = MasterKey::from_bytes(Zeroizing::new([2; 32]));
+        let alice = AccountName::new("alice").expect("valid");
+        let owed = crate::OwedLogout::seal(&master, &f.vault, &alice, "d_0", b"{}", [5; 12]).expect("seals");
+        f.owed.push(owed.clone());
+        let bytes = f.to_bytes();
+        assert_eq!(bytes[4], 3);
+        assert_eq!(KeyFile::from_bytes(&bytes).expect("parses"), f);
+        // Two records for one device are refused; settled, the file is version 1 again.
+        let mut twice = f.clone();
+        twice.owed.push(owed);
+        assert!(KeyFile::from_bytes(&twice.to_bytes()).is_err());
+        f.owed.clear();
+        assert_eq!(f.to_bytes()[4], 1);
     }
 
     #[test]

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use common::{hex, parse, unhex};
 use fieldvault_core::{
-    AccountName, DataKey, DataSlot, Error, KdfParams, Kek, KeyFile, KeyId, KeyMeta, KeystoreParams, MasterKey, Purpose,
-    SlotContext, SlotState, UnlockCounter, VaultId, VaultMarker,
+    AccountName, DataKey, DataSlot, Error, KdfParams, Kek, KeyFile, KeyId, KeyMeta, KeystoreParams, MasterKey,
+    OwedLogout, Purpose, SlotContext, SlotState, UnlockCounter, VaultId, VaultMarker,
 };
 use zeroize::Zeroizing;
 
@@ -97,7 +97,7 @@ fn sample(kdf: KdfParams) -> KeyFile {
             DataSlot { account: alice.clone(), state: SlotState::Live, key }
         })
         .collect();
-    KeyFile { vault, generation: 3, keystore, master: wrapped, slots, leases: vec![], devices: vec![] }
+    KeyFile { vault, generation: 3, keystore, master: wrapped, slots, leases: vec![], devices: vec![], owed: vec![] }
 }
 
 /// The sample with `alice` synced: a lease (L = 0x66.., id l_1, expiring 2030-03-17) and a
@@ -151,7 +151,14 @@ fn write_vectors() {
     long.push(0);
     write("fail_key_file_trailing_byte", "key_file", "one byte appended", &long, "trailing_bytes");
     write("fail_key_file_bad_magic", "key_file", "not a key file", &edit(0, 0x20), "bad_magic");
-    write("fail_key_file_version_3", "key_file", "format version 3", &edit(4, 2), "unsupported_version");
+    write("fail_key_file_version_4", "key_file", "format version 4", &edit(4, 5), "unsupported_version");
+    write(
+        "fail_key_file_version_3_without_owed",
+        "key_file",
+        "version 3 with no owed-logout section",
+        &edit(4, 2),
+        "malformed",
+    );
     write(
         "fail_key_file_version_2_without_lease",
         "key_file",
@@ -165,6 +172,25 @@ fn write_vectors() {
         "key_file",
         "version 2: one synced account with its lease (L wrapped by the master key, bound to its id and expiry) and device secret",
         &synced.to_bytes(),
+        "ok",
+    );
+    let mut owed = synced.clone();
+    owed.owed.push(
+        OwedLogout::seal(
+            &MasterKey::from_bytes(Zeroizing::new([0x6d; 32])),
+            &owed.vault,
+            &AccountName::new("alice").expect("valid"),
+            "d_0",
+            br#"{"server":"https://sync.example:8443"}"#,
+            [0x43; 12],
+        )
+        .expect("seals"),
+    );
+    write(
+        "ok_key_file_owed_logout",
+        "key_file",
+        "version 3: the synced account plus a logout owed to the server for its earlier device d_0 (record sealed under the master key)",
+        &owed.to_bytes(),
         "ok",
     );
     let mut orphan = synced.clone();

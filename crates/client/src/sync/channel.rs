@@ -118,7 +118,7 @@ pub(super) fn fresh_access_token(
     let attempt = match stored(conn, path, REFRESH_ATTEMPT)? {
         Some(a) => a,
         None => {
-            let a = URL_SAFE_NO_PAD.encode(crate::random::<16>());
+            let a = fresh_attempt_id();
             state::set(conn, REFRESH_ATTEMPT, &a).map_err(db_err(path))?;
             a
         }
@@ -134,6 +134,11 @@ pub(super) fn fresh_access_token(
     store_tokens(conn, path, &tokens, corrected_secs(channel.offset_ms))?;
     channel.granted = Some(lease_grant(&tokens)?);
     Ok(Zeroizing::new(tokens.access_token))
+}
+
+/// A new refresh attempt id: 16 random bytes, base64url.
+pub(super) fn fresh_attempt_id() -> String {
+    URL_SAFE_NO_PAD.encode(crate::random::<16>())
 }
 
 pub(super) fn send_signed(

@@ -136,6 +136,7 @@ impl Unlocked {
         policy: &dyn Fn(&str) -> ConflictPolicy,
         progress: &mut dyn FnMut(&SyncReport, bool),
     ) -> Result<SyncReport, Error> {
+        self.finish_logouts_quietly();
         let (result, mut channel) = {
             let docs = self.documents(account)?;
             let db = docs.db;

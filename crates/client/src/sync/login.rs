@@ -77,6 +77,7 @@ impl Unlocked {
     pub fn login(&mut self, account: &AccountName, opts: LoginOptions<'_>) -> Result<LoginSummary, Error> {
         let pins = Pins::parse(opts.pins)?;
         let transport = Transport::new(opts.server, pins)?;
+        self.finish_logouts_quietly();
         // What the account knew of its last login; unreadable while its lease has ended
         // (then the device secret alone names the device, and the server checks the rest).
         let prior = if self.lease_ended(account) { None } else { Some(self.prior_login(account, &opts)?) };
@@ -221,67 +222,5 @@ impl Unlocked {
             seen: stored(conn, &path, SEEN_DIRECTIVES)?.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default(),
             channel: open_channel(conn, &path, account).ok(),
         })
-    }
-
-    /// Logs the account out of its server.
-    ///
-    /// Plain (`keep_data` false): the account's keys and data are destroyed here first
-    /// (keys, then files; the account comes back empty), then the server is told, which
-    /// retires the device and deletes its lease key. `keep_data`: the session ends on the
-    /// server and its tokens here; the data, the keys and the device secret stay, so the next
-    /// login continues the device. Refused while changes wait in the outbox unless `force`.
-    ///
-    /// Returns whether the server was told (false when it could not be reached).
-    ///
-    /// # Errors
-    /// [`Error::OutboxNotEmpty`] (nothing changed); [`Error::NotLoggedIn`]; database errors.
-    pub fn logout(&mut self, account: &AccountName, keep_data: bool, force: bool) -> Result<bool, Error> {
-        let (mut channel, token) = {
-            let docs = self.documents(account)?;
-            let (conn, path) = (&docs.db.conn, docs.db.path.clone());
-            let pending = outbox::entries(conn).map_err(db_err(&path))?.len();
-            if pending > 0 && !force {
-                return Err(Error::OutboxNotEmpty(pending));
-            }
-            let mut channel = open_channel(conn, &path, account)?;
-            // The logout call carries an access token; offline, the server is not told (not yet
-            // recorded as owed: docs/sync.md, "Not yet").
-            let token = fresh_access_token(&mut channel, conn, &path, false)
-                .inspect_err(|e| tracing::warn!(error = %e, "no access token for the logout call"))
-                .ok();
-            (channel, token)
-        };
-        if !keep_data {
-            // Shred first: whatever happens on the network, the data is gone from here.
-            self.wipe_account(account)?;
-            self.add_account(account)?;
-        }
-        let body = serde_json::to_vec(&fieldvault_core::protocol::auth::LogoutRequest { keep_device: keep_data })
-            .map_err(|e| Error::MalformedAnswer(e.to_string()))?;
-        let sent = match &token {
-            Some(t) => send_signed(&mut channel, Method::Post, "/v1/auth/logout", &body, Some(t)),
-            None => Err(Error::ReauthRequired("no access token".into())),
-        };
-        let told = match sent {
-            Ok(r) if r.status == 200 => true,
-            Ok(r) => {
-                tracing::warn!(status = r.status, "the server refused the logout");
-                false
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the server could not be told of the logout");
-                false
-            }
-        };
-        if keep_data {
-            let docs = self.documents(account)?;
-            let (conn, path) = (&mut docs.db.conn, docs.db.path.clone());
-            let tx = conn.transaction().map_err(db_err(&path))?;
-            for name in SESSION {
-                state::clear(&tx, name).map_err(db_err(&path))?;
-            }
-            tx.commit().map_err(db_err(&path))?;
-        }
-        Ok(told)
     }
 }

@@ -177,4 +177,9 @@ fn the_command_line_logs_in_syncs_watches_and_logs_out() {
     assert_eq!(down.status.code(), Some(1));
     let err = String::from_utf8_lossy(&down.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // Offline, a plain logout still destroys the data here and is owed to the server.
+    let owed = one.ok(&["logout", "--yes", "--force", "--json"]);
+    assert_eq!((&owed["server_told"], &owed["owed"]), (&Value::Bool(false), &Value::Bool(true)), "{owed}");
+    let status = one.ok(&["status", "--sync", "--json"]);
+    assert_eq!(status["sync"]["logouts_owed"], 1, "{status}");
 }

@@ -9,13 +9,16 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use fieldvault_client::{ConflictPolicy, Error, LoginOptions, SyncReport, Unlocked, Vault};
+use fieldvault_client::{ConflictPolicy, Error, LoginOptions, LogoutNotice, SyncReport, Unlocked, Vault};
 use fieldvault_core::AccountName;
 use fieldvault_keystore::MemoryStore;
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
 use crate::harness::{Harness, PASSWORD, backends};
+
+/// The key file's name in a vault directory (docs/formats/key-file.md).
+const KEY_FILE: &str = "keys.fvk";
 
 /// One device: a vault of its own, unlocked, with account `default`.
 #[derive(Clone)]
@@ -58,8 +61,15 @@ impl Phone {
     }
 
     async fn login_with(&self, h: &Harness, user: &str, pin: &str) -> Result<fieldvault_client::LoginSummary, Error> {
-        let (server, pins, user) =
-            (format!("https://127.0.0.1:{}", h.addr.port()), vec![pin.to_owned()], user.to_owned());
+        self.login_at(&format!("https://127.0.0.1:{}", h.addr.port()), pin, user).await
+    }
+
+    async fn login_to(&self, h: &Harness, server: &str, user: &str) -> Result<fieldvault_client::LoginSummary, Error> {
+        self.login_at(server, &h.pin, user).await
+    }
+
+    async fn login_at(&self, server: &str, pin: &str, user: &str) -> Result<fieldvault_client::LoginSummary, Error> {
+        let (server, pins, user) = (server.to_owned(), vec![pin.to_owned()], user.to_owned());
         self.with(move |v, a| {
             v.login(
                 a,
@@ -297,19 +307,124 @@ async fn logout_keeping_data_continues_the_device_and_a_plain_logout_destroys_it
         let refused = phone.with(|v, a| v.logout(a, true, false)).await.expect_err("the outbox is not empty");
         assert!(matches!(refused, Error::OutboxNotEmpty(1)), "{refused}");
         phone.sync().await.expect("sync");
-        assert!(phone.with(|v, a| v.logout(a, true, false)).await.expect("logout --keep-data"), "the server was told");
+        let kept = phone.with(|v, a| v.logout(a, true, false)).await.expect("logout --keep-data");
+        assert_eq!(kept, LogoutNotice::Delivered, "the server was told");
         assert!(phone.get("visits", "v1").await.is_some());
         assert!(matches!(phone.sync().await, Err(Error::NotLoggedIn(_))));
         let back = phone.login(&h, "alice").await;
         assert!(back.continued && back.device_id == first.device_id, "{back:?}");
 
-        assert!(phone.with(|v, a| v.logout(a, false, false)).await.expect("plain logout"));
+        let plain = phone.with(|v, a| v.logout(a, false, false)).await.expect("plain logout");
+        assert_eq!(plain, LogoutNotice::Delivered);
         assert_eq!(phone.get("visits", "v1").await, None, "a plain logout destroys the data here");
         let after = phone.login(&h, "alice").await;
         assert!(!after.continued && after.device_id != first.device_id, "a retired device is not continued: {after:?}");
         let r = phone.sync().await.expect("the new device syncs");
         assert_eq!(r.pulled, 1, "and gets the user's documents back from the server: {r:?}");
     }
+}
+
+/// A loopback TCP relay to `upstream` that, while `up` is false, closes every connection
+/// at once (the server unreachable); TLS runs end to end through it.
+async fn switch_relay(upstream: std::net::SocketAddr, up: Arc<std::sync::atomic::AtomicBool>) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else { return };
+            if !up.load(std::sync::atomic::Ordering::SeqCst) {
+                continue;
+            }
+            tokio::spawn(async move {
+                let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut tcp, &mut server).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_the_server_could_not_hear_is_kept_across_a_restart_and_told_on_the_next_contact() {
+    use fieldvault_server::devices;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    for backend in backends() {
+        let h = Harness::start(backend).await;
+        let up = Arc::new(AtomicBool::new(true));
+        let port = switch_relay(h.addr, up.clone()).await;
+        let phone = Phone::new();
+        let server = format!("https://127.0.0.1:{port}");
+        let first = phone.login_to(&h, &server, "alice").await.expect("login through the relay");
+        phone.put("visits", "v1", json!({"n": 1})).await;
+        phone.sync().await.expect("sync");
+
+        // The server is unreachable: the data is destroyed here all the same, and the logout
+        // is recorded, sealed in the key file.
+        up.store(false, Ordering::SeqCst);
+        let notice = phone.with(|v, a| v.logout(a, false, false)).await.expect("plain logout offline");
+        assert!(matches!(notice, LogoutNotice::Owed(_)), "{notice:?}");
+        assert_eq!(phone.get("visits", "v1").await, None, "the data is gone at once");
+        let device = |id: String| {
+            let store = h.app.store.clone();
+            async move { devices::list(&store).await.expect("list").into_iter().find(|d| d.id == id).expect("listed") }
+        };
+        assert!(device(first.device_id.clone()).await.retired.is_none(), "the server has not heard yet");
+        // A restart of the app keeps what is owed (and a sync while still offline too).
+        phone.closed(|_| {});
+        assert!(phone.sync().await.is_err(), "logged out, and offline");
+        let owed = phone.with(|v, _| v.owed_logouts()).await.expect("owed");
+        assert_eq!(owed.len(), 1, "{owed:?}");
+        assert_eq!((owed[0].device_id.as_str(), owed[0].keep_device), (first.device_id.as_str(), false));
+        assert_eq!(owed[0].server, server);
+        let keys = std::fs::read(phone.path.join(KEY_FILE)).expect("key file");
+        assert!(!keys.windows(server.len()).any(|w| w == server.as_bytes()), "the record is sealed");
+
+        // The network is back: the next login tells the server first, which retires the
+        // old device; the login then makes a new one.
+        up.store(true, Ordering::SeqCst);
+        let again = phone.login_to(&h, &server, "alice").await.expect("login");
+        assert_ne!(again.device_id, first.device_id);
+        let old = device(first.device_id.clone()).await;
+        assert!(old.retired.is_some() && old.lease_expires_at.is_none(), "retired, lease key deleted: {old:?}");
+        assert!(phone.with(|v, _| v.owed_logouts()).await.expect("owed").is_empty(), "settled");
+
+        // logout --keep-data offline: owed too, told by the next sync; the device is kept.
+        up.store(false, Ordering::SeqCst);
+        let notice = phone.with(|v, a| v.logout(a, true, false)).await.expect("logout --keep-data offline");
+        assert!(matches!(notice, LogoutNotice::Owed(_)), "{notice:?}");
+        up.store(true, Ordering::SeqCst);
+        assert!(matches!(phone.sync().await, Err(Error::NotLoggedIn(_))), "the tokens left at once");
+        assert!(phone.with(|v, _| v.owed_logouts()).await.expect("owed").is_empty(), "told by that sync");
+        let kept = device(again.device_id.clone()).await;
+        assert!(!kept.active && kept.retired.is_none(), "session ended, device kept: {kept:?}");
+        let back = phone.login_to(&h, &server, "alice").await.expect("login");
+        assert!(back.continued && back.device_id == again.device_id, "{back:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owed_logout_whose_access_token_expired_meanwhile_refreshes_and_is_told() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let backend = backends().remove(0);
+    let config = fieldvault_server::Config { access_ttl: 2, ..fieldvault_server::Config::default() };
+    let h = Harness::start_bare_with_config(backend, None, config).await;
+    h.add_user("alice", &[]).await;
+    let up = Arc::new(AtomicBool::new(true));
+    let server = format!("https://127.0.0.1:{}", switch_relay(h.addr, up.clone()).await);
+    let phone = Phone::new();
+    let first = phone.login_to(&h, &server, "alice").await.expect("login");
+    up.store(false, Ordering::SeqCst);
+    let notice = phone.with(|v, a| v.logout(a, false, false)).await.expect("logout offline");
+    assert!(matches!(notice, LogoutNotice::Owed(_)), "{notice:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    up.store(true, Ordering::SeqCst);
+    let told = phone.with(|v, _| v.finish_logouts()).await.expect("finish");
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0].1, LogoutNotice::Delivered, "refreshed with the kept refresh token, then told");
+    let list = fieldvault_server::devices::list(&h.app.store).await.expect("list");
+    let old = list.iter().find(|d| d.id == first.device_id).expect("listed");
+    assert!(old.retired.is_some(), "{old:?}");
+    assert!(phone.with(|v, _| v.finish_logouts()).await.expect("again").is_empty(), "told once");
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
