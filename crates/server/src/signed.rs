@@ -1,28 +1,36 @@
 //! The signed channel (SPEC section 5, "Signed requests" and "Signed responses"): a layer
-//! every protected route sits behind. In order, before the handler runs:
+//! every protected route sits behind. Before the handler runs, in this order:
 //!
-//! 1. exactly one of each `X-*` header (400); `X-Key-Id` present (401 `invalid_signature`);
-//! 2. `X-Key-Id` names a session (401 `invalid_token`); from here on every answer, refusals
-//!    included, is signed with that session's secret and bound to the request's `X-Nonce`;
-//!    then no content coding other than `identity` (400) and the session not revoked (401;
-//!    `POST /v1/devices/ack` alone is accepted from a revoked session, so that a device can
-//!    acknowledge the directive that revoked it);
-//!    every response carries the device's pending directives in `X-Fieldvault-Directives`;
-//! 3. `X-Timestamp` within +/-300 s of the server clock (401 `stale_timestamp`, `Date` set);
-//! 4. the body within the limit (413), `X-Signature` verifies over method, raw request
-//!    target, body hash, timestamp and nonce, compared in constant time (401
-//!    `invalid_signature`);
-//! 5. the bearer access token (not on refresh or directive acknowledgement) is valid and names this session, user and
-//!    device (401 `invalid_token`);
-//! 6. `(key_id, nonce)` inserted uniquely in the shared store and committed (401
-//!    `replayed_nonce`), kept until timestamp + 300 s + the allowed skew.
+//! 1. The proof of the session secret. Exactly one of each `X-*` header (400); `X-Key-Id`,
+//!    `X-Timestamp`, `X-Nonce` and `X-Signature` present (401 `invalid_signature`) and well
+//!    formed (400); no content coding other than `identity` (400); `X-Key-Id` names a
+//!    session, revoked or not (401 `invalid_token`; the server holds every session's
+//!    secret); the body within the limit (413) and in time (400); `X-Signature` verifies
+//!    over method, raw request target, body hash, timestamp and nonce, compared in constant
+//!    time (401 `invalid_signature`). Until it has, nothing shows that the sender holds the
+//!    secret: these refusals are not signed and carry no directives.
+//! 2. From here on every answer, refusals included, is signed with the session's secret,
+//!    bound to the request's `X-Nonce`, and carries the device's pending directives in
+//!    `X-Fieldvault-Directives`. `X-Timestamp` within +/-300 s of the server clock (401
+//!    `stale_timestamp`, `Date` set);
+//! 3. `(key_id, nonce)` inserted uniquely in the shared store and committed (401
+//!    `replayed_nonce`), kept until timestamp + 300 s + the allowed skew;
+//! 4. the session not revoked (401 `invalid_token`; `POST /v1/devices/ack` alone is accepted
+//!    from a revoked session, so that a device can acknowledge the directive that revoked it);
+//! 5. the bearer access token (not on refresh or directive acknowledgement) is valid and
+//!    names this session, user and device (401 `invalid_token`).
 //!
-//! Only then does the request have any effect.
+//! Only then does the request have any effect. A signed refusal never leaves the request
+//! acceptable later: those of steps 4 and 5 come after its nonce is used up, and a stale
+//! timestamp records the nonce too for as long as any instance could still find it fresh
+//! (a timestamp ahead of the clock becomes fresh in time). So a device never holds a
+//! verified refusal of a request that then runs.
 
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -56,6 +64,8 @@ const REFRESH_PATH: &str = "/v1/auth/refresh";
 pub const ACK_PATH: &str = "/v1/devices/ack";
 /// The push route: its body may be up to `Config::push_body_limit`.
 const PUSH_PATH: &str = "/v1/sync/push";
+/// The latest time a nonce row can keep (the stores hold times as signed 64-bit integers).
+const LATEST_STORED_TIME: u64 = i64::MAX as u64;
 /// Pending directives ride in this header on every response to the device.
 pub const DIRECTIVES_HEADER: &str = "x-fieldvault-directives";
 
@@ -88,36 +98,19 @@ fn required<'a>(h: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
 /// The layer itself (`axum::middleware::from_fn_with_state`).
 pub async fn layer(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
-    // Step 1 needs no session; answers before step 2 cannot be signed (no secret is known).
-    let mut seen = std::collections::HashSet::new();
-    for name in parts.headers.keys() {
-        if name.as_str().starts_with("x-") && parts.headers.get_all(name).iter().count() > 1 && seen.insert(name) {
-            return ApiError::bad_request(format!("the {name} header appears more than once")).into_response();
-        }
-    }
-    let key_id = match required(&parts.headers, headers::KEY_ID) {
-        Ok(k) if k.len() <= 64 => k.to_owned(),
-        Ok(_) => return ApiError::invalid_token("unknown key id").into_response(),
+    let verified = match verify(&app, parts, body).await {
+        Ok(v) => v,
+        // Nothing shows the sender holds the session secret: not signed, no directives.
         Err(e) => return e.into_response(),
     };
-    let session = match app.store.session_by_key_id(&key_id).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return ApiError::invalid_token("the key id names no session").into_response(),
-        Err(e) => return ApiError::from(e).into_response(),
+    let directives = (!verified.session.directives.is_empty()).then(|| verified.session.directives.join(", "));
+    let signer = ResponseSigner {
+        app: app.clone(),
+        secret: verified.secret.clone(),
+        nonce: verified.nonce_header.clone(),
+        directives,
     };
-    let secret = match app.sealer.open(Purpose::SessionSecret, &session.id, &session.secret_sealed) {
-        Ok(bytes) => match <[u8; 32]>::try_from(bytes.as_slice()) {
-            Ok(arr) => Arc::new(SessionSecret::from_bytes(Zeroizing::new(arr))),
-            Err(_) => return ApiError::internal("a stored session secret has the wrong length").into_response(),
-        },
-        Err(e) => return ApiError::internal(e).into_response(),
-    };
-    let nonce_header = single(&parts.headers, headers::NONCE).ok().flatten().map(str::to_owned);
-    let directives = (!session.directives.is_empty()).then(|| session.directives.join(", "));
-    let signer = ResponseSigner { app: app.clone(), secret: secret.clone(), nonce: nonce_header, directives };
-
-    let outcome = check(&app, parts, body, session, secret, &key_id).await;
-    match outcome {
+    match admit(&app, verified).await {
         Ok((mut req, signed)) => {
             req.extensions_mut().insert(signed);
             signer.sign(next.run(req).await).await
@@ -126,33 +119,54 @@ pub async fn layer(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
     }
 }
 
-async fn check(
-    app: &Arc<App>,
-    parts: axum::http::request::Parts,
-    body: Body,
+/// A request whose signature verified under its session's secret, not yet admitted.
+struct Verified {
+    parts: Parts,
+    body: Bytes,
     session: SessionRecord,
     secret: Arc<SessionSecret>,
-    key_id: &str,
-) -> Result<(Request, SignedSession), ApiError> {
+    timestamp: u64,
+    nonce: [u8; 16],
+    /// `X-Nonce` exactly as sent: what the response signature is bound to.
+    nonce_header: String,
+}
+
+/// Step 1: the headers, the session the key id names, the body and the request signature.
+async fn verify(app: &Arc<App>, parts: Parts, body: Body) -> Result<Verified, ApiError> {
     let h = &parts.headers;
+    let mut seen = std::collections::HashSet::new();
+    for name in h.keys() {
+        if name.as_str().starts_with("x-") && h.get_all(name).iter().count() > 1 && seen.insert(name) {
+            return Err(ApiError::bad_request(format!("the {name} header appears more than once")));
+        }
+    }
+    let key_id = required(h, headers::KEY_ID)?;
+    if key_id.len() > 64 {
+        return Err(ApiError::invalid_token("unknown key id"));
+    }
     if let Some(coding) = single(h, header::CONTENT_ENCODING.as_str())?
         && !coding.eq_ignore_ascii_case("identity")
     {
         return Err(ApiError::bad_request("encoded request bodies are not accepted"));
     }
-    let ack = parts.uri.path() == ACK_PATH;
-    if session.revoked && !ack {
-        return Err(ApiError::invalid_token("the session has been revoked"));
-    }
     let ts_header = required(h, headers::TIMESTAMP)?;
     let timestamp = parse_timestamp(ts_header).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let now = app.now();
-    if !timestamp_is_fresh(timestamp, now) {
-        return Err(ApiError::stale_timestamp("X-Timestamp"));
-    }
     let nonce_header = required(h, headers::NONCE)?;
     let nonce = decode_nonce(nonce_header).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let signature = required(h, headers::SIGNATURE)?;
+
+    let session = app
+        .store
+        .session_by_key_id(key_id)
+        .await?
+        .ok_or_else(|| ApiError::invalid_token("the key id names no session"))?;
+    let secret = match app.sealer.open(Purpose::SessionSecret, &session.id, &session.secret_sealed) {
+        Ok(bytes) => match <[u8; 32]>::try_from(bytes.as_slice()) {
+            Ok(arr) => Arc::new(SessionSecret::from_bytes(Zeroizing::new(arr))),
+            Err(_) => return Err(ApiError::internal("a stored session secret has the wrong length")),
+        },
+        Err(e) => return Err(ApiError::internal(e)),
+    };
     // A push may carry up to 4 MiB of ops; every other signed body stays within 1 MiB.
     let limit = if parts.uri.path() == PUSH_PATH { app.config.push_body_limit } else { app.config.body_limit };
     let bytes = crate::app::read_body(body, &app.config, limit).await?;
@@ -160,11 +174,38 @@ async fn check(
     secret
         .verify_request(parts.method.as_str(), target, &bytes, ts_header, nonce_header, signature)
         .map_err(|e| ApiError::invalid_signature(e.to_string()))?;
+    let nonce_header = nonce_header.to_owned();
+    Ok(Verified { parts, body: bytes, session, secret, timestamp, nonce, nonce_header })
+}
 
+/// Steps 2 to 5, for a request that proved it holds the session secret: every refusal here
+/// is signed, so none may leave the same request acceptable later.
+async fn admit(app: &Arc<App>, verified: Verified) -> Result<(Request, SignedSession), ApiError> {
+    let Verified { parts, body, session, secret, timestamp, nonce, .. } = verified;
+    let now = app.now();
+    // Kept past the last moment any instance (clock up to MAX_SKEW_SECS ahead or behind)
+    // could still accept this timestamp, within what the store holds.
+    let expires_at = timestamp.saturating_add(TIMESTAMP_WINDOW_SECS + MAX_SKEW_SECS).min(LATEST_STORED_TIME);
+    if !timestamp_is_fresh(timestamp, now) {
+        // A timestamp ahead of this clock becomes fresh later, and one just behind it is
+        // still fresh on an instance whose clock is behind: the nonce is used up for as long
+        // as either could happen, so the refusal is final.
+        if expires_at >= now {
+            app.store.insert_nonce(&session.key_id, &nonce, expires_at).await?;
+        }
+        return Err(ApiError::stale_timestamp("X-Timestamp"));
+    }
+    if !app.store.insert_nonce(&session.key_id, &nonce, expires_at).await? {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, ProblemCode::ReplayedNonce, "this nonce was already used"));
+    }
+    let ack = parts.uri.path() == ACK_PATH;
+    if session.revoked && !ack {
+        return Err(ApiError::invalid_token("the session has been revoked"));
+    }
     let claims = if parts.uri.path() == REFRESH_PATH || ack {
         None
     } else {
-        let auth = single(h, header::AUTHORIZATION.as_str())?
+        let auth = single(&parts.headers, header::AUTHORIZATION.as_str())?
             .ok_or_else(|| ApiError::invalid_token("the Authorization header is missing"))?;
         let token = auth
             .strip_prefix("Bearer ")
@@ -175,22 +216,16 @@ async fn check(
         }
         Some(claims)
     };
-
-    // Kept past the last moment any instance (clock up to MAX_SKEW_SECS ahead or behind)
-    // could still accept this timestamp.
-    let expires_at = timestamp.saturating_add(TIMESTAMP_WINDOW_SECS + MAX_SKEW_SECS);
-    if !app.store.insert_nonce(key_id, &nonce, expires_at).await? {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, ProblemCode::ReplayedNonce, "this nonce was already used"));
-    }
-    let req = Request::from_parts(parts, Body::from(bytes));
+    let req = Request::from_parts(parts, Body::from(body));
     Ok((req, SignedSession { session, secret, claims }))
 }
 
-/// Signs every response to a request whose session is known.
+/// Signs every response to a request whose signature verified.
 struct ResponseSigner {
     app: Arc<App>,
     secret: Arc<SessionSecret>,
-    nonce: Option<String>,
+    /// The request's `X-Nonce`, exactly as sent.
+    nonce: String,
     /// Pending directives for the device, comma-separated compact JWS.
     directives: Option<String>,
 }
@@ -215,12 +250,10 @@ impl ResponseSigner {
         {
             parts.headers.insert(DIRECTIVES_HEADER, v);
         }
-        if let Some(nonce) = &self.nonce {
-            let ts = now.to_string();
-            let sig = self.secret.sign_response(parts.status.as_u16(), nonce, &bytes, &ts);
-            parts.headers.insert(headers::TIMESTAMP, HeaderValue::from_str(&ts).expect("digits are a header value"));
-            parts.headers.insert(headers::SIGNATURE, HeaderValue::from_str(&sig).expect("base64 is a header value"));
-        }
+        let ts = now.to_string();
+        let sig = self.secret.sign_response(parts.status.as_u16(), &self.nonce, &bytes, &ts);
+        parts.headers.insert(headers::TIMESTAMP, HeaderValue::from_str(&ts).expect("digits are a header value"));
+        parts.headers.insert(headers::SIGNATURE, HeaderValue::from_str(&sig).expect("base64 is a header value"));
         Response::from_parts(parts, Body::from(bytes))
     }
 }

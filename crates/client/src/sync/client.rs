@@ -406,7 +406,16 @@ fn push_bisecting(
             "device_seq": seq,
         });
         let bytes = serde_json::to_vec(&body).map_err(|e| Error::MalformedAnswer(e.to_string()))?;
-        let resp = signed(channel, conn, path, Method::Post, "/v1/sync/push", &bytes)?;
+        let resp = match signed(channel, conn, path, Method::Post, "/v1/sync/push", &bytes) {
+            // Over the server's body limit: refused before the server could check the
+            // signature, so the refusal is unsigned. Halving only changes what is sent next,
+            // so it needs no proof; setting an op aside would, and is not done on this word.
+            Err(Error::UnsignedRefusal { status: 413, .. }) if batch.len() > 1 => {
+                halve(&mut work, batch);
+                continue;
+            }
+            other => other?,
+        };
         match resp.status {
             200 => {
                 let answer: PushResponse = serde_json::from_slice(&resp.body)
@@ -415,18 +424,20 @@ fn push_bisecting(
             }
             // A batch the server cannot take whole (a malformed op, or over its size limit):
             // halves until the one op at fault is set aside and the rest go through.
-            400 | 413 if batch.len() > 1 => {
-                let mut batch = batch;
-                let second = batch.split_off(batch.len() / 2);
-                work.push(second);
-                work.push(batch);
-            }
+            400 | 413 if batch.len() > 1 => halve(&mut work, batch),
             400 => engine::reject_op(conn, path, &batch[0], "bad_request")?,
             413 => engine::reject_op(conn, path, &batch[0], "too_large")?,
             _ => return Err(refused(&resp)),
         }
     }
     Ok(done)
+}
+
+/// Queues `batch` again as two halves, the first half to be sent first.
+fn halve(work: &mut Vec<Vec<InFlight>>, mut batch: Vec<InFlight>) {
+    let second = batch.split_off(batch.len() / 2);
+    work.push(second);
+    work.push(batch);
 }
 
 /// Push until the outbox has nothing more to send, then pull every page.

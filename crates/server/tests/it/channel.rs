@@ -87,8 +87,11 @@ async fn stale_timestamps_are_refused_with_the_server_time() {
         let h = Harness::start(b).await;
         let d = h.device("alice").await;
         for at in [now() - 301, now() + 301] {
-            let r = h.send(&Signed::new(&d, "GET", "/v1/devices/self", b"", at).raw()).await;
+            let req = Signed::new(&d, "GET", "/v1/devices/self", b"", at);
+            let r = h.send(&req.raw()).await;
             assert_eq!((r.status, r.code().as_str()), (401, "stale_timestamp"));
+            // Signed: the device may take the server's time from it.
+            r.verify(&d.secret, &req.nonce).expect("a signed refusal");
             let date = r.header("date").expect("Date");
             let server = httpdate::parse_http_date(date).expect("IMF-fixdate");
             let secs = server.duration_since(std::time::UNIX_EPOCH).expect("epoch").as_secs();
@@ -160,7 +163,7 @@ async fn duplicated_x_headers_and_encoded_bodies_are_refused_before_any_effect()
         gz.extra_headers.push(("Content-Encoding".into(), "gzip".into()));
         let r = h.send(&gz.raw()).await;
         assert_eq!((r.status, r.code().as_str()), (400, "bad_request"));
-        r.verify(&d.secret, &gz.nonce).expect("signed");
+        assert_unsigned(&r, "coded body");
         // The session survived all of them.
         assert_eq!(h.send(&Signed::new(&d, "GET", "/v1/devices/self", b"", now()).raw()).await.status, 200);
     }
@@ -258,7 +261,7 @@ async fn limits_and_malformed_input_get_problems_never_a_500() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_signing_headers_are_bad_requests_and_signed_refusals() {
+async fn malformed_signing_headers_are_refused_unsigned() {
     for b in backends() {
         let h = Harness::start(b).await;
         let d = h.device("alice").await;
@@ -280,11 +283,13 @@ async fn malformed_signing_headers_are_bad_requests_and_signed_refusals() {
             let r = h.send(&req.raw()).await;
             assert!(r.status == 400 || r.status == 401, "{}: {}", r.status, r.text());
             assert!(["bad_request", "invalid_signature"].contains(&r.code().as_str()), "{}", r.text());
+            assert_unsigned(&r, "a malformed signing header");
         }
         let mut missing = base.clone();
         missing.signature = String::new();
         let r = h.send(&missing.raw()).await;
         assert_eq!((r.status, r.code().as_str()), (401, "invalid_signature"));
+        assert_unsigned(&r, "an empty signature");
         // After all that the session is intact.
         assert_eq!(h.send(&Signed::new(&d, "GET", "/v1/devices/self", b"", now()).raw()).await.status, 200);
     }
@@ -319,5 +324,195 @@ async fn openapi_document_lists_every_route() {
     let token = &doc["components"]["schemas"]["TokenResponse"]["properties"];
     for field in ["device_secret", "device_reason", "directives", "lease"] {
         assert!(token[field].is_object(), "TokenResponse.{field}: {token}");
+    }
+}
+
+/// Asserts an answer carries nothing that could pass for the server's word: no response
+/// signature and no directives.
+fn assert_unsigned(r: &crate::harness::Response, what: &str) {
+    for name in ["x-signature", "x-timestamp", "x-fieldvault-directives"] {
+        assert_eq!(r.header(name), None, "{what}: {name} on an answer before the signature verified");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_before_the_signature_verifies_are_unsigned_and_carry_no_directives() {
+    use fieldvault_core::protocol::DirectiveKind;
+    for b in backends() {
+        let h = Harness::start(b).await;
+        let (d, other) = (h.device("alice").await, h.device("bob").await);
+        // A wiped device: its directive rides on every answer signed for it.
+        fieldvault_server::devices::issue_directive(
+            &h.app.store,
+            &h.app.tokens,
+            &d.device_id,
+            DirectiveKind::Wipe,
+            now(),
+        )
+        .await
+        .expect("wipe");
+        let device = h.app.store.device(&d.device_id).await.expect("store").expect("device");
+        assert_eq!(device.directives.len(), 1);
+        let claims = h.app.verifier.directive(&device.directives[0]).expect("a valid directive");
+        let body = serde_json::json!({ "jtis": [claims.jti] }).to_string();
+        let mut good = Signed::new(&d, "POST", "/v1/devices/ack", body.as_bytes(), now());
+        good.bearer = None;
+
+        let mut cases: Vec<(&str, Signed, u16, &str)> = Vec::new();
+        let mut c = good.clone();
+        c.key_id = "k_nobody".into();
+        cases.push(("unknown key id", c, 401, "invalid_token"));
+        let mut c = good.clone();
+        c.key_id = "k".repeat(65);
+        cases.push(("overlong key id", c, 401, "invalid_token"));
+        let mut c = good.clone();
+        c.extra_headers.push(("X-Nonce".into(), random_nonce()));
+        cases.push(("duplicated X-Nonce", c, 400, "bad_request"));
+        let mut c = good.clone();
+        c.extra_headers.push(("X-Signature".into(), good.signature.clone()));
+        cases.push(("duplicated X-Signature", c, 400, "bad_request"));
+        let mut c = good.clone();
+        c.extra_headers.push(("Content-Encoding".into(), "gzip".into()));
+        cases.push(("coded body", c, 400, "bad_request"));
+        let mut c = good.clone();
+        c.timestamp = "12a".into();
+        cases.push(("malformed timestamp", c, 400, "bad_request"));
+        let mut c = good.clone();
+        c.nonce = "AAAA".into();
+        cases.push(("malformed nonce", c, 400, "bad_request"));
+        let mut c = good.clone();
+        c.signature = String::new();
+        cases.push(("empty signature", c, 401, "invalid_signature"));
+        let mut c = good.clone();
+        let mut sig = c.signature.into_bytes();
+        sig[0] = if sig[0] == b'A' { b'B' } else { b'A' };
+        c.signature = String::from_utf8(sig).expect("ascii");
+        cases.push(("bad signature", c, 401, "invalid_signature"));
+        let mut c = good.clone();
+        c.signature = other.secret.sign_request("POST", "/v1/devices/ack", body.as_bytes(), &c.timestamp, &c.nonce);
+        cases.push(("another session's signature", c, 401, "invalid_signature"));
+        let mut c = good.clone();
+        c.body = serde_json::json!({ "jtis": [] }).to_string().into_bytes();
+        cases.push(("body hash mismatch", c, 401, "invalid_signature"));
+        let mut c = good.clone();
+        c.timestamp = (now() - 1000).to_string();
+        cases.push(("stale timestamp under a signature it does not match", c, 401, "invalid_signature"));
+        let mut c = good.clone();
+        c.body = vec![b' '; (1 << 20) + 1];
+        cases.push(("body over the limit", c, 413, "too_large"));
+        for (what, req, status, code) in cases {
+            let r = h.send(&req.raw()).await;
+            assert_eq!((r.status, r.code().as_str()), (status, code), "{what}: {}", r.text());
+            assert_unsigned(&r, what);
+        }
+        // None of them used up the nonce: the real request, sent last, is accepted, signed,
+        // and carries the directive it acknowledges.
+        let r = h.send(&good.raw()).await;
+        assert_eq!((r.status, r.json()["acknowledged"].as_u64()), (200, Some(1)), "{}", r.text());
+        r.verify(&d.secret, &good.nonce).expect("signed");
+        assert_eq!(r.header("x-fieldvault-directives"), Some(device.directives[0].as_str()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_stripped_of_its_bearer_is_refused_signed_and_can_never_run_after() {
+    for b in backends() {
+        let h = Harness::start(b).await;
+        let (d, bob) = (h.device("alice").await, h.device("bob").await);
+        for bearer in [None, Some(bob.access_token.clone()), Some("not a token".to_owned())] {
+            let full = Signed::new(&d, "POST", "/v1/auth/logout", b"{}", now());
+            // A party on the path takes the bearer off (or puts another in): the signature
+            // still verifies, so the refusal is signed and bound to the nonce...
+            let mut stripped = full.clone();
+            stripped.bearer = bearer;
+            let r = h.send(&stripped.raw()).await;
+            assert_eq!((r.status, r.code().as_str()), (401, "invalid_token"), "{}", r.text());
+            r.verify(&d.secret, &full.nonce).expect("a signed refusal");
+            // ... and that nonce is used up: the original request, replayed later, never runs.
+            let replay = h.send(&full.raw()).await;
+            assert_eq!((replay.status, replay.code().as_str()), (401, "replayed_nonce"), "{}", replay.text());
+            replay.verify(&d.secret, &full.nonce).expect("a signed refusal");
+            assert_eq!(h.signed(&d, "GET", "/v1/devices/self", b"").await.status, 200, "not logged out");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_timestamp_is_refused_signed_and_the_request_stays_refused_when_its_time_comes() {
+    for b in backends() {
+        let h = Harness::start(b).await;
+        let d = h.device("alice").await;
+        // Ahead of the server's clock: refused with a verified answer the device can take the
+        // time from...
+        let ahead = Signed::new(&d, "POST", "/v1/auth/logout", b"{}", now() + 400);
+        let r = h.send(&ahead.raw()).await;
+        assert_eq!((r.status, r.code().as_str()), (401, "stale_timestamp"), "{}", r.text());
+        r.verify(&d.secret, &ahead.nonce).expect("a signed refusal");
+        assert!(r.header("date").is_some());
+        // ... and when the server's clock reaches it, the same request is still refused.
+        h.offset.store(400, Ordering::SeqCst);
+        let later = h.send(&ahead.raw()).await;
+        assert_eq!((later.status, later.code().as_str()), (401, "replayed_nonce"), "{}", later.text());
+        h.offset.store(0, Ordering::SeqCst);
+        // Just behind this instance's window, and so still inside that of an instance whose
+        // clock is 60 s behind (the skew allowed between instances): refused there too.
+        let behind = Signed::new(&d, "POST", "/v1/auth/logout", b"{}", now() - 330);
+        let r = h.send(&behind.raw()).await;
+        assert_eq!((r.status, r.code().as_str()), (401, "stale_timestamp"), "{}", r.text());
+        r.verify(&d.secret, &behind.nonce).expect("a signed refusal");
+        let slow = h.sibling().await;
+        slow.offset.store(-60, Ordering::SeqCst);
+        let elsewhere = slow.send(&behind.raw()).await;
+        assert_eq!((elsewhere.status, elsewhere.code().as_str()), (401, "replayed_nonce"), "{}", elsewhere.text());
+        // The session was never logged out.
+        assert_eq!(h.signed(&d, "GET", "/v1/devices/self", b"").await.status, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_session_is_answered_signed_with_its_wipe_in_the_order_of_the_checks() {
+    use fieldvault_core::protocol::DirectiveKind;
+    for b in backends() {
+        let h = Harness::start(b).await;
+        let d = h.device("alice").await;
+        let claims = fieldvault_server::devices::issue_directive(
+            &h.app.store,
+            &h.app.tokens,
+            &d.device_id,
+            DirectiveKind::Wipe,
+            now(),
+        )
+        .await
+        .expect("wipe");
+        let wipe = |r: &crate::harness::Response| {
+            let header = r.header("x-fieldvault-directives").expect("the directive rides along");
+            assert_eq!(h.app.verifier.directive(header).expect("valid"), claims);
+        };
+        // Revoked: a signed 401 that carries the wipe.
+        let req = Signed::new(&d, "GET", "/v1/devices/self", b"", now());
+        let r = h.send(&req.raw()).await;
+        assert_eq!((r.status, r.code().as_str()), (401, "invalid_token"));
+        r.verify(&d.secret, &req.nonce).expect("signed");
+        wipe(&r);
+        // The timestamp and the nonce are judged before revocation: a device with a skewed
+        // clock learns the time from a verified answer even though it has been wiped.
+        let skewed = Signed::new(&d, "GET", "/v1/devices/self", b"", now() - 900);
+        let r = h.send(&skewed.raw()).await;
+        assert_eq!((r.status, r.code().as_str()), (401, "stale_timestamp"), "{}", r.text());
+        r.verify(&d.secret, &skewed.nonce).expect("signed");
+        wipe(&r);
+        let r = h.send(&req.raw()).await;
+        assert_eq!((r.status, r.code().as_str()), (401, "replayed_nonce"), "{}", r.text());
+        r.verify(&d.secret, &req.nonce).expect("signed");
+        wipe(&r);
+        // The device acknowledges with the revoked session's secret; then the header is gone.
+        let body = serde_json::json!({ "jtis": [claims.jti] }).to_string();
+        let mut ack = Signed::new(&d, "POST", "/v1/devices/ack", body.as_bytes(), now());
+        ack.bearer = None;
+        let r = h.send(&ack.raw()).await;
+        assert_eq!((r.status, r.json()["acknowledged"].as_u64()), (200, Some(1)), "{}", r.text());
+        r.verify(&d.secret, &ack.nonce).expect("signed");
+        let r = h.signed(&d, "GET", "/v1/devices/self", b"").await;
+        assert_eq!((r.status, r.header("x-fieldvault-directives")), (401, None));
     }
 }

@@ -653,6 +653,25 @@ async fn pushes_past_one_mebibyte_go_through_and_a_disabled_user_is_told_to_log_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_over_the_servers_body_limit_is_sent_in_halves_though_the_refusal_is_unsigned() {
+    for backend in backends() {
+        // A server that takes pushes of 1 MiB at most: it refuses a larger one before it has
+        // read the body, so before the signature is checked, and cannot sign the 413.
+        let config = fieldvault_server::Config { push_body_limit: 1 << 20, ..Default::default() };
+        let h = Harness::start_bare_with_config(backend, None, config).await;
+        h.add_user("alice", &["inspector"]).await;
+        let phone = Phone::new();
+        phone.login(&h, "alice").await;
+        for i in 0..3 {
+            phone.put("scans", &format!("s{i}"), json!({"data": "x".repeat(400_000)})).await;
+        }
+        let r = phone.sync().await.expect("the push goes through in smaller batches");
+        assert_eq!((r.pushed, r.rejected), (3, 0), "{r:?}");
+        assert_eq!(phone.outbox_len().await, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_of_large_documents_past_the_answer_limit_asks_for_smaller_pages() {
     let backend = backends().remove(0);
     let h = Harness::start(backend).await;
