@@ -8,13 +8,13 @@ use std::io::Read;
 
 use fieldvault_client::{Document, MAX_DOCUMENT_BYTES, Status, Unlocked, Vault, parse_body};
 use fieldvault_core::{AccountName, KeystoreKind, KeystoreParams, Purpose, SlotState};
+use fieldvault_hygiene::core_dumps_disabled;
 use fieldvault_keystore::{KeyStore, OsStore, PassphraseStore};
 use serde_json::{Map, Value, json};
 
 use crate::cli::{
     AccountCommand, AttachmentCommand, Cli, Command, ConflictsCommand, Global, KeepChoice, KeystoreChoice,
 };
-use crate::hygiene::core_dumps_disabled;
 use crate::secret_input::{Prompt, Source, confirm, passphrase, password};
 
 pub fn run(cli: Cli) -> Result<()> {
