@@ -141,7 +141,10 @@ pub enum Command {
     /// Import a plaintext SQLite database into the account, then remove the plaintext file
     ///
     /// Each table with an `id` column becomes a collection, each row a document of its other
-    /// columns. Any other shape refuses the whole import; nothing is written and the file stays.
+    /// columns. A text cell holding a JSON object becomes that object only if parsing changes
+    /// nothing (no key twice, every number as written), else it stays text (listed). Any other
+    /// shape, binary data or text that is not UTF-8 refuses the whole import; nothing is
+    /// written and the file stays.
     Migrate {
         /// The plaintext SQLite file
         #[arg(long, value_name = "PLAIN.sqlite")]

@@ -8,13 +8,13 @@ use std::io::Read;
 
 use fieldvault_client::{Document, LogoutNotice, MAX_DOCUMENT_BYTES, Status, Unlocked, Vault, parse_body};
 use fieldvault_core::{AccountName, KeystoreKind, KeystoreParams, Purpose, SlotState};
+use fieldvault_hygiene::core_dumps_disabled;
 use fieldvault_keystore::{KeyStore, OsStore, PassphraseStore};
 use serde_json::{Map, Value, json};
 
 use crate::cli::{
     AccountCommand, AttachmentCommand, Cli, Command, ConflictsCommand, Global, KeepChoice, KeystoreChoice,
 };
-use crate::hygiene::core_dumps_disabled;
 use crate::secret_input::{Prompt, Source, confirm, passphrase, password};
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -436,12 +436,21 @@ fn migrate(g: &Global, dir: &Path, from: &Path) -> Result<()> {
     })?;
     bar.finish_and_clear();
     let total: u64 = m.collections.values().sum();
+    let kept: Vec<Value> =
+        m.kept_as_text.iter().map(|k| json!({ "collection": k.collection, "id": k.id, "column": k.column })).collect();
     emit(
         g,
-        json!({ "imported": m.collections, "not_imported": m.not_imported, "removed": from.display().to_string() }),
+        json!({ "imported": m.collections, "not_imported": m.not_imported, "kept_as_text": kept,
+            "removed": from.display().to_string() }),
         || {
             let mut s: Vec<String> = m.collections.iter().map(|(c, n)| format!("imported {n} rows into {c}")).collect();
             s.extend(m.not_imported.iter().map(|o| format!("not imported (holds no rows): {o}")));
+            s.extend(m.kept_as_text.iter().map(|k| {
+                format!(
+                    "kept as text (a JSON object that parsing would change): {}/{} column {}",
+                    k.collection, k.id, k.column
+                )
+            }));
             s.push(format!("{total} rows imported; removed {}", from.display()));
             s.join("\n")
         },

@@ -3,14 +3,13 @@
 
 mod cli;
 mod commands;
-mod hygiene;
 mod secret_input;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     // Before anything can hold a key: no core dumps, not dumpable.
-    let hygiene = hygiene::disable_core_dumps();
+    let hygiene = fieldvault_hygiene::disable_core_dumps();
     let cli = match cli::parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),

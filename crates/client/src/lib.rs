@@ -52,7 +52,7 @@ pub use documents::{
 };
 pub use error::Error;
 pub use keys::{Parked, UnlockPolicy, Unlocked};
-pub use migrate::Migration;
+pub use migrate::{KeptAsText, Migration};
 pub use pinning::{PinnedVerifier, Pins, pinned_client_config};
 pub use session::{DEFAULT_IDLE_TIMEOUT, Session};
 pub use store::{Finding, Report};

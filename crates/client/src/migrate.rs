@@ -2,16 +2,18 @@
 //! database with no row lost, then removed.
 //!
 //! Each table with an `id` column becomes a collection of the same name and each row a
-//! document of its other columns (a text column holding a JSON object stays an object).
-//! Any other shape (no `id`, a NULL or binary id, duplicate ids, binary data, a virtual
-//! table, a table name that is not a collection name) refuses the whole import before
-//! anything is written. The import is one transaction; counts are checked before it
+//! document of its other columns. A text cell holding a JSON object becomes that object only
+//! when parsing it changes nothing (no key twice in any object, every number read back as
+//! written: see [`parses_as_written`]); otherwise it stays its text, as any other text does.
+//! Any other shape (no `id`, a NULL or binary id, duplicate ids, binary data, text that is
+//! not UTF-8, a virtual table, a table name that is not a collection name) refuses the whole
+//! import before anything is committed. The import is one transaction; counts are checked before it
 //! commits; only then is the plaintext file (and its -wal, -shm, -journal) removed. A kill
 //! midway leaves the plaintext file in place and no half import. Running it again after a
 //! kill between the commit and the removal finds every row already imported, identical,
 //! and finishes by removing the file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use fieldvault_core::AccountName;
@@ -30,6 +32,21 @@ pub struct Migration {
     pub collections: BTreeMap<String, u64>,
     /// Schema objects that hold no rows and were not imported (views, indexes, triggers).
     pub not_imported: Vec<String>,
+    /// Text cells holding a JSON object that were imported as their text, because parsing
+    /// them would have changed them (a key twice, a number that does not read back as written).
+    pub kept_as_text: Vec<KeptAsText>,
+}
+
+/// A text cell holding a JSON object that was imported as its text (a string) rather than as
+/// an object, because parsing it would have changed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeptAsText {
+    /// The collection (the table's name).
+    pub collection: String,
+    /// The document's id.
+    pub id: String,
+    /// The column, now the document's field.
+    pub column: String,
 }
 
 fn refuse(msg: String) -> Error {
@@ -98,10 +115,143 @@ fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// One row as (id, document body).
-fn row_to_doc(table: &str, columns: &[String], row: &rusqlite::Row<'_>) -> Result<(String, Map<String, Value>), Error> {
+/// What a text cell holds.
+enum TextCell {
+    /// A JSON object that parsing left as written.
+    Object(Value),
+    /// A JSON object that parsing would change: kept as its text.
+    ObjectNotAsWritten,
+    /// Anything else: kept as its text.
+    Text,
+}
+
+/// What a text cell holds: a JSON object only when it parses to exactly what it says
+/// ([`parses_as_written`] has the rule).
+fn text_cell(text: &str) -> TextCell {
+    match serde_json::from_str::<Value>(text) {
+        Ok(object @ Value::Object(_)) if parses_as_written(text) => TextCell::Object(object),
+        Ok(Value::Object(_)) => TextCell::ObjectNotAsWritten,
+        _ => TextCell::Text,
+    }
+}
+
+/// Whether parsing `json` (valid JSON) into a [`Value`] keeps everything it says: no object
+/// names a key twice (the parser would keep one value; keys compare after unescaping, so
+/// `"a"` and `"\u0061"` are the same key), and every number reads back as written
+/// ([`number_as_written`]). Key order and white space are not kept, and need not be: the
+/// order of an object's keys carries no meaning in JSON.
+fn parses_as_written(json: &str) -> bool {
+    // Per open object the keys seen so far; `None` for an open array.
+    let mut open: Vec<Option<HashSet<String>>> = Vec::new();
+    let mut key_next = false;
+    let bytes = json.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'{' => {
+                open.push(Some(HashSet::new()));
+                key_next = true;
+            }
+            b'[' => open.push(None),
+            b'}' | b']' => {
+                open.pop();
+            }
+            b',' => key_next = matches!(open.last(), Some(Some(_))),
+            b'"' => {
+                let end = string_end(bytes, i);
+                if key_next {
+                    key_next = false;
+                    let Ok(key) = serde_json::from_str::<String>(&json[i..end]) else { return false };
+                    if let Some(Some(keys)) = open.last_mut()
+                        && !keys.insert(key)
+                    {
+                        return false;
+                    }
+                }
+                i = end;
+                continue;
+            }
+            b'-' | b'0'..=b'9' => {
+                let len = bytes[i..]
+                    .iter()
+                    .position(|b| !matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                    .unwrap_or(bytes.len() - i);
+                if !number_as_written(&json[i..i + len]) {
+                    return false;
+                }
+                i += len;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The index just past the string that opens with the quote at `start`.
+fn string_end(bytes: &[u8], start: usize) -> usize {
+    let mut i = start + 1;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'\\' => i += 2,
+            b'"' => return i + 1,
+            _ => i += 1,
+        }
+    }
+    bytes.len()
+}
+
+/// Whether a JSON number, parsed and written again, is the number written: an integer stays
+/// an integer of the same value (serde_json holds one exactly only within 64 bits: past them
+/// it becomes an approximate float, and `-0` becomes the float `-0.0`), and a number with a
+/// fraction or an exponent is written again as the same decimal value (`1.0` stays `1.0`,
+/// `1.50` becomes `1.5`, `2e3` becomes `2000.0`; `0.10000000000000000001` would become `0.1`,
+/// `1e-400` would become `0.0`). Out of range (`1e400`) the whole text does not parse.
+fn number_as_written(token: &str) -> bool {
+    let Ok(n) = serde_json::from_str::<serde_json::Number>(token) else { return false };
+    if !token.contains(['.', 'e', 'E']) {
+        return n.is_i64() || n.is_u64();
+    }
+    let written = n.to_string();
+    n.is_f64() && decimal(token).is_some_and(|d| decimal(&written) == Some(d))
+}
+
+/// A JSON number's sign, significant digits and the power of ten of its last significant
+/// digit: `-1.50e2` is `(true, "15", 1)`, `0.0` is `(false, "", 0)`.
+fn decimal(token: &str) -> Option<(bool, String, i64)> {
+    let (negative, unsigned) = match token.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, token),
+    };
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i64>().ok()?),
+        None => (unsigned, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all = format!("{int}{frac}");
+    let trimmed = all.trim_end_matches('0');
+    let mut power = exponent.checked_sub(i64::try_from(frac.len()).ok()?)?;
+    power = power.checked_add(i64::try_from(all.len() - trimmed.len()).ok()?)?;
+    let digits = trimmed.trim_start_matches('0');
+    if digits.is_empty() {
+        power = 0;
+    }
+    Some((negative, digits.to_owned(), power))
+}
+
+/// One source row as a document.
+struct RowDocument {
+    id: String,
+    body: Map<String, Value>,
+    /// The columns whose JSON object was kept as text.
+    kept_as_text: Vec<String>,
+}
+
+fn row_to_doc(table: &str, columns: &[String], row: &rusqlite::Row<'_>) -> Result<RowDocument, Error> {
     let mut id = None;
     let mut body = Map::new();
+    let mut kept = Vec::new();
     for (i, col) in columns.iter().enumerate() {
         let v = row.get_ref(i).map_err(|e| refuse(format!("table {table:?} column {col:?}: {e}")))?;
         let value = match v {
@@ -113,9 +263,14 @@ fn row_to_doc(table: &str, columns: &[String], row: &rusqlite::Row<'_>) -> Resul
             ValueRef::Text(t) => {
                 let s = std::str::from_utf8(t)
                     .map_err(|_| refuse(format!("table {table:?} column {col:?} holds text that is not UTF-8")))?;
-                match serde_json::from_str::<Value>(s) {
-                    Ok(obj @ Value::Object(_)) => obj,
-                    _ => Value::String(s.to_owned()),
+                // An id is its text; a field is a JSON object only when that loses nothing.
+                match if col == "id" { TextCell::Text } else { text_cell(s) } {
+                    TextCell::Object(object) => object,
+                    TextCell::ObjectNotAsWritten => {
+                        kept.push(col.clone());
+                        Value::String(s.to_owned())
+                    }
+                    TextCell::Text => Value::String(s.to_owned()),
                 }
             }
             ValueRef::Blob(_) => {
@@ -136,17 +291,23 @@ fn row_to_doc(table: &str, columns: &[String], row: &rusqlite::Row<'_>) -> Resul
     }
     let id = id.expect("the id column was checked");
     check_id(&id).map_err(|e| refuse(format!("table {table:?}: {e}")))?;
-    Ok((id, body))
+    Ok(RowDocument { id, body, kept_as_text: kept })
 }
 
 impl Unlocked {
     /// Imports the plaintext SQLite database at `plain` into `account`, then removes it.
     /// `progress(done, total)` is called as rows are imported.
     ///
+    /// Each row becomes a document of its columns but `id`. A text cell holding a JSON
+    /// object becomes that object only when parsing it changes nothing (no key twice in any
+    /// object, every number read back as written: a big integer, `-0` or
+    /// `0.10000000000000000001` would change); otherwise it is imported as its text and
+    /// listed in [`Migration::kept_as_text`].
+    ///
     /// # Errors
-    /// [`Error::Migration`] for a shape that cannot be imported, a row that conflicts with a
-    /// document already in the vault, or a file that is not plaintext SQLite: nothing is
-    /// written and the file stays. [`Error::NoSpace`] before anything is written.
+    /// [`Error::Migration`] for a shape that cannot be imported (binary data and text that is
+    /// not UTF-8 included), a row that conflicts with a document already in the vault, or a
+    /// file that is not plaintext SQLite: nothing is written and the file stays. [`Error::NoSpace`] before anything is written.
     pub fn migrate_from(
         &mut self,
         account: &AccountName,
@@ -175,7 +336,7 @@ impl Unlocked {
         let target = self.vault.account_dir(account).join(DB_FILE);
         self.vault.disk.ensure_free_space(&target, size.saturating_mul(2) + (1 << 20))?;
         let total: u64 = tables.iter().map(|t| t.rows).sum();
-        let mut report = Migration { collections: BTreeMap::new(), not_imported };
+        let mut report = Migration { collections: BTreeMap::new(), not_imported, kept_as_text: Vec::new() };
 
         let disk = self.vault.disk.clone();
         let docs = self.documents(account)?;
@@ -199,7 +360,12 @@ impl Unlocked {
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0);
             while let Some(row) = rows.next().map_err(src_err(&plain))? {
-                let (id, body) = row_to_doc(&t.name, &t.columns, row)?;
+                let RowDocument { id, body, kept_as_text } = row_to_doc(&t.name, &t.columns, row)?;
+                report.kept_as_text.extend(kept_as_text.into_iter().map(|column| KeptAsText {
+                    collection: t.name.clone(),
+                    id: id.clone(),
+                    column,
+                }));
                 let text = Value::Object(body).to_string();
                 if text.len() > MAX_DOCUMENT_BYTES {
                     return Err(refuse(format!(
@@ -251,5 +417,39 @@ impl Unlocked {
         }
         progress(total, total);
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_numbers_inside_strings_are_text() {
+        let json = r#"{"s":"\",\"s\":1e400, -0 \\","t":["{\"t\":1,\"t\":2}"],"u":"\u0073"}"#;
+        assert!(serde_json::from_str::<Value>(json).is_ok());
+        assert!(parses_as_written(json));
+    }
+
+    #[test]
+    fn a_key_may_repeat_across_objects_but_not_within_one() {
+        assert!(parses_as_written(r#"{"a":{"a":1},"b":[{"a":1},{"a":2}],"c":{"a":{"a":null}}}"#));
+        assert!(!parses_as_written(r#"{"a":{"b":1},"c":2,"a":3}"#), "after a nested object closes");
+        assert!(!parses_as_written(r#"{"a":[1,{"b":1,"b":1}]}"#), "inside an array");
+    }
+
+    #[test]
+    fn numbers_compare_by_decimal_value_sign_and_kind() {
+        assert_eq!(decimal("-1.50e2"), Some((true, "15".to_owned(), 1)));
+        assert_eq!(decimal("0.000"), Some((false, String::new(), 0)));
+        assert_eq!(decimal("1200"), decimal("1.2E+3"));
+        for same in ["0", "-1", "1.0", "-0.0", "0.5", "1e-7", "5e-324", "1.7976931348623157e308", "9007199254740992.0"]
+        {
+            assert!(number_as_written(same), "{same}");
+        }
+        // 2^53 + 1 has no f64: it reads back as 2^53.
+        for changed in ["-0", "18446744073709551616", "9007199254740993.0", "1e-400", "1e99999999999999999999"] {
+            assert!(!number_as_written(changed), "{changed}");
+        }
     }
 }

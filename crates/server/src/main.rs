@@ -373,6 +373,9 @@ fn quiet_rule_panics() {
 }
 
 fn main() -> ExitCode {
+    // Before anything can hold a key (the store key, the token-signing key, unsealed session
+    // secrets): no core dumps, not dumpable.
+    let hygiene = fieldvault_hygiene::disable_core_dumps();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FIELDVAULT_LOG")
@@ -381,7 +384,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     quiet_rule_panics();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Err(why) = hygiene {
+        tracing::warn!(error = %why, "could not disable core dumps; a crash may write this process's keys to disk");
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let mut line = e.to_string();

@@ -106,15 +106,19 @@ fn migrate_imports_a_plaintext_database_and_removes_it() {
     let plain = env.vault.parent().expect("parent").join("legacy.sqlite");
     let status = std::process::Command::new("sqlite3")
         .arg(&plain)
-        .arg("CREATE TABLE jobs (id INTEGER PRIMARY KEY, site TEXT, meta TEXT); INSERT INTO jobs VALUES (1, 'north', '{\"crew\": 3}'), (2, 'south', NULL);")
+        .arg("CREATE TABLE jobs (id INTEGER PRIMARY KEY, site TEXT, meta TEXT); INSERT INTO jobs VALUES (1, 'north', '{\"crew\": 3}'), (2, 'south', NULL), (3, 'east', '{\"n\":123456789012345678901234,\"a\":1,\"a\":2}');")
         .status()
         .expect("sqlite3 (installed by scripts/setup.sh)");
     assert!(status.success());
     let out = env.json(&["migrate", "--from", plain.to_str().expect("utf-8 path")], &[PASS]);
-    assert_eq!(out["imported"]["jobs"], 2);
+    assert_eq!(out["imported"]["jobs"], 3);
+    assert_eq!(out["kept_as_text"], serde_json::json!([{"collection": "jobs", "id": "3", "column": "meta"}]));
     assert!(!plain.exists());
     let job = env.json(&["get", "jobs", "1"], &[PASS]);
     assert_eq!(job["body"]["meta"]["crew"], 3);
+    // A JSON object that parsing would change (an integer past 64 bits, a key twice) stays its text.
+    let job = env.json(&["get", "jobs", "3"], &[PASS]);
+    assert_eq!(job["body"]["meta"], r#"{"n":123456789012345678901234,"a":1,"a":2}"#);
     // A file that is not importable is refused in one line and stays.
     std::fs::write(&plain, b"not a database at all, just text").expect("write");
     assert_fails_with(

@@ -24,6 +24,54 @@ fn init_then_status_shows_the_key_hierarchy() {
     assert!(text(&human.stdout).contains("keystore  passphrase (Argon2id, 64 MiB"));
 }
 
+/// The uid of `nobody`, for a process that must not run as root.
+const NOBODY: u32 = 65534;
+
+#[test]
+fn a_running_fieldvault_has_core_dumps_off_and_is_not_dumpable() {
+    use std::io::{BufRead, Write};
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+
+    let env = Env::new();
+    let dir = env.vault.parent().expect("parent").to_owned();
+    // `init` notes that it falls back to the passphrase keystore, then waits for the
+    // passphrase on a FIFO that this test writes once it has looked at the process.
+    let fifo = dir.join("passphrase");
+    let mode = rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR;
+    rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, mode, 0).expect("mkfifo");
+    let mut cmd = env.command(&["init", "--passphrase-fd", "0", "--json"], &[]);
+    if rustix::process::geteuid().is_root() {
+        // A root process's entries under /proc belong to root whether it is dumpable or not.
+        for p in [&dir, &fifo] {
+            std::os::unix::fs::chown(p, Some(NOBODY), Some(NOBODY)).expect("chown");
+        }
+        cmd.uid(NOBODY).gid(NOBODY);
+    }
+    // Opened for reading and writing, a FIFO waits for no other end, and the binary's own
+    // open of it (`/proc/self/fd/0`) finds a writer.
+    let mut passphrase = std::fs::File::options().read(true).write(true).open(&fifo).expect("open the FIFO");
+    let mut child = cmd
+        .stdin(passphrase.try_clone().expect("dup"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn fieldvault");
+    let mut note = String::new();
+    std::io::BufReader::new(child.stderr.take().expect("stderr")).read_line(&mut note).expect("stderr");
+    assert!(note.contains("using the passphrase keystore instead"), "{note}");
+    // `main` is past its first step and the process waits for the passphrase.
+    let seen = fieldvault_hygiene::observe(child.id());
+    writeln!(passphrase, "{GOOD}").expect("write the passphrase");
+    let out = child.wait_with_output().expect("wait");
+    assert_ok(&out);
+    let seen = seen.expect("/proc");
+    assert_eq!((seen.core_soft_limit, seen.core_hard_limit), (Some(0), Some(0)), "RLIMIT_CORE in /proc/PID/limits");
+    assert_eq!(seen.dumpable, Some(false), "/proc/PID/fd belongs to root");
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    assert_eq!(created["status"]["process"]["core_dumps_disabled"], true, "the binary's own report");
+}
+
 #[test]
 fn init_without_a_keystore_choice_says_it_falls_back_to_the_passphrase() {
     let env = Env::new();

@@ -28,14 +28,8 @@ impl Env {
     }
 
     pub(crate) fn run_with_stdin(&self, args: &[&str], envs: &[(&str, &str)], stdin: Option<&str>) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fieldvault"));
-        cmd.args(args)
-            .env_clear()
-            .env("FIELDVAULT_VAULT", &self.vault)
-            .env("HOME", self.vault.parent().expect("parent"))
-            .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/fieldvault-test-bus")
-            .envs(envs.iter().copied())
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        let mut cmd = self.command(args, envs);
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn fieldvault");
@@ -48,6 +42,18 @@ impl Env {
             }
         }
         child.wait_with_output().expect("wait")
+    }
+
+    /// `fieldvault ARGS` set up as [`Env::run`] runs it, not started.
+    pub(crate) fn command(&self, args: &[&str], envs: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fieldvault"));
+        cmd.args(args)
+            .env_clear()
+            .env("FIELDVAULT_VAULT", &self.vault)
+            .env("HOME", self.vault.parent().expect("parent"))
+            .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/fieldvault-test-bus")
+            .envs(envs.iter().copied());
+        cmd
     }
 
     pub(crate) fn init(&self) {

@@ -82,6 +82,11 @@ fn shapes_that_cannot_be_imported_are_refused_and_nothing_is_written() {
         ("nullid.sqlite", "CREATE TABLE t (id TEXT, v TEXT); INSERT INTO t VALUES (NULL, '1');", "NULL or duplicate"),
         ("blob.sqlite", "CREATE TABLE t (id TEXT, v BLOB); INSERT INTO t VALUES ('a', x'00ff');", "binary data"),
         (
+            "latin1.sqlite",
+            "CREATE TABLE t (id TEXT, v TEXT); INSERT INTO t VALUES ('a', CAST(x'7b2261223a2263e9227d' AS TEXT));",
+            "holds text that is not UTF-8",
+        ),
+        (
             "badname.sqlite",
             "CREATE TABLE \"bad name\" (id TEXT); INSERT INTO \"bad name\" VALUES ('a');",
             "not a valid collection name",
@@ -96,6 +101,67 @@ fn shapes_that_cannot_be_imported_are_refused_and_nothing_is_written() {
         assert_eq!(fs::read(&plain).expect("still there"), before, "{name}: the file is untouched");
         assert_eq!(count(&mut v, "t"), 0);
     }
+}
+
+#[test]
+fn a_json_cell_becomes_an_object_only_when_parsing_it_changes_nothing() {
+    // Each of these parses, but not to what it says: kept as the text it is.
+    let changed = [
+        ("issue", r#"{"n":123456789012345678901234,"a":1,"a":2}"#),
+        ("big", r#"{"n":123456789012345678901234}"#),
+        ("big-negative", r#"{"n":-9223372036854775809}"#),
+        ("two-to-the-64", r#"{"n":18446744073709551616}"#),
+        ("minus-zero", r#"{"z":-0}"#),
+        ("long-fraction", r#"{"f":0.10000000000000000001}"#),
+        ("underflow", r#"{"t":1e-400}"#),
+        ("duplicate", r#"{"a":1,"b":2,"a":1}"#),
+        ("duplicate-nested", r#"{"x":{"y":[{"k":true,"k":false}]}}"#),
+        ("duplicate-escaped", r#"{"a":1,"\u0061":2}"#),
+    ];
+    // These say exactly what they parse to (key order and spacing aside).
+    let exact = [
+        ("plain", r#"{"room": 4, "tags": ["a", {"k": null}], "x": {"a": 1}, "y": {"a": "1"}}"#),
+        ("numbers", r#"{"one":1.0,"tenth":0.1,"small":-2.5e-3,"minus_zero":-0.0,"price":1.50,"kilo":2e3}"#),
+        ("limits", r#"{"max":18446744073709551615,"min":-9223372036854775808}"#),
+    ];
+    // Not a JSON object at all: text, as ever (1e400 is out of range, so it does not parse).
+    let text = [("scalar", "123456789012345678901234"), ("huge", r#"{"h":1e400}"#), ("words", "not json")];
+    let f = Fixture::new();
+    let plain = f.tmp.path().join("cells.sqlite");
+    let conn = Connection::open(&plain).expect("plain db");
+    conn.execute_batch("CREATE TABLE cells (id TEXT PRIMARY KEY, v TEXT)").expect("table");
+    for (id, cell) in changed.iter().chain(&exact).chain(&text) {
+        conn.execute("INSERT INTO cells VALUES (?1, ?2)", [id, cell]).expect("row");
+    }
+    drop(conn);
+    let mut v = f.unlock();
+    let m = v.migrate_from(&alice(), &plain, |_, _| {}).expect("migrate");
+    assert_eq!(m.collections.get("cells"), Some(&16));
+    let mut kept: Vec<&str> = m.kept_as_text.iter().map(|k| k.id.as_str()).collect();
+    kept.sort_unstable();
+    let mut expected: Vec<&str> = changed.iter().map(|(id, _)| *id).collect();
+    expected.sort_unstable();
+    assert_eq!(kept, expected, "every changed cell is reported, and only those");
+    assert!(m.kept_as_text.iter().all(|k| k.collection == "cells" && k.column == "v"));
+    assert!(!plain.exists());
+
+    drop(v);
+    let mut v = f.unlock();
+    let docs = v.documents(&alice()).expect("documents");
+    let field = |id: &str| docs.get("cells", id).expect("get").expect(id).body["v"].clone();
+    for (id, cell) in changed.iter().chain(&text) {
+        assert_eq!(field(id), json!(cell), "{id}: the text as it was");
+    }
+    assert_eq!(field("plain"), json!({"room": 4, "tags": ["a", {"k": null}], "x": {"a": 1}, "y": {"a": "1"}}));
+    // Written back, each number says what the cell said (1.0 stays a float, -0.0 keeps its sign).
+    let numbers = field("numbers");
+    let written = |k: &str| numbers[k].to_string();
+    assert_eq!(
+        ["one", "tenth", "small", "minus_zero", "price", "kilo"].map(written),
+        ["1.0", "0.1", "-0.0025", "-0.0", "1.5", "2000.0"]
+    );
+    let limits = field("limits");
+    assert_eq!((limits["max"].as_u64(), limits["min"].as_i64()), (Some(u64::MAX), Some(i64::MIN)));
 }
 
 #[test]

@@ -382,3 +382,43 @@ fn the_operator_enables_and_removes_users() {
         assert!(!missing.status.success() && text(&missing.stderr).contains("no user"), "{}", text(&missing.stderr));
     }
 }
+
+#[test]
+fn a_serving_server_has_core_dumps_off_and_is_not_dumpable() {
+    use std::os::unix::process::CommandExt;
+    /// The uid of `nobody`, for a process that must not run as root.
+    const NOBODY: u32 = 65534;
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    // A root process's entries under /proc belong to root whether it is dumpable or not.
+    let as_root = rustix::process::geteuid().is_root();
+    if as_root {
+        std::os::unix::fs::chown(tmp.path(), Some(NOBODY), Some(NOBODY)).expect("chown");
+    }
+    let command = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fieldvault-server"));
+        cmd.args(args).arg("--data").arg(&data).env_clear();
+        if as_root {
+            cmd.uid(NOBODY).gid(NOBODY);
+        }
+        cmd
+    };
+    let init = command(&["init"]).output().expect("init");
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    let mut child = command(&["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn server");
+    // The address comes after `main`'s first step and after the keys are loaded.
+    let stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let listening = stderr.lines().map_while(Result::ok).any(|l| l.contains("fieldvault-server: listening on"));
+    let seen = fieldvault_hygiene::observe(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(listening, "the server reports its address");
+    let seen = seen.expect("/proc");
+    assert_eq!((seen.core_soft_limit, seen.core_hard_limit), (Some(0), Some(0)), "RLIMIT_CORE in /proc/PID/limits");
+    assert_eq!(seen.dumpable, Some(false), "/proc/PID/fd belongs to root");
+}
