@@ -155,7 +155,13 @@ pub(super) fn send_signed(
         auth: Auth::Signed { key_id: &channel.key_id, secret: &channel.secret, bearer },
     };
     let resp = channel.transport.send(&req, corrected_secs(channel.offset_ms))?;
-    // Only a verified answer moves the clock or carries directives.
+    absorb(channel, &resp);
+    Ok(resp)
+}
+
+/// What a verified answer teaches the session: the clock offset and the directives it
+/// carried. Only a verified answer moves the clock or carries directives.
+fn absorb(channel: &mut Channel, resp: &Response) {
     if let Some(ts) = resp.verified_at {
         channel.offset_ms = Some((ts as i64) * 1000 - now_ms());
         for d in &resp.directives {
@@ -164,7 +170,52 @@ pub(super) fn send_signed(
             }
         }
     }
-    Ok(resp)
+}
+
+/// [`signed`], with the exchange on a thread of its own while `meanwhile` runs here on the
+/// account's database: the device applies one answer while the server works on the next
+/// request. The request is still signed at send time, and nothing of its answer is read
+/// before the transport verified it; one request is in flight at a time, so the server sees
+/// `device_seq` in order. `meanwhile` runs whatever the exchange's outcome.
+pub(super) fn signed_while<T>(
+    channel: &mut Channel,
+    conn: &mut Connection,
+    path: &std::path::Path,
+    (method, target, body): (Method, &str, &[u8]),
+    meanwhile: impl FnOnce(&mut Connection) -> T,
+) -> (T, Result<Response, Error>) {
+    let token = match fresh_access_token(channel, conn, path, false) {
+        Ok(t) => t,
+        Err(e) => return (meanwhile(conn), Err(e)),
+    };
+    let now = corrected_secs(channel.offset_ms);
+    let (done, sent) = {
+        let (transport, key_id, secret) = (&channel.transport, channel.key_id.as_str(), &channel.secret);
+        let req = Request {
+            method,
+            path_and_query: target,
+            body,
+            auth: Auth::Signed { key_id, secret, bearer: Some(&token) },
+        };
+        std::thread::scope(|s| {
+            let exchange = std::thread::Builder::new()
+                .name("fieldvault-sync-send".into())
+                .spawn_scoped(s, || transport.send(&req, now));
+            let done = meanwhile(conn);
+            let sent = match exchange {
+                Ok(handle) => handle.join().unwrap_or_else(|_| Err(Error::InvalidRequest("the send thread panicked"))),
+                // No thread to be had: send here, after `meanwhile`.
+                Err(_) => transport.send(&req, now),
+            };
+            (done, sent)
+        })
+    };
+    let resp = match sent {
+        Ok(r) => r,
+        Err(e) => return (done, Err(e)),
+    };
+    absorb(channel, &resp);
+    (done, retried(channel, conn, path, method, target, body, resp))
 }
 
 /// A signed request with a fresh access token; one refresh and retry on `invalid_token`.
@@ -178,6 +229,20 @@ pub(super) fn signed(
 ) -> Result<Response, Error> {
     let token = fresh_access_token(channel, conn, path, false)?;
     let resp = send_signed(channel, method, target, body, Some(&token))?;
+    retried(channel, conn, path, method, target, body, resp)
+}
+
+/// The answer to a signed request, sent once more after a refresh when it was refused for
+/// its access token, or after a verified `stale_timestamp` taught the clock.
+fn retried(
+    channel: &mut Channel,
+    conn: &Connection,
+    path: &std::path::Path,
+    method: Method,
+    target: &str,
+    body: &[u8],
+    resp: Response,
+) -> Result<Response, Error> {
     let code = |r: &Response| {
         serde_json::from_slice::<Value>(&r.body).ok().and_then(|v| v.get("code")?.as_str().map(str::to_owned))
     };

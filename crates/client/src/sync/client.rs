@@ -29,7 +29,7 @@ use super::outbox::{self, OutboxEntry, db_err};
 use super::pull;
 use super::state::{self, *};
 use crate::changes::{Listeners, SubscriptionId, Watch};
-use crate::transport::{Auth, Method, Request, Transport};
+use crate::transport::{Auth, Method, Request, Response, Transport};
 use crate::{Error, Pins, Unlocked};
 
 /// What a sync did.
@@ -391,22 +391,46 @@ type Answered = (Vec<InFlight>, Vec<fieldvault_core::protocol::sync::OpResult>);
 
 /// Pushes `ops`; a whole-push `bad_request` is bisected so that one bad op is set aside
 /// (refused for good) and the rest go through. Returns each sent batch with its results.
+/// The body of a push: `{"ops":[...],"device_seq":N}`.
+fn push_body(batch: &[InFlight], seq: u64) -> Result<Vec<u8>, Error> {
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        ops: Vec<&'a fieldvault_core::protocol::sync::PushOp>,
+        device_seq: u64,
+    }
+    serde_json::to_vec(&Body { ops: batch.iter().map(|o| &o.op).collect(), device_seq: seq })
+        .map_err(|e| Error::MalformedAnswer(e.to_string()))
+}
+
+/// The results of a 200 answer to a push.
+fn push_results(resp: &Response) -> Result<Vec<fieldvault_core::protocol::sync::OpResult>, Error> {
+    let answer: PushResponse = serde_json::from_slice(&resp.body)
+        .map_err(|_| Error::MalformedAnswer("a push answer is not a list of results".into()))?;
+    Ok(answer.results)
+}
+
+/// Pushes `ops` (whose first answer, when already in, is `first`; `None`: send them); a
+/// whole-push `bad_request` is bisected so that one bad op is set aside (refused for good)
+/// and the rest go through. Returns each sent batch with its results.
 fn push_bisecting(
     conn: &mut Connection,
     path: &std::path::Path,
     channel: &mut Channel,
     ops: Vec<InFlight>,
+    mut first: Option<Response>,
 ) -> Result<Vec<Answered>, Error> {
     let mut done = Vec::new();
     let mut work = vec![ops];
     while let Some(batch) = work.pop() {
-        let seq = next_device_seq(conn, path)?;
-        let body = serde_json::json!({
-            "ops": batch.iter().map(|o| serde_json::to_value(&o.op).unwrap_or(Value::Null)).collect::<Vec<_>>(),
-            "device_seq": seq,
-        });
-        let bytes = serde_json::to_vec(&body).map_err(|e| Error::MalformedAnswer(e.to_string()))?;
-        let resp = match signed(channel, conn, path, Method::Post, "/v1/sync/push", &bytes) {
+        let sent = match first.take() {
+            Some(resp) => Ok(resp),
+            None => {
+                let seq = next_device_seq(conn, path)?;
+                let bytes = push_body(&batch, seq)?;
+                signed(channel, conn, path, Method::Post, "/v1/sync/push", &bytes)
+            }
+        };
+        let resp = match sent {
             // Over the server's body limit: refused before the server could check the
             // signature, so the refusal is unsigned. Halving only changes what is sent next,
             // so it needs no proof; setting an op aside would, and is not done on this word.
@@ -417,11 +441,7 @@ fn push_bisecting(
             other => other?,
         };
         match resp.status {
-            200 => {
-                let answer: PushResponse = serde_json::from_slice(&resp.body)
-                    .map_err(|_| Error::MalformedAnswer("a push answer is not a list of results".into()))?;
-                done.push((batch, answer.results));
-            }
+            200 => done.push((batch, push_results(&resp)?)),
             // A batch the server cannot take whole (a malformed op, or over its size limit):
             // halves until the one op at fault is set aside and the rest go through.
             400 | 413 if batch.len() > 1 => halve(&mut work, batch),
@@ -451,13 +471,11 @@ fn run_sync(
 ) -> Result<SyncReport, Error> {
     let path = path.to_path_buf();
     let mut report = SyncReport::default();
-    // Push until the outbox has nothing more to send.
-    loop {
-        let ops = engine::prepare_push(conn, &path)?;
-        if ops.is_empty() {
-            break;
-        }
-        let answers = push_bisecting(conn, &path, channel, ops)?;
+    // Push until the outbox has nothing more to send. While one batch is with the server,
+    // the device applies the answer before it and freezes the batch after it (each batch's
+    // ops are in flight from then, so no two batches share a document); the next batch is
+    // sent only once this one's answer is in, so the server sees `device_seq` in order.
+    let mut apply = |conn: &mut Connection, answers: Vec<Answered>, report: &mut SyncReport| -> Result<(), Error> {
         for (ops, results) in answers {
             let s = engine::apply_push(conn, &path, &ops, &results, policy)?;
             report.pushed += s.applied;
@@ -465,20 +483,58 @@ fn run_sync(
             report.rejected += s.rejected;
             report.held += s.held;
             listeners.notify(&s.changed);
-            progress(&report, true);
+            progress(report, true);
+        }
+        Ok(())
+    };
+    let mut next = engine::prepare_push(conn, &path, &[])?;
+    let mut answered: Vec<Answered> = Vec::new();
+    while !next.is_empty() {
+        let batch = std::mem::take(&mut next);
+        let seq = next_device_seq(conn, &path)?;
+        let bytes = push_body(&batch, seq)?;
+        let ((applied, prepared), sent) =
+            signed_while(channel, conn, &path, (Method::Post, "/v1/sync/push", &bytes), |conn| {
+                let applied = apply(conn, std::mem::take(&mut answered), &mut report);
+                let prepared = applied.is_ok().then(|| engine::prepare_push(conn, &path, &batch));
+                (applied, prepared)
+            });
+        applied?;
+        next = prepared.transpose()?.unwrap_or_default();
+        answered = match sent {
+            Ok(resp) if resp.status == 200 => vec![(batch, push_results(&resp)?)],
+            // Anything else (a batch to halve, a refusal) is settled one request at a time.
+            Ok(resp) => push_bisecting(conn, &path, channel, batch, Some(resp))?,
+            Err(Error::UnsignedRefusal { status: 413, .. }) => push_bisecting(conn, &path, channel, batch, None)?,
+            Err(e) => return Err(e),
+        };
+        if next.is_empty() {
+            apply(conn, std::mem::take(&mut answered), &mut report)?;
+            next = engine::prepare_push(conn, &path, &[])?;
         }
     }
     // Pull every page. A page too large for the transport (large documents) is asked for
     // again with half the limit, down to one document, and the limit grows back after.
+    // While the server reads the next page (asked for with this page's cursor), the device
+    // applies this one; the cursor is stored with the page it ends, so a failure anywhere
+    // leaves the device at the last page it applied.
     let mut limit = DEFAULT_PULL_LIMIT;
+    let mut cursor = stored(conn, &path, state::CURSOR)?;
+    let mut received: Option<(PullResponse, u32)> = None;
     loop {
         let seq = next_device_seq(conn, &path)?;
-        let cursor = stored(conn, &path, state::CURSOR)?;
         let target = match &cursor {
             Some(c) => format!("/v1/sync/pull?since={c}&limit={limit}&device_seq={seq}"),
             None => format!("/v1/sync/pull?limit={limit}&device_seq={seq}"),
         };
-        let resp = match signed(channel, conn, &path, Method::Get, &target, &[]) {
+        let page = received.take();
+        let (applied, sent) = signed_while(channel, conn, &path, (Method::Get, &target, &[]), |conn| match page {
+            Some((page, asked)) => apply_page(conn, &path, &page, asked, listeners, &mut report),
+            None => Ok(()),
+        });
+        applied?;
+        progress(&report, true);
+        let resp = match sent {
             Err(Error::ResponseTooLarge { .. }) if limit > 1 => {
                 limit /= 2;
                 continue;
@@ -490,16 +546,12 @@ fn run_sync(
         }
         let page: PullResponse = serde_json::from_slice(&resp.body)
             .map_err(|_| Error::MalformedAnswer("a pull answer is not a page of changes".into()))?;
-        let pending = pull::pending_among(conn, &page).map_err(db_err(&path))?;
-        let plan = pull::plan_pull_page(&page, limit, &pending)?;
+        drop(resp);
+        let asked = limit;
         limit = (limit * 2).min(DEFAULT_PULL_LIMIT);
-        let reconciling = state::get(conn, state::RECONCILE).map_err(db_err(&path))?.is_some();
-        let changed = pull::apply_pull(conn, &path, &plan, &page.cursor, reconciling)?;
-        report.pulled += changed.len();
-        report.skipped += plan.skipped;
-        listeners.notify(&changed);
         if !page.has_more {
-            if reconciling {
+            apply_page(conn, &path, &page, asked, listeners, &mut report)?;
+            if state::get(conn, state::RECONCILE).map_err(db_err(&path))?.is_some() {
                 let removed = pull::finish_reconcile(conn, &path)?;
                 report.pulled += removed.len();
                 listeners.notify(&removed);
@@ -507,10 +559,32 @@ fn run_sync(
             progress(&report, false);
             break;
         }
-        progress(&report, true);
+        // Sent back before the page is applied (and checked whole): checked on its own first.
+        pull::check_cursor(&page.cursor)?;
+        cursor = Some(page.cursor.clone());
+        received = Some((page, asked));
     }
     state::set(conn, state::LAST_SYNC_MS, &now_ms().to_string()).map_err(db_err(&path))?;
     Ok(report)
+}
+
+/// Plans one pull page against the ops still pending and applies it in one transaction.
+fn apply_page(
+    conn: &mut Connection,
+    path: &std::path::Path,
+    page: &PullResponse,
+    asked: u32,
+    listeners: &mut Listeners,
+    report: &mut SyncReport,
+) -> Result<(), Error> {
+    let pending = pull::pending_among(conn, page).map_err(db_err(path))?;
+    let plan = pull::plan_pull_page(page, asked, &pending)?;
+    let reconciling = state::get(conn, state::RECONCILE).map_err(db_err(path))?.is_some();
+    let changed = pull::apply_pull(conn, path, &plan, &page.cursor, reconciling)?;
+    report.pulled += changed.len();
+    report.skipped += plan.skipped;
+    listeners.notify(&changed);
+    Ok(())
 }
 
 /// The directives among `tokens` this device must act on: verified against the cached JWKS,

@@ -94,10 +94,12 @@ pub(super) fn now_ms() -> i64 {
 type Queued = (i64, String, String, String, Option<String>, Option<i64>);
 
 /// Reads the ops of the next push: those in flight first (sent again exactly as before),
-/// then queued changes frozen now, up to [`MAX_PUSH_OPS`] and [`MAX_PUSH_BYTES`]. Each op's
-/// attempt count rises. Committed before the request is made, so a crash between here and the
-/// answer resends the same ops with the same keys.
-pub(crate) fn prepare_push(conn: &mut Connection, path: &Path) -> Result<Vec<InFlight>, Error> {
+/// but for `sending` (a batch with the server right now), then queued changes frozen now, up
+/// to [`MAX_PUSH_OPS`] and [`MAX_PUSH_BYTES`]. Each op's attempt count rises. Committed
+/// before the request is made, so a crash between here and the answer resends the same ops
+/// with the same keys.
+pub(crate) fn prepare_push(conn: &mut Connection, path: &Path, sending: &[InFlight]) -> Result<Vec<InFlight>, Error> {
+    let sending: std::collections::HashSet<i64> = sending.iter().map(|o| o.seq).collect();
     let tx = conn.transaction().map_err(db_err(path))?;
     let mut ops = Vec::new();
     let mut resent = Vec::new();
@@ -129,6 +131,9 @@ pub(crate) fn prepare_push(conn: &mut Connection, path: &Path) -> Result<Vec<InF
             .map_err(db_err(path))?;
         for row in rows {
             let (seq, collection, id, op, key, base, body) = row.map_err(db_err(path))?;
+            if sending.contains(&seq) {
+                continue;
+            }
             let op = frozen_op(collection, id, &op, key, base, body.as_deref())?;
             let Some(size) = fits(bytes, &op, ops.len()) else { break };
             bytes += size;

@@ -28,6 +28,16 @@ pub(crate) struct PullPlan {
     pub(crate) skipped: usize,
 }
 
+/// A cursor the device can send back in a query string as it came: 1 to 512 characters of
+/// RFC 3986's unreserved set (opaque otherwise).
+pub(crate) fn check_cursor(cursor: &str) -> Result<(), Error> {
+    let unreserved = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'~');
+    if cursor.is_empty() || cursor.len() > 512 || !cursor.bytes().all(unreserved) {
+        return Err(Error::MalformedAnswer("a pull page has no usable cursor".into()));
+    }
+    Ok(())
+}
+
 /// Plans a pull page. `pending` names the documents with a local change pending. A page that
 /// breaks the protocol (more changes than asked for, an invalid name, a put without version
 /// or object body, a body over 1 MiB) is refused whole.
@@ -40,9 +50,7 @@ pub(crate) fn plan_pull_page(
     if page.changes.len() > limit as usize {
         return Err(bad(format!("holds {} changes where at most {limit} were asked for", page.changes.len())));
     }
-    if page.cursor.is_empty() || page.cursor.len() > 512 {
-        return Err(bad("has no usable cursor".into()));
-    }
+    check_cursor(&page.cursor)?;
     let mut plan = PullPlan::default();
     for Change { collection, id, op, version, body } in &page.changes {
         names::check_collection(collection).map_err(|e| bad(format!("names a bad collection: {e}")))?;

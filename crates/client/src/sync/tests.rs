@@ -59,20 +59,23 @@ fn an_op_in_flight_is_resent_unchanged_and_a_later_edit_waits_behind_it() {
     let (mut docs,) = (docs,);
     docs.put("visits", "v1", obj(json!({"n": 1}))).expect("put");
     let db = &mut docs.db;
-    let first = engine::prepare_push(&mut db.conn, &db.path).expect("prepare");
+    let first = engine::prepare_push(&mut db.conn, &db.path, &[]).expect("prepare");
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].op.base_version, 0);
     assert_eq!(first[0].op.body, Some(json!({"n": 1})));
     // The answer is lost; the user edits again; the retry sends the same op.
     docs.put("visits", "v1", obj(json!({"n": 2}))).expect("edit");
     let db = &mut docs.db;
-    let again = engine::prepare_push(&mut db.conn, &db.path).expect("prepare again");
+    let again = engine::prepare_push(&mut db.conn, &db.path, &[]).expect("prepare again");
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].op, first[0].op, "a retry is the same op with the same key");
+    // While that batch is with the server, the next batch neither repeats it nor takes the
+    // edit queued behind it.
+    assert!(engine::prepare_push(&mut db.conn, &db.path, &again).expect("while sending").is_empty());
     // Acknowledged: the queued edit goes next, based on the version the server sent.
     let summary = engine::apply_push(&mut db.conn, &db.path, &again, &[applied(1)], &server_wins).expect("apply");
     assert_eq!(summary.applied, 1);
-    let next = engine::prepare_push(&mut db.conn, &db.path).expect("prepare next");
+    let next = engine::prepare_push(&mut db.conn, &db.path, &[]).expect("prepare next");
     assert_eq!(next.len(), 1);
     assert_eq!((next[0].op.base_version, next[0].op.body.clone()), (1, Some(json!({"n": 2}))));
     assert_ne!(next[0].op.idempotency_key, first[0].op.idempotency_key);
@@ -82,7 +85,7 @@ fn an_op_in_flight_is_resent_unchanged_and_a_later_edit_waits_behind_it() {
         ..OpResult::bare(OpStatus::Duplicate)
     };
     engine::apply_push(&mut db.conn, &db.path, &next, &[dup], &server_wins).expect("apply duplicate");
-    assert!(engine::prepare_push(&mut db.conn, &db.path).expect("nothing left").is_empty());
+    assert!(engine::prepare_push(&mut db.conn, &db.path, &[]).expect("nothing left").is_empty());
 }
 
 #[test]
@@ -91,7 +94,7 @@ fn a_conflict_under_server_wins_keeps_the_servers_version_and_the_local_one_asid
     let mut docs = u.documents(&a).expect("documents");
     docs.put("visits", "v1", obj(json!({"n": "mine"}))).expect("put");
     let db = &mut docs.db;
-    let ops = engine::prepare_push(&mut db.conn, &db.path).expect("prepare");
+    let ops = engine::prepare_push(&mut db.conn, &db.path, &[]).expect("prepare");
     let conflict =
         OpResult { version: Some(3), body: Some(json!({"n": "theirs"})), ..OpResult::bare(OpStatus::Conflict) };
     let s = engine::apply_push(&mut db.conn, &db.path, &ops, &[conflict], &server_wins).expect("apply");
@@ -113,11 +116,11 @@ fn a_refused_change_is_rolled_back_to_the_servers_copy_and_kept() {
     let mut docs = u.documents(&a).expect("documents");
     docs.put("visits", "v1", obj(json!({"n": 1}))).expect("put");
     let db = &mut docs.db;
-    let ops = engine::prepare_push(&mut db.conn, &db.path).expect("prepare");
+    let ops = engine::prepare_push(&mut db.conn, &db.path, &[]).expect("prepare");
     engine::apply_push(&mut db.conn, &db.path, &ops, &[applied(1)], &server_wins).expect("applied");
     docs.put("visits", "v1", obj(json!({"n": 2, "secret": true}))).expect("edit");
     let db = &mut docs.db;
-    let ops = engine::prepare_push(&mut db.conn, &db.path).expect("prepare");
+    let ops = engine::prepare_push(&mut db.conn, &db.path, &[]).expect("prepare");
     let s = engine::apply_push(&mut db.conn, &db.path, &ops, &[OpResult::bare(OpStatus::Forbidden)], &server_wins)
         .expect("apply");
     assert_eq!(s.rejected, 1);
@@ -132,7 +135,7 @@ fn a_refused_change_is_rolled_back_to_the_servers_copy_and_kept() {
     // A refused create is removed.
     docs.put("visits", "v9", obj(json!({"n": 9}))).expect("create");
     let db = &mut docs.db;
-    let ops = engine::prepare_push(&mut db.conn, &db.path).expect("prepare");
+    let ops = engine::prepare_push(&mut db.conn, &db.path, &[]).expect("prepare");
     engine::apply_push(&mut db.conn, &db.path, &ops, &[OpResult::bare(OpStatus::Expired)], &server_wins)
         .expect("apply");
     assert!(docs.get("visits", "v9").expect("get").is_none());
@@ -253,14 +256,14 @@ fn client_wins_and_merge_send_a_rebased_op_and_keep_the_servers_version_aside() 
     for (id, policy) in [("cw", ConflictPolicy::ClientWins), ("mg", ConflictPolicy::Merge(merge))] {
         docs.put("notes", id, obj(json!({"mine": 1}))).expect("put");
         let db = &mut docs.db;
-        let ops = engine::prepare_push(&mut db.conn, &db.path).expect("prepare");
+        let ops = engine::prepare_push(&mut db.conn, &db.path, &[]).expect("prepare");
         let s =
             engine::apply_push(&mut db.conn, &db.path, &ops, &[conflict_with(4, json!({"theirs": 2}))], &move |_| {
                 policy
             })
             .expect("apply");
         assert_eq!(s.conflicts, 1);
-        let next = engine::prepare_push(&mut db.conn, &db.path).expect("the rebased op");
+        let next = engine::prepare_push(&mut db.conn, &db.path, &[]).expect("the rebased op");
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].op.base_version, 4, "rebased on the server's version");
         assert_ne!(next[0].op.idempotency_key, ops[0].op.idempotency_key, "a new op with a new key");
@@ -285,7 +288,7 @@ fn resolving_a_conflict_keeping_the_local_version_queues_it_again() {
     let mut docs = u.documents(&a).expect("documents");
     docs.put("visits", "v1", obj(json!({"n": "mine"}))).expect("put");
     let db = &mut docs.db;
-    let ops = engine::prepare_push(&mut db.conn, &db.path).expect("prepare");
+    let ops = engine::prepare_push(&mut db.conn, &db.path, &[]).expect("prepare");
     engine::apply_push(&mut db.conn, &db.path, &ops, &[conflict_with(3, json!({"n": "theirs"}))], &server_wins)
         .expect("apply");
     assert!(matches!(u.resolve_conflict(&a, "visits", "nope", Keep::Local), Err(crate::Error::NoSuchDocument { .. })));
@@ -294,6 +297,6 @@ fn resolving_a_conflict_keeping_the_local_version_queues_it_again() {
     let docs = u.documents(&a).expect("documents");
     assert_eq!(docs.get("visits", "v1").expect("get").map(|d| Value::Object(d.body)), Some(json!({"n": "mine"})));
     let db = docs.db;
-    let next = engine::prepare_push(&mut db.conn, &db.path).expect("queued again");
+    let next = engine::prepare_push(&mut db.conn, &db.path, &[]).expect("queued again");
     assert_eq!((next.len(), next[0].op.base_version), (1, 3));
 }

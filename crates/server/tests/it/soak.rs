@@ -245,8 +245,8 @@ fn kills_and_cut_connections_lose_no_change_and_apply_none_twice() {
     assert!(!mine.is_empty());
     drop(v);
     server.kill();
-    // The server's own record: every document the device holds, with the device's body, at
-    // version 1 (written once) or 2 (edited once): nothing applied twice, nothing lost.
+    // The server's own record: every document the device holds, with the device's body:
+    // nothing applied twice, nothing lost.
     let keys = fieldvault_server::KeyDir::at(&tmp.path().join("data.keys"));
     let key = fieldvault_server::seal::sqlite_key(&keys.store_key().expect("store key"));
     let store = fieldvault_server::SqliteStore::open(&data.join("server.db"), &key).expect("the server's store");
@@ -254,8 +254,11 @@ fn kills_and_cut_connections_lose_no_change_and_apply_none_twice() {
     for d in &mine {
         use fieldvault_server::Store;
         let stored = rt.block_on(store.document("soak", &d.id)).expect("read").expect("on the server");
+        // Written once: version 1. Edited once: 2, or 1 when the edit came before the create
+        // was ever frozen for a push (it folded into the create); the body below tells.
         let edited = d.body.get("edited").is_some();
-        assert_eq!(stored.version, if edited { 2 } else { 1 }, "{}: applied exactly once", d.id);
+        let once = if edited { 1..=2 } else { 1..=1 };
+        assert!(once.contains(&stored.version), "{}: applied exactly once (version {})", d.id, stored.version);
         let mut body = stored.body.as_object().expect("object").clone();
         body.remove("owner");
         let mut local = d.body.clone();
