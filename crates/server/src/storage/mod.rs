@@ -11,14 +11,8 @@
 //! spend, a login's device, a device's retirement) are single atomic statements or
 //! serialised transactions on both backends.
 
-mod attachments_postgres;
-mod attachments_sqlite;
-mod devices_postgres;
-mod devices_sqlite;
 mod postgres;
 mod sqlite;
-mod sync_postgres;
-mod sync_sqlite;
 
 use std::sync::Arc;
 
@@ -29,8 +23,8 @@ use fieldvault_core::protocol::sync::{Change, CheckedOp, Cursor, OpResult, Store
 use fieldvault_core::rules::Rules;
 
 pub use postgres::PgStore;
+pub use postgres::idempotency_lock_id;
 pub use sqlite::SqliteStore;
-pub use sync_postgres::idempotency_lock_id;
 
 /// What a storage call can fail with. Never shown to clients (they get `internal`).
 #[derive(Debug, thiserror::Error)]

@@ -4,14 +4,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::sqlite::{i, u};
+use super::{i, u};
 use fieldvault_core::protocol::sync::{
     FirstResult, IdempotencyRecord, OpResult, OpStatus, PullPlan, PullRow, StoredDoc, plan_pull, plan_push,
 };
 use fieldvault_core::rules::RuleUser;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::{PullBatch, PullOutcome, PushBatch, PushOutcome};
+use crate::storage::{PullBatch, PullOutcome, PushBatch, PushOutcome};
 
 fn corrupt(what: &str) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(format!("corrupt {what} in the store").into())
@@ -137,7 +137,7 @@ pub(super) fn push(c: &mut Connection, b: &PushBatch) -> rusqlite::Result<PushOu
         ])?;
     }
     for (collection, id) in &plan.deleted {
-        super::attachments_sqlite::delete_for_document(&tx, collection, id)?;
+        super::attachments::delete_for_document(&tx, collection, id)?;
     }
     tx.commit()?;
     Ok(PushOutcome::Results(plan.results))
@@ -149,7 +149,7 @@ pub(super) fn pull(c: &mut Connection, b: PullBatch) -> rusqlite::Result<PullOut
         return Ok(PullOutcome::RollbackDetected);
     }
     let Some(user) = rule_user(&tx, &b.user)? else { return Ok(PullOutcome::UnknownUser) };
-    let (epoch, since) = super::scan_from(&b, &user);
+    let (epoch, since) = crate::storage::scan_from(&b, &user);
     type Row = (String, String, String, i64, bool, String, i64);
     let read = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Row> {
         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))

@@ -15,18 +15,18 @@
 //!    (`plan_push`, the same code SQLite runs) and writes documents, idempotency records and
 //!    held ids with one multi-row statement each.
 //!
-//! Held ids and cursors work as on SQLite (`sync_sqlite.rs`).
+//! Held ids and cursors work as on SQLite (`sqlite/sync.rs`).
 
 use std::collections::{HashMap, HashSet};
 
-use super::postgres::{backend, from_db, to_db};
+use super::{backend, from_db, to_db};
 use fieldvault_core::protocol::sync::{
     FirstResult, IdempotencyRecord, OpResult, OpStatus, PullPlan, PullRow, StoredDoc, plan_pull, plan_push,
 };
 use fieldvault_core::rules::RuleUser;
 use sqlx::{PgConnection, PgPool, Row};
 
-use super::{PullBatch, PullOutcome, PushBatch, PushOutcome, StoreError};
+use crate::storage::{PullBatch, PullOutcome, PushBatch, PushOutcome, StoreError};
 
 /// Key of the advisory lock that orders change sequence numbers (ASCII `fvchgseq`).
 const SEQ_LOCK: i64 = 0x6676_6368_6773_6571;
@@ -273,7 +273,7 @@ pub(super) async fn push(pool: &PgPool, b: PushBatch) -> Result<PushOutcome, Sto
     hold_ids(&mut tx, &b.device_id, &plan.held).await?;
     release_ids(&mut tx, &b.device_id, &plan.dropped).await?;
     for (collection, id) in &plan.deleted {
-        super::attachments_postgres::delete_for_document(&mut tx, collection, id).await?;
+        super::attachments::delete_for_document(&mut tx, collection, id).await?;
     }
     tx.commit().await.map_err(backend)?;
     Ok(PushOutcome::Results(plan.results))
@@ -285,7 +285,7 @@ pub(super) async fn pull(pool: &PgPool, b: PullBatch) -> Result<PullOutcome, Sto
         return Ok(PullOutcome::RollbackDetected);
     }
     let Some(user) = rule_user(&mut tx, &b.user).await? else { return Ok(PullOutcome::UnknownUser) };
-    let (epoch, since) = super::scan_from(&b, &user);
+    let (epoch, since) = crate::storage::scan_from(&b, &user);
     let (rows, has_more, last_seq) = if b.rules.owner_only_scope() {
         // Only the user's own documents can be readable, and only held ones need a
         // tombstone. `top` is read first: every number up to it is committed (they are

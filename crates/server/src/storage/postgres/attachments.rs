@@ -1,10 +1,10 @@
 //! Attachment metadata and ciphertext chunks on PostgreSQL (`BYTEA`), shared by every
 //! instance: an upload may resume on another instance.
 
-use super::postgres::{backend, from_db, to_db};
+use super::{backend, from_db, to_db};
 use sqlx::{PgConnection, PgPool, Row};
 
-use super::{AttachmentRecord, StoreError};
+use crate::storage::{AttachmentRecord, StoreError};
 
 /// Version 2 tables for attachments.
 pub(super) const SCHEMA: &[&str] = &[

@@ -16,10 +16,14 @@ use fieldvault_core::protocol::sync::StoredDoc;
 use fieldvault_core::protocol::DirectiveKind;
 use fieldvault_core::protocol::auth::DeviceReason;
 
+mod attachments;
+mod devices;
+mod sync;
+
 use super::{
     AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginFailures, NewDirective, NewLogin, PullBatch,
     PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord,
-    attachments_sqlite, decode_access, devices_sqlite, encode_access, sync_sqlite,
+    decode_access, encode_access,
 };
 
 /// The schema version this build writes.
@@ -214,8 +218,8 @@ impl SqliteStore {
         }
         if found < SCHEMA_VERSION {
             let v1 = if found < 1 { SCHEMA_V1 } else { "" };
-            let v2 = if found < 2 { format!("{SCHEMA_V2} {}", attachments_sqlite::SCHEMA) } else { String::new() };
-            let v3 = devices_sqlite::SCHEMA_V3;
+            let v2 = if found < 2 { format!("{SCHEMA_V2} {}", attachments::SCHEMA) } else { String::new() };
+            let v3 = devices::SCHEMA_V3;
             conn.execute_batch(&format!("BEGIN; {v1} {v2} {v3} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
                 .map_err(backend)?;
         }
@@ -355,7 +359,7 @@ impl Store for SqliteStore {
 
     async fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
         let name = name.to_owned();
-        self.run(move |c| devices_sqlite::remove_user(c, &name)).await
+        self.run(move |c| devices::remove_user(c, &name)).await
     }
 
     async fn login_failures(&self, user: &str, address: &str) -> Result<LoginFailures, StoreError> {
@@ -396,12 +400,12 @@ impl Store for SqliteStore {
 
     async fn device(&self, id: &str) -> Result<Option<DeviceState>, StoreError> {
         let id = id.to_owned();
-        self.run(move |c| devices_sqlite::device(c, &id)).await
+        self.run(move |c| devices::device(c, &id)).await
     }
 
     async fn login(&self, login: &NewLogin) -> Result<bool, StoreError> {
         let login = login.clone();
-        self.run(move |c| devices_sqlite::login(c, &login)).await
+        self.run(move |c| devices::login(c, &login)).await
     }
 
     async fn session_by_key_id(&self, key_id: &str) -> Result<Option<SessionRecord>, StoreError> {
@@ -427,7 +431,7 @@ impl Store for SqliteStore {
                 })
                 .optional()?;
             session
-                .map(|s| Ok(SessionRecord { directives: devices_sqlite::pending_directives(&tx, &s.device_id)?, ..s }))
+                .map(|s| Ok(SessionRecord { directives: devices::pending_directives(&tx, &s.device_id)?, ..s }))
                 .transpose()
         })
         .await
@@ -447,7 +451,7 @@ impl Store for SqliteStore {
         let id = device_id.to_owned();
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            devices_sqlite::retire_in(&tx, &id, reason, i(now))?;
+            devices::retire_in(&tx, &id, reason, i(now))?;
             tx.commit()
         })
         .await
@@ -455,7 +459,7 @@ impl Store for SqliteStore {
 
     async fn renew_lease(&self, device_id: &str, expires_at: u64, now: u64) -> Result<Option<LeaseRecord>, StoreError> {
         let id = device_id.to_owned();
-        self.run(move |c| devices_sqlite::renew_lease(c, &id, expires_at, now)).await
+        self.run(move |c| devices::renew_lease(c, &id, expires_at, now)).await
     }
 
     async fn spend_refresh(&self, spend: Spend<'_>) -> Result<SpendOutcome, StoreError> {
@@ -548,7 +552,7 @@ impl Store for SqliteStore {
     }
 
     async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        self.run(devices_sqlite::devices).await
+        self.run(devices::devices).await
     }
 
     async fn add_directive(&self, d: &NewDirective) -> Result<bool, StoreError> {
@@ -565,8 +569,8 @@ impl Store for SqliteStore {
                 params![d.jti, d.device_id, d.kind.as_str(), d.token, i(d.now)],
             )?;
             match d.kind {
-                DirectiveKind::Wipe => devices_sqlite::retire_in(&tx, &d.device_id, DeviceReason::Wiped, i(d.now))?,
-                DirectiveKind::Revoke => devices_sqlite::revoke_device_sessions(&tx, &d.device_id, i(d.now))?,
+                DirectiveKind::Wipe => devices::retire_in(&tx, &d.device_id, DeviceReason::Wiped, i(d.now))?,
+                DirectiveKind::Revoke => devices::revoke_device_sessions(&tx, &d.device_id, i(d.now))?,
             }
             tx.commit()?;
             Ok(true)
@@ -595,29 +599,29 @@ impl Store for SqliteStore {
         let (collection, id) = (collection.to_owned(), id.to_owned());
         self.run(move |c| {
             let tx = c.transaction()?;
-            sync_sqlite::load_doc(&tx, &collection, &id)
+            sync::load_doc(&tx, &collection, &id)
         })
         .await
     }
 
     async fn create_attachment(&self, record: &AttachmentRecord) -> Result<AttachmentRecord, StoreError> {
         let record = record.clone();
-        self.run(move |c| attachments_sqlite::create(c, &record)).await
+        self.run(move |c| attachments::create(c, &record)).await
     }
 
     async fn attachment(&self, id: &str) -> Result<Option<(AttachmentRecord, Vec<u64>)>, StoreError> {
         let id = id.to_owned();
-        self.run(move |c| attachments_sqlite::get(c, &id)).await
+        self.run(move |c| attachments::get(c, &id)).await
     }
 
     async fn put_chunk(&self, id: &str, index: u64, bytes: &[u8]) -> Result<(u64, bool), StoreError> {
         let (id, bytes) = (id.to_owned(), bytes.to_vec());
-        self.run(move |c| attachments_sqlite::put_chunk(c, &id, index, &bytes)).await
+        self.run(move |c| attachments::put_chunk(c, &id, index, &bytes)).await
     }
 
     async fn chunk(&self, id: &str, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let id = id.to_owned();
-        self.run(move |c| attachments_sqlite::chunk(c, &id, index)).await
+        self.run(move |c| attachments::chunk(c, &id, index)).await
     }
 
     async fn push(&self, batch: PushBatch) -> Result<PushOutcome, StoreError> {
@@ -625,7 +629,7 @@ impl Store for SqliteStore {
         // released, not while every other request waits for it.
         let (outcome, batch) = self
             .run(move |c| {
-                let outcome = sync_sqlite::push(c, &batch);
+                let outcome = sync::push(c, &batch);
                 outcome.map(|o| (o, batch))
             })
             .await?;
@@ -634,7 +638,7 @@ impl Store for SqliteStore {
     }
 
     async fn pull(&self, batch: PullBatch) -> Result<PullOutcome, StoreError> {
-        self.run(move |c| sync_sqlite::pull(c, batch)).await
+        self.run(move |c| sync::pull(c, batch)).await
     }
 
     async fn purge_idempotency(&self, before: u64) -> Result<u64, StoreError> {
@@ -707,7 +711,7 @@ mod tests {
             let conn = Connection::open(&path).expect("open");
             conn.execute_batch(&sqlcipher::key_pragma("main", &key)).expect("key");
             conn.execute_batch(&sqlcipher::cipher_settings_sql("main")).expect("settings");
-            let v2 = format!("{SCHEMA_V1} {SCHEMA_V2} {}", attachments_sqlite::SCHEMA);
+            let v2 = format!("{SCHEMA_V1} {SCHEMA_V2} {}", attachments::SCHEMA);
             conn.execute_batch(&format!("BEGIN; {v2} PRAGMA user_version = 2; COMMIT;")).expect("v2");
             conn.execute_batch(
                 "INSERT INTO users (name, password_hash, roles, created_at) VALUES ('alice', 'h', '[]', 1);

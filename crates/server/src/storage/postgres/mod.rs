@@ -27,10 +27,16 @@ use fieldvault_core::protocol::sync::StoredDoc;
 use fieldvault_core::protocol::DirectiveKind;
 use fieldvault_core::protocol::auth::DeviceReason;
 
+mod attachments;
+mod devices;
+mod sync;
+
+pub use sync::idempotency_lock_id;
+
 use super::{
     AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginFailures, NewDirective, NewLogin, PullBatch,
     PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord,
-    attachments_postgres, decode_access, devices_postgres, encode_access, sync_postgres,
+    decode_access, encode_access,
 };
 
 /// The newest schema version this build knows.
@@ -192,12 +198,12 @@ async fn migrate(pool: &PgPool, schema: Option<&str>) -> Result<(), StoreError> 
         }
     }
     if found < 2 {
-        for statement in sync_postgres::SCHEMA_V2.iter().chain(attachments_postgres::SCHEMA) {
+        for statement in sync::SCHEMA_V2.iter().chain(attachments::SCHEMA) {
             sqlx::query(*statement).execute(&mut *tx).await.map_err(backend)?;
         }
     }
     if found < 3 {
-        for statement in devices_postgres::SCHEMA_V3 {
+        for statement in devices::SCHEMA_V3 {
             sqlx::query(*statement).execute(&mut *tx).await.map_err(backend)?;
         }
     }
@@ -387,7 +393,7 @@ impl Store for PgStore {
     }
 
     async fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
-        devices_postgres::remove_user(&self.pool, name).await
+        devices::remove_user(&self.pool, name).await
     }
 
     async fn login_failures(&self, user: &str, address: &str) -> Result<LoginFailures, StoreError> {
@@ -431,11 +437,11 @@ impl Store for PgStore {
     }
 
     async fn device(&self, id: &str) -> Result<Option<DeviceState>, StoreError> {
-        devices_postgres::device(&self.pool, id).await
+        devices::device(&self.pool, id).await
     }
 
     async fn login(&self, login: &NewLogin) -> Result<bool, StoreError> {
-        devices_postgres::login(&self.pool, login).await
+        devices::login(&self.pool, login).await
     }
 
     async fn session_by_key_id(&self, key_id: &str) -> Result<Option<SessionRecord>, StoreError> {
@@ -473,12 +479,12 @@ impl Store for PgStore {
     async fn retire_device(&self, device_id: &str, reason: DeviceReason, now: u64) -> Result<(), StoreError> {
         let now = to_db(now)?;
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        devices_postgres::retire_in(&mut tx, device_id, reason, now).await?;
+        devices::retire_in(&mut tx, device_id, reason, now).await?;
         tx.commit().await.map_err(backend)
     }
 
     async fn renew_lease(&self, device_id: &str, expires_at: u64, now: u64) -> Result<Option<LeaseRecord>, StoreError> {
-        devices_postgres::renew_lease(&self.pool, device_id, expires_at, now).await
+        devices::renew_lease(&self.pool, device_id, expires_at, now).await
     }
 
     async fn spend_refresh(&self, spend: Spend<'_>) -> Result<SpendOutcome, StoreError> {
@@ -616,7 +622,7 @@ impl Store for PgStore {
     }
 
     async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        devices_postgres::devices(&self.pool).await
+        devices::devices(&self.pool).await
     }
 
     async fn add_directive(&self, d: &NewDirective) -> Result<bool, StoreError> {
@@ -643,8 +649,8 @@ impl Store for PgStore {
             .await
             .map_err(backend)?;
         match d.kind {
-            DirectiveKind::Wipe => devices_postgres::retire_in(&mut tx, &d.device_id, DeviceReason::Wiped, now).await?,
-            DirectiveKind::Revoke => devices_postgres::revoke_device_sessions(&mut tx, &d.device_id, now).await?,
+            DirectiveKind::Wipe => devices::retire_in(&mut tx, &d.device_id, DeviceReason::Wiped, now).await?,
+            DirectiveKind::Revoke => devices::revoke_device_sessions(&mut tx, &d.device_id, now).await?,
         }
         tx.commit().await.map_err(backend)?;
         Ok(true)
@@ -664,31 +670,31 @@ impl Store for PgStore {
     }
 
     async fn document(&self, collection: &str, id: &str) -> Result<Option<StoredDoc>, StoreError> {
-        sync_postgres::document(&self.pool, collection, id).await
+        sync::document(&self.pool, collection, id).await
     }
 
     async fn create_attachment(&self, record: &AttachmentRecord) -> Result<AttachmentRecord, StoreError> {
-        attachments_postgres::create(&self.pool, record).await
+        attachments::create(&self.pool, record).await
     }
 
     async fn attachment(&self, id: &str) -> Result<Option<(AttachmentRecord, Vec<u64>)>, StoreError> {
-        attachments_postgres::get(&self.pool, id).await
+        attachments::get(&self.pool, id).await
     }
 
     async fn put_chunk(&self, id: &str, index: u64, bytes: &[u8]) -> Result<(u64, bool), StoreError> {
-        attachments_postgres::put_chunk(&self.pool, id, index, bytes).await
+        attachments::put_chunk(&self.pool, id, index, bytes).await
     }
 
     async fn chunk(&self, id: &str, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        attachments_postgres::chunk(&self.pool, id, index).await
+        attachments::chunk(&self.pool, id, index).await
     }
 
     async fn push(&self, batch: PushBatch) -> Result<PushOutcome, StoreError> {
-        sync_postgres::push(&self.pool, batch).await
+        sync::push(&self.pool, batch).await
     }
 
     async fn pull(&self, batch: PullBatch) -> Result<PullOutcome, StoreError> {
-        sync_postgres::pull(&self.pool, batch).await
+        sync::pull(&self.pool, batch).await
     }
 
     async fn purge_idempotency(&self, before: u64) -> Result<u64, StoreError> {

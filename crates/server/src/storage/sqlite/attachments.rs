@@ -1,10 +1,10 @@
 //! Attachment metadata and ciphertext chunks in the SQLCipher store (so the chunks are
 //! encrypted twice at rest: by the client's format and by the store).
 
-use super::sqlite::{i, u};
+use super::{i, u};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::AttachmentRecord;
+use crate::storage::AttachmentRecord;
 
 /// Version 2 tables for attachments.
 pub(super) const SCHEMA: &str = "

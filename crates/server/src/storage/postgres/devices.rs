@@ -1,4 +1,4 @@
-//! Devices on PostgreSQL: the same rows and rules as `devices_sqlite.rs`, shared by every
+//! Devices on PostgreSQL: the same rows and rules as `sqlite/devices.rs`, shared by every
 //! server instance. A login's device step is one conditional `UPDATE` (or an `INSERT`) in the
 //! transaction that makes the session, so the row lock it takes orders it against a
 //! concurrent wipe, logout or takeover of the same device: whichever commits second sees the
@@ -10,10 +10,10 @@
 use fieldvault_core::protocol::auth::DeviceReason;
 use sqlx::{PgConnection, PgPool, Row};
 
-use super::postgres::{backend, from_db, to_db};
-use super::{DeviceRecord, DeviceState, LeaseRecord, LoginDevice, NewLogin, StoreError};
+use super::{backend, from_db, to_db};
+use crate::storage::{DeviceRecord, DeviceState, LeaseRecord, LoginDevice, NewLogin, StoreError};
 
-/// Version 3 (see `devices_sqlite::SCHEMA_V3`), one statement each.
+/// Version 3 (see `sqlite/devices.rs`), one statement each.
 pub(super) const SCHEMA_V3: &[&str] = &[
     "ALTER TABLE devices ADD COLUMN IF NOT EXISTS secret_sealed BYTEA NULL",
     "ALTER TABLE devices ADD COLUMN IF NOT EXISTS lease_id TEXT NULL",
@@ -86,7 +86,7 @@ pub(super) async fn revoke_device_sessions(
     device_id: &str,
     now: i64,
 ) -> Result<(), StoreError> {
-    super::postgres::revoke_sessions_where(conn, super::postgres::SessionsOf::Device, device_id, now).await
+    super::revoke_sessions_where(conn, super::SessionsOf::Device, device_id, now).await
 }
 
 async fn insert_device(
@@ -185,7 +185,7 @@ pub(super) async fn login(pool: &PgPool, l: &NewLogin) -> Result<bool, StoreErro
     Ok(true)
 }
 
-/// Retires a device inside a transaction (see [`super::Store::retire_device`]). A wipe is
+/// Retires a device inside a transaction (see [`crate::storage::Store::retire_device`]). A wipe is
 /// never turned back into a plain retirement.
 pub(super) async fn retire_in(
     conn: &mut PgConnection,

@@ -8,8 +8,8 @@
 use fieldvault_core::protocol::auth::DeviceReason;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::sqlite::{i, u};
-use super::{DeviceRecord, DeviceState, LeaseRecord, LoginDevice, NewLogin};
+use super::{i, u};
+use crate::storage::{DeviceRecord, DeviceState, LeaseRecord, LoginDevice, NewLogin};
 
 /// Version 3: devices hold their secret and their lease (moved from the newest session that
 /// had one), and why they were retired; sessions no longer hold leases. A device that had a
@@ -166,7 +166,7 @@ pub(super) fn login(c: &mut Connection, l: &NewLogin) -> rusqlite::Result<bool> 
     Ok(true)
 }
 
-/// Retires a device inside `tx` (see [`super::Store::retire_device`]). A wipe is never turned
+/// Retires a device inside `tx` (see [`crate::storage::Store::retire_device`]). A wipe is never turned
 /// back into a plain retirement.
 pub(super) fn retire_in(tx: &Transaction<'_>, device_id: &str, why: DeviceReason, now: i64) -> rusqlite::Result<()> {
     match why {
