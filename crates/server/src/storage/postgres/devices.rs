@@ -10,8 +10,10 @@
 use fieldvault_core::protocol::auth::DeviceReason;
 use sqlx::{PgConnection, PgPool, Row};
 
-use super::{backend, from_db, to_db};
-use crate::storage::{DeviceRecord, DeviceState, LeaseRecord, LoginDevice, NewLogin, StoreError};
+use crate::storage::{
+    DeviceRecord, DeviceState, LeaseRecord, LoginDevice, NewLogin, StoreError, from_column, lease, retirement,
+    to_column,
+};
 
 /// Version 3 (see `sqlite/devices.rs`), one statement each.
 pub(super) const SCHEMA_V3: &[&str] = &[
@@ -34,26 +36,6 @@ pub(super) const SCHEMA_V3: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS devices_user_name ON devices (user_name)",
 ];
 
-fn reason(text: Option<String>) -> Result<Option<DeviceReason>, StoreError> {
-    text.map(|t| {
-        DeviceReason::from_name(&t).ok_or_else(|| StoreError::Backend("corrupt retirement reason in the store".into()))
-    })
-    .transpose()
-}
-
-fn lease(
-    id: Option<String>,
-    key_sealed: Option<Vec<u8>>,
-    expires_at: Option<i64>,
-) -> Result<Option<LeaseRecord>, StoreError> {
-    Ok(match (id, key_sealed) {
-        (Some(id), Some(key_sealed)) => {
-            Some(LeaseRecord { id, key_sealed, expires_at: from_db(expires_at.unwrap_or(0))? })
-        }
-        _ => None,
-    })
-}
-
 pub(super) async fn device(pool: &PgPool, id: &str) -> Result<Option<DeviceState>, StoreError> {
     let row = sqlx::query(
         "SELECT id, user_name, secret_sealed, lease_id, lease_sealed, lease_expires_at, retired_reason,
@@ -63,20 +45,15 @@ pub(super) async fn device(pool: &PgPool, id: &str) -> Result<Option<DeviceState
     )
     .bind(id)
     .fetch_optional(pool)
-    .await
-    .map_err(backend)?;
+    .await?;
     let Some(r) = row else { return Ok(None) };
     Ok(Some(DeviceState {
-        id: r.try_get("id").map_err(backend)?,
-        user: r.try_get("user_name").map_err(backend)?,
-        secret_sealed: r.try_get("secret_sealed").map_err(backend)?,
-        lease: lease(
-            r.try_get("lease_id").map_err(backend)?,
-            r.try_get("lease_sealed").map_err(backend)?,
-            r.try_get("lease_expires_at").map_err(backend)?,
-        )?,
-        retired: reason(r.try_get("retired_reason").map_err(backend)?)?,
-        directives: r.try_get("directives").map_err(backend)?,
+        id: r.try_get("id")?,
+        user: r.try_get("user_name")?,
+        secret_sealed: r.try_get("secret_sealed")?,
+        lease: lease(r.try_get("lease_id")?, r.try_get("lease_sealed")?, r.try_get("lease_expires_at")?)?,
+        retired: retirement(r.try_get("retired_reason")?)?,
+        directives: r.try_get("directives")?,
     }))
 }
 
@@ -104,20 +81,19 @@ async fn insert_device(
     .bind(id)
     .bind(&l.user)
     .bind(&l.device_name)
-    .bind(to_db(l.now)?)
+    .bind(to_column(l.now, "devices.created_at")?)
     .bind(secret_sealed)
     .bind(&lease.id)
     .bind(&lease.key_sealed[..])
-    .bind(to_db(lease.expires_at)?)
+    .bind(to_column(lease.expires_at, "devices.lease_expires_at")?)
     .execute(&mut *conn)
-    .await
-    .map_err(backend)?;
+    .await?;
     Ok(())
 }
 
 pub(super) async fn login(pool: &PgPool, l: &NewLogin) -> Result<bool, StoreError> {
-    let now = to_db(l.now)?;
-    let mut tx = pool.begin().await.map_err(backend)?;
+    let now = to_column(l.now, "sessions.created_at")?;
+    let mut tx = pool.begin().await?;
     match &l.device {
         LoginDevice::New { id, secret_sealed, lease } => insert_device(&mut tx, l, id, secret_sealed, lease).await?,
         LoginDevice::Continue { id, expected_lease, lease } => {
@@ -132,13 +108,12 @@ pub(super) async fn login(pool: &PgPool, l: &NewLogin) -> Result<bool, StoreErro
             .bind(now)
             .bind(&lease.id)
             .bind(&lease.key_sealed[..])
-            .bind(to_db(lease.expires_at)?)
+            .bind(to_column(lease.expires_at, "devices.lease_expires_at")?)
             .bind(expected_lease)
             .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .await?;
             if continued.rows_affected() != 1 {
-                tx.rollback().await.map_err(backend)?;
+                tx.rollback().await?;
                 return Ok(false);
             }
             revoke_device_sessions(&mut tx, id, now).await?;
@@ -152,10 +127,9 @@ pub(super) async fn login(pool: &PgPool, l: &NewLogin) -> Result<bool, StoreErro
             .bind(&l.user)
             .bind(&lease.id)
             .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .await?;
             if released.rows_affected() != 1 {
-                tx.rollback().await.map_err(backend)?;
+                tx.rollback().await?;
                 return Ok(false);
             }
             insert_device(&mut tx, l, id, secret_sealed, lease).await?;
@@ -172,16 +146,14 @@ pub(super) async fn login(pool: &PgPool, l: &NewLogin) -> Result<bool, StoreErro
     .bind(&l.secret_sealed[..])
     .bind(now)
     .execute(&mut *tx)
-    .await
-    .map_err(backend)?;
+    .await?;
     sqlx::query("INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES ($1, $2, $3)")
         .bind(&l.refresh_hash[..])
         .bind(&l.session_id)
         .bind(now)
         .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-    tx.commit().await.map_err(backend)?;
+        .await?;
+    tx.commit().await?;
     Ok(true)
 }
 
@@ -209,7 +181,7 @@ pub(super) async fn retire_in(
         .bind(now)
         .bind(why.as_str()),
     };
-    retire.execute(&mut *conn).await.map_err(backend)?;
+    retire.execute(&mut *conn).await?;
     revoke_device_sessions(conn, device_id, now).await
 }
 
@@ -225,21 +197,16 @@ pub(super) async fn renew_lease(
          RETURNING lease_id, lease_sealed, lease_expires_at",
     )
     .bind(device_id)
-    .bind(to_db(expires_at)?)
-    .bind(to_db(now)?)
+    .bind(to_column(expires_at, "devices.lease_expires_at")?)
+    .bind(to_column(now, "devices.last_seen_at")?)
     .fetch_optional(pool)
-    .await
-    .map_err(backend)?;
+    .await?;
     let Some(r) = row else { return Ok(None) };
-    lease(
-        r.try_get("lease_id").map_err(backend)?,
-        r.try_get("lease_sealed").map_err(backend)?,
-        r.try_get("lease_expires_at").map_err(backend)?,
-    )
+    lease(r.try_get("lease_id")?, r.try_get("lease_sealed")?, r.try_get("lease_expires_at")?)
 }
 
 pub(super) async fn remove_user(pool: &PgPool, name: &str) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await.map_err(backend)?;
+    let mut tx = pool.begin().await?;
     for statement in [
         // The device rows first, so that a login or retirement of them running now waits.
         "SELECT 1 FROM devices WHERE user_name = $1 FOR UPDATE",
@@ -251,11 +218,10 @@ pub(super) async fn remove_user(pool: &PgPool, name: &str) -> Result<bool, Store
         "DELETE FROM idempotency WHERE user_name = $1",
         "DELETE FROM login_failures WHERE user_name = $1",
     ] {
-        sqlx::query(statement).bind(name).execute(&mut *tx).await.map_err(backend)?;
+        sqlx::query(statement).bind(name).execute(&mut *tx).await?;
     }
-    let removed =
-        sqlx::query("DELETE FROM users WHERE name = $1").bind(name).execute(&mut *tx).await.map_err(backend)?;
-    tx.commit().await.map_err(backend)?;
+    let removed = sqlx::query("DELETE FROM users WHERE name = $1").bind(name).execute(&mut *tx).await?;
+    tx.commit().await?;
     Ok(removed.rows_affected() == 1)
 }
 
@@ -270,22 +236,21 @@ pub(super) async fn devices(pool: &PgPool) -> Result<Vec<DeviceRecord>, StoreErr
          FROM devices d ORDER BY d.user_name, d.created_at, d.id",
     )
     .fetch_all(pool)
-    .await
-    .map_err(backend)?;
+    .await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
-        let pending: Vec<String> = r.try_get(7).map_err(backend)?;
-        let lease_expires_at: Option<i64> = r.try_get(9).map_err(backend)?;
+        let pending: Vec<String> = r.try_get(7)?;
+        let lease_expires_at: Option<i64> = r.try_get(9)?;
         out.push(DeviceRecord {
-            id: r.try_get(0).map_err(backend)?,
-            user: r.try_get(1).map_err(backend)?,
-            name: r.try_get(2).map_err(backend)?,
-            created_at: from_db(r.try_get(3).map_err(backend)?)?,
-            last_seen_at: from_db(r.try_get(4).map_err(backend)?)?,
-            session_id: r.try_get(5).map_err(backend)?,
-            active: r.try_get(6).map_err(backend)?,
-            retired: reason(r.try_get(8).map_err(backend)?)?,
-            lease_expires_at: lease_expires_at.map(from_db).transpose()?,
+            id: r.try_get(0)?,
+            user: r.try_get(1)?,
+            name: r.try_get(2)?,
+            created_at: from_column(r.try_get(3)?, "devices.created_at")?,
+            last_seen_at: from_column(r.try_get(4)?, "devices.last_seen_at")?,
+            session_id: r.try_get(5)?,
+            active: r.try_get(6)?,
+            retired: retirement(r.try_get(8)?)?,
+            lease_expires_at: lease_expires_at.map(|t| from_column(t, "devices.lease_expires_at")).transpose()?,
             pending: pending
                 .into_iter()
                 .map(|p| p.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())).unwrap_or((p, String::new())))

@@ -36,7 +36,7 @@ pub use sync::idempotency_lock_id;
 use super::{
     AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginFailures, NewDirective, NewLogin, PullBatch,
     PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord,
-    decode_access, encode_access,
+    decode_access, encode_access, from_column, to_column,
 };
 
 /// The newest schema version this build knows.
@@ -119,7 +119,7 @@ impl PgStore {
     /// [`StoreError::Backend`] if the URL is invalid, the database cannot be reached or a
     /// migration fails; [`StoreError::SchemaTooNew`] if a newer build already migrated it.
     pub async fn connect(url: &str, max_connections: u32) -> Result<PgStore, StoreError> {
-        let options = PgConnectOptions::from_str(url).map_err(backend)?;
+        let options = PgConnectOptions::from_str(url)?;
         PgStore::open(options, None, max_connections).await
     }
 
@@ -132,7 +132,7 @@ impl PgStore {
     /// 1 to 63 characters from `[a-z0-9_]`.
     pub async fn connect_in_schema(url: &str, schema: &str, max_connections: u32) -> Result<PgStore, StoreError> {
         check_schema_name(schema)?;
-        let options = PgConnectOptions::from_str(url).map_err(backend)?.options([("search_path", schema)]);
+        let options = PgConnectOptions::from_str(url)?.options([("search_path", schema)]);
         PgStore::open(options, Some(schema), max_connections).await
     }
 
@@ -143,13 +143,10 @@ impl PgStore {
     /// [`PgStore::connect_in_schema`]) or the database fails.
     pub async fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
         check_schema_name(schema)?;
-        let options = PgConnectOptions::from_str(url).map_err(backend)?;
-        let mut conn = PgConnection::connect_with(&options).await.map_err(backend)?;
-        sqlx::query(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")))
-            .execute(&mut conn)
-            .await
-            .map_err(backend)?;
-        conn.close().await.map_err(backend)
+        let options = PgConnectOptions::from_str(url)?;
+        let mut conn = PgConnection::connect_with(&options).await?;
+        sqlx::query(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))).execute(&mut conn).await?;
+        Ok(conn.close().await?)
     }
 
     async fn open(
@@ -157,11 +154,7 @@ impl PgStore {
         schema: Option<&str>,
         max_connections: u32,
     ) -> Result<PgStore, StoreError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .connect_with(options)
-            .await
-            .map_err(backend)?;
+        let pool = PgPoolOptions::new().max_connections(max_connections.max(1)).connect_with(options).await?;
         migrate(&pool, schema).await?;
         Ok(PgStore { pool })
     }
@@ -169,53 +162,38 @@ impl PgStore {
 
 /// Brings the schema to [`SCHEMA_VERSION`] in one transaction under [`MIGRATION_LOCK`].
 async fn migrate(pool: &PgPool, schema: Option<&str>) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await.map_err(backend)?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut *tx).await.map_err(backend)?;
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut *tx).await?;
     if let Some(schema) = schema {
         // Under the lock: two `CREATE SCHEMA IF NOT EXISTS` at once can still collide.
-        sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")))
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))).execute(&mut *tx).await?;
     }
-    sqlx::query("CREATE TABLE IF NOT EXISTS fv_schema (version BIGINT NOT NULL)")
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-    let found: Option<i64> = sqlx::query("SELECT max(version) FROM fv_schema")
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(backend)?
-        .try_get(0)
-        .map_err(backend)?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS fv_schema (version BIGINT NOT NULL)").execute(&mut *tx).await?;
+    let found: Option<i64> = sqlx::query("SELECT max(version) FROM fv_schema").fetch_one(&mut *tx).await?.try_get(0)?;
     let found = found.unwrap_or(0);
     if found > SCHEMA_VERSION {
         return Err(StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION });
     }
     if found < 1 {
         for statement in SCHEMA_V1 {
-            sqlx::query(*statement).execute(&mut *tx).await.map_err(backend)?;
+            sqlx::query(*statement).execute(&mut *tx).await?;
         }
     }
     if found < 2 {
         for statement in sync::SCHEMA_V2.iter().chain(attachments::SCHEMA) {
-            sqlx::query(*statement).execute(&mut *tx).await.map_err(backend)?;
+            sqlx::query(*statement).execute(&mut *tx).await?;
         }
     }
     if found < 3 {
         for statement in devices::SCHEMA_V3 {
-            sqlx::query(*statement).execute(&mut *tx).await.map_err(backend)?;
+            sqlx::query(*statement).execute(&mut *tx).await?;
         }
     }
     if found < SCHEMA_VERSION {
-        sqlx::query("DELETE FROM fv_schema").execute(&mut *tx).await.map_err(backend)?;
-        sqlx::query("INSERT INTO fv_schema (version) VALUES ($1)")
-            .bind(SCHEMA_VERSION)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        sqlx::query("DELETE FROM fv_schema").execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO fv_schema (version) VALUES ($1)").bind(SCHEMA_VERSION).execute(&mut *tx).await?;
     }
-    tx.commit().await.map_err(backend)
+    Ok(tx.commit().await?)
 }
 
 /// Schema names are ours (`[a-z0-9_]+`); anything else is refused rather than quoted.
@@ -228,22 +206,14 @@ fn check_schema_name(schema: &str) -> Result<(), StoreError> {
 
 /// A database failure. sqlx's messages carry Postgres' message and never the bound values
 /// (those appear only in the error's `detail`, which is not displayed).
-pub(super) fn backend(e: sqlx::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error().and_then(|d| d.code()).is_some_and(|code| code == UNIQUE_VIOLATION)
-}
-
-/// A time, version or sequence number as stored (`BIGINT`).
-pub(super) fn to_db(t: u64) -> Result<i64, StoreError> {
-    i64::try_from(t).map_err(|_| StoreError::Backend("a number out of range".to_owned()))
-}
-
-/// A stored time, version or sequence number; negative ones are corrupt.
-pub(super) fn from_db(t: i64) -> Result<u64, StoreError> {
-    u64::try_from(t).map_err(|_| StoreError::Backend("a negative number in the store".to_owned()))
 }
 
 /// Revokes a session inside `tx`: marks it revoked (keeping the first time) and spends its live
@@ -253,14 +223,12 @@ async fn revoke_in(conn: &mut PgConnection, session_id: &str, now: i64) -> Resul
         .bind(session_id)
         .bind(now)
         .execute(&mut *conn)
-        .await
-        .map_err(backend)?;
+        .await?;
     sqlx::query("UPDATE refresh_tokens SET spent_at = $2 WHERE session_id = $1 AND spent_at IS NULL")
         .bind(session_id)
         .bind(now)
         .execute(&mut *conn)
-        .await
-        .map_err(backend)?;
+        .await?;
     Ok(())
 }
 
@@ -300,7 +268,7 @@ pub(super) async fn revoke_sessions_where(
         ),
     };
     for statement in [sessions, refresh] {
-        sqlx::query(statement).bind(value).bind(now).execute(&mut *conn).await.map_err(backend)?;
+        sqlx::query(statement).bind(value).bind(now).execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -317,14 +285,14 @@ impl Store for PgStore {
         .bind(&user.password_hash)
         .bind(roles)
         .bind(user.disabled)
-        .bind(to_db(now)?)
+        .bind(to_column(now, "users.created_at")?)
         .bind(attributes)
         .execute(&self.pool)
         .await;
         match result {
             Ok(_) => Ok(()),
             Err(e) if is_unique_violation(&e) => Err(StoreError::UserExists(user.name.clone())),
-            Err(e) => Err(backend(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -332,63 +300,53 @@ impl Store for PgStore {
         let row = sqlx::query("SELECT name, password_hash, roles, disabled, attributes FROM users WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+            .await?;
         let Some(row) = row else { return Ok(None) };
-        let (roles, attributes) = decode_access(
-            &row.try_get::<String, _>("roles").map_err(backend)?,
-            &row.try_get::<String, _>("attributes").map_err(backend)?,
-        )?;
+        let (roles, attributes) =
+            decode_access(&row.try_get::<String, _>("roles")?, &row.try_get::<String, _>("attributes")?)?;
         Ok(Some(UserRecord {
             attributes,
-            name: row.try_get("name").map_err(backend)?,
-            password_hash: row.try_get("password_hash").map_err(backend)?,
+            name: row.try_get("name")?,
+            password_hash: row.try_get("password_hash")?,
             roles,
-            disabled: row.try_get("disabled").map_err(backend)?,
+            disabled: row.try_get("disabled")?,
         }))
     }
 
     async fn set_password(&self, name: &str, password_hash: &str, now: u64) -> Result<bool, StoreError> {
-        let now = to_db(now)?;
-        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let now = to_column(now, "sessions.revoked_at")?;
+        let mut tx = self.pool.begin().await?;
         let updated = sqlx::query("UPDATE users SET password_hash = $2 WHERE name = $1")
             .bind(name)
             .bind(password_hash)
             .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .await?;
         if updated.rows_affected() == 0 {
-            tx.rollback().await.map_err(backend)?;
+            tx.rollback().await?;
             return Ok(false);
         }
         revoke_user_in(&mut tx, name, now).await?;
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await?;
         Ok(true)
     }
 
     async fn disable_user(&self, name: &str, now: u64) -> Result<bool, StoreError> {
-        let now = to_db(now)?;
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        let updated = sqlx::query("UPDATE users SET disabled = true WHERE name = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        let now = to_column(now, "sessions.revoked_at")?;
+        let mut tx = self.pool.begin().await?;
+        let updated =
+            sqlx::query("UPDATE users SET disabled = true WHERE name = $1").bind(name).execute(&mut *tx).await?;
         if updated.rows_affected() == 0 {
-            tx.rollback().await.map_err(backend)?;
+            tx.rollback().await?;
             return Ok(false);
         }
         revoke_user_in(&mut tx, name, now).await?;
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await?;
         Ok(true)
     }
 
     async fn enable_user(&self, name: &str) -> Result<bool, StoreError> {
-        let updated = sqlx::query("UPDATE users SET disabled = false WHERE name = $1")
-            .bind(name)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
+        let updated =
+            sqlx::query("UPDATE users SET disabled = false WHERE name = $1").bind(name).execute(&self.pool).await?;
         Ok(updated.rows_affected() == 1)
     }
 
@@ -401,8 +359,7 @@ impl Store for PgStore {
             .bind(user)
             .bind(address)
             .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+            .await?;
         match row {
             Some(row) => failures_from_row(&row),
             None => Ok(LoginFailures::default()),
@@ -419,10 +376,9 @@ impl Store for PgStore {
         )
         .bind(user)
         .bind(address)
-        .bind(to_db(now)?)
+        .bind(to_column(now, "login_failures.last_at")?)
         .fetch_one(&self.pool)
-        .await
-        .map_err(backend)?;
+        .await?;
         failures_from_row(&row)
     }
 
@@ -431,8 +387,7 @@ impl Store for PgStore {
             .bind(user)
             .bind(address)
             .execute(&self.pool)
-            .await
-            .map_err(backend)?;
+            .await?;
         Ok(())
     }
 
@@ -454,33 +409,32 @@ impl Store for PgStore {
         )
         .bind(key_id)
         .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
+        .await?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some(SessionRecord {
-            id: row.try_get("id").map_err(backend)?,
-            key_id: row.try_get("key_id").map_err(backend)?,
-            user: row.try_get("user_name").map_err(backend)?,
-            device_id: row.try_get("device_id").map_err(backend)?,
-            secret_sealed: row.try_get("secret_sealed").map_err(backend)?,
-            revoked: row.try_get("revoked").map_err(backend)?,
-            created_at: from_db(row.try_get("created_at").map_err(backend)?)?,
-            directives: row.try_get("directives").map_err(backend)?,
+            id: row.try_get("id")?,
+            key_id: row.try_get("key_id")?,
+            user: row.try_get("user_name")?,
+            device_id: row.try_get("device_id")?,
+            secret_sealed: row.try_get("secret_sealed")?,
+            revoked: row.try_get("revoked")?,
+            created_at: from_column(row.try_get("created_at")?, "sessions.created_at")?,
+            directives: row.try_get("directives")?,
         }))
     }
 
     async fn revoke_session(&self, session_id: &str, now: u64) -> Result<(), StoreError> {
-        let now = to_db(now)?;
-        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let now = to_column(now, "sessions.revoked_at")?;
+        let mut tx = self.pool.begin().await?;
         revoke_in(&mut tx, session_id, now).await?;
-        tx.commit().await.map_err(backend)
+        Ok(tx.commit().await?)
     }
 
     async fn retire_device(&self, device_id: &str, reason: DeviceReason, now: u64) -> Result<(), StoreError> {
-        let now = to_db(now)?;
-        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let now = to_column(now, "devices.retired_at")?;
+        let mut tx = self.pool.begin().await?;
         devices::retire_in(&mut tx, device_id, reason, now).await?;
-        tx.commit().await.map_err(backend)
+        Ok(tx.commit().await?)
     }
 
     async fn renew_lease(&self, device_id: &str, expires_at: u64, now: u64) -> Result<Option<LeaseRecord>, StoreError> {
@@ -488,8 +442,8 @@ impl Store for PgStore {
     }
 
     async fn spend_refresh(&self, spend: Spend<'_>) -> Result<SpendOutcome, StoreError> {
-        let now = to_db(spend.now)?;
-        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let now = to_column(spend.now, "refresh_tokens.spent_at")?;
+        let mut tx = self.pool.begin().await?;
 
         // The row lock serialises every spend (and revocation) of this session across
         // instances; under READ COMMITTED each later statement sees what the previous holder
@@ -497,14 +451,13 @@ impl Store for PgStore {
         let session = sqlx::query("SELECT revoked_at FROM sessions WHERE id = $1 FOR UPDATE")
             .bind(spend.session_id)
             .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .await?;
         let live = match session {
             None => false,
-            Some(row) => row.try_get::<Option<i64>, _>("revoked_at").map_err(backend)?.is_none(),
+            Some(row) => row.try_get::<Option<i64>, _>("revoked_at")?.is_none(),
         };
         if !live {
-            tx.rollback().await.map_err(backend)?;
+            tx.rollback().await?;
             return Ok(SpendOutcome::Unknown);
         }
 
@@ -519,17 +472,15 @@ impl Store for PgStore {
         .bind(&spend.successor_hash[..])
         .bind(&spend.successor_sealed[..])
         .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+        .await?;
         if spent.rows_affected() == 1 {
             sqlx::query("INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES ($1, $2, $3)")
                 .bind(&spend.successor_hash[..])
                 .bind(spend.session_id)
                 .bind(now)
                 .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-            tx.commit().await.map_err(backend)?;
+                .await?;
+            tx.commit().await?;
             return Ok(SpendOutcome::Spent);
         }
 
@@ -540,21 +491,22 @@ impl Store for PgStore {
         .bind(&spend.token_hash[..])
         .bind(spend.session_id)
         .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend)?;
+        .await?;
         let Some(token) = token else {
-            tx.rollback().await.map_err(backend)?;
+            tx.rollback().await?;
             return Ok(SpendOutcome::Unknown);
         };
-        let spent_at: Option<i64> = token.try_get("spent_at").map_err(backend)?;
-        let attempt_id: Option<String> = token.try_get("attempt_id").map_err(backend)?;
-        let successor_hash: Option<Vec<u8>> = token.try_get("successor_hash").map_err(backend)?;
-        let successor_sealed: Option<Vec<u8>> = token.try_get("successor_sealed").map_err(backend)?;
+        let spent_at: Option<i64> = token.try_get("spent_at")?;
+        let attempt_id: Option<String> = token.try_get("attempt_id")?;
+        let successor_hash: Option<Vec<u8>> = token.try_get("successor_hash")?;
+        let successor_sealed: Option<Vec<u8>> = token.try_get("successor_sealed")?;
 
         // A retry: the same attempt, within the window, and the successor never used. Then the
         // client lost our answer, and gets the same successor again.
         let within_window = match spent_at {
-            Some(spent_at) => spend.now.saturating_sub(from_db(spent_at)?) <= spend.retry_window,
+            Some(spent_at) => {
+                spend.now.saturating_sub(from_column(spent_at, "refresh_tokens.spent_at")?) <= spend.retry_window
+            }
             None => false,
         };
         if attempt_id.as_deref() == Some(spend.attempt_id)
@@ -566,18 +518,17 @@ impl Store for PgStore {
                     .bind(&successor_hash[..])
                     .bind(spend.session_id)
                     .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(backend)?
+                    .await?
                     .is_some();
             if successor_live {
-                tx.commit().await.map_err(backend)?;
+                tx.commit().await?;
                 return Ok(SpendOutcome::Retry { successor_sealed });
             }
         }
 
         // Anything else is a spent token presented again: assume it was stolen, end the session.
         revoke_in(&mut tx, spend.session_id, now).await?;
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await?;
         Ok(SpendOutcome::ReuseRevoked)
     }
 
@@ -588,19 +539,17 @@ impl Store for PgStore {
             sqlx::query("INSERT INTO nonces (key_id, nonce, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
                 .bind(key_id)
                 .bind(&nonce[..])
-                .bind(to_db(expires_at)?)
+                .bind(to_column(expires_at, "nonces.expires_at")?)
                 .execute(&self.pool)
-                .await
-                .map_err(backend)?;
+                .await?;
         Ok(inserted.rows_affected() == 1)
     }
 
     async fn purge_nonces(&self, now: u64) -> Result<u64, StoreError> {
         let purged = sqlx::query("DELETE FROM nonces WHERE expires_at < $1")
-            .bind(to_db(now)?)
+            .bind(to_column(now, "nonces.expires_at")?)
             .execute(&self.pool)
-            .await
-            .map_err(backend)?;
+            .await?;
         Ok(purged.rows_affected())
     }
 
@@ -616,8 +565,7 @@ impl Store for PgStore {
             .bind(roles)
             .bind(attributes)
             .execute(&self.pool)
-            .await
-            .map_err(backend)?;
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -626,17 +574,16 @@ impl Store for PgStore {
     }
 
     async fn add_directive(&self, d: &NewDirective) -> Result<bool, StoreError> {
-        let now = to_db(d.now)?;
-        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let now = to_column(d.now, "directives.issued_at")?;
+        let mut tx = self.pool.begin().await?;
         // The device row is locked first, as by every path that changes a device.
         let exists = sqlx::query("SELECT 1 FROM devices WHERE id = $1 FOR UPDATE")
             .bind(&d.device_id)
             .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?
+            .await?
             .is_some();
         if !exists {
-            tx.rollback().await.map_err(backend)?;
+            tx.rollback().await?;
             return Ok(false);
         }
         sqlx::query("INSERT INTO directives (jti, device_id, kind, token, issued_at) VALUES ($1, $2, $3, $4, $5)")
@@ -646,13 +593,12 @@ impl Store for PgStore {
             .bind(&d.token)
             .bind(now)
             .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .await?;
         match d.kind {
             DirectiveKind::Wipe => devices::retire_in(&mut tx, &d.device_id, DeviceReason::Wiped, now).await?,
             DirectiveKind::Revoke => devices::revoke_device_sessions(&mut tx, &d.device_id, now).await?,
         }
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await?;
         Ok(true)
     }
 
@@ -662,10 +608,9 @@ impl Store for PgStore {
         )
         .bind(device_id)
         .bind(jtis)
-        .bind(to_db(now)?)
+        .bind(to_column(now, "directives.acked_at")?)
         .execute(&self.pool)
-        .await
-        .map_err(backend)?;
+        .await?;
         Ok(r.rows_affected())
     }
 
@@ -699,21 +644,15 @@ impl Store for PgStore {
 
     async fn purge_idempotency(&self, before: u64) -> Result<u64, StoreError> {
         let r = sqlx::query("DELETE FROM idempotency WHERE created_at < $1")
-            .bind(to_db(before)?)
+            .bind(to_column(before, "idempotency.created_at")?)
             .execute(&self.pool)
-            .await
-            .map_err(backend)?;
+            .await?;
         Ok(r.rows_affected())
     }
 }
 
 fn failures_from_row(row: &sqlx::postgres::PgRow) -> Result<LoginFailures, StoreError> {
-    let failures: i32 = row.try_get("failures").map_err(backend)?;
-    let last_at: i64 = row.try_get("last_at").map_err(backend)?;
-    Ok(LoginFailures {
-        failures: u32::try_from(failures).map_err(|_| StoreError::Backend("negative failure count".to_owned()))?,
-        last_at: from_db(last_at)?,
-    })
+    LoginFailures::from_columns(i64::from(row.try_get::<i32, _>("failures")?), row.try_get("last_at")?)
 }
 
 #[cfg(test)]
@@ -802,6 +741,17 @@ mod tests {
             assert!(check_schema_name(bad).is_err(), "{bad:?}");
         }
         assert!(check_schema_name("fv_t_0123abcd").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_stored_value_its_column_may_not_hold_is_corrupt_naming_the_column() {
+        with_store(|_, _, store| async move {
+            for row in crate::storage::tests::corrupt_rows("'\\x01'") {
+                sqlx::query(AssertSqlSafe(row)).execute(&store.pool).await.expect("writes");
+            }
+            crate::storage::tests::each_corrupt_row_is_refused_naming_its_column(&store).await;
+        })
+        .await;
     }
 
     #[tokio::test]

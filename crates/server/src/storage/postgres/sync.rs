@@ -19,21 +19,16 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{backend, from_db, to_db};
 use fieldvault_core::protocol::sync::{
     FirstResult, IdempotencyRecord, OpResult, OpStatus, PullPlan, PullRow, StoredDoc, plan_pull, plan_push,
 };
 use fieldvault_core::rules::RuleUser;
 use sqlx::{PgConnection, PgPool, Row};
 
-use crate::storage::{PullBatch, PullOutcome, PushBatch, PushOutcome, StoreError};
+use crate::storage::{PullBatch, PullOutcome, PushBatch, PushOutcome, StoreError, from_column, stored_doc, to_column};
 
 /// Key of the advisory lock that orders change sequence numbers (ASCII `fvchgseq`).
 const SEQ_LOCK: i64 = 0x6676_6368_6773_6571;
-
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Backend(format!("corrupt {what} in the store"))
-}
 
 /// The advisory-lock key a push holds for (user, idempotency key) while it runs: the first
 /// eight bytes of SHA-256 over a label, the user and the key.
@@ -52,11 +47,10 @@ pub fn idempotency_lock_id(user: &str, key: &str) -> i64 {
 async fn bump_device_seq(conn: &mut PgConnection, device: &str, seq: u64, now: u64) -> Result<bool, StoreError> {
     let r = sqlx::query("UPDATE devices SET sync_seq = $2, last_seen_at = $3 WHERE id = $1 AND sync_seq <= $2")
         .bind(device)
-        .bind(to_db(seq)?)
-        .bind(to_db(now)?)
+        .bind(to_column(seq, "devices.sync_seq")?)
+        .bind(to_column(now, "devices.last_seen_at")?)
         .execute(&mut *conn)
-        .await
-        .map_err(backend)?;
+        .await?;
     Ok(r.rows_affected() == 1)
 }
 
@@ -64,25 +58,9 @@ async fn rule_user(conn: &mut PgConnection, name: &str) -> Result<Option<RuleUse
     let row = sqlx::query("SELECT roles, attributes FROM users WHERE name = $1")
         .bind(name)
         .fetch_optional(&mut *conn)
-        .await
-        .map_err(backend)?;
+        .await?;
     let Some(row) = row else { return Ok(None) };
-    let roles: String = row.try_get(0).map_err(backend)?;
-    let attributes: String = row.try_get(1).map_err(backend)?;
-    Ok(Some(RuleUser {
-        id: name.to_owned(),
-        roles: serde_json::from_str(&roles).map_err(|_| corrupt("roles"))?,
-        attributes: serde_json::from_str(&attributes).map_err(|_| corrupt("attributes"))?,
-    }))
-}
-
-fn stored_from(owner: String, version: i64, deleted: bool, body: &str) -> Result<StoredDoc, StoreError> {
-    Ok(StoredDoc {
-        owner,
-        version: from_db(version)?,
-        deleted,
-        body: serde_json::from_str(body).map_err(|_| corrupt("document"))?,
-    })
+    Ok(Some(crate::storage::rule_user(name, row.try_get(0)?, row.try_get(1)?)?))
 }
 
 async fn load_doc(conn: &mut PgConnection, collection: &str, id: &str) -> Result<Option<StoredDoc>, StoreError> {
@@ -90,15 +68,9 @@ async fn load_doc(conn: &mut PgConnection, collection: &str, id: &str) -> Result
         .bind(collection)
         .bind(id)
         .fetch_optional(&mut *conn)
-        .await
-        .map_err(backend)?;
+        .await?;
     match row {
-        Some(r) => Ok(Some(stored_from(
-            r.try_get(0).map_err(backend)?,
-            r.try_get(1).map_err(backend)?,
-            r.try_get(2).map_err(backend)?,
-            r.try_get::<&str, _>(3).map_err(backend)?,
-        )?)),
+        Some(r) => Ok(Some(stored_doc(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get::<&str, _>(3)?)?)),
         None => Ok(None),
     }
 }
@@ -142,26 +114,24 @@ async fn held_statement(
         .bind(ids.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>())
         .bind(ids.iter().map(|(_, i)| i.as_str()).collect::<Vec<_>>())
         .execute(&mut *conn)
-        .await
-        .map_err(backend)?;
+        .await?;
     Ok(())
 }
 
 pub(super) async fn document(pool: &PgPool, collection: &str, id: &str) -> Result<Option<StoredDoc>, StoreError> {
-    let mut conn = pool.acquire().await.map_err(backend)?;
+    let mut conn = pool.acquire().await?;
     load_doc(&mut conn, collection, id).await
 }
 
 pub(super) async fn push(pool: &PgPool, b: PushBatch) -> Result<PushOutcome, StoreError> {
-    let mut tx = pool.begin().await.map_err(backend)?;
+    let mut tx = pool.begin().await?;
     let locks: Vec<i64> = b.ops.iter().map(|o| idempotency_lock_id(&b.user, &o.op.idempotency_key)).collect();
     let all_locked: bool = sqlx::query_scalar(
         "SELECT COALESCE(bool_and(pg_try_advisory_xact_lock(k)), true) FROM unnest($1::bigint[]) AS k",
     )
     .bind(&locks)
     .fetch_one(&mut *tx)
-    .await
-    .map_err(backend)?;
+    .await?;
     if !all_locked {
         return Ok(PushOutcome::KeyInUse);
     }
@@ -178,27 +148,29 @@ pub(super) async fn push(pool: &PgPool, b: PushBatch) -> Result<PushOutcome, Sto
             .bind(&b.user)
             .bind(&keys)
             .fetch_all(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .await?;
     let mut records = HashMap::with_capacity(rows.len());
     for r in rows {
-        let fingerprint: Vec<u8> = r.try_get(1).map_err(backend)?;
-        let status: String = r.try_get(2).map_err(backend)?;
-        let version: Option<i64> = r.try_get(3).map_err(backend)?;
+        let fingerprint: Vec<u8> = r.try_get(1)?;
+        let status: String = r.try_get(2)?;
+        let version: Option<i64> = r.try_get(3)?;
         records.insert(
-            r.try_get::<String, _>(0).map_err(backend)?,
+            r.try_get::<String, _>(0)?,
             IdempotencyRecord {
-                fingerprint: fingerprint.try_into().map_err(|_| corrupt("idempotency fingerprint"))?,
+                fingerprint: fingerprint
+                    .try_into()
+                    .map_err(|_| StoreError::corrupt("idempotency.fingerprint", "not 32 bytes"))?,
                 first: FirstResult {
-                    status: OpStatus::from_name(&status).ok_or_else(|| corrupt("idempotency status"))?,
-                    version: version.map(from_db).transpose()?,
+                    status: OpStatus::from_name(&status)
+                        .ok_or_else(|| StoreError::corrupt("idempotency.status", "not an op status"))?,
+                    version: version.map(|v| from_column(v, "idempotency.version")).transpose()?,
                 },
             },
         );
     }
     // From here to the commit, pushes that change documents run one at a time, so change
     // numbers are handed out in commit order and no two pushes decide on the same state.
-    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SEQ_LOCK).execute(&mut *tx).await.map_err(backend)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SEQ_LOCK).execute(&mut *tx).await?;
     let collections: Vec<&str> = b.ops.iter().map(|o| o.op.collection.as_str()).collect();
     let ids: Vec<&str> = b.ops.iter().map(|o| o.op.id.as_str()).collect();
     let rows = sqlx::query(
@@ -209,29 +181,30 @@ pub(super) async fn push(pool: &PgPool, b: PushBatch) -> Result<PushOutcome, Sto
     .bind(&collections)
     .bind(&ids)
     .fetch_all(&mut *tx)
-    .await
-    .map_err(backend)?;
+    .await?;
     let mut documents = HashMap::with_capacity(rows.len());
     for r in rows {
-        let at: (String, String) = (r.try_get(0).map_err(backend)?, r.try_get(1).map_err(backend)?);
-        let doc = stored_from(
-            r.try_get(2).map_err(backend)?,
-            r.try_get(3).map_err(backend)?,
-            r.try_get(4).map_err(backend)?,
-            r.try_get::<&str, _>(5).map_err(backend)?,
-        )?;
+        let at: (String, String) = (r.try_get(0)?, r.try_get(1)?);
+        let doc = stored_doc(r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get::<&str, _>(5)?)?;
         documents.insert(at, doc);
     }
-    let next_seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM documents")
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(backend)?;
-    let plan = plan_push(&b.rules, &user, &b.ops, &documents, &records, b.expired_before, from_db(next_seq)?);
-    let now = to_db(b.now)?;
+    let next_seq: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM documents").fetch_one(&mut *tx).await?;
+    let plan = plan_push(
+        &b.rules,
+        &user,
+        &b.ops,
+        &documents,
+        &records,
+        b.expired_before,
+        from_column(next_seq, "documents.seq")?,
+    );
+    let now = to_column(b.now, "documents.updated_at")?;
     if !plan.documents.is_empty() {
         let d = &plan.documents;
-        let versions: Vec<i64> = d.iter().map(|x| to_db(x.version)).collect::<Result<_, _>>()?;
-        let seqs: Vec<i64> = d.iter().map(|x| to_db(x.seq)).collect::<Result<_, _>>()?;
+        let versions: Vec<i64> =
+            d.iter().map(|x| to_column(x.version, "documents.version")).collect::<Result<_, _>>()?;
+        let seqs: Vec<i64> = d.iter().map(|x| to_column(x.seq, "documents.seq")).collect::<Result<_, _>>()?;
         sqlx::query(
             "INSERT INTO documents (collection, id, owner, version, deleted, body, seq, updated_at)
              SELECT c, i, o, v, x, b, s, $8 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[],
@@ -249,13 +222,14 @@ pub(super) async fn push(pool: &PgPool, b: PushBatch) -> Result<PushOutcome, Sto
         .bind(seqs)
         .bind(now)
         .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+        .await?;
     }
     if !plan.records.is_empty() {
         let r = &plan.records;
-        let versions: Vec<Option<i64>> =
-            r.iter().map(|(_, x)| x.first.version.map(to_db).transpose()).collect::<Result<_, _>>()?;
+        let versions: Vec<Option<i64>> = r
+            .iter()
+            .map(|(_, x)| x.first.version.map(|v| to_column(v, "idempotency.version")).transpose())
+            .collect::<Result<_, _>>()?;
         sqlx::query(
             "INSERT INTO idempotency (user_name, key, fingerprint, status, version, created_at)
              SELECT $1, k, f, s, v, $6 FROM unnest($2::text[], $3::bytea[], $4::text[], $5::bigint[]) AS t(k, f, s, v)",
@@ -267,20 +241,19 @@ pub(super) async fn push(pool: &PgPool, b: PushBatch) -> Result<PushOutcome, Sto
         .bind(versions)
         .bind(now)
         .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+        .await?;
     }
     hold_ids(&mut tx, &b.device_id, &plan.held).await?;
     release_ids(&mut tx, &b.device_id, &plan.dropped).await?;
     for (collection, id) in &plan.deleted {
         super::attachments::delete_for_document(&mut tx, collection, id).await?;
     }
-    tx.commit().await.map_err(backend)?;
+    tx.commit().await?;
     Ok(PushOutcome::Results(plan.results))
 }
 
 pub(super) async fn pull(pool: &PgPool, b: PullBatch) -> Result<PullOutcome, StoreError> {
-    let mut tx = pool.begin().await.map_err(backend)?;
+    let mut tx = pool.begin().await?;
     if !bump_device_seq(&mut tx, &b.device_id, b.device_seq, b.now).await? {
         return Ok(PullOutcome::RollbackDetected);
     }
@@ -290,28 +263,24 @@ pub(super) async fn pull(pool: &PgPool, b: PullBatch) -> Result<PullOutcome, Sto
         // Only the user's own documents can be readable, and only held ones need a
         // tombstone. `top` is read first: every number up to it is committed (they are
         // handed out in commit order), so the filtered scan may move the cursor up to it.
-        let top: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM documents")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(backend)?;
+        let top: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM documents").fetch_one(&mut *tx).await?;
         let rows = sqlx::query(
             "SELECT d.collection, d.id, d.owner, d.version, d.deleted, d.body, d.seq FROM documents d
              WHERE d.seq > $1 AND d.seq <= $2 AND (d.owner = $3 OR EXISTS (SELECT 1 FROM held h
                  WHERE h.device_id = $4 AND h.collection = d.collection AND h.id = d.id))
              ORDER BY d.seq LIMIT $5",
         )
-        .bind(to_db(since)?)
+        .bind(to_column(since, "documents.seq")?)
         .bind(top)
         .bind(&b.user)
         .bind(&b.device_id)
         .bind(i64::from(b.limit))
         .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?;
+        .await?;
         let full = rows.len() == b.limit as usize;
         let end = match rows.last() {
-            Some(r) if full => from_db(r.try_get(6).map_err(backend)?)?,
-            _ => from_db(top)?.max(since),
+            Some(r) if full => from_column(r.try_get(6)?, "documents.seq")?,
+            _ => from_column::<u64>(top, "documents.seq")?.max(since),
         };
         (rows, full, end)
     } else {
@@ -319,13 +288,12 @@ pub(super) async fn pull(pool: &PgPool, b: PullBatch) -> Result<PullOutcome, Sto
             "SELECT collection, id, owner, version, deleted, body, seq FROM documents
              WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
-        .bind(to_db(since)?)
+        .bind(to_column(since, "documents.seq")?)
         .bind(i64::from(b.limit))
         .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?;
+        .await?;
         let end = match rows.last() {
-            Some(r) => from_db(r.try_get(6).map_err(backend)?)?,
+            Some(r) => from_column(r.try_get(6)?, "documents.seq")?,
             None => since,
         };
         let full = rows.len() == b.limit as usize;
@@ -333,13 +301,8 @@ pub(super) async fn pull(pool: &PgPool, b: PullBatch) -> Result<PullOutcome, Sto
     };
     let mut page = Vec::with_capacity(rows.len());
     for r in rows {
-        let doc = stored_from(
-            r.try_get(2).map_err(backend)?,
-            r.try_get(3).map_err(backend)?,
-            r.try_get(4).map_err(backend)?,
-            r.try_get::<&str, _>(5).map_err(backend)?,
-        )?;
-        page.push(PullRow { collection: r.try_get(0).map_err(backend)?, id: r.try_get(1).map_err(backend)?, doc });
+        let doc = stored_doc(r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get::<&str, _>(5)?)?;
+        page.push(PullRow { collection: r.try_get(0)?, id: r.try_get(1)?, doc });
     }
     // Which of the page's documents the device holds: one statement.
     let held_rows = sqlx::query(
@@ -351,16 +314,15 @@ pub(super) async fn pull(pool: &PgPool, b: PullBatch) -> Result<PullOutcome, Sto
     .bind(page.iter().map(|p| p.collection.as_str()).collect::<Vec<_>>())
     .bind(page.iter().map(|p| p.id.as_str()).collect::<Vec<_>>())
     .fetch_all(&mut *tx)
-    .await
-    .map_err(backend)?;
+    .await?;
     let mut held = HashSet::with_capacity(held_rows.len());
     for r in held_rows {
-        held.insert((r.try_get::<String, _>(0).map_err(backend)?, r.try_get::<String, _>(1).map_err(backend)?));
+        held.insert((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?));
     }
     let PullPlan { changes, hold, release } = plan_pull(&b.rules, &user, page, &held);
     hold_ids(&mut tx, &b.device_id, &hold).await?;
     release_ids(&mut tx, &b.device_id, &release).await?;
-    tx.commit().await.map_err(backend)?;
+    tx.commit().await?;
     Ok(PullOutcome::Page { changes, next: fieldvault_core::protocol::sync::Cursor { seq: last_seq, epoch }, has_more })
 }
 

@@ -23,7 +23,7 @@ mod sync;
 use super::{
     AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginFailures, NewDirective, NewLogin, PullBatch,
     PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord,
-    decode_access, encode_access,
+    decode_access, encode_access, from_column, to_column,
 };
 
 /// The schema version this build writes.
@@ -144,13 +144,11 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-pub(super) fn i(v: u64) -> i64 {
-    // Unix seconds fit in i64 for the next 292 billion years.
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-pub(super) fn u(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
+/// A database failure, as its message.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        backend(e)
+    }
 }
 
 /// How often the background checkpoint copies the WAL back into the database.
@@ -247,12 +245,12 @@ impl SqliteStore {
 
     async fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
             let mut guard = conn.lock().map_err(|_| backend("a previous storage call panicked"))?;
-            f(&mut guard).map_err(backend)
+            f(&mut guard)
         })
         .await
         .map_err(backend)?
@@ -284,14 +282,15 @@ impl Store for SqliteStore {
     async fn add_user(&self, user: &UserRecord, now: u64) -> Result<(), StoreError> {
         let user = user.clone();
         let (roles, attributes) = encode_access(&user.roles, &user.attributes)?;
+        let created_at = to_column(now, "users.created_at")?;
         let name = user.name.clone();
         let inserted = self
             .run(move |c| {
-                c.execute(
+                Ok(c.execute(
                     "INSERT INTO users (name, password_hash, roles, disabled, created_at, attributes)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name) DO NOTHING",
-                    params![user.name, user.password_hash, roles, user.disabled, i(now), attributes],
-                )
+                    params![user.name, user.password_hash, roles, user.disabled, created_at, attributes],
+                )?)
             })
             .await?;
         if inserted == 0 { Err(StoreError::UserExists(name)) } else { Ok(()) }
@@ -301,7 +300,7 @@ impl Store for SqliteStore {
         let name = name.to_owned();
         let row = self
             .run(move |c| {
-                c.query_row(
+                Ok(c.query_row(
                     "SELECT name, password_hash, roles, disabled, attributes FROM users WHERE name = ?1",
                     [&name],
                     |r| {
@@ -314,7 +313,7 @@ impl Store for SqliteStore {
                         ))
                     },
                 )
-                .optional()
+                .optional()?)
             })
             .await?;
         row.map(|(name, password_hash, roles, disabled, attributes)| {
@@ -326,12 +325,13 @@ impl Store for SqliteStore {
 
     async fn set_password(&self, name: &str, password_hash: &str, now: u64) -> Result<bool, StoreError> {
         let (name, hash) = (name.to_owned(), password_hash.to_owned());
+        let now = to_column(now, "sessions.revoked_at")?;
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if tx.execute("UPDATE users SET password_hash = ?2 WHERE name = ?1", params![name, hash])? == 0 {
                 return Ok(false);
             }
-            revoke_user_in(&tx, &name, i(now))?;
+            revoke_user_in(&tx, &name, now)?;
             tx.commit()?;
             Ok(true)
         })
@@ -340,12 +340,13 @@ impl Store for SqliteStore {
 
     async fn disable_user(&self, name: &str, now: u64) -> Result<bool, StoreError> {
         let name = name.to_owned();
+        let now = to_column(now, "sessions.revoked_at")?;
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if tx.execute("UPDATE users SET disabled = 1 WHERE name = ?1", [&name])? == 0 {
                 return Ok(false);
             }
-            revoke_user_in(&tx, &name, i(now))?;
+            revoke_user_in(&tx, &name, now)?;
             tx.commit()?;
             Ok(true)
         })
@@ -354,7 +355,7 @@ impl Store for SqliteStore {
 
     async fn enable_user(&self, name: &str) -> Result<bool, StoreError> {
         let name = name.to_owned();
-        self.run(move |c| c.execute("UPDATE users SET disabled = 0 WHERE name = ?1", [&name]).map(|n| n == 1)).await
+        self.run(move |c| Ok(c.execute("UPDATE users SET disabled = 0 WHERE name = ?1", [&name])? == 1)).await
     }
 
     async fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
@@ -364,36 +365,41 @@ impl Store for SqliteStore {
 
     async fn login_failures(&self, user: &str, address: &str) -> Result<LoginFailures, StoreError> {
         let (user, address) = (user.to_owned(), address.to_owned());
-        self.run(move |c| {
-            c.query_row(
-                "SELECT failures, last_at FROM login_failures WHERE user_name = ?1 AND address = ?2",
-                [&user, &address],
-                |r| Ok(LoginFailures { failures: r.get(0)?, last_at: u(r.get(1)?) }),
-            )
-            .optional()
-            .map(Option::unwrap_or_default)
-        })
-        .await
+        let row = self
+            .run(move |c| {
+                Ok(c.query_row(
+                    "SELECT failures, last_at FROM login_failures WHERE user_name = ?1 AND address = ?2",
+                    [&user, &address],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?)
+            })
+            .await?;
+        row.map_or(Ok(LoginFailures::default()), |(failures, last_at)| LoginFailures::from_columns(failures, last_at))
     }
 
     async fn record_login_failure(&self, user: &str, address: &str, now: u64) -> Result<LoginFailures, StoreError> {
         let (user, address) = (user.to_owned(), address.to_owned());
-        self.run(move |c| {
-            c.query_row(
-                "INSERT INTO login_failures (user_name, address, failures, last_at) VALUES (?1, ?2, 1, ?3)
-                 ON CONFLICT (user_name, address) DO UPDATE SET failures = failures + 1, last_at = excluded.last_at
-                 RETURNING failures, last_at",
-                params![user, address, i(now)],
-                |r| Ok(LoginFailures { failures: r.get(0)?, last_at: u(r.get(1)?) }),
-            )
-        })
-        .await
+        let now = to_column(now, "login_failures.last_at")?;
+        let (failures, last_at) = self
+            .run(move |c| {
+                Ok(c.query_row(
+                    "INSERT INTO login_failures (user_name, address, failures, last_at) VALUES (?1, ?2, 1, ?3)
+                     ON CONFLICT (user_name, address) DO UPDATE SET failures = failures + 1, last_at = excluded.last_at
+                     RETURNING failures, last_at",
+                    params![user, address, now],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?)
+            })
+            .await?;
+        LoginFailures::from_columns(failures, last_at)
     }
 
     async fn clear_login_failures(&self, user: &str, address: &str) -> Result<(), StoreError> {
         let (user, address) = (user.to_owned(), address.to_owned());
         self.run(move |c| {
-            c.execute("DELETE FROM login_failures WHERE user_name = ?1 AND address = ?2", [&user, &address]).map(|_| ())
+            c.execute("DELETE FROM login_failures WHERE user_name = ?1 AND address = ?2", [&user, &address])?;
+            Ok(())
         })
         .await
     }
@@ -412,47 +418,51 @@ impl Store for SqliteStore {
         let key_id = key_id.to_owned();
         self.run(move |c| {
             let tx = c.transaction()?;
-            let session = tx
+            type Row = (String, String, String, String, Vec<u8>, bool, i64);
+            let row: Option<Row> = tx
                 .prepare_cached(
                     "SELECT id, key_id, user_name, device_id, secret_sealed, revoked_at IS NOT NULL, created_at
                      FROM sessions WHERE key_id = ?1",
                 )?
                 .query_row([&key_id], |r| {
-                    Ok(SessionRecord {
-                        id: r.get(0)?,
-                        key_id: r.get(1)?,
-                        user: r.get(2)?,
-                        device_id: r.get(3)?,
-                        secret_sealed: r.get(4)?,
-                        revoked: r.get(5)?,
-                        created_at: u(r.get(6)?),
-                        directives: Vec::new(),
-                    })
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
                 })
                 .optional()?;
-            session
-                .map(|s| Ok(SessionRecord { directives: devices::pending_directives(&tx, &s.device_id)?, ..s }))
-                .transpose()
+            let Some((id, key_id, user, device_id, secret_sealed, revoked, created_at)) = row else {
+                return Ok(None);
+            };
+            Ok(Some(SessionRecord {
+                directives: devices::pending_directives(&tx, &device_id)?,
+                id,
+                key_id,
+                user,
+                device_id,
+                secret_sealed,
+                revoked,
+                created_at: from_column(created_at, "sessions.created_at")?,
+            }))
         })
         .await
     }
 
     async fn revoke_session(&self, session_id: &str, now: u64) -> Result<(), StoreError> {
         let id = session_id.to_owned();
+        let now = to_column(now, "sessions.revoked_at")?;
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            revoke_in(&tx, &id, i(now))?;
-            tx.commit()
+            revoke_in(&tx, &id, now)?;
+            Ok(tx.commit()?)
         })
         .await
     }
 
     async fn retire_device(&self, device_id: &str, reason: DeviceReason, now: u64) -> Result<(), StoreError> {
         let id = device_id.to_owned();
+        let now = to_column(now, "devices.retired_at")?;
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            devices::retire_in(&tx, &id, reason, i(now))?;
-            tx.commit()
+            devices::retire_in(&tx, &id, reason, now)?;
+            Ok(tx.commit()?)
         })
         .await
     }
@@ -466,7 +476,8 @@ impl Store for SqliteStore {
         let session_id = spend.session_id.to_owned();
         let attempt_id = spend.attempt_id.to_owned();
         let (hash, successor_hash, successor_sealed) = (spend.token_hash, spend.successor_hash, spend.successor_sealed);
-        let (now, window) = (i(spend.now), i(spend.retry_window));
+        let (now, window) = (spend.now, spend.retry_window);
+        let now_column = to_column(now, "refresh_tokens.spent_at")?;
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let live: Option<bool> = tx
@@ -478,12 +489,12 @@ impl Store for SqliteStore {
             let spent = tx.execute(
                 "UPDATE refresh_tokens SET spent_at = ?3, attempt_id = ?4, successor_hash = ?5, successor_sealed = ?6
                  WHERE hash = ?1 AND session_id = ?2 AND spent_at IS NULL",
-                params![&hash[..], session_id, now, attempt_id, &successor_hash[..], successor_sealed],
+                params![&hash[..], session_id, now_column, attempt_id, &successor_hash[..], successor_sealed],
             )?;
             if spent == 1 {
                 tx.execute(
                     "INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES (?1, ?2, ?3)",
-                    params![&successor_hash[..], session_id, now],
+                    params![&successor_hash[..], session_id, now_column],
                 )?;
                 tx.commit()?;
                 return Ok(SpendOutcome::Spent);
@@ -509,11 +520,12 @@ impl Store for SqliteStore {
                     })
                     .optional()?
                     .unwrap_or(false);
+                let spent_at: u64 = from_column(spent_at, "refresh_tokens.spent_at")?;
                 if prev == attempt_id && now.saturating_sub(spent_at) <= window && successor_unused {
                     return Ok(SpendOutcome::Retry { successor_sealed: succ_sealed });
                 }
             }
-            revoke_in(&tx, &session_id, now)?;
+            revoke_in(&tx, &session_id, now_column)?;
             tx.commit()?;
             Ok(SpendOutcome::ReuseRevoked)
         })
@@ -522,18 +534,21 @@ impl Store for SqliteStore {
 
     async fn insert_nonce(&self, key_id: &str, nonce: &[u8; 16], expires_at: u64) -> Result<bool, StoreError> {
         let (key_id, nonce) = (key_id.to_owned(), *nonce);
+        let expires_at = to_column(expires_at, "nonces.expires_at")?;
         self.run(move |c| {
-            c.prepare_cached(
-                "INSERT INTO nonces (key_id, nonce, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-            )?
-            .execute(params![key_id, &nonce[..], i(expires_at)])
-            .map(|n| n == 1)
+            let inserted = c
+                .prepare_cached(
+                    "INSERT INTO nonces (key_id, nonce, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![key_id, &nonce[..], expires_at])?;
+            Ok(inserted == 1)
         })
         .await
     }
 
     async fn purge_nonces(&self, now: u64) -> Result<u64, StoreError> {
-        self.run(move |c| c.execute("DELETE FROM nonces WHERE expires_at < ?1", [i(now)]).map(|n| n as u64)).await
+        let now = to_column(now, "nonces.expires_at")?;
+        self.run(move |c| Ok(c.execute("DELETE FROM nonces WHERE expires_at < ?1", [now])? as u64)).await
     }
 
     async fn set_user_access(
@@ -545,8 +560,11 @@ impl Store for SqliteStore {
         let (roles, attributes) = encode_access(roles, attributes)?;
         let name = name.to_owned();
         self.run(move |c| {
-            c.execute("UPDATE users SET roles = ?2, attributes = ?3 WHERE name = ?1", params![name, roles, attributes])
-                .map(|n| n == 1)
+            let updated = c.execute(
+                "UPDATE users SET roles = ?2, attributes = ?3 WHERE name = ?1",
+                params![name, roles, attributes],
+            )?;
+            Ok(updated == 1)
         })
         .await
     }
@@ -557,6 +575,7 @@ impl Store for SqliteStore {
 
     async fn add_directive(&self, d: &NewDirective) -> Result<bool, StoreError> {
         let d = d.clone();
+        let now = to_column(d.now, "directives.issued_at")?;
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let exists: bool =
@@ -566,11 +585,11 @@ impl Store for SqliteStore {
             }
             tx.execute(
                 "INSERT INTO directives (jti, device_id, kind, token, issued_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![d.jti, d.device_id, d.kind.as_str(), d.token, i(d.now)],
+                params![d.jti, d.device_id, d.kind.as_str(), d.token, now],
             )?;
             match d.kind {
-                DirectiveKind::Wipe => devices::retire_in(&tx, &d.device_id, DeviceReason::Wiped, i(d.now))?,
-                DirectiveKind::Revoke => devices::revoke_device_sessions(&tx, &d.device_id, i(d.now))?,
+                DirectiveKind::Wipe => devices::retire_in(&tx, &d.device_id, DeviceReason::Wiped, now)?,
+                DirectiveKind::Revoke => devices::revoke_device_sessions(&tx, &d.device_id, now)?,
             }
             tx.commit()?;
             Ok(true)
@@ -580,13 +599,14 @@ impl Store for SqliteStore {
 
     async fn ack_directives(&self, device_id: &str, jtis: &[String], now: u64) -> Result<u64, StoreError> {
         let (device, jtis) = (device_id.to_owned(), jtis.to_vec());
+        let now = to_column(now, "directives.acked_at")?;
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut n = 0;
             for jti in &jtis {
                 n += tx.execute(
                     "UPDATE directives SET acked_at = ?3 WHERE jti = ?1 AND device_id = ?2 AND acked_at IS NULL",
-                    params![jti, device, i(now)],
+                    params![jti, device, now],
                 )? as u64;
             }
             tx.commit()?;
@@ -642,8 +662,8 @@ impl Store for SqliteStore {
     }
 
     async fn purge_idempotency(&self, before: u64) -> Result<u64, StoreError> {
-        self.run(move |c| c.execute("DELETE FROM idempotency WHERE created_at < ?1", [i(before)]).map(|n| n as u64))
-            .await
+        let before = to_column(before, "idempotency.created_at")?;
+        self.run(move |c| Ok(c.execute("DELETE FROM idempotency WHERE created_at < ?1", [before])? as u64)).await
     }
 }
 
@@ -671,6 +691,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stored_value_its_column_may_not_hold_is_corrupt_naming_the_column() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&tmp.path().join("server.db"), &Zeroizing::new([6u8; 32])).expect("creates");
+        store
+            .run(|c| {
+                for row in crate::storage::tests::corrupt_rows("x'01'") {
+                    c.execute(&row, [])?;
+                }
+                Ok(())
+            })
+            .await
+            .expect("writes");
+        crate::storage::tests::each_corrupt_row_is_refused_naming_its_column(&store).await;
+    }
+
+    #[tokio::test]
     async fn a_store_written_by_schema_version_1_is_migrated_in_place() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let path = tmp.path().join("server.db");
@@ -690,13 +726,14 @@ mod tests {
         let store = SqliteStore::open(&path, &key).expect("migrates");
         let alice = store.user("alice").await.expect("reads").expect("kept");
         assert_eq!((alice.roles, alice.attributes), (vec!["a".to_owned()], serde_json::Map::new()));
-        let version: i64 = store.run(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0))).await.expect("version");
+        let version: i64 =
+            store.run(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?)).await.expect("version");
         assert_eq!(version, SCHEMA_VERSION);
         assert!(store.devices().await.expect("new tables").is_empty());
         drop(store);
         // Opening again changes nothing; a newer schema is refused.
         let store = SqliteStore::open(&path, &key).expect("opens");
-        store.run(|c| c.execute_batch("PRAGMA user_version = 99")).await.expect("bump");
+        store.run(|c| Ok(c.execute_batch("PRAGMA user_version = 99")?)).await.expect("bump");
         drop(store);
         assert!(matches!(SqliteStore::open(&path, &key), Err(StoreError::SchemaTooNew { found: 99, .. })));
     }
@@ -736,9 +773,11 @@ mod tests {
         assert_eq!((session.device_id.as_str(), session.secret_sealed.as_slice()), ("d1", &[2u8][..]));
         let left: i64 = store
             .run(|c| {
-                c.query_row("SELECT count(*) FROM pragma_table_info('sessions') WHERE name LIKE 'lease%'", [], |r| {
-                    r.get(0)
-                })
+                Ok(c.query_row(
+                    "SELECT count(*) FROM pragma_table_info('sessions') WHERE name LIKE 'lease%'",
+                    [],
+                    |r| r.get(0),
+                )?)
             })
             .await
             .expect("reads");

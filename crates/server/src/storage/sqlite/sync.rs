@@ -4,59 +4,41 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{i, u};
 use fieldvault_core::protocol::sync::{
     FirstResult, IdempotencyRecord, OpResult, OpStatus, PullPlan, PullRow, StoredDoc, plan_pull, plan_push,
 };
 use fieldvault_core::rules::RuleUser;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use crate::storage::{PullBatch, PullOutcome, PushBatch, PushOutcome};
-
-fn corrupt(what: &str) -> rusqlite::Error {
-    rusqlite::Error::ToSqlConversionFailure(format!("corrupt {what} in the store").into())
-}
+use crate::storage::{PullBatch, PullOutcome, PushBatch, PushOutcome, StoreError, from_column, stored_doc, to_column};
 
 /// Raises the device's sync counter to `seq` and notes the contact; false if `seq` is
 /// below the stored one (a rolled-back vault) or the device is unknown.
-pub(super) fn bump_device_seq(tx: &Transaction<'_>, device: &str, seq: u64, now: u64) -> rusqlite::Result<bool> {
+pub(super) fn bump_device_seq(tx: &Transaction<'_>, device: &str, seq: u64, now: u64) -> Result<bool, StoreError> {
     let n = tx
         .prepare_cached("UPDATE devices SET sync_seq = ?2, last_seen_at = ?3 WHERE id = ?1 AND sync_seq <= ?2")?
-        .execute(params![device, i(seq), i(now)])?;
+        .execute(params![device, to_column(seq, "devices.sync_seq")?, to_column(now, "devices.last_seen_at")?])?;
     Ok(n == 1)
 }
 
 /// The user as rules see them; None if unknown.
-pub(super) fn rule_user(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<Option<RuleUser>> {
+pub(super) fn rule_user(tx: &Transaction<'_>, name: &str) -> Result<Option<RuleUser>, StoreError> {
     let row: Option<(String, String)> = tx
         .prepare_cached("SELECT roles, attributes FROM users WHERE name = ?1")?
         .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    let Some((roles, attributes)) = row else { return Ok(None) };
-    Ok(Some(RuleUser {
-        id: name.to_owned(),
-        roles: serde_json::from_str(&roles).map_err(|_| corrupt("roles"))?,
-        attributes: serde_json::from_str(&attributes).map_err(|_| corrupt("attributes"))?,
-    }))
+    row.map(|(roles, attributes)| crate::storage::rule_user(name, &roles, &attributes)).transpose()
 }
 
-pub(super) fn load_doc(tx: &Transaction<'_>, collection: &str, id: &str) -> rusqlite::Result<Option<StoredDoc>> {
+pub(super) fn load_doc(tx: &Transaction<'_>, collection: &str, id: &str) -> Result<Option<StoredDoc>, StoreError> {
     let row: Option<(String, i64, bool, String)> = tx
         .prepare_cached("SELECT owner, version, deleted, body FROM documents WHERE collection = ?1 AND id = ?2")?
         .query_row([collection, id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?;
-    row.map(|(owner, version, deleted, body)| {
-        Ok(StoredDoc {
-            owner,
-            version: u(version),
-            deleted,
-            body: serde_json::from_str(&body).map_err(|_| corrupt("document"))?,
-        })
-    })
-    .transpose()
+    row.map(|(owner, version, deleted, body)| stored_doc(owner, version, deleted, &body)).transpose()
 }
 
-pub(super) fn push(c: &mut Connection, b: &PushBatch) -> rusqlite::Result<PushOutcome> {
+pub(super) fn push(c: &mut Connection, b: &PushBatch) -> Result<PushOutcome, StoreError> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if !bump_device_seq(&tx, &b.device_id, b.device_seq, b.now)? {
         return Ok(PushOutcome::RollbackDetected);
@@ -78,10 +60,13 @@ pub(super) fn push(c: &mut Connection, b: &PushBatch) -> rusqlite::Result<PushOu
                 .optional()?;
             if let Some((fingerprint, status, version)) = row {
                 let record = IdempotencyRecord {
-                    fingerprint: fingerprint.try_into().map_err(|_| corrupt("idempotency fingerprint"))?,
+                    fingerprint: fingerprint
+                        .try_into()
+                        .map_err(|_| StoreError::corrupt("idempotency.fingerprint", "not 32 bytes"))?,
                     first: FirstResult {
-                        status: OpStatus::from_name(&status).ok_or_else(|| corrupt("idempotency status"))?,
-                        version: version.map(u),
+                        status: OpStatus::from_name(&status)
+                            .ok_or_else(|| StoreError::corrupt("idempotency.status", "not an op status"))?,
+                        version: version.map(|v| from_column(v, "idempotency.version")).transpose()?,
                     },
                 };
                 records.insert(op.idempotency_key.clone(), record);
@@ -96,9 +81,18 @@ pub(super) fn push(c: &mut Connection, b: &PushBatch) -> rusqlite::Result<PushOu
     }
     let next_seq: i64 =
         tx.prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM documents")?.query_row([], |r| r.get(0))?;
-    let plan = plan_push(&b.rules, &user, &b.ops, &documents, &records, b.expired_before, u(next_seq));
+    let plan = plan_push(
+        &b.rules,
+        &user,
+        &b.ops,
+        &documents,
+        &records,
+        b.expired_before,
+        from_column(next_seq, "documents.seq")?,
+    );
+    let now = to_column(b.now, "documents.updated_at")?;
     for d in &plan.documents {
-        let body = serde_json::to_string(&d.body).map_err(|_| corrupt("document"))?;
+        let body = d.body.to_string();
         tx.prepare_cached(
             "INSERT INTO documents (collection, id, owner, version, deleted, body, seq, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -106,7 +100,16 @@ pub(super) fn push(c: &mut Connection, b: &PushBatch) -> rusqlite::Result<PushOu
                  deleted = excluded.deleted, body = excluded.body, seq = excluded.seq,
                  updated_at = excluded.updated_at",
         )?
-        .execute(params![d.collection, d.id, d.owner, i(d.version), d.deleted, body, i(d.seq), i(b.now)])?;
+        .execute(params![
+            d.collection,
+            d.id,
+            d.owner,
+            to_column(d.version, "documents.version")?,
+            d.deleted,
+            body,
+            to_column(d.seq, "documents.seq")?,
+            now
+        ])?;
     }
     for (key, r) in &plan.records {
         tx.prepare_cached(
@@ -118,8 +121,8 @@ pub(super) fn push(c: &mut Connection, b: &PushBatch) -> rusqlite::Result<PushOu
             key,
             &r.fingerprint[..],
             r.first.status.as_str(),
-            r.first.version.map(i),
-            i(b.now)
+            r.first.version.map(|v| to_column(v, "idempotency.version")).transpose()?,
+            now
         ])?;
     }
     for (collection, id) in &plan.held {
@@ -143,7 +146,7 @@ pub(super) fn push(c: &mut Connection, b: &PushBatch) -> rusqlite::Result<PushOu
     Ok(PushOutcome::Results(plan.results))
 }
 
-pub(super) fn pull(c: &mut Connection, b: PullBatch) -> rusqlite::Result<PullOutcome> {
+pub(super) fn pull(c: &mut Connection, b: PullBatch) -> Result<PullOutcome, StoreError> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if !bump_device_seq(&tx, &b.device_id, b.device_seq, b.now)? {
         return Ok(PullOutcome::RollbackDetected);
@@ -165,10 +168,13 @@ pub(super) fn pull(c: &mut Connection, b: PullBatch) -> rusqlite::Result<PullOut
                      WHERE h.device_id = ?4 AND h.collection = d.collection AND h.id = d.id))
                  ORDER BY d.seq LIMIT ?5",
             )?
-            .query_map(params![i(since), top, b.user, b.device_id, b.limit], read)?
+            .query_map(params![to_column(since, "documents.seq")?, top, b.user, b.device_id, b.limit], read)?
             .collect::<Result<_, _>>()?;
         let full = rows.len() == b.limit as usize;
-        let end = if full { rows.last().map_or(since, |r| u(r.6)) } else { u(top).max(since) };
+        let end = match rows.last() {
+            Some(r) if full => from_column(r.6, "documents.seq")?,
+            _ => from_column::<u64>(top, "documents.seq")?.max(since),
+        };
         (rows, full, end)
     } else {
         let rows: Vec<Row> = tx
@@ -176,10 +182,13 @@ pub(super) fn pull(c: &mut Connection, b: PullBatch) -> rusqlite::Result<PullOut
                 "SELECT collection, id, owner, version, deleted, body, seq FROM documents
                  WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )?
-            .query_map(params![i(since), b.limit], read)?
+            .query_map(params![to_column(since, "documents.seq")?, b.limit], read)?
             .collect::<Result<_, _>>()?;
         let full = rows.len() == b.limit as usize;
-        let end = rows.last().map_or(since, |r| u(r.6));
+        let end = match rows.last() {
+            Some(r) => from_column(r.6, "documents.seq")?,
+            None => since,
+        };
         (rows, full, end)
     };
     let mut held = HashSet::new();
@@ -188,12 +197,7 @@ pub(super) fn pull(c: &mut Connection, b: PullBatch) -> rusqlite::Result<PullOut
         let is_held = tx
             .prepare_cached("SELECT 1 FROM held WHERE device_id = ?1 AND collection = ?2 AND id = ?3")?
             .exists([&b.device_id, &collection, &id])?;
-        let doc = StoredDoc {
-            owner,
-            version: u(version),
-            deleted,
-            body: serde_json::from_str(&body).map_err(|_| corrupt("document"))?,
-        };
+        let doc = stored_doc(owner, version, deleted, &body)?;
         if is_held {
             held.insert((collection.clone(), id.clone()));
         }
