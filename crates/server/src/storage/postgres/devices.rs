@@ -7,12 +7,13 @@
 //! every other path (a refresh spend locks its session, then its tokens), so no two paths
 //! wait on each other in a cycle.
 
+use fieldvault_core::protocol::DirectiveKind;
 use fieldvault_core::protocol::auth::DeviceReason;
 use sqlx::{PgConnection, PgPool, Row};
 
 use crate::storage::{
-    DeviceRecord, DeviceState, LeaseRecord, LoginDevice, NewLogin, StoreError, from_column, lease, retirement,
-    to_column,
+    DeviceRecord, DeviceState, LeaseRecord, LoginDevice, NewDirective, NewLogin, StoreError, from_column, lease,
+    retirement, to_column,
 };
 
 /// Version 3 (see `sqlite/devices.rs`), one statement each.
@@ -63,7 +64,7 @@ pub(super) async fn revoke_device_sessions(
     device_id: &str,
     now: i64,
 ) -> Result<(), StoreError> {
-    super::revoke_sessions_where(conn, super::SessionsOf::Device, device_id, now).await
+    super::sessions::revoke_sessions_where(conn, super::sessions::SessionsOf::Device, device_id, now).await
 }
 
 async fn insert_device(
@@ -205,26 +206,6 @@ pub(super) async fn renew_lease(
     lease(r.try_get("lease_id")?, r.try_get("lease_sealed")?, r.try_get("lease_expires_at")?)
 }
 
-pub(super) async fn remove_user(pool: &PgPool, name: &str) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await?;
-    for statement in [
-        // The device rows first, so that a login or retirement of them running now waits.
-        "SELECT 1 FROM devices WHERE user_name = $1 FOR UPDATE",
-        "DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM sessions WHERE user_name = $1)",
-        "DELETE FROM sessions WHERE user_name = $1",
-        "DELETE FROM held WHERE device_id IN (SELECT id FROM devices WHERE user_name = $1)",
-        "DELETE FROM directives WHERE device_id IN (SELECT id FROM devices WHERE user_name = $1)",
-        "DELETE FROM devices WHERE user_name = $1",
-        "DELETE FROM idempotency WHERE user_name = $1",
-        "DELETE FROM login_failures WHERE user_name = $1",
-    ] {
-        sqlx::query(statement).bind(name).execute(&mut *tx).await?;
-    }
-    let removed = sqlx::query("DELETE FROM users WHERE name = $1").bind(name).execute(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(removed.rows_affected() == 1)
-}
-
 pub(super) async fn devices(pool: &PgPool) -> Result<Vec<DeviceRecord>, StoreError> {
     let rows = sqlx::query(
         "SELECT d.id, d.user_name, d.name, d.created_at, d.last_seen_at,
@@ -258,4 +239,56 @@ pub(super) async fn devices(pool: &PgPool) -> Result<Vec<DeviceRecord>, StoreErr
         });
     }
     Ok(out)
+}
+
+pub(super) async fn retire(pool: &PgPool, device_id: &str, reason: DeviceReason, now: u64) -> Result<(), StoreError> {
+    let now = to_column(now, "devices.retired_at")?;
+    let mut tx = pool.begin().await?;
+    retire_in(&mut tx, device_id, reason, now).await?;
+    Ok(tx.commit().await?)
+}
+
+pub(super) async fn add_directive(pool: &PgPool, d: &NewDirective) -> Result<bool, StoreError> {
+    let now = to_column(d.now, "directives.issued_at")?;
+    let mut tx = pool.begin().await?;
+    // The device row is locked first, as by every path that changes a device.
+    let exists = sqlx::query("SELECT 1 FROM devices WHERE id = $1 FOR UPDATE")
+        .bind(&d.device_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+    if !exists {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    sqlx::query("INSERT INTO directives (jti, device_id, kind, token, issued_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(&d.jti)
+        .bind(&d.device_id)
+        .bind(d.kind.as_str())
+        .bind(&d.token)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    match d.kind {
+        DirectiveKind::Wipe => retire_in(&mut tx, &d.device_id, DeviceReason::Wiped, now).await?,
+        DirectiveKind::Revoke => revoke_device_sessions(&mut tx, &d.device_id, now).await?,
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+pub(super) async fn ack_directives(
+    pool: &PgPool,
+    device_id: &str,
+    jtis: &[String],
+    now: u64,
+) -> Result<u64, StoreError> {
+    let r =
+        sqlx::query("UPDATE directives SET acked_at = $3 WHERE device_id = $1 AND jti = ANY($2) AND acked_at IS NULL")
+            .bind(device_id)
+            .bind(jtis)
+            .bind(to_column(now, "directives.acked_at")?)
+            .execute(pool)
+            .await?;
+    Ok(r.rows_affected())
 }

@@ -326,6 +326,14 @@ pub(super) async fn pull(pool: &PgPool, b: PullBatch) -> Result<PullOutcome, Sto
     Ok(PullOutcome::Page { changes, next: fieldvault_core::protocol::sync::Cursor { seq: last_seq, epoch }, has_more })
 }
 
+pub(super) async fn purge_idempotency(pool: &PgPool, before: u64) -> Result<u64, StoreError> {
+    let r = sqlx::query("DELETE FROM idempotency WHERE created_at < $1")
+        .bind(to_column(before, "idempotency.created_at")?)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected())
+}
+
 /// PostgreSQL schema version 2 (see the SQLite store for what each table holds).
 pub(super) const SCHEMA_V2: &[&str] = &[
     "ALTER TABLE users ADD COLUMN IF NOT EXISTS attributes TEXT NOT NULL DEFAULT '{}'",

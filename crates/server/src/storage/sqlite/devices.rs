@@ -5,12 +5,13 @@
 //! transaction. Every call runs on the store's one connection in a `BEGIN IMMEDIATE`
 //! transaction, so each is atomic against every other.
 
+use fieldvault_core::protocol::DirectiveKind;
 use fieldvault_core::protocol::auth::DeviceReason;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::storage::{
-    DeviceRecord, DeviceState, LeaseRecord, LoginDevice, NewLogin, StoreError, from_column, lease, retirement,
-    to_column,
+    DeviceRecord, DeviceState, LeaseRecord, LoginDevice, NewDirective, NewLogin, StoreError, from_column, lease,
+    retirement, to_column,
 };
 
 /// Version 3: devices hold their secret and their lease (moved from the newest session that
@@ -209,24 +210,6 @@ pub(super) fn renew_lease(
     Ok(row.map(|(id, key, expires)| lease(id, key, expires)).transpose()?.flatten())
 }
 
-pub(super) fn remove_user(c: &mut Connection, name: &str) -> Result<bool, StoreError> {
-    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    for statement in [
-        "DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM sessions WHERE user_name = ?1)",
-        "DELETE FROM sessions WHERE user_name = ?1",
-        "DELETE FROM held WHERE device_id IN (SELECT id FROM devices WHERE user_name = ?1)",
-        "DELETE FROM directives WHERE device_id IN (SELECT id FROM devices WHERE user_name = ?1)",
-        "DELETE FROM devices WHERE user_name = ?1",
-        "DELETE FROM idempotency WHERE user_name = ?1",
-        "DELETE FROM login_failures WHERE user_name = ?1",
-    ] {
-        tx.execute(statement, [name])?;
-    }
-    let removed = tx.execute("DELETE FROM users WHERE name = ?1", [name])?;
-    tx.commit()?;
-    Ok(removed == 1)
-}
-
 pub(super) fn devices(c: &mut Connection) -> Result<Vec<DeviceRecord>, StoreError> {
     type Row = (String, String, String, i64, i64, Option<String>, bool, Option<String>, Option<i64>);
     let rows: Vec<Row> = c
@@ -261,4 +244,50 @@ pub(super) fn devices(c: &mut Connection) -> Result<Vec<DeviceRecord>, StoreErro
         });
     }
     Ok(devices)
+}
+
+pub(super) fn retire(c: &mut Connection, device_id: &str, why: DeviceReason, now: u64) -> Result<(), StoreError> {
+    let now = to_column(now, "devices.retired_at")?;
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    retire_in(&tx, device_id, why, now)?;
+    Ok(tx.commit()?)
+}
+
+pub(super) fn add_directive(c: &mut Connection, d: &NewDirective) -> Result<bool, StoreError> {
+    let now = to_column(d.now, "directives.issued_at")?;
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let exists: bool =
+        tx.query_row("SELECT EXISTS (SELECT 1 FROM devices WHERE id = ?1)", [&d.device_id], |r| r.get(0))?;
+    if !exists {
+        return Ok(false);
+    }
+    tx.execute(
+        "INSERT INTO directives (jti, device_id, kind, token, issued_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![d.jti, d.device_id, d.kind.as_str(), d.token, now],
+    )?;
+    match d.kind {
+        DirectiveKind::Wipe => retire_in(&tx, &d.device_id, DeviceReason::Wiped, now)?,
+        DirectiveKind::Revoke => revoke_device_sessions(&tx, &d.device_id, now)?,
+    }
+    tx.commit()?;
+    Ok(true)
+}
+
+pub(super) fn ack_directives(
+    c: &mut Connection,
+    device_id: &str,
+    jtis: &[String],
+    now: u64,
+) -> Result<u64, StoreError> {
+    let now = to_column(now, "directives.acked_at")?;
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut n = 0;
+    for jti in jtis {
+        n += tx.execute(
+            "UPDATE directives SET acked_at = ?3 WHERE jti = ?1 AND device_id = ?2 AND acked_at IS NULL",
+            params![jti, device_id, now],
+        )? as u64;
+    }
+    tx.commit()?;
+    Ok(n)
 }

@@ -2,28 +2,32 @@
 //! from the store key, so a copy of the data directory alone reads as random bytes. One
 //! connection behind a mutex, used from Tokio's blocking pool: SQLite has one writer anyway,
 //! and serialising every call makes each method's transaction trivially atomic.
+//!
+//! One file per noun: `users.rs` (accounts, login throttling), `sessions.rs` (sessions, refresh
+//! tokens, request nonces), `devices.rs` (devices, leases, directives), `sync.rs` (documents,
+//! push, pull, idempotency records), `attachments.rs`. This file opens and migrates the
+//! database and routes each [`Store`] call to its noun on the blocking pool.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use fieldvault_core::sqlcipher;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags};
 use zeroize::Zeroizing;
 
-use fieldvault_core::protocol::sync::StoredDoc;
-
-use fieldvault_core::protocol::DirectiveKind;
 use fieldvault_core::protocol::auth::DeviceReason;
+use fieldvault_core::protocol::sync::StoredDoc;
 
 mod attachments;
 mod devices;
+mod sessions;
 mod sync;
+mod users;
 
 use super::{
     AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginFailures, NewDirective, NewLogin, PullBatch,
     PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord,
-    decode_access, encode_access, from_column, to_column,
 };
 
 /// The schema version this build writes.
@@ -257,151 +261,51 @@ impl SqliteStore {
     }
 }
 
-fn revoke_in(tx: &rusqlite::Transaction<'_>, session_id: &str, now: i64) -> rusqlite::Result<()> {
-    tx.execute("UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1", params![session_id, now])?;
-    tx.execute(
-        "UPDATE refresh_tokens SET spent_at = ?2 WHERE session_id = ?1 AND spent_at IS NULL",
-        params![session_id, now],
-    )?;
-    Ok(())
-}
-
-fn revoke_user_in(tx: &rusqlite::Transaction<'_>, user: &str, now: i64) -> rusqlite::Result<()> {
-    let ids: Vec<String> = tx
-        .prepare("SELECT id FROM sessions WHERE user_name = ?1 AND revoked_at IS NULL")?
-        .query_map([user], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    for id in ids {
-        revoke_in(tx, &id, now)?;
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn add_user(&self, user: &UserRecord, now: u64) -> Result<(), StoreError> {
         let user = user.clone();
-        let (roles, attributes) = encode_access(&user.roles, &user.attributes)?;
-        let created_at = to_column(now, "users.created_at")?;
-        let name = user.name.clone();
-        let inserted = self
-            .run(move |c| {
-                Ok(c.execute(
-                    "INSERT INTO users (name, password_hash, roles, disabled, created_at, attributes)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name) DO NOTHING",
-                    params![user.name, user.password_hash, roles, user.disabled, created_at, attributes],
-                )?)
-            })
-            .await?;
-        if inserted == 0 { Err(StoreError::UserExists(name)) } else { Ok(()) }
+        self.run(move |c| users::add(c, &user, now)).await
     }
 
     async fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
         let name = name.to_owned();
-        let row = self
-            .run(move |c| {
-                Ok(c.query_row(
-                    "SELECT name, password_hash, roles, disabled, attributes FROM users WHERE name = ?1",
-                    [&name],
-                    |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get(3)?,
-                            r.get::<_, String>(4)?,
-                        ))
-                    },
-                )
-                .optional()?)
-            })
-            .await?;
-        row.map(|(name, password_hash, roles, disabled, attributes)| {
-            let (roles, attributes) = decode_access(&roles, &attributes)?;
-            Ok(UserRecord { name, password_hash, roles, disabled, attributes })
-        })
-        .transpose()
+        self.run(move |c| users::get(c, &name)).await
     }
 
     async fn set_password(&self, name: &str, password_hash: &str, now: u64) -> Result<bool, StoreError> {
         let (name, hash) = (name.to_owned(), password_hash.to_owned());
-        let now = to_column(now, "sessions.revoked_at")?;
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if tx.execute("UPDATE users SET password_hash = ?2 WHERE name = ?1", params![name, hash])? == 0 {
-                return Ok(false);
-            }
-            revoke_user_in(&tx, &name, now)?;
-            tx.commit()?;
-            Ok(true)
-        })
-        .await
+        self.run(move |c| users::set_password(c, &name, &hash, now)).await
     }
 
     async fn disable_user(&self, name: &str, now: u64) -> Result<bool, StoreError> {
         let name = name.to_owned();
-        let now = to_column(now, "sessions.revoked_at")?;
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if tx.execute("UPDATE users SET disabled = 1 WHERE name = ?1", [&name])? == 0 {
-                return Ok(false);
-            }
-            revoke_user_in(&tx, &name, now)?;
-            tx.commit()?;
-            Ok(true)
-        })
-        .await
+        self.run(move |c| users::disable(c, &name, now)).await
     }
 
     async fn enable_user(&self, name: &str) -> Result<bool, StoreError> {
         let name = name.to_owned();
-        self.run(move |c| Ok(c.execute("UPDATE users SET disabled = 0 WHERE name = ?1", [&name])? == 1)).await
+        self.run(move |c| users::enable(c, &name)).await
     }
 
     async fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
         let name = name.to_owned();
-        self.run(move |c| devices::remove_user(c, &name)).await
+        self.run(move |c| users::remove(c, &name)).await
     }
 
     async fn login_failures(&self, user: &str, address: &str) -> Result<LoginFailures, StoreError> {
         let (user, address) = (user.to_owned(), address.to_owned());
-        let row = self
-            .run(move |c| {
-                Ok(c.query_row(
-                    "SELECT failures, last_at FROM login_failures WHERE user_name = ?1 AND address = ?2",
-                    [&user, &address],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?)
-            })
-            .await?;
-        row.map_or(Ok(LoginFailures::default()), |(failures, last_at)| LoginFailures::from_columns(failures, last_at))
+        self.run(move |c| users::failures(c, &user, &address)).await
     }
 
     async fn record_login_failure(&self, user: &str, address: &str, now: u64) -> Result<LoginFailures, StoreError> {
         let (user, address) = (user.to_owned(), address.to_owned());
-        let now = to_column(now, "login_failures.last_at")?;
-        let (failures, last_at) = self
-            .run(move |c| {
-                Ok(c.query_row(
-                    "INSERT INTO login_failures (user_name, address, failures, last_at) VALUES (?1, ?2, 1, ?3)
-                     ON CONFLICT (user_name, address) DO UPDATE SET failures = failures + 1, last_at = excluded.last_at
-                     RETURNING failures, last_at",
-                    params![user, address, now],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?)
-            })
-            .await?;
-        LoginFailures::from_columns(failures, last_at)
+        self.run(move |c| users::record_failure(c, &user, &address, now)).await
     }
 
     async fn clear_login_failures(&self, user: &str, address: &str) -> Result<(), StoreError> {
         let (user, address) = (user.to_owned(), address.to_owned());
-        self.run(move |c| {
-            c.execute("DELETE FROM login_failures WHERE user_name = ?1 AND address = ?2", [&user, &address])?;
-            Ok(())
-        })
-        .await
+        self.run(move |c| users::clear_failures(c, &user, &address)).await
     }
 
     async fn device(&self, id: &str) -> Result<Option<DeviceState>, StoreError> {
@@ -416,55 +320,17 @@ impl Store for SqliteStore {
 
     async fn session_by_key_id(&self, key_id: &str) -> Result<Option<SessionRecord>, StoreError> {
         let key_id = key_id.to_owned();
-        self.run(move |c| {
-            let tx = c.transaction()?;
-            type Row = (String, String, String, String, Vec<u8>, bool, i64);
-            let row: Option<Row> = tx
-                .prepare_cached(
-                    "SELECT id, key_id, user_name, device_id, secret_sealed, revoked_at IS NOT NULL, created_at
-                     FROM sessions WHERE key_id = ?1",
-                )?
-                .query_row([&key_id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
-                })
-                .optional()?;
-            let Some((id, key_id, user, device_id, secret_sealed, revoked, created_at)) = row else {
-                return Ok(None);
-            };
-            Ok(Some(SessionRecord {
-                directives: devices::pending_directives(&tx, &device_id)?,
-                id,
-                key_id,
-                user,
-                device_id,
-                secret_sealed,
-                revoked,
-                created_at: from_column(created_at, "sessions.created_at")?,
-            }))
-        })
-        .await
+        self.run(move |c| sessions::by_key_id(c, &key_id)).await
     }
 
     async fn revoke_session(&self, session_id: &str, now: u64) -> Result<(), StoreError> {
         let id = session_id.to_owned();
-        let now = to_column(now, "sessions.revoked_at")?;
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            revoke_in(&tx, &id, now)?;
-            Ok(tx.commit()?)
-        })
-        .await
+        self.run(move |c| sessions::revoke(c, &id, now)).await
     }
 
     async fn retire_device(&self, device_id: &str, reason: DeviceReason, now: u64) -> Result<(), StoreError> {
         let id = device_id.to_owned();
-        let now = to_column(now, "devices.retired_at")?;
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            devices::retire_in(&tx, &id, reason, now)?;
-            Ok(tx.commit()?)
-        })
-        .await
+        self.run(move |c| devices::retire(c, &id, reason, now)).await
     }
 
     async fn renew_lease(&self, device_id: &str, expires_at: u64, now: u64) -> Result<Option<LeaseRecord>, StoreError> {
@@ -473,82 +339,30 @@ impl Store for SqliteStore {
     }
 
     async fn spend_refresh(&self, spend: Spend<'_>) -> Result<SpendOutcome, StoreError> {
-        let session_id = spend.session_id.to_owned();
-        let attempt_id = spend.attempt_id.to_owned();
-        let (hash, successor_hash, successor_sealed) = (spend.token_hash, spend.successor_hash, spend.successor_sealed);
-        let (now, window) = (spend.now, spend.retry_window);
-        let now_column = to_column(now, "refresh_tokens.spent_at")?;
+        let Spend { token_hash, session_id, attempt_id, successor_hash, successor_sealed, now, retry_window } = spend;
+        let (session_id, attempt_id) = (session_id.to_owned(), attempt_id.to_owned());
         self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let live: Option<bool> = tx
-                .query_row("SELECT revoked_at IS NULL FROM sessions WHERE id = ?1", [&session_id], |r| r.get(0))
-                .optional()?;
-            if live != Some(true) {
-                return Ok(SpendOutcome::Unknown);
-            }
-            let spent = tx.execute(
-                "UPDATE refresh_tokens SET spent_at = ?3, attempt_id = ?4, successor_hash = ?5, successor_sealed = ?6
-                 WHERE hash = ?1 AND session_id = ?2 AND spent_at IS NULL",
-                params![&hash[..], session_id, now_column, attempt_id, &successor_hash[..], successor_sealed],
-            )?;
-            if spent == 1 {
-                tx.execute(
-                    "INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES (?1, ?2, ?3)",
-                    params![&successor_hash[..], session_id, now_column],
-                )?;
-                tx.commit()?;
-                return Ok(SpendOutcome::Spent);
-            }
-            type Row = (Option<i64>, Option<String>, Option<Vec<u8>>, Option<Vec<u8>>);
-            let row: Option<Row> = tx
-                .query_row(
-                    "SELECT spent_at, attempt_id, successor_hash, successor_sealed FROM refresh_tokens
-                     WHERE hash = ?1 AND session_id = ?2",
-                    params![&hash[..], session_id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                )
-                .optional()?;
-            let Some((spent_at, previous_attempt, succ_hash, succ_sealed)) = row else {
-                return Ok(SpendOutcome::Unknown);
+            let spend = Spend {
+                token_hash,
+                session_id: &session_id,
+                attempt_id: &attempt_id,
+                successor_hash,
+                successor_sealed,
+                now,
+                retry_window,
             };
-            if let (Some(spent_at), Some(prev), Some(succ_hash), Some(succ_sealed)) =
-                (spent_at, previous_attempt, succ_hash, succ_sealed)
-            {
-                let successor_unused: bool = tx
-                    .query_row("SELECT spent_at IS NULL FROM refresh_tokens WHERE hash = ?1", [&succ_hash], |r| {
-                        r.get(0)
-                    })
-                    .optional()?
-                    .unwrap_or(false);
-                let spent_at: u64 = from_column(spent_at, "refresh_tokens.spent_at")?;
-                if prev == attempt_id && now.saturating_sub(spent_at) <= window && successor_unused {
-                    return Ok(SpendOutcome::Retry { successor_sealed: succ_sealed });
-                }
-            }
-            revoke_in(&tx, &session_id, now_column)?;
-            tx.commit()?;
-            Ok(SpendOutcome::ReuseRevoked)
+            sessions::spend_refresh(c, &spend)
         })
         .await
     }
 
     async fn insert_nonce(&self, key_id: &str, nonce: &[u8; 16], expires_at: u64) -> Result<bool, StoreError> {
         let (key_id, nonce) = (key_id.to_owned(), *nonce);
-        let expires_at = to_column(expires_at, "nonces.expires_at")?;
-        self.run(move |c| {
-            let inserted = c
-                .prepare_cached(
-                    "INSERT INTO nonces (key_id, nonce, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-                )?
-                .execute(params![key_id, &nonce[..], expires_at])?;
-            Ok(inserted == 1)
-        })
-        .await
+        self.run(move |c| sessions::insert_nonce(c, &key_id, &nonce, expires_at)).await
     }
 
     async fn purge_nonces(&self, now: u64) -> Result<u64, StoreError> {
-        let now = to_column(now, "nonces.expires_at")?;
-        self.run(move |c| Ok(c.execute("DELETE FROM nonces WHERE expires_at < ?1", [now])? as u64)).await
+        self.run(move |c| sessions::purge_nonces(c, now)).await
     }
 
     async fn set_user_access(
@@ -557,16 +371,8 @@ impl Store for SqliteStore {
         roles: &[String],
         attributes: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<bool, StoreError> {
-        let (roles, attributes) = encode_access(roles, attributes)?;
-        let name = name.to_owned();
-        self.run(move |c| {
-            let updated = c.execute(
-                "UPDATE users SET roles = ?2, attributes = ?3 WHERE name = ?1",
-                params![name, roles, attributes],
-            )?;
-            Ok(updated == 1)
-        })
-        .await
+        let (name, roles, attributes) = (name.to_owned(), roles.to_vec(), attributes.clone());
+        self.run(move |c| users::set_access(c, &name, &roles, &attributes)).await
     }
 
     async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
@@ -575,53 +381,17 @@ impl Store for SqliteStore {
 
     async fn add_directive(&self, d: &NewDirective) -> Result<bool, StoreError> {
         let d = d.clone();
-        let now = to_column(d.now, "directives.issued_at")?;
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let exists: bool =
-                tx.query_row("SELECT EXISTS (SELECT 1 FROM devices WHERE id = ?1)", [&d.device_id], |r| r.get(0))?;
-            if !exists {
-                return Ok(false);
-            }
-            tx.execute(
-                "INSERT INTO directives (jti, device_id, kind, token, issued_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![d.jti, d.device_id, d.kind.as_str(), d.token, now],
-            )?;
-            match d.kind {
-                DirectiveKind::Wipe => devices::retire_in(&tx, &d.device_id, DeviceReason::Wiped, now)?,
-                DirectiveKind::Revoke => devices::revoke_device_sessions(&tx, &d.device_id, now)?,
-            }
-            tx.commit()?;
-            Ok(true)
-        })
-        .await
+        self.run(move |c| devices::add_directive(c, &d)).await
     }
 
     async fn ack_directives(&self, device_id: &str, jtis: &[String], now: u64) -> Result<u64, StoreError> {
         let (device, jtis) = (device_id.to_owned(), jtis.to_vec());
-        let now = to_column(now, "directives.acked_at")?;
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut n = 0;
-            for jti in &jtis {
-                n += tx.execute(
-                    "UPDATE directives SET acked_at = ?3 WHERE jti = ?1 AND device_id = ?2 AND acked_at IS NULL",
-                    params![jti, device, now],
-                )? as u64;
-            }
-            tx.commit()?;
-            Ok(n)
-        })
-        .await
+        self.run(move |c| devices::ack_directives(c, &device, &jtis, now)).await
     }
 
     async fn document(&self, collection: &str, id: &str) -> Result<Option<StoredDoc>, StoreError> {
         let (collection, id) = (collection.to_owned(), id.to_owned());
-        self.run(move |c| {
-            let tx = c.transaction()?;
-            sync::load_doc(&tx, &collection, &id)
-        })
-        .await
+        self.run(move |c| sync::document(c, &collection, &id)).await
     }
 
     async fn create_attachment(&self, record: &AttachmentRecord) -> Result<AttachmentRecord, StoreError> {
@@ -662,8 +432,7 @@ impl Store for SqliteStore {
     }
 
     async fn purge_idempotency(&self, before: u64) -> Result<u64, StoreError> {
-        let before = to_column(before, "idempotency.created_at")?;
-        self.run(move |c| Ok(c.execute("DELETE FROM idempotency WHERE created_at < ?1", [before])? as u64)).await
+        self.run(move |c| sync::purge_idempotency(c, before)).await
     }
 }
 

@@ -38,6 +38,10 @@ pub(super) fn load_doc(tx: &Transaction<'_>, collection: &str, id: &str) -> Resu
     row.map(|(owner, version, deleted, body)| stored_doc(owner, version, deleted, &body)).transpose()
 }
 
+pub(super) fn document(c: &mut Connection, collection: &str, id: &str) -> Result<Option<StoredDoc>, StoreError> {
+    load_doc(&c.transaction()?, collection, id)
+}
+
 pub(super) fn push(c: &mut Connection, b: &PushBatch) -> Result<PushOutcome, StoreError> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if !bump_device_seq(&tx, &b.device_id, b.device_seq, b.now)? {
@@ -220,4 +224,9 @@ pub(super) fn pull(c: &mut Connection, b: PullBatch) -> Result<PullOutcome, Stor
     }
     tx.commit()?;
     Ok(PullOutcome::Page { changes, next: fieldvault_core::protocol::sync::Cursor { seq: last_seq, epoch }, has_more })
+}
+
+pub(super) fn purge_idempotency(c: &mut Connection, before: u64) -> Result<u64, StoreError> {
+    let before = to_column(before, "idempotency.created_at")?;
+    Ok(c.execute("DELETE FROM idempotency WHERE created_at < ?1", [before])? as u64)
 }
