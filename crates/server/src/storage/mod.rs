@@ -125,6 +125,25 @@ pub(crate) fn stored_doc(owner: String, version: i64, deleted: bool, body: &str)
     })
 }
 
+/// An idempotency record from its columns, as both backends keep them.
+pub(crate) fn idempotency_record(
+    fingerprint: Vec<u8>,
+    status: &str,
+    version: Option<i64>,
+) -> Result<fieldvault_core::protocol::sync::IdempotencyRecord, StoreError> {
+    use fieldvault_core::protocol::sync::{FirstResult, IdempotencyRecord, OpStatus};
+    Ok(IdempotencyRecord {
+        fingerprint: fingerprint
+            .try_into()
+            .map_err(|_| StoreError::corrupt("idempotency.fingerprint", "not 32 bytes"))?,
+        first: FirstResult {
+            status: OpStatus::from_name(status)
+                .ok_or_else(|| StoreError::corrupt("idempotency.status", "not an op status"))?,
+            version: version.map(|v| from_column(v, "idempotency.version")).transpose()?,
+        },
+    })
+}
+
 /// The user as access rules see them, from the stored name, roles and attributes.
 pub(crate) fn rule_user(
     name: &str,

@@ -98,23 +98,45 @@ pub(super) async fn revoke(pool: &PgPool, session_id: &str, now: u64) -> Result<
 pub(super) async fn spend_refresh(pool: &PgPool, spend: Spend<'_>) -> Result<SpendOutcome, StoreError> {
     let now = to_column(spend.now, "refresh_tokens.spent_at")?;
     let mut tx = pool.begin().await?;
-
-    // The row lock serialises every spend (and revocation) of this session across
-    // instances; under READ COMMITTED each later statement sees what the previous holder
-    // committed.
-    let session = sqlx::query("SELECT revoked_at FROM sessions WHERE id = $1 FOR UPDATE")
-        .bind(spend.session_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let live = match session {
-        None => false,
-        Some(row) => row.try_get::<Option<i64>, _>("revoked_at")?.is_none(),
-    };
-    if !live {
+    if !lock_live_session(&mut tx, spend.session_id).await? {
         tx.rollback().await?;
         return Ok(SpendOutcome::Unknown);
     }
+    if spend_live_token(&mut tx, &spend, now).await? {
+        tx.commit().await?;
+        return Ok(SpendOutcome::Spent);
+    }
+    let Some(token) = stored_token(&mut tx, &spend).await? else {
+        tx.rollback().await?;
+        return Ok(SpendOutcome::Unknown);
+    };
+    if let Some(successor_sealed) = retried_successor(&mut tx, &spend, token).await? {
+        tx.commit().await?;
+        return Ok(SpendOutcome::Retry { successor_sealed });
+    }
+    // Anything else is a spent token presented again: assume it was stolen, end the session.
+    revoke_in(&mut tx, spend.session_id, now).await?;
+    tx.commit().await?;
+    Ok(SpendOutcome::ReuseRevoked)
+}
 
+/// Locks the session's row; false if there is no such session or it is revoked. The row
+/// lock serialises every spend (and revocation) of this session across instances; under
+/// READ COMMITTED each later statement sees what the previous holder committed.
+async fn lock_live_session(conn: &mut PgConnection, session_id: &str) -> Result<bool, StoreError> {
+    let session = sqlx::query("SELECT revoked_at FROM sessions WHERE id = $1 FOR UPDATE")
+        .bind(session_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(match session {
+        None => false,
+        Some(row) => row.try_get::<Option<i64>, _>("revoked_at")?.is_none(),
+    })
+}
+
+/// Spends the presented token if it is this session's and live, and stores its successor;
+/// false if it was not.
+async fn spend_live_token(conn: &mut PgConnection, spend: &Spend<'_>, now: i64) -> Result<bool, StoreError> {
     let spent = sqlx::query(
         "UPDATE refresh_tokens SET spent_at = $3, attempt_id = $4, successor_hash = $5, successor_sealed = $6
          WHERE hash = $1 AND session_id = $2 AND spent_at IS NULL",
@@ -125,65 +147,75 @@ pub(super) async fn spend_refresh(pool: &PgPool, spend: Spend<'_>) -> Result<Spe
     .bind(spend.attempt_id)
     .bind(&spend.successor_hash[..])
     .bind(&spend.successor_sealed[..])
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    if spent.rows_affected() == 1 {
-        sqlx::query("INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES ($1, $2, $3)")
-            .bind(&spend.successor_hash[..])
-            .bind(spend.session_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        return Ok(SpendOutcome::Spent);
+    if spent.rows_affected() != 1 {
+        return Ok(false);
     }
+    sqlx::query("INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES ($1, $2, $3)")
+        .bind(&spend.successor_hash[..])
+        .bind(spend.session_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    Ok(true)
+}
 
+/// A presented token that is not live, as stored: when it was spent, by which attempt, and
+/// the successor it was spent for.
+struct SpentToken {
+    spent_at: Option<i64>,
+    attempt_id: Option<String>,
+    successor_hash: Option<Vec<u8>>,
+    successor_sealed: Option<Vec<u8>>,
+}
+
+/// The presented token, if it is this session's.
+async fn stored_token(conn: &mut PgConnection, spend: &Spend<'_>) -> Result<Option<SpentToken>, StoreError> {
     let token = sqlx::query(
         "SELECT spent_at, attempt_id, successor_hash, successor_sealed
          FROM refresh_tokens WHERE hash = $1 AND session_id = $2",
     )
     .bind(&spend.token_hash[..])
     .bind(spend.session_id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *conn)
     .await?;
-    let Some(token) = token else {
-        tx.rollback().await?;
-        return Ok(SpendOutcome::Unknown);
-    };
-    let spent_at: Option<i64> = token.try_get("spent_at")?;
-    let attempt_id: Option<String> = token.try_get("attempt_id")?;
-    let successor_hash: Option<Vec<u8>> = token.try_get("successor_hash")?;
-    let successor_sealed: Option<Vec<u8>> = token.try_get("successor_sealed")?;
+    let Some(token) = token else { return Ok(None) };
+    Ok(Some(SpentToken {
+        spent_at: token.try_get("spent_at")?,
+        attempt_id: token.try_get("attempt_id")?,
+        successor_hash: token.try_get("successor_hash")?,
+        successor_sealed: token.try_get("successor_sealed")?,
+    }))
+}
 
-    // A retry: the same attempt, within the window, and the successor never used. Then the
-    // client lost our answer, and gets the same successor again.
-    let within_window = match spent_at {
+/// The successor to answer again when this spend is a retry: the same attempt, within the
+/// window, and the successor never used. Then the client lost our answer.
+async fn retried_successor(
+    conn: &mut PgConnection,
+    spend: &Spend<'_>,
+    token: SpentToken,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let within_window = match token.spent_at {
         Some(spent_at) => {
             spend.now.saturating_sub(from_column(spent_at, "refresh_tokens.spent_at")?) <= spend.retry_window
         }
         None => false,
     };
-    if attempt_id.as_deref() == Some(spend.attempt_id)
-        && within_window
-        && let (Some(successor_hash), Some(successor_sealed)) = (successor_hash, successor_sealed)
-    {
-        let successor_live =
-            sqlx::query("SELECT 1 FROM refresh_tokens WHERE hash = $1 AND session_id = $2 AND spent_at IS NULL")
-                .bind(&successor_hash[..])
-                .bind(spend.session_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .is_some();
-        if successor_live {
-            tx.commit().await?;
-            return Ok(SpendOutcome::Retry { successor_sealed });
-        }
+    if token.attempt_id.as_deref() != Some(spend.attempt_id) || !within_window {
+        return Ok(None);
     }
-
-    // Anything else is a spent token presented again: assume it was stolen, end the session.
-    revoke_in(&mut tx, spend.session_id, now).await?;
-    tx.commit().await?;
-    Ok(SpendOutcome::ReuseRevoked)
+    let (Some(successor_hash), Some(successor_sealed)) = (token.successor_hash, token.successor_sealed) else {
+        return Ok(None);
+    };
+    let successor_live =
+        sqlx::query("SELECT 1 FROM refresh_tokens WHERE hash = $1 AND session_id = $2 AND spent_at IS NULL")
+            .bind(&successor_hash[..])
+            .bind(spend.session_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .is_some();
+    Ok(successor_live.then_some(successor_sealed))
 }
 
 pub(super) async fn insert_nonce(
