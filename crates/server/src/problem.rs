@@ -1,5 +1,8 @@
 //! Every error answer is `application/problem+json` (RFC 9457) with a stable `code` from
-//! SPEC section 5. Details of internal failures go to the log, never into the response.
+//! SPEC section 5. Each code has its HTTP status ([`ProblemStatus::status`]); the few answers
+//! the protocol gives another status (405 and 409 `bad_request`, 409 `rate_limited`, 431
+//! `too_large`) have a constructor each here, so no call site pairs a code with a status.
+//! Details of internal failures go to the log, never into the response.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -8,50 +11,92 @@ use fieldvault_core::protocol::{ProblemCode, TIMESTAMP_WINDOW_SECS};
 /// The media type of error bodies.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// An error answer.
+/// The HTTP status of a problem code (`docs/protocol.md` section 10), in one place.
+pub trait ProblemStatus {
+    /// The status the code is answered with. The protocol gives a few answers another status;
+    /// those have their own constructors on [`ApiError`].
+    fn status(self) -> StatusCode;
+}
+
+impl ProblemStatus for ProblemCode {
+    fn status(self) -> StatusCode {
+        match self {
+            ProblemCode::InvalidToken
+            | ProblemCode::InvalidSignature
+            | ProblemCode::StaleTimestamp
+            | ProblemCode::ReplayedNonce
+            | ProblemCode::InvalidGrant => StatusCode::UNAUTHORIZED,
+            ProblemCode::Forbidden => StatusCode::FORBIDDEN,
+            ProblemCode::NotFound => StatusCode::NOT_FOUND,
+            ProblemCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProblemCode::BadRequest => StatusCode::BAD_REQUEST,
+            ProblemCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ProblemCode::RollbackDetected => StatusCode::CONFLICT,
+            // `ProblemCode` may grow; a code added to core without a status here fails the
+            // test that walks `ProblemCode::ALL` against the protocol's table.
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// An error answer: a code with its status, and a detail safe to show.
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Stable machine code.
-    pub code: ProblemCode,
+    status: StatusCode,
+    code: ProblemCode,
     /// One human sentence, safe to show (never a secret, never an internal detail).
-    pub detail: String,
+    detail: String,
     /// Seconds after which a rate-limited client may retry.
-    pub retry_after: Option<u64>,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
-    /// An error with a status, code and detail.
-    pub fn new(status: StatusCode, code: ProblemCode, detail: impl Into<String>) -> Self {
+    /// An error with its code's status and a detail.
+    pub fn new(code: ProblemCode, detail: impl Into<String>) -> Self {
+        ApiError::with_status(code.status(), code, detail)
+    }
+
+    /// `code` answered with `status`: [`ApiError::new`] passes the code's own status; only the
+    /// named constructors here pass another, the one the protocol gives that answer.
+    fn with_status(status: StatusCode, code: ProblemCode, detail: impl Into<String>) -> Self {
         ApiError { status, code, detail: detail.into(), retry_after: None }
     }
 
     /// 400 `bad_request`.
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, ProblemCode::BadRequest, detail)
+        Self::new(ProblemCode::BadRequest, detail)
+    }
+
+    /// 405 `bad_request`: a known path with another method.
+    pub fn method_not_allowed() -> Self {
+        Self::with_status(StatusCode::METHOD_NOT_ALLOWED, ProblemCode::BadRequest, "this method is not allowed here")
+    }
+
+    /// 409 `bad_request`: the request conflicts with the resource as it stands (an attachment
+    /// id taken by another upload, chunks asked for before the upload is complete).
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::with_status(StatusCode::CONFLICT, ProblemCode::BadRequest, detail)
     }
 
     /// 401 `invalid_token`.
     pub fn invalid_token(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, ProblemCode::InvalidToken, detail)
+        Self::new(ProblemCode::InvalidToken, detail)
     }
 
     /// 401 `invalid_grant`.
     pub fn invalid_grant(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, ProblemCode::InvalidGrant, detail)
+        Self::new(ProblemCode::InvalidGrant, detail)
     }
 
     /// 401 `invalid_signature`.
     pub fn invalid_signature(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, ProblemCode::InvalidSignature, detail)
+        Self::new(ProblemCode::InvalidSignature, detail)
     }
 
     /// 401 `stale_timestamp`: a time the client sent (`X-Timestamp`, a relogin proof's `ts`)
     /// is more than the window from the server's clock. Send it with [`with_date`].
     pub fn stale_timestamp(what: &str) -> Self {
         Self::new(
-            StatusCode::UNAUTHORIZED,
             ProblemCode::StaleTimestamp,
             format!("{what} is more than {TIMESTAMP_WINDOW_SECS} s from the server's time (see Date)"),
         )
@@ -59,18 +104,55 @@ impl ApiError {
 
     /// 404 `not_found`.
     pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, ProblemCode::NotFound, "no such resource")
+        Self::new(ProblemCode::NotFound, "no such resource")
     }
 
     /// 413 `too_large`.
     pub fn body_too_large(limit: usize) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, ProblemCode::TooLarge, format!("the body exceeds {limit} bytes"))
+        Self::new(ProblemCode::TooLarge, format!("the body exceeds {limit} bytes"))
+    }
+
+    /// 431 `too_large`: the header block is over the limit.
+    pub fn headers_too_large(limit: usize) -> Self {
+        Self::with_status(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProblemCode::TooLarge,
+            format!("the request headers exceed {limit} bytes"),
+        )
+    }
+
+    /// 429 `rate_limited`, with `Retry-After` (at least 1 s).
+    pub fn rate_limited(detail: impl Into<String>, retry_after: u64) -> Self {
+        ApiError { retry_after: Some(retry_after.max(1)), ..Self::new(ProblemCode::RateLimited, detail) }
+    }
+
+    /// 409 `rate_limited`, `Retry-After: 1`: an idempotency key of the push is in use by a
+    /// request still running (protocol section 14.3).
+    pub fn key_in_use() -> Self {
+        ApiError {
+            retry_after: Some(1),
+            ..Self::with_status(
+                StatusCode::CONFLICT,
+                ProblemCode::RateLimited,
+                "an idempotency key of this push is in use by a request still running; retry the same push shortly",
+            )
+        }
     }
 
     /// 500 `internal`: logs `cause`, answers nothing about it.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(%cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, ProblemCode::Internal, "the server failed; try again later")
+        Self::new(ProblemCode::Internal, "the server failed; try again later")
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable machine code.
+    pub fn code(&self) -> ProblemCode {
+        self.code
     }
 
     /// The JSON body.
@@ -120,5 +202,91 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The codes table of `docs/protocol.md` section 10: code, statuses, title per row.
+    fn protocol_table() -> Vec<(String, Vec<u16>, String)> {
+        let doc = include_str!("../../../docs/protocol.md");
+        let section = doc.split("## 10. Errors").nth(1).expect("section 10").split("\n## ").next().expect("text");
+        let table = section.split("| Code | HTTP status | Title |").nth(1).expect("the codes table");
+        table
+            .lines()
+            .skip(1)
+            .take_while(|line| line.starts_with('|'))
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let code = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+                let statuses = cells[2].split(',').map(|s| s.trim().parse().expect("a status")).collect();
+                Some((code.to_owned(), statuses, cells[3].to_owned()))
+            })
+            .collect()
+    }
+
+    fn documented(code: ProblemCode) -> (Vec<u16>, String) {
+        let table = protocol_table();
+        let row = table.iter().find(|(c, ..)| c == code.as_str());
+        let (_, statuses, title) = row.unwrap_or_else(|| panic!("{code} is not in the protocol's table"));
+        (statuses.clone(), title.clone())
+    }
+
+    #[test]
+    fn every_code_has_the_status_and_title_the_protocol_lists_first() {
+        assert_eq!(protocol_table().len(), ProblemCode::ALL.len(), "one row per code");
+        for code in ProblemCode::ALL {
+            let (statuses, title) = documented(code);
+            assert_eq!(code.status().as_u16(), statuses[0], "{code}");
+            assert_eq!(code.title(), title, "{code}");
+            let e = ApiError::new(code, "detail");
+            assert_eq!((e.status(), e.code()), (code.status(), code));
+        }
+    }
+
+    #[test]
+    fn every_answer_pairs_its_code_with_a_status_the_protocol_gives_it() {
+        let every_constructor = [
+            ApiError::bad_request("x"),
+            ApiError::method_not_allowed(),
+            ApiError::conflict("x"),
+            ApiError::invalid_token("x"),
+            ApiError::invalid_grant("x"),
+            ApiError::invalid_signature("x"),
+            ApiError::stale_timestamp("X-Timestamp"),
+            ApiError::not_found(),
+            ApiError::body_too_large(1),
+            ApiError::headers_too_large(1),
+            ApiError::rate_limited("x", 5),
+            ApiError::key_in_use(),
+            ApiError::internal("x"),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for e in every_constructor {
+            let (statuses, _) = documented(e.code());
+            assert!(statuses.contains(&e.status().as_u16()), "{} with {}", e.code(), e.status());
+            let response = e.clone().into_response();
+            assert_eq!(response.status(), e.status());
+            assert_eq!(e.body()["status"], e.status().as_u16());
+            seen.insert((e.code().as_str(), e.status().as_u16()));
+        }
+        // And every status the protocol gives a code is one some answer uses.
+        for (code, statuses, _) in protocol_table() {
+            for status in statuses {
+                let used = seen.contains(&(code.as_str(), status))
+                    || ProblemCode::parse(&code).is_some_and(|c| c.status().as_u16() == status);
+                assert!(used, "{code} {status} is documented but never answered");
+            }
+        }
+    }
+
+    #[test]
+    fn rate_limited_answers_carry_retry_after() {
+        for (e, secs) in [(ApiError::rate_limited("x", 0), "1"), (ApiError::key_in_use(), "1")] {
+            let response = e.into_response();
+            assert_eq!(response.headers().get(header::RETRY_AFTER).expect("Retry-After"), secs);
+        }
     }
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -21,7 +20,6 @@ use crate::Error;
 use crate::app::App;
 use crate::auth::{self, PeerAddr};
 use crate::problem::ApiError;
-use fieldvault_core::protocol::ProblemCode;
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,12 +44,7 @@ pub async fn healthz() -> axum::Json<serde_json::Value> {
 async fn limits(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let size: usize = req.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
     if size > app.config.header_limit {
-        return ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ProblemCode::TooLarge,
-            format!("the request headers exceed {} bytes", app.config.header_limit),
-        )
-        .into_response();
+        return ApiError::headers_too_large(app.config.header_limit).into_response();
     }
     next.run(req).await
 }
@@ -61,7 +54,7 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, ProblemCode::BadRequest, "this method is not allowed here")
+    ApiError::method_not_allowed()
 }
 
 /// The signed channel, or in the load benchmark's baseline build the same routes without it.

@@ -180,7 +180,7 @@ async fn check(
     // could still accept this timestamp.
     let expires_at = timestamp.saturating_add(TIMESTAMP_WINDOW_SECS + MAX_SKEW_SECS);
     if !app.store.insert_nonce(key_id, &nonce, expires_at).await? {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, ProblemCode::ReplayedNonce, "this nonce was already used"));
+        return Err(ApiError::new(ProblemCode::ReplayedNonce, "this nonce was already used"));
     }
     let req = Request::from_parts(parts, Body::from(bytes));
     Ok((req, SignedSession { session, secret, claims }))
