@@ -2,9 +2,14 @@
 //! SPEC section 5. Each code has its HTTP status ([`ProblemStatus::status`]); the few answers
 //! the protocol gives another status (405 and 409 `bad_request`, 409 `rate_limited`, 431
 //! `too_large`) have a constructor each here, so no call site pairs a code with a status.
-//! Details of internal failures go to the log, never into the response.
+//! Details of internal failures go to the log, once per request, from one response layer
+//! ([`log_internal`]), never into the response.
 
+use std::sync::Arc;
+
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use fieldvault_core::protocol::{ProblemCode, TIMESTAMP_WINDOW_SECS};
 
@@ -48,7 +53,13 @@ pub struct ApiError {
     detail: String,
     /// Seconds after which a rate-limited client may retry.
     retry_after: Option<u64>,
+    /// Why an `internal` answer failed: for the log, never for the client.
+    cause: Option<Arc<str>>,
 }
+
+/// The cause of an `internal` answer, carried on the response to [`log_internal`].
+#[derive(Clone)]
+struct InternalCause(Arc<str>);
 
 impl ApiError {
     /// An error with its code's status and a detail.
@@ -59,7 +70,7 @@ impl ApiError {
     /// `code` answered with `status`: [`ApiError::new`] passes the code's own status; only the
     /// named constructors here pass another, the one the protocol gives that answer.
     fn with_status(status: StatusCode, code: ProblemCode, detail: impl Into<String>) -> Self {
-        ApiError { status, code, detail: detail.into(), retry_after: None }
+        ApiError { status, code, detail: detail.into(), retry_after: None, cause: None }
     }
 
     /// 400 `bad_request`.
@@ -139,10 +150,13 @@ impl ApiError {
         }
     }
 
-    /// 500 `internal`: logs `cause`, answers nothing about it.
+    /// 500 `internal`. Nothing of `cause` is answered; [`log_internal`] logs it once the
+    /// answer is made, with the request's method and path.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
-        tracing::error!(%cause, "internal error");
-        Self::new(ProblemCode::Internal, "the server failed; try again later")
+        ApiError {
+            cause: Some(cause.to_string().into()),
+            ..Self::new(ProblemCode::Internal, "the server failed; try again later")
+        }
     }
 
     /// The HTTP status.
@@ -177,9 +191,25 @@ pub fn with_date(mut response: Response, now: u64) -> Response {
     response
 }
 
+/// An error and its sources on one line (`a: b`): a corrupt column's error says which
+/// column, its source what is wrong with the value.
+struct Chain<'a>(&'a dyn std::error::Error);
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
 impl From<crate::storage::StoreError> for ApiError {
     fn from(e: crate::storage::StoreError) -> Self {
-        ApiError::internal(e)
+        ApiError::internal(Chain(&e))
     }
 }
 
@@ -201,13 +231,37 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
+        if let Some(cause) = self.cause {
+            r.extensions_mut().insert(InternalCause(cause));
+        }
         r
     }
 }
 
+/// The response layer that logs each `internal` answer's cause: once per request (the
+/// outermost layer, so it sees the answer that is sent, signed or not), with the request's
+/// method and path; never its query, headers or body, which may carry secrets.
+pub(crate) async fn log_internal(req: Request, next: Next) -> Response {
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let mut response = next.run(req).await;
+    if let Some(InternalCause(cause)) = response.extensions_mut().remove::<InternalCause>() {
+        tracing::error!(%method, path = %uri.path(), %cause, "internal error");
+    }
+    response
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use std::sync::Mutex;
+
+    use axum::Router;
+    use axum::body::Body;
+    use axum::middleware::from_fn;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
     use super::*;
+    use crate::storage::StoreError;
 
     /// The codes table of `docs/protocol.md` section 10: code, statuses, title per row.
     fn protocol_table() -> Vec<(String, Vec<u16>, String)> {
@@ -288,5 +342,58 @@ mod tests {
             let response = e.into_response();
             assert_eq!(response.headers().get(header::RETRY_AFTER).expect("Retry-After"), secs);
         }
+    }
+
+    /// Everything logged while `f` runs on this thread, as text.
+    pub(crate) async fn logged<F: std::future::Future<Output = ()>>(f: F) -> String {
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("not poisoned").extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber =
+            tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).without_time().finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        f.await;
+        drop(guard);
+        String::from_utf8(sink.0.lock().expect("not poisoned").clone()).expect("UTF-8")
+    }
+
+    #[tokio::test]
+    async fn an_internal_error_is_logged_once_per_request_with_its_method_path_and_cause() {
+        let router = Router::new()
+            .route(
+                "/v1/sync/pull",
+                get(|| async {
+                    // Made twice, answered once: only the answer is logged.
+                    drop(ApiError::internal("an error that was never answered"));
+                    Err::<(), _>(ApiError::from(StoreError::corrupt("documents.version", "-1 is out of range")))
+                }),
+            )
+            .route("/v1/other", get(|| async { ApiError::not_found() }))
+            .layer(from_fn(log_internal));
+        let log = logged(async {
+            let request = Request::get("/v1/sync/pull?since=c3VyZWx5LXNlY3JldA&limit=5").body(Body::empty());
+            let response = router.clone().oneshot(request.expect("request")).await.expect("answers");
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert!(response.extensions().get::<InternalCause>().is_none(), "consumed by the layer");
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
+            assert!(!String::from_utf8_lossy(&body).contains("documents"), "the cause is not answered");
+            let other = router.oneshot(Request::get("/v1/other").body(Body::empty()).expect("request")).await;
+            assert_eq!(other.expect("answers").status(), StatusCode::NOT_FOUND);
+        })
+        .await;
+        assert_eq!(log.matches("internal error").count(), 1, "{log}");
+        assert!(log.contains("method=GET") && log.contains("path=/v1/sync/pull"), "{log}");
+        assert!(log.contains("corrupt documents.version in the store: -1 is out of range"), "{log}");
+        assert!(!log.contains("never answered") && !log.contains("since="), "{log}");
     }
 }
