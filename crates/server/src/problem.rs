@@ -150,8 +150,8 @@ impl ApiError {
         }
     }
 
-    /// 500 `internal`. Nothing of `cause` is answered; [`log_internal`] logs it once the
-    /// answer is made, with the request's method and path.
+    /// 500 `internal`. Nothing of `cause` is answered; the response layer `log_internal` logs
+    /// it once the answer is made, with the request's method and path.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         ApiError {
             cause: Some(cause.to_string().into()),
