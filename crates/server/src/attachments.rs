@@ -17,7 +17,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -115,7 +115,7 @@ fn b64(what: &str, text: &str) -> Result<Vec<u8>, ApiError> {
 }
 
 fn forbidden() -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, ProblemCode::Forbidden, "you may not attach files to this document")
+    ApiError::new(ProblemCode::Forbidden, "you may not attach files to this document")
 }
 
 /// The user as rules see them, read now (roles may have changed since the token).
@@ -241,11 +241,7 @@ pub async fn put_metadata(
                 &record.wrapped_cek,
             );
     if !same {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            ProblemCode::BadRequest,
-            "this attachment id is taken by another upload; make a new id",
-        ));
+        return Err(ApiError::conflict("this attachment id is taken by another upload; make a new id"));
     }
     let (stored, received) = app.store.attachment(&id).await?.ok_or_else(ApiError::not_found)?;
     Ok(no_store(Json(info(&stored, &received)).into_response()))
@@ -317,7 +313,7 @@ pub async fn get_chunk(
     let user = rule_user(&app, &signed.session.user).await?;
     let (record, _, _) = visible(&app, &user, &id).await?;
     if !record.complete {
-        return Err(ApiError::new(StatusCode::CONFLICT, ProblemCode::BadRequest, "the upload is not complete yet"));
+        return Err(ApiError::conflict("the upload is not complete yet"));
     }
     let bytes = app.store.chunk(&id, n).await?.ok_or_else(ApiError::not_found)?;
     let mut r = bytes.into_response();

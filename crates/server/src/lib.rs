@@ -38,7 +38,7 @@ mod tls;
 pub use app::{App, Clock, Config, InFlight, InFlightGuard, JsonBody, random_id, system_clock};
 pub use keydir::{Error, KeyDir, default_key_dir, spki_pin};
 pub use openapi::ApiDoc;
-pub use problem::{ApiError, PROBLEM_JSON};
+pub use problem::{ApiError, PROBLEM_JSON, ProblemStatus};
 pub use serve::{Server, router};
 pub use storage::{
     AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginDevice, LoginFailures, NewDirective, NewLogin,

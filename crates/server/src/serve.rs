@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
-use axum::middleware::{Next, from_fn_with_state};
+use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -21,7 +20,6 @@ use crate::Error;
 use crate::app::App;
 use crate::auth::{self, PeerAddr};
 use crate::problem::ApiError;
-use fieldvault_core::protocol::ProblemCode;
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,12 +44,7 @@ pub async fn healthz() -> axum::Json<serde_json::Value> {
 async fn limits(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let size: usize = req.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
     if size > app.config.header_limit {
-        return ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ProblemCode::TooLarge,
-            format!("the request headers exceed {} bytes", app.config.header_limit),
-        )
-        .into_response();
+        return ApiError::headers_too_large(app.config.header_limit).into_response();
     }
     next.run(req).await
 }
@@ -61,7 +54,7 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, ProblemCode::BadRequest, "this method is not allowed here")
+    ApiError::method_not_allowed()
 }
 
 /// The signed channel, or in the load benchmark's baseline build the same routes without it.
@@ -99,6 +92,8 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(app.clone(), limits))
+        // Outermost: it sees every answer as sent, and logs the cause of an `internal` one.
+        .layer(from_fn(crate::problem::log_internal))
         .with_state(app)
 }
 
@@ -157,5 +152,61 @@ impl Server {
                 let _ = builder.serve_connection(TokioIo::new(stream), service).await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::StatusCode;
+
+    use super::*;
+    use crate::storage::{LeaseRecord, LoginDevice, NewLogin, SqliteStore, Store, UserRecord};
+    use crate::{Config, KeyDir};
+
+    #[tokio::test]
+    async fn an_internal_error_on_a_signed_route_is_logged_once_with_its_method_and_path() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let keys = KeyDir::at(&tmp.path().join("keys"));
+        keys.init(&tmp.path().join("data"), &["localhost".into()]).expect("init");
+        let store_key = keys.store_key().expect("store key");
+        let store =
+            SqliteStore::open(&tmp.path().join("server.db"), &crate::seal::sqlite_key(&store_key)).expect("opens");
+        let user = UserRecord {
+            name: "alice".into(),
+            password_hash: "h".into(),
+            roles: vec![],
+            disabled: false,
+            attributes: Default::default(),
+        };
+        store.add_user(&user, 1).await.expect("adds");
+        // A session whose sealed secret does not open: the signed channel fails inside.
+        let lease = LeaseRecord { id: "l1".into(), key_sealed: vec![1; 48], expires_at: 2 };
+        let device = LoginDevice::New { id: "d1".into(), secret_sealed: vec![2; 61], lease };
+        let login = NewLogin {
+            session_id: "s1".into(),
+            key_id: "k1".into(),
+            user: "alice".into(),
+            secret_sealed: vec![3; 60],
+            refresh_hash: [4; 32],
+            device_name: "tablet".into(),
+            device,
+            now: 1,
+        };
+        assert!(store.login(&login).await.expect("logs in"));
+        let clock: crate::Clock = Arc::new(|| 100);
+        let app = App::new(Arc::new(store), keys.token_signer().expect("signer"), &store_key, clock, Config::default())
+            .expect("app");
+        let router = router(Arc::new(app));
+
+        let log = crate::problem::tests::logged(async {
+            let request = Request::get("/v1/devices/self?x=1").header("x-key-id", "k1").body(Body::empty());
+            let response = router.oneshot(request.expect("request")).await.expect("answers");
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        })
+        .await;
+        assert_eq!(log.matches("internal error").count(), 1, "{log}");
+        assert!(log.contains("method=GET") && log.contains("path=/v1/devices/self"), "{log}");
+        assert!(!log.contains("x=1") && !log.contains("k1"), "no query, no header: {log}");
     }
 }

@@ -196,7 +196,7 @@ async fn admit(app: &Arc<App>, verified: Verified) -> Result<(Request, SignedSes
         return Err(ApiError::stale_timestamp("X-Timestamp"));
     }
     if !app.store.insert_nonce(&session.key_id, &nonce, expires_at).await? {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, ProblemCode::ReplayedNonce, "this nonce was already used"));
+        return Err(ApiError::new(ProblemCode::ReplayedNonce, "this nonce was already used"));
     }
     let ack = parts.uri.path() == ACK_PATH;
     if session.revoked && !ack {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Extension, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use fieldvault_core::protocol::ProblemCode;
 use fieldvault_core::protocol::auth::DeviceReason;
@@ -29,20 +29,9 @@ async fn rollback(app: &App, device_id: &str) -> ApiError {
     }
     tracing::warn!(device = %device_id, "rollback detected: device retired, its lease waits for its next login");
     ApiError::new(
-        StatusCode::CONFLICT,
         ProblemCode::RollbackDetected,
         "device_seq went backwards: this vault is an older copy; lock it and log in online to resync",
     )
-}
-
-fn key_in_use() -> ApiError {
-    let mut e = ApiError::new(
-        StatusCode::CONFLICT,
-        ProblemCode::RateLimited,
-        "an idempotency key of this push is in use by a request still running; retry the same push shortly",
-    );
-    e.retry_after = Some(1);
-    e
 }
 
 /// Cache-Control: no-store on every sync answer (they carry documents).
@@ -71,15 +60,17 @@ pub async fn push(
         ops.push(check_owned_op(raw).map_err(|e| ApiError::bad_request(format!("op {n}: {e}")))?);
     }
     let user = signed.session.user.clone();
-    let _claimed =
-        app.in_flight.claim(&user, ops.iter().map(|o| o.op.idempotency_key.as_str())).ok_or_else(key_in_use)?;
+    let _claimed = app
+        .in_flight
+        .claim(&user, ops.iter().map(|o| o.op.idempotency_key.as_str()))
+        .ok_or_else(ApiError::key_in_use)?;
     let now = app.now();
     let batch = app.push_batch(user, signed.session.device_id.clone(), req.device_seq, ops, now);
     let outcome = app.store.push(batch).await?;
     match outcome {
         PushOutcome::Results(results) => Ok(no_store(Json(PushResponse { results }).into_response())),
         PushOutcome::RollbackDetected => Err(rollback(&app, &signed.session.device_id).await),
-        PushOutcome::KeyInUse => Err(key_in_use()),
+        PushOutcome::KeyInUse => Err(ApiError::key_in_use()),
     }
 }
 

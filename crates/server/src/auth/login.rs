@@ -16,8 +16,8 @@ use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use fieldvault_core::protocol::SessionSecret;
 use fieldvault_core::protocol::auth::{DeviceProof, DeviceReason, DeviceSecret, LoginRequest, TokenResponse};
-use fieldvault_core::protocol::{ProblemCode, SessionSecret};
 use fieldvault_core::unlock_delay;
 use zeroize::Zeroizing;
 
@@ -75,7 +75,7 @@ pub async fn login(
     let now = app.now();
     match login_at(&app, peer, req, now).await {
         Ok(body) => no_store(Json(body).into_response()),
-        Err(e) if e.status == StatusCode::UNAUTHORIZED => with_date(e.into_response(), now),
+        Err(e) if e.status() == StatusCode::UNAUTHORIZED => with_date(e.into_response(), now),
         Err(e) => e.into_response(),
     }
 }
@@ -149,13 +149,7 @@ async fn check_password(
     now: u64,
 ) -> Result<UserRecord, ApiError> {
     let throttled = |retry_after: u64| {
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            ProblemCode::RateLimited,
-            "too many failed logins for this user from this address; wait and retry",
-        );
-        e.retry_after = Some(retry_after.max(1));
-        e
+        ApiError::rate_limited("too many failed logins for this user from this address; wait and retry", retry_after)
     };
     let failures = app.store.login_failures(name, address).await?;
     let wait_until = failures.last_at.saturating_add(unlock_delay(failures.failures));

@@ -11,14 +11,8 @@
 //! spend, a login's device, a device's retirement) are single atomic statements or
 //! serialised transactions on both backends.
 
-mod attachments_postgres;
-mod attachments_sqlite;
-mod devices_postgres;
-mod devices_sqlite;
 mod postgres;
 mod sqlite;
-mod sync_postgres;
-mod sync_sqlite;
 
 use std::sync::Arc;
 
@@ -29,8 +23,8 @@ use fieldvault_core::protocol::sync::{Change, CheckedOp, Cursor, OpResult, Store
 use fieldvault_core::rules::Rules;
 
 pub use postgres::PgStore;
+pub use postgres::idempotency_lock_id;
 pub use sqlite::SqliteStore;
-pub use sync_postgres::idempotency_lock_id;
 
 /// What a storage call can fail with. Never shown to clients (they get `internal`).
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +36,25 @@ pub enum StoreError {
     /// The database failed.
     #[error("storage: {0}")]
     Backend(String),
+    /// A stored value is not one its column may hold (a negative version, JSON that does not
+    /// parse, an unknown status): the database was changed outside this server, or damaged.
+    /// Such a value is refused, never read as a default, which would hide the damage.
+    #[error("corrupt {what} in the store")]
+    Corrupt {
+        /// The column, as `table.column`.
+        what: &'static str,
+        /// What is wrong with the value (never the value itself where it may be user data).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A number too large for the store's columns (SQL integers are signed 64-bit).
+    #[error("{what} {value} is past the largest number the store holds")]
+    OutOfRange {
+        /// The column, as `table.column`.
+        what: &'static str,
+        /// The number.
+        value: u64,
+    },
     /// The store's schema is newer than this build.
     #[error("the store's schema version {found} is newer than this build's ({supported})")]
     SchemaTooNew {
@@ -50,6 +63,37 @@ pub enum StoreError {
         /// Newest version this build knows.
         supported: i64,
     },
+}
+
+impl StoreError {
+    /// [`StoreError::Corrupt`]: the column `what` holds a value it may not.
+    pub(crate) fn corrupt(what: &'static str, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError::Corrupt { what, source: source.into() }
+    }
+
+    /// [`StoreError::Corrupt`] for stored JSON that does not parse. Only serde's category and
+    /// position are kept: its message can quote the value, which may be a user's data.
+    pub(crate) fn corrupt_json(what: &'static str, e: &serde_json::Error) -> Self {
+        StoreError::corrupt(what, format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column()))
+    }
+}
+
+/// A stored integer that does not fit the type of what it counts.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is out of range")]
+struct IntegerOutOfRange(i64);
+
+/// A count, time, version or sequence number as both backends store it (SQL integers are
+/// signed 64-bit). One past `i64::MAX` is [`StoreError::OutOfRange`], never clamped.
+pub(crate) fn to_column(value: u64, what: &'static str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::OutOfRange { what, value })
+}
+
+/// A stored count, time, version or sequence number, as the type it counts in. One that does
+/// not fit (a negative version, a count past `u32::MAX`) is [`StoreError::Corrupt`] naming
+/// the column `what`, never read as 0 or clamped.
+pub(crate) fn from_column<T: TryFrom<i64>>(value: i64, what: &'static str) -> Result<T, StoreError> {
+    T::try_from(value).map_err(|_| StoreError::corrupt(what, IntegerOutOfRange(value)))
 }
 
 /// A user's roles and attributes as both backends store them: JSON text.
@@ -66,10 +110,73 @@ pub(crate) fn decode_access(
     roles: &str,
     attributes: &str,
 ) -> Result<(Vec<String>, serde_json::Map<String, serde_json::Value>), StoreError> {
-    let roles = serde_json::from_str(roles).map_err(|_| StoreError::Backend("corrupt roles".to_owned()))?;
-    let attributes =
-        serde_json::from_str(attributes).map_err(|_| StoreError::Backend("corrupt attributes".to_owned()))?;
+    let roles = serde_json::from_str(roles).map_err(|e| StoreError::corrupt_json("users.roles", &e))?;
+    let attributes = serde_json::from_str(attributes).map_err(|e| StoreError::corrupt_json("users.attributes", &e))?;
     Ok((roles, attributes))
+}
+
+/// A stored document from its columns, as both backends keep them.
+pub(crate) fn stored_doc(owner: String, version: i64, deleted: bool, body: &str) -> Result<StoredDoc, StoreError> {
+    Ok(StoredDoc {
+        owner,
+        version: from_column(version, "documents.version")?,
+        deleted,
+        body: serde_json::from_str(body).map_err(|e| StoreError::corrupt_json("documents.body", &e))?,
+    })
+}
+
+/// An idempotency record from its columns, as both backends keep them.
+pub(crate) fn idempotency_record(
+    fingerprint: Vec<u8>,
+    status: &str,
+    version: Option<i64>,
+) -> Result<fieldvault_core::protocol::sync::IdempotencyRecord, StoreError> {
+    use fieldvault_core::protocol::sync::{FirstResult, IdempotencyRecord, OpStatus};
+    Ok(IdempotencyRecord {
+        fingerprint: fingerprint
+            .try_into()
+            .map_err(|_| StoreError::corrupt("idempotency.fingerprint", "not 32 bytes"))?,
+        first: FirstResult {
+            status: OpStatus::from_name(status)
+                .ok_or_else(|| StoreError::corrupt("idempotency.status", "not an op status"))?,
+            version: version.map(|v| from_column(v, "idempotency.version")).transpose()?,
+        },
+    })
+}
+
+/// The user as access rules see them, from the stored name, roles and attributes.
+pub(crate) fn rule_user(
+    name: &str,
+    roles: &str,
+    attributes: &str,
+) -> Result<fieldvault_core::rules::RuleUser, StoreError> {
+    let (roles, attributes) = decode_access(roles, attributes)?;
+    Ok(fieldvault_core::rules::RuleUser { id: name.to_owned(), roles, attributes })
+}
+
+/// Why a device was retired, from its stored name (None: live).
+pub(crate) fn retirement(name: Option<String>) -> Result<Option<DeviceReason>, StoreError> {
+    name.map(|n| {
+        DeviceReason::from_name(&n)
+            .ok_or_else(|| StoreError::corrupt("devices.retired_reason", "not a retirement reason"))
+    })
+    .transpose()
+}
+
+/// A device's lease from its stored columns: None unless both id and sealed key are there.
+pub(crate) fn lease(
+    id: Option<String>,
+    key_sealed: Option<Vec<u8>>,
+    expires_at: Option<i64>,
+) -> Result<Option<LeaseRecord>, StoreError> {
+    Ok(match (id, key_sealed) {
+        (Some(id), Some(key_sealed)) => Some(LeaseRecord {
+            id,
+            key_sealed,
+            expires_at: from_column(expires_at.unwrap_or(0), "devices.lease_expires_at")?,
+        }),
+        _ => None,
+    })
 }
 
 /// A user account.
@@ -261,6 +368,16 @@ pub struct LoginFailures {
     pub failures: u32,
     /// Time of the last one.
     pub last_at: u64,
+}
+
+impl LoginFailures {
+    /// The stored row (both backends keep the same two integers).
+    pub(crate) fn from_columns(failures: i64, last_at: i64) -> Result<LoginFailures, StoreError> {
+        Ok(LoginFailures {
+            failures: from_column(failures, "login_failures.failures")?,
+            last_at: from_column(last_at, "login_failures.last_at")?,
+        })
+    }
 }
 
 /// A device as `device list` shows it.
@@ -529,5 +646,103 @@ pub async fn open_store(
                 .map_err(|e| StoreError::Backend(e.to_string()))??;
             Ok(std::sync::Arc::new(store))
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Rows each holding a value its column may not hold, written past the store as damage or
+    /// an outside hand would; one statement each, valid on both backends (`blob` is the
+    /// backend's literal for a one-byte blob).
+    pub(crate) fn corrupt_rows(blob: &str) -> Vec<String> {
+        vec![
+            "INSERT INTO users (name, password_hash, roles, created_at) VALUES ('alice', 'h', '[]', 1)".to_owned(),
+            "INSERT INTO users (name, password_hash, roles, created_at) VALUES ('bob', 'h', '\"hunter2\"', 1)"
+                .to_owned(),
+            "INSERT INTO devices (id, user_name, name, created_at, last_seen_at) VALUES ('d1', 'alice', 'tablet', -5, 1)"
+                .to_owned(),
+            "INSERT INTO documents (collection, id, owner, version, deleted, body, seq, updated_at)
+             VALUES ('notes', 'x', 'alice', -1, false, '{}', 1, 1)"
+                .to_owned(),
+            "INSERT INTO login_failures (user_name, address, failures, last_at) VALUES ('alice', '10.0.0.1', -1, 1)"
+                .to_owned(),
+            format!(
+                "INSERT INTO sessions (id, key_id, user_name, device_id, secret_sealed, created_at)
+                 VALUES ('s1', 'k1', 'alice', 'd1', {blob}, -1)"
+            ),
+            format!(
+                "INSERT INTO attachments (id, user_name, collection, doc_id, header, manifest, wrapped_cek,
+                     chunk_count, length, created_at)
+                 VALUES ('a1', 'alice', 'notes', 'x', {blob}, {blob}, {blob}, -1, 0, 1)"
+            ),
+        ]
+    }
+
+    /// The column a read reported corrupt; panics on anything else.
+    fn corrupt_column<T: std::fmt::Debug>(read: Result<T, StoreError>) -> &'static str {
+        match read {
+            Err(StoreError::Corrupt { what, .. }) => what,
+            other => panic!("expected a corrupt column, got {other:?}"),
+        }
+    }
+
+    /// Reads each of [`corrupt_rows`] back through `store`: every read is refused as
+    /// [`StoreError::Corrupt`] naming the column, none is read as a default.
+    pub(crate) async fn each_corrupt_row_is_refused_naming_its_column(store: &dyn Store) {
+        assert_eq!(corrupt_column(store.document("notes", "x").await), "documents.version");
+        assert_eq!(corrupt_column(store.devices().await), "devices.created_at");
+        assert_eq!(corrupt_column(store.login_failures("alice", "10.0.0.1").await), "login_failures.failures");
+        assert_eq!(corrupt_column(store.session_by_key_id("k1").await), "sessions.created_at");
+        assert_eq!(corrupt_column(store.attachment("a1").await), "attachments.chunk_count");
+        let roles = store.user("bob").await.expect_err("corrupt roles");
+        assert!(matches!(roles, StoreError::Corrupt { what: "users.roles", .. }), "{roles:?}");
+        assert!(!chain(&roles).contains("hunter2"), "the value stays out of the error: {}", chain(&roles));
+    }
+
+    /// An error with its sources, as a log line shows it.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut text = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            text = format!("{text}: {s}");
+            source = s.source();
+        }
+        text
+    }
+
+    #[test]
+    fn a_negative_stored_number_is_corrupt_naming_its_column_never_zero() {
+        let e = from_column::<u64>(-1, "documents.version").expect_err("negative");
+        assert!(matches!(e, StoreError::Corrupt { what: "documents.version", .. }), "{e:?}");
+        assert_eq!(chain(&e), "corrupt documents.version in the store: -1 is out of range");
+        assert_eq!(from_column::<u64>(0, "documents.version").expect("zero"), 0);
+        assert_eq!(from_column::<u64>(i64::MAX, "documents.version").expect("largest"), i64::MAX as u64);
+    }
+
+    #[test]
+    fn a_stored_number_past_its_type_is_corrupt_never_clamped() {
+        let e = from_column::<u32>(1 << 32, "login_failures.failures").expect_err("past u32");
+        assert!(matches!(e, StoreError::Corrupt { what: "login_failures.failures", .. }), "{e:?}");
+        assert_eq!(from_column::<u32>(u32::MAX.into(), "login_failures.failures").expect("largest"), u32::MAX);
+    }
+
+    #[test]
+    fn a_number_past_the_largest_column_value_is_refused_never_clamped() {
+        let e = to_column(i64::MAX as u64 + 1, "devices.sync_seq").expect_err("past i64::MAX");
+        assert!(matches!(e, StoreError::OutOfRange { what: "devices.sync_seq", value } if value == 1 << 63), "{e:?}");
+        assert_eq!(to_column(i64::MAX as u64, "devices.sync_seq").expect("largest"), i64::MAX);
+    }
+
+    #[test]
+    fn corrupt_json_is_named_by_its_column_without_its_content() {
+        let e = decode_access("[]", "{\"pin\": \"1234\"").expect_err("truncated");
+        assert!(matches!(e, StoreError::Corrupt { what: "users.attributes", .. }), "{e:?}");
+        let e = stored_doc("alice".into(), 1, false, "[\"hunter2\", 5").expect_err("truncated");
+        assert!(matches!(e, StoreError::Corrupt { what: "documents.body", .. }), "{e:?}");
+        // serde's own message would quote the value: `invalid type: string "hunter2", ...`.
+        let e = decode_access("\"hunter2\"", "{}").expect_err("not a list");
+        assert_eq!(chain(&e), "corrupt users.roles in the store: Data error at line 1 column 9");
     }
 }

@@ -1,10 +1,9 @@
 //! Attachment metadata and ciphertext chunks on PostgreSQL (`BYTEA`), shared by every
 //! instance: an upload may resume on another instance.
 
-use super::postgres::{backend, from_db, to_db};
 use sqlx::{PgConnection, PgPool, Row};
 
-use super::{AttachmentRecord, StoreError};
+use crate::storage::{AttachmentRecord, StoreError, from_column, to_column};
 
 /// Version 2 tables for attachments.
 pub(super) const SCHEMA: &[&str] = &[
@@ -37,26 +36,25 @@ async fn read(conn: &mut PgConnection, id: &str) -> Result<Option<AttachmentReco
     )
     .bind(id)
     .fetch_optional(&mut *conn)
-    .await
-    .map_err(backend)?;
+    .await?;
     let Some(r) = row else { return Ok(None) };
     Ok(Some(AttachmentRecord {
-        id: r.try_get(0).map_err(backend)?,
-        user: r.try_get(1).map_err(backend)?,
-        collection: r.try_get(2).map_err(backend)?,
-        doc_id: r.try_get(3).map_err(backend)?,
-        header: r.try_get(4).map_err(backend)?,
-        manifest: r.try_get(5).map_err(backend)?,
-        wrapped_cek: r.try_get(6).map_err(backend)?,
-        chunk_count: from_db(r.try_get(7).map_err(backend)?)?,
-        length: from_db(r.try_get(8).map_err(backend)?)?,
-        complete: r.try_get(9).map_err(backend)?,
-        created_at: from_db(r.try_get(10).map_err(backend)?)?,
+        id: r.try_get(0)?,
+        user: r.try_get(1)?,
+        collection: r.try_get(2)?,
+        doc_id: r.try_get(3)?,
+        header: r.try_get(4)?,
+        manifest: r.try_get(5)?,
+        wrapped_cek: r.try_get(6)?,
+        chunk_count: from_column(r.try_get(7)?, "attachments.chunk_count")?,
+        length: from_column(r.try_get(8)?, "attachments.length")?,
+        complete: r.try_get(9)?,
+        created_at: from_column(r.try_get(10)?, "attachments.created_at")?,
     }))
 }
 
 pub(super) async fn create(pool: &PgPool, a: &AttachmentRecord) -> Result<AttachmentRecord, StoreError> {
-    let mut tx = pool.begin().await.map_err(backend)?;
+    let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO attachments (id, user_name, collection, doc_id, header, manifest, wrapped_cek, chunk_count,
              length, complete, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, false, $10)
@@ -69,67 +67,58 @@ pub(super) async fn create(pool: &PgPool, a: &AttachmentRecord) -> Result<Attach
     .bind(&a.header)
     .bind(&a.manifest)
     .bind(&a.wrapped_cek)
-    .bind(to_db(a.chunk_count)?)
-    .bind(to_db(a.length)?)
-    .bind(to_db(a.created_at)?)
+    .bind(to_column(a.chunk_count, "attachments.chunk_count")?)
+    .bind(to_column(a.length, "attachments.length")?)
+    .bind(to_column(a.created_at, "attachments.created_at")?)
     .execute(&mut *tx)
-    .await
-    .map_err(backend)?;
+    .await?;
     let stored = read(&mut tx, &a.id).await?.ok_or_else(|| StoreError::Backend("attachment vanished".to_owned()))?;
-    tx.commit().await.map_err(backend)?;
+    tx.commit().await?;
     Ok(stored)
 }
 
 pub(super) async fn get(pool: &PgPool, id: &str) -> Result<Option<(AttachmentRecord, Vec<u64>)>, StoreError> {
-    let mut conn = pool.acquire().await.map_err(backend)?;
+    let mut conn = pool.acquire().await?;
     let Some(a) = read(&mut conn, id).await? else { return Ok(None) };
     let idx: Vec<i64> = sqlx::query_scalar("SELECT idx FROM attachment_chunks WHERE attachment_id = $1 ORDER BY idx")
         .bind(id)
         .fetch_all(&mut *conn)
-        .await
-        .map_err(backend)?;
-    Ok(Some((a, idx.into_iter().map(from_db).collect::<Result<_, _>>()?)))
+        .await?;
+    Ok(Some((a, idx.into_iter().map(|i| from_column(i, "attachment_chunks.idx")).collect::<Result<_, _>>()?)))
 }
 
 pub(super) async fn put_chunk(pool: &PgPool, id: &str, index: u64, bytes: &[u8]) -> Result<(u64, bool), StoreError> {
-    let mut tx = pool.begin().await.map_err(backend)?;
+    let mut tx = pool.begin().await?;
     // One upload's chunks are counted one transaction at a time, so the last one sees them all.
     let count: i64 = sqlx::query_scalar("SELECT chunk_count FROM attachments WHERE id = $1 FOR UPDATE")
         .bind(id)
         .fetch_one(&mut *tx)
-        .await
-        .map_err(backend)?;
+        .await?;
     sqlx::query("INSERT INTO attachment_chunks (attachment_id, idx, bytes) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
         .bind(id)
-        .bind(to_db(index)?)
+        .bind(to_column(index, "attachment_chunks.idx")?)
         .bind(bytes)
         .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+        .await?;
     let held: i64 = sqlx::query_scalar("SELECT count(*) FROM attachment_chunks WHERE attachment_id = $1")
         .bind(id)
         .fetch_one(&mut *tx)
-        .await
-        .map_err(backend)?;
+        .await?;
     let complete = held == count;
     if complete {
-        sqlx::query("UPDATE attachments SET complete = true WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        sqlx::query("UPDATE attachments SET complete = true WHERE id = $1").bind(id).execute(&mut *tx).await?;
     }
-    tx.commit().await.map_err(backend)?;
-    Ok((from_db(held)?, complete))
+    tx.commit().await?;
+    Ok((from_column(held, "attachment_chunks count")?, complete))
 }
 
 pub(super) async fn chunk(pool: &PgPool, id: &str, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
-    sqlx::query_scalar("SELECT bytes FROM attachment_chunks WHERE attachment_id = $1 AND idx = $2")
+    let bytes = sqlx::query_scalar("SELECT bytes FROM attachment_chunks WHERE attachment_id = $1 AND idx = $2")
         .bind(id)
-        .bind(to_db(index)?)
+        .bind(to_column(index, "attachment_chunks.idx")?)
         .fetch_optional(pool)
-        .await
-        .map_err(backend)
+        .await?;
+    Ok(bytes)
 }
 
 /// Deletes a document's attachments with their chunks (the document was deleted).
@@ -145,13 +134,11 @@ pub(super) async fn delete_for_document(
     .bind(collection)
     .bind(doc_id)
     .execute(&mut *conn)
-    .await
-    .map_err(backend)?;
+    .await?;
     sqlx::query("DELETE FROM attachments WHERE collection = $1 AND doc_id = $2")
         .bind(collection)
         .bind(doc_id)
         .execute(&mut *conn)
-        .await
-        .map_err(backend)?;
+        .await?;
     Ok(())
 }

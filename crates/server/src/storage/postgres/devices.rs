@@ -1,4 +1,4 @@
-//! Devices on PostgreSQL: the same rows and rules as `devices_sqlite.rs`, shared by every
+//! Devices on PostgreSQL: the same rows and rules as `sqlite/devices.rs`, shared by every
 //! server instance. A login's device step is one conditional `UPDATE` (or an `INSERT`) in the
 //! transaction that makes the session, so the row lock it takes orders it against a
 //! concurrent wipe, logout or takeover of the same device: whichever commits second sees the
@@ -7,13 +7,16 @@
 //! every other path (a refresh spend locks its session, then its tokens), so no two paths
 //! wait on each other in a cycle.
 
+use fieldvault_core::protocol::DirectiveKind;
 use fieldvault_core::protocol::auth::DeviceReason;
 use sqlx::{PgConnection, PgPool, Row};
 
-use super::postgres::{backend, from_db, to_db};
-use super::{DeviceRecord, DeviceState, LeaseRecord, LoginDevice, NewLogin, StoreError};
+use crate::storage::{
+    DeviceRecord, DeviceState, LeaseRecord, LoginDevice, NewDirective, NewLogin, StoreError, from_column, lease,
+    retirement, to_column,
+};
 
-/// Version 3 (see `devices_sqlite::SCHEMA_V3`), one statement each.
+/// Version 3 (see `sqlite/devices.rs`), one statement each.
 pub(super) const SCHEMA_V3: &[&str] = &[
     "ALTER TABLE devices ADD COLUMN IF NOT EXISTS secret_sealed BYTEA NULL",
     "ALTER TABLE devices ADD COLUMN IF NOT EXISTS lease_id TEXT NULL",
@@ -34,26 +37,6 @@ pub(super) const SCHEMA_V3: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS devices_user_name ON devices (user_name)",
 ];
 
-fn reason(text: Option<String>) -> Result<Option<DeviceReason>, StoreError> {
-    text.map(|t| {
-        DeviceReason::from_name(&t).ok_or_else(|| StoreError::Backend("corrupt retirement reason in the store".into()))
-    })
-    .transpose()
-}
-
-fn lease(
-    id: Option<String>,
-    key_sealed: Option<Vec<u8>>,
-    expires_at: Option<i64>,
-) -> Result<Option<LeaseRecord>, StoreError> {
-    Ok(match (id, key_sealed) {
-        (Some(id), Some(key_sealed)) => {
-            Some(LeaseRecord { id, key_sealed, expires_at: from_db(expires_at.unwrap_or(0))? })
-        }
-        _ => None,
-    })
-}
-
 pub(super) async fn device(pool: &PgPool, id: &str) -> Result<Option<DeviceState>, StoreError> {
     let row = sqlx::query(
         "SELECT id, user_name, secret_sealed, lease_id, lease_sealed, lease_expires_at, retired_reason,
@@ -63,20 +46,15 @@ pub(super) async fn device(pool: &PgPool, id: &str) -> Result<Option<DeviceState
     )
     .bind(id)
     .fetch_optional(pool)
-    .await
-    .map_err(backend)?;
+    .await?;
     let Some(r) = row else { return Ok(None) };
     Ok(Some(DeviceState {
-        id: r.try_get("id").map_err(backend)?,
-        user: r.try_get("user_name").map_err(backend)?,
-        secret_sealed: r.try_get("secret_sealed").map_err(backend)?,
-        lease: lease(
-            r.try_get("lease_id").map_err(backend)?,
-            r.try_get("lease_sealed").map_err(backend)?,
-            r.try_get("lease_expires_at").map_err(backend)?,
-        )?,
-        retired: reason(r.try_get("retired_reason").map_err(backend)?)?,
-        directives: r.try_get("directives").map_err(backend)?,
+        id: r.try_get("id")?,
+        user: r.try_get("user_name")?,
+        secret_sealed: r.try_get("secret_sealed")?,
+        lease: lease(r.try_get("lease_id")?, r.try_get("lease_sealed")?, r.try_get("lease_expires_at")?)?,
+        retired: retirement(r.try_get("retired_reason")?)?,
+        directives: r.try_get("directives")?,
     }))
 }
 
@@ -86,7 +64,7 @@ pub(super) async fn revoke_device_sessions(
     device_id: &str,
     now: i64,
 ) -> Result<(), StoreError> {
-    super::postgres::revoke_sessions_where(conn, super::postgres::SessionsOf::Device, device_id, now).await
+    super::sessions::revoke_sessions_where(conn, super::sessions::SessionsOf::Device, device_id, now).await
 }
 
 async fn insert_device(
@@ -104,20 +82,19 @@ async fn insert_device(
     .bind(id)
     .bind(&l.user)
     .bind(&l.device_name)
-    .bind(to_db(l.now)?)
+    .bind(to_column(l.now, "devices.created_at")?)
     .bind(secret_sealed)
     .bind(&lease.id)
     .bind(&lease.key_sealed[..])
-    .bind(to_db(lease.expires_at)?)
+    .bind(to_column(lease.expires_at, "devices.lease_expires_at")?)
     .execute(&mut *conn)
-    .await
-    .map_err(backend)?;
+    .await?;
     Ok(())
 }
 
 pub(super) async fn login(pool: &PgPool, l: &NewLogin) -> Result<bool, StoreError> {
-    let now = to_db(l.now)?;
-    let mut tx = pool.begin().await.map_err(backend)?;
+    let now = to_column(l.now, "sessions.created_at")?;
+    let mut tx = pool.begin().await?;
     match &l.device {
         LoginDevice::New { id, secret_sealed, lease } => insert_device(&mut tx, l, id, secret_sealed, lease).await?,
         LoginDevice::Continue { id, expected_lease, lease } => {
@@ -132,13 +109,12 @@ pub(super) async fn login(pool: &PgPool, l: &NewLogin) -> Result<bool, StoreErro
             .bind(now)
             .bind(&lease.id)
             .bind(&lease.key_sealed[..])
-            .bind(to_db(lease.expires_at)?)
+            .bind(to_column(lease.expires_at, "devices.lease_expires_at")?)
             .bind(expected_lease)
             .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .await?;
             if continued.rows_affected() != 1 {
-                tx.rollback().await.map_err(backend)?;
+                tx.rollback().await?;
                 return Ok(false);
             }
             revoke_device_sessions(&mut tx, id, now).await?;
@@ -152,10 +128,9 @@ pub(super) async fn login(pool: &PgPool, l: &NewLogin) -> Result<bool, StoreErro
             .bind(&l.user)
             .bind(&lease.id)
             .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .await?;
             if released.rows_affected() != 1 {
-                tx.rollback().await.map_err(backend)?;
+                tx.rollback().await?;
                 return Ok(false);
             }
             insert_device(&mut tx, l, id, secret_sealed, lease).await?;
@@ -172,20 +147,18 @@ pub(super) async fn login(pool: &PgPool, l: &NewLogin) -> Result<bool, StoreErro
     .bind(&l.secret_sealed[..])
     .bind(now)
     .execute(&mut *tx)
-    .await
-    .map_err(backend)?;
+    .await?;
     sqlx::query("INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES ($1, $2, $3)")
         .bind(&l.refresh_hash[..])
         .bind(&l.session_id)
         .bind(now)
         .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-    tx.commit().await.map_err(backend)?;
+        .await?;
+    tx.commit().await?;
     Ok(true)
 }
 
-/// Retires a device inside a transaction (see [`super::Store::retire_device`]). A wipe is
+/// Retires a device inside a transaction (see [`crate::storage::Store::retire_device`]). A wipe is
 /// never turned back into a plain retirement.
 pub(super) async fn retire_in(
     conn: &mut PgConnection,
@@ -209,7 +182,7 @@ pub(super) async fn retire_in(
         .bind(now)
         .bind(why.as_str()),
     };
-    retire.execute(&mut *conn).await.map_err(backend)?;
+    retire.execute(&mut *conn).await?;
     revoke_device_sessions(conn, device_id, now).await
 }
 
@@ -225,38 +198,12 @@ pub(super) async fn renew_lease(
          RETURNING lease_id, lease_sealed, lease_expires_at",
     )
     .bind(device_id)
-    .bind(to_db(expires_at)?)
-    .bind(to_db(now)?)
+    .bind(to_column(expires_at, "devices.lease_expires_at")?)
+    .bind(to_column(now, "devices.last_seen_at")?)
     .fetch_optional(pool)
-    .await
-    .map_err(backend)?;
+    .await?;
     let Some(r) = row else { return Ok(None) };
-    lease(
-        r.try_get("lease_id").map_err(backend)?,
-        r.try_get("lease_sealed").map_err(backend)?,
-        r.try_get("lease_expires_at").map_err(backend)?,
-    )
-}
-
-pub(super) async fn remove_user(pool: &PgPool, name: &str) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await.map_err(backend)?;
-    for statement in [
-        // The device rows first, so that a login or retirement of them running now waits.
-        "SELECT 1 FROM devices WHERE user_name = $1 FOR UPDATE",
-        "DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM sessions WHERE user_name = $1)",
-        "DELETE FROM sessions WHERE user_name = $1",
-        "DELETE FROM held WHERE device_id IN (SELECT id FROM devices WHERE user_name = $1)",
-        "DELETE FROM directives WHERE device_id IN (SELECT id FROM devices WHERE user_name = $1)",
-        "DELETE FROM devices WHERE user_name = $1",
-        "DELETE FROM idempotency WHERE user_name = $1",
-        "DELETE FROM login_failures WHERE user_name = $1",
-    ] {
-        sqlx::query(statement).bind(name).execute(&mut *tx).await.map_err(backend)?;
-    }
-    let removed =
-        sqlx::query("DELETE FROM users WHERE name = $1").bind(name).execute(&mut *tx).await.map_err(backend)?;
-    tx.commit().await.map_err(backend)?;
-    Ok(removed.rows_affected() == 1)
+    lease(r.try_get("lease_id")?, r.try_get("lease_sealed")?, r.try_get("lease_expires_at")?)
 }
 
 pub(super) async fn devices(pool: &PgPool) -> Result<Vec<DeviceRecord>, StoreError> {
@@ -270,22 +217,21 @@ pub(super) async fn devices(pool: &PgPool) -> Result<Vec<DeviceRecord>, StoreErr
          FROM devices d ORDER BY d.user_name, d.created_at, d.id",
     )
     .fetch_all(pool)
-    .await
-    .map_err(backend)?;
+    .await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
-        let pending: Vec<String> = r.try_get(7).map_err(backend)?;
-        let lease_expires_at: Option<i64> = r.try_get(9).map_err(backend)?;
+        let pending: Vec<String> = r.try_get(7)?;
+        let lease_expires_at: Option<i64> = r.try_get(9)?;
         out.push(DeviceRecord {
-            id: r.try_get(0).map_err(backend)?,
-            user: r.try_get(1).map_err(backend)?,
-            name: r.try_get(2).map_err(backend)?,
-            created_at: from_db(r.try_get(3).map_err(backend)?)?,
-            last_seen_at: from_db(r.try_get(4).map_err(backend)?)?,
-            session_id: r.try_get(5).map_err(backend)?,
-            active: r.try_get(6).map_err(backend)?,
-            retired: reason(r.try_get(8).map_err(backend)?)?,
-            lease_expires_at: lease_expires_at.map(from_db).transpose()?,
+            id: r.try_get(0)?,
+            user: r.try_get(1)?,
+            name: r.try_get(2)?,
+            created_at: from_column(r.try_get(3)?, "devices.created_at")?,
+            last_seen_at: from_column(r.try_get(4)?, "devices.last_seen_at")?,
+            session_id: r.try_get(5)?,
+            active: r.try_get(6)?,
+            retired: retirement(r.try_get(8)?)?,
+            lease_expires_at: lease_expires_at.map(|t| from_column(t, "devices.lease_expires_at")).transpose()?,
             pending: pending
                 .into_iter()
                 .map(|p| p.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())).unwrap_or((p, String::new())))
@@ -293,4 +239,56 @@ pub(super) async fn devices(pool: &PgPool) -> Result<Vec<DeviceRecord>, StoreErr
         });
     }
     Ok(out)
+}
+
+pub(super) async fn retire(pool: &PgPool, device_id: &str, reason: DeviceReason, now: u64) -> Result<(), StoreError> {
+    let now = to_column(now, "devices.retired_at")?;
+    let mut tx = pool.begin().await?;
+    retire_in(&mut tx, device_id, reason, now).await?;
+    Ok(tx.commit().await?)
+}
+
+pub(super) async fn add_directive(pool: &PgPool, d: &NewDirective) -> Result<bool, StoreError> {
+    let now = to_column(d.now, "directives.issued_at")?;
+    let mut tx = pool.begin().await?;
+    // The device row is locked first, as by every path that changes a device.
+    let exists = sqlx::query("SELECT 1 FROM devices WHERE id = $1 FOR UPDATE")
+        .bind(&d.device_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+    if !exists {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    sqlx::query("INSERT INTO directives (jti, device_id, kind, token, issued_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(&d.jti)
+        .bind(&d.device_id)
+        .bind(d.kind.as_str())
+        .bind(&d.token)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    match d.kind {
+        DirectiveKind::Wipe => retire_in(&mut tx, &d.device_id, DeviceReason::Wiped, now).await?,
+        DirectiveKind::Revoke => revoke_device_sessions(&mut tx, &d.device_id, now).await?,
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+pub(super) async fn ack_directives(
+    pool: &PgPool,
+    device_id: &str,
+    jtis: &[String],
+    now: u64,
+) -> Result<u64, StoreError> {
+    let r =
+        sqlx::query("UPDATE directives SET acked_at = $3 WHERE device_id = $1 AND jti = ANY($2) AND acked_at IS NULL")
+            .bind(device_id)
+            .bind(jtis)
+            .bind(to_column(now, "directives.acked_at")?)
+            .execute(pool)
+            .await?;
+    Ok(r.rows_affected())
 }

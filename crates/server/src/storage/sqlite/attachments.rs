@@ -1,10 +1,9 @@
 //! Attachment metadata and ciphertext chunks in the SQLCipher store (so the chunks are
 //! encrypted twice at rest: by the client's format and by the store).
 
-use super::sqlite::{i, u};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::AttachmentRecord;
+use crate::storage::{AttachmentRecord, StoreError, from_column, to_column};
 
 /// Version 2 tables for attachments.
 pub(super) const SCHEMA: &str = "
@@ -30,30 +29,29 @@ pub(super) const SCHEMA: &str = "
     ) WITHOUT ROWID;
 ";
 
-fn read(c: &Connection, id: &str) -> rusqlite::Result<Option<AttachmentRecord>> {
-    c.prepare_cached(
+fn read(c: &Connection, id: &str) -> Result<Option<AttachmentRecord>, StoreError> {
+    let mut statement = c.prepare_cached(
         "SELECT id, user_name, collection, doc_id, header, manifest, wrapped_cek, chunk_count, length, complete,
                 created_at FROM attachments WHERE id = ?1",
-    )?
-    .query_row([id], |r| {
-        Ok(AttachmentRecord {
-            id: r.get(0)?,
-            user: r.get(1)?,
-            collection: r.get(2)?,
-            doc_id: r.get(3)?,
-            header: r.get(4)?,
-            manifest: r.get(5)?,
-            wrapped_cek: r.get(6)?,
-            chunk_count: u(r.get(7)?),
-            length: u(r.get(8)?),
-            complete: r.get(9)?,
-            created_at: u(r.get(10)?),
-        })
-    })
-    .optional()
+    )?;
+    let mut rows = statement.query([id])?;
+    let Some(r) = rows.next()? else { return Ok(None) };
+    Ok(Some(AttachmentRecord {
+        id: r.get(0)?,
+        user: r.get(1)?,
+        collection: r.get(2)?,
+        doc_id: r.get(3)?,
+        header: r.get(4)?,
+        manifest: r.get(5)?,
+        wrapped_cek: r.get(6)?,
+        chunk_count: from_column(r.get(7)?, "attachments.chunk_count")?,
+        length: from_column(r.get(8)?, "attachments.length")?,
+        complete: r.get(9)?,
+        created_at: from_column(r.get(10)?, "attachments.created_at")?,
+    }))
 }
 
-pub(super) fn create(c: &mut Connection, a: &AttachmentRecord) -> rusqlite::Result<AttachmentRecord> {
+pub(super) fn create(c: &mut Connection, a: &AttachmentRecord) -> Result<AttachmentRecord, StoreError> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute(
         "INSERT INTO attachments (id, user_name, collection, doc_id, header, manifest, wrapped_cek, chunk_count,
@@ -67,9 +65,9 @@ pub(super) fn create(c: &mut Connection, a: &AttachmentRecord) -> rusqlite::Resu
             a.header,
             a.manifest,
             a.wrapped_cek,
-            i(a.chunk_count),
-            i(a.length),
-            i(a.created_at)
+            to_column(a.chunk_count, "attachments.chunk_count")?,
+            to_column(a.length, "attachments.length")?,
+            to_column(a.created_at, "attachments.created_at")?
         ],
     )?;
     let stored = read(&tx, &a.id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
@@ -77,20 +75,21 @@ pub(super) fn create(c: &mut Connection, a: &AttachmentRecord) -> rusqlite::Resu
     Ok(stored)
 }
 
-pub(super) fn get(c: &mut Connection, id: &str) -> rusqlite::Result<Option<(AttachmentRecord, Vec<u64>)>> {
+pub(super) fn get(c: &mut Connection, id: &str) -> Result<Option<(AttachmentRecord, Vec<u64>)>, StoreError> {
     let Some(a) = read(c, id)? else { return Ok(None) };
-    let received = c
+    let received: Vec<i64> = c
         .prepare_cached("SELECT idx FROM attachment_chunks WHERE attachment_id = ?1 ORDER BY idx")?
-        .query_map([id], |r| r.get::<_, i64>(0).map(u))?
+        .query_map([id], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
+    let received = received.into_iter().map(|i| from_column(i, "attachment_chunks.idx")).collect::<Result<_, _>>()?;
     Ok(Some((a, received)))
 }
 
-pub(super) fn put_chunk(c: &mut Connection, id: &str, index: u64, bytes: &[u8]) -> rusqlite::Result<(u64, bool)> {
+pub(super) fn put_chunk(c: &mut Connection, id: &str, index: u64, bytes: &[u8]) -> Result<(u64, bool), StoreError> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute(
         "INSERT INTO attachment_chunks (attachment_id, idx, bytes) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-        params![id, i(index), bytes],
+        params![id, to_column(index, "attachment_chunks.idx")?, bytes],
     )?;
     let held: i64 =
         tx.query_row("SELECT count(*) FROM attachment_chunks WHERE attachment_id = ?1", [id], |r| r.get(0))?;
@@ -100,13 +99,14 @@ pub(super) fn put_chunk(c: &mut Connection, id: &str, index: u64, bytes: &[u8]) 
         tx.execute("UPDATE attachments SET complete = 1 WHERE id = ?1", [id])?;
     }
     tx.commit()?;
-    Ok((u(held), complete))
+    Ok((from_column(held, "attachment_chunks count")?, complete))
 }
 
-pub(super) fn chunk(c: &mut Connection, id: &str, index: u64) -> rusqlite::Result<Option<Vec<u8>>> {
-    c.prepare_cached("SELECT bytes FROM attachment_chunks WHERE attachment_id = ?1 AND idx = ?2")?
-        .query_row(params![id, i(index)], |r| r.get(0))
-        .optional()
+pub(super) fn chunk(c: &mut Connection, id: &str, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+    let index = to_column(index, "attachment_chunks.idx")?;
+    Ok(c.prepare_cached("SELECT bytes FROM attachment_chunks WHERE attachment_id = ?1 AND idx = ?2")?
+        .query_row(params![id, index], |r| r.get(0))
+        .optional()?)
 }
 
 /// Deletes a document's attachments with their chunks (the document was deleted).

@@ -2,24 +2,32 @@
 //! from the store key, so a copy of the data directory alone reads as random bytes. One
 //! connection behind a mutex, used from Tokio's blocking pool: SQLite has one writer anyway,
 //! and serialising every call makes each method's transaction trivially atomic.
+//!
+//! One file per noun: `users.rs` (accounts, login throttling), `sessions.rs` (sessions, refresh
+//! tokens, request nonces), `devices.rs` (devices, leases, directives), `sync.rs` (documents,
+//! push, pull, idempotency records), `attachments.rs`. This file opens and migrates the
+//! database and routes each [`Store`] call to its noun on the blocking pool.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use fieldvault_core::sqlcipher;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags};
 use zeroize::Zeroizing;
 
+use fieldvault_core::protocol::auth::DeviceReason;
 use fieldvault_core::protocol::sync::StoredDoc;
 
-use fieldvault_core::protocol::DirectiveKind;
-use fieldvault_core::protocol::auth::DeviceReason;
+mod attachments;
+mod devices;
+mod sessions;
+mod sync;
+mod users;
 
 use super::{
     AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginFailures, NewDirective, NewLogin, PullBatch,
     PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord,
-    attachments_sqlite, decode_access, devices_sqlite, encode_access, sync_sqlite,
 };
 
 /// The schema version this build writes.
@@ -140,13 +148,11 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-pub(super) fn i(v: u64) -> i64 {
-    // Unix seconds fit in i64 for the next 292 billion years.
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-pub(super) fn u(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
+/// A database failure, as its message.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        backend(e)
+    }
 }
 
 /// How often the background checkpoint copies the WAL back into the database.
@@ -214,8 +220,8 @@ impl SqliteStore {
         }
         if found < SCHEMA_VERSION {
             let v1 = if found < 1 { SCHEMA_V1 } else { "" };
-            let v2 = if found < 2 { format!("{SCHEMA_V2} {}", attachments_sqlite::SCHEMA) } else { String::new() };
-            let v3 = devices_sqlite::SCHEMA_V3;
+            let v2 = if found < 2 { format!("{SCHEMA_V2} {}", attachments::SCHEMA) } else { String::new() };
+            let v3 = devices::SCHEMA_V3;
             conn.execute_batch(&format!("BEGIN; {v1} {v2} {v3} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
                 .map_err(backend)?;
         }
@@ -243,293 +249,120 @@ impl SqliteStore {
 
     async fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
             let mut guard = conn.lock().map_err(|_| backend("a previous storage call panicked"))?;
-            f(&mut guard).map_err(backend)
+            f(&mut guard)
         })
         .await
         .map_err(backend)?
     }
 }
 
-fn revoke_in(tx: &rusqlite::Transaction<'_>, session_id: &str, now: i64) -> rusqlite::Result<()> {
-    tx.execute("UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1", params![session_id, now])?;
-    tx.execute(
-        "UPDATE refresh_tokens SET spent_at = ?2 WHERE session_id = ?1 AND spent_at IS NULL",
-        params![session_id, now],
-    )?;
-    Ok(())
-}
-
-fn revoke_user_in(tx: &rusqlite::Transaction<'_>, user: &str, now: i64) -> rusqlite::Result<()> {
-    let ids: Vec<String> = tx
-        .prepare("SELECT id FROM sessions WHERE user_name = ?1 AND revoked_at IS NULL")?
-        .query_map([user], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    for id in ids {
-        revoke_in(tx, &id, now)?;
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn add_user(&self, user: &UserRecord, now: u64) -> Result<(), StoreError> {
         let user = user.clone();
-        let (roles, attributes) = encode_access(&user.roles, &user.attributes)?;
-        let name = user.name.clone();
-        let inserted = self
-            .run(move |c| {
-                c.execute(
-                    "INSERT INTO users (name, password_hash, roles, disabled, created_at, attributes)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name) DO NOTHING",
-                    params![user.name, user.password_hash, roles, user.disabled, i(now), attributes],
-                )
-            })
-            .await?;
-        if inserted == 0 { Err(StoreError::UserExists(name)) } else { Ok(()) }
+        self.run(move |c| users::add(c, &user, now)).await
     }
 
     async fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
         let name = name.to_owned();
-        let row = self
-            .run(move |c| {
-                c.query_row(
-                    "SELECT name, password_hash, roles, disabled, attributes FROM users WHERE name = ?1",
-                    [&name],
-                    |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get(3)?,
-                            r.get::<_, String>(4)?,
-                        ))
-                    },
-                )
-                .optional()
-            })
-            .await?;
-        row.map(|(name, password_hash, roles, disabled, attributes)| {
-            let (roles, attributes) = decode_access(&roles, &attributes)?;
-            Ok(UserRecord { name, password_hash, roles, disabled, attributes })
-        })
-        .transpose()
+        self.run(move |c| users::get(c, &name)).await
     }
 
     async fn set_password(&self, name: &str, password_hash: &str, now: u64) -> Result<bool, StoreError> {
         let (name, hash) = (name.to_owned(), password_hash.to_owned());
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if tx.execute("UPDATE users SET password_hash = ?2 WHERE name = ?1", params![name, hash])? == 0 {
-                return Ok(false);
-            }
-            revoke_user_in(&tx, &name, i(now))?;
-            tx.commit()?;
-            Ok(true)
-        })
-        .await
+        self.run(move |c| users::set_password(c, &name, &hash, now)).await
     }
 
     async fn disable_user(&self, name: &str, now: u64) -> Result<bool, StoreError> {
         let name = name.to_owned();
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if tx.execute("UPDATE users SET disabled = 1 WHERE name = ?1", [&name])? == 0 {
-                return Ok(false);
-            }
-            revoke_user_in(&tx, &name, i(now))?;
-            tx.commit()?;
-            Ok(true)
-        })
-        .await
+        self.run(move |c| users::disable(c, &name, now)).await
     }
 
     async fn enable_user(&self, name: &str) -> Result<bool, StoreError> {
         let name = name.to_owned();
-        self.run(move |c| c.execute("UPDATE users SET disabled = 0 WHERE name = ?1", [&name]).map(|n| n == 1)).await
+        self.run(move |c| users::enable(c, &name)).await
     }
 
     async fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
         let name = name.to_owned();
-        self.run(move |c| devices_sqlite::remove_user(c, &name)).await
+        self.run(move |c| users::remove(c, &name)).await
     }
 
     async fn login_failures(&self, user: &str, address: &str) -> Result<LoginFailures, StoreError> {
         let (user, address) = (user.to_owned(), address.to_owned());
-        self.run(move |c| {
-            c.query_row(
-                "SELECT failures, last_at FROM login_failures WHERE user_name = ?1 AND address = ?2",
-                [&user, &address],
-                |r| Ok(LoginFailures { failures: r.get(0)?, last_at: u(r.get(1)?) }),
-            )
-            .optional()
-            .map(Option::unwrap_or_default)
-        })
-        .await
+        self.run(move |c| users::failures(c, &user, &address)).await
     }
 
     async fn record_login_failure(&self, user: &str, address: &str, now: u64) -> Result<LoginFailures, StoreError> {
         let (user, address) = (user.to_owned(), address.to_owned());
-        self.run(move |c| {
-            c.query_row(
-                "INSERT INTO login_failures (user_name, address, failures, last_at) VALUES (?1, ?2, 1, ?3)
-                 ON CONFLICT (user_name, address) DO UPDATE SET failures = failures + 1, last_at = excluded.last_at
-                 RETURNING failures, last_at",
-                params![user, address, i(now)],
-                |r| Ok(LoginFailures { failures: r.get(0)?, last_at: u(r.get(1)?) }),
-            )
-        })
-        .await
+        self.run(move |c| users::record_failure(c, &user, &address, now)).await
     }
 
     async fn clear_login_failures(&self, user: &str, address: &str) -> Result<(), StoreError> {
         let (user, address) = (user.to_owned(), address.to_owned());
-        self.run(move |c| {
-            c.execute("DELETE FROM login_failures WHERE user_name = ?1 AND address = ?2", [&user, &address]).map(|_| ())
-        })
-        .await
+        self.run(move |c| users::clear_failures(c, &user, &address)).await
     }
 
     async fn device(&self, id: &str) -> Result<Option<DeviceState>, StoreError> {
         let id = id.to_owned();
-        self.run(move |c| devices_sqlite::device(c, &id)).await
+        self.run(move |c| devices::device(c, &id)).await
     }
 
     async fn login(&self, login: &NewLogin) -> Result<bool, StoreError> {
         let login = login.clone();
-        self.run(move |c| devices_sqlite::login(c, &login)).await
+        self.run(move |c| devices::login(c, &login)).await
     }
 
     async fn session_by_key_id(&self, key_id: &str) -> Result<Option<SessionRecord>, StoreError> {
         let key_id = key_id.to_owned();
-        self.run(move |c| {
-            let tx = c.transaction()?;
-            let session = tx
-                .prepare_cached(
-                    "SELECT id, key_id, user_name, device_id, secret_sealed, revoked_at IS NOT NULL, created_at
-                     FROM sessions WHERE key_id = ?1",
-                )?
-                .query_row([&key_id], |r| {
-                    Ok(SessionRecord {
-                        id: r.get(0)?,
-                        key_id: r.get(1)?,
-                        user: r.get(2)?,
-                        device_id: r.get(3)?,
-                        secret_sealed: r.get(4)?,
-                        revoked: r.get(5)?,
-                        created_at: u(r.get(6)?),
-                        directives: Vec::new(),
-                    })
-                })
-                .optional()?;
-            session
-                .map(|s| Ok(SessionRecord { directives: devices_sqlite::pending_directives(&tx, &s.device_id)?, ..s }))
-                .transpose()
-        })
-        .await
+        self.run(move |c| sessions::by_key_id(c, &key_id)).await
     }
 
     async fn revoke_session(&self, session_id: &str, now: u64) -> Result<(), StoreError> {
         let id = session_id.to_owned();
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            revoke_in(&tx, &id, i(now))?;
-            tx.commit()
-        })
-        .await
+        self.run(move |c| sessions::revoke(c, &id, now)).await
     }
 
     async fn retire_device(&self, device_id: &str, reason: DeviceReason, now: u64) -> Result<(), StoreError> {
         let id = device_id.to_owned();
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            devices_sqlite::retire_in(&tx, &id, reason, i(now))?;
-            tx.commit()
-        })
-        .await
+        self.run(move |c| devices::retire(c, &id, reason, now)).await
     }
 
     async fn renew_lease(&self, device_id: &str, expires_at: u64, now: u64) -> Result<Option<LeaseRecord>, StoreError> {
         let id = device_id.to_owned();
-        self.run(move |c| devices_sqlite::renew_lease(c, &id, expires_at, now)).await
+        self.run(move |c| devices::renew_lease(c, &id, expires_at, now)).await
     }
 
     async fn spend_refresh(&self, spend: Spend<'_>) -> Result<SpendOutcome, StoreError> {
-        let session_id = spend.session_id.to_owned();
-        let attempt_id = spend.attempt_id.to_owned();
-        let (hash, successor_hash, successor_sealed) = (spend.token_hash, spend.successor_hash, spend.successor_sealed);
-        let (now, window) = (i(spend.now), i(spend.retry_window));
+        let Spend { token_hash, session_id, attempt_id, successor_hash, successor_sealed, now, retry_window } = spend;
+        let (session_id, attempt_id) = (session_id.to_owned(), attempt_id.to_owned());
         self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let live: Option<bool> = tx
-                .query_row("SELECT revoked_at IS NULL FROM sessions WHERE id = ?1", [&session_id], |r| r.get(0))
-                .optional()?;
-            if live != Some(true) {
-                return Ok(SpendOutcome::Unknown);
-            }
-            let spent = tx.execute(
-                "UPDATE refresh_tokens SET spent_at = ?3, attempt_id = ?4, successor_hash = ?5, successor_sealed = ?6
-                 WHERE hash = ?1 AND session_id = ?2 AND spent_at IS NULL",
-                params![&hash[..], session_id, now, attempt_id, &successor_hash[..], successor_sealed],
-            )?;
-            if spent == 1 {
-                tx.execute(
-                    "INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES (?1, ?2, ?3)",
-                    params![&successor_hash[..], session_id, now],
-                )?;
-                tx.commit()?;
-                return Ok(SpendOutcome::Spent);
-            }
-            type Row = (Option<i64>, Option<String>, Option<Vec<u8>>, Option<Vec<u8>>);
-            let row: Option<Row> = tx
-                .query_row(
-                    "SELECT spent_at, attempt_id, successor_hash, successor_sealed FROM refresh_tokens
-                     WHERE hash = ?1 AND session_id = ?2",
-                    params![&hash[..], session_id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                )
-                .optional()?;
-            let Some((spent_at, previous_attempt, succ_hash, succ_sealed)) = row else {
-                return Ok(SpendOutcome::Unknown);
+            let spend = Spend {
+                token_hash,
+                session_id: &session_id,
+                attempt_id: &attempt_id,
+                successor_hash,
+                successor_sealed,
+                now,
+                retry_window,
             };
-            if let (Some(spent_at), Some(prev), Some(succ_hash), Some(succ_sealed)) =
-                (spent_at, previous_attempt, succ_hash, succ_sealed)
-            {
-                let successor_unused: bool = tx
-                    .query_row("SELECT spent_at IS NULL FROM refresh_tokens WHERE hash = ?1", [&succ_hash], |r| {
-                        r.get(0)
-                    })
-                    .optional()?
-                    .unwrap_or(false);
-                if prev == attempt_id && now.saturating_sub(spent_at) <= window && successor_unused {
-                    return Ok(SpendOutcome::Retry { successor_sealed: succ_sealed });
-                }
-            }
-            revoke_in(&tx, &session_id, now)?;
-            tx.commit()?;
-            Ok(SpendOutcome::ReuseRevoked)
+            sessions::spend_refresh(c, &spend)
         })
         .await
     }
 
     async fn insert_nonce(&self, key_id: &str, nonce: &[u8; 16], expires_at: u64) -> Result<bool, StoreError> {
         let (key_id, nonce) = (key_id.to_owned(), *nonce);
-        self.run(move |c| {
-            c.prepare_cached(
-                "INSERT INTO nonces (key_id, nonce, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-            )?
-            .execute(params![key_id, &nonce[..], i(expires_at)])
-            .map(|n| n == 1)
-        })
-        .await
+        self.run(move |c| sessions::insert_nonce(c, &key_id, &nonce, expires_at)).await
     }
 
     async fn purge_nonces(&self, now: u64) -> Result<u64, StoreError> {
-        self.run(move |c| c.execute("DELETE FROM nonces WHERE expires_at < ?1", [i(now)]).map(|n| n as u64)).await
+        self.run(move |c| sessions::purge_nonces(c, now)).await
     }
 
     async fn set_user_access(
@@ -538,86 +371,47 @@ impl Store for SqliteStore {
         roles: &[String],
         attributes: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<bool, StoreError> {
-        let (roles, attributes) = encode_access(roles, attributes)?;
-        let name = name.to_owned();
-        self.run(move |c| {
-            c.execute("UPDATE users SET roles = ?2, attributes = ?3 WHERE name = ?1", params![name, roles, attributes])
-                .map(|n| n == 1)
-        })
-        .await
+        let (name, roles, attributes) = (name.to_owned(), roles.to_vec(), attributes.clone());
+        self.run(move |c| users::set_access(c, &name, &roles, &attributes)).await
     }
 
     async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        self.run(devices_sqlite::devices).await
+        self.run(devices::devices).await
     }
 
     async fn add_directive(&self, d: &NewDirective) -> Result<bool, StoreError> {
         let d = d.clone();
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let exists: bool =
-                tx.query_row("SELECT EXISTS (SELECT 1 FROM devices WHERE id = ?1)", [&d.device_id], |r| r.get(0))?;
-            if !exists {
-                return Ok(false);
-            }
-            tx.execute(
-                "INSERT INTO directives (jti, device_id, kind, token, issued_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![d.jti, d.device_id, d.kind.as_str(), d.token, i(d.now)],
-            )?;
-            match d.kind {
-                DirectiveKind::Wipe => devices_sqlite::retire_in(&tx, &d.device_id, DeviceReason::Wiped, i(d.now))?,
-                DirectiveKind::Revoke => devices_sqlite::revoke_device_sessions(&tx, &d.device_id, i(d.now))?,
-            }
-            tx.commit()?;
-            Ok(true)
-        })
-        .await
+        self.run(move |c| devices::add_directive(c, &d)).await
     }
 
     async fn ack_directives(&self, device_id: &str, jtis: &[String], now: u64) -> Result<u64, StoreError> {
         let (device, jtis) = (device_id.to_owned(), jtis.to_vec());
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut n = 0;
-            for jti in &jtis {
-                n += tx.execute(
-                    "UPDATE directives SET acked_at = ?3 WHERE jti = ?1 AND device_id = ?2 AND acked_at IS NULL",
-                    params![jti, device, i(now)],
-                )? as u64;
-            }
-            tx.commit()?;
-            Ok(n)
-        })
-        .await
+        self.run(move |c| devices::ack_directives(c, &device, &jtis, now)).await
     }
 
     async fn document(&self, collection: &str, id: &str) -> Result<Option<StoredDoc>, StoreError> {
         let (collection, id) = (collection.to_owned(), id.to_owned());
-        self.run(move |c| {
-            let tx = c.transaction()?;
-            sync_sqlite::load_doc(&tx, &collection, &id)
-        })
-        .await
+        self.run(move |c| sync::document(c, &collection, &id)).await
     }
 
     async fn create_attachment(&self, record: &AttachmentRecord) -> Result<AttachmentRecord, StoreError> {
         let record = record.clone();
-        self.run(move |c| attachments_sqlite::create(c, &record)).await
+        self.run(move |c| attachments::create(c, &record)).await
     }
 
     async fn attachment(&self, id: &str) -> Result<Option<(AttachmentRecord, Vec<u64>)>, StoreError> {
         let id = id.to_owned();
-        self.run(move |c| attachments_sqlite::get(c, &id)).await
+        self.run(move |c| attachments::get(c, &id)).await
     }
 
     async fn put_chunk(&self, id: &str, index: u64, bytes: &[u8]) -> Result<(u64, bool), StoreError> {
         let (id, bytes) = (id.to_owned(), bytes.to_vec());
-        self.run(move |c| attachments_sqlite::put_chunk(c, &id, index, &bytes)).await
+        self.run(move |c| attachments::put_chunk(c, &id, index, &bytes)).await
     }
 
     async fn chunk(&self, id: &str, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let id = id.to_owned();
-        self.run(move |c| attachments_sqlite::chunk(c, &id, index)).await
+        self.run(move |c| attachments::chunk(c, &id, index)).await
     }
 
     async fn push(&self, batch: PushBatch) -> Result<PushOutcome, StoreError> {
@@ -625,7 +419,7 @@ impl Store for SqliteStore {
         // released, not while every other request waits for it.
         let (outcome, batch) = self
             .run(move |c| {
-                let outcome = sync_sqlite::push(c, &batch);
+                let outcome = sync::push(c, &batch);
                 outcome.map(|o| (o, batch))
             })
             .await?;
@@ -634,12 +428,11 @@ impl Store for SqliteStore {
     }
 
     async fn pull(&self, batch: PullBatch) -> Result<PullOutcome, StoreError> {
-        self.run(move |c| sync_sqlite::pull(c, batch)).await
+        self.run(move |c| sync::pull(c, batch)).await
     }
 
     async fn purge_idempotency(&self, before: u64) -> Result<u64, StoreError> {
-        self.run(move |c| c.execute("DELETE FROM idempotency WHERE created_at < ?1", [i(before)]).map(|n| n as u64))
-            .await
+        self.run(move |c| sync::purge_idempotency(c, before)).await
     }
 }
 
@@ -667,6 +460,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stored_value_its_column_may_not_hold_is_corrupt_naming_the_column() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&tmp.path().join("server.db"), &Zeroizing::new([6u8; 32])).expect("creates");
+        store
+            .run(|c| {
+                for row in crate::storage::tests::corrupt_rows("x'01'") {
+                    c.execute(&row, [])?;
+                }
+                Ok(())
+            })
+            .await
+            .expect("writes");
+        crate::storage::tests::each_corrupt_row_is_refused_naming_its_column(&store).await;
+    }
+
+    #[tokio::test]
     async fn a_store_written_by_schema_version_1_is_migrated_in_place() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let path = tmp.path().join("server.db");
@@ -686,13 +495,14 @@ mod tests {
         let store = SqliteStore::open(&path, &key).expect("migrates");
         let alice = store.user("alice").await.expect("reads").expect("kept");
         assert_eq!((alice.roles, alice.attributes), (vec!["a".to_owned()], serde_json::Map::new()));
-        let version: i64 = store.run(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0))).await.expect("version");
+        let version: i64 =
+            store.run(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?)).await.expect("version");
         assert_eq!(version, SCHEMA_VERSION);
         assert!(store.devices().await.expect("new tables").is_empty());
         drop(store);
         // Opening again changes nothing; a newer schema is refused.
         let store = SqliteStore::open(&path, &key).expect("opens");
-        store.run(|c| c.execute_batch("PRAGMA user_version = 99")).await.expect("bump");
+        store.run(|c| Ok(c.execute_batch("PRAGMA user_version = 99")?)).await.expect("bump");
         drop(store);
         assert!(matches!(SqliteStore::open(&path, &key), Err(StoreError::SchemaTooNew { found: 99, .. })));
     }
@@ -707,7 +517,7 @@ mod tests {
             let conn = Connection::open(&path).expect("open");
             conn.execute_batch(&sqlcipher::key_pragma("main", &key)).expect("key");
             conn.execute_batch(&sqlcipher::cipher_settings_sql("main")).expect("settings");
-            let v2 = format!("{SCHEMA_V1} {SCHEMA_V2} {}", attachments_sqlite::SCHEMA);
+            let v2 = format!("{SCHEMA_V1} {SCHEMA_V2} {}", attachments::SCHEMA);
             conn.execute_batch(&format!("BEGIN; {v2} PRAGMA user_version = 2; COMMIT;")).expect("v2");
             conn.execute_batch(
                 "INSERT INTO users (name, password_hash, roles, created_at) VALUES ('alice', 'h', '[]', 1);
@@ -732,9 +542,11 @@ mod tests {
         assert_eq!((session.device_id.as_str(), session.secret_sealed.as_slice()), ("d1", &[2u8][..]));
         let left: i64 = store
             .run(|c| {
-                c.query_row("SELECT count(*) FROM pragma_table_info('sessions') WHERE name LIKE 'lease%'", [], |r| {
-                    r.get(0)
-                })
+                Ok(c.query_row(
+                    "SELECT count(*) FROM pragma_table_info('sessions') WHERE name LIKE 'lease%'",
+                    [],
+                    |r| r.get(0),
+                )?)
             })
             .await
             .expect("reads");

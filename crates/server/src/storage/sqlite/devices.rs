@@ -5,11 +5,14 @@
 //! transaction. Every call runs on the store's one connection in a `BEGIN IMMEDIATE`
 //! transaction, so each is atomic against every other.
 
+use fieldvault_core::protocol::DirectiveKind;
 use fieldvault_core::protocol::auth::DeviceReason;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::sqlite::{i, u};
-use super::{DeviceRecord, DeviceState, LeaseRecord, LoginDevice, NewLogin};
+use crate::storage::{
+    DeviceRecord, DeviceState, LeaseRecord, LoginDevice, NewDirective, NewLogin, StoreError, from_column, lease,
+    retirement, to_column,
+};
 
 /// Version 3: devices hold their secret and their lease (moved from the newest session that
 /// had one), and why they were retired; sessions no longer hold leases. A device that had a
@@ -36,23 +39,8 @@ pub(super) const SCHEMA_V3: &str = "
     CREATE INDEX devices_by_user ON devices (user_name);
 ";
 
-fn corrupt(what: &str) -> rusqlite::Error {
-    rusqlite::Error::ToSqlConversionFailure(format!("corrupt {what} in the store").into())
-}
-
-fn reason(text: Option<String>) -> rusqlite::Result<Option<DeviceReason>> {
-    text.map(|t| DeviceReason::from_name(&t).ok_or_else(|| corrupt("retirement reason"))).transpose()
-}
-
 /// A device row's lease columns: id, sealed key, expiry.
 type LeaseColumns = (Option<String>, Option<Vec<u8>>, Option<i64>);
-
-fn lease(id: Option<String>, key_sealed: Option<Vec<u8>>, expires_at: Option<i64>) -> Option<LeaseRecord> {
-    match (id, key_sealed) {
-        (Some(id), Some(key_sealed)) => Some(LeaseRecord { id, key_sealed, expires_at: u(expires_at.unwrap_or(0)) }),
-        _ => None,
-    }
-}
 
 /// The device's directives not yet acknowledged, oldest first.
 pub(super) fn pending_directives(c: &Connection, device_id: &str) -> rusqlite::Result<Vec<String>> {
@@ -61,7 +49,7 @@ pub(super) fn pending_directives(c: &Connection, device_id: &str) -> rusqlite::R
         .collect()
 }
 
-pub(super) fn device(c: &mut Connection, id: &str) -> rusqlite::Result<Option<DeviceState>> {
+pub(super) fn device(c: &mut Connection, id: &str) -> Result<Option<DeviceState>, StoreError> {
     let tx = c.transaction()?;
     type Row = (String, String, Option<Vec<u8>>, Option<String>, Option<Vec<u8>>, Option<i64>, Option<String>);
     let row: Option<Row> = tx
@@ -76,8 +64,8 @@ pub(super) fn device(c: &mut Connection, id: &str) -> rusqlite::Result<Option<De
     };
     let directives = pending_directives(&tx, &id)?;
     Ok(Some(DeviceState {
-        lease: lease(lease_id, lease_sealed, lease_expires_at),
-        retired: reason(retired)?,
+        lease: lease(lease_id, lease_sealed, lease_expires_at)?,
+        retired: retirement(retired)?,
         id,
         user,
         secret_sealed,
@@ -105,19 +93,28 @@ fn insert_device(
     id: &str,
     secret_sealed: &[u8],
     lease: &LeaseRecord,
-) -> rusqlite::Result<()> {
+) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO devices (id, user_name, name, created_at, last_seen_at, secret_sealed,
              lease_id, lease_sealed, lease_expires_at)
          VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8)",
-        params![id, l.user, l.device_name, i(l.now), secret_sealed, lease.id, lease.key_sealed, i(lease.expires_at)],
+        params![
+            id,
+            l.user,
+            l.device_name,
+            to_column(l.now, "devices.created_at")?,
+            secret_sealed,
+            lease.id,
+            lease.key_sealed,
+            to_column(lease.expires_at, "devices.lease_expires_at")?
+        ],
     )?;
     Ok(())
 }
 
-pub(super) fn login(c: &mut Connection, l: &NewLogin) -> rusqlite::Result<bool> {
+pub(super) fn login(c: &mut Connection, l: &NewLogin) -> Result<bool, StoreError> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let now = i(l.now);
+    let now = to_column(l.now, "sessions.created_at")?;
     match &l.device {
         LoginDevice::New { id, secret_sealed, lease } => insert_device(&tx, l, id, secret_sealed, lease)?,
         LoginDevice::Continue { id, expected_lease, lease } => {
@@ -132,7 +129,7 @@ pub(super) fn login(c: &mut Connection, l: &NewLogin) -> rusqlite::Result<bool> 
                     now,
                     lease.id,
                     lease.key_sealed,
-                    i(lease.expires_at),
+                    to_column(lease.expires_at, "devices.lease_expires_at")?,
                     expected_lease
                 ],
             )?;
@@ -166,7 +163,7 @@ pub(super) fn login(c: &mut Connection, l: &NewLogin) -> rusqlite::Result<bool> 
     Ok(true)
 }
 
-/// Retires a device inside `tx` (see [`super::Store::retire_device`]). A wipe is never turned
+/// Retires a device inside `tx` (see [`crate::storage::Store::retire_device`]). A wipe is never turned
 /// back into a plain retirement.
 pub(super) fn retire_in(tx: &Transaction<'_>, device_id: &str, why: DeviceReason, now: i64) -> rusqlite::Result<()> {
     match why {
@@ -194,37 +191,26 @@ pub(super) fn renew_lease(
     device_id: &str,
     expires_at: u64,
     now: u64,
-) -> rusqlite::Result<Option<LeaseRecord>> {
+) -> Result<Option<LeaseRecord>, StoreError> {
     let row: Option<LeaseColumns> = c
         .prepare_cached(
             "UPDATE devices SET lease_expires_at = ?2, last_seen_at = ?3
              WHERE id = ?1 AND retired_at IS NULL AND lease_id IS NOT NULL AND lease_sealed IS NOT NULL
              RETURNING lease_id, lease_sealed, lease_expires_at",
         )?
-        .query_row(params![device_id, i(expires_at), i(now)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row(
+            params![
+                device_id,
+                to_column(expires_at, "devices.lease_expires_at")?,
+                to_column(now, "devices.last_seen_at")?
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
         .optional()?;
-    Ok(row.and_then(|(id, key, expires)| lease(id, key, expires)))
+    Ok(row.map(|(id, key, expires)| lease(id, key, expires)).transpose()?.flatten())
 }
 
-pub(super) fn remove_user(c: &mut Connection, name: &str) -> rusqlite::Result<bool> {
-    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    for statement in [
-        "DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM sessions WHERE user_name = ?1)",
-        "DELETE FROM sessions WHERE user_name = ?1",
-        "DELETE FROM held WHERE device_id IN (SELECT id FROM devices WHERE user_name = ?1)",
-        "DELETE FROM directives WHERE device_id IN (SELECT id FROM devices WHERE user_name = ?1)",
-        "DELETE FROM devices WHERE user_name = ?1",
-        "DELETE FROM idempotency WHERE user_name = ?1",
-        "DELETE FROM login_failures WHERE user_name = ?1",
-    ] {
-        tx.execute(statement, [name])?;
-    }
-    let removed = tx.execute("DELETE FROM users WHERE name = ?1", [name])?;
-    tx.commit()?;
-    Ok(removed == 1)
-}
-
-pub(super) fn devices(c: &mut Connection) -> rusqlite::Result<Vec<DeviceRecord>> {
+pub(super) fn devices(c: &mut Connection) -> Result<Vec<DeviceRecord>, StoreError> {
     type Row = (String, String, String, i64, i64, Option<String>, bool, Option<String>, Option<i64>);
     let rows: Vec<Row> = c
         .prepare(
@@ -248,14 +234,60 @@ pub(super) fn devices(c: &mut Connection) -> rusqlite::Result<Vec<DeviceRecord>>
             id,
             user,
             name,
-            created_at: u(created_at),
-            last_seen_at: u(last_seen_at),
+            created_at: from_column(created_at, "devices.created_at")?,
+            last_seen_at: from_column(last_seen_at, "devices.last_seen_at")?,
             session_id,
             active,
-            retired: reason(retired)?,
-            lease_expires_at: lease_expires_at.map(u),
+            retired: retirement(retired)?,
+            lease_expires_at: lease_expires_at.map(|t| from_column(t, "devices.lease_expires_at")).transpose()?,
             pending,
         });
     }
     Ok(devices)
+}
+
+pub(super) fn retire(c: &mut Connection, device_id: &str, why: DeviceReason, now: u64) -> Result<(), StoreError> {
+    let now = to_column(now, "devices.retired_at")?;
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    retire_in(&tx, device_id, why, now)?;
+    Ok(tx.commit()?)
+}
+
+pub(super) fn add_directive(c: &mut Connection, d: &NewDirective) -> Result<bool, StoreError> {
+    let now = to_column(d.now, "directives.issued_at")?;
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let exists: bool =
+        tx.query_row("SELECT EXISTS (SELECT 1 FROM devices WHERE id = ?1)", [&d.device_id], |r| r.get(0))?;
+    if !exists {
+        return Ok(false);
+    }
+    tx.execute(
+        "INSERT INTO directives (jti, device_id, kind, token, issued_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![d.jti, d.device_id, d.kind.as_str(), d.token, now],
+    )?;
+    match d.kind {
+        DirectiveKind::Wipe => retire_in(&tx, &d.device_id, DeviceReason::Wiped, now)?,
+        DirectiveKind::Revoke => revoke_device_sessions(&tx, &d.device_id, now)?,
+    }
+    tx.commit()?;
+    Ok(true)
+}
+
+pub(super) fn ack_directives(
+    c: &mut Connection,
+    device_id: &str,
+    jtis: &[String],
+    now: u64,
+) -> Result<u64, StoreError> {
+    let now = to_column(now, "directives.acked_at")?;
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut n = 0;
+    for jti in jtis {
+        n += tx.execute(
+            "UPDATE directives SET acked_at = ?3 WHERE jti = ?1 AND device_id = ?2 AND acked_at IS NULL",
+            params![jti, device_id, now],
+        )? as u64;
+    }
+    tx.commit()?;
+    Ok(n)
 }
