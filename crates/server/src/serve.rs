@@ -200,7 +200,13 @@ mod tests {
         let router = router(Arc::new(app));
 
         let log = crate::problem::tests::logged(async {
-            let request = Request::get("/v1/devices/self?x=1").header("x-key-id", "k1").body(Body::empty());
+            // Well-formed signing headers: the failure comes at the key id's sealed secret.
+            let request = Request::get("/v1/devices/self?x=1")
+                .header("x-key-id", "k1")
+                .header("x-timestamp", "100")
+                .header("x-nonce", "AAAAAAAAAAAAAAAAAAAAAA==")
+                .header("x-signature", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+                .body(Body::empty());
             let response = router.oneshot(request.expect("request")).await.expect("answers");
             assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         })
