@@ -12,7 +12,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use fieldvault_core::AccountName;
-use fieldvault_core::protocol::sync::{PullResponse, PushResponse};
+use fieldvault_core::protocol::sync::PushResponse;
 use fieldvault_core::protocol::{TokenVerifier, sync::DEFAULT_PULL_LIMIT};
 use rusqlite::Connection;
 use serde_json::Value;
@@ -395,7 +395,7 @@ type Answered = (Vec<InFlight>, Vec<fieldvault_core::protocol::sync::OpResult>);
 fn push_body(batch: &[InFlight], seq: u64) -> Result<Vec<u8>, Error> {
     #[derive(serde::Serialize)]
     struct Body<'a> {
-        ops: Vec<&'a fieldvault_core::protocol::sync::PushOp>,
+        ops: Vec<&'a fieldvault_core::protocol::sync::PushOp<Box<serde_json::value::RawValue>>>,
         device_seq: u64,
     }
     serde_json::to_vec(&Body { ops: batch.iter().map(|o| &o.op).collect(), device_seq: seq })
@@ -520,7 +520,7 @@ fn run_sync(
     // leaves the device at the last page it applied.
     let mut limit = DEFAULT_PULL_LIMIT;
     let mut cursor = stored(conn, &path, state::CURSOR)?;
-    let mut received: Option<(PullResponse, u32)> = None;
+    let mut received: Option<(pull::RawPage, u32)> = None;
     loop {
         let seq = next_device_seq(conn, &path)?;
         let target = match &cursor {
@@ -544,7 +544,7 @@ fn run_sync(
         if resp.status != 200 {
             return Err(refused(&resp));
         }
-        let page: PullResponse = serde_json::from_slice(&resp.body)
+        let page: pull::RawPage = serde_json::from_slice(&resp.body)
             .map_err(|_| Error::MalformedAnswer("a pull answer is not a page of changes".into()))?;
         drop(resp);
         let asked = limit;
@@ -572,7 +572,7 @@ fn run_sync(
 fn apply_page(
     conn: &mut Connection,
     path: &std::path::Path,
-    page: &PullResponse,
+    page: &pull::RawPage,
     asked: u32,
     listeners: &mut Listeners,
     report: &mut SyncReport,

@@ -11,6 +11,7 @@ use std::path::Path;
 use fieldvault_core::protocol::sync::{OpKind, OpResult, OpStatus, PushOp};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::conflicts::{ConflictPolicy, keep_conflict};
 use super::outbox::{self, db_err};
@@ -33,11 +34,19 @@ enum Resolution {
     Merged(String),
 }
 
-/// One op in flight, as frozen when it was first sent.
-#[derive(Debug, Clone, PartialEq)]
+/// One op in flight, as frozen when it was first sent: its body is the document's JSON text
+/// as stored, sent as it is (never parsed and written again).
+#[derive(Debug, Clone)]
 pub(crate) struct InFlight {
     pub(crate) seq: i64,
-    pub(crate) op: PushOp,
+    pub(crate) op: PushOp<Box<RawValue>>,
+}
+
+impl InFlight {
+    /// The body's JSON text, for a put.
+    pub(crate) fn body_text(&self) -> Option<String> {
+        self.op.body.as_ref().map(|b| b.get().to_owned())
+    }
 }
 
 /// What one answer means for its op.
@@ -105,7 +114,7 @@ pub(crate) fn prepare_push(conn: &mut Connection, path: &Path, sending: &[InFlig
     let mut resent = Vec::new();
     // Room for `{"ops":[...],"device_seq":N}` and the commas.
     let mut bytes = 64usize;
-    let fits = |bytes: usize, op: &PushOp, n: usize| {
+    let fits = |bytes: usize, op: &PushOp<Box<RawValue>>, n: usize| {
         let size = serde_json::to_vec(op).map_or(usize::MAX, |v| v.len()) + 1;
         (n < MAX_PUSH_OPS && bytes + size <= MAX_PUSH_BYTES).then_some(size)
     };
@@ -208,10 +217,10 @@ fn frozen_op(
     key: String,
     base: Option<i64>,
     body: Option<&str>,
-) -> Result<PushOp, Error> {
+) -> Result<PushOp<Box<RawValue>>, Error> {
     let body = match body {
         Some(text) => Some(
-            serde_json::from_str::<Value>(text)
+            RawValue::from_string(text.to_owned())
                 .map_err(|_| Error::MalformedAnswer("an outbox body is not JSON".into()))?,
         ),
         None => None,
@@ -274,7 +283,7 @@ pub(crate) fn apply_push(
                     // A later local change is still queued: the server's copy is now what
                     // this op sent, which a refusal of that change would restore.
                     if outbox::pending(&tx, c, id).map_err(db)? {
-                        let sent = op.body.as_ref().map(Value::to_string);
+                        let sent = inflight.body_text();
                         tx.execute(
                             "UPDATE sync_docs SET base_body = ?3 WHERE collection = ?1 AND id = ?2",
                             params![c, id, sent],
@@ -363,7 +372,7 @@ pub(crate) fn apply_push(
             }
             Outcome::Rejected { status } => {
                 tx.execute("DELETE FROM outbox WHERE collection = ?1 AND id = ?2", params![c, id]).map_err(db)?;
-                let body = op.body.as_ref().map(Value::to_string);
+                let body = inflight.body_text();
                 tx.execute(
                     "INSERT INTO rejected (collection, id, op, body, status, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![c, id, if op.op == OpKind::Put { "put" } else { "delete" }, body, status, at],
@@ -413,14 +422,7 @@ pub(crate) fn reject_op(conn: &mut Connection, path: &Path, op: &InFlight, statu
     tx.execute("DELETE FROM outbox WHERE collection = ?1 AND id = ?2", params![c, id]).map_err(db_err(path))?;
     tx.execute(
         "INSERT INTO rejected (collection, id, op, body, status, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            c,
-            id,
-            if op.op.op == OpKind::Put { "put" } else { "delete" },
-            op.op.body.as_ref().map(Value::to_string),
-            status,
-            at
-        ],
+        params![c, id, if op.op.op == OpKind::Put { "put" } else { "delete" }, op.body_text(), status, at],
     )
     .map_err(db_err(path))?;
     let mut gone = Vec::new();

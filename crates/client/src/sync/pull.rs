@@ -8,13 +8,17 @@ use std::path::Path;
 use fieldvault_core::names::{self, MAX_DOCUMENT_BYTES};
 use fieldvault_core::protocol::sync::{Change, OpKind, PullResponse};
 use rusqlite::{Connection, params};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::engine::{now_ms, remove_attachment_files, remove_doc, write_server_doc};
 use super::outbox::{self, db_err};
 use super::state;
 use crate::Error;
 use crate::changes::{ChangeKind, DocumentChange, change};
+
+/// A pull page as the device reads it: each body kept as the JSON text that came (checked
+/// to be JSON, never parsed into values and written out again).
+pub(crate) type RawPage = PullResponse<Box<RawValue>>;
 
 /// What a pull page changes on the device.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -42,7 +46,7 @@ pub(crate) fn check_cursor(cursor: &str) -> Result<(), Error> {
 /// breaks the protocol (more changes than asked for, an invalid name, a put without version
 /// or object body, a body over 1 MiB) is refused whole.
 pub(crate) fn plan_pull_page(
-    page: &PullResponse,
+    page: &RawPage,
     limit: u32,
     pending: &HashSet<(String, String)>,
 ) -> Result<PullPlan, Error> {
@@ -57,8 +61,8 @@ pub(crate) fn plan_pull_page(
         names::check_id(id).map_err(|e| bad(format!("names a bad id: {e}")))?;
         let at = (collection.clone(), id.clone());
         let change = match (op, version, body) {
-            (OpKind::Put, Some(v), Some(b @ Value::Object(_))) => {
-                let text = b.to_string();
+            (OpKind::Put, Some(v), Some(b)) if b.get().starts_with('{') => {
+                let text = b.get().to_owned();
                 if text.len() > MAX_DOCUMENT_BYTES {
                     return Err(bad(format!("holds a document of {} bytes", text.len())));
                 }
@@ -80,7 +84,7 @@ pub(crate) fn plan_pull_page(
 }
 
 /// Documents with a local change pending, among those a page names.
-pub(crate) fn pending_among(conn: &Connection, page: &PullResponse) -> rusqlite::Result<HashSet<(String, String)>> {
+pub(crate) fn pending_among(conn: &Connection, page: &RawPage) -> rusqlite::Result<HashSet<(String, String)>> {
     let mut out = HashSet::new();
     for ch in &page.changes {
         if outbox::pending(conn, &ch.collection, &ch.id)? {

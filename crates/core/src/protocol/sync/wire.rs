@@ -13,10 +13,12 @@ pub enum OpKind {
     Delete,
 }
 
-/// One mutation as a device sends it.
+/// One mutation as a device sends it. `B` is how the body is held: a parsed [`Value`] (the
+/// server, which merges it) or, on a device sending what it stored, the JSON text as it is
+/// (`Box<serde_json::value::RawValue>`), which travels byte for byte the same.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PushOp {
+pub struct PushOp<B = Value> {
     /// Scoped to (user, key); a retry sends the same key.
     pub idempotency_key: String,
     /// The collection.
@@ -26,8 +28,8 @@ pub struct PushOp {
     /// Put or delete.
     pub op: OpKind,
     /// The projected document (a JSON object) for a put; absent or null for a delete.
-    #[serde(default)]
-    pub body: Option<Value>,
+    #[serde(default = "Option::default")]
+    pub body: Option<B>,
     /// The version the device last saw; 0 for a new document.
     pub base_version: u64,
 }
@@ -131,9 +133,10 @@ pub struct PushResponse {
     pub results: Vec<OpResult>,
 }
 
-/// One change in a pull page.
+/// One change in a pull page. `B` holds the body: a parsed [`Value`], or on a device that
+/// stores it as it came, the JSON text (`Box<serde_json::value::RawValue>`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Change {
+pub struct Change<B = Value> {
     /// The collection.
     pub collection: String,
     /// The document id.
@@ -144,15 +147,15 @@ pub struct Change {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
     /// The projected document (absent on a tombstone).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body: Option<Value>,
+    #[serde(default = "Option::default", skip_serializing_if = "Option::is_none")]
+    pub body: Option<B>,
 }
 
 /// `GET /v1/sync/pull` answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PullResponse {
+pub struct PullResponse<B = Value> {
     /// Changes in a stable order.
-    pub changes: Vec<Change>,
+    pub changes: Vec<Change<B>>,
     /// Pass as `since` next time.
     pub cursor: String,
     /// Whether another page follows at once.
