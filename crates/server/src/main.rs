@@ -82,7 +82,7 @@ enum Command {
         lease_ttl: u64,
         /// Connections one client address may hold at once, handshakes included (an IPv6 address
         /// counts by its /64); more are closed at once. Clients behind one proxy or NAT share an
-        /// address (1 to 512, at most the 512 connections served in all)
+        /// address: raise it for them (1 to 512; the server serves 512 connections in all)
         #[arg(long, value_name = "N", default_value_t = 128,
             value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=512))]
         max_connections_per_address: usize,
