@@ -49,7 +49,7 @@ use fieldvault_core::protocol::sync::{
 use fieldvault_server::auth::{Password, Passwords};
 use fieldvault_server::seal::Purpose;
 use fieldvault_server::{
-    App, Config, KeyDir, PgStore, PushOutcome, Server, SqliteStore, Store, accounts, router, system_clock,
+    App, Config, KeyDir, PgStore, PushOutcome, Server, SqliteStore, Store, accounts, system_clock,
 };
 use tokio_rustls::TlsConnector;
 use zeroize::Zeroizing;
@@ -195,7 +195,7 @@ async fn start(backend: &Backend, settings: &Settings) -> Result<Running> {
     let app = Arc::new(
         App::new(store, keys.token_signer()?, &store_key, system_clock(), Config::default()).map_err(|e| anyhow!(e))?,
     );
-    let server = Server::bind("127.0.0.1:0".parse()?, keys.tls_config()?, router(app.clone())).await?;
+    let server = Server::bind("127.0.0.1:0".parse()?, keys.tls_config()?, app.clone()).await?;
     let addr = server.local_addr();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(server.run(async move {

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -54,6 +55,38 @@ pub struct Config {
     pub header_limit: usize,
     /// A session refreshes for at most this long after its login; then only a login helps.
     pub session_max_ttl: u64,
+    /// Connections served at once (their handshakes done), from all addresses together.
+    /// With one request at a time per connection this bounds the request bodies held in
+    /// memory: 512 x 4 MiB push bodies (the arithmetic is at `listener::MAX_STREAMS`).
+    pub max_connections: usize,
+    /// Sockets one client address may hold at once, in any state (handshake or served; an
+    /// IPv6 address counts by its /64); more are closed as soon as they are accepted
+    /// (`serve --max-connections-per-address`, default 128: the load benchmark runs 64 clients
+    /// from one address, and clients behind one proxy or NAT share theirs).
+    pub max_connections_per_address: usize,
+    /// TLS handshakes in progress at once, from all addresses together; one address may hold
+    /// at most half its connection cap of them and never more than a quarter. When all are
+    /// taken, new clients wait in the kernel's accept queue.
+    pub max_handshakes: usize,
+    /// From `accept` to a finished TLS handshake and a free connection slot; a connection
+    /// that takes longer is closed.
+    pub handshake_timeout: Duration,
+    /// A served connection that starts no request within this of its handshake is closed
+    /// (a request starts when its headers are in: the HTTP/1.1 request line and headers, an
+    /// HTTP/2 HEADERS frame after the preface).
+    pub first_request_timeout: Duration,
+    /// A connection with no request in progress for this long after its last answer is
+    /// closed (HTTP/2 with a GOAWAY first), whichever HTTP version it speaks.
+    pub idle_timeout: Duration,
+    /// A connection whose requests have been in progress without a pause for this long is
+    /// closed: an answer must be taken within it (HTTP/2 flow control lets a reader stop an
+    /// answer for good). The device's client gives up on any exchange after 60 s itself;
+    /// a request body may take `body_timeout`, 60 s, to arrive.
+    pub request_timeout: Duration,
+    /// An HTTP/2 connection is pinged after this long without a frame from the client...
+    pub keep_alive_interval: Duration,
+    /// ...and closed when the ping is not answered within this.
+    pub keep_alive_timeout: Duration,
 }
 
 impl Config {
@@ -76,6 +109,15 @@ impl Default for Config {
             body_timeout: 60,
             header_limit: 16 << 10,
             session_max_ttl: 30 * 86_400,
+            max_connections: 512,
+            max_connections_per_address: 128,
+            max_handshakes: 256,
+            handshake_timeout: Duration::from_secs(10),
+            first_request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(120),
+            keep_alive_interval: Duration::from_secs(20),
+            keep_alive_timeout: Duration::from_secs(20),
         }
     }
 }

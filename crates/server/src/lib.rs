@@ -5,7 +5,8 @@
 //! - [`KeyDir`]: the directory apart from the data that holds the store key, the
 //!   token-signing key and the TLS certificate and key; 0700, files 0600.
 //! - [`Store`]: the storage interface; [`SqliteStore`] (default) and [`PgStore`].
-//! - [`App`]: shared state; [`router`] the routes; [`Server`] the TLS-only listener.
+//! - [`App`]: shared state; [`router`] the routes; [`Server`] the TLS-only listener, with
+//!   its handshake and connection pools, per-address caps and idle timers.
 //! - [`signed`]: the signed-channel layer in front of every protected route.
 //! - [`auth`]: passwords, login throttling and device continuity, tokens, refresh rotation,
 //!   logout. The wire bodies are `fieldvault_core::protocol::auth`.
@@ -26,6 +27,7 @@ pub mod attachments;
 pub mod auth;
 pub mod devices;
 mod keydir;
+mod listener;
 mod openapi;
 mod problem;
 pub mod seal;
@@ -37,9 +39,10 @@ mod tls;
 
 pub use app::{App, Clock, Config, InFlight, InFlightGuard, JsonBody, random_id, system_clock};
 pub use keydir::{Error, KeyDir, default_key_dir, spki_pin};
+pub use listener::Server;
 pub use openapi::ApiDoc;
 pub use problem::{ApiError, PROBLEM_JSON, ProblemStatus};
-pub use serve::{Server, router};
+pub use serve::router;
 pub use storage::{
     AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginDevice, LoginFailures, NewDirective, NewLogin,
     PgStore, PullBatch, PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, SqliteStore, Store,

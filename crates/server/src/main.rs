@@ -11,9 +11,7 @@ use std::sync::Arc;
 use fieldvault_core::protocol::DirectiveKind;
 use fieldvault_core::rules::Rules;
 use fieldvault_server::auth::{Password, Passwords};
-use fieldvault_server::{
-    App, Config, KeyDir, Store, accounts, default_key_dir, devices, open_store, router, system_clock,
-};
+use fieldvault_server::{App, Config, KeyDir, Store, accounts, default_key_dir, devices, open_store, system_clock};
 use zeroize::Zeroizing;
 
 /// Deletes expired nonces and idempotency records past their retention, once a minute.
@@ -82,6 +80,12 @@ enum Command {
         #[arg(long, value_name = "SECS", default_value_t = 604_800,
             value_parser = clap::value_parser!(u64).range(3_600..=31_622_400))]
         lease_ttl: u64,
+        /// Connections one client address may hold at once, handshakes included (an IPv6 address
+        /// counts by its /64); more are closed at once. Clients behind one proxy or NAT share an
+        /// address: raise it for them (1 to 512; the server serves 512 connections in all)
+        #[arg(long, value_name = "N", default_value_t = 128,
+            value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=512))]
+        max_connections_per_address: usize,
     },
     /// Manage user accounts
     #[command(subcommand)]
@@ -316,7 +320,7 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             })
         }
-        Command::Serve { listen, rules, access_ttl, lease_ttl } => {
+        Command::Serve { listen, rules, access_ttl, lease_ttl, max_connections_per_address } => {
             let rules = match &rules {
                 Some(path) => {
                     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -330,13 +334,19 @@ fn run(cli: Cli) -> Result<()> {
             runtime()?.block_on(async {
                 let store = open_store(&cli.data, &store_key, cli.database_url.as_deref()).await.context("store")?;
                 // The offline token expires with the lease it comes with.
-                let config = Config { access_ttl, lease_ttl, offline_ttl: lease_ttl, ..Config::default() };
+                let config = Config {
+                    access_ttl,
+                    lease_ttl,
+                    offline_ttl: lease_ttl,
+                    max_connections_per_address,
+                    ..Config::default()
+                };
                 let app = App::new(store.clone(), signer, &store_key, system_clock(), config)
                     .map_err(anyhow::Error::msg)?
                     .with_rules(rules);
                 drop(store_key);
                 tokio::spawn(purge(store, app.config.idempotency_retention()));
-                let server = fieldvault_server::Server::bind(listen, tls, router(Arc::new(app))).await?;
+                let server = fieldvault_server::Server::bind(listen, tls, Arc::new(app)).await?;
                 eprintln!("fieldvault-server: listening on https://{}", server.local_addr());
                 let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                     .context("installing the SIGTERM handler")?;

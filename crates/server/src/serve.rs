@@ -1,37 +1,17 @@
-//! The HTTPS listener and the routes: every accepted TCP connection goes through a TLS
-//! handshake before a byte of HTTP is read; there is no plaintext listener of any kind.
+//! The routes, and the limits layer every request passes first. The listener that serves
+//! them over TLS is `listener`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 
-use crate::Error;
 use crate::app::App;
-use crate::auth::{self, PeerAddr};
+use crate::auth;
 use crate::problem::ApiError;
-
-/// How long a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client may take to send a request's headers (hyper's header read timeout).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once; further clients wait in the kernel's accept queue. Each
-/// connection may buffer a request body of up to the body limit (1 MiB), so this bounds
-/// that memory (512 MiB at worst) where nothing else would.
-pub const MAX_CONNECTIONS: usize = 512;
-/// hyper's read buffer: large enough that oversized headers reach the limits layer and get a
-/// problem (431) rather than a bare connection error.
-const MAX_BUF: usize = 64 << 10;
 
 /// Liveness: 200 once the server is ready.
 #[utoipa::path(get, path = "/healthz", tag = "meta", responses((status = 200, description = "{\"status\":\"ok\"}")))]
@@ -97,68 +77,12 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// A bound HTTPS listener.
-pub struct Server {
-    listener: TcpListener,
-    tls: TlsAcceptor,
-    router: Router,
-}
-
-impl Server {
-    /// Binds `addr` (port 0 picks a free port) with `tls`.
-    pub async fn bind(addr: SocketAddr, tls: Arc<rustls::ServerConfig>, router: Router) -> Result<Server, Error> {
-        let listener =
-            TcpListener::bind(addr).await.map_err(|e| Error::Tls(format!("cannot listen on {addr}: {e}")))?;
-        Ok(Server { listener, tls: TlsAcceptor::from(tls), router })
-    }
-
-    /// The address actually bound.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
-    }
-
-    /// Serves until `shutdown` completes.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-        loop {
-            let slot = tokio::select! {
-                _ = &mut shutdown => return,
-                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
-            };
-            let (tcp, peer) = tokio::select! {
-                _ = &mut shutdown => return,
-                accepted = self.listener.accept() => match accepted {
-                    Ok(pair) => pair,
-                    // Out of descriptors and the like: back off instead of spinning.
-                    Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue; }
-                },
-            };
-            let _ = tcp.set_nodelay(true);
-            let tls = self.tls.clone();
-            let router = self.router.clone();
-            tokio::spawn(async move {
-                let _slot = slot; // held for the connection's life
-                // A failed or slow handshake (plain HTTP, an old protocol, a wrong SNI) just
-                // closes the connection: nothing is answered in plaintext.
-                let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await else { return };
-                let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(PeerAddr(peer));
-                    router.clone().oneshot(req.map(axum::body::Body::new))
-                });
-                let mut builder = Builder::new(TokioExecutor::new());
-                builder.http1().max_buf_size(MAX_BUF).timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
-                builder.http2().max_header_list_size(MAX_BUF as u32);
-                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
-            });
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use axum::body::Body;
     use axum::http::StatusCode;
+
+    use tower::ServiceExt;
 
     use super::*;
     use crate::storage::{LeaseRecord, LoginDevice, NewLogin, SqliteStore, Store, UserRecord};

@@ -13,7 +13,7 @@ use fieldvault_client::{Pins, pinned_client_config};
 use fieldvault_core::protocol::SessionSecret;
 use fieldvault_core::protocol::auth::{DeviceProof, DeviceSecret};
 use fieldvault_server::auth::{Password, Passwords};
-use fieldvault_server::{App, Config, KeyDir, PgStore, Server, SqliteStore, Store, accounts, router};
+use fieldvault_server::{App, Config, KeyDir, PgStore, Server, SqliteStore, Store, accounts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zeroize::Zeroizing;
 
@@ -161,10 +161,9 @@ impl Harness {
             app = app.with_rules(fieldvault_core::rules::Rules::from_toml(text).expect("valid rules"));
         }
         let app = Arc::new(app);
-        let server =
-            Server::bind("127.0.0.1:0".parse().expect("addr"), keys.tls_config().expect("tls"), router(app.clone()))
-                .await
-                .expect("bind");
+        let server = Server::bind("127.0.0.1:0".parse().expect("addr"), keys.tls_config().expect("tls"), app.clone())
+            .await
+            .expect("bind");
         let addr = server.local_addr();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(server.run(async move {

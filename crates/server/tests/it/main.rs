@@ -8,6 +8,7 @@ mod attachments;
 mod auth;
 mod channel;
 mod cli_sync;
+mod connections;
 mod continuity;
 mod device_sync;
 mod devices;

@@ -353,6 +353,39 @@ fn serve_takes_the_access_and_lease_lifetimes_from_its_flags() {
     }
 }
 
+/// A pinned TLS connection with its handshake done and nothing sent, or the handshake's error.
+fn handshake(
+    addr: SocketAddr,
+    pin: &str,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, std::io::Error> {
+    let mut config = pinned_client_config(Pins::parse(&[pin]).expect("pins"));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let mut conn =
+        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().expect("server name")).expect("client");
+    let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp)?;
+    }
+    Ok(rustls::StreamOwned::new(conn, tcp))
+}
+
+#[test]
+fn serve_caps_the_connections_of_one_address_from_its_flag() {
+    let s = start_with(None, &["--max-connections-per-address", "2"]);
+    let held: Vec<_> = (0..2).map(|_| handshake(s.addr, &s.pin).expect("within the cap")).collect();
+    let third = handshake(s.addr, &s.pin);
+    assert!(third.is_err(), "a third connection from the same address is closed before its handshake");
+    drop(held);
+    // Out of range: refused before anything listens, with the flag named.
+    for value in ["0", "513", "many"] {
+        let out =
+            server_env(&["serve", "--listen", "127.0.0.1:0", "--max-connections-per-address", value], &s.data, &[]);
+        assert!(!out.status.success(), "{value}");
+        assert!(text(&out.stderr).contains("--max-connections-per-address"), "{}", text(&out.stderr));
+    }
+}
+
 #[test]
 fn the_operator_enables_and_removes_users() {
     let s = start();
