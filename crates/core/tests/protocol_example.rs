@@ -466,7 +466,7 @@ fn status(code: ProblemCode) -> &'static str {
         "forbidden" => "403",
         "not_found" => "404",
         "too_large" => "413, 431",
-        "bad_request" => "400, 405",
+        "bad_request" => "400, 405, 409",
         "rate_limited" => "429, 409",
         "rollback_detected" => "409",
         "internal" => "500",
