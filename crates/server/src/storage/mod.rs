@@ -608,8 +608,15 @@ pub trait Store: Send + Sync + 'static {
     /// A stored document (live or tombstone).
     async fn document(&self, collection: &str, id: &str) -> Result<Option<StoredDoc>, StoreError>;
     /// Records an attachment's metadata unless the id is taken; returns the stored record
-    /// (the new one, or the one already there).
-    async fn create_attachment(&self, record: &AttachmentRecord) -> Result<AttachmentRecord, StoreError>;
+    /// (the new one, or the one already there). In the same transaction, first: its document
+    /// is live at `doc_version` (the version the caller checked the rules against), else
+    /// nothing is stored and the answer is None, so a document deleted or changed since its
+    /// check never gets the attachment.
+    async fn create_attachment(
+        &self,
+        record: &AttachmentRecord,
+        doc_version: u64,
+    ) -> Result<Option<AttachmentRecord>, StoreError>;
     /// An attachment and the indices of the chunks received so far.
     async fn attachment(&self, id: &str) -> Result<Option<(AttachmentRecord, Vec<u64>)>, StoreError>;
     /// Stores chunk `index` (already checked against the manifest) unless present; marks the

@@ -397,9 +397,13 @@ impl Store for SqliteStore {
         self.run(move |c| sync::document(c, &collection, &id)).await
     }
 
-    async fn create_attachment(&self, record: &AttachmentRecord) -> Result<AttachmentRecord, StoreError> {
+    async fn create_attachment(
+        &self,
+        record: &AttachmentRecord,
+        doc_version: u64,
+    ) -> Result<Option<AttachmentRecord>, StoreError> {
         let record = record.clone();
-        self.run(move |c| attachments::create(c, &record)).await
+        self.run(move |c| attachments::create(c, &record, doc_version)).await
     }
 
     async fn attachment(&self, id: &str) -> Result<Option<(AttachmentRecord, Vec<u64>)>, StoreError> {
