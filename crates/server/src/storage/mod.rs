@@ -585,8 +585,14 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts `(key_id, nonce)` unless present, committed before returning. False if it was
     /// seen before (a replay). Kept until `expires_at`.
     async fn insert_nonce(&self, key_id: &str, nonce: &[u8; 16], expires_at: u64) -> Result<bool, StoreError>;
-    /// Deletes nonces whose `expires_at` is before `now`; returns how many.
+    /// Deletes nonces whose `expires_at` is before `now` (the caller's clock) and, on a store
+    /// with a clock of its own, before the store's time too: an instance whose clock runs
+    /// fast never purges a nonce that other instances still accept. Returns how many.
     async fn purge_nonces(&self, now: u64) -> Result<u64, StoreError>;
+    /// The store's own clock, Unix seconds, when it is not this process's: PostgreSQL's
+    /// `now()`, which every instance sharing it must be within `MAX_SKEW_SECS` of. None for
+    /// the embedded store (one instance, one clock).
+    async fn clock(&self) -> Result<Option<u64>, StoreError>;
 
     /// Replaces a user's roles and attributes. False if there is no such user.
     async fn set_user_access(

@@ -286,6 +286,10 @@ impl Store for PgStore {
         sessions::purge_nonces(&self.pool, now).await
     }
 
+    async fn clock(&self) -> Result<Option<u64>, StoreError> {
+        sessions::clock(&self.pool).await.map(Some)
+    }
+
     async fn set_user_access(
         &self,
         name: &str,

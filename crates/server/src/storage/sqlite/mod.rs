@@ -368,6 +368,10 @@ impl Store for SqliteStore {
         self.run(move |c| sessions::purge_nonces(c, now)).await
     }
 
+    async fn clock(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
     async fn set_user_access(
         &self,
         name: &str,
