@@ -87,8 +87,8 @@ mod tests {
         for junk in [
             &b""[..],
             b"{}",
-            br#"{"idempotency_key":"k-0123456789abcdef","collection":"c","id":"x","op":"put","body":{},"base_version":0}"#,
-            br#"{"idempotency_key":"k-0123456789abcdef","collection":"c","id":"x","op":"delete","base_version":1}"#,
+            br#"{"idempotency_key":"0190f3c2-7b1e-7c3a-9f00-5a1b2c3d4e5f","collection":"c","id":"x","op":"put","body":{},"base_version":0}"#,
+            br#"{"idempotency_key":"0190f3c2-7b1e-7c3a-9f00-5a1b2c3d4e5f","collection":"c","id":"x","op":"delete","base_version":1}"#,
             b"FVAT",
             b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
         ] {

@@ -44,7 +44,7 @@ use base64::engine::general_purpose::STANDARD;
 use fieldvault_client::{Pins, pinned_client_config};
 use fieldvault_core::protocol::SessionSecret;
 use fieldvault_core::protocol::sync::{
-    CheckedOp, MAX_PUSH_OPS, OpKind, OpStatus, PullResponse, PushOp, PushRequest, PushResponse, check_op,
+    CheckedOp, MAX_PUSH_OPS, OpKind, OpStatus, PullResponse, PushOp, PushRequest, PushResponse, check_op, uuid_v7,
 };
 use fieldvault_server::auth::{Password, Passwords};
 use fieldvault_server::seal::Purpose;
@@ -137,6 +137,18 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     aws_lc_rs::rand::fill(&mut b).expect("the OS random source works");
     b
+}
+
+/// The idempotency key of op `n` of stream `stream` (a client's index, or a part's): a UUIDv7
+/// dated when the run started, the same each time it is asked for (a retried push sends the
+/// same keys), unique per (stream, n).
+fn op_key(stream: u16, n: u64) -> String {
+    static START_MS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let ms = *START_MS.get_or_init(|| unix_now() * 1000);
+    // Bytes 0 and 2 lose bits to the version and variant; stream and n fill the others.
+    let [s1, s0] = stream.to_be_bytes();
+    let n = n.to_be_bytes();
+    uuid_v7(ms, [0, s1, 0, s0, n[2], n[3], n[4], n[5], n[6], n[7]])
 }
 
 fn unix_now() -> u64 {
@@ -404,7 +416,8 @@ impl Client {
             }
             let _ = write!(
                 body,
-                r#"{{"idempotency_key":"k-c{c}-{n:012}","collection":"{COLLECTION}","id":"{}","op":"put","body":"#,
+                r#"{{"idempotency_key":"{}","collection":"{COLLECTION}","id":"{}","op":"put","body":"#,
+                op_key(u16::try_from(c)?, n),
                 doc_id(c, n)
             );
             write_doc_body(&mut body, c, n);
@@ -666,7 +679,8 @@ async fn push_parts(app: &Arc<App>, clients: &[Client], name: &str, settings: &S
         }
         let _ = write!(
             body,
-            r#"{{"idempotency_key":"k-x-{n:012}","collection":"{COLLECTION}","id":"x-{n}","op":"put","body":"#
+            r#"{{"idempotency_key":"{}","collection":"{COLLECTION}","id":"x-{n}","op":"put","body":"#,
+            op_key(u16::MAX, n)
         );
         write_doc_body(&mut body, 0, n);
         body.push_str(r#","base_version":0}"#);
@@ -702,7 +716,7 @@ async fn push_parts(app: &Arc<App>, clients: &[Client], name: &str, settings: &S
                         write_doc_body(&mut body, 0, k);
                         Ok(CheckedOp {
                             op: PushOp {
-                                idempotency_key: format!("k-p{call:012}-{k}"),
+                                idempotency_key: op_key(u16::MAX - 1, call * batch as u64 + k),
                                 collection: COLLECTION.to_owned(),
                                 id: format!("p{call}-{k}"),
                                 op: OpKind::Put,
@@ -711,7 +725,7 @@ async fn push_parts(app: &Arc<App>, clients: &[Client], name: &str, settings: &S
                             },
                             // Stored as given; its computation is part of parse_check above.
                             fingerprint: random_bytes::<32>(),
-                            made_at: None,
+                            made_at: unix_now(),
                         })
                     })
                     .collect::<Result<Vec<_>>>()?;

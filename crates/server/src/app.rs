@@ -9,15 +9,15 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use fieldvault_core::protocol::sync::{CheckedOp, CursorKey};
-use fieldvault_core::protocol::{TokenSigner, TokenVerifier};
+use fieldvault_core::protocol::sync::{CheckedOp, CursorKey, MAX_KEY_AHEAD_SECS};
+use fieldvault_core::protocol::{MAX_SKEW_SECS, TokenSigner, TokenVerifier};
 use fieldvault_core::rules::Rules;
 use serde::de::DeserializeOwned;
 
 use crate::auth::Passwords;
 use crate::problem::ApiError;
 use crate::seal::Sealer;
-use crate::storage::{PushBatch, Store};
+use crate::storage::{PushBatch, Store, StoreError};
 
 /// "Now" in Unix seconds. A function, so tests can run the server at another time.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -94,6 +94,15 @@ impl Config {
     /// whose key dates it earlier is answered `expired`.
     pub fn idempotency_retention(&self) -> u64 {
         self.session_max_ttl + 30 * 86_400
+    }
+
+    /// How long an idempotency record is kept, counted from the server's time of receipt:
+    /// the retention, plus the day a key may be dated ahead of the server
+    /// ([`MAX_KEY_AHEAD_SECS`]), plus the clock difference allowed between instances
+    /// ([`MAX_SKEW_SECS`]). So a record is only purged once its key's date is past the
+    /// retention on every instance, and a retry after that is `expired`, never applied again.
+    pub fn idempotency_record_life(&self) -> u64 {
+        self.idempotency_retention() + MAX_KEY_AHEAD_SECS + MAX_SKEW_SECS
     }
 }
 
@@ -231,6 +240,20 @@ impl App {
         (self.clock)()
     }
 
+    /// One round of the purge `serve` runs once a minute: the nonces expired by this clock
+    /// and the store's, and the idempotency records older than their life
+    /// ([`Config::idempotency_record_life`]). Both are tried; (nonces, records) purged, or
+    /// the first error.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn purge(&self) -> Result<(u64, u64), StoreError> {
+        let now = self.now();
+        let nonces = self.store.purge_nonces(now).await;
+        let records = self.store.purge_idempotency(now.saturating_sub(self.config.idempotency_record_life())).await;
+        Ok((nonces?, records?))
+    }
+
     /// A push of `ops` by `user`'s device as the store runs it at `now`: under the rules in
     /// force, with ops whose keys predate the idempotency retention expired.
     pub fn push_batch(
@@ -251,6 +274,21 @@ impl App {
             now,
         }
     }
+}
+
+/// Why this clock may not serve beside the store's: `Some(reason)` when `local` is more than
+/// [`MAX_SKEW_SECS`] from `store` (the database's clock). Each instance judges request
+/// timestamps by its own clock while nonces are kept, and purged, for that much skew
+/// from the database's.
+pub fn clock_skew(local: u64, store: u64) -> Option<String> {
+    let off = local.abs_diff(store);
+    let side = if local > store { "ahead of" } else { "behind" };
+    (off > MAX_SKEW_SECS).then(|| {
+        format!(
+            "this machine's clock is {off} s {side} the database's; at most {MAX_SKEW_SECS} s is allowed \
+             (request nonces are kept for that much): set the clock right"
+        )
+    })
 }
 
 /// A random identifier: `prefix` then 16 random bytes in base64url.

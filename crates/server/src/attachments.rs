@@ -229,7 +229,8 @@ pub async fn put_metadata(
         complete: false,
         created_at: app.now(),
     };
-    let stored = app.store.create_attachment(&record).await?;
+    // Checked again in the insert's transaction: deleted or changed since, it is forbidden.
+    let stored = app.store.create_attachment(&record, doc.version).await?.ok_or_else(forbidden)?;
     let same =
         (&stored.user, &stored.collection, &stored.doc_id, &stored.header, &stored.manifest, &stored.wrapped_cek)
             == (

@@ -37,7 +37,7 @@ mod storage;
 mod sync;
 mod tls;
 
-pub use app::{App, Clock, Config, InFlight, InFlightGuard, JsonBody, random_id, system_clock};
+pub use app::{App, Clock, Config, InFlight, InFlightGuard, JsonBody, clock_skew, random_id, system_clock};
 pub use keydir::{Error, KeyDir, default_key_dir, spki_pin};
 pub use listener::Server;
 pub use openapi::ApiDoc;

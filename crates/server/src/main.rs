@@ -11,19 +11,27 @@ use std::sync::Arc;
 use fieldvault_core::protocol::DirectiveKind;
 use fieldvault_core::rules::Rules;
 use fieldvault_server::auth::{Password, Passwords};
-use fieldvault_server::{App, Config, KeyDir, Store, accounts, default_key_dir, devices, open_store, system_clock};
+use fieldvault_server::{
+    App, Config, KeyDir, Store, accounts, clock_skew, default_key_dir, devices, open_store, system_clock,
+};
 use zeroize::Zeroizing;
 
-/// Deletes expired nonces and idempotency records past their retention, once a minute.
-async fn purge(store: Arc<dyn Store>, idempotency_retention: u64) {
-    let clock = system_clock();
+/// Deletes expired nonces and idempotency records past their life, once a minute, and
+/// checks this machine's clock against the database's.
+async fn purge(app: Arc<App>) {
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-        if let Err(e) = store.purge_nonces(clock()).await {
-            tracing::warn!(error = %e, "purging expired nonces failed");
+        if let Err(e) = app.purge().await {
+            tracing::warn!(error = %e, "purging expired nonces and idempotency records failed");
         }
-        if let Err(e) = store.purge_idempotency(clock().saturating_sub(idempotency_retention)).await {
-            tracing::warn!(error = %e, "purging old idempotency records failed");
+        match app.store.clock().await {
+            Ok(Some(store)) => {
+                if let Some(why) = clock_skew(app.now(), store) {
+                    tracing::error!("{why}");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "reading the database's clock failed"),
         }
     }
 }
@@ -333,6 +341,12 @@ fn run(cli: Cli) -> Result<()> {
             let signer = key_dir.token_signer().context("the token-signing key")?;
             runtime()?.block_on(async {
                 let store = open_store(&cli.data, &store_key, cli.database_url.as_deref()).await.context("store")?;
+                // Timestamps are judged by this clock, nonces kept for MAX_SKEW_SECS off the store's.
+                if let Some(now) = store.clock().await.context("reading the database's clock")?
+                    && let Some(why) = clock_skew(system_clock()(), now)
+                {
+                    anyhow::bail!(why);
+                }
                 // The offline token expires with the lease it comes with.
                 let config = Config {
                     access_ttl,
@@ -345,8 +359,9 @@ fn run(cli: Cli) -> Result<()> {
                     .map_err(anyhow::Error::msg)?
                     .with_rules(rules);
                 drop(store_key);
-                tokio::spawn(purge(store, app.config.idempotency_retention()));
-                let server = fieldvault_server::Server::bind(listen, tls, Arc::new(app)).await?;
+                let app = Arc::new(app);
+                tokio::spawn(purge(app.clone()));
+                let server = fieldvault_server::Server::bind(listen, tls, app).await?;
                 eprintln!("fieldvault-server: listening on https://{}", server.local_addr());
                 let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                     .context("installing the SIGTERM handler")?;

@@ -14,7 +14,8 @@
 //!    `X-Fieldvault-Directives`. `X-Timestamp` within +/-300 s of the server clock (401
 //!    `stale_timestamp`, `Date` set);
 //! 3. `(key_id, nonce)` inserted uniquely in the shared store and committed (401
-//!    `replayed_nonce`), kept until timestamp + 300 s + the allowed skew;
+//!    `replayed_nonce`), kept until timestamp + 300 s + the allowed skew (between an
+//!    instance's clock and the store's; the purge follows the store's clock);
 //! 4. the session not revoked (401 `invalid_token`; `POST /v1/devices/ack` alone is accepted
 //!    from a revoked session, so that a device can acknowledge the directive that revoked it);
 //! 5. the bearer access token (not on refresh or directive acknowledgement) is valid and
@@ -183,16 +184,15 @@ async fn verify(app: &Arc<App>, parts: Parts, body: Body) -> Result<Verified, Ap
 async fn admit(app: &Arc<App>, verified: Verified) -> Result<(Request, SignedSession), ApiError> {
     let Verified { parts, body, session, secret, timestamp, nonce, .. } = verified;
     let now = app.now();
-    // Kept past the last moment any instance (clock up to MAX_SKEW_SECS ahead or behind)
+    // Kept past the last moment any instance (clock up to MAX_SKEW_SECS off the store's)
     // could still accept this timestamp, within what the store holds.
     let expires_at = timestamp.saturating_add(TIMESTAMP_WINDOW_SECS + MAX_SKEW_SECS).min(LATEST_STORED_TIME);
     if !timestamp_is_fresh(timestamp, now) {
         // A timestamp ahead of this clock becomes fresh later, and one just behind it is
         // still fresh on an instance whose clock is behind: the nonce is used up for as long
-        // as either could happen, so the refusal is final.
-        if expires_at >= now {
-            app.store.insert_nonce(&session.key_id, &nonce, expires_at).await?;
-        }
+        // as either could happen, so the refusal is final. Recorded whatever this clock says
+        // (it may run fast): a row already expired by the store's clock goes at the next purge.
+        app.store.insert_nonce(&session.key_id, &nonce, expires_at).await?;
         return Err(ApiError::stale_timestamp("X-Timestamp"));
     }
     if !app.store.insert_nonce(&session.key_id, &nonce, expires_at).await? {

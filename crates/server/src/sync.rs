@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use fieldvault_core::protocol::ProblemCode;
 use fieldvault_core::protocol::auth::DeviceReason;
 use fieldvault_core::protocol::sync::{
-    DEFAULT_PULL_LIMIT, MAX_PULL_LIMIT, MAX_PUSH_OPS, PullResponse, PushRequest, PushResponse, check_owned_op,
+    DEFAULT_PULL_LIMIT, MAX_KEY_AHEAD_SECS, MAX_PULL_LIMIT, MAX_PUSH_OPS, PullResponse, PushRequest, PushResponse,
+    check_owned_op,
 };
 
 use crate::app::{App, JsonBody};
@@ -59,12 +60,21 @@ pub async fn push(
     for (n, raw) in req.ops.into_iter().enumerate() {
         ops.push(check_owned_op(raw).map_err(|e| ApiError::bad_request(format!("op {n}: {e}")))?);
     }
+    // A key dated far ahead would outlive its record (kept from receipt, for the retention plus
+    // MAX_KEY_AHEAD_SECS) and be applied again after the purge.
+    let now = app.now();
+    if let Some((n, op)) = ops.iter().enumerate().find(|(_, o)| o.made_at > now.saturating_add(MAX_KEY_AHEAD_SECS)) {
+        return Err(ApiError::bad_request(format!(
+            "op {n}: the idempotency_key is dated {} s ahead of the server's clock (at most {MAX_KEY_AHEAD_SECS} s); \
+             the device's clock is off",
+            op.made_at - now
+        )));
+    }
     let user = signed.session.user.clone();
     let _claimed = app
         .in_flight
         .claim(&user, ops.iter().map(|o| o.op.idempotency_key.as_str()))
         .ok_or_else(ApiError::key_in_use)?;
-    let now = app.now();
     let batch = app.push_batch(user, signed.session.device_id.clone(), req.device_seq, ops, now);
     let outcome = app.store.push(batch).await?;
     match outcome {

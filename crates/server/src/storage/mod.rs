@@ -585,8 +585,14 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts `(key_id, nonce)` unless present, committed before returning. False if it was
     /// seen before (a replay). Kept until `expires_at`.
     async fn insert_nonce(&self, key_id: &str, nonce: &[u8; 16], expires_at: u64) -> Result<bool, StoreError>;
-    /// Deletes nonces whose `expires_at` is before `now`; returns how many.
+    /// Deletes nonces whose `expires_at` is before `now` (the caller's clock) and, on a store
+    /// with a clock of its own, before the store's time too: an instance whose clock runs
+    /// fast never purges a nonce that other instances still accept. Returns how many.
     async fn purge_nonces(&self, now: u64) -> Result<u64, StoreError>;
+    /// The store's own clock, Unix seconds, when it is not this process's: PostgreSQL's
+    /// `now()`, which every instance sharing it must be within `MAX_SKEW_SECS` of. None for
+    /// the embedded store (one instance, one clock).
+    async fn clock(&self) -> Result<Option<u64>, StoreError>;
 
     /// Replaces a user's roles and attributes. False if there is no such user.
     async fn set_user_access(
@@ -608,8 +614,15 @@ pub trait Store: Send + Sync + 'static {
     /// A stored document (live or tombstone).
     async fn document(&self, collection: &str, id: &str) -> Result<Option<StoredDoc>, StoreError>;
     /// Records an attachment's metadata unless the id is taken; returns the stored record
-    /// (the new one, or the one already there).
-    async fn create_attachment(&self, record: &AttachmentRecord) -> Result<AttachmentRecord, StoreError>;
+    /// (the new one, or the one already there). In the same transaction, first: its document
+    /// is live at `doc_version` (the version the caller checked the rules against), else
+    /// nothing is stored and the answer is None, so a document deleted or changed since its
+    /// check never gets the attachment.
+    async fn create_attachment(
+        &self,
+        record: &AttachmentRecord,
+        doc_version: u64,
+    ) -> Result<Option<AttachmentRecord>, StoreError>;
     /// An attachment and the indices of the chunks received so far.
     async fn attachment(&self, id: &str) -> Result<Option<(AttachmentRecord, Vec<u64>)>, StoreError>;
     /// Stores chunk `index` (already checked against the manifest) unless present; marks the

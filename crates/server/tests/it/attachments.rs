@@ -11,6 +11,7 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::harness::{Device, Harness, backends};
+use crate::sync::key;
 
 const CHUNK: usize = 4096;
 
@@ -70,7 +71,7 @@ async fn an_upload_resumes_is_checked_against_the_manifest_and_downloads_only_to
     for backend in backends() {
         let h = Harness::start(backend).await;
         let (alice, bob) = (h.device("alice").await, h.device("bob").await);
-        let op = json!([{ "idempotency_key": "k-attach-0000000001", "collection": "visits", "id": "v1", "op": "put",
+        let op = json!([{ "idempotency_key": key(), "collection": "visits", "id": "v1", "op": "put",
             "body": {"site": "north"}, "base_version": 0 }]);
         assert_eq!(h.push(&alice, op, 1).await.status, 200);
         let f = encrypted(3 * CHUNK + 100, "alice");
@@ -98,7 +99,7 @@ async fn an_upload_resumes_is_checked_against_the_manifest_and_downloads_only_to
         assert_eq!((r.json()["missing"].clone(), r.json()["complete"].clone()), (json!([0, 1, 2, 3]), json!(false)));
         // The same metadata again resumes; other metadata under the same id is refused.
         assert_eq!(h.signed(&alice, "PUT", &path, &metadata(&f, "v1")).await.status, 200);
-        let other_doc = json!({ "idempotency_key": "k-attach-0000000002", "collection": "visits", "id": "v2",
+        let other_doc = json!({ "idempotency_key": key(), "collection": "visits", "id": "v2",
             "op": "put", "body": {}, "base_version": 0 });
         assert_eq!(h.push(&alice, json!([other_doc]), 1).await.status, 200);
         let r = h.signed(&alice, "PUT", &path, &metadata(&f, "v2")).await;
@@ -155,10 +156,58 @@ async fn an_upload_resumes_is_checked_against_the_manifest_and_downloads_only_to
             assert_eq!((r.status, r.code().as_str()), (404, "not_found"), "{target}");
         }
         // Deleting the document deletes its attachments.
-        let del = json!([{ "idempotency_key": "k-attach-0000000003", "collection": "visits", "id": "v1",
+        let del = json!([{ "idempotency_key": key(), "collection": "visits", "id": "v1",
             "op": "delete", "base_version": 1 }]);
         assert_eq!(h.push(&alice, del, 2).await.json()["results"][0]["status"], "applied");
         assert_eq!(h.signed(&alice, "GET", &path, b"").await.status, 404);
         assert!(h.app.store.attachment(&f.id).await.expect("store").is_none());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attachment_is_never_stored_for_a_document_deleted_after_it_was_checked() {
+    for backend in backends() {
+        let h = Harness::start(backend).await;
+        let alice = h.device("alice").await;
+        let op = json!([{ "idempotency_key": key(), "collection": "visits", "id": "v1", "op": "put",
+            "body": {"site": "north"}, "base_version": 0 }]);
+        assert_eq!(h.push(&alice, op, 1).await.json()["results"][0]["status"], "applied");
+        // The route has checked the document at version 1 (live, readable, writable) ...
+        let checked = h.app.store.document("visits", "v1").await.expect("store").expect("stored");
+        assert_eq!((checked.version, checked.deleted), (1, false));
+        // ... and a push deletes it before the attachment's insert runs.
+        let del = json!([{ "idempotency_key": key(), "collection": "visits", "id": "v1", "op": "delete",
+            "base_version": 1 }]);
+        assert_eq!(h.push(&alice, del, 2).await.json()["results"][0]["status"], "applied");
+        let f = encrypted(100, "alice");
+        let record = fieldvault_server::AttachmentRecord {
+            id: f.id.clone(),
+            user: "alice".into(),
+            collection: "visits".into(),
+            doc_id: "v1".into(),
+            header: f.header.clone(),
+            manifest: f.manifest.clone(),
+            wrapped_cek: vec![5; 60],
+            chunk_count: f.chunks.len() as u64,
+            length: 100,
+            complete: false,
+            created_at: h.app.now(),
+        };
+        let stored = h.app.store.create_attachment(&record, checked.version).await.expect("store");
+        assert!(stored.is_none(), "{:?}: attached to a deleted document", h.backend);
+        assert!(h.app.store.attachment(&f.id).await.expect("store").is_none(), "{:?}", h.backend);
+        // Re-created (version 3), it is not the document that was checked either.
+        let again = json!([{ "idempotency_key": key(), "collection": "visits", "id": "v1", "op": "put",
+            "body": {"site": "south"}, "base_version": 0 }]);
+        assert_eq!(h.push(&alice, again, 3).await.json()["results"][0]["status"], "applied");
+        assert!(h.app.store.create_attachment(&record, checked.version).await.expect("store").is_none());
+        assert!(h.app.store.attachment(&f.id).await.expect("store").is_none(), "{:?}", h.backend);
+        // At the version it has now, it is stored.
+        let now = h.app.store.document("visits", "v1").await.expect("store").expect("stored");
+        let stored = h.app.store.create_attachment(&record, now.version).await.expect("store").expect("stored");
+        assert_eq!((stored.id.as_str(), stored.doc_id.as_str()), (f.id.as_str(), "v1"));
+        // The upload over HTTP resumes it.
+        let r = h.signed(&alice, "PUT", &format!("/v1/attachments/{}", f.id), &metadata(&f, "v1")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
     }
 }

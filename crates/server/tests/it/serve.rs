@@ -301,7 +301,7 @@ fn a_document_that_makes_a_rule_panic_is_denied_without_flooding_the_log() {
     let mut statuses = Vec::new();
     for (n, tags) in [serde_json::json!("x"), serde_json::json!("x"), serde_json::json!(["x"])].into_iter().enumerate()
     {
-        let push = serde_json::json!({ "device_seq": 1, "ops": [{ "idempotency_key": format!("k-panic-00000000{n}"),
+        let push = serde_json::json!({ "device_seq": 1, "ops": [{ "idempotency_key": crate::sync::key(),
             "collection": "notes", "id": format!("n{n}"), "op": "put", "body": { "tags": tags }, "base_version": 0 }] })
         .to_string();
         let answer = signed(&s, &tokens, "POST", "/v1/sync/push", &push);

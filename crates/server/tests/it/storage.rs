@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::harness::{Harness, backends};
+use crate::harness::{Harness, backends, now, postgres};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nonces_are_unique_per_key_id_until_purged_after_expiry() {
@@ -19,6 +19,37 @@ async fn nonces_are_unique_per_key_id_until_purged_after_expiry() {
         assert!(!store.insert_nonce("k1", &[8; 16], 2_000).await.expect("insert"), "still kept");
         assert!(store.insert_nonce("k1", &n, 3_000).await.expect("insert"), "purged, so new again");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_clock_runs_fast_purges_no_nonce_the_database_clock_keeps() {
+    let Some(pg) = postgres() else { return };
+    let h = Harness::start_bare(pg).await;
+    let store: &Arc<dyn fieldvault_server::Store> = &h.app.store;
+    let db = store.clock().await.expect("clock").expect("PostgreSQL has a clock of its own");
+    // This machine's clock and the database's agree, as `serve` requires.
+    assert_eq!(fieldvault_server::clock_skew(now(), db), None, "db {db}, here {}", now());
+    let n = [9u8; 16];
+    assert!(store.insert_nonce("k1", &n, db + 100).await.expect("insert"));
+    // An instance an hour fast purges: the row stays, so the nonce is still refused.
+    assert_eq!(store.purge_nonces(db + 3_600).await.expect("purge"), 0);
+    assert!(!store.insert_nonce("k1", &n, db + 100).await.expect("insert"), "replayable after a fast purge");
+    // Expired by both clocks, it goes.
+    assert!(store.insert_nonce("k1", &[10; 16], db - 100).await.expect("insert"));
+    assert_eq!(store.purge_nonces(db + 3_600).await.expect("purge"), 1);
+}
+
+#[test]
+fn a_clock_more_than_the_allowed_skew_from_the_database_is_named() {
+    use fieldvault_core::protocol::MAX_SKEW_SECS;
+    let db = 1_800_000_000;
+    for local in [db, db - MAX_SKEW_SECS, db + MAX_SKEW_SECS] {
+        assert_eq!(fieldvault_server::clock_skew(local, db), None, "{local}");
+    }
+    let behind = fieldvault_server::clock_skew(db - MAX_SKEW_SECS - 1, db).expect("too far behind");
+    assert!(behind.contains("61 s behind the database's"), "{behind}");
+    let ahead = fieldvault_server::clock_skew(db + 3_600, db).expect("too far ahead");
+    assert!(ahead.contains("3600 s ahead of the database's"), "{ahead}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -419,6 +419,77 @@ async fn an_op_older_than_the_idempotency_retention_is_expired() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_that_is_not_a_uuid_v7_is_refused_and_nothing_applied() {
+    for backend in backends() {
+        let h = Harness::start(backend).await;
+        let d = h.device("alice").await;
+        let v7 = key();
+        for (bad, why) in [
+            ("k-0123456789abcdef".to_owned(), "no date"),
+            (format!("{}4{}", &v7[..14], &v7[15..]), "version 4"),
+            (format!("{}c{}", &v7[..19], &v7[20..]), "wrong variant"),
+            (v7.replace('-', ""), "no dashes"),
+        ] {
+            let ops = json!([put(&key(), "visits", "a", json!({}), 0), put(&bad, "visits", "b", json!({}), 0)]);
+            let r = h.push(&d, ops, 1).await;
+            assert_eq!((r.status, r.code().as_str()), (400, "bad_request"), "{why}: {}", r.text());
+            assert!(r.json()["detail"].as_str().expect("detail").contains("UUIDv7"), "{}", r.text());
+        }
+        let (changes, _) = pull_all(&h, &d, None, 1).await;
+        assert!(changes.is_empty(), "{changes:?}");
+    }
+}
+
+/// Pushes at `at` by the server's clock (frozen there), signed at that time; the results.
+async fn push_at(h: &Harness, d: &Device, ops: Value, seq: u64, at: u64) -> Vec<Value> {
+    h.frozen.store(at, std::sync::atomic::Ordering::SeqCst);
+    let body = json!({ "ops": ops, "device_seq": seq }).to_string();
+    let req = crate::harness::Signed::new(d, "POST", "/v1/sync/push", body.as_bytes(), at);
+    let r = h.send(&req.raw()).await;
+    r.verify(&d.secret, &req.nonce).expect("a signed response");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["results"].as_array().expect("results").clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_dated_ahead_keeps_its_record_until_a_retry_is_expired() {
+    for backend in backends() {
+        let h = Harness::start(backend).await;
+        let t0 = crate::harness::now();
+        let retention = h.app.config.idempotency_retention();
+        h.frozen.store(t0, std::sync::atomic::Ordering::SeqCst);
+        let d = h.device("alice").await;
+        // A key dated an hour after the server receives it (a device clock that jumped back).
+        let ahead = uuid7_at((t0 + 3_600) * 1000);
+        let op = json!([put(&ahead, "visits", "v1", json!({"n": 1}), 0)]);
+        assert_eq!(push_at(&h, &d, op.clone(), 1, t0).await[0], json!({"status": "applied", "version": 1}));
+        // Past the retention counted from receipt, but not from the key's date: the purge
+        // `serve` runs keeps the record, so a late retry is answered, not applied again.
+        let late = t0 + retention + 1_800;
+        h.frozen.store(late, std::sync::atomic::Ordering::SeqCst);
+        h.app.purge().await.expect("purge");
+        let d = h.device("alice").await;
+        assert_eq!(
+            push_at(&h, &d, op.clone(), 1, late).await[0],
+            json!({"status": "duplicate", "first": {"status": "applied", "version": 1}})
+        );
+        // Once the record is gone, the key's date is past the retention: expired.
+        let later = t0 + retention + 86_400 + 3_600 + 120;
+        h.frozen.store(later, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(h.app.purge().await.expect("purge").1, 1, "the record's life is bounded");
+        let d = h.device("alice").await;
+        assert_eq!(push_at(&h, &d, op, 1, later).await[0], json!({"status": "expired"}));
+        // A key dated more than a day ahead of the server is refused: it would outlive its record.
+        let far = uuid7_at((later + 86_400 + 60) * 1000);
+        let body = json!({ "ops": [put(&far, "visits", "v2", json!({}), 0)], "device_seq": 2 }).to_string();
+        let req = crate::harness::Signed::new(&d, "POST", "/v1/sync/push", body.as_bytes(), later);
+        let r = h.send(&req.raw()).await;
+        assert_eq!((r.status, r.code().as_str()), (400, "bad_request"), "{}", r.text());
+        assert!(r.json()["detail"].as_str().expect("detail").contains("ahead"), "{}", r.text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_idempotency_and_rollback_state() {
     let Some(pg) = postgres() else { return };
     let a = Harness::start(pg).await;

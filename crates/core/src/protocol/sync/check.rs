@@ -3,7 +3,6 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::IDEMPOTENCY_KEY_LEN;
 use super::wire::{OpKind, PushOp};
 
 /// Why a push or an op is malformed (400 `bad_request`, nothing applied).
@@ -27,15 +26,16 @@ pub fn check_id(id: &str) -> Result<(), OpError> {
     crate::names::check_id(id).map_err(|e| OpError(e.to_string()))
 }
 
-/// Checks an idempotency key: 16-128 of `A-Z a-z 0-9 - _ . :`.
-pub fn check_idempotency_key(key: &str) -> Result<(), OpError> {
-    if IDEMPOTENCY_KEY_LEN.contains(&key.len())
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-    {
-        Ok(())
-    } else {
-        Err(OpError("an idempotency_key is 16 to 128 of A-Z a-z 0-9 - _ . :".into()))
-    }
+/// Checks an idempotency key: a UUIDv7 (RFC 9562) in its canonical text form, which dates
+/// the op. Returns that date ([`uuid_v7_time`]): a key without one could never be `expired`,
+/// so a retry arriving after its record was purged would be applied twice.
+///
+/// # Errors
+/// [`OpError`] for any other key (never quoting it).
+pub fn check_idempotency_key(key: &str) -> Result<u64, OpError> {
+    uuid_v7_time(key).ok_or_else(|| {
+        OpError("an idempotency_key is a UUIDv7 (RFC 9562) in its canonical text form, 8-4-4-4-12 hex digits".into())
+    })
 }
 
 /// An op checked and fingerprinted, ready for the store.
@@ -45,8 +45,8 @@ pub struct CheckedOp {
     pub op: PushOp,
     /// SHA-256 of the op, without its key, in RFC 8785 canonical JSON.
     pub fingerprint: [u8; 32],
-    /// When the op was made, if its key says (a UUIDv7 key carries its creation time).
-    pub made_at: Option<u64>,
+    /// When the op was made, Unix seconds: the date in its UUIDv7 key.
+    pub made_at: u64,
 }
 
 /// Parses one op as received: the fingerprint is taken over exactly what the device sent
@@ -72,7 +72,7 @@ pub fn check_owned_op(raw: Value) -> Result<CheckedOp, OpError> {
         map.insert("idempotency_key".into(), k);
     }
     let op: PushOp = serde_json::from_value(Value::Object(map)).map_err(|e| OpError(shape_error(&e)))?;
-    check_idempotency_key(&op.idempotency_key)?;
+    let made_at = check_idempotency_key(&op.idempotency_key)?;
     check_collection(&op.collection)?;
     check_id(&op.id)?;
     match (op.op, &op.body) {
@@ -80,7 +80,7 @@ pub fn check_owned_op(raw: Value) -> Result<CheckedOp, OpError> {
         (OpKind::Put, _) => return Err(OpError("a put carries a JSON object as body".into())),
         (OpKind::Delete, _) => return Err(OpError("a delete carries no body".into())),
     }
-    Ok(CheckedOp { fingerprint, made_at: uuid_v7_time(&op.idempotency_key), op })
+    Ok(CheckedOp { fingerprint, made_at, op })
 }
 
 /// What is wrong with an op's shape, naming fields but never echoing a value (serde's

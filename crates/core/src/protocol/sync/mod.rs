@@ -29,5 +29,8 @@ pub const MAX_PUSH_OPS: usize = 500;
 pub const DEFAULT_PULL_LIMIT: u32 = 500;
 /// Largest page size of a pull.
 pub const MAX_PULL_LIMIT: u32 = 5000;
-/// Shortest and longest idempotency key.
-pub const IDEMPOTENCY_KEY_LEN: std::ops::RangeInclusive<usize> = 16..=128;
+/// How far after the server's time of receipt an idempotency key may be dated (a device
+/// clock that jumped back after it learned its offset). A later key is refused: the record
+/// of an op is kept for the retention plus this, counted from receipt, so that it outlives
+/// every retry that is not `expired`.
+pub const MAX_KEY_AHEAD_SECS: u64 = 86_400;

@@ -84,7 +84,7 @@ pub fn plan_push(
             });
             continue;
         }
-        if checked.made_at.is_some_and(|t| t < expired_before) {
+        if checked.made_at < expired_before {
             plan.results.push(OpResult::bare(OpStatus::Expired));
             continue;
         }

@@ -10,7 +10,7 @@ fn user(id: &str) -> RuleUser {
 }
 
 fn op(kind: &str, base: u64, body: Option<Value>) -> PushOp {
-    let mut v = json!({ "idempotency_key": "k-0123456789abcdef", "collection": "visits", "id": "v1",
+    let mut v = json!({ "idempotency_key": "0190f3c2-7b1e-7c3a-9f00-5a1b2c3d4e5f", "collection": "visits", "id": "v1",
         "op": kind, "base_version": base });
     if let Some(b) = body {
         v["body"] = b;
@@ -25,11 +25,11 @@ fn stored(owner: &str, version: u64, deleted: bool, body: Value) -> StoredDoc {
 #[test]
 fn the_fingerprint_ignores_key_order_spacing_number_spelling_and_the_key_itself() {
     let a: Value = serde_json::from_str(
-        r#"{"idempotency_key":"k-0123456789abcdef","collection":"c","id":"x","op":"put","body":{"n":1,"s":"é"},"base_version":0}"#,
+        r#"{"idempotency_key":"0190f3c2-7b1e-7c3a-9f00-5a1b2c3d4e5f","collection":"c","id":"x","op":"put","body":{"n":1,"s":"é"},"base_version":0}"#,
     )
     .expect("json");
     let b: Value = serde_json::from_str(
-        r#"{ "base_version": 0, "body": {"s": "\u00e9", "n": 1.0e0}, "op": "put", "id": "x", "collection": "c", "idempotency_key": "k-other-key-000000" }"#,
+        r#"{ "base_version": 0, "body": {"s": "\u00e9", "n": 1.0e0}, "op": "put", "id": "x", "collection": "c", "idempotency_key": "0190f3c2-7b1e-7000-8000-000000000000" }"#,
     )
     .expect("json");
     assert_eq!(check_op(&a).expect("a").fingerprint, check_op(&b).expect("b").fingerprint);
@@ -40,11 +40,14 @@ fn the_fingerprint_ignores_key_order_spacing_number_spelling_and_the_key_itself(
 
 #[test]
 fn malformed_ops_are_refused_with_the_reason() {
-    let base = json!({ "idempotency_key": "k-0123456789abcdef", "collection": "visits", "id": "v1",
+    let base = json!({ "idempotency_key": "0190f3c2-7b1e-7c3a-9f00-5a1b2c3d4e5f", "collection": "visits", "id": "v1",
         "op": "put", "body": {}, "base_version": 0 });
-    let cases: [(&str, Value); 8] = [
+    let cases: [(&str, Value); 11] = [
         ("idempotency_key", json!("short")),
         ("idempotency_key", json!("k-0123456789abcdef with spaces")),
+        ("idempotency_key", json!("k-0123456789abcdef")),
+        ("idempotency_key", json!("0190f3c2-7b1e-4c3a-9f00-5a1b2c3d4e5f")),
+        ("idempotency_key", json!("0190f3c27b1e7c3a9f005a1b2c3d4e5f")),
         ("collection", json!(".hidden")),
         ("id", json!("a\u{0}b")),
         ("op", json!("patch")),
@@ -138,6 +141,11 @@ fn decisions_follow_the_table_and_never_reveal_an_unreadable_document() {
     ));
 }
 
+/// A UUIDv7 key dated 2023-11-14, told apart by `n`.
+fn key(n: u8) -> String {
+    uuid_v7(1_700_000_000_000, [n; 10])
+}
+
 fn checked(key: &str, id: &str, kind: &str, base: u64, body: Option<Value>) -> CheckedOp {
     let mut v = json!({ "idempotency_key": key, "collection": "visits", "id": id, "op": kind, "base_version": base });
     if let Some(b) = body {
@@ -152,19 +160,19 @@ fn a_plan_sees_earlier_ops_of_its_own_push_and_writes_each_document_once() {
     let rules = Rules::owner_only();
     let alice = user("alice");
     let ops = [
-        checked("key-0000000000000001", "a", "put", 0, Some(json!({"n": 1}))),
-        checked("key-0000000000000002", "a", "put", 1, Some(json!({"n": 2}))),
-        checked("key-0000000000000001", "a", "put", 0, Some(json!({"n": 1}))),
-        checked("key-0000000000000003", "b", "delete", 4, None),
-        checked("key-0000000000000004", "a", "put", 1, Some(json!({"n": 3}))),
-        checked("key-0000000000000005", "c", "put", 0, Some(json!({"owner": "bob"}))),
+        checked(&key(1), "a", "put", 0, Some(json!({"n": 1}))),
+        checked(&key(2), "a", "put", 1, Some(json!({"n": 2}))),
+        checked(&key(1), "a", "put", 0, Some(json!({"n": 1}))),
+        checked(&key(3), "b", "delete", 4, None),
+        checked(&key(4), "a", "put", 1, Some(json!({"n": 3}))),
+        checked(&key(5), "c", "put", 0, Some(json!({"owner": "bob"}))),
     ];
     let mut documents = HashMap::new();
     documents.insert(("visits".into(), "b".into()), stored("alice", 4, false, json!({"owner": "alice"})));
     let mut records = HashMap::new();
     let old =
         IdempotencyRecord { fingerprint: [9; 32], first: FirstResult { status: OpStatus::Applied, version: Some(1) } };
-    records.insert("key-0000000000000004".to_owned(), old);
+    records.insert(key(4), old);
     let plan = plan_push(&rules, &alice, &ops, &documents, &records, 0, 100);
     let statuses: Vec<OpStatus> = plan.results.iter().map(|r| r.status).collect();
     use OpStatus::*;
@@ -183,7 +191,7 @@ fn a_plan_sees_earlier_ops_of_its_own_push_and_writes_each_document_once() {
     assert_eq!(plan.deleted, [("visits".to_owned(), "b".to_owned())]);
     // Recorded: the three applied and the forbidden, each key once; not the mismatch.
     let keys: Vec<&str> = plan.records.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(keys, ["key-0000000000000001", "key-0000000000000002", "key-0000000000000003", "key-0000000000000005"]);
+    assert_eq!(keys, [key(1), key(2), key(3), key(5)]);
 }
 
 #[test]
@@ -270,7 +278,7 @@ fn a_uuid_v7_key_is_well_formed_accepted_and_dated() {
     assert_eq!(key.len(), 36);
     assert_eq!(&key[14..15], "7", "{key}");
     assert!(matches!(&key[19..20], "8" | "9" | "a" | "b"), "{key}");
-    assert_eq!(check_idempotency_key(&key), Ok(()));
+    assert_eq!(check_idempotency_key(&key), Ok(1_700_000_123));
     assert_eq!(uuid_v7_time(&key), Some(1_700_000_123));
     // RFC 9562 appendix A.6: 2022-02-22 19:22:22 UTC is 0x017F22E279B0 ms.
     assert!(uuid_v7(0x017F_22E2_79B0, [0; 10]).starts_with("017f22e2-79b0-7000-8000-"));

@@ -53,8 +53,28 @@ async fn read(conn: &mut PgConnection, id: &str) -> Result<Option<AttachmentReco
     }))
 }
 
-pub(super) async fn create(pool: &PgPool, a: &AttachmentRecord) -> Result<AttachmentRecord, StoreError> {
+pub(super) async fn create(
+    pool: &PgPool,
+    a: &AttachmentRecord,
+    doc_version: u64,
+) -> Result<Option<AttachmentRecord>, StoreError> {
     let mut tx = pool.begin().await?;
+    // The document as the caller checked it, locked (FOR SHARE) in the insert's transaction:
+    // a push deleting or changing it waits for this commit and then deletes the attachment
+    // with the document; one that got there first has changed the row, which then no longer
+    // matches, and nothing is stored.
+    let live = sqlx::query(
+        "SELECT 1 FROM documents WHERE collection = $1 AND id = $2 AND NOT deleted AND version = $3 FOR SHARE",
+    )
+    .bind(&a.collection)
+    .bind(&a.doc_id)
+    .bind(to_column(doc_version, "documents.version")?)
+    .fetch_optional(&mut *tx)
+    .await?
+    .is_some();
+    if !live {
+        return Ok(None);
+    }
     sqlx::query(
         "INSERT INTO attachments (id, user_name, collection, doc_id, header, manifest, wrapped_cek, chunk_count,
              length, complete, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, false, $10)
@@ -74,7 +94,7 @@ pub(super) async fn create(pool: &PgPool, a: &AttachmentRecord) -> Result<Attach
     .await?;
     let stored = read(&mut tx, &a.id).await?.ok_or_else(|| StoreError::Backend("attachment vanished".to_owned()))?;
     tx.commit().await?;
-    Ok(stored)
+    Ok(Some(stored))
 }
 
 pub(super) async fn get(pool: &PgPool, id: &str) -> Result<Option<(AttachmentRecord, Vec<u64>)>, StoreError> {

@@ -286,6 +286,10 @@ impl Store for PgStore {
         sessions::purge_nonces(&self.pool, now).await
     }
 
+    async fn clock(&self) -> Result<Option<u64>, StoreError> {
+        sessions::clock(&self.pool).await.map(Some)
+    }
+
     async fn set_user_access(
         &self,
         name: &str,
@@ -311,8 +315,12 @@ impl Store for PgStore {
         sync::document(&self.pool, collection, id).await
     }
 
-    async fn create_attachment(&self, record: &AttachmentRecord) -> Result<AttachmentRecord, StoreError> {
-        attachments::create(&self.pool, record).await
+    async fn create_attachment(
+        &self,
+        record: &AttachmentRecord,
+        doc_version: u64,
+    ) -> Result<Option<AttachmentRecord>, StoreError> {
+        attachments::create(&self.pool, record, doc_version).await
     }
 
     async fn attachment(&self, id: &str) -> Result<Option<(AttachmentRecord, Vec<u64>)>, StoreError> {

@@ -236,10 +236,21 @@ pub(super) async fn insert_nonce(
     Ok(inserted.rows_affected() == 1)
 }
 
+/// Deletes the nonces expired by both clocks: the caller's `now` and the database's. Every
+/// instance judges timestamps by its own clock, held within `MAX_SKEW_SECS` of the
+/// database's, and a nonce is kept for that skew: so the purge follows the database's clock,
+/// and an instance running fast never deletes a row another instance still needs.
 pub(super) async fn purge_nonces(pool: &PgPool, now: u64) -> Result<u64, StoreError> {
-    let purged = sqlx::query("DELETE FROM nonces WHERE expires_at < $1")
-        .bind(to_column(now, "nonces.expires_at")?)
-        .execute(pool)
-        .await?;
+    let purged =
+        sqlx::query("DELETE FROM nonces WHERE expires_at < LEAST($1, floor(extract(epoch FROM now()))::bigint)")
+            .bind(to_column(now, "nonces.expires_at")?)
+            .execute(pool)
+            .await?;
     Ok(purged.rows_affected())
+}
+
+/// The database's clock, Unix seconds.
+pub(super) async fn clock(pool: &PgPool) -> Result<u64, StoreError> {
+    let now: i64 = sqlx::query_scalar("SELECT floor(extract(epoch FROM now()))::bigint").fetch_one(pool).await?;
+    from_column(now, "now()")
 }

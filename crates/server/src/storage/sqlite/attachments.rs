@@ -51,8 +51,22 @@ fn read(c: &Connection, id: &str) -> Result<Option<AttachmentRecord>, StoreError
     }))
 }
 
-pub(super) fn create(c: &mut Connection, a: &AttachmentRecord) -> Result<AttachmentRecord, StoreError> {
+pub(super) fn create(
+    c: &mut Connection,
+    a: &AttachmentRecord,
+    doc_version: u64,
+) -> Result<Option<AttachmentRecord>, StoreError> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // The document as the caller checked it, in the insert's transaction (the store's one
+    // writer): a push that deleted or changed it since has won, and nothing is stored.
+    let live: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM documents WHERE collection = ?1 AND id = ?2 AND deleted = 0 AND version = ?3)",
+        params![a.collection, a.doc_id, to_column(doc_version, "documents.version")?],
+        |r| r.get(0),
+    )?;
+    if !live {
+        return Ok(None);
+    }
     tx.execute(
         "INSERT INTO attachments (id, user_name, collection, doc_id, header, manifest, wrapped_cek, chunk_count,
              length, complete, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10)
@@ -72,7 +86,7 @@ pub(super) fn create(c: &mut Connection, a: &AttachmentRecord) -> Result<Attachm
     )?;
     let stored = read(&tx, &a.id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
     tx.commit()?;
-    Ok(stored)
+    Ok(Some(stored))
 }
 
 pub(super) fn get(c: &mut Connection, id: &str) -> Result<Option<(AttachmentRecord, Vec<u64>)>, StoreError> {
