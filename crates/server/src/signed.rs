@@ -63,7 +63,7 @@ const REFRESH_PATH: &str = "/v1/auth/refresh";
 /// session may already be revoked (by the very directive) and the access token expired.
 pub const ACK_PATH: &str = "/v1/devices/ack";
 /// The push route: its body may be up to `Config::push_body_limit`.
-const PUSH_PATH: &str = "/v1/sync/push";
+pub const PUSH_PATH: &str = "/v1/sync/push";
 /// The latest time a nonce row can keep (the stores hold times as signed 64-bit integers).
 const LATEST_STORED_TIME: u64 = i64::MAX as u64;
 /// Pending directives ride in this header on every response to the device.
