@@ -311,7 +311,13 @@ impl<T: DeserializeOwned> FromRequest<Arc<App>> for JsonBody<T> {
         if codings.any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity")) {
             return Err(ApiError::bad_request("encoded request bodies are not accepted"));
         }
-        let bytes = read_body(req.into_body(), &app.config, app.config.body_limit).await?;
+        // A push may carry up to 4 MiB of ops (SPEC section 5), as the signed layer read it.
+        let limit = if req.uri().path() == crate::signed::PUSH_PATH {
+            app.config.push_body_limit
+        } else {
+            app.config.body_limit
+        };
+        let bytes = read_body(req.into_body(), &app.config, limit).await?;
         parse_json(&bytes).map(JsonBody)
     }
 }

@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use fieldvault_core::protocol::ProblemCode;
 use fieldvault_core::protocol::auth::DeviceReason;
 use fieldvault_core::protocol::sync::{
-    DEFAULT_PULL_LIMIT, MAX_KEY_AHEAD_SECS, MAX_PULL_LIMIT, MAX_PUSH_OPS, PullResponse, PushRequest, PushResponse,
-    check_owned_op,
+    DEFAULT_PULL_LIMIT, MAX_KEY_AHEAD_SECS, MAX_PULL_ANSWER_BYTES, MAX_PULL_LIMIT, MAX_PUSH_OPS, PushRequest,
+    PushResponse, check_owned_op,
 };
 
 use crate::app::{App, JsonBody};
@@ -174,9 +174,18 @@ pub async fn pull(
     match app.store.pull(batch).await? {
         PullOutcome::RollbackDetected => Err(rollback(&app, &signed.session.device_id).await),
         PullOutcome::UnknownUser => Err(ApiError::invalid_token("the user no longer exists")),
-        PullOutcome::Page { changes, next, has_more } => {
+        PullOutcome::Page { answer, next, has_more } => {
             let cursor = app.cursors.encode(user, next);
-            Ok(no_store(Json(PullResponse { changes, cursor, has_more }).into_response()))
+            // Serialized once, as the page was planned; the signed layer hashes these bytes
+            // and sends them as they are.
+            let body = answer.finish(&cursor, has_more);
+            if body.len() > MAX_PULL_ANSWER_BYTES {
+                // Only a document stored before documents were bounded to 1 MiB can do this.
+                return Err(ApiError::internal("a pull answer would pass 16 MiB: a stored document is too large"));
+            }
+            let mut r = axum::body::Bytes::from(body).into_response();
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            Ok(no_store(r))
         }
     }
 }

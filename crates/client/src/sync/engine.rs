@@ -89,6 +89,7 @@ pub(crate) fn classify(result: &OpResult) -> Result<Outcome, Error> {
         }
         OpStatus::Forbidden => Outcome::Rejected { status: "forbidden" },
         OpStatus::Expired => Outcome::Rejected { status: "expired" },
+        OpStatus::TooLarge => Outcome::Rejected { status: "too_large" },
         OpStatus::IdempotencyMismatch => Outcome::Held,
         OpStatus::Duplicate => return Err(bad("says duplicate of a duplicate")),
     })

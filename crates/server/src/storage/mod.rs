@@ -19,7 +19,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use fieldvault_core::protocol::DirectiveKind;
 use fieldvault_core::protocol::auth::DeviceReason;
-use fieldvault_core::protocol::sync::{Change, CheckedOp, Cursor, OpResult, StoredDoc};
+use fieldvault_core::protocol::sync::{CheckedOp, Cursor, OpResult, PullAnswer, StoredDoc};
 use fieldvault_core::rules::Rules;
 
 pub use postgres::PgStore;
@@ -495,7 +495,10 @@ pub struct PullBatch {
     /// the user, before anything is held or released: a scan from the cursor that released
     /// documents and was then thrown away would lose their tombstones.
     pub after: Option<Cursor>,
-    /// Most stored changes to examine.
+    /// Most stored changes to examine. The scan also stops once the stored bodies it read
+    /// reach [`MAX_PULL_CHANGE_BYTES`](fieldvault_core::protocol::sync::MAX_PULL_CHANGE_BYTES)
+    /// (a page never sends more than that, and projections are never larger than what they
+    /// project), so a page never reads 5000 documents of 1 MiB.
     pub limit: u32,
     /// The access rules in force. With the owner-only rules the store examines only the
     /// user's own documents and those the device holds (nothing else can be readable or need
@@ -518,12 +521,14 @@ pub(crate) fn scan_from(b: &PullBatch, user: &fieldvault_core::rules::RuleUser) 
 pub enum PullOutcome {
     /// The page.
     Page {
-        /// What the device must apply, in sequence order.
-        changes: Vec<Change>,
+        /// What the device must apply, in sequence order, already serialized (at most
+        /// [`MAX_PULL_CHANGE_BYTES`](fieldvault_core::protocol::sync::MAX_PULL_CHANGE_BYTES)
+        /// of them, or one change).
+        answer: PullAnswer,
         /// Where the next page starts: the last sequence number covered, and the user's
         /// access epoch as read for this page.
         next: Cursor,
-        /// Whether the page is full (more may follow at once).
+        /// Whether the page is full, or was cut by size (more may follow at once).
         has_more: bool,
     },
     /// `device_seq` went backwards: nothing changed.
@@ -633,7 +638,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies a push in one transaction (SPEC section 5, "Idempotency").
     async fn push(&self, batch: PushBatch) -> Result<PushOutcome, StoreError>;
-    /// Reads one pull page and records what the device now holds, in one transaction.
+    /// Reads one pull page and records what the device now holds. The scan (with the
+    /// `device_seq` check, the user and the held ids of its rows) is one transaction; the
+    /// rules run after it (on SQLite outside the store's lock); what the device now holds is
+    /// recorded in a second, which forgets an id only while its document is still at the
+    /// change the page saw (a later change is judged by a later page, so the device never
+    /// keeps a document the server forgot it holds).
     async fn pull(&self, batch: PullBatch) -> Result<PullOutcome, StoreError>;
     /// Deletes idempotency records made before `before`; returns how many.
     async fn purge_idempotency(&self, before: u64) -> Result<u64, StoreError>;

@@ -672,14 +672,15 @@ async fn a_push_over_the_servers_body_limit_is_sent_in_halves_though_the_refusal
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pull_of_large_documents_past_the_answer_limit_asks_for_smaller_pages() {
+async fn a_pull_of_large_documents_comes_in_pages_the_server_cut_by_size() {
     let backend = backends().remove(0);
     let h = Harness::start(backend).await;
     let (one, two) = (Phone::new(), Phone::new());
     one.login(&h, "alice").await;
     two.login(&h, "alice").await;
-    // Twelve documents of 900 KB: one page of them (10.8 MB) is past the 8 MiB a device
-    // reads of an answer.
+    // Twelve documents of 900 KB: one page of them (10.8 MB) would be past the 8 MiB a device
+    // reads of an answer; the server cuts pages at 4 MiB of changes, so the device takes
+    // them as they come (its halving of the limit stays as a fallback for other servers).
     for i in 0..12 {
         one.put("scans", &format!("s{i:02}"), json!({"data": "z".repeat(900_000)})).await;
     }
@@ -687,4 +688,27 @@ async fn a_pull_of_large_documents_past_the_answer_limit_asks_for_smaller_pages(
     let r = two.sync().await.expect("pulled in smaller pages");
     assert_eq!(r.pulled, 12, "{r:?}");
     assert!(two.get("scans", "s11").await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_the_server_finds_too_large_once_merged_is_rolled_back_and_kept_as_rejected() {
+    for backend in backends() {
+        let h = Harness::start(backend).await;
+        let phone = Phone::new();
+        phone.login(&h, "alice").await;
+        // Exactly 1 MiB here ({"data":"..."} is 11 bytes around the string); the owner the
+        // server adds takes it past the limit.
+        let limit = fieldvault_core::names::MAX_DOCUMENT_BYTES;
+        phone.put("scans", "edge", json!({"data": "e".repeat(limit - 11)})).await;
+        phone.put("scans", "small", json!({"n": 1})).await;
+        let r = phone.sync().await.expect("sync");
+        assert_eq!((r.pushed, r.rejected), (1, 1), "{r:?}");
+        assert_eq!(phone.outbox_len().await, 0, "a final answer: not sent again");
+        assert!(phone.get("scans", "edge").await.is_none(), "rolled back to the server's state (none)");
+        assert!(phone.get("scans", "small").await.is_some());
+        let rejected = phone.with(|v, a| v.rejected(a)).await.expect("rejected");
+        let seen: Vec<(&str, &str)> = rejected.iter().map(|x| (x.id.as_str(), x.status.as_str())).collect();
+        assert_eq!(seen, [("edge", "too_large")]);
+        assert!(h.app.store.document("scans", "edge").await.expect("read").is_none());
+    }
 }

@@ -18,6 +18,7 @@ mod shared;
 mod soak;
 mod storage;
 mod sync;
+mod sync_limits;
 
 pub(crate) fn server(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fieldvault-server"))

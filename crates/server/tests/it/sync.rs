@@ -607,3 +607,56 @@ async fn a_document_changed_out_of_a_users_reach_is_dropped_from_their_device() 
         assert_eq!(back[0]["version"], 3);
     }
 }
+
+/// Rules under which anyone reads and writes any note: the write rule does not pin the owner.
+const OPEN_NOTES: &str = r#"
+version = 1
+
+[collections.notes]
+read  = "true"
+write = "true"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_recreated_over_a_tombstone_is_a_new_incarnation_owned_by_its_creator() {
+    for rules in [None, Some(OPEN_NOTES)] {
+        for backend in backends() {
+            let h = match rules {
+                Some(r) => Harness::start_with_rules(backend, r).await,
+                None => Harness::start(backend).await,
+            };
+            let (alice, alice2) = (h.device("alice").await, h.device("alice").await);
+            let (bob, bob2) = (h.device("bob").await, h.device("bob").await);
+            push_ok(&h, &alice, json!([put(&key(), "notes", "x", json!({"text": "alice's"}), 0)]), 1).await;
+            let (_, alice2_cursor) = pull_all(&h, &alice2, None, 1).await;
+            let del = push_ok(&h, &alice, json!([delete(&key(), "notes", "x", 1)]), 2).await;
+            assert_eq!(del[0], json!({"status": "applied", "version": 2}));
+            // Bob creates notes/x anew: its versions continue from the tombstone's.
+            let made = push_ok(&h, &bob, json!([put(&key(), "notes", "x", json!({"text": "bob's"}), 0)]), 1).await;
+            assert_eq!(made[0], json!({"status": "applied", "version": 3}), "{rules:?}");
+            let stored = h.app.store.document("notes", "x").await.expect("read").expect("stored");
+            assert_eq!((stored.owner.as_str(), &stored.body), ("bob", &json!({"text": "bob's", "owner": "bob"})));
+            // It is Bob's: he updates it, and his other device receives it.
+            let up = push_ok(&h, &bob, json!([put(&key(), "notes", "x", json!({"text": "bob's, again"}), 3)]), 2).await;
+            assert_eq!(up[0], json!({"status": "applied", "version": 4}), "{rules:?}");
+            let (seen, _) = pull_all(&h, &bob2, None, 1).await;
+            let last = seen.iter().rev().find(|c| c["id"] == "x").expect("x");
+            assert_eq!(last["body"], json!({"text": "bob's, again", "owner": "bob"}));
+            assert_eq!(last["version"], 4);
+            // A base_version of the old incarnation never matches the new one.
+            let stale = push_ok(&h, &alice, json!([put(&key(), "notes", "x", json!({"text": "old"}), 1)]), 3).await;
+            let (alice_sees, _) = pull_all(&h, &alice2, Some(alice2_cursor), 2).await;
+            if rules.is_none() {
+                // Owner-only: nothing of Bob's reaches Alice; her device drops her old copy.
+                assert_eq!(stale[0], json!({"status": "forbidden"}));
+                assert_eq!(ids(&alice_sees, "delete"), vec!["x".to_owned()], "{alice_sees:?}");
+                assert!(ids(&alice_sees, "put").is_empty(), "{alice_sees:?}");
+            } else {
+                assert_eq!(stale[0]["status"], "conflict");
+                assert_eq!(stale[0]["version"], 4);
+                let last = alice_sees.iter().rev().find(|c| c["id"] == "x").expect("x");
+                assert_eq!(last["body"]["owner"], "bob", "{alice_sees:?}");
+            }
+        }
+    }
+}

@@ -12,10 +12,19 @@
 //! | delete | live, version == base    | apply (tombstone) if `write` holds for the old document  |
 //! | any    | tombstone, other cases   | conflict showing the deletion if the user could read it  |
 //! | any    | absent, base > 0 / delete| forbidden: the same answer as a document one cannot read |
+//!
+//! A put that would apply but leaves a stored document past [`MAX_DOCUMENT_BYTES`] of JSON
+//! (after the merge with the fields the device does not hold) answers `too_large` instead.
+//!
+//! A create over a tombstone starts a new incarnation of the id (ADR 0007): owned by its
+//! creator, whether or not the creator could read the deleted one, with none of the old
+//! document's fields or attachments, and versions continuing from the tombstone's so that a
+//! `base_version` of the old incarnation never matches the new one.
 
 use serde_json::{Map, Value};
 
 use super::wire::{OpKind, OpResult, OpStatus, PushOp};
+use crate::names::MAX_DOCUMENT_BYTES;
 use crate::rules::{RuleUser, Rules};
 
 /// A document as the server stores it.
@@ -49,6 +58,9 @@ pub enum Decision {
     Conflict(OpResult),
     /// Answer `forbidden` (recorded against the key).
     Forbidden,
+    /// Answer `too_large`: the stored document would pass [`MAX_DOCUMENT_BYTES`] (not
+    /// recorded: nothing happened).
+    TooLarge,
 }
 
 /// The tombstone body: only the owner survives a delete.
@@ -87,10 +99,12 @@ pub fn decide(rules: &Rules, user: &RuleUser, op: &PushOp, stored: Option<&Store
         (_, Some(s)) if s.deleted || s.version != op.base_version => conflict(s),
         (OpKind::Put, Some(s)) => {
             let Some(new) = merged(rules, op, Some(&s.body), &s.owner) else { return Decision::Forbidden };
-            if rules.can_write(user, coll, Some(&s.body), Some(&new)) {
-                Decision::Apply { version: s.version + 1, body: new, deleted: false, owner: s.owner.clone() }
-            } else {
+            if !rules.can_write(user, coll, Some(&s.body), Some(&new)) {
                 Decision::Forbidden
+            } else if json_len(&new) > MAX_DOCUMENT_BYTES {
+                Decision::TooLarge
+            } else {
+                Decision::Apply { version: s.version + 1, body: new, deleted: false, owner: s.owner.clone() }
             }
         }
         (OpKind::Delete, Some(s)) => {
@@ -108,14 +122,36 @@ pub fn decide(rules: &Rules, user: &RuleUser, op: &PushOp, stored: Option<&Store
     }
 }
 
-/// A create (or a re-create over a tombstone, which keeps the counting going).
+/// A create, or a re-create over a tombstone: a new incarnation, merged over nothing and
+/// owned by its creator, whose versions continue from the tombstone's.
 fn create(rules: &Rules, user: &RuleUser, op: &PushOp, tombstone: Option<&StoredDoc>) -> Decision {
     let Some(new) = merged(rules, op, None, &user.id) else { return Decision::Forbidden };
     if !rules.can_write(user, &op.collection, None, Some(&new)) {
         return Decision::Forbidden;
     }
+    if json_len(&new) > MAX_DOCUMENT_BYTES {
+        return Decision::TooLarge;
+    }
     let version = tombstone.map_or(1, |t| t.version + 1);
     Decision::Apply { version, body: new, deleted: false, owner: user.id.clone() }
+}
+
+/// The length of `value` as stored (compact JSON), counted without writing it out.
+pub fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // A JSON value (its keys are strings) always serializes, and counting never fails.
+    serde_json::to_writer(&mut count, value).expect("a JSON value serializes");
+    count.0
 }
 
 /// The device's projected body merged into the stored document with the owner set; None if

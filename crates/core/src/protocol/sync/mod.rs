@@ -17,9 +17,11 @@ pub use check::{
     uuid_v7, uuid_v7_time,
 };
 pub use cursor::{Cursor, CursorKey, access_epoch};
-pub use decide::{Decision, StoredDoc, View, decide, readable, tombstone_body, view};
+pub use decide::{Decision, StoredDoc, View, decide, json_len, readable, tombstone_body, view};
 pub use plan::{DocumentWrite, IdempotencyRecord, PullPlan, PullRow, PushPlan, plan_pull, plan_push};
-pub use wire::{Change, FirstResult, OpKind, OpResult, OpStatus, PullResponse, PushOp, PushRequest, PushResponse};
+pub use wire::{
+    Change, FirstResult, OpKind, OpResult, OpStatus, PullAnswer, PullResponse, PushOp, PushRequest, PushResponse,
+};
 
 pub use crate::names::{MAX_COLLECTION_LEN, MAX_ID_BYTES};
 
@@ -34,3 +36,11 @@ pub const MAX_PULL_LIMIT: u32 = 5000;
 /// of an op is kept for the retention plus this, counted from receipt, so that it outlives
 /// every retry that is not `expired`.
 pub const MAX_KEY_AHEAD_SECS: u64 = 86_400;
+/// A pull page stops before the change that would take its changes past this many bytes of
+/// JSON (SPEC section 5: a pull answer stays under 4 MiB of changes; a page always carries at
+/// least one change, and a stored document is at most 1 MiB).
+pub const MAX_PULL_CHANGE_BYTES: usize = 4 << 20;
+/// No pull answer is larger than this, whatever `limit` asked for: the most a page can be is
+/// [`MAX_PULL_CHANGE_BYTES`] plus one change, and a change is at most a 1 MiB document with
+/// its names; a larger one (stored before documents were bounded) is refused, not sent.
+pub const MAX_PULL_ANSWER_BYTES: usize = 16 << 20;

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::check::CheckedOp;
 use super::decide::{Decision, StoredDoc, View, decide, view};
-use super::wire::{Change, FirstResult, OpKind, OpResult, OpStatus};
+use super::wire::{Change, FirstResult, OpKind, OpResult, OpStatus, PullAnswer};
 use crate::rules::{RuleUser, Rules};
 
 /// An idempotency record as stored: the op's fingerprint and its first result.
@@ -49,8 +49,9 @@ pub struct PushPlan {
     pub held: Vec<(String, String)>,
     /// (collection, id) the pushing device no longer holds (deleted by it).
     pub dropped: Vec<(String, String)>,
-    /// (collection, id) deleted by this push: their attachments go too.
-    pub deleted: Vec<(String, String)>,
+    /// (collection, id) whose attachments go: deleted by this push, or re-created over a
+    /// tombstone (a new incarnation starts with none of the old one's).
+    pub drop_attachments: Vec<(String, String)>,
     /// The next unused change sequence number.
     pub next_seq: u64,
 }
@@ -98,8 +99,13 @@ pub fn plan_push(
                 plan.results.push(r);
                 continue;
             }
+            Decision::TooLarge => {
+                plan.results.push(OpResult::bare(OpStatus::TooLarge));
+                continue;
+            }
             Decision::Forbidden => FirstResult { status: OpStatus::Forbidden, version: None },
             Decision::Apply { version, body, deleted, owner } => {
+                let recreated = current.is_some_and(|c| c.deleted);
                 let seq = plan.next_seq;
                 plan.next_seq += 1;
                 if !docs.contains_key(&at) {
@@ -107,8 +113,8 @@ pub fn plan_push(
                 }
                 docs.insert(at, (StoredDoc { owner, version, deleted, body }, Some(seq)));
                 held.insert(at, !deleted);
-                if deleted {
-                    plan.deleted.push((at.0.to_owned(), at.1.to_owned()));
+                if deleted || recreated {
+                    plan.drop_attachments.push((at.0.to_owned(), at.1.to_owned()));
                 }
                 FirstResult { status: OpStatus::Applied, version: Some(version) }
             }
@@ -144,6 +150,8 @@ pub struct PullRow {
     pub collection: String,
     /// The id.
     pub id: String,
+    /// Its change sequence number.
+    pub seq: u64,
     /// Its stored state.
     pub doc: StoredDoc,
 }
@@ -151,51 +159,64 @@ pub struct PullRow {
 /// What one pull page sends and records, computed before anything is written.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PullPlan {
-    /// The changes, in the rows' order.
-    pub changes: Vec<Change>,
+    /// The changes, already serialized as the answer carries them.
+    pub answer: PullAnswer,
     /// (collection, id) the device holds from now on and did not before.
     pub hold: Vec<(String, String)>,
-    /// (collection, id) the device held and is told to drop.
-    pub release: Vec<(String, String)>,
+    /// (collection, id, seq) the device held and is told to drop, with the sequence number
+    /// of the change that dropped it: the store forgets the id only while the document is
+    /// still at that change (a later change is judged by a later pull).
+    pub release: Vec<(String, String, u64)>,
+    /// The sequence number of the last row the page covers when it was cut by size before
+    /// the end of the rows (the next page starts after it); None when it covers every row.
+    pub cut_after: Option<u64>,
 }
 
 /// Plans a pull page: each row the user may read is sent projected and recorded as held;
 /// each other row is sent as a tombstone only if the device holds it (`held` says which of
-/// the rows it holds), and then forgotten.
+/// the rows it holds), and then forgotten. The page stops before the change that would take
+/// its changes past `budget` bytes of JSON (never before its first change); the rows after
+/// the cut are neither sent nor recorded.
 pub fn plan_pull(
     rules: &Rules,
     user: &RuleUser,
     rows: Vec<PullRow>,
     held: &std::collections::HashSet<(String, String)>,
+    budget: usize,
 ) -> PullPlan {
     let mut plan = PullPlan::default();
+    let mut covered: Option<u64> = None;
     for row in rows {
         let at = (row.collection, row.id);
-        match view(rules, user, &at.0, &row.doc) {
-            View::Put(body) => {
-                plan.changes.push(Change {
-                    collection: at.0.clone(),
-                    id: at.1.clone(),
-                    op: OpKind::Put,
-                    version: Some(row.doc.version),
-                    body: Some(body),
-                });
-                if !held.contains(&at) {
-                    plan.hold.push(at);
-                }
+        let change = match view(rules, user, &at.0, &row.doc) {
+            View::Put(body) => Some(Change {
+                collection: at.0.clone(),
+                id: at.1.clone(),
+                op: OpKind::Put,
+                version: Some(row.doc.version),
+                body: Some(body),
+            }),
+            View::Gone if held.contains(&at) => Some(Change {
+                collection: at.0.clone(),
+                id: at.1.clone(),
+                op: OpKind::Delete,
+                version: None,
+                body: None,
+            }),
+            View::Gone => None,
+        };
+        if let Some(change) = change {
+            if !plan.answer.push_within(&change, budget) {
+                plan.cut_after = covered;
+                break;
             }
-            View::Gone if held.contains(&at) => {
-                plan.changes.push(Change {
-                    collection: at.0.clone(),
-                    id: at.1.clone(),
-                    op: OpKind::Delete,
-                    version: None,
-                    body: None,
-                });
-                plan.release.push(at);
+            match change.op {
+                OpKind::Put if !held.contains(&at) => plan.hold.push(at),
+                OpKind::Put => {}
+                OpKind::Delete => plan.release.push((at.0, at.1, row.seq)),
             }
-            View::Gone => {}
         }
+        covered = Some(row.seq);
     }
     plan
 }

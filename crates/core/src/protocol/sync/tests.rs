@@ -188,10 +188,23 @@ fn a_plan_sees_earlier_ops_of_its_own_push_and_writes_each_document_once() {
     assert_eq!(plan.next_seq, 103);
     assert_eq!(plan.held, [("visits".to_owned(), "a".to_owned())]);
     assert_eq!(plan.dropped, [("visits".to_owned(), "b".to_owned())]);
-    assert_eq!(plan.deleted, [("visits".to_owned(), "b".to_owned())]);
+    assert_eq!(plan.drop_attachments, [("visits".to_owned(), "b".to_owned())]);
     // Recorded: the three applied and the forbidden, each key once; not the mismatch.
     let keys: Vec<&str> = plan.records.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(keys, [key(1), key(2), key(3), key(5)]);
+}
+
+/// The changes of a planned page, as the device reads them.
+fn answer_changes(plan: PullPlan) -> Vec<Change> {
+    let bytes = plan.answer.finish("c1", false);
+    let page: PullResponse = serde_json::from_slice(&bytes).expect("the answer is a pull response");
+    assert_eq!((page.cursor.as_str(), page.has_more), ("c1", false));
+    page.changes
+}
+
+fn pull_row(id: &str, seq: u64, owner: &str, deleted: bool, body: Value) -> PullRow {
+    let body = if deleted { tombstone_body(owner) } else { body };
+    PullRow { collection: "visits".into(), id: id.into(), seq, doc: stored(owner, 2, deleted, body) }
 }
 
 #[test]
@@ -199,23 +212,26 @@ fn a_pull_plan_sends_what_is_readable_and_tombstones_only_what_the_device_holds(
     use std::collections::HashSet;
     let rules = Rules::owner_only();
     let alice = user("alice");
-    let row = |id: &str, owner: &str, deleted: bool| PullRow {
-        collection: "visits".into(),
-        id: id.into(),
-        doc: stored(owner, 2, deleted, if deleted { tombstone_body(owner) } else { json!({"owner": owner, "n": 1}) }),
+    let row = |id: &str, seq: u64, owner: &str, deleted: bool| {
+        pull_row(id, seq, owner, deleted, json!({"owner": owner, "n": 1}))
     };
     let rows = vec![
-        row("mine", "alice", false),
-        row("mine-held", "alice", false),
-        row("gone-held", "alice", true),
-        row("gone-never-held", "alice", true),
-        row("bobs-held", "bob", false),
-        row("bobs-never-held", "bob", false),
+        row("mine", 1, "alice", false),
+        row("mine-held", 2, "alice", false),
+        row("gone-held", 3, "alice", true),
+        row("gone-never-held", 4, "alice", true),
+        row("bobs-held", 5, "bob", false),
+        row("bobs-never-held", 6, "bob", false),
     ];
     let held: HashSet<(String, String)> =
         ["mine-held", "gone-held", "bobs-held"].iter().map(|id| ("visits".to_owned(), (*id).to_owned())).collect();
-    let plan = plan_pull(&rules, &alice, rows, &held);
-    let shown: Vec<(&str, OpKind)> = plan.changes.iter().map(|c| (c.id.as_str(), c.op)).collect();
+    let plan = plan_pull(&rules, &alice, rows, &held, MAX_PULL_CHANGE_BYTES);
+    assert_eq!(plan.hold, [("visits".to_owned(), "mine".to_owned())], "only what was not held yet");
+    let released: Vec<(&str, u64)> = plan.release.iter().map(|(_, id, seq)| (id.as_str(), *seq)).collect();
+    assert_eq!(released, [("gone-held", 3), ("bobs-held", 5)]);
+    assert_eq!((plan.cut_after, plan.answer.count()), (None, 4));
+    let changes = answer_changes(plan);
+    let shown: Vec<(&str, OpKind)> = changes.iter().map(|c| (c.id.as_str(), c.op)).collect();
     assert_eq!(
         shown,
         [
@@ -225,11 +241,82 @@ fn a_pull_plan_sends_what_is_readable_and_tombstones_only_what_the_device_holds(
             ("bobs-held", OpKind::Delete)
         ]
     );
-    assert_eq!(plan.changes[0].body, Some(json!({"owner": "alice", "n": 1})));
-    assert_eq!(plan.changes[0].version, Some(2));
-    assert_eq!(plan.hold, [("visits".to_owned(), "mine".to_owned())], "only what was not held yet");
-    let released: Vec<&str> = plan.release.iter().map(|(_, id)| id.as_str()).collect();
-    assert_eq!(released, ["gone-held", "bobs-held"]);
+    assert_eq!(changes[0].body, Some(json!({"owner": "alice", "n": 1})));
+    assert_eq!(changes[0].version, Some(2));
+}
+
+#[test]
+fn a_pull_page_stops_before_the_change_past_its_budget_but_always_carries_one() {
+    use std::collections::HashSet;
+    let rules = Rules::owner_only();
+    let alice = user("alice");
+    let big = |id: &str, seq: u64, owner: &str| {
+        pull_row(id, seq, owner, false, json!({"owner": owner, "data": "x".repeat(1000)}))
+    };
+    let held: HashSet<(String, String)> = HashSet::new();
+    // Bob's row costs nothing (never held: not sent) and is covered; the budget takes two
+    // documents of about 1 kB, and the third is left for the next page.
+    let rows = vec![big("a", 10, "alice"), big("b", 11, "bob"), big("c", 12, "alice"), big("d", 13, "alice")];
+    let plan = plan_pull(&rules, &alice, rows, &held, 2200);
+    assert_eq!(plan.cut_after, Some(12));
+    assert!(plan.answer.changes_len() <= 2200, "{}", plan.answer.changes_len());
+    let held_now: Vec<&str> = plan.hold.iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(held_now, ["a", "c"], "what is not sent is not held");
+    let ids: Vec<String> = answer_changes(plan).into_iter().map(|c| c.id).collect();
+    assert_eq!(ids, ["a", "c"]);
+    // A first change past the whole budget still goes, alone.
+    let rows = vec![big("a", 10, "alice"), big("c", 12, "alice")];
+    let plan = plan_pull(&rules, &alice, rows, &held, 10);
+    assert_eq!((plan.cut_after, plan.answer.count()), (Some(10), 1));
+}
+
+#[test]
+fn a_put_or_create_whose_stored_document_would_pass_one_mebibyte_is_too_large() {
+    use std::collections::HashMap;
+    let rules = Rules::owner_only();
+    let alice = user("alice");
+    let limit = crate::names::MAX_DOCUMENT_BYTES;
+    // {"data":"..."} is 11 bytes around the string; the server adds ,"owner":"alice".
+    let fits = "y".repeat(limit - 11 - r#","owner":"alice""#.len());
+    let over = "y".repeat(fits.len() + 1);
+    let ops = [
+        checked("key-0000000000000001", "a", "put", 0, Some(json!({"data": over}))),
+        checked("key-0000000000000002", "a", "put", 0, Some(json!({"data": fits}))),
+        checked("key-0000000000000003", "a", "put", 1, Some(json!({"data": over}))),
+    ];
+    let plan = plan_push(&rules, &alice, &ops, &HashMap::new(), &HashMap::new(), 0, 1);
+    let statuses: Vec<OpStatus> = plan.results.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [OpStatus::TooLarge, OpStatus::Applied, OpStatus::TooLarge]);
+    assert_eq!(json_len(&plan.documents[0].body), limit);
+    let keys: Vec<&str> = plan.records.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["key-0000000000000002"], "too_large is not recorded");
+    assert_eq!(serde_json::to_value(OpStatus::TooLarge).expect("json"), json!("too_large"));
+    assert_eq!(OpStatus::from_name("too_large"), Some(OpStatus::TooLarge));
+}
+
+#[test]
+fn a_create_over_a_tombstone_is_a_new_incarnation_owned_by_its_creator() {
+    use std::collections::HashMap;
+    let rules = Rules::owner_only();
+    let bob = user("bob");
+    let mut documents = HashMap::new();
+    documents.insert(("visits".into(), "a".into()), stored("alice", 3, true, tombstone_body("alice")));
+    let ops = [
+        checked("key-0000000000000001", "a", "put", 0, Some(json!({"n": 1}))),
+        checked("key-0000000000000002", "a", "put", 4, Some(json!({"n": 2}))),
+    ];
+    let plan = plan_push(&rules, &bob, &ops, &documents, &HashMap::new(), 0, 1);
+    assert_eq!(plan.results[0], OpResult { version: Some(4), ..OpResult::bare(OpStatus::Applied) });
+    assert_eq!(plan.results[1], OpResult { version: Some(5), ..OpResult::bare(OpStatus::Applied) });
+    let a = &plan.documents[0];
+    assert_eq!((a.owner.as_str(), a.version, &a.body), ("bob", 5, &json!({"n": 2, "owner": "bob"})));
+    assert_eq!(plan.drop_attachments, [("visits".to_owned(), "a".to_owned())], "none of the old one's");
+    // Alice's stale base of the old incarnation never matches: she cannot read Bob's.
+    let stale = [checked("key-0000000000000003", "a", "put", 3, Some(json!({"n": 9})))];
+    let mut now = HashMap::new();
+    now.insert(("visits".into(), "a".into()), stored("bob", 5, false, json!({"n": 2, "owner": "bob"})));
+    let plan = plan_push(&rules, &user("alice"), &stale, &now, &HashMap::new(), 0, 9);
+    assert_eq!(plan.results[0].status, OpStatus::Forbidden);
 }
 
 #[test]

@@ -60,6 +60,9 @@ pub enum OpStatus {
     IdempotencyMismatch,
     /// The op is older than the idempotency records are kept.
     Expired,
+    /// The document the op would store (after the merge) is past
+    /// [`MAX_DOCUMENT_BYTES`](crate::names::MAX_DOCUMENT_BYTES); nothing applied, not recorded.
+    TooLarge,
 }
 
 impl OpStatus {
@@ -72,6 +75,7 @@ impl OpStatus {
             OpStatus::Forbidden => "forbidden",
             OpStatus::IdempotencyMismatch => "idempotency_mismatch",
             OpStatus::Expired => "expired",
+            OpStatus::TooLarge => "too_large",
         }
     }
 
@@ -84,6 +88,7 @@ impl OpStatus {
             OpStatus::Forbidden,
             OpStatus::IdempotencyMismatch,
             OpStatus::Expired,
+            OpStatus::TooLarge,
         ]
         .into_iter()
         .find(|x| x.as_str() == s)
@@ -160,4 +165,68 @@ pub struct PullResponse<B = Value> {
     pub cursor: String,
     /// Whether another page follows at once.
     pub has_more: bool,
+}
+
+/// A `GET /v1/sync/pull` answer written as its page is planned: each change is serialized
+/// once, straight into the bytes that are hashed, signed and sent (a [`PullResponse`] on the
+/// wire), so a page is never held as values and as JSON at once, nor copied to be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullAnswer {
+    /// `{"changes":[` and the changes so far, comma-separated.
+    bytes: Vec<u8>,
+    /// How many changes.
+    count: usize,
+}
+
+/// What opens an answer, before its first change.
+const ANSWER_HEAD: &[u8] = b"{\"changes\":[";
+
+impl Default for PullAnswer {
+    fn default() -> Self {
+        PullAnswer { bytes: ANSWER_HEAD.to_vec(), count: 0 }
+    }
+}
+
+impl PullAnswer {
+    /// An answer with no change yet.
+    pub fn new() -> PullAnswer {
+        PullAnswer::default()
+    }
+
+    /// Appends `change` if the changes then stay within `budget` bytes, or if it is the
+    /// first (a page always carries at least one change). False, with nothing appended,
+    /// otherwise.
+    pub fn push_within(&mut self, change: &Change, budget: usize) -> bool {
+        let before = self.bytes.len();
+        if self.count > 0 {
+            self.bytes.push(b',');
+        }
+        // Writing a `Change` (strings, numbers and JSON values, whose keys are strings) into
+        // memory has no way to fail.
+        serde_json::to_writer(&mut self.bytes, change).expect("a change serializes into memory");
+        if self.count > 0 && self.changes_len() > budget {
+            self.bytes.truncate(before);
+            return false;
+        }
+        self.count += 1;
+        true
+    }
+
+    /// How many changes the answer holds.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The bytes of the changes so far (their JSON and the commas between them).
+    pub fn changes_len(&self) -> usize {
+        self.bytes.len() - ANSWER_HEAD.len()
+    }
+
+    /// The whole answer: the changes, then `cursor` and `has_more`.
+    pub fn finish(mut self, cursor: &str, has_more: bool) -> Vec<u8> {
+        self.bytes.extend_from_slice(b"],\"cursor\":");
+        serde_json::to_writer(&mut self.bytes, cursor).expect("a string serializes into memory");
+        self.bytes.extend_from_slice(if has_more { b",\"has_more\":true}" } else { b",\"has_more\":false}" });
+        self.bytes
+    }
 }

@@ -15,13 +15,13 @@
 //!    (`plan_push`, the same code SQLite runs) and writes documents, idempotency records and
 //!    held ids with one multi-row statement each.
 //!
-//! Held ids and cursors work as on SQLite (`sqlite/sync.rs`).
+//! Held ids, cursors and the two steps of a pull work as on SQLite (`sqlite/sync.rs`).
 
 use std::collections::{HashMap, HashSet};
 
 use fieldvault_core::protocol::sync::{
-    CheckedOp, Cursor, DocumentWrite, IdempotencyRecord, OpResult, OpStatus, PullPlan, PullRow, StoredDoc, plan_pull,
-    plan_push,
+    CheckedOp, Cursor, DocumentWrite, IdempotencyRecord, MAX_PULL_CHANGE_BYTES, OpResult, OpStatus, PullPlan, PullRow,
+    StoredDoc, plan_pull, plan_push,
 };
 use fieldvault_core::rules::RuleUser;
 use sqlx::postgres::PgRow;
@@ -152,7 +152,7 @@ pub(super) async fn push(pool: &PgPool, b: PushBatch) -> Result<PushOutcome, Sto
     write_records(&mut tx, &b.user, &plan.records, now).await?;
     hold_ids(&mut tx, &b.device_id, &plan.held).await?;
     release_ids(&mut tx, &b.device_id, &plan.dropped).await?;
-    for (collection, id) in &plan.deleted {
+    for (collection, id) in &plan.drop_attachments {
         super::attachments::delete_for_document(&mut tx, collection, id).await?;
     }
     tx.commit().await?;
@@ -218,6 +218,8 @@ async fn load_documents(
 }
 
 /// Writes the documents a push changed, each with its change sequence number (one statement).
+/// The owner changes only when a document is re-created over a tombstone (a new incarnation,
+/// owned by its creator); every other write carries the stored owner.
 async fn write_documents(conn: &mut PgConnection, d: &[DocumentWrite], now: i64) -> Result<(), StoreError> {
     if d.is_empty() {
         return Ok(());
@@ -228,7 +230,7 @@ async fn write_documents(conn: &mut PgConnection, d: &[DocumentWrite], now: i64)
         "INSERT INTO documents (collection, id, owner, version, deleted, body, seq, updated_at)
          SELECT c, i, o, v, x, b, s, $8 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[],
              $5::bool[], $6::text[], $7::bigint[]) AS t(c, i, o, v, x, b, s)
-         ON CONFLICT (collection, id) DO UPDATE SET version = excluded.version,
+         ON CONFLICT (collection, id) DO UPDATE SET owner = excluded.owner, version = excluded.version,
              deleted = excluded.deleted, body = excluded.body, seq = excluded.seq,
              updated_at = excluded.updated_at",
     )
@@ -274,46 +276,107 @@ async fn write_records(
     Ok(())
 }
 
+/// A pull page: read in one transaction, planned (rules, projections, the answer's JSON)
+/// with no transaction open, then what the device holds recorded in a second.
 pub(super) async fn pull(pool: &PgPool, b: PullBatch) -> Result<PullOutcome, StoreError> {
     let mut tx = pool.begin().await?;
     if !bump_device_seq(&mut tx, &b.device_id, b.device_seq, b.now).await? {
         return Ok(PullOutcome::RollbackDetected);
     }
     let Some(user) = rule_user(&mut tx, &b.user).await? else { return Ok(PullOutcome::UnknownUser) };
+    // Decided here, before anything is held or released (see `PullBatch::after`).
     let (epoch, since) = crate::storage::scan_from(&b, &user);
-    let (page, has_more, last_seq) = if b.rules.owner_only_scope() {
+    let (page, full, end) = if b.rules.owner_only_scope() {
         scan_own_and_held(&mut tx, &b, since).await?
     } else {
         scan(&mut tx, &b, since).await?
     };
     let held = held_of(&mut tx, &b.device_id, &page).await?;
-    let PullPlan { changes, hold, release } = plan_pull(&b.rules, &user, page, &held);
-    hold_ids(&mut tx, &b.device_id, &hold).await?;
-    release_ids(&mut tx, &b.device_id, &release).await?;
     tx.commit().await?;
-    Ok(PullOutcome::Page { changes, next: Cursor { seq: last_seq, epoch }, has_more })
+    let PullPlan { answer, hold, release, cut_after } = plan_pull(&b.rules, &user, page, &held, MAX_PULL_CHANGE_BYTES);
+    let mut tx = pool.begin().await?;
+    hold_ids(&mut tx, &b.device_id, &hold).await?;
+    release_unchanged(&mut tx, &b.device_id, &release).await?;
+    tx.commit().await?;
+    let (seq, has_more) = match cut_after {
+        Some(seq) => (seq, true),
+        None => (end, full),
+    };
+    Ok(PullOutcome::Page { answer, next: Cursor { seq, epoch }, has_more })
 }
 
-/// One page of stored changes after `since`: the rows, whether the page is full, and the
-/// last sequence number it covers.
+/// Forgets that `device` holds these documents, each only while it is still at the change
+/// (sequence number) the pull page saw (one statement; see `sqlite/sync.rs`).
+async fn release_unchanged(
+    conn: &mut PgConnection,
+    device: &str,
+    ids: &[(String, String, u64)],
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let seqs: Vec<i64> = ids.iter().map(|(_, _, s)| to_column(*s, "documents.seq")).collect::<Result<_, _>>()?;
+    sqlx::query(
+        "DELETE FROM held h USING unnest($2::text[], $3::text[], $4::bigint[]) AS t(c, i, s), documents d
+         WHERE h.device_id = $1 AND h.collection = t.c AND h.id = t.i
+           AND d.collection = t.c AND d.id = t.i AND d.seq = t.s",
+    )
+    .bind(device)
+    .bind(ids.iter().map(|(c, _, _)| c.as_str()).collect::<Vec<_>>())
+    .bind(ids.iter().map(|(_, i, _)| i.as_str()).collect::<Vec<_>>())
+    .bind(seqs)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// One page of stored changes after `since`: the rows, whether the page is full (by count or
+/// by the bytes read), and the last sequence number it covers.
 type Scanned = (Vec<PullRow>, bool, u64);
+
+/// The rows of a scan (collection, id, owner, version, deleted, body, seq), which the query
+/// already ends at the row whose body brings the bodies to [`MAX_PULL_CHANGE_BYTES`] (so no
+/// more is sent over the connection); whether the page stopped at `limit` or at the bytes.
+fn read_rows(rows: Vec<PgRow>, limit: u32) -> Result<(Vec<PullRow>, bool), StoreError> {
+    let count = rows.len();
+    let mut page = Vec::with_capacity(count);
+    let mut bytes = 0usize;
+    // Each row is dropped once parsed: the page is not held twice.
+    for r in rows {
+        let body: &str = r.try_get(5)?;
+        bytes += body.len();
+        let doc = stored_doc(r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, body)?;
+        page.push(PullRow {
+            collection: r.try_get(0)?,
+            id: r.try_get(1)?,
+            seq: from_column(r.try_get(6)?, "documents.seq")?,
+            doc,
+        });
+    }
+    Ok((page, count >= limit as usize || bytes >= MAX_PULL_CHANGE_BYTES))
+}
+
+/// The bytes of stored bodies a scan stops at ([`MAX_PULL_CHANGE_BYTES`]): the rows before
+/// the one that reaches it are kept, and that one.
+const PAGE_BYTES: i64 = MAX_PULL_CHANGE_BYTES as i64;
 
 /// Every stored change after `since`, up to the page limit.
 async fn scan(conn: &mut PgConnection, b: &PullBatch, since: u64) -> Result<Scanned, StoreError> {
     let rows = sqlx::query(
-        "SELECT collection, id, owner, version, deleted, body, seq FROM documents
-         WHERE seq > $1 ORDER BY seq LIMIT $2",
+        "SELECT collection, id, owner, version, deleted, body, seq FROM (
+             SELECT collection, id, owner, version, deleted, body, seq,
+                 SUM(octet_length(body)) OVER (ORDER BY seq) - octet_length(body) AS before
+             FROM (SELECT * FROM documents WHERE seq > $1 ORDER BY seq LIMIT $2) l
+         ) t WHERE before < $3 ORDER BY seq",
     )
     .bind(to_column(since, "documents.seq")?)
     .bind(i64::from(b.limit))
+    .bind(PAGE_BYTES)
     .fetch_all(&mut *conn)
     .await?;
-    let end = match rows.last() {
-        Some(r) => from_column(r.try_get(6)?, "documents.seq")?,
-        None => since,
-    };
-    let full = rows.len() == b.limit as usize;
-    Ok((rows.iter().map(pull_row).collect::<Result<_, _>>()?, full, end))
+    let (page, full) = read_rows(rows, b.limit)?;
+    let end = page.last().map_or(since, |r| r.seq);
+    Ok((page, full, end))
 }
 
 /// The owner-only rules' page: only the user's own documents can be readable, and only held
@@ -322,30 +385,29 @@ async fn scan(conn: &mut PgConnection, b: &PullBatch, since: u64) -> Result<Scan
 async fn scan_own_and_held(conn: &mut PgConnection, b: &PullBatch, since: u64) -> Result<Scanned, StoreError> {
     let top: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM documents").fetch_one(&mut *conn).await?;
     let rows = sqlx::query(
-        "SELECT d.collection, d.id, d.owner, d.version, d.deleted, d.body, d.seq FROM documents d
-         WHERE d.seq > $1 AND d.seq <= $2 AND (d.owner = $3 OR EXISTS (SELECT 1 FROM held h
-             WHERE h.device_id = $4 AND h.collection = d.collection AND h.id = d.id))
-         ORDER BY d.seq LIMIT $5",
+        "SELECT collection, id, owner, version, deleted, body, seq FROM (
+             SELECT collection, id, owner, version, deleted, body, seq,
+                 SUM(octet_length(body)) OVER (ORDER BY seq) - octet_length(body) AS before
+             FROM (SELECT d.* FROM documents d
+                 WHERE d.seq > $1 AND d.seq <= $2 AND (d.owner = $3 OR EXISTS (SELECT 1 FROM held h
+                     WHERE h.device_id = $4 AND h.collection = d.collection AND h.id = d.id))
+                 ORDER BY d.seq LIMIT $5) l
+         ) t WHERE before < $6 ORDER BY seq",
     )
     .bind(to_column(since, "documents.seq")?)
     .bind(top)
     .bind(&b.user)
     .bind(&b.device_id)
     .bind(i64::from(b.limit))
+    .bind(PAGE_BYTES)
     .fetch_all(&mut *conn)
     .await?;
-    let full = rows.len() == b.limit as usize;
-    let end = match rows.last() {
-        Some(r) if full => from_column(r.try_get(6)?, "documents.seq")?,
+    let (page, full) = read_rows(rows, b.limit)?;
+    let end = match page.last() {
+        Some(r) if full => r.seq,
         _ => from_column::<u64>(top, "documents.seq")?.max(since),
     };
-    Ok((rows.iter().map(pull_row).collect::<Result<_, _>>()?, full, end))
-}
-
-/// A scanned row: collection, id, owner, version, deleted, body.
-fn pull_row(r: &PgRow) -> Result<PullRow, StoreError> {
-    let doc = stored_doc(r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get::<&str, _>(5)?)?;
-    Ok(PullRow { collection: r.try_get(0)?, id: r.try_get(1)?, doc })
+    Ok((page, full, end))
 }
 
 /// Which of the page's documents the device holds (one statement).

@@ -255,13 +255,13 @@ impl SqliteStore {
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().map_err(|_| backend("a previous storage call panicked"))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(backend)?
+        tokio::task::spawn_blocking(move || f(&mut *lock(&conn)?)).await.map_err(backend)?
     }
+}
+
+/// The store's one connection, for as long as the guard lives.
+fn lock(conn: &Mutex<Connection>) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+    conn.lock().map_err(|_| backend("a previous storage call panicked"))
 }
 
 #[async_trait]
@@ -439,7 +439,10 @@ impl Store for SqliteStore {
     }
 
     async fn pull(&self, batch: PullBatch) -> Result<PullOutcome, StoreError> {
-        self.run(move |c| sync::pull(c, batch)).await
+        // The page takes the connection twice (read, then record what the device holds) and
+        // plans in between without it: the rules do not run while every request waits.
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || sync::pull(&conn, batch)).await.map_err(backend)?
     }
 
     async fn purge_idempotency(&self, before: u64) -> Result<u64, StoreError> {

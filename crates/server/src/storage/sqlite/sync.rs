@@ -1,12 +1,15 @@
-//! Push and pull on the SQLCipher store. Each runs in one `BEGIN IMMEDIATE` transaction on
+//! Push and pull on the SQLCipher store. A push runs in one `BEGIN IMMEDIATE` transaction on
 //! the store's one connection, so ops, idempotency records, held ids and the change sequence
-//! move together or not at all, and sequence numbers are handed out in commit order.
+//! move together or not at all, and sequence numbers are handed out in commit order. A pull
+//! reads its page in one transaction, lets go of the connection while the rules judge the
+//! rows and the answer is written, and records what the device holds in a second.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 use fieldvault_core::protocol::sync::{
-    CheckedOp, Cursor, DocumentWrite, IdempotencyRecord, OpResult, OpStatus, PullPlan, PullRow, StoredDoc, plan_pull,
-    plan_push,
+    CheckedOp, Cursor, DocumentWrite, IdempotencyRecord, MAX_PULL_CHANGE_BYTES, OpResult, OpStatus, PullPlan, PullRow,
+    StoredDoc, plan_pull, plan_push,
 };
 use fieldvault_core::rules::RuleUser;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -65,7 +68,7 @@ pub(super) fn push(c: &mut Connection, b: &PushBatch) -> Result<PushOutcome, Sto
     write_records(&tx, &b.user, &plan.records, now)?;
     hold_ids(&tx, &b.device_id, &plan.held)?;
     release_ids(&tx, &b.device_id, &plan.dropped)?;
-    for (collection, id) in &plan.deleted {
+    for (collection, id) in &plan.drop_attachments {
         super::attachments::delete_for_document(&tx, collection, id)?;
     }
     tx.commit()?;
@@ -106,13 +109,15 @@ fn load_documents(tx: &Transaction<'_>, ops: &[CheckedOp]) -> Result<HashMap<(St
     Ok(documents)
 }
 
-/// Writes the documents a push changed, each with its change sequence number.
+/// Writes the documents a push changed, each with its change sequence number. The owner is
+/// written too: it changes only when a document is re-created over a tombstone (a new
+/// incarnation, owned by its creator); every other write carries the stored owner.
 fn write_documents(tx: &Transaction<'_>, documents: &[DocumentWrite], now: i64) -> Result<(), StoreError> {
     for d in documents {
         tx.prepare_cached(
             "INSERT INTO documents (collection, id, owner, version, deleted, body, seq, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT (collection, id) DO UPDATE SET version = excluded.version,
+             ON CONFLICT (collection, id) DO UPDATE SET owner = excluded.owner, version = excluded.version,
                  deleted = excluded.deleted, body = excluded.body, seq = excluded.seq,
                  updated_at = excluded.updated_at",
         )?
@@ -163,7 +168,7 @@ fn hold_ids(tx: &Transaction<'_>, device: &str, ids: &[(String, String)]) -> rus
     Ok(())
 }
 
-/// Forgets that `device` holds these documents.
+/// Forgets that `device` holds these documents (after a push that deleted them).
 fn release_ids(tx: &Transaction<'_>, device: &str, ids: &[(String, String)]) -> rusqlite::Result<()> {
     for (collection, id) in ids {
         tx.prepare_cached("DELETE FROM held WHERE device_id = ?1 AND collection = ?2 AND id = ?3")?
@@ -172,78 +177,123 @@ fn release_ids(tx: &Transaction<'_>, device: &str, ids: &[(String, String)]) -> 
     Ok(())
 }
 
-pub(super) fn pull(c: &mut Connection, b: PullBatch) -> Result<PullOutcome, StoreError> {
+/// Forgets that `device` holds these documents, each only while it is still at the change
+/// (sequence number) the pull page saw: a document changed since is judged again by a later
+/// page, which must find it held if the device has it.
+fn release_unchanged(tx: &Transaction<'_>, device: &str, ids: &[(String, String, u64)]) -> Result<(), StoreError> {
+    for (collection, id, seq) in ids {
+        tx.prepare_cached(
+            "DELETE FROM held WHERE device_id = ?1 AND collection = ?2 AND id = ?3
+               AND EXISTS (SELECT 1 FROM documents d WHERE d.collection = ?2 AND d.id = ?3 AND d.seq = ?4)",
+        )?
+        .execute(params![device, collection, id, to_column(*seq, "documents.seq")?])?;
+    }
+    Ok(())
+}
+
+/// What a pull page read under the store's lock: enough to plan it without the store.
+struct PageRead {
+    user: RuleUser,
+    epoch: [u8; 8],
+    page: Vec<PullRow>,
+    full: bool,
+    end: u64,
+    held: HashSet<(String, String)>,
+}
+
+/// A pull page: read under the store's lock, planned (rules, projections, the answer's
+/// JSON) with the lock released, then what the device holds recorded under it again.
+pub(super) fn pull(conn: &Mutex<Connection>, b: PullBatch) -> Result<PullOutcome, StoreError> {
+    let read = {
+        let mut c = super::lock(conn)?;
+        read_page(&mut c, &b)?
+    };
+    let PageRead { user, epoch, page, full, end, held } = match read {
+        Ok(read) => read,
+        Err(outcome) => return Ok(outcome),
+    };
+    let PullPlan { answer, hold, release, cut_after } = plan_pull(&b.rules, &user, page, &held, MAX_PULL_CHANGE_BYTES);
+    {
+        let mut c = super::lock(conn)?;
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        hold_ids(&tx, &b.device_id, &hold)?;
+        release_unchanged(&tx, &b.device_id, &release)?;
+        tx.commit()?;
+    }
+    let (seq, has_more) = match cut_after {
+        Some(seq) => (seq, true),
+        None => (end, full),
+    };
+    Ok(PullOutcome::Page { answer, next: Cursor { seq, epoch }, has_more })
+}
+
+/// The first step of a pull, in one transaction: the `device_seq` check, the user, where the
+/// scan starts (decided here, before anything is held or released: see [`PullBatch::after`]),
+/// the page and which of its documents the device holds. `Err` is the answer when there is
+/// no page to plan.
+fn read_page(c: &mut Connection, b: &PullBatch) -> Result<Result<PageRead, PullOutcome>, StoreError> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if !bump_device_seq(&tx, &b.device_id, b.device_seq, b.now)? {
-        return Ok(PullOutcome::RollbackDetected);
+        return Ok(Err(PullOutcome::RollbackDetected));
     }
-    let Some(user) = rule_user(&tx, &b.user)? else { return Ok(PullOutcome::UnknownUser) };
-    let (epoch, since) = crate::storage::scan_from(&b, &user);
-    let (page, has_more, last_seq) =
-        if b.rules.owner_only_scope() { scan_own_and_held(&tx, &b, since)? } else { scan(&tx, &b, since)? };
+    let Some(user) = rule_user(&tx, &b.user)? else { return Ok(Err(PullOutcome::UnknownUser)) };
+    let (epoch, since) = crate::storage::scan_from(b, &user);
+    let (page, full, end) =
+        if b.rules.owner_only_scope() { scan_own_and_held(&tx, b, since)? } else { scan(&tx, b, since)? };
     let held = held_of(&tx, &b.device_id, &page)?;
-    let PullPlan { changes, hold, release } = plan_pull(&b.rules, &user, page, &held);
-    hold_ids(&tx, &b.device_id, &hold)?;
-    release_ids(&tx, &b.device_id, &release)?;
     tx.commit()?;
-    Ok(PullOutcome::Page { changes, next: Cursor { seq: last_seq, epoch }, has_more })
+    Ok(Ok(PageRead { user, epoch, page, full, end, held }))
 }
 
-/// One page of stored changes after `since`: the rows, whether the page is full, and the
-/// last sequence number it covers.
+/// One page of stored changes after `since`: the rows, whether the page is full (by count or
+/// by the bytes read), and the last sequence number it covers.
 type Scanned = (Vec<PullRow>, bool, u64);
 
-/// A scanned row (collection, id, owner, version, deleted, body, seq) as stored.
-type ScanRow = (String, String, String, i64, bool, String, i64);
-
-fn scan_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScanRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
-}
-
-fn pull_rows(rows: Vec<ScanRow>) -> Result<Vec<PullRow>, StoreError> {
-    rows.into_iter()
-        .map(|(collection, id, owner, version, deleted, body, _)| {
-            Ok(PullRow { collection, id, doc: stored_doc(owner, version, deleted, &body)? })
-        })
-        .collect()
+/// Reads scanned rows (collection, id, owner, version, deleted, body, seq) until `limit` of
+/// them, or until their bodies reach [`MAX_PULL_CHANGE_BYTES`]; whether it stopped there.
+fn read_rows(mut rows: rusqlite::Rows<'_>, limit: u32) -> Result<(Vec<PullRow>, bool), StoreError> {
+    let mut page = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(r) = rows.next()? {
+        let body: String = r.get(5)?;
+        bytes += body.len();
+        let doc = stored_doc(r.get(2)?, r.get(3)?, r.get(4)?, &body)?;
+        page.push(PullRow { collection: r.get(0)?, id: r.get(1)?, seq: from_column(r.get(6)?, "documents.seq")?, doc });
+        if page.len() >= limit as usize || bytes >= MAX_PULL_CHANGE_BYTES {
+            return Ok((page, true));
+        }
+    }
+    Ok((page, false))
 }
 
 /// Every stored change after `since`, up to the page limit.
 fn scan(tx: &Transaction<'_>, b: &PullBatch, since: u64) -> Result<Scanned, StoreError> {
-    let rows: Vec<ScanRow> = tx
-        .prepare_cached(
-            "SELECT collection, id, owner, version, deleted, body, seq FROM documents
-             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )?
-        .query_map(params![to_column(since, "documents.seq")?, b.limit], scan_row)?
-        .collect::<Result<_, _>>()?;
-    let full = rows.len() == b.limit as usize;
-    let end = match rows.last() {
-        Some(r) => from_column(r.6, "documents.seq")?,
-        None => since,
-    };
-    Ok((pull_rows(rows)?, full, end))
+    let mut stmt = tx.prepare_cached(
+        "SELECT collection, id, owner, version, deleted, body, seq FROM documents
+         WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let (page, full) = read_rows(stmt.query(params![to_column(since, "documents.seq")?, b.limit])?, b.limit)?;
+    let end = page.last().map_or(since, |r| r.seq);
+    Ok((page, full, end))
 }
 
 /// The owner-only rules' page: only the user's own documents can be readable, and only held
 /// ones need a tombstone: the rest is skipped inside SQLite, and the cursor moves past it.
 fn scan_own_and_held(tx: &Transaction<'_>, b: &PullBatch, since: u64) -> Result<Scanned, StoreError> {
     let top: i64 = tx.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM documents")?.query_row([], |r| r.get(0))?;
-    let rows: Vec<ScanRow> = tx
-        .prepare_cached(
-            "SELECT d.collection, d.id, d.owner, d.version, d.deleted, d.body, d.seq FROM documents d
-             WHERE d.seq > ?1 AND d.seq <= ?2 AND (d.owner = ?3 OR EXISTS (SELECT 1 FROM held h
-                 WHERE h.device_id = ?4 AND h.collection = d.collection AND h.id = d.id))
-             ORDER BY d.seq LIMIT ?5",
-        )?
-        .query_map(params![to_column(since, "documents.seq")?, top, b.user, b.device_id, b.limit], scan_row)?
-        .collect::<Result<_, _>>()?;
-    let full = rows.len() == b.limit as usize;
-    let end = match rows.last() {
-        Some(r) if full => from_column(r.6, "documents.seq")?,
+    let mut stmt = tx.prepare_cached(
+        "SELECT d.collection, d.id, d.owner, d.version, d.deleted, d.body, d.seq FROM documents d
+         WHERE d.seq > ?1 AND d.seq <= ?2 AND (d.owner = ?3 OR EXISTS (SELECT 1 FROM held h
+             WHERE h.device_id = ?4 AND h.collection = d.collection AND h.id = d.id))
+         ORDER BY d.seq LIMIT ?5",
+    )?;
+    let rows = stmt.query(params![to_column(since, "documents.seq")?, top, b.user, b.device_id, b.limit])?;
+    let (page, full) = read_rows(rows, b.limit)?;
+    let end = match page.last() {
+        Some(r) if full => r.seq,
         _ => from_column::<u64>(top, "documents.seq")?.max(since),
     };
-    Ok((pull_rows(rows)?, full, end))
+    Ok((page, full, end))
 }
 
 /// Which of the page's documents the device holds.
