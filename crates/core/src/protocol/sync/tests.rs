@@ -280,16 +280,16 @@ fn a_put_or_create_whose_stored_document_would_pass_one_mebibyte_is_too_large() 
     let fits = "y".repeat(limit - 11 - r#","owner":"alice""#.len());
     let over = "y".repeat(fits.len() + 1);
     let ops = [
-        checked("key-0000000000000001", "a", "put", 0, Some(json!({"data": over}))),
-        checked("key-0000000000000002", "a", "put", 0, Some(json!({"data": fits}))),
-        checked("key-0000000000000003", "a", "put", 1, Some(json!({"data": over}))),
+        checked(&key(1), "a", "put", 0, Some(json!({"data": over}))),
+        checked(&key(2), "a", "put", 0, Some(json!({"data": fits}))),
+        checked(&key(3), "a", "put", 1, Some(json!({"data": over}))),
     ];
     let plan = plan_push(&rules, &alice, &ops, &HashMap::new(), &HashMap::new(), 0, 1);
     let statuses: Vec<OpStatus> = plan.results.iter().map(|r| r.status).collect();
     assert_eq!(statuses, [OpStatus::TooLarge, OpStatus::Applied, OpStatus::TooLarge]);
     assert_eq!(json_len(&plan.documents[0].body), limit);
     let keys: Vec<&str> = plan.records.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(keys, ["key-0000000000000002"], "too_large is not recorded");
+    assert_eq!(keys, [key(2)], "too_large is not recorded");
     assert_eq!(serde_json::to_value(OpStatus::TooLarge).expect("json"), json!("too_large"));
     assert_eq!(OpStatus::from_name("too_large"), Some(OpStatus::TooLarge));
 }
@@ -302,8 +302,8 @@ fn a_create_over_a_tombstone_is_a_new_incarnation_owned_by_its_creator() {
     let mut documents = HashMap::new();
     documents.insert(("visits".into(), "a".into()), stored("alice", 3, true, tombstone_body("alice")));
     let ops = [
-        checked("key-0000000000000001", "a", "put", 0, Some(json!({"n": 1}))),
-        checked("key-0000000000000002", "a", "put", 4, Some(json!({"n": 2}))),
+        checked(&key(1), "a", "put", 0, Some(json!({"n": 1}))),
+        checked(&key(2), "a", "put", 4, Some(json!({"n": 2}))),
     ];
     let plan = plan_push(&rules, &bob, &ops, &documents, &HashMap::new(), 0, 1);
     assert_eq!(plan.results[0], OpResult { version: Some(4), ..OpResult::bare(OpStatus::Applied) });
@@ -312,7 +312,7 @@ fn a_create_over_a_tombstone_is_a_new_incarnation_owned_by_its_creator() {
     assert_eq!((a.owner.as_str(), a.version, &a.body), ("bob", 5, &json!({"n": 2, "owner": "bob"})));
     assert_eq!(plan.drop_attachments, [("visits".to_owned(), "a".to_owned())], "none of the old one's");
     // Alice's stale base of the old incarnation never matches: she cannot read Bob's.
-    let stale = [checked("key-0000000000000003", "a", "put", 3, Some(json!({"n": 9})))];
+    let stale = [checked(&key(3), "a", "put", 3, Some(json!({"n": 9})))];
     let mut now = HashMap::new();
     now.insert(("visits".into(), "a".into()), stored("bob", 5, false, json!({"n": 2, "owner": "bob"})));
     let plan = plan_push(&rules, &user("alice"), &stale, &now, &HashMap::new(), 0, 9);
