@@ -13,7 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use fieldvault_core::AccountName;
 use fieldvault_core::protocol::sync::PushResponse;
-use fieldvault_core::protocol::{TokenVerifier, sync::DEFAULT_PULL_LIMIT};
+use fieldvault_core::protocol::{TokenVerifier, sync::MAX_PULL_LIMIT};
 use rusqlite::Connection;
 use serde_json::Value;
 
@@ -518,7 +518,9 @@ fn run_sync(
     // While the server reads the next page (asked for with this page's cursor), the device
     // applies this one; the cursor is stored with the page it ends, so a failure anywhere
     // leaves the device at the last page it applied.
-    let mut limit = DEFAULT_PULL_LIMIT;
+    // Pages as large as the protocol allows: the server cuts each under 4 MiB of changes, so
+    // a page of small documents is one round trip (and one commit here) instead of ten.
+    let mut limit = MAX_PULL_LIMIT;
     let mut cursor = stored(conn, &path, state::CURSOR)?;
     let mut received: Option<(pull::RawPage, u32)> = None;
     loop {
@@ -548,7 +550,7 @@ fn run_sync(
             .map_err(|_| Error::MalformedAnswer("a pull answer is not a page of changes".into()))?;
         drop(resp);
         let asked = limit;
-        limit = (limit * 2).min(DEFAULT_PULL_LIMIT);
+        limit = (limit * 2).min(MAX_PULL_LIMIT);
         if !page.has_more {
             apply_page(conn, &path, &page, asked, listeners, &mut report)?;
             if state::get(conn, state::RECONCILE).map_err(db_err(&path))?.is_some() {
