@@ -35,6 +35,30 @@ async fn tcp_from(source: IpAddr, server: SocketAddr) -> std::io::Result<TcpStre
 }
 
 /// A pinned TLS connection from `source` offering `alpn`, handshake done.
+/// An HTTP/2 connection over `tls` (with this receive window, if given), its task, and the
+/// answer's head to a `GET /healthz` sent on it.
+async fn h2_healthz(
+    tls: TlsStream<TcpStream>,
+    window: Option<u32>,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<hyper::body::Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+    hyper::Response<hyper::body::Incoming>,
+) {
+    let mut builder = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    if let Some(w) = window {
+        builder.initial_stream_window_size(w);
+    }
+    let (mut sender, connection) =
+        builder.handshake(hyper_util::rt::TokioIo::new(tls)).await.expect("HTTP/2 handshake");
+    let connection = tokio::spawn(connection);
+    let request = hyper::Request::get("https://localhost/healthz")
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .expect("request");
+    let answer = sender.send_request(request).await.expect("the answer's head");
+    (sender, connection, answer)
+}
+
 async fn tls_from(h: &Harness, source: IpAddr, alpn: &[u8]) -> std::io::Result<TlsStream<TcpStream>> {
     let mut config = pinned_client_config(Pins::parse(&[&h.pin]).expect("pin"));
     config.alpn_protocols = vec![alpn.to_vec()];
@@ -143,15 +167,7 @@ async fn silent_and_idle_connections_are_closed_whatever_their_http_version() {
 
     // HTTP/2 with one request answered, then idle: the server ends it (GOAWAY, then close).
     let tls = tls_from(&h, CLIENT, b"h2").await.expect("TLS");
-    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-        .handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .expect("HTTP/2 handshake");
-    let connection = tokio::spawn(connection);
-    let request = hyper::Request::get("https://localhost/healthz")
-        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-        .expect("request");
-    let answer = sender.send_request(request).await.expect("answer");
+    let (mut sender, connection, answer) = h2_healthz(tls, None).await;
     assert_eq!(answer.status(), 200);
     drop(answer);
 
@@ -184,16 +200,7 @@ async fn an_answer_its_reader_never_lets_through_ends_the_connection_after_the_r
     // can, and the client's HTTP/2 stack keeps answering pings. Without a limit on how long a
     // request may stay open, the connection and its slot were held for good.
     let tls = tls_from(&h, ATTACKER, b"h2").await.expect("TLS");
-    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-        .initial_stream_window_size(0)
-        .handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .expect("HTTP/2 handshake");
-    let connection = tokio::spawn(connection);
-    let request = hyper::Request::get("https://localhost/healthz")
-        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-        .expect("request");
-    let answer = sender.send_request(request).await.expect("the answer's headers");
+    let (_sender, connection, answer) = h2_healthz(tls, Some(0)).await;
     assert_eq!(answer.status(), 200);
     let ended = tokio::time::timeout(CLOSED_WITHIN, connection).await;
     assert!(ended.is_ok(), "a connection with an answer its reader never takes is closed by the server");
