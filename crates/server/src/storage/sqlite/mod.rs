@@ -488,6 +488,12 @@ mod tests {
         // opens it.
         assert_eq!(store.run(move |c| settings(c)).await.expect("reads"), ("wal".to_owned(), 2));
         assert_eq!(settings(&connect(&path, &key).expect("connects")).expect("reads"), ("wal".to_owned(), 2));
+        // A nonce's own commit is left to the next synced one; the connection is FULL after it,
+        // and after a refused (duplicate) nonce too.
+        for _ in 0..2 {
+            store.insert_nonce("k", &[1; 16], 10).await.expect("nonce");
+            assert_eq!(store.run(move |c| settings(c)).await.expect("reads"), ("wal".to_owned(), 2));
+        }
     }
 
     #[tokio::test]
