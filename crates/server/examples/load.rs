@@ -363,30 +363,15 @@ impl Client {
     async fn signed(&mut self, method: &str, target: &str, body: &[u8]) -> Result<Answer> {
         let timestamp = unix_now().to_string();
         let nonce = STANDARD.encode(random_bytes::<16>());
-        let signature = self.device.secret.sign_request(method, target, body, &timestamp, &nonce);
-        let content = if body.is_empty() {
-            String::new()
-        } else {
-            format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len())
-        };
-        self.request.clear();
+        let d = &self.device;
+        let who = Credentials { access_token: &d.access_token, key_id: &d.key_id, secret: &d.secret };
         // The baseline build ignores the X- headers but gets the same bytes, so both builds
         // cost the clients the same to send.
-        self.request.extend_from_slice(
-            format!(
-                "{method} {target} HTTP/1.1\r\nHost: localhost\r\n{content}Authorization: Bearer {}\r\nX-Key-Id: {}\r\n\
-                 X-Timestamp: {timestamp}\r\nX-Nonce: {nonce}\r\nX-Signature: {signature}\r\n\r\n",
-                self.device.access_token, self.device.key_id
-            )
-            .as_bytes(),
-        );
-        self.request.extend_from_slice(body);
+        frame_signed(&mut self.request, &who, (method, target, body), &timestamp, &nonce);
         let r = self.conn.exchange(&self.request).await?;
         ensure!(r.status == 200, "{method} {target} answered {}: {}", r.status, String::from_utf8_lossy(&r.body));
         if SIGNED {
-            let ts = r.timestamp.as_deref().ok_or_else(|| anyhow!("a signed answer without X-Timestamp"))?;
-            let sig = r.signature.as_deref().ok_or_else(|| anyhow!("a signed answer without X-Signature"))?;
-            self.device.secret.verify_response(r.status, &nonce, &r.body, ts, sig)?;
+            check_signed(&r, &self.device.secret, &nonce)?;
         }
         Ok(r)
     }
@@ -845,7 +830,7 @@ where
 
 #[path = "shared/raw_http.rs"]
 mod raw_http;
-use raw_http::{Answer, Connection};
+use raw_http::{Answer, Connection, Credentials, check_signed, frame_signed};
 
 #[cfg(test)]
 mod tests {

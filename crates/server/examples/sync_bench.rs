@@ -437,34 +437,18 @@ impl RawClient {
     async fn signed(&mut self, method: &str, target: &str, body: &[u8]) -> Result<Vec<u8>> {
         let timestamp = unix_now().to_string();
         let nonce = STANDARD.encode(random_bytes::<16>());
-        let signature = self.secret.sign_request(method, target, body, &timestamp, &nonce);
-        let content = if body.is_empty() {
-            String::new()
-        } else {
-            format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len())
-        };
-        self.request.clear();
-        self.request.extend_from_slice(
-            format!(
-                "{method} {target} HTTP/1.1\r\nHost: localhost\r\n{content}Authorization: Bearer {}\r\nX-Key-Id: {}\r\n\
-                 X-Timestamp: {timestamp}\r\nX-Nonce: {nonce}\r\nX-Signature: {signature}\r\n\r\n",
-                self.access_token, self.key_id
-            )
-            .as_bytes(),
-        );
-        self.request.extend_from_slice(body);
+        let who = Credentials { access_token: &self.access_token, key_id: &self.key_id, secret: &self.secret };
+        frame_signed(&mut self.request, &who, (method, target, body), &timestamp, &nonce);
         let r = self.conn.exchange(&self.request).await?;
         ensure!(r.status == 200, "{method} {target} answered {}: {}", r.status, String::from_utf8_lossy(&r.body));
-        let ts = r.timestamp.as_deref().ok_or_else(|| anyhow!("a signed answer without X-Timestamp"))?;
-        let sig = r.signature.as_deref().ok_or_else(|| anyhow!("a signed answer without X-Signature"))?;
-        self.secret.verify_response(r.status, &nonce, &r.body, ts, sig)?;
+        check_signed(&r, &self.secret, &nonce)?;
         Ok(r.body)
     }
 }
 
 #[path = "shared/raw_http.rs"]
 mod raw_http;
-use raw_http::Connection;
+use raw_http::{Connection, Credentials, check_signed, frame_signed};
 
 #[cfg(test)]
 mod tests {
