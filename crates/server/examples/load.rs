@@ -707,6 +707,7 @@ async fn push_parts(app: &Arc<App>, clients: &[Client], name: &str, settings: &S
                                 op: OpKind::Put,
                                 body: Some(serde_json::from_str(&body)?),
                                 base_version: 0,
+                                attachments: None,
                             },
                             // Stored as given; its computation is part of parse_check above.
                             fingerprint: random_bytes::<32>(),

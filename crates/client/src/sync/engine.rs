@@ -233,6 +233,7 @@ fn frozen_op(
         op: if op == "put" { OpKind::Put } else { OpKind::Delete },
         body: if op == "put" { body } else { None },
         base_version: base.unwrap_or(0).max(0) as u64,
+        attachments: None,
     })
 }
 

@@ -56,7 +56,7 @@ pub(crate) fn plan_pull_page(
     }
     check_cursor(&page.cursor)?;
     let mut plan = PullPlan::default();
-    for Change { collection, id, op, version, body } in &page.changes {
+    for Change { collection, id, op, version, body, .. } in &page.changes {
         names::check_collection(collection).map_err(|e| bad(format!("names a bad collection: {e}")))?;
         names::check_id(id).map_err(|e| bad(format!("names a bad id: {e}")))?;
         let at = (collection.clone(), id.clone());

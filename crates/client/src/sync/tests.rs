@@ -158,7 +158,14 @@ fn page(changes: Vec<Change>) -> pull::RawPage {
 }
 
 fn put_change(id: &str, version: u64, body: Value) -> Change {
-    Change { collection: "visits".into(), id: id.into(), op: OpKind::Put, version: Some(version), body: Some(body) }
+    Change {
+        collection: "visits".into(),
+        id: id.into(),
+        op: OpKind::Put,
+        version: Some(version),
+        body: Some(body),
+        attachments: vec![],
+    }
 }
 
 #[test]
@@ -169,7 +176,14 @@ fn a_pull_page_never_overwrites_a_pending_change_and_applies_the_rest() {
     let p = page(vec![
         put_change("mine", 4, json!({"n": "server"})),
         put_change("other", 2, json!({"n": "new"})),
-        Change { collection: "visits".into(), id: "gone".into(), op: OpKind::Delete, version: None, body: None },
+        Change {
+            collection: "visits".into(),
+            id: "gone".into(),
+            op: OpKind::Delete,
+            version: None,
+            body: None,
+            attachments: vec![],
+        },
     ]);
     let pending = pull::pending_among(&docs.db.conn, &p).expect("pending");
     assert_eq!(pending, HashSet::from([("visits".to_owned(), "mine".to_owned())]));
@@ -206,6 +220,7 @@ fn a_malformed_pull_page_is_refused_whole() {
             op: OpKind::Put,
             version: None,
             body: Some(json!({})),
+            attachments: vec![],
         }]),
         page(vec![put_change("x", 1, json!([1, 2]))]),
         page(vec![Change {
@@ -214,6 +229,7 @@ fn a_malformed_pull_page_is_refused_whole() {
             op: OpKind::Delete,
             version: None,
             body: None,
+            attachments: vec![],
         }]),
         page(vec![put_change("", 1, json!({}))]),
         page(vec![put_change("x", 1, json!({"big": "a".repeat(1 << 20)}))]),

@@ -3,6 +3,7 @@
 //! clock: "now" is an argument everywhere, so the server, the client and the tests compute
 //! the same bytes. The wire is described in `docs/protocol.md`.
 
+pub mod attachments;
 pub mod auth;
 mod problem;
 mod signing;

@@ -88,6 +88,7 @@ pub fn decide(rules: &Rules, user: &RuleUser, op: &PushOp, stored: Option<&Store
             body: (!s.deleted).then(|| rules.project(coll, &s.body)),
             deleted: s.deleted,
             first: None,
+            attachments: Vec::new(),
         })
     };
     match (op.op, stored) {

@@ -195,6 +195,7 @@ pub fn plan_pull(
                 op: OpKind::Put,
                 version: Some(row.doc.version),
                 body: Some(body),
+                attachments: Vec::new(),
             }),
             View::Gone if held.contains(&at) => Some(Change {
                 collection: at.0.clone(),
@@ -202,6 +203,7 @@ pub fn plan_pull(
                 op: OpKind::Delete,
                 version: None,
                 body: None,
+                attachments: Vec::new(),
             }),
             View::Gone => None,
         };

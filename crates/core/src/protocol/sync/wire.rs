@@ -32,6 +32,10 @@ pub struct PushOp<B = Value> {
     pub body: Option<B>,
     /// The version the device last saw; 0 for a new document.
     pub base_version: u64,
+    /// A put's whole attachment list after the op (ADR 0008): ids sorted and distinct.
+    /// Absent, the stored list is kept; always absent on a delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachments: Option<Vec<String>>,
 }
 
 /// `POST /v1/sync/push` body.
@@ -122,12 +126,15 @@ pub struct OpResult {
     /// `duplicate`: the first result for this key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first: Option<FirstResult>,
+    /// `conflict`: the stored document's attachment list (absent when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<String>,
 }
 
 impl OpResult {
     /// A result with a status and nothing else.
     pub fn bare(status: OpStatus) -> OpResult {
-        OpResult { status, version: None, body: None, deleted: false, first: None }
+        OpResult { status, version: None, body: None, deleted: false, first: None, attachments: Vec::new() }
     }
 }
 
@@ -154,6 +161,9 @@ pub struct Change<B = Value> {
     /// The projected document (absent on a tombstone).
     #[serde(default = "Option::default", skip_serializing_if = "Option::is_none")]
     pub body: Option<B>,
+    /// A put's attachment list (ADR 0008; absent when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<String>,
 }
 
 /// `GET /v1/sync/pull` answer.
