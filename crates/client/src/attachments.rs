@@ -12,7 +12,7 @@ use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use fieldvault_core::attachment::{Algorithm, DEFAULT_CHUNK_LOG2, Decryptor, Encryptor, Header};
+use fieldvault_core::attachment::{Algorithm, Binding, DEFAULT_CHUNK_LOG2, Decryptor, Encryptor, Header, Owner};
 use fieldvault_core::{AccountName, ContentKey, KeyId, KeyMeta, Purpose, SlotContext, WrappedKey};
 use rusqlite::{OptionalExtension, params};
 
@@ -247,7 +247,7 @@ impl Unlocked {
             algorithm: Algorithm::Aes256Gcm,
             chunk_log2: DEFAULT_CHUNK_LOG2,
             attachment: id_bytes,
-            account: account.clone(),
+            binding: Binding::Document { collection: collection.to_owned(), id: doc_id.to_owned() },
             salt: random(),
             nonce_prefix: random(),
         };
@@ -376,7 +376,8 @@ impl Unlocked {
         let src = file_path(&self.files_dir(account), id);
         let file = crate::disk::open_read_private(&src)?;
         let fail = |source| Error::Attachment { id: id.to_owned(), source };
-        let dec = Decryptor::open(file, &cek, &id_bytes, account).map_err(fail)?;
+        let owner = Owner { account, collection: &info.collection, doc_id: &info.document };
+        let dec = Decryptor::open(file, &cek, &id_bytes, &owner).map_err(fail)?;
         let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         if !dir.is_dir() {
             return Err(Error::Io {
@@ -482,7 +483,8 @@ impl Unlocked {
                 let id_bytes = parse_id(id)?;
                 let file = crate::disk::open_read_private(&path)?;
                 let fail = |source| Error::Attachment { id: id.clone(), source };
-                let dec = Decryptor::open(file, &cek, &id_bytes, account).map_err(fail)?;
+                let owner = Owner { account, collection: &info.collection, doc_id: &info.document };
+                let dec = Decryptor::open(file, &cek, &id_bytes, &owner).map_err(fail)?;
                 dec.decrypt_to(std::io::sink()).map_err(fail)?;
                 Ok(())
             })();

@@ -13,7 +13,7 @@ use std::io::{Cursor, Write};
 use std::time::Instant;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-use fieldvault_core::attachment::{Algorithm, DEFAULT_CHUNK_LOG2, Decryptor, Encryptor, Header};
+use fieldvault_core::attachment::{Algorithm, Binding, DEFAULT_CHUNK_LOG2, Decryptor, Encryptor, Header, Owner};
 use fieldvault_core::{AccountName, ContentKey};
 use zeroize::Zeroizing;
 
@@ -22,10 +22,17 @@ fn header() -> Header {
         algorithm: Algorithm::Aes256Gcm,
         chunk_log2: DEFAULT_CHUNK_LOG2,
         attachment: [7; 16],
-        account: AccountName::new("bench").expect("valid"),
+        binding: Binding::Document { collection: "visits".into(), id: "bench".into() },
         salt: [1; 32],
         nonce_prefix: [2; 7],
     }
+}
+
+/// Opens a file written under [`header`].
+fn open<R: std::io::Read + std::io::Seek>(file: R) -> Decryptor<R> {
+    let account = AccountName::new("bench").expect("valid");
+    let owner = Owner { account: &account, collection: "visits", doc_id: "bench" };
+    Decryptor::open(file, &cek(), &[7; 16], &owner).expect("open")
 }
 
 fn cek() -> ContentKey {
@@ -171,7 +178,7 @@ fn memory(mib: u64, rounds: usize) {
         ceiling_x.push(r / c);
         let (e, _) = encrypt_pass(&block, total, std::io::sink());
         let t = Instant::now();
-        let d = Decryptor::open(Cursor::new(&file), &cek(), &[7; 16], &header().account).expect("open");
+        let d = open(Cursor::new(&file));
         let v = d.decrypt_to(std::io::sink()).expect("decrypt");
         assert_eq!(v.length, total);
         let d = t.elapsed().as_secs_f64();
@@ -220,7 +227,7 @@ fn main() {
             // The decryptor reads whole batches and writes each batch's plaintext in one call.
             let file = File::open(&args[1]).expect("input");
             let out = File::create(&args[2]).expect("output");
-            Decryptor::open(file, &cek(), &[7; 16], &header().account).expect("open").decrypt_to(out).expect("decrypt");
+            open(file).decrypt_to(out).expect("decrypt");
         }
         Some("parts") => {
             let buf: Vec<u8> = (0..(1u32 << 16) + 16).map(|i| (i % 251) as u8).collect();

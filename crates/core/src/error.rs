@@ -94,10 +94,11 @@ pub enum Error {
         /// What failed.
         reason: &'static str,
     },
-    /// The file is another attachment than the one asked for.
+    /// The file is another attachment than the one asked for, or bound to another document
+    /// (or, in format version 1, another account).
     #[error("this file is attachment {found}, not {expected}")]
     AttachmentMismatch {
-        /// What the header says (hex id and account).
+        /// What the header says: the hex id, and the document (version 2) or account (version 1).
         found: String,
         /// What was asked for.
         expected: String,

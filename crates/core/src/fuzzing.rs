@@ -6,21 +6,82 @@ use std::io::Cursor;
 
 use zeroize::Zeroizing;
 
-use crate::attachment::{Decryptor, Header, check_without_key};
+use crate::attachment::{Algorithm, Binding, Decryptor, Header, Owner, check_without_key, verify_manifest};
 use crate::{AccountName, ContentKey, KeyFile, VaultMarker, WrappedKey};
 
-/// Attachment bytes: the header round-trips; the keyless check and a full decryption
-/// (under a fixed key) either succeed or fail with an error.
+/// The owner the committed attachment vectors are opened as (`tests/attachment_vectors.rs`).
+const VECTOR_DOCUMENT: (&str, &str) = ("visits", "visit/2024-06-01 é");
+
+/// Attachment bytes: a header of either version round-trips (bytes to header to the same
+/// bytes, and a header built from the bytes to bytes and back); the keyless check, the
+/// manifest's check and a full decryption (under a fixed key) either succeed or fail with an
+/// error.
 pub fn attachment(data: &[u8]) {
     if let Ok((header, len)) = Header::parse(data) {
         assert_eq!(header.to_bytes(), data[..len], "an attachment header re-encodes to its bytes");
+        let cek = ContentKey::from_bytes(Zeroizing::new([0x43; 32]));
+        let account = AccountName::new("alice").expect("valid");
+        let owner = Owner { account: &account, collection: VECTOR_DOCUMENT.0, doc_id: VECTOR_DOCUMENT.1 };
+        // The manifest as a server's metadata carries it: its length is the last 8 bytes.
+        let tail = data.len().checked_sub(8).filter(|&t| t >= len).map(|t| &data[t..]);
+        let manifest = tail
+            .map(|t| u64::from_be_bytes(t.try_into().expect("8 bytes")))
+            .and_then(|m| usize::try_from(m).ok())
+            .filter(|&m| m <= data.len() - len);
+        if let Some(m) = manifest {
+            let _ = verify_manifest(&data[..len], &data[data.len() - m..], &cek, &header.attachment, &owner);
+        }
+    }
+    for version in [1, 2] {
+        header_from(data, version);
     }
     let _ = check_without_key(Cursor::new(data));
     let cek = ContentKey::from_bytes(Zeroizing::new([0x43; 32]));
     let account = AccountName::new("alice").expect("valid");
-    if let Ok(d) = Decryptor::open(Cursor::new(data), &cek, &[0xa7; 16], &account) {
+    let owner = Owner { account: &account, collection: VECTOR_DOCUMENT.0, doc_id: VECTOR_DOCUMENT.1 };
+    if let Ok(d) = Decryptor::open(Cursor::new(data), &cek, &[0xa7; 16], &owner) {
         let _ = d.decrypt_to(std::io::sink());
     }
+}
+
+/// A header of `version` built from arbitrary bytes (names included, valid or not): one
+/// that [`Header::check`] accepts encodes to bytes that parse back to it exactly, and one it
+/// refuses encodes to bytes that [`Header::parse`] refuses.
+fn header_from(data: &[u8], version: u8) {
+    let byte = |i: usize| data.get(i).copied().unwrap_or(0);
+    let names = data.get(56..).unwrap_or_default();
+    let (first, rest) = names.split_at(usize::from(byte(0)).min(names.len()));
+    let binding = if version == 1 {
+        match std::str::from_utf8(first).ok().and_then(|n| AccountName::new(n).ok()) {
+            Some(account) => Binding::Account(account),
+            None => return,
+        }
+    } else {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        Binding::Document { collection: text(first), id: text(rest) }
+    };
+    let header = Header {
+        algorithm: if byte(1) & 1 == 0 { Algorithm::Aes256Gcm } else { Algorithm::ChaCha20Poly1305 },
+        chunk_log2: byte(2) % 16 + 10,
+        attachment: array(data, 3),
+        binding,
+        salt: array(data, 19),
+        nonce_prefix: array(data, 51),
+    };
+    let bytes = header.to_bytes();
+    match header.check() {
+        Ok(()) => {
+            let (back, len) = Header::parse(&bytes).expect("a checked header parses");
+            assert_eq!((back, len), (header, bytes.len()), "a header of version {version} round-trips");
+            assert!(bytes.len() <= Header::MAX_LEN, "a header fits Header::MAX_LEN");
+        }
+        Err(_) => assert!(Header::parse(&bytes).is_err(), "a header check refuses does not parse"),
+    }
+}
+
+/// `N` bytes of `data` from `at`, zeros past its end.
+fn array<const N: usize>(data: &[u8], at: usize) -> [u8; N] {
+    std::array::from_fn(|i| data.get(at + i).copied().unwrap_or(0))
 }
 
 /// Sync input a device controls: a push op (JSON), an attachment header and manifest as a

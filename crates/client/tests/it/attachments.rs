@@ -3,6 +3,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use fieldvault_client::{Error, Unlocked};
+use fieldvault_core::attachment::{Binding, Header};
 use serde_json::json;
 
 use crate::fixture::{Fixture, alice};
@@ -64,6 +65,9 @@ fn attach_then_get_round_trips_at_chunk_boundaries_and_stores_no_plaintext() {
         assert_eq!((a.size, a.key_version, a.id.len()), (len as u64, 1, 32));
         let stored = fs::read(f.stored(&a.id)).expect("stored file");
         assert!(!stored.windows(24).any(|w| w == b"ATTACHMENT-CANARY-9b1e7c"), "no plaintext at rest");
+        // Format version 2: the file is bound to its document, not to the device's account.
+        let (header, _) = Header::parse(&stored).expect("header");
+        assert_eq!(header.binding, Binding::Document { collection: "visits".into(), id: "v1".into() });
         assert_eq!(fs::metadata(f.stored(&a.id)).expect("stat").permissions().mode() & 0o777, 0o600);
         let out = f.tmp.path().join(format!("out{len}"));
         v.attachment_get(&alice(), &a.id, &out).expect("get");
@@ -135,6 +139,7 @@ fn a_tampered_or_swapped_file_fails_and_no_output_appears_or_changes() {
     fs::copy(f.stored(&b.id), f.stored(&a.id)).expect("copy");
     let err = v.attachment_get(&alice(), &a.id, &out).expect_err("swapped");
     assert!(err.to_string().contains(&format!("not {}", a.id)), "{err}");
+    assert!(err.to_string().contains(r#"of document "v2" in "visits", not"#), "{err}");
     // verify reports it.
     let report = v.verify().expect("verify");
     assert!(report.findings.iter().any(|fd| fd.path == f.stored(&a.id)), "{:?}", report.findings);

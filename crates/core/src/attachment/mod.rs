@@ -4,8 +4,10 @@
 //!
 //! ```text
 //! file    = header || chunk_0 || ... || chunk_{n-1} || manifest
-//! header  = "FVAT" | version 0x01 | algorithm | log2(chunk size) | 0x00
-//!           | attachment id (16) | len8(account) | account | salt (32) | nonce prefix (7)
+//! header  = "FVAT" | version | algorithm | log2(chunk size) | 0x00 | attachment id (16)
+//!           | binding | salt (32) | nonce prefix (7)
+//! binding = v2: len8(collection) | collection | len16(document id) | document id
+//!           v1 (read only for legacy files): len8(account) | account
 //! chunk_i = AEAD(chunk key, nonce_i, aad = header, plaintext_i)      (ciphertext || 16-byte tag)
 //! nonce_i = nonce prefix (7) || i as u32 BE || last flag (0x00, or 0x01 on the final chunk)
 //! manifest= "FVAM" | version 0x01 | 0 0 0 | chunk count u64 | plaintext length u64
@@ -16,7 +18,9 @@
 //!
 //! Keys: the chunk key and the manifest key come from HKDF-SHA256 (RFC 5869) over the
 //! attachment's content key (CEK) with the per-file salt, and labels naming the purpose, the
-//! algorithm and the attachment id. Every chunk has the whole header as associated data.
+//! algorithm and the attachment id. Every chunk has the whole header as associated data, so
+//! the binding (the owning document in version 2, the device-local account in version 1) is
+//! authenticated with every chunk and under the manifest's MAC.
 
 mod batch;
 mod keys;
@@ -24,15 +28,21 @@ mod reader;
 mod writer;
 
 pub use crate::ContentKey;
-pub use reader::{Decryptor, Verified};
-pub use writer::{Encryptor, HASHES_IN_MEMORY, Spill, Written};
+pub use reader::{Decryptor, Verified, verify_manifest};
+pub use writer::{Encryptor, HASHES_IN_MEMORY, Spill, Written, reencrypt};
 
+use crate::names::{MAX_COLLECTION_LEN, MAX_ID_BYTES, check_collection, check_id};
 use crate::section::Reader as Bytes;
 use crate::{AccountName, Error};
 
 const MAGIC: &[u8; 4] = b"FVAT";
 const MANIFEST_MAGIC: &[u8; 4] = b"FVAM";
-const VERSION: u8 = 1;
+/// Header version 1: the header binds the device-local account name (read only).
+const VERSION_ACCOUNT: u8 = 1;
+/// Header version 2: the header binds the owning document (ADR 0008, section 2).
+const VERSION_DOCUMENT: u8 = 2;
+/// The manifest's own version, the same under both header versions.
+const MANIFEST_VERSION: u8 = 1;
 /// AEAD tag length of both algorithms.
 pub const TAG_LEN: usize = 16;
 /// Length of the random nonce prefix (STREAM, Hoang-Reyhanitabar-Rogaway-Vizár 2015).
@@ -85,6 +95,94 @@ impl Algorithm {
     }
 }
 
+/// What a file is bound to. It is part of the header, so it is in the associated data of
+/// every chunk and under the manifest's MAC: a file cannot be presented as bound to
+/// anything else without failing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Binding {
+    /// Version 1: the device-local account name. Legacy: still read, never written for a new
+    /// attachment (the name means nothing on another device).
+    Account(AccountName),
+    /// Version 2: the owning document.
+    Document {
+        /// The document's collection (a valid collection name, [`crate::names::check_collection`]).
+        collection: String,
+        /// The document's id (1 to 256 bytes of UTF-8, [`crate::names::check_id`]).
+        id: String,
+    },
+}
+
+impl Binding {
+    /// The header version that carries this binding: 1 for an account, 2 for a document.
+    pub fn version(&self) -> u8 {
+        match self {
+            Binding::Account(_) => VERSION_ACCOUNT,
+            Binding::Document { .. } => VERSION_DOCUMENT,
+        }
+    }
+
+    /// Whether the binding follows the rules of its version.
+    fn check(&self) -> Result<(), Error> {
+        match self {
+            Binding::Account(_) => Ok(()),
+            Binding::Document { collection, id } => check_document(collection, id),
+        }
+    }
+
+    /// How an error names it: "of account 'alice'" or "of document "v1" in "visits"".
+    fn describe(&self) -> String {
+        match self {
+            Binding::Account(account) => format!("of account '{account}'"),
+            Binding::Document { collection, id } => format!("of document {id:?} in {collection:?}"),
+        }
+    }
+}
+
+/// A version 2 binding's rules: the names' own rules (one home: [`crate::names`]).
+fn check_document(collection: &str, id: &str) -> Result<(), Error> {
+    let bad = |reason| Error::Malformed { what: "attachment header", reason };
+    check_collection(collection).map_err(|_| bad("the collection is not a valid collection name"))?;
+    check_id(id).map_err(|_| bad("the document id is not a valid document id"))
+}
+
+/// What a reader expects a file to be bound to: a version 1 file must name `account`, a
+/// version 2 file must name `collection` and `doc_id`.
+#[derive(Clone, Copy, Debug)]
+pub struct Owner<'a> {
+    /// The device-local account the attachment is in (what a version 1 file names).
+    pub account: &'a AccountName,
+    /// The owning document's collection (what a version 2 file names).
+    pub collection: &'a str,
+    /// The owning document's id (what a version 2 file names).
+    pub doc_id: &'a str,
+}
+
+impl Owner<'_> {
+    /// Whether `header` names attachment `id` and this owner, in the terms of its version.
+    ///
+    /// # Errors
+    /// [`Error::AttachmentMismatch`] naming what the header says and what was expected.
+    fn check(&self, header: &Header, id: &[u8; 16]) -> Result<(), Error> {
+        let expected = match header.binding {
+            Binding::Account(_) => Binding::Account(self.account.clone()),
+            Binding::Document { .. } => {
+                Binding::Document { collection: self.collection.to_owned(), id: self.doc_id.to_owned() }
+            }
+        };
+        if &header.attachment == id && header.binding == expected {
+            return Ok(());
+        }
+        Err(Error::AttachmentMismatch {
+            found: format!("{} {}", hex(&header.attachment), header.binding.describe()),
+            expected: format!("{} {}", hex(id), expected.describe()),
+        })
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// The attachment header: who the file is and how it is sealed. Not secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
@@ -94,8 +192,8 @@ pub struct Header {
     pub chunk_log2: u8,
     /// The attachment's id.
     pub attachment: [u8; 16],
-    /// The account it belongs to.
-    pub account: AccountName,
+    /// What the file is bound to; its variant is the header's version.
+    pub binding: Binding,
     /// The per-file HKDF salt (random).
     pub salt: [u8; SALT_LEN],
     /// The STREAM nonce prefix (random).
@@ -108,44 +206,100 @@ impl Header {
         1usize << self.chunk_log2
     }
 
-    /// Encodes the header.
+    /// The format version this header is written in (by its binding): 1 or 2.
+    pub fn version(&self) -> u8 {
+        self.binding.version()
+    }
+
+    /// Whether the header can be written: a chunk size in [`CHUNK_LOG2_RANGE`] and a binding
+    /// that follows its version's rules. [`Encryptor::new`] checks it.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] naming the rule broken (never quoting the names).
+    pub fn check(&self) -> Result<(), Error> {
+        if !CHUNK_LOG2_RANGE.contains(&self.chunk_log2) {
+            return Err(Error::Malformed { what: "attachment header", reason: "chunk size outside 4 KiB..16 MiB" });
+        }
+        self.binding.check()
+    }
+
+    /// Encodes the header, in version 1 or 2 by its binding. A header that
+    /// [`Header::check`] refuses encodes to bytes that [`Header::parse`] refuses (a length
+    /// that does not fit its field is written as 0), never to another valid header.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.account.as_str().len());
+        let mut out = Vec::with_capacity(Self::MAX_LEN);
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&[VERSION, self.algorithm as u8, self.chunk_log2, 0]);
+        out.extend_from_slice(&[self.version(), self.algorithm as u8, self.chunk_log2, 0]);
         out.extend_from_slice(&self.attachment);
-        out.push(u8::try_from(self.account.as_str().len()).expect("account names are at most 64 bytes"));
-        out.extend_from_slice(self.account.as_str().as_bytes());
+        match &self.binding {
+            Binding::Account(account) => {
+                out.push(u8::try_from(account.as_str().len()).expect("account names are at most 64 bytes"));
+                out.extend_from_slice(account.as_str().as_bytes());
+            }
+            Binding::Document { collection, id } => {
+                out.push(u8::try_from(collection.len()).unwrap_or(0));
+                out.extend_from_slice(collection.as_bytes());
+                out.extend_from_slice(&u16::try_from(id.len()).unwrap_or(0).to_be_bytes());
+                out.extend_from_slice(id.as_bytes());
+            }
+        }
         out.extend_from_slice(&self.salt);
         out.extend_from_slice(&self.nonce_prefix);
         out
     }
 
-    /// Parses a header from the start of `bytes`; returns it and its length.
+    /// Parses a header of either version from the start of `bytes`; returns it and its
+    /// length.
+    ///
+    /// # Errors
+    /// [`Error::Truncated`], [`Error::BadMagic`], [`Error::UnsupportedVersion`] (a version
+    /// other than 1 and 2), [`Error::UnknownCode`] (the algorithm), [`Error::Malformed`] (chunk
+    /// size, reserved byte, a collection or document id that breaks its rules),
+    /// [`Error::AccountName`] (version 1).
     pub fn parse(bytes: &[u8]) -> Result<(Header, usize), Error> {
+        let malformed = |reason| Error::Malformed { what: "attachment header", reason };
         let mut r = Bytes::new(bytes, "attachment header");
-        r.header(MAGIC, VERSION)?;
+        let version = r.header_any(MAGIC, &[VERSION_ACCOUNT, VERSION_DOCUMENT])?;
         let algorithm = Algorithm::from_code(r.u8()?)?;
         let chunk_log2 = r.u8()?;
         if !CHUNK_LOG2_RANGE.contains(&chunk_log2) {
-            return Err(Error::Malformed { what: "attachment header", reason: "chunk size outside 4 KiB..16 MiB" });
+            return Err(malformed("chunk size outside 4 KiB..16 MiB"));
         }
         if r.u8()? != 0 {
-            return Err(Error::Malformed { what: "attachment header", reason: "reserved byte is not zero" });
+            return Err(malformed("reserved byte is not zero"));
         }
         let attachment = r.array()?;
-        let len = r.u8()?;
-        let name = std::str::from_utf8(r.take(usize::from(len))?)
-            .map_err(|_| Error::Malformed { what: "attachment header", reason: "account name is not UTF-8" })?;
-        let account = AccountName::new(name)?;
+        let binding = if version == VERSION_ACCOUNT {
+            let len = r.u8()?;
+            let name =
+                std::str::from_utf8(r.take(usize::from(len))?).map_err(|_| malformed("account name is not UTF-8"))?;
+            Binding::Account(AccountName::new(name)?)
+        } else {
+            let len = usize::from(r.u8()?);
+            if !(1..=MAX_COLLECTION_LEN).contains(&len) {
+                return Err(malformed("the collection is not 1 to 64 bytes"));
+            }
+            let collection =
+                std::str::from_utf8(r.take(len)?).map_err(|_| malformed("the collection is not UTF-8"))?.to_owned();
+            let len = usize::from(r.u16()?);
+            if !(1..=MAX_ID_BYTES).contains(&len) {
+                return Err(malformed("the document id is not 1 to 256 bytes"));
+            }
+            let id =
+                std::str::from_utf8(r.take(len)?).map_err(|_| malformed("the document id is not UTF-8"))?.to_owned();
+            check_document(&collection, &id)?;
+            Binding::Document { collection, id }
+        };
         let salt = r.array()?;
         let nonce_prefix = r.array()?;
         let used = bytes.len() - r.remaining();
-        Ok((Header { algorithm, chunk_log2, attachment, account, salt, nonce_prefix }, used))
+        Ok((Header { algorithm, chunk_log2, attachment, binding, salt, nonce_prefix }, used))
     }
 
-    /// The most bytes a header can take (for readers that fetch it first).
-    pub const MAX_LEN: usize = 4 + 4 + 16 + 1 + AccountName::MAX_LEN + SALT_LEN + NONCE_PREFIX_LEN;
+    /// The most bytes a header can take (for readers that fetch it first): 386, a version 2
+    /// header with a 64-byte collection and a 256-byte document id (version 1 headers are at
+    /// most 128 bytes).
+    pub const MAX_LEN: usize = 4 + 4 + 16 + 1 + MAX_COLLECTION_LEN + 2 + MAX_ID_BYTES + SALT_LEN + NONCE_PREFIX_LEN;
 
     fn nonce(&self, index: u64, last: bool) -> [u8; 12] {
         let mut n = [0u8; 12];
@@ -209,7 +363,7 @@ pub fn root(
 fn manifest_prefix(count: u64, length: u64) -> [u8; 24] {
     let mut p = [0u8; 24];
     p[..4].copy_from_slice(MANIFEST_MAGIC);
-    p[4] = VERSION;
+    p[4] = MANIFEST_VERSION;
     p[8..16].copy_from_slice(&count.to_be_bytes());
     p[16..24].copy_from_slice(&length.to_be_bytes());
     p
@@ -253,7 +407,7 @@ impl Manifest {
         if manifest.len() < 24 || &manifest[..4] != MANIFEST_MAGIC {
             return Err(bad("it does not start with the manifest magic"));
         }
-        if manifest[4] != VERSION {
+        if manifest[4] != MANIFEST_VERSION {
             return Err(Error::UnsupportedVersion { what: "attachment manifest", version: manifest[4] });
         }
         let count = u64::from_be_bytes(manifest[8..16].try_into().expect("8 bytes"));

@@ -10,10 +10,13 @@ use aws_lc_rs::hmac;
 use super::batch::{Helper, write_all_vectored};
 use super::keys::FileKeys;
 use super::{
-    HASH_LEN, Header, MANIFEST_MAGIC, MAX_CHUNKS, RootHasher, TAG_LEN, VERSION, chunk_layout, manifest_len,
-    manifest_prefix,
+    HASH_LEN, Header, MANIFEST_MAGIC, MANIFEST_VERSION, MAX_CHUNKS, Manifest, Owner, RootHasher, TAG_LEN, chunk_layout,
+    manifest_len, manifest_prefix,
 };
-use crate::{AccountName, ContentKey, Error};
+use crate::{ContentKey, Error};
+
+/// What a manifest MAC that does not verify means (the MAC cannot tell these apart).
+const MAC_FAILED: &str = "its MAC does not verify: the header or manifest was edited, or this is not the right key";
 
 pub(crate) fn read_at<R: Read + Seek>(r: &mut R, offset: u64, buf: &mut [u8], what: &'static str) -> Result<(), Error> {
     r.seek(SeekFrom::Start(offset)).map_err(|source| Error::Io { what, source })?;
@@ -58,7 +61,7 @@ impl Layout {
         if &prefix[..4] != MANIFEST_MAGIC {
             return Err(truncated("the file is truncated or has trailing bytes: no manifest at its end"));
         }
-        if prefix[4] != VERSION {
+        if prefix[4] != MANIFEST_VERSION {
             return Err(Error::UnsupportedVersion { what: "attachment manifest", version: prefix[4] });
         }
         let count = u64::from_be_bytes(prefix[8..16].try_into().expect("8 bytes"));
@@ -121,23 +124,20 @@ pub struct Decryptor<R: Read + Seek> {
 }
 
 impl<R: Read + Seek> Decryptor<R> {
-    /// Opens `file` as attachment `id` of `account` under `cek`: checks the structure, that
-    /// the header names that attachment, and the manifest's MAC over the header, the counts,
-    /// every chunk hash and the root. Nothing is decrypted yet.
+    /// Opens `file` as attachment `id` of `owner` under `cek`: checks the structure, that
+    /// the header names that attachment and that owner (a version 2 file its document, a
+    /// version 1 file its account), and the manifest's MAC over the header, the counts, every
+    /// chunk hash and the root. Nothing is decrypted yet.
     ///
     /// # Errors
-    /// [`Error::AttachmentMismatch`] for another attachment's file;
+    /// [`Error::AttachmentMismatch`] for another attachment's file, or a file bound to
+    /// another document (or account), naming what was found and what was expected;
     /// [`Error::AttachmentManifest`] for truncation, trailing bytes, an edited header or
     /// manifest, or a wrong key (the MAC cannot tell these last two apart); format errors
     /// for an unknown version or algorithm.
-    pub fn open(mut file: R, cek: &ContentKey, id: &[u8; 16], account: &AccountName) -> Result<Self, Error> {
+    pub fn open(mut file: R, cek: &ContentKey, id: &[u8; 16], owner: &Owner<'_>) -> Result<Self, Error> {
         let layout = Layout::read(&mut file)?;
-        if &layout.header.attachment != id || &layout.header.account != account {
-            return Err(Error::AttachmentMismatch {
-                found: format!("{} of account '{}'", hex(&layout.header.attachment), layout.header.account),
-                expected: format!("{} of account '{}'", hex(id), account),
-            });
-        }
+        owner.check(&layout.header, id)?;
         let keys = FileKeys::derive(cek, &layout.header);
         // The MAC covers header || manifest up to and including the root; stream it.
         let mut mac = hmac::Context::with_key(&keys.manifest);
@@ -152,9 +152,7 @@ impl<R: Read + Seek> Decryptor<R> {
             done += n as u64;
         }
         if !constant_time_eq(mac.sign().as_ref(), &layout.mac) {
-            return Err(Error::AttachmentManifest {
-                reason: "its MAC does not verify: the header or manifest was edited, or this is not the right key",
-            });
+            return Err(Error::AttachmentManifest { reason: MAC_FAILED });
         }
         let cap = layout.header.chunk_size() + TAG_LEN;
         Ok(Decryptor { file, layout, keys, buf: Vec::with_capacity(cap) })
@@ -297,8 +295,42 @@ impl<R: Read + Seek> Decryptor<R> {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+/// Checks a manifest's MAC with the CEK given only the header and manifest bytes (as the
+/// server's metadata carries them), before any chunk is fetched: the structure as
+/// [`Manifest::parse`] checks it, the identity against `id` and `owner` as
+/// [`Decryptor::open`] checks it, then the HMAC-SHA256 over the header and the manifest up
+/// to and including the root, compared in constant time. Returns the parsed manifest, whose
+/// chunk hashes a download then checks every chunk against.
+///
+/// # Errors
+/// As [`Manifest::parse`] for a malformed header or manifest; [`Error::AttachmentMismatch`]
+/// for a file of another attachment or bound to another document (or account);
+/// [`Error::AttachmentManifest`] when the MAC does not verify: an edited header or manifest,
+/// or the wrong key (the MAC cannot tell them apart).
+///
+/// # Security
+/// Only a manifest this accepts authenticates its chunk hashes: a download that checks
+/// chunks against a manifest it has not verified here checks them against whatever the
+/// server sent.
+pub fn verify_manifest(
+    header: &[u8],
+    manifest: &[u8],
+    cek: &ContentKey,
+    id: &[u8; 16],
+    owner: &Owner<'_>,
+) -> Result<Manifest, Error> {
+    let parsed = Manifest::parse(header, manifest)?;
+    owner.check(&parsed.header, id)?;
+    let keys = FileKeys::derive(cek, &parsed.header);
+    // Manifest::parse checked the length: 24 bytes, the hashes, the root, the MAC, 8 bytes.
+    let body_len = 24 + parsed.hashes.len() * HASH_LEN + HASH_LEN;
+    let mut mac = hmac::Context::with_key(&keys.manifest);
+    mac.update(header);
+    mac.update(&manifest[..body_len]);
+    if !constant_time_eq(mac.sign().as_ref(), &manifest[body_len..body_len + 32]) {
+        return Err(Error::AttachmentManifest { reason: MAC_FAILED });
+    }
+    Ok(parsed)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -10,8 +10,8 @@ use aws_lc_rs::hmac;
 
 use super::batch::Helper;
 use super::keys::FileKeys;
-use super::{HASH_LEN, Header, MAX_CHUNKS, RootHasher, TAG_LEN, manifest_len, manifest_prefix};
-use crate::ContentKey;
+use super::{Decryptor, HASH_LEN, Header, MAX_CHUNKS, Owner, RootHasher, TAG_LEN, manifest_len, manifest_prefix};
+use crate::{ContentKey, Error};
 
 /// What a finished encryption produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,11 +70,16 @@ pub struct Encryptor<W: Write> {
 
 impl<W: Write> Encryptor<W> {
     /// Writes the header and gets ready for plaintext. `header.salt` and
-    /// `header.nonce_prefix` must be fresh random bytes.
+    /// `header.nonce_prefix` must be fresh random bytes. The header's binding chooses the
+    /// version: new attachments are bound to their document ([`super::Binding::Document`],
+    /// version 2).
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::InvalidInput`] for a header that [`Header::check`] refuses (a chunk
+    /// size out of range, a collection or document id that breaks its rules); the output's
+    /// error if writing the header fails.
     pub fn new(mut out: W, cek: &ContentKey, header: Header) -> io::Result<Self> {
-        if !super::CHUNK_LOG2_RANGE.contains(&header.chunk_log2) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "chunk size outside 4 KiB..16 MiB"));
-        }
+        header.check().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let bytes = header.to_bytes();
         out.write_all(&bytes)?;
         let chunk_size = header.chunk_size();
@@ -371,6 +376,47 @@ impl<W: Write> Write for Encryptor<W> {
         self.write_pending()?;
         self.out.flush()
     }
+}
+
+/// Re-encrypts attachment `id` of `owner` under a new header (a fresh salt and nonce prefix,
+/// e.g. to move a version 1 file to version 2), under the same CEK: every chunk of `src` is
+/// verified (as [`Decryptor::open`] and [`Decryptor::decrypt_to`] do) and sealed again into
+/// `out`. Plaintext is only in memory, a few batches at a time (the decryptor's and the
+/// encryptor's buffers), whatever the size. Returns `out` and the new file's [`Written`].
+///
+/// # Errors
+/// [`Error::Malformed`] for a new header that [`Header::check`] refuses or that reuses the
+/// source's salt (the same CEK, salt and algorithm would give the same chunk key and
+/// nonces); [`Error::AttachmentMismatch`] when the source, or the new header, is not
+/// attachment `id` of `owner`; the source's errors as [`Decryptor::open`] and
+/// [`Decryptor::decrypt_to`] give them; [`Error::Io`] when writing `out` fails.
+///
+/// # Security
+/// On an error, `out` holds an incomplete file (no final chunk, no manifest, which every
+/// reader refuses): discard it, and keep the source. Replace the source with `out` only
+/// after this returns `Ok` and `out` is durable.
+pub fn reencrypt<R: Read + Seek, W: Write + Send>(
+    src: R,
+    cek: &ContentKey,
+    id: &[u8; 16],
+    owner: &Owner<'_>,
+    new_header: Header,
+    out: W,
+) -> Result<(W, Written), Error> {
+    new_header.check()?;
+    owner.check(&new_header, id)?;
+    let source = Decryptor::open(src, cek, id, owner)?;
+    if source.header().salt == new_header.salt {
+        return Err(Error::Malformed {
+            what: "attachment header",
+            reason: "the new header reuses the source's salt: a re-encryption needs a fresh salt",
+        });
+    }
+    let output = |source| Error::Io { what: "attachment output", source };
+    let mut enc = Encryptor::new(out, cek, new_header).map_err(output)?;
+    // The decryptor writes each verified batch into the encryptor, which seals it again.
+    source.decrypt_to(&mut enc)?;
+    enc.finish().map_err(output)
 }
 
 /// Seals the chunks of one batch: chunk `i` of it is chunk `first + i` of the file.

@@ -5,7 +5,7 @@ use std::io::{Cursor, Write};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use fieldvault_core::attachment::{Algorithm, Decryptor, Encryptor, Header, check_without_key};
+use fieldvault_core::attachment::{Algorithm, Binding, Decryptor, Encryptor, Header, Owner, check_without_key};
 use fieldvault_core::{AccountName, ContentKey};
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -34,7 +34,7 @@ fn encrypted(len: usize, account: &str) -> File {
         algorithm: Algorithm::Aes256Gcm,
         chunk_log2: 12,
         attachment: id,
-        account: AccountName::new(account).expect("account"),
+        binding: Binding::Account(AccountName::new(account).expect("account")),
         salt: [7; 32],
         nonce_prefix: [9; 7],
     };
@@ -142,8 +142,9 @@ async fn an_upload_resumes_is_checked_against_the_manifest_and_downloads_only_to
         file.extend_from_slice(&f.manifest);
         check_without_key(Cursor::new(&file)).expect("the server's copy checks out");
         let id: [u8; 16] = f.header[8..24].try_into().expect("id");
-        let d =
-            Decryptor::open(Cursor::new(&file), &f.cek, &id, &AccountName::new("alice").expect("a")).expect("opens");
+        let account = AccountName::new("alice").expect("a");
+        let owner = Owner { account: &account, collection: "visits", doc_id: "v1" };
+        let d = Decryptor::open(Cursor::new(&file), &f.cek, &id, &owner).expect("opens");
         let mut out = Vec::new();
         d.decrypt_to(&mut out).expect("decrypts");
         assert_eq!(out, f.plain);
