@@ -129,6 +129,30 @@ impl Binding {
         }
     }
 
+    /// Reads the binding of a header of `version` (1 or 2), after the attachment id.
+    fn read(r: &mut Bytes<'_>, version: u8) -> Result<Binding, Error> {
+        let malformed = |reason| Error::Malformed { what: "attachment header", reason };
+        if version == VERSION_ACCOUNT {
+            let len = r.u8()?;
+            let name =
+                std::str::from_utf8(r.take(usize::from(len))?).map_err(|_| malformed("account name is not UTF-8"))?;
+            return Ok(Binding::Account(AccountName::new(name)?));
+        }
+        let len = usize::from(r.u8()?);
+        if !(1..=MAX_COLLECTION_LEN).contains(&len) {
+            return Err(malformed("the collection is not 1 to 64 bytes"));
+        }
+        let collection =
+            std::str::from_utf8(r.take(len)?).map_err(|_| malformed("the collection is not UTF-8"))?.to_owned();
+        let len = usize::from(r.u16()?);
+        if !(1..=MAX_ID_BYTES).contains(&len) {
+            return Err(malformed("the document id is not 1 to 256 bytes"));
+        }
+        let id = std::str::from_utf8(r.take(len)?).map_err(|_| malformed("the document id is not UTF-8"))?.to_owned();
+        check_document(&collection, &id)?;
+        Ok(Binding::Document { collection, id })
+    }
+
     /// How an error names it: "of account 'alice'" or "of document "v1" in "visits"".
     fn describe(&self) -> String {
         match self {
@@ -269,27 +293,7 @@ impl Header {
             return Err(malformed("reserved byte is not zero"));
         }
         let attachment = r.array()?;
-        let binding = if version == VERSION_ACCOUNT {
-            let len = r.u8()?;
-            let name =
-                std::str::from_utf8(r.take(usize::from(len))?).map_err(|_| malformed("account name is not UTF-8"))?;
-            Binding::Account(AccountName::new(name)?)
-        } else {
-            let len = usize::from(r.u8()?);
-            if !(1..=MAX_COLLECTION_LEN).contains(&len) {
-                return Err(malformed("the collection is not 1 to 64 bytes"));
-            }
-            let collection =
-                std::str::from_utf8(r.take(len)?).map_err(|_| malformed("the collection is not UTF-8"))?.to_owned();
-            let len = usize::from(r.u16()?);
-            if !(1..=MAX_ID_BYTES).contains(&len) {
-                return Err(malformed("the document id is not 1 to 256 bytes"));
-            }
-            let id =
-                std::str::from_utf8(r.take(len)?).map_err(|_| malformed("the document id is not UTF-8"))?.to_owned();
-            check_document(&collection, &id)?;
-            Binding::Document { collection, id }
-        };
+        let binding = Binding::read(&mut r, version)?;
         let salt = r.array()?;
         let nonce_prefix = r.array()?;
         let used = bytes.len() - r.remaining();
