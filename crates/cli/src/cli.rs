@@ -225,7 +225,8 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum AttachmentCommand {
-    /// Decrypt an attachment to FILE (written only after the whole stream authenticates)
+    /// Decrypt an attachment to FILE (written only after the whole stream authenticates);
+    /// one another device made is downloaded first
     Get {
         /// The attachment id (32 hex digits, as `attach` printed it)
         att_id: String,
@@ -233,12 +234,25 @@ pub enum AttachmentCommand {
         #[arg(long, value_name = "FILE")]
         out: std::path::PathBuf,
     },
-    /// List a document's attachments
+    /// List a document's attachments (the same ids on every device that syncs it)
     List {
         /// Collection of the owning document
         collection: String,
         /// Id of the owning document
         id: String,
+    },
+    /// Delete an attachment here, and from the server and other devices with the next sync
+    Delete {
+        /// The attachment id (32 hex digits)
+        att_id: String,
+    },
+    /// Download a collection's attachments with every sync, instead of when asked for
+    Prefetch {
+        /// The collection
+        collection: String,
+        /// Stop: download only when `attachment get` asks
+        #[arg(long)]
+        off: bool,
     },
 }
 

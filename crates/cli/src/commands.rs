@@ -36,6 +36,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Attach { collection, id, file } => attach(g, &dir, &collection, &id, &file),
         Command::Attachment(AttachmentCommand::Get { att_id, out }) => attachment_get(g, &dir, &att_id, &out),
         Command::Attachment(AttachmentCommand::List { collection, id }) => attachment_list(g, &dir, &collection, &id),
+        Command::Attachment(AttachmentCommand::Delete { att_id }) => attachment_delete(g, &dir, &att_id),
+        Command::Attachment(AttachmentCommand::Prefetch { collection, off }) => {
+            attachment_prefetch(g, &dir, &collection, off)
+        }
         Command::Login { server, user, pins, device_name, password_fd } => {
             login(g, &dir, &server, &user, &pins, device_name.as_deref(), password_fd)
         }
@@ -472,7 +476,8 @@ fn spinner(g: &Global, what: &str) -> indicatif::ProgressBar {
 
 fn attachment_json(a: &fieldvault_client::Attachment) -> Value {
     json!({ "id": a.id, "collection": a.collection, "document": a.document, "size": a.size,
-            "key_version": a.key_version, "root": a.root, "created_at_ms": a.created_at_ms })
+            "key_version": a.key_version, "root": a.root, "created_at_ms": a.created_at_ms,
+            "downloaded": a.downloaded, "upload_pending": a.upload_pending })
 }
 
 fn attach(g: &Global, dir: &Path, collection: &str, id: &str, file: &Path) -> Result<()> {
@@ -510,7 +515,40 @@ fn attachment_list(g: &Global, dir: &Path, collection: &str, id: &str) -> Result
     let mut v = unlock(g, dir)?;
     let list = v.attachments_of(&account, collection, id)?;
     emit(g, json!({ "attachments": list.iter().map(attachment_json).collect::<Vec<_>>() }), || {
-        list.iter().map(|a| format!("{}\t{} bytes", a.id, a.size)).collect::<Vec<_>>().join("\n")
+        let line = |a: &fieldvault_client::Attachment| {
+            let mut notes = Vec::new();
+            if !a.downloaded {
+                notes.push("not downloaded");
+            }
+            if a.upload_pending {
+                notes.push("upload pending");
+            }
+            let notes = if notes.is_empty() { String::new() } else { format!("\t({})", notes.join(", ")) };
+            format!("{}\t{} bytes{notes}", a.id, a.size)
+        };
+        list.iter().map(line).collect::<Vec<_>>().join("\n")
+    })?;
+    Ok(())
+}
+
+fn attachment_delete(g: &Global, dir: &Path, att_id: &str) -> Result<()> {
+    let account = account(g)?;
+    let mut v = unlock(g, dir)?;
+    let a = v.attachment_delete(&account, att_id)?;
+    emit(g, json!({ "deleted": attachment_json(&a) }), || format!("deleted {}", a.id))?;
+    Ok(())
+}
+
+fn attachment_prefetch(g: &Global, dir: &Path, collection: &str, off: bool) -> Result<()> {
+    let account = account(g)?;
+    let mut v = unlock(g, dir)?;
+    v.set_prefetch(&account, collection, !off)?;
+    emit(g, json!({ "collection": collection, "prefetch": !off }), || {
+        if off {
+            format!("{collection}: attachments download when asked for")
+        } else {
+            format!("{collection}: every sync downloads its attachments")
+        }
     })?;
     Ok(())
 }
@@ -559,16 +597,27 @@ fn sync(g: &Global, dir: &Path) -> Result<()> {
     bar.finish_and_clear();
     let r = r?;
     emit(g, sync_report_json(&r), || {
-        format!(
+        let a = &r.attachments;
+        let mut line = format!(
             "pushed {}, pulled {}, conflicts {}, refused {}, held {}",
             r.pushed, r.pulled, r.conflicts, r.rejected, r.held
-        )
+        );
+        if a.uploaded + a.upload_refused + a.keyed + a.downloaded > 0 {
+            line += &format!(
+                "; attachments: uploaded {}, refused {}, new {}, downloaded {}",
+                a.uploaded, a.upload_refused, a.keyed, a.downloaded
+            );
+        }
+        line
     })
 }
 
 fn sync_report_json(r: &fieldvault_client::SyncReport) -> Value {
+    let a = &r.attachments;
     json!({ "pushed": r.pushed, "conflicts": r.conflicts, "rejected": r.rejected, "held": r.held,
-            "pulled": r.pulled, "skipped": r.skipped })
+            "pulled": r.pulled, "skipped": r.skipped,
+            "attachments": { "uploaded": a.uploaded, "upload_refused": a.upload_refused, "keyed": a.keyed,
+                             "downloaded": a.downloaded } })
 }
 
 /// `sync --watch`: a cycle every `interval` seconds; the vault is held only while a cycle

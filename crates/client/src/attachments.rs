@@ -39,8 +39,17 @@ pub struct Attachment {
     pub key_version: u32,
     /// Manifest root (hex): what a server checks without a key.
     pub root: String,
-    /// When it was attached, Unix milliseconds.
+    /// When it was attached (on the device that made it), Unix milliseconds; 0 while only
+    /// its id is known.
     pub created_at_ms: i64,
+    /// Whether its encrypted bytes are on this device. False for one another device made:
+    /// [`Unlocked::attachment_get`] downloads it (a sync does for collections set with
+    /// [`Unlocked::set_prefetch`]). Until its metadata arrives with a sync, only its id is
+    /// known: size 0, key version 0, root empty.
+    pub downloaded: bool,
+    /// Whether an upload to the server is still owed (a sync sends it after the document's
+    /// own change).
+    pub upload_pending: bool,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -114,13 +123,13 @@ impl<T: Write> Write for Counted<'_, T> {
 }
 
 /// A temporary file next to `target` that is removed on drop unless kept.
-struct TempFile {
-    path: PathBuf,
-    keep: bool,
+pub(crate) struct TempFile {
+    pub(crate) path: PathBuf,
+    pub(crate) keep: bool,
 }
 
 impl TempFile {
-    fn create(target: &Path) -> Result<(TempFile, File), Error> {
+    pub(crate) fn create(target: &Path) -> Result<(TempFile, File), Error> {
         let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let path = target.with_file_name(format!(".{name}.{}{TMP_SUFFIX}", hex(&random::<4>())));
         let f = OpenOptions::new()
@@ -147,13 +156,16 @@ impl Unlocked {
         self.vault.account_dir(account).join(FILES_DIR)
     }
 
-    fn row(&mut self, account: &AccountName, id: &str) -> Result<(Attachment, Vec<u8>), Error> {
+    /// An attachment whose key is here, with its wrapped key.
+    pub(crate) fn row(&mut self, account: &AccountName, id: &str) -> Result<(Attachment, Vec<u8>), Error> {
         let db = self.documents(account)?.db;
         let path = db.path.clone();
         let row = db
             .conn
             .query_row(
-                "SELECT collection, doc_id, size, key_version, root, created_at, wrapped_cek FROM attachments WHERE id = ?1",
+                "SELECT collection, doc_id, size, key_version, root, created_at, wrapped_cek, present,
+                   EXISTS (SELECT 1 FROM attachment_uploads u WHERE u.id = a.id AND u.refused IS NULL)
+                 FROM attachments a WHERE id = ?1",
                 params![id],
                 |r| {
                     Ok((
@@ -165,6 +177,8 @@ impl Unlocked {
                             key_version: r.get(3)?,
                             root: hex(&r.get::<_, Vec<u8>>(4)?),
                             created_at_ms: r.get(5)?,
+                            downloaded: r.get(7)?,
+                            upload_pending: r.get(8)?,
                         },
                         r.get::<_, Vec<u8>>(6)?,
                     ))
@@ -175,7 +189,34 @@ impl Unlocked {
         row.ok_or_else(|| Error::NoSuchAttachment(id.to_owned()))
     }
 
-    fn content_key(&self, account: &AccountName, info: &Attachment, wrapped: &[u8]) -> Result<ContentKey, Error> {
+    /// An attachment the server listed whose key is not here yet: only its id and document.
+    pub(crate) fn announced(&mut self, account: &AccountName, id: &str) -> Result<Option<Attachment>, Error> {
+        let db = self.documents(account)?.db;
+        let path = db.path.clone();
+        db.conn
+            .query_row("SELECT collection, doc_id FROM attachment_remote WHERE id = ?1", params![id], |r| {
+                Ok(Attachment {
+                    id: id.to_owned(),
+                    collection: r.get(0)?,
+                    document: r.get(1)?,
+                    size: 0,
+                    key_version: 0,
+                    root: String::new(),
+                    created_at_ms: 0,
+                    downloaded: false,
+                    upload_pending: false,
+                })
+            })
+            .optional()
+            .map_err(|source| Error::Database { path, source })
+    }
+
+    pub(crate) fn content_key(
+        &self,
+        account: &AccountName,
+        info: &Attachment,
+        wrapped: &[u8],
+    ) -> Result<ContentKey, Error> {
         let id = parse_id(&info.id)?;
         let corrupt = |source| Error::Attachment { id: info.id.clone(), source };
         let wrapped = WrappedKey::from_bytes(wrapped).map_err(corrupt)?;
@@ -287,22 +328,33 @@ impl Unlocked {
         self.vault.disk.step("record", &target)?;
         let db = self.documents(account)?.db;
         let path = db.path.clone();
-        db.conn
-            .execute(
-                "INSERT INTO attachments (id, collection, doc_id, size, wrapped_cek, key_version, root, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    id,
-                    collection,
-                    doc_id,
-                    written.length as i64,
-                    wrapped.to_bytes().to_vec(),
-                    version,
-                    written.root.to_vec(),
-                    now
-                ],
-            )
-            .map_err(|source| Error::Database { path, source })?;
+        let offset = db.clock_offset_ms;
+        let err = |source| Error::Database { path: path.clone(), source };
+        // The attachment, the upload owed to the server and the document's op (its list
+        // changed) commit together or not at all (ADR 0008).
+        let tx = db.conn.transaction().map_err(err)?;
+        tx.execute(
+            "INSERT INTO attachments (id, collection, doc_id, size, wrapped_cek, key_version, root, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                id,
+                collection,
+                doc_id,
+                written.length as i64,
+                wrapped.to_bytes().to_vec(),
+                version,
+                written.root.to_vec(),
+                now
+            ],
+        )
+        .map_err(err)?;
+        tx.execute("INSERT INTO attachment_uploads (id, queued_at_ms) VALUES (?1, ?2)", params![id, now])
+            .map_err(err)?;
+        crate::sync::outbox::keep_base(&tx, collection, doc_id).map_err(err)?;
+        crate::sync::outbox::record(&tx, collection, doc_id, crate::sync::outbox::Change::Put, now, offset)
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+        db.listeners.notify(&[crate::changes::change(collection, doc_id, crate::changes::ChangeKind::Put)]);
         Ok(Attachment {
             id,
             collection: collection.to_owned(),
@@ -311,13 +363,54 @@ impl Unlocked {
             key_version: version,
             root: hex(&written.root),
             created_at_ms: now,
+            downloaded: true,
+            upload_pending: true,
         })
     }
 
     /// The metadata of one attachment.
     pub fn attachment(&mut self, account: &AccountName, id: &str) -> Result<Attachment, Error> {
         parse_id(id)?;
-        Ok(self.row(account, id)?.0)
+        match self.row(account, id) {
+            Err(Error::NoSuchAttachment(_)) => {
+                self.announced(account, id)?.ok_or_else(|| Error::NoSuchAttachment(id.to_owned()))
+            }
+            other => Ok(other?.0),
+        }
+    }
+
+    /// Deletes attachment `id` from its document: its row and file here, and, once the
+    /// document's change is pushed, from the server and every other device (ADR 0008).
+    ///
+    /// # Errors
+    /// [`Error::NoSuchAttachment`].
+    pub fn attachment_delete(&mut self, account: &AccountName, id: &str) -> Result<Attachment, Error> {
+        let info = self.attachment(account, id)?;
+        let db = self.documents(account)?.db;
+        let path = db.path.clone();
+        let offset = db.clock_offset_ms;
+        let err = |source| Error::Database { path: path.clone(), source };
+        let tx = db.conn.transaction().map_err(err)?;
+        crate::sync::outbox::keep_base(&tx, &info.collection, &info.document).map_err(err)?;
+        crate::sync::listing::forget(&tx, id).map_err(err)?;
+        let now = crate::sync::engine::now_ms();
+        crate::sync::outbox::record(
+            &tx,
+            &info.collection,
+            &info.document,
+            crate::sync::outbox::Change::Put,
+            now,
+            offset,
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        db.listeners.notify(&[crate::changes::change(
+            &info.collection,
+            &info.document,
+            crate::changes::ChangeKind::Put,
+        )]);
+        crate::sync::engine::remove_attachment_files(&db.conn, &path, &[id.to_owned()])?;
+        Ok(info)
     }
 
     /// The attachments of one document.
@@ -331,7 +424,11 @@ impl Unlocked {
         let err = |source| Error::Database { path: db.path.clone(), source };
         let mut stmt = db
             .conn
-            .prepare("SELECT id FROM attachments WHERE collection = ?1 AND doc_id = ?2 ORDER BY created_at, id")
+            .prepare(
+                "SELECT id FROM (SELECT id, created_at FROM attachments WHERE collection = ?1 AND doc_id = ?2
+                 UNION ALL SELECT id, 0 FROM attachment_remote WHERE collection = ?1 AND doc_id = ?2)
+                 ORDER BY created_at, id",
+            )
             .map_err(err)?;
         let ids: Vec<String> = stmt
             .query_map(params![collection, doc_id], |r| r.get(0))
@@ -371,6 +468,10 @@ impl Unlocked {
         progress: Progress<'_>,
     ) -> Result<Attachment, Error> {
         let id_bytes = parse_id(id)?;
+        if !self.attachment(account, id)?.downloaded {
+            // Another device made it: its key and bytes come from the server first.
+            self.fetch_attachment(account, id, &mut |done, total| progress(done, total))?;
+        }
         let (info, wrapped) = self.row(account, id)?;
         let cek = self.content_key(account, &info, &wrapped)?;
         let src = file_path(&self.files_dir(account), id);
@@ -469,7 +570,7 @@ impl Unlocked {
         let db = self.documents(account)?.db;
         let err = |source| Error::Database { path: db.path.clone(), source };
         let ids: Vec<String> = {
-            let mut stmt = db.conn.prepare("SELECT id FROM attachments ORDER BY id").map_err(err)?;
+            let mut stmt = db.conn.prepare("SELECT id FROM attachments WHERE present = 1 ORDER BY id").map_err(err)?;
             stmt.query_map([], |r| r.get(0)).map_err(err)?.collect::<Result<_, _>>().map_err(err)?
         };
         let mut findings = Vec::new();

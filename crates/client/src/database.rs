@@ -121,8 +121,38 @@ const SCHEMA_V3: &str = "
         value TEXT NOT NULL
     );
 ";
+/// Schema version 4 adds attachment sync (ADR 0008, docs/sync.md section 13): whether an
+/// attachment's bytes are here, the attachments a pulled document lists that this device
+/// has no key for yet, the uploads still owed to the server (every attachment made before
+/// this version is owed one), the collections whose attachments are downloaded eagerly, the
+/// list the server holds with each document's version, and the list frozen with an op in
+/// flight.
+const SCHEMA_V4: &str = "
+    ALTER TABLE attachments ADD COLUMN present INTEGER NOT NULL DEFAULT 1;
+    CREATE TABLE IF NOT EXISTS attachment_remote (
+        id         TEXT PRIMARY KEY,
+        collection TEXT NOT NULL,
+        doc_id     TEXT NOT NULL,
+        attempts   INTEGER NOT NULL DEFAULT 0,
+        error      TEXT
+    );
+    CREATE INDEX IF NOT EXISTS attachment_remote_by_document ON attachment_remote (collection, doc_id);
+    CREATE TABLE IF NOT EXISTS attachment_uploads (
+        id           TEXT PRIMARY KEY,
+        queued_at_ms INTEGER NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        relisted     INTEGER NOT NULL DEFAULT 0,
+        refused      TEXT
+    );
+    INSERT OR IGNORE INTO attachment_uploads (id, queued_at_ms) SELECT id, created_at FROM attachments;
+    CREATE TABLE IF NOT EXISTS attachment_prefetch (
+        collection TEXT PRIMARY KEY
+    );
+    ALTER TABLE sync_docs ADD COLUMN attachments TEXT;
+    ALTER TABLE outbox ADD COLUMN attachments TEXT;
+";
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 fn db_err(path: &Path) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
     move |source| Error::Database { path: path.to_path_buf(), source }
@@ -293,9 +323,10 @@ fn open_with(path: &Path, key: Option<&DataKey>) -> Result<Connection, Error> {
     conn.execute_batch(CONNECTION_SETTINGS).map_err(db_err(path))?;
     // Create or upgrade the schema once: a write on every open would cost every cold read.
     let upgrade = match version {
-        0 => format!("{SCHEMA} {SCHEMA_V2} {SCHEMA_V3}"),
-        1 => format!("{SCHEMA_V2} {SCHEMA_V3}"),
-        2 => SCHEMA_V3.to_owned(),
+        0 => format!("{SCHEMA} {SCHEMA_V2} {SCHEMA_V3} {SCHEMA_V4}"),
+        1 => format!("{SCHEMA_V2} {SCHEMA_V3} {SCHEMA_V4}"),
+        2 => format!("{SCHEMA_V3} {SCHEMA_V4}"),
+        3 => SCHEMA_V4.to_owned(),
         SCHEMA_VERSION => String::new(),
         v => {
             return Err(Error::Database {
@@ -353,6 +384,10 @@ pub(crate) fn rekey(disk: &Disk, path: &Path, old: &DataKey, new: &DataKey) -> R
     apply_cipher_settings(&conn, "rekeyed", path)?;
     disk.step("export", path)?;
     conn.query_row("SELECT sqlcipher_export('rekeyed')", [], |_| Ok(())).map_err(db_err(path))?;
+    // The export copies tables and rows, not the schema version: without it the copy would
+    // be upgraded again from version 0 on its next open.
+    let version: i64 = conn.query_row("PRAGMA main.user_version", [], |r| r.get(0)).map_err(db_err(path))?;
+    conn.execute_batch(&format!("PRAGMA rekeyed.user_version = {version};")).map_err(db_err(path))?;
     conn.execute_batch("DETACH DATABASE rekeyed;").map_err(db_err(path))?;
     drop(conn);
     disk.sync_file(&tmp)?;

@@ -260,17 +260,8 @@ impl Documents<'_> {
         // The document and its attachments' rows go in one transaction; the files after it
         // (a crash in between leaves orphan files, removed on the next open).
         let tx = self.db.conn.transaction().map_err(db_err(&path))?;
-        let ids: Vec<String> = {
-            let mut stmt = tx
-                .prepare("SELECT id FROM attachments WHERE collection = ?1 AND doc_id = ?2")
-                .map_err(db_err(&path))?;
-            stmt.query_map(params![collection, id], |r| r.get(0))
-                .map_err(db_err(&path))?
-                .collect::<Result<_, _>>()
-                .map_err(db_err(&path))?
-        };
-        tx.execute("DELETE FROM attachments WHERE collection = ?1 AND doc_id = ?2", params![collection, id])
-            .map_err(db_err(&path))?;
+        let mut ids = Vec::new();
+        crate::sync::listing::forget_all(&tx, collection, id, &mut ids).map_err(db_err(&path))?;
         outbox::keep_base(&tx, collection, id).map_err(db_err(&path))?;
         let n = tx
             .execute("DELETE FROM main.documents WHERE collection = ?1 AND id = ?2", params![collection, id])

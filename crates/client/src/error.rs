@@ -190,6 +190,15 @@ pub enum Error {
         /// What failed.
         source: fieldvault_core::Error,
     },
+    /// An attachment another device made cannot be fetched yet: its upload has not
+    /// finished, or the server does not give it to this user now. Nothing was written.
+    #[error("attachment {id} cannot be downloaded yet ({reason}); try again after a sync")]
+    AttachmentNotReady {
+        /// The attachment id.
+        id: String,
+        /// Why, as the server put it.
+        reason: String,
+    },
     /// A server pin is not of the form `sha256/BASE64`.
     #[error("invalid pin: {0}")]
     InvalidPin(String),

@@ -63,6 +63,7 @@ pub use sync::login::{LoginOptions, LoginSummary};
 pub use sync::logout::{LogoutNotice, OwedLogoutInfo};
 pub use sync::outbox::OutboxEntry;
 pub use sync::retry::{FIRST_RETRY, MAX_RETRY, retry_delay};
+pub use sync::transfer::TransferReport;
 pub use transport::{Auth, CONNECT_TIMEOUT, MAX_RESPONSE_BYTES, Method, REQUEST_TIMEOUT, Request, Response, Transport};
 pub use vault::{KeyStatus, Status, Vault, WipeReport};
 

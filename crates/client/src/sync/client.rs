@@ -47,6 +47,8 @@ pub struct SyncReport {
     pub pulled: usize,
     /// Pulled changes not applied because a local change is pending.
     pub skipped: usize,
+    /// What moved of attachments: uploads finished or refused, keys and bytes fetched.
+    pub attachments: super::transfer::TransferReport,
 }
 
 /// Where an account syncs: its server and the pins it trusts.
@@ -137,6 +139,7 @@ impl Unlocked {
         progress: &mut dyn FnMut(&SyncReport, bool),
     ) -> Result<SyncReport, Error> {
         self.finish_logouts_quietly();
+        self.relist_owed_uploads(account)?;
         let (result, mut channel) = {
             let docs = self.documents(account)?;
             let db = docs.db;
@@ -179,6 +182,15 @@ impl Unlocked {
         if matches!(result, Err(Error::RollbackDetected)) && self.lease_expiry(account).is_some() {
             self.forget_leases(std::slice::from_ref(account))?;
         }
+        // Attachments, once the documents are settled: uploads owed, keys and bytes of
+        // attachments other devices made (ADR 0008).
+        let result = match result {
+            Ok(mut report) => self.transfer_attachments(account, &mut channel).map(|t| {
+                report.attachments = t;
+                report
+            }),
+            Err(e) => Err(e),
+        };
         // A refresh moved the lease's expiry: recorded in the key file.
         if let Some(grant) = channel.granted.take() {
             self.install_grant(account, None, &grant)?;

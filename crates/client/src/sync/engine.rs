@@ -14,6 +14,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::conflicts::{ConflictPolicy, keep_conflict};
+use super::listing;
 use super::outbox::{self, db_err};
 use super::state;
 use crate::Error;
@@ -54,8 +55,9 @@ impl InFlight {
 pub(crate) enum Outcome {
     /// The server holds the change: `version` is the document's version (a delete's too).
     Acked { version: u64 },
-    /// The server's document won: its version, and its body (None: it is deleted).
-    Conflict { version: u64, body: Option<serde_json::Map<String, Value>> },
+    /// The server's document won: its version, its body (None: it is deleted) and its
+    /// attachment list.
+    Conflict { version: u64, body: Option<serde_json::Map<String, Value>>, attachments: Vec<String> },
     /// Final refusal (`forbidden`, `expired`, `too_large`, `bad_request`): roll back, keep.
     Rejected { status: &'static str },
     /// `idempotency_mismatch`: stop pushing it, keep it, report it.
@@ -85,7 +87,9 @@ pub(crate) fn classify(result: &OpResult) -> Result<Outcome, Error> {
                 (Some(Value::Object(m)), false) => Some(m.clone()),
                 _ => return Err(bad("says conflict without the server's document")),
             };
-            Outcome::Conflict { version, body }
+            fieldvault_core::protocol::attachments::check_attachment_list(&result.attachments)
+                .map_err(|e| bad(&format!("holds a bad attachment list: {e}")))?;
+            Outcome::Conflict { version, body, attachments: result.attachments.clone() }
         }
         OpStatus::Forbidden => Outcome::Rejected { status: "forbidden" },
         OpStatus::Expired => Outcome::Rejected { status: "expired" },
@@ -95,7 +99,7 @@ pub(crate) fn classify(result: &OpResult) -> Result<Outcome, Error> {
     })
 }
 
-pub(super) fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
@@ -122,7 +126,7 @@ pub(crate) fn prepare_push(conn: &mut Connection, path: &Path, sending: &[InFlig
     {
         let mut stmt = tx
             .prepare(
-                "SELECT seq, collection, id, op, idempotency_key, base_version, body FROM outbox
+                "SELECT seq, collection, id, op, idempotency_key, base_version, body, attachments FROM outbox
                  WHERE inflight = 1 AND held IS NULL ORDER BY seq",
             )
             .map_err(db_err(path))?;
@@ -136,15 +140,18 @@ pub(crate) fn prepare_push(conn: &mut Connection, path: &Path, sending: &[InFlig
                     r.get::<_, String>(4)?,
                     r.get::<_, Option<i64>>(5)?,
                     r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
                 ))
             })
             .map_err(db_err(path))?;
         for row in rows {
-            let (seq, collection, id, op, key, base, body) = row.map_err(db_err(path))?;
+            let (seq, collection, id, op, key, base, body, list) = row.map_err(db_err(path))?;
             if sending.contains(&seq) {
                 continue;
             }
-            let op = frozen_op(collection, id, &op, key, base, body.as_deref())?;
+            // Frozen with the op: NULL for a delete, or an op frozen before lists travelled.
+            let list = list.map(|t| listing::parse(Some(&t)));
+            let op = frozen_op(collection, id, &op, key, base, body.as_deref(), list)?;
             let Some(size) = fits(bytes, &op, ops.len()) else { break };
             bytes += size;
             resent.push(seq);
@@ -187,19 +194,25 @@ pub(crate) fn prepare_push(conn: &mut Connection, path: &Path, sending: &[InFlig
                     .map_err(db_err(path))?;
                 continue;
             }
-            // What the document is now decides the op: the queued kind may be older.
+            // What the document is now decides the op: the queued kind may be older. A put
+            // carries the document's whole attachment list as it is now.
             let kind = if body.is_some() { "put" } else { "delete" };
-            let op = frozen_op(collection, id, kind, key, Some(base.unwrap_or(0)), body.as_deref())?;
+            let list = match kind {
+                "put" => Some(listing::local_list(&tx, &collection, &id).map_err(db_err(path))?),
+                _ => None,
+            };
+            let list_text = list.as_deref().map(|l| serde_json::to_string(l).expect("strings serialize"));
+            let op = frozen_op(collection, id, kind, key, Some(base.unwrap_or(0)), body.as_deref(), list)?;
             let Some(size) = fits(bytes, &op, ops.len()) else {
                 full = true;
                 break;
             };
             bytes += size;
             tx.prepare_cached(
-                "UPDATE outbox SET inflight = 1, op = ?2, base_version = ?3, body = ?4, attempts = attempts + 1
-                 WHERE seq = ?1",
+                "UPDATE outbox SET inflight = 1, op = ?2, base_version = ?3, body = ?4, attachments = ?5,
+                 attempts = attempts + 1 WHERE seq = ?1",
             )
-            .and_then(|mut st| st.execute(params![seq, kind, base.unwrap_or(0), body]))
+            .and_then(|mut st| st.execute(params![seq, kind, base.unwrap_or(0), body, list_text]))
             .map_err(db_err(path))?;
             ops.push(InFlight { seq, op });
         }
@@ -218,6 +231,7 @@ fn frozen_op(
     key: String,
     base: Option<i64>,
     body: Option<&str>,
+    attachments: Option<Vec<String>>,
 ) -> Result<PushOp<Box<RawValue>>, Error> {
     let body = match body {
         Some(text) => Some(
@@ -233,7 +247,7 @@ fn frozen_op(
         op: if op == "put" { OpKind::Put } else { OpKind::Delete },
         body: if op == "put" { body } else { None },
         base_version: base.unwrap_or(0).max(0) as u64,
-        attachments: None,
+        attachments: if op == "put" { attachments } else { None },
     })
 }
 
@@ -282,6 +296,9 @@ pub(crate) fn apply_push(
                         .map_err(db)?;
                 } else {
                     set_server_version(&tx, c, id, version).map_err(db)?;
+                    if let Some(list) = &op.attachments {
+                        listing::set_server_list(&tx, c, id, list).map_err(db)?;
+                    }
                     // A later local change is still queued: the server's copy is now what
                     // this op sent, which a refusal of that change would restore.
                     if outbox::pending(&tx, c, id).map_err(db)? {
@@ -295,11 +312,19 @@ pub(crate) fn apply_push(
                 }
                 summary.applied += 1;
             }
-            Outcome::Conflict { version, body } => {
+            Outcome::Conflict { version, body, attachments: server_list } => {
                 tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1")
                     .and_then(|mut st| st.execute([inflight.seq]))
                     .map_err(db)?;
                 let local = local_body(&tx, c, id).map_err(db)?;
+                // The attachment lists merge three ways whatever the policy (ADR 0008): an
+                // attachment added on either side is kept.
+                let base_list = listing::server_list(&tx, c, id).map_err(db)?;
+                let local_list = match &op.attachments {
+                    Some(l) => l.clone(),
+                    None => listing::local_list(&tx, c, id).map_err(db)?,
+                };
+                let merged = listing::merge3(&base_list, &local_list, &server_list);
                 let server_text = body.as_ref().map(|b| Value::Object(b.clone()).to_string());
                 let as_map = |t: &Option<String>| match t.as_deref().map(serde_json::from_str::<Value>) {
                     Some(Ok(Value::Object(m))) => Some(m),
@@ -325,6 +350,14 @@ pub(crate) fn apply_push(
                         match &server_text {
                             Some(text) => {
                                 write_server_doc(&tx, c, id, version, text, at).map_err(db)?;
+                                listing::set_server_list(&tx, c, id, &server_list).map_err(db)?;
+                                listing::apply_list(&tx, c, id, &merged, &mut gone).map_err(db)?;
+                                if merged != server_list {
+                                    // The server's body, with the attachments this device
+                                    // added: sent again on the server's version.
+                                    let offset = state::clock_offset_ms(&tx).map_err(db)?;
+                                    outbox::record(&tx, c, id, outbox::Change::Put, at, offset).map_err(db)?;
+                                }
                             }
                             None => {
                                 remove_doc(&tx, c, id, &mut gone).map_err(db)?;
@@ -354,6 +387,10 @@ pub(crate) fn apply_push(
                                     params![c, id, text],
                                 )
                                 .map_err(db)?;
+                                listing::set_server_list(&tx, c, id, &server_list).map_err(db)?;
+                                if local.is_some() {
+                                    listing::apply_list(&tx, c, id, &merged, &mut gone).map_err(db)?;
+                                }
                             }
                             None => {
                                 tx.execute("DELETE FROM sync_docs WHERE collection = ?1 AND id = ?2", params![c, id])
@@ -400,7 +437,7 @@ pub(crate) fn apply_push(
 
 /// Removes the files of attachments whose rows a committed transaction deleted, once that
 /// commit is durable (a power cut must not bring rows back whose files are gone).
-pub(super) fn remove_attachment_files(conn: &Connection, path: &Path, ids: &[String]) -> Result<(), Error> {
+pub(crate) fn remove_attachment_files(conn: &Connection, path: &Path, ids: &[String]) -> Result<(), Error> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -474,13 +511,7 @@ pub(super) fn write_local(tx: &Connection, c: &str, id: &str, text: &str, at: i6
 /// Removes a document here because the server says it is gone (no outbox entry), with its
 /// attachments' rows; their ids go to `gone`, whose files go once the transaction is durable.
 pub(super) fn remove_doc(tx: &Connection, c: &str, id: &str, gone: &mut Vec<String>) -> rusqlite::Result<()> {
-    {
-        let mut stmt = tx.prepare_cached("SELECT id FROM attachments WHERE collection = ?1 AND doc_id = ?2")?;
-        for att in stmt.query_map(params![c, id], |r| r.get::<_, String>(0))? {
-            gone.push(att?);
-        }
-    }
-    tx.execute("DELETE FROM attachments WHERE collection = ?1 AND doc_id = ?2", params![c, id])?;
+    listing::forget_all(tx, c, id, gone)?;
     tx.execute("DELETE FROM main.documents WHERE collection = ?1 AND id = ?2", params![c, id])?;
     tx.execute("DELETE FROM sync_docs WHERE collection = ?1 AND id = ?2", params![c, id])?;
     Ok(())

@@ -13,6 +13,7 @@ pub(crate) mod client;
 pub(crate) mod conflicts;
 pub(crate) mod directives;
 pub(crate) mod engine;
+pub(crate) mod listing;
 pub(crate) mod login;
 pub(crate) mod logout;
 pub(crate) mod outbox;
@@ -21,6 +22,7 @@ pub(crate) mod retry;
 pub(crate) mod state;
 #[cfg(test)]
 mod tests;
+pub(crate) mod transfer;
 
 /// A fresh Ed25519 token signer, as a server's (tests of the checks a device makes).
 #[cfg(test)]

@@ -6,11 +6,13 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use fieldvault_core::names::{self, MAX_DOCUMENT_BYTES};
+use fieldvault_core::protocol::attachments::check_attachment_list;
 use fieldvault_core::protocol::sync::{Change, OpKind, PullResponse};
 use rusqlite::{Connection, params};
 use serde_json::value::RawValue;
 
 use super::engine::{now_ms, remove_attachment_files, remove_doc, write_server_doc};
+use super::listing;
 use super::outbox::{self, db_err};
 use super::state;
 use crate::Error;
@@ -23,8 +25,8 @@ pub(crate) type RawPage = PullResponse<Box<RawValue>>;
 /// What a pull page changes on the device.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) struct PullPlan {
-    /// Documents to write at the server's version.
-    pub(crate) puts: Vec<(String, String, u64, String)>,
+    /// Documents to write at the server's version, with their attachment lists.
+    pub(crate) puts: Vec<(String, String, u64, String, Vec<String>)>,
     /// Documents to remove (deleted on the server, or no longer readable).
     pub(crate) deletes: Vec<(String, String)>,
     /// Changes not applied because a local change of the document is pending (its op is
@@ -56,7 +58,7 @@ pub(crate) fn plan_pull_page(
     }
     check_cursor(&page.cursor)?;
     let mut plan = PullPlan::default();
-    for Change { collection, id, op, version, body, .. } in &page.changes {
+    for Change { collection, id, op, version, body, attachments } in &page.changes {
         names::check_collection(collection).map_err(|e| bad(format!("names a bad collection: {e}")))?;
         names::check_id(id).map_err(|e| bad(format!("names a bad id: {e}")))?;
         let at = (collection.clone(), id.clone());
@@ -66,6 +68,7 @@ pub(crate) fn plan_pull_page(
                 if text.len() > MAX_DOCUMENT_BYTES {
                     return Err(bad(format!("holds a document of {} bytes", text.len())));
                 }
+                check_attachment_list(attachments).map_err(|e| bad(format!("holds a bad attachment list: {e}")))?;
                 Some((*v, text))
             }
             (OpKind::Put, _, _) => return Err(bad("holds a put without a version or an object body".into())),
@@ -76,7 +79,7 @@ pub(crate) fn plan_pull_page(
             continue;
         }
         match change {
-            Some((v, text)) => plan.puts.push((at.0, at.1, v, text)),
+            Some((v, text)) => plan.puts.push((at.0, at.1, v, text, attachments.clone())),
             None => plan.deletes.push(at),
         }
     }
@@ -106,22 +109,24 @@ pub(crate) fn apply_pull(
 ) -> Result<Vec<DocumentChange>, Error> {
     let tx = conn.transaction().map_err(db_err(path))?;
     let at = now_ms();
-    for (c, id, version, text) in &plan.puts {
+    let mut gone = Vec::new();
+    for (c, id, version, text, list) in &plan.puts {
         write_server_doc(&tx, c, id, *version, text, at).map_err(db_err(path))?;
+        listing::set_server_list(&tx, c, id, list).map_err(db_err(path))?;
+        listing::apply_list(&tx, c, id, list, &mut gone).map_err(db_err(path))?;
         if reconciling {
             tx.prepare_cached("INSERT OR IGNORE INTO sync_seen (collection, id) VALUES (?1, ?2)")
                 .and_then(|mut st| st.execute(params![c, id]))
                 .map_err(db_err(path))?;
         }
     }
-    let mut gone = Vec::new();
     for (c, id) in &plan.deletes {
         remove_doc(&tx, c, id, &mut gone).map_err(db_err(path))?;
     }
     state::set(&tx, state::CURSOR, cursor).map_err(db_err(path))?;
     tx.commit().map_err(db_err(path))?;
     remove_attachment_files(conn, path, &gone)?;
-    let puts = plan.puts.iter().map(|(c, id, _, _)| change(c, id, ChangeKind::Put));
+    let puts = plan.puts.iter().map(|(c, id, _, _, _)| change(c, id, ChangeKind::Put));
     Ok(puts.chain(plan.deletes.iter().map(|(c, id)| change(c, id, ChangeKind::Delete))).collect())
 }
 

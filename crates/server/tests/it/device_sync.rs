@@ -6,123 +6,17 @@
 //! The client is blocking (it owns a small runtime of its own), so each of its calls runs on
 //! a blocking thread while the server runs on the test's runtime.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use fieldvault_client::{ConflictPolicy, Error, LoginOptions, LogoutNotice, SyncReport, Unlocked, Vault};
-use fieldvault_core::AccountName;
-use fieldvault_keystore::MemoryStore;
-use serde_json::{Map, Value, json};
+use fieldvault_client::{Error, LoginOptions, LogoutNotice};
+use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::harness::{Harness, PASSWORD, backends};
+use crate::phone::{Phone, owned};
 
 /// The key file's name in a vault directory (docs/formats/key-file.md).
 const KEY_FILE: &str = "keys.fvk";
-
-/// One device: a vault of its own, unlocked, with account `default`.
-#[derive(Clone)]
-struct Phone {
-    vault: Arc<Mutex<Option<Unlocked>>>,
-    account: AccountName,
-    store: Arc<MemoryStore>,
-    path: PathBuf,
-    _dir: Arc<tempfile::TempDir>,
-}
-
-impl Phone {
-    fn new() -> Phone {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let account = AccountName::new("default").expect("name");
-        let path: PathBuf = dir.path().join("vault");
-        let store = Arc::new(MemoryStore::default());
-        let vault = Vault::init(&path, store.as_ref(), &account).expect("init");
-        Phone { vault: Arc::new(Mutex::new(Some(vault))), account, store, path, _dir: Arc::new(dir) }
-    }
-
-    /// Closes the vault, lets `f` change its files, and unlocks it again.
-    fn closed(&self, f: impl FnOnce(&std::path::Path)) {
-        let mut slot = self.vault.lock().expect("not poisoned");
-        drop(slot.take().expect("open").lock());
-        f(&self.path);
-        *slot = Some(Vault::open(&self.path).expect("open").unlock(self.store.as_ref()).expect("unlock"));
-    }
-
-    /// Runs `f` on the vault on a plain thread of its own (outside the test's runtime: the
-    /// client runs a runtime of its own, as in an app).
-    async fn with<T: Send + 'static>(&self, f: impl FnOnce(&mut Unlocked, &AccountName) -> T + Send + 'static) -> T {
-        let (vault, account) = (self.vault.clone(), self.account.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let mut slot = vault.lock().expect("not poisoned");
-            let _ = tx.send(f(slot.as_mut().expect("open"), &account));
-        });
-        rx.await.expect("the client call did not panic")
-    }
-
-    async fn login_with(&self, h: &Harness, user: &str, pin: &str) -> Result<fieldvault_client::LoginSummary, Error> {
-        self.login_at(&format!("https://127.0.0.1:{}", h.addr.port()), pin, user).await
-    }
-
-    async fn login_to(&self, h: &Harness, server: &str, user: &str) -> Result<fieldvault_client::LoginSummary, Error> {
-        self.login_at(server, &h.pin, user).await
-    }
-
-    async fn login_at(&self, server: &str, pin: &str, user: &str) -> Result<fieldvault_client::LoginSummary, Error> {
-        let (server, pins, user) = (server.to_owned(), vec![pin.to_owned()], user.to_owned());
-        self.with(move |v, a| {
-            v.login(
-                a,
-                LoginOptions {
-                    server: &server,
-                    pins: &pins,
-                    user: &user,
-                    password: Zeroizing::new(PASSWORD.to_owned()),
-                    device_name: "phone",
-                },
-            )
-        })
-        .await
-    }
-
-    async fn login(&self, h: &Harness, user: &str) -> fieldvault_client::LoginSummary {
-        self.login_with(h, user, &h.pin.clone()).await.expect("login")
-    }
-
-    async fn sync(&self) -> Result<SyncReport, Error> {
-        self.with(|v, a| v.sync(a, &|_| ConflictPolicy::ServerWins)).await
-    }
-
-    async fn put(&self, collection: &str, id: &str, body: Value) {
-        let (c, i) = (collection.to_owned(), id.to_owned());
-        let body: Map<String, Value> = body.as_object().expect("object").clone();
-        self.with(move |v, a| v.documents(a).expect("documents").put(&c, &i, body).map(|_| ())).await.expect("put");
-    }
-
-    async fn delete(&self, collection: &str, id: &str) {
-        let (c, i) = (collection.to_owned(), id.to_owned());
-        self.with(move |v, a| v.documents(a).expect("documents").delete(&c, &i)).await.expect("delete");
-    }
-
-    async fn get(&self, collection: &str, id: &str) -> Option<Value> {
-        let (c, i) = (collection.to_owned(), id.to_owned());
-        self.with(move |v, a| v.documents(a).expect("documents").get(&c, &i))
-            .await
-            .expect("get")
-            .map(|d| Value::Object(d.body))
-    }
-
-    async fn outbox_len(&self) -> usize {
-        self.with(|v, a| v.outbox(a)).await.expect("outbox").len()
-    }
-}
-
-/// Without rules a user holds only what they own: the server stamps `owner`.
-fn owned(by: &str, body: Value) -> Value {
-    let mut b = body;
-    b["owner"] = json!(by);
-    b
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_devices_of_one_user_converge_and_another_users_documents_stay_off() {

@@ -172,6 +172,69 @@ impl Harness {
         Harness { addr, pin, app, offset, frozen, backend, rules, _tmp: tmp, keys, shutdown: Some(tx) }
     }
 
+    /// Flips one bit of chunk `n` of attachment `id` where the store keeps it: what someone
+    /// holding the server's data (and keys) could do.
+    pub async fn tamper_chunk(&self, id: &str, n: u64) {
+        self.flip_blob("attachment_chunks", "bytes", "attachment_id", id, Some(n), 7).await;
+    }
+
+    /// Flips one bit of the last byte of attachment `id`'s manifest MAC as the store keeps
+    /// it (a manifest that lies: it still parses, and only the content key can tell).
+    pub async fn tamper_manifest(&self, id: &str) {
+        self.flip_blob("attachments", "manifest", "id", id, None, -9).await;
+    }
+
+    /// Flips bit 0 of byte `at` (from the end when negative) of `table.column` in the row
+    /// whose `key` is `id` (and `idx` is `n`, when given).
+    async fn flip_blob(&self, table: &str, column: &str, key: &str, id: &str, n: Option<u64>, at: i64) {
+        let flip = |mut bytes: Vec<u8>| {
+            let i = if at < 0 { bytes.len() - at.unsigned_abs() as usize } else { at as usize };
+            bytes[i] ^= 1;
+            bytes
+        };
+        let idx = n.map(|n| n as i64).unwrap_or(-1);
+        let filter = if n.is_some() { " AND idx = ?2" } else { " AND ?2 = -1" };
+        match &self.backend {
+            Backend::Sqlite => {
+                use fieldvault_core::sqlcipher;
+                let key_bytes = fieldvault_server::seal::sqlite_key(&self.keys.store_key().expect("store key"));
+                let conn = rusqlite::Connection::open(self._tmp.path().join("data/server.db")).expect("open");
+                conn.execute_batch(&sqlcipher::cipher_default_settings_sql()).expect("settings");
+                conn.execute_batch(&sqlcipher::key_pragma("main", &key_bytes)).expect("key");
+                conn.execute_batch(&sqlcipher::cipher_settings_sql("main")).expect("settings");
+                conn.execute_batch("PRAGMA busy_timeout = 5000;").expect("busy timeout");
+                let select = format!("SELECT {column} FROM {table} WHERE {key} = ?1{filter}");
+                let bytes: Vec<u8> =
+                    conn.query_row(&select, rusqlite::params![id, idx], |r| r.get(0)).expect("the row is stored");
+                let update = format!("UPDATE {table} SET {column} = ?3 WHERE {key} = ?1{filter}");
+                conn.execute(&update, rusqlite::params![id, idx, flip(bytes)]).expect("tamper");
+            }
+            Backend::Postgres { url, schema } => {
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.expect("connect");
+                sqlx::query(sqlx::AssertSqlSafe(format!("SET search_path TO {schema}")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("schema");
+                let filter = if n.is_some() { " AND idx = $2" } else { " AND $2 = -1" };
+                let select = format!("SELECT {column} FROM {table} WHERE {key} = $1{filter}");
+                let row: (Vec<u8>,) = sqlx::query_as(sqlx::AssertSqlSafe(select))
+                    .bind(id)
+                    .bind(idx)
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("the row is stored");
+                let update = format!("UPDATE {table} SET {column} = $3 WHERE {key} = $1{filter}");
+                sqlx::query(sqlx::AssertSqlSafe(update))
+                    .bind(id)
+                    .bind(idx)
+                    .bind(flip(row.0))
+                    .execute(&mut conn)
+                    .await
+                    .expect("tamper");
+            }
+        }
+    }
+
     /// The server's own TLS configuration (certificate and key): what a party holding the
     /// server's key could present.
     pub fn tls_config(&self) -> Arc<rustls::ServerConfig> {

@@ -4,6 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod attachment_sync;
 mod attachments;
 mod auth;
 mod channel;
@@ -13,6 +14,7 @@ mod continuity;
 mod device_sync;
 mod devices;
 mod harness;
+mod phone;
 mod serve;
 mod shared;
 mod soak;
