@@ -18,7 +18,7 @@ pub use check::{
 };
 pub use cursor::{Cursor, CursorKey, access_epoch};
 pub use decide::{Decision, StoredDoc, View, decide, json_len, readable, tombstone_body, view};
-pub use plan::{DocumentWrite, IdempotencyRecord, PullPlan, PullRow, PushPlan, plan_pull, plan_push};
+pub use plan::{AttachmentDrop, DocumentWrite, IdempotencyRecord, PullPlan, PullRow, PushPlan, plan_pull, plan_push};
 pub use wire::{
     Change, FirstResult, OpKind, OpResult, OpStatus, PullAnswer, PullResponse, PushOp, PushRequest, PushResponse,
 };
