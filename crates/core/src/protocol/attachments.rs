@@ -155,8 +155,8 @@ mod tests {
     fn ids_and_lists_are_checked() {
         let a = "0".repeat(31) + "1";
         let b = "0".repeat(31) + "2";
-        assert_eq!(parse_attachment_id(&a).unwrap()[15], 1);
-        assert_eq!(attachment_id_text(&parse_attachment_id(&b).unwrap()), b);
+        assert_eq!(parse_attachment_id(&a).expect("an id")[15], 1);
+        assert_eq!(attachment_id_text(&parse_attachment_id(&b).expect("an id")), b);
         for bad in ["", "0", &"A".repeat(32), &"g".repeat(32), &"0".repeat(33)] {
             assert!(parse_attachment_id(bad).is_err(), "{bad:?}");
         }
