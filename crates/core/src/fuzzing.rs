@@ -101,6 +101,7 @@ pub fn sync(data: &[u8]) {
             version: 1,
             deleted: false,
             body: serde_json::json!({"owner": "alice", "n": 1}),
+            attachments: vec!["00000000000000000000000000000001".into()],
         };
         let _ = decide(&rules, &user, &op.op, Some(&stored));
         let _ = decide(&rules, &user, &op.op, None);

@@ -3,6 +3,7 @@
 
 use utoipa::OpenApi;
 
+use fieldvault_core::protocol::attachments::{AttachmentInfo, AttachmentUpload, ChunkReceipt};
 use fieldvault_core::protocol::auth::{
     AckRequest, AckResponse, DeviceProof, DeviceReason, DeviceSelf, JwksResponse, LeaseBody, LoginRequest,
     LogoutRequest, LogoutResponse, RefreshRequest, TokenResponse,
@@ -41,9 +42,9 @@ use fieldvault_core::protocol::auth::{
         JwksResponse,
         AckRequest,
         AckResponse,
-        crate::attachments::AttachmentUpload,
-        crate::attachments::AttachmentInfo,
-        crate::attachments::ChunkReceipt
+        AttachmentUpload,
+        AttachmentInfo,
+        ChunkReceipt
     ))
 )]
 pub struct ApiDoc;

@@ -1,5 +1,6 @@
 //! Keys derived from the store key, and sealing of the secrets the server must be able to
-//! read back (session secrets, device secrets, lease keys, a spent refresh token's successor).
+//! read back (session secrets, device secrets, lease keys, a spent refresh token's successor,
+//! attachment content keys).
 //!
 //! ```text
 //! sqlite key = HKDF-SHA256(store key, salt = "", info = "fieldvault/v1/server/sqlite")
@@ -9,8 +10,8 @@
 //! ```
 //!
 //! On PostgreSQL the database is not encrypted by us, so sealing is what keeps a dump from
-//! yielding a session secret, a device secret or a lease key; on SQLite it is a second layer
-//! under SQLCipher.
+//! yielding a session secret, a device secret, a lease key or an attachment's CEK; on SQLite it
+//! is a second layer under SQLCipher.
 //! The associated data binds each sealed value to its purpose and row, so a value copied into
 //! another row or column does not open.
 
@@ -32,6 +33,9 @@ pub enum Purpose {
     DeviceSecret,
     /// A refresh token's successor (owner: session id).
     RefreshSuccessor,
+    /// An attachment's content key, as its uploader sent it for the readers of its document
+    /// (owner: the attachment id, 32 lowercase hex digits; ADR 0008).
+    AttachmentCek,
 }
 
 impl Purpose {
@@ -41,6 +45,7 @@ impl Purpose {
             Purpose::LeaseKey => b"lease-key",
             Purpose::DeviceSecret => b"device-secret",
             Purpose::RefreshSuccessor => b"refresh-successor",
+            Purpose::AttachmentCek => b"attachment-cek",
         }
     }
 }
@@ -144,6 +149,10 @@ mod tests {
         assert!(s.open(Purpose::SessionSecret, "s2", &sealed).is_err());
         assert!(s.open(Purpose::LeaseKey, "s1", &sealed).is_err());
         assert!(s.open(Purpose::DeviceSecret, "s1", &sealed).is_err());
+        assert!(s.open(Purpose::AttachmentCek, "s1", &sealed).is_err());
+        let cek = s.seal(Purpose::AttachmentCek, &"a".repeat(32), &[9; 32]);
+        assert_eq!(s.open(Purpose::AttachmentCek, &"a".repeat(32), &cek).expect("opens").as_slice(), &[9; 32]);
+        assert!(s.open(Purpose::AttachmentCek, &"b".repeat(32), &cek).is_err(), "moved to another attachment");
         assert!(Sealer::new(&[8; 32]).open(Purpose::SessionSecret, "s1", &sealed).is_err());
         let mut flipped = sealed.clone();
         flipped[20] ^= 1;

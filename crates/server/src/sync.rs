@@ -45,8 +45,8 @@ fn no_store(mut r: Response) -> Response {
 #[utoipa::path(post, path = "/v1/sync/push", tag = "sync",
     params(("Authorization" = String, Header), ("X-Key-Id" = String, Header), ("X-Timestamp" = String, Header),
         ("X-Nonce" = String, Header), ("X-Signature" = String, Header)),
-    request_body(content = serde_json::Value, description = "{ops: [{idempotency_key, collection, id, op, body, base_version}], device_seq}"),
-    responses((status = 200, description = "{results: [{status, version?, body?, deleted?, first?}]}"),
+    request_body(content = serde_json::Value, description = "{ops: [{idempotency_key, collection, id, op, body, base_version, attachments?}], device_seq}"),
+    responses((status = 200, description = "{results: [{status, version?, body?, deleted?, first?, attachments?}]}"),
         (status = 400), (status = 401), (status = 409, description = "rollback_detected, or a key in use (rate_limited, Retry-After)"), (status = 413)))]
 pub async fn push(
     State(app): State<Arc<App>>,
@@ -144,7 +144,7 @@ fn parse_query(raw: Option<&str>) -> Result<PullQuery, ApiError> {
         ("device_seq" = u64, Query, description = "the account's sync counter"),
         ("Authorization" = String, Header), ("X-Key-Id" = String, Header), ("X-Timestamp" = String, Header),
         ("X-Nonce" = String, Header), ("X-Signature" = String, Header)),
-    responses((status = 200, description = "{changes: [{collection, id, op, version?, body?}], cursor, has_more}"),
+    responses((status = 200, description = "{changes: [{collection, id, op, version?, body?, attachments?}], cursor, has_more}"),
         (status = 400), (status = 401), (status = 409, description = "rollback_detected")))]
 pub async fn pull(
     State(app): State<Arc<App>>,

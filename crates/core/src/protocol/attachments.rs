@@ -2,6 +2,8 @@
 //! ids and a document's attachment list (ADR 0008). One definition, shared by the server and
 //! the device.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 /// Most attachments one document lists.
@@ -55,8 +57,9 @@ pub fn check_attachment_list(ids: &[String]) -> Result<(), AttachmentListError> 
     Ok(())
 }
 
-/// `PUT /v1/attachments/{id}` body: start or resume an upload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `PUT /v1/attachments/{id}` body: start or resume an upload. `Debug` prints `[redacted]`
+/// for the CEK.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AttachmentUpload {
@@ -73,8 +76,9 @@ pub struct AttachmentUpload {
     pub cek: String,
 }
 
-/// An attachment's metadata and upload state (`GET` and `PUT /v1/attachments/{id}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An attachment's metadata and upload state (`GET` and `PUT /v1/attachments/{id}`). `Debug`
+/// prints `[redacted]` for the CEK.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AttachmentInfo {
     /// 32 lowercase hex digits.
@@ -112,6 +116,37 @@ pub struct ChunkReceipt {
     pub complete: bool,
 }
 
+// The CEK opens the attachment: never in a log line or a panic message.
+impl fmt::Debug for AttachmentUpload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AttachmentUpload")
+            .field("collection", &self.collection)
+            .field("doc_id", &self.doc_id)
+            .field("header", &self.header)
+            .field("manifest", &self.manifest)
+            .field("cek", &"[redacted]")
+            .finish()
+    }
+}
+
+impl fmt::Debug for AttachmentInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AttachmentInfo")
+            .field("id", &self.id)
+            .field("collection", &self.collection)
+            .field("doc_id", &self.doc_id)
+            .field("length", &self.length)
+            .field("chunk_count", &self.chunk_count)
+            .field("received", &self.received)
+            .field("missing", &self.missing)
+            .field("complete", &self.complete)
+            .field("header", &self.header)
+            .field("manifest", &self.manifest)
+            .field("cek", &"[redacted]")
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,8 +155,8 @@ mod tests {
     fn ids_and_lists_are_checked() {
         let a = "0".repeat(31) + "1";
         let b = "0".repeat(31) + "2";
-        assert_eq!(parse_attachment_id(&a).expect("32 hex digits")[15], 1);
-        assert_eq!(attachment_id_text(&parse_attachment_id(&b).expect("32 hex digits")), b);
+        assert_eq!(parse_attachment_id(&a).expect("an id")[15], 1);
+        assert_eq!(attachment_id_text(&parse_attachment_id(&b).expect("an id")), b);
         for bad in ["", "0", &"A".repeat(32), &"g".repeat(32), &"0".repeat(33)] {
             assert!(parse_attachment_id(bad).is_err(), "{bad:?}");
         }
@@ -132,5 +167,33 @@ mod tests {
         let many: Vec<String> = (0..=MAX_ATTACHMENTS_PER_DOCUMENT).map(|i| format!("{i:032x}")).collect();
         assert!(check_attachment_list(&many[..MAX_ATTACHMENTS_PER_DOCUMENT]).is_ok());
         assert!(check_attachment_list(&many).is_err(), "too many");
+    }
+
+    #[test]
+    fn the_cek_stays_out_of_debug_output() {
+        let cek = "c2VjcmV0IGtleSBieXRlcyBmb3IgdGhlIGF0dGFjaG0=".to_owned();
+        let upload = AttachmentUpload {
+            collection: "visits".into(),
+            doc_id: "v1".into(),
+            header: "aA==".into(),
+            manifest: "bQ==".into(),
+            cek: cek.clone(),
+        };
+        let info = AttachmentInfo {
+            id: "0".repeat(32),
+            collection: "visits".into(),
+            doc_id: "v1".into(),
+            length: 1,
+            chunk_count: 1,
+            received: 0,
+            missing: vec![0],
+            complete: false,
+            header: "aA==".into(),
+            manifest: "bQ==".into(),
+            cek: cek.clone(),
+        };
+        for text in [format!("{upload:?}"), format!("{info:?}")] {
+            assert!(!text.contains(&cek) && text.contains("[redacted]") && text.contains("visits"), "{text}");
+        }
     }
 }

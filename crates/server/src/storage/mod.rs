@@ -5,7 +5,8 @@
 //! Everything every instance must agree on lives here: users, devices (with their device
 //! secrets and lease keys: a device outlives its sessions), sessions, refresh tokens and
 //! their spends, request nonces, login throttling. Secrets (session secrets, device secrets,
-//! lease keys, a refresh token's successor) reach the store already sealed by
+//! lease keys, a refresh token's successor, attachment content keys) reach the store already
+//! sealed by
 //! [`crate::seal`]; the store keeps bytes. Each method that changes several rows does so in
 //! one transaction, and the ones that decide security questions (nonce insert, refresh
 //! spend, a login's device, a device's retirement) are single atomic statements or
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use fieldvault_core::protocol::DirectiveKind;
+use fieldvault_core::protocol::attachments::check_attachment_list;
 use fieldvault_core::protocol::auth::DeviceReason;
 use fieldvault_core::protocol::sync::{CheckedOp, Cursor, OpResult, PullAnswer, StoredDoc};
 use fieldvault_core::rules::Rules;
@@ -115,15 +117,37 @@ pub(crate) fn decode_access(
     Ok((roles, attributes))
 }
 
-/// A stored document from its columns, as both backends keep them.
-pub(crate) fn stored_doc(owner: String, version: i64, deleted: bool, body: &str) -> Result<StoredDoc, StoreError> {
+/// A stored document from its columns, as both backends keep them. `attachments` is the
+/// list's JSON text ([`attachment_list_column`]); one that does not parse, or breaks the list
+/// rules (sorted, distinct, well-formed ids), is [`StoreError::Corrupt`].
+pub(crate) fn stored_doc(
+    owner: String,
+    version: i64,
+    deleted: bool,
+    body: &str,
+    attachments: &str,
+) -> Result<StoredDoc, StoreError> {
+    let list: Vec<String> =
+        serde_json::from_str(attachments).map_err(|e| StoreError::corrupt_json("documents.attachments", &e))?;
+    check_attachment_list(&list).map_err(|e| StoreError::corrupt("documents.attachments", e))?;
     Ok(StoredDoc {
         owner,
         version: from_column(version, "documents.version")?,
         deleted,
         body: serde_json::from_str(body).map_err(|e| StoreError::corrupt_json("documents.body", &e))?,
+        attachments: list,
     })
 }
+
+/// A document's attachment list as both backends store it: JSON text (`[]` when empty).
+pub(crate) fn attachment_list_column(ids: &[String]) -> String {
+    serde_json::to_string(ids).expect("a list of strings serializes")
+}
+
+/// At most this many documents are read to answer which documents list an attachment id
+/// ([`Store::documents_listing`]): ids are random, so more than one is already unusual,
+/// and a user who lists someone's id on many documents must not make every lookup read them.
+pub const MAX_LISTING_DOCUMENTS: u32 = 64;
 
 /// An idempotency record from its columns, as both backends keep them.
 pub(crate) fn idempotency_record(
@@ -422,7 +446,8 @@ pub struct NewDirective {
 }
 
 /// An attachment's metadata as the server keeps it: what it belongs to, the header and
-/// manifest it is checked against, the CEK wrapped by the client (opaque to the server).
+/// manifest it is checked against, and its content key sealed by [`crate::seal`] (purpose
+/// `AttachmentCek`, owner: the attachment id).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttachmentRecord {
     /// 32 lowercase hex digits (the header's attachment id).
@@ -437,8 +462,8 @@ pub struct AttachmentRecord {
     pub header: Vec<u8>,
     /// The manifest bytes.
     pub manifest: Vec<u8>,
-    /// The CEK as the client wrapped it.
-    pub wrapped_cek: Vec<u8>,
+    /// The CEK (32 bytes), sealed.
+    pub cek_sealed: Vec<u8>,
     /// Number of chunks.
     pub chunk_count: u64,
     /// Plaintext length.
@@ -618,6 +643,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// A stored document (live or tombstone).
     async fn document(&self, collection: &str, id: &str) -> Result<Option<StoredDoc>, StoreError>;
+    /// The live documents whose attachment list names `attachment_id`: (collection, id,
+    /// document), at most [`MAX_LISTING_DOCUMENTS`] of them. Read from an index kept in each
+    /// push's transaction, so it never scans the documents.
+    async fn documents_listing(&self, attachment_id: &str) -> Result<Vec<(String, String, StoredDoc)>, StoreError>;
     /// Records an attachment's metadata unless the id is taken; returns the stored record
     /// (the new one, or the one already there). In the same transaction, first: its document
     /// is live at `doc_version` (the version the caller checked the rules against), else
@@ -631,8 +660,10 @@ pub trait Store: Send + Sync + 'static {
     /// An attachment and the indices of the chunks received so far.
     async fn attachment(&self, id: &str) -> Result<Option<(AttachmentRecord, Vec<u64>)>, StoreError>;
     /// Stores chunk `index` (already checked against the manifest) unless present; marks the
-    /// attachment complete when it was the last missing one. Returns (chunks held, complete).
-    async fn put_chunk(&self, id: &str, index: u64, bytes: &[u8]) -> Result<(u64, bool), StoreError>;
+    /// attachment complete when it was the last missing one. Returns (chunks held, complete);
+    /// None, with nothing stored, when the attachment is gone (its document dropped it since
+    /// the caller read it).
+    async fn put_chunk(&self, id: &str, index: u64, bytes: &[u8]) -> Result<Option<(u64, bool)>, StoreError>;
     /// One stored chunk.
     async fn chunk(&self, id: &str, index: u64) -> Result<Option<Vec<u8>>, StoreError>;
 
@@ -689,6 +720,9 @@ pub(crate) mod tests {
             "INSERT INTO documents (collection, id, owner, version, deleted, body, seq, updated_at)
              VALUES ('notes', 'x', 'alice', -1, false, '{}', 1, 1)"
                 .to_owned(),
+            "INSERT INTO documents (collection, id, owner, version, deleted, body, seq, updated_at, attachments)
+             VALUES ('notes', 'y', 'alice', 1, false, '{}', 2, 1, '[\"B0\"]')"
+                .to_owned(),
             "INSERT INTO login_failures (user_name, address, failures, last_at) VALUES ('alice', '10.0.0.1', -1, 1)"
                 .to_owned(),
             format!(
@@ -696,7 +730,7 @@ pub(crate) mod tests {
                  VALUES ('s1', 'k1', 'alice', 'd1', {blob}, -1)"
             ),
             format!(
-                "INSERT INTO attachments (id, user_name, collection, doc_id, header, manifest, wrapped_cek,
+                "INSERT INTO attachments (id, user_name, collection, doc_id, header, manifest, cek_sealed,
                      chunk_count, length, created_at)
                  VALUES ('a1', 'alice', 'notes', 'x', {blob}, {blob}, {blob}, -1, 0, 1)"
             ),
@@ -715,6 +749,7 @@ pub(crate) mod tests {
     /// [`StoreError::Corrupt`] naming the column, none is read as a default.
     pub(crate) async fn each_corrupt_row_is_refused_naming_its_column(store: &dyn Store) {
         assert_eq!(corrupt_column(store.document("notes", "x").await), "documents.version");
+        assert_eq!(corrupt_column(store.document("notes", "y").await), "documents.attachments");
         assert_eq!(corrupt_column(store.devices().await), "devices.created_at");
         assert_eq!(corrupt_column(store.login_failures("alice", "10.0.0.1").await), "login_failures.failures");
         assert_eq!(corrupt_column(store.session_by_key_id("k1").await), "sessions.created_at");
@@ -762,8 +797,16 @@ pub(crate) mod tests {
     fn corrupt_json_is_named_by_its_column_without_its_content() {
         let e = decode_access("[]", "{\"pin\": \"1234\"").expect_err("truncated");
         assert!(matches!(e, StoreError::Corrupt { what: "users.attributes", .. }), "{e:?}");
-        let e = stored_doc("alice".into(), 1, false, "[\"hunter2\", 5").expect_err("truncated");
+        let e = stored_doc("alice".into(), 1, false, "[\"hunter2\", 5", "[]").expect_err("truncated");
         assert!(matches!(e, StoreError::Corrupt { what: "documents.body", .. }), "{e:?}");
+        for list in ["[\"hunter2\"", "[\"hunter2\"]", "{}"] {
+            let e = stored_doc("alice".into(), 1, false, "{}", list).expect_err(list);
+            assert!(matches!(e, StoreError::Corrupt { what: "documents.attachments", .. }), "{e:?}");
+            assert!(!chain(&e).contains("hunter2"), "{}", chain(&e));
+        }
+        let ids = vec!["0".repeat(31) + "1", "0".repeat(31) + "2"];
+        let doc = stored_doc("alice".into(), 1, false, "{}", &attachment_list_column(&ids)).expect("a list");
+        assert_eq!(doc.attachments, ids);
         // serde's own message would quote the value: `invalid type: string "hunter2", ...`.
         let e = decode_access("\"hunter2\"", "{}").expect_err("not a list");
         assert_eq!(chain(&e), "corrupt users.roles in the store: Data error at line 1 column 9");

@@ -288,8 +288,8 @@ async fn a_download_cut_at_every_chunk_leaves_nothing_then_completes() {
         a1.sync().await.expect("a1");
         a2.sync().await.expect("a2 learns of it and its key");
         let out = tmp.path().join("o");
-        // Cut at points inside every chunk's answer (and before the first).
-        for limit in (0..7u64).map(|k| 20_000 + k * 65_536) {
+        // Cut at points inside each chunk's answer but the last (the file is 6 chunks).
+        for limit in (0..5u64).map(|k| 20_000 + k * 65_536) {
             down.store(limit, Ordering::SeqCst);
             let r = a2.attachment_get(&made.id, &out).await;
             assert!(r.is_err(), "cut after {limit} bytes: {r:?}");

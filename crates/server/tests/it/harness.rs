@@ -235,6 +235,16 @@ impl Harness {
         }
     }
 
+    /// The data directory (on SQLite, `server.db` is in it).
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._tmp.path().join("data")
+    }
+
+    /// The store key from the key directory.
+    pub fn store_key(&self) -> Zeroizing<[u8; 32]> {
+        self.keys.store_key().expect("store key")
+    }
+
     /// The server's own TLS configuration (certificate and key): what a party holding the
     /// server's key could present.
     pub fn tls_config(&self) -> Arc<rustls::ServerConfig> {

@@ -660,3 +660,94 @@ async fn a_document_recreated_over_a_tombstone_is_a_new_incarnation_owned_by_its
         }
     }
 }
+
+/// Attachment id `n`: 32 lowercase hex digits.
+fn att(n: u32) -> String {
+    format!("{n:032x}")
+}
+
+/// `op` with this attachment list, as sent.
+fn with_list(mut op: Value, ids: Value) -> Value {
+    op["attachments"] = ids;
+    op
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_attachment_list_travels_with_the_document_and_a_put_without_one_keeps_it() {
+    for backend in backends() {
+        let h = Harness::start_with_rules(backend, OPEN_NOTES).await;
+        let (a, a2, b) = (h.device("alice").await, h.device("alice").await, h.device("bob").await);
+        let k = key();
+        let made = with_list(put(&k, "notes", "n1", json!({"text": "x"}), 0), json!([att(1), att(2)]));
+        assert_eq!(push_ok(&h, &a, json!([made.clone()]), 1).await[0], json!({"status": "applied", "version": 1}));
+        // The list beside the body, never in it; to every reader.
+        let (seen, cursor) = pull_all(&h, &a2, None, 1).await;
+        assert_eq!(
+            seen,
+            vec![json!({"collection": "notes", "id": "n1", "op": "put", "version": 1,
+                "body": {"text": "x", "owner": "alice"}, "attachments": [att(1), att(2)]})]
+        );
+        let (bob_sees, _) = pull_all(&h, &b, None, 1).await;
+        assert_eq!(bob_sees[0]["attachments"], json!([att(1), att(2)]));
+        // The same key with another list is another op.
+        let other = with_list(put(&k, "notes", "n1", json!({"text": "x"}), 0), json!([att(1)]));
+        assert_eq!(push_ok(&h, &a, json!([other]), 2).await[0], json!({"status": "idempotency_mismatch"}));
+        assert_eq!(push_ok(&h, &a, json!([made]), 2).await[0]["status"], "duplicate");
+
+        // A put without a list (a device written before the field) keeps the stored one.
+        let up = push_ok(&h, &a, json!([put(&key(), "notes", "n1", json!({"text": "y"}), 1)]), 3).await;
+        assert_eq!(up[0], json!({"status": "applied", "version": 2}));
+        let (seen, cursor) = pull_all(&h, &a2, Some(cursor), 2).await;
+        assert_eq!((seen[0]["version"].clone(), seen[0]["attachments"].clone()), (json!(2), json!([att(1), att(2)])));
+        assert_eq!(
+            h.app.store.document("notes", "n1").await.expect("read").expect("doc").attachments,
+            [att(1), att(2)]
+        );
+
+        // A stale base (Bob's, here) is a conflict carrying the server's list.
+        let stale = with_list(put(&key(), "notes", "n1", json!({"text": "z"}), 1), json!([att(3)]));
+        let res = push_ok(&h, &b, json!([stale]), 1).await;
+        assert_eq!(
+            res[0],
+            json!({"status": "conflict", "version": 2, "body": {"text": "y", "owner": "alice"},
+                "attachments": [att(1), att(2)]})
+        );
+        // An empty list empties it (absent on the wire when empty).
+        let emptied = with_list(put(&key(), "notes", "n1", json!({"text": "y"}), 2), json!([]));
+        assert_eq!(push_ok(&h, &b, json!([emptied]), 2).await[0]["status"], "applied");
+        let (seen, _) = pull_all(&h, &a2, Some(cursor), 3).await;
+        assert_eq!(seen[0]["version"], 3);
+        assert!(seen[0].get("attachments").is_none(), "{}", seen[0]);
+
+        // A deleted document shows no list in its conflict.
+        assert_eq!(push_ok(&h, &a, json!([delete(&key(), "notes", "n1", 3)]), 4).await[0]["status"], "applied");
+        let res = push_ok(&h, &b, json!([put(&key(), "notes", "n1", json!({}), 3)]), 3).await;
+        assert_eq!(res[0], json!({"status": "conflict", "version": 4, "deleted": true}));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_attachment_list_refuses_the_whole_push() {
+    for backend in backends() {
+        let h = Harness::start(backend).await;
+        let d = h.device("alice").await;
+        let good = put(&key(), "visits", "a", json!({}), 0);
+        for (op, why) in [
+            (with_list(put(&key(), "visits", "b", json!({}), 0), json!([att(2), att(1)])), "unsorted"),
+            (with_list(put(&key(), "visits", "b", json!({}), 0), json!([att(1), att(1)])), "twice"),
+            (with_list(put(&key(), "visits", "b", json!({}), 0), json!(["ABC"])), "not an id"),
+            (with_list(put(&key(), "visits", "b", json!({}), 0), json!(att(1))), "not a list"),
+            (
+                with_list(put(&key(), "visits", "b", json!({}), 0), json!((0..1001).map(att).collect::<Vec<_>>())),
+                "too many",
+            ),
+            (with_list(delete(&key(), "visits", "b", 1), json!([att(1)])), "a delete with a list"),
+        ] {
+            let r = h.push(&d, json!([good.clone(), op]), 1).await;
+            assert_eq!((r.status, r.code().as_str()), (400, "bad_request"), "{why}: {}", r.text());
+            assert!(r.json()["detail"].as_str().expect("detail").starts_with("op 1: "), "{why}: {}", r.text());
+        }
+        let (changes, _) = pull_all(&h, &d, None, 1).await;
+        assert!(changes.is_empty(), "nothing of a refused push was applied: {changes:?}");
+    }
+}

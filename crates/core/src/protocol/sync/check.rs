@@ -4,6 +4,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::wire::{OpKind, PushOp};
+use crate::protocol::attachments::check_attachment_list;
 
 /// Why a push or an op is malformed (400 `bad_request`, nothing applied).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,7 +56,8 @@ pub struct CheckedOp {
 ///
 /// # Errors
 /// [`OpError`] naming what is malformed: unknown or missing fields, a bad key, collection,
-/// id, or a put without an object body.
+/// id, a put without an object body, a put whose `attachments` breaks
+/// [`check_attachment_list`], or a delete carrying `attachments`.
 pub fn check_op(raw: &Value) -> Result<CheckedOp, OpError> {
     check_owned_op(raw.clone())
 }
@@ -79,6 +81,15 @@ pub fn check_owned_op(raw: Value) -> Result<CheckedOp, OpError> {
         (OpKind::Put, Some(Value::Object(_))) | (OpKind::Delete, None | Some(Value::Null)) => {}
         (OpKind::Put, _) => return Err(OpError("a put carries a JSON object as body".into())),
         (OpKind::Delete, _) => return Err(OpError("a delete carries no body".into())),
+    }
+    // `"attachments": null` reads as absent, like a delete's null body; the fingerprint
+    // still covers it as sent.
+    match (op.op, &op.attachments) {
+        (OpKind::Put, Some(list)) => check_attachment_list(list).map_err(|e| OpError(e.to_string()))?,
+        (OpKind::Delete, Some(_)) => {
+            return Err(OpError("a delete carries no attachments (they go with the document)".into()));
+        }
+        (_, None) => {}
     }
     Ok(CheckedOp { fingerprint, made_at, op })
 }

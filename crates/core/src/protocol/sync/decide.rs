@@ -20,6 +20,10 @@
 //! creator, whether or not the creator could read the deleted one, with none of the old
 //! document's fields or attachments, and versions continuing from the tombstone's so that a
 //! `base_version` of the old incarnation never matches the new one.
+//!
+//! The attachment list (ADR 0008) moves with the document: an applied put with `attachments`
+//! stores that list, one without keeps the stored list (a create without one starts empty),
+//! and a delete empties it. A conflict shows the stored list (empty for a tombstone).
 
 use serde_json::{Map, Value};
 
@@ -38,6 +42,9 @@ pub struct StoredDoc {
     pub deleted: bool,
     /// The full document, `owner` included (for a tombstone: only `owner`).
     pub body: Value,
+    /// The attachment ids the document lists (ADR 0008), sorted and distinct; empty for a
+    /// tombstone. Beside the body, never in it, and never projected: every reader sees it.
+    pub attachments: Vec<String>,
 }
 
 /// What the store should do with one op.
@@ -53,6 +60,8 @@ pub enum Decision {
         deleted: bool,
         /// The owner.
         owner: String,
+        /// The attachment list after the op (empty for a delete).
+        attachments: Vec<String>,
     },
     /// Answer `conflict` (not recorded against the key).
     Conflict(OpResult),
@@ -88,7 +97,7 @@ pub fn decide(rules: &Rules, user: &RuleUser, op: &PushOp, stored: Option<&Store
             body: (!s.deleted).then(|| rules.project(coll, &s.body)),
             deleted: s.deleted,
             first: None,
-            attachments: Vec::new(),
+            attachments: if s.deleted { Vec::new() } else { s.attachments.clone() },
         })
     };
     match (op.op, stored) {
@@ -105,7 +114,16 @@ pub fn decide(rules: &Rules, user: &RuleUser, op: &PushOp, stored: Option<&Store
             } else if json_len(&new) > MAX_DOCUMENT_BYTES {
                 Decision::TooLarge
             } else {
-                Decision::Apply { version: s.version + 1, body: new, deleted: false, owner: s.owner.clone() }
+                // Without a list, the stored one stays: a device that does not send it (one
+                // written before the field) never drops an attachment.
+                let attachments = op.attachments.clone().unwrap_or_else(|| s.attachments.clone());
+                Decision::Apply {
+                    version: s.version + 1,
+                    body: new,
+                    deleted: false,
+                    owner: s.owner.clone(),
+                    attachments,
+                }
             }
         }
         (OpKind::Delete, Some(s)) => {
@@ -115,6 +133,7 @@ pub fn decide(rules: &Rules, user: &RuleUser, op: &PushOp, stored: Option<&Store
                     body: tombstone_body(&s.owner),
                     deleted: true,
                     owner: s.owner.clone(),
+                    attachments: Vec::new(),
                 }
             } else {
                 Decision::Forbidden
@@ -134,7 +153,8 @@ fn create(rules: &Rules, user: &RuleUser, op: &PushOp, tombstone: Option<&Stored
         return Decision::TooLarge;
     }
     let version = tombstone.map_or(1, |t| t.version + 1);
-    Decision::Apply { version, body: new, deleted: false, owner: user.id.clone() }
+    let attachments = op.attachments.clone().unwrap_or_default();
+    Decision::Apply { version, body: new, deleted: false, owner: user.id.clone(), attachments }
 }
 
 /// The length of `value` as stored (compact JSON), counted without writing it out.

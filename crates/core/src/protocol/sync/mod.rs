@@ -18,7 +18,7 @@ pub use check::{
 };
 pub use cursor::{Cursor, CursorKey, access_epoch};
 pub use decide::{Decision, StoredDoc, View, decide, json_len, readable, tombstone_body, view};
-pub use plan::{DocumentWrite, IdempotencyRecord, PullPlan, PullRow, PushPlan, plan_pull, plan_push};
+pub use plan::{AttachmentDrop, DocumentWrite, IdempotencyRecord, PullPlan, PullRow, PushPlan, plan_pull, plan_push};
 pub use wire::{
     Change, FirstResult, OpKind, OpResult, OpStatus, PullAnswer, PullResponse, PushOp, PushRequest, PushResponse,
 };
@@ -42,5 +42,6 @@ pub const MAX_KEY_AHEAD_SECS: u64 = 86_400;
 pub const MAX_PULL_CHANGE_BYTES: usize = 4 << 20;
 /// No pull answer is larger than this, whatever `limit` asked for: the most a page can be is
 /// [`MAX_PULL_CHANGE_BYTES`] plus one change, and a change is at most a 1 MiB document with
-/// its names; a larger one (stored before documents were bounded) is refused, not sent.
+/// its names and its attachment list (at most 1000 ids, about 34 KiB); a larger one (stored
+/// before documents were bounded) is refused, not sent.
 pub const MAX_PULL_ANSWER_BYTES: usize = 16 << 20;

@@ -1,6 +1,8 @@
 //! Plan, then execute: what a push or a pull page writes, computed as a value before the
 //! store writes anything.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
+
 use serde_json::Value;
 
 use super::check::CheckedOp;
@@ -32,8 +34,39 @@ pub struct DocumentWrite {
     pub deleted: bool,
     /// The full document.
     pub body: Value,
+    /// Its attachment list (ADR 0008).
+    pub attachments: Vec<String>,
+    /// Whether the list differs from the one stored before the push (so a store that keeps
+    /// an index of which documents list an id updates it only then).
+    pub attachments_changed: bool,
     /// The change sequence number of its last change in this push.
     pub seq: u64,
+}
+
+/// Attachments a push deletes, metadata and chunks, in its transaction (ADR 0008, section 3).
+/// Only attachments whose metadata names the document are deleted: an id listed by another
+/// document too is that document's business.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachmentDrop {
+    /// Every attachment of the document: it was deleted, or re-created over a tombstone (a new
+    /// incarnation starts with none of the old one's).
+    Document {
+        /// The collection.
+        collection: String,
+        /// The document id.
+        id: String,
+    },
+    /// These attachments of the document: ids its list no longer names after the push
+    /// (sorted). An id removed by one op and listed again by a later op of the same push
+    /// stays.
+    Ids {
+        /// The collection.
+        collection: String,
+        /// The document id.
+        id: String,
+        /// The attachment ids.
+        ids: Vec<String>,
+    },
 }
 
 /// Everything one push writes, computed before anything is written ("plan, then execute").
@@ -49,11 +82,18 @@ pub struct PushPlan {
     pub held: Vec<(String, String)>,
     /// (collection, id) the pushing device no longer holds (deleted by it).
     pub dropped: Vec<(String, String)>,
-    /// (collection, id) whose attachments go: deleted by this push, or re-created over a
-    /// tombstone (a new incarnation starts with none of the old one's).
-    pub drop_attachments: Vec<(String, String)>,
+    /// The attachments that go with this push, at most one entry per document.
+    pub drop_attachments: Vec<AttachmentDrop>,
     /// The next unused change sequence number.
     pub next_seq: u64,
+}
+
+/// What a push drops of one document's attachments, gathered op by op.
+enum Dropping {
+    /// All of them (deleted, or re-created over a tombstone).
+    All,
+    /// The ids that left its list.
+    Ids(BTreeSet<String>),
 }
 
 /// Plans a push: every op decided in order against the stored state as earlier ops of the
@@ -63,15 +103,15 @@ pub fn plan_push(
     rules: &Rules,
     user: &RuleUser,
     ops: &[CheckedOp],
-    documents: &std::collections::HashMap<(String, String), StoredDoc>,
-    records: &std::collections::HashMap<String, IdempotencyRecord>,
+    documents: &HashMap<(String, String), StoredDoc>,
+    records: &HashMap<String, IdempotencyRecord>,
     expired_before: u64,
     first_seq: u64,
 ) -> PushPlan {
-    use std::collections::HashMap;
     let mut docs: HashMap<(&str, &str), (StoredDoc, Option<u64>)> = HashMap::new();
     let mut new_records: HashMap<&str, IdempotencyRecord> = HashMap::new();
     let mut held: HashMap<(&str, &str), bool> = HashMap::new();
+    let mut dropping: HashMap<(&str, &str), Dropping> = HashMap::new();
     let mut plan = PushPlan { next_seq: first_seq, ..PushPlan::default() };
     let mut order: Vec<(&str, &str)> = Vec::new();
     for checked in ops {
@@ -104,18 +144,24 @@ pub fn plan_push(
                 continue;
             }
             Decision::Forbidden => FirstResult { status: OpStatus::Forbidden, version: None },
-            Decision::Apply { version, body, deleted, owner } => {
+            Decision::Apply { version, body, deleted, owner, attachments } => {
                 let recreated = current.is_some_and(|c| c.deleted);
+                if deleted || recreated {
+                    dropping.insert(at, Dropping::All);
+                } else if let Some(before) = current {
+                    let gone = before.attachments.iter().filter(|a| attachments.binary_search(a).is_err());
+                    match dropping.entry(at).or_insert_with(|| Dropping::Ids(BTreeSet::new())) {
+                        Dropping::All => {}
+                        Dropping::Ids(ids) => ids.extend(gone.cloned()),
+                    }
+                }
                 let seq = plan.next_seq;
                 plan.next_seq += 1;
                 if !docs.contains_key(&at) {
                     order.push(at);
                 }
-                docs.insert(at, (StoredDoc { owner, version, deleted, body }, Some(seq)));
+                docs.insert(at, (StoredDoc { owner, version, deleted, body, attachments }, Some(seq)));
                 held.insert(at, !deleted);
-                if deleted || recreated {
-                    plan.drop_attachments.push((at.0.to_owned(), at.1.to_owned()));
-                }
                 FirstResult { status: OpStatus::Applied, version: Some(version) }
             }
         };
@@ -125,20 +171,43 @@ pub fn plan_push(
     }
     for at in order {
         let Some((doc, Some(seq))) = docs.remove(&at) else { continue };
+        let (collection, id) = (at.0.to_owned(), at.1.to_owned());
+        match dropping.remove(&at) {
+            Some(Dropping::All) => {
+                plan.drop_attachments.push(AttachmentDrop::Document { collection: collection.clone(), id: id.clone() })
+            }
+            Some(Dropping::Ids(mut ids)) => {
+                // Listed again by a later op of the push: it stays.
+                ids.retain(|a| doc.attachments.binary_search(a).is_err());
+                if !ids.is_empty() {
+                    let ids = ids.into_iter().collect();
+                    plan.drop_attachments.push(AttachmentDrop::Ids {
+                        collection: collection.clone(),
+                        id: id.clone(),
+                        ids,
+                    });
+                }
+            }
+            None => {}
+        }
+        let stored_before = documents.get(&(collection.clone(), id.clone())).map(|d| d.attachments.as_slice());
+        let attachments_changed = stored_before.unwrap_or_default() != doc.attachments.as_slice();
+        match held.get(&at) {
+            Some(true) => plan.held.push((collection.clone(), id.clone())),
+            Some(false) => plan.dropped.push((collection.clone(), id.clone())),
+            None => {}
+        }
         plan.documents.push(DocumentWrite {
-            collection: at.0.to_owned(),
-            id: at.1.to_owned(),
+            collection,
+            id,
             owner: doc.owner,
             version: doc.version,
             deleted: doc.deleted,
             body: doc.body,
+            attachments: doc.attachments,
+            attachments_changed,
             seq,
         });
-        match held.get(&at) {
-            Some(true) => plan.held.push((at.0.to_owned(), at.1.to_owned())),
-            Some(false) => plan.dropped.push((at.0.to_owned(), at.1.to_owned())),
-            None => {}
-        }
     }
     plan
 }
@@ -181,12 +250,12 @@ pub fn plan_pull(
     rules: &Rules,
     user: &RuleUser,
     rows: Vec<PullRow>,
-    held: &std::collections::HashSet<(String, String)>,
+    held: &HashSet<(String, String)>,
     budget: usize,
 ) -> PullPlan {
     let mut plan = PullPlan::default();
     let mut covered: Option<u64> = None;
-    for row in rows {
+    for mut row in rows {
         let at = (row.collection, row.id);
         let change = match view(rules, user, &at.0, &row.doc) {
             View::Put(body) => Some(Change {
@@ -195,7 +264,7 @@ pub fn plan_pull(
                 op: OpKind::Put,
                 version: Some(row.doc.version),
                 body: Some(body),
-                attachments: Vec::new(),
+                attachments: std::mem::take(&mut row.doc.attachments),
             }),
             View::Gone if held.contains(&at) => Some(Change {
                 collection: at.0.clone(),

@@ -19,7 +19,7 @@ fn op(kind: &str, base: u64, body: Option<Value>) -> PushOp {
 }
 
 fn stored(owner: &str, version: u64, deleted: bool, body: Value) -> StoredDoc {
-    StoredDoc { owner: owner.into(), version, deleted, body }
+    StoredDoc { owner: owner.into(), version, deleted, body, attachments: vec![] }
 }
 
 #[test]
@@ -92,7 +92,7 @@ fn decisions_follow_the_table_and_never_reveal_an_unreadable_document() {
     let gone = stored("alice", 4, true, tombstone_body("alice"));
     // Creates.
     match decide(&rules, &alice, &op("put", 0, Some(json!({"x": 1}))), None) {
-        Decision::Apply { version: 1, owner, body, deleted: false } => {
+        Decision::Apply { version: 1, owner, body, deleted: false, .. } => {
             assert_eq!((owner.as_str(), body), ("alice", json!({"x": 1, "owner": "alice"})));
         }
         d => panic!("{d:?}"),
@@ -188,7 +188,7 @@ fn a_plan_sees_earlier_ops_of_its_own_push_and_writes_each_document_once() {
     assert_eq!(plan.next_seq, 103);
     assert_eq!(plan.held, [("visits".to_owned(), "a".to_owned())]);
     assert_eq!(plan.dropped, [("visits".to_owned(), "b".to_owned())]);
-    assert_eq!(plan.drop_attachments, [("visits".to_owned(), "b".to_owned())]);
+    assert_eq!(plan.drop_attachments, [AttachmentDrop::Document { collection: "visits".into(), id: "b".into() }]);
     // Recorded: the three applied and the forbidden, each key once; not the mismatch.
     let keys: Vec<&str> = plan.records.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(keys, [key(1), key(2), key(3), key(5)]);
@@ -310,7 +310,11 @@ fn a_create_over_a_tombstone_is_a_new_incarnation_owned_by_its_creator() {
     assert_eq!(plan.results[1], OpResult { version: Some(5), ..OpResult::bare(OpStatus::Applied) });
     let a = &plan.documents[0];
     assert_eq!((a.owner.as_str(), a.version, &a.body), ("bob", 5, &json!({"n": 2, "owner": "bob"})));
-    assert_eq!(plan.drop_attachments, [("visits".to_owned(), "a".to_owned())], "none of the old one's");
+    assert_eq!(
+        plan.drop_attachments,
+        [AttachmentDrop::Document { collection: "visits".into(), id: "a".into() }],
+        "none of the old one's"
+    );
     // Alice's stale base of the old incarnation never matches: she cannot read Bob's.
     let stale = [checked(&key(3), "a", "put", 3, Some(json!({"n": 9})))];
     let mut now = HashMap::new();
@@ -369,4 +373,197 @@ fn a_uuid_v7_key_is_well_formed_accepted_and_dated() {
     assert_eq!(uuid_v7_time(&key), Some(1_700_000_123));
     // RFC 9562 appendix A.6: 2022-02-22 19:22:22 UTC is 0x017F22E279B0 ms.
     assert!(uuid_v7(0x017F_22E2_79B0, [0; 10]).starts_with("017f22e2-79b0-7000-8000-"));
+}
+
+/// Attachment id `n` as it travels: 32 lowercase hex digits.
+fn att(n: u32) -> String {
+    format!("{n:032x}")
+}
+
+/// An op on `visits/{id}` with `extra` fields merged in (`attachments`, say).
+fn checked_with(key: &str, id: &str, kind: &str, base: u64, body: Option<Value>, extra: Value) -> CheckedOp {
+    let mut v = json!({ "idempotency_key": key, "collection": "visits", "id": id, "op": kind, "base_version": base });
+    if let Some(b) = body {
+        v["body"] = b;
+    }
+    for (k, x) in extra.as_object().expect("an object") {
+        v[k] = x.clone();
+    }
+    check_op(&v).unwrap_or_else(|e| panic!("valid op: {e}"))
+}
+
+#[test]
+fn a_put_carries_a_well_formed_attachment_list_and_a_delete_none() {
+    let base = json!({ "idempotency_key": key(1), "collection": "visits", "id": "v1", "op": "put", "body": {},
+        "base_version": 0 });
+    let with = |list: Value| {
+        let mut v = base.clone();
+        v["attachments"] = list;
+        check_op(&v)
+    };
+    let ok = with(json!([att(1), att(2)])).expect("sorted, distinct, well formed");
+    assert_eq!(ok.op.attachments, Some(vec![att(1), att(2)]));
+    assert_eq!(with(json!([])).expect("empty").op.attachments, Some(vec![]));
+    assert_eq!(with(Value::Null).expect("null reads as absent").op.attachments, None);
+    assert_eq!(check_op(&base).expect("absent").op.attachments, None);
+    let secret = "5ec2e7".repeat(5) + "ab";
+    for (bad, why) in [
+        (json!([att(2), att(1)]), "unsorted"),
+        (json!([att(1), att(1)]), "twice"),
+        (json!([secret.to_uppercase()]), "upper case"),
+        (json!([secret.clone() + "0"]), "33 digits"),
+        (json!(att(1)), "not a list"),
+        (json!([1]), "not a string"),
+    ] {
+        let err = with(bad).expect_err(why);
+        assert!(!err.0.contains("5ec2e7"), "{why}: the id is not echoed: {err}");
+    }
+    let many: Vec<String> = (0..=1000).map(att).collect();
+    assert!(with(json!(many)).is_err(), "more than 1000");
+    let mut del = base.clone();
+    del["op"] = json!("delete");
+    del.as_object_mut().expect("object").remove("body");
+    assert!(check_op(&del).is_ok());
+    for list in [json!([att(1)]), json!([])] {
+        del["attachments"] = list;
+        assert!(check_op(&del).expect_err("a delete with a list").0.contains("no attachments"));
+    }
+}
+
+#[test]
+fn the_same_key_with_another_attachment_list_is_an_idempotency_mismatch() {
+    use std::collections::HashMap;
+    let rules = Rules::owner_only();
+    let alice = user("alice");
+    let k = key(1);
+    let first = checked_with(&k, "a", "put", 0, Some(json!({"n": 1})), json!({"attachments": [att(1)]}));
+    let plan = plan_push(&rules, &alice, std::slice::from_ref(&first), &HashMap::new(), &HashMap::new(), 0, 1);
+    assert_eq!(plan.results[0].status, OpStatus::Applied);
+    let records: HashMap<String, IdempotencyRecord> = plan.records.into_iter().collect();
+    let mut stored = HashMap::new();
+    let d = &plan.documents[0];
+    stored.insert(
+        ("visits".to_owned(), "a".to_owned()),
+        StoredDoc {
+            owner: d.owner.clone(),
+            version: d.version,
+            deleted: false,
+            body: d.body.clone(),
+            attachments: d.attachments.clone(),
+        },
+    );
+    let retries = [
+        checked_with(&k, "a", "put", 0, Some(json!({"n": 1})), json!({"attachments": [att(1), att(2)]})),
+        checked_with(&k, "a", "put", 0, Some(json!({"n": 1})), json!({"attachments": []})),
+        checked_with(&k, "a", "put", 0, Some(json!({"n": 1})), json!({})),
+        first.clone(),
+    ];
+    let plan = plan_push(&rules, &alice, &retries, &stored, &records, 0, 2);
+    let statuses: Vec<OpStatus> = plan.results.iter().map(|r| r.status).collect();
+    use OpStatus::*;
+    assert_eq!(statuses, [IdempotencyMismatch, IdempotencyMismatch, IdempotencyMismatch, Duplicate]);
+    assert!(plan.documents.is_empty() && plan.drop_attachments.is_empty(), "nothing applied again");
+}
+
+#[test]
+fn a_put_stores_its_list_keeps_the_stored_one_without_and_names_the_ids_that_leave() {
+    use std::collections::HashMap;
+    let rules = Rules::owner_only();
+    let alice = user("alice");
+    let mut documents = HashMap::new();
+    let mut listed = stored("alice", 1, false, json!({"owner": "alice"}));
+    listed.attachments = vec![att(1), att(2), att(3)];
+    documents.insert(("visits".to_owned(), "a".to_owned()), listed);
+    let ops = [
+        // 2 leaves, 4 arrives.
+        checked_with(&key(1), "a", "put", 1, Some(json!({"n": 1})), json!({"attachments": [att(1), att(3), att(4)]})),
+        // Without a list: the list stays.
+        checked_with(&key(2), "a", "put", 2, Some(json!({"n": 2})), json!({})),
+        // Creates: without a list, empty; with one, that one (nothing to drop).
+        checked_with(&key(3), "new", "put", 0, Some(json!({})), json!({})),
+        checked_with(&key(4), "listed", "put", 0, Some(json!({})), json!({"attachments": [att(9)]})),
+    ];
+    let plan = plan_push(&rules, &alice, &ops, &documents, &HashMap::new(), 0, 10);
+    let statuses: Vec<OpStatus> = plan.results.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [OpStatus::Applied; 4]);
+    let doc = |id: &str| plan.documents.iter().find(|d| d.id == id).expect(id);
+    assert_eq!(
+        (doc("a").version, &doc("a").attachments, doc("a").attachments_changed),
+        (3, &vec![att(1), att(3), att(4)], true)
+    );
+    assert_eq!((doc("new").attachments.len(), doc("new").attachments_changed), (0, false));
+    assert_eq!((&doc("listed").attachments, doc("listed").attachments_changed), (&vec![att(9)], true));
+    assert_eq!(
+        plan.drop_attachments,
+        [AttachmentDrop::Ids { collection: "visits".into(), id: "a".into(), ids: vec![att(2)] }]
+    );
+
+    // An id taken off by one op and listed again by a later one stays; the others go once.
+    let ops = [
+        checked_with(&key(5), "a", "put", 1, Some(json!({})), json!({"attachments": [att(1)]})),
+        checked_with(&key(6), "a", "put", 2, Some(json!({})), json!({"attachments": [att(3)]})),
+    ];
+    let plan = plan_push(&rules, &alice, &ops, &documents, &HashMap::new(), 0, 20);
+    assert_eq!(
+        plan.drop_attachments,
+        [AttachmentDrop::Ids { collection: "visits".into(), id: "a".into(), ids: vec![att(1), att(2)] }]
+    );
+    // The same list again changes nothing: no drop, no change of the list.
+    let same =
+        [checked_with(&key(7), "a", "put", 1, Some(json!({})), json!({"attachments": [att(1), att(2), att(3)]}))];
+    let plan = plan_push(&rules, &alice, &same, &documents, &HashMap::new(), 0, 30);
+    assert!(plan.drop_attachments.is_empty());
+    assert!(!plan.documents[0].attachments_changed);
+
+    // A delete empties the list and drops the document's attachments, all of them, even
+    // when a later op of the push re-creates it with a list (a new incarnation).
+    let ops = [
+        checked_with(&key(8), "a", "put", 1, Some(json!({})), json!({"attachments": [att(1)]})),
+        checked_with(&key(9), "a", "delete", 2, None, json!({})),
+        checked_with(&key(10), "a", "put", 0, Some(json!({})), json!({"attachments": [att(1)]})),
+    ];
+    let plan = plan_push(&rules, &alice, &ops, &documents, &HashMap::new(), 0, 40);
+    assert_eq!(plan.results.iter().filter(|r| r.status == OpStatus::Applied).count(), 3);
+    assert_eq!(plan.drop_attachments, [AttachmentDrop::Document { collection: "visits".into(), id: "a".into() }]);
+    assert_eq!((plan.documents[0].version, &plan.documents[0].attachments), (4, &vec![att(1)]));
+    let del = [checked_with(&key(11), "a", "delete", 1, None, json!({}))];
+    let plan = plan_push(&rules, &alice, &del, &documents, &HashMap::new(), 0, 50);
+    assert_eq!((plan.documents[0].attachments.len(), plan.documents[0].attachments_changed), (0, true));
+    assert_eq!(plan.drop_attachments, [AttachmentDrop::Document { collection: "visits".into(), id: "a".into() }]);
+}
+
+#[test]
+fn a_conflict_carries_the_stored_list_and_a_tombstone_none() {
+    let rules = Rules::owner_only();
+    let alice = user("alice");
+    let mut live = stored("alice", 3, false, json!({"owner": "alice", "x": 1}));
+    live.attachments = vec![att(1), att(2)];
+    let stale = op("put", 2, Some(json!({"x": 2})));
+    let Decision::Conflict(r) = decide(&rules, &alice, &stale, Some(&live)) else { panic!("a conflict") };
+    assert_eq!(r.attachments, [att(1), att(2)]);
+    assert_eq!(serde_json::to_value(&r).expect("json")["attachments"], json!([att(1), att(2)]));
+    let gone = stored("alice", 4, true, tombstone_body("alice"));
+    let Decision::Conflict(r) = decide(&rules, &alice, &stale, Some(&gone)) else { panic!("a conflict") };
+    assert!(r.attachments.is_empty());
+    assert!(serde_json::to_value(&r).expect("json").get("attachments").is_none(), "absent when empty");
+    // Another user's document answers forbidden: its list is not shown either.
+    assert_eq!(decide(&rules, &user("bob"), &stale, Some(&live)), Decision::Forbidden);
+}
+
+#[test]
+fn a_pull_put_carries_the_documents_list_and_a_tombstone_none() {
+    use std::collections::HashSet;
+    let rules = Rules::owner_only();
+    let alice = user("alice");
+    let mut listed = pull_row("listed", 1, "alice", false, json!({"owner": "alice"}));
+    listed.doc.attachments = vec![att(7)];
+    let bare = pull_row("bare", 2, "alice", false, json!({"owner": "alice"}));
+    let gone = pull_row("gone", 3, "alice", true, json!({}));
+    let held: HashSet<(String, String)> = HashSet::from([("visits".to_owned(), "gone".to_owned())]);
+    let plan = plan_pull(&rules, &alice, vec![listed, bare, gone], &held, MAX_PULL_CHANGE_BYTES);
+    let bytes = plan.answer.finish("c", false);
+    let raw: Value = serde_json::from_slice(&bytes).expect("json");
+    assert_eq!(raw["changes"][0]["attachments"], json!([att(7)]));
+    assert!(raw["changes"][1].get("attachments").is_none(), "absent when empty");
+    assert_eq!(raw["changes"][2], json!({"collection": "visits", "id": "gone", "op": "delete"}));
 }

@@ -43,7 +43,7 @@ use super::{
 };
 
 /// The newest schema version this build knows.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Key of the advisory lock held while migrating (the ASCII bytes of `fvschema`, to stay clear of
 /// other applications' keys in a shared database).
@@ -180,12 +180,17 @@ async fn migrate(pool: &PgPool, schema: Option<&str>) -> Result<(), StoreError> 
         }
     }
     if found < 2 {
-        for statement in sync::SCHEMA_V2.iter().chain(attachments::SCHEMA) {
+        for statement in sync::SCHEMA_V2.iter().chain(attachments::SCHEMA_V2) {
             sqlx::query(*statement).execute(&mut *tx).await?;
         }
     }
     if found < 3 {
         for statement in devices::SCHEMA_V3 {
+            sqlx::query(*statement).execute(&mut *tx).await?;
+        }
+    }
+    if found < 4 {
+        for statement in attachments::SCHEMA_V4 {
             sqlx::query(*statement).execute(&mut *tx).await?;
         }
     }
@@ -315,6 +320,10 @@ impl Store for PgStore {
         sync::document(&self.pool, collection, id).await
     }
 
+    async fn documents_listing(&self, attachment_id: &str) -> Result<Vec<(String, String, StoredDoc)>, StoreError> {
+        attachments::documents_listing(&self.pool, attachment_id).await
+    }
+
     async fn create_attachment(
         &self,
         record: &AttachmentRecord,
@@ -327,7 +336,7 @@ impl Store for PgStore {
         attachments::get(&self.pool, id).await
     }
 
-    async fn put_chunk(&self, id: &str, index: u64, bytes: &[u8]) -> Result<(u64, bool), StoreError> {
+    async fn put_chunk(&self, id: &str, index: u64, bytes: &[u8]) -> Result<Option<(u64, bool)>, StoreError> {
         attachments::put_chunk(&self.pool, id, index, bytes).await
     }
 

@@ -20,15 +20,16 @@
 use std::collections::{HashMap, HashSet};
 
 use fieldvault_core::protocol::sync::{
-    CheckedOp, Cursor, DocumentWrite, IdempotencyRecord, MAX_PULL_CHANGE_BYTES, OpResult, OpStatus, PullPlan, PullRow,
-    StoredDoc, plan_pull, plan_push,
+    AttachmentDrop, CheckedOp, Cursor, DocumentWrite, IdempotencyRecord, MAX_PULL_CHANGE_BYTES, OpResult, OpStatus,
+    PullPlan, PullRow, StoredDoc, plan_pull, plan_push,
 };
 use fieldvault_core::rules::RuleUser;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
 
 use crate::storage::{
-    PullBatch, PullOutcome, PushBatch, PushOutcome, StoreError, from_column, idempotency_record, stored_doc, to_column,
+    PullBatch, PullOutcome, PushBatch, PushOutcome, StoreError, attachment_list_column, from_column,
+    idempotency_record, stored_doc, to_column,
 };
 
 /// Key of the advisory lock that orders change sequence numbers (ASCII `fvchgseq`).
@@ -68,13 +69,15 @@ async fn rule_user(conn: &mut PgConnection, name: &str) -> Result<Option<RuleUse
 }
 
 async fn load_doc(conn: &mut PgConnection, collection: &str, id: &str) -> Result<Option<StoredDoc>, StoreError> {
-    let row = sqlx::query("SELECT owner, version, deleted, body FROM documents WHERE collection = $1 AND id = $2")
-        .bind(collection)
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row = sqlx::query(
+        "SELECT owner, version, deleted, body, attachments FROM documents WHERE collection = $1 AND id = $2",
+    )
+    .bind(collection)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
     match row {
-        Some(r) => Ok(Some(stored_doc(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get::<&str, _>(3)?)?)),
+        Some(r) => Ok(Some(stored_doc(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)?)),
         None => Ok(None),
     }
 }
@@ -152,8 +155,15 @@ pub(super) async fn push(pool: &PgPool, b: PushBatch) -> Result<PushOutcome, Sto
     write_records(&mut tx, &b.user, &plan.records, now).await?;
     hold_ids(&mut tx, &b.device_id, &plan.held).await?;
     release_ids(&mut tx, &b.device_id, &plan.dropped).await?;
-    for (collection, id) in &plan.drop_attachments {
-        super::attachments::delete_for_document(&mut tx, collection, id).await?;
+    for drop in &plan.drop_attachments {
+        match drop {
+            AttachmentDrop::Document { collection, id } => {
+                super::attachments::delete_for_document(&mut tx, collection, id).await?;
+            }
+            AttachmentDrop::Ids { collection, id, ids } => {
+                super::attachments::delete_listed_off(&mut tx, collection, id, ids).await?;
+            }
+        }
     }
     tx.commit().await?;
     Ok(PushOutcome::Results(plan.results))
@@ -201,7 +211,7 @@ async fn load_documents(
     let collections: Vec<&str> = ops.iter().map(|o| o.op.collection.as_str()).collect();
     let ids: Vec<&str> = ops.iter().map(|o| o.op.id.as_str()).collect();
     let rows = sqlx::query(
-        "SELECT d.collection, d.id, d.owner, d.version, d.deleted, d.body FROM documents d
+        "SELECT d.collection, d.id, d.owner, d.version, d.deleted, d.body, d.attachments FROM documents d
          JOIN (SELECT DISTINCT c, i FROM unnest($1::text[], $2::text[]) AS t(c, i)) t
            ON d.collection = t.c AND d.id = t.i",
     )
@@ -211,15 +221,16 @@ async fn load_documents(
     .await?;
     let mut documents = HashMap::with_capacity(rows.len());
     for r in rows {
-        let doc = stored_doc(r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get::<&str, _>(5)?)?;
+        let doc = stored_doc(r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?, r.try_get(6)?)?;
         documents.insert((r.try_get(0)?, r.try_get(1)?), doc);
     }
     Ok(documents)
 }
 
-/// Writes the documents a push changed, each with its change sequence number (one statement).
-/// The owner changes only when a document is re-created over a tombstone (a new incarnation,
-/// owned by its creator); every other write carries the stored owner.
+/// Writes the documents a push changed, each with its change sequence number and attachment
+/// list (one statement), and, for those whose list changed, the index of which documents list
+/// an id. The owner changes only when a document is re-created over a tombstone (a new
+/// incarnation, owned by its creator); every other write carries the stored owner.
 async fn write_documents(conn: &mut PgConnection, d: &[DocumentWrite], now: i64) -> Result<(), StoreError> {
     if d.is_empty() {
         return Ok(());
@@ -227,12 +238,12 @@ async fn write_documents(conn: &mut PgConnection, d: &[DocumentWrite], now: i64)
     let versions: Vec<i64> = d.iter().map(|x| to_column(x.version, "documents.version")).collect::<Result<_, _>>()?;
     let seqs: Vec<i64> = d.iter().map(|x| to_column(x.seq, "documents.seq")).collect::<Result<_, _>>()?;
     sqlx::query(
-        "INSERT INTO documents (collection, id, owner, version, deleted, body, seq, updated_at)
-         SELECT c, i, o, v, x, b, s, $8 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[],
-             $5::bool[], $6::text[], $7::bigint[]) AS t(c, i, o, v, x, b, s)
+        "INSERT INTO documents (collection, id, owner, version, deleted, body, seq, updated_at, attachments)
+         SELECT c, i, o, v, x, b, s, $8, a FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[],
+             $5::bool[], $6::text[], $7::bigint[], $9::text[]) AS t(c, i, o, v, x, b, s, a)
          ON CONFLICT (collection, id) DO UPDATE SET owner = excluded.owner, version = excluded.version,
              deleted = excluded.deleted, body = excluded.body, seq = excluded.seq,
-             updated_at = excluded.updated_at",
+             updated_at = excluded.updated_at, attachments = excluded.attachments",
     )
     .bind(d.iter().map(|x| x.collection.as_str()).collect::<Vec<_>>())
     .bind(d.iter().map(|x| x.id.as_str()).collect::<Vec<_>>())
@@ -242,9 +253,15 @@ async fn write_documents(conn: &mut PgConnection, d: &[DocumentWrite], now: i64)
     .bind(d.iter().map(|x| x.body.to_string()).collect::<Vec<_>>())
     .bind(seqs)
     .bind(now)
+    .bind(d.iter().map(|x| attachment_list_column(&x.attachments)).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    let relisted: Vec<(&str, &str, &[String])> = d
+        .iter()
+        .filter(|x| x.attachments_changed)
+        .map(|x| (x.collection.as_str(), x.id.as_str(), x.attachments.as_slice()))
+        .collect();
+    super::attachments::relist(conn, &relisted).await
 }
 
 /// Records the first result of each new idempotency key (one statement).
@@ -334,7 +351,7 @@ async fn release_unchanged(
 /// by the bytes read), and the last sequence number it covers.
 type Scanned = (Vec<PullRow>, bool, u64);
 
-/// The rows of a scan (collection, id, owner, version, deleted, body, seq), which the query
+/// The rows of a scan (collection, id, owner, version, deleted, body, seq, attachments), which the query
 /// already ends at the row whose body brings the bodies to [`MAX_PULL_CHANGE_BYTES`] (so no
 /// more is sent over the connection); whether the page stopped at `limit` or at the bytes.
 fn read_rows(rows: Vec<PgRow>, limit: u32) -> Result<(Vec<PullRow>, bool), StoreError> {
@@ -344,8 +361,9 @@ fn read_rows(rows: Vec<PgRow>, limit: u32) -> Result<(Vec<PullRow>, bool), Store
     // Each row is dropped once parsed: the page is not held twice.
     for r in rows {
         let body: &str = r.try_get(5)?;
+        let list: &str = r.try_get(7)?;
         bytes += body.len();
-        let doc = stored_doc(r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, body)?;
+        let doc = stored_doc(r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, body, list)?;
         page.push(PullRow {
             collection: r.try_get(0)?,
             id: r.try_get(1)?,
@@ -363,8 +381,8 @@ const PAGE_BYTES: i64 = MAX_PULL_CHANGE_BYTES as i64;
 /// Every stored change after `since`, up to the page limit.
 async fn scan(conn: &mut PgConnection, b: &PullBatch, since: u64) -> Result<Scanned, StoreError> {
     let rows = sqlx::query(
-        "SELECT collection, id, owner, version, deleted, body, seq FROM (
-             SELECT collection, id, owner, version, deleted, body, seq,
+        "SELECT collection, id, owner, version, deleted, body, seq, attachments FROM (
+             SELECT collection, id, owner, version, deleted, body, seq, attachments,
                  SUM(octet_length(body)) OVER (ORDER BY seq) - octet_length(body) AS before
              FROM (SELECT * FROM documents WHERE seq > $1 ORDER BY seq LIMIT $2) l
          ) t WHERE before < $3 ORDER BY seq",
@@ -385,8 +403,8 @@ async fn scan(conn: &mut PgConnection, b: &PullBatch, since: u64) -> Result<Scan
 async fn scan_own_and_held(conn: &mut PgConnection, b: &PullBatch, since: u64) -> Result<Scanned, StoreError> {
     let top: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM documents").fetch_one(&mut *conn).await?;
     let rows = sqlx::query(
-        "SELECT collection, id, owner, version, deleted, body, seq FROM (
-             SELECT collection, id, owner, version, deleted, body, seq,
+        "SELECT collection, id, owner, version, deleted, body, seq, attachments FROM (
+             SELECT collection, id, owner, version, deleted, body, seq, attachments,
                  SUM(octet_length(body)) OVER (ORDER BY seq) - octet_length(body) AS before
              FROM (SELECT d.* FROM documents d
                  WHERE d.seq > $1 AND d.seq <= $2 AND (d.owner = $3 OR EXISTS (SELECT 1 FROM held h

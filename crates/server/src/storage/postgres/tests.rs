@@ -290,7 +290,7 @@ async fn login_failures_count_up_and_clear() {
 async fn a_version_1_schema_is_migrated_in_place() {
     with_store(|url, schema, store| async move {
         // Back to what the previous build wrote: version 1, with a user.
-        for statement in BACK_TO_V2.iter().chain(&[
+        for statement in back_to_v3().iter().chain(BACK_TO_V2).chain(&[
             "DROP TABLE attachment_chunks, attachments, directives, held, idempotency, documents",
             "ALTER TABLE users DROP COLUMN attributes",
             "ALTER TABLE devices DROP COLUMN sync_seq",
@@ -310,6 +310,87 @@ async fn a_version_1_schema_is_migrated_in_place() {
     .await;
 }
 
+/// Undoes version 4: what the version 3 build wrote (attachments with a device-wrapped CEK, no
+/// attachment lists).
+fn back_to_v3() -> Vec<&'static str> {
+    let mut statements = vec![
+        "DROP TABLE listed_attachments",
+        "DROP TABLE attachment_chunks, attachments",
+        "ALTER TABLE documents DROP COLUMN attachments",
+    ];
+    statements.extend(attachments::SCHEMA_V2);
+    statements.push("UPDATE fv_schema SET version = 3");
+    statements
+}
+
+#[tokio::test]
+async fn a_version_3_store_keeps_its_documents_and_drops_the_attachments_no_other_device_could_open() {
+    with_store(|url, schema, store| async move {
+        let id = "a".repeat(32);
+        let rows = [
+            "INSERT INTO users (name, password_hash, roles, created_at) VALUES ('alice', 'h', '[]', 1)".to_owned(),
+            "INSERT INTO documents (collection, id, owner, version, deleted, body, seq, updated_at) VALUES
+                 ('notes', 'n1', 'alice', 2, false, '{\"text\":\"x\",\"owner\":\"alice\"}', 7, 1),
+                 ('notes', 'n2', 'alice', 3, true, '{\"owner\":\"alice\"}', 8, 1)"
+                .to_owned(),
+            format!(
+                "INSERT INTO attachments (id, user_name, collection, doc_id, header, manifest, wrapped_cek,
+                     chunk_count, length, complete, created_at) VALUES
+                     ('{id}', 'alice', 'notes', 'n1', '\\x01', '\\x02', '\\x03', 2, 10, true, 1)"
+            ),
+            format!(
+                "INSERT INTO attachment_chunks (attachment_id, idx, bytes) VALUES
+                     ('{id}', 0, '\\x04'), ('{id}', 1, '\\x05')"
+            ),
+        ];
+        for statement in back_to_v3() {
+            sqlx::query(statement).execute(&store.pool).await.expect(statement);
+        }
+        for statement in rows {
+            sqlx::query(AssertSqlSafe(statement)).execute(&store.pool).await.expect("row");
+        }
+        let migrated = PgStore::connect_in_schema(&url, &schema, 1).await.expect("migrates");
+        let n1 = migrated.document("notes", "n1").await.expect("reads").expect("kept");
+        assert_eq!((n1.version, n1.deleted, n1.attachments.len()), (2, false, 0));
+        assert_eq!(n1.body, serde_json::json!({"text": "x", "owner": "alice"}));
+        let n2 = migrated.document("notes", "n2").await.expect("reads").expect("kept");
+        assert_eq!((n2.version, n2.deleted), (3, true));
+        // The attachment and its chunks are gone: its key opened on one device only.
+        assert!(migrated.attachment(&id).await.expect("reads").is_none());
+        let chunks: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM attachment_chunks").fetch_one(&store.pool).await.expect("reads");
+        let columns: Vec<String> = sqlx::query_scalar(
+            "SELECT column_name::text FROM information_schema.columns WHERE table_schema = $1
+             AND table_name = 'attachments' AND column_name LIKE '%cek%'",
+        )
+        .bind(&schema)
+        .fetch_all(&store.pool)
+        .await
+        .expect("reads");
+        assert_eq!((chunks, columns), (0, vec!["cek_sealed".to_owned()]));
+        assert!(migrated.documents_listing(&id).await.expect("the index exists").is_empty());
+        let version: i64 =
+            sqlx::query("SELECT max(version) FROM fv_schema").fetch_one(&store.pool).await.expect("reads").get(0);
+        assert_eq!(version, SCHEMA_VERSION);
+        // Its id is free: uploaded again, it is stored.
+        let record = AttachmentRecord {
+            id: id.clone(),
+            user: "alice".into(),
+            collection: "notes".into(),
+            doc_id: "n1".into(),
+            header: vec![1],
+            manifest: vec![2],
+            cek_sealed: vec![3; 60],
+            chunk_count: 1,
+            length: 1,
+            complete: false,
+            created_at: 2,
+        };
+        assert_eq!(migrated.create_attachment(&record, 2).await.expect("stores"), Some(record));
+    })
+    .await;
+}
+
 /// Undoes version 3: what the version 2 build wrote.
 const BACK_TO_V2: &[&str] = &[
     "ALTER TABLE devices DROP COLUMN secret_sealed, DROP COLUMN lease_id, DROP COLUMN lease_sealed,
@@ -323,7 +404,7 @@ const BACK_TO_V2: &[&str] = &[
 #[tokio::test]
 async fn a_version_2_store_moves_each_devices_newest_lease_from_its_sessions_to_the_device() {
     with_store(|url, schema, store| async move {
-        for statement in BACK_TO_V2.iter().chain(&[
+        for statement in back_to_v3().iter().chain(BACK_TO_V2).chain(&[
             "INSERT INTO users (name, password_hash, roles, created_at) VALUES ('alice', 'h', '[]', 1)",
             "INSERT INTO devices (id, user_name, name, created_at, last_seen_at) VALUES
                  ('d1', 'alice', 'tablet', 1, 1), ('d2', 'alice', 'phone', 1, 1)",

@@ -1,12 +1,15 @@
 //! Attachment metadata and ciphertext chunks in the SQLCipher store (so the chunks are
-//! encrypted twice at rest: by the client's format and by the store).
+//! encrypted twice at rest: by the client's format and by the store; the CEK is sealed under
+//! a key derived from the store key before it reaches the store), and the index of which
+//! documents list which attachment ids (ADR 0008).
 
+use fieldvault_core::protocol::sync::StoredDoc;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use crate::storage::{AttachmentRecord, StoreError, from_column, to_column};
+use crate::storage::{AttachmentRecord, MAX_LISTING_DOCUMENTS, StoreError, from_column, stored_doc, to_column};
 
-/// Version 2 tables for attachments.
-pub(super) const SCHEMA: &str = "
+/// Version 2 tables for attachments (the CEK as the uploading device wrapped it).
+pub(super) const SCHEMA_V2: &str = "
     CREATE TABLE attachments (
         id          TEXT PRIMARY KEY,
         user_name   TEXT NOT NULL,
@@ -29,9 +32,47 @@ pub(super) const SCHEMA: &str = "
     ) WITHOUT ROWID;
 ";
 
+/// Version 4 (ADR 0008): the CEK sealed by the server (`cek_sealed`) instead of wrapped by the
+/// uploading device, which no other device could use: the attachments stored before are
+/// deleted with their chunks (their devices upload them again; their ids are free). Each
+/// document gains its attachment list, and `listed_attachments` indexes which documents
+/// list an id (kept with the list, in each push's transaction).
+pub(super) const SCHEMA_V4: &str = "
+    DROP TABLE attachment_chunks;
+    DROP TABLE attachments;
+    CREATE TABLE attachments (
+        id          TEXT PRIMARY KEY,
+        user_name   TEXT NOT NULL,
+        collection  TEXT NOT NULL,
+        doc_id      TEXT NOT NULL,
+        header      BLOB NOT NULL,
+        manifest    BLOB NOT NULL,
+        cek_sealed  BLOB NOT NULL,
+        chunk_count INTEGER NOT NULL,
+        length      INTEGER NOT NULL,
+        complete    INTEGER NOT NULL DEFAULT 0,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE INDEX attachments_by_document ON attachments (collection, doc_id);
+    CREATE TABLE attachment_chunks (
+        attachment_id TEXT NOT NULL REFERENCES attachments(id),
+        idx           INTEGER NOT NULL,
+        bytes         BLOB NOT NULL,
+        PRIMARY KEY (attachment_id, idx)
+    ) WITHOUT ROWID;
+    ALTER TABLE documents ADD COLUMN attachments TEXT NOT NULL DEFAULT '[]';
+    CREATE TABLE listed_attachments (
+        attachment_id TEXT NOT NULL,
+        collection    TEXT NOT NULL,
+        doc_id        TEXT NOT NULL,
+        PRIMARY KEY (attachment_id, collection, doc_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX listed_attachments_by_document ON listed_attachments (collection, doc_id);
+";
+
 fn read(c: &Connection, id: &str) -> Result<Option<AttachmentRecord>, StoreError> {
     let mut statement = c.prepare_cached(
-        "SELECT id, user_name, collection, doc_id, header, manifest, wrapped_cek, chunk_count, length, complete,
+        "SELECT id, user_name, collection, doc_id, header, manifest, cek_sealed, chunk_count, length, complete,
                 created_at FROM attachments WHERE id = ?1",
     )?;
     let mut rows = statement.query([id])?;
@@ -43,7 +84,7 @@ fn read(c: &Connection, id: &str) -> Result<Option<AttachmentRecord>, StoreError
         doc_id: r.get(3)?,
         header: r.get(4)?,
         manifest: r.get(5)?,
-        wrapped_cek: r.get(6)?,
+        cek_sealed: r.get(6)?,
         chunk_count: from_column(r.get(7)?, "attachments.chunk_count")?,
         length: from_column(r.get(8)?, "attachments.length")?,
         complete: r.get(9)?,
@@ -68,7 +109,7 @@ pub(super) fn create(
         return Ok(None);
     }
     tx.execute(
-        "INSERT INTO attachments (id, user_name, collection, doc_id, header, manifest, wrapped_cek, chunk_count,
+        "INSERT INTO attachments (id, user_name, collection, doc_id, header, manifest, cek_sealed, chunk_count,
              length, complete, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10)
          ON CONFLICT (id) DO NOTHING",
         params![
@@ -78,7 +119,7 @@ pub(super) fn create(
             a.doc_id,
             a.header,
             a.manifest,
-            a.wrapped_cek,
+            a.cek_sealed,
             to_column(a.chunk_count, "attachments.chunk_count")?,
             to_column(a.length, "attachments.length")?,
             to_column(a.created_at, "attachments.created_at")?
@@ -99,21 +140,28 @@ pub(super) fn get(c: &mut Connection, id: &str) -> Result<Option<(AttachmentReco
     Ok(Some((a, received)))
 }
 
-pub(super) fn put_chunk(c: &mut Connection, id: &str, index: u64, bytes: &[u8]) -> Result<(u64, bool), StoreError> {
+pub(super) fn put_chunk(
+    c: &mut Connection,
+    id: &str,
+    index: u64,
+    bytes: &[u8],
+) -> Result<Option<(u64, bool)>, StoreError> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let count: Option<i64> =
+        tx.query_row("SELECT chunk_count FROM attachments WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+    let Some(count) = count else { return Ok(None) };
     tx.execute(
         "INSERT INTO attachment_chunks (attachment_id, idx, bytes) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
         params![id, to_column(index, "attachment_chunks.idx")?, bytes],
     )?;
     let held: i64 =
         tx.query_row("SELECT count(*) FROM attachment_chunks WHERE attachment_id = ?1", [id], |r| r.get(0))?;
-    let count: i64 = tx.query_row("SELECT chunk_count FROM attachments WHERE id = ?1", [id], |r| r.get(0))?;
     let complete = held == count;
     if complete {
         tx.execute("UPDATE attachments SET complete = 1 WHERE id = ?1", [id])?;
     }
     tx.commit()?;
-    Ok((from_column(held, "attachment_chunks count")?, complete))
+    Ok(Some((from_column(held, "attachment_chunks count")?, complete)))
 }
 
 pub(super) fn chunk(c: &mut Connection, id: &str, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
@@ -123,7 +171,8 @@ pub(super) fn chunk(c: &mut Connection, id: &str, index: u64) -> Result<Option<V
         .optional()?)
 }
 
-/// Deletes a document's attachments with their chunks (the document was deleted).
+/// Deletes a document's attachments with their chunks (the document was deleted, or
+/// re-created over its tombstone).
 pub(super) fn delete_for_document(tx: &Transaction<'_>, collection: &str, doc_id: &str) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "DELETE FROM attachment_chunks WHERE attachment_id IN
@@ -133,4 +182,56 @@ pub(super) fn delete_for_document(tx: &Transaction<'_>, collection: &str, doc_id
     tx.prepare_cached("DELETE FROM attachments WHERE collection = ?1 AND doc_id = ?2")?
         .execute([collection, doc_id])?;
     Ok(())
+}
+
+/// Deletes these attachments of a document with their chunks (ids its list no longer names).
+/// An attachment of the same id stored for another document is left alone.
+pub(super) fn delete_listed_off(
+    tx: &Transaction<'_>,
+    collection: &str,
+    doc_id: &str,
+    ids: &[String],
+) -> rusqlite::Result<()> {
+    for id in ids {
+        let owned = tx
+            .prepare_cached("SELECT 1 FROM attachments WHERE id = ?1 AND collection = ?2 AND doc_id = ?3")?
+            .exists([id, collection, doc_id])?;
+        if owned {
+            tx.prepare_cached("DELETE FROM attachment_chunks WHERE attachment_id = ?1")?.execute([id])?;
+            tx.prepare_cached("DELETE FROM attachments WHERE id = ?1")?.execute([id])?;
+        }
+    }
+    Ok(())
+}
+
+/// Replaces the index rows of a document with its list now (in the push's transaction).
+pub(super) fn relist(tx: &Transaction<'_>, collection: &str, doc_id: &str, ids: &[String]) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM listed_attachments WHERE collection = ?1 AND doc_id = ?2")?
+        .execute([collection, doc_id])?;
+    for id in ids {
+        tx.prepare_cached("INSERT INTO listed_attachments (attachment_id, collection, doc_id) VALUES (?1, ?2, ?3)")?
+            .execute([id, collection, doc_id])?;
+    }
+    Ok(())
+}
+
+/// The live documents that list `attachment_id` (at most [`MAX_LISTING_DOCUMENTS`]).
+pub(super) fn documents_listing(
+    c: &mut Connection,
+    attachment_id: &str,
+) -> Result<Vec<(String, String, StoredDoc)>, StoreError> {
+    let tx = c.transaction()?;
+    let mut statement = tx.prepare_cached(
+        "SELECT d.collection, d.id, d.owner, d.version, d.deleted, d.body, d.attachments
+         FROM listed_attachments l JOIN documents d ON d.collection = l.collection AND d.id = l.doc_id
+         WHERE l.attachment_id = ?1 AND d.deleted = 0 ORDER BY d.collection, d.id LIMIT ?2",
+    )?;
+    let mut rows = statement.query(params![attachment_id, MAX_LISTING_DOCUMENTS])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let body: String = r.get(5)?;
+        let list: String = r.get(6)?;
+        out.push((r.get(0)?, r.get(1)?, stored_doc(r.get(2)?, r.get(3)?, r.get(4)?, &body, &list)?));
+    }
+    Ok(out)
 }

@@ -31,7 +31,7 @@ use super::{
 };
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA_V1: &str = "
     CREATE TABLE users (
@@ -223,9 +223,10 @@ impl SqliteStore {
         }
         if found < SCHEMA_VERSION {
             let v1 = if found < 1 { SCHEMA_V1 } else { "" };
-            let v2 = if found < 2 { format!("{SCHEMA_V2} {}", attachments::SCHEMA) } else { String::new() };
-            let v3 = devices::SCHEMA_V3;
-            conn.execute_batch(&format!("BEGIN; {v1} {v2} {v3} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
+            let v2 = if found < 2 { format!("{SCHEMA_V2} {}", attachments::SCHEMA_V2) } else { String::new() };
+            let v3 = if found < 3 { devices::SCHEMA_V3 } else { "" };
+            let v4 = attachments::SCHEMA_V4;
+            conn.execute_batch(&format!("BEGIN; {v1} {v2} {v3} {v4} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
                 .map_err(backend)?;
         }
         // Checkpoints run on a connection of their own, in the background, so that copying the
@@ -401,6 +402,11 @@ impl Store for SqliteStore {
         self.run(move |c| sync::document(c, &collection, &id)).await
     }
 
+    async fn documents_listing(&self, attachment_id: &str) -> Result<Vec<(String, String, StoredDoc)>, StoreError> {
+        let id = attachment_id.to_owned();
+        self.run(move |c| attachments::documents_listing(c, &id)).await
+    }
+
     async fn create_attachment(
         &self,
         record: &AttachmentRecord,
@@ -415,7 +421,7 @@ impl Store for SqliteStore {
         self.run(move |c| attachments::get(c, &id)).await
     }
 
-    async fn put_chunk(&self, id: &str, index: u64, bytes: &[u8]) -> Result<(u64, bool), StoreError> {
+    async fn put_chunk(&self, id: &str, index: u64, bytes: &[u8]) -> Result<Option<(u64, bool)>, StoreError> {
         let (id, bytes) = (id.to_owned(), bytes.to_vec());
         self.run(move |c| attachments::put_chunk(c, &id, index, &bytes)).await
     }
@@ -554,7 +560,7 @@ mod tests {
             let conn = Connection::open(&path).expect("open");
             conn.execute_batch(&sqlcipher::key_pragma("main", &key)).expect("key");
             conn.execute_batch(&sqlcipher::cipher_settings_sql("main")).expect("settings");
-            let v2 = format!("{SCHEMA_V1} {SCHEMA_V2} {}", attachments::SCHEMA);
+            let v2 = format!("{SCHEMA_V1} {SCHEMA_V2} {}", attachments::SCHEMA_V2);
             conn.execute_batch(&format!("BEGIN; {v2} PRAGMA user_version = 2; COMMIT;")).expect("v2");
             conn.execute_batch(
                 "INSERT INTO users (name, password_hash, roles, created_at) VALUES ('alice', 'h', '[]', 1);
@@ -588,5 +594,69 @@ mod tests {
             .await
             .expect("reads");
         assert_eq!(left, 0, "no lease is left in the sessions table");
+    }
+
+    #[tokio::test]
+    async fn a_version_3_store_keeps_its_documents_and_drops_the_attachments_no_other_device_could_open() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("server.db");
+        let key = Zeroizing::new([5u8; 32]);
+        let id = "a".repeat(32);
+        {
+            // What the previous build wrote: version 3, an attachment with its device-wrapped CEK.
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(&sqlcipher::key_pragma("main", &key)).expect("key");
+            conn.execute_batch(&sqlcipher::cipher_settings_sql("main")).expect("settings");
+            let v3 = format!("{SCHEMA_V1} {SCHEMA_V2} {} {}", attachments::SCHEMA_V2, devices::SCHEMA_V3);
+            conn.execute_batch(&format!("BEGIN; {v3} PRAGMA user_version = 3; COMMIT;")).expect("v3");
+            conn.execute_batch(&format!(
+                "INSERT INTO users (name, password_hash, roles, created_at) VALUES ('alice', 'h', '[]', 1);
+                 INSERT INTO documents (collection, id, owner, version, deleted, body, seq, updated_at) VALUES
+                     ('notes', 'n1', 'alice', 2, 0, '{{\"text\":\"x\",\"owner\":\"alice\"}}', 7, 1),
+                     ('notes', 'n2', 'alice', 3, 1, '{{\"owner\":\"alice\"}}', 8, 1);
+                 INSERT INTO attachments (id, user_name, collection, doc_id, header, manifest, wrapped_cek,
+                     chunk_count, length, complete, created_at) VALUES
+                     ('{id}', 'alice', 'notes', 'n1', x'01', x'02', x'03', 2, 10, 1, 1);
+                 INSERT INTO attachment_chunks (attachment_id, idx, bytes) VALUES ('{id}', 0, x'04'), ('{id}', 1, x'05');"
+            ))
+            .expect("rows");
+        }
+        let store = SqliteStore::open(&path, &key).expect("migrates");
+        let n1 = store.document("notes", "n1").await.expect("reads").expect("kept");
+        assert_eq!((n1.version, n1.deleted, n1.attachments.len()), (2, false, 0));
+        assert_eq!(n1.body, serde_json::json!({"text": "x", "owner": "alice"}));
+        let n2 = store.document("notes", "n2").await.expect("reads").expect("kept");
+        assert_eq!((n2.version, n2.deleted), (3, true));
+        // The attachment and its chunks are gone: its key opened on one device only.
+        assert!(store.attachment(&id).await.expect("reads").is_none());
+        let (chunks, wrapped, sealed): (i64, i64, i64) = store
+            .run(|c| {
+                Ok(c.query_row(
+                    "SELECT (SELECT count(*) FROM attachment_chunks),
+                        (SELECT count(*) FROM pragma_table_info('attachments') WHERE name = 'wrapped_cek'),
+                        (SELECT count(*) FROM pragma_table_info('attachments') WHERE name = 'cek_sealed')",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?)
+            })
+            .await
+            .expect("reads");
+        assert_eq!((chunks, wrapped, sealed), (0, 0, 1));
+        assert!(store.documents_listing(&id).await.expect("the index exists").is_empty());
+        // Its id is free: uploaded again, it is stored.
+        let record = AttachmentRecord {
+            id: id.clone(),
+            user: "alice".into(),
+            collection: "notes".into(),
+            doc_id: "n1".into(),
+            header: vec![1],
+            manifest: vec![2],
+            cek_sealed: vec![3; 60],
+            chunk_count: 1,
+            length: 1,
+            complete: false,
+            created_at: 2,
+        };
+        assert_eq!(store.create_attachment(&record, 2).await.expect("stores"), Some(record));
     }
 }

@@ -8,14 +8,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use fieldvault_core::protocol::sync::{
-    CheckedOp, Cursor, DocumentWrite, IdempotencyRecord, MAX_PULL_CHANGE_BYTES, OpResult, OpStatus, PullPlan, PullRow,
-    StoredDoc, plan_pull, plan_push,
+    AttachmentDrop, CheckedOp, Cursor, DocumentWrite, IdempotencyRecord, MAX_PULL_CHANGE_BYTES, OpResult, OpStatus,
+    PullPlan, PullRow, StoredDoc, plan_pull, plan_push,
 };
 use fieldvault_core::rules::RuleUser;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::storage::{
-    PullBatch, PullOutcome, PushBatch, PushOutcome, StoreError, from_column, idempotency_record, stored_doc, to_column,
+    PullBatch, PullOutcome, PushBatch, PushOutcome, StoreError, attachment_list_column, from_column,
+    idempotency_record, stored_doc, to_column,
 };
 
 /// Raises the device's sync counter to `seq` and notes the contact; false if `seq` is
@@ -37,11 +38,13 @@ pub(super) fn rule_user(tx: &Transaction<'_>, name: &str) -> Result<Option<RuleU
 }
 
 pub(super) fn load_doc(tx: &Transaction<'_>, collection: &str, id: &str) -> Result<Option<StoredDoc>, StoreError> {
-    let row: Option<(String, i64, bool, String)> = tx
-        .prepare_cached("SELECT owner, version, deleted, body FROM documents WHERE collection = ?1 AND id = ?2")?
-        .query_row([collection, id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+    let row: Option<(String, i64, bool, String, String)> = tx
+        .prepare_cached(
+            "SELECT owner, version, deleted, body, attachments FROM documents WHERE collection = ?1 AND id = ?2",
+        )?
+        .query_row([collection, id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
         .optional()?;
-    row.map(|(owner, version, deleted, body)| stored_doc(owner, version, deleted, &body)).transpose()
+    row.map(|(owner, version, deleted, body, list)| stored_doc(owner, version, deleted, &body, &list)).transpose()
 }
 
 pub(super) fn document(c: &mut Connection, collection: &str, id: &str) -> Result<Option<StoredDoc>, StoreError> {
@@ -68,8 +71,15 @@ pub(super) fn push(c: &mut Connection, b: &PushBatch) -> Result<PushOutcome, Sto
     write_records(&tx, &b.user, &plan.records, now)?;
     hold_ids(&tx, &b.device_id, &plan.held)?;
     release_ids(&tx, &b.device_id, &plan.dropped)?;
-    for (collection, id) in &plan.drop_attachments {
-        super::attachments::delete_for_document(&tx, collection, id)?;
+    for drop in &plan.drop_attachments {
+        match drop {
+            AttachmentDrop::Document { collection, id } => {
+                super::attachments::delete_for_document(&tx, collection, id)?;
+            }
+            AttachmentDrop::Ids { collection, id, ids } => {
+                super::attachments::delete_listed_off(&tx, collection, id, ids)?;
+            }
+        }
     }
     tx.commit()?;
     Ok(PushOutcome::Results(plan.results))
@@ -109,17 +119,18 @@ fn load_documents(tx: &Transaction<'_>, ops: &[CheckedOp]) -> Result<HashMap<(St
     Ok(documents)
 }
 
-/// Writes the documents a push changed, each with its change sequence number. The owner is
+/// Writes the documents a push changed, each with its change sequence number and attachment
+/// list (and, where the list changed, the index of which documents list an id). The owner is
 /// written too: it changes only when a document is re-created over a tombstone (a new
 /// incarnation, owned by its creator); every other write carries the stored owner.
 fn write_documents(tx: &Transaction<'_>, documents: &[DocumentWrite], now: i64) -> Result<(), StoreError> {
     for d in documents {
         tx.prepare_cached(
-            "INSERT INTO documents (collection, id, owner, version, deleted, body, seq, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+            "INSERT INTO documents (collection, id, owner, version, deleted, body, seq, updated_at, attachments)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (collection, id) DO UPDATE SET owner = excluded.owner, version = excluded.version,
                  deleted = excluded.deleted, body = excluded.body, seq = excluded.seq,
-                 updated_at = excluded.updated_at",
+                 updated_at = excluded.updated_at, attachments = excluded.attachments",
         )?
         .execute(params![
             d.collection,
@@ -129,8 +140,12 @@ fn write_documents(tx: &Transaction<'_>, documents: &[DocumentWrite], now: i64) 
             d.deleted,
             d.body.to_string(),
             to_column(d.seq, "documents.seq")?,
-            now
+            now,
+            attachment_list_column(&d.attachments)
         ])?;
+        if d.attachments_changed {
+            super::attachments::relist(tx, &d.collection, &d.id, &d.attachments)?;
+        }
     }
     Ok(())
 }
@@ -249,15 +264,16 @@ fn read_page(c: &mut Connection, b: &PullBatch) -> Result<Result<PageRead, PullO
 /// by the bytes read), and the last sequence number it covers.
 type Scanned = (Vec<PullRow>, bool, u64);
 
-/// Reads scanned rows (collection, id, owner, version, deleted, body, seq) until `limit` of
+/// Reads scanned rows (collection, id, owner, version, deleted, body, seq, attachments) until `limit` of
 /// them, or until their bodies reach [`MAX_PULL_CHANGE_BYTES`]; whether it stopped there.
 fn read_rows(mut rows: rusqlite::Rows<'_>, limit: u32) -> Result<(Vec<PullRow>, bool), StoreError> {
     let mut page = Vec::new();
     let mut bytes = 0usize;
     while let Some(r) = rows.next()? {
         let body: String = r.get(5)?;
+        let list: String = r.get(7)?;
         bytes += body.len();
-        let doc = stored_doc(r.get(2)?, r.get(3)?, r.get(4)?, &body)?;
+        let doc = stored_doc(r.get(2)?, r.get(3)?, r.get(4)?, &body, &list)?;
         page.push(PullRow { collection: r.get(0)?, id: r.get(1)?, seq: from_column(r.get(6)?, "documents.seq")?, doc });
         if page.len() >= limit as usize || bytes >= MAX_PULL_CHANGE_BYTES {
             return Ok((page, true));
@@ -269,7 +285,7 @@ fn read_rows(mut rows: rusqlite::Rows<'_>, limit: u32) -> Result<(Vec<PullRow>, 
 /// Every stored change after `since`, up to the page limit.
 fn scan(tx: &Transaction<'_>, b: &PullBatch, since: u64) -> Result<Scanned, StoreError> {
     let mut stmt = tx.prepare_cached(
-        "SELECT collection, id, owner, version, deleted, body, seq FROM documents
+        "SELECT collection, id, owner, version, deleted, body, seq, attachments FROM documents
          WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     )?;
     let (page, full) = read_rows(stmt.query(params![to_column(since, "documents.seq")?, b.limit])?, b.limit)?;
@@ -282,7 +298,7 @@ fn scan(tx: &Transaction<'_>, b: &PullBatch, since: u64) -> Result<Scanned, Stor
 fn scan_own_and_held(tx: &Transaction<'_>, b: &PullBatch, since: u64) -> Result<Scanned, StoreError> {
     let top: i64 = tx.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM documents")?.query_row([], |r| r.get(0))?;
     let mut stmt = tx.prepare_cached(
-        "SELECT d.collection, d.id, d.owner, d.version, d.deleted, d.body, d.seq FROM documents d
+        "SELECT d.collection, d.id, d.owner, d.version, d.deleted, d.body, d.seq, d.attachments FROM documents d
          WHERE d.seq > ?1 AND d.seq <= ?2 AND (d.owner = ?3 OR EXISTS (SELECT 1 FROM held h
              WHERE h.device_id = ?4 AND h.collection = d.collection AND h.id = d.id))
          ORDER BY d.seq LIMIT ?5",
