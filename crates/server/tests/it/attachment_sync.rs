@@ -300,6 +300,7 @@ async fn a_download_cut_at_every_chunk_leaves_nothing_then_completes() {
         down.store(u64::MAX, Ordering::SeqCst);
         a2.attachment_get(&made.id, &out).await.expect("completes");
         assert!(std::fs::read(&out).expect("read") == bytes);
+        std::fs::remove_file(&out).expect("rm");
     }
 }
 
@@ -430,4 +431,59 @@ async fn a_download_onto_a_full_disk_is_refused_and_the_vault_is_untouched() {
     std::fs::remove_file(fs.dir.join("filler")).expect("rm");
     a2.attachment_get(&made.id, &out).await.expect("get");
     assert!(std::fs::read(&out).expect("read") == bytes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attachment_made_before_attachment_sync_uploads_as_version_2() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures");
+    let photo = std::fs::read(fixtures.join("vault-v1-attachment.photo")).expect("fixture");
+    let id = "964c8a811d7683d9b6382bd91b767d5f";
+    for backend in backends() {
+        let h = start(backend).await;
+        // The vault as the build before made it: schema 3, a version-1 file bound to the
+        // account, nothing ever sent.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vault");
+        let copied = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(fixtures.join("vault-v1-attachment"))
+            .arg(&path)
+            .status()
+            .expect("cp");
+        assert!(copied.success());
+        let store = fieldvault_keystore::PassphraseStore::new(fieldvault_core::Passphrase::new(
+            zeroize::Zeroizing::new("amber falcon drifts over quiet harbour 1998".to_owned()),
+        ));
+        let old = tokio::task::spawn_blocking(move || {
+            fieldvault_client::Vault::open(&path).expect("opens").unlock(&store).map(|v| (v, path))
+        })
+        .await
+        .expect("join")
+        .expect("unlocks");
+        let a1 = Phone::adopt(old.0, old.1, dir);
+        let before = a1.attachments_of("visits", "v1").await;
+        assert_eq!(ids(&before), [id], "{before:?}");
+        assert!(before[0].upload_pending && before[0].downloaded, "owed an upload since the upgrade: {before:?}");
+        let header = |p: &Phone| {
+            let f = p.path.join("accounts/default/files").join(format!("{id}.fva"));
+            std::fs::read(f).expect("file")[4]
+        };
+        assert_eq!(header(&a1), 1, "format version 1 before");
+
+        a1.login(&h, "alice").await;
+        let r = a1.sync().await.expect("sync");
+        assert_eq!((r.pushed, r.attachments.uploaded), (1, 1), "{r:?}");
+        assert_eq!(header(&a1), 2, "re-encrypted to version 2 to travel");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let out = tmp.path().join("o");
+        a1.attachment_get(id, &out).await.expect("still opens here");
+        assert!(std::fs::read(&out).expect("read") == photo);
+
+        let a2 = Phone::new();
+        a2.login(&h, "alice").await;
+        a2.sync().await.expect("a2");
+        std::fs::remove_file(&out).expect("rm");
+        a2.attachment_get(id, &out).await.expect("opens on the second device");
+        assert!(std::fs::read(&out).expect("read") == photo);
+    }
 }

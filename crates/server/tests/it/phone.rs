@@ -41,6 +41,17 @@ impl Phone {
         Phone { vault: Arc::new(Mutex::new(Some(vault))), account, store, path, _dir: Arc::new(dir) }
     }
 
+    /// A device around a vault already unlocked (with another keystore) at `path` in `dir`.
+    pub(crate) fn adopt(vault: Unlocked, path: PathBuf, dir: tempfile::TempDir) -> Phone {
+        Phone {
+            vault: Arc::new(Mutex::new(Some(vault))),
+            account: AccountName::new("default").expect("name"),
+            store: Arc::new(MemoryStore::default()),
+            path,
+            _dir: Arc::new(dir),
+        }
+    }
+
     /// Closes the vault, lets `f` change its files, and unlocks it again.
     pub(crate) fn closed(&self, f: impl FnOnce(&std::path::Path)) {
         let mut slot = self.vault.lock().expect("not poisoned");
