@@ -150,6 +150,15 @@ async fn deletion_and_lost_access_reach_every_device() {
             assert_eq!(p.files().len(), 2, "{:?}", p.files());
         }
 
+        // A device that asked for a collection's attachments gets their bytes with the sync.
+        let a3 = Phone::new();
+        a3.login(&h, "alice").await;
+        a3.with(|v, a| v.set_prefetch(a, "visits", true)).await.expect("prefetch");
+        let r = a3.sync().await.expect("a3");
+        assert_eq!((r.attachments.keyed, r.attachments.downloaded), (2, 2), "{r:?}");
+        assert!(a3.attachments_of("visits", "v1").await[0].downloaded);
+        assert_eq!(a3.files().len(), 2, "{:?}", a3.files());
+
         // An attachment deleted on one device goes from the server and the others.
         a1.attachment_delete(&x.id).await;
         assert_eq!(a1.files().len(), 1);

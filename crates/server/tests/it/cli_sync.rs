@@ -1,5 +1,6 @@
 //! The `fieldvault` command line against the real `fieldvault-server` binary, as a user runs
-//! them: login, sync (once and --watch), outbox, conflicts, whoami, status --sync, logout.
+//! them: login, sync (once and --watch), outbox, conflicts, whoami, status --sync, logout,
+//! and attachments made on one device, listed and opened on another.
 //!
 //! The `fieldvault` binary is the workspace's own, next to `fieldvault-server` in the target
 //! directory (`cargo test --workspace` builds both). Run alone (`cargo test -p
@@ -182,4 +183,62 @@ fn the_command_line_logs_in_syncs_watches_and_logs_out() {
     assert_eq!((&owed["server_told"], &owed["owed"]), (&Value::Bool(false), &Value::Bool(true)), "{owed}");
     let status = one.ok(&["status", "--sync", "--json"]);
     assert_eq!(status["sync"]["logouts_owed"], 1, "{status}");
+}
+
+#[test]
+fn an_attachment_made_on_one_device_is_listed_and_opened_on_another() {
+    let Some(cli) = cli_binary() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let init = server(&["init"], &data);
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let pin = String::from_utf8_lossy(&init.stdout).trim().to_owned();
+    assert!(server(&["user", "add", "ada"], &data).status.success());
+    let srv = serve(&data);
+    let url = format!("https://127.0.0.1:{}", srv.port);
+    let (one, two) = (
+        Device { cli: cli.clone(), vault: tmp.path().join("one") },
+        Device { cli: cli.clone(), vault: tmp.path().join("two") },
+    );
+    for d in [&one, &two] {
+        d.ok(&["init", "--keystore", "passphrase"]);
+        let login = d.run(&["login", "--server", &url, "--user", "ada", "--pin", &pin, "--pin", &pin, "--json"]);
+        assert!(login.status.success(), "{}", String::from_utf8_lossy(&login.stderr));
+    }
+    one.ok(&["put", "visits", "v1", r#"{"patient": "Ada"}"#]);
+    let photo = tmp.path().join("photo.jpg");
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&photo, &bytes).expect("write");
+    let made = one.ok(&["attach", "visits", "v1", photo.to_str().expect("utf-8"), "--json"]);
+    let id = made["id"].as_str().expect("id").to_owned();
+    assert_eq!(made["upload_pending"], true, "{made}");
+    let synced = one.ok(&["sync", "--json"]);
+    assert_eq!(synced["attachments"]["uploaded"], 1, "{synced}");
+
+    let synced = two.ok(&["sync", "--json"]);
+    assert_eq!(synced["attachments"]["keyed"], 1, "{synced}");
+    let listed = two.ok(&["attachment", "list", "visits", "v1", "--json"]);
+    assert_eq!(listed["attachments"][0]["id"], id.as_str(), "the same id on both devices: {listed}");
+    assert_eq!(listed["attachments"][0]["downloaded"], false, "{listed}");
+    let text = two.run(&["attachment", "list", "visits", "v1"]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("not downloaded"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+    let out = tmp.path().join("out.jpg");
+    two.ok(&["attachment", "get", &id, "--out", out.to_str().expect("utf-8"), "--json"]);
+    assert!(std::fs::read(&out).expect("read") == bytes, "byte for byte");
+
+    // Deleted on the second device: gone from the first at its next sync.
+    two.ok(&["attachment", "delete", &id, "--json"]);
+    two.ok(&["sync", "--json"]);
+    one.ok(&["sync", "--json"]);
+    let listed = one.ok(&["attachment", "list", "visits", "v1", "--json"]);
+    assert_eq!(listed["attachments"], Value::Array(vec![]), "{listed}");
+    // Prefetch is a per-collection switch.
+    let on = one.ok(&["attachment", "prefetch", "visits", "--json"]);
+    assert_eq!(on["prefetch"], true, "{on}");
+    let off = one.ok(&["attachment", "prefetch", "visits", "--off", "--json"]);
+    assert_eq!(off["prefetch"], false, "{off}");
 }
