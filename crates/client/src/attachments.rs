@@ -231,6 +231,27 @@ impl Unlocked {
             .map_err(corrupt)
     }
 
+    /// `cek` wrapped under the account's live files key for attachment `id` (purpose 5 of
+    /// the wrapped-key format, bound to the vault, account and id), with that key's version.
+    pub(crate) fn wrap_content_key(
+        &self,
+        account: &AccountName,
+        id: &[u8; 16],
+        cek: &ContentKey,
+    ) -> Result<(WrappedKey, u32), Error> {
+        let version =
+            self.live_version(account, Purpose::Files).ok_or_else(|| Error::NoSuchAccount(account.to_string()))?;
+        let files_key = self.data_key(account, Purpose::Files)?;
+        let vault = self.vault.id();
+        let wrapped = files_key.seal_content_key(
+            cek,
+            KeyMeta { purpose: Purpose::Attachment, version, key_id: KeyId::from_bytes(*id) },
+            &SlotContext { vault: &vault, account: account.as_str(), bound: id },
+            random(),
+        );
+        Ok((wrapped, version))
+    }
+
     /// Encrypts the file at `source` as an attachment of document `collection/doc_id`.
     ///
     /// # Errors
@@ -310,16 +331,7 @@ impl Unlocked {
         self.vault.disk.rename(&tmp.path, &target)?;
         tmp.keep = true;
 
-        let version =
-            self.live_version(account, Purpose::Files).ok_or_else(|| Error::NoSuchAccount(account.to_string()))?;
-        let files_key = self.data_key(account, Purpose::Files)?;
-        let vault = self.vault.id();
-        let wrapped = files_key.seal_content_key(
-            &cek,
-            KeyMeta { purpose: Purpose::Attachment, version, key_id: KeyId::from_bytes(id_bytes) },
-            &SlotContext { vault: &vault, account: account.as_str(), bound: &id_bytes },
-            random(),
-        );
+        let (wrapped, version) = self.wrap_content_key(account, &id_bytes, &cek)?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)

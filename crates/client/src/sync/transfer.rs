@@ -21,7 +21,7 @@ use fieldvault_core::attachment::{
     Algorithm, Binding, DEFAULT_CHUNK_LOG2, Decryptor, Header, Manifest, Owner, TAG_LEN, reencrypt, verify_manifest,
 };
 use fieldvault_core::protocol::attachments::{AttachmentInfo, AttachmentUpload, ChunkReceipt, parse_attachment_id};
-use fieldvault_core::{AccountName, ContentKey, KeyId, KeyMeta, Purpose, SlotContext};
+use fieldvault_core::{AccountName, ContentKey};
 use rusqlite::{OptionalExtension, params};
 use zeroize::Zeroizing;
 
@@ -406,16 +406,7 @@ impl Unlocked {
         let owner = Owner { account, collection: &known.collection, doc_id: &known.document };
         let checked = verify_manifest(&header, &manifest, &cek, &id_bytes, &owner)
             .map_err(|source| Error::Attachment { id: id.to_owned(), source })?;
-        let version =
-            self.live_version(account, Purpose::Files).ok_or_else(|| Error::NoSuchAccount(account.to_string()))?;
-        let files_key = self.data_key(account, Purpose::Files)?;
-        let vault = self.vault.id();
-        let wrapped = files_key.seal_content_key(
-            &cek,
-            KeyMeta { purpose: Purpose::Attachment, version, key_id: KeyId::from_bytes(id_bytes) },
-            &SlotContext { vault: &vault, account: account.as_str(), bound: &id_bytes },
-            random(),
-        );
+        let (wrapped, version) = self.wrap_content_key(account, &id_bytes, &cek)?;
         let db = self.documents(account)?.db;
         let path = db.path.clone();
         let tx = db.conn.transaction().map_err(db_err(&path))?;

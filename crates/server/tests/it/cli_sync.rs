@@ -99,11 +99,17 @@ impl Device {
     }
 }
 
-#[test]
-fn the_command_line_logs_in_syncs_watches_and_logs_out() {
-    let Some(cli) = cli_binary() else { return };
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let data = tmp.path().join("data");
+/// A server with user `ada` (its data in `tmp`), and two devices logged in to it as Ada.
+struct Scene {
+    srv: Server,
+    url: String,
+    pin: String,
+    one: Device,
+    two: Device,
+}
+
+fn scene(cli: &Path, tmp: &Path) -> Scene {
+    let data = tmp.join("data");
     let init = server(&["init"], &data);
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
     let pin = String::from_utf8_lossy(&init.stdout).trim().to_owned();
@@ -111,8 +117,8 @@ fn the_command_line_logs_in_syncs_watches_and_logs_out() {
     let srv = serve(&data);
     let url = format!("https://127.0.0.1:{}", srv.port);
     let (one, two) = (
-        Device { cli: cli.clone(), vault: tmp.path().join("one") },
-        Device { cli: cli.clone(), vault: tmp.path().join("two") },
+        Device { cli: cli.to_path_buf(), vault: tmp.join("one") },
+        Device { cli: cli.to_path_buf(), vault: tmp.join("two") },
     );
     for d in [&one, &two] {
         d.ok(&["init", "--keystore", "passphrase"]);
@@ -120,6 +126,14 @@ fn the_command_line_logs_in_syncs_watches_and_logs_out() {
         assert!(login.status.success(), "{}", String::from_utf8_lossy(&login.stderr));
         assert!(String::from_utf8_lossy(&login.stderr).contains("only one pin"), "login warns about a single pin");
     }
+    Scene { srv, url, pin, one, two }
+}
+
+#[test]
+fn the_command_line_logs_in_syncs_watches_and_logs_out() {
+    let Some(cli) = cli_binary() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let Scene { srv, url, pin, one, two } = scene(&cli, tmp.path());
     // http:// is refused before anything is sent.
     let plain = one.run(&["login", "--server", &url.replace("https", "http"), "--user", "ada", "--pin", &pin]);
     assert!(!plain.status.success());
@@ -189,22 +203,7 @@ fn the_command_line_logs_in_syncs_watches_and_logs_out() {
 fn an_attachment_made_on_one_device_is_listed_and_opened_on_another() {
     let Some(cli) = cli_binary() else { return };
     let tmp = tempfile::tempdir().expect("tempdir");
-    let data = tmp.path().join("data");
-    let init = server(&["init"], &data);
-    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
-    let pin = String::from_utf8_lossy(&init.stdout).trim().to_owned();
-    assert!(server(&["user", "add", "ada"], &data).status.success());
-    let srv = serve(&data);
-    let url = format!("https://127.0.0.1:{}", srv.port);
-    let (one, two) = (
-        Device { cli: cli.clone(), vault: tmp.path().join("one") },
-        Device { cli: cli.clone(), vault: tmp.path().join("two") },
-    );
-    for d in [&one, &two] {
-        d.ok(&["init", "--keystore", "passphrase"]);
-        let login = d.run(&["login", "--server", &url, "--user", "ada", "--pin", &pin, "--pin", &pin, "--json"]);
-        assert!(login.status.success(), "{}", String::from_utf8_lossy(&login.stderr));
-    }
+    let Scene { srv: _srv, one, two, .. } = scene(&cli, tmp.path());
     one.ok(&["put", "visits", "v1", r#"{"patient": "Ada"}"#]);
     let photo = tmp.path().join("photo.jpg");
     let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
