@@ -51,7 +51,8 @@ pub enum KeystoreChoice {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create a vault with a fresh key hierarchy
+    /// Create a vault with a fresh key hierarchy and a recovery key (printed once: write it
+    /// down)
     ///
     /// Without --keystore the OS keystore is used where one answers; otherwise init says so
     /// and falls back to the passphrase keystore.
@@ -117,6 +118,22 @@ pub enum Command {
         /// Read the new passphrase from this open file descriptor (first line)
         #[arg(long, value_name = "N")]
         new_passphrase_fd: Option<u32>,
+    },
+    /// Recovery key: make a new one (the old one then opens nothing); printed once
+    #[command(subcommand)]
+    RecoveryKey(RecoveryKeyCommand),
+    /// Get back in with the recovery key when the keystore entry is lost or the passphrase
+    /// forgotten
+    ///
+    /// The recovery key comes from a prompt or --recovery-key-fd N. The master key is wrapped
+    /// again under a new OS keystore entry or a new passphrase (from a prompt or
+    /// FIELDVAULT_NEW_PASSPHRASE; the old passphrase no longer unlocks), and a new recovery
+    /// key replaces the used one (printed once). Documents, attachments, unsynced changes and
+    /// the device's login are kept. Wrong keys are counted like wrong passphrases.
+    Recover {
+        /// Read the recovery key from this open file descriptor (first line)
+        #[arg(long, value_name = "N")]
+        recovery_key_fd: Option<u32>,
     },
     /// Crypto-shred and delete the whole vault, or with --account NAME one account
     ///
@@ -254,6 +271,12 @@ pub enum AttachmentCommand {
         #[arg(long)]
         off: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecoveryKeyCommand {
+    /// Make a new recovery key and print it once; the previous one stops working
+    New,
 }
 
 #[derive(Debug, Subcommand)]

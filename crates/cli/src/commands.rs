@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use std::io::Read;
 
-use fieldvault_client::{Document, LogoutNotice, MAX_DOCUMENT_BYTES, Status, Unlocked, Vault, parse_body};
+use fieldvault_client::{Document, LogoutNotice, MAX_DOCUMENT_BYTES, RecoveryKey, Status, Unlocked, Vault, parse_body};
 use fieldvault_core::{AccountName, KeystoreKind, KeystoreParams, Purpose, SlotState};
 use fieldvault_hygiene::core_dumps_disabled;
 use fieldvault_keystore::{KeyStore, OsStore, PassphraseStore};
@@ -14,8 +14,9 @@ use serde_json::{Map, Value, json};
 
 use crate::cli::{
     AccountCommand, AttachmentCommand, Cli, Command, ConflictsCommand, Global, KeepChoice, KeystoreChoice,
+    RecoveryKeyCommand,
 };
-use crate::secret_input::{Prompt, Source, confirm, passphrase, password};
+use crate::secret_input::{Prompt, Source, confirm, passphrase, password, recovery_key};
 
 pub fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
@@ -30,6 +31,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Delete { collection, id } => delete(g, &dir, &collection, &id),
         Command::Rotate { master } => rotate(g, &dir, master),
         Command::Passwd { new_passphrase_fd } => passwd(g, &dir, new_passphrase_fd),
+        Command::RecoveryKey(RecoveryKeyCommand::New) => recovery_key_new(g, &dir),
+        Command::Recover { recovery_key_fd } => recover(g, &dir, recovery_key_fd),
         Command::Wipe { yes } => wipe(g, &dir, g.account.as_deref(), yes),
         Command::Verify => verify(g, &dir),
         Command::Migrate { from } => migrate(g, &dir, &from),
@@ -138,10 +141,63 @@ fn init(g: &Global, dir: &Path, choice: Option<KeystoreChoice>) -> Result<()> {
             }
         },
     };
-    let vault = Vault::init(dir, store.as_ref(), &account)?;
+    let (vault, rk) = Vault::init_with_recovery_key(dir, store.as_ref(), &account)?;
     let st = vault.vault().status()?;
-    emit(g, json!({ "created": true, "keystore_fallback": fallback, "status": status_json(dir, &st) }), || {
-        format!("created vault {} at {}\n{}", st.vault, dir.display(), status_text(dir, &st))
+    let human = rk.to_human();
+    emit(
+        g,
+        json!({ "created": true, "keystore_fallback": fallback, "recovery_key": human.as_str(), "status": status_json(dir, &st) }),
+        || {
+            format!(
+                "created vault {} at {}\n{}\n{}",
+                st.vault,
+                dir.display(),
+                status_text(dir, &st),
+                recovery_text(&rk)
+            )
+        },
+    )?;
+    Ok(())
+}
+
+/// The recovery key as printed once, clearly labelled.
+fn recovery_text(rk: &RecoveryKey) -> String {
+    format!(
+        "recovery key (shown only now; write it down and keep it away from this device: it opens the vault without \
+         the passphrase or keystore entry):\n  {}",
+        rk.to_human().as_str()
+    )
+}
+
+fn recovery_key_new(g: &Global, dir: &Path) -> Result<()> {
+    let mut v = unlock(g, dir)?;
+    let rk = v.new_recovery_key()?;
+    emit(g, json!({ "recovery_key": rk.to_human().as_str() }), || {
+        format!("the previous recovery key no longer works\n{}", recovery_text(&rk))
+    })?;
+    Ok(())
+}
+
+fn recover(g: &Global, dir: &Path, fd: Option<u32>) -> Result<()> {
+    let vault = open(dir)?;
+    // A typo is caught by the checksum here, before anything is tried or counted.
+    let rk = RecoveryKey::parse(&recovery_key(fd)?)?;
+    let store: Box<dyn KeyStore> = match vault.keystore_kind() {
+        KeystoreKind::Os => Box::new(OsStore::platform().context("this vault's key is in the OS keystore")?),
+        KeystoreKind::Passphrase => {
+            let from = Source { fd: None, flag: "--new-passphrase-fd", env_var: "FIELDVAULT_NEW_PASSPHRASE" };
+            Box::new(PassphraseStore::new(passphrase(&from, "New passphrase", Prompt::Confirm)?))
+        }
+        KeystoreKind::Memory => {
+            bail!("this vault uses the in-memory test keystore and cannot be opened from the command line")
+        }
+    };
+    let (_unlocked, fresh) = vault.recover(&rk, store.as_ref())?;
+    emit(g, json!({ "recovery_key": fresh.to_human().as_str() }), || {
+        format!(
+            "recovered: the vault opens with its new keystore key, and the used recovery key no longer works\n{}",
+            recovery_text(&fresh)
+        )
     })?;
     Ok(())
 }
@@ -195,6 +251,7 @@ fn status_json(dir: &Path, st: &Status) -> Value {
         "generation": st.generation,
         "master": { "key_id": st.master.key_id.to_hex(), "version": st.master.version },
         "accounts": accounts,
+        "recovery_key": st.recovery.as_ref().map(|r| json!({ "id": r.id.to_hex(), "created_at": r.created_at })),
         "process": { "core_dumps_disabled": core_dumps_disabled() },
     })
 }
@@ -209,6 +266,10 @@ fn status_text(dir: &Path, st: &Status) -> String {
         st.master.version,
         st.master.key_id
     );
+    out.push_str(&match &st.recovery {
+        Some(r) => format!("recovery  {}  made at {} (Unix time)\n", r.id, r.created_at),
+        None => "recovery  none (`fieldvault recovery-key new` makes one)\n".to_owned(),
+    });
     let mut last = None;
     for k in &st.keys {
         if last != Some(&k.account) {

@@ -49,7 +49,7 @@ pub struct Source<'a> {
     pub fd: Option<u32>,
     /// The option's name, for messages (`--passphrase-fd`).
     pub flag: &'a str,
-    /// The environment variable.
+    /// The environment variable (none when empty).
     pub env_var: &'a str,
 }
 
@@ -57,6 +57,12 @@ pub struct Source<'a> {
 /// terminal.
 pub fn passphrase(from: &Source<'_>, label: &str, prompt: Prompt) -> Result<Passphrase> {
     secret(from, "passphrase", label, prompt).map(Passphrase::new)
+}
+
+/// Reads a recovery key's text from the descriptor or a prompt (never the environment).
+pub fn recovery_key(fd: Option<u32>) -> Result<Zeroizing<String>> {
+    let from = Source { fd, flag: "--recovery-key-fd", env_var: "" };
+    secret(&from, "recovery key", "Recovery key", Prompt::Once)
 }
 
 /// Reads a sync server password, the same ways as a passphrase.
@@ -70,7 +76,7 @@ fn secret(from: &Source<'_>, what: &str, label: &str, prompt: Prompt) -> Result<
     let Source { fd, flag, env_var } = *from;
     let text = if let Some(fd) = fd {
         read_fd(fd, flag)?
-    } else if let Ok(v) = std::env::var(env_var) {
+    } else if let Some(v) = Some(env_var).filter(|e| !e.is_empty()).and_then(|e| std::env::var(e).ok()) {
         Zeroizing::new(v)
     } else if std::io::stdin().is_terminal() {
         let ask = |label: String| {
@@ -84,6 +90,9 @@ fn secret(from: &Source<'_>, what: &str, label: &str, prompt: Prompt) -> Result<
         }
         first
     } else {
+        if env_var.is_empty() {
+            bail!("no {what}: run on a terminal, or pass {flag} N");
+        }
         bail!("no {what}: run on a terminal, pass {flag} N, or set {env_var}");
     };
     if text.is_empty() {

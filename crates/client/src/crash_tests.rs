@@ -197,7 +197,10 @@ fn init_survives_a_crash_at_every_step_and_can_be_redone() {
     let store = MemoryStore::default();
     crash_everywhere(
         |_| {},
-        |dir, disk| Vault::init_on(disk, dir, &store, &account("alice")).map(|_| ()),
+        |dir, disk| {
+            let rk = fieldvault_core::RecoveryKey::from_bytes(Zeroizing::new([3; 32]));
+            Vault::init_on(disk, dir, &store, &account("alice"), Some(&rk)).map(|_| ())
+        },
         |dir, crashed| {
             if crashed {
                 if let Ok(v) = Vault::open(dir) {
@@ -209,9 +212,45 @@ fn init_survives_a_crash_at_every_step_and_can_be_redone() {
                 }
                 Vault::init(dir, &store, &account("alice")).expect("init again after a crashed init");
             }
-            Vault::open(dir).expect("opens").unlock(&store).expect("unlocks");
+            let v = Vault::open(dir).expect("opens").unlock(&store).expect("unlocks");
+            if !crashed {
+                assert!(v.vault().status().expect("status").recovery.is_some(), "made in the first write");
+            }
         },
     );
+}
+
+#[test]
+fn recovery_survives_a_crash_at_every_step_with_the_old_recovery_key_or_the_new_keystore_key() {
+    let store = MemoryStore::default();
+    let rk = || fieldvault_core::RecoveryKey::from_bytes(Zeroizing::new([3; 32]));
+    let alice = account("alice");
+    let has_document = |v: &mut Unlocked| {
+        assert!(v.documents(&alice).expect("db").get("c", "d").expect("get").is_some(), "nothing lost");
+    };
+    let steps = crash_everywhere(
+        |dir| {
+            let mut v = Vault::init_on(Disk::default(), dir, &store, &alice, Some(&rk())).expect("init");
+            let mut body = serde_json::Map::new();
+            body.insert("n".into(), 1.into());
+            v.documents(&alice).expect("db").put("c", "d", body).expect("put");
+            let id = v.vault().id();
+            drop(v);
+            store.destroy(&id).expect("the keystore entry is lost");
+        },
+        |dir, disk| Vault::open_on(disk, dir)?.recover(&rk(), &store).map(|_| ()),
+        |dir, crashed| {
+            let mut v = match Vault::open(dir).expect("opens").unlock(&store) {
+                Ok(v) => v,
+                Err(_) => {
+                    assert!(crashed, "a completed recovery unlocks with the new keystore key");
+                    Vault::open(dir).expect("opens").recover(&rk(), &store).expect("the old recovery key works").0
+                }
+            };
+            has_document(&mut v);
+        },
+    );
+    assert!(steps >= 5, "the key file is replaced atomically ({steps} steps)");
 }
 
 #[test]

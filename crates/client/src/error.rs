@@ -74,6 +74,21 @@ pub enum Error {
         /// Seconds before the next attempt is allowed.
         retry_after_secs: u64,
     },
+    /// The recovery key (its checksum right) is not this vault's: it was replaced by a newer
+    /// one, used by a `recover` already, or belongs to another vault. Counted like a wrong
+    /// passphrase; see `retry_after_secs`.
+    #[error("wrong recovery key: it is not this vault's current recovery key ({failures} failed attempt(s){})", wait_note(*retry_after_secs))]
+    WrongRecoveryKey {
+        /// Consecutive failures so far.
+        failures: u32,
+        /// Seconds before the next attempt is allowed.
+        retry_after_secs: u64,
+    },
+    /// The vault has no recovery key (made before recovery keys existed, or never made one).
+    #[error(
+        "this vault has no recovery key; nothing was changed (an unlocked vault makes one with `fieldvault recovery-key new`)"
+    )]
+    NoRecoveryKey,
     /// Too many recent failures: wait before trying again.
     #[error("too many failed unlocks; try again in {retry_after_secs} s")]
     UnlockThrottled {

@@ -98,7 +98,13 @@ fn open_lease(
     key.open_sync_secret(master, &SlotContext { vault, account: slot.account.as_str(), bound: &bound }).map(Some)
 }
 
-fn seal_master(kek: &Kek, master: &MasterKey, vault: &VaultId, params: &KeystoreParams, meta: KeyMeta) -> WrappedKey {
+pub(crate) fn seal_master(
+    kek: &Kek,
+    master: &MasterKey,
+    vault: &VaultId,
+    params: &KeystoreParams,
+    meta: KeyMeta,
+) -> WrappedKey {
     let bound = params.to_bytes();
     kek.seal_master(master, meta, &SlotContext { vault, account: "", bound: &bound }, random())
 }
@@ -107,7 +113,7 @@ fn seal_data(master: &MasterKey, key: &DataKey, vault: &VaultId, account: &Accou
     master.seal_data_key(key, meta, &SlotContext { vault, account: account.as_str(), bound: b"" }, random())
 }
 
-fn fresh_meta(purpose: Purpose, version: u32) -> KeyMeta {
+pub(crate) fn fresh_meta(purpose: Purpose, version: u32) -> KeyMeta {
     KeyMeta { purpose, version, key_id: KeyId::from_bytes(random()) }
 }
 
@@ -131,6 +137,7 @@ impl KeySet {
             leases: Vec::new(),
             devices: Vec::new(),
             owed: Vec::new(),
+            recovery: None,
         };
         keys.add_account(&mut file, account);
         (file, keys)
@@ -153,6 +160,17 @@ impl KeySet {
     fn open(file: &KeyFile, kek: Kek, now: u64) -> Result<(Self, Vec<AccountName>), fieldvault_core::Error> {
         let bound = file.keystore.to_bytes();
         let master = file.master.open_master(&kek, &SlotContext { vault: &file.vault, account: "", bound: &bound })?;
+        Self::open_under(file, kek, master, now)
+    }
+
+    /// As [`KeySet::open`] with the master key already opened (by the recovery key), held
+    /// beside `kek`, the keystore key that is to wrap it from now on.
+    pub(crate) fn open_under(
+        file: &KeyFile,
+        kek: Kek,
+        master: MasterKey,
+        now: u64,
+    ) -> Result<(Self, Vec<AccountName>), fieldvault_core::Error> {
         let mut data = BTreeMap::new();
         let mut leases = BTreeMap::new();
         let mut ended = Vec::new();
@@ -182,6 +200,16 @@ impl KeySet {
         Ok((KeySet { kek, master, data, leases }, ended))
     }
 
+    /// The master key.
+    pub(crate) fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
+    /// The keystore key.
+    pub(crate) fn kek(&self) -> &Kek {
+        &self.kek
+    }
+
     /// What wraps `account`'s data keys now (None: its lease has ended, it is shut).
     fn wrapper(&self, file: &KeyFile, account: &AccountName) -> Option<MasterKey> {
         match file.lease(account) {
@@ -194,7 +222,7 @@ impl KeySet {
     }
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
@@ -294,7 +322,7 @@ impl Vault {
 }
 
 /// Why the key hierarchy did not open: the key file's answer, or the keystore's.
-enum OpenError {
+pub(crate) enum OpenError {
     Keys(fieldvault_core::Error),
     Other(Error),
 }
@@ -327,6 +355,11 @@ pub struct Unlocked {
 }
 
 impl Unlocked {
+    /// The key hierarchy in memory.
+    pub(crate) fn keys(&self) -> &KeySet {
+        &self.keys
+    }
+
     pub(crate) fn from_parts(vault: Vault, keys: KeySet) -> Self {
         Unlocked { vault, keys, dbs: BTreeMap::new() }
     }
@@ -437,6 +470,11 @@ impl Unlocked {
         for owed in &mut next.owed {
             let record = owed.open(&self.keys.master, &file.vault)?;
             *owed = OwedLogout::seal(&master, &file.vault, &owed.account, &owed.device_id, &record, random())?;
+        }
+        // The recovery key keeps working: its K_R, kept under the master key, seals the new one.
+        if let Some(recovery) = &file.recovery {
+            next.recovery =
+                Some(recovery.rewrap(&self.keys.master, &master, meta, &file.vault, [random(), random()])?);
         }
         self.vault.commit(next)?;
         self.keys.master = master;

@@ -6,6 +6,9 @@
 //!   keys, zeroized on drop. Rotation, account management, documents ([`Documents`]),
 //!   attachments, migration and `verify` hang off it; [`Session`] locks it after a time
 //!   without use.
+//! - [`RecoveryKey`]: the key a person writes down at `init`
+//!   ([`Vault::init_with_recovery_key`], [`Unlocked::new_recovery_key`]) to get back in with
+//!   [`Vault::recover`] when the keystore entry is lost or the passphrase forgotten.
 //! - [`Error`]: what can go wrong, one fact per variant.
 //!
 //! ```
@@ -36,6 +39,7 @@ mod error;
 mod keys;
 mod migrate;
 mod pinning;
+mod recovery;
 mod session;
 mod store;
 mod sync;
@@ -51,6 +55,7 @@ pub use documents::{
     Document, Documents, MAX_DOCUMENT_BYTES, MAX_ID_BYTES, Page, check_collection, check_id, parse_body,
 };
 pub use error::Error;
+pub use fieldvault_core::RecoveryKey;
 pub use keys::{Parked, UnlockPolicy, Unlocked};
 pub use migrate::{KeptAsText, Migration};
 pub use pinning::{PinnedVerifier, Pins, pinned_client_config};
@@ -65,7 +70,7 @@ pub use sync::outbox::OutboxEntry;
 pub use sync::retry::{FIRST_RETRY, MAX_RETRY, retry_delay};
 pub use sync::transfer::TransferReport;
 pub use transport::{Auth, CONNECT_TIMEOUT, MAX_RESPONSE_BYTES, Method, REQUEST_TIMEOUT, Request, Response, Transport};
-pub use vault::{KeyStatus, Status, Vault, WipeReport};
+pub use vault::{KeyStatus, RecoveryStatus, Status, Vault, WipeReport};
 
 /// `N` bytes from the OS CSPRNG (nonces, ids).
 pub(crate) fn random<const N: usize>() -> [u8; N] {

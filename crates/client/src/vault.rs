@@ -53,8 +53,19 @@ pub struct Status {
     pub master: KeyMeta,
     /// Every data key.
     pub keys: Vec<KeyStatus>,
-    /// Consecutive failed passphrase unlocks.
+    /// Consecutive failed passphrase unlocks (and recovery attempts).
     pub failed_unlocks: u32,
+    /// The recovery key, if the vault has one: its id and when it was made.
+    pub recovery: Option<RecoveryStatus>,
+}
+
+/// The recovery key in [`Status`] (the key itself is never stored).
+#[derive(Clone, Debug)]
+pub struct RecoveryStatus {
+    /// Its id (a new recovery key has a new id).
+    pub id: fieldvault_core::KeyId,
+    /// When it was made, Unix seconds.
+    pub created_at: u64,
 }
 
 /// One data key in [`Status`].
@@ -175,7 +186,7 @@ impl Vault {
     /// [`Error::AlreadyAVault`] or [`Error::NotEmpty`] without changing anything;
     /// [`Error::Keystore`] when the store refuses (a weak passphrase, no OS keystore).
     pub fn init(dir: &Path, store: &dyn KeyStore, account: &AccountName) -> Result<crate::Unlocked, Error> {
-        Self::init_on(Disk::default(), dir, store, account)
+        Self::init_on(Disk::default(), dir, store, account, None)
     }
 
     /// Whether `init` could create a vault at `dir`, checked without writing anything: so
@@ -193,6 +204,7 @@ impl Vault {
         dir: &Path,
         store: &dyn KeyStore,
         account: &AccountName,
+        recovery: Option<&fieldvault_core::RecoveryKey>,
     ) -> Result<crate::Unlocked, Error> {
         // Read-only checks first, then the keystore (a weak passphrase is refused here),
         // and only then the first write: a refused init leaves no trace.
@@ -221,7 +233,10 @@ impl Vault {
         // Again under the lock: another init may have made a vault here since the check
         // above (it held the lock while it did); its key file must never be overwritten.
         init_target(dir)?;
-        let (keyfile, keys) = crate::keys::KeySet::create(vault_id, kek, params, account);
+        let (mut keyfile, keys) = crate::keys::KeySet::create(vault_id, kek, params, account);
+        if let Some(rk) = recovery {
+            keyfile.recovery = Some(crate::recovery::seal_slot(rk, keys.master(), keyfile.master.meta(), &vault_id));
+        }
         disk.write_atomic(&dir.join(KEYS), &keyfile.to_bytes())?;
         disk.create_dir(&dir.join(ACCOUNTS))?;
         disk.create_dir(&dir.join(ACCOUNTS).join(account.as_str()))?;
@@ -379,6 +394,7 @@ impl Vault {
                 .map(|s| KeyStatus { account: s.account.clone(), meta: s.key.meta(), state: s.state })
                 .collect(),
             failed_unlocks: read_counter(&self.dir)?.failures,
+            recovery: k.recovery.as_ref().map(|r| RecoveryStatus { id: r.id, created_at: r.created_at }),
         })
     }
 

@@ -111,6 +111,13 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// Text offered as a recovery key is not one: a character outside the alphabet, the
+    /// wrong length, or a checksum that does not match (a typo). Says where, never what.
+    #[error("not a valid recovery key: {reason}")]
+    RecoveryKeyFormat {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An account name that cannot be used.
     #[error("invalid account name {name:?}: {reason}")]
     AccountName {

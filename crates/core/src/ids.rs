@@ -63,11 +63,15 @@ pub enum Purpose {
     /// A synced account's device secret (proves the device at a later login), wrapped by the
     /// master key, never by the lease.
     Device = 7,
+    /// The recovery wrapping key `K_R` (derived from the recovery key), wrapped by the master
+    /// key so that a master-key rotation can wrap the new master key under it again
+    /// (`docs/formats/key-file.md`, section 5.7).
+    Recovery = 8,
 }
 
 impl Purpose {
     /// Every purpose, in code order.
-    pub const ALL: [Purpose; 7] = [
+    pub const ALL: [Purpose; 8] = [
         Purpose::Master,
         Purpose::Database,
         Purpose::Files,
@@ -75,6 +79,7 @@ impl Purpose {
         Purpose::Attachment,
         Purpose::Lease,
         Purpose::Device,
+        Purpose::Recovery,
     ];
 
     /// The data-key purposes every account has, in slot order.
@@ -100,6 +105,7 @@ impl Purpose {
             Purpose::Attachment => "attachment",
             Purpose::Lease => "lease",
             Purpose::Device => "device",
+            Purpose::Recovery => "recovery",
         }
     }
 
@@ -184,6 +190,6 @@ mod tests {
             assert_eq!(Purpose::from_name(p.name()), Some(p));
         }
         assert!(Purpose::from_code(0).is_err());
-        assert!(Purpose::from_code(8).is_err());
+        assert!(Purpose::from_code(9).is_err());
     }
 }

@@ -13,11 +13,14 @@
 //!                   | has_key u8 | wrapped lease key (104, when has_key is 1)
 //! type 6  device    len8(account) | account | len8(device_id) | device_id | wrapped secret (104)
 //! type 7  logout    a logout the server is owed ([`OwedLogout`], sealed under the master key)
+//! type 8  recovery  id (16) | created_at u64 | master under K_R (104) | K_R under master (104)
 //! ```
 //!
 //! Version 2 adds sections 5 and 6 (a synced account's lease and device secret, both
 //! wrapped by the master key); a file without them is written as version 1, byte for byte
-//! as before. Version 3 adds section 7, and is written only while a logout is owed. An account with a lease section has its data keys wrapped under the lease
+//! as before. Version 3 adds section 7, and is written only while a logout is owed. Version 4
+//! adds section 8 (the recovery key's copy of the master key, [`RecoverySlot`]) and is
+//! written exactly when the file holds one; it may hold sections 5 to 7 as well. An account with a lease section has its data keys wrapped under the lease
 //! (`MasterKey::lease_wrapping_key`), not under the master key.
 //!
 //! Sections 1, 2 and 3 appear once each, in that order, then any number of data slots. All
@@ -28,7 +31,7 @@
 use std::collections::BTreeSet;
 
 use crate::section::{CHECK_LEN, Reader, checksum};
-use crate::{AccountName, Error, KdfParams, OwedLogout, Purpose, VaultId, WrappedKey};
+use crate::{AccountName, Error, KdfParams, OwedLogout, Purpose, RecoverySlot, VaultId, WrappedKey};
 
 const MAGIC: &[u8; 4] = b"FVKF";
 /// Written when the file holds no lease or device section (the version-1 layout).
@@ -37,6 +40,8 @@ const VERSION_1: u8 = 1;
 const VERSION_2: u8 = 2;
 /// Written while a logout is owed to a server (section 7).
 const VERSION_3: u8 = 3;
+/// Written while the file holds a recovery section (section 8), whatever else it holds.
+const VERSION_4: u8 = 4;
 const CHECK_LABEL: &[u8] = b"keyfile-section";
 const WHAT: &str = "key file";
 
@@ -194,6 +199,8 @@ pub struct KeyFile {
     /// Logouts not yet told to their server (version 3); the account may since have been
     /// re-created, or not.
     pub owed: Vec<OwedLogout>,
+    /// The recovery key's copy of the master key (version 4), if the vault has one.
+    pub recovery: Option<RecoverySlot>,
 }
 
 fn push_section(out: &mut Vec<u8>, kind: u8, body: &[u8]) {
@@ -234,13 +241,19 @@ impl KeyFile {
         let mut out = Vec::with_capacity(256 + (self.slots.len() + self.leases.len() + self.devices.len()) * 180);
         out.extend_from_slice(MAGIC);
         let version = match () {
+            () if self.recovery.is_some() => VERSION_4,
             () if !self.owed.is_empty() => VERSION_3,
             () if !self.leases.is_empty() || !self.devices.is_empty() => VERSION_2,
             () => VERSION_1,
         };
         out.push(version);
         out.push(0);
-        let sections = 3 + self.slots.len() + self.leases.len() + self.devices.len() + self.owed.len();
+        let sections = 3
+            + self.slots.len()
+            + self.leases.len()
+            + self.devices.len()
+            + self.owed.len()
+            + usize::from(self.recovery.is_some());
         let count = u16::try_from(sections).expect("fewer than 65k slots");
         out.extend_from_slice(&count.to_be_bytes());
         let mut vault = self.vault.as_bytes().to_vec();
@@ -279,6 +292,9 @@ impl KeyFile {
         for owed in &self.owed {
             push_section(&mut out, 7, &owed.to_bytes());
         }
+        if let Some(recovery) = &self.recovery {
+            push_section(&mut out, 8, &recovery.to_bytes());
+        }
         out
     }
 
@@ -289,7 +305,7 @@ impl KeyFile {
     /// [`Error::ChecksumMismatch`] names the damaged section; other variants name the rule.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         let mut r = Reader::new(bytes, WHAT);
-        let version = r.header_any(MAGIC, &[VERSION_1, VERSION_2, VERSION_3])?;
+        let version = r.header_any(MAGIC, &[VERSION_1, VERSION_2, VERSION_3, VERSION_4])?;
         if r.u8()? != 0 {
             return Err(Error::Malformed { what: WHAT, reason: "reserved byte is not zero" });
         }
@@ -304,6 +320,7 @@ impl KeyFile {
         let mut leases = Vec::new();
         let mut devices = Vec::new();
         let mut owed = Vec::new();
+        let mut recovery = None;
         let mut last = 0u8;
         for index in 1..=count {
             let start_kind = r.u8()?;
@@ -317,11 +334,12 @@ impl KeyFile {
                 return Err(Error::ChecksumMismatch { what: section_name(index, start_kind, body) });
             }
             // 1, 2, 3 once each, then data slots, then (version 2) leases, then devices, then
-            // (version 3) owed logouts.
+            // (version 3) owed logouts, then (version 4) one recovery section.
             let allowed = match start_kind {
                 4 => true,
                 5 | 6 => version >= VERSION_2,
-                7 => version == VERSION_3,
+                7 => version >= VERSION_3,
+                8 => version == VERSION_4 && recovery.is_none(),
                 _ => false,
             };
             let in_order = match index {
@@ -349,7 +367,8 @@ impl KeyFile {
                 4 => slots.push(parse_slot(body)?),
                 5 => leases.push(parse_lease(body)?),
                 6 => devices.push(parse_device(body)?),
-                _ => owed.push(OwedLogout::from_bytes(body)?),
+                7 => owed.push(OwedLogout::from_bytes(body)?),
+                _ => recovery = Some(RecoverySlot::from_bytes(body)?),
             }
         }
         r.finish()?;
@@ -359,6 +378,9 @@ impl KeyFile {
         }
         if version == VERSION_3 && owed.is_empty() {
             return Err(Error::Malformed { what: WHAT, reason: "version 3 without an owed logout" });
+        }
+        if version == VERSION_4 && recovery.is_none() {
+            return Err(Error::Malformed { what: WHAT, reason: "version 4 without a recovery section" });
         }
         let (vault, generation) = vault.expect("section 1 was read");
         let file = KeyFile {
@@ -370,6 +392,7 @@ impl KeyFile {
             leases,
             devices,
             owed,
+            recovery,
         };
         file.check_consistency()?;
         Ok(file)
@@ -505,6 +528,7 @@ fn section_name(index: u16, kind: u8, body: &[u8]) -> String {
             Ok(o) => format!("account '{}' owed logout", o.account),
             Err(_) => "an owed logout".to_owned(),
         },
+        8 => "recovery key".to_owned(),
         _ => "an unknown section".to_owned(),
     };
     format!("key file section {index} ({what})")
@@ -550,6 +574,7 @@ mod tests {
             leases: vec![],
             devices: vec![],
             owed: vec![],
+            recovery: None,
         }
     }
 
@@ -610,6 +635,44 @@ mod tests {
         twice.owed.push(owed);
         assert!(KeyFile::from_bytes(&twice.to_bytes()).is_err());
         f.owed.clear();
+        assert_eq!(f.to_bytes()[4], 1);
+    }
+
+    #[test]
+    fn a_recovery_section_is_written_as_version_4_once_and_last() {
+        let mut f = sample();
+        let master = MasterKey::from_bytes(Zeroizing::new([2; 32]));
+        let rk = crate::RecoveryKey::from_bytes(Zeroizing::new([9; 32]));
+        let slot = crate::RecoverySlot::seal(
+            &rk,
+            &master,
+            f.master.meta(),
+            &f.vault,
+            KeyId::from_bytes([8; 16]),
+            1_800_000_000,
+            [[1; 12], [2; 12]],
+        );
+        f.recovery = Some(slot.clone());
+        let bytes = f.to_bytes();
+        assert_eq!(bytes[4], 4);
+        let back = KeyFile::from_bytes(&bytes).expect("parses");
+        assert_eq!(back, f);
+        assert_eq!(back.to_bytes(), bytes);
+        assert_eq!(back.recovery.expect("kept").open(&rk, &f.vault).expect("opens").expose_secret(), &[2; 32]);
+        // A recovery section in an older version, or two of them, is refused.
+        for v in [1, 2, 3] {
+            let mut b = bytes.clone();
+            b[4] = v;
+            assert!(KeyFile::from_bytes(&b).is_err(), "version {v}");
+        }
+        let mut twice = bytes.clone();
+        let section = bytes[bytes.len() - (3 + crate::RecoverySlot::BODY_LEN + 8)..].to_vec();
+        twice.extend_from_slice(&section);
+        let count = u16::from_be_bytes([bytes[6], bytes[7]]) + 1;
+        twice[6..8].copy_from_slice(&count.to_be_bytes());
+        assert!(matches!(KeyFile::from_bytes(&twice), Err(Error::Malformed { .. })));
+        // Without it the file is version 1 again.
+        f.recovery = None;
         assert_eq!(f.to_bytes()[4], 1);
     }
 

@@ -11,6 +11,8 @@
 //!   (vault, account, purpose, version, key id). Format: `docs/formats/wrapped-key.md`.
 //! - [`KeyFile`]: the vault's key file, a container of wrapped-key slots plus the keystore
 //!   parameters. Format: `docs/formats/key-file.md`.
+//! - [`RecoveryKey`], [`RecoverySlot`]: the recovery key a person writes down (base32 with a
+//!   CRC-24 checksum) and the key-file section that wraps the master key under it.
 //! - [`KdfParams`]: Argon2id parameters for the passphrase keystore, range-checked on read.
 //! - [`UnlockCounter`]: durable count of failed passphrase unlocks and the growing wait.
 //! - [`rules::Rules`]: the server's access rules, CEL expressions per collection (who reads
@@ -48,6 +50,7 @@ pub mod names;
 mod owed;
 mod pin;
 pub mod protocol;
+mod recovery;
 pub mod rules;
 mod secret;
 mod section;
@@ -63,6 +66,7 @@ pub use marker::VaultMarker;
 pub use names::NameError;
 pub use owed::OwedLogout;
 pub use pin::{Pin, PinError};
+pub use recovery::{RECOVERY_KEY_CHARS, RecoveryKey, RecoverySlot};
 pub use secret::{ContentKey, DataKey, KEY_LEN, Kek, MasterKey, Passphrase, canary};
 pub use throttle::{FREE_FAILURES, UnlockCounter, unlock_delay};
 pub use wrap::{KeyMeta, NONCE_LEN, SlotContext, WrapAlgorithm, WrappedKey, device_bound, lease_bound};

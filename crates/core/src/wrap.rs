@@ -189,6 +189,15 @@ impl WrappedKey {
         self.open_raw(master.expose_secret(), ctx)
     }
 
+    /// Opens the recovery wrapping key `K_R` with the master key. Errors as for
+    /// [`WrappedKey::open_master`].
+    pub fn open_recovery_wrapper(&self, master: &MasterKey, ctx: &SlotContext<'_>) -> Result<Kek, Error> {
+        if self.meta.purpose != Purpose::Recovery {
+            return Err(Error::Malformed { what: "wrapped key", reason: "expected a recovery wrapping key" });
+        }
+        self.open_raw(master.expose_secret(), ctx).map(Kek::from_bytes)
+    }
+
     /// Opens an attachment's content key with the account's files key. `ctx.bound` must be
     /// the attachment id. Errors as for [`WrappedKey::open_master`].
     pub fn open_content_key(&self, files_key: &DataKey, ctx: &SlotContext<'_>) -> Result<ContentKey, Error> {
@@ -315,6 +324,20 @@ impl MasterKey {
     ) -> WrappedKey {
         debug_assert!(matches!(meta.purpose, Purpose::Lease | Purpose::Device));
         WrappedKey::seal_raw(secret, self.expose_secret(), meta, ctx, nonce)
+    }
+
+    /// Seals the recovery wrapping key `K_R` under this master key (purpose
+    /// [`Purpose::Recovery`]), so that a master-key rotation can wrap the new master key under
+    /// `K_R` without the recovery key. `nonce` must be fresh random bytes.
+    pub fn seal_recovery_wrapper(
+        &self,
+        wrapper: &Kek,
+        meta: KeyMeta,
+        ctx: &SlotContext<'_>,
+        nonce: [u8; NONCE_LEN],
+    ) -> WrappedKey {
+        debug_assert_eq!(meta.purpose, Purpose::Recovery);
+        WrappedKey::seal_raw(wrapper.expose_secret(), self.expose_secret(), meta, ctx, nonce)
     }
 
     /// Seals a data key under this master key. `nonce` must be fresh random bytes.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use common::{hex, parse, unhex};
 use fieldvault_core::{
     AccountName, DataKey, DataSlot, Error, KdfParams, Kek, KeyFile, KeyId, KeyMeta, KeystoreParams, MasterKey,
-    OwedLogout, Purpose, SlotContext, SlotState, UnlockCounter, VaultId, VaultMarker,
+    OwedLogout, Purpose, RecoveryKey, RecoverySlot, SlotContext, SlotState, UnlockCounter, VaultId, VaultMarker,
 };
 use zeroize::Zeroizing;
 
@@ -97,7 +97,17 @@ fn sample(kdf: KdfParams) -> KeyFile {
             DataSlot { account: alice.clone(), state: SlotState::Live, key }
         })
         .collect();
-    KeyFile { vault, generation: 3, keystore, master: wrapped, slots, leases: vec![], devices: vec![], owed: vec![] }
+    KeyFile {
+        vault,
+        generation: 3,
+        keystore,
+        master: wrapped,
+        slots,
+        leases: vec![],
+        devices: vec![],
+        owed: vec![],
+        recovery: None,
+    }
 }
 
 /// The sample with `alice` synced: a lease (L = 0x66.., id l_1, expiring 2030-03-17) and a
@@ -151,7 +161,14 @@ fn write_vectors() {
     long.push(0);
     write("fail_key_file_trailing_byte", "key_file", "one byte appended", &long, "trailing_bytes");
     write("fail_key_file_bad_magic", "key_file", "not a key file", &edit(0, 0x20), "bad_magic");
-    write("fail_key_file_version_4", "key_file", "format version 4", &edit(4, 5), "unsupported_version");
+    write("fail_key_file_version_5", "key_file", "format version 5", &edit(4, 4), "unsupported_version");
+    write(
+        "fail_key_file_version_4_without_recovery",
+        "key_file",
+        "version 4 with no recovery section",
+        &edit(4, 5),
+        "malformed",
+    );
     write(
         "fail_key_file_version_3_without_owed",
         "key_file",
@@ -191,6 +208,27 @@ fn write_vectors() {
         "key_file",
         "version 3: the synced account plus a logout owed to the server for its earlier device d_0 (record sealed under the master key)",
         &owed.to_bytes(),
+        "ok",
+    );
+    let mut recovery = synced.clone();
+    let mut rk = [0u8; 32];
+    for (i, b) in rk.iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    recovery.recovery = Some(RecoverySlot::seal(
+        &RecoveryKey::from_bytes(Zeroizing::new(rk)),
+        &MasterKey::from_bytes(Zeroizing::new([0x6d; 32])),
+        recovery.master.meta(),
+        &recovery.vault,
+        KeyId::from_bytes([0x52; 16]),
+        1_800_000_000,
+        [[0x44; 12], [0x45; 12]],
+    ));
+    write(
+        "ok_key_file_recovery",
+        "key_file",
+        "version 4: the synced account plus a recovery section (recovery key 00 01 .. 1f, id 5252..52, made at 1 800 000 000)",
+        &recovery.to_bytes(),
         "ok",
     );
     let mut orphan = synced.clone();

@@ -15,7 +15,7 @@ def check(label, body):
 
 
 def key_file_bad_sections(b):
-    assert b[:4] == b"FVKF" and b[4] in (1, 2, 3) and b[5] == 0
+    assert b[:4] == b"FVKF" and b[4] in (1, 2, 3, 4) and b[5] == 0
     count, pos, bad = struct.unpack(">H", b[6:8])[0], 8, 0
     for _ in range(count):
         kind, length = b[pos], struct.unpack(">H", b[pos + 1:pos + 3])[0]

@@ -15,6 +15,7 @@ mod device_sync;
 mod devices;
 mod harness;
 mod phone;
+mod recovery;
 mod serve;
 mod shared;
 mod soak;
