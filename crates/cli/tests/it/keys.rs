@@ -248,3 +248,47 @@ fn a_closed_standard_output_is_a_one_line_error_not_a_panic() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert_fails_with(&out, "cannot write to standard output");
 }
+
+#[test]
+fn a_forgotten_passphrase_is_recovered_with_the_recovery_key_and_nothing_is_lost() {
+    const NEW: &str = "lantern otter ninety glacier";
+    let env = Env::new();
+    let created = env.json(&["init", "--keystore", "passphrase"], &[PASS]);
+    let first = created["recovery_key"].as_str().expect("init prints the recovery key once").to_owned();
+    assert_ok(&env.run_with_stdin(&["put", "visits", "v1", "-"], &[PASS], Some(r#"{"patient": "Ada"}"#)));
+    let st = env.json(&["status"], &[]);
+    assert!(st["recovery_key"]["created_at"].as_u64().is_some(), "{st}");
+
+    // A typo is caught by the checksum before anything is tried.
+    let mut typo = first.clone().into_bytes();
+    typo[0] = if typo[0] == b'A' { b'B' } else { b'A' };
+    let typo = String::from_utf8(typo).expect("ascii");
+    let bad =
+        env.run_with_stdin(&["recover", "--recovery-key-fd", "0"], &[("FIELDVAULT_NEW_PASSPHRASE", NEW)], Some(&typo));
+    assert_fails_with(&bad, "checksum");
+
+    // The right key: a new passphrase, a new recovery key, every document kept.
+    let out = env.run_with_stdin(
+        &["recover", "--recovery-key-fd", "0", "--json"],
+        &[("FIELDVAULT_NEW_PASSPHRASE", NEW)],
+        Some(&first),
+    );
+    assert_ok(&out);
+    let fresh: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let second = fresh["recovery_key"].as_str().expect("a new recovery key").to_owned();
+    assert_ne!(second, first);
+    let got = env.json(&["get", "visits", "v1"], &[("FIELDVAULT_PASSPHRASE", NEW)]);
+    assert_eq!(got["body"]["patient"], "Ada", "{got}");
+    assert!(!env.run(&["get", "visits", "v1"], &[PASS]).status.success(), "the old passphrase no longer unlocks");
+    // The used key opens nothing any more.
+    let again = env.run_with_stdin(
+        &["recover", "--recovery-key-fd", "0"],
+        &[("FIELDVAULT_NEW_PASSPHRASE", GOOD)],
+        Some(&first),
+    );
+    assert!(!again.status.success());
+    // A new key replaces the second one.
+    let third = env.json(&["recovery-key", "new"], &[("FIELDVAULT_PASSPHRASE", NEW)]);
+    assert_ne!(third["recovery_key"].as_str(), Some(second.as_str()));
+    assert!(!exists(&env.path("keys.fvk.tmp")), "nothing half-written");
+}
