@@ -33,6 +33,7 @@ mod database;
 mod disk;
 mod documents;
 mod error;
+mod export;
 mod keys;
 mod migrate;
 mod pinning;
@@ -51,6 +52,7 @@ pub use documents::{
     Document, Documents, MAX_DOCUMENT_BYTES, MAX_ID_BYTES, Page, check_collection, check_id, parse_body,
 };
 pub use error::Error;
+pub use export::{DocRef, ExportOptions, ExportReport, ExportTo, ImportKey, ImportReport, read_identities};
 pub use keys::{Parked, UnlockPolicy, Unlocked};
 pub use migrate::{KeptAsText, Migration};
 pub use pinning::{PinnedVerifier, Pins, pinned_client_config};

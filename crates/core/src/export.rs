@@ -210,6 +210,7 @@ fn padding(size: u64) -> usize {
 enum Open {
     Nothing,
     Collection { index: usize, docs_left: u64, bytes_left: u64, last_id: Option<String> },
+    Attachment { index: usize, left: u64 },
 }
 
 /// Writes an export's plaintext layout to `out`, entry by entry, in the manifest's order.
@@ -250,7 +251,7 @@ impl<W: Write> ExportWriter<W> {
     /// # Errors
     /// [`Error::ExportLayout`] out of order; [`Error::Io`].
     pub fn begin_collection(&mut self, name: &str) -> Result<(), Error> {
-        self.close_collection()?;
+        self.close_entry()?;
         let index = self.next_collection;
         let Some(c) = self.manifest.collections.get(index) else {
             return Err(layout(format!("collection {name:?} is not in the manifest")));
@@ -288,28 +289,40 @@ impl<W: Write> ExportWriter<W> {
         Ok(())
     }
 
-    fn close_collection(&mut self) -> Result<(), Error> {
-        if let Open::Collection { index, docs_left, bytes_left, .. } = self.open {
-            if docs_left != 0 || bytes_left != 0 {
-                return Err(layout(format!(
-                    "collection {:?} ended short of its manifest entry",
-                    self.manifest.collections[index].name
-                )));
+    fn close_entry(&mut self) -> Result<(), Error> {
+        let size = match self.open {
+            Open::Nothing => return Ok(()),
+            Open::Collection { index, docs_left, bytes_left, .. } => {
+                if docs_left != 0 || bytes_left != 0 {
+                    return Err(layout(format!(
+                        "collection {:?} ended short of its manifest entry",
+                        self.manifest.collections[index].name
+                    )));
+                }
+                self.manifest.collections[index].bytes
             }
-            let size = self.manifest.collections[index].bytes;
-            self.out.write_all(&[0u8; BLOCK][..padding(size)]).map_err(io("writing the export"))?;
-            self.open = Open::Nothing;
-        }
+            Open::Attachment { index, left } => {
+                if left != 0 {
+                    return Err(layout(format!(
+                        "attachment {} ended short of its manifest entry",
+                        self.manifest.attachments[index].id
+                    )));
+                }
+                self.manifest.attachments[index].size
+            }
+        };
+        self.out.write_all(&[0u8; BLOCK][..padding(size)]).map_err(io("writing the export"))?;
+        self.open = Open::Nothing;
         Ok(())
     }
 
-    /// Writes the next attachment of the manifest, `id`, copying exactly its size from
-    /// `bytes` (which must end there). Returns the bytes copied.
+    /// Starts the next attachment of the manifest, `id`; its bytes are then written through
+    /// this writer's [`Write`] impl, exactly the manifest's size. Returns that size.
     ///
     /// # Errors
-    /// [`Error::ExportLayout`] out of order or for a source of another size; [`Error::Io`].
-    pub fn append_attachment(&mut self, id: &str, bytes: &mut dyn Read) -> Result<u64, Error> {
-        self.close_collection()?;
+    /// [`Error::ExportLayout`] out of order; [`Error::Io`].
+    pub fn begin_attachment(&mut self, id: &str) -> Result<u64, Error> {
+        self.close_entry()?;
         if self.next_collection != self.manifest.collections.len() {
             return Err(layout("an attachment written before every collection"));
         }
@@ -322,14 +335,25 @@ impl<W: Write> ExportWriter<W> {
         let size = a.size;
         let h = header(&attachment_path(id), size)?;
         self.out.write_all(h.as_bytes()).map_err(io("writing the export"))?;
-        let copied = io::copy(&mut bytes.take(size), &mut self.out).map_err(io("copying an attachment"))?;
+        self.open = Open::Attachment { index: self.next_attachment, left: size };
+        self.next_attachment += 1;
+        Ok(size)
+    }
+
+    /// Writes the next attachment of the manifest, `id`, copying exactly its size from
+    /// `bytes` (which must end there). Returns the bytes copied.
+    ///
+    /// # Errors
+    /// [`Error::ExportLayout`] out of order or for a source of another size; [`Error::Io`].
+    pub fn append_attachment(&mut self, id: &str, bytes: &mut dyn Read) -> Result<u64, Error> {
+        let size = self.begin_attachment(id)?;
+        let copied = io::copy(&mut bytes.take(size), self).map_err(io("copying an attachment"))?;
         let mut probe = [0u8; 1];
         let more = bytes.read(&mut probe).map_err(io("copying an attachment"))?;
         if copied != size || more != 0 {
             return Err(layout(format!("attachment {id} is not the size its manifest entry says")));
         }
-        self.out.write_all(&[0u8; BLOCK][..padding(size)]).map_err(io("writing the export"))?;
-        self.next_attachment += 1;
+        self.close_entry()?;
         Ok(size)
     }
 
@@ -338,7 +362,7 @@ impl<W: Write> ExportWriter<W> {
     /// # Errors
     /// [`Error::ExportLayout`] when an entry of the manifest was not written; [`Error::Io`].
     pub fn finish(mut self) -> Result<W, Error> {
-        self.close_collection()?;
+        self.close_entry()?;
         if self.next_collection != self.manifest.collections.len()
             || self.next_attachment != self.manifest.attachments.len()
         {
@@ -347,6 +371,26 @@ impl<W: Write> ExportWriter<W> {
         self.out.write_all(&[0u8; 2 * BLOCK]).map_err(io("writing the export"))?;
         self.out.flush().map_err(io("writing the export"))?;
         Ok(self.out)
+    }
+}
+
+/// An open attachment's bytes (after [`ExportWriter::begin_attachment`]); a write past its
+/// size, or with no attachment open, fails.
+impl<W: Write> Write for ExportWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let Open::Attachment { left, .. } = &mut self.open else {
+            return Err(io::Error::other("export: attachment bytes written with no attachment open"));
+        };
+        if buf.len() as u64 > *left {
+            return Err(io::Error::other("export: an attachment is larger than its manifest entry"));
+        }
+        let n = self.out.write(buf)?;
+        *left -= n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 }
 
