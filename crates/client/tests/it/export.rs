@@ -335,3 +335,45 @@ fn truncated_tampered_and_foreign_exports_are_refused_with_nothing_imported() {
     let r = try_import(&enc.stdout, identity(&id_file));
     assert!(matches!(r, Err(Error::ExportNewerLayout { found: 2, supported: 1 })), "{r:?}");
 }
+
+/// The fenced block after `<!-- example: NAME -->` in docs/formats/export.md.
+fn example(doc: &str, name: &str) -> String {
+    let marker = format!("<!-- example: {name} -->");
+    let after = &doc[doc.find(&marker).expect("the example is in the page") + marker.len()..];
+    let start = after.find("```").expect("a fenced block");
+    let body = &after[start..];
+    let body = &body[body.find('\n').expect("fence line") + 1..];
+    body[..body.find("```").expect("closing fence")].to_owned()
+}
+
+#[test]
+fn the_worked_example_of_the_format_page_is_what_the_code_writes() {
+    let page = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/formats/export.md")).expect("page");
+    let f = Fixture::new();
+    let tmp = f.tmp.path();
+    let mut v = f.unlock();
+    let mut docs = v.documents(&alice()).expect("documents");
+    docs.put("notes", "n1", obj(json!({"text": "hello"}))).expect("put");
+    docs.put("notes", "n2", obj(json!({"done": false}))).expect("put");
+    docs.put("notes", "n2", obj(json!({"done": true, "tags": ["a"]}))).expect("put");
+    let src = tmp.join("hello.txt");
+    fs::write(&src, b"hello, age\n").expect("write");
+    let att = v.attach(&alice(), "notes", "n1", &src).expect("attach");
+    let (id_file, recipient) = keygen(tmp, "id.txt");
+    let out = tmp.join("notes.age");
+    export(&mut v, ExportTo::Recipients(vec![recipient]), true, &out);
+
+    let plain = age_decrypt(&id_file, &out);
+    assert_eq!(plain.len(), 4096, "the size the page states");
+    let entries = tar_entries(&plain);
+    let manifest = String::from_utf8(entries[0].1.clone()).expect("utf-8");
+    assert!(page.contains(&format!(" {} 1970-01-01 00:00 manifest.json", manifest.len())), "the listing's size");
+    let created = serde_json::from_str::<Value>(&manifest).expect("json")["created_at_ms"].to_string();
+    let normalized = manifest
+        .replace(&att.id, "0123456789abcdef0123456789abcdef")
+        .replace(&format!("\"created_at_ms\": {created}"), "\"created_at_ms\": 1765000000000");
+    assert_eq!(normalized, example(&page, "manifest.json"));
+    assert_eq!(entries[1].0, "documents/notes.jsonl");
+    assert_eq!(String::from_utf8(entries[1].1.clone()).expect("utf-8"), example(&page, "documents/notes.jsonl"));
+    assert_eq!(entries[2], (format!("attachments/{}", att.id), b"hello, age\n".to_vec()));
+}
