@@ -261,17 +261,30 @@ fn an_import_killed_at_any_point_leaves_all_of_it_or_nothing() {
     let whole = t.elapsed();
     let (mut none, mut all) = (0, 0);
     // Kill points from the start to past the end: before the unlock, while documents and
-    // attachment files are written, around the commit, after it.
-    for i in 0..12u32 {
+    // attachment files are written, around the commit. Then one kill the moment the first
+    // attachment file (temporary or renamed) appears, and one long after the end.
+    for i in 0..13u32 {
         let b = Env::new();
         b.init();
+        let files_dir = b.path("accounts/default/files");
         let mut child = b
             .command(&["import", s(&out), "--identity", s(&id_file)], &[PASS])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("spawn");
-        std::thread::sleep(whole.mul_f64(f64::from(i) / 10.0));
+        match i {
+            11 => {
+                let t = std::time::Instant::now();
+                while fs::read_dir(&files_dir).map(|d| d.count()).unwrap_or(0) == 0 && t.elapsed() < whole * 5 {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+            12 => {
+                let _ = child.wait();
+            }
+            _ => std::thread::sleep(whole.mul_f64(f64::from(i) / 10.0)),
+        }
         let _ = child.kill();
         let _ = child.wait();
         // The vault opens (orphans swept), holds nothing of the import or all of it.
@@ -291,6 +304,7 @@ fn an_import_killed_at_any_point_leaves_all_of_it_or_nothing() {
     }
     eprintln!("killed imports: {none} left nothing, {all} had finished");
     assert!(none > 0 && all > 0, "kills landed both before and after the commit");
+    assert!(none >= 2, "the kill while an attachment file was written left nothing");
 }
 
 #[test]
