@@ -36,7 +36,8 @@ if ! command -v cargo >/dev/null; then
 fi
 
 packages=(gcc libc6-dev make pkg-config libdbus-1-dev libssl-dev)
-((core)) || packages+=(sqlite3 python3 python3-pip)
+# age: the export tests decrypt exports with the age command-line tool (docs/formats/export.md).
+((core)) || packages+=(sqlite3 python3 python3-pip age)
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -152,6 +152,64 @@ pub enum Command {
         /// The file to attach
         file: std::path::PathBuf,
     },
+    /// Export the account's documents (and attachments) to FILE, encrypted in the age format
+    ///
+    /// FILE opens with the `age` tool (`age -d -i IDENTITY FILE`, or with the passphrase);
+    /// inside is an uncompressed tar of manifest.json, documents/<collection>.jsonl and
+    /// attachments/<id> (docs/formats/export.md). Whoever holds a recipient's identity, or
+    /// the passphrase, reads all of it. Written to a temporary file beside FILE and renamed
+    /// into place only when complete: FILE is never half-written.
+    Export {
+        /// Where to write the export (replaced atomically if it exists)
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Export only this collection (repeatable) [default: every collection]
+        #[arg(long = "collection", value_name = "C")]
+        collections: Vec<String>,
+        /// Include the attachments of the exported documents (those whose bytes are here)
+        #[arg(long)]
+        with_attachments: bool,
+        /// Encrypt to this age recipient, as age-keygen prints it (repeatable)
+        #[arg(
+            long = "recipient",
+            value_name = "age1...",
+            required_unless_present = "to_passphrase",
+            conflicts_with = "to_passphrase"
+        )]
+        recipients: Vec<String>,
+        /// Encrypt to a passphrase of the export's own, never the vault's (prompted twice,
+        /// or from --export-passphrase-fd or FIELDVAULT_EXPORT_PASSPHRASE)
+        #[arg(long)]
+        to_passphrase: bool,
+        /// Read the export's passphrase from this open file descriptor (first line)
+        #[arg(long, value_name = "N", requires = "to_passphrase")]
+        export_passphrase_fd: Option<u32>,
+    },
+    /// Import an export (made by `export`) into the account: all of it or nothing
+    ///
+    /// Documents keep their ids and are local writes (queued for the server); attachments
+    /// get new ids. A document whose id is here already is never overwritten: it is
+    /// reported as skipped (same body) or conflicting (another body), and its attachments
+    /// are not imported.
+    Import {
+        /// The export file
+        file: PathBuf,
+        /// An age identity file (as age-keygen writes it) for an export made to recipients
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "from_passphrase",
+            conflicts_with = "from_passphrase"
+        )]
+        identity: Option<PathBuf>,
+        /// The export was made with --to-passphrase: ask for its passphrase (or read it from
+        /// --export-passphrase-fd or FIELDVAULT_EXPORT_PASSPHRASE)
+        #[arg(long)]
+        from_passphrase: bool,
+        /// Read the export's passphrase from this open file descriptor (first line)
+        #[arg(long, value_name = "N", requires = "from_passphrase")]
+        export_passphrase_fd: Option<u32>,
+    },
     /// Attachments: list a document's, or get one back
     #[command(subcommand)]
     Attachment(AttachmentCommand),

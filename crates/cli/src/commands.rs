@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use std::io::Read;
 
-use fieldvault_client::{Document, LogoutNotice, MAX_DOCUMENT_BYTES, RecoveryKey, Status, Unlocked, Vault, parse_body};
+use fieldvault_client::{
+    Document, ExportOptions, ExportTo, ImportKey, LogoutNotice, MAX_DOCUMENT_BYTES, RecoveryKey, Status, Unlocked,
+    Vault, parse_body,
+};
 use fieldvault_core::{AccountName, KeystoreKind, KeystoreParams, Purpose, SlotState};
 use fieldvault_hygiene::core_dumps_disabled;
 use fieldvault_keystore::{KeyStore, OsStore, PassphraseStore};
@@ -37,6 +40,38 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Verify => verify(g, &dir),
         Command::Migrate { from } => migrate(g, &dir, &from),
         Command::Attach { collection, id, file } => attach(g, &dir, &collection, &id, &file),
+        Command::Export { out, collections, with_attachments, recipients, to_passphrase, export_passphrase_fd } => {
+            let to = if to_passphrase {
+                let from = Source {
+                    fd: export_passphrase_fd,
+                    flag: "--export-passphrase-fd",
+                    env_var: "FIELDVAULT_EXPORT_PASSPHRASE",
+                };
+                ExportTo::Passphrase(passphrase(&from, "Export passphrase", Prompt::Confirm)?)
+            } else {
+                ExportTo::Recipients(recipients)
+            };
+            export(g, &dir, &out, ExportOptions { collections, with_attachments, to })
+        }
+        Command::Import { file, identity, from_passphrase: _, export_passphrase_fd } => {
+            let key = match identity {
+                Some(path) => ImportKey::Identities(
+                    fieldvault_client::read_identities(std::io::BufReader::new(
+                        std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?,
+                    ))
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+                ),
+                None => {
+                    let from = Source {
+                        fd: export_passphrase_fd,
+                        flag: "--export-passphrase-fd",
+                        env_var: "FIELDVAULT_EXPORT_PASSPHRASE",
+                    };
+                    ImportKey::Passphrase(passphrase(&from, "Export passphrase", Prompt::Once)?)
+                }
+            };
+            import(g, &dir, &file, key)
+        }
         Command::Attachment(AttachmentCommand::Get { att_id, out }) => attachment_get(g, &dir, &att_id, &out),
         Command::Attachment(AttachmentCommand::List { collection, id }) => attachment_list(g, &dir, &collection, &id),
         Command::Attachment(AttachmentCommand::Delete { att_id }) => attachment_delete(g, &dir, &att_id),
@@ -533,6 +568,101 @@ fn spinner(g: &Global, what: &str) -> indicatif::ProgressBar {
     s.set_message(what.to_owned());
     s.enable_steady_tick(std::time::Duration::from_millis(100));
     s
+}
+
+fn export(g: &Global, dir: &Path, out: &Path, options: ExportOptions) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let account = account(g)?;
+    let mut v = unlock(g, dir)?;
+    let name = out.file_name().ok_or_else(|| anyhow!("--out {} names no file", out.display()))?;
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if out.is_dir() {
+        bail!("--out {} is a directory", out.display());
+    }
+    // Written beside FILE and renamed into place only when complete: FILE is never
+    // half-written (a killed export leaves only this hidden file).
+    let tmp = parent.join(format!(".{}.{}.partial", name.to_string_lossy(), std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    struct Remove<'a>(&'a Path, bool);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            if !self.1 {
+                let _ = std::fs::remove_file(self.0);
+            }
+        }
+    }
+    let mut guard = Remove(&tmp, false);
+    let bar = bytes_bar(g, "exporting");
+    let r = v.export(&account, options, &file, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    let r = r.with_context(|| format!("export to {} failed; nothing was written there", out.display()))?;
+    file.sync_all().with_context(|| format!("export to {} failed; nothing was written there", out.display()))?;
+    drop(file);
+    std::fs::rename(&tmp, out).with_context(|| format!("cannot rename the export into place at {}", out.display()))?;
+    guard.1 = true;
+    if let Ok(d) = std::fs::File::open(parent) {
+        let _ = d.sync_all();
+    }
+    let collections: serde_json::Map<String, Value> =
+        r.collections.iter().map(|(c, n)| (c.clone(), json!(n))).collect();
+    emit(
+        g,
+        json!({ "out": out.display().to_string(), "collections": collections, "documents": r.documents,
+                "attachments": r.attachments, "attachments_not_here": r.attachments_not_here, "bytes": r.bytes }),
+        || {
+            let mut s =
+                format!("exported {} documents and {} attachments to {}", r.documents, r.attachments, out.display());
+            if r.attachments_not_here > 0 {
+                s.push_str(&format!(
+                    "\nleft out {} attachments whose bytes are not on this device (get them first)",
+                    r.attachments_not_here
+                ));
+            }
+            s
+        },
+    )?;
+    Ok(())
+}
+
+fn import(g: &Global, dir: &Path, file: &Path, key: ImportKey) -> Result<()> {
+    let account = account(g)?;
+    let input = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let mut v = unlock(g, dir)?;
+    let bar = bytes_bar(g, "importing");
+    let r = v.import(&account, input, key, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    let r = r?;
+    let refs = |l: &[fieldvault_client::DocRef]| -> Vec<Value> {
+        l.iter().map(|d| json!({ "collection": d.collection, "id": d.id })).collect()
+    };
+    emit(
+        g,
+        json!({ "added": r.added, "skipped": refs(&r.skipped), "conflicting": refs(&r.conflicting),
+                "attachments_added": r.attachments_added, "attachments_skipped": r.attachments_skipped }),
+        || {
+            let mut s = vec![format!(
+                "added {} documents and {} attachments; {} documents skipped (already here, the same); {} conflicting (already here, different: kept as they are here)",
+                r.added,
+                r.attachments_added,
+                r.skipped.len(),
+                r.conflicting.len()
+            )];
+            s.extend(r.conflicting.iter().map(|d| format!("conflicting: {}/{}", d.collection, d.id)));
+            s.join("\n")
+        },
+    )?;
+    Ok(())
 }
 
 fn attachment_json(a: &fieldvault_client::Attachment) -> Value {

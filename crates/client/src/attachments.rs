@@ -12,8 +12,10 @@ use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use fieldvault_core::attachment::{Algorithm, Binding, DEFAULT_CHUNK_LOG2, Decryptor, Encryptor, Header, Owner};
-use fieldvault_core::{AccountName, ContentKey, KeyId, KeyMeta, Purpose, SlotContext, WrappedKey};
+use fieldvault_core::attachment::{
+    Algorithm, Binding, DEFAULT_CHUNK_LOG2, Decryptor, Encryptor, Header, Owner, Written,
+};
+use fieldvault_core::{AccountName, ContentKey, DataKey, KeyId, KeyMeta, Purpose, SlotContext, VaultId, WrappedKey};
 use rusqlite::{OptionalExtension, params};
 
 use crate::database::DB_FILE;
@@ -56,7 +58,7 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn parse_id(id: &str) -> Result<[u8; 16], Error> {
+pub(crate) fn parse_id(id: &str) -> Result<[u8; 16], Error> {
     let bad = || Error::NoSuchAttachment(id.chars().take(64).collect());
     if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
         return Err(bad());
@@ -79,11 +81,11 @@ pub type Progress<'p> = &'p mut (dyn FnMut(u64, u64) + Send);
 /// A reader or writer that reports the bytes through it to `progress(done, total)`,
 /// passing vectored calls through whole (the attachment stream reads and writes a batch in
 /// one vectored call).
-struct Counted<'p, T> {
-    inner: T,
-    done: u64,
-    total: u64,
-    progress: Progress<'p>,
+pub(crate) struct Counted<'p, T> {
+    pub(crate) inner: T,
+    pub(crate) done: u64,
+    pub(crate) total: u64,
+    pub(crate) progress: Progress<'p>,
 }
 
 impl<T> Counted<'_, T> {
@@ -149,6 +151,100 @@ impl Drop for TempFile {
             let _ = fs::remove_file(&self.path);
         }
     }
+}
+
+/// Encrypts `input` (`len` bytes) into a new attachment file of document
+/// `collection/doc_id` under `files`: a temporary file, synced and renamed into place (its
+/// metadata row is the caller's). Returns the new id, its bytes, the content key and what
+/// was written. On failure nothing is left behind.
+pub(crate) fn encrypt_new(
+    disk: &crate::disk::Disk,
+    files: &Path,
+    collection: &str,
+    doc_id: &str,
+    input: impl Read,
+    len: u64,
+    progress: Progress<'_>,
+) -> Result<(String, [u8; 16], ContentKey, Written), Error> {
+    if !files.exists() {
+        disk.create_dir(files)?;
+    }
+    disk.ensure_free_space(files, len + len / 1000 + (1 << 20))?;
+    let id_bytes: [u8; 16] = random();
+    let id = hex(&id_bytes);
+    let cek = ContentKey::from_bytes(random_key());
+    let header = Header {
+        algorithm: Algorithm::Aes256Gcm,
+        chunk_log2: DEFAULT_CHUNK_LOG2,
+        attachment: id_bytes,
+        binding: Binding::Document { collection: collection.to_owned(), id: doc_id.to_owned() },
+        salt: random(),
+        nonce_prefix: random(),
+    };
+    let target = file_path(files, &id);
+    let (mut tmp, file) = TempFile::create(&target)?;
+    // The encryptor reads the source straight into its 3 MiB batches and writes whole
+    // batches out (small I/O calls are what cost most on a slow kernel path:
+    // docs/performance.md).
+    // The manifest's chunk hashes wait in a temporary file beside it (hashes of
+    // ciphertext, nothing secret), so memory stays the same whatever the size.
+    let (_spill_guard, spill) = TempFile::create(&target.with_extension("hashes"))?;
+    let mut enc = Encryptor::with_spill(file, &cek, header, Box::new(spill)).map_err(io_err("write", &tmp.path))?;
+    enc.read_from(Counted { inner: input, done: 0, total: len, progress }).map_err(io_err("encrypt", &tmp.path))?;
+    let (file, written) = enc.finish().map_err(io_err("write", &tmp.path))?;
+    file.sync_all().map_err(io_err("fsync", &tmp.path))?;
+    drop(file);
+    disk.rename(&tmp.path, &target)?;
+    tmp.keep = true;
+    Ok((id, id_bytes, cek, written))
+}
+
+/// Wraps a new attachment's content key under the account's files key (version `version`).
+pub(crate) fn seal_cek(
+    files_key: &DataKey,
+    version: u32,
+    vault: &VaultId,
+    account: &AccountName,
+    id_bytes: &[u8; 16],
+    cek: &ContentKey,
+) -> WrappedKey {
+    files_key.seal_content_key(
+        cek,
+        KeyMeta { purpose: Purpose::Attachment, version, key_id: KeyId::from_bytes(*id_bytes) },
+        &SlotContext { vault, account: account.as_str(), bound: id_bytes },
+        random(),
+    )
+}
+
+/// Records a new attachment made here and the upload owed for it, inside the caller's
+/// transaction (which also records the owning document's op).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn insert_new(
+    tx: &rusqlite::Connection,
+    id: &str,
+    collection: &str,
+    doc_id: &str,
+    written: &Written,
+    wrapped: &WrappedKey,
+    version: u32,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO attachments (id, collection, doc_id, size, wrapped_cek, key_version, root, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            id,
+            collection,
+            doc_id,
+            written.length as i64,
+            wrapped.to_bytes().to_vec(),
+            version,
+            written.root.to_vec(),
+            now_ms
+        ],
+    )?;
+    tx.execute("INSERT INTO attachment_uploads (id, queued_at_ms) VALUES (?1, ?2)", params![id, now_ms])?;
+    Ok(())
 }
 
 impl Unlocked {
@@ -242,14 +338,7 @@ impl Unlocked {
         let version =
             self.live_version(account, Purpose::Files).ok_or_else(|| Error::NoSuchAccount(account.to_string()))?;
         let files_key = self.data_key(account, Purpose::Files)?;
-        let vault = self.vault.id();
-        let wrapped = files_key.seal_content_key(
-            cek,
-            KeyMeta { purpose: Purpose::Attachment, version, key_id: KeyId::from_bytes(*id) },
-            &SlotContext { vault: &vault, account: account.as_str(), bound: id },
-            random(),
-        );
-        Ok((wrapped, version))
+        Ok((seal_cek(files_key, version, &self.vault.id(), account, id, cek), version))
     }
 
     /// Encrypts the file at `source` as an attachment of document `collection/doc_id`.
@@ -297,39 +386,10 @@ impl Unlocked {
             return Err(Error::InvalidAttachment(format!("{} is not a regular file", source.display())));
         }
         let files = self.files_dir(account);
-        if !files.exists() {
-            self.vault.disk.create_dir(&files)?;
-        }
-        self.vault.disk.ensure_free_space(&files, meta.len() + meta.len() / 1000 + (1 << 20))?;
-
-        let id_bytes: [u8; 16] = random();
-        let id = hex(&id_bytes);
-        let cek = ContentKey::from_bytes(random_key());
-        let header = Header {
-            algorithm: Algorithm::Aes256Gcm,
-            chunk_log2: DEFAULT_CHUNK_LOG2,
-            attachment: id_bytes,
-            binding: Binding::Document { collection: collection.to_owned(), id: doc_id.to_owned() },
-            salt: random(),
-            nonce_prefix: random(),
-        };
-        let target = file_path(&files, &id);
-        let (mut tmp, file) = TempFile::create(&target)?;
-        // The encryptor reads the source straight into its 3 MiB batches and writes whole
-        // batches out (small I/O calls are what cost most on a slow kernel path:
-        // docs/performance.md).
         let input = File::open(source).map_err(io_err("open", source))?;
-        // The manifest's chunk hashes wait in a temporary file beside it (hashes of
-        // ciphertext, nothing secret), so memory stays the same whatever the size.
-        let (_spill_guard, spill) = TempFile::create(&target.with_extension("hashes"))?;
-        let mut enc = Encryptor::with_spill(file, &cek, header, Box::new(spill)).map_err(io_err("write", &tmp.path))?;
-        enc.read_from(Counted { inner: input, done: 0, total: meta.len(), progress })
-            .map_err(io_err("encrypt", &tmp.path))?;
-        let (file, written) = enc.finish().map_err(io_err("write", &tmp.path))?;
-        file.sync_all().map_err(io_err("fsync", &tmp.path))?;
-        drop(file);
-        self.vault.disk.rename(&tmp.path, &target)?;
-        tmp.keep = true;
+        let (id, id_bytes, cek, written) =
+            encrypt_new(&self.vault.disk, &files, collection, doc_id, input, meta.len(), progress)?;
+        let target = file_path(&files, &id);
 
         let (wrapped, version) = self.wrap_content_key(account, &id_bytes, &cek)?;
         let now = std::time::SystemTime::now()
@@ -345,23 +405,7 @@ impl Unlocked {
         // The attachment, the upload owed to the server and the document's op (its list
         // changed) commit together or not at all (ADR 0008).
         let tx = db.conn.transaction().map_err(err)?;
-        tx.execute(
-            "INSERT INTO attachments (id, collection, doc_id, size, wrapped_cek, key_version, root, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                id,
-                collection,
-                doc_id,
-                written.length as i64,
-                wrapped.to_bytes().to_vec(),
-                version,
-                written.root.to_vec(),
-                now
-            ],
-        )
-        .map_err(err)?;
-        tx.execute("INSERT INTO attachment_uploads (id, queued_at_ms) VALUES (?1, ?2)", params![id, now])
-            .map_err(err)?;
+        insert_new(&tx, &id, collection, doc_id, &written, &wrapped, version, now).map_err(err)?;
         crate::sync::outbox::keep_base(&tx, collection, doc_id).map_err(err)?;
         crate::sync::outbox::record(&tx, collection, doc_id, crate::sync::outbox::Change::Put, now, offset)
             .map_err(err)?;

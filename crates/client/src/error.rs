@@ -278,6 +278,29 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+    /// An export's options were refused (an age recipient that does not parse, no recipient,
+    /// a collection name, a memory-only collection); nothing was written.
+    #[error("export refused: {0}; nothing was written")]
+    InvalidExport(String),
+    /// No identity or passphrase given opens this export (or a passphrase was given for an
+    /// export made to recipients, or the other way round); nothing was imported.
+    #[error("cannot open the export: {0}; nothing was imported")]
+    ExportKeyRefused(String),
+    /// The export is not a Fieldvault export, or is truncated, tampered with or corrupted
+    /// (its age authentication or its layout failed); nothing was imported.
+    #[error("the export is damaged: {0}; nothing was imported")]
+    ExportDamaged(String),
+    /// A newer Fieldvault made this export, in a layout this build does not read; nothing
+    /// was imported.
+    #[error(
+        "the export uses layout version {found}; this build reads version {supported} only (update Fieldvault); nothing was imported"
+    )]
+    ExportNewerLayout {
+        /// The export's layout version.
+        found: u64,
+        /// The version this build reads.
+        supported: u32,
+    },
     /// The sync server's URL is not `https://HOST[:PORT]`. Plain `http://` is refused: the
     /// server is reached over pinned TLS only. The URL itself is not repeated (it may carry a
     /// password).

@@ -391,6 +391,24 @@ impl Unlocked {
         self.keys.data.get(&(account.clone(), purpose, slot.key.meta().version))
     }
 
+    /// An account's open database beside its live files key (and version) and the vault:
+    /// an import writes attachment files and rows in one transaction that needs all three.
+    pub(crate) fn db_with_files_key(
+        &mut self,
+        account: &AccountName,
+    ) -> Result<(&mut crate::documents::AccountDb, &DataKey, u32, &Vault), Error> {
+        self.documents(account)?;
+        let version =
+            self.live_version(account, Purpose::Files).ok_or_else(|| Error::NoSuchAccount(account.to_string()))?;
+        let key = self
+            .keys
+            .data
+            .get(&(account.clone(), Purpose::Files, version))
+            .ok_or_else(|| Error::NoSuchAccount(account.to_string()))?;
+        let db = self.dbs.get_mut(account).expect("opened by documents() above");
+        Ok((db, key, version, &self.vault))
+    }
+
     /// The live data key of one account and purpose.
     ///
     /// # Errors

@@ -36,6 +36,7 @@ mod database;
 mod disk;
 mod documents;
 mod error;
+mod export;
 mod keys;
 mod migrate;
 mod pinning;
@@ -55,6 +56,7 @@ pub use documents::{
     Document, Documents, MAX_DOCUMENT_BYTES, MAX_ID_BYTES, Page, check_collection, check_id, parse_body,
 };
 pub use error::Error;
+pub use export::{DocRef, ExportOptions, ExportReport, ExportTo, ImportKey, ImportReport, read_identities};
 pub use fieldvault_core::RecoveryKey;
 pub use keys::{Parked, UnlockPolicy, Unlocked};
 pub use migrate::{KeptAsText, Migration};

@@ -118,6 +118,20 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// An export (docs/formats/export.md) breaks its layout: an entry out of order or
+    /// unexpected, a count or size that disagrees with the manifest, a malformed line.
+    #[error("export layout: {0}")]
+    ExportLayout(String),
+    /// An export made by a newer build, in a layout version this build does not read.
+    #[error(
+        "the export uses layout version {found}; this build reads version {supported} only (a newer Fieldvault made it)"
+    )]
+    ExportNewerLayout {
+        /// The manifest's layout version.
+        found: u64,
+        /// The version this build reads and writes.
+        supported: u32,
+    },
     /// An account name that cannot be used.
     #[error("invalid account name {name:?}: {reason}")]
     AccountName {

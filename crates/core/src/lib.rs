@@ -17,6 +17,9 @@
 //! - [`UnlockCounter`]: durable count of failed passphrase unlocks and the growing wait.
 //! - [`rules::Rules`]: the server's access rules, CEL expressions per collection (who reads
 //!   and writes what) with the fields that sync to devices. Format: `docs/rules.md`.
+//! - [`export::ExportWriter`], [`export::read_export`]: the plaintext layout inside an
+//!   age-encrypted export (a tar of a manifest, documents and attachments). Format:
+//!   `docs/formats/export.md`.
 //!
 //! ```
 //! use fieldvault_core::{DataKey, KeyId, KeyMeta, MasterKey, Purpose, SlotContext, VaultId};
@@ -40,6 +43,7 @@
 
 pub mod attachment;
 mod error;
+pub mod export;
 #[doc(hidden)]
 pub mod fuzzing;
 mod ids;

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 mod documents;
+mod export;
 mod keys;
 
 pub(crate) const GOOD: &str = "marble quokka seventy umbrella";

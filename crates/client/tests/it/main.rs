@@ -3,6 +3,7 @@
 mod attachments;
 mod disk_full;
 mod documents;
+mod export;
 mod fixture;
 mod interop;
 mod keys;

@@ -460,6 +460,16 @@ async fn an_attachment_made_before_attachment_sync_uploads_as_version_2() {
             .status()
             .expect("cp");
         assert!(copied.success());
+        // Git keeps no directory modes (a fresh clone has 0755), and a vault refuses loose
+        // permissions: set them as the build that made it left them.
+        let modes = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("find \"$1\" -type d -exec chmod 700 {} + && find \"$1\" -type f -exec chmod 600 {} +")
+            .arg("sh")
+            .arg(&path)
+            .status()
+            .expect("chmod");
+        assert!(modes.success());
         let store = fieldvault_keystore::PassphraseStore::new(fieldvault_core::Passphrase::new(
             zeroize::Zeroizing::new("amber falcon drifts over quiet harbour 1998".to_owned()),
         ));
