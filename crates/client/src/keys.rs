@@ -241,17 +241,20 @@ impl Vault {
         self.unlock_with(store, UnlockPolicy::default())
     }
 
-    /// [`Vault::unlock`] under an app's policy.
-    ///
-    /// # Errors
-    /// As [`Vault::unlock`], and [`Error::WipedAfterFailures`] when this failure reached the
-    /// policy's limit and the vault was wiped.
-    pub fn unlock_with(self, store: &dyn KeyStore, policy: UnlockPolicy) -> Result<Unlocked, Error> {
-        let counted = self.keystore_kind() == KeystoreKind::Passphrase;
-        let now = unix_now();
+    /// Before a guess (a passphrase, a recovery key) is tried: the failed-attempt counter as
+    /// it stands, refused while its wait runs, and the attempt recorded as a failure first
+    /// (when `counted`), to be taken back only if the guess was right or could not be judged:
+    /// a guess whose failure could not be recorded (a full disk, a file-size limit) is never
+    /// tried. A damaged counter reads as the last free failure (the next wrong guess waits),
+    /// but it never brings a wipe closer: under a wipe policy it counts as none. Returns the
+    /// counter before, and as it stands after a failure.
+    pub(crate) fn begin_attempt(
+        &self,
+        policy: &UnlockPolicy,
+        counted: bool,
+        now: u64,
+    ) -> Result<(fieldvault_core::UnlockCounter, fieldvault_core::UnlockCounter), Error> {
         let (counter, damaged) = if counted { read_counter_checked(&self.dir)? } else { Default::default() };
-        // A damaged counter is read as the last free failure (the next wrong passphrase
-        // waits), but it never brings a wipe closer: under a wipe policy it counts as none.
         let counter = if damaged && policy.wipe_after_failures.is_some() {
             fieldvault_core::UnlockCounter::default()
         } else {
@@ -261,14 +264,23 @@ impl Vault {
         if wait > 0 {
             return Err(Error::UnlockThrottled { retry_after_secs: wait });
         }
-        // The attempt is recorded as a failure before the passphrase is tried, and the record
-        // taken back only if it was not a wrong passphrase: a guess whose failure could not
-        // be recorded (a full disk, a file-size limit) is never tried.
-        let path = self.dir.join(COUNTER);
         let next = counter.after_failure(now);
         if counted {
-            self.disk.write_atomic(&path, &next.to_bytes())?;
+            self.disk.write_atomic(&self.dir.join(COUNTER), &next.to_bytes())?;
         }
+        Ok((counter, next))
+    }
+
+    /// [`Vault::unlock`] under an app's policy.
+    ///
+    /// # Errors
+    /// As [`Vault::unlock`], and [`Error::WipedAfterFailures`] when this failure reached the
+    /// policy's limit and the vault was wiped.
+    pub fn unlock_with(self, store: &dyn KeyStore, policy: UnlockPolicy) -> Result<Unlocked, Error> {
+        let counted = self.keystore_kind() == KeystoreKind::Passphrase;
+        let now = unix_now();
+        let (counter, next) = self.begin_attempt(&policy, counted, now)?;
+        let path = self.dir.join(COUNTER);
         let take_back = |vault: &Vault| -> Result<(), Error> {
             match (counted, counter.failures) {
                 (false, _) => Ok(()),

@@ -11,7 +11,7 @@ use fieldvault_keystore::KeyStore;
 
 use crate::disk::Disk;
 use crate::keys::{KeySet, seal_master, unix_now};
-use crate::vault::{COUNTER, KEYS, read_counter_checked};
+use crate::vault::{COUNTER, KEYS};
 use crate::{Error, UnlockPolicy, Unlocked, Vault, random, random_key};
 
 /// A recovery section for a new recovery key `rk`, made now.
@@ -81,21 +81,10 @@ impl Vault {
     ) -> Result<(Unlocked, RecoveryKey), Error> {
         let Some(slot) = self.keyfile.recovery.clone() else { return Err(Error::NoRecoveryKey) };
         let now = unix_now();
-        let (counter, damaged) = read_counter_checked(&self.dir)?;
-        let counter = if damaged && policy.wipe_after_failures.is_some() {
-            fieldvault_core::UnlockCounter::default()
-        } else {
-            counter
-        };
-        let wait = counter.wait_remaining(now);
-        if wait > 0 {
-            return Err(Error::UnlockThrottled { retry_after_secs: wait });
-        }
         // As for a passphrase: the failure is recorded before the key is tried, and taken
         // back only if the key was right or could not be judged.
+        let (counter, next) = self.begin_attempt(&policy, true, now)?;
         let path = self.dir.join(COUNTER);
-        let next = counter.after_failure(now);
-        self.disk.write_atomic(&path, &next.to_bytes())?;
         let vault_id = self.keyfile.vault;
         let master = match slot.open(recovery_key, &vault_id) {
             Ok(master) => master,
