@@ -8,6 +8,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use crate::tmpfs::Tmpfs;
 use crate::{Env, GOOD, assert_fails_with, assert_ok, text};
 
 const PASS: (&str, &str) = ("FIELDVAULT_PASSPHRASE", GOOD);
@@ -177,51 +178,23 @@ fn a_passphrase_export_from_a_descriptor_round_trips_and_bad_input_is_refused() 
     assert!(!never.exists());
 }
 
-/// A tmpfs of `size` (needs root, as the client's disk-full tests).
-struct Tmpfs(PathBuf, #[allow(dead_code)] tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        if rustix::process::geteuid().as_raw() != 0 {
-            assert!(std::env::var_os("FIELDVAULT_REQUIRE_ROOT_TESTS").is_none(), "these tests must run as root here");
-            eprintln!("skipped: mounting a tmpfs needs root");
-            return None;
-        }
-        let t = tempfile::tempdir().expect("tempdir");
-        let dir = t.path().join("small");
-        fs::create_dir(&dir).expect("mkdir");
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
-            .arg(&dir)
-            .status();
-        assert!(ok.is_ok_and(|s| s.success()), "mount tmpfs");
-        Some(Tmpfs(dir, t))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_full_disk_while_exporting_leaves_nothing_at_out_and_while_importing_leaves_the_vault_untouched() {
     let a = populated(5, 3_000_000);
     let dir = a.vault.parent().expect("parent").to_path_buf();
     let (id_file, recipient) = keygen(&dir);
     let Some(small) = Tmpfs::mount("1m") else { return };
-    let out = small.0.join("export.age");
+    let out = small.dir.join("export.age");
     let r = a.run(&["export", "--out", s(&out), "--recipient", &recipient, "--with-attachments"], &[PASS]);
     assert_fails_with(&r, "nothing was written there");
     assert!(!out.exists());
-    no_partial_files(&small.0);
+    no_partial_files(&small.dir);
 
     // Importing into a vault on a small file system that the attachment does not fit.
     let good = dir.join("export.age");
     assert_ok(&a.run(&["export", "--out", s(&good), "--recipient", &recipient, "--with-attachments"], &[PASS]));
     let Some(vfs) = Tmpfs::mount("2m") else { return };
-    let vault = vfs.0.join("v");
+    let vault = vfs.dir.join("v");
     let arg = |rest: &[&str]| -> Vec<String> {
         let mut v = vec!["--vault".to_string(), s(&vault).to_owned()];
         v.extend(rest.iter().map(|x| x.to_string()));

@@ -6,6 +6,8 @@ use std::process::{Command, Output, Stdio};
 mod documents;
 mod export;
 mod keys;
+#[path = "../../../client/tests/it/tmpfs.rs"]
+mod tmpfs;
 
 pub(crate) const GOOD: &str = "marble quokka seventy umbrella";
 

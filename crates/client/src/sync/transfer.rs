@@ -280,14 +280,15 @@ impl Unlocked {
         let files = self.vault.account_dir(account).join(FILES_DIR);
         let path = file_path(&files, id);
         let mut file = crate::disk::open_read_private(&path)?;
-        let (_, _, parsed) = read_ends(&mut file, &path)?;
-        if !matches!(parsed.header.binding, Binding::Document { .. }) {
+        let mut ends = read_ends(&mut file, &path)?;
+        if !matches!(ends.2.header.binding, Binding::Document { .. }) {
             // Made before files named their document: re-encrypted to version 2 first.
             drop(file);
             self.rebind(account, &info, &cek, &path)?;
             file = crate::disk::open_read_private(&path)?;
+            ends = read_ends(&mut file, &path)?;
         }
-        let (header_bytes, manifest_bytes, manifest) = read_ends(&mut file, &path)?;
+        let (header_bytes, manifest_bytes, manifest) = ends;
         let body = Zeroizing::new(
             serde_json::to_vec(&AttachmentUpload {
                 collection: collection.to_owned(),

@@ -2,43 +2,13 @@
 //! a message elsewhere unless FIELDVAULT_REQUIRE_ROOT_TESTS is set).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use crate::tmpfs::Tmpfs;
 use fieldvault_client::{Error, Unlocked, Vault};
 use fieldvault_core::{AccountName, Purpose};
 use fieldvault_keystore::MemoryStore;
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
-
-struct Tmpfs {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        if rustix::process::geteuid().as_raw() != 0 {
-            assert!(std::env::var_os("FIELDVAULT_REQUIRE_ROOT_TESTS").is_none(), "these tests must run as root here");
-            eprintln!("skipped: mounting a tmpfs needs root");
-            return None;
-        }
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = tmp.path().join("small");
-        std::fs::create_dir(&dir).expect("mkdir");
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
-            .arg(&dir)
-            .status();
-        assert!(ok.is_ok_and(|s| s.success()), "mount tmpfs");
-        Some(Tmpfs { _tmp: tmp, dir })
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).status();
-    }
-}
 
 fn alice() -> AccountName {
     AccountName::new("alice").expect("valid")

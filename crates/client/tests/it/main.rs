@@ -9,4 +9,5 @@ mod interop;
 mod keys;
 mod migrate;
 mod session;
+mod tmpfs;
 mod transport;

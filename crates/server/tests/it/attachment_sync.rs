@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::harness::{Harness, backends};
 use crate::phone::Phone;
+use crate::tmpfs::Tmpfs;
 
 /// Alice and Bob own their visits; a supervisor reads every visit and writes none.
 const RULES: &str = r#"
@@ -380,37 +381,6 @@ async fn attachments_added_on_two_devices_at_once_both_survive_the_conflict() {
                 assert!(&std::fs::read(&out).expect("read") == bytes, "{who}");
             }
         }
-    }
-}
-
-/// A tmpfs of `size` mounted for a test (needs root, as in CI; None with a note elsewhere).
-struct Tmpfs {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        if rustix::process::geteuid().as_raw() != 0 {
-            assert!(std::env::var_os("FIELDVAULT_REQUIRE_ROOT_TESTS").is_none(), "these tests must run as root here");
-            eprintln!("skipped: mounting a tmpfs needs root");
-            return None;
-        }
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = tmp.path().join("small");
-        std::fs::create_dir(&dir).expect("mkdir");
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
-            .arg(&dir)
-            .status();
-        assert!(ok.is_ok_and(|s| s.success()), "mount tmpfs");
-        Some(Tmpfs { _tmp: tmp, dir })
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.dir).status();
     }
 }
 

@@ -22,6 +22,8 @@ mod soak;
 mod storage;
 mod sync;
 mod sync_limits;
+#[path = "../../../client/tests/it/tmpfs.rs"]
+mod tmpfs;
 
 pub(crate) fn server(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fieldvault-server"))
