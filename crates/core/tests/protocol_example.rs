@@ -309,6 +309,7 @@ fn relogin_proof_is_the_pages() {
         password: Password::new(Zeroizing::new(PASSWORD.into())),
         device_name: DEVICE_NAME.into(),
         device: Some(proof),
+        totp: None,
     };
     let body = serde_json::to_string(&login).expect("JSON");
     let back: LoginRequest = serde_json::from_str(&body).expect("a login body");

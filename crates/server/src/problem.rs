@@ -30,13 +30,15 @@ impl ProblemStatus for ProblemCode {
             | ProblemCode::InvalidSignature
             | ProblemCode::StaleTimestamp
             | ProblemCode::ReplayedNonce
-            | ProblemCode::InvalidGrant => StatusCode::UNAUTHORIZED,
+            | ProblemCode::InvalidGrant
+            | ProblemCode::MfaRequired => StatusCode::UNAUTHORIZED,
             ProblemCode::Forbidden => StatusCode::FORBIDDEN,
             ProblemCode::NotFound => StatusCode::NOT_FOUND,
             ProblemCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProblemCode::BadRequest => StatusCode::BAD_REQUEST,
             ProblemCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ProblemCode::RollbackDetected => StatusCode::CONFLICT,
+            ProblemCode::ProviderUnavailable => StatusCode::BAD_GATEWAY,
             // `ProblemCode` may grow; a code added to core without a status here fails the
             // test that walks `ProblemCode::ALL` against the protocol's table.
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -92,6 +94,17 @@ impl ApiError {
     /// 401 `invalid_token`.
     pub fn invalid_token(detail: impl Into<String>) -> Self {
         Self::new(ProblemCode::InvalidToken, detail)
+    }
+
+    /// 401 `mfa_required`: the password was right, the TOTP code missing, wrong or used.
+    pub fn mfa_required(detail: impl Into<String>) -> Self {
+        Self::new(ProblemCode::MfaRequired, detail)
+    }
+
+    /// 502 `provider_unavailable`: the identity provider could not be reached or answered
+    /// with something malformed.
+    pub fn provider_unavailable(detail: impl Into<String>) -> Self {
+        Self::new(ProblemCode::ProviderUnavailable, detail)
     }
 
     /// 401 `invalid_grant`.
@@ -308,6 +321,8 @@ pub(crate) mod tests {
             ApiError::conflict("x"),
             ApiError::invalid_token("x"),
             ApiError::invalid_grant("x"),
+            ApiError::mfa_required("x"),
+            ApiError::provider_unavailable("x"),
             ApiError::invalid_signature("x"),
             ApiError::stale_timestamp("X-Timestamp"),
             ApiError::not_found(),

@@ -94,6 +94,7 @@ impl Unlocked {
             password: Password::new(opts.password),
             device_name: opts.device_name.to_owned(),
             device,
+            totp: None,
         };
         let bytes = Zeroizing::new(serde_json::to_vec(&body).map_err(|e| Error::MalformedAnswer(e.to_string()))?);
         let resp = transport.send(

@@ -202,6 +202,11 @@ pub struct LoginRequest {
     /// The device this login continues; absent on a device's first login.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<DeviceProof>,
+    /// The current TOTP code (RFC 6238) of a user enrolled in multi-factor login; without it
+    /// (or with a wrong one) such a login gets 401 `mfa_required`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Password))]
+    pub totp: Option<super::oidc::TotpCode>,
 }
 
 /// Why a login that named its device did not continue it (`device_reason`).
@@ -475,6 +480,7 @@ mod tests {
             password: Password::new(Zeroizing::new("hunter2 hunter2".into())),
             device_name: "tablet".into(),
             device: None,
+            totp: None,
         };
         let shown = format!("{r:?} {req:?} {login:?} {:?}", secret());
         for secret in ["rt_secret_value", "c2Vzc2lvbiBzZWNyZXQ=", "bGVhc2Uga2V5", "ZGV2aWNlIHNlY3JldA==", "hunter2"] {

@@ -5,6 +5,7 @@
 
 pub mod attachments;
 pub mod auth;
+pub mod oidc;
 mod problem;
 mod signing;
 pub mod sync;

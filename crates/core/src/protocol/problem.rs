@@ -27,13 +27,19 @@ pub enum ProblemCode {
     RateLimited,
     /// The device's sequence number went backwards: an old copy of the vault is in use.
     RollbackDetected,
+    /// The password was right but the user is enrolled in multi-factor login and the login
+    /// carried no TOTP code, or a wrong or used one.
+    MfaRequired,
+    /// The identity provider could not be reached, or answered with something that is not a
+    /// well-formed OpenID Connect answer; nothing was signed in.
+    ProviderUnavailable,
     /// The server failed; nothing about the cause is sent.
     Internal,
 }
 
 impl ProblemCode {
     /// Every code, in the order of SPEC section 5 (then `internal`).
-    pub const ALL: [ProblemCode; 12] = [
+    pub const ALL: [ProblemCode; 14] = [
         ProblemCode::InvalidToken,
         ProblemCode::InvalidSignature,
         ProblemCode::StaleTimestamp,
@@ -45,6 +51,8 @@ impl ProblemCode {
         ProblemCode::BadRequest,
         ProblemCode::RateLimited,
         ProblemCode::RollbackDetected,
+        ProblemCode::MfaRequired,
+        ProblemCode::ProviderUnavailable,
         ProblemCode::Internal,
     ];
 
@@ -62,6 +70,8 @@ impl ProblemCode {
             ProblemCode::BadRequest => "bad_request",
             ProblemCode::RateLimited => "rate_limited",
             ProblemCode::RollbackDetected => "rollback_detected",
+            ProblemCode::MfaRequired => "mfa_required",
+            ProblemCode::ProviderUnavailable => "provider_unavailable",
             ProblemCode::Internal => "internal",
         }
     }
@@ -85,6 +95,8 @@ impl ProblemCode {
             ProblemCode::BadRequest => "Malformed request",
             ProblemCode::RateLimited => "Too many attempts",
             ProblemCode::RollbackDetected => "The device's sync sequence went backwards",
+            ProblemCode::MfaRequired => "A second factor is required",
+            ProblemCode::ProviderUnavailable => "The identity provider is unavailable",
             ProblemCode::Internal => "Internal error",
         }
     }
