@@ -35,6 +35,15 @@ pub enum AccountError {
     /// Hashing failed.
     #[error("password hashing failed: {0}")]
     Hash(String),
+    /// An identity's issuer or subject is empty or has control characters.
+    #[error("an identity is an issuer URL and a non-empty subject without control characters")]
+    BadIdentity,
+    /// The identity is linked to another user.
+    #[error("that identity is linked to user {0:?}; unlink it first")]
+    IdentityTaken(String),
+    /// The identity is linked to no user.
+    #[error("that identity is not linked to any user")]
+    NoSuchIdentity,
 }
 
 fn check_name(name: &str) -> Result<(), AccountError> {
@@ -185,4 +194,37 @@ pub async fn remove_user(store: &Arc<dyn Store>, name: &str) -> Result<(), Accou
         return Err(AccountError::NoSuchUser(name.into()));
     }
     Ok(())
+}
+
+/// Links an OpenID Connect identity (issuer, `sub`) to a user: signing in through that
+/// provider as that identity is then signing in as the user.
+///
+/// # Errors
+/// [`AccountError::NoSuchUser`]; [`AccountError::IdentityTaken`] when the identity is
+/// linked to another user (unlink it first).
+pub async fn link_identity(
+    store: &Arc<dyn Store>,
+    name: &str,
+    issuer: &str,
+    subject: &str,
+    now: u64,
+) -> Result<(), AccountError> {
+    check_name(name)?;
+    if issuer.is_empty() || subject.is_empty() || subject.chars().any(char::is_control) {
+        return Err(AccountError::BadIdentity);
+    }
+    match store.link_oidc(issuer, subject, name, now).await? {
+        crate::storage::LinkOutcome::Linked => Ok(()),
+        crate::storage::LinkOutcome::NoSuchUser => Err(AccountError::NoSuchUser(name.to_owned())),
+        crate::storage::LinkOutcome::LinkedToOther(other) => Err(AccountError::IdentityTaken(other)),
+    }
+}
+
+/// Removes the link of an identity; its user's sessions stay (revoke them with `user
+/// disable` or `device revoke` if the identity must stop working at once).
+///
+/// # Errors
+/// [`AccountError::NoSuchIdentity`] when it was not linked.
+pub async fn unlink_identity(store: &Arc<dyn Store>, issuer: &str, subject: &str) -> Result<(), AccountError> {
+    if store.unlink_oidc(issuer, subject).await? { Ok(()) } else { Err(AccountError::NoSuchIdentity) }
 }

@@ -153,6 +153,8 @@ pub struct App {
     pub cursors: CursorKey,
     /// Idempotency keys of pushes running on this instance (409 for a second user).
     pub in_flight: InFlight,
+    /// The identity providers users may sign in through (None: passwords only).
+    pub oidc: Option<Arc<crate::auth::oidc::Oidc>>,
 }
 
 /// The (user, idempotency key) pairs of pushes running on this instance. PostgreSQL adds
@@ -225,6 +227,7 @@ impl App {
             config,
             rules: Arc::new(Rules::owner_only()),
             in_flight: InFlight::default(),
+            oidc: None,
         })
     }
 
@@ -232,6 +235,13 @@ impl App {
     #[must_use]
     pub fn with_rules(mut self, rules: Rules) -> App {
         self.rules = Arc::new(rules);
+        self
+    }
+
+    /// The same state signing users in through these identity providers too.
+    #[must_use]
+    pub fn with_oidc(mut self, oidc: crate::auth::oidc::Oidc) -> App {
+        self.oidc = Some(Arc::new(oidc));
         self
     }
 

@@ -1,6 +1,6 @@
 //! `fieldvault-server`: the sync server's command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use fieldvault_core::protocol::DirectiveKind;
 use fieldvault_core::rules::Rules;
+use fieldvault_server::auth::oidc::Oidc;
+use fieldvault_server::auth::oidc::provider::ProviderConfig;
 use fieldvault_server::auth::{Password, Passwords};
 use fieldvault_server::{
     App, Config, KeyDir, Store, accounts, clock_skew, default_key_dir, devices, open_store, system_clock,
@@ -94,6 +96,8 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 128,
             value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=512))]
         max_connections_per_address: usize,
+        #[command(flatten)]
+        oidc: OidcArgs,
     },
     /// Manage user accounts
     #[command(subcommand)]
@@ -101,6 +105,90 @@ enum Command {
     /// List devices; revoke or wipe one remotely
     #[command(subcommand)]
     Device(DeviceCommand),
+}
+
+/// Sign-in through OpenID Connect providers (docs/identity.md). One provider from the flags, or
+/// any number from `--oidc-config`.
+#[derive(Debug, clap::Args)]
+struct OidcArgs {
+    /// Let users sign in through this OpenID Connect issuer (https; its discovery document must name
+    /// exactly this issuer)
+    #[arg(long = "oidc", value_name = "ISSUER_URL", requires = "oidc_client_id", conflicts_with = "oidc_config")]
+    oidc_issuer: Option<String>,
+    /// This server's client id at the issuer
+    #[arg(long, value_name = "ID", requires = "oidc_issuer")]
+    oidc_client_id: Option<String>,
+    /// A file holding the client secret (a confidential client; first line, whitespace trimmed)
+    #[arg(long, value_name = "FILE", requires = "oidc_issuer")]
+    oidc_client_secret_file: Option<PathBuf>,
+    /// Also trust this CA (PEM) for HTTPS to identity providers, besides the system's roots
+    #[arg(long, value_name = "FILE")]
+    oidc_ca: Option<PathBuf>,
+    /// A claim holding the user's roles (such as `groups`): each sign-in sets the roles from it
+    #[arg(long, value_name = "CLAIM", requires = "oidc_issuer")]
+    oidc_roles_claim: Option<String>,
+    /// Create a user at an identity's first sign-in, named by its `preferred_username` (else `sub`);
+    /// without it an operator links identities with `user link`
+    #[arg(long, requires = "oidc_issuer")]
+    oidc_create_users: bool,
+    /// At each refresh, refresh at the provider too: a user disabled there loses the session
+    #[arg(long, requires = "oidc_issuer")]
+    oidc_recheck: bool,
+    /// Providers from a TOML file: `ca = "FILE"` and `[[oidc]]` tables with issuer, client_id,
+    /// client_secret_file, scopes, roles_claim, username_claim, create_users, recheck
+    #[arg(long, value_name = "FILE")]
+    oidc_config: Option<PathBuf>,
+}
+
+/// The `--oidc-config` file.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OidcFile {
+    ca: Option<PathBuf>,
+    #[serde(default)]
+    oidc: Vec<ProviderConfig>,
+}
+
+fn read_client_secret(path: &Path) -> Result<Zeroizing<String>> {
+    let text = Zeroizing::new(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?);
+    let secret = Zeroizing::new(text.lines().next().unwrap_or("").trim().to_owned());
+    anyhow::ensure!(!secret.is_empty(), "the client secret file {} is empty", path.display());
+    Ok(secret)
+}
+
+impl OidcArgs {
+    /// The providers configured, if any.
+    fn providers(&self) -> Result<Option<Oidc>> {
+        let (mut configs, ca) = match (&self.oidc_issuer, &self.oidc_config) {
+            (Some(issuer), _) => {
+                let config = ProviderConfig {
+                    issuer: issuer.clone(),
+                    client_id: self.oidc_client_id.clone().unwrap_or_default(),
+                    client_secret: None,
+                    client_secret_file: self.oidc_client_secret_file.clone(),
+                    scopes: Vec::new(),
+                    roles_claim: self.oidc_roles_claim.clone(),
+                    username_claim: None,
+                    create_users: self.oidc_create_users,
+                    recheck: self.oidc_recheck,
+                };
+                (vec![config], self.oidc_ca.clone())
+            }
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                let file: OidcFile =
+                    toml::from_str(&text).with_context(|| format!("OIDC config {}", path.display()))?;
+                (file.oidc, self.oidc_ca.clone().or(file.ca))
+            }
+            (None, None) => return Ok(None),
+        };
+        for config in &mut configs {
+            if let Some(path) = &config.client_secret_file {
+                config.client_secret = Some(read_client_secret(path)?);
+            }
+        }
+        Oidc::new(configs, ca.as_deref()).map(Some).map_err(anyhow::Error::msg)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,6 +254,27 @@ enum UserCommand {
     Remove {
         /// User name
         name: String,
+    },
+    /// Link an identity at an OpenID Connect provider to a user: signing in through the provider as
+    /// that identity signs in as the user (docs/identity.md)
+    Link {
+        /// User name
+        name: String,
+        /// The provider's issuer, exactly as `serve --oidc` names it
+        #[arg(long, value_name = "URL")]
+        issuer: String,
+        /// The identity's subject (`sub` claim) at that issuer
+        #[arg(long, value_name = "SUB")]
+        subject: String,
+    },
+    /// Unlink an identity from its user (sessions already signed in stay until revoked)
+    Unlink {
+        /// The provider's issuer
+        #[arg(long, value_name = "URL")]
+        issuer: String,
+        /// The identity's subject (`sub` claim)
+        #[arg(long, value_name = "SUB")]
+        subject: String,
     },
 }
 
@@ -286,6 +395,14 @@ fn run(cli: Cli) -> Result<()> {
                         accounts::remove_user(&store, &name).await.context("user remove")?;
                         (name, "removed with every session, device and lease key; documents kept")
                     }
+                    UserCommand::Link { name, issuer, subject } => {
+                        accounts::link_identity(&store, &name, &issuer, &subject, now).await.context("user link")?;
+                        (name, "linked to the identity")
+                    }
+                    UserCommand::Unlink { issuer, subject } => {
+                        accounts::unlink_identity(&store, &issuer, &subject).await.context("user unlink")?;
+                        (subject, "unlinked")
+                    }
                 };
                 if cli.json {
                     println!("{}", serde_json::json!({ "user": name, "result": what }));
@@ -328,7 +445,8 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             })
         }
-        Command::Serve { listen, rules, access_ttl, lease_ttl, max_connections_per_address } => {
+        Command::Serve { listen, rules, access_ttl, lease_ttl, max_connections_per_address, oidc } => {
+            let oidc = oidc.providers().context("--oidc")?;
             let rules = match &rules {
                 Some(path) => {
                     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -358,6 +476,10 @@ fn run(cli: Cli) -> Result<()> {
                 let app = App::new(store.clone(), signer, &store_key, system_clock(), config)
                     .map_err(anyhow::Error::msg)?
                     .with_rules(rules);
+                let app = match oidc {
+                    Some(oidc) => app.with_oidc(oidc),
+                    None => app,
+                };
                 drop(store_key);
                 let app = Arc::new(app);
                 tokio::spawn(purge(app.clone()));

@@ -8,6 +8,7 @@ use fieldvault_core::protocol::auth::{
     AckRequest, AckResponse, DeviceProof, DeviceReason, DeviceSelf, JwksResponse, LeaseBody, LoginRequest,
     LogoutRequest, LogoutResponse, RefreshRequest, TokenResponse,
 };
+use fieldvault_core::protocol::oidc::{OidcConfigResponse, OidcIssuerConfig, OidcLoginRequest};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -16,6 +17,8 @@ use fieldvault_core::protocol::auth::{
     paths(
         crate::serve::healthz,
         crate::auth::login::login,
+        crate::auth::oidc::config,
+        crate::auth::oidc::login,
         crate::auth::routes::refresh,
         crate::auth::routes::logout,
         crate::auth::routes::jwks,
@@ -31,6 +34,9 @@ use fieldvault_core::protocol::auth::{
     ),
     components(schemas(
         LoginRequest,
+        OidcConfigResponse,
+        OidcIssuerConfig,
+        OidcLoginRequest,
         DeviceProof,
         TokenResponse,
         DeviceReason,

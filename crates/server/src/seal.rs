@@ -36,6 +36,8 @@ pub enum Purpose {
     /// An attachment's content key, as its uploader sent it for the readers of its document
     /// (owner: the attachment id, 32 lowercase hex digits; ADR 0008).
     AttachmentCek,
+    /// An identity provider's refresh token, kept for `--oidc-recheck` (owner: session id).
+    ProviderRefresh,
 }
 
 impl Purpose {
@@ -46,6 +48,7 @@ impl Purpose {
             Purpose::DeviceSecret => b"device-secret",
             Purpose::RefreshSuccessor => b"refresh-successor",
             Purpose::AttachmentCek => b"attachment-cek",
+            Purpose::ProviderRefresh => b"provider-refresh",
         }
     }
 }

@@ -66,6 +66,8 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/auth/login", post(auth::login))
+        .route("/v1/auth/oidc", post(auth::oidc::login))
+        .route("/v1/auth/oidc/config", get(auth::oidc::config))
         .route("/v1/auth/jwks", get(auth::jwks))
         .route("/v1/openapi.json", get(crate::openapi::openapi_json))
         .merge(signed)

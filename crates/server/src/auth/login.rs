@@ -95,8 +95,22 @@ async fn login_at(app: &Arc<App>, peer: SocketAddr, req: LoginRequest, now: u64)
         }
     }
     let user = check_password(app, &req.user, req.password, &peer.ip().to_string(), now).await?;
+    let (body, _) = open_session(app, &user, &req.device_name, req.device.as_ref(), now).await?;
+    Ok(body)
+}
+
+/// A new session for `user`, authenticated already (a password, a provider's ID token), on
+/// the device `named` (continued, replaced or taken over as its state says) or a new one;
+/// returns the answer and the session id.
+pub(crate) async fn open_session(
+    app: &Arc<App>,
+    user: &UserRecord,
+    device_name: &str,
+    named: Option<&DeviceProof>,
+    now: u64,
+) -> Result<(TokenResponse, String), ApiError> {
     for _ in 0..ATTEMPTS {
-        let device = plan_device(app, &user.name, req.device.as_ref(), now).await?;
+        let device = plan_device(app, &user.name, named, now).await?;
         let session_id = random_id("s_");
         let key_id = random_id("k_");
         let secret = SessionSecret::from_bytes(random_secret());
@@ -107,7 +121,7 @@ async fn login_at(app: &Arc<App>, peer: SocketAddr, req: LoginRequest, now: u64)
             key_id,
             user: user.name.clone(),
             refresh_hash: refresh_token_hash(&refresh),
-            device_name: req.device_name.clone(),
+            device_name: device_name.to_owned(),
             device: device.store,
             now,
         };
@@ -133,9 +147,9 @@ async fn login_at(app: &Arc<App>, peer: SocketAddr, req: LoginRequest, now: u64)
         body.device_secret = device.secret.map(|s| s.to_base64());
         body.device_reason = device.reason;
         body.directives = device.directives;
-        tracing::info!(user = %user.name, device = %body.device_id, named = ?req.device.as_ref().map(|d| &d.id),
+        tracing::info!(user = %user.name, device = %body.device_id, named = ?named.map(|d| &d.id),
             reason = ?body.device_reason, "login");
-        return Ok(body);
+        return Ok((body, login.session_id));
     }
     Err(ApiError::internal("the device a login named kept changing under it"))
 }
@@ -148,6 +162,21 @@ async fn check_password(
     address: &str,
     now: u64,
 ) -> Result<UserRecord, ApiError> {
+    reserve_attempt(app, name, address, now).await?;
+    let user = app.store.user(name).await?.filter(|u| !u.disabled);
+    // Unknown and disabled users are checked against the dummy hash: same time, same answer.
+    if !app.passwords.verify(password, user.as_ref().map(|u| u.password_hash.clone())).await {
+        return Err(ApiError::invalid_grant("wrong user name or password"));
+    }
+    let user = user.ok_or_else(|| ApiError::internal("verified a password without a user"))?;
+    app.store.clear_login_failures(name, address).await?;
+    Ok(user)
+}
+
+/// Login throttling (docs/protocol.md section 7): counts this attempt as a failure of
+/// (`name`, `address`) before anything is checked, or answers 429 while the last failures'
+/// wait lasts. The caller clears the count once the attempt succeeds.
+pub(crate) async fn reserve_attempt(app: &App, name: &str, address: &str, now: u64) -> Result<(), ApiError> {
     let throttled = |retry_after: u64| {
         ApiError::rate_limited("too many failed logins for this user from this address; wait and retry", retry_after)
     };
@@ -164,14 +193,7 @@ async fn check_password(
     if reserved.failures != failures.failures.saturating_add(1) {
         return Err(throttled(unlock_delay(reserved.failures)));
     }
-    let user = app.store.user(name).await?.filter(|u| !u.disabled);
-    // Unknown and disabled users are checked against the dummy hash: same time, same answer.
-    if !app.passwords.verify(password, user.as_ref().map(|u| u.password_hash.clone())).await {
-        return Err(ApiError::invalid_grant("wrong user name or password"));
-    }
-    let user = user.ok_or_else(|| ApiError::internal("verified a password without a user"))?;
-    app.store.clear_login_failures(name, address).await?;
-    Ok(user)
+    Ok(())
 }
 
 /// What the login does with its device, and what the answer says about it.

@@ -4,6 +4,7 @@
 //! `fieldvault_core::protocol::auth`, shared with the client.
 
 pub(crate) mod login;
+pub mod oidc;
 mod passwords;
 pub(crate) mod routes;
 mod tokens;

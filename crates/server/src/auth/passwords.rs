@@ -88,6 +88,9 @@ impl Passwords {
     /// against the dummy hash, taking the same time, and returns false.
     pub async fn verify(&self, password: Password, hash: Option<String>) -> bool {
         let Ok(_permit) = self.permits.acquire().await else { return false };
+        // A user without a password (one who signs in through an identity provider only) is
+        // checked like an unknown one.
+        let hash = hash.filter(|h| !h.is_empty());
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy.as_ref().clone());
         let ok = self

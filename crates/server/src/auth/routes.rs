@@ -63,6 +63,9 @@ pub async fn refresh(
         app.store.revoke_session(&session.id, now).await?;
         return Err(ApiError::invalid_grant("the session has reached its maximum age; log in again"));
     }
+    // A session signed in through a provider that re-checks: the provider first, so that a
+    // provider that cannot be reached spends nothing.
+    super::oidc::recheck(&app, &session.id, now).await?;
     let successor = new_refresh_token();
     let outcome = app
         .store

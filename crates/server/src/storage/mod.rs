@@ -203,6 +203,26 @@ pub(crate) fn lease(
     })
 }
 
+/// What linking an OpenID Connect identity to a user did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkOutcome {
+    /// The identity now signs in as the user (or already did).
+    Linked,
+    /// There is no such user.
+    NoSuchUser,
+    /// The identity is linked to this other user; nothing changed.
+    LinkedToOther(String),
+}
+
+/// A session signed in through an OpenID Connect provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcSession {
+    /// The provider's issuer.
+    pub issuer: String,
+    /// The provider's refresh token, sealed (owner: the session id), if it gave one.
+    pub refresh_sealed: Option<Vec<u8>>,
+}
+
 /// A user account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
@@ -583,6 +603,28 @@ pub trait Store: Send + Sync + 'static {
     /// idempotency records and login failures. Documents and attachments stay. False if
     /// there is no such user.
     async fn remove_user(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// The user an OpenID Connect identity (issuer, `sub`) is linked to.
+    async fn oidc_user(&self, issuer: &str, subject: &str) -> Result<Option<String>, StoreError>;
+    /// Links an identity to an existing user (an identity has one user; a user may have
+    /// several identities).
+    async fn link_oidc(&self, issuer: &str, subject: &str, user: &str, now: u64) -> Result<LinkOutcome, StoreError>;
+    /// Removes a link; false if there was none.
+    async fn unlink_oidc(&self, issuer: &str, subject: &str) -> Result<bool, StoreError>;
+    /// Creates a user and links the identity to it, in one transaction (the provider's
+    /// first sign-in of a user, where the server is configured to create users).
+    /// [`StoreError::UserExists`] if the name is taken; nothing is written then.
+    async fn add_oidc_user(&self, user: &UserRecord, issuer: &str, subject: &str, now: u64) -> Result<(), StoreError>;
+    /// Records that a session was signed in through `issuer`, with the provider's refresh
+    /// token (sealed) when it gave one; replaces the token of an earlier record.
+    async fn set_oidc_session(
+        &self,
+        session_id: &str,
+        issuer: &str,
+        refresh_sealed: Option<&[u8]>,
+    ) -> Result<(), StoreError>;
+    /// How a session was signed in through a provider (None: with a password).
+    async fn oidc_session(&self, session_id: &str) -> Result<Option<OidcSession>, StoreError>;
 
     /// Failed logins recorded for (user, address).
     async fn login_failures(&self, user: &str, address: &str) -> Result<LoginFailures, StoreError>;

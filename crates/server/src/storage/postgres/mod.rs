@@ -31,6 +31,7 @@ use fieldvault_core::protocol::sync::StoredDoc;
 
 mod attachments;
 mod devices;
+mod identities;
 mod sessions;
 mod sync;
 mod users;
@@ -41,9 +42,10 @@ use super::{
     AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginFailures, NewDirective, NewLogin, PullBatch,
     PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord,
 };
+use super::{LinkOutcome, OidcSession};
 
 /// The newest schema version this build knows.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// Key of the advisory lock held while migrating (the ASCII bytes of `fvschema`, to stay clear of
 /// other applications' keys in a shared database).
@@ -194,6 +196,11 @@ async fn migrate(pool: &PgPool, schema: Option<&str>) -> Result<(), StoreError> 
             sqlx::query(*statement).execute(&mut *tx).await?;
         }
     }
+    if found < 5 {
+        for statement in identities::SCHEMA_V5 {
+            sqlx::query(*statement).execute(&mut *tx).await?;
+        }
+    }
     if found < SCHEMA_VERSION {
         sqlx::query("DELETE FROM fv_schema").execute(&mut *tx).await?;
         sqlx::query("INSERT INTO fv_schema (version) VALUES ($1)").bind(SCHEMA_VERSION).execute(&mut *tx).await?;
@@ -241,6 +248,35 @@ impl Store for PgStore {
 
     async fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
         users::remove(&self.pool, name).await
+    }
+
+    async fn oidc_user(&self, issuer: &str, subject: &str) -> Result<Option<String>, StoreError> {
+        identities::user(&self.pool, issuer, subject).await
+    }
+
+    async fn link_oidc(&self, issuer: &str, subject: &str, user: &str, now: u64) -> Result<LinkOutcome, StoreError> {
+        identities::link(&self.pool, issuer, subject, user, now).await
+    }
+
+    async fn unlink_oidc(&self, issuer: &str, subject: &str) -> Result<bool, StoreError> {
+        identities::unlink(&self.pool, issuer, subject).await
+    }
+
+    async fn add_oidc_user(&self, user: &UserRecord, issuer: &str, subject: &str, now: u64) -> Result<(), StoreError> {
+        identities::add_user(&self.pool, user, issuer, subject, now).await
+    }
+
+    async fn set_oidc_session(
+        &self,
+        session_id: &str,
+        issuer: &str,
+        refresh_sealed: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        identities::set_session(&self.pool, session_id, issuer, refresh_sealed).await
+    }
+
+    async fn oidc_session(&self, session_id: &str) -> Result<Option<OidcSession>, StoreError> {
+        identities::session(&self.pool, session_id).await
     }
 
     async fn login_failures(&self, user: &str, address: &str) -> Result<LoginFailures, StoreError> {

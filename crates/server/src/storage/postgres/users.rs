@@ -14,7 +14,7 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error().and_then(|d| d.code()).is_some_and(|code| code == UNIQUE_VIOLATION)
 }
 
-pub(super) async fn add(pool: &PgPool, user: &UserRecord, now: u64) -> Result<(), StoreError> {
+pub(super) async fn add(pool: impl sqlx::PgExecutor<'_>, user: &UserRecord, now: u64) -> Result<(), StoreError> {
     let (roles, attributes) = encode_access(&user.roles, &user.attributes)?;
     let result = sqlx::query(
         "INSERT INTO users (name, password_hash, roles, disabled, created_at, attributes)
@@ -150,6 +150,8 @@ pub(super) async fn remove(pool: &PgPool, name: &str) -> Result<bool, StoreError
     for statement in [
         // The device rows first, so that a login or retirement of them running now waits.
         "SELECT 1 FROM devices WHERE user_name = $1 FOR UPDATE",
+        super::identities::REMOVE_USER[0],
+        super::identities::REMOVE_USER[1],
         "DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM sessions WHERE user_name = $1)",
         "DELETE FROM sessions WHERE user_name = $1",
         "DELETE FROM held WHERE device_id IN (SELECT id FROM devices WHERE user_name = $1)",

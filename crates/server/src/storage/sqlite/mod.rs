@@ -21,6 +21,7 @@ use fieldvault_core::protocol::sync::StoredDoc;
 
 mod attachments;
 mod devices;
+mod identities;
 mod sessions;
 mod sync;
 mod users;
@@ -29,9 +30,10 @@ use super::{
     AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginFailures, NewDirective, NewLogin, PullBatch,
     PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord,
 };
+use super::{LinkOutcome, OidcSession};
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA_V1: &str = "
     CREATE TABLE users (
@@ -225,8 +227,9 @@ impl SqliteStore {
             let v1 = if found < 1 { SCHEMA_V1 } else { "" };
             let v2 = if found < 2 { format!("{SCHEMA_V2} {}", attachments::SCHEMA_V2) } else { String::new() };
             let v3 = if found < 3 { devices::SCHEMA_V3 } else { "" };
-            let v4 = attachments::SCHEMA_V4;
-            conn.execute_batch(&format!("BEGIN; {v1} {v2} {v3} {v4} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
+            let v4 = if found < 4 { attachments::SCHEMA_V4 } else { "" };
+            let v5 = identities::SCHEMA_V5;
+            conn.execute_batch(&format!("BEGIN; {v1} {v2} {v3} {v4} {v5} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
                 .map_err(backend)?;
         }
         // Checkpoints run on a connection of their own, in the background, so that copying the
@@ -295,6 +298,41 @@ impl Store for SqliteStore {
     async fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
         let name = name.to_owned();
         self.run(move |c| users::remove(c, &name)).await
+    }
+
+    async fn oidc_user(&self, issuer: &str, subject: &str) -> Result<Option<String>, StoreError> {
+        let (issuer, subject) = (issuer.to_owned(), subject.to_owned());
+        self.run(move |c| identities::user(c, &issuer, &subject)).await
+    }
+
+    async fn link_oidc(&self, issuer: &str, subject: &str, user: &str, now: u64) -> Result<LinkOutcome, StoreError> {
+        let (issuer, subject, user) = (issuer.to_owned(), subject.to_owned(), user.to_owned());
+        self.run(move |c| identities::link(c, &issuer, &subject, &user, now)).await
+    }
+
+    async fn unlink_oidc(&self, issuer: &str, subject: &str) -> Result<bool, StoreError> {
+        let (issuer, subject) = (issuer.to_owned(), subject.to_owned());
+        self.run(move |c| identities::unlink(c, &issuer, &subject)).await
+    }
+
+    async fn add_oidc_user(&self, user: &UserRecord, issuer: &str, subject: &str, now: u64) -> Result<(), StoreError> {
+        let (user, issuer, subject) = (user.clone(), issuer.to_owned(), subject.to_owned());
+        self.run(move |c| identities::add_user(c, &user, &issuer, &subject, now)).await
+    }
+
+    async fn set_oidc_session(
+        &self,
+        session_id: &str,
+        issuer: &str,
+        refresh_sealed: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let (session_id, issuer, sealed) = (session_id.to_owned(), issuer.to_owned(), refresh_sealed.map(<[u8]>::to_vec));
+        self.run(move |c| identities::set_session(c, &session_id, &issuer, sealed.as_deref())).await
+    }
+
+    async fn oidc_session(&self, session_id: &str) -> Result<Option<OidcSession>, StoreError> {
+        let session_id = session_id.to_owned();
+        self.run(move |c| identities::session(c, &session_id)).await
     }
 
     async fn login_failures(&self, user: &str, address: &str) -> Result<LoginFailures, StoreError> {

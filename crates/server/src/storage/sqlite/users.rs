@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use super::sessions::revoke_user_in;
 use crate::storage::{LoginFailures, StoreError, UserRecord, decode_access, encode_access, to_column};
 
-pub(super) fn add(c: &mut Connection, user: &UserRecord, now: u64) -> Result<(), StoreError> {
+pub(super) fn add(c: &Connection, user: &UserRecord, now: u64) -> Result<(), StoreError> {
     let (roles, attributes) = encode_access(&user.roles, &user.attributes)?;
     let inserted = c.execute(
         "INSERT INTO users (name, password_hash, roles, disabled, created_at, attributes)
@@ -75,7 +75,7 @@ pub(super) fn set_access(
 
 pub(super) fn remove(c: &mut Connection, name: &str) -> Result<bool, StoreError> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    for statement in [
+    for statement in super::identities::REMOVE_USER.into_iter().chain([
         "DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM sessions WHERE user_name = ?1)",
         "DELETE FROM sessions WHERE user_name = ?1",
         "DELETE FROM held WHERE device_id IN (SELECT id FROM devices WHERE user_name = ?1)",
@@ -83,7 +83,7 @@ pub(super) fn remove(c: &mut Connection, name: &str) -> Result<bool, StoreError>
         "DELETE FROM devices WHERE user_name = ?1",
         "DELETE FROM idempotency WHERE user_name = ?1",
         "DELETE FROM login_failures WHERE user_name = ?1",
-    ] {
+    ]) {
         tx.execute(statement, [name])?;
     }
     let removed = tx.execute("DELETE FROM users WHERE name = ?1", [name])?;
