@@ -124,7 +124,30 @@ impl Harness {
         let tmp = Arc::new(tempfile::tempdir().expect("tempdir"));
         let keys = KeyDir::at(&tmp.path().join("data.keys"));
         let pin = keys.init(&tmp.path().join("data"), &["localhost".into(), "127.0.0.1".into()]).expect("init");
-        Harness::start_with(backend, tmp, keys, pin, rules, config).await
+        Harness::start_with(backend, tmp, keys, pin, rules, config, None).await
+    }
+
+    /// A fresh server with no users that also signs users in through `oidc`'s providers.
+    pub async fn start_bare_with_oidc(backend: Backend, oidc: fieldvault_server::auth::oidc::Oidc) -> Harness {
+        let tmp = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let keys = KeyDir::at(&tmp.path().join("data.keys"));
+        let pin = keys.init(&tmp.path().join("data"), &["localhost".into(), "127.0.0.1".into()]).expect("init");
+        Harness::start_with(backend, tmp, keys, pin, None, Config::default(), Some(oidc)).await
+    }
+
+    /// A second instance over the same store with these providers.
+    pub async fn sibling_with_oidc(&self, oidc: fieldvault_server::auth::oidc::Oidc) -> Harness {
+        let (tmp, keys, pin) = (self._tmp.clone(), self.keys.clone(), self.pin.clone());
+        Harness::start_with(
+            self.backend.clone(),
+            tmp,
+            keys,
+            pin,
+            self.rules.clone(),
+            self.app.config.clone(),
+            Some(oidc),
+        )
+        .await
     }
 
     /// A second instance over the same key directory and store (PostgreSQL; on SQLite a
@@ -136,7 +159,7 @@ impl Harness {
     /// A second instance over the same store serving other rules.
     pub async fn sibling_with_rules(&self, rules: Option<String>) -> Harness {
         let (tmp, keys, pin) = (self._tmp.clone(), self.keys.clone(), self.pin.clone());
-        Harness::start_with(self.backend.clone(), tmp, keys, pin, rules, self.app.config.clone()).await
+        Harness::start_with(self.backend.clone(), tmp, keys, pin, rules, self.app.config.clone(), None).await
     }
 
     async fn start_with(
@@ -146,6 +169,7 @@ impl Harness {
         pin: String,
         rules: Option<String>,
         config: Config,
+        oidc: Option<fieldvault_server::auth::oidc::Oidc>,
     ) -> Harness {
         let store_key = keys.store_key().expect("store key");
         let store = open(&backend, tmp.path(), &store_key).await;
@@ -159,6 +183,9 @@ impl Harness {
         let mut app = App::new(store, keys.token_signer().expect("signer"), &store_key, clock, config).expect("app");
         if let Some(text) = &rules {
             app = app.with_rules(fieldvault_core::rules::Rules::from_toml(text).expect("valid rules"));
+        }
+        if let Some(oidc) = oidc {
+            app = app.with_oidc(oidc);
         }
         let app = Arc::new(app);
         let server = Server::bind("127.0.0.1:0".parse().expect("addr"), keys.tls_config().expect("tls"), app.clone())
