@@ -148,27 +148,27 @@ impl ProviderHttp {
                 self.note_lifetime(seen.and_then(Lifetime::parse));
                 Ok(answer)
             }
-            Ok(Err(why)) => Err(ProviderHttpError(format!("{target}: {why}"))),
-            Err(_) => Err(ProviderHttpError(format!("{target}: no answer within {} s", TIMEOUT.as_secs()))),
+            Ok(Err(why)) => Err(ProviderHttpError(format!("{why} at {target}"))),
+            Err(_) => Err(ProviderHttpError(format!("gave no answer within {} s at {target}", TIMEOUT.as_secs()))),
         }
     }
 
     async fn exchange(&self, request: HttpRequest) -> Result<HttpResponse, String> {
         let uri = request.uri().clone();
         if uri.scheme_str() != Some("https") {
-            return Err("only https addresses are used for identity providers".into());
+            return Err("is refused: only https addresses are used for identity providers".into());
         }
         let host = uri.host().ok_or("the address has no host")?.to_owned();
         let port = uri.port_u16().unwrap_or(443);
         // An IPv6 literal comes bracketed in a URI.
         let bare = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         let tcp =
-            tokio::net::TcpStream::connect((bare.as_str(), port)).await.map_err(|e| format!("cannot connect: {e}"))?;
+            tokio::net::TcpStream::connect((bare.as_str(), port)).await.map_err(|e| format!("cannot be reached ({e})"))?;
         let name = ServerName::try_from(bare).map_err(|e| format!("not a valid server name: {e}"))?;
         let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("TLS: {e}"))?;
+            .map_err(|e| format!("cannot be reached over TLS ({e})"))?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
             .await
             .map_err(|e| format!("HTTP: {e}"))?;
@@ -190,7 +190,7 @@ impl ProviderHttp {
         let bytes = Limited::new(body, MAX_ANSWER)
             .collect()
             .await
-            .map_err(|_| format!("the answer is larger than {} KiB, or broke off", MAX_ANSWER >> 10))?
+            .map_err(|_| format!("answered with more than {} KiB, or broke off", MAX_ANSWER >> 10))?
             .to_bytes();
         driver.abort();
         Ok(http::Response::from_parts(parts, bytes.to_vec()))

@@ -183,7 +183,7 @@ fn cache_secs(lifetime: Option<Lifetime>) -> u64 {
 
 fn discovery_error<E: std::error::Error>(issuer: &str, e: &DiscoveryError<E>) -> ProviderError {
     ProviderError::Unavailable(match e {
-        DiscoveryError::Request(e) => format!("the identity provider {issuer} cannot be reached: {e}"),
+        DiscoveryError::Request(e) => format!("the identity provider {issuer} {e}"),
         DiscoveryError::Response(status, _, _) => {
             format!("the identity provider {issuer} answered its discovery document with HTTP {status}")
         }
@@ -247,7 +247,7 @@ impl Provider {
         }
         let http = self.http.fork();
         let jwks = CoreJsonWebKeySet::fetch_async(cached.metadata.jwks_uri(), &http).await.map_err(|e| {
-            ProviderError::Unavailable(format!("the identity provider {}'s JWKS cannot be fetched: {e}", self.issuer()))
+            ProviderError::Unavailable(format!("the identity provider {}'s JWKS: {e}", self.issuer()))
         })?;
         cached.metadata = cached.metadata.clone().set_jwks(jwks);
         cached.jwks_fetched_at = now;
@@ -407,7 +407,7 @@ impl Provider {
                 ))
             }
             RequestTokenError::Request(e) => {
-                ProviderError::Unavailable(format!("the identity provider {} cannot be reached: {e}", self.issuer()))
+                ProviderError::Unavailable(format!("the identity provider {} {e}", self.issuer()))
             }
             // Never the body: it may hold tokens.
             RequestTokenError::Parse(..) => ProviderError::Unavailable(format!(
