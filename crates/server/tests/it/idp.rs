@@ -1,6 +1,6 @@
 //! A real OpenID Provider for the tests: `oidc-provider` 9 (node, `tests/oidc/provider.mjs`)
 //! over HTTPS on 127.0.0.1 with a CA made here, one confidential native client, and modes that
-//! make it answer like a lying or compromised provider (`docs/testing.md`).
+//! make it answer like a lying or compromised provider (`tests/oidc/README.md`).
 //!
 //! [`Idp::start`] returns None with a notice when node or the installed package is missing,
 //! and panics instead when `FIELDVAULT_REQUIRE_INTEROP` is set (CI). [`Idp::sign_in`] plays
@@ -9,7 +9,6 @@
 //! The HTTP client here is blocking (std sockets, rustls, HTTP/1.1, one request a
 //! connection): call it from `tokio::task::spawn_blocking` when an in-process server on the
 //! same runtime must keep running meanwhile.
-
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -115,14 +114,17 @@ impl Idp {
     /// package is missing, unless `FIELDVAULT_REQUIRE_INTEROP` is set: then it panics.
     pub fn start(dir: &Path) -> Option<Idp> {
         let script = provider_dir().join("provider.mjs");
-        let node = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+        let node = Command::new("node").arg("--version").output().ok().filter(|o| o.status.success());
+        let version = node.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
         let installed = provider_dir().join("node_modules/oidc-provider/package.json").is_file();
-        if !node || !installed {
-            let why = if node {
-                "oidc-provider is not installed in crates/server/tests/oidc"
-            } else {
-                "node is not installed"
-            };
+        let why = match &version {
+            None => Some("node is not installed".to_owned()),
+            // oidc-provider 9 calls URL.parse and crypto.hash: node 20.18 or later.
+            Some(v) if !node_at_least(v, 20, 18) => Some(format!("node {v} is older than 20.18")),
+            Some(_) if !installed => Some("oidc-provider is not installed in crates/server/tests/oidc".to_owned()),
+            Some(_) => None,
+        };
+        if let Some(why) = why {
             assert!(
                 std::env::var_os("FIELDVAULT_REQUIRE_INTEROP").is_none(),
                 "the OpenID provider tests need a provider, but {why} (run scripts/setup.sh); \
@@ -428,6 +430,13 @@ impl Drop for Idp {
     }
 }
 
+/// Whether `node --version`'s `vMAJOR.MINOR.PATCH` is at least `major.minor`.
+fn node_at_least(version: &str, major: u32, minor: u32) -> bool {
+    let mut parts = version.trim_start_matches('v').split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (a, b) >= (major, minor)
+}
+
 /// The query of a URL, without `?` (and without any fragment).
 pub fn query_of(url: &str) -> &str {
     let q = url.split_once('?').map_or("", |(_, q)| q);
@@ -547,6 +556,12 @@ fn rs256_signer(jwks: &Value, jwt: &str) -> Option<String> {
 fn now() -> i64 {
     i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs())
         .expect("seconds fit")
+}
+
+#[test]
+fn node_versions_compare_by_major_then_minor() {
+    assert!(node_at_least("v20.18.0", 20, 18) && node_at_least("v22.1.0", 20, 18) && node_at_least("v20.20.2", 20, 18));
+    assert!(!node_at_least("v18.19.0", 20, 18) && !node_at_least("v20.17.9", 20, 18) && !node_at_least("", 20, 18));
 }
 
 #[test]

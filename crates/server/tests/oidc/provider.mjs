@@ -2,7 +2,7 @@
 // tests only: HTTPS on 127.0.0.1, one confidential native client, dev login and consent pages
 // (any login name signs in, sub = that name), and test-only admin endpoints that make the
 // provider lie the way a compromised or broken provider would. Started by the Rust harness
-// (crates/server/tests/it/idp.rs); see docs/testing.md.
+// (crates/server/tests/it/idp.rs); see README.md here.
 //
 //   node provider.mjs --cert CERT.pem --key KEY.pem --port 0 \
 //     --client-id ID --client-secret SECRET
