@@ -14,6 +14,9 @@
 #   python3 + pip              an independent check of the format test vectors (cryptography,
 #                              blake3), and the SQLCipher interop test (sqlcipher3-binary)
 #   rustfmt, clippy            CI's format and lint steps
+#   nodejs + npm               the OpenID provider the server's sign-in tests run against
+#                              (oidc-provider, pinned in crates/server/tests/oidc; node 20.18+),
+#                              Debian's packages only when no `node` is on the PATH
 set -euo pipefail
 
 core=0
@@ -88,6 +91,20 @@ if ! python3 -c "import blake3" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check blake3 2>/dev/null \
     || python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages blake3
   python3 -c "import blake3" || { echo "setup: could not install blake3" >&2; exit 1; }
+fi
+
+# A real OpenID provider for the server's sign-in tests (crates/server/tests/oidc): oidc-provider
+# from the npm registry, exactly as package-lock.json pins it. Installed again only when the
+# lock file is newer than the last install (npm writes node_modules/.package-lock.json).
+command -v node >/dev/null || { echo "setup: installing nodejs npm"; apt_install nodejs npm; }
+node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 18) ? 0 : 1)' || {
+  echo "setup: node $(node --version) is too old for the OpenID provider tests (oidc-provider 9 needs 20.18 or later)" >&2
+  exit 1
+}
+oidc_dir="$(dirname "$0")/../crates/server/tests/oidc"
+if [ "$oidc_dir/package-lock.json" -nt "$oidc_dir/node_modules/.package-lock.json" ]; then
+  echo "setup: installing the test OpenID provider (npm ci in crates/server/tests/oidc)"
+  (cd "$oidc_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 
 for component in rustfmt clippy; do
