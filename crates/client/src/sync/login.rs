@@ -75,7 +75,7 @@ impl PriorLogin {
     }
 
     /// Refuses a login to another server or as another user into an account that holds data.
-    fn refuse_other(&self, account: &AccountName, server: &str, user: Option<&str>) -> Result<(), Error> {
+    pub(super) fn refuse_other(&self, account: &AccountName, server: &str, user: Option<&str>) -> Result<(), Error> {
         let logged_in_before = self.known_server.is_some() || self.known_user.is_some();
         if logged_in_before && !self.same(server, user) && self.holds_data {
             return Err(Error::Refused {
