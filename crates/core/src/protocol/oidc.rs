@@ -363,12 +363,12 @@ mod tests {
     #[test]
     fn a_redirect_with_another_state_or_none_is_refused() {
         let r = AuthorizationRequest::new([0; 32], [1; 32], [2; 32], "http://127.0.0.1:5000/callback");
-        assert_eq!(r.check_redirect("code=abc").unwrap_err(), RedirectError::StateMismatch);
-        assert_eq!(r.check_redirect("code=abc&state=other").unwrap_err(), RedirectError::StateMismatch);
-        assert_eq!(r.check_redirect(&format!("state={}", r.state())).unwrap_err(), RedirectError::MissingCode);
-        let err = r.check_redirect("error=access_denied&error_description=user+said+no").unwrap_err();
+        assert_eq!(r.check_redirect("code=abc").expect_err("refused"), RedirectError::StateMismatch);
+        assert_eq!(r.check_redirect("code=abc&state=other").expect_err("refused"), RedirectError::StateMismatch);
+        assert_eq!(r.check_redirect(&format!("state={}", r.state())).expect_err("refused"), RedirectError::MissingCode);
+        let err = r.check_redirect("error=access_denied&error_description=user+said+no").expect_err("refused");
         assert_eq!(err.to_string(), "the identity provider refused the sign-in: access_denied (user said no)");
-        assert_eq!(r.check_redirect("code=%zz").unwrap_err(), RedirectError::Malformed);
+        assert_eq!(r.check_redirect("code=%zz").expect_err("refused"), RedirectError::Malformed);
         let ok = r.check_redirect(&format!("state={}&code=a%2Fb&iss=x", r.state())).expect("matches");
         assert_eq!(ok.expose_secret(), "a/b");
     }
