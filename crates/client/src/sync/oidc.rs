@@ -283,9 +283,10 @@ impl Browser {
 }
 
 /// A connection to the listener whose request head is still coming.
+/// Its bytes are zeroized when it goes: the redirect's request line holds the code.
 struct Pending {
     stream: TcpStream,
-    head: Vec<u8>,
+    head: Zeroizing<Vec<u8>>,
     since: Instant,
 }
 
@@ -304,7 +305,7 @@ pub(crate) fn wait_for_redirect(
         loop {
             match listener.accept() {
                 Ok((stream, _)) if pending.len() < MAX_PENDING && stream.set_nonblocking(true).is_ok() => {
-                    pending.push(Pending { stream, head: Vec::new(), since: Instant::now() });
+                    pending.push(Pending { stream, head: Zeroizing::new(Vec::new()), since: Instant::now() });
                 }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -350,20 +351,20 @@ enum Head {
     /// Closed, failed, too slow or too long: dropped.
     Gone,
     /// The request line.
-    Complete(String),
+    Complete(Zeroizing<String>),
 }
 
 fn read_head(p: &mut Pending) -> Head {
-    let mut buf = [0u8; 2048];
+    let mut buf = Zeroizing::new([0u8; 2048]);
     loop {
-        match p.stream.read(&mut buf) {
+        match p.stream.read(buf.as_mut()) {
             Ok(0) => return Head::Gone,
             Ok(n) => {
                 p.head.extend_from_slice(&buf[..n]);
                 if let Some(end) = p.head.windows(4).position(|w| w == b"\r\n\r\n") {
                     let line = p.head[..end].split(|&b| b == b'\n').next().unwrap_or_default();
                     return match std::str::from_utf8(line) {
-                        Ok(line) => Head::Complete(line.trim_end_matches('\r').to_owned()),
+                        Ok(line) => Head::Complete(Zeroizing::new(line.trim_end_matches('\r').to_owned())),
                         Err(_) => Head::Gone,
                     };
                 }
@@ -383,7 +384,7 @@ fn read_head(p: &mut Pending) -> Head {
 
 /// The query of a `GET /callback` request line; any other request is answered here and
 /// gives `None`.
-fn route(stream: &mut TcpStream, line: &str) -> Option<String> {
+fn route(stream: &mut TcpStream, line: &str) -> Option<Zeroizing<String>> {
     let mut parts = line.split(' ');
     let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
@@ -395,7 +396,7 @@ fn route(stream: &mut TcpStream, line: &str) -> Option<String> {
         let _ = respond(stream, "405 Method Not Allowed", "Not allowed", "Only GET is answered here.");
         return None;
     }
-    Some(query.to_owned())
+    Some(Zeroizing::new(query.to_owned()))
 }
 
 /// Writes a small HTML page and closes the connection: no scripts, nothing loaded from
