@@ -226,16 +226,30 @@ pub enum Command {
         from: std::path::PathBuf,
     },
     /// Log the account in to a sync server, pinning its key (password from a prompt,
-    /// --password-fd or FIELDVAULT_PASSWORD)
+    /// --password-fd or FIELDVAULT_PASSWORD; or sign in through an identity provider with
+    /// --oidc)
     ///
     /// A vault that logged in to this server as this user before continues its device.
+    ///
+    /// With --oidc the sign-in happens in a browser: the address to open is printed on
+    /// stderr (one line starting with https://) and opened in a browser when there is one
+    /// ($BROWSER, or xdg-open on a desktop), and the command waits up to 5 minutes for the
+    /// browser to come back to 127.0.0.1.
+    #[command(group(clap::ArgGroup::new("credential").required(true).args(["user", "oidc"])))]
     Login {
         /// The server, https://HOST[:PORT] (plain http is refused)
         #[arg(long, value_name = "URL")]
         server: String,
-        /// The user name
+        /// The user name (password login)
         #[arg(long)]
-        user: String,
+        user: Option<String>,
+        /// Sign in through this identity provider (one the server offers) in a browser
+        /// instead of with a password
+        #[arg(long, value_name = "ISSUER_URL")]
+        oidc: Option<String>,
+        /// With --oidc: only print the address, do not open a browser
+        #[arg(long, conflicts_with = "user")]
+        no_browser: bool,
         /// The server's key pin, sha256/BASE64; repeat it for the current and the next key
         #[arg(long = "pin", value_name = "sha256/BASE64", required = true)]
         pins: Vec<String>,
@@ -243,7 +257,7 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         device_name: Option<String>,
         /// Read the password from this open file descriptor (first line)
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", conflicts_with = "oidc")]
         password_fd: Option<u32>,
     },
     /// Push the outbox, then pull what changed on the server
@@ -394,4 +408,32 @@ pub fn parse() -> Result<Cli, clap::Error> {
     }
     cli.global.account_from_env = from_env;
     Ok(cli)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn login(args: &[&str]) -> Result<Cli, clap::Error> {
+        let base = ["fieldvault", "login", "--server", "https://sync.example", "--pin", "sha256/x"];
+        Cli::try_parse_from(base.iter().chain(args))
+    }
+
+    #[test]
+    fn login_takes_exactly_one_of_user_and_oidc() {
+        assert!(login(&["--user", "ada"]).is_ok());
+        assert!(login(&["--oidc", "https://id.example", "--no-browser"]).is_ok());
+        let none = login(&[]).expect_err("refused");
+        assert_eq!(none.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let both = login(&["--user", "ada", "--oidc", "https://id.example"]).expect_err("refused");
+        assert_eq!(both.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn no_browser_and_password_fd_go_with_one_kind_of_login_only() {
+        let e = login(&["--user", "ada", "--no-browser"]).expect_err("refused");
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+        let e = login(&["--oidc", "https://id.example", "--password-fd", "3"]).expect_err("refused");
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
 }

@@ -78,9 +78,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Attachment(AttachmentCommand::Prefetch { collection, off }) => {
             attachment_prefetch(g, &dir, &collection, off)
         }
-        Command::Login { server, user, pins, device_name, password_fd } => {
-            login(g, &dir, &server, &user, &pins, device_name.as_deref(), password_fd)
-        }
+        Command::Login { server, user, oidc, no_browser, pins, device_name, password_fd } => match (oidc, user) {
+            (Some(issuer), _) => login_oidc(g, &dir, &server, &issuer, &pins, device_name.as_deref(), no_browser),
+            (None, Some(user)) => login(g, &dir, &server, &user, &pins, device_name.as_deref(), password_fd),
+            (None, None) => bail!("login needs --user NAME or --oidc ISSUER_URL"),
+        },
         Command::Sync { watch: false, .. } => sync(g, &dir),
         Command::Sync { watch: true, interval } => sync_watch(g, &dir, interval),
         Command::Outbox => outbox(g, &dir),
@@ -754,17 +756,96 @@ fn login(
     password_fd: Option<u32>,
 ) -> Result<()> {
     let account = account(g)?;
+    warn_single_pin(pins);
+    let password = password(&Source { fd: password_fd, flag: "--password-fd", env_var: "FIELDVAULT_PASSWORD" })?;
+    let mut v = unlock(g, dir)?;
+    let name = device_label(device_name);
+    let s = v.login(&account, fieldvault_client::LoginOptions { server, pins, user, password, device_name: &name })?;
+    print_login(g, &s)
+}
+
+/// How long `login --oidc` waits for the browser to come back.
+const OIDC_WAIT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+fn login_oidc(
+    g: &Global,
+    dir: &Path,
+    server: &str,
+    issuer: &str,
+    pins: &[String],
+    device_name: Option<&str>,
+    no_browser: bool,
+) -> Result<()> {
+    let account = account(g)?;
+    warn_single_pin(pins);
+    let mut v = unlock(g, dir)?;
+    let name = device_label(device_name);
+    let opts = fieldvault_client::OidcLoginOptions { server, pins, issuer, device_name: &name, redirect_uri: None };
+    let sign_in = v.begin_oidc_login(&account, opts)?;
+    // The address on a line of its own: a person copies it, a test reads it.
+    eprintln!("Open this address in a browser to sign in:");
+    eprintln!("{}", sign_in.url());
+    if !no_browser && let Err(why) = open_browser(sign_in.url()) {
+        eprintln!("fieldvault: note: no browser was opened ({why}); open the address yourself");
+    }
+    eprintln!("Waiting up to {} minutes for the sign-in to finish in the browser...", OIDC_WAIT.as_secs() / 60);
+    let s = v.finish_oidc_login(&account, sign_in, OIDC_WAIT)?;
+    print_login(g, &s)
+}
+
+/// Opens `url` in the user's browser (see [`browser_command`]); the browser is not waited
+/// for.
+fn open_browser(url: &str) -> std::result::Result<(), String> {
+    let desktop = ["DISPLAY", "WAYLAND_DISPLAY"].iter().any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
+    let words = browser_command(std::env::var("BROWSER").ok().as_deref(), desktop, url)
+        .ok_or("no $BROWSER and no desktop display")?;
+    let mut child = std::process::Command::new(&words[0])
+        .args(&words[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", words[0]))?;
+    // Reaped when it exits; the sign-in does not wait for it.
+    std::thread::spawn(move || child.wait());
+    Ok(())
+}
+
+/// The command that opens `url`: `$BROWSER`'s first entry (`:` separates entries; `%s`
+/// stands for the address, else it is the last argument; no shell is involved), else
+/// `xdg-open` on a desktop, else none.
+fn browser_command(browser: Option<&str>, desktop: bool, url: &str) -> Option<Vec<String>> {
+    let first = browser.and_then(|b| b.split(':').next()).map(str::trim).filter(|b| !b.is_empty());
+    let mut words: Vec<String> = match first {
+        Some(b) => b.split_whitespace().map(str::to_owned).collect(),
+        None if desktop => vec!["xdg-open".to_owned()],
+        None => return None,
+    };
+    if words.iter().any(|w| w.contains("%s")) {
+        words.iter_mut().for_each(|w| *w = w.replace("%s", url));
+    } else {
+        words.push(url.to_owned());
+    }
+    Some(words)
+}
+
+fn warn_single_pin(pins: &[String]) {
     if pins.len() == 1 {
         eprintln!(
             "warning: only one pin given; pass the next key's pin too (--pin), or a key rotation will lock this device out"
         );
     }
-    let password = password(&Source { fd: password_fd, flag: "--password-fd", env_var: "FIELDVAULT_PASSWORD" })?;
-    let mut v = unlock(g, dir)?;
+}
+
+/// The device's label: as given, else the host name.
+fn device_label(device_name: Option<&str>) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map_or_else(|_| "fieldvault".to_owned(), |h| h.trim().to_owned());
-    let name = device_name.map_or(host, str::to_owned);
-    let s = v.login(&account, fieldvault_client::LoginOptions { server, pins, user, password, device_name: &name })?;
+    device_name.map_or(host, str::to_owned)
+}
+
+/// What a login prints, whatever the credential.
+fn print_login(g: &Global, s: &fieldvault_client::LoginSummary) -> Result<()> {
     emit(
         g,
         json!({ "user": s.user, "device_id": s.device_id, "continued": s.continued,
@@ -1045,4 +1126,24 @@ fn status_sync(g: &Global, dir: &Path) -> Result<()> {
             .map(|o| format!("\n  logout owed to {} for account '{}' (device {})", o.server, o.account, o.device_id))
             .collect::<String>()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::browser_command;
+
+    #[test]
+    fn the_browser_command_comes_from_browser_then_xdg_open_on_a_desktop() {
+        let url = "https://id.example/auth?a=1&b=2";
+        let words = |b: Option<&str>, desktop| browser_command(b, desktop, url);
+        assert_eq!(words(Some("firefox"), false), Some(vec!["firefox".into(), url.into()]));
+        assert_eq!(words(Some("w3m -o x:lynx"), true), Some(vec!["w3m".into(), "-o".into(), "x".into(), url.into()]));
+        assert_eq!(
+            words(Some("open --url=%s --new"), false),
+            Some(vec!["open".into(), format!("--url={url}"), "--new".into()])
+        );
+        assert_eq!(words(Some(""), true), Some(vec!["xdg-open".into(), url.into()]));
+        assert_eq!(words(None, true), Some(vec!["xdg-open".into(), url.into()]));
+        assert_eq!(words(None, false), None);
+    }
 }

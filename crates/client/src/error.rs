@@ -400,6 +400,51 @@ pub enum Error {
     /// The transport's network runtime could not be started.
     #[error("cannot start the network runtime: {0}")]
     NetworkRuntime(io::Error),
+    /// An OpenID Connect sign-in named an identity provider the server does not sign users
+    /// in through.
+    #[error("{}", unknown_issuer(issuer, offered))]
+    UnknownIssuer {
+        /// The issuer asked for.
+        issuer: String,
+        /// The issuers the server offers (none when it offers no OpenID Connect sign-in).
+        offered: Vec<String>,
+    },
+    /// The identity provider refused the sign-in (the user cancelled, or may not use this
+    /// client): its OAuth error code and description, provider text with control characters
+    /// removed. Nothing was sent to the sync server.
+    #[error("the identity provider refused the sign-in: {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    SignInRefused {
+        /// The OAuth error code (`access_denied`, ...).
+        error: String,
+        /// `error_description`, if the provider gave one.
+        description: Option<String>,
+    },
+    /// The redirect back from the identity provider is not the answer to this sign-in (its
+    /// `state` is missing or another): a stale or forged redirect. Nothing was sent.
+    #[error(
+        "the sign-in answer the browser brought back does not belong to this sign-in (its state does not match); nothing was sent to the server: start the sign-in again"
+    )]
+    SignInMismatch,
+    /// The redirect back from the identity provider cannot be used. Nothing was sent.
+    #[error("the identity provider's answer cannot be used: {0}; nothing was sent to the server")]
+    SignInMalformed(&'static str),
+    /// No redirect came back from the browser in time.
+    #[error("no sign-in came back from the browser within {} s; nothing was changed: start the sign-in again", after.as_secs())]
+    SignInTimedOut {
+        /// How long the device waited.
+        after: std::time::Duration,
+    },
+    /// The loopback listener for the browser's redirect could not be opened or failed.
+    #[error("cannot listen on 127.0.0.1 for the browser's sign-in: {0}")]
+    RedirectListener(io::Error),
+}
+
+fn unknown_issuer(issuer: &str, offered: &[String]) -> String {
+    if offered.is_empty() {
+        format!("the server offers no sign-in through an identity provider (asked for {issuer})")
+    } else {
+        format!("the server does not sign users in through {issuer}; it offers: {}", offered.join(", "))
+    }
 }
 
 fn wait_note(secs: u64) -> String {

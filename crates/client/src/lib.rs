@@ -68,6 +68,7 @@ pub use sync::conflicts::{Conflict, ConflictPolicy, Keep, MergeFn, Rejected};
 pub use sync::engine::PushSummary;
 pub use sync::login::{LoginOptions, LoginSummary};
 pub use sync::logout::{LogoutNotice, OwedLogoutInfo};
+pub use sync::oidc::{OidcLogin, OidcLoginOptions};
 pub use sync::outbox::OutboxEntry;
 pub use sync::retry::{FIRST_RETRY, MAX_RETRY, retry_delay};
 pub use sync::transfer::TransferReport;

@@ -6,9 +6,11 @@
 
 use std::collections::HashSet;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use fieldvault_core::AccountName;
-use fieldvault_core::protocol::DirectiveKind;
 use fieldvault_core::protocol::auth::{DeviceProof, DeviceSecret, LoginRequest, Password, TokenResponse};
+use fieldvault_core::protocol::{DirectiveKind, TokenVerifier};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
@@ -17,7 +19,7 @@ use super::client::check_directives;
 use super::directives;
 use super::outbox::{self, db_err};
 use super::state::{self, *};
-use crate::transport::{Auth, Method, Request, Transport};
+use crate::transport::{Auth, Method, Request, Response, Transport};
 use crate::{Error, Pins, Unlocked};
 
 /// What `login` needs. The password is a secret: it is sent once and dropped.
@@ -54,13 +56,71 @@ pub struct LoginSummary {
 
 /// What an account knew of its last login, read before a new one.
 pub(super) struct PriorLogin {
-    /// The same server and user as the login being made.
-    same: bool,
+    known_server: Option<String>,
+    known_user: Option<String>,
+    /// Whether the account holds documents or queued changes.
+    holds_data: bool,
     offset: Option<i64>,
     login_at: u64,
     seen: HashSet<String>,
     /// The old session, to acknowledge directives with.
     channel: Option<Channel>,
+}
+
+impl PriorLogin {
+    /// Whether the account's last login was to `server` as `user` (any user when `None`: an
+    /// OpenID Connect sign-in, whose user the server names only in its answer).
+    fn same(&self, server: &str, user: Option<&str>) -> bool {
+        self.known_server.as_deref() == Some(server) && user.is_none_or(|u| self.known_user.as_deref() == Some(u))
+    }
+
+    /// Refuses a login to another server or as another user into an account that holds data.
+    pub(super) fn refuse_other(&self, account: &AccountName, server: &str, user: Option<&str>) -> Result<(), Error> {
+        let logged_in_before = self.known_server.is_some() || self.known_user.is_some();
+        if logged_in_before && !self.same(server, user) && self.holds_data {
+            return Err(Error::Refused {
+                status: 0,
+                code: "account_in_use".into(),
+                detail: format!(
+                    "account {account} holds data of another user or server; use another account (--account)"
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Where a login goes and what it is for, whatever the credential.
+pub(super) struct LoginTarget<'a> {
+    /// `https://HOST[:PORT]`, as given.
+    pub(super) server: &'a str,
+    /// The server's pins, as given (stored for later sessions).
+    pub(super) pins: &'a [String],
+    /// A label for this device.
+    pub(super) device_name: &'a str,
+    /// The user, when the credential names one (a password login); `None` when only the
+    /// server's answer does (an OpenID Connect sign-in: the access token's `sub`).
+    pub(super) user: Option<&'a str>,
+}
+
+/// What a login knows before it sends its credential: the account's last login, and the
+/// device proof to send when the account logged in to this server (as this user) before.
+pub(super) struct BeforeLogin {
+    prior: Option<PriorLogin>,
+    device: Option<DeviceProof>,
+}
+
+impl BeforeLogin {
+    /// The device proof to put in the login body.
+    pub(super) fn device(&self) -> Option<DeviceProof> {
+        self.device.clone()
+    }
+
+    /// The device's clock corrected by what the account learned of the server's, Unix
+    /// seconds: the `X-Timestamp` of the login request.
+    pub(super) fn now(&self) -> u64 {
+        corrected_secs(self.prior.as_ref().and_then(|p| p.offset))
+    }
 }
 
 impl Unlocked {
@@ -77,32 +137,65 @@ impl Unlocked {
     pub fn login(&mut self, account: &AccountName, opts: LoginOptions<'_>) -> Result<LoginSummary, Error> {
         let pins = Pins::parse(opts.pins)?;
         let transport = Transport::new(opts.server, pins)?;
-        self.finish_logouts_quietly();
-        // What the account knew of its last login; unreadable while its lease has ended
-        // (then the device secret alone names the device, and the server checks the rest).
-        let prior = if self.lease_ended(account) { None } else { Some(self.prior_login(account, &opts)?) };
-        let offset = prior.as_ref().and_then(|p| p.offset);
-        let device = match prior.as_ref().is_none_or(|p| p.same) {
-            true => self
-                .device_credential(account)?
-                .map(|(id, secret)| DeviceProof::new(&DeviceSecret::from_bytes(secret), &id, corrected_secs(offset))),
-            false => None,
-        };
-        let continuing = device.as_ref().map(|d| d.id.clone());
+        let target =
+            LoginTarget { server: opts.server, pins: opts.pins, device_name: opts.device_name, user: Some(opts.user) };
+        let before = self.before_login(account, &target)?;
         let body = LoginRequest {
             user: opts.user.to_owned(),
             password: Password::new(opts.password),
             device_name: opts.device_name.to_owned(),
-            device,
+            device: before.device(),
             totp: None,
         };
         let bytes = Zeroizing::new(serde_json::to_vec(&body).map_err(|e| Error::MalformedAnswer(e.to_string()))?);
         let resp = transport.send(
             &Request { method: Method::Post, path_and_query: "/v1/auth/login", body: &bytes, auth: Auth::None },
-            corrected_secs(offset),
+            before.now(),
         )?;
+        self.after_login(account, &transport, &target, before, resp)
+    }
+
+    /// The part of a login before its credential is sent: owed logouts told, the account's
+    /// last login read (unreadable while its lease has ended: then the device secret alone
+    /// names the device, and the server checks the rest), a login to another server or as
+    /// another user into an account that holds data refused, and the device proof made when
+    /// the account logged in to this server (as this user) before.
+    pub(super) fn before_login(
+        &mut self,
+        account: &AccountName,
+        target: &LoginTarget<'_>,
+    ) -> Result<BeforeLogin, Error> {
+        self.finish_logouts_quietly();
+        let prior = if self.lease_ended(account) { None } else { Some(self.prior_login(account)?) };
+        if let Some(p) = &prior {
+            p.refuse_other(account, target.server, target.user)?;
+        }
+        let offset = prior.as_ref().and_then(|p| p.offset);
+        let device = match prior.as_ref().is_none_or(|p| p.same(target.server, target.user)) {
+            true => self
+                .device_credential(account)?
+                .map(|(id, secret)| DeviceProof::new(&DeviceSecret::from_bytes(secret), &id, corrected_secs(offset))),
+            false => None,
+        };
+        Ok(BeforeLogin { prior, device })
+    }
+
+    /// The part of a login after the server answered, whatever the credential was: the
+    /// answer checked, the user it names refused if the account holds another user's data,
+    /// the directives of the device it continues carried out, then the device secret, the
+    /// lease and the session recorded.
+    pub(super) fn after_login(
+        &mut self,
+        account: &AccountName,
+        transport: &Transport,
+        target: &LoginTarget<'_>,
+        before: BeforeLogin,
+        resp: Response,
+    ) -> Result<LoginSummary, Error> {
+        let BeforeLogin { prior, device } = before;
+        let continuing = device.map(|d| d.id);
         // The login answer came over pinned TLS: its Date sets the clock offset.
-        let offset = resp.date.map(|d| (d as i64) * 1000 - now_ms()).or(offset);
+        let offset = resp.date.map(|d| (d as i64) * 1000 - now_ms()).or(prior.as_ref().and_then(|p| p.offset));
         if resp.status != 200 {
             return Err(refused(&resp));
         }
@@ -116,7 +209,8 @@ impl Unlocked {
             ),
             None => None,
         };
-        // The token keys: directives are checked against them now, and `whoami` later.
+        // The token keys: the access token and directives are checked against them now, and
+        // `whoami` later.
         let jwks = transport.send(
             &Request { method: Method::Get, path_and_query: "/v1/auth/jwks", body: &[], auth: Auth::None },
             corrected_secs(offset),
@@ -126,6 +220,19 @@ impl Unlocked {
                 .map_err(|_| Error::MalformedAnswer("the JWKS is not UTF-8".into()))?,
             _ => return Err(refused(&jwks)),
         };
+        let jwks: Value = serde_json::from_str(&jwks_text).unwrap_or(Value::Null);
+        let user = match target.user {
+            Some(u) => u.to_owned(),
+            None => {
+                // Only the answer names the user: nothing is stored for another user's login
+                // into an account that holds data.
+                let sub = access_subject(&jwks, &tokens.access_token, corrected_secs(offset))?;
+                if let Some(p) = &prior {
+                    p.refuse_other(account, target.server, Some(&sub))?;
+                }
+                sub
+            }
+        };
         let continued = continuing.as_deref() == Some(tokens.device_id.as_str());
         // Directives for the device this login named (a wiped device's wipe): carried out
         // before anything else, and acknowledged with that device's old session secret.
@@ -133,9 +240,8 @@ impl Unlocked {
         if let Some(old) = &continuing
             && !tokens.directives.is_empty()
         {
-            let jwks: Value = serde_json::from_str(&jwks_text).unwrap_or(Value::Null);
             let (login_at, seen) = prior.as_ref().map_or((0, HashSet::new()), |p| (p.login_at, p.seen.clone()));
-            let acts = check_directives(&tokens.directives, &jwks, opts.user, old, login_at, &seen);
+            let acts = check_directives(&tokens.directives, &jwks, &user, old, login_at, &seen);
             let jtis: Vec<String> = acts.iter().map(|c| c.jti.clone()).collect();
             if directives::strongest(&acts) == Some(DirectiveKind::Wipe) {
                 tracing::warn!(account = %account, "remote wipe at login: destroying the account's keys and data");
@@ -159,10 +265,10 @@ impl Unlocked {
         let (conn, path) = (&mut db.conn, db.path.clone());
         let tx = conn.transaction().map_err(db_err(&path))?;
         let put = |name: &str, value: &str| state::set(&tx, name, value).map_err(db_err(&path));
-        put(SERVER, opts.server)?;
-        put(PINS, &serde_json::to_string(opts.pins).unwrap_or_default())?;
-        put(USER, opts.user)?;
-        put(DEVICE_NAME, opts.device_name)?;
+        put(SERVER, target.server)?;
+        put(PINS, &serde_json::to_string(target.pins).unwrap_or_default())?;
+        put(USER, &user)?;
+        put(DEVICE_NAME, target.device_name)?;
         put(DEVICE_ID, &tokens.device_id)?;
         put(LOGIN_AT, &corrected_secs(offset).to_string())?;
         put(JWKS, &jwks_text)?;
@@ -183,7 +289,7 @@ impl Unlocked {
         tx.commit().map_err(db_err(&path))?;
         db.clock_offset_ms = offset;
         Ok(LoginSummary {
-            user: opts.user.to_owned(),
+            user,
             device_id: tokens.device_id.clone(),
             continued,
             device_reason: tokens.device_reason.map(|r| r.as_str().to_owned()),
@@ -192,36 +298,36 @@ impl Unlocked {
         })
     }
 
-    /// Reads what the account knew of its last login and refuses a login as another user or
-    /// to another server into an account that holds data.
-    fn prior_login(&mut self, account: &AccountName, opts: &LoginOptions<'_>) -> Result<PriorLogin, Error> {
+    /// Reads what the account knew of its last login.
+    pub(super) fn prior_login(&mut self, account: &AccountName) -> Result<PriorLogin, Error> {
         let docs = self.documents(account)?;
         let (conn, path) = (&docs.db.conn, docs.db.path.clone());
-        let known_server = stored(conn, &path, SERVER)?;
-        let known_user = stored(conn, &path, USER)?;
-        let same = known_server.as_deref() == Some(opts.server) && known_user.as_deref() == Some(opts.user);
-        if (known_server.is_some() || known_user.is_some()) && !same {
-            let holds: bool = conn
-                .query_row("SELECT EXISTS (SELECT 1 FROM main.documents) OR EXISTS (SELECT 1 FROM outbox)", [], |r| {
-                    r.get(0)
-                })
-                .map_err(db_err(&path))?;
-            if holds {
-                return Err(Error::Refused {
-                    status: 0,
-                    code: "account_in_use".into(),
-                    detail: format!(
-                        "account {account} holds data of another user or server; use another account (--account)"
-                    ),
-                });
-            }
-        }
+        let holds_data: bool = conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM main.documents) OR EXISTS (SELECT 1 FROM outbox)", [], |r| {
+                r.get(0)
+            })
+            .map_err(db_err(&path))?;
         Ok(PriorLogin {
-            same,
+            known_server: stored(conn, &path, SERVER)?,
+            known_user: stored(conn, &path, USER)?,
+            holds_data,
             offset: state::clock_offset_ms(conn).map_err(db_err(&path))?,
             login_at: state::get_i64(conn, LOGIN_AT).map_err(db_err(&path))?.unwrap_or(0).max(0) as u64,
             seen: stored(conn, &path, SEEN_DIRECTIVES)?.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default(),
             channel: open_channel(conn, &path, account).ok(),
         })
     }
+}
+
+/// The user an access token names (`sub`), once it verified against one of the server's
+/// token keys (`jwks`) at `now`.
+fn access_subject(jwks: &Value, token: &str, now: u64) -> Result<String, Error> {
+    let keys = jwks.get("keys").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    keys.iter()
+        .find_map(|k| {
+            let public = URL_SAFE_NO_PAD.decode(k.get("x")?.as_str()?).ok()?;
+            TokenVerifier::from_public_key(&public).access(token, now).ok()
+        })
+        .map(|c| c.sub)
+        .ok_or_else(|| Error::MalformedAnswer("the access token does not verify with the server's token keys".into()))
 }

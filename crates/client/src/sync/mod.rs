@@ -5,7 +5,7 @@
 //! - [`conflicts`]: the policies, the conflicts table and the refused changes;
 //! - [`directives`]: remote logout and wipe, checked before anything is done;
 //! - [`channel`]: the signed session (tokens, refresh, signed requests);
-//! - [`login`]: login; [`logout`]: logout and the logouts a server is still owed; [`client`]: the sync cycle and what an app asks of it;
+//! - [`login`]: login; [`oidc`]: sign-in through an OpenID Connect provider; [`logout`]: logout and the logouts a server is still owed; [`client`]: the sync cycle and what an app asks of it;
 //! - [`retry`]: backoff; [`state`]: the named values of the account's sync state.
 
 pub(crate) mod channel;
@@ -16,6 +16,7 @@ pub(crate) mod engine;
 pub(crate) mod listing;
 pub(crate) mod login;
 pub(crate) mod logout;
+pub(crate) mod oidc;
 pub(crate) mod outbox;
 pub(crate) mod pull;
 pub(crate) mod retry;
