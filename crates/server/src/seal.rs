@@ -1,6 +1,6 @@
 //! Keys derived from the store key, and sealing of the secrets the server must be able to
 //! read back (session secrets, device secrets, lease keys, a spent refresh token's successor,
-//! attachment content keys).
+//! attachment content keys, TOTP secrets).
 //!
 //! ```text
 //! sqlite key = HKDF-SHA256(store key, salt = "", info = "fieldvault/v1/server/sqlite")
@@ -36,6 +36,8 @@ pub enum Purpose {
     /// An attachment's content key, as its uploader sent it for the readers of its document
     /// (owner: the attachment id, 32 lowercase hex digits; ADR 0008).
     AttachmentCek,
+    /// A user's TOTP secret for multi-factor login (owner: the user name).
+    TotpSecret,
 }
 
 impl Purpose {
@@ -46,6 +48,7 @@ impl Purpose {
             Purpose::DeviceSecret => b"device-secret",
             Purpose::RefreshSuccessor => b"refresh-successor",
             Purpose::AttachmentCek => b"attachment-cek",
+            Purpose::TotpSecret => b"totp-secret",
         }
     }
 }
@@ -150,6 +153,7 @@ mod tests {
         assert!(s.open(Purpose::LeaseKey, "s1", &sealed).is_err());
         assert!(s.open(Purpose::DeviceSecret, "s1", &sealed).is_err());
         assert!(s.open(Purpose::AttachmentCek, "s1", &sealed).is_err());
+        assert!(s.open(Purpose::TotpSecret, "s1", &sealed).is_err());
         let cek = s.seal(Purpose::AttachmentCek, &"a".repeat(32), &[9; 32]);
         assert_eq!(s.open(Purpose::AttachmentCek, &"a".repeat(32), &cek).expect("opens").as_slice(), &[9; 32]);
         assert!(s.open(Purpose::AttachmentCek, &"b".repeat(32), &cek).is_err(), "moved to another attachment");

@@ -14,6 +14,7 @@ mod continuity;
 mod device_sync;
 mod devices;
 mod harness;
+mod mfa;
 mod phone;
 mod recovery;
 mod serve;

@@ -38,12 +38,13 @@ mod users;
 pub use sync::idempotency_lock_id;
 
 use super::{
-    AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginFailures, NewDirective, NewLogin, PullBatch,
-    PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord,
+    AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginFailures, LoginOutcome, NewDirective, NewLogin,
+    PullBatch, PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, TotpRecord,
+    UserRecord,
 };
 
 /// The newest schema version this build knows.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// Key of the advisory lock held while migrating (the ASCII bytes of `fvschema`, to stay clear of
 /// other applications' keys in a shared database).
@@ -194,6 +195,11 @@ async fn migrate(pool: &PgPool, schema: Option<&str>) -> Result<(), StoreError> 
             sqlx::query(*statement).execute(&mut *tx).await?;
         }
     }
+    if found < 5 {
+        for statement in users::SCHEMA_V5 {
+            sqlx::query(*statement).execute(&mut *tx).await?;
+        }
+    }
     if found < SCHEMA_VERSION {
         sqlx::query("DELETE FROM fv_schema").execute(&mut *tx).await?;
         sqlx::query("INSERT INTO fv_schema (version) VALUES ($1)").bind(SCHEMA_VERSION).execute(&mut *tx).await?;
@@ -243,6 +249,18 @@ impl Store for PgStore {
         users::remove(&self.pool, name).await
     }
 
+    async fn enroll_totp(&self, name: &str, secret_sealed: &[u8]) -> Result<bool, StoreError> {
+        users::set_totp(&self.pool, name, Some(secret_sealed)).await
+    }
+
+    async fn disable_totp(&self, name: &str) -> Result<bool, StoreError> {
+        users::set_totp(&self.pool, name, None).await
+    }
+
+    async fn totp(&self, name: &str) -> Result<Option<TotpRecord>, StoreError> {
+        users::totp(&self.pool, name).await
+    }
+
     async fn login_failures(&self, user: &str, address: &str) -> Result<LoginFailures, StoreError> {
         users::failures(&self.pool, user, address).await
     }
@@ -259,7 +277,7 @@ impl Store for PgStore {
         devices::device(&self.pool, id).await
     }
 
-    async fn login(&self, login: &NewLogin) -> Result<bool, StoreError> {
+    async fn login(&self, login: &NewLogin) -> Result<LoginOutcome, StoreError> {
         devices::login(&self.pool, login).await
     }
 

@@ -26,12 +26,13 @@ mod sync;
 mod users;
 
 use super::{
-    AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginFailures, NewDirective, NewLogin, PullBatch,
-    PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord,
+    AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginFailures, LoginOutcome, NewDirective, NewLogin,
+    PullBatch, PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, TotpRecord,
+    UserRecord,
 };
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA_V1: &str = "
     CREATE TABLE users (
@@ -225,9 +226,12 @@ impl SqliteStore {
             let v1 = if found < 1 { SCHEMA_V1 } else { "" };
             let v2 = if found < 2 { format!("{SCHEMA_V2} {}", attachments::SCHEMA_V2) } else { String::new() };
             let v3 = if found < 3 { devices::SCHEMA_V3 } else { "" };
-            let v4 = attachments::SCHEMA_V4;
-            conn.execute_batch(&format!("BEGIN; {v1} {v2} {v3} {v4} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
-                .map_err(backend)?;
+            let v4 = if found < 4 { attachments::SCHEMA_V4 } else { "" };
+            let v5 = users::SCHEMA_V5;
+            conn.execute_batch(&format!(
+                "BEGIN; {v1} {v2} {v3} {v4} {v5} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))
+            .map_err(backend)?;
         }
         // Checkpoints run on a connection of their own, in the background, so that copying the
         // WAL back into the database does not happen inside a push's commit while every other
@@ -297,6 +301,21 @@ impl Store for SqliteStore {
         self.run(move |c| users::remove(c, &name)).await
     }
 
+    async fn enroll_totp(&self, name: &str, secret_sealed: &[u8]) -> Result<bool, StoreError> {
+        let (name, sealed) = (name.to_owned(), secret_sealed.to_vec());
+        self.run(move |c| users::set_totp(c, &name, Some(&sealed))).await
+    }
+
+    async fn disable_totp(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.run(move |c| users::set_totp(c, &name, None)).await
+    }
+
+    async fn totp(&self, name: &str) -> Result<Option<TotpRecord>, StoreError> {
+        let name = name.to_owned();
+        self.run(move |c| users::totp(c, &name)).await
+    }
+
     async fn login_failures(&self, user: &str, address: &str) -> Result<LoginFailures, StoreError> {
         let (user, address) = (user.to_owned(), address.to_owned());
         self.run(move |c| users::failures(c, &user, &address)).await
@@ -317,7 +336,7 @@ impl Store for SqliteStore {
         self.run(move |c| devices::device(c, &id)).await
     }
 
-    async fn login(&self, login: &NewLogin) -> Result<bool, StoreError> {
+    async fn login(&self, login: &NewLogin) -> Result<LoginOutcome, StoreError> {
         let login = login.clone();
         self.run(move |c| devices::login(c, &login)).await
     }
