@@ -259,6 +259,10 @@ pub enum Command {
         /// Read the password from this open file descriptor (first line)
         #[arg(long, value_name = "N", conflicts_with = "oidc")]
         password_fd: Option<u32>,
+        /// Read the TOTP code (multi-factor login) from this open file descriptor (first line);
+        /// without it, a server asking for a code gets a "TOTP code: " prompt on a terminal
+        #[arg(long, value_name = "N")]
+        totp_fd: Option<u32>,
     },
     /// Push the outbox, then pull what changed on the server
     ///

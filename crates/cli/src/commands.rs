@@ -4,7 +4,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 
 use fieldvault_client::{
     Document, ExportOptions, ExportTo, ImportKey, LogoutNotice, MAX_DOCUMENT_BYTES, RecoveryKey, Status, Unlocked,
@@ -19,7 +19,7 @@ use crate::cli::{
     AccountCommand, AttachmentCommand, Cli, Command, ConflictsCommand, Global, KeepChoice, KeystoreChoice,
     RecoveryKeyCommand,
 };
-use crate::secret_input::{Prompt, Source, confirm, passphrase, password, recovery_key};
+use crate::secret_input::{Prompt, Source, confirm, passphrase, password, recovery_key, totp_code};
 
 pub fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
@@ -78,11 +78,15 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Attachment(AttachmentCommand::Prefetch { collection, off }) => {
             attachment_prefetch(g, &dir, &collection, off)
         }
-        Command::Login { server, user, oidc, no_browser, pins, device_name, password_fd } => match (oidc, user) {
-            (Some(issuer), _) => login_oidc(g, &dir, &server, &issuer, &pins, device_name.as_deref(), no_browser),
-            (None, Some(user)) => login(g, &dir, &server, &user, &pins, device_name.as_deref(), password_fd),
-            (None, None) => bail!("login needs --user NAME or --oidc ISSUER_URL"),
-        },
+        Command::Login { server, user, oidc, no_browser, pins, device_name, password_fd, totp_fd } => {
+            match (oidc, user) {
+                (Some(issuer), _) => login_oidc(g, &dir, &server, &issuer, &pins, device_name.as_deref(), no_browser),
+                (None, Some(user)) => {
+                    login(g, &dir, &server, &user, &pins, device_name.as_deref(), password_fd, totp_fd)
+                }
+                (None, None) => bail!("login needs --user NAME or --oidc ISSUER_URL"),
+            }
+        }
         Command::Sync { watch: false, .. } => sync(g, &dir),
         Command::Sync { watch: true, interval } => sync_watch(g, &dir, interval),
         Command::Outbox => outbox(g, &dir),
@@ -746,6 +750,8 @@ fn attachment_prefetch(g: &Global, dir: &Path, collection: &str, off: bool) -> R
     Ok(())
 }
 
+// One argument per option of `login`, as the other commands take theirs.
+#[allow(clippy::too_many_arguments)]
 fn login(
     g: &Global,
     dir: &Path,
@@ -754,13 +760,27 @@ fn login(
     pins: &[String],
     device_name: Option<&str>,
     password_fd: Option<u32>,
+    totp_fd: Option<u32>,
 ) -> Result<()> {
     let account = account(g)?;
     warn_single_pin(pins);
     let password = password(&Source { fd: password_fd, flag: "--password-fd", env_var: "FIELDVAULT_PASSWORD" })?;
     let mut v = unlock(g, dir)?;
     let name = device_label(device_name);
-    let s = v.login(&account, fieldvault_client::LoginOptions { server, pins, user, password, device_name: &name })?;
+    let totp = totp_fd.map(|fd| totp_code(Some(fd))).transpose()?;
+    let options =
+        |password, totp| fieldvault_client::LoginOptions { server, pins, user, password, device_name: &name, totp };
+    let s = match v.login(&account, options(password.clone(), totp)) {
+        // A user enrolled in multi-factor login: ask for the code on a terminal and try once
+        // more (the refused login changed nothing).
+        Err(fieldvault_client::Error::MfaRequired) if totp_fd.is_none() => {
+            if !std::io::stdin().is_terminal() {
+                bail!("this user logs in with a TOTP code: pass it with --totp-fd N");
+            }
+            v.login(&account, options(password, Some(totp_code(None)?)))?
+        }
+        other => other?,
+    };
     print_login(g, &s)
 }
 

@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Read};
 
 use anyhow::{Context, Result, bail};
 use fieldvault_core::Passphrase;
+use fieldvault_core::protocol::oidc::TotpCode;
 use zeroize::Zeroizing;
 
 /// How to ask on a terminal.
@@ -68,6 +69,15 @@ pub fn recovery_key(fd: Option<u32>) -> Result<Zeroizing<String>> {
 /// Reads a sync server password, the same ways as a passphrase.
 pub fn password(from: &Source<'_>) -> Result<Zeroizing<String>> {
     secret(from, "password", "Password", Prompt::Once)
+}
+
+/// Reads a TOTP code (multi-factor login) from the descriptor or a "TOTP code: " prompt
+/// (never the environment: a code is good for one login). Spaces are dropped, as apps show
+/// `123 456`.
+pub fn totp_code(fd: Option<u32>) -> Result<TotpCode> {
+    let from = Source { fd, flag: "--totp-fd", env_var: "" };
+    let text = secret(&from, "TOTP code", "TOTP code", Prompt::Once)?;
+    Ok(TotpCode::new(Zeroizing::new(text.chars().filter(|c| *c != ' ').collect())))
 }
 
 /// One secret (`what` names it in messages): the descriptor, then the environment variable,

@@ -72,7 +72,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let pins = [pin.clone()];
             let who = vault.login(
                 &account,
-                LoginOptions { server, pins: &pins, user, password: Zeroizing::new(password), device_name: "notes" },
+                LoginOptions {
+                    server,
+                    pins: &pins,
+                    user,
+                    password: Zeroizing::new(password),
+                    device_name: "notes",
+                    totp: None,
+                },
             )?;
             println!("logged in as {} on device {}", who.user, who.device_id);
         }

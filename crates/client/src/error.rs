@@ -259,6 +259,13 @@ pub enum Error {
     /// The server ordered this device's account wiped: its keys and data are destroyed here.
     #[error("the server ordered account {0:?} wiped on this device: its keys and data are destroyed")]
     RemoteWipe(String),
+    /// The server needs a TOTP code from the user's authenticator app to log them in
+    /// (multi-factor login), and the login had none, a wrong one, or one already used. Nothing
+    /// was changed: log in again with the current code.
+    #[error(
+        "this user logs in with a code from their authenticator app (multi-factor login): the code was missing, wrong or already used; log in again with the current code"
+    )]
+    MfaRequired,
     /// The session cannot be refreshed any more: log in again (local data is kept).
     #[error("the session has ended ({0}); log in again: local data and unsynced changes are kept")]
     ReauthRequired(String),

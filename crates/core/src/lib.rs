@@ -13,6 +13,8 @@
 //!   parameters. Format: `docs/formats/key-file.md`.
 //! - [`RecoveryKey`], [`RecoverySlot`]: the recovery key a person writes down (base32 with a
 //!   CRC-24 checksum) and the key-file section that wraps the master key under it.
+//! - [`TotpSecret`], [`totp_verify`], [`otpauth_uri`]: one-time codes for multi-factor login
+//!   (RFC 6238: HMAC-SHA-1, six digits, 30-second steps), each usable once.
 //! - [`KdfParams`]: Argon2id parameters for the passphrase keystore, range-checked on read.
 //! - [`UnlockCounter`]: durable count of failed passphrase unlocks and the growing wait.
 //! - [`rules::Rules`]: the server's access rules, CEL expressions per collection (who reads
@@ -42,6 +44,7 @@
 #![deny(missing_docs)]
 
 pub mod attachment;
+mod base32;
 mod error;
 pub mod export;
 #[doc(hidden)]
@@ -60,6 +63,7 @@ mod secret;
 mod section;
 pub mod sqlcipher;
 mod throttle;
+mod totp;
 mod wrap;
 
 pub use error::Error;
@@ -73,4 +77,7 @@ pub use pin::{Pin, PinError};
 pub use recovery::{RECOVERY_KEY_CHARS, RecoveryKey, RecoverySlot};
 pub use secret::{ContentKey, DataKey, KEY_LEN, Kek, MasterKey, Passphrase, canary};
 pub use throttle::{FREE_FAILURES, UnlockCounter, unlock_delay};
+pub use totp::{
+    TOTP_DIGITS, TOTP_SECRET_LEN, TOTP_STEP_SECS, TotpSecret, otpauth_uri, totp_code, totp_step, totp_verify,
+};
 pub use wrap::{KeyMeta, NONCE_LEN, SlotContext, WrapAlgorithm, WrappedKey, device_bound, lease_bound};

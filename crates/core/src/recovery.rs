@@ -19,13 +19,12 @@
 
 use aws_lc_rs::hkdf::{HKDF_SHA256, Salt};
 use std::fmt;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
+use crate::base32;
 use crate::section::Reader;
 use crate::{Error, KEY_LEN, Kek, KeyId, KeyMeta, MasterKey, NONCE_LEN, Purpose, SlotContext, VaultId, WrappedKey};
 
-/// RFC 4648 base32 alphabet.
-const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 /// Characters in the human form, without separators: (32 + 3) bytes x 8 / 5.
 pub const RECOVERY_KEY_CHARS: usize = 56;
 const GROUP: usize = 4;
@@ -83,21 +82,14 @@ impl RecoveryKey {
         let mut raw = Zeroizing::new([0u8; KEY_LEN + CHECK_LEN]);
         raw[..KEY_LEN].copy_from_slice(&self.0[..]);
         raw[KEY_LEN..].copy_from_slice(&crc24(&self.0[..]).to_be_bytes()[1..]);
+        let plain = base32::encode(&raw[..]);
         let mut out = Zeroizing::new(String::with_capacity(RECOVERY_KEY_CHARS + RECOVERY_KEY_CHARS / GROUP));
-        let (mut acc, mut bits, mut n) = (0u64, 0u32, 0usize);
-        for &b in raw.iter() {
-            acc = (acc << 8) | u64::from(b);
-            bits += 8;
-            while bits >= 5 {
-                bits -= 5;
-                if n > 0 && n % GROUP == 0 {
-                    out.push('-');
-                }
-                out.push(char::from(ALPHABET[((acc >> bits) & 31) as usize]));
-                n += 1;
+        for (n, c) in plain.chars().enumerate() {
+            if n > 0 && n % GROUP == 0 {
+                out.push('-');
             }
+            out.push(c);
         }
-        acc.zeroize();
         out
     }
 
@@ -109,35 +101,28 @@ impl RecoveryKey {
     /// position, never the text), the length is not 56 characters, or the checksum does not
     /// match (a character was mistyped). Nothing here is a failed unlock.
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let mut raw = Zeroizing::new([0u8; KEY_LEN + CHECK_LEN]);
-        let (mut acc, mut bits, mut count, mut filled) = (0u64, 0u32, 0usize, 0usize);
+        let mut plain = Zeroizing::new(String::with_capacity(RECOVERY_KEY_CHARS));
+        let mut count = 0usize;
         for c in text.chars() {
             if c == '-' || c.is_whitespace() {
                 continue;
             }
             count += 1;
             let upper = c.to_ascii_uppercase();
-            let Some(value) = ALPHABET.iter().position(|&a| char::from(a) == upper) else {
-                acc.zeroize();
+            if base32::value(upper).is_none() {
                 return Err(format_error(format!(
                     "character {count} is not one of A-Z and 2-7 (there is no 0, 1, 8 or 9: 0 is O, 1 is I, 8 is B)"
                 )));
-            };
-            if count > RECOVERY_KEY_CHARS {
-                continue;
             }
-            acc = (acc << 5) | value as u64;
-            bits += 5;
-            if bits >= 8 {
-                bits -= 8;
-                raw[filled] = (acc >> bits) as u8;
-                filled += 1;
+            if count <= RECOVERY_KEY_CHARS {
+                plain.push(upper);
             }
         }
-        acc.zeroize();
         if count != RECOVERY_KEY_CHARS {
             return Err(format_error(format!("it has {count} characters; a recovery key has {RECOVERY_KEY_CHARS}")));
         }
+        // 56 characters are exactly 35 bytes: no bits left over.
+        let raw = base32::decode(&plain).expect("56 alphabet characters decode to 35 bytes");
         let mut key = Zeroizing::new([0u8; KEY_LEN]);
         key.copy_from_slice(&raw[..KEY_LEN]);
         if crc24(&key[..]).to_be_bytes()[1..] != raw[KEY_LEN..] {
@@ -296,6 +281,7 @@ impl RecoverySlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::base32::ALPHABET;
 
     fn key(b: u8) -> RecoveryKey {
         RecoveryKey::from_bytes(Zeroizing::new([b; 32]))

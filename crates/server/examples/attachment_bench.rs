@@ -273,7 +273,14 @@ fn login(vault: &mut Unlocked, server: &str, pin: &str, device: &str) -> Result<
     let t = Instant::now();
     let login = vault.login(
         &account(),
-        LoginOptions { server, pins: &pins, user: USER, password: Zeroizing::new(password()?), device_name: device },
+        LoginOptions {
+            server,
+            pins: &pins,
+            user: USER,
+            password: Zeroizing::new(password()?),
+            device_name: device,
+            totp: None,
+        },
     )?;
     ensure!(!login.continued, "a new device");
     Ok(t.elapsed().as_secs_f64())

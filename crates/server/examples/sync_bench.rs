@@ -241,7 +241,14 @@ fn device_sync(dir: &Path, device: &str, server: &str, pin: &str, step: Step) ->
     let t = Instant::now();
     let login = vault.login(
         &account,
-        LoginOptions { server, pins: &pins, user: USER, password: Zeroizing::new(password()?), device_name: device },
+        LoginOptions {
+            server,
+            pins: &pins,
+            user: USER,
+            password: Zeroizing::new(password()?),
+            device_name: device,
+            totp: None,
+        },
     )?;
     let login_secs = t.elapsed().as_secs_f64();
     ensure!(!login.continued, "a new device");

@@ -1,11 +1,18 @@
-//! `fieldvault-server user add | passwd | disable | enable | remove | access`: account
+//! `fieldvault-server user add | passwd | disable | enable | remove | access | mfa`: account
 //! administration on the store. Password changes and disabling end sessions, never devices:
 //! a device's next login continues it with its lease key (SPEC section 5, "Offline lease").
 
 use std::sync::Arc;
 
+use fieldvault_core::{TOTP_SECRET_LEN, TotpSecret, otpauth_uri};
+use zeroize::Zeroizing;
+
 use crate::auth::{Password, Passwords};
+use crate::seal::{Purpose, Sealer};
 use crate::storage::{Store, StoreError, UserRecord};
+
+/// The issuer an authenticator app shows beside the account name.
+pub const TOTP_ISSUER: &str = "Fieldvault";
 
 /// Shortest password accepted for a server account.
 pub const MIN_PASSWORD_CHARS: usize = 12;
@@ -227,4 +234,41 @@ pub async fn link_identity(
 /// [`AccountError::NoSuchIdentity`] when it was not linked.
 pub async fn unlink_identity(store: &Arc<dyn Store>, issuer: &str, subject: &str) -> Result<(), AccountError> {
     if store.unlink_oidc(issuer, subject).await? { Ok(()) } else { Err(AccountError::NoSuchIdentity) }
+}
+
+/// Enrolls a user in multi-factor login with a fresh 20-byte TOTP secret, sealed in the store
+/// ([`Purpose::TotpSecret`], owner: the user name), replacing any earlier one (whose codes
+/// stop working at once). Returns the `otpauth://` URI for the user's authenticator app; from
+/// then on the user's logins need a code. Sessions stay.
+///
+/// # Errors
+/// [`AccountError::NoSuchUser`] (nothing stored), storage errors.
+///
+/// # Security
+/// The URI carries the secret: show it to the user being enrolled, never log it.
+pub async fn enroll_totp(
+    store: &Arc<dyn Store>,
+    sealer: &Sealer,
+    name: &str,
+) -> Result<Zeroizing<String>, AccountError> {
+    let mut bytes = Zeroizing::new([0u8; TOTP_SECRET_LEN]);
+    aws_lc_rs::rand::fill(&mut bytes[..]).expect("the OS random source works");
+    let secret = TotpSecret::from_bytes(bytes);
+    let sealed = sealer.seal(Purpose::TotpSecret, name, secret.expose_secret());
+    if !store.enroll_totp(name, &sealed).await? {
+        return Err(AccountError::NoSuchUser(name.into()));
+    }
+    Ok(otpauth_uri(TOTP_ISSUER, name, &secret))
+}
+
+/// Ends a user's multi-factor login: the secret is forgotten and the password alone logs in
+/// again (disabling a user who is not enrolled changes nothing).
+///
+/// # Errors
+/// [`AccountError::NoSuchUser`], storage errors.
+pub async fn disable_totp(store: &Arc<dyn Store>, name: &str) -> Result<(), AccountError> {
+    if !store.disable_totp(name).await? {
+        return Err(AccountError::NoSuchUser(name.into()));
+    }
+    Ok(())
 }

@@ -13,6 +13,7 @@ use fieldvault_core::rules::Rules;
 use fieldvault_server::auth::oidc::Oidc;
 use fieldvault_server::auth::oidc::provider::ProviderConfig;
 use fieldvault_server::auth::{Password, Passwords};
+use fieldvault_server::seal::Sealer;
 use fieldvault_server::{
     App, Config, KeyDir, Store, accounts, clock_skew, default_key_dir, devices, open_store, system_clock,
 };
@@ -276,6 +277,33 @@ enum UserCommand {
         #[arg(long, value_name = "SUB")]
         subject: String,
     },
+    /// Multi-factor login (TOTP): enroll a user or end it
+    #[command(subcommand)]
+    Mfa(MfaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum MfaCommand {
+    /// Give a user a new TOTP secret and print its otpauth:// URI (and a QR code of it when stdout is a
+    /// terminal) for their authenticator app; from then on their logins need a code. Re-enrolling replaces
+    /// the secret: the old one's codes stop working
+    Enroll {
+        /// User name
+        name: String,
+    },
+    /// End a user's multi-factor login: the secret is deleted and the password alone logs in again
+    Disable {
+        /// User name
+        name: String,
+    },
+}
+
+/// The URI as a QR code of Unicode half blocks, light modules drawn, for a terminal that
+/// writes light on dark.
+fn qr_code(uri: &str) -> Result<Zeroizing<String>> {
+    use qrcode::render::unicode::Dense1x2;
+    let code = qrcode::QrCode::new(uri.as_bytes()).context("drawing the QR code")?;
+    Ok(Zeroizing::new(code.render::<Dense1x2>().dark_color(Dense1x2::Light).light_color(Dense1x2::Dark).build()))
 }
 
 /// The new password: FIELDVAULT_PASSWORD, or a prompt (asked twice) on a terminal.
@@ -402,6 +430,31 @@ fn run(cli: Cli) -> Result<()> {
                     UserCommand::Unlink { issuer, subject } => {
                         accounts::unlink_identity(&store, &issuer, &subject).await.context("user unlink")?;
                         (subject, "unlinked")
+                    }
+                    UserCommand::Mfa(MfaCommand::Enroll { name }) => {
+                        let sealer = Sealer::new(&store_key);
+                        let uri = accounts::enroll_totp(&store, &sealer, &name).await.context("user mfa enroll")?;
+                        if cli.json {
+                            // Written by hand so that no copy of the secret outlives this line
+                            // unwiped: the URI has only unreserved characters, '%', ':', '/', '?',
+                            // '=' and '&' (its label is percent-encoded), none of which JSON escapes.
+                            let user = serde_json::to_string(&name).expect("a string serializes");
+                            let line = Zeroizing::new(format!(
+                                "{{\"user\":{user},\"result\":\"enrolled in multi-factor login\",\"otpauth_uri\":\"{}\"}}",
+                                uri.as_str()
+                            ));
+                            println!("{}", *line);
+                            return Ok(());
+                        }
+                        println!("{}", *uri);
+                        if std::io::stdout().is_terminal() {
+                            println!("{}", *qr_code(&uri)?);
+                        }
+                        (name, "enrolled in multi-factor login: add the URI above to the user's authenticator app")
+                    }
+                    UserCommand::Mfa(MfaCommand::Disable { name }) => {
+                        accounts::disable_totp(&store, &name).await.context("user mfa disable")?;
+                        (name, "no longer needs a TOTP code to log in")
                     }
                 };
                 if cli.json {

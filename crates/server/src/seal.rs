@@ -1,6 +1,6 @@
 //! Keys derived from the store key, and sealing of the secrets the server must be able to
 //! read back (session secrets, device secrets, lease keys, a spent refresh token's successor,
-//! attachment content keys).
+//! attachment content keys, TOTP secrets).
 //!
 //! ```text
 //! sqlite key = HKDF-SHA256(store key, salt = "", info = "fieldvault/v1/server/sqlite")
@@ -38,6 +38,8 @@ pub enum Purpose {
     AttachmentCek,
     /// An identity provider's refresh token, kept for `--oidc-recheck` (owner: session id).
     ProviderRefresh,
+    /// A user's TOTP secret for multi-factor login (owner: the user name).
+    TotpSecret,
 }
 
 impl Purpose {
@@ -49,6 +51,7 @@ impl Purpose {
             Purpose::RefreshSuccessor => b"refresh-successor",
             Purpose::AttachmentCek => b"attachment-cek",
             Purpose::ProviderRefresh => b"provider-refresh",
+            Purpose::TotpSecret => b"totp-secret",
         }
     }
 }
@@ -153,6 +156,7 @@ mod tests {
         assert!(s.open(Purpose::LeaseKey, "s1", &sealed).is_err());
         assert!(s.open(Purpose::DeviceSecret, "s1", &sealed).is_err());
         assert!(s.open(Purpose::AttachmentCek, "s1", &sealed).is_err());
+        assert!(s.open(Purpose::TotpSecret, "s1", &sealed).is_err());
         let cek = s.seal(Purpose::AttachmentCek, &"a".repeat(32), &[9; 32]);
         assert_eq!(s.open(Purpose::AttachmentCek, &"a".repeat(32), &cek).expect("opens").as_slice(), &[9; 32]);
         assert!(s.open(Purpose::AttachmentCek, &"b".repeat(32), &cek).is_err(), "moved to another attachment");

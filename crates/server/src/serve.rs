@@ -117,9 +117,10 @@ mod tests {
             refresh_hash: [4; 32],
             device_name: "tablet".into(),
             device,
+            totp: None,
             now: 1,
         };
-        assert!(store.login(&login).await.expect("logs in"));
+        assert_eq!(store.login(&login).await.expect("logs in"), crate::storage::LoginOutcome::Recorded);
         let clock: crate::Clock = Arc::new(|| 100);
         let app = App::new(Arc::new(store), keys.token_signer().expect("signer"), &store_key, clock, Config::default())
             .expect("app");

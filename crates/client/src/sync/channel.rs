@@ -48,6 +48,7 @@ pub(super) fn refused(resp: &Response) -> Error {
         // (a password change, a disabled user, a reused refresh token).
         "invalid_grant" | "invalid_token" => Error::ReauthRequired(text("detail")),
         "rollback_detected" => Error::RollbackDetected,
+        "mfa_required" => Error::MfaRequired,
         _ => Error::Refused {
             status: resp.status,
             code: if code.is_empty() { "unknown".into() } else { code },

@@ -10,6 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use fieldvault_core::AccountName;
 use fieldvault_core::protocol::auth::{DeviceProof, DeviceSecret, LoginRequest, Password, TokenResponse};
+use fieldvault_core::protocol::oidc::TotpCode;
 use fieldvault_core::protocol::{DirectiveKind, TokenVerifier};
 use serde_json::Value;
 use zeroize::Zeroizing;
@@ -34,6 +35,9 @@ pub struct LoginOptions<'a> {
     pub password: Zeroizing<String>,
     /// A label for this device.
     pub device_name: &'a str,
+    /// The current TOTP code, for a user enrolled in multi-factor login (without it such a
+    /// login fails with [`Error::MfaRequired`]; log in again with the code).
+    pub totp: Option<TotpCode>,
 }
 
 /// What a login did.
@@ -132,7 +136,8 @@ impl Unlocked {
     /// # Errors
     /// [`Error::InvalidPin`]; transport errors (offline, pin mismatch); [`Error::Refused`] /
     /// [`Error::ReauthRequired`] when the server refuses (a wrong password is
-    /// `invalid_grant`); a login as another user or to another server into an account that
+    /// `invalid_grant`); [`Error::MfaRequired`] when the user needs a TOTP code and `totp` was
+    /// missing, wrong or already used (nothing was changed: log in again with the current code); a login as another user or to another server into an account that
     /// holds data is refused with [`Error::Refused`] and changes nothing.
     pub fn login(&mut self, account: &AccountName, opts: LoginOptions<'_>) -> Result<LoginSummary, Error> {
         let pins = Pins::parse(opts.pins)?;
@@ -145,7 +150,7 @@ impl Unlocked {
             password: Password::new(opts.password),
             device_name: opts.device_name.to_owned(),
             device: before.device(),
-            totp: None,
+            totp: opts.totp,
         };
         let bytes = Zeroizing::new(serde_json::to_vec(&body).map_err(|e| Error::MalformedAnswer(e.to_string()))?);
         let resp = transport.send(

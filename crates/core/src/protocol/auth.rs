@@ -531,8 +531,12 @@ mod tests {
         let req: LoginRequest = serde_json::from_value(first.clone()).expect("parses");
         assert!(req.device.is_none());
         assert_eq!(serde_json::to_value(&req).expect("serializes"), first);
+        let with_code = serde_json::json!({"user": "alice", "password": "pw", "device_name": "t", "totp": "287082"});
+        let req: LoginRequest = serde_json::from_value(with_code.clone()).expect("parses");
+        assert_eq!(req.totp.as_ref().map(|c| c.expose_secret()), Some("287082"));
+        assert_eq!(serde_json::to_value(&req).expect("serializes"), with_code);
         for bad in [
-            serde_json::json!({"user": "a", "password": "p", "device_name": "t", "totp": "1"}),
+            serde_json::json!({"user": "a", "password": "p", "device_name": "t", "otp": "1"}),
             serde_json::json!({"user": "a", "password": "p", "device_name": "t",
                 "device": {"id": "d", "ts": 1, "proof": "x", "extra": 1}}),
             serde_json::json!({"user": "a", "password": "p", "device_name": "t",

@@ -5,9 +5,13 @@
 //! answer's `device_reason` says why, and [`continuity`] says what the login makes instead.
 //!
 //! Checks, in order: the body's fields (400); the proof's `ts` within +/-300 s (401
-//! `stale_timestamp`, with `Date`); the throttle (429); the password (401 `invalid_grant`);
-//! the proof: the device exists, is this user's, has a secret and the proof verifies under
-//! it, else 401 `invalid_grant` with the same detail whichever it was.
+//! `stale_timestamp`, with `Date`); the throttle (429); the password (401 `invalid_grant`,
+//! whatever the `totp`); for a user enrolled in multi-factor login, the TOTP code (401
+//! `mfa_required` when missing, wrong or already used; counted as a failed attempt like a
+//! wrong password); the proof: the device exists, is this user's, has a secret and the proof
+//! verifies under it, else 401 `invalid_grant` with the same detail whichever it was. The code
+//! is used up only by the login's own store transaction, so a login refused later (a bad
+//! proof) leaves it usable.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,9 +20,10 @@ use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use fieldvault_core::protocol::SessionSecret;
 use fieldvault_core::protocol::auth::{DeviceProof, DeviceReason, DeviceSecret, LoginRequest, TokenResponse};
-use fieldvault_core::unlock_delay;
+use fieldvault_core::protocol::oidc::TotpCode;
+use fieldvault_core::protocol::{ProblemCode, SessionSecret};
+use fieldvault_core::{TOTP_SECRET_LEN, TotpSecret, totp_verify, unlock_delay};
 use zeroize::Zeroizing;
 
 use super::Password;
@@ -27,7 +32,7 @@ use super::tokens::{Bundle, issue, new_lease, new_refresh_token, open_lease, ran
 use crate::app::{App, JsonBody, random_id};
 use crate::problem::{ApiError, with_date};
 use crate::seal::Purpose;
-use crate::storage::{DeviceState, LeaseRecord, LoginDevice, NewLogin, UserRecord};
+use crate::storage::{DeviceState, LeaseRecord, LoginDevice, LoginOutcome, NewLogin, TotpUse, UserRecord};
 
 /// Longest password accepted (Argon2 takes any length; this bounds the work per request).
 const MAX_PASSWORD: usize = 1024;
@@ -65,7 +70,7 @@ fn continuity<L>(retired: Option<DeviceReason>, lease: Option<L>) -> Continuity<
 /// the session's tokens, secret and the device's lease.
 #[utoipa::path(post, path = "/v1/auth/login", request_body = LoginRequest, tag = "auth",
     responses((status = 200, body = TokenResponse), (status = 400),
-        (status = 401, description = "invalid_grant, or stale_timestamp (a device proof's ts; Date set)"),
+        (status = 401, description = "invalid_grant, mfa_required (an enrolled user's TOTP code missing, wrong or used), or stale_timestamp (a device proof's ts; Date set)"),
         (status = 429)))]
 pub async fn login(
     State(app): State<Arc<App>>,
@@ -94,19 +99,33 @@ async fn login_at(app: &Arc<App>, peer: SocketAddr, req: LoginRequest, now: u64)
             return Err(ApiError::stale_timestamp("device.ts"));
         }
     }
-    let user = check_password(app, &req.user, req.password, &peer.ip().to_string(), now).await?;
-    let (body, _) = open_session(app, &user, &req.device_name, req.device.as_ref(), now).await?;
-    Ok(body)
+    let address = peer.ip().to_string();
+    let user = check_password(app, &req.user, req.password, &address, now).await?;
+    let totp = check_totp(app, &user.name, req.totp.as_ref(), now).await?;
+    // Only now is the attempt a success as far as guessing goes: the failure recorded before
+    // the password check stays for a wrong password and a missing, wrong or used code.
+    app.store.clear_login_failures(&user.name, &address).await?;
+    match open_session(app, &user, &req.device_name, req.device.as_ref(), totp, now).await {
+        Ok((body, _)) => Ok(body),
+        Err(e) if e.code() == ProblemCode::MfaRequired => {
+            // Another login used this code first: a failed attempt like any wrong code.
+            app.store.record_login_failure(&user.name, &address, now).await?;
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
 }
 
-/// A new session for `user`, authenticated already (a password, a provider's ID token), on
-/// the device `named` (continued, replaced or taken over as its state says) or a new one;
-/// returns the answer and the session id.
+/// A new session for `user`, authenticated already (a password with its TOTP code, or a
+/// provider's ID token), on the device `named` (continued, replaced or taken over as its
+/// state says) or a new one; returns the answer and the session id. `totp` is used up in the
+/// session's transaction; when another login used it first the answer is `mfa_required`.
 pub(crate) async fn open_session(
     app: &Arc<App>,
     user: &UserRecord,
     device_name: &str,
     named: Option<&DeviceProof>,
+    totp: Option<TotpUse>,
     now: u64,
 ) -> Result<(TokenResponse, String), ApiError> {
     for _ in 0..ATTEMPTS {
@@ -123,10 +142,13 @@ pub(crate) async fn open_session(
             refresh_hash: refresh_token_hash(&refresh),
             device_name: device_name.to_owned(),
             device: device.store,
+            totp: totp.clone(),
             now,
         };
-        if !app.store.login(&login).await? {
-            continue;
+        match app.store.login(&login).await? {
+            LoginOutcome::Recorded => {}
+            LoginOutcome::DeviceChanged => continue,
+            LoginOutcome::CodeUsed => return Err(mfa_required()),
         }
         let lease_key = open_lease(app, login.device.lease())?;
         let mut body = issue(
@@ -168,9 +190,7 @@ async fn check_password(
     if !app.passwords.verify(password, user.as_ref().map(|u| u.password_hash.clone())).await {
         return Err(ApiError::invalid_grant("wrong user name or password"));
     }
-    let user = user.ok_or_else(|| ApiError::internal("verified a password without a user"))?;
-    app.store.clear_login_failures(name, address).await?;
-    Ok(user)
+    user.ok_or_else(|| ApiError::internal("verified a password without a user"))
 }
 
 /// Login throttling (docs/protocol.md section 7): counts this attempt as a failure of
@@ -194,6 +214,27 @@ pub(crate) async fn reserve_attempt(app: &App, name: &str, address: &str, now: u
         return Err(throttled(unlock_delay(reserved.failures)));
     }
     Ok(())
+}
+
+fn mfa_required() -> ApiError {
+    ApiError::mfa_required("this user logs in with a TOTP code: send the current one in `totp`")
+}
+
+/// For a user enrolled in multi-factor login, the code: the step it matched and the
+/// enrolment it was checked against, for the login's transaction to use up (None: the user is
+/// not enrolled, and `totp` is ignored). A missing, malformed, wrong or already used code is
+/// `mfa_required`, one answer for all.
+async fn check_totp(app: &App, user: &str, code: Option<&TotpCode>, now: u64) -> Result<Option<TotpUse>, ApiError> {
+    let Some(enrolment) = app.store.totp(user).await? else { return Ok(None) };
+    let Some(code) = code else { return Err(mfa_required()) };
+    let bytes = app.sealer.open(Purpose::TotpSecret, user, &enrolment.secret_sealed).map_err(ApiError::internal)?;
+    let bytes: [u8; TOTP_SECRET_LEN] =
+        bytes.as_slice().try_into().map_err(|_| ApiError::internal("a stored TOTP secret is not 20 bytes"))?;
+    let secret = TotpSecret::from_bytes(Zeroizing::new(bytes));
+    match totp_verify(&secret, code.expose_secret(), now, enrolment.last_step) {
+        Some(step) => Ok(Some(TotpUse { step, secret_sealed: enrolment.secret_sealed })),
+        None => Err(mfa_required()),
+    }
 }
 
 /// What the login does with its device, and what the answer says about it.

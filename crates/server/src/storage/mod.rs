@@ -4,12 +4,13 @@
 //!
 //! Everything every instance must agree on lives here: users, devices (with their device
 //! secrets and lease keys: a device outlives its sessions), sessions, refresh tokens and
-//! their spends, request nonces, login throttling. Secrets (session secrets, device secrets,
-//! lease keys, a refresh token's successor, attachment content keys) reach the store already
+//! their spends, request nonces, login throttling, TOTP enrolments. Secrets (session secrets,
+//! device secrets, lease keys, a refresh token's successor, attachment content keys, TOTP
+//! secrets) reach the store already
 //! sealed by
 //! [`crate::seal`]; the store keeps bytes. Each method that changes several rows does so in
 //! one transaction, and the ones that decide security questions (nonce insert, refresh
-//! spend, a login's device, a device's retirement) are single atomic statements or
+//! spend, a login's device and TOTP step, a device's retirement) are single atomic statements or
 //! serialised transactions on both backends.
 
 mod postgres;
@@ -256,8 +257,57 @@ pub struct NewLogin {
     pub device_name: String,
     /// The device the session belongs to.
     pub device: LoginDevice,
+    /// The TOTP code the login uses up, for a user enrolled in multi-factor login.
+    pub totp: Option<TotpUse>,
     /// Now (Unix seconds).
     pub now: u64,
+}
+
+/// A TOTP code a login uses up: the store records `step` as the user's last used step, in the
+/// login's transaction, only while the user is still enrolled with `secret_sealed` (the
+/// enrolment the code was checked against) and their last used step is below `step`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotpUse {
+    /// The step the code matched.
+    pub step: u64,
+    /// The sealed secret the code was checked against, as read.
+    pub secret_sealed: Vec<u8>,
+}
+
+/// What [`Store::login`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum LoginOutcome {
+    /// The session, its refresh token and the device are recorded (and the code used up).
+    Recorded,
+    /// Nothing changed: the device is no longer what the login read (retired, wiped, taken
+    /// over meanwhile). Read it again and decide again.
+    DeviceChanged,
+    /// Nothing changed: the login's TOTP step is no longer above the user's last used one (the
+    /// same code was used meanwhile), or the user was re-enrolled or unenrolled meanwhile.
+    CodeUsed,
+}
+
+/// A user's enrolment in multi-factor login (TOTP, RFC 6238).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotpRecord {
+    /// The 20-byte secret, sealed ([`crate::seal::Purpose::TotpSecret`], owner: the user name).
+    pub secret_sealed: Vec<u8>,
+    /// The last step a login used up (None: no code used since enrolment).
+    pub last_step: Option<u64>,
+}
+
+impl TotpRecord {
+    /// The stored columns (both backends keep a blob and a nullable integer): None when the
+    /// user is not enrolled.
+    pub(crate) fn from_columns(
+        secret_sealed: Option<Vec<u8>>,
+        last_step: Option<i64>,
+    ) -> Result<Option<TotpRecord>, StoreError> {
+        let Some(secret_sealed) = secret_sealed else { return Ok(None) };
+        let last_step = last_step.map(|s| from_column(s, "users.totp_last_step")).transpose()?;
+        Ok(Some(TotpRecord { secret_sealed, last_step }))
+    }
 }
 
 /// What a login does with its device.
@@ -598,6 +648,15 @@ pub trait Store: Send + Sync + 'static {
     async fn disable_user(&self, name: &str, now: u64) -> Result<bool, StoreError>;
     /// Enables a disabled user. False if there is no such user.
     async fn enable_user(&self, name: &str) -> Result<bool, StoreError>;
+    /// Enrolls a user in multi-factor login, or re-enrolls them: stores the sealed TOTP secret
+    /// (replacing any earlier one) and forgets the last used step. Sessions stay. False if
+    /// there is no such user.
+    async fn enroll_totp(&self, name: &str, secret_sealed: &[u8]) -> Result<bool, StoreError>;
+    /// Ends a user's multi-factor login: forgets the secret and the last used step. False if
+    /// there is no such user.
+    async fn disable_totp(&self, name: &str) -> Result<bool, StoreError>;
+    /// A user's TOTP enrolment; None when the user is not enrolled or does not exist.
+    async fn totp(&self, name: &str) -> Result<Option<TotpRecord>, StoreError>;
     /// Removes a user with everything that lets anyone act as them: sessions, refresh
     /// tokens, devices with their device secrets and lease keys, held ids, directives,
     /// idempotency records and login failures. Documents and attachments stay. False if
@@ -635,11 +694,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// A device, as a login naming it needs it.
     async fn device(&self, id: &str) -> Result<Option<DeviceState>, StoreError>;
-    /// Records a login in one transaction: the device (see [`LoginDevice`]), the session and
-    /// its first refresh token. False, with nothing changed, when the device no longer is
-    /// what the login read (retired, wiped, taken over meanwhile): read it again and decide
-    /// again.
-    async fn login(&self, login: &NewLogin) -> Result<bool, StoreError>;
+    /// Records a login in one transaction: the TOTP code used up (see [`TotpUse`]), the device
+    /// (see [`LoginDevice`]), the session and its first refresh token. Nothing changes unless
+    /// the answer is [`LoginOutcome::Recorded`].
+    async fn login(&self, login: &NewLogin) -> Result<LoginOutcome, StoreError>;
     /// The session a key id names.
     async fn session_by_key_id(&self, key_id: &str) -> Result<Option<SessionRecord>, StoreError>;
     /// Revokes a session and spends all its refresh tokens; its device stays. Idempotent.
@@ -767,6 +825,7 @@ pub(crate) mod tests {
                 .to_owned(),
             "INSERT INTO login_failures (user_name, address, failures, last_at) VALUES ('alice', '10.0.0.1', -1, 1)"
                 .to_owned(),
+            format!("UPDATE users SET totp_secret_sealed = {blob}, totp_last_step = -1 WHERE name = 'alice'"),
             format!(
                 "INSERT INTO sessions (id, key_id, user_name, device_id, secret_sealed, created_at)
                  VALUES ('s1', 'k1', 'alice', 'd1', {blob}, -1)"
@@ -796,6 +855,7 @@ pub(crate) mod tests {
         assert_eq!(corrupt_column(store.login_failures("alice", "10.0.0.1").await), "login_failures.failures");
         assert_eq!(corrupt_column(store.session_by_key_id("k1").await), "sessions.created_at");
         assert_eq!(corrupt_column(store.attachment("a1").await), "attachments.chunk_count");
+        assert_eq!(corrupt_column(store.totp("alice").await), "users.totp_last_step");
         let roles = store.user("bob").await.expect_err("corrupt roles");
         assert!(matches!(roles, StoreError::Corrupt { what: "users.roles", .. }), "{roles:?}");
         assert!(!chain(&roles).contains("hunter2"), "the value stays out of the error: {}", chain(&roles));

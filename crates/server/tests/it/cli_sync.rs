@@ -241,3 +241,58 @@ fn an_attachment_made_on_one_device_is_listed_and_opened_on_another() {
     let off = one.ok(&["attachment", "prefetch", "visits", "--off", "--json"]);
     assert_eq!(off["prefetch"], false, "{off}");
 }
+
+#[test]
+fn the_command_line_logs_an_enrolled_user_in_with_a_code_from_totp_fd_once() {
+    let Some(cli) = cli_binary() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let init = server(&["init"], &data);
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let pin = String::from_utf8_lossy(&init.stdout).trim().to_owned();
+    assert!(server(&["user", "add", "ada"], &data).status.success());
+    let enroll = server(&["user", "mfa", "enroll", "ada"], &data);
+    assert!(enroll.status.success(), "{}", String::from_utf8_lossy(&enroll.stderr));
+    let uri = String::from_utf8_lossy(&enroll.stdout).trim().to_owned();
+    assert_eq!(uri.lines().count(), 1, "no QR code off a terminal: {uri}");
+    let secret = uri.split_once("secret=").and_then(|(_, rest)| rest.split('&').next()).expect("a secret");
+    let secret = fieldvault_core::TotpSecret::from_base32(secret).expect("base32");
+    let unknown = server(&["user", "mfa", "enroll", "nobody"], &data);
+    assert!(!unknown.status.success());
+    assert_eq!(String::from_utf8_lossy(&unknown.stderr).trim().lines().count(), 1);
+    let srv = serve(&data);
+    let url = format!("https://127.0.0.1:{}", srv.port);
+    let d = Device { cli, vault: tmp.path().join("one") };
+    d.ok(&["init", "--keystore", "passphrase"]);
+    let args = ["login", "--server", &url, "--user", "ada", "--pin", &pin, "--json"];
+
+    // Off a terminal, without --totp-fd: one line saying what to pass.
+    let out = d.run(&args);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = err.lines().filter(|l| !l.starts_with("warning: only one pin")).collect();
+    assert!(errors.len() == 1 && errors[0].contains("pass it with --totp-fd"), "{err}");
+
+    // The code on a descriptor (here stdin, fd 0) logs in; the same code again is refused.
+    let code = fieldvault_core::totp_code(&secret, fieldvault_core::totp_step(super::harness::now()));
+    let with_code = |code: &str| {
+        let mut c = d
+            .cmd(&[&args[..], &["--totp-fd", "0"]].concat())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("login");
+        std::io::Write::write_all(c.stdin.as_mut().expect("stdin"), format!("{code}\n").as_bytes()).expect("write");
+        c.wait_with_output().expect("login")
+    };
+    let out = with_code(&code);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["user"], "ada");
+    let again = with_code(&code);
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("already used"), "{err}");
+    drop(srv);
+}

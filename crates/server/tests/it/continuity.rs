@@ -11,7 +11,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use fieldvault_core::protocol::DirectiveKind;
 use fieldvault_core::protocol::auth::{DeviceReason, DeviceSecret};
 use fieldvault_server::auth::{Password, Passwords};
-use fieldvault_server::{Config, LeaseRecord, LoginDevice, NewLogin, accounts, devices};
+use fieldvault_server::{Config, LeaseRecord, LoginDevice, LoginOutcome, NewLogin, accounts, devices};
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -339,11 +339,13 @@ async fn two_logins_racing_for_one_rolled_back_device_hand_its_lease_to_one_of_t
                 from: d.device_id.clone(),
                 lease: LeaseRecord { expires_at: now() + 10, ..lease.clone() },
             },
+            totp: None,
             now: now(),
         };
         let (one, two) = (take_over(1), take_over(2));
         let (a, b2) = tokio::join!(h.app.store.login(&one), h.app.store.login(&two));
-        let won: Vec<bool> = vec![a.expect("store"), b2.expect("store")];
+        let won: Vec<bool> =
+            [a.expect("store"), b2.expect("store")].iter().map(|o| *o == LoginOutcome::Recorded).collect();
         assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
         let winner = if won[0] { "d_race1" } else { "d_race2" };
         let loser = if won[0] { "d_race2" } else { "d_race1" };

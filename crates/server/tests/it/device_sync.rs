@@ -475,6 +475,7 @@ async fn an_answer_changed_in_transit_by_a_holder_of_the_servers_key_is_refused_
                     user: "alice",
                     password: Zeroizing::new(PASSWORD.to_owned()),
                     device_name: "phone",
+                    totp: None,
                 },
             )
         })

@@ -15,6 +15,7 @@ mod device_sync;
 mod devices;
 mod harness;
 mod idp;
+mod mfa;
 mod oidc;
 mod oidc_flow;
 mod phone;

@@ -109,6 +109,7 @@ impl Phone {
                     user: &user,
                     password: Zeroizing::new(PASSWORD.to_owned()),
                     device_name: "phone",
+                    totp: None,
                 },
             )
         })

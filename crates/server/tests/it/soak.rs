@@ -175,6 +175,7 @@ fn login(v: &mut Unlocked, server: &str, pin: &str) {
             user: "soaker",
             password: Zeroizing::new(PASSWORD.to_owned()),
             device_name: "soak",
+            totp: None,
         },
     )
     .expect("login");

@@ -162,8 +162,9 @@ impl ProviderHttp {
         let port = uri.port_u16().unwrap_or(443);
         // An IPv6 literal comes bracketed in a URI.
         let bare = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-        let tcp =
-            tokio::net::TcpStream::connect((bare.as_str(), port)).await.map_err(|e| format!("cannot be reached ({e})"))?;
+        let tcp = tokio::net::TcpStream::connect((bare.as_str(), port))
+            .await
+            .map_err(|e| format!("cannot be reached ({e})"))?;
         let name = ServerName::try_from(bare).map_err(|e| format!("not a valid server name: {e}"))?;
         let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
             .connect(name, tcp)

@@ -163,7 +163,7 @@ async fn login_at(
     consume_once(app, provider.issuer(), &req.nonce, &signed_in, now).await?;
     let user = user_for(app, provider, &signed_in, now).await?;
     app.store.clear_login_failures(&key, &address).await?;
-    let (body, session_id) = open_session(app, &user, &req.device_name, req.device.as_ref(), now).await?;
+    let (body, session_id) = open_session(app, &user, &req.device_name, req.device.as_ref(), None, now).await?;
     let sealed =
         signed_in.refresh_token.as_ref().map(|t| app.sealer.seal(Purpose::ProviderRefresh, &session_id, t.as_bytes()));
     if let Err(e) = app.store.set_oidc_session(&session_id, provider.issuer(), sealed.as_deref()).await {

@@ -246,9 +246,9 @@ impl Provider {
             return Ok(None);
         }
         let http = self.http.fork();
-        let jwks = CoreJsonWebKeySet::fetch_async(cached.metadata.jwks_uri(), &http).await.map_err(|e| {
-            ProviderError::Unavailable(format!("the identity provider {}'s JWKS: {e}", self.issuer()))
-        })?;
+        let jwks = CoreJsonWebKeySet::fetch_async(cached.metadata.jwks_uri(), &http)
+            .await
+            .map_err(|e| ProviderError::Unavailable(format!("the identity provider {}'s JWKS: {e}", self.issuer())))?;
         cached.metadata = cached.metadata.clone().set_jwks(jwks);
         cached.jwks_fetched_at = now;
         cached.expires_at = cached.expires_at.min(now + cache_secs(http.take_lifetime()));

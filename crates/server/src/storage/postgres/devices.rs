@@ -3,8 +3,9 @@
 //! transaction that makes the session, so the row lock it takes orders it against a
 //! concurrent wipe, logout or takeover of the same device: whichever commits second sees the
 //! first's effect, and a login whose condition no longer holds changes nothing and reports
-//! it. Locks are taken device row first, then sessions, then refresh tokens, the order of
-//! every other path (a refresh spend locks its session, then its tokens), so no two paths
+//! it. Locks are taken user row first (a login with a TOTP code uses up its step there, and
+//! `user remove` takes it first too), then the device row, then sessions, then refresh tokens,
+//! the order of every other path (a refresh spend locks its session, then its tokens), so no two paths
 //! wait on each other in a cycle.
 
 use fieldvault_core::protocol::DirectiveKind;
@@ -12,8 +13,8 @@ use fieldvault_core::protocol::auth::DeviceReason;
 use sqlx::{PgConnection, PgPool, Row};
 
 use crate::storage::{
-    DeviceRecord, DeviceState, LeaseRecord, LoginDevice, NewDirective, NewLogin, StoreError, from_column, lease,
-    retirement, to_column,
+    DeviceRecord, DeviceState, LeaseRecord, LoginDevice, LoginOutcome, NewDirective, NewLogin, StoreError, from_column,
+    lease, retirement, to_column,
 };
 
 /// Version 3 (see `sqlite/devices.rs`), one statement each.
@@ -92,9 +93,16 @@ async fn insert_device(
     Ok(())
 }
 
-pub(super) async fn login(pool: &PgPool, l: &NewLogin) -> Result<bool, StoreError> {
+pub(super) async fn login(pool: &PgPool, l: &NewLogin) -> Result<LoginOutcome, StoreError> {
     let now = to_column(l.now, "sessions.created_at")?;
     let mut tx = pool.begin().await?;
+    // First, so that a code used meanwhile leaves nothing of the login behind.
+    if let Some(code) = &l.totp
+        && !super::users::use_totp_step(&mut tx, &l.user, code).await?
+    {
+        tx.rollback().await?;
+        return Ok(LoginOutcome::CodeUsed);
+    }
     match &l.device {
         LoginDevice::New { id, secret_sealed, lease } => insert_device(&mut tx, l, id, secret_sealed, lease).await?,
         LoginDevice::Continue { id, expected_lease, lease } => {
@@ -115,7 +123,7 @@ pub(super) async fn login(pool: &PgPool, l: &NewLogin) -> Result<bool, StoreErro
             .await?;
             if continued.rows_affected() != 1 {
                 tx.rollback().await?;
-                return Ok(false);
+                return Ok(LoginOutcome::DeviceChanged);
             }
             revoke_device_sessions(&mut tx, id, now).await?;
         }
@@ -131,7 +139,7 @@ pub(super) async fn login(pool: &PgPool, l: &NewLogin) -> Result<bool, StoreErro
             .await?;
             if released.rows_affected() != 1 {
                 tx.rollback().await?;
-                return Ok(false);
+                return Ok(LoginOutcome::DeviceChanged);
             }
             insert_device(&mut tx, l, id, secret_sealed, lease).await?;
         }
@@ -155,7 +163,7 @@ pub(super) async fn login(pool: &PgPool, l: &NewLogin) -> Result<bool, StoreErro
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(true)
+    Ok(LoginOutcome::Recorded)
 }
 
 /// Retires a device inside a transaction (see [`crate::storage::Store::retire_device`]). A wipe is

@@ -7,8 +7,8 @@ use sqlx::{PgPool, Row};
 use super::users;
 use crate::storage::{LinkOutcome, OidcSession, StoreError, UserRecord, to_column};
 
-/// Schema version 5: identities and provider sessions.
-pub(super) const SCHEMA_V5: &[&str] = &[
+/// Schema version 6: identities and provider sessions.
+pub(super) const SCHEMA_V6: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS oidc_identities (
         issuer     TEXT NOT NULL,
         subject    TEXT NOT NULL,

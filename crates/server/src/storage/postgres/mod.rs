@@ -39,13 +39,14 @@ mod users;
 pub use sync::idempotency_lock_id;
 
 use super::{
-    AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginFailures, NewDirective, NewLogin, PullBatch,
-    PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord,
+    AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginFailures, LoginOutcome, NewDirective, NewLogin,
+    PullBatch, PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, TotpRecord,
+    UserRecord,
 };
 use super::{LinkOutcome, OidcSession};
 
 /// The newest schema version this build knows.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// Key of the advisory lock held while migrating (the ASCII bytes of `fvschema`, to stay clear of
 /// other applications' keys in a shared database).
@@ -197,7 +198,12 @@ async fn migrate(pool: &PgPool, schema: Option<&str>) -> Result<(), StoreError> 
         }
     }
     if found < 5 {
-        for statement in identities::SCHEMA_V5 {
+        for statement in users::SCHEMA_V5 {
+            sqlx::query(*statement).execute(&mut *tx).await?;
+        }
+    }
+    if found < 6 {
+        for statement in identities::SCHEMA_V6 {
             sqlx::query(*statement).execute(&mut *tx).await?;
         }
     }
@@ -279,6 +285,18 @@ impl Store for PgStore {
         identities::session(&self.pool, session_id).await
     }
 
+    async fn enroll_totp(&self, name: &str, secret_sealed: &[u8]) -> Result<bool, StoreError> {
+        users::set_totp(&self.pool, name, Some(secret_sealed)).await
+    }
+
+    async fn disable_totp(&self, name: &str) -> Result<bool, StoreError> {
+        users::set_totp(&self.pool, name, None).await
+    }
+
+    async fn totp(&self, name: &str) -> Result<Option<TotpRecord>, StoreError> {
+        users::totp(&self.pool, name).await
+    }
+
     async fn login_failures(&self, user: &str, address: &str) -> Result<LoginFailures, StoreError> {
         users::failures(&self.pool, user, address).await
     }
@@ -295,7 +313,7 @@ impl Store for PgStore {
         devices::device(&self.pool, id).await
     }
 
-    async fn login(&self, login: &NewLogin) -> Result<bool, StoreError> {
+    async fn login(&self, login: &NewLogin) -> Result<LoginOutcome, StoreError> {
         devices::login(&self.pool, login).await
     }
 

@@ -4,7 +4,7 @@
 use std::future::Future;
 
 use super::*;
-use crate::storage::LoginDevice;
+use crate::storage::{LoginDevice, LoginOutcome};
 
 const ENV: &str = "FIELDVAULT_TEST_POSTGRES";
 
@@ -63,6 +63,7 @@ fn new_session(n: u8, user: &str, now: u64) -> NewLogin {
             secret_sealed: vec![n; 61],
             lease: lease(&format!("lease{n}"), now),
         },
+        totp: None,
         now,
     }
 }
@@ -119,7 +120,7 @@ async fn setting_a_password_revokes_every_session_of_the_user() {
         let a2 = new_session(2, "alice", 100);
         let b3 = new_session(3, "bob", 100);
         for s in [&a1, &a2, &b3] {
-            assert!(store.login(s).await.expect("creates session"));
+            assert_eq!(store.login(s).await.expect("creates session"), LoginOutcome::Recorded);
         }
         let found = store.session_by_key_id("kid1").await.expect("reads").expect("exists");
         assert!(!found.revoked);
@@ -157,7 +158,7 @@ async fn a_retried_spend_gets_the_same_successor_and_any_other_reuse_revokes() {
     with_store(|_, _, store| async move {
         store.add_user(&user("alice"), 100).await.expect("adds");
         let s = new_session(1, "alice", 100);
-        assert!(store.login(&s).await.expect("creates session"));
+        assert_eq!(store.login(&s).await.expect("creates session"), LoginOutcome::Recorded);
 
         assert_eq!(
             store.spend_refresh(spend(&s, [1; 32], "att-1", 2, 110)).await.expect("spends"),
@@ -198,8 +199,8 @@ async fn a_retry_after_the_window_or_the_successor_was_used_revokes() {
         store.add_user(&user("alice"), 100).await.expect("adds");
         let s1 = new_session(1, "alice", 100);
         let s2 = new_session(2, "alice", 100);
-        assert!(store.login(&s1).await.expect("creates session"));
-        assert!(store.login(&s2).await.expect("creates session"));
+        assert_eq!(store.login(&s1).await.expect("creates session"), LoginOutcome::Recorded);
+        assert_eq!(store.login(&s2).await.expect("creates session"), LoginOutcome::Recorded);
 
         assert_eq!(store.spend_refresh(spend(&s1, [1; 32], "a", 11, 100)).await.expect("spends"), SpendOutcome::Spent);
         assert_eq!(
@@ -223,7 +224,7 @@ async fn concurrent_spends_of_one_token_spend_it_once() {
     with_store(|_, _, store| async move {
         store.add_user(&user("alice"), 100).await.expect("adds");
         let s = new_session(1, "alice", 100);
-        assert!(store.login(&s).await.expect("creates session"));
+        assert_eq!(store.login(&s).await.expect("creates session"), LoginOutcome::Recorded);
         let (a, b) = tokio::join!(
             store.spend_refresh(spend(&s, [1; 32], "same", 2, 110)),
             store.spend_refresh(spend(&s, [1; 32], "same", 3, 110)),
@@ -241,7 +242,7 @@ async fn revoking_is_idempotent_and_keeps_the_first_time() {
     with_store(|_, _, store| async move {
         store.add_user(&user("alice"), 100).await.expect("adds");
         let s = new_session(1, "alice", 100);
-        assert!(store.login(&s).await.expect("creates session"));
+        assert_eq!(store.login(&s).await.expect("creates session"), LoginOutcome::Recorded);
         let renewed = store.renew_lease("dev1", 5_000, 150).await.expect("renews");
         assert_eq!(renewed, Some(LeaseRecord { expires_at: 5_000, ..lease("lease1", 100) }));
         store.revoke_session(&s.session_id, 200).await.expect("revokes");

@@ -1,11 +1,21 @@
-//! Users on PostgreSQL: accounts with their roles and attributes, and the failed-login counts
-//! that throttle guessing. A failed login is counted by one upsert, so concurrent failures on
-//! several instances each count.
+//! Users on PostgreSQL: accounts with their roles and attributes, their TOTP enrolment, and
+//! the failed-login counts that throttle guessing. A failed login is counted by one upsert, so
+//! concurrent failures on several instances each count; a login's TOTP step is used up by one
+//! conditional `UPDATE` in the login's transaction, so of two logins with one code on any
+//! instances, one wins.
 
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 
 use super::sessions::revoke_user_in;
-use crate::storage::{LoginFailures, StoreError, UserRecord, decode_access, encode_access, to_column};
+use crate::storage::{
+    LoginFailures, StoreError, TotpRecord, TotpUse, UserRecord, decode_access, encode_access, to_column,
+};
+
+/// Version 5 (see `sqlite/users.rs`), one statement each.
+pub(super) const SCHEMA_V5: &[&str] = &[
+    "ALTER TABLE users ADD COLUMN IF NOT EXISTS totp_secret_sealed BYTEA NULL",
+    "ALTER TABLE users ADD COLUMN IF NOT EXISTS totp_last_step BIGINT NULL",
+];
 
 /// Postgres' SQLSTATE for a unique violation.
 const UNIQUE_VIOLATION: &str = "23505";
@@ -148,7 +158,10 @@ pub(super) async fn clear_failures(pool: &PgPool, user: &str, address: &str) -> 
 pub(super) async fn remove(pool: &PgPool, name: &str) -> Result<bool, StoreError> {
     let mut tx = pool.begin().await?;
     for statement in [
-        // The device rows first, so that a login or retirement of them running now waits.
+        // The user row, then the device rows, the order a login with a TOTP code takes them,
+        // so that a login or retirement running now waits. NO KEY UPDATE: a login without a
+        // code holds a device row and references the user (a key-share lock) meanwhile.
+        "SELECT 1 FROM users WHERE name = $1 FOR NO KEY UPDATE",
         "SELECT 1 FROM devices WHERE user_name = $1 FOR UPDATE",
         super::identities::REMOVE_USER[0],
         super::identities::REMOVE_USER[1],
@@ -165,6 +178,43 @@ pub(super) async fn remove(pool: &PgPool, name: &str) -> Result<bool, StoreError
     let removed = sqlx::query("DELETE FROM users WHERE name = $1").bind(name).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(removed.rows_affected() == 1)
+}
+
+/// Enrolls (a sealed secret; the last step forgotten) or unenrolls (None) a user.
+pub(super) async fn set_totp(pool: &PgPool, name: &str, secret_sealed: Option<&[u8]>) -> Result<bool, StoreError> {
+    let updated = sqlx::query("UPDATE users SET totp_secret_sealed = $2, totp_last_step = NULL WHERE name = $1")
+        .bind(name)
+        .bind(secret_sealed)
+        .execute(pool)
+        .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+pub(super) async fn totp(pool: &PgPool, name: &str) -> Result<Option<TotpRecord>, StoreError> {
+    let row = sqlx::query("SELECT totp_secret_sealed, totp_last_step FROM users WHERE name = $1")
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
+    match row {
+        Some(row) => TotpRecord::from_columns(row.try_get("totp_secret_sealed")?, row.try_get("totp_last_step")?),
+        None => Ok(None),
+    }
+}
+
+/// Uses up a login's TOTP step inside its transaction: true when the user is still enrolled
+/// with the secret the code was checked against and had used no step as late. It locks the
+/// user row before the login touches any device row.
+pub(super) async fn use_totp_step(conn: &mut PgConnection, user: &str, code: &TotpUse) -> Result<bool, StoreError> {
+    let updated = sqlx::query(
+        "UPDATE users SET totp_last_step = $3
+         WHERE name = $1 AND totp_secret_sealed = $2 AND (totp_last_step IS NULL OR totp_last_step < $3)",
+    )
+    .bind(user)
+    .bind(&code.secret_sealed[..])
+    .bind(to_column(code.step, "users.totp_last_step")?)
+    .execute(conn)
+    .await?;
+    Ok(updated.rows_affected() == 1)
 }
 
 fn failures_from_row(row: &sqlx::postgres::PgRow) -> Result<LoginFailures, StoreError> {

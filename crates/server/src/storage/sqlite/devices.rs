@@ -10,8 +10,8 @@ use fieldvault_core::protocol::auth::DeviceReason;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::storage::{
-    DeviceRecord, DeviceState, LeaseRecord, LoginDevice, NewDirective, NewLogin, StoreError, from_column, lease,
-    retirement, to_column,
+    DeviceRecord, DeviceState, LeaseRecord, LoginDevice, LoginOutcome, NewDirective, NewLogin, StoreError, from_column,
+    lease, retirement, to_column,
 };
 
 /// Version 3: devices hold their secret and their lease (moved from the newest session that
@@ -112,9 +112,15 @@ fn insert_device(
     Ok(())
 }
 
-pub(super) fn login(c: &mut Connection, l: &NewLogin) -> Result<bool, StoreError> {
+pub(super) fn login(c: &mut Connection, l: &NewLogin) -> Result<LoginOutcome, StoreError> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = to_column(l.now, "sessions.created_at")?;
+    // First, so that a code used meanwhile leaves nothing of the login behind.
+    if let Some(code) = &l.totp
+        && !super::users::use_totp_step(&tx, &l.user, code)?
+    {
+        return Ok(LoginOutcome::CodeUsed);
+    }
     match &l.device {
         LoginDevice::New { id, secret_sealed, lease } => insert_device(&tx, l, id, secret_sealed, lease)?,
         LoginDevice::Continue { id, expected_lease, lease } => {
@@ -134,7 +140,7 @@ pub(super) fn login(c: &mut Connection, l: &NewLogin) -> Result<bool, StoreError
                 ],
             )?;
             if continued != 1 {
-                return Ok(false);
+                return Ok(LoginOutcome::DeviceChanged);
             }
             revoke_device_sessions(&tx, id, now)?;
         }
@@ -145,7 +151,7 @@ pub(super) fn login(c: &mut Connection, l: &NewLogin) -> Result<bool, StoreError
                 params![from, l.user, lease.id],
             )?;
             if released != 1 {
-                return Ok(false);
+                return Ok(LoginOutcome::DeviceChanged);
             }
             insert_device(&tx, l, id, secret_sealed, lease)?;
         }
@@ -160,7 +166,7 @@ pub(super) fn login(c: &mut Connection, l: &NewLogin) -> Result<bool, StoreError
         params![&l.refresh_hash[..], l.session_id, now],
     )?;
     tx.commit()?;
-    Ok(true)
+    Ok(LoginOutcome::Recorded)
 }
 
 /// Retires a device inside `tx` (see [`crate::storage::Store::retire_device`]). A wipe is never turned

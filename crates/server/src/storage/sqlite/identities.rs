@@ -7,8 +7,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use super::users;
 use crate::storage::{LinkOutcome, OidcSession, StoreError, UserRecord, to_column};
 
-/// Schema version 5: identities and provider sessions.
-pub(super) const SCHEMA_V5: &str = "
+/// Schema version 6: identities and provider sessions.
+pub(super) const SCHEMA_V6: &str = "
     CREATE TABLE oidc_identities (
         issuer     TEXT NOT NULL,
         subject    TEXT NOT NULL,

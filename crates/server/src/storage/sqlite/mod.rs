@@ -27,13 +27,14 @@ mod sync;
 mod users;
 
 use super::{
-    AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginFailures, NewDirective, NewLogin, PullBatch,
-    PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, UserRecord,
+    AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginFailures, LoginOutcome, NewDirective, NewLogin,
+    PullBatch, PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, TotpRecord,
+    UserRecord,
 };
 use super::{LinkOutcome, OidcSession};
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA_V1: &str = "
     CREATE TABLE users (
@@ -228,9 +229,12 @@ impl SqliteStore {
             let v2 = if found < 2 { format!("{SCHEMA_V2} {}", attachments::SCHEMA_V2) } else { String::new() };
             let v3 = if found < 3 { devices::SCHEMA_V3 } else { "" };
             let v4 = if found < 4 { attachments::SCHEMA_V4 } else { "" };
-            let v5 = identities::SCHEMA_V5;
-            conn.execute_batch(&format!("BEGIN; {v1} {v2} {v3} {v4} {v5} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
-                .map_err(backend)?;
+            let v5 = if found < 5 { users::SCHEMA_V5 } else { "" };
+            let v6 = identities::SCHEMA_V6;
+            conn.execute_batch(&format!(
+                "BEGIN; {v1} {v2} {v3} {v4} {v5} {v6} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))
+            .map_err(backend)?;
         }
         // Checkpoints run on a connection of their own, in the background, so that copying the
         // WAL back into the database does not happen inside a push's commit while every other
@@ -326,13 +330,29 @@ impl Store for SqliteStore {
         issuer: &str,
         refresh_sealed: Option<&[u8]>,
     ) -> Result<(), StoreError> {
-        let (session_id, issuer, sealed) = (session_id.to_owned(), issuer.to_owned(), refresh_sealed.map(<[u8]>::to_vec));
+        let (session_id, issuer, sealed) =
+            (session_id.to_owned(), issuer.to_owned(), refresh_sealed.map(<[u8]>::to_vec));
         self.run(move |c| identities::set_session(c, &session_id, &issuer, sealed.as_deref())).await
     }
 
     async fn oidc_session(&self, session_id: &str) -> Result<Option<OidcSession>, StoreError> {
         let session_id = session_id.to_owned();
         self.run(move |c| identities::session(c, &session_id)).await
+    }
+
+    async fn enroll_totp(&self, name: &str, secret_sealed: &[u8]) -> Result<bool, StoreError> {
+        let (name, sealed) = (name.to_owned(), secret_sealed.to_vec());
+        self.run(move |c| users::set_totp(c, &name, Some(&sealed))).await
+    }
+
+    async fn disable_totp(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.run(move |c| users::set_totp(c, &name, None)).await
+    }
+
+    async fn totp(&self, name: &str) -> Result<Option<TotpRecord>, StoreError> {
+        let name = name.to_owned();
+        self.run(move |c| users::totp(c, &name)).await
     }
 
     async fn login_failures(&self, user: &str, address: &str) -> Result<LoginFailures, StoreError> {
@@ -355,7 +375,7 @@ impl Store for SqliteStore {
         self.run(move |c| devices::device(c, &id)).await
     }
 
-    async fn login(&self, login: &NewLogin) -> Result<bool, StoreError> {
+    async fn login(&self, login: &NewLogin) -> Result<LoginOutcome, StoreError> {
         let login = login.clone();
         self.run(move |c| devices::login(c, &login)).await
     }

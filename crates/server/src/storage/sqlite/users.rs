@@ -1,10 +1,19 @@
-//! Users on the SQLCipher store: accounts with their roles and attributes, and the
-//! failed-login counts that throttle guessing.
+//! Users on the SQLCipher store: accounts with their roles and attributes, their TOTP
+//! enrolment, and the failed-login counts that throttle guessing.
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::sessions::revoke_user_in;
-use crate::storage::{LoginFailures, StoreError, UserRecord, decode_access, encode_access, to_column};
+use crate::storage::{
+    LoginFailures, StoreError, TotpRecord, TotpUse, UserRecord, decode_access, encode_access, to_column,
+};
+
+/// Version 5: multi-factor login. A user's TOTP secret (sealed; NULL: not enrolled) and the
+/// last step a login used up (NULL: none since enrolment).
+pub(super) const SCHEMA_V5: &str = "
+    ALTER TABLE users ADD COLUMN totp_secret_sealed BLOB;
+    ALTER TABLE users ADD COLUMN totp_last_step INTEGER;
+";
 
 pub(super) fn add(c: &Connection, user: &UserRecord, now: u64) -> Result<(), StoreError> {
     let (roles, attributes) = encode_access(&user.roles, &user.attributes)?;
@@ -121,4 +130,37 @@ pub(super) fn record_failure(
 pub(super) fn clear_failures(c: &mut Connection, user: &str, address: &str) -> Result<(), StoreError> {
     c.execute("DELETE FROM login_failures WHERE user_name = ?1 AND address = ?2", [user, address])?;
     Ok(())
+}
+
+/// Enrolls (a sealed secret; the last step forgotten) or unenrolls (None) a user.
+pub(super) fn set_totp(c: &mut Connection, name: &str, secret_sealed: Option<&[u8]>) -> Result<bool, StoreError> {
+    let updated = c.execute(
+        "UPDATE users SET totp_secret_sealed = ?2, totp_last_step = NULL WHERE name = ?1",
+        params![name, secret_sealed],
+    )?;
+    Ok(updated == 1)
+}
+
+pub(super) fn totp(c: &mut Connection, name: &str) -> Result<Option<TotpRecord>, StoreError> {
+    let row = c
+        .query_row("SELECT totp_secret_sealed, totp_last_step FROM users WHERE name = ?1", [name], |r| {
+            Ok((r.get::<_, Option<Vec<u8>>>(0)?, r.get::<_, Option<i64>>(1)?))
+        })
+        .optional()?;
+    match row {
+        Some((sealed, last)) => TotpRecord::from_columns(sealed, last),
+        None => Ok(None),
+    }
+}
+
+/// Uses up a login's TOTP step inside its transaction: true when the user is still enrolled
+/// with the secret the code was checked against and had used no step as late.
+pub(super) fn use_totp_step(tx: &Transaction<'_>, user: &str, code: &TotpUse) -> Result<bool, StoreError> {
+    let step = to_column(code.step, "users.totp_last_step")?;
+    let updated = tx.execute(
+        "UPDATE users SET totp_last_step = ?3
+         WHERE name = ?1 AND totp_secret_sealed = ?2 AND (totp_last_step IS NULL OR totp_last_step < ?3)",
+        params![user, code.secret_sealed, step],
+    )?;
+    Ok(updated == 1)
 }
