@@ -463,7 +463,9 @@ fn signed_responses_are_the_pages() {
 /// The HTTP status each code is sent with, as the page's table states it.
 fn status(code: ProblemCode) -> &'static str {
     match code.as_str() {
-        "invalid_token" | "invalid_signature" | "stale_timestamp" | "replayed_nonce" | "invalid_grant" => "401",
+        "invalid_token" | "invalid_signature" | "stale_timestamp" | "replayed_nonce" | "invalid_grant"
+        | "mfa_required" => "401",
+        "provider_unavailable" => "502",
         "forbidden" => "403",
         "not_found" => "404",
         "too_large" => "413, 431",

@@ -17,7 +17,7 @@ use serde_json::Value;
 const PASSWORD: &str = "a long enough password for the cli";
 const PASSPHRASE: &str = "marble quokka seventy umbrella cli";
 
-fn cli_binary() -> Option<PathBuf> {
+pub(crate) fn cli_binary() -> Option<PathBuf> {
     let server = PathBuf::from(env!("CARGO_BIN_EXE_fieldvault-server"));
     let cli = server.with_file_name("fieldvault");
     if cli.exists() {
@@ -31,9 +31,9 @@ fn cli_binary() -> Option<PathBuf> {
     None
 }
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Drop for Server {
@@ -43,7 +43,7 @@ impl Drop for Server {
     }
 }
 
-fn server(args: &[&str], data: &Path) -> Output {
+pub(crate) fn server(args: &[&str], data: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fieldvault-server"))
         .args(args)
         .arg("--data")
@@ -54,10 +54,16 @@ fn server(args: &[&str], data: &Path) -> Output {
 }
 
 fn serve(data: &Path) -> Server {
+    serve_with(data, &[])
+}
+
+/// `serve` with more arguments (`--oidc ...`).
+pub(crate) fn serve_with(data: &Path, extra: &[&str]) -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let child = Command::new(env!("CARGO_BIN_EXE_fieldvault-server"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
         .arg(data)
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -70,13 +76,13 @@ fn serve(data: &Path) -> Server {
     Server { child, port }
 }
 
-struct Device {
-    cli: PathBuf,
-    vault: PathBuf,
+pub(crate) struct Device {
+    pub(crate) cli: PathBuf,
+    pub(crate) vault: PathBuf,
 }
 
 impl Device {
-    fn cmd(&self, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.cli);
         c.args(args)
             .env_clear()
@@ -87,11 +93,11 @@ impl Device {
         c
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().expect("fieldvault")
     }
 
-    fn ok(&self, args: &[&str]) -> Value {
+    pub(crate) fn ok(&self, args: &[&str]) -> Value {
         let out = self.run(args);
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         let text = String::from_utf8_lossy(&out.stdout);

@@ -8,6 +8,7 @@ mod attachment_sync;
 mod attachments;
 mod auth;
 mod channel;
+mod cli_oidc;
 mod cli_sync;
 mod connections;
 mod continuity;
