@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::cli_sync::{Device, cli_binary, server, serve_with};
+use crate::cli_sync::{Device, cli_binary, serve_with, server};
 use crate::idp::Idp;
 
 #[test]

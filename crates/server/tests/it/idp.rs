@@ -34,7 +34,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_BROWSER_STEPS: usize = 16;
 
 /// Every mode `provider.mjs` knows (`none` is honest).
-pub const MODES: [&str; 15] = [
+pub const MODES: [&str; 16] = [
     "none",
     "other_issuer",
     "other_audience",
@@ -45,6 +45,7 @@ pub const MODES: [&str; 15] = [
     "unknown_key",
     "rotate",
     "wrong_nonce",
+    "fixed_jti",
     "replay",
     "oversized",
     "lying_discovery",
@@ -720,6 +721,9 @@ fn each_mode_rewrites_the_providers_answer_as_it_says() {
             "other_issuer" => assert!(by_real_key && claims["iss"] != idp.issuer(), "{claims}"),
             "other_audience" => assert!(by_real_key && claims["aud"] != idp.client_id(), "{claims}"),
             "wrong_nonce" => assert!(by_real_key && claims["nonce"] != request.nonce(), "{claims}"),
+            "fixed_jti" => {
+                assert!(by_real_key && honest_claims && claims["jti"] == "the-same-jti-every-time", "{claims}")
+            }
             "expired" => {
                 assert!(by_real_key, "{mode}");
                 assert!(claims["exp"].as_i64().expect("exp") < now() - 3600, "{claims}");

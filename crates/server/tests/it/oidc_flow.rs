@@ -301,6 +301,14 @@ async fn a_nonce_used_once_is_refused_again_on_every_instance() {
         let r = other.plain("POST", "/v1/auth/oidc", &flow.body(idp.issuer(), None)).await;
         assert_eq!(r.code(), "invalid_grant", "{}", r.text());
         assert!(r.json()["detail"].as_str().expect("detail").contains("already used"), "{}", r.text());
+        // An ID token whose jti was seen before is a replay too, whatever its nonce.
+        idp.set_mode("fixed_jti");
+        let r = sign_in(&other, &idp, "ivan").await;
+        assert_eq!(r.status, 200, "the first token with this jti: {}", r.text());
+        let r = sign_in(&h, &idp, "ivan").await;
+        assert_eq!(r.code(), "invalid_grant", "{}", r.text());
+        assert!(r.json()["detail"].as_str().expect("detail").contains("already used"), "{}", r.text());
+        idp.set_mode("none");
     }
 }
 

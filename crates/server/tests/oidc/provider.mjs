@@ -49,6 +49,7 @@ const MODES = new Set([
   'unknown_key', // signed by an RSA key that no JWKS publishes (its own kid)
   'rotate', // a new key, published from now on beside the old one, signs from now on
   'wrong_nonce', // id_token nonce changed, signed with the real key
+  'fixed_jti', // every id_token carries the same jti, signed with the real key
   'replay', // the previous honest id_token again
   'oversized', // a properly signed id_token over 1 MiB
   'lying_discovery', // discovery's issuer is not the URL it was fetched from
@@ -126,6 +127,10 @@ function tamper(idToken) {
       return signRs256(rotatedKeys.at(-1), header, payload);
     case 'wrong_nonce':
       return signRs256(realKey, header, { ...payload, nonce: b64url(crypto.randomBytes(32)) });
+    case 'fixed_jti':
+      // Every token carries the same jti (otherwise honest, this sign-in's nonce kept): the
+      // second one is a replayed identifier.
+      return signRs256(realKey, header, { ...payload, jti: 'the-same-jti-every-time' });
     case 'oversized':
       // 1.5 MiB of base64url text: the JWT is well over 1 MiB, and properly signed.
       return signRs256(realKey, header, { ...payload, padding: b64url(crypto.randomBytes(1179648)) });
