@@ -78,7 +78,13 @@ pub async fn login(
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Response {
     let now = app.now();
-    match login_at(&app, peer, req, now).await {
+    token_answer(login_at(&app, peer, req, now).await, now)
+}
+
+/// A login's answer, whatever the credential: the token response (`no-store`), or the
+/// refusal, with `Date` on a 401 so a client learns the server's clock.
+pub(crate) fn token_answer(result: Result<TokenResponse, ApiError>, now: u64) -> Response {
+    match result {
         Ok(body) => no_store(Json(body).into_response()),
         Err(e) if e.status() == StatusCode::UNAUTHORIZED => with_date(e.into_response(), now),
         Err(e) => e.into_response(),

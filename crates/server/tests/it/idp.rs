@@ -70,32 +70,8 @@ pub struct Idp {
     tls: Arc<rustls::ClientConfig>,
 }
 
-/// One HTTP answer from the provider.
-#[derive(Debug)]
-pub struct Response {
-    pub status: u16,
-    /// Header names in lower case, in the order received.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    /// The first header of this name (lower case).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The body as JSON; panics with the body when it is not.
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("the provider's answer ({}) is not JSON ({e}): {:.400}", self.status, self.text())
-        })
-    }
-}
+/// One HTTP answer from the provider: the harness's parsed response.
+pub use crate::harness::Response;
 
 /// A JWT's header and payload, decoded without any verification.
 pub fn jwt_parts(jwt: &str) -> (Value, Value, String) {

@@ -22,18 +22,17 @@ use std::sync::Arc;
 use aws_lc_rs::digest;
 use axum::Json;
 use axum::extract::{Extension, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use fieldvault_core::protocol::auth::TokenResponse;
 use fieldvault_core::protocol::oidc::{MAX_FIELD, OidcConfigResponse, OidcLoginRequest};
 use fieldvault_core::protocol::{MAX_SKEW_SECS, TIMESTAMP_WINDOW_SECS};
 
 use self::http::ProviderHttp;
 use self::provider::{Provider, ProviderConfig, ProviderError, Recheck, SignedIn};
-use super::login::{open_session, reserve_attempt};
-use super::routes::{PeerAddr, check_name, no_store};
+use super::login::{open_session, reserve_attempt, token_answer};
+use super::routes::{PeerAddr, check_name};
 use crate::app::{App, JsonBody};
-use crate::problem::{ApiError, with_date};
+use crate::problem::ApiError;
 use crate::seal::Purpose;
 use crate::storage::{OidcSession, StoreError, UserRecord};
 
@@ -103,11 +102,7 @@ pub async fn login(
     JsonBody(req): JsonBody<OidcLoginRequest>,
 ) -> Response {
     let now = app.now();
-    match login_at(&app, peer, req, now).await {
-        Ok(body) => no_store(Json(body).into_response()),
-        Err(e) if e.status() == StatusCode::UNAUTHORIZED => with_date(e.into_response(), now),
-        Err(e) => e.into_response(),
-    }
+    token_answer(login_at(&app, peer, req, now).await, now)
 }
 
 fn provider_error(e: ProviderError) -> ApiError {
