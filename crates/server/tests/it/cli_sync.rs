@@ -302,3 +302,61 @@ fn the_command_line_logs_an_enrolled_user_in_with_a_code_from_totp_fd_once() {
     assert!(err.contains("already used"), "{err}");
     drop(srv);
 }
+
+#[test]
+fn on_a_terminal_the_command_line_asks_for_the_code_and_logs_in() {
+    let Some(cli) = cli_binary() else { return };
+    // `script` (util-linux) gives the login a terminal, as a person at a shell has.
+    if Command::new("script").arg("--version").output().is_err() {
+        assert!(std::env::var_os("FIELDVAULT_REQUIRE_INTEROP").is_none(), "the terminal test needs `script`");
+        eprintln!("terminal prompt test skipped: no `script` command");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let init = server(&["init"], &data);
+    let pin = String::from_utf8_lossy(&init.stdout).trim().to_owned();
+    assert!(server(&["user", "add", "ada"], &data).status.success());
+    let enroll = server(&["user", "mfa", "enroll", "ada"], &data);
+    let uri = String::from_utf8_lossy(&enroll.stdout).trim().to_owned();
+    let secret = uri.split_once("secret=").and_then(|(_, rest)| rest.split('&').next()).expect("a secret");
+    let secret = fieldvault_core::TotpSecret::from_base32(secret).expect("base32");
+    let srv = serve(&data);
+    let url = format!("https://127.0.0.1:{}", srv.port);
+    let d = Device { cli: cli.clone(), vault: tmp.path().join("one") };
+    d.ok(&["init", "--keystore", "passphrase"]);
+    let line = format!("{} login --server {url} --user ada --pin {pin} --json", cli.display());
+    let mut child = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env_clear()
+        .env("FIELDVAULT_VAULT", &d.vault)
+        .env("FIELDVAULT_PASSPHRASE", PASSPHRASE)
+        .env("FIELDVAULT_PASSWORD", PASSWORD)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !String::from_utf8_lossy(&seen).contains("TOTP code:") {
+        assert!(Instant::now() < deadline, "no prompt: {}", String::from_utf8_lossy(&seen));
+        let mut buf = [0u8; 256];
+        let n = std::io::Read::read(&mut out, &mut buf).expect("read");
+        assert!(n > 0, "the login ended without asking: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let code = fieldvault_core::totp_code(&secret, fieldvault_core::totp_step(super::harness::now()));
+    std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), format!("{}\n", code.as_str()).as_bytes())
+        .expect("write");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).expect("read");
+    assert!(child.wait().expect("script").success(), "{}{rest}", String::from_utf8_lossy(&seen));
+    let json = &rest[rest.find('{').unwrap_or_else(|| panic!("a JSON answer: {rest}"))..];
+    let v: Value = serde_json::from_str(json.trim()).expect("JSON");
+    assert_eq!(v["user"], "ada", "{v}");
+    let me = d.ok(&["whoami", "--json"]);
+    assert_eq!(me["user"], "ada");
+    drop(srv);
+}
