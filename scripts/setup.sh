@@ -17,6 +17,9 @@
 #   nodejs + npm               the OpenID provider the server's sign-in tests run against
 #                              (oidc-provider, pinned in crates/server/tests/oidc; node 20.18+),
 #                              Debian's packages only when no `node` is on the PATH
+#   age                        the export tests decrypt exports with the age tool
+#   chromium                   the admin console's browser tests, driven by playwright-core
+#                              (npm, pinned in crates/server/tests/console)
 set -euo pipefail
 
 core=0
@@ -40,7 +43,7 @@ fi
 
 packages=(gcc libc6-dev make pkg-config libdbus-1-dev libssl-dev)
 # age: the export tests decrypt exports with the age command-line tool (docs/formats/export.md).
-((core)) || packages+=(sqlite3 python3 python3-pip age)
+((core)) || packages+=(sqlite3 python3 python3-pip age chromium)
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -105,6 +108,14 @@ oidc_dir="$(dirname "$0")/../crates/server/tests/oidc"
 if [ "$oidc_dir/package-lock.json" -nt "$oidc_dir/node_modules/.package-lock.json" ]; then
   echo "setup: installing the test OpenID provider (npm ci in crates/server/tests/oidc)"
   (cd "$oidc_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+
+# The admin console's browser tests (crates/server/tests/console): playwright-core from the npm
+# registry drives Debian's chromium (installed above); never a downloaded browser build.
+console_dir="$(dirname "$0")/../crates/server/tests/console"
+if [ "$console_dir/package-lock.json" -nt "$console_dir/node_modules/.package-lock.json" ]; then
+  echo "setup: installing playwright-core for the console's browser tests (npm ci in crates/server/tests/console)"
+  (cd "$console_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 
 for component in rustfmt clippy; do
