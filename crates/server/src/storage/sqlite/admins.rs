@@ -151,6 +151,7 @@ pub(super) fn delete_session(c: &mut Connection, id_hash: &[u8; 32]) -> Result<(
 }
 
 pub(super) fn purge_sessions(c: &mut Connection, before: u64) -> Result<u64, StoreError> {
-    let n = c.execute("DELETE FROM admin_sessions WHERE seen_at < ?1", [to_column(before, "admin_sessions.seen_at")?])?;
+    let n =
+        c.execute("DELETE FROM admin_sessions WHERE seen_at < ?1", [to_column(before, "admin_sessions.seen_at")?])?;
     Ok(n as u64)
 }
