@@ -126,22 +126,19 @@ fn refused(e: &ApiError) -> Response {
     }
 }
 
-/// The administrator's TOTP secret, unsealed.
-fn secret(app: &App, admin: &AdminRecord) -> Result<Option<TotpSecret>, Response> {
+/// The administrator's TOTP secret, unsealed; the error is the cause, for the log.
+fn secret(app: &App, admin: &AdminRecord) -> Result<Option<TotpSecret>, String> {
     let Some(sealed) = &admin.totp_sealed else { return Ok(None) };
-    let bytes =
-        app.sealer.open(Purpose::AdminTotpSecret, &admin.name, sealed).map_err(|e| super::pages::internal(&e))?;
-    let bytes: [u8; TOTP_SECRET_LEN] = bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| super::pages::internal(&"a stored administrator TOTP secret is not 20 bytes"))?;
+    let bytes = app.sealer.open(Purpose::AdminTotpSecret, &admin.name, sealed).map_err(|e| e.to_string())?;
+    let bytes: [u8; TOTP_SECRET_LEN] =
+        bytes.as_slice().try_into().map_err(|_| "a stored administrator TOTP secret is not 20 bytes".to_owned())?;
     Ok(Some(TotpSecret::from_bytes(Zeroizing::new(bytes))))
 }
 
 /// Checks `code` against the administrator's secret and uses its step up: true when it
 /// matched a step later than any used before (a code is good once).
 async fn use_code(app: &App, admin: &AdminRecord, code: &str, now: u64) -> Result<bool, Response> {
-    let Some(secret) = secret(app, admin)? else { return Ok(false) };
+    let Some(secret) = secret(app, admin).map_err(|e| super::pages::internal(&e))? else { return Ok(false) };
     let Some(sealed) = &admin.totp_sealed else { return Ok(false) };
     let Some(step) = totp_verify(&secret, code.trim(), now, admin.totp_last_step) else { return Ok(false) };
     app.store.use_admin_totp(&admin.name, sealed, step).await.map_err(|e| super::pages::internal(&e))
@@ -223,8 +220,8 @@ pub(super) async fn submit(
 
 /// The otpauth URI's QR code as inline SVG (the CSP allows no image source), without its XML
 /// prolog.
-fn qr_svg(uri: &str) -> Result<String, Response> {
-    let code = qrcode::QrCode::new(uri.as_bytes()).map_err(|e| super::pages::internal(&e))?;
+fn qr_svg(uri: &str) -> Result<String, qrcode::types::QrError> {
+    let code = qrcode::QrCode::new(uri.as_bytes())?;
     let svg = code.render::<qrcode::render::svg::Color>().min_dimensions(200, 200).build();
     Ok(svg.find("<svg").map_or(svg.clone(), |at| svg[at..].to_owned()))
 }
@@ -233,12 +230,12 @@ fn enrol_form(app: &App, session: &AdminSession, admin: &AdminRecord, error: Opt
     let secret = match secret(app, admin) {
         Ok(Some(s)) => s,
         Ok(None) => return session::redirect("/"),
-        Err(r) => return r,
+        Err(e) => return super::pages::internal(&e),
     };
     let uri = otpauth_uri(TOTP_ISSUER, &format!("console:{}", admin.name), &secret);
     let svg = match qr_svg(&uri) {
         Ok(svg) => Zeroizing::new(svg),
-        Err(r) => return r,
+        Err(e) => return super::pages::internal(&e),
     };
     let body = html! {
         h1 { "Set up your authenticator" }
