@@ -384,3 +384,39 @@ async fn the_device_listener_serves_none_of_the_console_and_the_console_none_of_
         }
     }
 }
+
+#[tokio::test]
+async fn the_store_keeps_administrators_apart_uses_each_code_step_once_and_reads_users_a_page_at_a_time() {
+    use fieldvault_server::{Page, StoreError};
+    for backend in backends() {
+        let (h, _) = start(backend).await;
+        let store = &h.app.store;
+        let again = store.add_admin(ADMIN, "h", 1).await.expect_err("a taken name");
+        assert!(matches!(&again, StoreError::AdminExists(n) if n == ADMIN), "{again:?}");
+        assert!(store.admin("alice").await.expect("read").is_none(), "a user is not an administrator");
+        assert!(store.user(ADMIN).await.expect("read").is_none(), "an administrator is not a user");
+        assert!(store.set_admin_totp(ADMIN, b"sealed one").await.expect("set"));
+        assert!(store.set_admin_totp(ADMIN, b"sealed two").await.expect("set"), "replaced before a code confirms it");
+        assert!(!store.use_admin_totp(ADMIN, b"sealed one", 10).await.expect("use"), "not the secret held");
+        assert!(store.use_admin_totp(ADMIN, b"sealed two", 10).await.expect("use"));
+        assert!(!store.use_admin_totp(ADMIN, b"sealed two", 10).await.expect("use"), "a step is used once");
+        assert!(!store.use_admin_totp(ADMIN, b"sealed two", 9).await.expect("use"), "never an earlier step");
+        assert!(!store.set_admin_totp(ADMIN, b"sealed three").await.expect("set"), "a confirmed secret stays");
+        let admin = store.admin(ADMIN).await.expect("read").expect("root");
+        assert_eq!((admin.totp_confirmed, admin.totp_last_step), (true, Some(10)));
+        assert_eq!(admin.totp_sealed.as_deref(), Some(&b"sealed two"[..]));
+        for name in ["carol", "carla", "dave"] {
+            h.add_user(name, &[]).await;
+        }
+        let names = |users: Vec<fieldvault_server::UserRecord>| users.into_iter().map(|u| u.name).collect::<Vec<_>>();
+        let page = |offset, limit| Page { offset, limit };
+        assert_eq!(
+            names(store.users_page("", page(0, 10)).await.expect("page")),
+            ["alice", "bob", "carla", "carol", "dave"]
+        );
+        assert_eq!(names(store.users_page("car", page(0, 10)).await.expect("page")), ["carla", "carol"]);
+        assert_eq!(names(store.users_page("", page(1, 2)).await.expect("page")), ["bob", "carla"]);
+        assert!(store.users_page("", page(5, 2)).await.expect("page").is_empty(), "past the end");
+        assert!(store.users_page("%", page(0, 10)).await.expect("page").is_empty(), "no pattern characters");
+    }
+}
