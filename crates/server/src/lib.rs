@@ -47,7 +47,8 @@ pub use openapi::ApiDoc;
 pub use problem::{ApiError, PROBLEM_JSON, ProblemStatus};
 pub use serve::router;
 pub use storage::{
-    AdminRecord, AdminSession, AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginDevice, LoginFailures, LoginOutcome, NewDirective,
-    NewLogin, Page, PgStore, PullBatch, PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, SqliteStore,
-    Store, StoreError, TotpRecord, TotpUse, UserRecord, idempotency_lock_id, open_store,
+    AdminRecord, AdminSession, AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginDevice, LoginFailures,
+    LoginOutcome, NewDirective, NewLogin, Page, PgStore, PullBatch, PullOutcome, PushBatch, PushOutcome, SessionRecord,
+    Spend, SpendOutcome, SqliteStore, Store, StoreError, TotpRecord, TotpUse, UserRecord, idempotency_lock_id,
+    open_store,
 };

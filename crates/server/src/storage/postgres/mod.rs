@@ -39,12 +39,12 @@ mod users;
 
 pub use sync::idempotency_lock_id;
 
+use super::{AdminRecord, AdminSession, LinkOutcome, OidcSession, Page};
 use super::{
     AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginFailures, LoginOutcome, NewDirective, NewLogin,
     PullBatch, PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, TotpRecord,
     UserRecord,
 };
-use super::{AdminRecord, AdminSession, LinkOutcome, OidcSession, Page};
 
 /// The newest schema version this build knows.
 const SCHEMA_VERSION: i64 = super::admins::SCHEMA_VERSION_ADMINS;

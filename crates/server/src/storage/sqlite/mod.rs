@@ -27,12 +27,12 @@ mod sessions;
 mod sync;
 mod users;
 
+use super::{AdminRecord, AdminSession, Page};
 use super::{
     AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginFailures, LoginOutcome, NewDirective, NewLogin,
     PullBatch, PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, TotpRecord,
     UserRecord,
 };
-use super::{AdminRecord, AdminSession, Page};
 use super::{LinkOutcome, OidcSession};
 
 /// The schema version this build writes.
