@@ -17,6 +17,8 @@
 //!   line.
 //! - `sync`: `POST /v1/sync/push` and `GET /v1/sync/pull`; the decisions themselves are
 //!   `fieldvault_core::protocol::sync` and the rules `fieldvault_core::rules`.
+//! - [`console`]: the admin console on its own listener ([`Server::bind_console`]):
+//!   administrators with TOTP, sessions, CSRF, the users page.
 //! - [`spki_pin`]: the `sha256/BASE64` pin of a SubjectPublicKeyInfo, as clients pin it.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -25,6 +27,7 @@ pub mod accounts;
 mod app;
 pub mod attachments;
 pub mod auth;
+pub mod console;
 pub mod devices;
 mod keydir;
 mod listener;
@@ -44,7 +47,8 @@ pub use openapi::ApiDoc;
 pub use problem::{ApiError, PROBLEM_JSON, ProblemStatus};
 pub use serve::router;
 pub use storage::{
-    AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginDevice, LoginFailures, LoginOutcome, NewDirective,
-    NewLogin, PgStore, PullBatch, PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, SqliteStore,
-    Store, StoreError, TotpRecord, TotpUse, UserRecord, idempotency_lock_id, open_store,
+    AdminRecord, AdminSession, AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginDevice, LoginFailures,
+    LoginOutcome, NewDirective, NewLogin, Page, PgStore, PullBatch, PullOutcome, PushBatch, PushOutcome, SessionRecord,
+    Spend, SpendOutcome, SqliteStore, Store, StoreError, TotpRecord, TotpUse, UserRecord, idempotency_lock_id,
+    open_store,
 };

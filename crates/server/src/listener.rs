@@ -100,6 +100,22 @@ impl Server {
         Ok(Server { listener, tls: TlsAcceptor::from(tls), router: crate::router(app), config })
     }
 
+    /// Binds `addr` with `tls`, serving the admin console ([`crate::console::router`]) and
+    /// nothing of the device API, within the same connection limits.
+    ///
+    /// # Errors
+    /// [`Error::Tls`] when the address cannot be bound.
+    pub async fn bind_console(
+        addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+        app: Arc<App>,
+    ) -> Result<Server, Error> {
+        let listener =
+            TcpListener::bind(addr).await.map_err(|e| Error::Tls(format!("cannot listen on {addr}: {e}")))?;
+        let config = app.config.clone();
+        Ok(Server { listener, tls: TlsAcceptor::from(tls), router: crate::console::router(app), config })
+    }
+
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")

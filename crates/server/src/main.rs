@@ -27,6 +27,10 @@ async fn purge(app: Arc<App>) {
         if let Err(e) = app.purge().await {
             tracing::warn!(error = %e, "purging expired nonces and idempotency records failed");
         }
+        let idle_since = app.now().saturating_sub(fieldvault_server::console::IDLE_TIMEOUT);
+        if let Err(e) = app.store.purge_admin_sessions(idle_since).await {
+            tracing::warn!(error = %e, "purging idle console sessions failed");
+        }
         match app.store.clock().await {
             Ok(Some(store)) => {
                 if let Some(why) = clock_skew(app.now(), store) {
@@ -97,6 +101,10 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 128,
             value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=512))]
         max_connections_per_address: usize,
+        /// Also serve the admin console (docs/console.md) on this address, over TLS with the same
+        /// certificate; off unless given (suggested: 127.0.0.1:8444, loopback only)
+        #[arg(long, value_name = "ADDR")]
+        admin_listen: Option<std::net::SocketAddr>,
         #[command(flatten)]
         oidc: OidcArgs,
     },
@@ -106,6 +114,19 @@ enum Command {
     /// List devices; revoke or wipe one remotely
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Manage administrators of the admin console (apart from app users)
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Add an administrator (password from a prompt or FIELDVAULT_PASSWORD); their first console
+    /// login enrols a TOTP authenticator through a QR code, and every later login needs its code
+    Add {
+        /// Administrator name
+        name: String,
+    },
 }
 
 /// Sign-in through OpenID Connect providers (docs/identity.md). One provider from the flags, or
@@ -498,7 +519,24 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             })
         }
-        Command::Serve { listen, rules, access_ttl, lease_ttl, max_connections_per_address, oidc } => {
+        Command::Admin(AdminCommand::Add { name }) => {
+            let store_key = key_dir.store_key().context("run `fieldvault-server init` first")?;
+            runtime()?.block_on(async {
+                let store = open_store(&cli.data, &store_key, cli.database_url.as_deref()).await.context("store")?;
+                let passwords = Passwords::new(1).map_err(anyhow::Error::msg)?;
+                fieldvault_server::console::add_admin(&store, &passwords, &name, read_password()?, (system_clock())())
+                    .await
+                    .context("admin add")?;
+                let what = "added; their first console login shows the QR code for their authenticator app";
+                if cli.json {
+                    println!("{}", serde_json::json!({ "admin": name, "result": "added" }));
+                } else {
+                    eprintln!("fieldvault-server: administrator {name:?} {what}");
+                }
+                Ok(())
+            })
+        }
+        Command::Serve { listen, rules, access_ttl, lease_ttl, max_connections_per_address, admin_listen, oidc } => {
             let oidc = oidc.providers().context("--oidc")?;
             let rules = match &rules {
                 Some(path) => {
@@ -536,8 +574,19 @@ fn run(cli: Cli) -> Result<()> {
                 drop(store_key);
                 let app = Arc::new(app);
                 tokio::spawn(purge(app.clone()));
+                let console = match admin_listen {
+                    Some(addr) => Some(fieldvault_server::Server::bind_console(addr, tls.clone(), app.clone()).await?),
+                    None => None,
+                };
                 let server = fieldvault_server::Server::bind(listen, tls, app).await?;
                 eprintln!("fieldvault-server: listening on https://{}", server.local_addr());
+                let (stop_console, console_stopped) = tokio::sync::oneshot::channel::<()>();
+                let console = console.map(|console| {
+                    eprintln!("fieldvault-server: admin console on https://{}", console.local_addr());
+                    tokio::spawn(console.run(async move {
+                        let _ = console_stopped.await;
+                    }))
+                });
                 let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                     .context("installing the SIGTERM handler")?;
                 let shutdown = async move {
@@ -547,6 +596,10 @@ fn run(cli: Cli) -> Result<()> {
                     }
                 };
                 server.run(shutdown).await;
+                drop(stop_console);
+                if let Some(console) = console {
+                    let _ = console.await;
+                }
                 Ok::<(), anyhow::Error>(())
             })
         }

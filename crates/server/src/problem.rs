@@ -182,6 +182,11 @@ impl ApiError {
         self.code
     }
 
+    /// Seconds a rate-limited client must wait (None for other answers).
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
+    }
+
     /// The JSON body.
     pub fn body(&self) -> serde_json::Value {
         serde_json::json!({

@@ -40,6 +40,9 @@ pub enum Purpose {
     ProviderRefresh,
     /// A user's TOTP secret for multi-factor login (owner: the user name).
     TotpSecret,
+    /// A console administrator's TOTP secret (owner: the administrator's name; a purpose of
+    /// its own, so a user's secret copied into an administrator of the same name does not open).
+    AdminTotpSecret,
 }
 
 impl Purpose {
@@ -52,6 +55,7 @@ impl Purpose {
             Purpose::AttachmentCek => b"attachment-cek",
             Purpose::ProviderRefresh => b"provider-refresh",
             Purpose::TotpSecret => b"totp-secret",
+            Purpose::AdminTotpSecret => b"admin-totp-secret",
         }
     }
 }

@@ -25,6 +25,9 @@ use fieldvault_core::protocol::auth::DeviceReason;
 use fieldvault_core::protocol::sync::{CheckedOp, Cursor, OpResult, PullAnswer, StoredDoc};
 use fieldvault_core::rules::Rules;
 
+mod admins;
+
+pub use admins::{AdminRecord, AdminSession, Page};
 pub use postgres::PgStore;
 pub use postgres::idempotency_lock_id;
 pub use sqlite::SqliteStore;
@@ -36,6 +39,9 @@ pub enum StoreError {
     /// The named user already exists.
     #[error("user {0:?} already exists")]
     UserExists(String),
+    /// The named administrator already exists.
+    #[error("administrator {0:?} already exists")]
+    AdminExists(String),
     /// The database failed.
     #[error("storage: {0}")]
     Backend(String),
@@ -778,6 +784,31 @@ pub trait Store: Send + Sync + 'static {
     async fn pull(&self, batch: PullBatch) -> Result<PullOutcome, StoreError>;
     /// Deletes idempotency records made before `before`; returns how many.
     async fn purge_idempotency(&self, before: u64) -> Result<u64, StoreError>;
+
+    /// One page of users by name, those whose name starts with `prefix` (exactly, case
+    /// and all); a page past the end is empty.
+    async fn users_page(&self, prefix: &str, page: Page) -> Result<Vec<UserRecord>, StoreError>;
+
+    /// Adds an administrator (without a TOTP secret). [`StoreError::AdminExists`] if the name
+    /// is taken.
+    async fn add_admin(&self, name: &str, password_hash: &str, now: u64) -> Result<(), StoreError>;
+    /// An administrator by name.
+    async fn admin(&self, name: &str) -> Result<Option<AdminRecord>, StoreError>;
+    /// Gives an administrator whose secret no code has confirmed yet a new one (sealed),
+    /// forgetting the last used step. False if there is no such administrator or a code has
+    /// confirmed the secret already (then nothing changes).
+    async fn set_admin_totp(&self, name: &str, secret_sealed: &[u8]) -> Result<bool, StoreError>;
+    /// Uses up a code's `step`: true when the administrator still holds `secret_sealed` and
+    /// used no step as late; the secret is confirmed from then on. False changes nothing.
+    async fn use_admin_totp(&self, name: &str, secret_sealed: &[u8], step: u64) -> Result<bool, StoreError>;
+    /// Writes a console session (new, or an update of the one with its `id_hash`).
+    async fn put_admin_session(&self, session: &AdminSession) -> Result<(), StoreError>;
+    /// The console session with this id hash.
+    async fn admin_session(&self, id_hash: &[u8; 32]) -> Result<Option<AdminSession>, StoreError>;
+    /// Ends a console session (idempotent).
+    async fn delete_admin_session(&self, id_hash: &[u8; 32]) -> Result<(), StoreError>;
+    /// Deletes the console sessions last seen before `before`; returns how many.
+    async fn purge_admin_sessions(&self, before: u64) -> Result<u64, StoreError>;
 }
 
 /// Opens the store the command line asks for: PostgreSQL at `database_url`, or else the

@@ -328,7 +328,13 @@ impl Harness {
     /// A server that refuses a request before reading its body (413) answers and closes: the
     /// rest of the write may then meet a closed connection, and the answer is read anyway.
     pub async fn send(&self, raw: &[u8]) -> Response {
-        let mut tls = self.connect().await;
+        self.send_to(self.addr, raw).await
+    }
+
+    /// [`Harness::send`] to another listener of this server (the admin console's), pinned
+    /// to the same certificate.
+    pub async fn send_to(&self, addr: SocketAddr, raw: &[u8]) -> Response {
+        let mut tls = self.connect_to(addr).await;
         let closed = |e: &std::io::Error| {
             matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset)
         };
@@ -355,10 +361,15 @@ impl Harness {
 
     /// A pinned HTTP/1.1-over-TLS connection to the server, handshake done.
     pub async fn connect(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        self.connect_to(self.addr).await
+    }
+
+    /// A pinned HTTP/1.1-over-TLS connection to `addr`, handshake done.
+    pub async fn connect_to(&self, addr: SocketAddr) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
         let mut config = pinned_client_config(Pins::parse(&[&self.pin]).expect("pin"));
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tcp = tokio::net::TcpStream::connect(self.addr).await.expect("connect");
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
         tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
             .await

@@ -11,6 +11,7 @@ mod channel;
 mod cli_oidc;
 mod cli_sync;
 mod connections;
+mod console;
 mod continuity;
 mod device_sync;
 mod devices;

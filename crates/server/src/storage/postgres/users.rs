@@ -20,7 +20,7 @@ pub(super) const SCHEMA_V5: &[&str] = &[
 /// Postgres' SQLSTATE for a unique violation.
 const UNIQUE_VIOLATION: &str = "23505";
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
+pub(super) fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error().and_then(|d| d.code()).is_some_and(|code| code == UNIQUE_VIOLATION)
 }
 

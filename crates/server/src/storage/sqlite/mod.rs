@@ -19,6 +19,7 @@ use zeroize::Zeroizing;
 use fieldvault_core::protocol::auth::DeviceReason;
 use fieldvault_core::protocol::sync::StoredDoc;
 
+mod admins;
 mod attachments;
 mod devices;
 mod identities;
@@ -26,6 +27,7 @@ mod sessions;
 mod sync;
 mod users;
 
+use super::{AdminRecord, AdminSession, Page};
 use super::{
     AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginFailures, LoginOutcome, NewDirective, NewLogin,
     PullBatch, PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, TotpRecord,
@@ -34,7 +36,7 @@ use super::{
 use super::{LinkOutcome, OidcSession};
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = super::admins::SCHEMA_VERSION_ADMINS;
 
 const SCHEMA_V1: &str = "
     CREATE TABLE users (
@@ -230,9 +232,11 @@ impl SqliteStore {
             let v3 = if found < 3 { devices::SCHEMA_V3 } else { "" };
             let v4 = if found < 4 { attachments::SCHEMA_V4 } else { "" };
             let v5 = if found < 5 { users::SCHEMA_V5 } else { "" };
-            let v6 = identities::SCHEMA_V6;
+            let v6 = if found < 6 { identities::SCHEMA_V6 } else { "" };
+            // Version 7 is the audit log's (issue 19, built apart); its tables slot in here.
+            let v8 = if found < 8 { admins::SCHEMA_V8 } else { "" };
             conn.execute_batch(&format!(
-                "BEGIN; {v1} {v2} {v3} {v4} {v5} {v6} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                "BEGIN; {v1} {v2} {v3} {v4} {v5} {v6} {v8} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             ))
             .map_err(backend)?;
         }
@@ -511,6 +515,50 @@ impl Store for SqliteStore {
 
     async fn purge_idempotency(&self, before: u64) -> Result<u64, StoreError> {
         self.run(move |c| sync::purge_idempotency(c, before)).await
+    }
+
+    async fn users_page(&self, prefix: &str, page: Page) -> Result<Vec<UserRecord>, StoreError> {
+        let prefix = prefix.to_owned();
+        self.run(move |c| admins::users_page(c, &prefix, page)).await
+    }
+
+    async fn add_admin(&self, name: &str, password_hash: &str, now: u64) -> Result<(), StoreError> {
+        let (name, hash) = (name.to_owned(), password_hash.to_owned());
+        self.run(move |c| admins::add(c, &name, &hash, now)).await
+    }
+
+    async fn admin(&self, name: &str) -> Result<Option<AdminRecord>, StoreError> {
+        let name = name.to_owned();
+        self.run(move |c| admins::get(c, &name)).await
+    }
+
+    async fn set_admin_totp(&self, name: &str, secret_sealed: &[u8]) -> Result<bool, StoreError> {
+        let (name, sealed) = (name.to_owned(), secret_sealed.to_vec());
+        self.run(move |c| admins::set_totp(c, &name, &sealed)).await
+    }
+
+    async fn use_admin_totp(&self, name: &str, secret_sealed: &[u8], step: u64) -> Result<bool, StoreError> {
+        let (name, sealed) = (name.to_owned(), secret_sealed.to_vec());
+        self.run(move |c| admins::use_totp(c, &name, &sealed, step)).await
+    }
+
+    async fn put_admin_session(&self, session: &AdminSession) -> Result<(), StoreError> {
+        let session = session.clone();
+        self.run(move |c| admins::put_session(c, &session)).await
+    }
+
+    async fn admin_session(&self, id_hash: &[u8; 32]) -> Result<Option<AdminSession>, StoreError> {
+        let id_hash = *id_hash;
+        self.run(move |c| admins::session(c, &id_hash)).await
+    }
+
+    async fn delete_admin_session(&self, id_hash: &[u8; 32]) -> Result<(), StoreError> {
+        let id_hash = *id_hash;
+        self.run(move |c| admins::delete_session(c, &id_hash)).await
+    }
+
+    async fn purge_admin_sessions(&self, before: u64) -> Result<u64, StoreError> {
+        self.run(move |c| admins::purge_sessions(c, before)).await
     }
 }
 

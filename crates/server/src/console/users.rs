@@ -1,0 +1,273 @@
+//! The users page: one page of users at a time (by name, optionally those whose name starts
+//! with a search prefix), and what an administrator does to a user, each through the same
+//! `accounts::` function as the command line: create (name, password, roles), disable and
+//! enable, reset the password (a reset or a disable revokes every session of the user), and
+//! replace roles and attributes. A disable and a roles or attributes change need a step-up.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use axum::response::Response;
+use maud::{Markup, html};
+use zeroize::Zeroizing;
+
+use super::login::step_up;
+use super::pages::{page, respond};
+use super::{Fields, record};
+use crate::accounts::{self, Access, AccountError};
+use crate::app::App;
+use crate::auth::{Password, PeerAddr};
+use crate::storage::{AdminSession, Page, UserRecord};
+
+/// Users per page.
+pub const PAGE_SIZE: u32 = 50;
+
+/// The page's query: `q` (name prefix) and `page` (from 1).
+struct Query {
+    prefix: String,
+    page: u64,
+}
+
+impl Query {
+    fn parse(uri: &Uri) -> Result<Query, &'static str> {
+        let mut q = Query { prefix: String::new(), page: 1 };
+        for (k, v) in form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
+            match &*k {
+                "q" => q.prefix = v.into_owned(),
+                "page" if v.is_empty() => {}
+                "page" => q.page = v.parse().ok().filter(|p| (1..=1_000_000).contains(p)).ok_or("bad page number")?,
+                _ => {}
+            }
+        }
+        Ok(q)
+    }
+
+    fn link(&self, page: u64) -> String {
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("q", &self.prefix)
+            .append_pair("page", &page.to_string())
+            .finish();
+        format!("/users?{query}")
+    }
+}
+
+fn access_text(user: &UserRecord) -> (String, String) {
+    let attributes = user.attributes.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("\n");
+    (user.roles.join(" "), attributes)
+}
+
+fn table(session: &AdminSession, query: &Query, users: &[UserRecord]) -> Markup {
+    html! {
+        div #users {
+            @if users.is_empty() { p { "No users on this page." } }
+            @else {
+                table {
+                    thead { tr { th { "Name" } th { "State" } th { "Roles and attributes" } th { "Password" } } }
+                    tbody {
+                        @for u in users {
+                            @let (roles, attributes) = access_text(u);
+                            tr {
+                                td { (u.name) }
+                                td {
+                                    @if u.disabled {
+                                        "disabled "
+                                        form.inline method="post" action="/users/enable" {
+                                            input type="hidden" name="csrf" value=(session.csrf);
+                                            input type="hidden" name="user" value=(u.name);
+                                            button type="submit" { "Enable" }
+                                        }
+                                    } @else {
+                                        "active "
+                                        form.inline method="post" action="/users/disable" {
+                                            input type="hidden" name="csrf" value=(session.csrf);
+                                            input type="hidden" name="user" value=(u.name);
+                                            button type="submit" { "Disable" }
+                                        }
+                                    }
+                                }
+                                td {
+                                    form method="post" action="/users/access" {
+                                        input type="hidden" name="csrf" value=(session.csrf);
+                                        input type="hidden" name="user" value=(u.name);
+                                        label { "Roles " input name="roles" value=(roles); }
+                                        label { "Attributes (key=value, one a line) "
+                                            textarea name="attributes" rows="2" { (attributes) } }
+                                        button type="submit" { "Save" }
+                                    }
+                                }
+                                td {
+                                    form method="post" action="/users/password" {
+                                        input type="hidden" name="csrf" value=(session.csrf);
+                                        input type="hidden" name="user" value=(u.name);
+                                        input type="password" name="password" autocomplete="new-password" minlength="12";
+                                        button type="submit" { "Reset" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            p.paging {
+                @if query.page > 1 { a href=(query.link(query.page - 1)) { "Previous page" } }
+                @if users.len() == PAGE_SIZE as usize { a href=(query.link(query.page + 1)) { "Next page" } }
+                "Page " (query.page)
+            }
+        }
+    }
+}
+
+async fn render(app: &App, session: &AdminSession, query: &Query, notice: Option<(bool, String)>) -> Response {
+    let offset = (query.page - 1) * u64::from(PAGE_SIZE);
+    let users = match app.store.users_page(&query.prefix, Page { offset, limit: PAGE_SIZE }).await {
+        Ok(u) => u,
+        Err(e) => return super::pages::internal(&e),
+    };
+    let status = match &notice {
+        Some((false, _)) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::OK,
+    };
+    let body = html! {
+        h1 { "Users" }
+        @if let Some((ok, text)) = &notice { p class=(if *ok { "notice" } else { "error" }) { (text) } }
+        form method="get" action="/users" {
+            label { "Name starts with "
+                input type="search" name="q" value=(query.prefix)
+                    hx-get="/users" hx-trigger="input changed delay:300ms" hx-target="#users" hx-select="#users"
+                    hx-swap="outerHTML";
+            }
+            button type="submit" { "Search" }
+        }
+        (table(session, query, &users))
+        fieldset {
+            legend { "New user" }
+            form method="post" action="/users" {
+                input type="hidden" name="csrf" value=(session.csrf);
+                label { "Name " input name="user" required; }
+                label { "Password (12 characters or more) " input type="password" name="password" autocomplete="new-password" minlength="12" required; }
+                label { "Roles (separated by spaces or commas) " input name="roles"; }
+                button type="submit" { "Create" }
+            }
+        }
+    };
+    respond(status, page("Users", Some(session), body))
+}
+
+/// `GET /users?q=PREFIX&page=N`: one page; a page past the end is empty.
+pub(super) async fn list(
+    State(app): State<Arc<App>>,
+    Extension(session): Extension<AdminSession>,
+    uri: Uri,
+) -> Response {
+    match Query::parse(&uri) {
+        Ok(q) => render(&app, &session, &q, None).await,
+        Err(e) => super::pages::message(StatusCode::BAD_REQUEST, "Bad request", &format!("{e}: pages count from 1.")),
+    }
+}
+
+fn roles(text: &str) -> Vec<String> {
+    text.split(|c: char| c == ',' || c.is_whitespace()).filter(|r| !r.is_empty()).map(str::to_owned).collect()
+}
+
+/// The outcome of an action, shown above the first page of users.
+async fn done(app: &App, session: &AdminSession, result: Result<String, AccountError>) -> Response {
+    let notice = match result {
+        Ok(text) => (true, text),
+        Err(AccountError::Store(e @ crate::storage::StoreError::Backend(_))) => return super::pages::internal(&e),
+        Err(e) => (false, e.to_string()),
+    };
+    render(app, session, &Query { prefix: String::new(), page: 1 }, Some(notice)).await
+}
+
+/// `POST /users`: a new user with a password and roles.
+pub(super) async fn create(
+    State(app): State<Arc<App>>,
+    Extension(session): Extension<AdminSession>,
+    Extension(fields): Extension<Arc<Fields>>,
+) -> Response {
+    let name = fields.get("user");
+    let result = async {
+        let access = Access::parse(&roles(fields.get("roles")), &[])?;
+        let password = Password::new(Zeroizing::new(fields.get("password").to_owned()));
+        // audit: user add (actor: the administrator, target: the user).
+        record(&session.admin, "user add", name);
+        accounts::add_user(&app.store, &app.passwords, name, access, password, app.now()).await?;
+        Ok(format!("User {name:?} created."))
+    }
+    .await;
+    done(&app, &session, result).await
+}
+
+/// `POST /users/disable` (step-up): no login or refresh, every session revoked.
+pub(super) async fn disable(
+    State(app): State<Arc<App>>,
+    peer: Option<Extension<PeerAddr>>,
+    Extension(mut session): Extension<AdminSession>,
+    Extension(fields): Extension<Arc<Fields>>,
+) -> Response {
+    if let Err(r) = step_up(&app, &mut session, &fields, peer.as_ref().map(|Extension(p)| p), "/users/disable").await {
+        return r;
+    }
+    let name = fields.get("user");
+    // audit: user disable (actor: the administrator, target: the user).
+    record(&session.admin, "user disable", name);
+    let result = accounts::disable_user(&app.store, name, app.now())
+        .await
+        .map(|()| format!("User {name:?} disabled; every session revoked."));
+    done(&app, &session, result).await
+}
+
+/// `POST /users/enable`.
+pub(super) async fn enable(
+    State(app): State<Arc<App>>,
+    Extension(session): Extension<AdminSession>,
+    Extension(fields): Extension<Arc<Fields>>,
+) -> Response {
+    let name = fields.get("user");
+    // audit: user enable (actor: the administrator, target: the user).
+    record(&session.admin, "user enable", name);
+    let result = accounts::enable_user(&app.store, name).await.map(|()| format!("User {name:?} enabled."));
+    done(&app, &session, result).await
+}
+
+/// `POST /users/password`: a new password; every session of the user revoked.
+pub(super) async fn password(
+    State(app): State<Arc<App>>,
+    Extension(session): Extension<AdminSession>,
+    Extension(fields): Extension<Arc<Fields>>,
+) -> Response {
+    let name = fields.get("user");
+    let password = Password::new(Zeroizing::new(fields.get("password").to_owned()));
+    // audit: user passwd (actor: the administrator, target: the user).
+    record(&session.admin, "user passwd", name);
+    let result = accounts::set_password(&app.store, &app.passwords, name, password, app.now())
+        .await
+        .map(|()| format!("Password of {name:?} reset; every session revoked."));
+    done(&app, &session, result).await
+}
+
+/// `POST /users/access` (step-up): replaces roles and attributes.
+pub(super) async fn access(
+    State(app): State<Arc<App>>,
+    peer: Option<Extension<PeerAddr>>,
+    Extension(mut session): Extension<AdminSession>,
+    Extension(fields): Extension<Arc<Fields>>,
+) -> Response {
+    if let Err(r) = step_up(&app, &mut session, &fields, peer.as_ref().map(|Extension(p)| p), "/users/access").await {
+        return r;
+    }
+    let name = fields.get("user");
+    let attributes: Vec<String> =
+        fields.get("attributes").lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+    let result = async {
+        let access = Access::parse(&roles(fields.get("roles")), &attributes)?;
+        // audit: user access (actor: the administrator, target: the user, detail: the new access).
+        record(&session.admin, "user access", name);
+        accounts::set_access(&app.store, name, &access).await?;
+        Ok(format!("Roles and attributes of {name:?} replaced."))
+    }
+    .await;
+    done(&app, &session, result).await
+}
