@@ -135,7 +135,13 @@ impl Idp {
             .arg(&cert_path)
             .arg("--key")
             .arg(&key_path)
-            .args(["--port", "0", "--client-id", &client_id, "--client-secret", &client_secret])
+            // `--name=value`: a random secret may start with '-', which node's parseArgs would
+            // take for an option.
+            .args([
+                "--port=0",
+                &format!("--client-id={client_id}"),
+                &format!("--client-secret={}", client_secret.as_str()),
+            ])
             .current_dir(provider_dir())
             // The provider exits when its stdin closes: no provider outlives a killed test.
             .stdin(Stdio::piped())

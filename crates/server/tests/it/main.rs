@@ -10,6 +10,7 @@ mod auth;
 mod channel;
 mod cli_oidc;
 mod cli_sync;
+mod console_browser;
 mod connections;
 mod console;
 mod continuity;

@@ -1,0 +1,111 @@
+//! The admin console in a real browser (`tests/console/e2e.mjs`: Debian's chromium driven by
+//! playwright-core from npm) against the real `fieldvault-server` binary, on SQLite and on
+//! PostgreSQL. Screenshots of each page are kept under `target/tmp/console-screenshots/`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ADMIN_PASSWORD: &str = "a long console password";
+
+/// The browser, the driver and node, or None (with a notice) where they are not installed;
+/// CI requires them (`FIELDVAULT_REQUIRE_INTEROP`).
+fn suite() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
+    let ready = Path::new("/usr/bin/chromium").exists()
+        && dir.join("node_modules/playwright-core/package.json").is_file()
+        && Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    if ready {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("FIELDVAULT_REQUIRE_INTEROP").is_none(),
+        "the console's browser tests need chromium, node and playwright-core (run scripts/setup.sh)"
+    );
+    eprintln!("console browser tests skipped: chromium, node or playwright-core is missing (scripts/setup.sh)");
+    None
+}
+
+fn server(data: &Path, db: Option<&str>, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fieldvault-server"));
+    c.args(args).arg("--data").arg(data).env_clear().env("FIELDVAULT_PASSWORD", ADMIN_PASSWORD);
+    if let Some(url) = db {
+        c.arg("--database-url").arg(url);
+    }
+    c
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Runs the browser suite against a fresh server on `db` (None: SQLite).
+fn run_suite(dir: &Path, label: &str, db: Option<&str>) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let init = server(&data, None, &["init"]).output().expect("init");
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let pin = String::from_utf8_lossy(&init.stdout).trim().to_owned();
+    let add = server(&data, db, &["admin", "add", "root"]).output().expect("admin add");
+    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    let (port, admin_port) = (free_port(), free_port());
+    let mut serve = server(
+        &data,
+        db,
+        &["serve", "--listen", &format!("127.0.0.1:{port}"), "--admin-listen", &format!("127.0.0.1:{admin_port}")],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("serve");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_err() {
+        assert!(Instant::now() < deadline, "the console did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots").join(label);
+    let out = Command::new("node")
+        .arg("e2e.mjs")
+        .args(["--url", &format!("https://127.0.0.1:{admin_port}"), "--pin", &pin, "--admin", "root"])
+        .args(["--password", ADMIN_PASSWORD, "--screenshots"])
+        .arg(&shots)
+        .current_dir(dir)
+        .output()
+        .expect("node");
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{label}:\n{stdout}");
+    assert!(out.status.success(), "{label}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let summary = stdout.lines().last().unwrap_or_default();
+    assert!(summary.ends_with(" passed, 0 failed") && !summary.starts_with("0 "), "{summary}");
+    assert!(shots.join("04-users-escaped.png").is_file(), "screenshots kept in {}", shots.display());
+}
+
+#[test]
+fn the_console_works_in_a_real_browser_on_sqlite_and_postgresql() {
+    let Some(dir) = suite() else { return };
+    run_suite(&dir, "sqlite", None);
+    if let Some(url) = std::env::var("FIELDVAULT_TEST_POSTGRES").ok().filter(|u| !u.is_empty()) {
+        // A schema of its own, named in the URL's connection options.
+        let schema = crate::harness::fresh_schema();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.expect("connect");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                .execute(&mut conn)
+                .await
+                .expect("schema");
+        });
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let scoped = format!("{url}{sep}options=-c%20search_path%3D{schema}");
+        run_suite(&dir, "postgres", Some(&scoped));
+        runtime.block_on(async {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.expect("connect");
+            let drop = format!("DROP SCHEMA {schema} CASCADE");
+            sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut conn).await.expect("drop schema");
+        });
+    } else {
+        eprintln!("console browser test on PostgreSQL skipped: FIELDVAULT_TEST_POSTGRES is not set");
+    }
+}
