@@ -6,6 +6,7 @@ use std::process::{Command, Output};
 
 mod attachment_sync;
 mod attachments;
+mod audit;
 mod auth;
 mod channel;
 mod cli_oidc;
