@@ -4,7 +4,9 @@
 //!
 //! Everything every instance must agree on lives here: users, devices (with their device
 //! secrets and lease keys: a device outlives its sessions), sessions, refresh tokens and
-//! their spends, request nonces, login throttling, TOTP enrolments. Secrets (session secrets,
+//! their spends, request nonces, login throttling, TOTP enrolments, and the audit log (a hash
+//! chain, `fieldvault_core::audit`: every audited method takes its [`AuditEvent`] and appends
+//! it first in its own transaction, committed only when the action applied). Secrets (session secrets,
 //! device secrets, lease keys, a refresh token's successor, attachment content keys, TOTP
 //! secrets) reach the store already
 //! sealed by
