@@ -263,3 +263,23 @@ async fn admin_actions_and_logins_are_recorded_and_verify_names_a_hand_edited_re
         assert_eq!((json["ok"].as_bool(), json["seq"].as_u64()), (Some(false), Some(3)));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_logins_grow_the_log_no_faster_than_the_throttle_lets_them_through() {
+    for b in backends() {
+        let h = Harness::start(b).await;
+        let mut refused = 0;
+        for _ in 0..8 {
+            let r = h.login("alice", "a wrong password guess").await;
+            match r.status {
+                401 => refused += 1,
+                429 => {}
+                other => panic!("unexpected {other}: {}", r.text()),
+            }
+        }
+        assert!(refused < 8, "the throttle answered some attempts 429");
+        let failed = all_records(h.app.store.as_ref()).await.into_iter().filter(|r| r.action == "login.failed").count();
+        assert_eq!(failed, refused, "one record per attempt let through, none per throttled one");
+        intact(verify_audit(h.app.store.as_ref()).await.expect("verifies"));
+    }
+}
