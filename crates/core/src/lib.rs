@@ -15,6 +15,8 @@
 //!   CRC-24 checksum) and the key-file section that wraps the master key under it.
 //! - [`TotpSecret`], [`totp_verify`], [`otpauth_uri`]: one-time codes for multi-factor login
 //!   (RFC 6238: HMAC-SHA-1, six digits, 30-second steps), each usable once.
+//! - [`audit::AuditRecord`], [`audit::verify`]: the tamper-evident audit log, a SHA-256 hash
+//!   chain over RFC 8785 JSON. Format: `docs/formats/audit.md`.
 //! - [`KdfParams`]: Argon2id parameters for the passphrase keystore, range-checked on read.
 //! - [`UnlockCounter`]: durable count of failed passphrase unlocks and the growing wait.
 //! - [`rules::Rules`]: the server's access rules, CEL expressions per collection (who reads
@@ -44,6 +46,7 @@
 #![deny(missing_docs)]
 
 pub mod attachment;
+pub mod audit;
 mod base32;
 mod error;
 pub mod export;

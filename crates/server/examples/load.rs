@@ -226,6 +226,7 @@ async fn run(backend: &Backend, settings: &Settings) -> Result<()> {
         let password = Password::new(Zeroizing::new(PASSWORD.into()));
         accounts::add_user(
             &server.app.store,
+            "cli:load",
             &passwords,
             &format!("load{u}"),
             Default::default(),

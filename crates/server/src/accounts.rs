@@ -1,6 +1,11 @@
 //! `fieldvault-server user add | passwd | disable | enable | remove | access | mfa`: account
 //! administration on the store. Password changes and disabling end sessions, never devices:
 //! a device's next login continues it with its lease key (SPEC section 5, "Offline lease").
+//!
+//! Every change is recorded in the audit log in its own transaction, before it takes effect:
+//! each function takes `by`, the actor the record names (`cli:<os user>` for the
+//! `fieldvault-server` subcommands, `admin:<name>` for the console), and `now`. A call that
+//! changes nothing (no such user) records nothing.
 
 use std::sync::Arc;
 
@@ -9,7 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::auth::{Password, Passwords};
 use crate::seal::{Purpose, Sealer};
-use crate::storage::{Store, StoreError, UserRecord};
+use crate::storage::{AuditEvent, Store, StoreError, UserRecord};
 
 /// The issuer an authenticator app shows beside the account name.
 pub const TOTP_ISSUER: &str = "Fieldvault";
@@ -51,6 +56,20 @@ pub enum AccountError {
     /// The identity is linked to no user.
     #[error("that identity is not linked to any user")]
     NoSuchIdentity,
+}
+
+/// The audit record of an account action by `by` on user `target`.
+fn event(now: u64, by: &str, action: &str, target: &str) -> AuditEvent {
+    AuditEvent::new(now, by, action, target)
+}
+
+/// Roles and attributes as an audit record's detail shows them.
+fn access_detail(
+    e: AuditEvent,
+    roles: &[String],
+    attributes: &serde_json::Map<String, serde_json::Value>,
+) -> AuditEvent {
+    e.with("roles", roles.to_vec()).with("attributes", serde_json::Value::Object(attributes.clone()))
 }
 
 fn check_name(name: &str) -> Result<(), AccountError> {
@@ -110,6 +129,7 @@ impl Access {
 /// [`AccountError`]; [`StoreError::UserExists`] if the name is taken (nothing changes).
 pub async fn add_user(
     store: &Arc<dyn Store>,
+    by: &str,
     passwords: &Passwords,
     name: &str,
     access: Access,
@@ -126,7 +146,8 @@ pub async fn add_user(
         disabled: false,
         attributes: access.attributes,
     };
-    store.add_user(&record, now).await?;
+    let audit = access_detail(event(now, by, "user.add", name), &record.roles, &record.attributes);
+    store.add_user(&record, now, &audit).await?;
     Ok(())
 }
 
@@ -135,8 +156,15 @@ pub async fn add_user(
 ///
 /// # Errors
 /// [`AccountError::NoSuchUser`], storage errors.
-pub async fn set_access(store: &Arc<dyn Store>, name: &str, access: &Access) -> Result<(), AccountError> {
-    if !store.set_user_access(name, &access.roles, &access.attributes).await? {
+pub async fn set_access(
+    store: &Arc<dyn Store>,
+    by: &str,
+    name: &str,
+    access: &Access,
+    now: u64,
+) -> Result<(), AccountError> {
+    let audit = access_detail(event(now, by, "user.access", name), &access.roles, &access.attributes);
+    if !store.set_user_access(name, &access.roles, &access.attributes, &audit).await? {
         return Err(AccountError::NoSuchUser(name.into()));
     }
     Ok(())
@@ -149,6 +177,7 @@ pub async fn set_access(store: &Arc<dyn Store>, name: &str, access: &Access) -> 
 /// [`AccountError::NoSuchUser`], [`AccountError::WeakPassword`], storage errors.
 pub async fn set_password(
     store: &Arc<dyn Store>,
+    by: &str,
     passwords: &Passwords,
     name: &str,
     password: Password,
@@ -159,7 +188,7 @@ pub async fn set_password(
         return Err(AccountError::NoSuchUser(name.into()));
     }
     let hash = passwords.hash(password).await.map_err(AccountError::Hash)?;
-    if !store.set_password(name, &hash, now).await? {
+    if !store.set_password(name, &hash, now, &event(now, by, "user.passwd", name)).await? {
         return Err(AccountError::NoSuchUser(name.into()));
     }
     Ok(())
@@ -170,8 +199,8 @@ pub async fn set_password(
 ///
 /// # Errors
 /// [`AccountError::NoSuchUser`], storage errors.
-pub async fn disable_user(store: &Arc<dyn Store>, name: &str, now: u64) -> Result<(), AccountError> {
-    if !store.disable_user(name, now).await? {
+pub async fn disable_user(store: &Arc<dyn Store>, by: &str, name: &str, now: u64) -> Result<(), AccountError> {
+    if !store.disable_user(name, now, &event(now, by, "user.disable", name)).await? {
         return Err(AccountError::NoSuchUser(name.into()));
     }
     Ok(())
@@ -181,8 +210,8 @@ pub async fn disable_user(store: &Arc<dyn Store>, name: &str, now: u64) -> Resul
 ///
 /// # Errors
 /// [`AccountError::NoSuchUser`], storage errors.
-pub async fn enable_user(store: &Arc<dyn Store>, name: &str) -> Result<(), AccountError> {
-    if !store.enable_user(name).await? {
+pub async fn enable_user(store: &Arc<dyn Store>, by: &str, name: &str, now: u64) -> Result<(), AccountError> {
+    if !store.enable_user(name, &event(now, by, "user.enable", name)).await? {
         return Err(AccountError::NoSuchUser(name.into()));
     }
     Ok(())
@@ -196,8 +225,8 @@ pub async fn enable_user(store: &Arc<dyn Store>, name: &str) -> Result<(), Accou
 ///
 /// # Errors
 /// [`AccountError::NoSuchUser`], storage errors.
-pub async fn remove_user(store: &Arc<dyn Store>, name: &str) -> Result<(), AccountError> {
-    if !store.remove_user(name).await? {
+pub async fn remove_user(store: &Arc<dyn Store>, by: &str, name: &str, now: u64) -> Result<(), AccountError> {
+    if !store.remove_user(name, &event(now, by, "user.remove", name)).await? {
         return Err(AccountError::NoSuchUser(name.into()));
     }
     Ok(())
@@ -211,6 +240,7 @@ pub async fn remove_user(store: &Arc<dyn Store>, name: &str) -> Result<(), Accou
 /// linked to another user (unlink it first).
 pub async fn link_identity(
     store: &Arc<dyn Store>,
+    by: &str,
     name: &str,
     issuer: &str,
     subject: &str,
@@ -220,7 +250,8 @@ pub async fn link_identity(
     if issuer.is_empty() || subject.is_empty() || subject.chars().any(char::is_control) {
         return Err(AccountError::BadIdentity);
     }
-    match store.link_oidc(issuer, subject, name, now).await? {
+    let audit = event(now, by, "user.link", name).with("issuer", issuer).with("subject", subject);
+    match store.link_oidc(issuer, subject, name, now, &audit).await? {
         crate::storage::LinkOutcome::Linked => Ok(()),
         crate::storage::LinkOutcome::NoSuchUser => Err(AccountError::NoSuchUser(name.to_owned())),
         crate::storage::LinkOutcome::LinkedToOther(other) => Err(AccountError::IdentityTaken(other)),
@@ -232,8 +263,16 @@ pub async fn link_identity(
 ///
 /// # Errors
 /// [`AccountError::NoSuchIdentity`] when it was not linked.
-pub async fn unlink_identity(store: &Arc<dyn Store>, issuer: &str, subject: &str) -> Result<(), AccountError> {
-    if store.unlink_oidc(issuer, subject).await? { Ok(()) } else { Err(AccountError::NoSuchIdentity) }
+pub async fn unlink_identity(
+    store: &Arc<dyn Store>,
+    by: &str,
+    issuer: &str,
+    subject: &str,
+    now: u64,
+) -> Result<(), AccountError> {
+    let user = store.oidc_user(issuer, subject).await?.unwrap_or_default();
+    let audit = event(now, by, "user.unlink", &user).with("issuer", issuer).with("subject", subject);
+    if store.unlink_oidc(issuer, subject, &audit).await? { Ok(()) } else { Err(AccountError::NoSuchIdentity) }
 }
 
 /// Enrolls a user in multi-factor login with a fresh 20-byte TOTP secret, sealed in the store
@@ -248,14 +287,17 @@ pub async fn unlink_identity(store: &Arc<dyn Store>, issuer: &str, subject: &str
 /// The URI carries the secret: show it to the user being enrolled, never log it.
 pub async fn enroll_totp(
     store: &Arc<dyn Store>,
+    by: &str,
     sealer: &Sealer,
     name: &str,
+    now: u64,
 ) -> Result<Zeroizing<String>, AccountError> {
     let mut bytes = Zeroizing::new([0u8; TOTP_SECRET_LEN]);
     aws_lc_rs::rand::fill(&mut bytes[..]).expect("the OS random source works");
     let secret = TotpSecret::from_bytes(bytes);
     let sealed = sealer.seal(Purpose::TotpSecret, name, secret.expose_secret());
-    if !store.enroll_totp(name, &sealed).await? {
+    // The record says that a secret was enrolled, never the secret.
+    if !store.enroll_totp(name, &sealed, &event(now, by, "user.mfa.enroll", name)).await? {
         return Err(AccountError::NoSuchUser(name.into()));
     }
     Ok(otpauth_uri(TOTP_ISSUER, name, &secret))
@@ -266,8 +308,8 @@ pub async fn enroll_totp(
 ///
 /// # Errors
 /// [`AccountError::NoSuchUser`], storage errors.
-pub async fn disable_totp(store: &Arc<dyn Store>, name: &str) -> Result<(), AccountError> {
-    if !store.disable_totp(name).await? {
+pub async fn disable_totp(store: &Arc<dyn Store>, by: &str, name: &str, now: u64) -> Result<(), AccountError> {
+    if !store.disable_totp(name, &event(now, by, "user.mfa.disable", name)).await? {
         return Err(AccountError::NoSuchUser(name.into()));
     }
     Ok(())

@@ -20,7 +20,7 @@ use fieldvault_core::protocol::{DirectiveClaims, DirectiveKind, TokenSigner};
 use crate::app::{App, JsonBody, random_id};
 use crate::problem::ApiError;
 use crate::signed::SignedSession;
-use crate::storage::{DeviceRecord, NewDirective, Store, StoreError};
+use crate::storage::{AuditEvent, DeviceRecord, NewDirective, Store, StoreError};
 
 /// What making a directive can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -35,12 +35,15 @@ pub enum DeviceError {
 }
 
 /// Makes a directive for `device_id` and revokes the device's sessions; a wipe also retires
-/// the device and deletes its lease key. Returns the directive's claims.
+/// the device and deletes its lease key. `by` (`cli:<os user>`, `admin:<name>`) is the actor of
+/// the `directive.issued` audit record written in the same transaction. Returns the
+/// directive's claims.
 ///
 /// # Errors
 /// [`DeviceError::NoSuchDevice`]; storage errors (nothing changed).
 pub async fn issue_directive(
     store: &Arc<dyn Store>,
+    by: &str,
     signer: &TokenSigner,
     device_id: &str,
     kind: DirectiveKind,
@@ -61,8 +64,15 @@ pub async fn issue_directive(
         now,
     );
     let token = signer.sign(fieldvault_core::protocol::DIRECTIVE_TYP, &claims);
+    let audit = AuditEvent::new(now, by, "directive.issued", &device.id)
+        .with("user", device.user.as_str())
+        .with("kind", kind.as_str())
+        .with("jti", claims.jti.as_str());
     let stored = store
-        .add_directive(&NewDirective { jti: claims.jti.clone(), device_id: device.id.clone(), kind, token, now })
+        .add_directive(
+            &NewDirective { jti: claims.jti.clone(), device_id: device.id.clone(), kind, token, now },
+            &audit,
+        )
         .await?;
     if !stored {
         return Err(DeviceError::NoSuchDevice(device_id.to_owned()));
@@ -95,6 +105,11 @@ pub async fn ack(
     if req.jtis.is_empty() || req.jtis.len() > MAX_ACK || req.jtis.iter().any(|j| j.is_empty() || j.len() > 64) {
         return Err(ApiError::bad_request(format!("jtis lists 1 to {MAX_ACK} directive ids")));
     }
-    let acknowledged = app.store.ack_directives(&signed.session.device_id, &req.jtis, app.now()).await?;
+    let (device, now) = (&signed.session.device_id, app.now());
+    // Recorded only when at least one was pending (else nothing changes, the record neither).
+    let audit = AuditEvent::new(now, format!("device:{device}"), "directive.acknowledged", device.as_str())
+        .with("user", signed.session.user.as_str())
+        .with("jtis", req.jtis.clone());
+    let acknowledged = app.store.ack_directives(device, &req.jtis, now, &audit).await?;
     Ok(Json(AckResponse { acknowledged }))
 }

@@ -47,8 +47,8 @@ pub use openapi::ApiDoc;
 pub use problem::{ApiError, PROBLEM_JSON, ProblemStatus};
 pub use serve::router;
 pub use storage::{
-    AdminRecord, AdminSession, AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginDevice, LoginFailures,
-    LoginOutcome, NewDirective, NewLogin, Page, PgStore, PullBatch, PullOutcome, PushBatch, PushOutcome, SessionRecord,
-    Spend, SpendOutcome, SqliteStore, Store, StoreError, TotpRecord, TotpUse, UserRecord, idempotency_lock_id,
-    open_store,
+    AUDIT_PAGE, AdminRecord, AdminSession, AttachmentRecord, AuditCheck, AuditCut, AuditEvent, AuditRecord,
+    DeviceRecord, DeviceState, LeaseRecord, LoginDevice, LoginFailures, LoginOutcome, NewDirective, NewLogin, Page,
+    PgStore, PullBatch, PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, SqliteStore, Store,
+    StoreError, TotpRecord, TotpUse, UserRecord, audit_records, idempotency_lock_id, open_store, verify_audit,
 };

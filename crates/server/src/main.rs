@@ -117,6 +117,10 @@ enum Command {
     /// Manage administrators of the admin console (apart from app users)
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Check, export or cut the tamper-evident audit log (docs/formats/audit.md); safe beside a
+    /// running server
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +130,28 @@ enum AdminCommand {
     Add {
         /// Administrator name
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain from the first record to the chain head: prints OK with the record
+    /// count and the last seq, or names the first broken link and exits non-zero
+    Verify,
+    /// Write the records as JSON lines {seq, at, actor, action, target, detail, prev_hash, hash}
+    /// (hashes in lowercase hex), oldest first
+    Export {
+        /// Only the records after this seq
+        #[arg(long, value_name = "SEQ", default_value_t = 0)]
+        after: u64,
+    },
+    /// Retention cut: delete the records older than DAYS days and append an audit.retention_cut
+    /// record naming the first kept one, so the rest still verifies. Nothing is ever deleted
+    /// otherwise
+    Prune {
+        /// Keep the records of the last DAYS days (1 to 36500)
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u64).range(1..=36_500))]
+        before: u64,
     },
 }
 
@@ -379,6 +405,76 @@ async fn print_devices(store: &Arc<dyn Store>, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The actor of the audit records these subcommands write: `cli:<name>` of the user running
+/// the process, from the passwd database (`cli:uid-<uid>` when it has no entry there).
+fn cli_actor() -> String {
+    let uid = rustix::process::getuid().as_raw().to_string();
+    let name = std::fs::read_to_string("/etc/passwd").ok().and_then(|text| {
+        text.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            (fields.len() > 2 && fields[2] == uid && !fields[0].is_empty()).then(|| fields[0].to_owned())
+        })
+    });
+    format!("cli:{}", name.unwrap_or_else(|| format!("uid-{uid}")))
+}
+
+/// `audit verify | export | prune`.
+async fn audit_command(store: Arc<dyn Store>, cmd: AuditCommand, json: bool, now: u64) -> Result<()> {
+    use std::io::Write;
+    match cmd {
+        AuditCommand::Verify => match fieldvault_server::verify_audit(store.as_ref()).await.context("audit verify")? {
+            fieldvault_server::AuditCheck::Intact(summary) => {
+                let last = summary.last.map_or(0, |(seq, _)| seq);
+                if json {
+                    println!("{}", serde_json::json!({ "ok": true, "count": summary.count, "last_seq": last }));
+                } else {
+                    println!("OK: {} records, last seq {last}", summary.count);
+                }
+                Ok(())
+            }
+            fieldvault_server::AuditCheck::Broken(link) => {
+                if json {
+                    println!("{}", serde_json::json!({ "ok": false, "seq": link.seq, "why": link.why }));
+                }
+                anyhow::bail!("{link}")
+            }
+        },
+        AuditCommand::Export { after } => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            fieldvault_server::audit_records::<anyhow::Error>(store.as_ref(), after, |record| {
+                writeln!(out, "{}", record.to_export_json()).context("writing the export")?;
+                Ok(())
+            })
+            .await?;
+            out.flush().context("writing the export")?;
+            Ok(())
+        }
+        AuditCommand::Prune { before } => {
+            let cut_at = now.saturating_sub(before.saturating_mul(86_400));
+            let cut = fieldvault_server::AuditEvent::new(now, cli_actor(), "", "");
+            match store.audit_prune(cut_at, &cut).await.context("audit prune")? {
+                Some(cut) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({ "deleted": cut.deleted, "first_kept_seq": cut.first_kept_seq,
+                                "cut_seq": cut.record.seq })
+                        );
+                    } else {
+                        eprintln!(
+                            "fieldvault-server: deleted {} audit records; the chain starts at seq {}, the cut is seq {}",
+                            cut.deleted, cut.first_kept_seq, cut.record.seq
+                        );
+                    }
+                }
+                None if json => println!("{}", serde_json::json!({ "deleted": 0 })),
+                None => eprintln!("fieldvault-server: no audit record is older than {before} days; nothing changed"),
+            }
+            Ok(())
+        }
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")
 }
@@ -411,50 +507,51 @@ fn run(cli: Cli) -> Result<()> {
             runtime()?.block_on(async {
                 let store = open_store(&cli.data, &store_key, cli.database_url.as_deref()).await.context("store")?;
                 let now = (system_clock())();
+                let by = cli_actor();
                 let (name, what) = match cmd {
                     UserCommand::Add { name, roles, attributes } => {
                         let access = accounts::Access::parse(&roles, &attributes).context("user add")?;
                         let passwords = Passwords::new(1).map_err(anyhow::Error::msg)?;
-                        accounts::add_user(&store, &passwords, &name, access, read_password()?, now)
+                        accounts::add_user(&store, &by, &passwords, &name, access, read_password()?, now)
                             .await
                             .context("user add")?;
                         (name, "added")
                     }
                     UserCommand::Access { name, roles, attributes } => {
                         let access = accounts::Access::parse(&roles, &attributes).context("user access")?;
-                        accounts::set_access(&store, &name, &access).await.context("user access")?;
+                        accounts::set_access(&store, &by, &name, &access, now).await.context("user access")?;
                         (name, "access replaced")
                     }
                     UserCommand::Passwd { name } => {
                         let passwords = Passwords::new(1).map_err(anyhow::Error::msg)?;
-                        accounts::set_password(&store, &passwords, &name, read_password()?, now)
+                        accounts::set_password(&store, &by, &passwords, &name, read_password()?, now)
                             .await
                             .context("user passwd")?;
                         (name, "password changed; every session revoked, devices kept")
                     }
                     UserCommand::Disable { name } => {
-                        accounts::disable_user(&store, &name, now).await.context("user disable")?;
+                        accounts::disable_user(&store, &by, &name, now).await.context("user disable")?;
                         (name, "disabled; every session revoked, devices kept")
                     }
                     UserCommand::Enable { name } => {
-                        accounts::enable_user(&store, &name).await.context("user enable")?;
+                        accounts::enable_user(&store, &by, &name, now).await.context("user enable")?;
                         (name, "enabled")
                     }
                     UserCommand::Remove { name } => {
-                        accounts::remove_user(&store, &name).await.context("user remove")?;
+                        accounts::remove_user(&store, &by, &name, now).await.context("user remove")?;
                         (name, "removed with every session, device and lease key; documents kept")
                     }
                     UserCommand::Link { name, issuer, subject } => {
-                        accounts::link_identity(&store, &name, &issuer, &subject, now).await.context("user link")?;
+                        accounts::link_identity(&store, &by, &name, &issuer, &subject, now).await.context("user link")?;
                         (name, "linked to the identity")
                     }
                     UserCommand::Unlink { issuer, subject } => {
-                        accounts::unlink_identity(&store, &issuer, &subject).await.context("user unlink")?;
+                        accounts::unlink_identity(&store, &by, &issuer, &subject, now).await.context("user unlink")?;
                         (subject, "unlinked")
                     }
                     UserCommand::Mfa(MfaCommand::Enroll { name }) => {
                         let sealer = Sealer::new(&store_key);
-                        let uri = accounts::enroll_totp(&store, &sealer, &name).await.context("user mfa enroll")?;
+                        let uri = accounts::enroll_totp(&store, &by, &sealer, &name, now).await.context("user mfa enroll")?;
                         if cli.json {
                             // Written by hand so that no copy of the secret outlives this line
                             // unwiped: the URI has only unreserved characters, '%', ':', '/', '?',
@@ -474,7 +571,7 @@ fn run(cli: Cli) -> Result<()> {
                         (name, "enrolled in multi-factor login: add the URI above to the user's authenticator app")
                     }
                     UserCommand::Mfa(MfaCommand::Disable { name }) => {
-                        accounts::disable_totp(&store, &name).await.context("user mfa disable")?;
+                        accounts::disable_totp(&store, &by, &name, now).await.context("user mfa disable")?;
                         (name, "no longer needs a TOTP code to log in")
                     }
                 };
@@ -492,12 +589,13 @@ fn run(cli: Cli) -> Result<()> {
             runtime()?.block_on(async {
                 let store = open_store(&cli.data, &store_key, cli.database_url.as_deref()).await.context("store")?;
                 let now = (system_clock())();
+                let by = cli_actor();
                 let (id, kind) = match cmd {
                     DeviceCommand::List => return print_devices(&store, cli.json).await,
                     DeviceCommand::Revoke { id } => (id, DirectiveKind::Revoke),
                     DeviceCommand::Wipe { id } => (id, DirectiveKind::Wipe),
                 };
-                let claims = devices::issue_directive(&store, &signer, &id, kind, now)
+                let claims = devices::issue_directive(&store, &by, &signer, &id, kind, now)
                     .await
                     .with_context(|| format!("device {}", kind.as_str()))?;
                 let lease = match kind {
@@ -534,6 +632,13 @@ fn run(cli: Cli) -> Result<()> {
                     eprintln!("fieldvault-server: administrator {name:?} {what}");
                 }
                 Ok(())
+            })
+        }
+        Command::Audit(cmd) => {
+            let store_key = key_dir.store_key().context("run `fieldvault-server init` first")?;
+            runtime()?.block_on(async {
+                let store = open_store(&cli.data, &store_key, cli.database_url.as_deref()).await.context("store")?;
+                audit_command(store, cmd, cli.json, (system_clock())()).await
             })
         }
         Command::Serve { listen, rules, access_ttl, lease_ttl, max_connections_per_address, admin_listen, oidc } => {

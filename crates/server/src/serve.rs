@@ -105,7 +105,7 @@ mod tests {
             disabled: false,
             attributes: Default::default(),
         };
-        store.add_user(&user, 1).await.expect("adds");
+        store.add_user(&user, 1, &crate::storage::AuditEvent::new(0, "test", "test", "")).await.expect("adds");
         // A session whose sealed secret does not open: the signed channel fails inside.
         let lease = LeaseRecord { id: "l1".into(), key_sealed: vec![1; 48], expires_at: 2 };
         let device = LoginDevice::New { id: "d1".into(), secret_sealed: vec![2; 61], lease };
@@ -120,7 +120,10 @@ mod tests {
             totp: None,
             now: 1,
         };
-        assert_eq!(store.login(&login).await.expect("logs in"), crate::storage::LoginOutcome::Recorded);
+        assert_eq!(
+            store.login(&login, &crate::storage::AuditEvent::new(0, "test", "test", "")).await.expect("logs in"),
+            crate::storage::LoginOutcome::Recorded
+        );
         let clock: crate::Clock = Arc::new(|| 100);
         let app = App::new(Arc::new(store), keys.token_signer().expect("signer"), &store_key, clock, Config::default())
             .expect("app");

@@ -32,6 +32,7 @@ use super::tokens::{Bundle, issue, new_lease, new_refresh_token, open_lease, ran
 use crate::app::{App, JsonBody, random_id};
 use crate::problem::{ApiError, with_date};
 use crate::seal::Purpose;
+use crate::storage::AuditEvent;
 use crate::storage::{DeviceState, LeaseRecord, LoginDevice, LoginOutcome, NewLogin, TotpUse, UserRecord};
 
 /// Longest password accepted (Argon2 takes any length; this bounds the work per request).
@@ -106,19 +107,61 @@ async fn login_at(app: &Arc<App>, peer: SocketAddr, req: LoginRequest, now: u64)
         }
     }
     let address = peer.ip().to_string();
-    let user = check_password(app, &req.user, req.password, &address, now).await?;
-    let totp = check_totp(app, &user.name, req.totp.as_ref(), now).await?;
+    let refused = |e| refused_login(app, &req.user, &address, "password", e, now);
+    let user = match check_password(app, &req.user, req.password, &address, now).await {
+        Ok(user) => user,
+        Err(e) => return Err(refused(e).await),
+    };
+    let totp = match check_totp(app, &user.name, req.totp.as_ref(), now).await {
+        Ok(totp) => totp,
+        Err(e) => return Err(refused(e).await),
+    };
     // Only now is the attempt a success as far as guessing goes: the failure recorded before
     // the password check stays for a wrong password and a missing, wrong or used code.
     app.store.clear_login_failures(&user.name, &address).await?;
-    match open_session(app, &user, &req.device_name, req.device.as_ref(), totp, now).await {
+    let audit = login_event(&user.name, &address, "password", now);
+    match open_session(app, &user, &req.device_name, req.device.as_ref(), totp, &audit, now).await {
         Ok((body, _)) => Ok(body),
         Err(e) if e.code() == ProblemCode::MfaRequired => {
             // Another login used this code first: a failed attempt like any wrong code.
             app.store.record_login_failure(&user.name, &address, now).await?;
-            Err(e)
+            Err(refused(e).await)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// The audit record of a login of `user` from `address` by `method` (`password`, `oidc`):
+/// [`open_session`] adds the device and appends it in the login's transaction.
+pub(crate) fn login_event(user: &str, address: &str, method: &str, now: u64) -> AuditEvent {
+    AuditEvent::new(now, format!("user:{user}"), "login", user).with("address", address).with("method", method)
+}
+
+/// Records a refused login in the audit log (`login.failed`, actor and target the name as
+/// given, never the password or code) and hands back the refusal. Only refusals of an attempt
+/// the throttle let through (401) are recorded: a throttled attempt (429) is not, so failures
+/// cannot grow the log faster than the throttle lets guesses through. When the record cannot
+/// be written the answer is that error (fail closed).
+pub(crate) async fn refused_login(
+    app: &App,
+    name: &str,
+    address: &str,
+    method: &str,
+    refusal: ApiError,
+    now: u64,
+) -> ApiError {
+    if refusal.status() != StatusCode::UNAUTHORIZED {
+        return refusal;
+    }
+    // A sign-in refused before the provider named anyone has no user to name.
+    let actor = if name.is_empty() { "unknown".to_owned() } else { format!("user:{name}") };
+    let event = AuditEvent::new(now, actor, "login.failed", name)
+        .with("address", address)
+        .with("method", method)
+        .with("reason", refusal.code().as_str());
+    match app.store.audit_append(&event).await {
+        Ok(_) => refusal,
+        Err(e) => e.into(),
     }
 }
 
@@ -132,6 +175,7 @@ pub(crate) async fn open_session(
     device_name: &str,
     named: Option<&DeviceProof>,
     totp: Option<TotpUse>,
+    audit: &AuditEvent,
     now: u64,
 ) -> Result<(TokenResponse, String), ApiError> {
     for _ in 0..ATTEMPTS {
@@ -151,7 +195,8 @@ pub(crate) async fn open_session(
             totp: totp.clone(),
             now,
         };
-        match app.store.login(&login).await? {
+        let audit = audit.clone().with("device", login.device.id());
+        match app.store.login(&login, &audit).await? {
             LoginOutcome::Recorded => {}
             LoginOutcome::DeviceChanged => continue,
             LoginOutcome::CodeUsed => return Err(mfa_required()),

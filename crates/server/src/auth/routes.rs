@@ -19,7 +19,7 @@ use crate::app::{App, JsonBody, parse_json};
 use crate::problem::ApiError;
 use crate::seal::Purpose;
 use crate::signed::SignedSession;
-use crate::storage::{Spend, SpendOutcome};
+use crate::storage::{AuditEvent, Spend, SpendOutcome};
 
 /// The TCP peer of a connection (login throttling is per user and address).
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +67,10 @@ pub async fn refresh(
     // provider that cannot be reached spends nothing.
     super::oidc::recheck(&app, &session.id, now).await?;
     let successor = new_refresh_token();
+    let on_reuse =
+        AuditEvent::new(now, format!("device:{}", session.device_id), "refresh.reuse_detected", session.user.as_str())
+            .with("device", session.device_id.as_str())
+            .with("session", session.id.as_str());
     let outcome = app
         .store
         .spend_refresh(Spend {
@@ -77,6 +81,7 @@ pub async fn refresh(
             successor_sealed: app.sealer.seal(Purpose::RefreshSuccessor, &session.id, successor.as_bytes()),
             now,
             retry_window: app.config.refresh_retry_window,
+            on_reuse: &on_reuse,
         })
         .await?;
     let refresh_token = match outcome {

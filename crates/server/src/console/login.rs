@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 
 use super::pages::{page, respond};
 use super::session::{self, LOGIN_COOKIE, cookie, same_token, set_cookie};
-use super::{Fields, address, record};
+use super::{Fields, address, admin_actor, record};
 use crate::accounts::{MIN_PASSWORD_CHARS, TOTP_ISSUER};
 use crate::app::App;
 use crate::auth::login::reserve_attempt;
@@ -66,8 +66,8 @@ pub async fn add_admin(
         return Err(AdminError::WeakPassword);
     }
     let hash = passwords.hash(password).await.map_err(AdminError::Hash)?;
-    // audit: `admin add` (actor: the operator at the command line, target: `name`).
-    record("command line", "admin add", name);
+    // Recorded first: an action the log cannot hold does not happen.
+    record(store.as_ref(), now, "cli", "admin.add", name).await?;
     store.add_admin(name, &hash, now).await?;
     Ok(())
 }
@@ -171,8 +171,9 @@ pub(super) async fn submit(
     let password = Password::new(Zeroizing::new(fields.get("password").to_owned()));
     // An unknown name is checked against the dummy hash: same time, same answer.
     if !app.passwords.verify(password, admin.as_ref().map(|a| a.password_hash.clone())).await {
-        // audit: failed console login (actor: `name` as typed, target: the address).
-        record(name, "console login failed: password", &address);
+        if let Err(e) = record(app.store.as_ref(), now, &admin_actor(name), "console.login.failed", &address).await {
+            return super::pages::internal(&e);
+        }
         return login_form(StatusCode::UNAUTHORIZED, Some("Wrong name or password."));
     }
     let Some(admin) = admin else { return super::pages::internal(&"verified a password without an administrator") };
@@ -184,8 +185,10 @@ pub(super) async fn submit(
         match use_code(&app, &admin, code, now).await {
             Ok(true) => true,
             Ok(false) => {
-                // audit: failed console login (actor: the administrator, target: the address).
-                record(&admin.name, "console login failed: code", &address);
+                let actor = admin_actor(&admin.name);
+                if let Err(e) = record(app.store.as_ref(), now, &actor, "console.login.failed", &address).await {
+                    return super::pages::internal(&e);
+                }
                 return login_form(StatusCode::UNAUTHORIZED, Some("Wrong or already used code."));
             }
             Err(r) => return r,
@@ -205,8 +208,10 @@ pub(super) async fn submit(
     if let Err(e) = app.store.clear_login_failures(&key, &address).await {
         return super::pages::internal(&e);
     }
-    // audit: console login (actor: the administrator; `full` false: enrolment begins).
-    record(&admin.name, if full { "console login" } else { "console login: enrolment" }, &address);
+    let action = if full { "console.login" } else { "console.login.enrolment" };
+    if let Err(e) = record(app.store.as_ref(), now, &admin_actor(&admin.name), action, &address).await {
+        return super::pages::internal(&e);
+    }
     match session::start(&app, &admin.name, full, now).await {
         Ok((cookie, _)) => {
             let mut r = session::redirect(if full { "/users" } else { "/enrol" });
@@ -302,8 +307,11 @@ pub(super) async fn enrol(
     if let Err(e) = app.store.clear_login_failures(&key, &address).await {
         return super::pages::internal(&e);
     }
-    // audit: TOTP enrolled (actor and target: the administrator).
-    record(&admin.name, "console TOTP enrolled", &admin.name);
+    if let Err(e) =
+        record(app.store.as_ref(), now, &admin_actor(&admin.name), "console.totp.enrolled", &admin.name).await
+    {
+        return super::pages::internal(&e);
+    }
     let _ = app.store.delete_admin_session(&session.id_hash).await;
     match session::start(&app, &admin.name, true, now).await {
         Ok((cookie, _)) => {
@@ -317,8 +325,12 @@ pub(super) async fn enrol(
 
 /// `POST /logout`: the session ends in the store, and the cookie is cleared.
 pub(super) async fn logout(State(app): State<Arc<App>>, Extension(session): Extension<AdminSession>) -> Response {
-    // audit: console logout (actor: the administrator).
-    record(&session.admin, "console logout", &session.admin);
+    let now = app.now();
+    if let Err(e) =
+        record(app.store.as_ref(), now, &admin_actor(&session.admin), "console.logout", &session.admin).await
+    {
+        return super::pages::internal(&e);
+    }
     if let Err(e) = app.store.delete_admin_session(&session.id_hash).await {
         return super::pages::internal(&e);
     }

@@ -195,8 +195,20 @@ fn ip(addr: &SocketAddr) -> String {
 // audit: replace the log line with an audit record (actor = `actor`, action, target) written
 // by crates/server/src/audit.rs; for actions that change the store, move the write into the
 // action's own transaction once the store methods take an audit record.
-pub(crate) fn record(actor: &str, action: &str, target: &str) {
+pub(crate) async fn record(
+    store: &dyn crate::storage::Store,
+    at: u64,
+    actor: &str,
+    action: &str,
+    target: &str,
+) -> Result<(), crate::storage::StoreError> {
     tracing::info!(actor = %actor, action = %action, target = %target, "console");
+    store.audit_append(&crate::storage::AuditEvent::new(at, actor, action, target)).await.map(|_| ())
+}
+
+/// The audit actor of an administrator's console actions.
+pub(crate) fn admin_actor(admin: &str) -> String {
+    format!("admin:{admin}")
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 
 use super::login::step_up;
 use super::pages::{page, respond};
-use super::{Fields, record};
+use super::{Fields, admin_actor};
 use crate::accounts::{self, Access, AccountError};
 use crate::app::App;
 use crate::auth::{Password, PeerAddr};
@@ -192,8 +192,8 @@ pub(super) async fn create(
         let access = Access::parse(&roles(fields.get("roles")), &[])?;
         let password = Password::new(Zeroizing::new(fields.get("password").to_owned()));
         // audit: user add (actor: the administrator, target: the user).
-        record(&session.admin, "user add", name);
-        accounts::add_user(&app.store, &app.passwords, name, access, password, app.now()).await?;
+        accounts::add_user(&app.store, &admin_actor(&session.admin), &app.passwords, name, access, password, app.now())
+            .await?;
         Ok(format!("User {name:?} created."))
     }
     .await;
@@ -211,9 +211,7 @@ pub(super) async fn disable(
         return r;
     }
     let name = fields.get("user");
-    // audit: user disable (actor: the administrator, target: the user).
-    record(&session.admin, "user disable", name);
-    let result = accounts::disable_user(&app.store, name, app.now())
+    let result = accounts::disable_user(&app.store, &admin_actor(&session.admin), name, app.now())
         .await
         .map(|()| format!("User {name:?} disabled; every session revoked."));
     done(&app, &session, result).await
@@ -226,9 +224,9 @@ pub(super) async fn enable(
     Extension(fields): Extension<Arc<Fields>>,
 ) -> Response {
     let name = fields.get("user");
-    // audit: user enable (actor: the administrator, target: the user).
-    record(&session.admin, "user enable", name);
-    let result = accounts::enable_user(&app.store, name).await.map(|()| format!("User {name:?} enabled."));
+    let result = accounts::enable_user(&app.store, &admin_actor(&session.admin), name, app.now())
+        .await
+        .map(|()| format!("User {name:?} enabled."));
     done(&app, &session, result).await
 }
 
@@ -240,11 +238,10 @@ pub(super) async fn password(
 ) -> Response {
     let name = fields.get("user");
     let password = Password::new(Zeroizing::new(fields.get("password").to_owned()));
-    // audit: user passwd (actor: the administrator, target: the user).
-    record(&session.admin, "user passwd", name);
-    let result = accounts::set_password(&app.store, &app.passwords, name, password, app.now())
-        .await
-        .map(|()| format!("Password of {name:?} reset; every session revoked."));
+    let result =
+        accounts::set_password(&app.store, &admin_actor(&session.admin), &app.passwords, name, password, app.now())
+            .await
+            .map(|()| format!("Password of {name:?} reset; every session revoked."));
     done(&app, &session, result).await
 }
 
@@ -263,9 +260,7 @@ pub(super) async fn access(
         fields.get("attributes").lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
     let result = async {
         let access = Access::parse(&roles(fields.get("roles")), &attributes)?;
-        // audit: user access (actor: the administrator, target: the user, detail: the new access).
-        record(&session.admin, "user access", name);
-        accounts::set_access(&app.store, name, &access).await?;
+        accounts::set_access(&app.store, &admin_actor(&session.admin), name, &access, app.now()).await?;
         Ok(format!("Roles and attributes of {name:?} replaced."))
     }
     .await;

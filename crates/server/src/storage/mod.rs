@@ -4,7 +4,9 @@
 //!
 //! Everything every instance must agree on lives here: users, devices (with their device
 //! secrets and lease keys: a device outlives its sessions), sessions, refresh tokens and
-//! their spends, request nonces, login throttling, TOTP enrolments. Secrets (session secrets,
+//! their spends, request nonces, login throttling, TOTP enrolments, and the audit log (a hash
+//! chain, `fieldvault_core::audit`: every audited method takes its [`AuditEvent`] and appends
+//! it first in its own transaction, committed only when the action applied). Secrets (session secrets,
 //! device secrets, lease keys, a refresh token's successor, attachment content keys, TOTP
 //! secrets) reach the store already
 //! sealed by
@@ -28,6 +30,8 @@ use fieldvault_core::rules::Rules;
 mod admins;
 
 pub use admins::{AdminRecord, AdminSession, Page};
+pub use fieldvault_core::audit::{AuditEvent, AuditRecord};
+
 pub use postgres::PgStore;
 pub use postgres::idempotency_lock_id;
 pub use sqlite::SqliteStore;
@@ -208,6 +212,130 @@ pub(crate) fn lease(
         }),
         _ => None,
     })
+}
+
+/// An audit record from its columns, as both backends keep them (`detail` is JSON text).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn audit_record(
+    seq: i64,
+    at: i64,
+    actor: String,
+    action: String,
+    target: String,
+    detail: &str,
+    prev_hash: Vec<u8>,
+    hash: Vec<u8>,
+) -> Result<AuditRecord, StoreError> {
+    Ok(AuditRecord {
+        seq: from_column(seq, "audit.seq")?,
+        at: from_column(at, "audit.at")?,
+        actor,
+        action,
+        target,
+        detail: serde_json::from_str(detail).map_err(|e| StoreError::corrupt_json("audit.detail", &e))?,
+        prev_hash: prev_hash.try_into().map_err(|_| StoreError::corrupt("audit.prev_hash", "not 32 bytes"))?,
+        hash: hash.try_into().map_err(|_| StoreError::corrupt("audit.hash", "not 32 bytes"))?,
+    })
+}
+
+/// The record a retention cut appends: `cut`'s time and actor, the anchor (the first kept
+/// record's seq and prev_hash) and how many records went in its detail.
+pub(crate) fn retention_cut_event(cut: &AuditEvent, first_seq: u64, first_prev: &[u8], deleted: u64) -> AuditEvent {
+    AuditEvent::new(cut.at, cut.actor.clone(), fieldvault_core::audit::RETENTION_CUT, "")
+        .with("first_kept_seq", first_seq)
+        .with("first_kept_prev_hash", fieldvault_core::audit::hex(first_prev))
+        .with("deleted", deleted)
+}
+
+/// What a retention cut did ([`Store::audit_prune`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditCut {
+    /// Records deleted.
+    pub deleted: u64,
+    /// The first record kept (the chain now starts there).
+    pub first_kept_seq: u64,
+    /// The `audit.retention_cut` record appended.
+    pub record: AuditRecord,
+}
+
+/// How many records one read of the audit log takes ([`audit_records`]).
+pub const AUDIT_PAGE: u32 = 1000;
+
+/// Every audit record after `after`, in seq order, read [`AUDIT_PAGE`] at a time and handed to
+/// `each` (which may stop the walk with an error of its own); the table is never loaded whole.
+/// Returns how many records were read.
+///
+/// # Errors
+/// The store's error, or `each`'s.
+pub async fn audit_records<E: From<StoreError>>(
+    store: &dyn Store,
+    after: u64,
+    mut each: impl FnMut(&AuditRecord) -> Result<(), E>,
+) -> Result<u64, E> {
+    let (mut after, mut count) = (after, 0u64);
+    loop {
+        let page = store.audit_page(after, AUDIT_PAGE).await?;
+        for record in &page {
+            each(record)?;
+            after = record.seq;
+            count += 1;
+        }
+        if page.len() < AUDIT_PAGE as usize {
+            return Ok(count);
+        }
+    }
+}
+
+/// What [`verify_audit`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditCheck {
+    /// The chain verifies and ends at the head the store recorded.
+    Intact(fieldvault_core::audit::ChainSummary),
+    /// The first broken link.
+    Broken(fieldvault_core::audit::BrokenLink),
+}
+
+/// Walks the whole audit log page by page and checks the chain (`fieldvault_core::audit`),
+/// then that it ends where the store's chain head says the last append ended: records deleted
+/// from the tail are named unless the head was rewritten too.
+///
+/// # Errors
+/// [`StoreError`] when the store cannot be read or a row is not a record.
+pub async fn verify_audit(store: &dyn Store) -> Result<AuditCheck, StoreError> {
+    let mut verifier = fieldvault_core::audit::ChainVerifier::new();
+    let mut broken = None;
+    audit_records::<StoreError>(store, 0, |r| {
+        if broken.is_none()
+            && let Err(e) = verifier.push(r)
+        {
+            broken = Some(e);
+        }
+        Ok(())
+    })
+    .await?;
+    if let Some(e) = broken {
+        return Ok(AuditCheck::Broken(e));
+    }
+    let summary = match verifier.finish() {
+        Ok(summary) => summary,
+        Err(e) => return Ok(AuditCheck::Broken(e)),
+    };
+    let head = store.audit_head().await?;
+    if head != summary.last {
+        let (seq, why) = match (head, summary.last) {
+            (Some((seq, _)), Some((last, _))) if seq > last => (
+                last + 1,
+                format!(
+                    "the chain head says seq {seq} was appended, the log ends at {last}: records were deleted from the end"
+                ),
+            ),
+            (Some((seq, _)), None) => (1, format!("the chain head says seq {seq} was appended, the log is empty")),
+            (_, Some((last, _))) => (last, "the last record is not the chain head the store recorded".to_owned()),
+            (None, None) => unreachable!("equal"),
+        };
+        return Ok(AuditCheck::Broken(fieldvault_core::audit::BrokenLink { seq, why }));
+    }
+    Ok(AuditCheck::Intact(summary))
 }
 
 /// What linking an OpenID Connect identity to a user did.
@@ -459,6 +587,9 @@ pub struct Spend<'a> {
     pub now: u64,
     /// How long a retry with the same attempt id gets the same successor.
     pub retry_window: u64,
+    /// The audit record of a reuse detection, appended in the transaction that revokes the
+    /// session ([`SpendOutcome::ReuseRevoked`] only).
+    pub on_reuse: &'a AuditEvent,
 }
 
 /// Failed logins for one (user, address).
@@ -643,43 +774,63 @@ pub enum PullOutcome {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Adds a user. [`StoreError::UserExists`] if the name is taken.
-    async fn add_user(&self, user: &UserRecord, now: u64) -> Result<(), StoreError>;
+    async fn add_user(&self, user: &UserRecord, now: u64, audit: &AuditEvent) -> Result<(), StoreError>;
     /// A user by name.
     async fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError>;
     /// Sets a user's password hash and revokes every session of the user, in one transaction;
     /// devices and their lease keys stay. False if there is no such user.
-    async fn set_password(&self, name: &str, password_hash: &str, now: u64) -> Result<bool, StoreError>;
+    async fn set_password(
+        &self,
+        name: &str,
+        password_hash: &str,
+        now: u64,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError>;
     /// Disables a user and revokes every session of the user; devices and their lease keys
     /// stay. False if there is no such user.
-    async fn disable_user(&self, name: &str, now: u64) -> Result<bool, StoreError>;
+    async fn disable_user(&self, name: &str, now: u64, audit: &AuditEvent) -> Result<bool, StoreError>;
     /// Enables a disabled user. False if there is no such user.
-    async fn enable_user(&self, name: &str) -> Result<bool, StoreError>;
+    async fn enable_user(&self, name: &str, audit: &AuditEvent) -> Result<bool, StoreError>;
     /// Enrolls a user in multi-factor login, or re-enrolls them: stores the sealed TOTP secret
     /// (replacing any earlier one) and forgets the last used step. Sessions stay. False if
     /// there is no such user.
-    async fn enroll_totp(&self, name: &str, secret_sealed: &[u8]) -> Result<bool, StoreError>;
+    async fn enroll_totp(&self, name: &str, secret_sealed: &[u8], audit: &AuditEvent) -> Result<bool, StoreError>;
     /// Ends a user's multi-factor login: forgets the secret and the last used step. False if
     /// there is no such user.
-    async fn disable_totp(&self, name: &str) -> Result<bool, StoreError>;
+    async fn disable_totp(&self, name: &str, audit: &AuditEvent) -> Result<bool, StoreError>;
     /// A user's TOTP enrolment; None when the user is not enrolled or does not exist.
     async fn totp(&self, name: &str) -> Result<Option<TotpRecord>, StoreError>;
     /// Removes a user with everything that lets anyone act as them: sessions, refresh
     /// tokens, devices with their device secrets and lease keys, held ids, directives,
     /// idempotency records and login failures. Documents and attachments stay. False if
     /// there is no such user.
-    async fn remove_user(&self, name: &str) -> Result<bool, StoreError>;
+    async fn remove_user(&self, name: &str, audit: &AuditEvent) -> Result<bool, StoreError>;
 
     /// The user an OpenID Connect identity (issuer, `sub`) is linked to.
     async fn oidc_user(&self, issuer: &str, subject: &str) -> Result<Option<String>, StoreError>;
     /// Links an identity to an existing user (an identity has one user; a user may have
     /// several identities).
-    async fn link_oidc(&self, issuer: &str, subject: &str, user: &str, now: u64) -> Result<LinkOutcome, StoreError>;
+    async fn link_oidc(
+        &self,
+        issuer: &str,
+        subject: &str,
+        user: &str,
+        now: u64,
+        audit: &AuditEvent,
+    ) -> Result<LinkOutcome, StoreError>;
     /// Removes a link; false if there was none.
-    async fn unlink_oidc(&self, issuer: &str, subject: &str) -> Result<bool, StoreError>;
+    async fn unlink_oidc(&self, issuer: &str, subject: &str, audit: &AuditEvent) -> Result<bool, StoreError>;
     /// Creates a user and links the identity to it, in one transaction (the provider's
     /// first sign-in of a user, where the server is configured to create users).
     /// [`StoreError::UserExists`] if the name is taken; nothing is written then.
-    async fn add_oidc_user(&self, user: &UserRecord, issuer: &str, subject: &str, now: u64) -> Result<(), StoreError>;
+    async fn add_oidc_user(
+        &self,
+        user: &UserRecord,
+        issuer: &str,
+        subject: &str,
+        now: u64,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
     /// Records that a session was signed in through `issuer`, with the provider's refresh
     /// token (sealed) when it gave one; replaces the token of an earlier record.
     async fn set_oidc_session(
@@ -703,7 +854,7 @@ pub trait Store: Send + Sync + 'static {
     /// Records a login in one transaction: the TOTP code used up (see [`TotpUse`]), the device
     /// (see [`LoginDevice`]), the session and its first refresh token. Nothing changes unless
     /// the answer is [`LoginOutcome::Recorded`].
-    async fn login(&self, login: &NewLogin) -> Result<LoginOutcome, StoreError>;
+    async fn login(&self, login: &NewLogin, audit: &AuditEvent) -> Result<LoginOutcome, StoreError>;
     /// The session a key id names.
     async fn session_by_key_id(&self, key_id: &str) -> Result<Option<SessionRecord>, StoreError>;
     /// Revokes a session and spends all its refresh tokens; its device stays. Idempotent.
@@ -736,6 +887,7 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
         roles: &[String],
         attributes: &serde_json::Map<String, serde_json::Value>,
+        audit: &AuditEvent,
     ) -> Result<bool, StoreError>;
 
     /// Every device, by user then first login.
@@ -743,9 +895,15 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a directive and, in the same transaction, revokes every session of its device;
     /// a wipe also retires the device as wiped and deletes its lease key. False if there is no
     /// such device.
-    async fn add_directive(&self, directive: &NewDirective) -> Result<bool, StoreError>;
+    async fn add_directive(&self, directive: &NewDirective, audit: &AuditEvent) -> Result<bool, StoreError>;
     /// Marks these directives of this device acknowledged; returns how many were pending.
-    async fn ack_directives(&self, device_id: &str, jtis: &[String], now: u64) -> Result<u64, StoreError>;
+    async fn ack_directives(
+        &self,
+        device_id: &str,
+        jtis: &[String],
+        now: u64,
+        audit: &AuditEvent,
+    ) -> Result<u64, StoreError>;
 
     /// A stored document (live or tombstone).
     async fn document(&self, collection: &str, id: &str) -> Result<Option<StoredDoc>, StoreError>;
@@ -809,6 +967,22 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_admin_session(&self, id_hash: &[u8; 32]) -> Result<(), StoreError>;
     /// Deletes the console sessions last seen before `before`; returns how many.
     async fn purge_admin_sessions(&self, before: u64) -> Result<u64, StoreError>;
+
+    /// Appends an audit record on its own, for an event that changes nothing else in the store
+    /// (a refused login, a console sign-in). An action that changes the store records itself:
+    /// its method takes the [`AuditEvent`] and appends it in the action's transaction.
+    async fn audit_append(&self, event: &AuditEvent) -> Result<AuditRecord, StoreError>;
+    /// At most `limit` audit records after seq `after`, in seq order.
+    async fn audit_page(&self, after_seq: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
+    /// The chain head: the last appended (seq, hash), kept apart from the records; None when
+    /// nothing was ever appended.
+    async fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>, StoreError>;
+    /// The retention cut, in one transaction: deletes the records before the first whose `at`
+    /// is at or after `before` (all of them when none is) and appends an
+    /// `audit.retention_cut` record (time and actor from `cut`) naming the first kept seq and
+    /// its prev_hash, so the rest still verifies. None, with nothing changed, when no record
+    /// is older.
+    async fn audit_prune(&self, before: u64, cut: &AuditEvent) -> Result<Option<AuditCut>, StoreError>;
 }
 
 /// Opens the store the command line asks for: PostgreSQL at `database_url`, or else the

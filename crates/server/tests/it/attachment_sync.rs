@@ -178,7 +178,7 @@ async fn deletion_and_lost_access_reach_every_device() {
         assert!(a2.files().is_empty(), "{:?}", a2.files());
 
         // The supervisor loses the role: the next pull purges what she may no longer read.
-        fieldvault_server::accounts::set_access(&h.app.store, "sue", &crate::harness::access(&[], &[]))
+        fieldvault_server::accounts::set_access(&h.app.store, "cli:test", "sue", &crate::harness::access(&[], &[]), 0)
             .await
             .expect("roles");
         sue.sync().await.expect("sue");

@@ -361,12 +361,32 @@ async fn the_cek_reaches_every_reader_the_rules_name_now_and_no_one_else() {
         }
 
         // Access is judged now: without the role, Sue gets that same answer.
-        assert!(h.app.store.set_user_access("sue", &[], &serde_json::Map::new()).await.expect("store"));
+        assert!(
+            h.app
+                .store
+                .set_user_access(
+                    "sue",
+                    &[],
+                    &serde_json::Map::new(),
+                    &fieldvault_server::AuditEvent::new(0, "test", "test", "")
+                )
+                .await
+                .expect("store")
+        );
         for target in [path.clone(), format!("{path}/chunks/0"), format!("/v1/attachments/{waiting}")] {
             assert_eq!(forbidden_body(&h.signed(&sue, "GET", &target, b"").await), nothing, "{target}");
         }
         assert!(
-            h.app.store.set_user_access("sue", &["supervisor".into()], &serde_json::Map::new()).await.expect("store")
+            h.app
+                .store
+                .set_user_access(
+                    "sue",
+                    &["supervisor".into()],
+                    &serde_json::Map::new(),
+                    &fieldvault_server::AuditEvent::new(0, "test", "test", "")
+                )
+                .await
+                .expect("store")
         );
         assert_eq!(download(&h, &sue, &f, "v1").await, f.plain, "and with it again, the key");
     }

@@ -54,7 +54,7 @@ async fn login_returns_tokens_secret_device_and_lease_with_no_store() {
 async fn unknown_disabled_and_wrong_password_get_the_same_answer() {
     for b in backends() {
         let h = Harness::start(b).await;
-        fieldvault_server::accounts::disable_user(&h.app.store, "bob", now()).await.expect("disable");
+        fieldvault_server::accounts::disable_user(&h.app.store, "cli:test", "bob", now()).await.expect("disable");
         let wrong = h.login("alice", "not the password at all").await;
         let unknown = h.login("mallory", PASSWORD).await;
         let disabled = h.login("bob", PASSWORD).await;
@@ -222,7 +222,9 @@ async fn password_change_and_disable_revoke_every_session() {
         let d2 = h.device("alice").await;
         let passwords = fieldvault_server::auth::Passwords::new(1).expect("hasher");
         let new = fieldvault_server::auth::Password::new(zeroize::Zeroizing::new("a brand new passphrase".into()));
-        fieldvault_server::accounts::set_password(&h.app.store, &passwords, "alice", new, now()).await.expect("passwd");
+        fieldvault_server::accounts::set_password(&h.app.store, "cli:test", &passwords, "alice", new, now())
+            .await
+            .expect("passwd");
         for d in [&d1, &d2] {
             let r = h.send(&Signed::new(d, "GET", "/v1/devices/self", b"", now()).raw()).await;
             assert_eq!(r.status, 401);
@@ -230,7 +232,7 @@ async fn password_change_and_disable_revoke_every_session() {
         assert_eq!(h.login("alice", PASSWORD).await.status, 401);
         assert_eq!(h.login("alice", "a brand new passphrase").await.status, 200);
         let d3 = h.device("bob").await;
-        fieldvault_server::accounts::disable_user(&h.app.store, "bob", now()).await.expect("disable");
+        fieldvault_server::accounts::disable_user(&h.app.store, "cli:test", "bob", now()).await.expect("disable");
         let r = h.send(&Signed::new(&d3, "GET", "/v1/devices/self", b"", now()).raw()).await;
         assert_eq!(r.status, 401);
     }

@@ -344,6 +344,7 @@ async fn refusals_before_the_signature_verifies_are_unsigned_and_carry_no_direct
         // A wiped device: its directive rides on every answer signed for it.
         fieldvault_server::devices::issue_directive(
             &h.app.store,
+            "cli:test",
             &h.app.tokens,
             &d.device_id,
             DirectiveKind::Wipe,
@@ -477,6 +478,7 @@ async fn a_revoked_session_is_answered_signed_with_its_wipe_in_the_order_of_the_
         let d = h.device("alice").await;
         let claims = fieldvault_server::devices::issue_directive(
             &h.app.store,
+            "cli:test",
             &h.app.tokens,
             &d.device_id,
             DirectiveKind::Wipe,

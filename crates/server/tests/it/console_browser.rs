@@ -80,6 +80,30 @@ fn run_suite(dir: &Path, label: &str, db: Option<&str>) {
     let summary = stdout.lines().last().unwrap_or_default();
     assert!(summary.ends_with(" passed, 0 failed") && !summary.starts_with("0 "), "{summary}");
     assert!(shots.join("04-users-escaped.png").is_file(), "screenshots kept in {}", shots.display());
+
+    // What the administrator did is in the audit log, under their name, and the chain holds.
+    let verify = server(&data, db, &["audit", "verify"]).output().expect("audit verify");
+    assert!(verify.status.success(), "{label}: {}", String::from_utf8_lossy(&verify.stderr));
+    let export = server(&data, db, &["audit", "export"]).output().expect("audit export");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    for action in [
+        "admin.add",
+        "console.login.enrolment",
+        "console.totp.enrolled",
+        "console.login.failed",
+        "user.add",
+        "user.disable",
+    ] {
+        assert!(lines.iter().any(|r| r["action"] == action), "{label}: no {action} in {lines:?}");
+    }
+    let disabled = lines.iter().find(|r| r["action"] == "user.disable").expect("user.disable");
+    assert_eq!(
+        (&disabled["actor"], &disabled["target"]),
+        (&serde_json::json!("admin:root"), &serde_json::json!("field-worker"))
+    );
 }
 
 #[test]

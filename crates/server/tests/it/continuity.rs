@@ -180,25 +180,25 @@ async fn a_password_change_and_disable_then_enable_end_sessions_and_keep_the_dev
         let d = h.device("alice").await;
         let passwords = Passwords::new(1).expect("hasher");
         let pw = Password::new(Zeroizing::new(PASSWORD.into()));
-        accounts::set_password(&h.app.store, &passwords, "alice", pw, now()).await.expect("passwd");
+        accounts::set_password(&h.app.store, "cli:test", &passwords, "alice", pw, now()).await.expect("passwd");
         assert!(!live(&h, &d).await, "the session ended");
         let after_passwd = h.device_again("alice", &d).await;
         assert_eq!((&after_passwd.device_id, &after_passwd.lease.1), (&d.device_id, &d.lease.1));
 
-        accounts::disable_user(&h.app.store, "alice", now()).await.expect("disable");
+        accounts::disable_user(&h.app.store, "cli:test", "alice", now()).await.expect("disable");
         assert!(!live(&h, &after_passwd).await);
         let r = h.relogin("alice", &after_passwd).await;
         assert_eq!((r.status, r.code().as_str()), (401, "invalid_grant"), "disabled");
         let device = h.app.store.device(&d.device_id).await.expect("store").expect("kept");
         assert!(device.lease.is_some() && device.retired.is_none(), "{device:?}");
-        accounts::enable_user(&h.app.store, "alice").await.expect("enable");
+        accounts::enable_user(&h.app.store, "cli:test", "alice", 0).await.expect("enable");
         let after_enable = h.device_again("alice", &after_passwd).await;
         assert_eq!(
             (&after_enable.device_id, &after_enable.lease.0, &after_enable.lease.1),
             (&d.device_id, &d.lease.0, &d.lease.1)
         );
         assert!(matches!(
-            accounts::enable_user(&h.app.store, "nobody").await,
+            accounts::enable_user(&h.app.store, "cli:test", "nobody", 0).await,
             Err(accounts::AccountError::NoSuchUser(_))
         ));
     }
@@ -252,9 +252,10 @@ async fn a_wiped_device_logging_in_again_gets_the_reason_and_its_wipe_directive(
     for b in backends() {
         let h = Harness::start(b).await;
         let d = h.device("alice").await;
-        let claims = devices::issue_directive(&h.app.store, &h.app.tokens, &d.device_id, DirectiveKind::Wipe, now())
-            .await
-            .expect("wipe");
+        let claims =
+            devices::issue_directive(&h.app.store, "cli:test", &h.app.tokens, &d.device_id, DirectiveKind::Wipe, now())
+                .await
+                .expect("wipe");
         let r = h.relogin("alice", &d).await;
         assert_eq!(r.status, 200, "{}", r.text());
         let v = r.json();
@@ -343,7 +344,8 @@ async fn two_logins_racing_for_one_rolled_back_device_hand_its_lease_to_one_of_t
             now: now(),
         };
         let (one, two) = (take_over(1), take_over(2));
-        let (a, b2) = tokio::join!(h.app.store.login(&one), h.app.store.login(&two));
+        let event = fieldvault_server::AuditEvent::new(0, "test", "test", "");
+        let (a, b2) = tokio::join!(h.app.store.login(&one, &event), h.app.store.login(&two, &event));
         let won: Vec<bool> =
             [a.expect("store"), b2.expect("store")].iter().map(|o| *o == LoginOutcome::Recorded).collect();
         assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
@@ -360,9 +362,16 @@ async fn a_remote_logout_keeps_the_lease_key_and_the_revoked_session_acknowledge
     for b in backends() {
         let h = Harness::start(b).await;
         let d = h.device("alice").await;
-        let claims = devices::issue_directive(&h.app.store, &h.app.tokens, &d.device_id, DirectiveKind::Revoke, now())
-            .await
-            .expect("revoke");
+        let claims = devices::issue_directive(
+            &h.app.store,
+            "cli:test",
+            &h.app.tokens,
+            &d.device_id,
+            DirectiveKind::Revoke,
+            now(),
+        )
+        .await
+        .expect("revoke");
         assert!(!live(&h, &d).await);
         let ack = json!({ "jtis": [claims.jti] }).to_string();
         let mut req = Signed::new(&d, "POST", "/v1/devices/ack", ack.as_bytes(), now());
@@ -389,7 +398,7 @@ async fn removing_a_user_deletes_their_devices_and_lease_keys_and_nothing_of_any
         let h = Harness::start(b).await;
         let (a1, a2, bob) = (h.device("alice").await, h.device("alice").await, h.device("bob").await);
         push_ok(&h, &a1, json!([put(&key(), "visits", "v1", json!({"x": 1}), 0)]), 1).await;
-        accounts::remove_user(&h.app.store, "alice").await.expect("remove");
+        accounts::remove_user(&h.app.store, "cli:test", "alice", 0).await.expect("remove");
         for d in [&a1, &a2] {
             assert_eq!(h.app.store.device(&d.device_id).await.expect("store"), None);
             // The session is gone with the user: its key id names nothing (so no signed answer).
@@ -400,7 +409,7 @@ async fn removing_a_user_deletes_their_devices_and_lease_keys_and_nothing_of_any
         assert_eq!(h.login("alice", PASSWORD).await.code(), "invalid_grant");
         assert!(h.app.store.user("alice").await.expect("store").is_none());
         assert!(matches!(
-            accounts::remove_user(&h.app.store, "alice").await,
+            accounts::remove_user(&h.app.store, "cli:test", "alice", 0).await,
             Err(accounts::AccountError::NoSuchUser(_))
         ));
         // Bob is untouched; alice's documents stay (owned by the name).

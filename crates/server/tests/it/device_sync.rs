@@ -161,6 +161,7 @@ async fn a_remote_logout_keeps_the_data_and_a_remote_wipe_destroys_it_on_next_co
 
         devices::issue_directive(
             &h.app.store,
+            "cli:test",
             &h.app.tokens,
             &login.device_id,
             DirectiveKind::Revoke,
@@ -177,6 +178,7 @@ async fn a_remote_logout_keeps_the_data_and_a_remote_wipe_destroys_it_on_next_co
 
         devices::issue_directive(
             &h.app.store,
+            "cli:test",
             &h.app.tokens,
             &back.device_id,
             DirectiveKind::Wipe,
@@ -374,6 +376,7 @@ async fn a_wipe_ordered_while_the_device_was_away_is_carried_out_when_its_next_c
         phone.put("visits", "unsynced", json!({"n": 2})).await;
         devices::issue_directive(
             &h.app.store,
+            "cli:test",
             &h.app.tokens,
             &first.device_id,
             DirectiveKind::Wipe,
@@ -539,7 +542,9 @@ async fn pushes_past_one_mebibyte_go_through_and_a_disabled_user_is_told_to_log_
         assert_eq!((r.pushed, r.rejected), (4, 0), "{r:?}");
         assert_eq!(phone.outbox_len().await, 0);
 
-        fieldvault_server::accounts::disable_user(&h.app.store, "alice", crate::harness::now()).await.expect("disable");
+        fieldvault_server::accounts::disable_user(&h.app.store, "cli:test", "alice", crate::harness::now())
+            .await
+            .expect("disable");
         phone.put("scans", "after", json!({"n": 1})).await;
         let err = phone.sync().await.expect_err("the session is over");
         assert!(matches!(err, Error::ReauthRequired(_)), "{err}");

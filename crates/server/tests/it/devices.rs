@@ -16,9 +16,16 @@ async fn a_wiped_device_gets_the_directive_on_every_answer_until_it_acknowledges
         assert!(before.directives.is_empty());
         assert!(h.app.store.device(&lost.device_id).await.expect("store").expect("device").lease.is_some());
 
-        let claims = devices::issue_directive(&h.app.store, &h.app.tokens, &lost.device_id, DirectiveKind::Wipe, now())
-            .await
-            .expect("wipe");
+        let claims = devices::issue_directive(
+            &h.app.store,
+            "cli:test",
+            &h.app.tokens,
+            &lost.device_id,
+            DirectiveKind::Wipe,
+            now(),
+        )
+        .await
+        .expect("wipe");
         // The server forgot the device's session and lease key in the same step, and retired it.
         let after = h.app.store.session_by_key_id(&lost.key_id).await.expect("store").expect("session");
         assert!(after.revoked, "{after:?}");
@@ -84,12 +91,21 @@ async fn a_revoke_directive_for_an_unknown_device_changes_nothing() {
     for backend in backends() {
         let h = Harness::start(backend).await;
         let d = h.device("bob").await;
-        let err = devices::issue_directive(&h.app.store, &h.app.tokens, "dev_nope", DirectiveKind::Revoke, now()).await;
+        let err =
+            devices::issue_directive(&h.app.store, "cli:test", &h.app.tokens, "dev_nope", DirectiveKind::Revoke, now())
+                .await;
         assert!(matches!(err, Err(devices::DeviceError::NoSuchDevice(_))), "{err:?}");
         assert_eq!(h.signed(&d, "GET", "/v1/devices/self", b"").await.status, 200);
-        let claims = devices::issue_directive(&h.app.store, &h.app.tokens, &d.device_id, DirectiveKind::Revoke, now())
-            .await
-            .expect("revoke");
+        let claims = devices::issue_directive(
+            &h.app.store,
+            "cli:test",
+            &h.app.tokens,
+            &d.device_id,
+            DirectiveKind::Revoke,
+            now(),
+        )
+        .await
+        .expect("revoke");
         let r = h.signed(&d, "GET", "/v1/devices/self", b"").await;
         let header = r.header("x-fieldvault-directives").expect("directive");
         assert_eq!(h.app.verifier.directive(header).expect("valid").kind, DirectiveKind::Revoke);

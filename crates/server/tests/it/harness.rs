@@ -262,6 +262,46 @@ impl Harness {
         }
     }
 
+    /// Runs `sql` on the store's database past the server, as someone holding the database
+    /// (and on SQLite the store key) could: one statement on PostgreSQL, a batch on SQLite.
+    pub async fn raw_sql(&self, sql: &str) -> Result<(), String> {
+        match &self.backend {
+            Backend::Sqlite => {
+                use fieldvault_core::sqlcipher;
+                let key_bytes = fieldvault_server::seal::sqlite_key(&self.keys.store_key().expect("store key"));
+                let conn = rusqlite::Connection::open(self._tmp.path().join("data/server.db")).expect("open");
+                conn.execute_batch(&sqlcipher::cipher_default_settings_sql()).expect("settings");
+                conn.execute_batch(&sqlcipher::key_pragma("main", &key_bytes)).expect("key");
+                conn.execute_batch(&sqlcipher::cipher_settings_sql("main")).expect("settings");
+                conn.execute_batch("PRAGMA busy_timeout = 5000;").expect("busy timeout");
+                conn.execute_batch(sql).map_err(|e| e.to_string())
+            }
+            Backend::Postgres { url, schema } => {
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.expect("connect");
+                sqlx::query(sqlx::AssertSqlSafe(format!("SET search_path TO {schema}")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("schema");
+                sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .execute(&mut conn)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// The `--database-url` that reaches this store from the command line (None on SQLite).
+    pub fn database_url(&self) -> Option<String> {
+        match &self.backend {
+            Backend::Sqlite => None,
+            Backend::Postgres { url, schema } => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                Some(format!("{url}{sep}options=-c%20search_path%3D{schema}"))
+            }
+        }
+    }
+
     /// The data directory (on SQLite, `server.db` is in it).
     pub fn data_dir(&self) -> std::path::PathBuf {
         self._tmp.path().join("data")
@@ -288,6 +328,7 @@ impl Harness {
         let passwords = Passwords::new(1).expect("hasher");
         accounts::add_user(
             &self.app.store,
+            "cli:test",
             &passwords,
             name,
             access,

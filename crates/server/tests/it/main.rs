@@ -6,13 +6,14 @@ use std::process::{Command, Output};
 
 mod attachment_sync;
 mod attachments;
+mod audit;
 mod auth;
 mod channel;
 mod cli_oidc;
 mod cli_sync;
-mod console_browser;
 mod connections;
 mod console;
+mod console_browser;
 mod continuity;
 mod device_sync;
 mod devices;

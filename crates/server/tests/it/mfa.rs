@@ -14,7 +14,7 @@ use crate::harness::{Device, Harness, PASSWORD, Response, backends, now};
 
 /// Enrolls `user` as `user mfa enroll` does and reads the secret back out of the URI.
 async fn enroll(h: &Harness, user: &str) -> TotpSecret {
-    let uri = accounts::enroll_totp(&h.app.store, &h.app.sealer, user).await.expect("enroll");
+    let uri = accounts::enroll_totp(&h.app.store, "cli:test", &h.app.sealer, user, 0).await.expect("enroll");
     let prefix = format!("otpauth://totp/Fieldvault:{user}?secret=");
     let rest = uri.strip_prefix(&prefix).unwrap_or_else(|| panic!("an otpauth URI for {user}"));
     let (secret, params) = rest.split_once('&').expect("parameters after the secret");
@@ -158,7 +158,7 @@ async fn re_enrolling_replaces_the_secret_and_disabling_lets_the_password_alone_
         assert_eq!(opened.expect("opens").as_slice(), new.expose_secret());
         assert!(h.app.sealer.open(fieldvault_server::seal::Purpose::TotpSecret, "bob", &stored.secret_sealed).is_err());
 
-        accounts::disable_totp(&h.app.store, "alice").await.expect("disable");
+        accounts::disable_totp(&h.app.store, "cli:test", "alice", 0).await.expect("disable");
         assert_eq!(h.app.store.totp("alice").await.expect("store"), None);
         assert_eq!(login(&h, PASSWORD, None).await.status, 200);
         // Re-enrolled, the last step starts over: a code is needed again and works.
@@ -166,8 +166,8 @@ async fn re_enrolling_replaces_the_secret_and_disabling_lets_the_password_alone_
         assert_mfa_required(&login(&h, PASSWORD, None).await);
         assert_eq!(login(&h, PASSWORD, Some(&totp_code(&again, step))).await.status, 200);
         // Unknown users are refused, and nothing is stored for them.
-        assert!(accounts::enroll_totp(&h.app.store, &h.app.sealer, "mallory").await.is_err());
-        assert!(accounts::disable_totp(&h.app.store, "mallory").await.is_err());
+        assert!(accounts::enroll_totp(&h.app.store, "cli:test", &h.app.sealer, "mallory", 0).await.is_err());
+        assert!(accounts::disable_totp(&h.app.store, "cli:test", "mallory", 0).await.is_err());
         assert_eq!(h.app.store.totp("mallory").await.expect("store"), None);
     }
 }
@@ -199,7 +199,8 @@ async fn two_logins_racing_with_one_code_record_one_session_and_the_other_change
             now: now(),
         };
         let (one, two) = (login(1), login(2));
-        let (a, b2) = tokio::join!(h.app.store.login(&one), h.app.store.login(&two));
+        let event = fieldvault_server::AuditEvent::new(0, "test", "test", "");
+        let (a, b2) = tokio::join!(h.app.store.login(&one, &event), h.app.store.login(&two, &event));
         let mut outcomes = vec![a.expect("store"), b2.expect("store")];
         outcomes.sort_by_key(|o| *o != LoginOutcome::Recorded);
         assert_eq!(outcomes, vec![LoginOutcome::Recorded, LoginOutcome::CodeUsed]);
@@ -216,6 +217,9 @@ async fn two_logins_racing_with_one_code_record_one_session_and_the_other_change
             totp: Some(TotpUse { step: step + 1, secret_sealed: stored.secret_sealed.clone() }),
             ..login(3)
         };
-        assert_eq!(h.app.store.login(&late).await.expect("store"), LoginOutcome::CodeUsed);
+        assert_eq!(
+            h.app.store.login(&late, &fieldvault_server::AuditEvent::new(0, "test", "test", "")).await.expect("store"),
+            LoginOutcome::CodeUsed
+        );
     }
 }

@@ -80,19 +80,24 @@ async fn an_identity_links_to_one_user_and_unlinks() {
         let h = Harness::start(backend).await;
         let store = &h.app.store;
         let issuer = "https://id.example";
-        let err = accounts::link_identity(store, "nobody", issuer, "sub-1", 1).await.expect_err("no user");
+        let err = accounts::link_identity(store, "cli:test", "nobody", issuer, "sub-1", 1).await.expect_err("no user");
         assert!(matches!(err, AccountError::NoSuchUser(_)), "{err}");
-        accounts::link_identity(store, "alice", issuer, "sub-1", 1).await.expect("link");
-        accounts::link_identity(store, "alice", issuer, "sub-1", 2).await.expect("linking again is a no-op");
-        let err = accounts::link_identity(store, "bob", issuer, "sub-1", 3).await.expect_err("taken");
+        accounts::link_identity(store, "cli:test", "alice", issuer, "sub-1", 1).await.expect("link");
+        accounts::link_identity(store, "cli:test", "alice", issuer, "sub-1", 2)
+            .await
+            .expect("linking again is a no-op");
+        let err = accounts::link_identity(store, "cli:test", "bob", issuer, "sub-1", 3).await.expect_err("taken");
         assert_eq!(err.to_string(), "that identity is linked to user \"alice\"; unlink it first");
         assert_eq!(store.oidc_user(issuer, "sub-1").await.expect("read").as_deref(), Some("alice"));
         assert_eq!(store.oidc_user("https://other.example", "sub-1").await.expect("read"), None);
-        accounts::unlink_identity(store, issuer, "sub-1").await.expect("unlink");
-        assert!(matches!(accounts::unlink_identity(store, issuer, "sub-1").await, Err(AccountError::NoSuchIdentity)));
+        accounts::unlink_identity(store, "cli:test", issuer, "sub-1", 0).await.expect("unlink");
+        assert!(matches!(
+            accounts::unlink_identity(store, "cli:test", issuer, "sub-1", 0).await,
+            Err(AccountError::NoSuchIdentity)
+        ));
         // Removing a user removes their identities.
-        accounts::link_identity(store, "bob", issuer, "sub-2", 4).await.expect("link");
-        accounts::remove_user(store, "bob").await.expect("remove");
+        accounts::link_identity(store, "cli:test", "bob", issuer, "sub-2", 4).await.expect("link");
+        accounts::remove_user(store, "cli:test", "bob", 0).await.expect("remove");
         assert_eq!(store.oidc_user(issuer, "sub-2").await.expect("read"), None);
     }
 }

@@ -156,16 +156,25 @@ async fn an_identity_signs_in_only_as_the_user_it_is_linked_to() {
             r.text()
         );
         assert_eq!(devices(&h).await, 0);
-        fieldvault_server::accounts::link_identity(&h.app.store, "alice", idp.issuer(), "dave", h.app.now())
-            .await
-            .expect("link");
+        fieldvault_server::accounts::link_identity(
+            &h.app.store,
+            "cli:test",
+            "alice",
+            idp.issuer(),
+            "dave",
+            h.app.now(),
+        )
+        .await
+        .expect("link");
         let r = sign_in(&h, &idp, "dave").await;
         assert_eq!(r.status, 200, "{}", r.text());
         let d = Device::from_tokens(&r.json());
         let me = h.send(&Signed::new(&d, "GET", "/v1/devices/self", b"", h.app.now()).raw()).await;
         assert_eq!(me.json()["user"], "alice");
         // A disabled user is not signed in through the provider either.
-        fieldvault_server::accounts::disable_user(&h.app.store, "alice", h.app.now()).await.expect("disable");
+        fieldvault_server::accounts::disable_user(&h.app.store, "cli:test", "alice", h.app.now())
+            .await
+            .expect("disable");
         let r = sign_in(&h, &idp, "dave").await;
         assert_eq!(r.code(), "invalid_grant", "{}", r.text());
         // With creation on, a created name never takes over an existing user.

@@ -59,9 +59,17 @@ async fn adding_a_user_twice_changes_nothing() {
         let before = h.app.store.user("alice").await.expect("read").expect("alice");
         let passwords = fieldvault_server::auth::Passwords::new(1).expect("hasher");
         let pw = fieldvault_server::auth::Password::new(zeroize::Zeroizing::new("some other password".into()));
-        let err = fieldvault_server::accounts::add_user(&h.app.store, &passwords, "alice", Default::default(), pw, 0)
-            .await
-            .expect_err("exists");
+        let err = fieldvault_server::accounts::add_user(
+            &h.app.store,
+            "cli:test",
+            &passwords,
+            "alice",
+            Default::default(),
+            pw,
+            0,
+        )
+        .await
+        .expect_err("exists");
         assert!(err.to_string().contains("already exists"), "{err}");
         assert_eq!(h.app.store.user("alice").await.expect("read").expect("alice"), before);
     }

@@ -323,7 +323,9 @@ async fn a_change_of_attributes_or_rules_purges_what_the_device_may_no_longer_ho
         assert_eq!(ids(&held, "put"), vec!["n1".to_owned()]);
         // Nina moves to the south: her next pull drops n1 and brings s1, from her old cursor.
         let access = access(&[], &["region=south"]);
-        fieldvault_server::accounts::set_access(&h.app.store, "nina", &access).await.expect("set access");
+        fieldvault_server::accounts::set_access(&h.app.store, "cli:test", "nina", &access, 0)
+            .await
+            .expect("set access");
         let (after, cursor) = pull_all(&h, &nina, Some(cursor), 2).await;
         assert_eq!(ids(&after, "delete"), vec!["n1".to_owned()]);
         assert_eq!(ids(&after, "put"), vec!["s1".to_owned()]);
@@ -351,7 +353,7 @@ async fn a_role_taken_away_purges_a_document_changed_after_the_cursor() {
         push_ok(&h, &nina, json!([put(&key(), "sites", "n1", json!({"name": "A", "region": "north"}), 0)]), 1).await;
         let (held, cursor) = pull_all(&h, &ann, None, 1).await;
         assert_eq!(ids(&held, "put"), vec!["n1".to_owned()]);
-        fieldvault_server::accounts::set_access(&h.app.store, "ann", &access(&[], &["region=south"]))
+        fieldvault_server::accounts::set_access(&h.app.store, "cli:test", "ann", &access(&[], &["region=south"]), 0)
             .await
             .expect("set access");
         push_ok(&h, &nina, json!([put(&key(), "sites", "n1", json!({"name": "A2", "region": "north"}), 1)]), 2).await;

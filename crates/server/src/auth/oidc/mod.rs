@@ -29,11 +29,12 @@ use fieldvault_core::protocol::{MAX_SKEW_SECS, TIMESTAMP_WINDOW_SECS};
 
 use self::http::ProviderHttp;
 use self::provider::{Provider, ProviderConfig, ProviderError, Recheck, SignedIn};
-use super::login::{open_session, reserve_attempt, token_answer};
+use super::login::{login_event, open_session, refused_login, reserve_attempt, token_answer};
 use super::routes::{PeerAddr, check_name};
 use crate::app::{App, JsonBody};
 use crate::problem::ApiError;
 use crate::seal::Purpose;
+use crate::storage::AuditEvent;
 use crate::storage::{OidcSession, StoreError, UserRecord};
 
 /// The configured providers.
@@ -148,17 +149,14 @@ async fn login_at(
     let address = peer.ip().to_string();
     let key = throttle_key(provider.issuer());
     reserve_attempt(app, &key, &address, now).await?;
-    let signed_in = provider
-        .redeem(req.code.expose_secret(), req.code_verifier.expose_secret(), &req.redirect_uri, &req.nonce, now)
-        .await
-        .map_err(|e| {
-            tracing::info!(issuer = provider.issuer(), error = %e, "sign-in through the identity provider refused");
-            provider_error(e)
-        })?;
-    consume_once(app, provider.issuer(), &req.nonce, &signed_in, now).await?;
-    let user = user_for(app, provider, &signed_in, now).await?;
+    let user = match signed_in_user(app, provider, &req, now).await {
+        Ok(found) => found,
+        Err(e) => return Err(refused_login(app, "", &address, &format!("oidc {}", provider.issuer()), e, now).await),
+    };
+    let (user, signed_in) = user;
     app.store.clear_login_failures(&key, &address).await?;
-    let (body, session_id) = open_session(app, &user, &req.device_name, req.device.as_ref(), None, now).await?;
+    let audit = login_event(&user.name, &address, "oidc", now).with("issuer", provider.issuer());
+    let (body, session_id) = open_session(app, &user, &req.device_name, req.device.as_ref(), None, &audit, now).await?;
     let sealed =
         signed_in.refresh_token.as_ref().map(|t| app.sealer.seal(Purpose::ProviderRefresh, &session_id, t.as_bytes()));
     if let Err(e) = app.store.set_oidc_session(&session_id, provider.issuer(), sealed.as_deref()).await {
@@ -168,6 +166,25 @@ async fn login_at(
     }
     tracing::info!(user = %user.name, issuer = provider.issuer(), "signed in through the identity provider");
     Ok(body)
+}
+
+/// The provider's answer checked (redeemed, not a replay) and the user it signs in as.
+async fn signed_in_user(
+    app: &Arc<App>,
+    provider: &Provider,
+    req: &OidcLoginRequest,
+    now: u64,
+) -> Result<(UserRecord, SignedIn), ApiError> {
+    let signed_in = provider
+        .redeem(req.code.expose_secret(), req.code_verifier.expose_secret(), &req.redirect_uri, &req.nonce, now)
+        .await
+        .map_err(|e| {
+            tracing::info!(issuer = provider.issuer(), error = %e, "sign-in through the identity provider refused");
+            provider_error(e)
+        })?;
+    consume_once(app, provider.issuer(), &req.nonce, &signed_in, now).await?;
+    let user = user_for(app, provider, &signed_in, now).await?;
+    Ok((user, signed_in))
 }
 
 /// The first 16 bytes of SHA-256 over a label and a value: the nonce store's key for an ID
@@ -221,7 +238,12 @@ async fn user_for(app: &App, provider: &Provider, signed_in: &SignedIn, now: u64
                 disabled: false,
                 attributes: serde_json::Map::new(),
             };
-            match app.store.add_oidc_user(&user, issuer, &signed_in.subject, now).await {
+            let audit = AuditEvent::new(now, "system", "user.add", name.as_str())
+                .with("roles", user.roles.clone())
+                .with("issuer", issuer)
+                .with("subject", signed_in.subject.as_str())
+                .with("reason", "first sign-in through the identity provider");
+            match app.store.add_oidc_user(&user, issuer, &signed_in.subject, now, &audit).await {
                 Ok(()) => {
                     tracing::info!(user = %name, issuer, "user created at first sign-in");
                     return Ok(user);
@@ -244,7 +266,12 @@ async fn user_for(app: &App, provider: &Provider, signed_in: &SignedIn, now: u64
     if let Some(roles) = &signed_in.roles
         && *roles != user.roles
     {
-        app.store.set_user_access(&user.name, roles, &user.attributes).await?;
+        let audit = AuditEvent::new(now, "system", "user.access", user.name.as_str())
+            .with("roles", roles.clone())
+            .with("attributes", serde_json::Value::Object(user.attributes.clone()))
+            .with("issuer", issuer)
+            .with("reason", "the identity provider's roles claim");
+        app.store.set_user_access(&user.name, roles, &user.attributes, &audit).await?;
         user.roles = roles.clone();
     }
     Ok(user)

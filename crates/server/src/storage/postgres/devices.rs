@@ -93,18 +93,16 @@ async fn insert_device(
     Ok(())
 }
 
-pub(super) async fn login(pool: &PgPool, l: &NewLogin) -> Result<LoginOutcome, StoreError> {
+pub(super) async fn login(tx: &mut PgConnection, l: &NewLogin) -> Result<LoginOutcome, StoreError> {
     let now = to_column(l.now, "sessions.created_at")?;
-    let mut tx = pool.begin().await?;
     // First, so that a code used meanwhile leaves nothing of the login behind.
     if let Some(code) = &l.totp
-        && !super::users::use_totp_step(&mut tx, &l.user, code).await?
+        && !super::users::use_totp_step(&mut *tx, &l.user, code).await?
     {
-        tx.rollback().await?;
         return Ok(LoginOutcome::CodeUsed);
     }
     match &l.device {
-        LoginDevice::New { id, secret_sealed, lease } => insert_device(&mut tx, l, id, secret_sealed, lease).await?,
+        LoginDevice::New { id, secret_sealed, lease } => insert_device(&mut *tx, l, id, secret_sealed, lease).await?,
         LoginDevice::Continue { id, expected_lease, lease } => {
             let continued = sqlx::query(
                 "UPDATE devices SET name = $3, last_seen_at = $4, lease_id = $5, lease_sealed = $6,
@@ -122,10 +120,9 @@ pub(super) async fn login(pool: &PgPool, l: &NewLogin) -> Result<LoginOutcome, S
             .execute(&mut *tx)
             .await?;
             if continued.rows_affected() != 1 {
-                tx.rollback().await?;
                 return Ok(LoginOutcome::DeviceChanged);
             }
-            revoke_device_sessions(&mut tx, id, now).await?;
+            revoke_device_sessions(&mut *tx, id, now).await?;
         }
         LoginDevice::TakeOver { id, secret_sealed, from, lease } => {
             let released = sqlx::query(
@@ -138,10 +135,9 @@ pub(super) async fn login(pool: &PgPool, l: &NewLogin) -> Result<LoginOutcome, S
             .execute(&mut *tx)
             .await?;
             if released.rows_affected() != 1 {
-                tx.rollback().await?;
                 return Ok(LoginOutcome::DeviceChanged);
             }
-            insert_device(&mut tx, l, id, secret_sealed, lease).await?;
+            insert_device(&mut *tx, l, id, secret_sealed, lease).await?;
         }
     }
     sqlx::query(
@@ -162,7 +158,6 @@ pub(super) async fn login(pool: &PgPool, l: &NewLogin) -> Result<LoginOutcome, S
         .bind(now)
         .execute(&mut *tx)
         .await?;
-    tx.commit().await?;
     Ok(LoginOutcome::Recorded)
 }
 
@@ -256,9 +251,8 @@ pub(super) async fn retire(pool: &PgPool, device_id: &str, reason: DeviceReason,
     Ok(tx.commit().await?)
 }
 
-pub(super) async fn add_directive(pool: &PgPool, d: &NewDirective) -> Result<bool, StoreError> {
+pub(super) async fn add_directive(tx: &mut PgConnection, d: &NewDirective) -> Result<bool, StoreError> {
     let now = to_column(d.now, "directives.issued_at")?;
-    let mut tx = pool.begin().await?;
     // The device row is locked first, as by every path that changes a device.
     let exists = sqlx::query("SELECT 1 FROM devices WHERE id = $1 FOR UPDATE")
         .bind(&d.device_id)
@@ -266,7 +260,6 @@ pub(super) async fn add_directive(pool: &PgPool, d: &NewDirective) -> Result<boo
         .await?
         .is_some();
     if !exists {
-        tx.rollback().await?;
         return Ok(false);
     }
     sqlx::query("INSERT INTO directives (jti, device_id, kind, token, issued_at) VALUES ($1, $2, $3, $4, $5)")
@@ -278,15 +271,14 @@ pub(super) async fn add_directive(pool: &PgPool, d: &NewDirective) -> Result<boo
         .execute(&mut *tx)
         .await?;
     match d.kind {
-        DirectiveKind::Wipe => retire_in(&mut tx, &d.device_id, DeviceReason::Wiped, now).await?,
-        DirectiveKind::Revoke => revoke_device_sessions(&mut tx, &d.device_id, now).await?,
+        DirectiveKind::Wipe => retire_in(&mut *tx, &d.device_id, DeviceReason::Wiped, now).await?,
+        DirectiveKind::Revoke => revoke_device_sessions(&mut *tx, &d.device_id, now).await?,
     }
-    tx.commit().await?;
     Ok(true)
 }
 
 pub(super) async fn ack_directives(
-    pool: &PgPool,
+    tx: &mut PgConnection,
     device_id: &str,
     jtis: &[String],
     now: u64,
@@ -296,7 +288,7 @@ pub(super) async fn ack_directives(
             .bind(device_id)
             .bind(jtis)
             .bind(to_column(now, "directives.acked_at")?)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
     Ok(r.rows_affected())
 }

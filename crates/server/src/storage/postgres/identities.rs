@@ -2,7 +2,7 @@
 //! which sessions were signed in through a provider (with the provider's refresh token,
 //! sealed, for `--oidc-recheck`).
 
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 
 use super::users;
 use crate::storage::{LinkOutcome, OidcSession, StoreError, UserRecord, to_column};
@@ -40,13 +40,12 @@ pub(super) async fn user(pool: &PgPool, issuer: &str, subject: &str) -> Result<O
 }
 
 pub(super) async fn link(
-    pool: &PgPool,
+    tx: &mut PgConnection,
     issuer: &str,
     subject: &str,
     user: &str,
     now: u64,
 ) -> Result<LinkOutcome, StoreError> {
-    let mut tx = pool.begin().await?;
     // The user's row locked: a `user remove` running now waits, or has already run.
     let exists =
         sqlx::query("SELECT 1 FROM users WHERE name = $1 FOR UPDATE").bind(user).fetch_optional(&mut *tx).await?;
@@ -74,27 +73,25 @@ pub(super) async fn link(
             return Ok(LinkOutcome::LinkedToOther(linked));
         }
     }
-    tx.commit().await?;
     Ok(LinkOutcome::Linked)
 }
 
-pub(super) async fn unlink(pool: &PgPool, issuer: &str, subject: &str) -> Result<bool, StoreError> {
+pub(super) async fn unlink(tx: &mut PgConnection, issuer: &str, subject: &str) -> Result<bool, StoreError> {
     let deleted = sqlx::query("DELETE FROM oidc_identities WHERE issuer = $1 AND subject = $2")
         .bind(issuer)
         .bind(subject)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
     Ok(deleted.rows_affected() == 1)
 }
 
 pub(super) async fn add_user(
-    pool: &PgPool,
+    tx: &mut PgConnection,
     user: &UserRecord,
     issuer: &str,
     subject: &str,
     now: u64,
 ) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
     users::add(&mut *tx, user, now).await?;
     sqlx::query("INSERT INTO oidc_identities (issuer, subject, user_name, created_at) VALUES ($1, $2, $3, $4)")
         .bind(issuer)
@@ -103,7 +100,7 @@ pub(super) async fn add_user(
         .bind(to_column(now, "oidc_identities.created_at")?)
         .execute(&mut *tx)
         .await?;
-    Ok(tx.commit().await?)
+    Ok(())
 }
 
 pub(super) async fn set_session(

@@ -31,6 +31,7 @@ use fieldvault_core::protocol::sync::StoredDoc;
 
 mod admins;
 mod attachments;
+mod audit;
 mod devices;
 mod identities;
 mod sessions;
@@ -45,6 +46,27 @@ use super::{
     PullBatch, PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, TotpRecord,
     UserRecord,
 };
+use super::{AuditCut, AuditEvent, AuditRecord};
+
+/// Runs `$action` (an expression on `$tx: &mut PgConnection` that yields a future) in one
+/// transaction whose first statement appends `$event`'s record (taking the chain head);
+/// commits only when `$applied(&outcome)`, else nothing is written, the record neither.
+macro_rules! audited {
+    ($pool:expr, $event:expr, |$tx:ident| $action:expr, $applied:expr) => {{
+        let mut tx = $pool.begin().await?;
+        audit::append_in(&mut tx, $event).await?;
+        let outcome = {
+            let $tx: &mut PgConnection = &mut tx;
+            $action.await?
+        };
+        if ($applied)(&outcome) {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(outcome)
+    }};
+}
 
 /// The newest schema version this build knows.
 const SCHEMA_VERSION: i64 = super::admins::SCHEMA_VERSION_ADMINS;
@@ -208,7 +230,11 @@ async fn migrate(pool: &PgPool, schema: Option<&str>) -> Result<(), StoreError> 
             sqlx::query(*statement).execute(&mut *tx).await?;
         }
     }
-    // Version 7 is the audit log's (issue 19, built apart); its statements slot in here.
+    if found < 7 {
+        for statement in audit::SCHEMA_V7 {
+            sqlx::query(*statement).execute(&mut *tx).await?;
+        }
+    }
     if found < 8 {
         for statement in admins::SCHEMA_V8 {
             sqlx::query(*statement).execute(&mut *tx).await?;
@@ -239,44 +265,66 @@ impl From<sqlx::Error> for StoreError {
 
 #[async_trait]
 impl Store for PgStore {
-    async fn add_user(&self, user: &UserRecord, now: u64) -> Result<(), StoreError> {
-        users::add(&self.pool, user, now).await
+    async fn add_user(&self, user: &UserRecord, now: u64, audit: &AuditEvent) -> Result<(), StoreError> {
+        audited!(self.pool, audit, |tx| users::add(tx, user, now), |_: &()| true)
     }
 
     async fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
         users::get(&self.pool, name).await
     }
 
-    async fn set_password(&self, name: &str, password_hash: &str, now: u64) -> Result<bool, StoreError> {
-        users::set_password(&self.pool, name, password_hash, now).await
+    async fn set_password(
+        &self,
+        name: &str,
+        password_hash: &str,
+        now: u64,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        audited!(self.pool, audit, |tx| users::set_password(tx, name, password_hash, now), |done: &bool| *done)
     }
 
-    async fn disable_user(&self, name: &str, now: u64) -> Result<bool, StoreError> {
-        users::disable(&self.pool, name, now).await
+    async fn disable_user(&self, name: &str, now: u64, audit: &AuditEvent) -> Result<bool, StoreError> {
+        audited!(self.pool, audit, |tx| users::disable(tx, name, now), |done: &bool| *done)
     }
 
-    async fn enable_user(&self, name: &str) -> Result<bool, StoreError> {
-        users::enable(&self.pool, name).await
+    async fn enable_user(&self, name: &str, audit: &AuditEvent) -> Result<bool, StoreError> {
+        audited!(self.pool, audit, |tx| users::enable(tx, name), |done: &bool| *done)
     }
 
-    async fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
-        users::remove(&self.pool, name).await
+    async fn remove_user(&self, name: &str, audit: &AuditEvent) -> Result<bool, StoreError> {
+        audited!(self.pool, audit, |tx| users::remove(tx, name), |done: &bool| *done)
     }
 
     async fn oidc_user(&self, issuer: &str, subject: &str) -> Result<Option<String>, StoreError> {
         identities::user(&self.pool, issuer, subject).await
     }
 
-    async fn link_oidc(&self, issuer: &str, subject: &str, user: &str, now: u64) -> Result<LinkOutcome, StoreError> {
-        identities::link(&self.pool, issuer, subject, user, now).await
+    async fn link_oidc(
+        &self,
+        issuer: &str,
+        subject: &str,
+        user: &str,
+        now: u64,
+        audit: &AuditEvent,
+    ) -> Result<LinkOutcome, StoreError> {
+        audited!(self.pool, audit, |tx| identities::link(tx, issuer, subject, user, now), |o: &LinkOutcome| {
+            *o == LinkOutcome::Linked
+        })
     }
 
-    async fn unlink_oidc(&self, issuer: &str, subject: &str) -> Result<bool, StoreError> {
-        identities::unlink(&self.pool, issuer, subject).await
+    async fn unlink_oidc(&self, issuer: &str, subject: &str, audit: &AuditEvent) -> Result<bool, StoreError> {
+        audited!(self.pool, audit, |tx| identities::unlink(tx, issuer, subject), |done: &bool| *done)
     }
 
-    async fn add_oidc_user(&self, user: &UserRecord, issuer: &str, subject: &str, now: u64) -> Result<(), StoreError> {
-        identities::add_user(&self.pool, user, issuer, subject, now).await
+    async fn add_oidc_user(
+        &self,
+        user: &UserRecord,
+        issuer: &str,
+        subject: &str,
+        now: u64,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        audited!(self.pool, audit, |tx| identities::add_user(tx, user, issuer, subject, now), |_: &()| true)
     }
 
     async fn set_oidc_session(
@@ -292,12 +340,12 @@ impl Store for PgStore {
         identities::session(&self.pool, session_id).await
     }
 
-    async fn enroll_totp(&self, name: &str, secret_sealed: &[u8]) -> Result<bool, StoreError> {
-        users::set_totp(&self.pool, name, Some(secret_sealed)).await
+    async fn enroll_totp(&self, name: &str, secret_sealed: &[u8], audit: &AuditEvent) -> Result<bool, StoreError> {
+        audited!(self.pool, audit, |tx| users::set_totp(tx, name, Some(secret_sealed)), |done: &bool| *done)
     }
 
-    async fn disable_totp(&self, name: &str) -> Result<bool, StoreError> {
-        users::set_totp(&self.pool, name, None).await
+    async fn disable_totp(&self, name: &str, audit: &AuditEvent) -> Result<bool, StoreError> {
+        audited!(self.pool, audit, |tx| users::set_totp(tx, name, None), |done: &bool| *done)
     }
 
     async fn totp(&self, name: &str) -> Result<Option<TotpRecord>, StoreError> {
@@ -320,8 +368,8 @@ impl Store for PgStore {
         devices::device(&self.pool, id).await
     }
 
-    async fn login(&self, login: &NewLogin) -> Result<LoginOutcome, StoreError> {
-        devices::login(&self.pool, login).await
+    async fn login(&self, login: &NewLogin, audit: &AuditEvent) -> Result<LoginOutcome, StoreError> {
+        audited!(self.pool, audit, |tx| devices::login(tx, login), |o: &LoginOutcome| *o == LoginOutcome::Recorded)
     }
 
     async fn session_by_key_id(&self, key_id: &str) -> Result<Option<SessionRecord>, StoreError> {
@@ -361,20 +409,27 @@ impl Store for PgStore {
         name: &str,
         roles: &[String],
         attributes: &serde_json::Map<String, serde_json::Value>,
+        audit: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        users::set_access(&self.pool, name, roles, attributes).await
+        audited!(self.pool, audit, |tx| users::set_access(tx, name, roles, attributes), |done: &bool| *done)
     }
 
     async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
         devices::devices(&self.pool).await
     }
 
-    async fn add_directive(&self, d: &NewDirective) -> Result<bool, StoreError> {
-        devices::add_directive(&self.pool, d).await
+    async fn add_directive(&self, d: &NewDirective, audit: &AuditEvent) -> Result<bool, StoreError> {
+        audited!(self.pool, audit, |tx| devices::add_directive(tx, d), |done: &bool| *done)
     }
 
-    async fn ack_directives(&self, device_id: &str, jtis: &[String], now: u64) -> Result<u64, StoreError> {
-        devices::ack_directives(&self.pool, device_id, jtis, now).await
+    async fn ack_directives(
+        &self,
+        device_id: &str,
+        jtis: &[String],
+        now: u64,
+        audit: &AuditEvent,
+    ) -> Result<u64, StoreError> {
+        audited!(self.pool, audit, |tx| devices::ack_directives(tx, device_id, jtis, now), |n: &u64| *n > 0)
     }
 
     async fn document(&self, collection: &str, id: &str) -> Result<Option<StoredDoc>, StoreError> {
@@ -451,6 +506,22 @@ impl Store for PgStore {
 
     async fn purge_admin_sessions(&self, before: u64) -> Result<u64, StoreError> {
         admins::purge_sessions(&self.pool, before).await
+    }
+
+    async fn audit_append(&self, event: &AuditEvent) -> Result<AuditRecord, StoreError> {
+        audit::append(&self.pool, event).await
+    }
+
+    async fn audit_page(&self, after_seq: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        audit::page(&self.pool, after_seq, limit).await
+    }
+
+    async fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>, StoreError> {
+        audit::head(&self.pool).await
+    }
+
+    async fn audit_prune(&self, before: u64, cut: &AuditEvent) -> Result<Option<AuditCut>, StoreError> {
+        audit::prune(&self.pool, before, cut).await
     }
 }
 

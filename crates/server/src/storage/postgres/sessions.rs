@@ -97,27 +97,57 @@ pub(super) async fn revoke(pool: &PgPool, session_id: &str, now: u64) -> Result<
 
 pub(super) async fn spend_refresh(pool: &PgPool, spend: Spend<'_>) -> Result<SpendOutcome, StoreError> {
     let now = to_column(spend.now, "refresh_tokens.spent_at")?;
+    // A reuse is recorded in the audit log, whose chain head every audited transaction locks
+    // first. This one has locked the session row already, so it does not wait for the head
+    // (another audited transaction may hold the head and wait for this session's row): it
+    // gives up, and a second transaction takes the head first, then the session, and decides
+    // again. Only a reuse, which ends the session, pays for that.
     let mut tx = pool.begin().await?;
-    if !lock_live_session(&mut tx, spend.session_id).await? {
-        tx.rollback().await?;
-        return Ok(SpendOutcome::Unknown);
+    match spend_in(&mut tx, &spend, now, false).await? {
+        Some(outcome) => {
+            tx.commit().await?;
+            Ok(outcome)
+        }
+        None => {
+            tx.rollback().await?;
+            let mut tx = pool.begin().await?;
+            super::audit::lock_head(&mut tx).await?;
+            let outcome = spend_in(&mut tx, &spend, now, true).await?.expect("a reuse is decided with the head held");
+            tx.commit().await?;
+            Ok(outcome)
+        }
     }
-    if spend_live_token(&mut tx, &spend, now).await? {
-        tx.commit().await?;
-        return Ok(SpendOutcome::Spent);
+}
+
+/// One spend attempt in `tx`. A reuse is decided (the record appended, the session revoked)
+/// only when `reuse_allowed` (the caller holds the audit head); otherwise it is None and the
+/// caller rolls back and tries again that way. Whatever else is decided, the caller commits
+/// (an outcome that changed nothing commits nothing).
+async fn spend_in(
+    tx: &mut PgConnection,
+    spend: &Spend<'_>,
+    now: i64,
+    reuse_allowed: bool,
+) -> Result<Option<SpendOutcome>, StoreError> {
+    if !lock_live_session(tx, spend.session_id).await? {
+        return Ok(Some(SpendOutcome::Unknown));
     }
-    let Some(token) = stored_token(&mut tx, &spend).await? else {
-        tx.rollback().await?;
-        return Ok(SpendOutcome::Unknown);
+    if spend_live_token(tx, spend, now).await? {
+        return Ok(Some(SpendOutcome::Spent));
+    }
+    let Some(token) = stored_token(tx, spend).await? else {
+        return Ok(Some(SpendOutcome::Unknown));
     };
-    if let Some(successor_sealed) = retried_successor(&mut tx, &spend, token).await? {
-        tx.commit().await?;
-        return Ok(SpendOutcome::Retry { successor_sealed });
+    if let Some(successor_sealed) = retried_successor(tx, spend, token).await? {
+        return Ok(Some(SpendOutcome::Retry { successor_sealed }));
+    }
+    if !reuse_allowed {
+        return Ok(None);
     }
     // Anything else is a spent token presented again: assume it was stolen, end the session.
-    revoke_in(&mut tx, spend.session_id, now).await?;
-    tx.commit().await?;
-    Ok(SpendOutcome::ReuseRevoked)
+    super::audit::append_in(tx, spend.on_reuse).await?;
+    revoke_in(tx, spend.session_id, now).await?;
+    Ok(Some(SpendOutcome::ReuseRevoked))
 }
 
 /// Locks the session's row; false if there is no such session or it is revoked. The row

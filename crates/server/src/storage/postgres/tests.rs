@@ -77,8 +77,13 @@ fn spend<'a>(session: &'a NewLogin, token: [u8; 32], attempt: &'a str, successor
         successor_sealed: vec![successor; 70],
         now,
         retry_window: 60,
+        on_reuse: &REUSE,
     }
 }
+
+/// The audit record of a reuse these tests detect.
+static REUSE: std::sync::LazyLock<crate::storage::AuditEvent> =
+    std::sync::LazyLock::new(|| crate::storage::AuditEvent::new(0, "test", "refresh.reuse_detected", ""));
 
 #[test]
 fn schema_names_outside_our_alphabet_are_refused() {
@@ -102,8 +107,11 @@ async fn a_stored_value_its_column_may_not_hold_is_corrupt_naming_the_column() {
 #[tokio::test]
 async fn adding_a_user_twice_is_user_exists() {
     with_store(|_, _, store| async move {
-        store.add_user(&user("alice"), 100).await.expect("first add");
-        let again = store.add_user(&user("alice"), 101).await;
+        store
+            .add_user(&user("alice"), 100, &crate::storage::AuditEvent::new(0, "test", "test", ""))
+            .await
+            .expect("first add");
+        let again = store.add_user(&user("alice"), 101, &crate::storage::AuditEvent::new(0, "test", "test", "")).await;
         assert!(matches!(again, Err(StoreError::UserExists(ref name)) if name == "alice"), "{again:?}");
         assert_eq!(store.user("alice").await.expect("reads"), Some(user("alice")));
         assert_eq!(store.user("bob").await.expect("reads"), None);
@@ -114,13 +122,19 @@ async fn adding_a_user_twice_is_user_exists() {
 #[tokio::test]
 async fn setting_a_password_revokes_every_session_of_the_user() {
     with_store(|_, _, store| async move {
-        store.add_user(&user("alice"), 100).await.expect("adds");
-        store.add_user(&user("bob"), 100).await.expect("adds");
+        store
+            .add_user(&user("alice"), 100, &crate::storage::AuditEvent::new(0, "test", "test", ""))
+            .await
+            .expect("adds");
+        store.add_user(&user("bob"), 100, &crate::storage::AuditEvent::new(0, "test", "test", "")).await.expect("adds");
         let a1 = new_session(1, "alice", 100);
         let a2 = new_session(2, "alice", 100);
         let b3 = new_session(3, "bob", 100);
         for s in [&a1, &a2, &b3] {
-            assert_eq!(store.login(s).await.expect("creates session"), LoginOutcome::Recorded);
+            assert_eq!(
+                store.login(s, &crate::storage::AuditEvent::new(0, "test", "test", "")).await.expect("creates session"),
+                LoginOutcome::Recorded
+            );
         }
         let found = store.session_by_key_id("kid1").await.expect("reads").expect("exists");
         assert!(!found.revoked);
@@ -128,8 +142,18 @@ async fn setting_a_password_revokes_every_session_of_the_user() {
         let device = store.device("dev1").await.expect("reads").expect("exists");
         assert_eq!((device.lease, device.secret_sealed), (Some(lease("lease1", 100)), Some(vec![1; 61])));
 
-        assert!(store.set_password("alice", "new-hash", 200).await.expect("sets"));
-        assert!(!store.set_password("carol", "new-hash", 200).await.expect("no such user"));
+        assert!(
+            store
+                .set_password("alice", "new-hash", 200, &crate::storage::AuditEvent::new(0, "test", "test", ""))
+                .await
+                .expect("sets")
+        );
+        assert!(
+            !store
+                .set_password("carol", "new-hash", 200, &crate::storage::AuditEvent::new(0, "test", "test", ""))
+                .await
+                .expect("no such user")
+        );
         assert_eq!(store.user("alice").await.expect("reads").expect("exists").password_hash, "new-hash");
         for kid in ["kid1", "kid2"] {
             assert!(store.session_by_key_id(kid).await.expect("reads").expect("exists").revoked, "{kid}");
@@ -138,7 +162,12 @@ async fn setting_a_password_revokes_every_session_of_the_user() {
         // A revoked session's token no longer spends.
         assert_eq!(store.spend_refresh(spend(&a1, [1; 32], "a", 9, 201)).await.expect("spends"), SpendOutcome::Unknown);
 
-        assert!(store.disable_user("bob", 300).await.expect("disables"));
+        assert!(
+            store
+                .disable_user("bob", 300, &crate::storage::AuditEvent::new(0, "test", "test", ""))
+                .await
+                .expect("disables")
+        );
         assert!(store.user("bob").await.expect("reads").expect("exists").disabled);
         assert!(store.session_by_key_id("kid3").await.expect("reads").expect("exists").revoked);
         // Devices and their leases outlive the sessions.
@@ -146,9 +175,16 @@ async fn setting_a_password_revokes_every_session_of_the_user() {
             let d = store.device(dev).await.expect("reads").expect("kept");
             assert!(d.lease.is_some() && d.retired.is_none(), "{d:?}");
         }
-        assert!(store.enable_user("bob").await.expect("enables"));
+        assert!(
+            store.enable_user("bob", &crate::storage::AuditEvent::new(0, "test", "test", "")).await.expect("enables")
+        );
         assert!(!store.user("bob").await.expect("reads").expect("exists").disabled);
-        assert!(!store.enable_user("carol").await.expect("no such user"));
+        assert!(
+            !store
+                .enable_user("carol", &crate::storage::AuditEvent::new(0, "test", "test", ""))
+                .await
+                .expect("no such user")
+        );
     })
     .await;
 }
@@ -156,9 +192,15 @@ async fn setting_a_password_revokes_every_session_of_the_user() {
 #[tokio::test]
 async fn a_retried_spend_gets_the_same_successor_and_any_other_reuse_revokes() {
     with_store(|_, _, store| async move {
-        store.add_user(&user("alice"), 100).await.expect("adds");
+        store
+            .add_user(&user("alice"), 100, &crate::storage::AuditEvent::new(0, "test", "test", ""))
+            .await
+            .expect("adds");
         let s = new_session(1, "alice", 100);
-        assert_eq!(store.login(&s).await.expect("creates session"), LoginOutcome::Recorded);
+        assert_eq!(
+            store.login(&s, &crate::storage::AuditEvent::new(0, "test", "test", "")).await.expect("creates session"),
+            LoginOutcome::Recorded
+        );
 
         assert_eq!(
             store.spend_refresh(spend(&s, [1; 32], "att-1", 2, 110)).await.expect("spends"),
@@ -196,11 +238,20 @@ async fn a_retried_spend_gets_the_same_successor_and_any_other_reuse_revokes() {
 #[tokio::test]
 async fn a_retry_after_the_window_or_the_successor_was_used_revokes() {
     with_store(|_, _, store| async move {
-        store.add_user(&user("alice"), 100).await.expect("adds");
+        store
+            .add_user(&user("alice"), 100, &crate::storage::AuditEvent::new(0, "test", "test", ""))
+            .await
+            .expect("adds");
         let s1 = new_session(1, "alice", 100);
         let s2 = new_session(2, "alice", 100);
-        assert_eq!(store.login(&s1).await.expect("creates session"), LoginOutcome::Recorded);
-        assert_eq!(store.login(&s2).await.expect("creates session"), LoginOutcome::Recorded);
+        assert_eq!(
+            store.login(&s1, &crate::storage::AuditEvent::new(0, "test", "test", "")).await.expect("creates session"),
+            LoginOutcome::Recorded
+        );
+        assert_eq!(
+            store.login(&s2, &crate::storage::AuditEvent::new(0, "test", "test", "")).await.expect("creates session"),
+            LoginOutcome::Recorded
+        );
 
         assert_eq!(store.spend_refresh(spend(&s1, [1; 32], "a", 11, 100)).await.expect("spends"), SpendOutcome::Spent);
         assert_eq!(
@@ -222,9 +273,15 @@ async fn a_retry_after_the_window_or_the_successor_was_used_revokes() {
 #[tokio::test]
 async fn concurrent_spends_of_one_token_spend_it_once() {
     with_store(|_, _, store| async move {
-        store.add_user(&user("alice"), 100).await.expect("adds");
+        store
+            .add_user(&user("alice"), 100, &crate::storage::AuditEvent::new(0, "test", "test", ""))
+            .await
+            .expect("adds");
         let s = new_session(1, "alice", 100);
-        assert_eq!(store.login(&s).await.expect("creates session"), LoginOutcome::Recorded);
+        assert_eq!(
+            store.login(&s, &crate::storage::AuditEvent::new(0, "test", "test", "")).await.expect("creates session"),
+            LoginOutcome::Recorded
+        );
         let (a, b) = tokio::join!(
             store.spend_refresh(spend(&s, [1; 32], "same", 2, 110)),
             store.spend_refresh(spend(&s, [1; 32], "same", 3, 110)),
@@ -240,9 +297,15 @@ async fn concurrent_spends_of_one_token_spend_it_once() {
 #[tokio::test]
 async fn revoking_is_idempotent_and_keeps_the_first_time() {
     with_store(|_, _, store| async move {
-        store.add_user(&user("alice"), 100).await.expect("adds");
+        store
+            .add_user(&user("alice"), 100, &crate::storage::AuditEvent::new(0, "test", "test", ""))
+            .await
+            .expect("adds");
         let s = new_session(1, "alice", 100);
-        assert_eq!(store.login(&s).await.expect("creates session"), LoginOutcome::Recorded);
+        assert_eq!(
+            store.login(&s, &crate::storage::AuditEvent::new(0, "test", "test", "")).await.expect("creates session"),
+            LoginOutcome::Recorded
+        );
         let renewed = store.renew_lease("dev1", 5_000, 150).await.expect("renews");
         assert_eq!(renewed, Some(LeaseRecord { expires_at: 5_000, ..lease("lease1", 100) }));
         store.revoke_session(&s.session_id, 200).await.expect("revokes");

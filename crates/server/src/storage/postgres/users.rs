@@ -62,43 +62,42 @@ pub(super) async fn get(pool: &PgPool, name: &str) -> Result<Option<UserRecord>,
     }))
 }
 
-pub(super) async fn set_password(pool: &PgPool, name: &str, password_hash: &str, now: u64) -> Result<bool, StoreError> {
+pub(super) async fn set_password(
+    tx: &mut PgConnection,
+    name: &str,
+    password_hash: &str,
+    now: u64,
+) -> Result<bool, StoreError> {
     let now = to_column(now, "sessions.revoked_at")?;
-    let mut tx = pool.begin().await?;
     let updated = sqlx::query("UPDATE users SET password_hash = $2 WHERE name = $1")
         .bind(name)
         .bind(password_hash)
         .execute(&mut *tx)
         .await?;
     if updated.rows_affected() == 0 {
-        tx.rollback().await?;
         return Ok(false);
     }
-    revoke_user_in(&mut tx, name, now).await?;
-    tx.commit().await?;
+    revoke_user_in(&mut *tx, name, now).await?;
     Ok(true)
 }
 
-pub(super) async fn disable(pool: &PgPool, name: &str, now: u64) -> Result<bool, StoreError> {
+pub(super) async fn disable(tx: &mut PgConnection, name: &str, now: u64) -> Result<bool, StoreError> {
     let now = to_column(now, "sessions.revoked_at")?;
-    let mut tx = pool.begin().await?;
     let updated = sqlx::query("UPDATE users SET disabled = true WHERE name = $1").bind(name).execute(&mut *tx).await?;
     if updated.rows_affected() == 0 {
-        tx.rollback().await?;
         return Ok(false);
     }
-    revoke_user_in(&mut tx, name, now).await?;
-    tx.commit().await?;
+    revoke_user_in(&mut *tx, name, now).await?;
     Ok(true)
 }
 
-pub(super) async fn enable(pool: &PgPool, name: &str) -> Result<bool, StoreError> {
-    let updated = sqlx::query("UPDATE users SET disabled = false WHERE name = $1").bind(name).execute(pool).await?;
+pub(super) async fn enable(tx: &mut PgConnection, name: &str) -> Result<bool, StoreError> {
+    let updated = sqlx::query("UPDATE users SET disabled = false WHERE name = $1").bind(name).execute(&mut *tx).await?;
     Ok(updated.rows_affected() == 1)
 }
 
 pub(super) async fn set_access(
-    pool: &PgPool,
+    tx: &mut PgConnection,
     name: &str,
     roles: &[String],
     attributes: &serde_json::Map<String, serde_json::Value>,
@@ -108,7 +107,7 @@ pub(super) async fn set_access(
         .bind(name)
         .bind(roles)
         .bind(attributes)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
     Ok(r.rows_affected() == 1)
 }
@@ -155,8 +154,7 @@ pub(super) async fn clear_failures(pool: &PgPool, user: &str, address: &str) -> 
     Ok(())
 }
 
-pub(super) async fn remove(pool: &PgPool, name: &str) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await?;
+pub(super) async fn remove(tx: &mut PgConnection, name: &str) -> Result<bool, StoreError> {
     for statement in [
         // The user row, then the device rows, the order a login with a TOTP code takes them,
         // so that a login or retirement running now waits. NO KEY UPDATE: a login without a
@@ -176,16 +174,19 @@ pub(super) async fn remove(pool: &PgPool, name: &str) -> Result<bool, StoreError
         sqlx::query(statement).bind(name).execute(&mut *tx).await?;
     }
     let removed = sqlx::query("DELETE FROM users WHERE name = $1").bind(name).execute(&mut *tx).await?;
-    tx.commit().await?;
     Ok(removed.rows_affected() == 1)
 }
 
 /// Enrolls (a sealed secret; the last step forgotten) or unenrolls (None) a user.
-pub(super) async fn set_totp(pool: &PgPool, name: &str, secret_sealed: Option<&[u8]>) -> Result<bool, StoreError> {
+pub(super) async fn set_totp(
+    tx: &mut PgConnection,
+    name: &str,
+    secret_sealed: Option<&[u8]>,
+) -> Result<bool, StoreError> {
     let updated = sqlx::query("UPDATE users SET totp_secret_sealed = $2, totp_last_step = NULL WHERE name = $1")
         .bind(name)
         .bind(secret_sealed)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
     Ok(updated.rows_affected() == 1)
 }

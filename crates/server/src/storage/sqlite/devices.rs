@@ -112,17 +112,16 @@ fn insert_device(
     Ok(())
 }
 
-pub(super) fn login(c: &mut Connection, l: &NewLogin) -> Result<LoginOutcome, StoreError> {
-    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+pub(super) fn login(tx: &Transaction<'_>, l: &NewLogin) -> Result<LoginOutcome, StoreError> {
     let now = to_column(l.now, "sessions.created_at")?;
     // First, so that a code used meanwhile leaves nothing of the login behind.
     if let Some(code) = &l.totp
-        && !super::users::use_totp_step(&tx, &l.user, code)?
+        && !super::users::use_totp_step(tx, &l.user, code)?
     {
         return Ok(LoginOutcome::CodeUsed);
     }
     match &l.device {
-        LoginDevice::New { id, secret_sealed, lease } => insert_device(&tx, l, id, secret_sealed, lease)?,
+        LoginDevice::New { id, secret_sealed, lease } => insert_device(tx, l, id, secret_sealed, lease)?,
         LoginDevice::Continue { id, expected_lease, lease } => {
             let continued = tx.execute(
                 "UPDATE devices SET name = ?3, last_seen_at = ?4, lease_id = ?5, lease_sealed = ?6,
@@ -142,7 +141,7 @@ pub(super) fn login(c: &mut Connection, l: &NewLogin) -> Result<LoginOutcome, St
             if continued != 1 {
                 return Ok(LoginOutcome::DeviceChanged);
             }
-            revoke_device_sessions(&tx, id, now)?;
+            revoke_device_sessions(tx, id, now)?;
         }
         LoginDevice::TakeOver { id, secret_sealed, from, lease } => {
             let released = tx.execute(
@@ -153,7 +152,7 @@ pub(super) fn login(c: &mut Connection, l: &NewLogin) -> Result<LoginOutcome, St
             if released != 1 {
                 return Ok(LoginOutcome::DeviceChanged);
             }
-            insert_device(&tx, l, id, secret_sealed, lease)?;
+            insert_device(tx, l, id, secret_sealed, lease)?;
         }
     }
     tx.execute(
@@ -165,7 +164,6 @@ pub(super) fn login(c: &mut Connection, l: &NewLogin) -> Result<LoginOutcome, St
         "INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES (?1, ?2, ?3)",
         params![&l.refresh_hash[..], l.session_id, now],
     )?;
-    tx.commit()?;
     Ok(LoginOutcome::Recorded)
 }
 
@@ -259,9 +257,8 @@ pub(super) fn retire(c: &mut Connection, device_id: &str, why: DeviceReason, now
     Ok(tx.commit()?)
 }
 
-pub(super) fn add_directive(c: &mut Connection, d: &NewDirective) -> Result<bool, StoreError> {
+pub(super) fn add_directive(tx: &Transaction<'_>, d: &NewDirective) -> Result<bool, StoreError> {
     let now = to_column(d.now, "directives.issued_at")?;
-    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let exists: bool =
         tx.query_row("SELECT EXISTS (SELECT 1 FROM devices WHERE id = ?1)", [&d.device_id], |r| r.get(0))?;
     if !exists {
@@ -272,21 +269,19 @@ pub(super) fn add_directive(c: &mut Connection, d: &NewDirective) -> Result<bool
         params![d.jti, d.device_id, d.kind.as_str(), d.token, now],
     )?;
     match d.kind {
-        DirectiveKind::Wipe => retire_in(&tx, &d.device_id, DeviceReason::Wiped, now)?,
-        DirectiveKind::Revoke => revoke_device_sessions(&tx, &d.device_id, now)?,
+        DirectiveKind::Wipe => retire_in(tx, &d.device_id, DeviceReason::Wiped, now)?,
+        DirectiveKind::Revoke => revoke_device_sessions(tx, &d.device_id, now)?,
     }
-    tx.commit()?;
     Ok(true)
 }
 
 pub(super) fn ack_directives(
-    c: &mut Connection,
+    tx: &Transaction<'_>,
     device_id: &str,
     jtis: &[String],
     now: u64,
 ) -> Result<u64, StoreError> {
     let now = to_column(now, "directives.acked_at")?;
-    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut n = 0;
     for jti in jtis {
         n += tx.execute(
@@ -294,6 +289,5 @@ pub(super) fn ack_directives(
             params![jti, device_id, now],
         )? as u64;
     }
-    tx.commit()?;
     Ok(n)
 }

@@ -2,7 +2,7 @@
 //! as, and which sessions were signed in through a provider (with the provider's refresh
 //! token, sealed, for `--oidc-recheck`).
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::users;
 use crate::storage::{LinkOutcome, OidcSession, StoreError, UserRecord, to_column};
@@ -40,13 +40,12 @@ pub(super) fn user(c: &mut Connection, issuer: &str, subject: &str) -> Result<Op
 }
 
 pub(super) fn link(
-    c: &mut Connection,
+    tx: &Transaction<'_>,
     issuer: &str,
     subject: &str,
     user: &str,
     now: u64,
 ) -> Result<LinkOutcome, StoreError> {
-    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let exists: Option<i64> = tx.query_row("SELECT 1 FROM users WHERE name = ?1", [user], |r| r.get(0)).optional()?;
     if exists.is_none() {
         return Ok(LinkOutcome::NoSuchUser);
@@ -66,28 +65,25 @@ pub(super) fn link(
             )?;
         }
     }
-    tx.commit()?;
     Ok(LinkOutcome::Linked)
 }
 
-pub(super) fn unlink(c: &mut Connection, issuer: &str, subject: &str) -> Result<bool, StoreError> {
+pub(super) fn unlink(c: &Connection, issuer: &str, subject: &str) -> Result<bool, StoreError> {
     Ok(c.execute("DELETE FROM oidc_identities WHERE issuer = ?1 AND subject = ?2", [issuer, subject])? == 1)
 }
 
 pub(super) fn add_user(
-    c: &mut Connection,
+    tx: &Transaction<'_>,
     user: &UserRecord,
     issuer: &str,
     subject: &str,
     now: u64,
 ) -> Result<(), StoreError> {
-    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    users::add(&tx, user, now)?;
+    users::add(tx, user, now)?;
     tx.execute(
         "INSERT INTO oidc_identities (issuer, subject, user_name, created_at) VALUES (?1, ?2, ?3, ?4)",
         params![issuer, subject, user.name, to_column(now, "oidc_identities.created_at")?],
     )?;
-    tx.commit()?;
     Ok(())
 }
 

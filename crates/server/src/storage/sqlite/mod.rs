@@ -21,6 +21,7 @@ use fieldvault_core::protocol::sync::StoredDoc;
 
 mod admins;
 mod attachments;
+mod audit;
 mod devices;
 mod identities;
 mod sessions;
@@ -33,7 +34,8 @@ use super::{
     PullBatch, PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, TotpRecord,
     UserRecord,
 };
-use super::{LinkOutcome, OidcSession};
+use super::{AuditCut, AuditEvent, AuditRecord, LinkOutcome, OidcSession};
+use audit::audited;
 
 /// The schema version this build writes.
 const SCHEMA_VERSION: i64 = super::admins::SCHEMA_VERSION_ADMINS;
@@ -233,10 +235,10 @@ impl SqliteStore {
             let v4 = if found < 4 { attachments::SCHEMA_V4 } else { "" };
             let v5 = if found < 5 { users::SCHEMA_V5 } else { "" };
             let v6 = if found < 6 { identities::SCHEMA_V6 } else { "" };
-            // Version 7 is the audit log's (issue 19, built apart); its tables slot in here.
+            let v7 = if found < 7 { audit::SCHEMA_V7 } else { "" };
             let v8 = if found < 8 { admins::SCHEMA_V8 } else { "" };
             conn.execute_batch(&format!(
-                "BEGIN; {v1} {v2} {v3} {v4} {v5} {v6} {v8} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                "BEGIN; {v1} {v2} {v3} {v4} {v5} {v6} {v7} {v8} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             ))
             .map_err(backend)?;
         }
@@ -278,9 +280,9 @@ fn lock(conn: &Mutex<Connection>) -> Result<std::sync::MutexGuard<'_, Connection
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn add_user(&self, user: &UserRecord, now: u64) -> Result<(), StoreError> {
-        let user = user.clone();
-        self.run(move |c| users::add(c, &user, now)).await
+    async fn add_user(&self, user: &UserRecord, now: u64, audit: &AuditEvent) -> Result<(), StoreError> {
+        let (user, audit) = (user.clone(), audit.clone());
+        self.run(move |c| audited(c, &audit, |tx| users::add(tx, &user, now), |_| true)).await
     }
 
     async fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
@@ -288,24 +290,30 @@ impl Store for SqliteStore {
         self.run(move |c| users::get(c, &name)).await
     }
 
-    async fn set_password(&self, name: &str, password_hash: &str, now: u64) -> Result<bool, StoreError> {
-        let (name, hash) = (name.to_owned(), password_hash.to_owned());
-        self.run(move |c| users::set_password(c, &name, &hash, now)).await
+    async fn set_password(
+        &self,
+        name: &str,
+        password_hash: &str,
+        now: u64,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let (name, hash, audit) = (name.to_owned(), password_hash.to_owned(), audit.clone());
+        self.run(move |c| audited(c, &audit, |tx| users::set_password(tx, &name, &hash, now), |done| *done)).await
     }
 
-    async fn disable_user(&self, name: &str, now: u64) -> Result<bool, StoreError> {
-        let name = name.to_owned();
-        self.run(move |c| users::disable(c, &name, now)).await
+    async fn disable_user(&self, name: &str, now: u64, audit: &AuditEvent) -> Result<bool, StoreError> {
+        let (name, audit) = (name.to_owned(), audit.clone());
+        self.run(move |c| audited(c, &audit, |tx| users::disable(tx, &name, now), |done| *done)).await
     }
 
-    async fn enable_user(&self, name: &str) -> Result<bool, StoreError> {
-        let name = name.to_owned();
-        self.run(move |c| users::enable(c, &name)).await
+    async fn enable_user(&self, name: &str, audit: &AuditEvent) -> Result<bool, StoreError> {
+        let (name, audit) = (name.to_owned(), audit.clone());
+        self.run(move |c| audited(c, &audit, |tx| users::enable(tx, &name), |done| *done)).await
     }
 
-    async fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
-        let name = name.to_owned();
-        self.run(move |c| users::remove(c, &name)).await
+    async fn remove_user(&self, name: &str, audit: &AuditEvent) -> Result<bool, StoreError> {
+        let (name, audit) = (name.to_owned(), audit.clone());
+        self.run(move |c| audited(c, &audit, |tx| users::remove(tx, &name), |done| *done)).await
     }
 
     async fn oidc_user(&self, issuer: &str, subject: &str) -> Result<Option<String>, StoreError> {
@@ -313,19 +321,37 @@ impl Store for SqliteStore {
         self.run(move |c| identities::user(c, &issuer, &subject)).await
     }
 
-    async fn link_oidc(&self, issuer: &str, subject: &str, user: &str, now: u64) -> Result<LinkOutcome, StoreError> {
-        let (issuer, subject, user) = (issuer.to_owned(), subject.to_owned(), user.to_owned());
-        self.run(move |c| identities::link(c, &issuer, &subject, &user, now)).await
+    async fn link_oidc(
+        &self,
+        issuer: &str,
+        subject: &str,
+        user: &str,
+        now: u64,
+        audit: &AuditEvent,
+    ) -> Result<LinkOutcome, StoreError> {
+        let (issuer, subject, user, audit) = (issuer.to_owned(), subject.to_owned(), user.to_owned(), audit.clone());
+        self.run(move |c| {
+            audited(c, &audit, |tx| identities::link(tx, &issuer, &subject, &user, now), |o| *o == LinkOutcome::Linked)
+        })
+        .await
     }
 
-    async fn unlink_oidc(&self, issuer: &str, subject: &str) -> Result<bool, StoreError> {
-        let (issuer, subject) = (issuer.to_owned(), subject.to_owned());
-        self.run(move |c| identities::unlink(c, &issuer, &subject)).await
+    async fn unlink_oidc(&self, issuer: &str, subject: &str, audit: &AuditEvent) -> Result<bool, StoreError> {
+        let (issuer, subject, audit) = (issuer.to_owned(), subject.to_owned(), audit.clone());
+        self.run(move |c| audited(c, &audit, |tx| identities::unlink(tx, &issuer, &subject), |done| *done)).await
     }
 
-    async fn add_oidc_user(&self, user: &UserRecord, issuer: &str, subject: &str, now: u64) -> Result<(), StoreError> {
-        let (user, issuer, subject) = (user.clone(), issuer.to_owned(), subject.to_owned());
-        self.run(move |c| identities::add_user(c, &user, &issuer, &subject, now)).await
+    async fn add_oidc_user(
+        &self,
+        user: &UserRecord,
+        issuer: &str,
+        subject: &str,
+        now: u64,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let (user, issuer, subject, audit) = (user.clone(), issuer.to_owned(), subject.to_owned(), audit.clone());
+        self.run(move |c| audited(c, &audit, |tx| identities::add_user(tx, &user, &issuer, &subject, now), |_| true))
+            .await
     }
 
     async fn set_oidc_session(
@@ -344,14 +370,15 @@ impl Store for SqliteStore {
         self.run(move |c| identities::session(c, &session_id)).await
     }
 
-    async fn enroll_totp(&self, name: &str, secret_sealed: &[u8]) -> Result<bool, StoreError> {
+    async fn enroll_totp(&self, name: &str, secret_sealed: &[u8], audit: &AuditEvent) -> Result<bool, StoreError> {
         let (name, sealed) = (name.to_owned(), secret_sealed.to_vec());
-        self.run(move |c| users::set_totp(c, &name, Some(&sealed))).await
+        let audit = audit.clone();
+        self.run(move |c| audited(c, &audit, |tx| users::set_totp(tx, &name, Some(&sealed)), |done| *done)).await
     }
 
-    async fn disable_totp(&self, name: &str) -> Result<bool, StoreError> {
-        let name = name.to_owned();
-        self.run(move |c| users::set_totp(c, &name, None)).await
+    async fn disable_totp(&self, name: &str, audit: &AuditEvent) -> Result<bool, StoreError> {
+        let (name, audit) = (name.to_owned(), audit.clone());
+        self.run(move |c| audited(c, &audit, |tx| users::set_totp(tx, &name, None), |done| *done)).await
     }
 
     async fn totp(&self, name: &str) -> Result<Option<TotpRecord>, StoreError> {
@@ -379,9 +406,13 @@ impl Store for SqliteStore {
         self.run(move |c| devices::device(c, &id)).await
     }
 
-    async fn login(&self, login: &NewLogin) -> Result<LoginOutcome, StoreError> {
+    async fn login(&self, login: &NewLogin, audit: &AuditEvent) -> Result<LoginOutcome, StoreError> {
         let login = login.clone();
-        self.run(move |c| devices::login(c, &login)).await
+        let audit = audit.clone();
+        self.run(move |c| {
+            audited(c, &audit, |tx| devices::login(tx, &login), |outcome| *outcome == LoginOutcome::Recorded)
+        })
+        .await
     }
 
     async fn session_by_key_id(&self, key_id: &str) -> Result<Option<SessionRecord>, StoreError> {
@@ -405,8 +436,9 @@ impl Store for SqliteStore {
     }
 
     async fn spend_refresh(&self, spend: Spend<'_>) -> Result<SpendOutcome, StoreError> {
-        let Spend { token_hash, session_id, attempt_id, successor_hash, successor_sealed, now, retry_window } = spend;
-        let (session_id, attempt_id) = (session_id.to_owned(), attempt_id.to_owned());
+        let Spend { token_hash, session_id, attempt_id, successor_hash, successor_sealed, now, retry_window, on_reuse } =
+            spend;
+        let (session_id, attempt_id, on_reuse) = (session_id.to_owned(), attempt_id.to_owned(), on_reuse.clone());
         self.run(move |c| {
             let spend = Spend {
                 token_hash,
@@ -416,6 +448,7 @@ impl Store for SqliteStore {
                 successor_sealed,
                 now,
                 retry_window,
+                on_reuse: &on_reuse,
             };
             sessions::spend_refresh(c, &spend)
         })
@@ -440,23 +473,31 @@ impl Store for SqliteStore {
         name: &str,
         roles: &[String],
         attributes: &serde_json::Map<String, serde_json::Value>,
+        audit: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let (name, roles, attributes) = (name.to_owned(), roles.to_vec(), attributes.clone());
-        self.run(move |c| users::set_access(c, &name, &roles, &attributes)).await
+        let (name, roles, attributes, audit) = (name.to_owned(), roles.to_vec(), attributes.clone(), audit.clone());
+        self.run(move |c| audited(c, &audit, |tx| users::set_access(tx, &name, &roles, &attributes), |done| *done))
+            .await
     }
 
     async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
         self.run(devices::devices).await
     }
 
-    async fn add_directive(&self, d: &NewDirective) -> Result<bool, StoreError> {
-        let d = d.clone();
-        self.run(move |c| devices::add_directive(c, &d)).await
+    async fn add_directive(&self, d: &NewDirective, audit: &AuditEvent) -> Result<bool, StoreError> {
+        let (d, audit) = (d.clone(), audit.clone());
+        self.run(move |c| audited(c, &audit, |tx| devices::add_directive(tx, &d), |done| *done)).await
     }
 
-    async fn ack_directives(&self, device_id: &str, jtis: &[String], now: u64) -> Result<u64, StoreError> {
-        let (device, jtis) = (device_id.to_owned(), jtis.to_vec());
-        self.run(move |c| devices::ack_directives(c, &device, &jtis, now)).await
+    async fn ack_directives(
+        &self,
+        device_id: &str,
+        jtis: &[String],
+        now: u64,
+        audit: &AuditEvent,
+    ) -> Result<u64, StoreError> {
+        let (device, jtis, audit) = (device_id.to_owned(), jtis.to_vec(), audit.clone());
+        self.run(move |c| audited(c, &audit, |tx| devices::ack_directives(tx, &device, &jtis, now), |n| *n > 0)).await
     }
 
     async fn document(&self, collection: &str, id: &str) -> Result<Option<StoredDoc>, StoreError> {
@@ -559,6 +600,24 @@ impl Store for SqliteStore {
 
     async fn purge_admin_sessions(&self, before: u64) -> Result<u64, StoreError> {
         self.run(move |c| admins::purge_sessions(c, before)).await
+    }
+
+    async fn audit_append(&self, event: &AuditEvent) -> Result<AuditRecord, StoreError> {
+        let event = event.clone();
+        self.run(move |c| audit::append(c, &event)).await
+    }
+
+    async fn audit_page(&self, after_seq: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        self.run(move |c| audit::page(c, after_seq, limit)).await
+    }
+
+    async fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>, StoreError> {
+        self.run(audit::stored_head).await
+    }
+
+    async fn audit_prune(&self, before: u64, cut: &AuditEvent) -> Result<Option<AuditCut>, StoreError> {
+        let cut = cut.clone();
+        self.run(move |c| audit::prune(c, before, &cut)).await
     }
 }
 

@@ -110,6 +110,8 @@ pub(super) fn spend_refresh(c: &mut Connection, spend: &Spend<'_>) -> Result<Spe
             return Ok(SpendOutcome::Retry { successor_sealed: succ_sealed });
         }
     }
+    // Recorded first, in the transaction that ends the session.
+    super::audit::append_in(&tx, spend.on_reuse)?;
     revoke_in(&tx, session_id, now)?;
     tx.commit()?;
     Ok(SpendOutcome::ReuseRevoked)

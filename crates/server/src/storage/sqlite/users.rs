@@ -1,7 +1,7 @@
 //! Users on the SQLCipher store: accounts with their roles and attributes, their TOTP
 //! enrolment, and the failed-login counts that throttle guessing.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::sessions::revoke_user_in;
 use crate::storage::{
@@ -44,34 +44,35 @@ pub(super) fn get(c: &mut Connection, name: &str) -> Result<Option<UserRecord>, 
     .transpose()
 }
 
-pub(super) fn set_password(c: &mut Connection, name: &str, password_hash: &str, now: u64) -> Result<bool, StoreError> {
+pub(super) fn set_password(
+    tx: &Transaction<'_>,
+    name: &str,
+    password_hash: &str,
+    now: u64,
+) -> Result<bool, StoreError> {
     let now = to_column(now, "sessions.revoked_at")?;
-    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if tx.execute("UPDATE users SET password_hash = ?2 WHERE name = ?1", params![name, password_hash])? == 0 {
         return Ok(false);
     }
-    revoke_user_in(&tx, name, now)?;
-    tx.commit()?;
+    revoke_user_in(tx, name, now)?;
     Ok(true)
 }
 
-pub(super) fn disable(c: &mut Connection, name: &str, now: u64) -> Result<bool, StoreError> {
+pub(super) fn disable(tx: &Transaction<'_>, name: &str, now: u64) -> Result<bool, StoreError> {
     let now = to_column(now, "sessions.revoked_at")?;
-    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if tx.execute("UPDATE users SET disabled = 1 WHERE name = ?1", [name])? == 0 {
         return Ok(false);
     }
-    revoke_user_in(&tx, name, now)?;
-    tx.commit()?;
+    revoke_user_in(tx, name, now)?;
     Ok(true)
 }
 
-pub(super) fn enable(c: &mut Connection, name: &str) -> Result<bool, StoreError> {
+pub(super) fn enable(c: &Connection, name: &str) -> Result<bool, StoreError> {
     Ok(c.execute("UPDATE users SET disabled = 0 WHERE name = ?1", [name])? == 1)
 }
 
 pub(super) fn set_access(
-    c: &mut Connection,
+    c: &Connection,
     name: &str,
     roles: &[String],
     attributes: &serde_json::Map<String, serde_json::Value>,
@@ -82,8 +83,7 @@ pub(super) fn set_access(
     Ok(updated == 1)
 }
 
-pub(super) fn remove(c: &mut Connection, name: &str) -> Result<bool, StoreError> {
-    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+pub(super) fn remove(tx: &Transaction<'_>, name: &str) -> Result<bool, StoreError> {
     for statement in super::identities::REMOVE_USER.into_iter().chain([
         "DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM sessions WHERE user_name = ?1)",
         "DELETE FROM sessions WHERE user_name = ?1",
@@ -96,7 +96,6 @@ pub(super) fn remove(c: &mut Connection, name: &str) -> Result<bool, StoreError>
         tx.execute(statement, [name])?;
     }
     let removed = tx.execute("DELETE FROM users WHERE name = ?1", [name])?;
-    tx.commit()?;
     Ok(removed == 1)
 }
 
@@ -133,7 +132,7 @@ pub(super) fn clear_failures(c: &mut Connection, user: &str, address: &str) -> R
 }
 
 /// Enrolls (a sealed secret; the last step forgotten) or unenrolls (None) a user.
-pub(super) fn set_totp(c: &mut Connection, name: &str, secret_sealed: Option<&[u8]>) -> Result<bool, StoreError> {
+pub(super) fn set_totp(c: &Connection, name: &str, secret_sealed: Option<&[u8]>) -> Result<bool, StoreError> {
     let updated = c.execute(
         "UPDATE users SET totp_secret_sealed = ?2, totp_last_step = NULL WHERE name = ?1",
         params![name, secret_sealed],
