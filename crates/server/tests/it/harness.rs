@@ -223,13 +223,7 @@ impl Harness {
         let filter = if n.is_some() { " AND idx = ?2" } else { " AND ?2 = -1" };
         match &self.backend {
             Backend::Sqlite => {
-                use fieldvault_core::sqlcipher;
-                let key_bytes = fieldvault_server::seal::sqlite_key(&self.keys.store_key().expect("store key"));
-                let conn = rusqlite::Connection::open(self._tmp.path().join("data/server.db")).expect("open");
-                conn.execute_batch(&sqlcipher::cipher_default_settings_sql()).expect("settings");
-                conn.execute_batch(&sqlcipher::key_pragma("main", &key_bytes)).expect("key");
-                conn.execute_batch(&sqlcipher::cipher_settings_sql("main")).expect("settings");
-                conn.execute_batch("PRAGMA busy_timeout = 5000;").expect("busy timeout");
+                let conn = self.sqlite_connection();
                 let select = format!("SELECT {column} FROM {table} WHERE {key} = ?1{filter}");
                 let bytes: Vec<u8> =
                     conn.query_row(&select, rusqlite::params![id, idx], |r| r.get(0)).expect("the row is stored");
@@ -262,18 +256,25 @@ impl Harness {
         }
     }
 
+    /// A connection to the SQLite store's file past the server, keyed as the store is: what
+    /// someone holding the data directory and the store key could open.
+    fn sqlite_connection(&self) -> rusqlite::Connection {
+        use fieldvault_core::sqlcipher;
+        let key_bytes = fieldvault_server::seal::sqlite_key(&self.keys.store_key().expect("store key"));
+        let conn = rusqlite::Connection::open(self._tmp.path().join("data/server.db")).expect("open");
+        conn.execute_batch(&sqlcipher::cipher_default_settings_sql()).expect("settings");
+        conn.execute_batch(&sqlcipher::key_pragma("main", &key_bytes)).expect("key");
+        conn.execute_batch(&sqlcipher::cipher_settings_sql("main")).expect("settings");
+        conn.execute_batch("PRAGMA busy_timeout = 5000;").expect("busy timeout");
+        conn
+    }
+
     /// Runs `sql` on the store's database past the server, as someone holding the database
     /// (and on SQLite the store key) could: one statement on PostgreSQL, a batch on SQLite.
     pub async fn raw_sql(&self, sql: &str) -> Result<(), String> {
         match &self.backend {
             Backend::Sqlite => {
-                use fieldvault_core::sqlcipher;
-                let key_bytes = fieldvault_server::seal::sqlite_key(&self.keys.store_key().expect("store key"));
-                let conn = rusqlite::Connection::open(self._tmp.path().join("data/server.db")).expect("open");
-                conn.execute_batch(&sqlcipher::cipher_default_settings_sql()).expect("settings");
-                conn.execute_batch(&sqlcipher::key_pragma("main", &key_bytes)).expect("key");
-                conn.execute_batch(&sqlcipher::cipher_settings_sql("main")).expect("settings");
-                conn.execute_batch("PRAGMA busy_timeout = 5000;").expect("busy timeout");
+                let conn = self.sqlite_connection();
                 conn.execute_batch(sql).map_err(|e| e.to_string())
             }
             Backend::Postgres { url, schema } => {
