@@ -31,6 +31,7 @@ use zeroize::Zeroizing;
 use crate::app::App;
 use crate::auth::PeerAddr;
 
+mod audit;
 mod login;
 mod pages;
 mod session;
@@ -64,6 +65,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/users/enable", post(users::enable))
         .route("/users/password", post(users::password))
         .route("/users/access", post(users::access))
+        .route("/audit", get(audit::list))
+        .route("/audit/verify", get(audit::verify))
         .route("/assets/htmx.min.js", get(|| async { asset(HTMX, "text/javascript; charset=utf-8") }))
         .route("/assets/console.css", get(|| async { asset(CSS, "text/css; charset=utf-8") }))
         .fallback(|| async { pages::message(StatusCode::NOT_FOUND, "Not found", "There is no such page.") })

@@ -180,6 +180,19 @@ try {
     await shot('06-disabled');
   });
 
+  await check('the audit page lists what the administrator did and the chain verifies', async () => {
+    await page.goto(`${url}/audit`);
+    const text = await page.content();
+    for (const action of ['console.login', 'user.add', 'user.disable']) {
+      expect(text.includes(action), `${action} is listed`);
+    }
+    expect(dialogs.length === 0, `a script ran: ${dialogs}`);
+    await shot('08-audit');
+    await Promise.all([page.waitForNavigation(), page.click('a[href="/audit/verify"]')]);
+    expect((await page.content()).includes('The chain verifies'), 'the chain check passes');
+    await shot('09-audit-verified');
+  });
+
   await check('a page past the end is an empty page', async () => {
     const response = await page.goto(`${url}/users?page=999`);
     expect(response.status() === 200, `status ${response.status()}`);

@@ -174,7 +174,7 @@ fn ok(out: Output) -> String {
 }
 
 /// Drops the append-only guard and changes one record's detail: a database administrator's edit.
-async fn edit_detail(h: &Harness, seq: u64) {
+pub(crate) async fn edit_detail(h: &Harness, seq: u64) {
     let guard = match h.backend {
         Backend::Sqlite => "DROP TRIGGER audit_append_only",
         Backend::Postgres { .. } => "ALTER TABLE audit DISABLE TRIGGER audit_append_only",

@@ -420,3 +420,33 @@ async fn the_store_keeps_administrators_apart_uses_each_code_step_once_and_reads
         assert!(store.users_page("%", page(0, 10)).await.expect("page").is_empty(), "no pattern characters");
     }
 }
+
+#[tokio::test]
+async fn the_audit_page_lists_the_log_a_page_at_a_time_and_its_check_names_a_tampered_record() {
+    for backend in backends() {
+        let (h, addr) = start(backend).await;
+        let (cookie, _, _) = signed_in(&h, addr).await;
+        let page = request(&h, addr, "GET", "/audit", &[&cookie], &[], &[]).await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        let text = page.text();
+        for action in ["admin.add", "console.login.enrolment", "console.totp.enrolled"] {
+            assert!(text.contains(action), "{action} listed: {text}");
+        }
+        let past = request(&h, addr, "GET", "/audit?after=100000", &[&cookie], &[], &[]).await;
+        assert_eq!(past.status, 200);
+        assert!(past.text().contains("No records here."), "{}", past.text());
+        let bad = request(&h, addr, "GET", "/audit?after=x", &[&cookie], &[], &[]).await;
+        assert_eq!(bad.status, 400);
+        let check = request(&h, addr, "GET", "/audit/verify", &[&cookie], &[], &[]).await;
+        assert_eq!(check.status, 200, "{}", check.text());
+        assert!(check.text().contains("The chain verifies"), "{}", check.text());
+        // A record changed in the database past the server is named.
+        crate::audit::edit_detail(&h, 2).await;
+        let check = request(&h, addr, "GET", "/audit/verify", &[&cookie], &[], &[]).await;
+        assert_eq!(check.status, 409, "{}", check.text());
+        assert!(check.text().contains("broken at record 2"), "{}", check.text());
+        // Without a session the log is not shown.
+        let anonymous = request(&h, addr, "GET", "/audit", &[], &[], &[]).await;
+        assert_eq!(anonymous.status, 303, "{}", anonymous.text());
+    }
+}
