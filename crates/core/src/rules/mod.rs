@@ -193,6 +193,8 @@ pub struct Rules {
     /// each evaluation adds its variables in a child scope.
     functions: Context<'static>,
     fingerprint: [u8; 32],
+    /// The rules file's text, as given (None: the built-in owner-only rules).
+    source: Option<String>,
 }
 
 // The server shares one `Rules` across its worker threads.
@@ -235,12 +237,20 @@ impl Rules {
     /// present on a server-only collection; an expression does not compile, is too long or
     /// nested too deep, or uses a variable other than `user` and `doc` (and `old` in `write`).
     pub fn from_toml(text: &str) -> Result<Rules, RulesError> {
-        Ok(Rules::new(Scope::File(file::parse(text)?)))
+        let mut rules = Rules::new(Scope::File(file::parse(text)?));
+        rules.source = Some(text.to_owned());
+        Ok(rules)
     }
 
     fn new(scope: Scope) -> Rules {
         let fingerprint = fingerprint(&scope);
-        Rules { scope, functions: Context::default(), fingerprint }
+        Rules { scope, functions: Context::default(), fingerprint, source: None }
+    }
+
+    /// The rules file these rules were read from, as written (None: the built-in
+    /// owner-only rules), for an operator to see what is in force.
+    pub fn source(&self) -> Option<&str> {
+        self.source.as_deref()
     }
 
     /// SHA-256 over a canonical description of the rules (RFC 8785 JSON of every collection

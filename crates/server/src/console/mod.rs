@@ -34,6 +34,7 @@ use crate::auth::PeerAddr;
 mod audit;
 mod login;
 mod pages;
+mod rules;
 mod session;
 mod users;
 
@@ -65,6 +66,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/users/enable", post(users::enable))
         .route("/users/password", post(users::password))
         .route("/users/access", post(users::access))
+        .route("/rules", get(rules::show))
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify))
         .route("/assets/htmx.min.js", get(|| async { asset(HTMX, "text/javascript; charset=utf-8") }))

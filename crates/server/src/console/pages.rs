@@ -29,6 +29,7 @@ pub(super) fn page(title: &str, session: Option<&AdminSession>, body: Markup) ->
                     strong { "Fieldvault console" }
                     @if let Some(s) = session.filter(|s| s.full) {
                         a href="/users" { "Users" }
+                        a href="/rules" { "Access rules" }
                         a href="/audit" { "Audit log" }
                         form.inline method="post" action="/logout" {
                             input type="hidden" name="csrf" value=(s.csrf);

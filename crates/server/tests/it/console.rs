@@ -19,7 +19,11 @@ const ADMIN_PASSWORD: &str = "admin password of some length";
 /// A server with user `alice`, administrator `root`, and the console on its own listener;
 /// the clock stands still (tests move it).
 async fn start(backend: Backend) -> (Harness, SocketAddr) {
-    let h = Harness::start(backend).await;
+    start_on(Harness::start(backend).await).await
+}
+
+/// The console over an existing server `h`, with the administrator added.
+async fn start_on(h: Harness) -> (Harness, SocketAddr) {
     h.frozen.store(now(), Ordering::SeqCst);
     let passwords = Passwords::new(1).expect("hasher");
     let password = Password::new(Zeroizing::new(ADMIN_PASSWORD.into()));
@@ -448,5 +452,30 @@ async fn the_audit_page_lists_the_log_a_page_at_a_time_and_its_check_names_a_tam
         // Without a session the log is not shown.
         let anonymous = request(&h, addr, "GET", "/audit", &[], &[], &[]).await;
         assert_eq!(anonymous.status, 303, "{}", anonymous.text());
+    }
+}
+
+#[tokio::test]
+async fn the_rules_page_shows_the_rules_in_force_and_what_a_user_may_read_of_a_document() {
+    const RULES: &str = "version = 1\n\n[collections.visits]\nread = \"doc.owner == user.id || 'supervisor' in user.roles\"\nwrite = \"doc.owner == user.id\"\nfields = [\"patient\"]\n";
+    for backend in backends() {
+        let (h, addr) = start_on(Harness::start_with_rules(backend, RULES).await).await;
+        h.add_user("sue", &["supervisor"]).await;
+        let alice = h.device("alice").await;
+        let op = crate::sync::put(&crate::sync::key(), "visits", "v1", serde_json::json!({"patient": "Ada"}), 0);
+        let results = crate::sync::push_ok(&h, &alice, serde_json::json!([op]), 1).await;
+        assert_eq!(results[0]["status"], "applied", "{results:?}");
+        let (cookie, _, _) = signed_in(&h, addr).await;
+        let page = request(&h, addr, "GET", "/rules", &[&cookie], &[], &[]).await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        assert!(page.text().contains("[collections.visits]"), "the rules in force: {}", page.text());
+        let ask = |user: &str| format!("/rules?user={user}&collection=visits&id=v1");
+        let sue = request(&h, addr, "GET", &ask("sue"), &[&cookie], &[], &[]).await.text();
+        assert!(sue.contains("sue may read visits/v1"), "{sue}");
+        assert!(sue.contains("&quot;patient&quot;: &quot;Ada&quot;"), "the synced fields: {sue}");
+        let bob = request(&h, addr, "GET", &ask("bob"), &[&cookie], &[], &[]).await.text();
+        assert!(bob.contains("bob may not read visits/v1"), "{bob}");
+        let nobody = request(&h, addr, "GET", &ask("nobody"), &[&cookie], &[], &[]).await.text();
+        assert!(nobody.contains("There is no user"), "{nobody}");
     }
 }
