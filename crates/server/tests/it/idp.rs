@@ -135,13 +135,9 @@ impl Idp {
             .arg(&cert_path)
             .arg("--key")
             .arg(&key_path)
-            // `--name=value`: a random secret may start with '-', which node's parseArgs would
-            // take for an option.
-            .args([
-                "--port=0",
-                &format!("--client-id={client_id}"),
-                &format!("--client-secret={}", client_secret.as_str()),
-            ])
+            // The secret goes by its file, never on the command line.
+            .args(["--port", "0", "--client-id", &client_id, "--client-secret-file"])
+            .arg(&client_secret_file)
             .current_dir(provider_dir())
             // The provider exits when its stdin closes: no provider outlives a killed test.
             .stdin(Stdio::piped())

@@ -5,7 +5,7 @@
 // (crates/server/tests/it/idp.rs); see README.md here.
 //
 //   node provider.mjs --cert CERT.pem --key KEY.pem --port 0 \
-//     --client-id ID --client-secret SECRET
+//     --client-id ID --client-secret-file FILE
 //
 // Prints `READY https://127.0.0.1:PORT` (the issuer, exactly) once it listens.
 //
@@ -27,10 +27,10 @@ const { values: args } = parseArgs({
     key: { type: 'string' },
     port: { type: 'string', default: '0' },
     'client-id': { type: 'string' },
-    'client-secret': { type: 'string' },
+    'client-secret-file': { type: 'string' },
   },
 });
-for (const name of ['cert', 'key', 'client-id', 'client-secret']) {
+for (const name of ['cert', 'key', 'client-id', 'client-secret-file']) {
   if (!args[name]) {
     process.stderr.write(`provider.mjs: --${name} is required\n`);
     process.exit(2);
@@ -174,7 +174,8 @@ const provider = new Provider(issuer, {
   clients: [
     {
       client_id: args['client-id'],
-      client_secret: args['client-secret'],
+      // From a file, never the command line (which every process on the machine can read).
+      client_secret: fs.readFileSync(args['client-secret-file'], 'utf8').trim(),
       // native: an http://127.0.0.1 redirect URI matches whatever port the request names
       // (RFC 8252 section 7.3); the registered URI's own port is ignored.
       application_type: 'native',
