@@ -128,7 +128,6 @@ pub enum ProviderError {
 }
 
 /// A verified sign-in: who, until when, and what the provider gave to keep.
-#[derive(Debug)]
 pub struct SignedIn {
     /// `sub`.
     pub subject: String,
@@ -145,12 +144,34 @@ pub struct SignedIn {
 }
 
 /// What the provider said when asked to refresh (the `--oidc-recheck` path).
-#[derive(Debug)]
 pub enum Recheck {
     /// Still valid; a rotated refresh token to keep, if it sent one.
     Valid(Option<Zeroizing<String>>),
     /// The provider refused the refresh token (the user was disabled or the grant revoked).
     Refused(String),
+}
+
+// By hand: the provider's refresh token prints as `[redacted]`.
+impl std::fmt::Debug for SignedIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedIn")
+            .field("subject", &self.subject)
+            .field("username", &self.username)
+            .field("roles", &self.roles)
+            .field("expires_at", &self.expires_at)
+            .field("jti", &self.jti)
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Recheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Recheck::Valid(rotated) => f.debug_tuple("Valid").field(&rotated.as_ref().map(|_| "[redacted]")).finish(),
+            Recheck::Refused(why) => f.debug_tuple("Refused").field(why).finish(),
+        }
+    }
 }
 
 struct Cached {
@@ -238,8 +259,9 @@ impl Provider {
     }
 
     /// Fetches the JWKS again (the provider rotated its keys), at most once per
-    /// [`JWKS_REFETCH_SECS`]; the cached document then carries the new keys.
-    async fn refetch_jwks(&self, now: u64) -> Result<Option<CoreProviderMetadata>, ProviderError> {
+    /// [`JWKS_REFETCH_SECS`]; the cached document then carries the new keys, which are
+    /// returned (None: fetched too recently to fetch again).
+    async fn refetch_jwks(&self, now: u64) -> Result<Option<CoreJsonWebKeySet>, ProviderError> {
         let mut cache = self.cache.lock().await;
         let Some(cached) = cache.as_mut() else { return Ok(None) };
         if now < cached.jwks_fetched_at + JWKS_REFETCH_SECS {
@@ -249,10 +271,10 @@ impl Provider {
         let jwks = CoreJsonWebKeySet::fetch_async(cached.metadata.jwks_uri(), &http)
             .await
             .map_err(|e| ProviderError::Unavailable(format!("the identity provider {}'s JWKS: {e}", self.issuer())))?;
-        cached.metadata = cached.metadata.clone().set_jwks(jwks);
+        cached.metadata = cached.metadata.clone().set_jwks(jwks.clone());
         cached.jwks_fetched_at = now;
         cached.expires_at = cached.expires_at.min(now + cache_secs(http.take_lifetime()));
-        Ok(Some(cached.metadata.clone()))
+        Ok(Some(jwks))
     }
 
     /// What a device needs to start a sign-in here.
@@ -299,6 +321,7 @@ impl Provider {
         now: u64,
     ) -> Result<SignedIn, ProviderError> {
         let metadata = self.metadata(now).await?;
+        let keys = metadata.jwks().clone();
         let client =
             CoreClient::from_provider_metadata(metadata, ClientId::new(self.config.client_id.clone()), self.secret());
         let redirect = RedirectUrl::new(redirect_uri.to_owned())
@@ -323,12 +346,12 @@ impl Provider {
             .to_string();
         let token: Token =
             raw.parse().map_err(|_| ProviderError::Refused("the identity provider's ID token is malformed".into()))?;
-        let claims = match self.verify(&token, nonce, now).await? {
+        let claims = match self.verify(&token, &keys, nonce, now) {
             Ok(claims) => claims,
             // An unknown key: the provider may have rotated; fetch its keys again, once.
             Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey)) => {
                 match self.refetch_jwks(now).await? {
-                    Some(_) => self.verify(&token, nonce, now).await?.map_err(|e| refused(&e))?,
+                    Some(keys) => self.verify(&token, &keys, nonce, now).map_err(|e| refused(&e))?,
                     None => {
                         return Err(ProviderError::Refused(
                             "the ID token is signed by a key the provider does not publish".into(),
@@ -358,24 +381,20 @@ impl Provider {
         })
     }
 
-    /// Checks `token` against the cached keys. The outer error is the provider's
-    /// (unavailable); the inner one is the token's.
-    async fn verify(
+    /// Checks `token` against the issuer's `keys` (no IO).
+    fn verify(
         &self,
         token: &Token,
+        keys: &CoreJsonWebKeySet,
         nonce: &str,
         now: u64,
-    ) -> Result<
-        Result<openidconnect::IdTokenClaims<OtherClaims, CoreGenderClaim>, ClaimsVerificationError>,
-        ProviderError,
-    > {
-        let metadata = self.metadata(now).await?;
+    ) -> Result<openidconnect::IdTokenClaims<OtherClaims, CoreGenderClaim>, ClaimsVerificationError> {
         let now_i = i64::try_from(now).unwrap_or(i64::MAX);
         let at = move |secs: i64| chrono_from(secs);
         let verifier = IdTokenVerifier::new_public_client(
             ClientId::new(self.config.client_id.clone()),
             self.issuer.clone(),
-            metadata.jwks().clone(),
+            keys.clone(),
         )
         .set_allowed_algs(ALLOWED_ALGS)
         .set_time_fn(move || at(now_i))
@@ -387,7 +406,7 @@ impl Provider {
                 Err(format!("the ID token was issued at {iat}, more than {window} s from the server's clock"))
             }
         });
-        Ok(token.claims(&verifier, &Nonce::new(nonce.to_owned())).cloned())
+        token.claims(&verifier, &Nonce::new(nonce.to_owned())).cloned()
     }
 
     fn token_error<RE: std::error::Error, T: openidconnect::ErrorResponse>(
@@ -491,6 +510,22 @@ fn roles_from(value: Option<&serde_json::Value>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_provider_refresh_token_never_prints() {
+        let token = || Some(Zeroizing::new("rt-the-providers-secret".to_owned()));
+        let signed_in = SignedIn {
+            subject: "s".into(),
+            username: "u".into(),
+            roles: None,
+            expires_at: 1,
+            jti: None,
+            refresh_token: token(),
+        };
+        for shown in [format!("{signed_in:?}"), format!("{:?}", Recheck::Valid(token()))] {
+            assert!(!shown.contains("rt-the-providers-secret") && shown.contains("[redacted]"), "{shown}");
+        }
+    }
 
     #[test]
     fn cache_lifetimes_are_clamped_to_a_minute_and_a_day() {
