@@ -622,9 +622,16 @@ fn run(cli: Cli) -> Result<()> {
             runtime()?.block_on(async {
                 let store = open_store(&cli.data, &store_key, cli.database_url.as_deref()).await.context("store")?;
                 let passwords = Passwords::new(1).map_err(anyhow::Error::msg)?;
-                fieldvault_server::console::add_admin(&store, &passwords, &name, read_password()?, (system_clock())())
-                    .await
-                    .context("admin add")?;
+                fieldvault_server::console::add_admin(
+                    &store,
+                    &cli_actor(),
+                    &passwords,
+                    &name,
+                    read_password()?,
+                    (system_clock())(),
+                )
+                .await
+                .context("admin add")?;
                 let what = "added; their first console login shows the QR code for their authenticator app";
                 if cli.json {
                     println!("{}", serde_json::json!({ "admin": name, "result": "added" }));

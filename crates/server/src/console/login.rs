@@ -50,10 +50,13 @@ pub enum AdminError {
 /// Adds an administrator of the console (Argon2id). The TOTP secret is made at their first
 /// login, which shows it as a QR code; until then the password alone signs them in, once.
 ///
+/// The audit record (actor `by`, such as `cli:<os user>`) is written in the same transaction.
+///
 /// # Errors
 /// [`AdminError`]; [`StoreError::AdminExists`] when the name is taken (nothing changes).
 pub async fn add_admin(
     store: &Arc<dyn Store>,
+    by: &str,
     passwords: &Passwords,
     name: &str,
     password: Password,
@@ -66,9 +69,7 @@ pub async fn add_admin(
         return Err(AdminError::WeakPassword);
     }
     let hash = passwords.hash(password).await.map_err(AdminError::Hash)?;
-    // Recorded first: an action the log cannot hold does not happen.
-    record(store.as_ref(), now, "cli", "admin.add", name).await?;
-    store.add_admin(name, &hash, now).await?;
+    store.add_admin(name, &hash, now, &crate::storage::AuditEvent::new(now, by, "admin.add", name)).await?;
     Ok(())
 }
 

@@ -947,9 +947,9 @@ pub trait Store: Send + Sync + 'static {
     /// and all); a page past the end is empty.
     async fn users_page(&self, prefix: &str, page: Page) -> Result<Vec<UserRecord>, StoreError>;
 
-    /// Adds an administrator (without a TOTP secret). [`StoreError::AdminExists`] if the name
-    /// is taken.
-    async fn add_admin(&self, name: &str, password_hash: &str, now: u64) -> Result<(), StoreError>;
+    /// Adds an administrator (without a TOTP secret), recording `audit` in the same
+    /// transaction. [`StoreError::AdminExists`] if the name is taken (nothing is written).
+    async fn add_admin(&self, name: &str, password_hash: &str, now: u64, audit: &AuditEvent) -> Result<(), StoreError>;
     /// An administrator by name.
     async fn admin(&self, name: &str) -> Result<Option<AdminRecord>, StoreError>;
     /// Gives an administrator whose secret no code has confirmed yet a new one (sealed),

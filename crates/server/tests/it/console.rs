@@ -27,7 +27,7 @@ async fn start_on(h: Harness) -> (Harness, SocketAddr) {
     h.frozen.store(now(), Ordering::SeqCst);
     let passwords = Passwords::new(1).expect("hasher");
     let password = Password::new(Zeroizing::new(ADMIN_PASSWORD.into()));
-    fieldvault_server::console::add_admin(&h.app.store, &passwords, ADMIN, password, h.app.now())
+    fieldvault_server::console::add_admin(&h.app.store, "cli:test", &passwords, ADMIN, password, h.app.now())
         .await
         .expect("admin add");
     let console = Server::bind_console("127.0.0.1:0".parse().expect("addr"), h.tls_config(), h.app.clone())
@@ -395,8 +395,11 @@ async fn the_store_keeps_administrators_apart_uses_each_code_step_once_and_reads
     for backend in backends() {
         let (h, _) = start(backend).await;
         let store = &h.app.store;
-        let again = store.add_admin(ADMIN, "h", 1).await.expect_err("a taken name");
+        let head = store.audit_head().await.expect("head");
+        let event = fieldvault_server::AuditEvent::new(1, "cli:test", "admin.add", ADMIN);
+        let again = store.add_admin(ADMIN, "h", 1, &event).await.expect_err("a taken name");
         assert!(matches!(&again, StoreError::AdminExists(n) if n == ADMIN), "{again:?}");
+        assert_eq!(store.audit_head().await.expect("head"), head, "a refused add records nothing");
         assert!(store.admin("alice").await.expect("read").is_none(), "a user is not an administrator");
         assert!(store.user(ADMIN).await.expect("read").is_none(), "an administrator is not a user");
         assert!(store.set_admin_totp(ADMIN, b"sealed one").await.expect("set"));

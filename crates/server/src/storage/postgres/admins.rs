@@ -54,7 +54,12 @@ pub(super) async fn users_page(pool: &PgPool, prefix: &str, page: Page) -> Resul
         .collect()
 }
 
-pub(super) async fn add(pool: &PgPool, name: &str, password_hash: &str, now: u64) -> Result<(), StoreError> {
+pub(super) async fn add(
+    pool: impl sqlx::PgExecutor<'_>,
+    name: &str,
+    password_hash: &str,
+    now: u64,
+) -> Result<(), StoreError> {
     let result = sqlx::query("INSERT INTO admins (name, password_hash, created_at) VALUES ($1, $2, $3)")
         .bind(name)
         .bind(password_hash)

@@ -476,8 +476,8 @@ impl Store for PgStore {
         admins::users_page(&self.pool, prefix, page).await
     }
 
-    async fn add_admin(&self, name: &str, password_hash: &str, now: u64) -> Result<(), StoreError> {
-        admins::add(&self.pool, name, password_hash, now).await
+    async fn add_admin(&self, name: &str, password_hash: &str, now: u64, audit: &AuditEvent) -> Result<(), StoreError> {
+        audited!(self.pool, audit, |tx| admins::add(tx, name, password_hash, now), |_: &()| true)
     }
 
     async fn admin(&self, name: &str) -> Result<Option<AdminRecord>, StoreError> {

@@ -45,7 +45,7 @@ pub(super) fn users_page(c: &mut Connection, prefix: &str, page: Page) -> Result
     Ok(users)
 }
 
-pub(super) fn add(c: &mut Connection, name: &str, password_hash: &str, now: u64) -> Result<(), StoreError> {
+pub(super) fn add(c: &Connection, name: &str, password_hash: &str, now: u64) -> Result<(), StoreError> {
     let inserted = c.execute(
         "INSERT INTO admins (name, password_hash, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
         params![name, password_hash, to_column(now, "admins.created_at")?],

@@ -563,9 +563,9 @@ impl Store for SqliteStore {
         self.run(move |c| admins::users_page(c, &prefix, page)).await
     }
 
-    async fn add_admin(&self, name: &str, password_hash: &str, now: u64) -> Result<(), StoreError> {
-        let (name, hash) = (name.to_owned(), password_hash.to_owned());
-        self.run(move |c| admins::add(c, &name, &hash, now)).await
+    async fn add_admin(&self, name: &str, password_hash: &str, now: u64, audit: &AuditEvent) -> Result<(), StoreError> {
+        let (name, hash, audit) = (name.to_owned(), password_hash.to_owned(), audit.clone());
+        self.run(move |c| audited(c, &audit, |tx| admins::add(tx, &name, &hash, now), |_| true)).await
     }
 
     async fn admin(&self, name: &str) -> Result<Option<AdminRecord>, StoreError> {
