@@ -155,6 +155,8 @@ pub struct App {
     pub in_flight: InFlight,
     /// The identity providers users may sign in through (None: passwords only).
     pub oidc: Option<Arc<crate::auth::oidc::Oidc>>,
+    /// Connection and error counters (the console's health page).
+    pub health: Arc<crate::health::Health>,
 }
 
 /// The (user, idempotency key) pairs of pushes running on this instance. PostgreSQL adds
@@ -228,6 +230,7 @@ impl App {
             rules: Arc::new(Rules::owner_only()),
             in_flight: InFlight::default(),
             oidc: None,
+            health: Arc::default(),
         })
     }
 

@@ -20,7 +20,7 @@ use fieldvault_core::protocol::{DirectiveClaims, DirectiveKind, TokenSigner};
 use crate::app::{App, JsonBody, random_id};
 use crate::problem::ApiError;
 use crate::signed::SignedSession;
-use crate::storage::{AuditEvent, DeviceRecord, NewDirective, Store, StoreError};
+use crate::storage::{AuditEvent, DeviceFilter, DeviceRecord, NewDirective, Page, Store, StoreError};
 
 /// What making a directive can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -50,10 +50,9 @@ pub async fn issue_directive(
     now: u64,
 ) -> Result<DirectiveClaims, DeviceError> {
     let device = store
-        .devices()
+        .devices_page(DeviceFilter::Id(device_id), Page { offset: 0, limit: 1 })
         .await?
-        .into_iter()
-        .find(|d| d.id == device_id)
+        .pop()
         .ok_or_else(|| DeviceError::NoSuchDevice(device_id.to_owned()))?;
     let claims = DirectiveClaims::new(
         &device.user,
@@ -78,6 +77,18 @@ pub async fn issue_directive(
         return Err(DeviceError::NoSuchDevice(device_id.to_owned()));
     }
     Ok(claims)
+}
+
+/// Records that a device's pending directives ride an answer now (the console shows them as
+/// sent). Only the bookkeeping fails here: the directives still ride the answer, and the
+/// failure goes to the log.
+pub(crate) async fn mark_sent(app: &App, device_id: &str, tokens: &[String], now: u64) {
+    if tokens.is_empty() {
+        return;
+    }
+    if let Err(e) = app.store.mark_directives_sent(device_id, tokens, now).await {
+        tracing::warn!(device = %device_id, error = %e, "could not record that directives were sent");
+    }
 }
 
 /// Every device, for `device list`.

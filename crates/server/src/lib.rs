@@ -19,6 +19,7 @@
 //!   `fieldvault_core::protocol::sync` and the rules `fieldvault_core::rules`.
 //! - [`console`]: the admin console on its own listener ([`Server::bind_console`]):
 //!   administrators with TOTP, sessions, CSRF, the users page.
+//! - [`health`]: connection and error-answer counters for the console's health page.
 //! - [`spki_pin`]: the `sha256/BASE64` pin of a SubjectPublicKeyInfo, as clients pin it.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -29,6 +30,7 @@ pub mod attachments;
 pub mod auth;
 pub mod console;
 pub mod devices;
+pub mod health;
 mod keydir;
 mod listener;
 mod openapi;
@@ -48,7 +50,8 @@ pub use problem::{ApiError, PROBLEM_JSON, ProblemStatus};
 pub use serve::router;
 pub use storage::{
     AUDIT_PAGE, AdminRecord, AdminSession, AttachmentRecord, AuditCheck, AuditCut, AuditEvent, AuditRecord,
-    DeviceRecord, DeviceState, LeaseRecord, LoginDevice, LoginFailures, LoginOutcome, NewDirective, NewLogin, Page,
-    PgStore, PullBatch, PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, SqliteStore, Store,
-    StoreError, TotpRecord, TotpUse, UserRecord, audit_records, idempotency_lock_id, open_store, verify_audit,
+    DeviceFilter, DeviceRecord, DeviceState, DirectiveRecord, DirectiveState, LeaseRecord, LoginDevice, LoginFailures,
+    LoginOutcome, NewDirective, NewLogin, Page, PgStore, PullBatch, PullOutcome, PushBatch, PushOutcome, SessionRecord,
+    SessionSummary, Sessions, Spend, SpendOutcome, SqliteStore, Store, StoreError, TotpRecord, TotpUse, UserRecord,
+    audit_records, idempotency_lock_id, open_store, verify_audit,
 };

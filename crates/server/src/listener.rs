@@ -42,6 +42,7 @@ use tower::ServiceExt;
 use crate::Error;
 use crate::app::{App, Config};
 use crate::auth::PeerAddr;
+use crate::health::Health;
 
 /// Concurrent HTTP/2 streams per connection (`SETTINGS_MAX_CONCURRENT_STREAMS`), so that an
 /// HTTP/2 connection can buffer no more request bodies than an HTTP/1.1 one, which runs one
@@ -85,6 +86,9 @@ pub struct Server {
     tls: TlsAcceptor,
     router: Router,
     config: Config,
+    health: Arc<Health>,
+    /// Whether this is the console's listener (its connections are counted apart).
+    console: bool,
 }
 
 impl Server {
@@ -96,8 +100,8 @@ impl Server {
     pub async fn bind(addr: SocketAddr, tls: Arc<rustls::ServerConfig>, app: Arc<App>) -> Result<Server, Error> {
         let listener =
             TcpListener::bind(addr).await.map_err(|e| Error::Tls(format!("cannot listen on {addr}: {e}")))?;
-        let config = app.config.clone();
-        Ok(Server { listener, tls: TlsAcceptor::from(tls), router: crate::router(app), config })
+        let (config, health) = (app.config.clone(), app.health.clone());
+        Ok(Server { listener, tls: TlsAcceptor::from(tls), router: crate::router(app), config, health, console: false })
     }
 
     /// Binds `addr` with `tls`, serving the admin console ([`crate::console::router`]) and
@@ -112,8 +116,9 @@ impl Server {
     ) -> Result<Server, Error> {
         let listener =
             TcpListener::bind(addr).await.map_err(|e| Error::Tls(format!("cannot listen on {addr}: {e}")))?;
-        let config = app.config.clone();
-        Ok(Server { listener, tls: TlsAcceptor::from(tls), router: crate::console::router(app), config })
+        let (config, health) = (app.config.clone(), app.health.clone());
+        let router = crate::console::router(app);
+        Ok(Server { listener, tls: TlsAcceptor::from(tls), router, config, health, console: true })
     }
 
     /// The address actually bound.
@@ -154,6 +159,8 @@ impl Server {
                 config: self.config.clone(),
                 pools: pools.clone(),
                 peer,
+                health: self.health.clone(),
+                console: self.console,
             };
             tokio::spawn(connection.run(tcp, handshake, admitted));
         }
@@ -253,6 +260,8 @@ struct Connection {
     config: Config,
     pools: Arc<Pools>,
     peer: SocketAddr,
+    health: Arc<Health>,
+    console: bool,
 }
 
 impl Connection {
@@ -269,6 +278,8 @@ impl Connection {
         let _slot = slot.expect("the semaphore is never closed"); // held while the connection is served
         drop(handshake);
         admitted.handshake_done();
+        let health = self.health.clone();
+        let _open = if self.console { health.console.open() } else { health.device.open() };
         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
         self.serve(TokioIo::new(stream), h2).await;
         drop(admitted);

@@ -378,7 +378,7 @@ async fn print_devices(store: &Arc<dyn Store>, json: bool) -> Result<()> {
                 serde_json::json!({ "id": d.id, "user": d.user, "name": d.name, "created_at": d.created_at,
                     "last_seen_at": d.last_seen_at, "active": d.active,
                     "retired": d.retired.map(|r| r.as_str()), "lease_expires_at": d.lease_expires_at,
-                    "pending": d.pending.iter().map(|(jti, kind)| serde_json::json!({"jti": jti, "kind": kind})).collect::<Vec<_>>() })
+                    "pending": d.pending().map(|x| serde_json::json!({"jti": x.jti, "kind": x.kind})).collect::<Vec<_>>() })
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows).expect("JSON values always serialize"));
@@ -389,7 +389,7 @@ async fn print_devices(store: &Arc<dyn Store>, json: bool) -> Result<()> {
         "DEVICE", "USER", "NAME", "LAST CONTACT (UTC)", "SESSION", "STATE"
     );
     for d in &all {
-        let pending: Vec<String> = d.pending.iter().map(|(jti, kind)| format!("{kind}:{jti}")).collect();
+        let pending: Vec<String> = d.pending().map(|x| format!("{}:{}", x.kind, x.jti)).collect();
         let seen = httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(d.last_seen_at));
         println!(
             "{:<26} {:<16} {:<20} {:<20} {:<8} {:<9} {}",

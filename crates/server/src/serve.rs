@@ -74,6 +74,7 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(app.clone(), limits))
+        .layer(from_fn_with_state(app.clone(), crate::health::count_errors))
         // Outermost: it sees every answer as sent, and logs the cause of an `internal` one.
         .layer(from_fn(crate::problem::log_internal))
         .with_state(app)

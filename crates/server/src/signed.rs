@@ -104,7 +104,8 @@ pub async fn layer(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
         // Nothing shows the sender holds the session secret: not signed, no directives.
         Err(e) => return e.into_response(),
     };
-    let directives = (!verified.session.directives.is_empty()).then(|| verified.session.directives.join(", "));
+    let directives = (!verified.session.directives.is_empty())
+        .then(|| (verified.session.device_id.clone(), verified.session.directives.clone()));
     let signer = ResponseSigner {
         app: app.clone(),
         secret: verified.secret.clone(),
@@ -226,8 +227,8 @@ struct ResponseSigner {
     secret: Arc<SessionSecret>,
     /// The request's `X-Nonce`, exactly as sent.
     nonce: String,
-    /// Pending directives for the device, comma-separated compact JWS.
-    directives: Option<String>,
+    /// The device and its pending directives (compact JWS), when it has any.
+    directives: Option<(String, Vec<String>)>,
 }
 
 impl ResponseSigner {
@@ -248,10 +249,11 @@ impl ResponseSigner {
         let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
             return ApiError::internal("a response body could not be read").into_response();
         };
-        if let Some(d) = &self.directives
-            && let Ok(v) = HeaderValue::from_str(d)
+        if let Some((device, tokens)) = &self.directives
+            && let Ok(v) = HeaderValue::from_str(&tokens.join(", "))
         {
             parts.headers.insert(DIRECTIVES_HEADER, v);
+            crate::devices::mark_sent(&self.app, device, tokens, now).await;
         }
         let ts = now.to_string();
         let sig = self.secret.sign_response(parts.status.as_u16(), &self.nonce, &bytes, &ts);

@@ -219,6 +219,7 @@ pub(crate) async fn open_session(
         );
         body.device_secret = device.secret.map(|s| s.to_base64());
         body.device_reason = device.reason;
+        crate::devices::mark_sent(app, login.device.id(), &device.directives, now).await;
         body.directives = device.directives;
         tracing::info!(user = %user.name, device = %body.device_id, named = ?named.map(|d| &d.id),
             reason = ?body.device_reason, "login");

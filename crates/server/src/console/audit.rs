@@ -9,7 +9,7 @@ use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use maud::html;
 
-use super::pages::{page, respond};
+use super::pages::{page, respond, when};
 use crate::app::App;
 use crate::storage::{AdminSession, AuditCheck, verify_audit};
 
@@ -88,12 +88,6 @@ pub(super) async fn verify(State(app): State<Arc<App>>, Extension(session): Exte
         p { a href="/audit" { "To the audit log" } }
     };
     respond(status, page("Audit chain", Some(&session), body))
-}
-
-/// Unix seconds as `YYYY-MM-DD HH:MM:SS`.
-fn when(at: u64) -> String {
-    chrono::DateTime::from_timestamp(i64::try_from(at).unwrap_or(i64::MAX), 0)
-        .map_or_else(|| at.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
 }
 
 #[cfg(test)]

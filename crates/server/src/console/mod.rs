@@ -8,14 +8,20 @@
 //!   (`/enrol`, a QR code), logout; [`add_admin`] for `fieldvault-server admin add`.
 //! - `users`: the users page: a page of users by name prefix; create, disable, enable,
 //!   reset password, roles and attributes.
+//! - `devices`: a page of devices with their directives and states; revoke, wipe (step-up).
+//! - `sessions`: a page of one user's sessions; revoke one, revoke all (step-up).
+//! - `health`: the store, the connections, the device API's recent error answers.
+//! - `rules`: the access rules in force and "what can this user read".
+//! - `audit`: the audit log a page at a time and its chain check.
 //! - `pages`: the layout every page shares (maud: every interpolation escaped).
 //!
 //! Every answer passes [`headers`] (CSP, `nosniff`, `no-referrer`, `no-store` but for the
 //! assets; never a CORS header); every request passes [`guard`] (the `Sec-Fetch-Site`
 //! check, the session, the CSRF token of a state-changing request).
 //!
-//! Console actions are recorded through [`record`], the call site the audit log (issue 19,
-//! item 4, built apart) will take over.
+//! Console actions are audited with the actor `admin:<name>`: an action that changes the
+//! store records itself in its own transaction (the store method takes the record), and an
+//! event that changes nothing else (a sign-in, a refused one) goes through [`record`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,10 +38,13 @@ use crate::app::App;
 use crate::auth::PeerAddr;
 
 mod audit;
+mod devices;
+mod health;
 mod login;
 mod pages;
 mod rules;
 mod session;
+mod sessions;
 mod users;
 
 pub use login::{AdminError, add_admin};
@@ -66,6 +75,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/users/enable", post(users::enable))
         .route("/users/password", post(users::password))
         .route("/users/access", post(users::access))
+        .route("/devices", get(devices::list))
+        .route("/devices/revoke", post(devices::revoke))
+        .route("/devices/wipe", post(devices::wipe))
+        .route("/sessions", get(sessions::list))
+        .route("/sessions/revoke", post(sessions::revoke))
+        .route("/sessions/revoke-all", post(sessions::revoke_all))
+        .route("/health", get(health::show))
         .route("/rules", get(rules::show))
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify))
@@ -195,11 +211,8 @@ fn ip(addr: &SocketAddr) -> String {
     addr.ip().to_string()
 }
 
-/// The audit call site: every console action and login outcome comes through here, before
-/// the action runs. Until the audit log lands it is a log line without secrets.
-// audit: replace the log line with an audit record (actor = `actor`, action, target) written
-// by crates/server/src/audit.rs; for actions that change the store, move the write into the
-// action's own transaction once the store methods take an audit record.
+/// Appends the audit record of a console event that changes nothing else in the store (a
+/// sign-in, a refused one, an enrolment, a logout), with a log line without secrets.
 pub(crate) async fn record(
     store: &dyn crate::storage::Store,
     at: u64,

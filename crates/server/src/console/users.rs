@@ -9,12 +9,12 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use zeroize::Zeroizing;
 
 use super::login::step_up;
-use super::pages::{page, respond};
+use super::pages::{Listing, page, respond};
 use super::{Fields, admin_actor};
 use crate::accounts::{self, Access, AccountError};
 use crate::app::App;
@@ -24,41 +24,12 @@ use crate::storage::{AdminSession, Page, UserRecord};
 /// Users per page.
 pub const PAGE_SIZE: u32 = 50;
 
-/// The page's query: `q` (name prefix) and `page` (from 1).
-struct Query {
-    prefix: String,
-    page: u64,
-}
-
-impl Query {
-    fn parse(uri: &Uri) -> Result<Query, &'static str> {
-        let mut q = Query { prefix: String::new(), page: 1 };
-        for (k, v) in form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
-            match &*k {
-                "q" => q.prefix = v.into_owned(),
-                "page" if v.is_empty() => {}
-                "page" => q.page = v.parse().ok().filter(|p| (1..=1_000_000).contains(p)).ok_or("bad page number")?,
-                _ => {}
-            }
-        }
-        Ok(q)
-    }
-
-    fn link(&self, page: u64) -> String {
-        let query: String = form_urlencoded::Serializer::new(String::new())
-            .append_pair("q", &self.prefix)
-            .append_pair("page", &page.to_string())
-            .finish();
-        format!("/users?{query}")
-    }
-}
-
 fn access_text(user: &UserRecord) -> (String, String) {
     let attributes = user.attributes.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("\n");
     (user.roles.join(" "), attributes)
 }
 
-fn table(session: &AdminSession, query: &Query, users: &[UserRecord]) -> Markup {
+fn table(session: &AdminSession, query: &Listing, users: &[UserRecord]) -> Markup {
     html! {
         div #users {
             @if users.is_empty() { p { "No users on this page." } }
@@ -110,18 +81,14 @@ fn table(session: &AdminSession, query: &Query, users: &[UserRecord]) -> Markup 
                     }
                 }
             }
-            p.paging {
-                @if query.page > 1 { a href=(query.link(query.page - 1)) { "Previous page" } }
-                @if users.len() == PAGE_SIZE as usize { a href=(query.link(query.page + 1)) { "Next page" } }
-                "Page " (query.page)
-            }
+            (query.paging("/users", users.len(), PAGE_SIZE))
         }
     }
 }
 
-async fn render(app: &App, session: &AdminSession, query: &Query, notice: Option<(bool, String)>) -> Response {
-    let offset = (query.page - 1) * u64::from(PAGE_SIZE);
-    let users = match app.store.users_page(&query.prefix, Page { offset, limit: PAGE_SIZE }).await {
+async fn render(app: &App, session: &AdminSession, query: &Listing, notice: Option<(bool, String)>) -> Response {
+    let page_rows = Page { offset: query.offset(PAGE_SIZE), limit: PAGE_SIZE };
+    let users = match app.store.users_page(&query.text, page_rows).await {
         Ok(u) => u,
         Err(e) => return super::pages::internal(&e),
     };
@@ -134,7 +101,7 @@ async fn render(app: &App, session: &AdminSession, query: &Query, notice: Option
         @if let Some((ok, text)) = &notice { p class=(if *ok { "notice" } else { "error" }) { (text) } }
         form method="get" action="/users" {
             label { "Name starts with "
-                input type="search" name="q" value=(query.prefix)
+                input type="search" name="q" value=(query.text)
                     hx-get="/users" hx-trigger="input changed delay:300ms" hx-target="#users" hx-select="#users"
                     hx-swap="outerHTML";
             }
@@ -161,9 +128,9 @@ pub(super) async fn list(
     Extension(session): Extension<AdminSession>,
     uri: Uri,
 ) -> Response {
-    match Query::parse(&uri) {
+    match Listing::parse(&uri, "q") {
         Ok(q) => render(&app, &session, &q, None).await,
-        Err(e) => super::pages::message(StatusCode::BAD_REQUEST, "Bad request", &format!("{e}: pages count from 1.")),
+        Err(r) => r.into_response(),
     }
 }
 
@@ -178,7 +145,7 @@ async fn done(app: &App, session: &AdminSession, result: Result<String, AccountE
         Err(AccountError::Store(e @ crate::storage::StoreError::Backend(_))) => return super::pages::internal(&e),
         Err(e) => (false, e.to_string()),
     };
-    render(app, session, &Query { prefix: String::new(), page: 1 }, Some(notice)).await
+    render(app, session, &Listing::first("q"), Some(notice)).await
 }
 
 /// `POST /users`: a new user with a password and roles.

@@ -6,11 +6,6 @@
 
 use std::fmt;
 
-/// Schema version 8 of both backends, described once: `admins` (name, Argon2id hash, the
-/// sealed TOTP secret, whether a code has confirmed it, the last step used) and
-/// `admin_sessions` (keyed by the id's SHA-256).
-pub const SCHEMA_VERSION_ADMINS: i64 = 8;
-
 /// An administrator of the console.
 #[derive(Clone)]
 pub struct AdminRecord {

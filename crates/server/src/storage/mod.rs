@@ -28,9 +28,11 @@ use fieldvault_core::protocol::sync::{CheckedOp, Cursor, OpResult, PullAnswer, S
 use fieldvault_core::rules::Rules;
 
 mod admins;
+mod fleet;
 
 pub use admins::{AdminRecord, AdminSession, Page};
 pub use fieldvault_core::audit::{AuditEvent, AuditRecord};
+pub use fleet::{DIRECTIVES_PER_DEVICE, DeviceFilter, DirectiveRecord, DirectiveState, SessionSummary, Sessions};
 
 pub use postgres::PgStore;
 pub use postgres::idempotency_lock_id;
@@ -632,8 +634,16 @@ pub struct DeviceRecord {
     pub retired: Option<DeviceReason>,
     /// The expiry last sent with its lease key (None: the server holds no lease key for it).
     pub lease_expires_at: Option<u64>,
-    /// Directives not yet acknowledged: (jti, kind).
-    pub pending: Vec<(String, String)>,
+    /// Its directives, newest first: every one not yet acknowledged, then acknowledged ones
+    /// while fewer than [`DIRECTIVES_PER_DEVICE`] are listed.
+    pub directives: Vec<DirectiveRecord>,
+}
+
+impl DeviceRecord {
+    /// The directives not yet acknowledged, oldest first.
+    pub fn pending(&self) -> impl Iterator<Item = &DirectiveRecord> {
+        self.directives.iter().rev().filter(|d| d.acked_at.is_none())
+    }
 }
 
 /// A directive to store.
@@ -890,8 +900,30 @@ pub trait Store: Send + Sync + 'static {
         audit: &AuditEvent,
     ) -> Result<bool, StoreError>;
 
+    /// The backend, in words: `SQLite (SQLCipher)` or `PostgreSQL`.
+    fn backend(&self) -> &'static str;
+
     /// Every device, by user then first login.
     async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError>;
+    /// One page of the devices `filter` names, by user then first login; a page past the end
+    /// is empty.
+    async fn devices_page(&self, filter: DeviceFilter<'_>, page: Page) -> Result<Vec<DeviceRecord>, StoreError>;
+    /// Records that these directives (compact JWS, as [`SessionRecord::directives`] and
+    /// [`DeviceState::directives`] hold them) rode an answer to `device_id` at `now`; a
+    /// directive keeps the first such time.
+    async fn mark_directives_sent(&self, device_id: &str, tokens: &[String], now: u64) -> Result<(), StoreError>;
+    /// One page of a user's sessions, newest first.
+    async fn sessions_page(&self, user: &str, page: Page) -> Result<Vec<SessionSummary>, StoreError>;
+    /// Revokes `which` of `user`'s live sessions and spends their refresh tokens, recording
+    /// `audit` in the same transaction; returns how many were live. With none, nothing is
+    /// written (the record neither). Devices and their leases stay.
+    async fn revoke_sessions(
+        &self,
+        user: &str,
+        which: Sessions<'_>,
+        now: u64,
+        audit: &AuditEvent,
+    ) -> Result<u64, StoreError>;
     /// Stores a directive and, in the same transaction, revokes every session of its device;
     /// a wipe also retires the device as wiped and deletes its lease key. False if there is no
     /// such device.

@@ -482,3 +482,167 @@ async fn the_rules_page_shows_the_rules_in_force_and_what_a_user_may_read_of_a_d
         assert!(nobody.contains("There is no user"), "{nobody}");
     }
 }
+
+/// The `data-state` of directive `jti` on the devices page.
+fn directive_state(page: &str, jti: &str) -> Option<String> {
+    let at =
+        page.find(&format!("data-jti=\"{jti}\" data-state=\""))? + format!("data-jti=\"{jti}\" data-state=\"").len();
+    page[at..].split('"').next().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn the_devices_page_revokes_and_wipes_with_a_step_up_and_follows_each_directive_to_its_acknowledgement() {
+    for backend in backends() {
+        let (h, addr) = start(backend).await;
+        // A device named with markup: shown as text.
+        let evil = "<script>alert(1)</script>";
+        let body = serde_json::json!({ "user": "alice", "password": PASSWORD, "device_name": evil });
+        let r = h.plain("POST", "/v1/auth/login", body.to_string().as_bytes()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let tablet = crate::harness::Device::from_tokens(&r.json());
+        let phone = h.device("alice").await;
+        let (cookie, token, secret) = signed_in(&h, addr).await;
+        let page = request(&h, addr, "GET", "/devices?user=alice", &[&cookie], &[], &[]).await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        let text = page.text();
+        assert!(text.contains("&lt;script&gt;alert(1)&lt;/script&gt;") && !text.contains(evil), "{text}");
+        assert!(text.contains(&tablet.device_id) && text.contains(&phone.device_id), "{text}");
+        assert_eq!(text.matches("signed in").count(), 2, "{text}");
+
+        // Revoke: no step-up; the tablet's session ends, the phone's stays.
+        let form = [("csrf", token.as_str()), ("device", tablet.device_id.as_str())];
+        let r = request(&h, addr, "POST", "/devices/revoke", &[&cookie], &[], &form).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(revoked(&h, &tablet).await && !revoked(&h, &phone).await);
+        let listed = h.app.store.devices().await.expect("devices");
+        let jti = listed.iter().find(|d| d.id == tablet.device_id).expect("tablet").directives[0].jti.clone();
+        let page = request(&h, addr, "GET", "/devices?user=alice", &[&cookie], &[], &[]).await.text();
+        assert_eq!(directive_state(&page, &jti).as_deref(), Some("queued"), "{page}");
+        // The directive rides the next answer to the tablet: sent.
+        let r = h.signed(&tablet, "GET", "/v1/devices/self", b"").await;
+        assert_eq!(r.status, 401);
+        assert!(r.header("x-fieldvault-directives").is_some());
+        let page = request(&h, addr, "GET", "/devices?user=alice", &[&cookie], &[], &[]).await.text();
+        assert_eq!(directive_state(&page, &jti).as_deref(), Some("sent"), "{page}");
+        // The tablet acknowledges it: acknowledged.
+        let ack = serde_json::json!({ "jtis": [jti] }).to_string();
+        let r = h.signed(&tablet, "POST", "/v1/devices/ack", ack.as_bytes()).await;
+        assert_eq!(r.json()["acknowledged"], 1, "{}", r.text());
+        let page = request(&h, addr, "GET", "/devices?user=alice", &[&cookie], &[], &[]).await.text();
+        assert_eq!(directive_state(&page, &jti).as_deref(), Some("acknowledged"), "{page}");
+
+        // Wipe, outside the step-up window: a code first, nothing changed without it.
+        advance(&h, 5 * 60 + 1);
+        let form = [("csrf", token.as_str()), ("device", phone.device_id.as_str())];
+        let r = request(&h, addr, "POST", "/devices/wipe", &[&cookie], &[], &form).await;
+        assert_eq!(r.status, 403, "{}", r.text());
+        assert!(!revoked(&h, &phone).await, "nothing changed before the code");
+        let code = code_for(&secret, h.app.now());
+        let with_code =
+            [("csrf", token.as_str()), ("device", phone.device_id.as_str()), ("stepup_code", code.as_str())];
+        let r = request(&h, addr, "POST", "/devices/wipe", &[&cookie], &[], &with_code).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.text().contains("wipe queued"), "{}", r.text());
+        assert!(revoked(&h, &phone).await);
+        let state = h.app.store.device(&phone.device_id).await.expect("read").expect("phone");
+        assert_eq!((state.retired, state.lease), (Some(fieldvault_core::protocol::auth::DeviceReason::Wiped), None));
+        // An unknown device: a clear refusal, nothing recorded.
+        let before = h.app.store.audit_head().await.expect("head");
+        let form = [("csrf", token.as_str()), ("device", "dev_nope")];
+        let r = request(&h, addr, "POST", "/devices/revoke", &[&cookie], &[], &form).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains("no device with id"), "{}", r.text());
+        assert_eq!(h.app.store.audit_head().await.expect("head"), before);
+        // Every directive was recorded with the administrator as its actor.
+        let records = h.app.store.audit_page(0, 1000).await.expect("audit");
+        let issued: Vec<_> = records.iter().filter(|r| r.action == "directive.issued").collect();
+        assert_eq!(issued.len(), 2);
+        assert!(issued.iter().all(|r| r.actor == "admin:root"), "{issued:?}");
+        assert!(records.iter().any(|r| r.action == "directive.acknowledged"));
+        assert!(matches!(
+            fieldvault_server::verify_audit(h.app.store.as_ref()).await.expect("verify"),
+            fieldvault_server::AuditCheck::Intact(_)
+        ));
+    }
+}
+
+#[tokio::test]
+async fn the_sessions_page_revokes_one_session_or_all_of_a_user_after_a_step_up_each_audited() {
+    for backend in backends() {
+        let (h, addr) = start(backend).await;
+        let one = h.device("alice").await;
+        let two = h.device("alice").await;
+        let three = h.device("alice").await;
+        let bobs = h.device("bob").await;
+        let (cookie, token, secret) = signed_in(&h, addr).await;
+        let page = request(&h, addr, "GET", "/sessions?user=alice", &[&cookie], &[], &[]).await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        let text = page.text();
+        assert_eq!(text.matches("data-session=").count(), 3, "{text}");
+        assert!(!text.contains(&bobs.device_id), "only alice's: {text}");
+        let session_of = |key_id: &str| {
+            let store = h.app.store.clone();
+            let key_id = key_id.to_owned();
+            async move { store.session_by_key_id(&key_id).await.expect("read").expect("session").id }
+        };
+        let first = session_of(&one.key_id).await;
+        // Revoke one: only that one.
+        let form = [("csrf", token.as_str()), ("user", "alice"), ("session", first.as_str())];
+        let r = request(&h, addr, "POST", "/sessions/revoke", &[&cookie], &[], &form).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(revoked(&h, &one).await && !revoked(&h, &two).await && !revoked(&h, &three).await);
+        // Bob's session named as alice's: refused, nothing changed, nothing recorded.
+        let bob_session = session_of(&bobs.key_id).await;
+        let before = h.app.store.audit_head().await.expect("head");
+        let form = [("csrf", token.as_str()), ("user", "alice"), ("session", bob_session.as_str())];
+        let r = request(&h, addr, "POST", "/sessions/revoke", &[&cookie], &[], &form).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(!revoked(&h, &bobs).await);
+        assert_eq!(h.app.store.audit_head().await.expect("head"), before);
+        // Revoke all, outside the step-up window: a code first.
+        advance(&h, 5 * 60 + 1);
+        let form = [("csrf", token.as_str()), ("user", "alice")];
+        let r = request(&h, addr, "POST", "/sessions/revoke-all", &[&cookie], &[], &form).await;
+        assert_eq!(r.status, 403, "{}", r.text());
+        assert!(!revoked(&h, &two).await);
+        let code = code_for(&secret, h.app.now());
+        let with_code = [("csrf", token.as_str()), ("user", "alice"), ("stepup_code", code.as_str())];
+        let r = request(&h, addr, "POST", "/sessions/revoke-all", &[&cookie], &[], &with_code).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.text().contains("2 sessions of"), "{}", r.text());
+        assert!(revoked(&h, &two).await && revoked(&h, &three).await && !revoked(&h, &bobs).await);
+        let records = h.app.store.audit_page(0, 1000).await.expect("audit");
+        let one_rec = records.iter().find(|r| r.action == "session.revoke").expect("a session.revoke record");
+        assert_eq!((one_rec.actor.as_str(), one_rec.target.as_str()), ("admin:root", "alice"));
+        assert_eq!(one_rec.detail["session"], first.as_str());
+        assert_eq!(records.iter().filter(|r| r.action == "session.revoke_all").count(), 1);
+        // A page past the end is empty; no user: no listing.
+        let past = request(&h, addr, "GET", "/sessions?user=alice&page=99", &[&cookie], &[], &[]).await;
+        assert_eq!(past.status, 200);
+        assert!(past.text().contains("No sessions on this page."), "{}", past.text());
+        let none = request(&h, addr, "GET", "/sessions", &[&cookie], &[], &[]).await;
+        assert_eq!(none.status, 200);
+        assert!(!none.text().contains("data-session="));
+    }
+}
+
+#[tokio::test]
+async fn the_health_page_shows_the_store_the_open_connections_and_recent_error_answers() {
+    for backend in backends() {
+        let (h, addr) = start(backend).await;
+        let (cookie, _, _) = signed_in(&h, addr).await;
+        // Two refused logins and a malformed request on the device API.
+        for _ in 0..2 {
+            assert_eq!(h.login("alice", "wrong password").await.status, 401);
+        }
+        assert_eq!(h.plain("POST", "/v1/auth/login", b"{").await.status, 400);
+        let page = request(&h, addr, "GET", "/health", &[&cookie], &[], &[]).await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        let text = page.text();
+        let backend_name = if h.database_url().is_some() { "PostgreSQL" } else { "SQLite (SQLCipher)" };
+        assert!(text.contains(&format!("{backend_name}: answering")), "{text}");
+        // This page's own connection is open on the console listener.
+        assert!(text.contains("<td>console</td><td>1</td>"), "{text}");
+        assert!(text.contains("<td>last 5 minutes</td><td>2</td><td>0</td><td>1</td><td>0</td>"), "{text}");
+    }
+}

@@ -392,7 +392,8 @@ async fn a_wipe_ordered_while_the_device_was_away_is_carried_out_when_its_next_c
         assert_eq!(phone.outbox_len().await, 0);
         let pending = devices::list(&h.app.store).await.expect("list");
         let old = pending.iter().find(|d| d.id == first.device_id).expect("the old device is listed");
-        assert!(old.pending.is_empty(), "the wipe was acknowledged: {:?}", old.pending);
+        assert_eq!(old.pending().count(), 0, "the wipe was acknowledged: {:?}", old.directives);
+        assert_eq!(old.directives[0].state(), fieldvault_server::DirectiveState::Acknowledged);
         // The new device gets the user's synced documents back.
         let r = phone.sync().await.expect("sync");
         assert_eq!(r.pulled, 1, "{r:?}");

@@ -62,7 +62,12 @@ async fn a_wiped_device_gets_the_directive_on_every_answer_until_it_acknowledges
         let list = devices::list(&h.app.store).await.expect("list");
         let row = list.iter().find(|x| x.id == lost.device_id).expect("listed");
         assert!(!row.active);
-        assert_eq!(row.pending, vec![(claims.jti.clone(), "wipe".to_owned())]);
+        let pending: Vec<_> = row.pending().map(|d| (d.jti.clone(), d.kind.clone(), d.state())).collect();
+        assert_eq!(
+            pending,
+            vec![(claims.jti.clone(), "wipe".to_owned(), fieldvault_server::DirectiveState::Sent)],
+            "it has ridden answers"
+        );
 
         // The acknowledgement is signed with the (revoked) session's secret, no access token.
         let ack = serde_json::json!({ "jtis": [claims.jti, "dir_unknown"] }).to_string();

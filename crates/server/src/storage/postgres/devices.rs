@@ -13,8 +13,8 @@ use fieldvault_core::protocol::auth::DeviceReason;
 use sqlx::{PgConnection, PgPool, Row};
 
 use crate::storage::{
-    DeviceRecord, DeviceState, LeaseRecord, LoginDevice, LoginOutcome, NewDirective, NewLogin, StoreError, from_column,
-    lease, retirement, to_column,
+    DeviceState, LeaseRecord, LoginDevice, LoginOutcome, NewDirective, NewLogin, StoreError, lease, retirement,
+    to_column,
 };
 
 /// Version 3 (see `sqlite/devices.rs`), one statement each.
@@ -207,41 +207,6 @@ pub(super) async fn renew_lease(
     .await?;
     let Some(r) = row else { return Ok(None) };
     lease(r.try_get("lease_id")?, r.try_get("lease_sealed")?, r.try_get("lease_expires_at")?)
-}
-
-pub(super) async fn devices(pool: &PgPool) -> Result<Vec<DeviceRecord>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT d.id, d.user_name, d.name, d.created_at, d.last_seen_at,
-            (SELECT s.id FROM sessions s WHERE s.device_id = d.id ORDER BY s.created_at DESC, s.id LIMIT 1),
-            EXISTS (SELECT 1 FROM sessions s WHERE s.device_id = d.id AND s.revoked_at IS NULL),
-            COALESCE((SELECT array_agg(x.jti || ' ' || x.kind ORDER BY x.issued_at, x.jti) FROM directives x
-                      WHERE x.device_id = d.id AND x.acked_at IS NULL), ARRAY[]::text[]),
-            d.retired_reason, CASE WHEN d.lease_id IS NULL THEN NULL ELSE d.lease_expires_at END
-         FROM devices d ORDER BY d.user_name, d.created_at, d.id",
-    )
-    .fetch_all(pool)
-    .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        let pending: Vec<String> = r.try_get(7)?;
-        let lease_expires_at: Option<i64> = r.try_get(9)?;
-        out.push(DeviceRecord {
-            id: r.try_get(0)?,
-            user: r.try_get(1)?,
-            name: r.try_get(2)?,
-            created_at: from_column(r.try_get(3)?, "devices.created_at")?,
-            last_seen_at: from_column(r.try_get(4)?, "devices.last_seen_at")?,
-            session_id: r.try_get(5)?,
-            active: r.try_get(6)?,
-            retired: retirement(r.try_get(8)?)?,
-            lease_expires_at: lease_expires_at.map(|t| from_column(t, "devices.lease_expires_at")).transpose()?,
-            pending: pending
-                .into_iter()
-                .map(|p| p.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())).unwrap_or((p, String::new())))
-                .collect(),
-        });
-    }
-    Ok(out)
 }
 
 pub(super) async fn retire(pool: &PgPool, device_id: &str, reason: DeviceReason, now: u64) -> Result<(), StoreError> {

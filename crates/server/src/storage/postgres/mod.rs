@@ -33,6 +33,7 @@ mod admins;
 mod attachments;
 mod audit;
 mod devices;
+mod fleet;
 mod identities;
 mod sessions;
 mod sync;
@@ -40,7 +41,7 @@ mod users;
 
 pub use sync::idempotency_lock_id;
 
-use super::{AdminRecord, AdminSession, LinkOutcome, OidcSession, Page};
+use super::{AdminRecord, AdminSession, DeviceFilter, LinkOutcome, OidcSession, Page, SessionSummary, Sessions};
 use super::{
     AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginFailures, LoginOutcome, NewDirective, NewLogin,
     PullBatch, PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, TotpRecord,
@@ -69,7 +70,7 @@ macro_rules! audited {
 }
 
 /// The newest schema version this build knows.
-const SCHEMA_VERSION: i64 = super::admins::SCHEMA_VERSION_ADMINS;
+const SCHEMA_VERSION: i64 = super::fleet::SCHEMA_VERSION_FLEET;
 
 /// Key of the advisory lock held while migrating (the ASCII bytes of `fvschema`, to stay clear of
 /// other applications' keys in a shared database).
@@ -237,6 +238,11 @@ async fn migrate(pool: &PgPool, schema: Option<&str>) -> Result<(), StoreError> 
     }
     if found < 8 {
         for statement in admins::SCHEMA_V8 {
+            sqlx::query(*statement).execute(&mut *tx).await?;
+        }
+    }
+    if found < 9 {
+        for statement in fleet::SCHEMA_V9 {
             sqlx::query(*statement).execute(&mut *tx).await?;
         }
     }
@@ -414,8 +420,35 @@ impl Store for PgStore {
         audited!(self.pool, audit, |tx| users::set_access(tx, name, roles, attributes), |done: &bool| *done)
     }
 
+    fn backend(&self) -> &'static str {
+        "PostgreSQL"
+    }
+
     async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        devices::devices(&self.pool).await
+        fleet::devices(&self.pool, None, None, None).await
+    }
+
+    async fn devices_page(&self, filter: DeviceFilter<'_>, page: Page) -> Result<Vec<DeviceRecord>, StoreError> {
+        let (user, id) = filter.columns();
+        fleet::devices(&self.pool, user, id, Some(page)).await
+    }
+
+    async fn mark_directives_sent(&self, device_id: &str, tokens: &[String], now: u64) -> Result<(), StoreError> {
+        fleet::mark_sent(&self.pool, device_id, tokens, now).await
+    }
+
+    async fn sessions_page(&self, user: &str, page: Page) -> Result<Vec<SessionSummary>, StoreError> {
+        fleet::sessions_page(&self.pool, user, page).await
+    }
+
+    async fn revoke_sessions(
+        &self,
+        user: &str,
+        which: Sessions<'_>,
+        now: u64,
+        audit: &AuditEvent,
+    ) -> Result<u64, StoreError> {
+        audited!(self.pool, audit, |tx| fleet::revoke_sessions(tx, user, which, now), |n: &u64| *n > 0)
     }
 
     async fn add_directive(&self, d: &NewDirective, audit: &AuditEvent) -> Result<bool, StoreError> {

@@ -10,8 +10,8 @@ use fieldvault_core::protocol::auth::DeviceReason;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::storage::{
-    DeviceRecord, DeviceState, LeaseRecord, LoginDevice, LoginOutcome, NewDirective, NewLogin, StoreError, from_column,
-    lease, retirement, to_column,
+    DeviceState, LeaseRecord, LoginDevice, LoginOutcome, NewDirective, NewLogin, StoreError, lease, retirement,
+    to_column,
 };
 
 /// Version 3: devices hold their secret and their lease (moved from the newest session that
@@ -212,42 +212,6 @@ pub(super) fn renew_lease(
         )
         .optional()?;
     Ok(row.map(|(id, key, expires)| lease(id, key, expires)).transpose()?.flatten())
-}
-
-pub(super) fn devices(c: &mut Connection) -> Result<Vec<DeviceRecord>, StoreError> {
-    type Row = (String, String, String, i64, i64, Option<String>, bool, Option<String>, Option<i64>);
-    let rows: Vec<Row> = c
-        .prepare(
-            "SELECT d.id, d.user_name, d.name, d.created_at, d.last_seen_at,
-                (SELECT s.id FROM sessions s WHERE s.device_id = d.id ORDER BY s.created_at DESC, s.id LIMIT 1),
-                EXISTS (SELECT 1 FROM sessions s WHERE s.device_id = d.id AND s.revoked_at IS NULL),
-                d.retired_reason, CASE WHEN d.lease_id IS NULL THEN NULL ELSE d.lease_expires_at END
-             FROM devices d ORDER BY d.user_name, d.created_at, d.id",
-        )?
-        .query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?))
-        })?
-        .collect::<Result<_, _>>()?;
-    let mut stmt = c.prepare(
-        "SELECT jti, kind FROM directives WHERE device_id = ?1 AND acked_at IS NULL ORDER BY issued_at, jti",
-    )?;
-    let mut devices = Vec::with_capacity(rows.len());
-    for (id, user, name, created_at, last_seen_at, session_id, active, retired, lease_expires_at) in rows {
-        let pending = stmt.query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-        devices.push(DeviceRecord {
-            id,
-            user,
-            name,
-            created_at: from_column(created_at, "devices.created_at")?,
-            last_seen_at: from_column(last_seen_at, "devices.last_seen_at")?,
-            session_id,
-            active,
-            retired: retirement(retired)?,
-            lease_expires_at: lease_expires_at.map(|t| from_column(t, "devices.lease_expires_at")).transpose()?,
-            pending,
-        });
-    }
-    Ok(devices)
 }
 
 pub(super) fn retire(c: &mut Connection, device_id: &str, why: DeviceReason, now: u64) -> Result<(), StoreError> {

@@ -23,12 +23,13 @@ mod admins;
 mod attachments;
 mod audit;
 mod devices;
+mod fleet;
 mod identities;
 mod sessions;
 mod sync;
 mod users;
 
-use super::{AdminRecord, AdminSession, Page};
+use super::{AdminRecord, AdminSession, DeviceFilter, Page, SessionSummary, Sessions};
 use super::{
     AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginFailures, LoginOutcome, NewDirective, NewLogin,
     PullBatch, PullOutcome, PushBatch, PushOutcome, SessionRecord, Spend, SpendOutcome, Store, StoreError, TotpRecord,
@@ -38,7 +39,7 @@ use super::{AuditCut, AuditEvent, AuditRecord, LinkOutcome, OidcSession};
 use audit::audited;
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = super::admins::SCHEMA_VERSION_ADMINS;
+const SCHEMA_VERSION: i64 = super::fleet::SCHEMA_VERSION_FLEET;
 
 const SCHEMA_V1: &str = "
     CREATE TABLE users (
@@ -237,8 +238,9 @@ impl SqliteStore {
             let v6 = if found < 6 { identities::SCHEMA_V6 } else { "" };
             let v7 = if found < 7 { audit::SCHEMA_V7 } else { "" };
             let v8 = if found < 8 { admins::SCHEMA_V8 } else { "" };
+            let v9 = if found < 9 { fleet::SCHEMA_V9 } else { "" };
             conn.execute_batch(&format!(
-                "BEGIN; {v1} {v2} {v3} {v4} {v5} {v6} {v7} {v8} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                "BEGIN; {v1} {v2} {v3} {v4} {v5} {v6} {v7} {v8} {v9} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             ))
             .map_err(backend)?;
         }
@@ -480,8 +482,47 @@ impl Store for SqliteStore {
             .await
     }
 
+    fn backend(&self) -> &'static str {
+        "SQLite (SQLCipher)"
+    }
+
     async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        self.run(devices::devices).await
+        self.run(|c| fleet::devices(c, None, None, None)).await
+    }
+
+    async fn devices_page(&self, filter: DeviceFilter<'_>, page: Page) -> Result<Vec<DeviceRecord>, StoreError> {
+        let (user, id) = filter.columns();
+        let (user, id) = (user.map(str::to_owned), id.map(str::to_owned));
+        self.run(move |c| fleet::devices(c, user.as_deref(), id.as_deref(), Some(page))).await
+    }
+
+    async fn mark_directives_sent(&self, device_id: &str, tokens: &[String], now: u64) -> Result<(), StoreError> {
+        let (id, tokens) = (device_id.to_owned(), tokens.to_vec());
+        self.run(move |c| fleet::mark_sent(c, &id, &tokens, now)).await
+    }
+
+    async fn sessions_page(&self, user: &str, page: Page) -> Result<Vec<SessionSummary>, StoreError> {
+        let user = user.to_owned();
+        self.run(move |c| fleet::sessions_page(c, &user, page)).await
+    }
+
+    async fn revoke_sessions(
+        &self,
+        user: &str,
+        which: Sessions<'_>,
+        now: u64,
+        audit: &AuditEvent,
+    ) -> Result<u64, StoreError> {
+        let (user, audit) = (user.to_owned(), audit.clone());
+        let one = match which {
+            Sessions::One(id) => Some(id.to_owned()),
+            Sessions::All => None,
+        };
+        self.run(move |c| {
+            let which = one.as_deref().map_or(Sessions::All, Sessions::One);
+            audited(c, &audit, |tx| fleet::revoke_sessions(tx, &user, which, now), |n| *n > 0)
+        })
+        .await
     }
 
     async fn add_directive(&self, d: &NewDirective, audit: &AuditEvent) -> Result<bool, StoreError> {
