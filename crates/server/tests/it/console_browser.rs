@@ -1,12 +1,19 @@
 //! The admin console in a real browser (`tests/console/e2e.mjs`: Debian's chromium driven by
-//! playwright-core from npm) against the real `fieldvault-server` binary, on SQLite and on
-//! PostgreSQL. Screenshots of each page are kept under `target/tmp/console-screenshots/`.
+//! playwright-core from npm) against the real `fieldvault-server` binary and a real device
+//! (the `fieldvault` command line), on SQLite and on PostgreSQL. Screenshots of each page are
+//! kept under `target/tmp/console-screenshots/`.
+//!
+//! The binaries are the test build's own, or those in `FIELDVAULT_BIN_DIR` when it is set:
+//! `.ci/run` points it at the release build, so CI runs the suite against the release binaries.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ADMIN_PASSWORD: &str = "a long console password";
+/// The device user's password and the device vault's passphrase.
+const TECH_PASSWORD: &str = "quokka lantern seventy harbour";
+const TECH_PASSPHRASE: &str = "marble quokka seventy umbrella console";
 
 /// The browser, the driver and node, or None (with a notice) where they are not installed;
 /// CI requires them (`FIELDVAULT_REQUIRE_INTEROP`).
@@ -26,8 +33,24 @@ fn suite() -> Option<PathBuf> {
     None
 }
 
+/// The binary `name`: from `FIELDVAULT_BIN_DIR` when set (it must be there), else the test
+/// build's (`fieldvault` sits next to `fieldvault-server`; None when it was not built).
+fn binary(name: &str) -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("FIELDVAULT_BIN_DIR").filter(|d| !d.is_empty()) {
+        let path = PathBuf::from(dir).join(name);
+        assert!(path.is_file(), "FIELDVAULT_BIN_DIR has no {}", path.display());
+        return Some(path);
+    }
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_fieldvault-server")).with_file_name(name);
+    path.is_file().then_some(path)
+}
+
+fn server_binary() -> PathBuf {
+    binary("fieldvault-server").expect("the fieldvault-server binary")
+}
+
 fn server(data: &Path, db: Option<&str>, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fieldvault-server"));
+    let mut c = Command::new(server_binary());
     c.args(args).arg("--data").arg(data).env_clear().env("FIELDVAULT_PASSWORD", ADMIN_PASSWORD);
     if let Some(url) = db {
         c.arg("--database-url").arg(url);
@@ -39,8 +62,9 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-/// Runs the browser suite against a fresh server on `db` (None: SQLite).
-fn run_suite(dir: &Path, label: &str, db: Option<&str>) {
+/// Runs the browser suite against a fresh server on `db` (None: SQLite), with the device
+/// command line `cli`.
+fn run_suite(dir: &Path, cli: &Path, label: &str, db: Option<&str>) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     let init = server(&data, None, &["init"]).output().expect("init");
@@ -48,6 +72,9 @@ fn run_suite(dir: &Path, label: &str, db: Option<&str>) {
     let pin = String::from_utf8_lossy(&init.stdout).trim().to_owned();
     let add = server(&data, db, &["admin", "add", "root"]).output().expect("admin add");
     assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    let tech = server(&data, db, &["user", "add", "tech"]).env("FIELDVAULT_PASSWORD", TECH_PASSWORD).output();
+    let tech = tech.expect("user add");
+    assert!(tech.status.success(), "{}", String::from_utf8_lossy(&tech.stderr));
     let (port, admin_port) = (free_port(), free_port());
     let mut serve = server(
         &data,
@@ -64,11 +91,19 @@ fn run_suite(dir: &Path, label: &str, db: Option<&str>) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots").join(label);
+    let vault = tmp.path().join("device");
     let out = Command::new("node")
         .arg("e2e.mjs")
         .args(["--url", &format!("https://127.0.0.1:{admin_port}"), "--pin", &pin, "--admin", "root"])
-        .args(["--password", ADMIN_PASSWORD, "--screenshots"])
+        .arg("--screenshots")
         .arg(&shots)
+        .arg("--fieldvault")
+        .arg(cli)
+        .args(["--device-url", &format!("https://127.0.0.1:{port}"), "--device-user", "tech"])
+        .env("FV_CONSOLE_PASSWORD", ADMIN_PASSWORD)
+        .env("FIELDVAULT_VAULT", &vault)
+        .env("FIELDVAULT_PASSPHRASE", TECH_PASSPHRASE)
+        .env("FIELDVAULT_PASSWORD", TECH_PASSWORD)
         .current_dir(dir)
         .output()
         .expect("node");
@@ -79,7 +114,9 @@ fn run_suite(dir: &Path, label: &str, db: Option<&str>) {
     assert!(out.status.success(), "{label}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
     let summary = stdout.lines().last().unwrap_or_default();
     assert!(summary.ends_with(" passed, 0 failed") && !summary.starts_with("0 "), "{summary}");
-    assert!(shots.join("04-users-escaped.png").is_file(), "screenshots kept in {}", shots.display());
+    for shot in ["04-users-escaped", "10-devices", "12-sessions", "13-device-wiped", "14-health", "16-audit"] {
+        assert!(shots.join(format!("{shot}.png")).is_file(), "{shot}: screenshots kept in {}", shots.display());
+    }
 
     // What the administrator did is in the audit log, under their name, and the chain holds.
     let verify = server(&data, db, &["audit", "verify"]).output().expect("audit verify");
@@ -96,6 +133,10 @@ fn run_suite(dir: &Path, label: &str, db: Option<&str>) {
         "console.login.failed",
         "user.add",
         "user.disable",
+        "directive.issued",
+        "directive.acknowledged",
+        "session.revoke_all",
+        "login",
     ] {
         assert!(lines.iter().any(|r| r["action"] == action), "{label}: no {action} in {lines:?}");
     }
@@ -104,12 +145,27 @@ fn run_suite(dir: &Path, label: &str, db: Option<&str>) {
         (&disabled["actor"], &disabled["target"]),
         (&serde_json::json!("admin:root"), &serde_json::json!("field-worker"))
     );
+    let issued: Vec<&serde_json::Value> = lines.iter().filter(|r| r["action"] == "directive.issued").collect();
+    let kinds: Vec<&serde_json::Value> = issued.iter().map(|r| &r["detail"]["kind"]).collect();
+    assert_eq!(kinds, [&serde_json::json!("revoke"), &serde_json::json!("wipe")], "{label}");
+    assert!(issued.iter().all(|r| r["actor"] == "admin:root"), "{label}: {issued:?}");
+    let acked = lines.iter().filter(|r| r["action"] == "directive.acknowledged").count();
+    assert_eq!(acked, 2, "{label}: the device acknowledged both");
 }
 
 #[test]
 fn the_console_works_in_a_real_browser_on_sqlite_and_postgresql() {
     let Some(dir) = suite() else { return };
-    run_suite(&dir, "sqlite", None);
+    let Some(cli) = binary("fieldvault") else {
+        assert!(
+            std::env::var_os("FIELDVAULT_REQUIRE_INTEROP").is_none(),
+            "the console's browser tests need the fieldvault binary (cargo test --workspace builds it)"
+        );
+        eprintln!("console browser tests skipped: no fieldvault binary (run cargo test --workspace)");
+        return;
+    };
+    eprintln!("console browser tests with {} and {}", server_binary().display(), cli.display());
+    run_suite(&dir, &cli, "sqlite", None);
     if let Some(url) = std::env::var("FIELDVAULT_TEST_POSTGRES").ok().filter(|u| !u.is_empty()) {
         // A schema of its own, named in the URL's connection options.
         let schema = crate::harness::fresh_schema();
@@ -123,7 +179,7 @@ fn the_console_works_in_a_real_browser_on_sqlite_and_postgresql() {
         });
         let sep = if url.contains('?') { '&' } else { '?' };
         let scoped = format!("{url}{sep}options=-c%20search_path%3D{schema}");
-        run_suite(&dir, "postgres", Some(&scoped));
+        run_suite(&dir, &cli, "postgres", Some(&scoped));
         runtime.block_on(async {
             let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.expect("connect");
             let drop = format!("DROP SCHEMA {schema} CASCADE");
