@@ -157,6 +157,8 @@ pub struct App {
     pub oidc: Option<Arc<crate::auth::oidc::Oidc>>,
     /// Connection and error counters (the console's health page).
     pub health: Arc<crate::health::Health>,
+    /// The pins `GET /v1/server/pins` names (None: the route answers 404).
+    pub pins: Option<Arc<crate::certs::PinSource>>,
 }
 
 /// The (user, idempotency key) pairs of pushes running on this instance. PostgreSQL adds
@@ -231,6 +233,7 @@ impl App {
             in_flight: InFlight::default(),
             oidc: None,
             health: Arc::default(),
+            pins: None,
         })
     }
 
@@ -245,6 +248,13 @@ impl App {
     #[must_use]
     pub fn with_oidc(mut self, oidc: crate::auth::oidc::Oidc) -> App {
         self.oidc = Some(Arc::new(oidc));
+        self
+    }
+
+    /// The same state announcing the pins of this key directory at `GET /v1/server/pins`.
+    #[must_use]
+    pub fn with_pins(mut self, pins: crate::certs::PinSource) -> App {
+        self.pins = Some(Arc::new(pins));
         self
     }
 

@@ -7,6 +7,8 @@
 //!   token-signing.p8      Ed25519 private key, PKCS#8 DER: signs access, offline and directive tokens
 //!   tls-cert.pem          the server certificate (self-signed unless one is given)
 //!   tls-key.pem           its private key (ECDSA P-256 for a self-signed one, or the operator's)
+//!   tls-next.pem          the next key and its certificate, after `cert next` (`crate::certs`)
+//!   tls-previous.pem      the key in use before the last `cert rotate`
 //! ```
 
 use std::fs::{self, DirBuilder, OpenOptions};
@@ -18,7 +20,7 @@ use aws_lc_rs::digest;
 use aws_lc_rs::signature::Ed25519KeyPair;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use rcgen::{CertificateParams, DnType, KeyPair, PublicKeyData, SanType};
+use rcgen::PublicKeyData;
 use zeroize::Zeroizing;
 
 /// What setting up or reading the key directory can refuse.
@@ -155,32 +157,23 @@ impl KeyDir {
     }
 
     /// Creates the data directory (if missing) and the key directory with a fresh store key,
-    /// token-signing key and a self-signed certificate for `hosts` (names and IP addresses).
+    /// token-signing key and a self-signed certificate for `hosts` (names and IP addresses),
+    /// valid for a year from now (`crate::certs`).
     /// Returns the certificate's SPKI pin.
     ///
     /// # Errors
     /// [`Error::AlreadyInitialised`] or [`Error::NotEmpty`] without changing anything.
     pub fn init(&self, data: &Path, hosts: &[String]) -> Result<String, Error> {
+        let now = (crate::system_clock())();
         if self.dir.join(STORE_KEY).exists() || self.dir.join(SIGNING_KEY).exists() {
             return Err(Error::AlreadyInitialised { dir: self.dir.clone() });
         }
         // Everything that can fail without touching the disk comes first.
-        let tls_key =
-            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| Error::Generate(e.to_string()))?;
-        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| Error::Generate(e.to_string()))?;
-        params.distinguished_name.push(DnType::CommonName, "fieldvault-server");
-        for h in hosts {
-            params.subject_alt_names.push(match h.parse::<std::net::IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => {
-                    SanType::DnsName(h.clone().try_into().map_err(|e: rcgen::Error| Error::Generate(e.to_string()))?)
-                }
-            });
-        }
-        let cert = params.self_signed(&tls_key).map_err(|e| Error::Generate(e.to_string()))?;
+        let tls_key = crate::certs::new_key()?;
+        let cert = crate::certs::self_signed(&tls_key, hosts, now)?;
         let pin = spki_pin(&tls_key.subject_public_key_info());
         let key_pem = Zeroizing::new(tls_key.serialize_pem());
-        self.write_keys(data, cert.pem().as_bytes(), key_pem.as_bytes())?;
+        self.write_keys(data, cert.as_bytes(), key_pem.as_bytes())?;
         Ok(pin)
     }
 

@@ -2,6 +2,7 @@
 //! channel, storage on SQLite (SQLCipher) or PostgreSQL.
 //!
 //! Map:
+//! - [`certs`]: the TLS certificate over time: `cert status | renew | next | rotate`.
 //! - [`KeyDir`]: the directory apart from the data that holds the store key, the
 //!   token-signing key and the TLS certificate and key; 0700, files 0600.
 //! - [`Store`]: the storage interface; [`SqliteStore`] (default) and [`PgStore`].
@@ -28,6 +29,7 @@ pub mod accounts;
 mod app;
 pub mod attachments;
 pub mod auth;
+pub mod certs;
 pub mod console;
 pub mod devices;
 pub mod health;

@@ -22,8 +22,15 @@ use zeroize::Zeroizing;
 /// Deletes expired nonces and idempotency records past their life, once a minute, and
 /// checks this machine's clock against the database's.
 async fn purge(app: Arc<App>) {
-    loop {
+    for minute in 1u64.. {
         tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        // Once a day: the certificate's expiry (a warning from 30 days before).
+        if minute % (24 * 60) == 0
+            && let Some(pins) = &app.pins
+            && let Err(e) = pins.warn_if_expiring(app.now())
+        {
+            tracing::warn!(error = %e, "reading the TLS certificate failed");
+        }
         if let Err(e) = app.purge().await {
             tracing::warn!(error = %e, "purging expired nonces and idempotency records failed");
         }
@@ -108,6 +115,10 @@ enum Command {
         #[command(flatten)]
         oidc: OidcArgs,
     },
+    /// Show, renew or rotate the TLS certificate and key (devices pin the key: make the next
+    /// key, let devices sync to learn its pin, then rotate; docs/protocol.md section 20)
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// Manage user accounts
     #[command(subcommand)]
     User(UserCommand),
@@ -121,6 +132,31 @@ enum Command {
     /// running server
     #[command(subcommand)]
     Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CertCommand {
+    /// Each key's pin, validity and days left: the key in use, the next one (after `cert next`)
+    /// and the previous one (after `cert rotate`)
+    Status,
+    /// Re-issue the certificate in use for the same key, valid for a year from now (the pin does
+    /// not change: the routine yearly step); with --tls-cert, install your CA's new certificate
+    /// for the same key instead. Restart `serve` to use it
+    Renew {
+        /// Your CA's new certificate chain (PEM) for the key in use
+        #[arg(long, value_name = "PEM")]
+        tls_cert: Option<PathBuf>,
+    },
+    /// Make the next key and print its pin (or print the pin of the one already made); devices
+    /// learn it from GET /v1/server/pins at their next sync
+    Next,
+    /// Put the next key in use, keeping the replaced one as the previous key; restart `serve`
+    /// to use it. With --undo, put the previous key back in use
+    Rotate {
+        /// Go back to the key in use before the last rotation
+        #[arg(long)]
+        undo: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -475,6 +511,75 @@ async fn audit_command(store: Arc<dyn Store>, cmd: AuditCommand, json: bool, now
     }
 }
 
+/// `cert status | renew | next | rotate`.
+fn cert(key_dir: &KeyDir, cmd: CertCommand, json: bool) -> Result<()> {
+    use fieldvault_server::certs::CertInfo;
+    let now = system_clock()();
+    let date = |t: u64| {
+        chrono::DateTime::from_timestamp(i64::try_from(t).unwrap_or(i64::MAX), 0)
+            .map_or_else(|| t.to_string(), |d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+    };
+    let as_json = |c: &CertInfo| {
+        serde_json::json!({ "key": c.slot.as_str(), "pin": c.pin, "not_before": c.not_before,
+            "not_after": c.not_after, "days_left": c.days_left(now), "self_signed": c.self_signed, "hosts": c.hosts })
+    };
+    let one = |c: &CertInfo, what: &str| {
+        if json {
+            println!("{}", as_json(c));
+        } else {
+            println!("{}", c.pin);
+            eprintln!("fieldvault-server: {what}; valid until {} ({} days)", date(c.not_after), c.days_left(now));
+        }
+    };
+    match cmd {
+        CertCommand::Status => {
+            let all = key_dir.cert_status().context("cert status")?;
+            if json {
+                println!("{}", serde_json::Value::Array(all.iter().map(as_json).collect()));
+            } else {
+                println!("{:<9} {:<52} {:<24} {:>9}  ISSUER", "KEY", "PIN", "VALID UNTIL", "DAYS LEFT");
+                for c in &all {
+                    let issuer = if c.self_signed { "self-signed" } else { "CA" };
+                    println!(
+                        "{:<9} {:<52} {:<24} {:>9}  {issuer}",
+                        c.slot.as_str(),
+                        c.pin,
+                        date(c.not_after),
+                        c.days_left(now)
+                    );
+                }
+            }
+        }
+        CertCommand::Renew { tls_cert } => {
+            let c = key_dir.cert_renew(now, tls_cert.as_deref()).context("cert renew")?;
+            one(&c, "renewed for the same key (the pin is unchanged); restart `serve` to use it");
+        }
+        CertCommand::Next => {
+            let (c, made) = key_dir.cert_next(now).context("cert next")?;
+            one(
+                &c,
+                if made {
+                    "made the next key; devices learn its pin at their next sync, then `cert rotate` puts it in use"
+                } else {
+                    "a next key exists already (this is its pin); `cert rotate` puts it in use"
+                },
+            );
+        }
+        CertCommand::Rotate { undo } => {
+            let c = key_dir.cert_rotate(undo).context(if undo { "cert rotate --undo" } else { "cert rotate" })?;
+            one(
+                &c,
+                if undo {
+                    "the previous key is in use again; restart `serve` to use it"
+                } else {
+                    "the next key is in use (the replaced one is kept: `cert rotate --undo`); restart `serve` to use it"
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")
 }
@@ -502,6 +607,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Cert(cmd) => cert(&key_dir, cmd, cli.json),
         Command::User(cmd) => {
             let store_key = key_dir.store_key().context("run `fieldvault-server init` first")?;
             runtime()?.block_on(async {
@@ -657,7 +763,10 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 None => Rules::owner_only(),
             };
+            key_dir.repair_rotation().context("the key directory")?;
             let tls = key_dir.tls_config().context("run `fieldvault-server init` first")?;
+            let pins = fieldvault_server::certs::PinSource::new(key_dir.clone());
+            pins.warn_if_expiring(system_clock()()).context("the TLS certificate")?;
             let store_key = key_dir.store_key().context("run `fieldvault-server init` first")?;
             let signer = key_dir.token_signer().context("the token-signing key")?;
             runtime()?.block_on(async {
@@ -678,7 +787,8 @@ fn run(cli: Cli) -> Result<()> {
                 };
                 let app = App::new(store.clone(), signer, &store_key, system_clock(), config)
                     .map_err(anyhow::Error::msg)?
-                    .with_rules(rules);
+                    .with_rules(rules)
+                    .with_pins(pins);
                 let app = match oidc {
                     Some(oidc) => app.with_oidc(oidc),
                     None => app,
@@ -747,6 +857,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: a log file or journal gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     quiet_rule_panics();
     let cli = Cli::parse();

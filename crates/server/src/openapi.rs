@@ -16,6 +16,7 @@ use fieldvault_core::protocol::oidc::{OidcConfigResponse, OidcIssuerConfig, Oidc
     info(title = "Fieldvault sync server", description = "SPEC section 5; docs/protocol.md walks through it."),
     paths(
         crate::serve::healthz,
+        crate::serve::server_pins,
         crate::auth::login::login,
         crate::auth::oidc::config,
         crate::auth::oidc::login,

@@ -9,6 +9,9 @@ use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 
+use axum::http::header;
+use fieldvault_core::protocol::{PINS_TYP, PinsClaims};
+
 use crate::app::App;
 use crate::auth;
 use crate::problem::ApiError;
@@ -17,6 +20,23 @@ use crate::problem::ApiError;
 #[utoipa::path(get, path = "/healthz", tag = "meta", responses((status = 200, description = "{\"status\":\"ok\"}")))]
 pub async fn healthz() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// The certificate pins a device should hold (SPEC section 5): a JWS (`typ: fv-pins+jwt`,
+/// signed with the token key) of {pins, iat, exp}, the current key's pin first, then the next
+/// key's once `cert next` made it. Devices verify it with their cached JWKS and add the pins to
+/// their pin set at each sync, so a later `cert rotate` never locks them out.
+#[utoipa::path(get, path = "/v1/server/pins", tag = "meta",
+    responses((status = 200, description = "a compact JWS, `application/jwt`"), (status = 404)))]
+pub async fn server_pins(State(app): State<Arc<App>>) -> Response {
+    let Some(source) = &app.pins else { return ApiError::not_found().into_response() };
+    match source.pins() {
+        Ok(pins) => {
+            let token = app.tokens.sign(PINS_TYP, &PinsClaims::new(pins, app.now()));
+            ([(header::CONTENT_TYPE, "application/jwt"), (header::CACHE_CONTROL, "no-store")], token).into_response()
+        }
+        Err(e) => ApiError::internal(format!("reading the certificate pins: {e}")).into_response(),
+    }
 }
 
 /// The header-size limit, for every request (content codings are refused where a body is
@@ -69,6 +89,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/auth/oidc", post(auth::oidc::login))
         .route("/v1/auth/oidc/config", get(auth::oidc::config))
         .route("/v1/auth/jwks", get(auth::jwks))
+        .route("/v1/server/pins", get(server_pins))
         .route("/v1/openapi.json", get(crate::openapi::openapi_json))
         .merge(signed)
         .fallback(not_found)

@@ -147,12 +147,16 @@ impl Unlocked {
             let mut channel = open_channel(&db.conn, &path, account)?;
             let result = match state::get(&db.conn, state::ROLLBACK).map_err(db_err(&path))? {
                 Some(_) => Err(Error::RollbackDetected),
-                None => {
-                    let listeners = &mut db.listeners;
-                    crate::database::with_cache_cap(&mut db.conn, &path, crate::database::SYNC_CACHE_KIB, |conn| {
-                        run_sync(conn, &path, &mut channel, policy, listeners, progress)
-                    })?
-                }
+                // The server's pin list first: a verified one adds the next key's pin.
+                None => match super::pins::refresh(&db.conn, &path, &channel) {
+                    Err(e) => Err(e),
+                    Ok(()) => {
+                        let listeners = &mut db.listeners;
+                        crate::database::with_cache_cap(&mut db.conn, &path, crate::database::SYNC_CACHE_KIB, |conn| {
+                            run_sync(conn, &path, &mut channel, policy, listeners, progress)
+                        })?
+                    }
+                },
             };
             if matches!(result, Err(Error::RollbackDetected)) {
                 state::set(&db.conn, state::ROLLBACK, "1").map_err(db_err(&path))?;

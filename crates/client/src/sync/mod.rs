@@ -18,6 +18,7 @@ pub(crate) mod login;
 pub(crate) mod logout;
 pub(crate) mod oidc;
 pub(crate) mod outbox;
+pub(crate) mod pins;
 pub(crate) mod pull;
 pub(crate) mod retry;
 pub(crate) mod state;

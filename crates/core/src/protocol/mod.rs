@@ -18,5 +18,6 @@ pub use signing::{
 };
 pub use token::{
     ACCESS_AUDIENCE, ACCESS_TYP, AccessClaims, DIRECTIVE_AUDIENCE, DIRECTIVE_TYP, DirectiveClaims, DirectiveKind,
-    OFFLINE_AUDIENCE, OFFLINE_TYP, OfflineClaims, TokenError, TokenSigner, TokenVerifier,
+    MAX_PINS, OFFLINE_AUDIENCE, OFFLINE_TYP, OfflineClaims, PINS_LIFETIME_SECS, PINS_TYP, PinsClaims, TokenError,
+    TokenSigner, TokenVerifier, merge_pins,
 };

@@ -28,6 +28,12 @@ pub const OFFLINE_AUDIENCE: &str = "fieldvault/offline";
 pub const DIRECTIVE_TYP: &str = "fv-directive+jwt";
 /// `aud` of a device directive.
 pub const DIRECTIVE_AUDIENCE: &str = "fieldvault/directive";
+/// `typ` of the server's signed pin list (`GET /v1/server/pins`).
+pub const PINS_TYP: &str = "fv-pins+jwt";
+/// How long a pin list is good for after it is signed.
+pub const PINS_LIFETIME_SECS: u64 = 24 * 60 * 60;
+/// Most pins a pin list names, and a device keeps.
+pub const MAX_PINS: usize = 4;
 /// `iss` of every token.
 const ISSUER: &str = "fieldvault-server";
 /// A token issued this far in the future (by a server whose clock runs ahead) is still taken.
@@ -209,6 +215,41 @@ impl OfflineClaims {
     }
 }
 
+/// Claims of the server's pin list (`typ: fv-pins+jwt`, SPEC section 5): the SPKI pins of
+/// its current certificate key and of the next one, if made. Exactly these three claims (no
+/// `aud` or `iss`: the `typ` alone makes it a pin list). A device that verifies it with its
+/// cached JWKS adds the pins to its pin set, so a key rotation never locks it out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinsClaims {
+    /// `sha256/BASE64` pins, the current key's first; 1 to [`MAX_PINS`].
+    pub pins: Vec<String>,
+    /// Signed at (Unix seconds).
+    pub iat: u64,
+    /// Good until (Unix seconds): `iat` + [`PINS_LIFETIME_SECS`].
+    pub exp: u64,
+}
+
+impl PinsClaims {
+    /// A pin list signed at `iat`.
+    pub fn new(pins: Vec<String>, iat: u64) -> Self {
+        PinsClaims { pins, iat, exp: iat.saturating_add(PINS_LIFETIME_SECS) }
+    }
+}
+
+/// A device's pin set after a verified pin list: the announced pins first (the current
+/// key's, then the next), then the device's own pins the list did not name, each once, at
+/// most [`MAX_PINS`]. The oldest of the device's own pins go first when there are too many.
+pub fn merge_pins(own: &[String], announced: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(MAX_PINS);
+    for p in announced.iter().chain(own) {
+        if out.len() < MAX_PINS && !out.contains(p) {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
 /// The key id of an Ed25519 public key: base64url (no padding) of the first 12 bytes of its
 /// SHA-256. Tokens carry it as `kid`; the JWKS lists it.
 fn key_id(public_key: &[u8]) -> String {
@@ -313,12 +354,35 @@ impl TokenVerifier {
         self.check(token, DIRECTIVE_TYP, DIRECTIVE_AUDIENCE)
     }
 
+    /// Checks the server's pin list at time `now`: signature, `typ`, freshness, and 1 to
+    /// [`MAX_PINS`] pins (their format is the caller's to check).
+    ///
+    /// # Errors
+    /// Any [`TokenError`] but `WrongAudience`; [`TokenError::Malformed`] for no pins or too many.
+    pub fn pins(&self, token: &str, now: u64) -> Result<PinsClaims, TokenError> {
+        let c: PinsClaims = self.check_signed(token, PINS_TYP)?;
+        fresh(c.iat, c.exp, now)?;
+        if c.pins.is_empty() || c.pins.len() > MAX_PINS {
+            return Err(TokenError::Malformed);
+        }
+        Ok(c)
+    }
+
     fn check<C: DeserializeOwned + HasAudience>(
         &self,
         token: &str,
         typ: &'static str,
         aud: &'static str,
     ) -> Result<C, TokenError> {
+        let claims: C = self.check_signed(token, typ)?;
+        if claims.aud() != aud || claims.iss() != ISSUER {
+            return Err(TokenError::WrongAudience);
+        }
+        Ok(claims)
+    }
+
+    /// The header (EdDSA, this key's `kid`, no `crit`), the `typ` and the signature.
+    fn check_signed<C: DeserializeOwned>(&self, token: &str, typ: &'static str) -> Result<C, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.alg != Algorithm::EdDSA || header.crit.is_some() || header.kid.as_deref() != Some(&self.kid) {
             return Err(TokenError::Header);
@@ -337,11 +401,7 @@ impl TokenVerifier {
             jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
             _ => TokenError::Malformed,
         })?;
-        let claims = data.claims;
-        if claims.aud() != aud || claims.iss() != ISSUER {
-            return Err(TokenError::WrongAudience);
-        }
-        Ok(claims)
+        Ok(data.claims)
     }
 }
 
@@ -462,5 +522,29 @@ mod tests {
         let t = s.sign(ACCESS_TYP, &access(1000, 1600));
         assert!(TokenVerifier::from_public_key(&public).access(&t, 1100).is_ok());
         assert_eq!(jwks["keys"][0]["kid"], s.verifier().kid);
+    }
+
+    #[test]
+    fn a_pin_list_verifies_only_as_itself_while_fresh_and_merges_into_at_most_four_pins() {
+        let s = signer();
+        let claims = PinsClaims::new(vec!["sha256/a".into(), "sha256/b".into()], 1000);
+        let t = s.sign(PINS_TYP, &claims);
+        assert_eq!(s.verifier().pins(&t, 1001), Ok(claims.clone()));
+        assert_eq!(s.verifier().pins(&t, 1000 + PINS_LIFETIME_SECS), Err(TokenError::Expired));
+        assert!(matches!(s.verifier().access(&t, 1001), Err(TokenError::WrongType { .. })));
+        assert!(matches!(signer().verifier().pins(&t, 1001), Err(TokenError::Header)), "another key");
+        let directive = s.sign(DIRECTIVE_TYP, &DirectiveClaims::new("a", "d", "s", "j".into(), DirectiveKind::Wipe, 1));
+        assert!(matches!(s.verifier().pins(&directive, 1001), Err(TokenError::WrongType { .. })));
+        let relabelled = s.sign(PINS_TYP, &DirectiveClaims::new("a", "d", "s", "j".into(), DirectiveKind::Wipe, 1000));
+        assert_eq!(s.verifier().pins(&relabelled, 1001), Err(TokenError::Malformed), "other claims");
+        for n in [0, MAX_PINS + 1] {
+            let t = s.sign(PINS_TYP, &PinsClaims::new((0..n).map(|i| format!("sha256/{i}")).collect(), 1000));
+            assert_eq!(s.verifier().pins(&t, 1001), Err(TokenError::Malformed), "{n} pins");
+        }
+        let own: Vec<String> = ["p1", "p2", "p3"].map(String::from).to_vec();
+        let merged = merge_pins(&own, &["p2".into(), "n1".into()]);
+        assert_eq!(merged, ["p2", "n1", "p1", "p3"]);
+        let merged = merge_pins(&merged, &["n1".into(), "n2".into()]);
+        assert_eq!(merged, ["n1", "n2", "p2", "p1"], "the oldest own pin goes first");
     }
 }

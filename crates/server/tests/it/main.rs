@@ -8,6 +8,7 @@ mod attachment_sync;
 mod attachments;
 mod audit;
 mod auth;
+mod certs;
 mod channel;
 mod cli_oidc;
 mod cli_sync;
@@ -30,6 +31,7 @@ mod soak;
 mod storage;
 mod sync;
 mod sync_limits;
+mod tls_scan;
 #[path = "../../../client/tests/it/tmpfs.rs"]
 mod tmpfs;
 
