@@ -20,6 +20,8 @@
 #   age                        the export tests decrypt exports with the age tool
 #   chromium                   the admin console's browser tests, driven by playwright-core
 #                              (npm, pinned in crates/server/tests/console)
+#   python3-venv + sslyze      the TLS scan against Mozilla's intermediate profile (sslyze from
+#                              PyPI, pinned, in its own virtual environment)
 set -euo pipefail
 
 core=0
@@ -43,7 +45,7 @@ fi
 
 packages=(gcc libc6-dev make pkg-config libdbus-1-dev libssl-dev)
 # age: the export tests decrypt exports with the age command-line tool (docs/formats/export.md).
-((core)) || packages+=(sqlite3 python3 python3-pip age chromium)
+((core)) || packages+=(sqlite3 python3 python3-pip python3-venv age chromium)
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -94,6 +96,18 @@ if ! python3 -c "import blake3" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check blake3 2>/dev/null \
     || python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages blake3
   python3 -c "import blake3" || { echo "setup: could not install blake3" >&2; exit 1; }
+fi
+
+# sslyze checks the server's TLS configuration against Mozilla's "intermediate" profile
+# (crates/server/tests/it/tls_scan.rs), in a virtual environment of its own so that its pinned
+# dependencies stay apart from the system's.
+sslyze_venv="${FIELDVAULT_SSLYZE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/fieldvault/sslyze}"
+if ! "$sslyze_venv/bin/sslyze" --help >/dev/null 2>&1; then
+  echo "setup: installing sslyze 6.3.1 (into $sslyze_venv)"
+  rm -rf "$sslyze_venv"
+  python3 -m venv "$sslyze_venv"
+  "$sslyze_venv/bin/pip" install --quiet --disable-pip-version-check sslyze==6.3.1
+  "$sslyze_venv/bin/sslyze" --help >/dev/null || { echo "setup: could not install sslyze" >&2; exit 1; }
 fi
 
 # A real OpenID provider for the server's sign-in tests (crates/server/tests/oidc): oidc-provider

@@ -229,8 +229,9 @@ pub(crate) fn unix_now() -> u64 {
 impl Vault {
     /// Unlocks the vault with the KEK from `store`.
     ///
-    /// With the passphrase keystore, failures are counted on disk and, after three, each
-    /// next attempt must wait (1 s, doubling, at most 15 min); a success resets the count.
+    /// With the passphrase keystore, failures are counted on disk: three in a row are free,
+    /// and after the fourth the next attempt must wait 1 s, doubling with each further
+    /// failure, at most 15 min; a success resets the count.
     /// Damage to the key file is reported as [`Error::Corrupt`] and never counted.
     ///
     /// # Errors

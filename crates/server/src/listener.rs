@@ -266,8 +266,10 @@ struct Connection {
 
 impl Connection {
     async fn run(self, tcp: TcpStream, handshake: OwnedSemaphorePermit, mut admitted: Admitted) {
-        // A failed or slow handshake (plain HTTP, an old protocol, a wrong SNI, silence) just
-        // closes the connection: nothing is answered in plaintext. The deadline covers the
+        // A failed or slow handshake (plain HTTP, an old protocol, no common cipher suite,
+        // silence) just closes the connection: nothing is answered in plaintext. Any server
+        // name (SNI) gets the one certificate: the device checks that it is valid for the
+        // name it asked for and that its key is pinned, and refuses it otherwise. The deadline covers the
         // wait for a connection slot too, so a handshake slot is never held longer than this.
         let deadline = Instant::now() + self.config.handshake_timeout;
         let Ok(Ok(stream)) = tokio::time::timeout_at(deadline, self.tls.accept(tcp)).await else { return };

@@ -258,3 +258,68 @@ async fn http2_allows_one_stream_and_pings_a_quiet_peer_then_drops_it_when_it_st
     // The ping goes unanswered: the server drops the connection long before its request timers.
     closed_by_server(&mut tls, "an HTTP/2 connection whose peer does not answer pings").await;
 }
+
+/// What the server sends back on `tls` after `bytes`, until it closes or 5 s pass.
+async fn answer_to(mut tls: TlsStream<TcpStream>, bytes: &[u8]) -> Vec<u8> {
+    tls.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+    out
+}
+
+#[tokio::test]
+async fn the_protocol_alpn_chose_is_served_and_the_other_one_is_not() {
+    let h = server(Config::default()).await;
+    let http1 = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    // Offered and chosen: each protocol is served.
+    let tls = tls_from(&h, CLIENT, b"http/1.1").await.expect("TLS");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"http/1.1".as_slice()));
+    assert!(answer_to(tls, http1).await.starts_with(b"HTTP/1.1 200 OK"));
+    let tls = tls_from(&h, CLIENT, b"h2").await.expect("TLS");
+    let (_sender, _conn, answer) = h2_healthz(tls, None).await;
+    assert_eq!(answer.status(), 200);
+    // HTTP/1.1 on a connection that negotiated h2: not served as HTTP/1.1 (the HTTP/2 side
+    // refuses the missing preface).
+    let tls = tls_from(&h, CLIENT, b"h2").await.expect("TLS");
+    let answer = answer_to(tls, http1).await;
+    assert!(!answer.starts_with(b"HTTP/1.1"), "{}", String::from_utf8_lossy(&answer));
+    // An HTTP/2 preface on a connection that negotiated http/1.1: no HTTP/2 is spoken.
+    let tls = tls_from(&h, CLIENT, b"http/1.1").await.expect("TLS");
+    let handshake = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .handshake::<_, http_body_util::Empty<hyper::body::Bytes>>(hyper_util::rt::TokioIo::new(tls))
+        .await;
+    match handshake {
+        Err(_) => {}
+        Ok((mut sender, connection)) => {
+            tokio::spawn(connection);
+            let request = hyper::Request::get("https://localhost/healthz")
+                .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+                .expect("request");
+            let sent = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request)).await;
+            assert!(!matches!(sent, Ok(Ok(_))), "an HTTP/2 request was answered on an http/1.1 connection");
+        }
+    }
+}
+
+#[tokio::test]
+async fn any_server_name_gets_the_certificate_and_the_device_checks_its_names_and_pin() {
+    let h = server(Config::default()).await;
+    let mut config = pinned_client_config(Pins::parse(&[&h.pin]).expect("pin"));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connect = |name: &'static str| {
+        let connector = connector.clone();
+        let addr = h.addr;
+        async move {
+            let tcp = tcp_from(CLIENT, addr).await.expect("TCP");
+            connector.connect(rustls::pki_types::ServerName::try_from(name).expect("name"), tcp).await
+        }
+    };
+    // Another name: the server answers with its one certificate (it does not close the
+    // connection), and the device refuses it because it is not valid for that name.
+    let other = connect("not-this-server.example").await.expect_err("refused by the device");
+    assert!(format!("{other:?}").contains("NotValidForName"), "{other:?}");
+    let tls = connect("localhost").await.expect("the certificate's own name");
+    let answer = answer_to(tls, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.starts_with(b"HTTP/1.1 200 OK"), "{}", String::from_utf8_lossy(&answer));
+}
