@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
+use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use fieldvault_core::protocol::DirectiveKind;
 use maud::{Markup, html};
 
 use super::login::step_up;
-use super::pages::{Listing, page, respond, when};
+use super::pages::{Listing, Notice, notice_markup, notice_status, page, respond, when};
 use super::{Fields, admin_actor};
 use crate::app::App;
 use crate::auth::PeerAddr;
@@ -96,20 +96,17 @@ fn urlencode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-async fn render(app: &App, session: &AdminSession, query: &Listing, notice: Option<(bool, String)>) -> Response {
+async fn render(app: &App, session: &AdminSession, query: &Listing, notice: Notice) -> Response {
     let filter = if query.text.is_empty() { DeviceFilter::All } else { DeviceFilter::User(&query.text) };
     let rows = Page { offset: query.offset(PAGE_SIZE), limit: PAGE_SIZE };
     let devices = match app.store.devices_page(filter, rows).await {
         Ok(d) => d,
         Err(e) => return super::pages::internal(&e),
     };
-    let status = match &notice {
-        Some((false, _)) => StatusCode::BAD_REQUEST,
-        _ => StatusCode::OK,
-    };
+    let status = notice_status(&notice);
     let body = html! {
         h1 { "Devices" }
-        @if let Some((ok, text)) = &notice { p class=(if *ok { "notice" } else { "error" }) { (text) } }
+        (notice_markup(&notice))
         form method="get" action="/devices" {
             label { "User " input type="search" name="user" value=(query.text); }
             button type="submit" { "Show" }

@@ -139,3 +139,19 @@ impl Listing {
         }
     }
 }
+
+/// The outcome of an action shown above a page: (succeeded, what happened).
+pub(super) type Notice = Option<(bool, String)>;
+
+/// A page's status: 400 when it reports a refused action, else 200.
+pub(super) fn notice_status(notice: &Notice) -> StatusCode {
+    match notice {
+        Some((false, _)) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::OK,
+    }
+}
+
+/// The notice as a paragraph (nothing without one).
+pub(super) fn notice_markup(notice: &Notice) -> Markup {
+    html! { @if let Some((ok, text)) = notice { p class=(if *ok { "notice" } else { "error" }) { (text) } } }
+}

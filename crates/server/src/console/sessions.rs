@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
+use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use maud::html;
 
 use super::login::step_up;
-use super::pages::{Listing, page, respond, when};
+use super::pages::{Listing, Notice, notice_markup, notice_status, page, respond, when};
 use super::{Fields, admin_actor};
 use crate::app::App;
 use crate::auth::PeerAddr;
@@ -21,7 +21,7 @@ use crate::storage::{AdminSession, AuditEvent, Page, Sessions};
 /// Sessions per page.
 pub const PAGE_SIZE: u32 = 50;
 
-async fn render(app: &App, session: &AdminSession, query: &Listing, notice: Option<(bool, String)>) -> Response {
+async fn render(app: &App, session: &AdminSession, query: &Listing, notice: Notice) -> Response {
     let user = query.text.as_str();
     let sessions = if user.is_empty() {
         Vec::new()
@@ -31,13 +31,10 @@ async fn render(app: &App, session: &AdminSession, query: &Listing, notice: Opti
             Err(e) => return super::pages::internal(&e),
         }
     };
-    let status = match &notice {
-        Some((false, _)) => StatusCode::BAD_REQUEST,
-        _ => StatusCode::OK,
-    };
+    let status = notice_status(&notice);
     let body = html! {
         h1 { "Sessions" }
-        @if let Some((ok, text)) = &notice { p class=(if *ok { "notice" } else { "error" }) { (text) } }
+        (notice_markup(&notice))
         form method="get" action="/sessions" {
             label { "User " input type="search" name="user" value=(user) required; }
             button type="submit" { "Show" }

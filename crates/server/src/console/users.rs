@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
+use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use zeroize::Zeroizing;
 
 use super::login::step_up;
-use super::pages::{Listing, page, respond};
+use super::pages::{Listing, Notice, notice_markup, notice_status, page, respond};
 use super::{Fields, admin_actor};
 use crate::accounts::{self, Access, AccountError};
 use crate::app::App;
@@ -86,19 +86,16 @@ fn table(session: &AdminSession, query: &Listing, users: &[UserRecord]) -> Marku
     }
 }
 
-async fn render(app: &App, session: &AdminSession, query: &Listing, notice: Option<(bool, String)>) -> Response {
+async fn render(app: &App, session: &AdminSession, query: &Listing, notice: Notice) -> Response {
     let page_rows = Page { offset: query.offset(PAGE_SIZE), limit: PAGE_SIZE };
     let users = match app.store.users_page(&query.text, page_rows).await {
         Ok(u) => u,
         Err(e) => return super::pages::internal(&e),
     };
-    let status = match &notice {
-        Some((false, _)) => StatusCode::BAD_REQUEST,
-        _ => StatusCode::OK,
-    };
+    let status = notice_status(&notice);
     let body = html! {
         h1 { "Users" }
-        @if let Some((ok, text)) = &notice { p class=(if *ok { "notice" } else { "error" }) { (text) } }
+        (notice_markup(&notice))
         form method="get" action="/users" {
             label { "Name starts with "
                 input type="search" name="q" value=(query.text)

@@ -5,35 +5,13 @@
 //! finished; the certificate `init` makes is a standard one-year leaf.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use crate::cli_sync::{Device, cli_binary, server};
+use crate::cli_sync::{Device, Server, cli_binary, serve_on, server};
 
-/// `serve` on `port` (the same across restarts, so devices keep their server address).
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(data: &Path, port: u16) -> Serve {
-    let child = Command::new(env!("CARGO_BIN_EXE_fieldvault-server"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
-        .arg(data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Serve(child)
+fn serve(data: &Path, port: u16) -> Server {
+    serve_on(data, port, &[])
 }
 
 fn out(o: &std::process::Output) -> String {

@@ -60,6 +60,11 @@ fn serve(data: &Path) -> Server {
 /// `serve` with more arguments (`--oidc ...`).
 pub(crate) fn serve_with(data: &Path, extra: &[&str]) -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    serve_on(data, port, extra)
+}
+
+/// `serve` on `port` (the same port across restarts keeps devices' server address).
+pub(crate) fn serve_on(data: &Path, port: u16, extra: &[&str]) -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_fieldvault-server"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
         .arg(data)
