@@ -49,6 +49,7 @@
 pub mod attachment;
 pub mod audit;
 mod base32;
+pub mod body;
 mod error;
 pub mod export;
 #[doc(hidden)]
