@@ -73,6 +73,8 @@ pub enum Command {
     /// Write a document: a JSON object from the argument, or from stdin with `-` or no argument
     ///
     /// Arguments are visible to other processes in /proc: pass sensitive documents on stdin.
+    /// An object naming a key twice (`{"a":1,"a":2}`, at any depth) is refused: a document
+    /// must mean one thing on every device. Key order is not kept (keys come back sorted).
     Put {
         /// Collection name (A-Z a-z 0-9 _ . -, up to 64 characters)
         collection: String,
@@ -114,6 +116,8 @@ pub enum Command {
         master: bool,
     },
     /// Change the passphrase (the new one from a prompt, --new-passphrase-fd or FIELDVAULT_NEW_PASSPHRASE)
+    ///
+    /// The new passphrase must differ from the one in use and score at least 3 of 4 on zxcvbn.
     Passwd {
         /// Read the new passphrase from this open file descriptor (first line)
         #[arg(long, value_name = "N")]
@@ -138,6 +142,8 @@ pub enum Command {
     /// Crypto-shred and delete the whole vault, or with --account NAME one account
     ///
     /// Keys go first (crypto-shredding), then files. Asks for confirmation on a terminal.
+    /// Wiping the last account leaves a vault with no account: `fieldvault account add NAME`
+    /// makes a new one.
     Wipe {
         /// Do not ask for confirmation
         #[arg(long)]

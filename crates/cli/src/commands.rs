@@ -156,7 +156,11 @@ fn store_for(g: &Global, vault: &Vault) -> Result<Box<dyn KeyStore>> {
 }
 
 fn open(dir: &Path) -> Result<Vault> {
-    Vault::open(dir).with_context(|| format!("cannot open the vault at {}", dir.display()))
+    match Vault::open(dir) {
+        // It names the directory and says what to do: no "cannot open" in front.
+        Err(e @ fieldvault_client::Error::NotAVault { missing: true, .. }) => Err(e.into()),
+        other => other.with_context(|| format!("cannot open the vault at {}", dir.display())),
+    }
 }
 
 fn unlock(g: &Global, dir: &Path) -> Result<Unlocked> {
@@ -396,7 +400,17 @@ fn wipe(g: &Global, dir: &Path, account: Option<&str>, yes: bool) -> Result<()> 
             bail!("not confirmed; nothing was changed");
         }
         vault.wipe_account(&account)?;
-        emit(g, json!({ "wiped": { "account": account.as_str() } }), || format!("wiped account '{account}'"))?;
+        let remaining = vault.accounts();
+        let left: Vec<&str> = remaining.iter().map(AccountName::as_str).collect();
+        emit(g, json!({ "wiped": { "account": account.as_str() }, "accounts_left": left }), || {
+            if left.is_empty() {
+                format!(
+                    "wiped account '{account}'; the vault has no account now: `fieldvault account add NAME` makes a new one"
+                )
+            } else {
+                format!("wiped account '{account}'")
+            }
+        })?;
         return Ok(());
     }
     if !yes && !confirm(&format!("wipe the vault at {} and everything in it", dir.display()))? {

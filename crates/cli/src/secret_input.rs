@@ -22,7 +22,15 @@ fn read_fd(fd: u32, flag: &str) -> Result<Zeroizing<String>> {
     // /proc/self/fd/N reopens an inherited descriptor without unsafe code. Read one byte at
     // a time up to the first newline: no buffer we cannot zeroize, and no wait for EOF on a
     // pipe that stays open.
-    let mut file = File::open(format!("/proc/self/fd/{fd}")).with_context(|| format!("cannot read {flag} {fd}"))?;
+    let mut file = match File::open(format!("/proc/self/fd/{fd}")) {
+        Ok(file) => file,
+        // /proc/self/fd lists the open descriptors: "No such file or directory" there means
+        // this one was never opened for the command (`{fd}<FILE` in the shell opens it).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("{flag} {fd}: descriptor {fd} is not open (open it for the command, e.g. `{fd}<FILE`)")
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {flag} {fd}")),
+    };
     // Room for the longest passphrase up front: a reallocation would free an unwiped copy.
     let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_PASSPHRASE_BYTES));
     let mut byte = [0u8; 1];

@@ -277,6 +277,22 @@ fn passphrase_change_survives_a_crash_at_every_step() {
 }
 
 #[test]
+fn a_passphrase_change_to_the_passphrase_in_use_is_refused_and_writes_nothing() {
+    let pass = |p: &str| PassphraseStore::new(Passphrase::new(Zeroizing::new(p.into())));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("v");
+    let old = "copper lantern ninety quietly";
+    let mut v = Vault::init(&dir, &pass(old), &account("alice")).expect("init");
+    let keys = std::fs::read(dir.join(crate::vault::KEYS)).expect("key file");
+    assert!(matches!(v.change_passphrase(&pass(old)), Err(Error::SamePassphrase)));
+    assert_eq!(std::fs::read(dir.join(crate::vault::KEYS)).expect("key file"), keys, "not even a new salt");
+    // After a real change, the new one is the one in use.
+    let new = "violet harbour seventeen kites";
+    v.change_passphrase(&pass(new)).expect("changed");
+    assert!(matches!(v.change_passphrase(&pass(new)), Err(Error::SamePassphrase)));
+}
+
+#[test]
 fn a_passphrase_change_on_a_vault_without_a_passphrase_is_refused() {
     let store = MemoryStore::default();
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -68,12 +68,16 @@ pub fn check_id(id: &str) -> Result<(), Error> {
     fieldvault_core::names::check_id(id).map_err(|e| invalid(e.to_string()))
 }
 
-/// Parses a document body: at most [`MAX_DOCUMENT_BYTES`], valid JSON, an object.
+/// Parses a document body: at most [`MAX_DOCUMENT_BYTES`], valid JSON, an object in which
+/// no object names a key twice ([`fieldvault_core::body`]). Key order is not kept.
+///
+/// # Errors
+/// [`Error::InvalidDocument`] saying what is wrong (with the line and column for JSON).
 pub fn parse_body(text: &str) -> Result<Map<String, Value>, Error> {
     if text.len() > MAX_DOCUMENT_BYTES {
         return Err(invalid(format!("document is {} bytes; the limit is {MAX_DOCUMENT_BYTES}", text.len())));
     }
-    match serde_json::from_str::<Value>(text) {
+    match fieldvault_core::body::parse_unique_keys(text) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(invalid("a document must be a JSON object".into())),
         Err(e) => Err(invalid(format!("malformed JSON: {e}"))),

@@ -7,11 +7,14 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The directory holds no vault.
-    #[error("{} is not a Fieldvault vault (no vault.fv or keys.fvk in it)", dir.display())]
+    /// The directory holds no vault, or does not exist (`missing`).
+    #[error("{}", not_a_vault(dir, *missing))]
     NotAVault {
         /// The directory.
         dir: PathBuf,
+        /// True when the directory does not exist at all (a vault that was never made, or a
+        /// mistyped path): `init` makes one there.
+        missing: bool,
     },
     /// `init` on a directory that already holds a vault.
     #[error("{} already holds a vault; nothing was changed", dir.display())]
@@ -118,6 +121,10 @@ pub enum Error {
         /// Id in the key file.
         keyfile: String,
     },
+    /// `passwd` was given the passphrase in use: nothing would change, and a user who meant
+    /// to change it would believe it changed.
+    #[error("the new passphrase is the one in use; nothing was changed")]
+    SamePassphrase,
     /// No such account in this vault.
     #[error("no account named '{0}' in this vault")]
     NoSuchAccount(String),
@@ -451,6 +458,14 @@ fn unknown_issuer(issuer: &str, offered: &[String]) -> String {
         format!("the server offers no sign-in through an identity provider (asked for {issuer})")
     } else {
         format!("the server does not sign users in through {issuer}; it offers: {}", offered.join(", "))
+    }
+}
+
+fn not_a_vault(dir: &std::path::Path, missing: bool) -> String {
+    if missing {
+        format!("there is no vault at {} (the directory does not exist); `fieldvault init` makes one", dir.display())
+    } else {
+        format!("{} is not a Fieldvault vault (no vault.fv or keys.fvk in it)", dir.display())
     }
 }
 

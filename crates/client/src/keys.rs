@@ -16,6 +16,7 @@ use fieldvault_core::{
     unlock_delay,
 };
 use fieldvault_keystore::KeyStore;
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::vault::{COUNTER, KEYS, read_counter_checked};
@@ -547,7 +548,9 @@ impl Unlocked {
     /// also delete the old keystore entry, crash-safely.
     ///
     /// # Errors
-    /// [`Error::Keystore`] when the vault does not use a passphrase, or the new one is weak.
+    /// [`Error::Keystore`] when the vault does not use a passphrase, or the new one is weak;
+    /// [`Error::SamePassphrase`] when the new passphrase is the one in use (it derives, with
+    /// the vault's recorded salt and parameters, the keystore key in use). Nothing changes.
     pub fn change_passphrase(&mut self, store: &fieldvault_keystore::PassphraseStore) -> Result<(), Error> {
         let kind = self.vault.keystore_kind();
         if kind != KeystoreKind::Passphrase {
@@ -557,6 +560,12 @@ impl Unlocked {
             }));
         }
         let file = &self.vault.keyfile;
+        // One Argon2id derivation more; the canaries (HMACs of the keys, never the keys)
+        // compare in constant time.
+        let same = store.kek(&file.vault, &file.keystore)?;
+        if bool::from(same.canary().ct_eq(&self.keys.kek.canary())) {
+            return Err(Error::SamePassphrase);
+        }
         let (kek, params) = store.create(&file.vault)?;
         let mut next = file.clone();
         next.master = seal_master(&kek, &self.keys.master, &file.vault, &params, file.master.meta());

@@ -260,7 +260,7 @@ impl Vault {
     pub(crate) fn open_on(disk: Disk, dir: &Path) -> Result<Vault, Error> {
         match fs::symlink_metadata(dir) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::NotAVault { dir: dir.to_path_buf() });
+                return Err(Error::NotAVault { dir: dir.to_path_buf(), missing: true });
             }
             Err(source) => {
                 return Err(Error::Io { op: "stat", path: dir.to_path_buf(), source });
@@ -268,7 +268,7 @@ impl Vault {
             Ok(_) => check_private_dir(dir)?,
         }
         if !dir.join(MARKER).exists() && !dir.join(KEYS).exists() {
-            return Err(Error::NotAVault { dir: dir.to_path_buf() });
+            return Err(Error::NotAVault { dir: dir.to_path_buf(), missing: false });
         }
         // Lock first, then read: another process may be committing a change right now.
         let lock = take_lock(dir)?;
@@ -276,7 +276,7 @@ impl Vault {
         let keyfile = read_keyfile(dir)?;
         let (marker, keyfile) = match (marker, keyfile) {
             (None, None) => {
-                return Err(Error::NotAVault { dir: dir.to_path_buf() });
+                return Err(Error::NotAVault { dir: dir.to_path_buf(), missing: false });
             }
             (Some(_), None) => {
                 return Err(Error::KeysGone { dir: dir.to_path_buf() });
@@ -447,7 +447,7 @@ impl Vault {
 
     pub(crate) fn wipe_on(disk: &Disk, dir: &Path, store: Option<&dyn KeyStore>) -> Result<WipeReport, Error> {
         if !dir.join(MARKER).exists() && !dir.join(KEYS).exists() {
-            return Err(Error::NotAVault { dir: dir.to_path_buf() });
+            return Err(Error::NotAVault { dir: dir.to_path_buf(), missing: !dir.exists() });
         }
         check_private_dir(dir)?;
         let _lock = take_lock(dir)?;

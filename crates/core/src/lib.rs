@@ -18,6 +18,7 @@
 //! - [`audit::AuditRecord`], [`audit::verify`]: the tamper-evident audit log, a SHA-256 hash
 //!   chain over RFC 8785 JSON. Format: `docs/formats/audit.md`.
 //! - [`KdfParams`]: Argon2id parameters for the passphrase keystore, range-checked on read.
+//! - [`strength`]: the zxcvbn floor every new passphrase and server password must reach.
 //! - [`UnlockCounter`]: durable count of failed passphrase unlocks and the growing wait.
 //! - [`rules::Rules`]: the server's access rules, CEL expressions per collection (who reads
 //!   and writes what) with the fields that sync to devices. Format: `docs/rules.md`.
@@ -48,6 +49,7 @@
 pub mod attachment;
 pub mod audit;
 mod base32;
+pub mod body;
 mod error;
 pub mod export;
 #[doc(hidden)]
@@ -65,6 +67,7 @@ pub mod rules;
 mod secret;
 mod section;
 pub mod sqlcipher;
+mod strength;
 mod throttle;
 mod totp;
 mod wrap;
@@ -79,6 +82,7 @@ pub use owed::OwedLogout;
 pub use pin::{Pin, PinError};
 pub use recovery::{RECOVERY_KEY_CHARS, RecoveryKey, RecoverySlot};
 pub use secret::{ContentKey, DataKey, KEY_LEN, Kek, MasterKey, Passphrase, canary};
+pub use strength::{MIN_SECRET_SCORE, Strength, strength};
 pub use throttle::{FREE_FAILURES, UnlockCounter, unlock_delay};
 pub use totp::{
     TOTP_DIGITS, TOTP_SECRET_LEN, TOTP_STEP_SECS, TotpSecret, otpauth_uri, totp_code, totp_step, totp_verify,

@@ -1,15 +1,21 @@
-//! What a collection name and a document id may be: one rule for the vault on the device,
-//! the outbox, the wire and the server.
+//! What a collection name, a document id and a user name may be: one rule for the vault on
+//! the device, the outbox, the wire and the server.
 //!
 //! Collection names are 1-64 characters from `A-Z a-z 0-9 _ . -` starting with a letter or
 //! digit (they appear in file-system-safe contexts and in the rules file); ids are 1-256
 //! bytes of UTF-8 without control characters; a document body is a JSON object of at most
-//! 1 MiB (large content belongs in attachments).
+//! 1 MiB (large content belongs in attachments). A new server user's name is 1-64
+//! characters from `A-Z a-z 0-9 _ . - @` starting with a letter or digit: it is what rules
+//! see as `user.id` and what documents carry as `owner`, it shows in logs, the audit log and
+//! the console, and an operator types it, so it holds nothing that needs quoting or escaping
+//! (`alice`, `j.doe`, `ops-team_2`, `ada@example.org`).
 
 /// Longest collection name.
 pub const MAX_COLLECTION_LEN: usize = 64;
 /// Longest document id, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
+/// Longest user name.
+pub const MAX_USER_NAME_LEN: usize = 64;
 /// Largest document body, in bytes of JSON (SPEC section 5: the device refuses larger ones at
 /// write time, the server answers `too_large`).
 pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
@@ -31,6 +37,12 @@ pub enum NameError {
     /// A control character.
     #[error("a document id has no control characters")]
     IdControl,
+    /// Empty or longer than [`MAX_USER_NAME_LEN`].
+    #[error("a user name is 1 to {MAX_USER_NAME_LEN} characters")]
+    UserNameLength,
+    /// A character outside the set, or a first character that is not a letter or digit.
+    #[error("a user name holds only A-Z a-z 0-9 _ . - @ and starts with a letter or digit")]
+    UserNameCharacters,
 }
 
 /// Checks a collection name.
@@ -63,6 +75,22 @@ pub fn check_id(id: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// Checks the name of a user being created (existing users keep the names they have).
+///
+/// # Errors
+/// [`NameError::UserNameLength`] or [`NameError::UserNameCharacters`].
+pub fn check_user_name(name: &str) -> Result<(), NameError> {
+    if name.is_empty() || name.len() > MAX_USER_NAME_LEN {
+        return Err(NameError::UserNameLength);
+    }
+    if !name.as_bytes()[0].is_ascii_alphanumeric()
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-@".contains(&b))
+    {
+        return Err(NameError::UserNameCharacters);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +115,18 @@ mod tests {
         assert_eq!(check_id(""), Err(NameError::IdLength(0)));
         assert_eq!(check_id(&"é".repeat(129)), Err(NameError::IdLength(258)));
         assert_eq!(check_id("a\nb"), Err(NameError::IdControl));
+    }
+
+    #[test]
+    fn user_names_follow_the_one_rule() {
+        for ok in ["alice", "a", "j.doe", "ops-team_2", "ada@example.org", "7", &"u".repeat(64)] {
+            assert_eq!(check_user_name(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(check_user_name(""), Err(NameError::UserNameLength));
+        assert_eq!(check_user_name(&"u".repeat(65)), Err(NameError::UserNameLength));
+        for bad in ["bad name/with slash", "a b", "a/b", "_x", ".x", "@x", "-x", "<script>", "é", "a\u{0}", "a:b"] {
+            assert_eq!(check_user_name(bad), Err(NameError::UserNameCharacters), "{bad:?}");
+        }
     }
 
     #[test]

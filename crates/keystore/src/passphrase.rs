@@ -2,24 +2,14 @@ use fieldvault_core::{KdfParams, Kek, KeystoreKind, KeystoreParams, Passphrase, 
 
 use crate::{Error, KeyStore, expect_kind};
 
-/// Lowest zxcvbn score (0-4) a new passphrase may have (SPEC section 3).
-pub const MIN_PASSPHRASE_SCORE: u8 = 3;
+/// Lowest zxcvbn score (0-4) a new passphrase may have (SPEC section 3): the one floor in
+/// `fieldvault_core`, which the server's passwords share.
+pub const MIN_PASSPHRASE_SCORE: u8 = fieldvault_core::MIN_SECRET_SCORE;
 
 /// zxcvbn's score (0-4) for a passphrase and its advice, if any.
 pub fn passphrase_strength(passphrase: &Passphrase) -> (u8, String) {
-    let entropy = zxcvbn::zxcvbn(passphrase.expose_secret(), &["fieldvault", "vault"]);
-    let score = u8::from(entropy.score());
-    let hint = entropy
-        .feedback()
-        .map(|f| {
-            let mut parts: Vec<String> = f.warning().map(|w| w.to_string()).into_iter().collect();
-            parts.extend(f.suggestions().iter().map(|s| s.to_string()));
-            parts.join(" ")
-        })
-        .filter(|h| !h.is_empty())
-        .map(|h| format!(": {h}"))
-        .unwrap_or_default();
-    (score, hint)
+    let s = fieldvault_core::strength(passphrase.expose_secret(), &["fieldvault", "vault"]);
+    (s.score, s.hint)
 }
 
 /// KEK = Argon2id(passphrase, salt) (RFC 9106). The passphrase is held only as long as

@@ -2,6 +2,12 @@
 //! administration on the store. Password changes and disabling end sessions, never devices:
 //! a device's next login continues it with its lease key (SPEC section 5, "Offline lease").
 //!
+//! A new user's name follows [`fieldvault_core::names::check_user_name`] (1 to 64 of
+//! `A-Z a-z 0-9 _ . - @`, starting with a letter or digit); a new password, at `user add`,
+//! `user passwd` and the console's add and reset alike, is 12 to 1024 characters and must
+//! reach the zxcvbn floor the vault passphrase has ([`fieldvault_core::MIN_SECRET_SCORE`]),
+//! counting the user's name and "fieldvault" as words an attacker tries first.
+//!
 //! Every change is recorded in the audit log in its own transaction, before it takes effect:
 //! each function takes `by`, the actor the record names (`cli:<os user>` for the
 //! `fieldvault-server` subcommands, `admin:<name>` for the console), and `now`. A call that
@@ -9,7 +15,8 @@
 
 use std::sync::Arc;
 
-use fieldvault_core::{TOTP_SECRET_LEN, TotpSecret, otpauth_uri};
+use fieldvault_core::names::{NameError, check_user_name};
+use fieldvault_core::{MIN_SECRET_SCORE, TOTP_SECRET_LEN, TotpSecret, otpauth_uri, strength};
 use zeroize::Zeroizing;
 
 use crate::auth::{Password, Passwords};
@@ -26,9 +33,13 @@ pub const MIN_PASSWORD_CHARS: usize = 12;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AccountError {
-    /// The name is empty, too long or has control characters.
+    /// A new user's name (shown as given) breaks the name rule ([`check_user_name`]).
+    #[error("user name {0:?} is not valid: {1}")]
+    BadName(String, NameError),
+    /// An existing user's name given to `user link` is empty, too long or has control
+    /// characters.
     #[error("user names are 1 to 128 characters without control characters")]
-    BadName,
+    BadExistingName,
     /// A role is empty, too long or has characters other than letters, digits, `_`, `-`, `.`.
     #[error("role {0:?} is not valid: use letters, digits, '_', '-' and '.' (at most 64)")]
     BadRole(String),
@@ -37,7 +48,15 @@ pub enum AccountError {
     BadAttribute(String),
     /// The password is too short or too long.
     #[error("passwords must be {MIN_PASSWORD_CHARS} to 1024 characters")]
-    WeakPassword,
+    PasswordLength,
+    /// The password scores below the zxcvbn floor.
+    #[error("password too weak (strength {score} of 4, at least {MIN_SECRET_SCORE} needed){hint}")]
+    WeakPassword {
+        /// zxcvbn's score, 0 to 4.
+        score: u8,
+        /// zxcvbn's advice, prefixed with ": " when there is any.
+        hint: String,
+    },
     /// No such user.
     #[error("no user named {0:?}")]
     NoSuchUser(String),
@@ -72,16 +91,24 @@ fn access_detail(
     e.with("roles", roles.to_vec()).with("attributes", serde_json::Value::Object(attributes.clone()))
 }
 
-fn check_name(name: &str) -> Result<(), AccountError> {
+/// An existing user's name, as `user link` takes it: users made before the name rule keep
+/// their names.
+fn check_existing_name(name: &str) -> Result<(), AccountError> {
     if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
-        return Err(AccountError::BadName);
+        return Err(AccountError::BadExistingName);
     }
     Ok(())
 }
 
-fn check_password(p: &Password) -> Result<(), AccountError> {
+/// A new password for user `name`: its length, then the zxcvbn floor (the length first, so
+/// that zxcvbn never runs over a megabyte of input).
+fn check_password(name: &str, p: &Password) -> Result<(), AccountError> {
     if !(MIN_PASSWORD_CHARS..=1024).contains(&p.chars()) {
-        return Err(AccountError::WeakPassword);
+        return Err(AccountError::PasswordLength);
+    }
+    let s = strength(p.expose_secret(), &["fieldvault", name]);
+    if !s.acceptable() {
+        return Err(AccountError::WeakPassword { score: s.score, hint: s.hint });
     }
     Ok(())
 }
@@ -126,7 +153,9 @@ impl Access {
 /// Adds a user with roles and attributes.
 ///
 /// # Errors
-/// [`AccountError`]; [`StoreError::UserExists`] if the name is taken (nothing changes).
+/// [`AccountError::BadName`] for a name outside the rule, [`AccountError::PasswordLength`]
+/// and [`AccountError::WeakPassword`] for a password below the floor (nothing changes);
+/// [`StoreError::UserExists`] if the name is taken (nothing changes).
 pub async fn add_user(
     store: &Arc<dyn Store>,
     by: &str,
@@ -136,8 +165,8 @@ pub async fn add_user(
     password: Password,
     now: u64,
 ) -> Result<(), AccountError> {
-    check_name(name)?;
-    check_password(&password)?;
+    check_user_name(name).map_err(|e| AccountError::BadName(name.to_owned(), e))?;
+    check_password(name, &password)?;
     let hash = passwords.hash(password).await.map_err(AccountError::Hash)?;
     let record = UserRecord {
         name: name.into(),
@@ -174,7 +203,8 @@ pub async fn set_access(
 /// stay.
 ///
 /// # Errors
-/// [`AccountError::NoSuchUser`], [`AccountError::WeakPassword`], storage errors.
+/// [`AccountError::NoSuchUser`], [`AccountError::PasswordLength`],
+/// [`AccountError::WeakPassword`], storage errors.
 pub async fn set_password(
     store: &Arc<dyn Store>,
     by: &str,
@@ -183,7 +213,7 @@ pub async fn set_password(
     password: Password,
     now: u64,
 ) -> Result<(), AccountError> {
-    check_password(&password)?;
+    check_password(name, &password)?;
     if store.user(name).await?.is_none() {
         return Err(AccountError::NoSuchUser(name.into()));
     }
@@ -246,7 +276,7 @@ pub async fn link_identity(
     subject: &str,
     now: u64,
 ) -> Result<(), AccountError> {
-    check_name(name)?;
+    check_existing_name(name)?;
     if issuer.is_empty() || subject.is_empty() || subject.chars().any(char::is_control) {
         return Err(AccountError::BadIdentity);
     }

@@ -86,6 +86,10 @@ enum Command {
         tls_key: Option<PathBuf>,
     },
     /// Serve HTTPS (TLS 1.2+, no plaintext listener); `GET /healthz` answers 200 once ready
+    ///
+    /// On the SQLite store one `serve` runs at a time: a second one on the same --data refuses
+    /// (the first holds a lock on <data>/serve.lock for its life); the other subcommands work
+    /// beside it. Several instances share a PostgreSQL store (--database-url).
     Serve {
         /// Address to listen on (port 0 picks a free one; the bound address is printed)
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
@@ -297,8 +301,12 @@ enum DeviceCommand {
 #[derive(Debug, Subcommand)]
 enum UserCommand {
     /// Add a user (password from a prompt or FIELDVAULT_PASSWORD)
+    ///
+    /// The name is 1 to 64 of A-Z a-z 0-9 _ . - @ and starts with a letter or digit. The password
+    /// is 12 to 1024 characters and must score at least 3 of 4 on zxcvbn, the floor the vault
+    /// passphrase has (a name or "fieldvault" inside it counts against it).
     Add {
-        /// User name
+        /// User name (1 to 64 of A-Z a-z 0-9 _ . - @, starting with a letter or digit)
         name: String,
         /// A role for access rules (repeatable)
         #[arg(long = "role", value_name = "R")]
@@ -320,6 +328,9 @@ enum UserCommand {
     },
     /// Set a user's password (prompt or FIELDVAULT_PASSWORD); revokes every session of the user, keeps
     /// their devices and lease keys
+    ///
+    /// The password is 12 to 1024 characters and must score at least 3 of 4 on zxcvbn, the floor
+    /// the vault passphrase has.
     Passwd {
         /// User name
         name: String,
@@ -580,6 +591,37 @@ fn cert(key_dir: &KeyDir, cmd: CertCommand, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The lock file `serve` holds on a SQLite store's data directory.
+const SERVE_LOCK: &str = "serve.lock";
+
+/// One `serve` per SQLite store: an exclusive `flock` on `<data>/serve.lock`, held by the open
+/// file the caller keeps. The store assumes one process (a request's idempotency key in flight
+/// is tracked in memory, the WAL is written by one server); several instances need PostgreSQL.
+/// The other subcommands take no such lock: they work beside a running server.
+fn lock_sqlite_store(data: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data.join(SERVE_LOCK);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open {} (run `fieldvault-server init` first)", path.display()))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => anyhow::bail!(
+            "another `fieldvault-server serve` is running on the SQLite store in {} (it holds {}); one SQLite \
+             store serves one process: stop that server first, or run several instances on PostgreSQL \
+             (--database-url)",
+            data.display(),
+            path.display()
+        ),
+        Err(e) => Err(std::io::Error::from(e)).with_context(|| format!("cannot lock {}", path.display())),
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")
 }
@@ -769,6 +811,12 @@ fn run(cli: Cli) -> Result<()> {
             pins.warn_if_expiring(system_clock()()).context("the TLS certificate")?;
             let store_key = key_dir.store_key().context("run `fieldvault-server init` first")?;
             let signer = key_dir.token_signer().context("the token-signing key")?;
+            // Held until this arm returns, that is for the server's life; the kernel releases
+            // it when the process dies, however it dies.
+            let _one_server = match cli.database_url {
+                None => Some(lock_sqlite_store(&cli.data)?),
+                Some(_) => None,
+            };
             runtime()?.block_on(async {
                 let store = open_store(&cli.data, &store_key, cli.database_url.as_deref()).await.context("store")?;
                 // Timestamps are judged by this clock, nonces kept for MAX_SKEW_SECS off the store's.
@@ -828,23 +876,28 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The CEL interpreter panics on a few document shapes (a macro over a value that is not a
-/// list); `fieldvault_core::rules` catches the panic and denies. A device chooses its
-/// documents, so the default hook's line on stderr per evaluation would let it flood the
-/// log: panics raised inside the interpreter are logged once each at debug level instead.
-/// Every other panic goes to the default hook.
-fn quiet_rule_panics() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let in_cel = info
-            .location()
-            .is_some_and(|l| l.file().contains("/cel-interpreter-") || l.file().contains("/cel-parser-"));
-        if in_cel {
-            tracing::debug!(location = ?info.location(), "an access rule's evaluation panicked in the CEL interpreter; denied");
-        } else {
-            default(info);
+/// `--help` and `--version` print as usual; a malformed command line gets one line on stderr
+/// (clap's own report is several lines), as `fieldvault` does, and exit code 2.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let reason = match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            return if e.print().is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
         }
-    }));
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => "a subcommand is required".to_owned(),
+        _ => {
+            // Clap's report: "error: ..." and its continuation lines, tips, then the usage.
+            let text = e.render().to_string();
+            let lines = text.lines().map(str::trim).take_while(|l| !l.starts_with("Usage:"));
+            let noise = |l: &str| l.is_empty() || l.starts_with("tip:") || l.starts_with("For more information");
+            let reason: Vec<&str> = lines.filter(|l| !noise(l)).collect();
+            let reason = reason.join(" ");
+            let reason = reason.trim_start_matches("error: ");
+            if reason.is_empty() { "invalid command line".to_owned() } else { reason.to_owned() }
+        }
+    };
+    eprintln!("fieldvault-server: {reason} (see --help)");
+    ExitCode::from(2)
 }
 
 fn main() -> ExitCode {
@@ -860,8 +913,10 @@ fn main() -> ExitCode {
         // Colours only on a terminal: a log file or journal gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    quiet_rule_panics();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     if let Err(why) = hygiene {
         tracing::warn!(error = %why, "could not disable core dumps; a crash may write this process's keys to disk");
     }

@@ -67,6 +67,26 @@ fn bad_documents_are_refused_in_one_line_and_nothing_is_written() {
 }
 
 #[test]
+fn a_document_naming_a_key_twice_is_refused_and_key_order_is_not_kept() {
+    let env = Env::new();
+    env.init();
+    for twice in [r#"{"a":1,"a":2}"#, r#"{"a":{"b":1,"b":1}}"#, r#"{"l":[{"x":1,"\u0078":2}]}"#] {
+        assert_fails_with(&env.run(&["put", "c", "x", twice], &[PASS]), "appears twice in one object");
+        let out = env.run_with_stdin(&["put", "c", "x", "-"], &[PASS], Some(twice));
+        assert_fails_with(&out, "appears twice in one object");
+    }
+    assert!(env.json(&["list", "c"], &[PASS])["documents"].as_array().expect("list").is_empty());
+    // The same key in two objects is fine; keys come back sorted.
+    assert_ok(&env.run(&["put", "c", "y", r#"{"b":{"a":1},"a":{"a":2}}"#], &[PASS]));
+    let got = env.run(&["get", "c", "y", "--json"], &[PASS]);
+    assert_ok(&got);
+    let body = serde_json::from_slice::<serde_json::Value>(&got.stdout).expect("JSON")["body"].to_string();
+    assert_eq!(body, r#"{"a":{"a":2},"b":{"a":1}}"#);
+    let help = text(&env.run(&["put", "--help"], &[]).stdout);
+    assert!(help.contains("naming a key twice") && help.contains("Key order is not kept"), "{help}");
+}
+
+#[test]
 fn rotate_re_keys_the_database_and_verify_checks_every_page() {
     let env = Env::new();
     env.init();

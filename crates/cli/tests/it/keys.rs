@@ -162,6 +162,14 @@ fn passwd_changes_the_passphrase() {
     assert_ok(&env.run(&["verify"], &[("FIELDVAULT_PASSPHRASE", new)]));
     let weak = env.run(&["passwd"], &[("FIELDVAULT_PASSPHRASE", new), ("FIELDVAULT_NEW_PASSPHRASE", "abc123")]);
     assert_fails_with(&weak, "passphrase too weak");
+    // zxcvbn gives it 3 as typed; without the space it is a repeat.
+    let repeated = [("FIELDVAULT_PASSPHRASE", new), ("FIELDVAULT_NEW_PASSPHRASE", "password password")];
+    assert_fails_with(&env.run(&["passwd"], &repeated), "passphrase too weak");
+    // The passphrase in use is refused, and the key file stays as it was.
+    let keys = std::fs::read(env.path("keys.fvk")).expect("read");
+    let same = env.run(&["passwd"], &[("FIELDVAULT_PASSPHRASE", new), ("FIELDVAULT_NEW_PASSPHRASE", new)]);
+    assert_fails_with(&same, "the new passphrase is the one in use; nothing was changed");
+    assert_eq!(std::fs::read(env.path("keys.fvk")).expect("read"), keys);
     let none = env.run(&["passwd"], &[("FIELDVAULT_PASSPHRASE", new)]);
     assert_fails_with(&none, "pass --new-passphrase-fd N, or set FIELDVAULT_NEW_PASSPHRASE");
     // The new passphrase from a descriptor, as scripts should pass it.
@@ -205,11 +213,57 @@ fn wipe_needs_confirmation_then_removes_the_account_or_the_vault() {
     assert!(exists(&env.path("accounts/default")));
     let acct = env.json(&["wipe", "--account", "default", "--yes"], &[]);
     assert_eq!(acct["wiped"]["account"], "default");
+    assert_eq!(acct["accounts_left"], serde_json::json!([]));
     assert!(!exists(&env.path("accounts/default")));
     assert_eq!(env.json(&["status"], &[])["accounts"].as_array().expect("list").len(), 0);
     let all = env.json(&["wipe", "--yes"], &[]);
     assert_eq!(all["wiped"]["keystore_entry_removed"], true);
     assert!(!exists(&env.vault));
+}
+
+#[test]
+fn wiping_the_last_account_says_how_to_make_a_new_one() {
+    let env = Env::new();
+    env.init();
+    assert_ok(&env.run(&["account", "add", "field"], &[PASS]));
+    let first = env.run(&["wipe", "--account", "field", "--yes"], &[]);
+    assert_ok(&first);
+    assert_eq!(text(&first.stdout).trim(), "wiped account 'field'");
+    let last = env.run(&["wipe", "--account", "default", "--yes"], &[]);
+    assert_ok(&last);
+    let said = text(&last.stdout);
+    assert!(said.contains("the vault has no account now: `fieldvault account add NAME` makes a new one"), "{said}");
+    // As it says: the vault takes a new account and works again.
+    assert_ok(&env.run(&["account", "add", "default"], &[PASS]));
+    assert_ok(&env.run(&["put", "c", "x", "{}"], &[PASS]));
+    let help = text(&env.run(&["wipe", "--help"], &[]).stdout);
+    assert!(help.contains("`fieldvault account add NAME` makes a new one"), "{help}");
+}
+
+#[test]
+fn a_vault_directory_that_does_not_exist_says_so_and_suggests_init() {
+    let env = Env::new();
+    for args in [&["status"][..], &["get", "c", "x"], &["account", "list"], &["wipe", "--yes"]] {
+        let out = env.run(args, &[PASS]);
+        let line = assert_fails_with(&out, "(the directory does not exist); `fieldvault init` makes one");
+        let said = format!("fieldvault: there is no vault at {} (the directory", env.vault.display());
+        assert!(line.starts_with(&said), "{line}");
+    }
+    assert!(!exists(&env.vault), "nothing was created");
+    // A directory that exists but holds no vault says that instead.
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700).create(&env.vault).expect("mkdir");
+    assert_fails_with(&env.run(&["status"], &[]), "is not a Fieldvault vault");
+}
+
+#[test]
+fn a_passphrase_descriptor_that_is_not_open_says_so() {
+    let env = Env::new();
+    env.init();
+    let out = env.run(&["verify", "--passphrase-fd", "9"], &[]);
+    let line = assert_fails_with(&out, "--passphrase-fd 9: descriptor 9 is not open");
+    assert!(!line.contains("No such file or directory"), "{line}");
+    let out = env.run(&["passwd", "--new-passphrase-fd", "57"], &[PASS]);
+    assert_fails_with(&out, "--new-passphrase-fd 57: descriptor 57 is not open");
 }
 
 #[test]

@@ -244,7 +244,7 @@ fn bad_input_is_refused_with_a_clear_error_and_nothing_is_written() {
     assert!(docs.put("c", &long_id, Map::new()).expect_err("long id").to_string().contains("1 to 256 bytes"));
     let big = obj(json!({"blob": "x".repeat(2 << 20)}));
     assert!(docs.put("c", "big", big).expect_err("too big").to_string().contains("the limit is 1048576"));
-    for text in ["{not json", "[1,2]", "42"] {
+    for text in ["{not json", "[1,2]", "42", r#"{"a":1,"a":2}"#, r#"{"a":[{"b":1,"b":1}]}"#] {
         assert!(fieldvault_client::parse_body(text).is_err(), "{text}");
     }
     assert!(docs.list("c", None, None).expect("list").documents.is_empty());

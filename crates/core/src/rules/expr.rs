@@ -4,8 +4,9 @@
 //! cel-interpreter 0.10 has sharp edges that this file exists to blunt:
 //! - `Program::compile("")` panics, and so does evaluating a message construction
 //!   (`Foo{a: 1}`) or a macro (`exists`, `all`, ...) over a value that is neither a list nor a
-//!   map. The first two are refused at load; the last depends on the document, so every
-//!   evaluation runs under `catch_unwind` and a panic denies.
+//!   map. The first two are refused at load; the last depends on the document. Every compile
+//!   and every evaluation runs through [`contained`]: a panic is a refusal at load and a
+//!   denial at evaluation, and prints nothing.
 //! - Its ANTLR parser recurses deeply per bracket level: about 14 nested brackets exhaust a
 //!   2 MiB thread stack in a debug build, and a stack overflow aborts the process. Bracket
 //!   nesting is counted before compiling and bounded by [`MAX_NESTING`].
@@ -14,9 +15,10 @@
 //!   in the text and allowed.
 
 use std::collections::BTreeSet;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use cel_interpreter::{Context, Program, Value};
+
+use super::contain::contained;
 
 /// Longest expression, in bytes.
 pub const MAX_EXPRESSION_LEN: usize = 4096;
@@ -65,12 +67,13 @@ impl Expr {
                 scan.max_nesting
             ));
         }
-        // The parser panics on a few inputs (the empty text, refused above, is the known one):
-        // a panic is a refusal, never a crashed server.
-        let program = match catch_unwind(|| Program::compile(source).map_err(|e| e.to_string())) {
-            Ok(Ok(program)) => program,
-            Ok(Err(message)) => return Err(format!("does not parse: {message}")),
-            Err(_) => return Err("does not parse (the CEL parser gave up on it)".into()),
+        // The parser panics on some malformed inputs (the empty text, refused above, and
+        // some incomplete ones such as `doc.owner ==`): a panic is a refusal, never a crashed
+        // server or a backtrace on the operator's terminal.
+        let program = match contained(|| Program::compile(source).map_err(|e| e.to_string())) {
+            Some(Ok(program)) => program,
+            Some(Err(message)) => return Err(format!("does not parse: {}", one_line(&message))),
+            None => return Err("does not parse (the CEL parser gave up on it)".into()),
         };
         if let Some(name) = scan.field_named_like_function {
             return Err(format!(
@@ -113,11 +116,17 @@ impl Expr {
         for (name, value) in bindings {
             ctx.add_variable_from_value(*name, (*value).clone());
         }
-        // AssertUnwindSafe: a panic leaves nothing behind that is read again; the child
-        // context is dropped and `functions` is never written.
-        let outcome = catch_unwind(AssertUnwindSafe(|| self.program.execute(&ctx)));
-        matches!(outcome, Ok(Ok(Value::Bool(true))))
+        // A panic leaves nothing behind that is read again: the child context is dropped
+        // and `functions` is never written.
+        let outcome = contained(|| self.program.execute(&ctx));
+        matches!(outcome, Some(Ok(Value::Bool(true))))
     }
+}
+
+/// The parser's message on one line: its lines joined with "; ", blank ones dropped (the
+/// message ends up in a one-line error after `collection "x": read: `).
+fn one_line(message: &str) -> String {
+    message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
 }
 
 fn quote_all(names: &[&str]) -> String {

@@ -31,6 +31,7 @@
 //! assert!(!rules.can_read(&bob, "visits", &doc));
 //! ```
 
+mod contain;
 mod expr;
 mod file;
 #[cfg(test)]

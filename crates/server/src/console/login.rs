@@ -33,12 +33,20 @@ use crate::storage::{AdminRecord, AdminSession, Store, StoreError};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AdminError {
-    /// The name is empty, too long or has control characters.
-    #[error("administrator names are 1 to 128 characters without control characters")]
-    BadName,
+    /// The name breaks the user name rule (administrators follow it too).
+    #[error("administrator name: {0}")]
+    BadName(#[from] fieldvault_core::NameError),
     /// The password is too short or too long.
     #[error("passwords must be {MIN_PASSWORD_CHARS} to 1024 characters")]
-    WeakPassword,
+    PasswordLength,
+    /// The password scores below the zxcvbn floor every new secret must reach.
+    #[error("password too weak (strength {score} of 4, at least {} needed){hint}", fieldvault_core::MIN_SECRET_SCORE)]
+    WeakPassword {
+        /// zxcvbn's score, 0 to 4.
+        score: u8,
+        /// zxcvbn's advice, prefixed with ": " when there is any (never the password).
+        hint: String,
+    },
     /// Storage failed, or the name is taken.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -62,11 +70,13 @@ pub async fn add_admin(
     password: Password,
     now: u64,
 ) -> Result<(), AdminError> {
-    if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
-        return Err(AdminError::BadName);
-    }
+    fieldvault_core::names::check_user_name(name)?;
     if !(MIN_PASSWORD_CHARS..=1024).contains(&password.chars()) {
-        return Err(AdminError::WeakPassword);
+        return Err(AdminError::PasswordLength);
+    }
+    let s = fieldvault_core::strength(password.expose_secret(), &["fieldvault", "admin", name]);
+    if !s.acceptable() {
+        return Err(AdminError::WeakPassword { score: s.score, hint: s.hint });
     }
     let hash = passwords.hash(password).await.map_err(AdminError::Hash)?;
     store.add_admin(name, &hash, now, &crate::storage::AuditEvent::new(now, by, "admin.add", name)).await?;

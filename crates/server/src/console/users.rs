@@ -110,7 +110,7 @@ async fn render(app: &App, session: &AdminSession, query: &Listing, notice: Noti
             form method="post" action="/users" {
                 input type="hidden" name="csrf" value=(session.csrf);
                 label { "Name " input name="user" required; }
-                label { "Password (12 characters or more) " input type="password" name="password" autocomplete="new-password" minlength="12" required; }
+                label { "Password (12 characters or more, hard to guess) " input type="password" name="password" autocomplete="new-password" minlength="12" required; }
                 label { "Roles (separated by spaces or commas) " input name="roles"; }
                 button type="submit" { "Create" }
             }

@@ -350,8 +350,22 @@ async fn a_script_tag_in_a_user_name_is_shown_as_text_and_a_page_past_the_end_is
         let evil = "<script>alert(1)</script>";
         let form =
             [("csrf", token.as_str()), ("user", evil), ("password", "a long enough password"), ("roles", "a, b")];
+        // The name rule refuses it, and the refusal shows the name as text.
         let r = request(&h, addr, "POST", "/users", &[&cookie], &[], &form).await;
-        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains("is not valid: a user name holds only"), "{}", r.text());
+        assert!(r.text().contains("&lt;script&gt;alert(1)&lt;/script&gt;") && !r.text().contains(evil), "{}", r.text());
+        assert!(h.app.store.user(evil).await.expect("read").is_none());
+        // A name from before the rule (or an identity provider's) still shows as text.
+        let user = fieldvault_server::UserRecord {
+            name: evil.into(),
+            password_hash: "h".into(),
+            roles: vec!["a".into(), "b".into()],
+            disabled: false,
+            attributes: Default::default(),
+        };
+        let audit = fieldvault_server::AuditEvent::new(now(), "cli:test", "user.add", evil);
+        h.app.store.add_user(&user, now(), &audit).await.expect("added past the rule");
         let page = request(&h, addr, "GET", "/users?q=%3Cscr", &[&cookie], &[], &[]).await;
         let text = page.text();
         assert!(text.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{text}");

@@ -232,6 +232,130 @@ fn the_operator_adds_a_user_who_then_logs_in_and_the_store_on_disk_is_encrypted(
 }
 
 #[test]
+fn user_names_follow_the_rule_and_passwords_the_passphrase_floor_at_add_and_passwd() {
+    let s = start();
+    let one_line_refusal = |out: &std::process::Output, needle: &str| {
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("fieldvault-server: ") && err.contains(needle), "{err}");
+    };
+    let pw = [("FIELDVAULT_PASSWORD", "a long enough password")];
+    for bad in ["bad name/with slash", "a b", "_under", "<b>", "", &"u".repeat(65)] {
+        let out = server_env(&["user", "add", bad], &s.data, &pw);
+        let needle = if bad.is_empty() || bad.len() > 64 { "1 to 64 characters" } else { "A-Z a-z 0-9 _ . - @" };
+        one_line_refusal(&out, needle);
+    }
+    for good in ["j.doe", "ada@example.org", "ops-team_2"] {
+        let out = server_env(&["user", "add", good], &s.data, &pw);
+        assert!(out.status.success(), "{good}: {}", text(&out.stderr));
+    }
+    // Long enough, and weak: zxcvbn scores it 3 as typed, 0 without the space.
+    for weak in ["password password", "qwertyuiop12", "j.doe j.doe j.doe"] {
+        let out = server_env(&["user", "add", "carol"], &s.data, &[("FIELDVAULT_PASSWORD", weak)]);
+        one_line_refusal(&out, "password too weak");
+        let out = server_env(&["user", "passwd", "j.doe"], &s.data, &[("FIELDVAULT_PASSWORD", weak)]);
+        one_line_refusal(&out, "password too weak");
+    }
+    let nobody = server_env(&["user", "passwd", "nobody"], &s.data, &[("FIELDVAULT_PASSWORD", "password password")]);
+    one_line_refusal(&nobody, "password too weak");
+    // The weak reset changed nothing: the first password still logs in.
+    let body = serde_json::json!({ "user": "j.doe", "password": "a long enough password", "device_name": "t" });
+    assert!(post(&s, "/v1/auth/login", &body.to_string()).starts_with("HTTP/1.1 200"));
+    // --help says so.
+    let help = server_env(&["user", "add", "--help"], &s.data, &[]);
+    let help = text(&help.stdout);
+    assert!(help.contains("A-Z a-z 0-9 _ . - @") && help.contains("zxcvbn"), "{help}");
+    let help = text(&server_env(&["user", "passwd", "--help"], &s.data, &[]).stdout);
+    assert!(help.contains("zxcvbn"), "{help}");
+}
+
+#[test]
+fn usage_errors_are_one_line_with_exit_code_2() {
+    for args in [&["serve", "--bogus"][..], &["user"], &[], &["user", "add"], &["serve", "--listen", "nowhere"]] {
+        let out = server(args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("fieldvault-server: ") && err.trim_end().ends_with("(see --help)"), "{args:?}: {err}");
+        assert!(!err.contains("Usage:"), "{args:?}: {err}");
+    }
+    let help = server(&["--help"]);
+    assert!(help.status.success() && text(&help.stdout).contains("Usage:"), "{}", text(&help.stderr));
+}
+
+#[test]
+fn a_malformed_rule_stops_serve_with_one_line_and_no_panic_output() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    let init = server(&["init", "--data", data]);
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    let rules = tmp.path().join("rules.toml");
+    for expression in ["doc.owner ==", "(doc.owner == user.id", "doc.", "user.roles.exists(r,", "}", "'a' in"] {
+        let file = format!("version = 1\n[collections.sites]\nread = {expression:?}\nwrite = \"true\"\n");
+        std::fs::write(&rules, file).expect("rules file");
+        let rules = rules.to_str().expect("utf-8");
+        // A backtrace would be printed with this set, if a panic reached the hook.
+        let env = [("RUST_BACKTRACE", "1")];
+        let out = server_env(&["serve", "--listen", "127.0.0.1:0", "--rules", rules], data, &env);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{expression}: {err}");
+        assert_eq!(err.lines().count(), 1, "{expression}: {err}");
+        assert!(err.contains("collection \"sites\": read: does not parse"), "{expression}: {err}");
+        assert!(!err.contains("panicked") && !err.contains("backtrace"), "{expression}: {err}");
+    }
+}
+
+/// `serve` on an existing data directory; the child and the address it reports.
+fn serve_on(data: &str) -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fieldvault-server"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data", data])
+        .env_clear()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn server");
+    let stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let addr = stderr
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("fieldvault-server: listening on https://").map(str::to_owned))
+        .expect("the server reports its address");
+    (child, addr.parse().expect("address"))
+}
+
+#[test]
+fn a_second_serve_on_the_same_sqlite_store_refuses_while_the_first_lives() {
+    let mut s = start();
+    let second = server_env(&["serve", "--listen", "127.0.0.1:0"], &s.data, &[]);
+    let err = text(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("another `fieldvault-server serve` is running"), "{err}");
+    assert!(err.contains("serve.lock") && err.contains("PostgreSQL (--database-url)"), "{err}");
+
+    // The other subcommands work beside it, and the first server still serves.
+    let pw = [("FIELDVAULT_PASSWORD", "a long enough password")];
+    let add = server_env(&["user", "add", "alice"], &s.data, &pw);
+    assert!(add.status.success(), "{}", text(&add.stderr));
+    for args in [&["device", "list"][..], &["audit", "verify"]] {
+        let out = server_env(args, &s.data, &[]);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    }
+    assert!(login_tokens(&s, "alice", "a long enough password", "t")["access_token"].is_string());
+
+    // A server killed outright leaves no lock behind: the kernel drops it with the process.
+    s.child.kill().expect("SIGKILL");
+    s.child.wait().expect("reaped");
+    let (mut again, addr) = serve_on(&s.data);
+    let health = get(addr, "localhost", &[&s.pin], "/healthz");
+    let _ = again.kill();
+    let _ = again.wait();
+    assert!(health.expect("TLS").starts_with("HTTP/1.1 200"));
+}
+
+#[test]
 fn the_operator_lists_and_wipes_a_device_and_rules_files_are_checked_at_start() {
     let s = start();
     let pw = [("FIELDVAULT_PASSWORD", "a long enough password")];
