@@ -155,6 +155,8 @@ pub struct App {
     pub in_flight: InFlight,
     /// The identity providers users may sign in through (None: passwords only).
     pub oidc: Option<Arc<crate::auth::oidc::Oidc>>,
+    /// The group commit of request nonces (and of the revocation epoch's reads).
+    pub replay: crate::signed::NonceWriter,
 }
 
 /// The (user, idempotency key) pairs of pushes running on this instance. PostgreSQL adds
@@ -217,6 +219,7 @@ impl App {
         let parallel = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
         let sealer = Sealer::new(store_key);
         Ok(App {
+            replay: crate::signed::NonceWriter::new(store.clone()),
             store,
             verifier: tokens.verifier(),
             tokens,

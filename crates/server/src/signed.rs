@@ -44,7 +44,11 @@ use zeroize::Zeroizing;
 use crate::app::App;
 use crate::problem::ApiError;
 use crate::seal::Purpose;
-use crate::storage::SessionRecord;
+use crate::storage::{NonceClaim, SessionRecord};
+
+mod replay;
+
+pub use replay::{Claimed, NonceWriter};
 
 /// Header names of the signed channel.
 pub mod headers {
@@ -187,15 +191,17 @@ async fn admit(app: &Arc<App>, verified: Verified) -> Result<(Request, SignedSes
     // Kept past the last moment any instance (clock up to MAX_SKEW_SECS off the store's)
     // could still accept this timestamp, within what the store holds.
     let expires_at = timestamp.saturating_add(TIMESTAMP_WINDOW_SECS + MAX_SKEW_SECS).min(LATEST_STORED_TIME);
+    // Committed with the nonces of the requests around it (group commit, `replay.rs`).
+    // A stale timestamp records its nonce too: a timestamp ahead of this clock becomes fresh
+    // later, and one just behind it is still fresh on an instance whose clock is behind; the
+    // nonce is used up for as long as either could happen, so the refusal is final. Recorded
+    // whatever this clock says (it may run fast): a row already expired by the store's clock
+    // goes at the next purge.
+    let claimed = app.replay.claim(NonceClaim { key_id: session.key_id.clone(), nonce, expires_at }).await?;
     if !timestamp_is_fresh(timestamp, now) {
-        // A timestamp ahead of this clock becomes fresh later, and one just behind it is
-        // still fresh on an instance whose clock is behind: the nonce is used up for as long
-        // as either could happen, so the refusal is final. Recorded whatever this clock says
-        // (it may run fast): a row already expired by the store's clock goes at the next purge.
-        app.store.insert_nonce(&session.key_id, &nonce, expires_at).await?;
         return Err(ApiError::stale_timestamp("X-Timestamp"));
     }
-    if !app.store.insert_nonce(&session.key_id, &nonce, expires_at).await? {
+    if !claimed.fresh {
         return Err(ApiError::new(ProblemCode::ReplayedNonce, "this nonce was already used"));
     }
     let ack = parts.uri.path() == ACK_PATH;
