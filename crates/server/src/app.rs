@@ -157,6 +157,8 @@ pub struct App {
     pub oidc: Option<Arc<crate::auth::oidc::Oidc>>,
     /// The group commit of request nonces (and of the revocation epoch's reads).
     pub replay: crate::signed::NonceWriter,
+    /// What this instance verified of each session it has seen (ADR 0011).
+    pub sessions: crate::signed::SessionCache,
 }
 
 /// The (user, idempotency key) pairs of pushes running on this instance. PostgreSQL adds
@@ -220,6 +222,7 @@ impl App {
         let sealer = Sealer::new(store_key);
         Ok(App {
             replay: crate::signed::NonceWriter::new(store.clone()),
+            sessions: crate::signed::SessionCache::default(),
             store,
             verifier: tokens.verifier(),
             tokens,

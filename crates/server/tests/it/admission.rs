@@ -99,7 +99,7 @@ async fn of_one_nonce_claimed_many_times_in_one_group_commit_exactly_one_is_fres
         let h = Harness::start_bare(b).await;
         let replay = &h.app.replay;
         let claims = (0..8).map(|_| replay.claim(claim("k1", 9)));
-        let answers = futures_join_all(claims).await;
+        let answers = join_all(claims).await;
         let fresh = answers.iter().filter(|a| a.as_ref().expect("claims").fresh).count();
         assert_eq!(fresh, 1, "{answers:?}");
     }
@@ -107,7 +107,7 @@ async fn of_one_nonce_claimed_many_times_in_one_group_commit_exactly_one_is_fres
 
 /// Polls every future in turn on this task until all are done (so that all are queued before
 /// the first await gives the writer its turn).
-async fn futures_join_all<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+pub(crate) async fn join_all<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
     let mut pinned: Vec<_> = futures.map(Box::pin).collect();
     let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
@@ -191,5 +191,78 @@ async fn every_revocation_raises_the_revocation_epoch_and_nothing_else_does() {
 
         accounts::remove_user(store, "cli:test", "bob", now()).await.expect("remove");
         raised(store, e, "a user removed").await;
+    }
+}
+
+/// A request with `d`'s current credentials: its status and code, after checking that the
+/// answer is signed over its nonce (every answer after the signature verified is).
+async fn attempt(h: &Harness, d: &crate::harness::Device, at: u64) -> (u16, String) {
+    let req = Signed::new(d, "GET", "/v1/devices/self", b"", at);
+    let r = h.send(&req.raw()).await;
+    r.verify(&d.secret, &req.nonce).expect("a signed answer");
+    let code = if r.status == 200 { String::new() } else { r.code() };
+    (r.status, code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_session_is_refused_at_its_very_next_request_after_any_revocation() {
+    let refused = (401, "invalid_token".to_owned());
+    for b in backends() {
+        let h = Harness::start(b).await;
+        let store = &h.app.store;
+        let passwords = Passwords::new(1).expect("hasher");
+        // Each device is cached (its session and its token) by a first request, then revoked
+        // past the server, then refused on the very next request.
+        let d = h.device("alice").await;
+        assert_eq!(attempt(&h, &d, now()).await.0, 200);
+        let password = Password::new(Zeroizing::new("another long enough password".into()));
+        accounts::set_password(store, "console:root", &passwords, "alice", password, now()).await.expect("passwd");
+        assert_eq!(attempt(&h, &d, now()).await, refused, "after a password change");
+
+        let d = h.device("bob").await;
+        assert_eq!(attempt(&h, &d, now()).await.0, 200);
+        // A `fieldvault-server` subcommand in another process, beside the running server.
+        let out = crate::audit::cli(&h, &["user", "disable", "bob"]);
+        assert!(out.status.success(), "{}", crate::text(&out.stderr));
+        assert_eq!(attempt(&h, &d, now()).await, refused, "after `user disable` in another process");
+        let out = crate::audit::cli(&h, &["user", "enable", "bob"]);
+        assert!(out.status.success(), "{}", crate::text(&out.stderr));
+        assert_eq!(attempt(&h, &d, now()).await, refused, "enabling brings no session back");
+
+        let d = h.device("bob").await;
+        assert_eq!(attempt(&h, &d, now()).await.0, 200);
+        let out = crate::audit::cli(&h, &["device", "revoke", &d.device_id]);
+        assert!(out.status.success(), "{}", crate::text(&out.stderr));
+        let req = Signed::new(&d, "GET", "/v1/devices/self", b"", now());
+        let r = h.send(&req.raw()).await;
+        assert_eq!((r.status, r.code().as_str()), (401, "invalid_token"), "after `device revoke`");
+        assert!(r.header("x-fieldvault-directives").is_some(), "the new directive rides the refusal");
+
+        let d = h.device("bob").await;
+        assert_eq!(attempt(&h, &d, now()).await.0, 200);
+        accounts::remove_user(store, "console:root", "bob", now()).await.expect("remove");
+        assert_eq!(attempt(&h, &d, now()).await, refused, "after the user was removed");
+        // Then forgotten: the key id names no session, refused before the signature (unsigned).
+        let r = h.send(&Signed::new(&d, "GET", "/v1/devices/self", b"", now()).raw()).await;
+        assert_eq!((r.status, r.code().as_str(), r.header("x-signature")), (401, "invalid_token", None));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_access_token_still_expires_and_binds_to_its_session() {
+    for b in backends() {
+        let h = Harness::start(b).await;
+        let (a, other) = (h.device("alice").await, h.device("alice").await);
+        assert_eq!(attempt(&h, &a, now()).await.0, 200);
+        assert_eq!(attempt(&h, &other, now()).await.0, 200);
+        // Another session's token, already verified and remembered there, under this key id.
+        let mut swapped = Signed::new(&a, "GET", "/v1/devices/self", b"", now());
+        swapped.bearer = Some(other.access_token.clone());
+        let r = h.send(&swapped.raw()).await;
+        assert_eq!((r.status, r.code().as_str()), (401, "invalid_token"));
+        // Past the token's expiry (600 s) by the server's clock: refused though remembered.
+        h.offset.store(601, std::sync::atomic::Ordering::SeqCst);
+        let late = now() + 601;
+        assert_eq!(attempt(&h, &a, late).await, (401, "invalid_token".to_owned()));
     }
 }
