@@ -55,6 +55,13 @@ pub(super) async fn claim_nonces(pool: &PgPool, claims: &[NonceClaim]) -> Result
     // One autocommitted statement, one snapshot: the rows it inserted (of two instances
     // inserting one nonce, exactly one gets it) and the epoch, read beside them. The epoch
     // comes on a row of its own (key_id NULL), so that it is there when nothing is inserted.
+    //
+    // Its commit does not wait for the WAL flush (`synchronous_commit = off` for this
+    // transaction alone), as the SQLite store commits nonces at `synchronous = NORMAL`: the
+    // rows are visible to every instance once it returns, and every request that changes
+    // anything commits (flushed) after its nonce, which flushes the WAL up to and including
+    // the nonce's commit record. A database crash can only lose the nonces of requests that
+    // changed nothing.
     let rows = sqlx::query(
         "WITH inserted AS (
              INSERT INTO nonces (key_id, nonce, expires_at)
@@ -62,7 +69,9 @@ pub(super) async fn claim_nonces(pool: &PgPool, claims: &[NonceClaim]) -> Result
              ON CONFLICT DO NOTHING
              RETURNING key_id, nonce
          )
-         SELECT NULL::text AS key_id, NULL::bytea AS nonce, epoch FROM revocation_epoch WHERE id = 1
+         SELECT NULL::text AS key_id, NULL::bytea AS nonce, epoch
+         FROM revocation_epoch, (SELECT set_config('synchronous_commit', 'off', true)) AS unflushed
+         WHERE id = 1
          UNION ALL
          SELECT key_id, nonce, NULL::bigint FROM inserted",
     )
