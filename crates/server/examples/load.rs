@@ -27,7 +27,8 @@
 //! `FV_BENCH_RATE` (0 = closed loop; else the ops per second all clients offer together,
 //! paced, with latencies counted from each request's scheduled time and figures named
 //! `*_paced_*`), `FV_BENCH_PG_CONNS` (16, as `fieldvault-server serve`), `FV_BENCH_PARTS`
-//! (0; 1 adds single-part timings: for `device` the same load on `/healthz`, the store calls,
+//! (0; 1 adds single-part timings: for `device` the same load on `/healthz`, the store calls
+//! (the nonce insert alone and through the group commit),
 //! the token check and the HMACs; for `push` the parsing and checking of a batch and the
 //! store's push called directly). Prints `figure NAME VALUE UNIT` lines.
 
@@ -49,7 +50,7 @@ use fieldvault_core::protocol::sync::{
 use fieldvault_server::auth::{Password, Passwords};
 use fieldvault_server::seal::Purpose;
 use fieldvault_server::{
-    App, Config, KeyDir, PgStore, PushOutcome, Server, SqliteStore, Store, accounts, system_clock,
+    App, Config, KeyDir, NonceClaim, PgStore, PushOutcome, Server, SqliteStore, Store, accounts, system_clock,
 };
 use tokio_rustls::TlsConnector;
 use zeroize::Zeroizing;
@@ -761,8 +762,26 @@ async fn parts(app: &Arc<App>, device: &Device, name: &str, settings: &Settings)
             }
         }
     };
+    // The same nonces through the group commit the signed layer uses (issue 20).
+    let claim = {
+        let (app, key_id) = (app.clone(), key_id.clone());
+        move || {
+            let (app, key_id) = (app.clone(), key_id.clone());
+            async move {
+                let claim = NonceClaim {
+                    key_id: key_id.to_string(),
+                    nonce: random_bytes::<16>(),
+                    expires_at: unix_now() + 600,
+                };
+                ensure!(app.replay.claim(claim).await?.fresh, "a random nonce was already there");
+                Ok(())
+            }
+        }
+    };
     // As many callers as clients (the store's throughput under this load), then one caller
     // alone (the cost of one call with nobody waiting).
+    let ops = concurrent(settings.clients, window, claim).await?;
+    println!("figure server_part_nonce_group_commit_{name} {ops:.0} ops/s");
     let ops = concurrent(settings.clients, window, insert.clone()).await?;
     println!("figure server_part_nonce_insert_{name} {ops:.0} ops/s");
     let ops = concurrent(1, window, insert).await?;

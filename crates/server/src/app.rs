@@ -159,6 +159,10 @@ pub struct App {
     pub health: Arc<crate::health::Health>,
     /// The pins `GET /v1/server/pins` names (None: the route answers 404).
     pub pins: Option<Arc<crate::certs::PinSource>>,
+    /// The group commit of request nonces (and of the revocation epoch's reads).
+    pub replay: crate::signed::NonceWriter,
+    /// What this instance verified of each session it has seen (ADR 0011).
+    pub sessions: crate::signed::SessionCache,
 }
 
 /// The (user, idempotency key) pairs of pushes running on this instance. PostgreSQL adds
@@ -221,6 +225,8 @@ impl App {
         let parallel = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
         let sealer = Sealer::new(store_key);
         Ok(App {
+            replay: crate::signed::NonceWriter::new(store.clone()),
+            sessions: crate::signed::SessionCache::default(),
             store,
             verifier: tokens.verifier(),
             tokens,

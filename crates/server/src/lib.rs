@@ -52,8 +52,9 @@ pub use problem::{ApiError, PROBLEM_JSON, ProblemStatus};
 pub use serve::router;
 pub use storage::{
     AUDIT_PAGE, AdminRecord, AdminSession, AttachmentRecord, AuditCheck, AuditCut, AuditEvent, AuditRecord,
-    DeviceFilter, DeviceRecord, DeviceState, DirectiveRecord, DirectiveState, LeaseRecord, LoginDevice, LoginFailures,
-    LoginOutcome, NewDirective, NewLogin, Page, PgStore, PullBatch, PullOutcome, PushBatch, PushOutcome, SessionRecord,
-    SessionSummary, Sessions, Spend, SpendOutcome, SqliteStore, Store, StoreError, TotpRecord, TotpUse, UserRecord,
-    audit_records, idempotency_lock_id, open_store, verify_audit,
+    ClaimedNonces, DeviceFilter, DeviceRecord, DeviceState, DirectiveRecord, DirectiveState, LeaseRecord, LoginDevice,
+    LoginFailures, LoginOutcome, MAX_NONCE_BATCH, NewDirective, NewLogin, NonceClaim, Page, PgStore, PullBatch,
+    PullOutcome, PushBatch, PushOutcome, SessionRead, SessionRecord, SessionSummary, Sessions, Spend, SpendOutcome,
+    SqliteStore, Store, StoreError, TotpRecord, TotpUse, UserRecord, audit_records, idempotency_lock_id, open_store,
+    verify_audit,
 };

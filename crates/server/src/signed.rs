@@ -21,6 +21,11 @@
 //! 5. the bearer access token (not on refresh or directive acknowledgement) is valid and
 //!    names this session, user and device (401 `invalid_token`).
 //!
+//! Step 3 is a group commit with the nonces of concurrent requests (`replay.rs`), which also
+//! reads the store-wide revocation epoch; step 1 resolves the key id, and step 5 checks the
+//! token, from what this instance verified before (`cache.rs`), and step 4 reads the session
+//! again whenever the epoch moved since (docs/adr/0011-verified-session-cache.md).
+//!
 //! Only then does the request have any effect. A signed refusal never leaves the request
 //! acceptable later: those of steps 4 and 5 come after its nonce is used up, and a stale
 //! timestamp records the nonce too for as long as any instance could still find it fresh
@@ -39,12 +44,16 @@ use fieldvault_core::protocol::{
     AccessClaims, MAX_SKEW_SECS, ProblemCode, SessionSecret, TIMESTAMP_WINDOW_SECS, decode_nonce, parse_timestamp,
     timestamp_is_fresh,
 };
-use zeroize::Zeroizing;
 
 use crate::app::App;
 use crate::problem::ApiError;
-use crate::seal::Purpose;
-use crate::storage::SessionRecord;
+use crate::storage::{NonceClaim, SessionRecord};
+
+mod cache;
+mod replay;
+
+pub use cache::{CachedSession, SESSION_CACHE_CAPACITY, SessionCache};
+pub use replay::{Claimed, NonceWriter};
 
 /// Header names of the signed channel.
 pub mod headers {
@@ -104,15 +113,14 @@ pub async fn layer(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
         // Nothing shows the sender holds the session secret: not signed, no directives.
         Err(e) => return e.into_response(),
     };
-    let directives = (!verified.session.directives.is_empty())
-        .then(|| (verified.session.device_id.clone(), verified.session.directives.clone()));
-    let signer = ResponseSigner {
+    let mut signer = ResponseSigner {
         app: app.clone(),
         secret: verified.secret.clone(),
         nonce: verified.nonce_header.clone(),
-        directives,
+        // As cached; replaced by the session as of the request's nonce commit once read.
+        directives: directives_of(&verified.session),
     };
-    match admit(&app, verified).await {
+    match admit(&app, verified, &mut signer.directives).await {
         Ok((mut req, signed)) => {
             req.extensions_mut().insert(signed);
             signer.sign(next.run(req).await).await
@@ -121,10 +129,18 @@ pub async fn layer(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
     }
 }
 
+/// The device and its pending directives, which the response carries (None: none).
+fn directives_of(session: &SessionRecord) -> Option<(String, Vec<String>)> {
+    (!session.directives.is_empty()).then(|| (session.device_id.clone(), session.directives.clone()))
+}
+
 /// A request whose signature verified under its session's secret, not yet admitted.
 struct Verified {
     parts: Parts,
     body: Bytes,
+    /// The session as the cache holds it: its identity and secret are settled; whether it is
+    /// revoked is known only from [`CachedSession::current`].
+    cached: Arc<CachedSession>,
     session: SessionRecord,
     secret: Arc<SessionSecret>,
     timestamp: u64,
@@ -157,18 +173,14 @@ async fn verify(app: &Arc<App>, parts: Parts, body: Body) -> Result<Verified, Ap
     let nonce = decode_nonce(nonce_header).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let signature = required(h, headers::SIGNATURE)?;
 
-    let session = app
-        .store
-        .session_by_key_id(key_id)
+    // From the cache when this instance has seen the key id (ADR 0011): a session's identity
+    // and secret never change, and nothing else of it is used before the nonce commit.
+    let cached = app
+        .sessions
+        .resolve(&*app.store, &app.sealer, key_id)
         .await?
         .ok_or_else(|| ApiError::invalid_token("the key id names no session"))?;
-    let secret = match app.sealer.open(Purpose::SessionSecret, &session.id, &session.secret_sealed) {
-        Ok(bytes) => match <[u8; 32]>::try_from(bytes.as_slice()) {
-            Ok(arr) => Arc::new(SessionSecret::from_bytes(Zeroizing::new(arr))),
-            Err(_) => return Err(ApiError::internal("a stored session secret has the wrong length")),
-        },
-        Err(e) => return Err(ApiError::internal(e)),
-    };
+    let (session, secret) = (cached.snapshot(), cached.secret().clone());
     // A push may carry up to 4 MiB of ops; every other signed body stays within 1 MiB.
     let limit = if parts.uri.path() == PUSH_PATH { app.config.push_body_limit } else { app.config.body_limit };
     let bytes = crate::app::read_body(body, &app.config, limit).await?;
@@ -177,26 +189,40 @@ async fn verify(app: &Arc<App>, parts: Parts, body: Body) -> Result<Verified, Ap
         .verify_request(parts.method.as_str(), target, &bytes, ts_header, nonce_header, signature)
         .map_err(|e| ApiError::invalid_signature(e.to_string()))?;
     let nonce_header = nonce_header.to_owned();
-    Ok(Verified { parts, body: bytes, session, secret, timestamp, nonce, nonce_header })
+    Ok(Verified { parts, body: bytes, cached, session, secret, timestamp, nonce, nonce_header })
 }
 
 /// Steps 2 to 5, for a request that proved it holds the session secret: every refusal here
-/// is signed, so none may leave the same request acceptable later.
-async fn admit(app: &Arc<App>, verified: Verified) -> Result<(Request, SignedSession), ApiError> {
-    let Verified { parts, body, session, secret, timestamp, nonce, .. } = verified;
+/// is signed, so none may leave the same request acceptable later. `directives` becomes the
+/// device's pending directives as of the nonce commit.
+async fn admit(
+    app: &Arc<App>,
+    verified: Verified,
+    directives: &mut Option<(String, Vec<String>)>,
+) -> Result<(Request, SignedSession), ApiError> {
+    let Verified { parts, body, cached, session, secret, timestamp, nonce, .. } = verified;
     let now = app.now();
     // Kept past the last moment any instance (clock up to MAX_SKEW_SECS off the store's)
     // could still accept this timestamp, within what the store holds.
     let expires_at = timestamp.saturating_add(TIMESTAMP_WINDOW_SECS + MAX_SKEW_SECS).min(LATEST_STORED_TIME);
+    // Committed with the nonces of the requests around it (group commit, `replay.rs`).
+    // A stale timestamp records its nonce too: a timestamp ahead of this clock becomes fresh
+    // later, and one just behind it is still fresh on an instance whose clock is behind; the
+    // nonce is used up for as long as either could happen, so the refusal is final. Recorded
+    // whatever this clock says (it may run fast): a row already expired by the store's clock
+    // goes at the next purge.
+    let claimed = app.replay.claim(NonceClaim { key_id: session.key_id.clone(), nonce, expires_at }).await?;
+    // The session as of that commit: the cached read if no revocation happened since it, else
+    // read again. Only a read; the checks below keep their order.
+    let Some(session) = cached.current(&*app.store, claimed.revocation_epoch).await? else {
+        app.sessions.forget(&session.key_id);
+        return Err(ApiError::invalid_token("the key id names no session"));
+    };
+    *directives = directives_of(&session);
     if !timestamp_is_fresh(timestamp, now) {
-        // A timestamp ahead of this clock becomes fresh later, and one just behind it is
-        // still fresh on an instance whose clock is behind: the nonce is used up for as long
-        // as either could happen, so the refusal is final. Recorded whatever this clock says
-        // (it may run fast): a row already expired by the store's clock goes at the next purge.
-        app.store.insert_nonce(&session.key_id, &nonce, expires_at).await?;
         return Err(ApiError::stale_timestamp("X-Timestamp"));
     }
-    if !app.store.insert_nonce(&session.key_id, &nonce, expires_at).await? {
+    if !claimed.fresh {
         return Err(ApiError::new(ProblemCode::ReplayedNonce, "this nonce was already used"));
     }
     let ack = parts.uri.path() == ACK_PATH;
@@ -211,7 +237,9 @@ async fn admit(app: &Arc<App>, verified: Verified) -> Result<(Request, SignedSes
         let token = auth
             .strip_prefix("Bearer ")
             .ok_or_else(|| ApiError::invalid_token("Authorization must be a Bearer token"))?;
-        let claims = app.verifier.access(token, now).map_err(|e| ApiError::invalid_token(e.to_string()))?;
+        // Verified once per token and session, then remembered until it expires.
+        let claims =
+            cached.access_claims(&app.verifier, token, now).map_err(|e| ApiError::invalid_token(e.to_string()))?;
         if claims.sid != session.id || claims.sub != session.user || claims.device_id != session.device_id {
             return Err(ApiError::invalid_token("X-Key-Id does not name the access token's session"));
         }
@@ -263,9 +291,11 @@ impl ResponseSigner {
     }
 }
 
-/// The benchmark baseline: the same session and access-token checks with no signature, no
-/// nonce and no signed response. Compiled only with the `bench-unsigned` feature, which the
-/// load benchmark builds separately; never a runtime switch.
+/// The benchmark baseline: the same session and access-token checks, through the same
+/// caches and the same revocation epoch (read by the same group-commit writer, with no
+/// nonce), with no signature, no nonce and no signed response. Compiled only with the
+/// `bench-unsigned` feature, which the load benchmark builds separately; never a runtime
+/// switch.
 #[cfg(feature = "bench-unsigned")]
 pub async fn unsigned_layer(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     let h = req.headers();
@@ -276,16 +306,25 @@ pub async fn unsigned_layer(State(app): State<Arc<App>>, mut req: Request, next:
     let Some(token) = token.map(str::to_owned) else {
         return ApiError::invalid_token("missing token").into_response();
     };
-    let session = match app.store.session_by_key_id(key_id).await {
+    let cached = match app.sessions.resolve(&*app.store, &app.sealer, key_id).await {
+        Ok(Some(cached)) => cached,
+        Ok(None) => return ApiError::invalid_token("the key id names no session").into_response(),
+        Err(e) => return e.into_response(),
+    };
+    let epoch = match app.replay.revocation_epoch().await {
+        Ok(epoch) => epoch,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let session = match cached.current(&*app.store, epoch).await {
         Ok(Some(s)) if !s.revoked => s,
         Ok(_) => return ApiError::invalid_token("the key id names no session").into_response(),
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let claims = match app.verifier.access(&token, app.now()) {
+    let claims = match cached.access_claims(&app.verifier, &token, app.now()) {
         Ok(c) if c.sid == session.id => c,
         _ => return ApiError::invalid_token("bad token").into_response(),
     };
-    let secret = Arc::new(SessionSecret::from_bytes(Zeroizing::new([0; 32])));
+    let secret = Arc::new(SessionSecret::from_bytes(zeroize::Zeroizing::new([0; 32])));
     req.extensions_mut().insert(SignedSession { session, secret, claims: Some(claims) });
     next.run(req).await
 }

@@ -96,6 +96,18 @@ pub struct AccessClaims {
     pub jti: String,
 }
 
+impl AccessClaims {
+    /// Whether these claims, already verified, still hold at `now`: the time rule
+    /// [`TokenVerifier::access`] applies (not expired, not issued in the future beyond the
+    /// leeway), for a caller that remembers a verified token's claims.
+    ///
+    /// # Errors
+    /// [`TokenError::Expired`].
+    pub fn check_time(&self, now: u64) -> Result<(), TokenError> {
+        fresh(self.iat, self.exp, now)
+    }
+}
+
 /// Claims of an offline token (`typ: fv-offline+jwt`): lets the device authenticate its user
 /// offline against the cached public key until `exp`. The server never accepts it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -331,7 +343,7 @@ impl TokenVerifier {
     /// Any [`TokenError`]; an offline or directive token is [`TokenError::WrongType`].
     pub fn access(&self, token: &str, now: u64) -> Result<AccessClaims, TokenError> {
         let c: AccessClaims = self.check(token, ACCESS_TYP, ACCESS_AUDIENCE)?;
-        fresh(c.iat, c.exp, now)?;
+        c.check_time(now)?;
         Ok(c)
     }
 
@@ -465,6 +477,16 @@ mod tests {
         assert_eq!(s.verifier().access(&t, 1599), Ok(access(1000, 1600)));
         assert_eq!(s.verifier().access(&t, 1600), Err(TokenError::Expired));
         assert_eq!(s.verifier().access(&t, 900), Err(TokenError::Expired), "issued in the future");
+    }
+
+    #[test]
+    fn remembered_access_claims_expire_by_the_same_rule_as_a_full_check() {
+        let s = signer();
+        let t = s.sign(ACCESS_TYP, &access(1000, 1600));
+        let claims = access(1000, 1600);
+        for now in [900, 999, 1000, 1599, 1600, 1601] {
+            assert_eq!(claims.check_time(now), s.verifier().access(&t, now).map(|_| ()), "at {now}");
+        }
     }
 
     #[test]

@@ -28,9 +28,11 @@ use fieldvault_core::protocol::sync::{CheckedOp, Cursor, OpResult, PullAnswer, S
 use fieldvault_core::rules::Rules;
 
 mod admins;
+pub mod admission;
 mod fleet;
 
 pub use admins::{AdminRecord, AdminSession, Page};
+pub use admission::{ClaimedNonces, MAX_NONCE_BATCH, NonceClaim, SessionRead};
 pub use fieldvault_core::audit::{AuditEvent, AuditRecord};
 pub use fleet::{DIRECTIVES_PER_DEVICE, DeviceFilter, DirectiveRecord, DirectiveState, SessionSummary, Sessions};
 
@@ -882,6 +884,16 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts `(key_id, nonce)` unless present, committed before returning. False if it was
     /// seen before (a replay). Kept until `expires_at`.
     async fn insert_nonce(&self, key_id: &str, nonce: &[u8; 16], expires_at: u64) -> Result<bool, StoreError>;
+    /// Group commit of request nonces: inserts each claim's `(key_id, nonce)` unless present,
+    /// all in one transaction committed before returning, and reads the revocation epoch in
+    /// that transaction ([`admission`]). `fresh[i]` is false when claim `i`'s nonce was seen
+    /// before (a replay; a second claim of one nonce within the batch too: exactly one of
+    /// them is fresh). All or nothing: on an error no claim of the batch is recorded. With no
+    /// claims, only the epoch is read.
+    async fn claim_nonces(&self, claims: &[NonceClaim]) -> Result<ClaimedNonces, StoreError>;
+    /// The session a key id names (as [`Store::session_by_key_id`]) and the revocation epoch,
+    /// read in one snapshot: a later read of the same epoch shows the session unchanged.
+    async fn session_read(&self, key_id: &str) -> Result<SessionRead, StoreError>;
     /// Deletes nonces whose `expires_at` is before `now` (the caller's clock) and, on a store
     /// with a clock of its own, before the store's time too: an instance whose clock runs
     /// fast never purges a nonce that other instances still accept. Returns how many.

@@ -158,7 +158,7 @@ async fn records_are_append_only_and_a_record_deleted_from_the_end_is_named() {
 
 /// `fieldvault-server` with these arguments against the harness's data, key directory and
 /// database, as an operator runs it beside the server.
-fn cli(h: &Harness, args: &[&str]) -> Output {
+pub(crate) fn cli(h: &Harness, args: &[&str]) -> Output {
     let data = h.data_dir();
     let mut c = Command::new(env!("CARGO_BIN_EXE_fieldvault-server"));
     c.env_clear().env("FIELDVAULT_PASSWORD", "a long enough password").arg("--data").arg(&data).args(args);

@@ -4,6 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod admission;
 mod attachment_sync;
 mod attachments;
 mod audit;

@@ -30,6 +30,7 @@ use fieldvault_core::protocol::auth::DeviceReason;
 use fieldvault_core::protocol::sync::StoredDoc;
 
 mod admins;
+mod admission;
 mod attachments;
 mod audit;
 mod devices;
@@ -41,6 +42,7 @@ mod users;
 
 pub use sync::idempotency_lock_id;
 
+use super::admission::{ClaimedNonces, NonceClaim, SessionRead};
 use super::{AdminRecord, AdminSession, DeviceFilter, LinkOutcome, OidcSession, Page, SessionSummary, Sessions};
 use super::{
     AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginFailures, LoginOutcome, NewDirective, NewLogin,
@@ -70,7 +72,7 @@ macro_rules! audited {
 }
 
 /// The newest schema version this build knows.
-const SCHEMA_VERSION: i64 = super::fleet::SCHEMA_VERSION_FLEET;
+const SCHEMA_VERSION: i64 = super::admission::SCHEMA_VERSION_REVOCATIONS;
 
 /// Key of the advisory lock held while migrating (the ASCII bytes of `fvschema`, to stay clear of
 /// other applications' keys in a shared database).
@@ -241,8 +243,13 @@ async fn migrate(pool: &PgPool, schema: Option<&str>) -> Result<(), StoreError> 
             sqlx::query(*statement).execute(&mut *tx).await?;
         }
     }
-    if found < 9 {
+    if found < super::fleet::SCHEMA_VERSION_FLEET {
         for statement in fleet::SCHEMA_V9 {
+            sqlx::query(*statement).execute(&mut *tx).await?;
+        }
+    }
+    if found < super::admission::SCHEMA_VERSION_REVOCATIONS {
+        for statement in admission::SCHEMA_V10 {
             sqlx::query(*statement).execute(&mut *tx).await?;
         }
     }
@@ -404,6 +411,14 @@ impl Store for PgStore {
 
     async fn purge_nonces(&self, now: u64) -> Result<u64, StoreError> {
         sessions::purge_nonces(&self.pool, now).await
+    }
+
+    async fn claim_nonces(&self, claims: &[NonceClaim]) -> Result<ClaimedNonces, StoreError> {
+        admission::claim_nonces(&self.pool, claims).await
+    }
+
+    async fn session_read(&self, key_id: &str) -> Result<SessionRead, StoreError> {
+        admission::session_read(&self.pool, key_id).await
     }
 
     async fn clock(&self) -> Result<Option<u64>, StoreError> {

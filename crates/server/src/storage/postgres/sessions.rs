@@ -76,8 +76,13 @@ pub(super) async fn by_key_id(pool: &PgPool, key_id: &str) -> Result<Option<Sess
     .fetch_optional(pool)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    Ok(Some(SessionRecord {
-        id: row.try_get("id")?,
+    Ok(Some(session_record(row.try_get("id")?, &row)?))
+}
+
+/// A session from a row with its columns (`revoked` a boolean, `directives` an array).
+pub(super) fn session_record(id: String, row: &sqlx::postgres::PgRow) -> Result<SessionRecord, StoreError> {
+    Ok(SessionRecord {
+        id,
         key_id: row.try_get("key_id")?,
         user: row.try_get("user_name")?,
         device_id: row.try_get("device_id")?,
@@ -85,7 +90,7 @@ pub(super) async fn by_key_id(pool: &PgPool, key_id: &str) -> Result<Option<Sess
         revoked: row.try_get("revoked")?,
         created_at: from_column(row.try_get("created_at")?, "sessions.created_at")?,
         directives: row.try_get("directives")?,
-    }))
+    })
 }
 
 pub(super) async fn revoke(pool: &PgPool, session_id: &str, now: u64) -> Result<(), StoreError> {

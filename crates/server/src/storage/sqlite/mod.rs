@@ -20,6 +20,7 @@ use fieldvault_core::protocol::auth::DeviceReason;
 use fieldvault_core::protocol::sync::StoredDoc;
 
 mod admins;
+mod admission;
 mod attachments;
 mod audit;
 mod devices;
@@ -29,6 +30,7 @@ mod sessions;
 mod sync;
 mod users;
 
+use super::admission::{ClaimedNonces, NonceClaim, SessionRead};
 use super::{AdminRecord, AdminSession, DeviceFilter, Page, SessionSummary, Sessions};
 use super::{
     AttachmentRecord, DeviceRecord, DeviceState, LeaseRecord, LoginFailures, LoginOutcome, NewDirective, NewLogin,
@@ -39,7 +41,7 @@ use super::{AuditCut, AuditEvent, AuditRecord, LinkOutcome, OidcSession};
 use audit::audited;
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = super::fleet::SCHEMA_VERSION_FLEET;
+const SCHEMA_VERSION: i64 = super::admission::SCHEMA_VERSION_REVOCATIONS;
 
 const SCHEMA_V1: &str = "
     CREATE TABLE users (
@@ -238,9 +240,10 @@ impl SqliteStore {
             let v6 = if found < 6 { identities::SCHEMA_V6 } else { "" };
             let v7 = if found < 7 { audit::SCHEMA_V7 } else { "" };
             let v8 = if found < 8 { admins::SCHEMA_V8 } else { "" };
-            let v9 = if found < 9 { fleet::SCHEMA_V9 } else { "" };
+            let v9 = if found < super::fleet::SCHEMA_VERSION_FLEET { fleet::SCHEMA_V9 } else { "" };
+            let v10 = if found < super::admission::SCHEMA_VERSION_REVOCATIONS { admission::SCHEMA_V10 } else { "" };
             conn.execute_batch(&format!(
-                "BEGIN; {v1} {v2} {v3} {v4} {v5} {v6} {v7} {v8} {v9} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                "BEGIN; {v1} {v2} {v3} {v4} {v5} {v6} {v7} {v8} {v9} {v10} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             ))
             .map_err(backend)?;
         }
@@ -464,6 +467,16 @@ impl Store for SqliteStore {
 
     async fn purge_nonces(&self, now: u64) -> Result<u64, StoreError> {
         self.run(move |c| sessions::purge_nonces(c, now)).await
+    }
+
+    async fn claim_nonces(&self, claims: &[NonceClaim]) -> Result<ClaimedNonces, StoreError> {
+        let claims = claims.to_vec();
+        self.run(move |c| admission::claim_nonces(c, &claims)).await
+    }
+
+    async fn session_read(&self, key_id: &str) -> Result<SessionRead, StoreError> {
+        let key_id = key_id.to_owned();
+        self.run(move |c| admission::session_read(c, &key_id)).await
     }
 
     async fn clock(&self) -> Result<Option<u64>, StoreError> {

@@ -34,6 +34,12 @@ pub(super) fn revoke_user_in(tx: &Transaction<'_>, user: &str, now: i64) -> rusq
 
 pub(super) fn by_key_id(c: &mut Connection, key_id: &str) -> Result<Option<SessionRecord>, StoreError> {
     let tx = c.transaction()?;
+    by_key_id_in(&tx, key_id)
+}
+
+/// The session a key id names, with its device's pending directives, read on `c` (inside the
+/// caller's transaction, so that both reads see one snapshot).
+pub(super) fn by_key_id_in(tx: &Connection, key_id: &str) -> Result<Option<SessionRecord>, StoreError> {
     type Row = (String, String, String, String, Vec<u8>, bool, i64);
     let row: Option<Row> = tx
         .prepare_cached(
@@ -46,7 +52,7 @@ pub(super) fn by_key_id(c: &mut Connection, key_id: &str) -> Result<Option<Sessi
         return Ok(None);
     };
     Ok(Some(SessionRecord {
-        directives: pending_directives(&tx, &device_id)?,
+        directives: pending_directives(tx, &device_id)?,
         id,
         key_id,
         user,
