@@ -46,6 +46,14 @@ impl std::fmt::Debug for Vault {
     }
 }
 
+impl Drop for Vault {
+    /// The keys go with the object even when the app never called `close` (Kotlin's
+    /// `use {}` and `close()` free the object, Python's garbage collector drops it).
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
 fn passphrase_store(passphrase: String) -> PassphraseStore {
     PassphraseStore::new(Passphrase::new(Zeroizing::new(passphrase)))
 }

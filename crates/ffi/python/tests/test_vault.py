@@ -1,0 +1,99 @@
+"""The vault through the Python bindings, on this machine."""
+
+import asyncio
+import json
+
+import pytest
+
+import fieldvault as fv
+from conftest import PromptingKeystore
+
+PASSPHRASE = "marble quokka seventy umbrella python"
+
+
+def test_a_python_keystore_that_refuses_once_then_allows(vault_dir):
+    ks = PromptingKeystore()
+    v = fv.Vault.init(vault_dir("v"), "default", ks, 600)
+    v.put("notes", "n1", json.dumps({"text": "hello"}))
+    v.close()
+    v = fv.Vault.open(vault_dir("v"), "default", 600)
+    ks.cancel_next = True
+    with pytest.raises(fv.FieldvaultError.Cancelled):
+        v.unlock(ks)
+    v.unlock(ks)
+    assert json.loads(v.get("notes", "n1").json) == {"text": "hello"}
+    v.close()
+
+
+def test_documents_put_get_list_in_pages_and_delete(vault_dir):
+    v = fv.Vault.init_with_passphrase(vault_dir("v"), "default", PASSPHRASE, 600)
+    for i in range(5):
+        v.put("visits", f"v{i}", json.dumps({"i": i}))
+    first = v.list("visits", 3, None)
+    assert [d.id for d in first.documents] == ["v0", "v1", "v2"]
+    rest = v.list("visits", 3, first.next)
+    assert [d.id for d in rest.documents] == ["v3", "v4"] and rest.next is None
+    assert v.delete("visits", "v0") is True
+    assert v.get("visits", "v0") is None
+    assert {o.id for o in v.outbox()} >= {"v1", "v2", "v3", "v4"}
+    v.close()
+
+
+def test_attachments_move_by_path_with_progress(vault_dir, tmp_path):
+    v = fv.Vault.init_with_passphrase(vault_dir("v"), "default", PASSPHRASE, 600)
+    v.put("visits", "v1", "{}")
+    src = tmp_path / "photo.jpg"
+    src.write_bytes(b"\xff\xd8" + bytes(range(256)) * 1000)
+
+    class Progress(fv.ProgressListener):
+        def __init__(self):
+            self.calls = []
+
+        def progress(self, done, total):
+            self.calls.append((done, total))
+
+    p = Progress()
+    a = v.attach("visits", "v1", str(src), p)
+    assert a.size == src.stat().st_size and p.calls[-1] == (a.size, a.size)
+    out = tmp_path / "back.jpg"
+    v.attachment_get(a.id, str(out), None)
+    assert out.read_bytes() == src.read_bytes()
+    v.close()
+
+
+def test_errors_arrive_as_typed_exceptions(vault_dir):
+    v = fv.Vault.init_with_passphrase(vault_dir("v"), "default", PASSPHRASE, 600)
+    with pytest.raises(fv.FieldvaultError.Invalid):
+        v.put("notes", "n1", "[1, 2, 3]")
+    with pytest.raises(fv.FieldvaultError.Invalid):
+        v.put("notes", "n1", "not json")
+    with pytest.raises(fv.FieldvaultError.NotFound):
+        v.attach("notes", "missing", "/nonexistent", None)
+    with pytest.raises(fv.FieldvaultError.AuthRequired):
+        v.whoami()
+    with pytest.raises(fv.FieldvaultError.AuthRequired):
+        asyncio.run(v.sync(None))
+    # The same vault from a second handle, while the first holds it.
+    with pytest.raises(fv.FieldvaultError.InUse):
+        fv.Vault.open(vault_dir("v"), "default", 600)
+    v.close()
+    second = fv.Vault.open(vault_dir("v"), "default", 600)
+    with pytest.raises(fv.FieldvaultError.WrongPassphrase):
+        second.unlock_with_passphrase("umbrella seventy quokka marble python")
+    second.close()
+    with pytest.raises(fv.FieldvaultError.Closed):
+        second.get("notes", "n1")
+    with pytest.raises(fv.FieldvaultError.NotFound):
+        fv.Vault.open(vault_dir("nothing"), "default", 600)
+
+
+def test_a_keystore_that_raises_something_else_is_a_typed_error(vault_dir):
+    class Broken(PromptingKeystore):
+        def load(self, entry):
+            raise RuntimeError("the secure element is on fire")
+
+    ks = Broken()
+    fv.Vault.init(vault_dir("v"), "default", ks, 600).close()
+    v = fv.Vault.open(vault_dir("v"), "default", 600)
+    with pytest.raises(fv.FieldvaultError.KeyUnavailable):
+        v.unlock(ks)
