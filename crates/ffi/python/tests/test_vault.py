@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import os
 
 import pytest
 
@@ -97,3 +98,15 @@ def test_a_keystore_that_raises_something_else_is_a_typed_error(vault_dir):
     v = fv.Vault.open(vault_dir("v"), "default", 600)
     with pytest.raises(fv.FieldvaultError.KeyUnavailable):
         v.unlock(ks)
+
+
+def test_a_non_utf8_path_is_refused_without_a_crash(vault_dir, tmp_path):
+    v = fv.Vault.init_with_passphrase(vault_dir("v"), "default", PASSPHRASE, 600)
+    v.put("visits", "v1", "{}")
+    path = os.fsdecode(os.fsencode(str(tmp_path)) + b"/photo-\xff.jpg")
+    with pytest.raises((UnicodeEncodeError, fv.FieldvaultError)):
+        v.attach("visits", "v1", path, None)
+    with pytest.raises((UnicodeEncodeError, fv.FieldvaultError)):
+        fv.Vault.open(path, "default", 600)
+    assert v.get("visits", "v1") is not None, "the vault still works"
+    v.close()

@@ -34,3 +34,42 @@ fn the_python_suite_passes_against_the_real_server() {
     let _ = writeln!(std::io::stdout(), "Python suite: {summary}");
     assert!(out.status.success(), "the Python suite failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The example from the README (examples/python/field_notes.py), run as a developer runs it:
+/// two state directories log in, one adds a note and syncs, the other syncs and lists it.
+#[test]
+fn the_python_example_runs_against_the_real_server() {
+    if !have("python3 with cryptography", Command::new("python3").args(["-c", "import cryptography"]), "Python example")
+    {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let package = tmp.path().join("py").join("fieldvault");
+    generate("python", &package);
+    std::fs::copy(library(), package.join(library().file_name().expect("name"))).expect("copy the library");
+    let init = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/fieldvault/__init__.py");
+    std::fs::copy(init, package.join("__init__.py")).expect("__init__.py");
+    let server = serve(tmp.path());
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/python/field_notes.py");
+    let run = |state: &str, args: &[&str]| {
+        let mut cmd = Command::new("python3");
+        cmd.arg(example)
+            .arg("--vault")
+            .arg(tmp.path().join(state))
+            .args(args)
+            .env("PYTHONPATH", tmp.path().join("py"))
+            .env("FIELDVAULT_PASSPHRASE", "marble quokka seventy umbrella notes")
+            .env("FIELDVAULT_PASSWORD", crate::foreign::PASSWORD);
+        let out = cmd.output().expect("python3");
+        assert!(out.status.success(), "field_notes.py {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for state in ["one", "two"] {
+        let login = run(state, &["login", "--server", &server.url, "--user", "ada", "--pin", &server.pin]);
+        assert!(login.starts_with("logged in as ada"), "{login}");
+    }
+    run("one", &["add", "pump 3 leaks"]);
+    assert!(run("one", &["sync"]).starts_with("sent 1"));
+    run("two", &["sync"]);
+    assert!(run("two", &["list"]).contains("pump 3 leaks"));
+}
