@@ -1,7 +1,9 @@
 //! What the app implements in its own language.
 
 use std::cell::RefCell;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use fieldvault_keystore::{HostKeystore, HostKeystoreError};
 use serde_json::{Map, Value};
@@ -57,8 +59,45 @@ pub trait Keystore: Send + Sync {
     fn delete(&self, entry: String) -> Result<(), KeystoreError>;
 }
 
+/// How long a keystore call may take (the user reading a prompt), in seconds.
+static KEYSTORE_TIMEOUT_SECS: AtomicU64 = AtomicU64::new(120);
+
+/// Sets how long the SDK waits for the app's keystore to answer (default 120 s, at least 1).
+/// A call that has not answered by then is taken as a cancelled prompt (`Cancelled`); the
+/// call itself is left to finish on its own thread, and its answer is dropped.
+#[uniffi::export]
+pub fn set_keystore_timeout_secs(secs: u64) {
+    KEYSTORE_TIMEOUT_SECS.store(secs.max(1), Ordering::Relaxed);
+}
+
 /// The app's keystore as the SDK's `HostKeystore`.
 pub(crate) struct Foreign(pub(crate) Arc<dyn Keystore>);
+
+impl Foreign {
+    /// Runs one keystore call on its own thread and waits for it within the timeout: a
+    /// prompt that never returns must not hang the unlock forever.
+    fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Keystore) -> Result<T, KeystoreError> + Send + 'static,
+    ) -> Result<T, HostKeystoreError> {
+        let keystore = Arc::clone(&self.0);
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("fieldvault-keystore".into())
+            .spawn(move || {
+                let _ = tx.send(f(keystore.as_ref()));
+            })
+            .map_err(|e| HostKeystoreError::Failed(format!("cannot start the keystore call: {e}")))?;
+        let timeout = Duration::from_secs(KEYSTORE_TIMEOUT_SECS.load(Ordering::Relaxed));
+        match rx.recv_timeout(timeout) {
+            Ok(answer) => answer.map_err(host_error),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(HostKeystoreError::Cancelled),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                Err(HostKeystoreError::Failed("the app's keystore call ended without an answer".into()))
+            }
+        }
+    }
+}
 
 fn host_error(e: KeystoreError) -> HostKeystoreError {
     match e {
@@ -70,15 +109,18 @@ fn host_error(e: KeystoreError) -> HostKeystoreError {
 
 impl HostKeystore for Foreign {
     fn store(&self, entry: &str, secret: &[u8]) -> Result<(), HostKeystoreError> {
-        self.0.store(entry.to_owned(), secret.to_vec()).map_err(host_error)
+        let (entry, secret) = (entry.to_owned(), Zeroizing::new(secret.to_vec()));
+        self.call(move |k| k.store(entry, secret.to_vec()))
     }
 
     fn load(&self, entry: &str) -> Result<Zeroizing<Vec<u8>>, HostKeystoreError> {
-        self.0.load(entry.to_owned()).map(Zeroizing::new).map_err(host_error)
+        let entry = entry.to_owned();
+        self.call(move |k| k.load(entry).map(Zeroizing::new))
     }
 
     fn delete(&self, entry: &str) -> Result<(), HostKeystoreError> {
-        self.0.delete(entry.to_owned()).map_err(host_error)
+        let entry = entry.to_owned();
+        self.call(move |k| k.delete(entry))
     }
 }
 

@@ -20,7 +20,7 @@ mod error;
 mod records;
 mod vault;
 
-pub use callbacks::{ConflictMerger, Keystore, KeystoreError, MergeError, ProgressListener};
+pub use callbacks::{ConflictMerger, Keystore, KeystoreError, MergeError, ProgressListener, set_keystore_timeout_secs};
 pub use error::FieldvaultError;
 pub use records::{
     AttachmentInfo, ConflictInfo, DocumentPage, DocumentRecord, Identity, LoginResult, OutboxItem, SyncResult,

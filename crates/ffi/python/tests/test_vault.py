@@ -110,3 +110,27 @@ def test_a_non_utf8_path_is_refused_without_a_crash(vault_dir, tmp_path):
         fv.Vault.open(path, "default", 600)
     assert v.get("visits", "v1") is not None, "the vault still works"
     v.close()
+
+
+def test_a_keystore_prompt_that_never_returns_is_cancelled_after_the_timeout(vault_dir):
+    import threading
+
+    release = threading.Event()
+
+    class Stuck(PromptingKeystore):
+        def load(self, entry):
+            release.wait()  # the prompt never comes back (until the test lets it go)
+            return super().load(entry)
+
+    ks = Stuck()
+    fv.Vault.init(vault_dir("v"), "default", ks, 600).close()
+    v = fv.Vault.open(vault_dir("v"), "default", 600)
+    fv.set_keystore_timeout_secs(1)
+    try:
+        with pytest.raises(fv.FieldvaultError.Cancelled):
+            v.unlock(ks)
+    finally:
+        fv.set_keystore_timeout_secs(120)
+        release.set()
+    v.unlock(ks)
+    v.close()

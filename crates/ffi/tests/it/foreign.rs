@@ -14,8 +14,21 @@ pub(crate) fn profile_dir() -> PathBuf {
     exe.parent().and_then(Path::parent).expect("target/debug/deps/it-HASH").to_path_buf()
 }
 
-/// The cdylib the bindings load.
+/// The cdylib the bindings load, built from this source: `cargo test` builds the crate's
+/// library for linking into the tests but not always its cdylib, so a nested `cargo build`
+/// brings it up to date (once per test process; a no-op when it is).
 pub(crate) fn library() -> PathBuf {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "fieldvault-ffi", "--lib"]);
+        if profile_dir().ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cargo build");
+        assert!(status.success(), "building the fieldvault-ffi library failed");
+    });
     profile_dir().join(format!("{}fieldvault_ffi{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX))
 }
 
