@@ -97,6 +97,45 @@ val tests = listOf<Pair<String, () -> Unit>>(
         v.close()
         expect<IllegalStateException> { v.get("notes", "n1") }
     },
+    "a keystore prompt that never returns is Cancelled after the timeout" to {
+        val release = java.util.concurrent.CountDownLatch(1)
+        val inner = PromptingKeystore()
+        val stuck = object : Keystore by inner {
+            override fun load(entry: String): ByteArray {
+                release.await()
+                return inner.load(entry)
+            }
+        }
+        val dir = newDir()
+        Vault.init(dir, "default", stuck, 600uL).use {}
+        Vault.open(dir, "default", 600uL).use { v ->
+            setKeystoreTimeoutSecs(1uL)
+            try {
+                expect<FieldvaultException.Cancelled> { v.unlock(stuck) }
+            } finally {
+                setKeystoreTimeoutSecs(120uL)
+                release.countDown()
+            }
+            v.unlock(stuck)
+        }
+    },
+    "a Kotlin merger that throws loses nothing" to {
+        val (one, _) = device(PromptingKeystore(), "phone")
+        val (two, _) = device(PromptingKeystore(), "tablet")
+        one.put("drafts", "d1", "{\"text\":\"a\"}")
+        runBlocking { one.sync(null); two.sync(null) }
+        one.put("drafts", "d1", "{\"text\":\"phone\"}")
+        two.put("drafts", "d1", "{\"text\":\"tablet\"}")
+        val throwing = object : ConflictMerger {
+            override fun merge(localJson: String, serverJson: String): String = throw IllegalStateException("no")
+        }
+        val report = runBlocking { one.sync(null); two.sync(throwing) }
+        check(report.mergeFailures == 1u, "the failure is counted: $report")
+        check(textOf(two.get("drafts", "d1")!!.json) == "tablet", "this device's version is kept")
+        check(two.conflicts().any { it.id == "d1" }, "the server's version is kept to resolve")
+        one.close()
+        two.close()
+    },
     "two devices converge, a conflict merged in Kotlin, a remote wipe is Wiped" to {
         val (one, _) = device(PromptingKeystore(), "phone")
         val (two, loginTwo) = device(PromptingKeystore(), "tablet")
