@@ -15,6 +15,7 @@ struct Slot<T> {
 /// The result of work on its own thread.
 pub(crate) struct Blocking<T> {
     slot: Arc<Mutex<Slot<T>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Starts `work` on a new thread at once.
@@ -27,7 +28,7 @@ pub(crate) fn run<T: Send + 'static>(
 ) -> std::io::Result<Blocking<T>> {
     let slot = Arc::new(Mutex::new(Slot { value: None, waker: None }));
     let theirs = Arc::clone(&slot);
-    std::thread::Builder::new().name(name.into()).spawn(move || {
+    let thread = std::thread::Builder::new().name(name.into()).spawn(move || {
         let value = work();
         let mut s = theirs.lock().unwrap_or_else(|p| p.into_inner());
         s.value = Some(value);
@@ -35,20 +36,28 @@ pub(crate) fn run<T: Send + 'static>(
             w.wake();
         }
     })?;
-    Ok(Blocking { slot })
+    Ok(Blocking { slot, thread: Some(thread) })
 }
 
 impl<T> Future for Blocking<T> {
     type Output = T;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        let mut s = self.slot.lock().unwrap_or_else(|p| p.into_inner());
-        match s.value.take() {
-            Some(v) => Poll::Ready(v),
-            None => {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let value = {
+            let mut s = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+            let value = s.value.take();
+            if value.is_none() {
                 s.waker = Some(cx.waker().clone());
-                Poll::Pending
             }
+            value
+        };
+        let Some(v) = value else { return Poll::Pending };
+        // The thread woke the app's event loop through a callback into its runtime; let it
+        // leave that runtime before answering: a process that exits while a thread is still
+        // leaving Python's or the JVM's runtime aborts.
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
+        Poll::Ready(v)
     }
 }

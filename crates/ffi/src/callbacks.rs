@@ -82,7 +82,7 @@ impl Foreign {
     ) -> Result<T, HostKeystoreError> {
         let keystore = Arc::clone(&self.0);
         let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("fieldvault-keystore".into())
             .spawn(move || {
                 let _ = tx.send(f(keystore.as_ref()));
@@ -90,7 +90,12 @@ impl Foreign {
             .map_err(|e| HostKeystoreError::Failed(format!("cannot start the keystore call: {e}")))?;
         let timeout = Duration::from_secs(KEYSTORE_TIMEOUT_SECS.load(Ordering::Relaxed));
         match rx.recv_timeout(timeout) {
-            Ok(answer) => answer.map_err(host_error),
+            Ok(answer) => {
+                // Wait for the thread to leave the app's runtime (Python's thread state, the
+                // JVM's attachment): a process that exits while it is still leaving aborts.
+                let _ = thread.join();
+                answer.map_err(host_error)
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => Err(HostKeystoreError::Cancelled),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 Err(HostKeystoreError::Failed("the app's keystore call ended without an answer".into()))
@@ -161,11 +166,51 @@ pub trait ConflictMerger: Send + Sync {
     fn merge(&self, local_json: String, server_json: String) -> Result<String, MergeError>;
 }
 
-/// Told how far a transfer has come (`done` of `total` bytes), from the SDK's thread.
+/// A progress listener that failed: the transfer goes on, and the listener is not called
+/// again during it.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Error)]
+pub enum ProgressError {
+    /// The listener raised.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for ProgressError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ProgressError::Failed { reason } = self;
+        write!(f, "the progress listener failed: {reason}")
+    }
+}
+
+impl std::error::Error for ProgressError {}
+
+impl From<uniffi::UnexpectedUniFFICallbackError> for ProgressError {
+    fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
+        ProgressError::Failed { reason: e.reason }
+    }
+}
+
+/// Told how far a transfer has come (`done` of `total` bytes), from the SDK's thread. A
+/// listener that raises is not called again for that transfer, which goes on.
 #[uniffi::export(foreign)]
 pub trait ProgressListener: Send + Sync {
     /// Progress so far.
-    fn progress(&self, done: u64, total: u64);
+    fn progress(&self, done: u64, total: u64) -> Result<(), ProgressError>;
+}
+
+/// The SDK's progress closure over an optional app listener: a listener that fails is
+/// dropped for the rest of the transfer.
+pub(crate) fn reporter(listener: Option<Arc<dyn ProgressListener>>) -> impl FnMut(u64, u64) + Send {
+    let mut listener = listener;
+    move |done, total| {
+        if let Some(l) = &listener
+            && l.progress(done, total).is_err()
+        {
+            listener = None;
+        }
+    }
 }
 
 thread_local! {

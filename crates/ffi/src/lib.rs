@@ -20,7 +20,9 @@ mod error;
 mod records;
 mod vault;
 
-pub use callbacks::{ConflictMerger, Keystore, KeystoreError, MergeError, ProgressListener, set_keystore_timeout_secs};
+pub use callbacks::{
+    ConflictMerger, Keystore, KeystoreError, MergeError, ProgressError, ProgressListener, set_keystore_timeout_secs,
+};
 pub use error::FieldvaultError;
 pub use records::{
     AttachmentInfo, ConflictInfo, DocumentPage, DocumentRecord, Identity, LoginResult, OutboxItem, SyncResult,

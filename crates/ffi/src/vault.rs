@@ -10,7 +10,7 @@ use fieldvault_keystore::{HostStore, KeyStore, PassphraseStore};
 use zeroize::Zeroizing;
 
 use crate::blocking;
-use crate::callbacks::{ConflictMerger, Foreign, Keystore, ProgressListener, foreign_merge, with_merger};
+use crate::callbacks::{ConflictMerger, Foreign, Keystore, ProgressListener, foreign_merge, reporter, with_merger};
 use crate::error::FieldvaultError;
 use crate::records::{
     AttachmentInfo, ConflictInfo, DocumentPage, DocumentRecord, Identity, LoginResult, OutboxItem, SyncResult,
@@ -244,11 +244,7 @@ impl Vault {
         source_path: String,
         progress: Option<Arc<dyn ProgressListener>>,
     ) -> Result<AttachmentInfo, FieldvaultError> {
-        let mut report = move |done, total| {
-            if let Some(p) = &progress {
-                p.progress(done, total);
-            }
-        };
+        let mut report = reporter(progress);
         self.with(|u, a| {
             Ok(u.attach_with_progress(a, &collection, &document_id, std::path::Path::new(&source_path), &mut report)?
                 .into())
@@ -263,11 +259,7 @@ impl Vault {
         out_path: String,
         progress: Option<Arc<dyn ProgressListener>>,
     ) -> Result<AttachmentInfo, FieldvaultError> {
-        let mut report = move |done, total| {
-            if let Some(p) = &progress {
-                p.progress(done, total);
-            }
-        };
+        let mut report = reporter(progress);
         self.with(|u, a| {
             Ok(u.attachment_get_with_progress(a, &attachment_id, std::path::Path::new(&out_path), &mut report)?.into())
         })

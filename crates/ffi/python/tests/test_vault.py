@@ -59,6 +59,19 @@ def test_attachments_move_by_path_with_progress(vault_dir, tmp_path):
     out = tmp_path / "back.jpg"
     v.attachment_get(a.id, str(out), None)
     assert out.read_bytes() == src.read_bytes()
+
+    class Raises(fv.ProgressListener):
+        def __init__(self):
+            self.calls = 0
+
+        def progress(self, done, total):
+            self.calls += 1
+            raise RuntimeError("the progress bar is gone")
+
+    r = Raises()
+    again = tmp_path / "again.jpg"
+    v.attachment_get(a.id, str(again), r)
+    assert again.read_bytes() == src.read_bytes() and r.calls == 1, "the transfer goes on without the listener"
     v.close()
 
 
