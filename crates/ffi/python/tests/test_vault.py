@@ -147,3 +147,34 @@ def test_a_keystore_prompt_that_never_returns_is_cancelled_after_the_timeout(vau
         release.set()
     v.unlock(ks)
     v.close()
+
+
+def test_wipe_removes_the_vault_and_the_keystore_entry_and_closes(vault_dir):
+    ks = PromptingKeystore()
+    v = fv.Vault.init(vault_dir("v"), "default", ks, 600)
+    v.put("notes", "n1", "{}")
+    assert len(ks.entries) == 1
+    v.wipe(ks)
+    assert not os.path.exists(vault_dir("v")) or not os.listdir(vault_dir("v"))
+    assert ks.entries == {}, "the keystore entry is deleted"
+    with pytest.raises(fv.FieldvaultError.Closed):
+        v.get("notes", "n1")
+    with pytest.raises(fv.FieldvaultError.NotFound):
+        fv.Vault.open(vault_dir("v"), "default", 600)
+
+
+def test_the_idle_lock_locks_and_unlock_brings_the_keys_back(vault_dir):
+    v = fv.Vault.init_with_passphrase(vault_dir("v"), "default", PASSPHRASE, 1)
+    v.put("notes", "n1", "{}")
+    import time
+
+    deadline = time.monotonic() + 30
+    while not v.is_locked() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert v.is_locked()
+    with pytest.raises(fv.FieldvaultError.Locked):
+        v.get("notes", "n1")
+    assert v.status().locked
+    v.unlock_with_passphrase(PASSPHRASE)
+    assert v.get("notes", "n1") is not None
+    v.close()
