@@ -22,6 +22,10 @@
 #                              (npm, pinned in crates/server/tests/console)
 #   python3-venv + sslyze      the TLS scan against Mozilla's intermediate profile (sslyze from
 #                              PyPI, pinned, in its own virtual environment)
+#   pytest, maturin (pip)      the SDK's Python bindings: their suite, and the package build
+#                              (`pip install ./crates/ffi`)
+#   libjna-java, a JRE,        the SDK's Kotlin bindings: JNA loads the library; the Kotlin
+#   kotlin-compiler (npm)      compiler (pinned in crates/ffi/kotlin, with kotlinx-coroutines)
 set -euo pipefail
 
 core=0
@@ -45,7 +49,9 @@ fi
 
 packages=(gcc libc6-dev make pkg-config libdbus-1-dev libssl-dev)
 # age: the export tests decrypt exports with the age command-line tool (docs/formats/export.md).
-((core)) || packages+=(sqlite3 python3 python3-pip python3-venv age chromium)
+((core)) || packages+=(sqlite3 python3 python3-pip python3-venv age chromium libjna-java)
+# The Kotlin compiler and the Kotlin suite run on a JVM: Debian's, unless one is on the PATH.
+((core)) || command -v java >/dev/null || packages+=(default-jre-headless)
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -110,6 +116,18 @@ if ! "$sslyze_venv/bin/sslyze" --help >/dev/null 2>&1; then
   "$sslyze_venv/bin/sslyze" --help >/dev/null || { echo "setup: could not install sslyze" >&2; exit 1; }
 fi
 
+# The SDK's Python bindings (crates/ffi): pytest runs their suite; maturin builds the
+# `fieldvault` package (`pip install ./crates/ffi`). Pinned; user-wide if pip must.
+for req in pytest:pytest maturin:maturin==1.16.0; do
+  module="${req%%:*}"
+  if ! python3 -c "import $module" 2>/dev/null; then
+    echo "setup: installing python ${req#*:}"
+    python3 -m pip install --quiet --disable-pip-version-check "${req#*:}" 2>/dev/null \
+      || python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages "${req#*:}"
+    python3 -c "import $module" || { echo "setup: could not install ${req#*:}" >&2; exit 1; }
+  fi
+done
+
 # A real OpenID provider for the server's sign-in tests (crates/server/tests/oidc): oidc-provider
 # from the npm registry, exactly as package-lock.json pins it. Installed again only when the
 # lock file is newer than the last install (npm writes node_modules/.package-lock.json).
@@ -130,6 +148,14 @@ console_dir="$(dirname "$0")/../crates/server/tests/console"
 if [ "$console_dir/package-lock.json" -nt "$console_dir/node_modules/.package-lock.json" ]; then
   echo "setup: installing playwright-core for the console's browser tests (npm ci in crates/server/tests/console)"
   (cd "$console_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+
+# The Kotlin compiler for the SDK's Kotlin suite (crates/ffi/kotlin): npm's kotlin-compiler,
+# exactly as package-lock.json pins it; it ships kotlinx-coroutines-core-jvm.jar.
+kotlin_dir="$(dirname "$0")/../crates/ffi/kotlin"
+if [ "$kotlin_dir/package-lock.json" -nt "$kotlin_dir/node_modules/.package-lock.json" ]; then
+  echo "setup: installing the Kotlin compiler (npm ci in crates/ffi/kotlin)"
+  (cd "$kotlin_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 
 for component in rustfmt clippy; do

@@ -10,7 +10,7 @@ use fieldvault_client::{
     Document, ExportOptions, ExportTo, ImportKey, LogoutNotice, MAX_DOCUMENT_BYTES, RecoveryKey, Status, Unlocked,
     Vault, parse_body,
 };
-use fieldvault_core::{AccountName, KeystoreKind, KeystoreParams, Purpose, SlotState};
+use fieldvault_core::{AccountName, KeystoreKind, KeystoreParams, SlotState};
 use fieldvault_hygiene::core_dumps_disabled;
 use fieldvault_keystore::{KeyStore, OsStore, PassphraseStore};
 use serde_json::{Map, Value, json};
@@ -344,24 +344,11 @@ fn rotate(g: &Global, dir: &Path, master: bool) -> Result<()> {
         vec![("master".into(), m.version)]
     } else {
         let account = account(g)?;
-        let mut out = Vec::new();
-        for p in Purpose::DATA {
-            // The database is re-keyed, attachment content keys re-wrapped; nothing is
-            // encrypted under the sync key yet (sync hooks in here).
-            let m = match p {
-                Purpose::Database => {
-                    // One sqlcipher_export call: no row count to show, so a spinner.
-                    let spin = spinner(g, "re-keying the database");
-                    let m = v.rotate_database_key(&account);
-                    spin.finish_and_clear();
-                    m?
-                }
-                Purpose::Files => v.rotate_files_key(&account)?,
-                _ => v.rotate_data_key(&account, p, |_, _, _| Ok(()))?,
-            };
-            out.push((format!("{account}/{p}"), m.version));
-        }
-        out
+        // One call re-keys the database and re-wraps attachment keys: no count to show.
+        let spin = spinner(g, "re-keying the database");
+        let rotated = v.rotate_keys(&account);
+        spin.finish_and_clear();
+        rotated?.into_iter().map(|m| (format!("{account}/{}", m.purpose), m.version)).collect()
     };
     let list: Vec<Value> = rotated.iter().map(|(k, ver)| json!({ "key": k, "version": ver })).collect();
     emit(g, json!({ "rotated": list }), || {

@@ -570,7 +570,7 @@ impl Unlocked {
 
     /// Rotates the account's files key: every content key is re-wrapped under the new key
     /// in one transaction; no attachment file is rewritten.
-    pub fn rotate_files_key(&mut self, account: &AccountName) -> Result<KeyMeta, Error> {
+    pub(crate) fn rotate_files_key(&mut self, account: &AccountName) -> Result<KeyMeta, Error> {
         let old_version =
             self.live_version(account, Purpose::Files).ok_or_else(|| Error::NoSuchAccount(account.to_string()))?;
         self.documents(account)?;

@@ -585,7 +585,7 @@ impl Unlocked {
     ///
     /// # Errors
     /// [`Error::NoSuchAccount`]; whatever `rekey` returns (the pending key stays recorded).
-    pub fn rotate_data_key(
+    pub(crate) fn rotate_data_key(
         &mut self,
         account: &AccountName,
         purpose: Purpose,

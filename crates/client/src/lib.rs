@@ -9,7 +9,10 @@
 //! - [`RecoveryKey`]: the key a person writes down at `init`
 //!   ([`Vault::init_with_recovery_key`], [`Unlocked::new_recovery_key`]) to get back in with
 //!   [`Vault::recover`] when the keystore entry is lost or the passphrase forgotten.
-//! - [`Error`]: what can go wrong, one fact per variant.
+//! - [`Error`]: what can go wrong, one fact per variant; [`ApiError`]: the same by what an
+//!   app does about it (a few coarse variants, nothing personal in them).
+//! - [`HostKeystore`]: the keystore an app supplies (Android Keystore, iOS Keychain), with
+//!   a user-presence prompt; [`HostStore`] makes it a vault's keystore.
 //!
 //! ```
 //! use fieldvault_client::Vault;
@@ -30,6 +33,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod api_error;
 mod attachments;
 mod changes;
 mod database;
@@ -41,6 +45,7 @@ mod keys;
 mod migrate;
 mod pinning;
 mod recovery;
+mod rotation;
 mod session;
 mod store;
 mod sync;
@@ -50,6 +55,7 @@ mod vault;
 #[cfg(test)]
 mod crash_tests;
 
+pub use api_error::ApiError;
 pub use attachments::{Attachment, Progress};
 pub use changes::{ChangeKind, DocumentChange, SubscriptionId, Watch};
 pub use documents::{
@@ -58,6 +64,7 @@ pub use documents::{
 pub use error::Error;
 pub use export::{DocRef, ExportOptions, ExportReport, ExportTo, ImportKey, ImportReport, read_identities};
 pub use fieldvault_core::RecoveryKey;
+pub use fieldvault_keystore::{HostKeystore, HostKeystoreError, HostStore};
 pub use keys::{Parked, UnlockPolicy, Unlocked};
 pub use migrate::{KeptAsText, Migration};
 pub use pinning::{PinnedVerifier, Pins, pinned_client_config};

@@ -76,7 +76,7 @@ impl Unlocked {
     /// [`Error::NoSpace`] when a second copy of the database would not fit (nothing is
     /// changed); database errors. A crash at any point leaves a database that opens with the
     /// old key or the new one, and the next open or rotation finishes the job.
-    pub fn rotate_database_key(&mut self, account: &AccountName) -> Result<KeyMeta, Error> {
+    pub(crate) fn rotate_database_key(&mut self, account: &AccountName) -> Result<KeyMeta, Error> {
         let path = self.vault.account_dir(account).join(DB_FILE);
         // A lost database keeps its key: the new key would not open the backup.
         check_not_lost(&path)?;

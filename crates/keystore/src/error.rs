@@ -31,6 +31,9 @@ pub enum Error {
         /// The vault id, hex.
         vault: String,
     },
+    /// The user cancelled the keystore's prompt (biometric or device credential).
+    #[error("the keystore prompt was cancelled; nothing was changed")]
+    Cancelled,
     /// The OS keystore failed.
     #[error("the OS keystore failed: {0}")]
     Os(String),

@@ -5,6 +5,8 @@
 //! - [`PassphraseStore`]: KEK = Argon2id(passphrase, salt). The only store a headless
 //!   machine has. New passphrases scoring below 3 on zxcvbn are refused.
 //! - [`MemoryStore`]: a process-local map, for tests.
+//! - [`HostStore`]: the keystore an app supplies ([`HostKeystore`]: Android Keystore, iOS
+//!   Keychain), which releases the KEK only after a user-presence prompt.
 //!
 //! A store only produces the KEK. The wrapped master key and the store's parameters
 //! (Argon2id cost, salt) live together in the vault's key file, written atomically by
@@ -24,11 +26,13 @@
 #![deny(missing_docs)]
 
 mod error;
+mod host;
 mod memory;
 mod os;
 mod passphrase;
 
 pub use error::Error;
+pub use host::{HostKeystore, HostKeystoreError, HostStore};
 pub use memory::MemoryStore;
 pub use os::OsStore;
 pub use passphrase::{MIN_PASSPHRASE_SCORE, PassphraseStore, passphrase_strength};

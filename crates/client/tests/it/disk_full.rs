@@ -49,7 +49,7 @@ fn rotation_on_a_full_disk_changes_nothing() {
     v.documents(&alice()).expect("documents").put_many("c", rows(0, 3000)).expect("fill the database");
     let keys_before = std::fs::read(dir.join("keys.fvk")).expect("read");
     fill(&fs.dir, 1 << 20);
-    let err = v.rotate_database_key(&alice()).expect_err("no room for a second copy");
+    let err = v.rotate_keys(&alice()).expect_err("no room for a second copy");
     assert!(matches!(err, Error::NoSpace { .. }), "{err:?}");
     assert!(err.to_string().contains("nothing was changed"));
     assert_eq!(std::fs::read(dir.join("keys.fvk")).expect("read"), keys_before, "no pending key recorded");

@@ -186,7 +186,7 @@ fn memory_only_collections_never_touch_disk_and_vanish_on_lock() {
     docs.put("kept", "k1", obj(json!({"text": "kept"}))).expect("put");
     assert_eq!(docs.get("drafts", "d1").expect("get").expect("there").body["text"], marker);
     // Survives a key rotation while the session lives.
-    v.rotate_database_key(&alice()).expect("rotate");
+    v.rotate_keys(&alice()).expect("rotate");
     assert!(v.documents(&alice()).expect("documents").get("drafts", "d1").expect("get").is_some());
     // ... and a verify: it checks the open connection, so the collection stays memory-only.
     assert!(v.verify().expect("verify").findings.is_empty());
@@ -215,7 +215,7 @@ fn rotating_the_database_key_re_keys_the_file_and_keeps_every_document() {
         (0..500).map(|i| (format!("d{i:04}"), obj(json!({"i": i})))).collect();
     v.documents(&alice()).expect("documents").put_many("bulk", rows).expect("put_many");
     let old = *v.data_key(&alice(), Purpose::Database).expect("key").expose_secret();
-    let meta = v.rotate_database_key(&alice()).expect("rotate");
+    let meta = v.rotate_keys(&alice()).expect("rotate")[0];
     assert_eq!(meta.version, 2);
     let new = *v.data_key(&alice(), Purpose::Database).expect("key").expose_secret();
     drop(v);

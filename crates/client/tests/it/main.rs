@@ -1,5 +1,6 @@
 //! The vault's key hierarchy through the public API, on real files.
 
+mod api_error;
 mod attachments;
 mod disk_full;
 mod documents;
