@@ -132,6 +132,7 @@ impl From<Error> for ApiError {
             Error::InvalidDocument(_) => invalid("document"),
             Error::InvalidAttachment(_) => invalid("attachment source or output"),
             Error::InvalidPin(_) => invalid("pin"),
+            Error::SamePassphrase => invalid("new passphrase (it is the one in use)"),
             Error::InvalidExport(_) => invalid("export options"),
             Error::ExportKeyRefused(_) => invalid("export key"),
             Error::ExportNewerLayout { .. } => invalid("export (made by a newer Fieldvault)"),

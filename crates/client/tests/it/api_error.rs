@@ -120,6 +120,10 @@ fn a_wrong_passphrase_says_when_to_try_again_and_never_repeats_the_passphrase() 
     let wrong = Vault::open(&dir).expect("open").unlock(&pass(WRONG)).expect_err("wrong");
     let fieldvault_client::Error::WrongPassphrase { retry_after_secs, .. } = wrong else { panic!("{wrong}") };
     check(wrong, ApiError::WrongPassphrase { retry_after_secs }, &[]);
+    // The passphrase in use, given as the new one: invalid, and it is not repeated.
+    let mut v = Vault::open(&dir).expect("open").unlock(&pass(PASSPHRASE)).expect("unlock");
+    let same = v.change_passphrase(&pass(PASSPHRASE)).expect_err("the same passphrase");
+    check(same, ApiError::Invalid { what: "new passphrase (it is the one in use)" }, &[]);
 }
 
 /// The app's keystore: refuses its first prompt as a cancelled biometric prompt would.
