@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     let hygiene = fieldvault_hygiene::disable_core_dumps();
     let cli = match cli::parse() {
         Ok(cli) => cli,
-        Err(e) => return usage_error(&e),
+        Err(e) => return fieldvault_hygiene::usage_error("fieldvault", &e),
     };
     if let Err(why) = hygiene {
         eprintln!("fieldvault: warning: could not disable core dumps ({why})");
@@ -35,28 +35,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// `--help` and `--version` print as usual; a malformed command line gets SPEC section 6's
-/// one-line reason on stderr (clap's own report is several lines) and exit code 2.
-fn usage_error(e: &clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
-    let reason = match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            return if e.print().is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
-        }
-        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => "a subcommand is required".to_owned(),
-        _ => {
-            // Clap's report: "error: ..." and its continuation lines, tips, then the usage.
-            let text = e.render().to_string();
-            let lines = text.lines().map(str::trim).take_while(|l| !l.starts_with("Usage:"));
-            let noise = |l: &str| l.is_empty() || l.starts_with("tip:") || l.starts_with("For more information");
-            let reason: Vec<&str> = lines.filter(|l| !noise(l)).collect();
-            let reason = reason.join(" ");
-            let reason = reason.trim_start_matches("error: ");
-            if reason.is_empty() { "invalid command line".to_owned() } else { reason.to_owned() }
-        }
-    };
-    eprintln!("fieldvault: {reason} (see --help)");
-    ExitCode::from(2)
 }

@@ -7,6 +7,8 @@
 //!   hold a key, and warn if it fails.
 //! - [`core_dumps_disabled`]: whether both hold for this process, read back from the kernel.
 //! - [`observe`]: the same two facts about another process, as `/proc` shows them (tests).
+//! - [`usage_error`]: a malformed command line as one line on stderr and exit code 2, the
+//!   same in both binaries.
 //!
 //! A crate of its own because it makes system calls: `fieldvault-core` does no IO.
 //!
@@ -18,6 +20,10 @@
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+mod usage;
+
+pub use usage::{reason as usage_reason, usage_error};
 
 use std::io;
 use std::os::unix::fs::MetadataExt;

@@ -876,30 +876,6 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// `--help` and `--version` print as usual; a malformed command line gets one line on stderr
-/// (clap's own report is several lines), as `fieldvault` does, and exit code 2.
-fn usage_error(e: &clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
-    let reason = match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            return if e.print().is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
-        }
-        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => "a subcommand is required".to_owned(),
-        _ => {
-            // Clap's report: "error: ..." and its continuation lines, tips, then the usage.
-            let text = e.render().to_string();
-            let lines = text.lines().map(str::trim).take_while(|l| !l.starts_with("Usage:"));
-            let noise = |l: &str| l.is_empty() || l.starts_with("tip:") || l.starts_with("For more information");
-            let reason: Vec<&str> = lines.filter(|l| !noise(l)).collect();
-            let reason = reason.join(" ");
-            let reason = reason.trim_start_matches("error: ");
-            if reason.is_empty() { "invalid command line".to_owned() } else { reason.to_owned() }
-        }
-    };
-    eprintln!("fieldvault-server: {reason} (see --help)");
-    ExitCode::from(2)
-}
-
 fn main() -> ExitCode {
     // Before anything can hold a key (the store key, the token-signing key, unsealed session
     // secrets): no core dumps, not dumpable.
@@ -915,7 +891,7 @@ fn main() -> ExitCode {
         .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => return usage_error(&e),
+        Err(e) => return fieldvault_hygiene::usage_error("fieldvault-server", &e),
     };
     if let Err(why) = hygiene {
         tracing::warn!(error = %why, "could not disable core dumps; a crash may write this process's keys to disk");
