@@ -72,7 +72,7 @@ impl OwedLogout {
     /// Seals `record` for `account`'s device `device_id`. `nonce` must be fresh random bytes.
     ///
     /// # Errors
-    /// [`Error::Malformed`] when the record is larger than [`MAX_RECORD`] or the device id
+    /// [`Error::Malformed`] when the record is larger than `MAX_RECORD` or the device id
     /// longer than 255 bytes.
     pub fn seal(
         master: &MasterKey,

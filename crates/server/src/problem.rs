@@ -118,7 +118,7 @@ impl ApiError {
     }
 
     /// 401 `stale_timestamp`: a time the client sent (`X-Timestamp`, a relogin proof's `ts`)
-    /// is more than the window from the server's clock. Send it with [`with_date`].
+    /// is more than the window from the server's clock. Send it with `with_date`.
     pub fn stale_timestamp(what: &str) -> Self {
         Self::new(
             ProblemCode::StaleTimestamp,

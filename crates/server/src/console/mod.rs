@@ -15,13 +15,13 @@
 //! - `audit`: the audit log a page at a time and its chain check.
 //! - `pages`: the layout every page shares (maud: every interpolation escaped).
 //!
-//! Every answer passes [`headers`] (CSP, `nosniff`, `no-referrer`, `no-store` but for the
-//! assets; never a CORS header); every request passes [`guard`] (the `Sec-Fetch-Site`
+//! Every answer passes `headers` (CSP, `nosniff`, `no-referrer`, `no-store` but for the
+//! assets; never a CORS header); every request passes `guard` (the `Sec-Fetch-Site`
 //! check, the session, the CSRF token of a state-changing request).
 //!
 //! Console actions are audited with the actor `admin:<name>`: an action that changes the
 //! store records itself in its own transaction (the store method takes the record), and an
-//! event that changes nothing else (a sign-in, a refused one) goes through [`record`].
+//! event that changes nothing else (a sign-in, a refused one) goes through `record`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -124,7 +124,7 @@ fn fetch_site_allowed(method: &Method, value: Option<&[u8]>) -> bool {
     }
 }
 
-/// The form fields of a request, parsed once by [`guard`] (values wiped when dropped: one
+/// The form fields of a request, parsed once by `guard` (values wiped when dropped: one
 /// may be a password).
 #[derive(Default)]
 pub(crate) struct Fields(Vec<(String, Zeroizing<String>)>);

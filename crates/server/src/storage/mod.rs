@@ -637,7 +637,7 @@ pub struct DeviceRecord {
     /// The expiry last sent with its lease key (None: the server holds no lease key for it).
     pub lease_expires_at: Option<u64>,
     /// Its directives, newest first: every one not yet acknowledged, then acknowledged ones
-    /// while fewer than [`DIRECTIVES_PER_DEVICE`] are listed.
+    /// while fewer than `DIRECTIVES_PER_DEVICE` (20) are listed.
     pub directives: Vec<DirectiveRecord>,
 }
 
@@ -886,7 +886,7 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_nonce(&self, key_id: &str, nonce: &[u8; 16], expires_at: u64) -> Result<bool, StoreError>;
     /// Group commit of request nonces: inserts each claim's `(key_id, nonce)` unless present,
     /// all in one transaction committed before returning, and reads the revocation epoch in
-    /// that transaction ([`admission`]). `fresh[i]` is false when claim `i`'s nonce was seen
+    /// that transaction (`storage::admission`). `fresh[i]` is false when claim `i`'s nonce was seen
     /// before (a replay; a second claim of one nonce within the batch too: exactly one of
     /// them is fresh). All or nothing: on an error no claim of the batch is recorded. With no
     /// claims, only the epoch is read.
@@ -952,7 +952,7 @@ pub trait Store: Send + Sync + 'static {
     /// A stored document (live or tombstone).
     async fn document(&self, collection: &str, id: &str) -> Result<Option<StoredDoc>, StoreError>;
     /// The live documents whose attachment list names `attachment_id`: (collection, id,
-    /// document), at most [`MAX_LISTING_DOCUMENTS`] of them. Read from an index kept in each
+    /// document), at most `MAX_LISTING_DOCUMENTS` of them. Read from an index kept in each
     /// push's transaction, so it never scans the documents.
     async fn documents_listing(&self, attachment_id: &str) -> Result<Vec<(String, String, StoredDoc)>, StoreError>;
     /// Records an attachment's metadata unless the id is taken; returns the stored record

@@ -1,6 +1,6 @@
 //! Push and pull (SPEC section 5), by noun: the wire bodies ([`wire`]), checking an op as
 //! received and its idempotency fingerprint ([`check`]), the decision each op gets and what
-//! a pull shows ([`decide`]), the plans a store executes ([`plan`]), and pull cursors
+//! a pull shows ([`decide`](mod@decide)), the plans a store executes ([`plan`]), and pull cursors
 //! ([`cursor`]). Pure: the stored document and the rules are arguments, so the server's
 //! storage (SQLite or PostgreSQL), the device and the tests apply exactly the same logic.
 
