@@ -277,12 +277,12 @@ impl KeyDir {
     }
 
     /// The certificates of every key the directory holds: current, then next and previous
-    /// when present.
+    /// when present. Reads only (a rotation a crash cut is finished by
+    /// [`KeyDir::repair_rotation`], which `cert` commands and `serve` run first).
     ///
     /// # Errors
     /// Unreadable or unparsable files.
     pub fn cert_status(&self) -> Result<Vec<CertInfo>, Error> {
-        self.repair_rotation()?;
         let current = self.current_pair()?;
         let mut out = vec![describe(Slot::Current, &current.cert_pem, &self.file(TLS_CERT))?];
         for (slot, name) in [(Slot::Next, NEXT), (Slot::Previous, PREVIOUS)] {

@@ -542,6 +542,7 @@ fn cert(key_dir: &KeyDir, cmd: CertCommand, json: bool) -> Result<()> {
             eprintln!("fieldvault-server: {what}; valid until {} ({} days)", date(c.not_after), c.days_left(now));
         }
     };
+    key_dir.repair_rotation().context("the key directory")?;
     match cmd {
         CertCommand::Status => {
             let all = key_dir.cert_status().context("cert status")?;

@@ -65,7 +65,7 @@ pub(super) async fn revoke_device_sessions(
     device_id: &str,
     now: i64,
 ) -> Result<(), StoreError> {
-    super::sessions::revoke_sessions_where(conn, super::sessions::SessionsOf::Device, device_id, now).await
+    super::sessions::revoke_sessions_where(conn, super::sessions::SessionsOf::Device, device_id, now).await.map(|_| ())
 }
 
 async fn insert_device(

@@ -131,8 +131,8 @@ pub(super) async fn sessions_page(pool: &PgPool, user: &str, page: Page) -> Resu
     Ok(out)
 }
 
-/// Revokes `which` of `user`'s live sessions inside `tx`, session rows locked first (the lock
-/// order of every path: sessions, then refresh tokens); returns how many were live.
+/// Revokes `which` of `user`'s live sessions inside `tx`, session rows first (the lock order
+/// of every path: sessions, then refresh tokens); returns how many were live.
 pub(super) async fn revoke_sessions(
     tx: &mut PgConnection,
     user: &str,
@@ -140,25 +140,21 @@ pub(super) async fn revoke_sessions(
     now: u64,
 ) -> Result<u64, StoreError> {
     let now = to_column(now, "sessions.revoked_at")?;
-    let one = match which {
-        Sessions::One(id) => Some(id),
-        Sessions::All => None,
-    };
-    let ids: Vec<String> = sqlx::query_scalar(
-        "UPDATE sessions SET revoked_at = $3
-         WHERE user_name = $1 AND ($2::text IS NULL OR id = $2) AND revoked_at IS NULL RETURNING id",
-    )
-    .bind(user)
-    .bind(one)
-    .bind(now)
-    .fetch_all(&mut *tx)
-    .await?;
-    if !ids.is_empty() {
-        sqlx::query("UPDATE refresh_tokens SET spent_at = $2 WHERE session_id = ANY($1) AND spent_at IS NULL")
-            .bind(&ids)
+    let Sessions::One(id) = which else { return super::sessions::revoke_user_in(tx, user, now).await };
+    let revoked =
+        sqlx::query("UPDATE sessions SET revoked_at = $3 WHERE id = $1 AND user_name = $2 AND revoked_at IS NULL")
+            .bind(id)
+            .bind(user)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    if revoked > 0 {
+        sqlx::query("UPDATE refresh_tokens SET spent_at = $2 WHERE session_id = $1 AND spent_at IS NULL")
+            .bind(id)
             .bind(now)
             .execute(&mut *tx)
             .await?;
     }
-    Ok(ids.len() as u64)
+    Ok(revoked)
 }

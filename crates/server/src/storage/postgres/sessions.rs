@@ -25,7 +25,8 @@ async fn revoke_in(conn: &mut PgConnection, session_id: &str, now: i64) -> Resul
 
 /// Revokes every live session of a user inside `tx` (after a password change or disable);
 /// devices and their leases stay.
-pub(super) async fn revoke_user_in(conn: &mut PgConnection, user: &str, now: i64) -> Result<(), StoreError> {
+/// Returns how many were live.
+pub(crate) async fn revoke_user_in(conn: &mut PgConnection, user: &str, now: i64) -> Result<u64, StoreError> {
     revoke_sessions_where(conn, SessionsOf::User, user, now).await
 }
 
@@ -38,13 +39,14 @@ pub(super) enum SessionsOf {
     Device,
 }
 
-/// Revokes every live session of one user or device and spends their refresh tokens.
+/// Revokes every live session of one user or device and spends their refresh tokens;
+/// returns how many were live.
 pub(super) async fn revoke_sessions_where(
     conn: &mut PgConnection,
     of: SessionsOf,
     value: &str,
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     // Static statements (sqlx refuses SQL built at run time): one pair per owner kind.
     let (sessions, refresh) = match of {
         SessionsOf::User => (
@@ -58,10 +60,10 @@ pub(super) async fn revoke_sessions_where(
              WHERE spent_at IS NULL AND session_id IN (SELECT id FROM sessions WHERE device_id = $1)",
         ),
     };
-    for statement in [sessions, refresh] {
-        sqlx::query(statement).bind(value).bind(now).execute(&mut *conn).await?;
-    }
-    Ok(())
+    // Sessions, then their refresh tokens: the lock order of every path.
+    let live = sqlx::query(sessions).bind(value).bind(now).execute(&mut *conn).await?.rows_affected();
+    sqlx::query(refresh).bind(value).bind(now).execute(&mut *conn).await?;
+    Ok(live)
 }
 
 pub(super) async fn by_key_id(pool: &PgPool, key_id: &str) -> Result<Option<SessionRecord>, StoreError> {

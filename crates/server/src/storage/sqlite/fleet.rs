@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, Transaction, params};
 
-use super::sessions::revoke_in;
+use super::sessions::{revoke_in, revoke_user_in};
 use crate::storage::{
     DIRECTIVES_PER_DEVICE, DeviceRecord, DirectiveRecord, Page, SessionSummary, Sessions, StoreError, from_column,
     retirement, to_column,
@@ -145,18 +145,14 @@ pub(super) fn revoke_sessions(
     now: u64,
 ) -> Result<u64, StoreError> {
     let now = to_column(now, "sessions.revoked_at")?;
-    let ids: Vec<String> = match which {
-        Sessions::One(id) => tx
-            .prepare_cached("SELECT id FROM sessions WHERE id = ?1 AND user_name = ?2 AND revoked_at IS NULL")?
-            .query_map(params![id, user], |r| r.get(0))?
-            .collect::<Result<_, _>>()?,
-        Sessions::All => tx
-            .prepare_cached("SELECT id FROM sessions WHERE user_name = ?1 AND revoked_at IS NULL")?
-            .query_map([user], |r| r.get(0))?
-            .collect::<Result<_, _>>()?,
-    };
-    for id in &ids {
+    let Sessions::One(id) = which else { return Ok(revoke_user_in(tx, user, now)?) };
+    let live: bool = tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM sessions WHERE id = ?1 AND user_name = ?2 AND revoked_at IS NULL)",
+        )?
+        .query_row(params![id, user], |r| r.get(0))?;
+    if live {
         revoke_in(tx, id, now)?;
     }
-    Ok(ids.len() as u64)
+    Ok(u64::from(live))
 }

@@ -21,15 +21,16 @@ pub(super) fn revoke_in(tx: &Transaction<'_>, session_id: &str, now: i64) -> rus
 
 /// Revokes every live session of a user inside `tx` (after a password change or disable);
 /// devices and their leases stay.
-pub(super) fn revoke_user_in(tx: &Transaction<'_>, user: &str, now: i64) -> rusqlite::Result<()> {
+/// Returns how many were live.
+pub(super) fn revoke_user_in(tx: &Transaction<'_>, user: &str, now: i64) -> rusqlite::Result<u64> {
     let ids: Vec<String> = tx
         .prepare("SELECT id FROM sessions WHERE user_name = ?1 AND revoked_at IS NULL")?
         .query_map([user], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    for id in ids {
-        revoke_in(tx, &id, now)?;
+    for id in &ids {
+        revoke_in(tx, id, now)?;
     }
-    Ok(())
+    Ok(ids.len() as u64)
 }
 
 pub(super) fn by_key_id(c: &mut Connection, key_id: &str) -> Result<Option<SessionRecord>, StoreError> {
