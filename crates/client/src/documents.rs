@@ -20,8 +20,9 @@ use crate::sync::outbox;
 
 pub use fieldvault_core::names::{MAX_DOCUMENT_BYTES, MAX_ID_BYTES};
 
-/// One document.
-#[derive(Clone, Debug, PartialEq)]
+/// One document. Its `Debug` leaves the body out (`[redacted]`): a decrypted document is
+/// what the vault protects, and a stray `{:?}` in a log must not show it.
+#[derive(Clone, PartialEq)]
 pub struct Document {
     /// Its collection.
     pub collection: String,
@@ -33,6 +34,18 @@ pub struct Document {
     pub updated_at_ms: i64,
     /// The JSON object.
     pub body: Map<String, Value>,
+}
+
+impl std::fmt::Debug for Document {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Document")
+            .field("collection", &self.collection)
+            .field("id", &self.id)
+            .field("version", &self.version)
+            .field("updated_at_ms", &self.updated_at_ms)
+            .field("body", &format_args!("[redacted]"))
+            .finish()
+    }
 }
 
 /// One page of a listing.

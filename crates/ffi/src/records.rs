@@ -1,7 +1,7 @@
 //! The plain values the bindings pass (Kotlin data classes, Python dataclasses, Swift structs).
 
-/// A document: its body is JSON text (an object).
-#[derive(Debug, Clone, uniffi::Record)]
+/// A document: its body is JSON text (an object). `Debug` leaves the body out.
+#[derive(Clone, uniffi::Record)]
 pub struct DocumentRecord {
     /// Its collection.
     pub collection: String,
@@ -13,6 +13,17 @@ pub struct DocumentRecord {
     pub updated_at_ms: i64,
     /// The body, a JSON object as text.
     pub json: String,
+}
+
+impl std::fmt::Debug for DocumentRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DocumentRecord")
+            .field("collection", &self.collection)
+            .field("id", &self.id)
+            .field("version", &self.version)
+            .field("json", &format_args!("[redacted]"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl From<fieldvault_client::Document> for DocumentRecord {
@@ -107,8 +118,8 @@ pub struct OutboxItem {
     pub attempts: u64,
 }
 
-/// A conflict kept for the app to settle.
-#[derive(Debug, Clone, uniffi::Record)]
+/// A conflict kept for the app to settle. `Debug` leaves the set-aside body out.
+#[derive(Clone, uniffi::Record)]
 pub struct ConflictInfo {
     /// Its collection.
     pub collection: String,
@@ -118,6 +129,17 @@ pub struct ConflictInfo {
     pub local_json: Option<String>,
     /// The server's version number that won.
     pub server_version: u64,
+}
+
+impl std::fmt::Debug for ConflictInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConflictInfo")
+            .field("collection", &self.collection)
+            .field("id", &self.id)
+            .field("local_json", &self.local_json.as_ref().map(|_| format_args!("[redacted]")))
+            .field("server_version", &self.server_version)
+            .finish()
+    }
 }
 
 /// Who this device is signed in as (offline: from the last token).

@@ -271,3 +271,19 @@ fn a_damaged_database_page_is_an_integrity_error_never_silent_data() {
     let listed = v.documents(&alice()).and_then(|d| d.list("bulk", None, None));
     assert!(listed.is_err(), "reading the damaged page fails instead of returning partial rows");
 }
+
+#[test]
+fn a_documents_debug_shows_where_it_is_never_its_body() {
+    let mut body = serde_json::Map::new();
+    body.insert("patient".into(), serde_json::json!("BODY-CANARY Ada"));
+    let doc = fieldvault_client::Document {
+        collection: "visits".into(),
+        id: "v1".into(),
+        version: 3,
+        updated_at_ms: 1,
+        body,
+    };
+    let text = format!("{doc:?}");
+    assert!(text.contains("visits") && text.contains("v1") && text.contains("[redacted]"), "{text}");
+    assert!(!text.contains("CANARY"), "{text}");
+}
