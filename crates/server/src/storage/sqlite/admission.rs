@@ -1,9 +1,13 @@
-//! Admission on the SQLCipher store: a batch of request nonces in one write transaction, the
+//! Admission on the SQLCipher store: a batch of request nonces appended to the nonce log in one
+//! write transaction (their uniqueness decided by the connection's `NonceIndex`), the
 //! revocation epoch read inside it, and a session read together with the epoch
 //! (`crate::storage::admission`).
 
+use std::collections::HashMap;
+
 use rusqlite::{Connection, TransactionBehavior, params};
 
+use super::nonce_index::{self, Digest, NonceIndex};
 use super::sessions;
 use crate::storage::admission::{ClaimedNonces, NonceClaim, SessionRead};
 use crate::storage::{StoreError, from_column, to_column};
@@ -35,38 +39,111 @@ fn epoch(c: &Connection) -> Result<u64, StoreError> {
     from_column(epoch, "revocation_epoch.epoch")
 }
 
-pub(super) fn claim_nonces(c: &mut Connection, claims: &[NonceClaim]) -> Result<ClaimedNonces, StoreError> {
+/// Schema version 11 (this store alone): request nonces in an append-only log, their
+/// uniqueness decided by the writer's [`NonceIndex`] (docs/adr/0014-sqlite-nonce-log.md).
+/// A new row's sequence number is one past the largest present, and the purge never deletes
+/// the row holding the largest, so a number is never reused and every connection can read
+/// what others appended since the last number it saw (`AUTOINCREMENT` would do the same at
+/// the cost of one more page written per batch).
+pub(super) const SCHEMA_V11: &str = "
+    ALTER TABLE nonces RENAME TO nonces_v10;
+    DROP INDEX nonces_by_expiry;
+    CREATE TABLE nonces (
+        seq        INTEGER PRIMARY KEY,
+        key_id     TEXT NOT NULL,
+        nonce      BLOB NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX nonces_by_expiry ON nonces (expires_at);
+    INSERT INTO nonces (key_id, nonce, expires_at)
+        SELECT key_id, nonce, expires_at FROM nonces_v10 ORDER BY expires_at;
+    DROP TABLE nonces_v10;
+";
+
+/// The SQLite schema version with the nonce log.
+pub(super) const SCHEMA_VERSION_NONCE_LOG: i64 = 11;
+
+pub(super) fn claim_nonces(
+    c: &mut Connection,
+    index: &mut NonceIndex,
+    claims: &[NonceClaim],
+) -> Result<ClaimedNonces, StoreError> {
     if claims.is_empty() {
         // Nothing to write: one read, no write transaction.
         return Ok(ClaimedNonces { fresh: Vec::new(), revocation_epoch: epoch(c)? });
     }
-    // Not synced on its own (`synchronous = NORMAL` for this transaction), as the single
-    // insert was before group commit: in WAL mode its frames reach the disk with the next
-    // commit that is, and every request that changes anything commits (fully synced) after
-    // its nonce. A power cut can only lose the nonces of requests that changed nothing.
-    c.execute_batch("PRAGMA synchronous = NORMAL")?;
-    let claimed = claim_in(c, claims);
-    c.execute_batch("PRAGMA synchronous = FULL")?;
+    // Not synced on its own (`synchronous = NORMAL` for this transaction): in WAL mode its
+    // frames reach the disk with the next commit that is, and every request that changes
+    // anything commits (fully synced) after its nonce. A power cut can only lose the nonces
+    // of requests that changed nothing.
+    c.prepare_cached("PRAGMA synchronous = NORMAL")?.execute([])?;
+    let claimed = claim_in(c, index, claims);
+    c.prepare_cached("PRAGMA synchronous = FULL")?.execute([])?;
     claimed
 }
 
-/// The batch's transaction: every insert and the epoch, committed together or not at all.
-fn claim_in(c: &mut Connection, claims: &[NonceClaim]) -> Result<ClaimedNonces, StoreError> {
+/// The batch's transaction: the log read up to its end (what other connections appended),
+/// every new nonce appended, and the epoch, committed together or not at all. The index
+/// learns the batch's nonces only once they are committed.
+fn claim_in(c: &mut Connection, index: &mut NonceIndex, claims: &[NonceClaim]) -> Result<ClaimedNonces, StoreError> {
+    // Immediate: the write lock is held from the read of the log's end to the commit, so no
+    // other connection appends in between.
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    catch_up(&tx, index)?;
     let mut fresh = Vec::with_capacity(claims.len());
+    let mut batch: HashMap<Digest, u64> = HashMap::with_capacity(claims.len());
+    let mut last = None;
     {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO nonces (key_id, nonce, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-        )?;
+        let mut append = tx.prepare_cached("INSERT INTO nonces (key_id, nonce, expires_at) VALUES (?1, ?2, ?3)")?;
         for claim in claims {
-            let expires_at = to_column(claim.expires_at, "nonces.expires_at")?;
-            // A repeat within the batch finds the row its first occurrence inserted.
-            fresh.push(insert.execute(params![claim.key_id, &claim.nonce[..], expires_at])? == 1);
+            let d = nonce_index::digest(&claim.key_id, &claim.nonce);
+            // A repeat within the batch is a replay of its first occurrence.
+            let new = !index.contains(&d) && !batch.contains_key(&d);
+            if new {
+                let expires_at = to_column(claim.expires_at, "nonces.expires_at")?;
+                last = Some(append.insert(params![claim.key_id, &claim.nonce[..], expires_at])?);
+                batch.insert(d, claim.expires_at);
+            }
+            fresh.push(new);
         }
     }
     let revocation_epoch = epoch(&tx)?;
     tx.commit()?;
+    for (d, expires_at) in batch {
+        index.insert(d, expires_at);
+    }
+    if let Some(last) = last {
+        index.advance(last);
+    }
     Ok(ClaimedNonces { fresh, revocation_epoch })
+}
+
+/// Reads into `index` every nonce appended since it last looked (by other connections: a
+/// `fieldvault-server` process beside `serve`, or this store before it restarted).
+fn catch_up(tx: &rusqlite::Transaction<'_>, index: &mut NonceIndex) -> Result<(), StoreError> {
+    let mut read =
+        tx.prepare_cached("SELECT seq, key_id, nonce, expires_at FROM nonces WHERE seq > ?1 ORDER BY seq")?;
+    let mut rows = read.query([index.seen()])?;
+    while let Some(row) = rows.next()? {
+        let (seq, key_id): (i64, String) = (row.get(0)?, row.get(1)?);
+        let nonce: Vec<u8> = row.get(2)?;
+        let nonce: [u8; 16] = nonce.try_into().map_err(|_| StoreError::corrupt("nonces.nonce", "not 16 bytes"))?;
+        index.insert(nonce_index::digest(&key_id, &nonce), from_column(row.get(3)?, "nonces.expires_at")?);
+        index.advance(seq);
+    }
+    Ok(())
+}
+
+/// Deletes the nonces expired at `now` from the log and the index; the log's last row stays
+/// whatever its expiry, so that the next sequence number is past every one handed out.
+pub(super) fn purge_nonces(c: &mut Connection, index: &mut NonceIndex, now: u64) -> Result<u64, StoreError> {
+    let purged = c.execute(
+        "DELETE FROM nonces WHERE expires_at < ?1 AND seq < (SELECT max(seq) FROM nonces)",
+        [to_column(now, "nonces.expires_at")?],
+    )?;
+    index.forget_before(now);
+    tracing::debug!(purged, held = index.len(), "request nonces purged");
+    Ok(purged as u64)
 }
 
 pub(super) fn session_read(c: &mut Connection, key_id: &str) -> Result<SessionRead, StoreError> {

@@ -26,6 +26,7 @@ mod audit;
 mod devices;
 mod fleet;
 mod identities;
+mod nonce_index;
 mod sessions;
 mod sync;
 mod users;
@@ -39,9 +40,10 @@ use super::{
 };
 use super::{AuditCut, AuditEvent, AuditRecord, LinkOutcome, OidcSession};
 use audit::audited;
+use nonce_index::NonceIndex;
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = super::admission::SCHEMA_VERSION_REVOCATIONS;
+const SCHEMA_VERSION: i64 = admission::SCHEMA_VERSION_NONCE_LOG;
 
 const SCHEMA_V1: &str = "
     CREATE TABLE users (
@@ -146,6 +148,9 @@ const SCHEMA_V2: &str = "
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// The nonces the log holds, as far as this store has read it (`nonce_index.rs`); used
+    /// only under the connection's lock.
+    nonces: Arc<Mutex<NonceIndex>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -199,6 +204,25 @@ fn connect(path: &Path, key: &Zeroizing<[u8; 32]>) -> Result<Connection, StoreEr
     Ok(conn)
 }
 
+/// The statements that bring a store from schema version `from` to `to`.
+fn migration(from: i64, to: i64) -> String {
+    let steps: [(i64, &str); 12] = [
+        (1, SCHEMA_V1),
+        (2, SCHEMA_V2),
+        (2, attachments::SCHEMA_V2),
+        (3, devices::SCHEMA_V3),
+        (4, attachments::SCHEMA_V4),
+        (5, users::SCHEMA_V5),
+        (6, identities::SCHEMA_V6),
+        (7, audit::SCHEMA_V7),
+        (8, admins::SCHEMA_V8),
+        (super::fleet::SCHEMA_VERSION_FLEET, fleet::SCHEMA_V9),
+        (super::admission::SCHEMA_VERSION_REVOCATIONS, admission::SCHEMA_V10),
+        (admission::SCHEMA_VERSION_NONCE_LOG, admission::SCHEMA_V11),
+    ];
+    steps.iter().filter(|(v, _)| from < *v && *v <= to).map(|(_, sql)| *sql).collect::<Vec<_>>().join("\n")
+}
+
 impl SqliteStore {
     /// Opens (creating if missing, mode 0600) the store at `path` with the 256-bit `key`.
     ///
@@ -232,18 +256,9 @@ impl SqliteStore {
             return Err(StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION });
         }
         if found < SCHEMA_VERSION {
-            let v1 = if found < 1 { SCHEMA_V1 } else { "" };
-            let v2 = if found < 2 { format!("{SCHEMA_V2} {}", attachments::SCHEMA_V2) } else { String::new() };
-            let v3 = if found < 3 { devices::SCHEMA_V3 } else { "" };
-            let v4 = if found < 4 { attachments::SCHEMA_V4 } else { "" };
-            let v5 = if found < 5 { users::SCHEMA_V5 } else { "" };
-            let v6 = if found < 6 { identities::SCHEMA_V6 } else { "" };
-            let v7 = if found < 7 { audit::SCHEMA_V7 } else { "" };
-            let v8 = if found < 8 { admins::SCHEMA_V8 } else { "" };
-            let v9 = if found < super::fleet::SCHEMA_VERSION_FLEET { fleet::SCHEMA_V9 } else { "" };
-            let v10 = if found < super::admission::SCHEMA_VERSION_REVOCATIONS { admission::SCHEMA_V10 } else { "" };
             conn.execute_batch(&format!(
-                "BEGIN; {v1} {v2} {v3} {v4} {v5} {v6} {v7} {v8} {v9} {v10} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                "BEGIN; {} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
+                migration(found, SCHEMA_VERSION)
             ))
             .map_err(backend)?;
         }
@@ -266,7 +281,7 @@ impl SqliteStore {
                 }
             })
             .map_err(|e| backend(format!("starting the checkpoint thread: {e}")))?;
-        Ok(SqliteStore { conn })
+        Ok(SqliteStore { conn, nonces: Arc::default() })
     }
 
     async fn run<T: Send + 'static>(
@@ -278,9 +293,9 @@ impl SqliteStore {
     }
 }
 
-/// The store's one connection, for as long as the guard lives.
-fn lock(conn: &Mutex<Connection>) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
-    conn.lock().map_err(|_| backend("a previous storage call panicked"))
+/// The store's one connection (or its nonce index), for as long as the guard lives.
+fn lock<T>(held: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>, StoreError> {
+    held.lock().map_err(|_| backend("a previous storage call panicked"))
 }
 
 #[async_trait]
@@ -461,17 +476,18 @@ impl Store for SqliteStore {
     }
 
     async fn insert_nonce(&self, key_id: &str, nonce: &[u8; 16], expires_at: u64) -> Result<bool, StoreError> {
-        let (key_id, nonce) = (key_id.to_owned(), *nonce);
-        self.run(move |c| sessions::insert_nonce(c, &key_id, &nonce, expires_at)).await
+        let claim = NonceClaim { key_id: key_id.to_owned(), nonce: *nonce, expires_at };
+        Ok(self.claim_nonces(&[claim]).await?.fresh.first().copied().unwrap_or(false))
     }
 
     async fn purge_nonces(&self, now: u64) -> Result<u64, StoreError> {
-        self.run(move |c| sessions::purge_nonces(c, now)).await
+        let index = self.nonces.clone();
+        self.run(move |c| admission::purge_nonces(c, &mut *lock(&index)?, now)).await
     }
 
     async fn claim_nonces(&self, claims: &[NonceClaim]) -> Result<ClaimedNonces, StoreError> {
-        let claims = claims.to_vec();
-        self.run(move |c| admission::claim_nonces(c, &claims)).await
+        let (claims, index) = (claims.to_vec(), self.nonces.clone());
+        self.run(move |c| admission::claim_nonces(c, &mut *lock(&index)?, &claims)).await
     }
 
     async fn session_read(&self, key_id: &str) -> Result<SessionRead, StoreError> {
@@ -735,6 +751,74 @@ mod tests {
             .await
             .expect("writes");
         crate::storage::tests::each_corrupt_row_is_refused_naming_its_column(&store).await;
+    }
+
+    fn nonce(key_id: &str, n: u8) -> NonceClaim {
+        NonceClaim { key_id: key_id.to_owned(), nonce: [n; 16], expires_at: 10_000 }
+    }
+
+    async fn fresh(store: &SqliteStore, claims: &[NonceClaim]) -> Vec<bool> {
+        store.claim_nonces(claims).await.expect("claims").fresh
+    }
+
+    #[tokio::test]
+    async fn every_store_on_the_file_refuses_a_nonce_another_recorded_and_so_does_a_reopened_one() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (path, key) = (tmp.path().join("server.db"), Zeroizing::new([8u8; 32]));
+        // Two stores on one file: `serve` and a `fieldvault-server` process beside it.
+        let (a, b) = (SqliteStore::open(&path, &key).expect("a"), SqliteStore::open(&path, &key).expect("b"));
+        assert_eq!(fresh(&a, &[nonce("k", 1), nonce("k", 2)]).await, [true, true]);
+        assert_eq!(fresh(&b, &[nonce("k", 2), nonce("k", 3), nonce("j", 1)]).await, [false, true, true]);
+        assert_eq!(fresh(&a, &[nonce("k", 3), nonce("j", 1), nonce("k", 4)]).await, [false, false, true]);
+        assert!(!b.insert_nonce("k", &[4; 16], 10_000).await.expect("insert"), "the single insert reads the log too");
+        drop((a, b));
+        // A restart reads the log again.
+        let c = SqliteStore::open(&path, &key).expect("reopens");
+        assert_eq!(fresh(&c, &[nonce("k", 1), nonce("k", 4), nonce("k", 5)]).await, [false, false, true]);
+    }
+
+    #[tokio::test]
+    async fn a_purge_drops_expired_nonces_from_the_log_and_the_memory_of_every_store() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (path, key) = (tmp.path().join("server.db"), Zeroizing::new([8u8; 32]));
+        let (a, b) = (SqliteStore::open(&path, &key).expect("a"), SqliteStore::open(&path, &key).expect("b"));
+        let soon = NonceClaim { expires_at: 1_000, ..nonce("k", 1) };
+        assert_eq!(fresh(&a, &[soon.clone(), nonce("k", 2)]).await, [true, true]);
+        assert_eq!(fresh(&b, std::slice::from_ref(&soon)).await, [false]);
+        // Not before its expiry...
+        assert_eq!(a.purge_nonces(1_000).await.expect("purge"), 0);
+        assert_eq!(fresh(&a, std::slice::from_ref(&soon)).await, [false]);
+        // ...then gone from the log; a store that learnt it before forgets it at its own purge.
+        assert_eq!(a.purge_nonces(2_000).await.expect("purge"), 1);
+        assert_eq!(fresh(&a, &[nonce("k", 2)]).await, [false], "the unexpired one stays");
+        b.purge_nonces(2_000).await.expect("purge");
+        let rows = |c: &mut Connection| Ok(c.query_row("SELECT count(*) FROM nonces", [], |r| r.get::<_, i64>(0))?);
+        assert_eq!(a.run(rows).await.expect("counts"), 1);
+        // The last row stays, even expired, so sequence numbers are never reused after a
+        // purge and `b` still sees what `a` adds.
+        assert_eq!(fresh(&a, &[nonce("k", 6)]).await, [true]);
+        assert_eq!(a.purge_nonces(20_000).await.expect("purge"), 1);
+        assert_eq!(a.run(rows).await.expect("counts"), 1);
+        assert_eq!(fresh(&a, &[nonce("k", 7)]).await, [true]);
+        assert_eq!(fresh(&b, &[nonce("k", 7)]).await, [false]);
+    }
+
+    #[tokio::test]
+    async fn a_version_10_store_keeps_its_nonces_in_the_log() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (path, key) = (tmp.path().join("server.db"), Zeroizing::new([9u8; 32]));
+        {
+            let conn = connect(&path, &key).expect("connects");
+            let v10 = migration(0, super::super::admission::SCHEMA_VERSION_REVOCATIONS);
+            conn.execute_batch(&format!("BEGIN; {v10} PRAGMA user_version = 10; COMMIT;")).expect("v10");
+            conn.execute("INSERT INTO nonces (key_id, nonce, expires_at) VALUES ('k', ?1, 10000)", [&[1u8; 16][..]])
+                .expect("nonce");
+        }
+        let store = SqliteStore::open(&path, &key).expect("migrates");
+        assert_eq!(fresh(&store, &[nonce("k", 1), nonce("k", 2)]).await, [false, true]);
+        let version: i64 =
+            store.run(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?)).await.expect("version");
+        assert_eq!(version, 11);
     }
 
     #[tokio::test]

@@ -123,29 +123,3 @@ pub(super) fn spend_refresh(c: &mut Connection, spend: &Spend<'_>) -> Result<Spe
     tx.commit()?;
     Ok(SpendOutcome::ReuseRevoked)
 }
-
-pub(super) fn insert_nonce(
-    c: &mut Connection,
-    key_id: &str,
-    nonce: &[u8; 16],
-    expires_at: u64,
-) -> Result<bool, StoreError> {
-    // The nonce's own commit is not synced on its own (`synchronous = NORMAL` for this one
-    // statement): in WAL mode its frames reach the disk with the next commit that is, and
-    // every request that changes anything commits (fully synced) after its nonce, so by the
-    // time any effect is acknowledged its nonce is on disk too. A power cut can only lose
-    // the nonces of requests that changed nothing, which a replay could then read again.
-    // This spares every signed request one fsync (the signed push ran at about half the
-    // unsigned one's rate without it).
-    c.execute_batch("PRAGMA synchronous = NORMAL")?;
-    let inserted = c
-        .prepare_cached("INSERT INTO nonces (key_id, nonce, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")
-        .map_err(StoreError::from)
-        .and_then(|mut st| Ok(st.execute(params![key_id, &nonce[..], to_column(expires_at, "nonces.expires_at")?])?));
-    c.execute_batch("PRAGMA synchronous = FULL")?;
-    Ok(inserted? == 1)
-}
-
-pub(super) fn purge_nonces(c: &mut Connection, now: u64) -> Result<u64, StoreError> {
-    Ok(c.execute("DELETE FROM nonces WHERE expires_at < ?1", [to_column(now, "nonces.expires_at")?])? as u64)
-}
