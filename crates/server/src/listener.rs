@@ -327,11 +327,11 @@ impl Connection {
         let builder = if h2 { builder.http2_only() } else { builder.http1_only() };
         let connection = builder.serve_connection(io, service);
         tokio::pin!(connection);
-        tokio::select! {
+        let why = tokio::select! {
             _ = connection.as_mut() => return,
-            () = overstayed(activity_rx, limits) => {}
-        }
-        tracing::debug!(peer = %peer.ip(), "connection closed: no request in time, or an answer not taken in time");
+            why = overstayed(activity_rx, limits) => why,
+        };
+        tracing::debug!(peer = %peer.ip(), "connection closed: {why}");
         connection.as_mut().graceful_shutdown();
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
     }
@@ -361,16 +361,17 @@ struct Limits {
 /// after its handshake (before any request started) or for `idle` after its last answer, or
 /// requests in progress without a pause for `request` (an answer its reader will not take:
 /// HTTP/2 flow control lets a client stop one for good while it still answers pings).
-async fn overstayed(mut activity: watch::Receiver<Activity>, limits: Limits) {
+/// Says which.
+async fn overstayed(mut activity: watch::Receiver<Activity>, limits: Limits) -> &'static str {
     loop {
         let now = *activity.borrow_and_update();
-        let limit = match (now.in_flight, now.served) {
-            (0, false) => limits.first_request,
-            (0, true) => limits.idle,
-            _ => limits.request,
+        let (limit, why) = match (now.in_flight, now.served) {
+            (0, false) => (limits.first_request, "no first request in time"),
+            (0, true) => (limits.idle, "idle too long"),
+            _ => (limits.request, "an answer not taken in time"),
         };
         tokio::select! {
-            () = tokio::time::sleep_until(now.since + limit) => return,
+            () = tokio::time::sleep_until(now.since + limit) => return why,
             changed = activity.changed() => if changed.is_err() { return std::future::pending().await },
         }
     }

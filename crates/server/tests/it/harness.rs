@@ -94,6 +94,17 @@ async fn open(backend: &Backend, tmp: &std::path::Path, store_key: &Zeroizing<[u
     }
 }
 
+/// The server's connection log (why a connection closed) at debug level, into the output of
+/// the test that runs it, which is shown when that test fails: a test that meets a
+/// connection closed without an answer then says why the server closed it.
+fn log_connections() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::new("warn,fieldvault_server::listener=debug");
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().with_ansi(false).try_init();
+    });
+}
+
 impl Harness {
     /// A fresh server with user `alice` (roles inspector) and `bob`.
     pub async fn start(backend: Backend) -> Harness {
@@ -171,6 +182,7 @@ impl Harness {
         config: Config,
         oidc: Option<fieldvault_server::auth::oidc::Oidc>,
     ) -> Harness {
+        log_connections();
         let store_key = keys.store_key().expect("store key");
         let store = open(&backend, tmp.path(), &store_key).await;
         let offset = Arc::new(AtomicI64::new(0));
@@ -384,20 +396,30 @@ impl Harness {
             assert!(closed(&e), "write: {e}");
         }
         let mut out = Vec::new();
+        let started = std::time::Instant::now();
         let read = tokio::time::timeout(Duration::from_secs(20), async {
             let mut buf = [0u8; 16 << 10];
             loop {
                 match tls.read(&mut buf).await {
-                    Ok(0) => return Ok(()),
+                    Ok(0) => return Ok("closed (close_notify)"),
                     Ok(n) => out.extend_from_slice(&buf[..n]),
-                    Err(e) if closed(&e) && !out.is_empty() => return Ok(()),
+                    Err(e) if closed(&e) && !out.is_empty() => return Ok("reset"),
                     Err(e) => return Err(e),
                 }
             }
         })
         .await
         .expect("response in time");
-        read.expect("read");
+        let ended = read.expect("read");
+        if !out.windows(4).any(|w| w == b"\r\n\r\n") {
+            // The server's log of this connection is in the test's output above.
+            panic!(
+                "no complete response head: the connection was {ended} after {} bytes and {:?} ({:?}...)",
+                out.len(),
+                started.elapsed(),
+                String::from_utf8_lossy(&out[..out.len().min(200)])
+            );
+        }
         Response::parse(&out)
     }
 
