@@ -43,7 +43,7 @@ impl std::fmt::Debug for Document {
             .field("id", &self.id)
             .field("version", &self.version)
             .field("updated_at_ms", &self.updated_at_ms)
-            .field("body", &format_args!("[redacted]"))
+            .field("body", &"[redacted]")
             .finish()
     }
 }

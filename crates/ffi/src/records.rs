@@ -21,7 +21,7 @@ impl std::fmt::Debug for DocumentRecord {
             .field("collection", &self.collection)
             .field("id", &self.id)
             .field("version", &self.version)
-            .field("json", &format_args!("[redacted]"))
+            .field("json", &"[redacted]")
             .finish_non_exhaustive()
     }
 }
@@ -136,7 +136,7 @@ impl std::fmt::Debug for ConflictInfo {
         f.debug_struct("ConflictInfo")
             .field("collection", &self.collection)
             .field("id", &self.id)
-            .field("local_json", &self.local_json.as_ref().map(|_| format_args!("[redacted]")))
+            .field("local_json", &self.local_json.as_ref().map(|_| "[redacted]"))
             .field("server_version", &self.server_version)
             .finish()
     }

@@ -26,7 +26,7 @@ async fn revoke_in(conn: &mut PgConnection, session_id: &str, now: i64) -> Resul
 /// Revokes every live session of a user inside `tx` (after a password change or disable);
 /// devices and their leases stay.
 /// Returns how many were live.
-pub(crate) async fn revoke_user_in(conn: &mut PgConnection, user: &str, now: i64) -> Result<u64, StoreError> {
+pub(super) async fn revoke_user_in(conn: &mut PgConnection, user: &str, now: i64) -> Result<u64, StoreError> {
     revoke_sessions_where(conn, SessionsOf::User, user, now).await
 }
 

@@ -147,10 +147,14 @@ const SCHEMA_V2: &str = "
 /// The SQLCipher-backed store.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
-    /// The nonces the log holds, as far as this store has read it (`nonce_index.rs`); used
-    /// only under the connection's lock.
-    nonces: Arc<Mutex<NonceIndex>>,
+    conn: Arc<Mutex<Locked>>,
+}
+
+/// What the store's lock guards: its one connection, and the nonces the log holds as far as
+/// that connection has read it (`nonce_index.rs`), which only its write transactions update.
+struct Locked {
+    conn: Connection,
+    nonces: NonceIndex,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -266,7 +270,7 @@ impl SqliteStore {
         // WAL back into the database does not happen inside a push's commit while every other
         // request waits for the store's one writer.
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0;").map_err(backend)?;
-        let conn = Arc::new(Mutex::new(conn));
+        let conn = Arc::new(Mutex::new(Locked { conn, nonces: NonceIndex::default() }));
         let checkpointer = connect(path, key)?;
         let alive = Arc::downgrade(&conn);
         std::thread::Builder::new()
@@ -281,20 +285,28 @@ impl SqliteStore {
                 }
             })
             .map_err(|e| backend(format!("starting the checkpoint thread: {e}")))?;
-        Ok(SqliteStore { conn, nonces: Arc::default() })
+        Ok(SqliteStore { conn })
     }
 
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.run_locked(move |held| f(&mut held.conn)).await
+    }
+
+    /// [`SqliteStore::run`] with the nonce index beside the connection.
+    async fn run_locked<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Locked) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || f(&mut *lock(&conn)?)).await.map_err(backend)?
     }
 }
 
-/// The store's one connection (or its nonce index), for as long as the guard lives.
-fn lock<T>(held: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>, StoreError> {
+/// The store's one connection, for as long as the guard lives.
+fn lock(held: &Mutex<Locked>) -> Result<std::sync::MutexGuard<'_, Locked>, StoreError> {
     held.lock().map_err(|_| backend("a previous storage call panicked"))
 }
 
@@ -481,13 +493,12 @@ impl Store for SqliteStore {
     }
 
     async fn purge_nonces(&self, now: u64) -> Result<u64, StoreError> {
-        let index = self.nonces.clone();
-        self.run(move |c| admission::purge_nonces(c, &mut *lock(&index)?, now)).await
+        self.run_locked(move |held| admission::purge_nonces(&mut held.conn, &mut held.nonces, now)).await
     }
 
     async fn claim_nonces(&self, claims: &[NonceClaim]) -> Result<ClaimedNonces, StoreError> {
-        let (claims, index) = (claims.to_vec(), self.nonces.clone());
-        self.run(move |c| admission::claim_nonces(c, &mut *lock(&index)?, &claims)).await
+        let claims = claims.to_vec();
+        self.run_locked(move |held| admission::claim_nonces(&mut held.conn, &mut held.nonces, &claims)).await
     }
 
     async fn session_read(&self, key_id: &str) -> Result<SessionRead, StoreError> {

@@ -218,10 +218,10 @@ struct PageRead {
 
 /// A pull page: read under the store's lock, planned (rules, projections, the answer's
 /// JSON) with the lock released, then what the device holds recorded under it again.
-pub(super) fn pull(conn: &Mutex<Connection>, b: PullBatch) -> Result<PullOutcome, StoreError> {
+pub(super) fn pull(conn: &Mutex<super::Locked>, b: PullBatch) -> Result<PullOutcome, StoreError> {
     let read = {
-        let mut c = super::lock(conn)?;
-        read_page(&mut c, &b)?
+        let mut held = super::lock(conn)?;
+        read_page(&mut held.conn, &b)?
     };
     let PageRead { user, epoch, page, full, end, held } = match read {
         Ok(read) => read,
@@ -229,8 +229,8 @@ pub(super) fn pull(conn: &Mutex<Connection>, b: PullBatch) -> Result<PullOutcome
     };
     let PullPlan { answer, hold, release, cut_after } = plan_pull(&b.rules, &user, page, &held, MAX_PULL_CHANGE_BYTES);
     {
-        let mut c = super::lock(conn)?;
-        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut held = super::lock(conn)?;
+        let tx = held.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         hold_ids(&tx, &b.device_id, &hold)?;
         release_unchanged(&tx, &b.device_id, &release)?;
         tx.commit()?;
