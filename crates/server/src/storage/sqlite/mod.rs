@@ -155,6 +155,48 @@ pub struct SqliteStore {
 struct Locked {
     conn: Connection,
     nonces: NonceIndex,
+    /// Goes with the last handle on the store, and the store's other connection with it.
+    _checkpointer: Checkpointer,
+}
+
+/// The background checkpoint's thread, stopped and joined when dropped: its connection is
+/// closed before the store is gone, never by a thread still running while the process exits
+/// (SQLCipher closing a connection calls into OpenSSL, whose global state the process's exit
+/// handlers free; a test binary was seen to crash on exit that way).
+struct Checkpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Checkpoints on `conn` every [`CHECKPOINT_EVERY`] until dropped.
+    fn start(conn: Connection) -> Result<Checkpointer, StoreError> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("fv-store-checkpoint".into())
+            .spawn(move || {
+                // Nothing is ever sent: the wait ends by timeout (checkpoint) or by the
+                // sender's drop (stop).
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                    // PASSIVE never waits for the writer; a busy moment is retried next time.
+                    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
+                        tracing::debug!(error = %e, "store checkpoint deferred");
+                    }
+                }
+            })
+            .map_err(|e| backend(format!("starting the checkpoint thread: {e}")))?;
+        Ok(Checkpointer { stop: Some(stop), thread: Some(thread) })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            // At most one checkpoint's wait; a panic in it has nothing left to undo.
+            let _ = thread.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -270,21 +312,8 @@ impl SqliteStore {
         // WAL back into the database does not happen inside a push's commit while every other
         // request waits for the store's one writer.
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0;").map_err(backend)?;
-        let conn = Arc::new(Mutex::new(Locked { conn, nonces: NonceIndex::default() }));
-        let checkpointer = connect(path, key)?;
-        let alive = Arc::downgrade(&conn);
-        std::thread::Builder::new()
-            .name("fv-store-checkpoint".into())
-            .spawn(move || {
-                while alive.strong_count() > 0 {
-                    std::thread::sleep(CHECKPOINT_EVERY);
-                    // PASSIVE never waits for the writer; a busy moment is retried next time.
-                    if let Err(e) = checkpointer.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
-                        tracing::debug!(error = %e, "store checkpoint deferred");
-                    }
-                }
-            })
-            .map_err(|e| backend(format!("starting the checkpoint thread: {e}")))?;
+        let checkpointer = Checkpointer::start(connect(path, key)?)?;
+        let conn = Arc::new(Mutex::new(Locked { conn, nonces: NonceIndex::default(), _checkpointer: checkpointer }));
         Ok(SqliteStore { conn })
     }
 
@@ -705,6 +734,26 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The files this process holds open under `dir` (Linux's /proc/self/fd).
+    fn open_under(dir: &Path) -> Vec<std::path::PathBuf> {
+        std::fs::read_dir("/proc/self/fd")
+            .expect("/proc/self/fd")
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .filter(|target| target.starts_with(dir))
+            .collect()
+    }
+
+    #[test]
+    fn a_dropped_store_has_closed_both_its_connections() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().canonicalize().expect("canonical");
+        let store = SqliteStore::open(&dir.join("server.db"), &Zeroizing::new([6u8; 32])).expect("creates");
+        assert!(open_under(&dir).len() >= 2, "the store and its checkpointer hold the file: {:?}", open_under(&dir));
+        drop(store);
+        // At once, not a checkpoint interval later: nothing of the store outlives it.
+        assert_eq!(open_under(&dir), Vec::<std::path::PathBuf>::new());
+    }
 
     #[test]
     fn a_new_store_reserves_exactly_iv_and_hmac_sha256_on_every_page() {
