@@ -24,6 +24,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::decode_canonical;
 use super::signing::timestamp_is_fresh;
 
 /// Bytes of a device secret.
@@ -46,12 +47,6 @@ pub enum DeviceProofError {
     /// The proof is well formed but does not verify under this device secret.
     #[error("the device proof does not verify")]
     Mismatch,
-}
-
-fn decode_canonical<const N: usize>(s: &str) -> Option<[u8; N]> {
-    let bytes = Zeroizing::new(STANDARD.decode(s).ok()?);
-    let arr: [u8; N] = bytes.as_slice().try_into().ok()?;
-    (*STANDARD.encode(arr) == *s).then_some(arr)
 }
 
 /// The bytes a relogin proof covers: `"FV1-RELOGIN" "\n" device_id "\n" ts`.

@@ -7,14 +7,19 @@
 //!
 //! The strings are built from the exact header values as sent (the timestamp's digits, the
 //! nonce's base64), never re-rendered from parsed values, so both sides sign the same bytes.
-//! HMAC comes from aws-lc-rs (RFC 2104), and verification compares in constant time.
+//! HMAC comes from aws-lc-rs (RFC 2104), and verification compares in constant time
+//! (`subtle`). Signing allocates nothing but the signature's base64: the fields go to HMAC
+//! one by one, and the body hash's hex is built on the stack.
 
 use std::fmt;
 
 use aws_lc_rs::{digest, hmac};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
+
+use super::decode_canonical;
 
 /// Bytes of a request nonce before base64.
 pub const NONCE_LEN: usize = 16;
@@ -50,25 +55,82 @@ pub enum SignatureError {
 
 /// Lower-case hex of SHA-256 over `body` (the empty body hashes the empty string).
 pub fn body_hash_hex(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body_hash(body)).into_owned()
+}
+
+/// [`body_hash_hex`] as ASCII bytes, without an allocation.
+fn body_hash(body: &[u8]) -> [u8; 64] {
     let d = digest::digest(&digest::SHA256, body);
-    let mut out = String::with_capacity(64);
-    for b in d.as_ref() {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    let mut out = [0u8; 64];
+    for (pair, b) in out.chunks_exact_mut(2).zip(d.as_ref()) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
     out
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// The fields a request signature covers, in order, newline-separated: the one definition of
+/// the layout, which [`request_string`] concatenates and signing feeds to HMAC piece by piece.
+fn request_pieces<'a>(
+    method: &'a str,
+    path_and_query: &'a str,
+    body_hash: &'a [u8; 64],
+    timestamp: &'a str,
+    nonce: &'a str,
+) -> [&'a [u8]; 9] {
+    let nl = b"\n".as_slice();
+    [method.as_bytes(), nl, path_and_query.as_bytes(), nl, body_hash, nl, timestamp.as_bytes(), nl, nonce.as_bytes()]
+}
+
+/// The label a response signature starts with.
+const RESPONSE_LABEL: &[u8] = b"FV1-RESPONSE";
+
+/// The fields a response signature covers, in order (as [`request_pieces`]).
+fn response_pieces<'a>(
+    status: &'a Digits,
+    request_nonce: &'a str,
+    body_hash: &'a [u8; 64],
+    timestamp: &'a str,
+) -> [&'a [u8]; 9] {
+    let nl = b"\n".as_slice();
+    [RESPONSE_LABEL, nl, status.as_bytes(), nl, request_nonce.as_bytes(), nl, body_hash, nl, timestamp.as_bytes()]
+}
+
+/// A status code's decimal digits, on the stack.
+struct Digits {
+    buf: [u8; 5],
+    start: usize,
+}
+
+impl Digits {
+    fn of(mut n: u16) -> Digits {
+        let mut buf = [0u8; 5];
+        let mut start = buf.len();
+        loop {
+            start -= 1;
+            buf[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                return Digits { buf, start };
+            }
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
 /// The bytes a request signature covers.
 pub fn request_string(method: &str, path_and_query: &str, body: &[u8], timestamp: &str, nonce: &str) -> Vec<u8> {
-    format!("{method}\n{path_and_query}\n{}\n{timestamp}\n{nonce}", body_hash_hex(body)).into_bytes()
+    request_pieces(method, path_and_query, &body_hash(body), timestamp, nonce).concat()
 }
 
 /// The bytes a response signature covers.
 pub fn response_string(status: u16, request_nonce: &str, body: &[u8], timestamp: &str) -> Vec<u8> {
-    format!("FV1-RESPONSE\n{status}\n{request_nonce}\n{}\n{timestamp}", body_hash_hex(body)).into_bytes()
+    response_pieces(&Digits::of(status), request_nonce, &body_hash(body), timestamp).concat()
 }
 
 /// Parses `X-Timestamp`: ASCII digits only (no sign, no space), at most 19 of them.
@@ -91,14 +153,13 @@ pub fn decode_nonce(s: &str) -> Result<[u8; NONCE_LEN], SignatureError> {
     decode_canonical::<NONCE_LEN>(s).ok_or(SignatureError::MalformedNonce)
 }
 
-fn decode_canonical<const N: usize>(s: &str) -> Option<[u8; N]> {
-    let bytes = STANDARD.decode(s).ok()?;
-    let arr: [u8; N] = bytes.try_into().ok()?;
-    (STANDARD.encode(arr) == s).then_some(arr)
-}
-
 /// The per-session request-signing secret: 32 random bytes, sent once at login as base64.
-pub struct SessionSecret(Zeroizing<[u8; 32]>);
+/// Holds its HMAC key ready (the pads hashed once per session, not once per message);
+/// aws-lc-rs wipes the key's state when it is dropped.
+pub struct SessionSecret {
+    bytes: Zeroizing<[u8; 32]>,
+    key: hmac::Key,
+}
 
 impl fmt::Debug for SessionSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -109,7 +170,8 @@ impl fmt::Debug for SessionSecret {
 impl SessionSecret {
     /// Takes 32 secret bytes (fresh from a CSPRNG, or just unsealed).
     pub fn from_bytes(bytes: Zeroizing<[u8; 32]>) -> Self {
-        SessionSecret(bytes)
+        let key = hmac::Key::new(hmac::HMAC_SHA256, bytes.as_ref());
+        SessionSecret { bytes, key }
     }
 
     /// Decodes the base64 form sent at login.
@@ -119,12 +181,12 @@ impl SessionSecret {
     pub fn from_base64(s: &str) -> Result<Self, SignatureError> {
         let bytes = Zeroizing::new(STANDARD.decode(s).map_err(|_| SignatureError::MalformedSecret)?);
         let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| SignatureError::MalformedSecret)?;
-        Ok(SessionSecret(Zeroizing::new(arr)))
+        Ok(SessionSecret::from_bytes(Zeroizing::new(arr)))
     }
 
     /// The base64 form, for the login response only.
     pub fn to_base64(&self) -> Zeroizing<String> {
-        Zeroizing::new(STANDARD.encode(self.0.as_ref()))
+        Zeroizing::new(STANDARD.encode(self.bytes.as_ref()))
     }
 
     /// The raw bytes (to seal them for storage).
@@ -132,21 +194,26 @@ impl SessionSecret {
     /// # Security
     /// Hand them only to a sealing AEAD, never to a log or a response other than login's.
     pub fn expose_secret(&self) -> &[u8; 32] {
-        &self.0
+        &self.bytes
     }
 
-    fn key(&self) -> hmac::Key {
-        hmac::Key::new(hmac::HMAC_SHA256, self.0.as_ref())
+    /// HMAC-SHA256 over the concatenation of `pieces`, fed as they are (no message buffer).
+    fn tag(&self, pieces: &[&[u8]]) -> hmac::Tag {
+        let mut ctx = hmac::Context::with_key(&self.key);
+        for piece in pieces {
+            ctx.update(piece);
+        }
+        ctx.sign()
     }
 
-    fn sign(&self, message: &[u8]) -> String {
-        STANDARD.encode(hmac::sign(&self.key(), message).as_ref())
+    fn sign(&self, pieces: &[&[u8]]) -> String {
+        STANDARD.encode(self.tag(pieces).as_ref())
     }
 
-    fn verify(&self, message: &[u8], signature: &str) -> Result<(), SignatureError> {
-        let tag = decode_canonical::<32>(signature).ok_or(SignatureError::MalformedSignature)?;
-        // aws-lc-rs compares the tags in constant time.
-        hmac::verify(&self.key(), message, &tag).map_err(|_| SignatureError::Mismatch)
+    fn verify(&self, pieces: &[&[u8]], signature: &str) -> Result<(), SignatureError> {
+        let expected = decode_canonical::<32>(signature).ok_or(SignatureError::MalformedSignature)?;
+        let tag = self.tag(pieces);
+        if bool::from(tag.as_ref().ct_eq(expected.as_slice())) { Ok(()) } else { Err(SignatureError::Mismatch) }
     }
 
     /// `X-Signature` for a request.
@@ -158,7 +225,7 @@ impl SessionSecret {
         timestamp: &str,
         nonce: &str,
     ) -> String {
-        self.sign(&request_string(method, path_and_query, body, timestamp, nonce))
+        self.sign(&request_pieces(method, path_and_query, &body_hash(body), timestamp, nonce))
     }
 
     /// Checks a request's `X-Signature`.
@@ -174,12 +241,12 @@ impl SessionSecret {
         nonce: &str,
         signature: &str,
     ) -> Result<(), SignatureError> {
-        self.verify(&request_string(method, path_and_query, body, timestamp, nonce), signature)
+        self.verify(&request_pieces(method, path_and_query, &body_hash(body), timestamp, nonce), signature)
     }
 
     /// `X-Signature` for a response.
     pub fn sign_response(&self, status: u16, request_nonce: &str, body: &[u8], timestamp: &str) -> String {
-        self.sign(&response_string(status, request_nonce, body, timestamp))
+        self.sign(&response_pieces(&Digits::of(status), request_nonce, &body_hash(body), timestamp))
     }
 
     /// Checks a response's `X-Signature` (the client does this before acting on a response).
@@ -194,7 +261,7 @@ impl SessionSecret {
         timestamp: &str,
         signature: &str,
     ) -> Result<(), SignatureError> {
-        self.verify(&response_string(status, request_nonce, body, timestamp), signature)
+        self.verify(&response_pieces(&Digits::of(status), request_nonce, &body_hash(body), timestamp), signature)
     }
 }
 
@@ -229,6 +296,27 @@ mod tests {
         assert_eq!(
             String::from_utf8(s).expect("ascii"),
             "FV1-RESPONSE\n200\nn\n44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a\n5"
+        );
+    }
+
+    #[test]
+    fn signatures_are_hmac_over_exactly_the_documented_strings() {
+        let k = secret();
+        let key = hmac::Key::new(hmac::HMAC_SHA256, k.expose_secret());
+        let over = |message: Vec<u8>| STANDARD.encode(hmac::sign(&key, &message).as_ref());
+        let (target, body, ts, nonce) =
+            ("/v1/sync/pull?since=c1", &b"{\"a\":1}"[..], "1700000000", "AAAAAAAAAAAAAAAAAAAAAA==");
+        assert_eq!(
+            k.sign_request("POST", target, body, ts, nonce),
+            over(request_string("POST", target, body, ts, nonce))
+        );
+        for status in [0, 7, 200, 401, 65535] {
+            assert_eq!(k.sign_response(status, nonce, body, ts), over(response_string(status, nonce, body, ts)));
+        }
+        assert!(
+            String::from_utf8(response_string(65535, "n", b"", "1"))
+                .expect("ascii")
+                .starts_with("FV1-RESPONSE\n65535\nn\n")
         );
     }
 
