@@ -37,7 +37,7 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use fieldvault_core::protocol::{
@@ -66,6 +66,11 @@ pub mod headers {
     /// The HMAC-SHA256 signature, standard base64.
     pub const SIGNATURE: &str = "x-signature";
 }
+
+/// The response's signing headers, named once (a name given as a string is parsed and, not
+/// being a standard one, copied on every insert).
+const TIMESTAMP_HEADER: HeaderName = HeaderName::from_static(headers::TIMESTAMP);
+const SIGNATURE_HEADER: HeaderName = HeaderName::from_static(headers::SIGNATURE);
 
 /// The path of the signed route whose access token may have expired.
 const REFRESH_PATH: &str = "/v1/auth/refresh";
@@ -108,7 +113,7 @@ fn required<'a>(h: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
 /// The layer itself (`axum::middleware::from_fn_with_state`).
 pub async fn layer(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
-    let verified = match verify(&app, parts, body).await {
+    let (verified, nonce) = match verify(&app, parts, body).await {
         Ok(v) => v,
         // Nothing shows the sender holds the session secret: not signed, no directives.
         Err(e) => return e.into_response(),
@@ -116,9 +121,9 @@ pub async fn layer(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
     let mut signer = ResponseSigner {
         app: app.clone(),
         secret: verified.secret.clone(),
-        nonce: verified.nonce_header.clone(),
+        nonce,
         // As cached; replaced by the session as of the request's nonce commit once read.
-        directives: directives_of(&verified.session),
+        directives: verified.cached.directives(),
     };
     match admit(&app, verified, &mut signer.directives).await {
         Ok((mut req, signed)) => {
@@ -130,7 +135,7 @@ pub async fn layer(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
 }
 
 /// The device and its pending directives, which the response carries (None: none).
-fn directives_of(session: &SessionRecord) -> Option<(String, Vec<String>)> {
+pub(crate) fn directives_of(session: &SessionRecord) -> Option<(String, Vec<String>)> {
     (!session.directives.is_empty()).then(|| (session.device_id.clone(), session.directives.clone()))
 }
 
@@ -141,16 +146,16 @@ struct Verified {
     /// The session as the cache holds it: its identity and secret are settled; whether it is
     /// revoked is known only from [`CachedSession::current`].
     cached: Arc<CachedSession>,
-    session: SessionRecord,
+    /// `X-Key-Id`, the key id of `cached`.
+    key_id: String,
     secret: Arc<SessionSecret>,
     timestamp: u64,
     nonce: [u8; 16],
-    /// `X-Nonce` exactly as sent: what the response signature is bound to.
-    nonce_header: String,
 }
 
 /// Step 1: the headers, the session the key id names, the body and the request signature.
-async fn verify(app: &Arc<App>, parts: Parts, body: Body) -> Result<Verified, ApiError> {
+/// Also gives `X-Nonce` exactly as sent: what the response signature is bound to.
+async fn verify(app: &Arc<App>, parts: Parts, body: Body) -> Result<(Verified, String), ApiError> {
     let h = &parts.headers;
     let mut seen = std::collections::HashSet::new();
     for name in h.keys() {
@@ -180,7 +185,7 @@ async fn verify(app: &Arc<App>, parts: Parts, body: Body) -> Result<Verified, Ap
         .resolve(&*app.store, &app.sealer, key_id)
         .await?
         .ok_or_else(|| ApiError::invalid_token("the key id names no session"))?;
-    let (session, secret) = (cached.snapshot(), cached.secret().clone());
+    let secret = cached.secret().clone();
     // A push may carry up to 4 MiB of ops; every other signed body stays within 1 MiB.
     let limit = if parts.uri.path() == PUSH_PATH { app.config.push_body_limit } else { app.config.body_limit };
     let bytes = crate::app::read_body(body, &app.config, limit).await?;
@@ -188,8 +193,8 @@ async fn verify(app: &Arc<App>, parts: Parts, body: Body) -> Result<Verified, Ap
     secret
         .verify_request(parts.method.as_str(), target, &bytes, ts_header, nonce_header, signature)
         .map_err(|e| ApiError::invalid_signature(e.to_string()))?;
-    let nonce_header = nonce_header.to_owned();
-    Ok(Verified { parts, body: bytes, cached, session, secret, timestamp, nonce, nonce_header })
+    let (key_id, nonce_header) = (key_id.to_owned(), nonce_header.to_owned());
+    Ok((Verified { parts, body: bytes, cached, key_id, secret, timestamp, nonce }, nonce_header))
 }
 
 /// Steps 2 to 5, for a request that proved it holds the session secret: every refusal here
@@ -200,7 +205,7 @@ async fn admit(
     verified: Verified,
     directives: &mut Option<(String, Vec<String>)>,
 ) -> Result<(Request, SignedSession), ApiError> {
-    let Verified { parts, body, cached, session, secret, timestamp, nonce, .. } = verified;
+    let Verified { parts, body, cached, key_id, secret, timestamp, nonce } = verified;
     let now = app.now();
     // Kept past the last moment any instance (clock up to MAX_SKEW_SECS off the store's)
     // could still accept this timestamp, within what the store holds.
@@ -211,11 +216,11 @@ async fn admit(
     // nonce is used up for as long as either could happen, so the refusal is final. Recorded
     // whatever this clock says (it may run fast): a row already expired by the store's clock
     // goes at the next purge.
-    let claimed = app.replay.claim(NonceClaim { key_id: session.key_id.clone(), nonce, expires_at }).await?;
+    let claimed = app.replay.claim(NonceClaim { key_id, nonce, expires_at }).await?;
     // The session as of that commit: the cached read if no revocation happened since it, else
     // read again. Only a read; the checks below keep their order.
     let Some(session) = cached.current(&*app.store, claimed.revocation_epoch).await? else {
-        app.sessions.forget(&session.key_id);
+        app.sessions.forget(&cached.key_id());
         return Err(ApiError::invalid_token("the key id names no session"));
     };
     *directives = directives_of(&session);
@@ -283,10 +288,16 @@ impl ResponseSigner {
             parts.headers.insert(DIRECTIVES_HEADER, v);
             crate::devices::mark_sent(&self.app, device, tokens, now).await;
         }
-        let ts = now.to_string();
-        let sig = self.secret.sign_response(parts.status.as_u16(), &self.nonce, &bytes, &ts);
-        parts.headers.insert(headers::TIMESTAMP, HeaderValue::from_str(&ts).expect("digits are a header value"));
-        parts.headers.insert(headers::SIGNATURE, HeaderValue::from_str(&sig).expect("base64 is a header value"));
+        let ts = HeaderValue::from(now);
+        let sig = self.secret.sign_response(
+            parts.status.as_u16(),
+            &self.nonce,
+            &bytes,
+            ts.to_str().expect("a number's digits are visible ASCII"),
+        );
+        let sig = HeaderValue::from_maybe_shared(Bytes::from(sig)).expect("base64 is a header value");
+        parts.headers.insert(TIMESTAMP_HEADER, ts);
+        parts.headers.insert(SIGNATURE_HEADER, sig);
         Response::from_parts(parts, Body::from(bytes))
     }
 }

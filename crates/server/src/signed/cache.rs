@@ -125,10 +125,15 @@ impl CachedSession {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The session as last read (whether it is revoked may have changed since: see
-    /// [`CachedSession::current`]).
-    pub fn snapshot(&self) -> SessionRecord {
-        self.state().record.clone()
+    /// The session's key id.
+    pub fn key_id(&self) -> String {
+        self.state().record.key_id.clone()
+    }
+
+    /// The device and its pending directives as last read (None: none; they may have
+    /// changed since: see [`CachedSession::current`]).
+    pub fn directives(&self) -> Option<(String, Vec<String>)> {
+        super::directives_of(&self.state().record)
     }
 
     /// The session's secret (it never changes for a key id).

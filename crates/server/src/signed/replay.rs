@@ -103,37 +103,42 @@ impl NonceWriter {
 /// The writer: a batch is whatever is queued when the previous commit is done, up to
 /// [`MAX_NONCE_BATCH`] nonces.
 async fn write(store: Arc<dyn Store>, mut requests: mpsc::UnboundedReceiver<Pending>) {
-    let mut batch = Vec::new();
+    let mut answers = Vec::new();
     while let Some(first) = requests.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_NONCE_BATCH {
-            match requests.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+        // The claims move to the store (no copy); each answer remembers whether it had one.
+        let mut claims = Vec::new();
+        let mut next = Some(first);
+        while let Some(pending) = next.take() {
+            answers.push((pending.claim.is_some(), pending.answer));
+            claims.extend(pending.claim);
+            if answers.len() < MAX_NONCE_BATCH {
+                next = requests.try_recv().ok();
             }
         }
-        commit(&*store, &mut batch).await;
+        commit(&*store, claims, &mut answers).await;
     }
 }
 
 /// Commits one batch and answers each of its requests.
-async fn commit(store: &dyn Store, batch: &mut Vec<Pending>) {
-    let claims: Vec<NonceClaim> = batch.iter().filter_map(|p| p.claim.clone()).collect();
-    match store.claim_nonces(&claims).await {
+async fn commit(
+    store: &dyn Store,
+    claims: Vec<NonceClaim>,
+    answers: &mut Vec<(bool, oneshot::Sender<Result<Claimed, String>>)>,
+) {
+    match store.claim_nonces(claims).await {
         Ok(claimed) => {
             let mut fresh = claimed.fresh.into_iter();
-            for pending in batch.drain(..) {
-                let is_fresh = if pending.claim.is_some() { fresh.next().unwrap_or(false) } else { false };
+            for (claimed_nonce, answer) in answers.drain(..) {
+                let is_fresh = claimed_nonce && fresh.next().unwrap_or(false);
                 // A request that gave up waiting (its connection closed) is not answered.
-                let _ =
-                    pending.answer.send(Ok(Claimed { fresh: is_fresh, revocation_epoch: claimed.revocation_epoch }));
+                let _ = answer.send(Ok(Claimed { fresh: is_fresh, revocation_epoch: claimed.revocation_epoch }));
             }
         }
         Err(e) => {
-            tracing::warn!(error = %e, requests = batch.len(), "a group commit of request nonces failed");
+            tracing::warn!(error = %e, requests = answers.len(), "a group commit of request nonces failed");
             let why = e.to_string();
-            for pending in batch.drain(..) {
-                let _ = pending.answer.send(Err(why.clone()));
+            for (_, answer) in answers.drain(..) {
+                let _ = answer.send(Err(why.clone()));
             }
         }
     }

@@ -889,8 +889,9 @@ pub trait Store: Send + Sync + 'static {
     /// that transaction (`storage::admission`). `fresh[i]` is false when claim `i`'s nonce was seen
     /// before (a replay; a second claim of one nonce within the batch too: exactly one of
     /// them is fresh). All or nothing: on an error no claim of the batch is recorded. With no
-    /// claims, only the epoch is read.
-    async fn claim_nonces(&self, claims: &[NonceClaim]) -> Result<ClaimedNonces, StoreError>;
+    /// claims, only the epoch is read. The claims are taken (a store that works on another
+    /// thread moves them there without a copy).
+    async fn claim_nonces(&self, claims: Vec<NonceClaim>) -> Result<ClaimedNonces, StoreError>;
     /// The session a key id names (as [`Store::session_by_key_id`]) and the revocation epoch,
     /// read in one snapshot: a later read of the same epoch shows the session unchanged.
     async fn session_read(&self, key_id: &str) -> Result<SessionRead, StoreError>;

@@ -16,7 +16,7 @@ fn claim(key_id: &str, nonce: u8) -> NonceClaim {
 }
 
 async fn epoch(store: &Arc<dyn Store>) -> u64 {
-    store.claim_nonces(&[]).await.expect("reads the epoch").revocation_epoch
+    store.claim_nonces(Vec::new()).await.expect("reads the epoch").revocation_epoch
 }
 
 /// Makes the store fail every batch that holds nonce `[0xEE; 16]`, as a database that fails
@@ -53,13 +53,13 @@ async fn a_group_commit_records_each_nonce_once_and_reads_the_revocation_epoch()
         let before = epoch(store).await;
         assert!(store.insert_nonce("k1", &[3; 16], now() + 600).await.expect("insert"));
         let claimed = store
-            .claim_nonces(&[claim("k1", 1), claim("k2", 1), claim("k1", 1), claim("k1", 3), claim("k1", 2)])
+            .claim_nonces(vec![claim("k1", 1), claim("k2", 1), claim("k1", 1), claim("k1", 3), claim("k1", 2)])
             .await
             .expect("claims");
         // A repeat within the batch and a nonce seen before are replays; the rest are new.
         assert_eq!(claimed.fresh, [true, true, false, false, true]);
         assert_eq!(claimed.revocation_epoch, before, "nothing was revoked");
-        let again = store.claim_nonces(&[claim("k2", 1), claim("k2", 2)]).await.expect("claims");
+        let again = store.claim_nonces(vec![claim("k2", 1), claim("k2", 2)]).await.expect("claims");
         assert_eq!(again.fresh, [false, true], "committed: the next batch finds them");
     }
 }
@@ -70,10 +70,10 @@ async fn a_store_that_fails_mid_batch_records_no_nonce_of_the_batch() {
         let h = Harness::start_bare(b).await;
         poison(&h).await;
         let store = &h.app.store;
-        let failed = store.claim_nonces(&[claim("k1", 1), claim("k1", 0xEE), claim("k1", 2)]).await;
+        let failed = store.claim_nonces(vec![claim("k1", 1), claim("k1", 0xEE), claim("k1", 2)]).await;
         assert!(failed.is_err(), "{failed:?}");
         // None of it is half applied: the nonces before the failure are still new.
-        let after = store.claim_nonces(&[claim("k1", 1), claim("k1", 2)]).await.expect("claims");
+        let after = store.claim_nonces(vec![claim("k1", 1), claim("k1", 2)]).await.expect("claims");
         assert_eq!(after.fresh, [true, true]);
     }
 }

@@ -413,8 +413,8 @@ impl Store for PgStore {
         sessions::purge_nonces(&self.pool, now).await
     }
 
-    async fn claim_nonces(&self, claims: &[NonceClaim]) -> Result<ClaimedNonces, StoreError> {
-        admission::claim_nonces(&self.pool, claims).await
+    async fn claim_nonces(&self, claims: Vec<NonceClaim>) -> Result<ClaimedNonces, StoreError> {
+        admission::claim_nonces(&self.pool, &claims).await
     }
 
     async fn session_read(&self, key_id: &str) -> Result<SessionRead, StoreError> {
