@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use fieldvault_core::protocol::{MAX_SKEW_SECS, TIMESTAMP_WINDOW_SECS};
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::nonce_index::{self, Digest, NonceIndex};
@@ -62,6 +63,23 @@ pub(super) const SCHEMA_V11: &str = "
 
 /// The SQLite schema version with the nonce log.
 pub(super) const SCHEMA_VERSION_NONCE_LOG: i64 = 11;
+
+/// Schema version 12: the log without its expiry index, so that a batch's commit writes the
+/// log's last page alone, not that and the index's (one page encrypted and written per batch
+/// instead of two). The purge walks the log from its start instead ([`purge_nonces`]).
+pub(super) const SCHEMA_V12: &str = "
+    DROP INDEX nonces_by_expiry;
+";
+
+/// The SQLite schema version whose nonce log has no expiry index.
+pub(super) const SCHEMA_VERSION_UNINDEXED_LOG: i64 = 12;
+
+/// A row at the log's start that expires further ahead than this is moved to its end by the
+/// purge rather than left to hold back the rows behind it. A nonce recorded now by a request
+/// that was in time expires at most this far ahead: its timestamp at most the window ahead of
+/// an instance's clock, that clock at most the skew ahead of the store's, then kept for the
+/// window and the skew again.
+const MOVE_AHEAD_OF_SECS: u64 = 2 * (TIMESTAMP_WINDOW_SECS + MAX_SKEW_SECS);
 
 pub(super) fn claim_nonces(
     c: &mut Connection,
@@ -134,16 +152,50 @@ fn catch_up(tx: &rusqlite::Transaction<'_>, index: &mut NonceIndex) -> Result<()
     Ok(())
 }
 
-/// Deletes the nonces expired at `now` from the log and the index; the log's last row stays
-/// whatever its expiry, so that the next sequence number is past every one handed out.
+/// Deletes expired nonces from the start of the log and forgets every nonce expired at `now`
+/// (docs/adr/0014-sqlite-nonce-log.md). The log is in the order nonces were recorded, and
+/// their expiries nearly so, so the purge walks it from its start: an expired row goes; a row
+/// that expires further ahead than a request in time can ([`MOVE_AHEAD_OF_SECS`]: a request
+/// dated far ahead) is appended again at the end and goes from here; the first row that
+/// expires within that reach ends the walk, and the expired rows behind it go at a later
+/// purge (at most that long later). No unexpired nonce ever leaves the log. The log's last row
+/// stays whatever its expiry, so that the next sequence number is past every one handed out.
+/// Returns how many expired rows were deleted.
 pub(super) fn purge_nonces(c: &mut Connection, index: &mut NonceIndex, now: u64) -> Result<u64, StoreError> {
-    let purged = c.execute(
-        "DELETE FROM nonces WHERE expires_at < ?1 AND seq < (SELECT max(seq) FROM nonces)",
-        [to_column(now, "nonces.expires_at")?],
-    )?;
+    // Immediate: nothing is appended between the walk and the deletion.
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    catch_up(&tx, index)?;
+    let Some(last) = tx.query_row("SELECT max(seq) FROM nonces", [], |r| r.get::<_, Option<i64>>(0))? else {
+        return Ok(0);
+    };
+    let reach = now.saturating_add(MOVE_AHEAD_OF_SECS);
+    let (mut upto, mut purged, mut moved) = (None, 0u64, Vec::new());
+    {
+        let mut walk = tx.prepare("SELECT seq, key_id, nonce, expires_at FROM nonces WHERE seq < ?1 ORDER BY seq")?;
+        let mut rows = walk.query([last])?;
+        while let Some(row) = rows.next()? {
+            let expires_at: u64 = from_column(row.get(3)?, "nonces.expires_at")?;
+            if expires_at < now {
+                purged += 1;
+            } else if expires_at > reach {
+                moved.push((row.get::<_, String>(1)?, row.get::<_, Vec<u8>>(2)?, row.get::<_, i64>(3)?));
+            } else {
+                break;
+            }
+            upto = Some(row.get::<_, i64>(0)?);
+        }
+    }
+    if let Some(upto) = upto {
+        tx.execute("DELETE FROM nonces WHERE seq <= ?1", [upto])?;
+        let mut append = tx.prepare_cached("INSERT INTO nonces (key_id, nonce, expires_at) VALUES (?1, ?2, ?3)")?;
+        for (key_id, nonce, expires_at) in &moved {
+            index.advance(append.insert(params![key_id, nonce, expires_at])?);
+        }
+    }
+    tx.commit()?;
     index.forget_before(now);
-    tracing::debug!(purged, held = index.len(), "request nonces purged");
-    Ok(purged as u64)
+    tracing::debug!(purged, moved = moved.len(), held = index.len(), "request nonces purged");
+    Ok(purged)
 }
 
 pub(super) fn session_read(c: &mut Connection, key_id: &str) -> Result<SessionRead, StoreError> {

@@ -43,7 +43,7 @@ use audit::audited;
 use nonce_index::NonceIndex;
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = admission::SCHEMA_VERSION_NONCE_LOG;
+const SCHEMA_VERSION: i64 = admission::SCHEMA_VERSION_UNINDEXED_LOG;
 
 const SCHEMA_V1: &str = "
     CREATE TABLE users (
@@ -256,7 +256,7 @@ fn connect(path: &Path, key: &Zeroizing<[u8; 32]>) -> Result<Connection, StoreEr
 
 /// The statements that bring a store from schema version `from` to `to`.
 fn migration(from: i64, to: i64) -> String {
-    let steps: [(i64, &str); 12] = [
+    let steps: [(i64, &str); 13] = [
         (1, SCHEMA_V1),
         (2, SCHEMA_V2),
         (2, attachments::SCHEMA_V2),
@@ -269,6 +269,7 @@ fn migration(from: i64, to: i64) -> String {
         (super::fleet::SCHEMA_VERSION_FLEET, fleet::SCHEMA_V9),
         (super::admission::SCHEMA_VERSION_REVOCATIONS, admission::SCHEMA_V10),
         (admission::SCHEMA_VERSION_NONCE_LOG, admission::SCHEMA_V11),
+        (admission::SCHEMA_VERSION_UNINDEXED_LOG, admission::SCHEMA_V12),
     ];
     steps.iter().filter(|(v, _)| from < *v && *v <= to).map(|(_, sql)| *sql).collect::<Vec<_>>().join("\n")
 }
@@ -769,9 +770,9 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let path = tmp.path().join("server.db");
         let store = SqliteStore::open(&path, &Zeroizing::new([4u8; 32])).expect("creates");
-        // Commits back to back, as under load (each writes at least two pages: the log's last
-        // page and its expiry index's), for three times the pages at which the log starts over.
-        let commits = 3 * WAL_RESTART_PAGES / 2;
+        // Commits back to back, as under load (each writes at least the log's last page), for
+        // at least three times the pages at which the log starts over.
+        let commits = 3 * WAL_RESTART_PAGES;
         for i in 0..commits {
             let claims = (0..8u8).map(|n| NonceClaim { key_id: format!("k{i}"), nonce: [n; 16], expires_at: 10_000 });
             store.claim_nonces(claims.collect()).await.expect("claims");
@@ -904,9 +905,55 @@ mod tests {
         }
         let store = SqliteStore::open(&path, &key).expect("migrates");
         assert_eq!(fresh(&store, &[nonce("k", 1), nonce("k", 2)]).await, [false, true]);
-        let version: i64 =
-            store.run(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?)).await.expect("version");
-        assert_eq!(version, 11);
+        let (version, indexes): (i64, i64) = store
+            .run(|c| {
+                let version = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+                let indexes = c.query_row(
+                    "SELECT count(*) FROM sqlite_schema WHERE tbl_name = 'nonces' AND type = 'index'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                Ok((version, indexes))
+            })
+            .await
+            .expect("version");
+        // Version 12: the log alone, no index to write beside it.
+        assert_eq!((version, indexes), (12, 0));
+    }
+
+    #[tokio::test]
+    async fn a_purge_walks_the_log_from_its_start_and_never_drops_an_unexpired_nonce() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (path, key) = (tmp.path().join("server.db"), Zeroizing::new([7u8; 32]));
+        let (a, b) = (SqliteStore::open(&path, &key).expect("a"), SqliteStore::open(&path, &key).expect("b"));
+        let at = |n: u8, expires_at: u64| NonceClaim { expires_at, ..nonce("k", n) };
+        // In log order: a request dated far ahead, then expiries close to increasing.
+        let (far, gone, blocks, behind, later, last) =
+            (at(1, 1_000_000), at(2, 1_000), at(3, 1_500), at(4, 1_100), at(5, 5_000), at(6, 1_000));
+        let claims = [far.clone(), gone.clone(), blocks.clone(), behind.clone(), later.clone(), last.clone()];
+        assert_eq!(fresh(&a, &claims).await, [true; 6]);
+        let seqs = |c: &mut Connection| {
+            let mut q = c.prepare("SELECT nonce, seq FROM nonces ORDER BY seq")?;
+            let rows = q.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?[0], r.get::<_, i64>(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        };
+        // At 1,200: `far` moves to the end, `gone` goes, `blocks` (not expired, within reach)
+        // ends the walk, and `behind`, expired, waits behind it.
+        assert_eq!(a.purge_nonces(1_200).await.expect("purge"), 1);
+        assert_eq!(a.run(seqs).await.expect("rows"), [(3, 3), (4, 4), (5, 5), (6, 6), (1, 7)]);
+        // The moved nonce is still refused by this store, the other and a reopened one; the
+        // purged one only by none (its timestamp is long stale anyway).
+        assert_eq!(fresh(&a, std::slice::from_ref(&far)).await, [false]);
+        assert_eq!(fresh(&b, std::slice::from_ref(&far)).await, [false]);
+        let c = SqliteStore::open(&path, &key).expect("reopens");
+        assert_eq!(fresh(&c, &[far.clone(), blocks.clone(), later.clone()]).await, [false, false, false]);
+        assert_eq!(fresh(&a, &[gone]).await, [true], "an expired nonce is forgotten");
+        // At 1,600: `blocks` and `behind` go, `later` (5,000, out of reach) moves, `last`
+        // goes (no longer the log's last row), `far` moves again.
+        // (`gone`, claimed again, is now the last row.)
+        assert_eq!(a.purge_nonces(1_600).await.expect("purge"), 3);
+        assert_eq!(a.run(seqs).await.expect("rows"), [(2, 8), (5, 9), (1, 10)]);
+        assert_eq!(fresh(&c, &[far, later]).await, [false, false]);
     }
 
     #[tokio::test]

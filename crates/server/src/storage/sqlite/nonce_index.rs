@@ -1,4 +1,4 @@
-//! The SQLite store's memory of recorded request nonces (schema version 11,
+//! The SQLite store's memory of recorded request nonces (schema versions 11 and 12,
 //! docs/adr/0014-sqlite-nonce-log.md): every `(key_id, nonce)` the `nonces` table holds, as a
 //! 128-bit digest with its expiry, in buckets by expiry so that forgetting the expired ones
 //! drops whole sets (and sorts through one at most).
