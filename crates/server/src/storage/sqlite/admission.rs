@@ -185,14 +185,20 @@ pub(super) fn purge_nonces(c: &mut Connection, index: &mut NonceIndex, now: u64)
             upto = Some(row.get::<_, i64>(0)?);
         }
     }
+    let mut appended = None;
     if let Some(upto) = upto {
         tx.execute("DELETE FROM nonces WHERE seq <= ?1", [upto])?;
         let mut append = tx.prepare_cached("INSERT INTO nonces (key_id, nonce, expires_at) VALUES (?1, ?2, ?3)")?;
         for (key_id, nonce, expires_at) in &moved {
-            index.advance(append.insert(params![key_id, nonce, expires_at])?);
+            appended = Some(append.insert(params![key_id, nonce, expires_at])?);
         }
     }
     tx.commit()?;
+    // Only once committed: a rolled-back append's numbers are handed out again, and the index
+    // must still read whatever another connection appends under them.
+    if let Some(seq) = appended {
+        index.advance(seq);
+    }
     index.forget_before(now);
     tracing::debug!(purged, moved = moved.len(), held = index.len(), "request nonces purged");
     Ok(purged)

@@ -893,6 +893,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_purge_that_fails_leaves_the_store_reading_what_others_append_after_it() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (path, key) = (tmp.path().join("server.db"), Zeroizing::new([6u8; 32]));
+        let (a, b) = (SqliteStore::open(&path, &key).expect("a"), SqliteStore::open(&path, &key).expect("b"));
+        // Two nonces dated far ahead, which the purge moves to the end, then the last row.
+        let far = |n: u8| NonceClaim { expires_at: 1_000_000, ..nonce("k", n) };
+        assert_eq!(fresh(&a, &[far(1), far(0xEE), nonce("k", 3)]).await, [true; 3]);
+        // The disk fills while the second is moved: the purge fails after the first moved.
+        a.run(|c| {
+            Ok(c.execute_batch(
+                "CREATE TRIGGER full BEFORE INSERT ON nonces WHEN NEW.nonce = x'EEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEE'
+                 BEGIN SELECT RAISE(ABORT, 'the disk is full'); END",
+            )?)
+        })
+        .await
+        .expect("trigger");
+        assert!(a.purge_nonces(2_000).await.is_err());
+        a.run(|c| Ok(c.execute_batch("DROP TRIGGER full")?)).await.expect("drop");
+        // The numbers the failed purge used are handed out again, to `b`'s nonce: `a` must
+        // still read it, and refuse it.
+        assert_eq!(fresh(&b, &[nonce("k", 9)]).await, [true]);
+        assert_eq!(fresh(&a, &[nonce("k", 9)]).await, [false]);
+    }
+
+    #[tokio::test]
     async fn a_version_10_store_keeps_its_nonces_in_the_log() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let (path, key) = (tmp.path().join("server.db"), Zeroizing::new([9u8; 32]));
