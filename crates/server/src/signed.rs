@@ -135,7 +135,7 @@ pub async fn layer(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
 }
 
 /// The device and its pending directives, which the response carries (None: none).
-pub(crate) fn directives_of(session: &SessionRecord) -> Option<(String, Vec<String>)> {
+fn directives_of(session: &SessionRecord) -> Option<(String, Vec<String>)> {
     (!session.directives.is_empty()).then(|| (session.device_id.clone(), session.directives.clone()))
 }
 

@@ -112,7 +112,7 @@ fn claim_in(c: &mut Connection, index: &mut NonceIndex, claims: &[NonceClaim]) -
     let mut batch: HashMap<Digest, u64> = HashMap::with_capacity(claims.len());
     let mut last = None;
     {
-        let mut append = tx.prepare_cached("INSERT INTO nonces (key_id, nonce, expires_at) VALUES (?1, ?2, ?3)")?;
+        let mut append = tx.prepare_cached(APPEND)?;
         for claim in claims {
             let d = nonce_index::digest(&claim.key_id, &claim.nonce);
             // A repeat within the batch is a replay of its first occurrence.
@@ -136,6 +136,30 @@ fn claim_in(c: &mut Connection, index: &mut NonceIndex, claims: &[NonceClaim]) -
     Ok(ClaimedNonces { fresh, revocation_epoch })
 }
 
+/// Appends one nonce to the log (its sequence number is one past the largest present).
+const APPEND: &str = "INSERT INTO nonces (key_id, nonce, expires_at) VALUES (?1, ?2, ?3)";
+
+/// One row of the log, as [`LogRow::read`] takes it from `SELECT seq, key_id, nonce,
+/// expires_at`.
+struct LogRow {
+    seq: i64,
+    key_id: String,
+    nonce: [u8; 16],
+    expires_at: u64,
+}
+
+impl LogRow {
+    fn read(row: &rusqlite::Row<'_>) -> Result<LogRow, StoreError> {
+        let nonce: Vec<u8> = row.get(2)?;
+        Ok(LogRow {
+            seq: row.get(0)?,
+            key_id: row.get(1)?,
+            nonce: nonce.try_into().map_err(|_| StoreError::corrupt("nonces.nonce", "not 16 bytes"))?,
+            expires_at: from_column(row.get(3)?, "nonces.expires_at")?,
+        })
+    }
+}
+
 /// Reads into `index` every nonce appended since it last looked (by other connections: a
 /// `fieldvault-server` process beside `serve`, or this store before it restarted).
 fn catch_up(tx: &rusqlite::Transaction<'_>, index: &mut NonceIndex) -> Result<(), StoreError> {
@@ -143,11 +167,9 @@ fn catch_up(tx: &rusqlite::Transaction<'_>, index: &mut NonceIndex) -> Result<()
         tx.prepare_cached("SELECT seq, key_id, nonce, expires_at FROM nonces WHERE seq > ?1 ORDER BY seq")?;
     let mut rows = read.query([index.seen()])?;
     while let Some(row) = rows.next()? {
-        let (seq, key_id): (i64, String) = (row.get(0)?, row.get(1)?);
-        let nonce: Vec<u8> = row.get(2)?;
-        let nonce: [u8; 16] = nonce.try_into().map_err(|_| StoreError::corrupt("nonces.nonce", "not 16 bytes"))?;
-        index.insert(nonce_index::digest(&key_id, &nonce), from_column(row.get(3)?, "nonces.expires_at")?);
-        index.advance(seq);
+        let row = LogRow::read(row)?;
+        index.insert(nonce_index::digest(&row.key_id, &row.nonce), row.expires_at);
+        index.advance(row.seq);
     }
     Ok(())
 }
@@ -174,23 +196,25 @@ pub(super) fn purge_nonces(c: &mut Connection, index: &mut NonceIndex, now: u64)
         let mut walk = tx.prepare("SELECT seq, key_id, nonce, expires_at FROM nonces WHERE seq < ?1 ORDER BY seq")?;
         let mut rows = walk.query([last])?;
         while let Some(row) = rows.next()? {
-            let expires_at: u64 = from_column(row.get(3)?, "nonces.expires_at")?;
-            if expires_at < now {
+            let row = LogRow::read(row)?;
+            let seq = row.seq;
+            if row.expires_at < now {
                 purged += 1;
-            } else if expires_at > reach {
-                moved.push((row.get::<_, String>(1)?, row.get::<_, Vec<u8>>(2)?, row.get::<_, i64>(3)?));
+            } else if row.expires_at > reach {
+                moved.push(row);
             } else {
                 break;
             }
-            upto = Some(row.get::<_, i64>(0)?);
+            upto = Some(seq);
         }
     }
     let mut appended = None;
     if let Some(upto) = upto {
         tx.execute("DELETE FROM nonces WHERE seq <= ?1", [upto])?;
-        let mut append = tx.prepare_cached("INSERT INTO nonces (key_id, nonce, expires_at) VALUES (?1, ?2, ?3)")?;
-        for (key_id, nonce, expires_at) in &moved {
-            appended = Some(append.insert(params![key_id, nonce, expires_at])?);
+        let mut append = tx.prepare_cached(APPEND)?;
+        for row in &moved {
+            let expires_at = to_column(row.expires_at, "nonces.expires_at")?;
+            appended = Some(append.insert(params![row.key_id, &row.nonce[..], expires_at])?);
         }
     }
     tx.commit()?;
