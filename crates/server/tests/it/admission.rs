@@ -61,6 +61,13 @@ async fn a_group_commit_records_each_nonce_once_and_reads_the_revocation_epoch()
         assert_eq!(claimed.revocation_epoch, before, "nothing was revoked");
         let again = store.claim_nonces(vec![claim("k2", 1), claim("k2", 2)]).await.expect("claims");
         assert_eq!(again.fresh, [false, true], "committed: the next batch finds them");
+        // The new nonce of a batch that also held a replay is recorded all the same (on
+        // PostgreSQL such a batch is the one sent twice: the plain insert refused, then the
+        // insert of the new rows alone).
+        let third = store.claim_nonces(vec![claim("k2", 4), claim("k2", 2)]).await.expect("claims");
+        assert_eq!(third.fresh, [true, false]);
+        let fourth = store.claim_nonces(vec![claim("k2", 4)]).await.expect("claims");
+        assert_eq!(fourth.fresh, [false], "recorded by the batch that held a replay");
     }
 }
 
