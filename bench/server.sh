@@ -6,10 +6,14 @@
 # alternate the two builds; the faster run of each is kept. Prints `figure NAME VALUE UNIT`.
 # Two workloads (the first argument, or FV_BENCH_MODE):
 #   device (issue 5, the default): GET /v1/devices/self. Figures server_{signed,unsigned}_
-#     BACKEND_{ops,p50,p99}; server_signing_overhead_BACKEND = unsigned ops/s / signed ops/s.
+#     BACKEND_{ops,p50,p99,cpu,db_cpu} (cpu: us of this process per op, clients included;
+#     db_cpu: us of the postgres processes per op); server_signing_overhead_BACKEND =
+#     unsigned ops/s / signed ops/s; server_signing_cpu_ratio_BACKEND = signed CPU per op
+#     (cpu + db_cpu) / unsigned.
 #   push (issue 6): POST /v1/sync/push of 100 new documents per request (FV_BENCH_BATCH), ops/s
 #     counting applied ops, p50/p99 per batch. Figures sync_push_{signed,unsigned}_BACKEND_
-#     {ops,p50,p99} and sync_push_signing_overhead_BACKEND; after every run one more device per
+#     {ops,p50,p99,cpu,db_cpu}, sync_push_signing_overhead_BACKEND
+#     and sync_push_signing_cpu_ratio_BACKEND; after every run one more device per
 #     user pulls everything, and the run fails unless each op seen applied is there exactly
 #     once and nothing else is (sync_exactly_once_BACKEND 1 = every run held).
 #   bench/server.sh                                        # device, the full run, ~3 minutes once built
@@ -67,12 +71,17 @@ for backend in $backends; do
         grep "^figure ${prefix}_${variant}_${backend}_" "$best"
         cp "$best" "$work/best.$backend.$variant"
     done
+    # The CPU ratio: CPU per op (this process and PostgreSQL's) signed over unsigned, from
+    # the same two runs; less at the mercy of a noisy machine than ops/s.
     awk -v b="$backend" -v p="$prefix" '
         $2 == p "_signed_" b "_ops" { s = $3 } $2 == p "_unsigned_" b "_ops" { u = $3 }
         $2 == p "_signed_" b "_p50" { sp = $3 } $2 == p "_unsigned_" b "_p50" { up = $3 }
+        $2 == p "_signed_" b "_cpu" || $2 == p "_signed_" b "_db_cpu" { sc += $3 }
+        $2 == p "_unsigned_" b "_cpu" || $2 == p "_unsigned_" b "_db_cpu" { uc += $3 }
         END {
             printf "figure %s_signing_overhead_%s %.2f x\n", p, b, u / s
             printf "figure %s_signing_p50_ratio_%s %.2f x\n", p, b, sp / up
+            if (sc > 0 && uc > 0) printf "figure %s_signing_cpu_ratio_%s %.2f x\n", p, b, sc / uc
         }' "$work/best.$backend.signed" "$work/best.$backend.unsigned"
     if [[ $FV_BENCH_MODE == push ]]; then
         # Every run checked itself; 1 only if each of them printed 1.

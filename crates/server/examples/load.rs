@@ -30,7 +30,10 @@
 //! (0; 1 adds single-part timings: for `device` the same load on `/healthz`, the store calls
 //! (the nonce insert alone and through the group commit),
 //! the token check and the HMACs; for `push` the parsing and checking of a batch and the
-//! store's push called directly). Prints `figure NAME VALUE UNIT` lines.
+//! store's push called directly). Prints `figure NAME VALUE UNIT` lines: per run its ops/s,
+//! p50 and p99, and the CPU time per op spent in the measured window by this process (server
+//! and clients: `*_cpu`) and by the processes named `postgres` (`*_db_cpu`; about 0 on
+//! SQLite), read from `/proc`.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -478,11 +481,50 @@ async fn connect_plain(server: &Running, n: usize) -> Result<Vec<Client>> {
     Ok(clients)
 }
 
-/// What finished inside the measured window: each request's latency in nanoseconds, and the
-/// ops those requests carried (one per request, a batch's size per push).
+/// What finished inside the measured window: each request's latency in nanoseconds, the ops
+/// those requests carried (one per request, a batch's size per push), and the CPU time spent
+/// in the window (None where `/proc` cannot tell).
 struct Measured {
     latencies: Vec<u64>,
     ops: u64,
+    cpu: Option<Cpu>,
+}
+
+/// CPU seconds: this process (server and load clients), and every process on the machine
+/// named `postgres` (the database server, its backends and its background writers).
+#[derive(Clone, Copy)]
+struct Cpu {
+    process: f64,
+    database: f64,
+}
+
+impl Cpu {
+    /// Now, from `/proc` (Linux; its clock ticks are 100 a second, `USER_HZ`, on every
+    /// architecture's ABI).
+    fn read() -> Option<Cpu> {
+        /// utime + stime of one `/proc/PID/stat`, in seconds.
+        fn of(stat: &str) -> Option<f64> {
+            // The fields after the command name (which may hold spaces) end with ") ".
+            let mut fields = stat.rsplit_once(") ")?.1.split(' ');
+            let utime: u64 = fields.nth(11)?.parse().ok()?;
+            let stime: u64 = fields.next()?.parse().ok()?;
+            Some((utime + stime) as f64 / 100.0)
+        }
+        let process = of(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
+        let mut database = 0.0;
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let dir = entry.path();
+            if std::fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.trim_end() == "postgres") {
+                // A backend that exits in between is simply not counted.
+                database += std::fs::read_to_string(dir.join("stat")).ok().as_deref().and_then(of).unwrap_or(0.0);
+            }
+        }
+        Some(Cpu { process, database })
+    }
+
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu { process: self.process - before.process, database: self.database - before.database }
+    }
 }
 
 impl Measured {
@@ -496,6 +538,12 @@ impl Measured {
         println!("figure {prefix}_ops {:.0} ops/s", self.ops as f64 / window.as_secs_f64());
         println!("figure {prefix}_p50 {:.2} ms", at(0.50));
         println!("figure {prefix}_p99 {:.2} ms", at(0.99));
+        if let Some(cpu) = self.cpu.filter(|_| self.ops > 0) {
+            // Per op, so that runs of different speed compare: where the CPU went.
+            let per_op = |secs: f64| secs * 1e6 / self.ops as f64;
+            println!("figure {prefix}_cpu {:.1} us", per_op(cpu.process));
+            println!("figure {prefix}_db_cpu {:.1} us", per_op(cpu.database));
+        }
     }
 }
 
@@ -552,7 +600,14 @@ async fn load(clients: Vec<Client>, settings: &Settings, kind: Request) -> Resul
             })
         })
         .collect();
-    let mut measured = Measured { latencies: Vec::new(), ops: 0 };
+    // The CPU of the measured window, read at its start and its end.
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(from.into()).await;
+        let start = Cpu::read();
+        tokio::time::sleep_until(until.into()).await;
+        Some(Cpu::read()?.since(start?))
+    });
+    let mut measured = Measured { latencies: Vec::new(), ops: 0, cpu: None };
     let mut clients = Vec::with_capacity(tasks.len());
     for task in tasks {
         let (client, latencies, ops) = task.await??;
@@ -560,6 +615,7 @@ async fn load(clients: Vec<Client>, settings: &Settings, kind: Request) -> Resul
         measured.ops += ops;
         clients.push(client);
     }
+    measured.cpu = cpu.await?;
     Ok((measured, clients))
 }
 
