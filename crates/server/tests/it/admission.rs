@@ -112,6 +112,38 @@ async fn of_one_nonce_claimed_many_times_in_one_group_commit_exactly_one_is_fres
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_batches_sharing_nonces_in_opposite_orders_both_complete_on_postgresql() {
+    for b in backends() {
+        if !matches!(b, Backend::Postgres { .. }) {
+            continue; // One writer on SQLite: batches never run side by side.
+        }
+        let h = Harness::start_bare(b).await;
+        // Each insert takes a while, so that two batches run side by side row by row: taken
+        // in the order each batch lists them, the first would hold k1's nonce 1 and wait for
+        // nonce 2, the second hold nonce 2 and wait for nonce 1 (a deadlock, one batch failed).
+        h.raw_sql(
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN PERFORM pg_sleep(0.2); RETURN NEW; END $$",
+        )
+        .await
+        .expect("function");
+        h.raw_sql("CREATE TRIGGER slow BEFORE INSERT ON nonces FOR EACH ROW EXECUTE FUNCTION slow()")
+            .await
+            .expect("trigger");
+        let store = &h.app.store;
+        let (one, other) = tokio::join!(
+            store.claim_nonces(vec![claim("k1", 1), claim("k1", 2)]),
+            store.claim_nonces(vec![claim("k1", 2), claim("k1", 1)]),
+        );
+        let (one, other) = (one.expect("the first batch"), other.expect("the second batch"));
+        // Exactly one claim of each nonce is fresh, whichever batch went first.
+        assert_eq!(one.fresh.iter().filter(|&&f| f).count() + other.fresh.iter().filter(|&&f| f).count(), 2);
+        assert_eq!(one.fresh[0] as u8 + other.fresh[1] as u8, 1, "nonce 1: {one:?} {other:?}");
+        assert_eq!(one.fresh[1] as u8 + other.fresh[0] as u8, 1, "nonce 2: {one:?} {other:?}");
+    }
+}
+
 /// Polls every future in turn on this task until all are done (so that all are queued before
 /// the first await gives the writer its turn).
 pub(crate) async fn join_all<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {

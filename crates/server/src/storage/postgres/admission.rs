@@ -44,14 +44,22 @@ pub(super) async fn claim_nonces(pool: &PgPool, claims: &[NonceClaim]) -> Result
     // Each distinct (key id, nonce) is sent once: the first claim of it gets the row, a
     // repeat within the batch is a replay of it.
     let mut first: HashMap<(&str, &[u8; 16]), usize> = HashMap::with_capacity(claims.len());
-    let (mut key_ids, mut nonces, mut expiries) = (Vec::new(), Vec::new(), Vec::new());
     for (i, claim) in claims.iter().enumerate() {
-        let Entry::Vacant(slot) = first.entry((claim.key_id.as_str(), &claim.nonce)) else { continue };
-        slot.insert(i);
-        key_ids.push(claim.key_id.as_str());
-        nonces.push(&claim.nonce[..]);
-        expiries.push(to_column(claim.expires_at, "nonces.expires_at")?);
+        if let Entry::Vacant(slot) = first.entry((claim.key_id.as_str(), &claim.nonce)) {
+            slot.insert(i);
+        }
     }
+    // In key order: an insert waits on a row another transaction is inserting under the same
+    // key, so two batches sharing nonces (replays sent to two instances at once) that took
+    // them in opposite orders would each wait for the other (a deadlock, which PostgreSQL
+    // breaks after a second by failing one batch whole). In one order, one waits, then finds
+    // the other's rows.
+    let mut rows: Vec<&NonceClaim> = first.values().map(|&i| &claims[i]).collect();
+    rows.sort_unstable_by(|a, b| (a.key_id.as_str(), &a.nonce).cmp(&(b.key_id.as_str(), &b.nonce)));
+    let key_ids: Vec<&str> = rows.iter().map(|c| c.key_id.as_str()).collect();
+    let nonces: Vec<&[u8]> = rows.iter().map(|c| &c.nonce[..]).collect();
+    let expiries =
+        rows.iter().map(|c| to_column(c.expires_at, "nonces.expires_at")).collect::<Result<Vec<i64>, _>>()?;
     // Most batches hold no replay: a plain insert records them all, in one autocommitted
     // statement that reads the epoch in its snapshot. Only when the unique key refuses one
     // (a replay, or another instance inserting the same nonce first) is the batch, of which
