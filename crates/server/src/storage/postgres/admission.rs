@@ -3,9 +3,6 @@
 //! CONFLICT DO NOTHING RETURNING` when it holds a replay, and a session read together with
 //! the epoch (`crate::storage::admission`).
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
-
 use sqlx::{PgPool, Row};
 
 use crate::storage::admission::{ClaimedNonces, NonceClaim, SessionRead};
@@ -42,24 +39,18 @@ pub(super) const SCHEMA_V10: &[&str] = &[
 
 pub(super) async fn claim_nonces(pool: &PgPool, claims: &[NonceClaim]) -> Result<ClaimedNonces, StoreError> {
     // Each distinct (key id, nonce) is sent once: the first claim of it gets the row, a
-    // repeat within the batch is a replay of it.
-    let mut first: HashMap<(&str, &[u8; 16]), usize> = HashMap::with_capacity(claims.len());
-    for (i, claim) in claims.iter().enumerate() {
-        if let Entry::Vacant(slot) = first.entry((claim.key_id.as_str(), &claim.nonce)) {
-            slot.insert(i);
-        }
-    }
-    // In key order: an insert waits on a row another transaction is inserting under the same
-    // key, so two batches sharing nonces (replays sent to two instances at once) that took
-    // them in opposite orders would each wait for the other (a deadlock, which PostgreSQL
-    // breaks after a second by failing one batch whole). In one order, one waits, then finds
-    // the other's rows.
-    let mut rows: Vec<&NonceClaim> = first.values().map(|&i| &claims[i]).collect();
-    rows.sort_unstable_by(|a, b| (a.key_id.as_str(), &a.nonce).cmp(&(b.key_id.as_str(), &b.nonce)));
-    let key_ids: Vec<&str> = rows.iter().map(|c| c.key_id.as_str()).collect();
-    let nonces: Vec<&[u8]> = rows.iter().map(|c| &c.nonce[..]).collect();
+    // repeat within the batch is a replay of it. In key order: an insert waits on a row
+    // another transaction is inserting under the same key, so two batches sharing nonces
+    // (replays sent to two instances at once) that took them in opposite orders would each
+    // wait for the other (a deadlock, which PostgreSQL breaks after a second by failing one
+    // batch whole). In one order, one waits, then finds the other's rows.
+    let mut rows: Vec<usize> = (0..claims.len()).collect();
+    rows.sort_unstable_by_key(|&i| (key(&claims[i]), i));
+    rows.dedup_by_key(|i| key(&claims[*i]));
+    let key_ids: Vec<&str> = rows.iter().map(|&i| claims[i].key_id.as_str()).collect();
+    let nonces: Vec<&[u8]> = rows.iter().map(|&i| &claims[i].nonce[..]).collect();
     let expiries =
-        rows.iter().map(|c| to_column(c.expires_at, "nonces.expires_at")).collect::<Result<Vec<i64>, _>>()?;
+        rows.iter().map(|&i| to_column(claims[i].expires_at, "nonces.expires_at")).collect::<Result<Vec<i64>, _>>()?;
     // Most batches hold no replay: a plain insert records them all, in one autocommitted
     // statement that reads the epoch in its snapshot. Only when the unique key refuses one
     // (a replay, or another instance inserting the same nonce first) is the batch, of which
@@ -70,13 +61,13 @@ pub(super) async fn claim_nonces(pool: &PgPool, claims: &[NonceClaim]) -> Result
                 epoch.ok_or_else(|| StoreError::corrupt("revocation_epoch.epoch", "the counter row is missing"))?;
             let revocation_epoch = from_column(epoch, "revocation_epoch.epoch")?;
             let mut fresh = vec![false; claims.len()];
-            for &i in first.values() {
+            for &i in &rows {
                 fresh[i] = true;
             }
             Ok(ClaimedNonces { fresh, revocation_epoch })
         }
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            insert_new(pool, claims, &first, &key_ids, &nonces, &expiries).await
+            insert_new(pool, claims, &rows, &key_ids, &nonces, &expiries).await
         }
         Err(e) => Err(e.into()),
     }
@@ -121,18 +112,23 @@ async fn insert_all(
     .await
 }
 
-/// Inserts the rows that are not there yet and tells which those were: one statement, one
-/// snapshot (of two instances inserting one nonce, exactly one gets it), the epoch read beside
+/// What a batch's rows are sent and ordered by: the unique key.
+fn key(claim: &NonceClaim) -> (&str, &[u8; 16]) {
+    (claim.key_id.as_str(), &claim.nonce)
+}
+
+/// Inserts the rows that are not there yet and tells which those were (`rows`: the claims
+/// sent, in key order): one statement, one snapshot (of two instances inserting one nonce, exactly one gets it), the epoch read beside
 /// them on a row of its own (key_id NULL), so that it is there when nothing is inserted.
 async fn insert_new(
     pool: &PgPool,
     claims: &[NonceClaim],
-    first: &HashMap<(&str, &[u8; 16]), usize>,
+    rows: &[usize],
     key_ids: &[&str],
     nonces: &[&[u8]],
     expiries: &[i64],
 ) -> Result<ClaimedNonces, StoreError> {
-    let rows = sqlx::query(concat!(
+    let inserted = sqlx::query(concat!(
         "WITH inserted AS (
              INSERT INTO nonces (key_id, nonce, expires_at)
              SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::bigint[])
@@ -153,7 +149,7 @@ async fn insert_new(
     .await?;
     let mut fresh = vec![false; claims.len()];
     let mut revocation_epoch = None;
-    for row in rows {
+    for row in inserted {
         let key_id: Option<String> = row.try_get("key_id")?;
         let Some(key_id) = key_id else {
             revocation_epoch = Some(from_column(row.try_get::<i64, _>("epoch")?, "revocation_epoch.epoch")?);
@@ -161,8 +157,8 @@ async fn insert_new(
         };
         let nonce: Vec<u8> = row.try_get("nonce")?;
         let nonce: [u8; 16] = nonce.try_into().map_err(|_| StoreError::corrupt("nonces.nonce", "not 16 bytes"))?;
-        if let Some(&i) = first.get(&(key_id.as_str(), &nonce)) {
-            fresh[i] = true;
+        if let Ok(at) = rows.binary_search_by_key(&(key_id.as_str(), &nonce), |&i| key(&claims[i])) {
+            fresh[rows[at]] = true;
         }
     }
     let revocation_epoch =
